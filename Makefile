@@ -1,0 +1,26 @@
+# `make demo` and `make test` work on a fresh machine: they build .venv first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+# Browser tests drive Debian's Chromium (no browser download: everything is local).
+CHROMIUM := /usr/bin/chromium
+$(CHROMIUM):
+	(apt-get install -y -q chromium || (apt-get update -q && apt-get install -y -q chromium)) > /dev/null 2>&1 \
+		|| echo "warning: could not install chromium; the browser tests will say they were skipped"
+
+.PHONY: setup demo test
+setup: $(STAMP)
+
+demo: $(STAMP)
+	HF_HUB_OFFLINE=1 $(BIN)/bertforge demo
+
+test: $(STAMP) $(CHROMIUM)
+	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q $(PYTEST_ARGS)

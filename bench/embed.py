@@ -1,0 +1,210 @@
+"""Sentence embeddings: bertforge vs sentence-transformers `encode`, same model, same run.
+
+Embeds Gutenberg corpus lines with the bundled all-MiniLM-L6-v2 (mean pooling + L2 norm) through
+sentence-transformers (float32) and through bertforge in each requested dtype, each run in a fresh
+subprocess (so peak memory is its own), alternating which engine goes first from round to round.
+Same max length, batch size and thread count for all. Reports sentences/s, the ratio to
+sentence-transformers, peak RSS, and the worst per-sentence cosine to sentence-transformers' vectors.
+Then times the fill-mask pipeline against transformers' `pipeline("fill-mask")` on one checkpoint.
+
+    .venv/bin/python bench/embed.py --sentences 10000 --max-length 256 --batch-size 32 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO.parent / "shared" / "data" / "corpus" / "gutenberg_train.jsonl.gz"
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def corpus_lines(count: int) -> list[str]:
+    lines = []
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        for record in f:
+            lines += [line.strip() for line in json.loads(record)["text"].splitlines() if line.strip()]
+            if len(lines) >= count:
+                return lines[:count]
+    return lines
+
+
+def embed_worker(engine: str, dtype: str, args) -> None:
+    """Runs in a subprocess: warm up, embed every line once, save the vectors, print the timing."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    lines = corpus_lines(args.sentences)
+    if engine == "sentence-transformers":
+        from sentence_transformers import SentenceTransformer
+
+        from bertforge.model import default_model_path
+
+        model = SentenceTransformer(str(default_model_path()), device="cpu")
+        model.max_seq_length = args.max_length
+
+        def embed(texts):
+            return model.encode(texts, batch_size=args.batch_size, convert_to_numpy=True)
+    else:
+        from bertforge.pipelines import pipeline
+
+        pipe = pipeline("sentence-embedding", dtype=dtype, batch_size=args.batch_size, max_length=args.max_length)
+
+        def embed(texts):
+            return pipe(texts)
+    embed(lines[:2 * args.batch_size])  # warm-up: first calls allocate and pick kernels
+    start, cpu_start = time.perf_counter(), time.process_time()
+    vectors = embed(lines)
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
+    np.save(args.save, np.asarray(vectors, dtype=np.float32))
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak_mib}))
+
+
+def run_worker(engine: str, dtype: str, args, save: Path) -> dict:
+    command = [sys.executable, __file__, "--worker", engine, "--dtype", dtype, "--save", str(save),
+               "--sentences", str(args.sentences), "--max-length", str(args.max_length),
+               "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise SystemExit(f"{engine} {dtype} failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def bench_embeddings(args) -> None:
+    engines = [("sentence-transformers", "float32")] + [("bertforge", d) for d in args.dtypes.split(",")]
+    results: dict[tuple[str, str], list[dict]] = {e: [] for e in engines}
+    with tempfile.TemporaryDirectory() as tmp:
+        saved = {}
+        for round_ in range(args.rounds):
+            order = engines if round_ % 2 == 0 else engines[::-1]
+            for engine in order:
+                saved[engine] = Path(tmp) / f"{engine[0]}-{engine[1]}.npy"
+                result = run_worker(*engine, args, saved[engine])
+                results[engine].append(result)
+                print(f"round {round_ + 1}: {engine[0]:22} {engine[1]:9} {args.sentences / result['seconds']:8.1f} "
+                      f"sentences/s, {args.sentences / result['cpu_seconds']:8.1f} per CPU-second", flush=True)
+        reference = np.load(saved[engines[0]])
+        peer_rate = args.sentences / min(r["seconds"] for r in results[engines[0]])
+        peer_cpu_rate = args.sentences / min(r["cpu_seconds"] for r in results[engines[0]])
+        print(f"\n{args.sentences} Gutenberg lines, max length {args.max_length}, batch {args.batch_size}, "
+              f"{args.threads} threads, best of {args.rounds} round(s)")
+        # On a shared machine the wall clock counts other jobs' time; CPU time counts only this one's.
+        print("| engine | dtype | sentences/s | ratio | sentences per CPU-s | ratio | peak RSS MiB "
+              "| worst cosine vs sentence-transformers |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        for engine in engines:
+            vectors = np.load(saved[engine])
+            cosines = (vectors * reference).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))
+            rate = args.sentences / min(r["seconds"] for r in results[engine])
+            cpu_rate = args.sentences / min(r["cpu_seconds"] for r in results[engine])
+            peak = max(r["peak_mib"] for r in results[engine])
+            print(f"| {engine[0]} | {engine[1]} | {rate:.1f} | {rate / peer_rate:.2f}x | {cpu_rate:.1f} | "
+                  f"{cpu_rate / peer_cpu_rate:.2f}x | {peak:.0f} | {cosines.min():.6f} |")
+
+
+def masked_texts(count: int) -> list[str]:
+    rng = random.Random(0)
+    texts = []
+    for line in corpus_lines(3 * count):
+        words = line.split()
+        if 4 <= len(words) <= 40:
+            words[rng.randrange(len(words))] = "[MASK]"
+            texts.append(" ".join(words))
+        if len(texts) == count:
+            break
+    return texts
+
+
+def tiny_checkpoint(directory: Path) -> Path:
+    """A random transformers BertForPreTraining (tiny) with the MiniLM vocabulary: the same
+    checkpoint the tests use, for when no pre-trained bertforge model is installed."""
+    import torch
+    from transformers import BertConfig, BertForPreTraining
+
+    from bertforge.model import default_model_path
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=512)
+    BertForPreTraining(config).eval().save_pretrained(directory)
+    for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(default_model_path() / name, directory / name)
+    return directory
+
+
+def bench_fill_mask(args) -> None:
+    import torch
+    from transformers import pipeline as hf_pipeline
+
+    from bertforge.errors import CheckpointError
+    from bertforge.pipelines import pipeline
+    from bertforge.pipelines.base import default_pretraining_model_path
+
+    torch.set_num_threads(args.threads)
+    texts = masked_texts(args.fill_mask_texts)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            checkpoint = Path(args.fill_mask_model) if args.fill_mask_model else default_pretraining_model_path()
+        except CheckpointError:
+            checkpoint = tiny_checkpoint(Path(tmp))
+        ours = pipeline("fill-mask", model=checkpoint, batch_size=args.batch_size)
+        theirs = hf_pipeline("fill-mask", model=str(checkpoint), device="cpu")
+        runs = {"bertforge": lambda: ours(texts, top_k=5),
+                "transformers": lambda: theirs(texts, top_k=5, batch_size=args.batch_size)}
+        timings = {name: [] for name in runs}
+        for name in runs:
+            runs[name]()  # warm-up
+        for round_ in range(args.rounds):
+            for name in (list(runs) if round_ % 2 == 0 else list(runs)[::-1]):
+                start = time.perf_counter()
+                runs[name]()
+                timings[name].append(time.perf_counter() - start)
+        best = {name: len(texts) / min(t) for name, t in timings.items()}
+        print(f"\nfill-mask, {len(texts)} Gutenberg lines with one [MASK], top_k 5, batch {args.batch_size}, "
+              f"checkpoint {checkpoint.name} ({ours.config.num_hidden_layers} layers, hidden {ours.config.hidden_size})")
+        print("| engine | texts/s | ratio |\n| --- | ---: | ---: |")
+        for name, rate in best.items():
+            print(f"| {name} | {rate:.1f} | {rate / best['transformers']:.2f}x |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=10_000)
+    parser.add_argument("--max-length", type=int, default=256, help="sentence-transformers' setting for MiniLM")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--dtypes", default="float32,bfloat16,int8")
+    parser.add_argument("--fill-mask-texts", type=int, default=500)
+    parser.add_argument("--fill-mask-model", default=None, help="default: bertforge's pre-trained model, else a tiny random one")
+    parser.add_argument("--skip-embeddings", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--save", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        embed_worker(args.worker, args.dtype, args)
+        return
+    if not args.skip_embeddings:
+        bench_embeddings(args)
+    if args.fill_mask_texts:
+        bench_fill_mask(args)
+
+
+if __name__ == "__main__":
+    main()

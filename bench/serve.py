@@ -1,0 +1,226 @@
+"""Load test of `bertforge serve`: dynamic batching against batching off, in the same run.
+
+Starts two servers (MiniLM, /v1/embeddings) as subprocesses on free loopback ports, one with
+dynamic batching and one with --no-batching, and sends them in turn a fixed number of
+one-sentence requests from 1, 8 and 32 concurrent clients (threads of this process, keep-alive
+connections). Sentences are real lines of the Gutenberg corpus. Prints requests/s, p50/p99
+latency, errors, server CPU time per request and the server's peak memory (VmHWM) per setting,
+and the throughput ratio batching / off.
+
+    .venv/bin/python bench/serve.py [--requests-per-client 25] [--concurrency 1 8 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import http.client
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / ".." / "shared" / "data" / "corpus" / "gutenberg_train.jsonl.gz"
+
+
+def corpus_sentences(limit: int) -> list[str]:
+    """Lines of 40-300 characters from the corpus (typical embedding inputs)."""
+    sentences = []
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        for record in f:
+            for line in json.loads(record)["text"].splitlines():
+                line = line.strip()
+                if 40 <= len(line) <= 300:
+                    sentences.append(line)
+                    if len(sentences) == limit:
+                        return sentences
+    return sentences
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(port: int, batching: bool, max_batch_size: int, max_wait_ms: float,
+                 threads: int | None) -> subprocess.Popen:
+    command = [str(REPO / ".venv" / "bin" / "bertforge"), "serve", "--port", str(port), "--log-level", "warning",
+               "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms)]
+    if threads is not None:
+        command += ["--threads", str(threads)]
+    if not batching:
+        command.append("--no-batching")
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {process.stderr.read()}")
+        try:
+            connection = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            connection.request("GET", "/health")
+            if connection.getresponse().status == 200:
+                return process
+        except OSError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError("server did not start within 120 s")
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of the server process so far (all its threads)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_memory_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_load(port: int, sentences: list[str], clients: int, per_client: int) -> dict:
+    latencies: list[float] = []
+    errors = [0]
+    lock = threading.Lock()
+
+    def client(index: int) -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        for k in range(per_client):
+            text = sentences[(index * per_client + k) % len(sentences)]
+            body = json.dumps({"input": text})
+            started = time.perf_counter()
+            try:
+                connection.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+                response = connection.getresponse()
+                data = response.read()
+                ok = response.status == 200 and len(json.loads(data)["data"][0]["embedding"]) == 384
+            except (OSError, http.client.HTTPException, ValueError, KeyError):
+                ok = False
+                connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+            elapsed = time.perf_counter() - started
+            with lock:
+                latencies.append(elapsed)
+                errors[0] += not ok
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = time.perf_counter() - started
+    latencies.sort()
+    return {"requests": len(latencies), "rps": len(latencies) / wall,
+            "p50_ms": 1000 * statistics.median(latencies),
+            "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))],
+            "errors": errors[0]}
+
+
+def model_cpu_cost(sentences: list[str], sizes=(1, 8, 32)) -> dict[int, float]:
+    """CPU milliseconds per sentence for the embedding call alone, one thread, by batch size: the
+    most dynamic batching can save on a CPU (run in this process after the load test)."""
+    import torch
+
+    from bertforge.model import default_model_path
+    from bertforge.server import load_served_model
+
+    torch.set_num_threads(1)
+    model = load_served_model("minilm", default_model_path())
+    costs = {}
+    for size in sizes:
+        batch, calls, started = sentences[:size], 0, time.process_time()
+        while time.process_time() - started < 3:
+            model.run_embeddings(batch)
+            calls += 1
+        costs[size] = 1000 * (time.process_time() - started) / (calls * size)
+    return costs
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--requests-per-client", type=int, default=25,
+                        help="requests each client sends (at least 200 in total per level)")
+    parser.add_argument("--max-batch-size", type=int, default=32)
+    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--threads", type=int, default=None, help="the server's --threads (default: torch's)")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each setting (alternating the two servers)")
+    args = parser.parse_args()
+
+    sentences = corpus_sentences(2000)
+    print(f"# bench/serve.py: {platform.node()} {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    print(f"# {len(sentences)} corpus lines of 40-300 characters, one per request to /v1/embeddings (MiniLM-L6); "
+          f"max batch {args.max_batch_size}, max wait {args.max_wait_ms} ms, server threads "
+          f"{args.threads or 'torch default'}")
+    print(f"# load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on this machine "
+          "slows every figure)")
+    # Both servers run side by side and take turns, level by level, so that the load other work puts
+    # on this machine falls on both alike; each setting runs `--rounds` times.
+    servers = {}
+    try:
+        for batching in (True, False):
+            port = free_port()
+            server = start_server(port, batching, args.max_batch_size, args.max_wait_ms, args.threads)
+            servers[batching] = (port, server)
+            run_load(port, sentences, 4, 5)  # warm-up
+        runs: dict[tuple[bool, int], list[dict]] = {}
+        for clients in args.concurrency:
+            per_client = max(args.requests_per_client, -(-200 // clients))
+            for _ in range(args.rounds):
+                for batching, (port, server) in servers.items():
+                    cpu_before = server_cpu_seconds(server.pid)
+                    result = run_load(port, sentences, clients, per_client)
+                    result["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / result["requests"]
+                    result["peak_mb"] = peak_memory_mb(server.pid)
+                    runs.setdefault((batching, clients), []).append(result)
+                    print(f"{'batching' if batching else 'off':9} clients={clients:3d} "
+                          f"requests={result['requests']:5d} {result['rps']:7.1f} req/s  "
+                          f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
+                          f"server CPU {result['cpu_ms']:5.1f} ms/request  errors {result['errors']}  "
+                          f"peak server memory {result['peak_mb']:.0f} MB", flush=True)
+    finally:
+        for _, server in servers.values():
+            server.terminate()
+            server.wait(30)
+    # per setting: the mean throughput over rounds, the worst p50/p99, all errors
+    results = {key: {"rps": statistics.mean(r["rps"] for r in rs), "p50_ms": max(r["p50_ms"] for r in rs),
+                     "p99_ms": max(r["p99_ms"] for r in rs), "errors": sum(r["errors"] for r in rs),
+                     "cpu_ms": statistics.mean(r["cpu_ms"] for r in rs), "peak_mb": max(r["peak_mb"] for r in rs)}
+               for key, rs in runs.items()}
+
+    print("\n| clients | batching req/s | off req/s | ratio | batching p50 / p99 ms | off p50 / p99 ms | "
+          "server CPU ms/request (batching / off) | errors | peak MB (batching / off) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for clients in args.concurrency:
+        on, off = results[(True, clients)], results[(False, clients)]
+        print(f"| {clients} | {on['rps']:.1f} | {off['rps']:.1f} | {on['rps'] / off['rps']:.2f}x | "
+              f"{on['p50_ms']:.0f} / {on['p99_ms']:.0f} | {off['p50_ms']:.0f} / {off['p99_ms']:.0f} | "
+              f"{on['cpu_ms']:.1f} / {off['cpu_ms']:.1f} | {on['errors'] + off['errors']} | "
+              f"{on['peak_mb']:.0f} / {off['peak_mb']:.0f} |")
+    print(f"\n# load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    top = max(args.concurrency)
+    ratio = results[(True, top)]["rps"] / results[(False, top)]["rps"]
+    met = ratio >= 3 and results[(True, top)]["p99_ms"] < 1000
+    print(f"\n{top} clients: batching/off throughput ratio {ratio:.2f}x, p99 {results[(True, top)]['p99_ms']:.0f} ms "
+          f"-> goal (>=3x at p99 < 1 s) {'met' if met else 'NOT met'}")
+    costs = model_cpu_cost(sentences)
+    print("model alone, 1 thread, CPU ms per sentence by batch size: "
+          + ", ".join(f"{size}: {ms:.1f}" for size, ms in costs.items())
+          + f" (batching saves at most {costs[1] / min(costs.values()):.2f}x of the model's work)")
+    errors = sum(r["errors"] for r in results.values())
+    if errors:
+        sys.exit(f"{errors} requests failed")
+
+
+if __name__ == "__main__":
+    main()

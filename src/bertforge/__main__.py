@@ -1,0 +1,3 @@
+from bertforge.cli.main import cli
+
+cli(prog_name="bertforge")

@@ -1,0 +1,38 @@
+"""`bertforge attention`: every layer's and head's attention for a sentence or pair, as PNG and HTML."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bertforge.cli.io import model_options, pipeline_from_options
+from bertforge.errors import InputError
+
+
+@click.command()
+@click.argument("text")
+@click.argument("text_pair", required=False)
+@click.option("--png", type=click.Path(path_type=Path), default=None, help="Write a layers x heads grid of heatmaps.")
+@click.option("--html", type=click.Path(path_type=Path), default=None,
+              help="Write a self-contained page: pick a layer and head, hover a token to see what it attends to.")
+@model_options
+def attention(text, text_pair, png, html, **options):
+    """Attention maps of TEXT (and TEXT_PAIR) for every layer and head.
+
+    \b
+    Examples:
+      bertforge attention "The animal didn't cross the street because it was too tired" --html attention.html
+      bertforge attention "Paris is a beautiful city" "I love Paris" --png attention.png --html attention.html
+    """
+    if png is None and html is None:
+        raise InputError("choose an output: --png FILE and/or --html FILE")
+    maps = pipeline_from_options("attention", options, progress=False)(text, text_pair)
+    layers, heads, seq, _ = maps.weights.shape
+    for path, save in ((png, maps.save_png), (html, maps.save_html)):
+        if path is not None:
+            try:
+                save(path)
+            except OSError as e:
+                raise InputError(f"{path}: cannot write ({e.strerror})") from None
+            click.echo(f"wrote {path} ({layers} layers x {heads} heads, {seq} tokens)")

@@ -1,0 +1,34 @@
+"""`bertforge fill-mask`: the masked-language-model head's best guesses for each [MASK]."""
+
+from __future__ import annotations
+
+import click
+
+from bertforge.cli.io import input_options, model_options, pipeline_from_options, read_inputs, with_line_numbers, write_records
+
+
+@click.command("fill-mask")
+@click.argument("texts", nargs=-1)
+@click.option("--top-k", type=click.IntRange(min=1), default=5, show_default=True, help="Guesses per [MASK].")
+@click.option("--target", "targets", multiple=True, help="Score only these tokens (repeat the option).")
+@model_options
+@input_options()
+def fill_mask(texts, top_k, targets, input_path, column, output, **options):
+    """Fill the [MASK] tokens of TEXTS (or of the lines of --input).
+
+    Needs a checkpoint with a masked-language-model head (--model; default: bertforge's own
+    pre-trained model when installed). Output: one JSON line per text, {"text", "predictions"},
+    predictions shaped like the Hugging Face pipeline's ({score, token, token_str, sequence};
+    a list per [MASK] when a text has several).
+
+    \b
+    Examples:
+      bertforge fill-mask --model my-bert "Love is like the [MASK]. You can't see it but you can feel it"
+      bertforge fill-mask --model my-bert --top-k 10 --target wind --target air "The [MASK] blew."
+      bertforge fill-mask --model my-bert --input masked.txt --output guesses.jsonl
+    """
+    items = read_inputs(texts, input_path, [column])
+    pipe = pipeline_from_options("fill-mask", options, progress=input_path is not None)
+    predictions = pipe(items.values, top_k=top_k, targets=list(targets) or None)
+    records = [{"text": t, "predictions": p} for t, p in zip(items.values, predictions)]
+    write_records(with_line_numbers(items, records), output)

@@ -1,0 +1,199 @@
+"""`bertforge finetune`, `evaluate` and `predict`: the downstream tasks from files on disk."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from bertforge.errors import ConfigError, InputError
+
+TASKS = ("classification", "pair-classification", "ner", "qa")
+
+
+def data_options(function):
+    """Options shared by the three commands: the task and where its fields are in the files."""
+    options = [
+        click.option("--task", type=click.Choice(TASKS), required=True,
+                     help="classification (SST-2-like), pair-classification (MRPC, RTE, NLI), ner (CoNLL), qa (SQuAD JSON)."),
+        click.option("--text-column", default="sentence", show_default=True, help="Column of the (first) text."),
+        click.option("--text-pair-column", default=None, help="Column of the second text (pair-classification)."),
+        click.option("--label-column", default="label", show_default=True, help="Column of the label."),
+        click.option("--tag-column", type=int, default=-1, show_default=True,
+                     help="CoNLL column of the tag (0-based; negative counts from the end)."),
+        click.option("--max-length", type=click.IntRange(8, 512), default=None,
+                     help="Longest input in word pieces [default: 128; 384 for qa]."),
+        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
+        click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
+        click.option("--bf16", is_flag=True, help="bfloat16 autocast (on CPUs with AMX or on GPUs)."),
+        click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _setup(threads):
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def _max_length(task: str, max_length: int | None) -> int:
+    return max_length or (384 if task == "qa" else 128)
+
+
+def _read(task, path, options, labelled=True):
+    from bertforge.tasks import read_task_data
+
+    return read_task_data(task, path, options["text_column"], options["text_pair_column"], options["label_column"],
+                          options["tag_column"], labelled)
+
+
+def _hold_out(task: str, data: list, count: int, path) -> tuple[list, list]:
+    """The last `count` examples (for qa: articles) of the training data become the validation set."""
+    if task != "qa":
+        if count >= len(data):
+            raise InputError(f"{path}: --hold-out {count} leaves no training examples ({len(data)} in the file)")
+        return data[:-count], data[-count:]
+    titles = list(dict.fromkeys(e.title for e in data))
+    if count >= len(titles):
+        raise InputError(f"{path}: --hold-out {count} leaves no training articles ({len(titles)} in the file)")
+    held = set(titles[-count:])
+    return [e for e in data if e.title not in held], [e for e in data if e.title in held]
+
+
+def _load_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
+    from bertforge.model import default_model_path
+    from bertforge.tasks import build_task, check_head
+    from bertforge.tokenization import BertTokenizer
+
+    directory = Path(model_dir) if model_dir else default_model_path()
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"--model {directory}: no config.json there")
+    check_head(task_name, directory, fine_tuned)
+    task = build_task(task_name, id2label=None) if task_name == "qa" else None
+    if fine_tuned and task is None:
+        from bertforge.model import BertConfig
+
+        id2label = BertConfig.from_json_file(directory / "config.json").id2label
+        if not id2label:
+            raise ConfigError(f"--model {directory}: config.json has no id2label; was it fine-tuned by bertforge?")
+        task = build_task(task_name, id2label=id2label)
+    return directory, task, BertTokenizer.from_pretrained(directory)
+
+
+@click.command()
+@data_options
+@click.option("--train", "train_path", type=click.Path(dir_okay=False), required=True, help="Training file.")
+@click.option("--validation", "validation_path", type=click.Path(dir_okay=False), default=None,
+              help="Validation file (evaluated every epoch; the best model is kept).")
+@click.option("--hold-out", type=click.IntRange(1), default=None,
+              help="Validate on the last N examples of --train (for qa: the last N articles) and train on the rest.")
+@click.option("--train-limit", type=click.IntRange(1), default=None, help="Train on the first N examples only.")
+@click.option("--model", "model_dir", type=click.Path(), default=None,
+              help="Pre-trained checkpoint directory [default: the bundled all-MiniLM-L6-v2].")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False), required=True,
+              help="Where the best model, metrics.json and curves.png go.")
+@click.option("--epochs", type=float, default=3, show_default=True)
+@click.option("--lr", type=float, default=3e-5, show_default=True, help="Peak learning rate (2e-5 to 5e-5 usual).")
+@click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--eval-steps", type=click.IntRange(1), default=None, help="Evaluate every N steps [default: every epoch].")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N optimiser steps.")
+@click.option("--seed", type=int, default=42, show_default=True)
+def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, epochs, lr, grad_accum,
+             eval_steps, max_steps, seed, max_length, batch_size, device, bf16, threads, **columns):
+    """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output."""
+    _setup(threads)
+    from bertforge.tasks import FinetuneArgs, build_task, finetune as run
+
+    options = {**columns}
+    max_length = _max_length(task, max_length)
+    if validation_path and hold_out:
+        raise ConfigError("give either --validation or --hold-out, not both")
+    train_data = _read(task, train_path, options)
+    if hold_out:
+        train_data, validation_data = _hold_out(task, train_data, hold_out, train_path)
+    else:
+        validation_data = _read(task, validation_path, options) if validation_path else None
+    if validation_data is not None and not validation_data:
+        raise InputError(f"{validation_path or train_path}: the validation set is empty")
+    if train_limit:
+        train_data = train_data[:train_limit]
+    task_object = build_task(task, train_data)
+    directory, _, tokenizer = _load_model(task, model_dir, fine_tuned=False)
+    overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
+    model = task_object.model_class.from_pretrained(directory, **overrides)
+    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=lr,
+                        gradient_accumulation_steps=grad_accum, eval_steps=eval_steps, max_steps=max_steps,
+                        seed=seed, bf16=bf16, device=device)
+    started = time.perf_counter()
+    train_features = task_object.train_features(train_data, tokenizer, max_length)
+    eval_set = task_object.eval_set(validation_data, tokenizer, max_length) if validation_data else None
+    history = run(model, task_object, train_features, eval_set, args, tokenizer)
+    best = history["best"] or {}
+    summary = {"output": output_dir, "train_examples": len(train_data), "steps": history["total_steps"],
+               "wall_seconds": round(time.perf_counter() - started, 1),
+               "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}
+    click.echo(json.dumps(summary))
+
+
+@click.command()
+@data_options
+@click.option("--model", "model_dir", type=click.Path(), required=True, help="A model fine-tuned for TASK.")
+@click.option("--validation", "validation_path", type=click.Path(dir_okay=False), required=True)
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the metrics JSON here too.")
+def evaluate(task, model_dir, validation_path, output_path, max_length, batch_size, device, bf16, threads, **columns):
+    """Score a fine-tuned model on a labelled file (accuracy/F1, entity F1, or SQuAD EM/F1)."""
+    _setup(threads)
+    directory, task_object, tokenizer = _load_model(task, model_dir, fine_tuned=True)
+    data = _read(task, validation_path, columns)
+    if not data:
+        raise InputError(f"{validation_path}: the validation set is empty")
+    model = task_object.model_class.from_pretrained(directory).to(_device(device))
+    eval_set = task_object.eval_set(data, tokenizer, _max_length(task, max_length))
+    metrics = task_object.evaluate(model, eval_set, batch_size, bf16)
+    text = json.dumps(metrics, indent=2)
+    if output_path:
+        Path(output_path).write_text(text + "\n", encoding="utf-8")
+    click.echo(text)
+
+
+@click.command()
+@data_options
+@click.option("--model", "model_dir", type=click.Path(), required=True, help="A model fine-tuned for TASK.")
+@click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
+              help="Texts (TSV/CSV/JSONL), CoNLL words (first column) or SQuAD JSON.")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="JSONL [default: stdout].")
+def predict(task, model_dir, input_path, output_path, max_length, batch_size, device, bf16, threads, **columns):
+    """Predict with a fine-tuned model: one JSON line per input example."""
+    _setup(threads)
+    directory, task_object, tokenizer = _load_model(task, model_dir, fine_tuned=True)
+    data = _read(task, input_path, columns, labelled=False)
+    model = task_object.model_class.from_pretrained(directory).to(_device(device))
+    results = task_object.predict(model, data, tokenizer, _max_length(task, max_length), batch_size)
+    lines = []
+    for example, result in zip(data, results):
+        if task == "ner":
+            lines.append({"words": example.words, "tags": [t for t, _ in result], "scores": [s for _, s in result]})
+        elif task == "qa":
+            lines.append({"id": example.id, **result})
+        else:
+            lines.append({"text": example.text, **({"text_pair": example.text_pair} if example.text_pair else {}), **result})
+    out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
+    try:
+        for line in lines:
+            out.write(json.dumps(line) + "\n")
+    finally:
+        if output_path:
+            out.close()
+
+
+def _device(name: str):
+    from bertforge.tasks.trainer import resolve_device
+
+    return resolve_device(name, 0)

@@ -1,0 +1,139 @@
+"""`bertforge pretrain prepare|train|export`: corpus → shards → MLM + NSP training → a model."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from bertforge.errors import ConfigError
+
+
+@click.group()
+def pretrain():
+    """Pre-train BERT from scratch (MLM + NSP).
+
+    \b
+    bertforge pretrain prepare corpus.jsonl.gz data/ --vocab vocab.txt
+    bertforge pretrain train data/ run/ --model-size mini --max-steps 10000
+    bertforge pretrain evaluate run/final heldout-data/
+    bertforge pretrain export run/final model/ --dtype float16
+    torchrun --nproc_per_node 2 -m bertforge pretrain train data/ run/   (data-parallel)
+    """
+
+
+@pretrain.command()
+@click.argument("corpus", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--vocab", "vocab", default=None, help="vocab.txt or a model/tokenizer directory (default: the bundled model's).")
+@click.option("--max-seq-length", default=128, show_default=True)
+@click.option("--short-seq-prob", default=0.1, show_default=True)
+@click.option("--dupe-factor", default=5, show_default=True, help="Passes over the corpus, each cut and masked differently.")
+@click.option("--masking", type=click.Choice(["static", "dynamic"]), default="dynamic", show_default=True,
+              help="static: masks drawn once here (original BERT); dynamic: drawn again each epoch (RoBERTa).")
+@click.option("--masked-lm-prob", default=0.15, show_default=True)
+@click.option("--max-predictions-per-seq", default=20, show_default=True)
+@click.option("--whole-word-mask", is_flag=True, help="Mask all pieces of a word together.")
+@click.option("--seed", default=12345, show_default=True)
+@click.option("--shard-size", default=100_000, show_default=True, help="Instances per shard file.")
+@click.option("--skip-documents", default=0, show_default=True, help="Leave out the first N documents of each file.")
+@click.option("--max-documents", default=None, type=int, help="Use at most N documents of each file.")
+def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_factor, masking, masked_lm_prob,
+            max_predictions_per_seq, whole_word_mask, seed, shard_size, skip_documents, max_documents):
+    """Tokenise CORPUS files (one sentence a line and blank lines between documents, or JSONL with a
+    `text` field per document) into masked pre-training instances stored as shards in OUTPUT_DIR."""
+    from bertforge.pretraining.shards import PrepareOptions
+    from bertforge.pretraining.shards import prepare as prepare_data
+    from bertforge.tokenization import BertTokenizer
+
+    options = PrepareOptions(max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
+                             masking=masking, masked_lm_prob=masked_lm_prob,
+                             max_predictions_per_seq=max_predictions_per_seq, whole_word_mask=whole_word_mask,
+                             seed=seed, shard_size=shard_size)
+    index = prepare_data(corpus, output_dir, BertTokenizer.from_pretrained(vocab), options,
+                         skip_documents=skip_documents, max_documents=max_documents)
+    click.echo(json.dumps({"instances": index["instances"], "shards": len(index["shards"]), **index["stats"]}, indent=2))
+
+
+@pretrain.command()
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--model-size", default="mini", show_default=True, help="tiny, mini, small, medium, base, large or L<n>-H<n>.")
+@click.option("--max-steps", default=1000, show_default=True)
+@click.option("--batch-size", default=32, show_default=True, help="Instances per optimiser step (all processes together).")
+@click.option("--gradient-accumulation-steps", default=1, show_default=True)
+@click.option("--learning-rate", "--lr", default=1e-4, show_default=True)
+@click.option("--warmup-steps", default=None, type=int, help="Default: 1% of --max-steps.")
+@click.option("--weight-decay", default=0.01, show_default=True)
+@click.option("--max-grad-norm", default=1.0, show_default=True)
+@click.option("--dropout", default=0.1, show_default=True)
+@click.option("--bf16", is_flag=True, help="bfloat16 autocast (fast on GPUs and CPUs with native bf16).")
+@click.option("--seed", default=42, show_default=True)
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--eval-data", default=None, type=click.Path(file_okay=False), help="A prepared held-out data directory.")
+@click.option("--eval-every", default=500, show_default=True)
+@click.option("--eval-instances", default=2000, show_default=True)
+@click.option("--checkpoint-every", default=500, show_default=True)
+@click.option("--log-every", default=10, show_default=True)
+@click.option("--resume", default=None, type=click.Path(), help="Continue from the checkpoint in this run directory.")
+@click.option("--threads", default=None, type=int, help="CPU threads for torch (default: torch's choice).")
+def train(data_dir, output_dir, model_size, max_steps, batch_size, gradient_accumulation_steps, learning_rate,
+          warmup_steps, weight_decay, max_grad_norm, dropout, bf16, seed, device, eval_data, eval_every,
+          eval_instances, checkpoint_every, log_every, resume, threads):
+    """Pre-train a BertForPreTraining on the prepared DATA_DIR, logging and checkpointing into
+    OUTPUT_DIR; the final model is saved to OUTPUT_DIR/final in the Hugging Face layout."""
+    import torch
+
+    from bertforge.pretraining.trainer import TrainingConfig
+    from bertforge.pretraining.trainer import train as run_training
+
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    config = TrainingConfig(data_dir=data_dir, output_dir=output_dir, model_size=model_size, max_steps=max_steps,
+                            batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+                            learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                            max_grad_norm=max_grad_norm, dropout=dropout, bf16=bf16, seed=seed, device=device,
+                            eval_data_dir=eval_data, eval_every=eval_every, eval_instances=eval_instances,
+                            checkpoint_every=checkpoint_every, log_every=log_every)
+    result = run_training(config, resume_from=resume)
+    click.echo(json.dumps(result, indent=2, default=str))
+
+
+@pretrain.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("data_dir", type=click.Path(file_okay=False))
+@click.option("--instances", default=2000, show_default=True, help="Evaluate on the first N instances.")
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+def evaluate(model_dir, data_dir, instances, batch_size, device):
+    """MLM and NSP loss and accuracy of MODEL_DIR on the prepared (held-out) DATA_DIR."""
+    from bertforge.model.heads import BertForPreTraining
+    from bertforge.pretraining.shards import PretrainingData
+    from bertforge.pretraining.trainer import _device
+    from bertforge.pretraining.trainer import evaluate as evaluate_model
+
+    target = _device(device, 0)
+    model = BertForPreTraining.from_pretrained(model_dir).to(target)
+    data = PretrainingData(data_dir)
+    if model.config.vocab_size != data.index["vocab_size"]:
+        raise ConfigError(f"{data_dir} was prepared with a vocabulary of {data.index['vocab_size']} tokens, "
+                          f"but {model_dir} has {model.config.vocab_size}")
+    scores = evaluate_model(model, data, target, batch_size, instances)
+    click.echo(json.dumps({"instances": min(instances, len(data)), **scores}, indent=2))
+
+
+@pretrain.command()
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("output_dir", type=click.Path(file_okay=False))
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float16", show_default=True,
+              help="Storage type of the weights (loaders cast back to float32).")
+def export(model_dir, output_dir, dtype):
+    """Copy a trained MODEL_DIR (a saved model, or a run directory: its latest checkpoint) to
+    OUTPUT_DIR with its weights stored as DTYPE, halving the file for float16/bfloat16."""
+    from bertforge.pretraining.trainer import export_model
+
+    path = export_model(model_dir, output_dir, dtype)
+    click.echo(f"saved {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")

@@ -1,0 +1,69 @@
+"""`bertforge probe`: logistic regression on frozen BERT sentence vectors (the feature-based approach)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from bertforge.errors import InputError
+
+
+@click.command()
+@click.option("--train", "train_path", type=click.Path(dir_okay=False), required=True,
+              help="Labelled texts (TSV/CSV/JSONL with a header).")
+@click.option("--test", "test_path", type=click.Path(dir_okay=False), default=None,
+              help="Held-out labelled texts [default: --test-fraction of --train].")
+@click.option("--test-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
+              help="Without --test: the share of --train held out (a seeded random split).")
+@click.option("--limit", type=click.IntRange(1), default=20000, show_default=True,
+              help="Use the first N rows of --train (the seed-004 setting: ~20,000 sentences).")
+@click.option("--text-column", default="sentence", show_default=True)
+@click.option("--label-column", default="label", show_default=True)
+@click.option("--model", "model_dir", type=click.Path(), default=None,
+              help="Encoder checkpoint [default: the bundled all-MiniLM-L6-v2].")
+@click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True)
+@click.option("--max-length", type=click.IntRange(8, 512), default=128, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here too.")
+def probe(train_path, test_path, test_fraction, limit, text_column, label_column, model_dir, pooling, max_length,
+          batch_size, device, threads, seed, output_path):
+    """Frozen encoder → [CLS] or mean vectors → logistic regression; prints held-out accuracy."""
+    import torch
+    from sklearn.model_selection import train_test_split
+
+    from bertforge.model import BertEncoder
+    from bertforge.tasks.data import read_text_examples
+    from bertforge.tasks.probe import run_probe, sentence_features
+    from bertforge.tasks.trainer import resolve_device
+    from bertforge.tokenization import BertTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    started = time.perf_counter()
+    train = read_text_examples(train_path, text_column, label_column=label_column)[:limit]
+    if test_path:
+        test = read_text_examples(test_path, text_column, label_column=label_column)
+    else:
+        train, test = train_test_split(train, test_size=test_fraction, random_state=seed,
+                                       stratify=[e.label for e in train])
+    if not train or not test:
+        raise InputError(f"{test_path or train_path}: no examples to {'test' if train else 'train'} on")
+    unseen = next((e for e in test if e.label not in {t.label for t in train}), None)
+    if unseen:
+        raise InputError(f"{unseen.source}: label {unseen.label!r} does not occur in the training texts")
+    encoder = BertEncoder.from_pretrained(model_dir).to(resolve_device(device, 0))
+    tokenizer = BertTokenizer.from_pretrained(model_dir)
+    vectors = [sentence_features(encoder, tokenizer, [e.text for e in split], pooling, batch_size, max_length,
+                                 progress=True) for split in (train, test)]
+    result = run_probe(vectors[0], [e.label for e in train], vectors[1], [e.label for e in test], seed)
+    result.update(pooling=pooling, wall_seconds=round(time.perf_counter() - started, 1))
+    text = json.dumps(result)
+    if output_path:
+        Path(output_path).write_text(text + "\n", encoding="utf-8")
+    click.echo(text)

@@ -1,0 +1,68 @@
+"""`bertforge serve`: the loaded models over HTTP, with the web page at `/`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from bertforge.errors import ConfigError
+
+
+def parse_model_option(value: str) -> tuple[str, Path]:
+    """"NAME=DIR" or "DIR" (named after the directory)."""
+    name, sep, directory = value.partition("=")
+    if not sep:
+        name, directory = Path(value).name, value
+    if not name or not directory:
+        raise ConfigError(f"--model {value!r}: expected DIR or NAME=DIR")
+    return name, Path(directory)
+
+
+@click.command()
+@click.option("--model", "model_options", multiple=True, metavar="[NAME=]DIR",
+              help="A model directory, optionally named (repeatable). Default: the bundled all-MiniLM-L6-v2.")
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to bind (loopback unless told otherwise).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--device", default="cpu", show_default=True, help="torch device for the models, e.g. cuda.")
+@click.option("--threads", type=click.IntRange(1), default=None,
+              help="CPU threads for one model call (default: torch's choice, one per core).")
+@click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1, 1024),
+              help="Most inputs run through a model together.")
+@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 10_000),
+              help="How long the first queued input waits for others to join its batch.")
+@click.option("--no-batching", is_flag=True, help="Run each request on its own (no dynamic batching).")
+@click.option("--api-key", envvar="BERTFORGE_API_KEY", default=None,
+              help="Require this key (Authorization: Bearer KEY) on every endpoint but /health and the page. "
+                   "Also read from BERTFORGE_API_KEY.")
+@click.option("--max-texts", default=64, show_default=True, type=click.IntRange(1), help="Most texts in one request.")
+@click.option("--max-chars", default=5000, show_default=True, type=click.IntRange(1),
+              help="Most characters in one text.")
+@click.option("--log-level", default="info", show_default=True,
+              type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+def serve(model_options, host, port, device, threads, max_batch_size, max_wait_ms, no_batching, api_key, max_texts, max_chars,
+          log_level):
+    """Serve models over HTTP: OpenAI-style /v1/embeddings, fill-mask, next-sentence, classify, ner, qa,
+    attention and tokenize, with /health, /metrics, OpenAPI docs at /docs and a web page at /."""
+    import torch
+    import uvicorn
+
+    from bertforge.model import default_model_path
+    from bertforge.server import ServerSettings, create_app, load_served_model
+
+    if threads is not None:
+        torch.set_num_threads(threads)
+    named = [parse_model_option(value) for value in model_options] or [("all-MiniLM-L6-v2", default_model_path())]
+    names = [name for name, _ in named]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise ConfigError(f"--model: name(s) {', '.join(duplicates)} given twice; use NAME=DIR to tell them apart")
+    models = []
+    for name, directory in named:
+        model = load_served_model(name, directory, device)
+        click.echo(f"{name}: {model.architecture} from {directory} -> {', '.join(model.tasks)}", err=True)
+        models.append(model)
+    settings = ServerSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=not no_batching,
+                              api_key=api_key or None, max_texts=max_texts, max_chars=max_chars)
+    uvicorn.run(create_app(models, settings), host=host, port=port, log_level=log_level)

@@ -1,0 +1,45 @@
+"""`bertforge tokenize`: WordPiece tokens, ids and character offsets of each text."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from bertforge.cli.io import input_options, read_inputs, with_line_numbers, write_records
+from bertforge.tokenization import BertTokenizer
+
+log = logging.getLogger("bertforge.cli")
+
+
+@click.command()
+@click.argument("texts", nargs=-1)
+@click.option("--model", "model", type=click.Path(path_type=Path), default=None,
+              help="Model directory or vocab.txt. Default: the bundled MiniLM model's (uncased) vocabulary.")
+@click.option("--max-length", type=click.IntRange(min=3), default=None,
+              help="Truncate to this many tokens (with a warning counting the texts cut).")
+@input_options()
+def tokenize(texts, model, max_length, input_path, column, output):
+    """Split TEXTS (or the lines of --input) into WordPiece tokens.
+
+    \b
+    Examples:
+      bertforge tokenize "Let us start pretraining the model."
+      bertforge tokenize --input sentences.txt --output tokens.jsonl
+      bertforge tokenize --input train.tsv --column sentence --max-length 64
+    """
+    tokenizer = BertTokenizer.from_pretrained(model)
+    items = read_inputs(texts, input_path, [column])
+    encoded = tokenizer(items.values, truncation=max_length is not None, max_length=max_length,
+                        return_offsets_mapping=True)
+    if max_length is not None:
+        full_lengths = [len(ids) for ids in tokenizer(items.values)["input_ids"]]
+        cut = sum(n > max_length for n in full_lengths)
+        if cut:
+            log.warning("%d of %d texts were longer than %d tokens and were truncated", cut, len(full_lengths),
+                        max_length)
+    records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids,
+                "offsets": [list(span) for span in offsets]}
+               for text, ids, offsets in zip(items.values, encoded["input_ids"], encoded["offset_mapping"])]
+    write_records(with_line_numbers(items, records), output)

@@ -1,0 +1,66 @@
+"""`bertforge train-vocab`: learn a WordPiece, BPE or byte-level BPE vocabulary from text files."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from bertforge.tokenization.corpus import read_corpus
+from bertforge.tokenization.trainers import ALGORITHMS, DEFAULT_SPECIAL_TOKENS, train_vocab as train
+
+
+@click.command("train-vocab")
+@click.option("--algorithm", type=click.Choice(ALGORITHMS), default="wordpiece", show_default=True,
+              help="wordpiece (BERT's vocab.txt), bpe (vocab.json + merges.txt over BERT's words) or "
+                   "byte-bpe (GPT-2-style byte-level BPE, never unknown).")
+@click.option("--vocab-size", type=int, default=30_000, show_default=True,
+              help="Size of the vocabulary, special tokens included.")
+@click.option("--min-frequency", type=int, default=2, show_default=True,
+              help="Never merge a pair seen fewer times than this.")
+@click.option("--input", "inputs", type=click.Path(path_type=Path), multiple=True, required=True,
+              help="Corpus file: .txt or .jsonl (a \"text\" field per line), optionally .gz. Repeat for more.")
+@click.option("--output", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="Directory to write the vocabulary files to.")
+@click.option("--lowercase/--no-lowercase", default=None,
+              help="Lower-case the text first. Default: yes for wordpiece and bpe, no for byte-bpe.")
+@click.option("--strip-accents/--no-strip-accents", default=None,
+              help="Strip accents (NFD, combining marks dropped). Default: as --lowercase.")
+@click.option("--special-token", "special_tokens", multiple=True,
+              help=f"A special token, placed first in the vocabulary; repeat for more. "
+                   f"Default: {' '.join(DEFAULT_SPECIAL_TOKENS)}.")
+@click.option("--limit-alphabet", type=int, default=None,
+              help="Keep only this many of the most frequent characters (wordpiece, bpe).")
+@click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
+def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase, strip_accents, special_tokens,
+                limit_alphabet, progress):
+    """Train a vocabulary on the --input files and write it to --output."""
+    if lowercase is None:
+        lowercase = algorithm != "byte-bpe"
+    if strip_accents is None:
+        strip_accents = lowercase
+    options = dict(vocab_size=vocab_size, min_frequency=min_frequency, lowercase=lowercase,
+                   strip_accents=strip_accents, special_tokens=list(special_tokens or DEFAULT_SPECIAL_TOKENS),
+                   show_progress=progress)
+    if limit_alphabet is not None:
+        options["limit_alphabet"] = limit_alphabet
+    start = time.perf_counter()
+    tokenizer = train(algorithm, read_corpus(inputs), **options)
+    seconds = time.perf_counter() - start
+    specials = len(set(options["special_tokens"]))
+    if algorithm == "wordpiece":
+        tokenizer.save_pretrained(output)
+        files = [tokenizer.vocab_file_name, tokenizer.config_file_name]
+        alphabet = sum(1 for token in tokenizer.vocab if len(token.removeprefix("##")) == 1)
+        learned = f"{len(tokenizer.vocab) - specials - alphabet:,} learned pieces"
+    else:
+        files = [path.name for path in tokenizer.save_pretrained(output)]
+        alphabet = len(tokenizer.vocab) - specials - len({a + b for a, b in tokenizer.merges})
+        learned = f"{len(tokenizer.merges):,} merges"
+    click.echo(f"{algorithm}: {len(tokenizer.vocab):,} tokens ({specials} special, {alphabet:,} alphabet, {learned}) "
+               f"in {seconds:.1f} s")
+    if len(tokenizer.vocab) < vocab_size:
+        click.echo(f"note: no pair seen at least {min_frequency} times was left to merge before reaching "
+                   f"--vocab-size {vocab_size:,}")
+    click.echo(f"wrote {', '.join(files)} to {output}")

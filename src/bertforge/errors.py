@@ -1,0 +1,22 @@
+"""User-facing errors.
+
+Every mistake a user can make (a missing file, a bad config value, a wrong input) is raised
+as a :class:`BertforgeError` whose message names the file, key or argument at fault, so the
+CLI can print it in one line instead of a traceback from deep inside torch.
+"""
+
+
+class BertforgeError(Exception):
+    """Base class: a problem with the user's input, files or arguments."""
+
+
+class CheckpointError(BertforgeError):
+    """A model or tokenizer directory that cannot be loaded as asked."""
+
+
+class ConfigError(BertforgeError):
+    """A configuration value of the wrong type or out of range."""
+
+
+class InputError(BertforgeError):
+    """Text or data given to a tokenizer, pipeline or trainer that cannot be used."""

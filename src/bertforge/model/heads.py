@@ -1,0 +1,221 @@
+"""Heads on top of the encoder: pre-training (MLM + NSP) and the fine-tuning tasks.
+
+Each class names the Hugging Face architecture it matches (`architecture`), so saved
+checkpoints load in transformers' class of the same name and the other way round.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, init_weights
+from bertforge.model.config import BertConfig
+
+IGNORE_INDEX = -100  # label value for positions that carry no loss (as in PyTorch and transformers)
+
+
+class BertPreTrainedModel(nn.Module):
+    """Common loading and saving for every model: the encoder is always `self.bert`."""
+
+    architecture = "BertModel"
+    add_pooler = True
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+        self.bert = BertModel(config, add_pooler=self.add_pooler)
+
+    def init_head_weights(self) -> None:
+        for name, module in self.named_children():
+            if name != "bert":
+                module.apply(lambda m: init_weights(m, self.config.initializer_range))
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, **config_overrides):
+        """Load from a Hugging Face style directory (`config.json` + `model.safetensors` or
+        `pytorch_model.bin`); None loads the bundled default model."""
+        from bertforge.model.checkpoint import load_model
+
+        return load_model(cls, path, **config_overrides)
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        from bertforge.model.checkpoint import save_model
+
+        save_model(self, directory, tokenizer)
+
+    @property
+    def device(self) -> torch.device:
+        return self.bert.device
+
+
+class BertEncoder(BertPreTrainedModel):
+    """The bare encoder inside the common loading wrapper (transformers' `BertModel`)."""
+
+    def forward(self, *args, **kwargs):
+        return self.bert(*args, **kwargs)
+
+
+class MaskedLMHead(nn.Module):
+    """dense → activation → LayerNorm → a vocabulary projection tied to the token embeddings."""
+
+    def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = ACTIVATION_FUNCTIONS[config.hidden_act]
+        self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.word_embeddings = word_embeddings  # shared, not a copy: the paper ties them
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        hidden = self.norm(self.activation(self.dense(hidden)))
+        return F.linear(hidden, self.word_embeddings.weight, self.bias)
+
+
+@dataclass
+class PreTrainingOutput:
+    loss: torch.Tensor | None
+    mlm_loss: torch.Tensor | None
+    nsp_loss: torch.Tensor | None
+    # (batch, seq, vocab) without labels; with labels only the labelled positions: (n, vocab)
+    prediction_logits: torch.Tensor | None
+    mlm_labels: torch.Tensor | None  # the labels of the rows of prediction_logits (when given)
+    seq_relationship_logits: torch.Tensor | None
+    hidden_states: tuple | None = None
+    attentions: tuple | None = None
+
+
+def _masked_lm(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor | None):
+    """Vocabulary logits, only at labelled positions when labels are given: the projection
+    to 30k words is the most expensive matrix in a small BERT, and ~85% of its rows are wasted."""
+    if labels is None:
+        return head(hidden), None, None
+    selected = labels != IGNORE_INDEX
+    logits = head(hidden[selected])
+    targets = labels[selected]
+    loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
+    return logits, targets, loss
+
+
+class BertForPreTraining(BertPreTrainedModel):
+    architecture = "BertForPreTraining"
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.init_head_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None, output_hidden_states=False, output_attentions=False) -> PreTrainingOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+        logits, targets, mlm_loss = _masked_lm(self.mlm, out.last_hidden_state, labels)
+        nsp_logits = self.nsp(out.pooler_output)
+        nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits.float(), next_sentence_label)
+        losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
+        return PreTrainingOutput(sum(losses) if losses else None, mlm_loss, nsp_loss, logits, targets,
+                                 nsp_logits, out.hidden_states, out.attentions)
+
+
+class BertForMaskedLM(BertPreTrainedModel):
+    architecture = "BertForMaskedLM"
+    add_pooler = False
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
+        self.init_head_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> PreTrainingOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        logits, targets, loss = _masked_lm(self.mlm, out.last_hidden_state, labels)
+        return PreTrainingOutput(loss, loss, None, logits, targets, None)
+
+
+class BertForNextSentencePrediction(BertPreTrainedModel):
+    architecture = "BertForNextSentencePrediction"
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.init_head_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, next_sentence_label=None) -> PreTrainingOutput:
+        logits = self.nsp(self.bert(input_ids, attention_mask, token_type_ids).pooler_output)
+        loss = None if next_sentence_label is None else F.cross_entropy(logits.float(), next_sentence_label)
+        return PreTrainingOutput(loss, None, loss, None, None, logits)
+
+
+@dataclass
+class TaskOutput:
+    loss: torch.Tensor | None
+    logits: torch.Tensor  # classification: (batch, labels); tokens: (batch, seq, labels); QA: (batch, seq, 2)
+
+
+class BertForSequenceClassification(BertPreTrainedModel):
+    """[CLS] pooled output → dropout → linear."""
+
+    architecture = "BertForSequenceClassification"
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_head_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:
+        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
+        logits = self.classifier(self.dropout(pooled))
+        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        return TaskOutput(loss, logits)
+
+
+class BertForTokenClassification(BertPreTrainedModel):
+    """Every token's vector → dropout → linear; positions labelled -100 carry no loss."""
+
+    architecture = "BertForTokenClassification"
+    add_pooler = False
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.init_head_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.classifier(self.dropout(hidden))
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
+        return TaskOutput(loss, logits)
+
+
+class BertForQuestionAnswering(BertPreTrainedModel):
+    """One linear layer gives each token a start score (S·R_i) and an end score (E·R_i)."""
+
+    architecture = "BertForQuestionAnswering"
+    add_pooler = False
+
+    def __init__(self, config: BertConfig):
+        super().__init__(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.init_head_weights()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None,
+                end_positions=None) -> TaskOutput:
+        logits = self.qa_outputs(self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state)
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            start_logits, end_logits = logits.float().unbind(-1)
+            loss = (F.cross_entropy(start_logits, start_positions) + F.cross_entropy(end_logits, end_positions)) / 2
+        return TaskOutput(loss, logits)
+
+
+ARCHITECTURES = {cls.architecture: cls for cls in (
+    BertEncoder, BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction,
+    BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering)}

@@ -1,0 +1,46 @@
+"""`pipeline(task, model=...)`: one call from a checkpoint directory to a ready-to-use predictor.
+
+Pipeline modules are imported only when their task is asked for, so importing bertforge stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from bertforge.errors import InputError
+from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, default_pretraining_model_path
+
+# task name -> "module:class"
+TASKS = {
+    "feature-extraction": "bertforge.pipelines.features:FeatureExtractionPipeline",
+    "sentence-embedding": "bertforge.pipelines.features:SentenceEmbeddingPipeline",
+    "fill-mask": "bertforge.pipelines.fill_mask:FillMaskPipeline",
+    "next-sentence": "bertforge.pipelines.next_sentence:NextSentencePipeline",
+    "contextual-similarity": "bertforge.pipelines.similarity:ContextualSimilarityPipeline",
+    "attention": "bertforge.pipelines.attention:AttentionPipeline",
+    "text-classification": "bertforge.pipelines.text_classification:TextClassificationPipeline",
+    "token-classification": "bertforge.pipelines.token_classification:TokenClassificationPipeline",
+    "question-answering": "bertforge.pipelines.question_answering:QuestionAnsweringPipeline",
+}
+
+
+def pipeline_class(task: str) -> type[Pipeline]:
+    if task not in TASKS:
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
+    module, name = TASKS[task].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def pipeline(task: str, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
+             batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, **kwargs) -> Pipeline:
+    """A pipeline for `task` on the checkpoint directory `model` (None: the task's default model).
+
+    dtype: "float32" (exact), "bfloat16" or "int8" (dynamic quantisation, CPU). max_length:
+    longer inputs are truncated with a warning that counts them (None: the model's limit).
+    """
+    return pipeline_class(task)(model=model, device=device, dtype=dtype, batch_size=batch_size,
+                                max_length=max_length, **kwargs)
+
+
+__all__ = ["TASKS", "Pipeline", "default_pretraining_model_path", "pipeline", "pipeline_class"]

@@ -1,0 +1,296 @@
+"""What every pipeline shares: loading a model and its tokenizer, precision and device, batching
+by length (outputs come back in input order), truncation that is counted and reported, and an
+inference-only packed forward pass that skips padding altogether.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+import bertforge
+from bertforge.errors import CheckpointError, InputError
+from bertforge.model import BertEncoder, BertModel, default_model_path
+from bertforge.tokenization import BertTokenizer
+
+log = logging.getLogger(__name__)
+
+DTYPES = ("float32", "bfloat16", "int8")
+DEFAULT_BATCH_SIZE = 32
+
+# Weight-name prefixes (Hugging Face spelling) that give a checkpoint each ability.
+HEAD_TASKS = {
+    "cls.predictions.": "fill-mask",
+    "cls.seq_relationship.": "next-sentence",
+    "qa_outputs.": "question-answering",
+}
+ENCODER_TASKS = ["feature-extraction", "sentence-embedding", "contextual-similarity", "attention"]
+
+
+def default_pretraining_model_path() -> Path:
+    """bertforge's own pre-trained model (with MLM and NSP heads), the default for fill-mask and
+    next-sentence scoring."""
+    path = Path(bertforge.__file__).parent / "pretrained" / "bertforge-mini"
+    if not path.is_dir():
+        raise CheckpointError(f"no default pre-trained model at {path}: pass --model (model=...) a directory "
+                              "with masked-language-model and next-sentence heads (a BertForPreTraining checkpoint)")
+    return path
+
+
+def checkpoint_tasks(directory: Path) -> list[str]:
+    """The tasks a checkpoint directory can serve, judged by the names of the weights it holds."""
+    safetensors_file = directory / "model.safetensors"
+    if safetensors_file.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(safetensors_file), framework="pt") as f:
+            names = list(f.keys())
+    else:
+        from bertforge.model.checkpoint import read_weights
+
+        names = list(read_weights(directory))
+    names = [n.removeprefix("bert.") for n in names]
+    tasks = list(ENCODER_TASKS)
+    for prefix, task in HEAD_TASKS.items():
+        if any(n.startswith(prefix) for n in names):
+            tasks.append(task)
+    if any(n.startswith("classifier.") for n in names):
+        try:
+            architectures = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+        except (OSError, json.JSONDecodeError):
+            architectures = []
+        token_level = any("TokenClassification" in a for a in architectures)
+        tasks.append("token-classification" if token_level else "text-classification")
+    return tasks
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise InputError(f"--device: unknown device {device!r} (use cpu, cuda or cuda:N)") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
+    return resolved
+
+
+def apply_dtype(model: nn.Module, dtype: str, device: torch.device) -> nn.Module:
+    """float32 (exact), bfloat16 weights, or int8 dynamic quantisation of every Linear (CPU only)."""
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dtype == "bfloat16":
+        return model.to(device=device, dtype=torch.bfloat16)
+    if dtype == "int8":
+        if device.type != "cpu":
+            raise InputError("--dtype int8 (dynamic quantisation) runs on the CPU only")
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        # Per-channel scales: per-tensor int8 costs MiniLM's sentence vectors far more accuracy.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", (DeprecationWarning, UserWarning))  # torch.ao's deprecation notices
+            return quantize_dynamic(model, {nn.Linear: per_channel_dynamic_qconfig}, dtype=torch.qint8)
+    return model.to(device)
+
+
+def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ...] | None, head_name: str | None):
+    """Load `model_class` from `path`; when the task needs a head the checkpoint lacks (its weights
+    show up in `missing_keys`), say which head and what this checkpoint can do instead."""
+    checkpoint_log = logging.getLogger("bertforge.model.checkpoint")
+    level = checkpoint_log.level
+    # Missing head weights are our error to report, not a warning about random initialisation.
+    checkpoint_log.setLevel(logging.ERROR)
+    try:
+        model = model_class.from_pretrained(path)
+    finally:
+        checkpoint_log.setLevel(level)
+    if head_prefix is not None and any(k.startswith(head_prefix) for k in model.missing_keys):
+        raise CheckpointError(f"{path}: {task} needs a {head_name}, and this checkpoint has none; it can do: "
+                              f"{', '.join(checkpoint_tasks(path))}")
+    return model
+
+
+@dataclass
+class Encoded:
+    """One tokenized input ready for a batch."""
+
+    ids: list[int]
+    type_ids: list[int]
+    offsets: list[tuple[int, int]]
+    word_ids: list[int | None]
+
+
+class Pipeline:
+    """Base class: subclasses set `task`, `model_class`, the head they need, and implement `__call__`."""
+
+    task = "feature-extraction"
+    model_class = BertEncoder
+    head_prefix: tuple[str, ...] | None = None  # a missing weight with one of these prefixes: no head
+    head_name: str | None = None
+    default_model: Callable[[], Path] = staticmethod(default_model_path)
+
+    def __init__(self, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False):
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        path = Path(model) if model is not None else self.default_model()
+        if not path.is_dir():
+            raise CheckpointError(f"{path}: model directory not found")
+        self.model_path = path
+        self.device = resolve_device(device)
+        self.dtype = dtype
+        self.tokenizer = BertTokenizer.from_pretrained(path)
+        loaded = load_for_task(self.model_class, path, self.task, self.head_prefix, self.head_name)
+        self.config = loaded.config
+        self.model = apply_dtype(loaded, dtype, self.device)
+        limit = min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
+        if max_length is None:
+            max_length = self.default_max_length(path, limit)
+        if not isinstance(max_length, int) or not 2 < max_length <= self.config.max_position_embeddings:
+            raise InputError(f"--max-length must be between 3 and the model's limit "
+                             f"{self.config.max_position_embeddings}, got {max_length!r}")
+        self.max_length = max_length
+        self.batch_size = batch_size
+        self.progress = progress
+        self.truncated = 0  # texts truncated by the last call
+
+    @staticmethod
+    def default_max_length(path: Path, limit: int) -> int:
+        """The model's own limit, or a sentence-transformers model's max_seq_length where it has one."""
+        config = path / "sentence_bert_config.json"
+        if config.exists():
+            try:
+                return min(int(json.loads(config.read_text(encoding="utf-8"))["max_seq_length"]), limit)
+            except (KeyError, ValueError, json.JSONDecodeError):
+                pass
+        return limit
+
+    @property
+    def bert(self) -> BertModel:
+        return self.model.bert
+
+    # --- tokenizing ------------------------------------------------------------------------
+
+    def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoded]:
+        """Tokenize, truncating to `max_length` and warning with the count of texts that were cut."""
+        for i, text in enumerate(texts):
+            if not isinstance(text, str):
+                raise InputError(f"input {i} is a {type(text).__name__}, expected a string")
+        full = self.tokenizer(list(texts), list(pairs) if pairs is not None else None)
+        too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
+        rows = list(full.encodings)
+        if too_long:
+            cut = self.tokenizer([texts[i] for i in too_long], [pairs[i] for i in too_long] if pairs is not None else None,
+                                 truncation=True, max_length=self.max_length)
+            for i, row in zip(too_long, cut.encodings):
+                rows[i] = row
+            log.warning("%d of %d inputs were longer than %d tokens and were truncated", len(too_long), len(texts),
+                        self.max_length)
+        self.truncated = len(too_long)
+        return [Encoded(r.ids, r.type_ids, r.offsets, r.word_ids) for r in rows]
+
+    # --- batching ----------------------------------------------------------------------------
+
+    def in_length_order(self, items: list[Encoded], run_batch: Callable[[list[Encoded]], list]) -> list:
+        """Run `run_batch` on batches of similar length (minimal padding); results in input order."""
+        order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
+        results: list = [None] * len(items)
+        starts = range(0, len(order), self.batch_size)
+        with torch.inference_mode():
+            for start in tqdm(starts, desc=self.task, unit="batch", disable=not self.progress or len(starts) < 2):
+                chunk = order[start:start + self.batch_size]
+                for i, result in zip(chunk, run_batch([items[i] for i in chunk])):
+                    results[i] = result
+        return results
+
+    def padded(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
+        """input_ids, token_type_ids and attention_mask as (batch, longest) tensors on the device."""
+        width = max(len(e.ids) for e in batch)
+        ids = torch.full((len(batch), width), self.tokenizer.pad_token_id, dtype=torch.long)
+        types = torch.zeros((len(batch), width), dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, e in enumerate(batch):
+            n = len(e.ids)
+            ids[row, :n] = torch.tensor(e.ids)
+            types[row, :n] = torch.tensor(e.type_ids)
+            mask[row, :n] = 1
+        return {"input_ids": ids.to(self.device), "token_type_ids": types.to(self.device),
+                "attention_mask": mask.to(self.device)}
+
+
+@dataclass
+class PackedBatch:
+    """Sequences of one batch concatenated without padding, sorted by length: `groups` lists
+    (first row, number of sequences, length) for each run of equal lengths."""
+
+    lengths: list[int]
+    groups: list[tuple[int, int, int]]
+    hidden_states: list[torch.Tensor]  # (total tokens, hidden) for each requested layer index
+
+
+def packed_forward(bert: BertModel, batch: list[Encoded], layers: Sequence[int]) -> PackedBatch:
+    """The encoder run on the real tokens only (inference, eval mode).
+
+    Projections and the feed-forward network see the (total tokens, hidden) matrix with no
+    padding rows; attention runs once per group of equal-length sequences, which needs no mask.
+    The result equals `BertModel.forward` on the padded batch (tested), computed with less work.
+    `batch` must be sorted by length. `layers` index the hidden states (0 = embeddings).
+    """
+    lengths = [len(e.ids) for e in batch]
+    if lengths != sorted(lengths):
+        raise ValueError("packed_forward needs the batch sorted by length")
+    device = bert.device
+    groups, start_row = [], 0
+    for length in sorted(set(lengths)):
+        count = lengths.count(length)
+        groups.append((start_row, count, length))
+        start_row += count * length
+    ids = torch.tensor([i for e in batch for i in e.ids], device=device)
+    types = torch.tensor([t for e in batch for t in e.type_ids], device=device)
+    positions = torch.cat([torch.arange(length, device=device).repeat(count) for _, count, length in groups])
+
+    wanted = {layer % (len(bert.layers) + 1) for layer in layers}
+    emb = bert.embeddings
+    x = emb.norm(emb.word(ids) + emb.token_type(types) + emb.position(positions))
+    states = {0: x} if 0 in wanted else {}
+    heads, head_dim = bert.config.num_attention_heads, bert.config.head_dim
+    for index, layer in enumerate(bert.layers, start=1):
+        qkv = layer.attention.qkv(x)
+        contexts = []
+        for first, count, length in groups:
+            part = qkv[first:first + count * length].view(count, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+            context = F.scaled_dot_product_attention(part[0], part[1], part[2])
+            contexts.append(context.transpose(1, 2).reshape(count * length, -1))
+        context = contexts[0] if len(contexts) == 1 else torch.cat(contexts)
+        x = layer.attention_norm(x + layer.attention.out(context))
+        x = layer.output_norm(x + layer.output(layer.activation(layer.intermediate(x))))
+        if index in wanted:
+            states[index] = x
+    return PackedBatch(lengths, groups, [states[layer % (len(bert.layers) + 1)] for layer in layers])
+
+
+def split_sequences(packed: PackedBatch, hidden: torch.Tensor) -> list[torch.Tensor]:
+    """(total tokens, hidden) → one (length, hidden) tensor per sequence, in batch order."""
+    return list(torch.split(hidden, packed.lengths))
+
+
+def pool_sequences(packed: PackedBatch, hidden: torch.Tensor, pooling: str) -> torch.Tensor:
+    """(total tokens, hidden) → (sequences, hidden): `cls`, `mean` or `max` over each sequence."""
+    pooled = []
+    for first, count, length in packed.groups:
+        block = hidden[first:first + count * length].view(count, length, -1)
+        if pooling == "cls":
+            pooled.append(block[:, 0])
+        elif pooling == "mean":
+            pooled.append(block.float().mean(dim=1))
+        else:
+            pooled.append(block.amax(dim=1))
+    return torch.cat(pooled).float()

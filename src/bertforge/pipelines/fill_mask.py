@@ -1,0 +1,98 @@
+"""Fill-mask: the masked-language-model head's top-k guesses for every [MASK], shaped like the
+Hugging Face pipeline's output: per mask a list of {score, token, token_str, sequence}."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from bertforge.errors import InputError
+from bertforge.model import BertForMaskedLM
+from bertforge.pipelines.base import Encoded, Pipeline, default_pretraining_model_path
+
+log = logging.getLogger(__name__)
+
+
+class FillMaskPipeline(Pipeline):
+    """`pipe(text_or_texts, top_k=5, targets=None)`. One text with one [MASK] → a list of dicts;
+    several [MASK]s → a list of such lists (one per mask); a list of texts → a list of those."""
+
+    task = "fill-mask"
+    model_class = BertForMaskedLM
+    head_prefix = ("mlm.",)
+    head_name = "masked-language-model head (cls.predictions.*)"
+    default_model = staticmethod(default_pretraining_model_path)
+
+    def __call__(self, inputs, top_k: int = 5, targets: str | list[str] | None = None):
+        single = isinstance(inputs, str)
+        texts = [inputs] if single else list(inputs)
+        if not isinstance(top_k, int) or top_k < 1:
+            raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+        mask_token = self.tokenizer.mask_token
+        for i, text in enumerate(texts):
+            if not isinstance(text, str) or mask_token not in text:
+                where = "the text" if single else f"text {i + 1}"
+                raise InputError(f"{where} has no {mask_token} token to fill: {str(text)[:80]!r}")
+        target_ids = self.target_ids(targets) if targets is not None else None
+        encoded = self.encode(texts)
+        mask_id = self.tokenizer.mask_token_id
+        for i, enc in enumerate(encoded):
+            if mask_id not in enc.ids:
+                raise InputError(f"text {i + 1}: every {mask_token} lies beyond max_length {self.max_length} "
+                                 f"and was truncated away")
+        k = min(top_k, len(target_ids)) if target_ids is not None else top_k
+
+        def run(batch: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+            inputs = self.padded(batch)
+            hidden = self.bert(**inputs).last_hidden_state
+            rows, positions = (inputs["input_ids"] == mask_id).nonzero(as_tuple=True)
+            probs = self.model.mlm(hidden[rows, positions]).float().softmax(dim=-1)
+            if target_ids is not None:
+                probs = probs[:, target_ids]
+            scores, ids = probs.topk(k)
+            if target_ids is not None:
+                ids = target_ids[ids]
+            counts = torch.bincount(rows, minlength=len(batch)).tolist()
+            return list(zip(scores.cpu().split(counts), ids.cpu().split(counts)))
+
+        results = []
+        for enc, (scores, ids) in zip(encoded, self.in_length_order(encoded, run)):
+            results.append(self.propositions(enc, scores.tolist(), ids.tolist()))
+        return results[0] if single else results
+
+    def target_ids(self, targets) -> torch.Tensor:
+        """Vocabulary ids of the targets; a word outside the vocabulary stands for its first piece
+        (with a warning), as in the Hugging Face pipeline."""
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        ids = []
+        for target in targets:
+            if target in self.tokenizer.vocab:
+                ids.append(self.tokenizer.vocab[target])
+                continue
+            pieces = self.tokenizer(target, add_special_tokens=False)["input_ids"]
+            if not pieces:
+                log.warning("target %r is not in the vocabulary and has no pieces: ignored", target)
+                continue
+            log.warning("target %r is not in the vocabulary: using its first piece %r", target,
+                        self.tokenizer.convert_ids_to_tokens(pieces[0]))
+            ids.append(pieces[0])
+        if not ids:
+            raise InputError(f"targets: none of {targets} can be scored")
+        return torch.tensor(sorted(set(ids)), device=self.device)
+
+    def propositions(self, enc: Encoded, scores: list[list[float]], ids: list[list[int]]) -> list:
+        mask_positions = [i for i, t in enumerate(enc.ids) if t == self.tokenizer.mask_token_id]
+        single_mask = len(mask_positions) == 1
+        per_mask = []
+        for position, mask_scores, mask_ids in zip(mask_positions, scores, ids):
+            row = []
+            for score, token_id in zip(mask_scores, mask_ids):
+                filled = list(enc.ids)
+                filled[position] = token_id
+                # With several masks the others stay visible, so special tokens are kept (as in HF).
+                sequence = self.tokenizer.decode(filled, skip_special_tokens=single_mask)
+                row.append({"score": score, "token": token_id,
+                            "token_str": self.tokenizer.convert_ids_to_tokens(token_id), "sequence": sequence})
+            per_mask.append(row)
+        return per_mask[0] if single_mask else per_mask

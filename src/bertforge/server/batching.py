@@ -1,0 +1,158 @@
+"""Dynamic micro-batching: requests that arrive together run through the model together.
+
+Every text of every request becomes one queue item. A collector task takes the first waiting
+item, then waits up to `max_wait_ms` (counted from when that item arrived) for the batch to
+fill to `max_batch_size`, also taking whatever else is already queued (up to a few batches'
+worth). The items are grouped by what they ask (model, task, options), sorted by length so
+each micro-batch pads little, and run one micro-batch at a time on the single inference thread,
+so the event loop keeps accepting requests meanwhile. Items whose client has gone are dropped
+before they reach the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable
+
+from bertforge.server.metrics import Metrics
+
+DRAIN_BATCHES = 4  # how many batches' worth of already-queued items one collection may take
+
+
+class QueueFullError(Exception):
+    """More items are waiting than the server accepts; the client should retry later."""
+
+
+@dataclass
+class _Item:
+    key: Hashable
+    run: Callable[[list], list]  # the batched function: inputs -> one result (or exception) per input
+    payload: Any
+    length: int
+    future: asyncio.Future
+    arrived: float = field(default_factory=time.monotonic)
+    abandoned: bool = False  # set on the event loop, read by the inference thread (a plain bool is safe to share)
+
+
+class Batcher:
+    def __init__(self, metrics: Metrics, max_batch_size: int = 32, max_wait_ms: float = 5.0,
+                 enabled: bool = True, max_queue: int = 4096):
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
+        self.metrics = metrics
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.enabled = enabled
+        self.max_queue = max_queue
+        # One thread: torch already spreads one forward pass over the cores.
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertforge-inference")
+        self._queue: asyncio.Queue[_Item] | None = None
+        self._collector: asyncio.Task | None = None
+
+    @property
+    def queue_depth(self) -> int:
+        return self._queue.qsize() if self._queue is not None else 0
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue()
+        self._collector = asyncio.create_task(self._collect_forever())
+
+    async def stop(self) -> None:
+        if self._collector is not None:
+            self._collector.cancel()
+            await asyncio.gather(self._collector, return_exceptions=True)
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+    async def call(self, fn: Callable, *args) -> Any:
+        """Run a single (unbatched) computation on the inference thread."""
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def submit(self, key: Hashable, run: Callable[[list], list], payloads: list, lengths: list[int]) -> list:
+        """Results for `payloads` (one request's inputs), computed with other requests' inputs
+        that share `key`. Raises the first per-input exception."""
+        if not self.enabled:
+            self.metrics.observe_batch(len(payloads))
+            return _raise_first(await self.call(run, payloads))
+        if self.queue_depth + len(payloads) > self.max_queue:
+            raise QueueFullError(f"{self.queue_depth} inputs are already waiting (limit {self.max_queue})")
+        loop = asyncio.get_running_loop()
+        items = [_Item(key, run, payload, length, loop.create_future()) for payload, length in zip(payloads, lengths)]
+        for item in items:
+            self._queue.put_nowait(item)
+        try:
+            return _raise_first(list(await asyncio.gather(*(item.future for item in items))))
+        finally:
+            # On cancellation (the client went away) its items are skipped if they have not run yet.
+            for item in items:
+                item.abandoned = True
+                item.future.cancel()
+
+    async def _collect_forever(self) -> None:
+        while True:
+            items = await self._collect()
+            live = [item for item in items if not item.future.done()]
+            groups: dict[Hashable, list[_Item]] = {}
+            for item in live:
+                groups.setdefault(item.key, []).append(item)
+            for group in groups.values():
+                group.sort(key=lambda item: item.length)
+                for start in range(0, len(group), self.max_batch_size):
+                    await self._run(group[start:start + self.max_batch_size])
+
+    async def _collect(self) -> list[_Item]:
+        first = await self._queue.get()
+        items = [first]
+        deadline = first.arrived + self.max_wait
+        while len(items) < self.max_batch_size:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 and self._queue.empty():
+                break
+            try:
+                items.append(self._queue.get_nowait() if not self._queue.empty()
+                             else await asyncio.wait_for(self._queue.get(), remaining))
+            except TimeoutError:
+                break
+        limit = self.max_batch_size * DRAIN_BATCHES
+        items += [self._queue.get_nowait() for _ in itertools.takewhile(
+            lambda _: not self._queue.empty(), range(limit - len(items)))]
+        return items
+
+    def _run_live(self, batch: list[_Item]) -> tuple[list[_Item], list]:
+        """On the inference thread: drop the items abandoned while this batch waited for the thread."""
+        batch = [item for item in batch if not item.abandoned]
+        if not batch:
+            return batch, []
+        self.metrics.observe_batch(len(batch))
+        return batch, batch[0].run([item.payload for item in batch])
+
+    async def _run(self, batch: list[_Item]) -> None:
+        batch = [item for item in batch if not item.future.done()]
+        if not batch:
+            return
+        try:
+            batch, results = await self.call(self._run_live, batch)
+        except Exception as e:
+            if len(batch) == 1:
+                results = [e]
+            else:  # one bad input must not fail the others: run them one by one
+                for item in batch:
+                    await self._run([item])
+                return
+        for item, result in zip(batch, results):
+            if item.future.done():
+                continue
+            if isinstance(result, BaseException):
+                item.future.set_exception(result)
+            else:
+                item.future.set_result(result)
+
+
+def _raise_first(results: list) -> list:
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return results

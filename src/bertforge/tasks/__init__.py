@@ -1,0 +1,73 @@
+"""Fine-tuning tasks: sentence (pair) classification, NER, extractive QA, the feature-based probe,
+and the trainer they share. `build_task` and `read_task_data` connect them to files on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bertforge.errors import ConfigError
+from bertforge.tasks.classification import ClassificationTask
+from bertforge.tasks.data import read_conll, read_squad, read_text_examples
+from bertforge.tasks.ner import TokenClassificationTask
+from bertforge.tasks.squad import QuestionAnsweringTask
+from bertforge.tasks.trainer import FinetuneArgs, finetune
+
+TASK_NAMES = ("classification", "pair-classification", "ner", "qa")
+HEAD_OF_TASK = {"classification": "BertForSequenceClassification", "pair-classification": "BertForSequenceClassification",
+                "ner": "BertForTokenClassification", "qa": "BertForQuestionAnswering"}
+TASK_HEADS = set(HEAD_OF_TASK.values())
+
+
+def read_task_data(task: str, path, text_column: str = "sentence", text_pair_column: str | None = None,
+                   label_column: str | None = "label", tag_column: int = -1, labelled: bool = True) -> list:
+    """Examples of `task` from `path`; `labelled=False` reads prediction input (no labels)."""
+    if task in ("classification", "pair-classification"):
+        if task == "pair-classification" and not text_pair_column:
+            raise ConfigError("--task pair-classification needs --text-pair-column")
+        return read_text_examples(path, text_column, text_pair_column if task == "pair-classification" else None,
+                                  label_column if labelled else None)
+    if task == "ner":
+        return read_conll(path, tag_column, with_tags=labelled)
+    if task == "qa":
+        return read_squad(path)[0]
+    raise ConfigError(f"--task {task!r}: use one of {', '.join(TASK_NAMES)}")
+
+
+def build_task(task: str, train_data=None, id2label: dict | None = None):
+    """The task object, its labels read from the training data or (for a fine-tuned model) its id2label."""
+    labels = [id2label[i] for i in sorted(id2label)] if id2label else None
+    if task in ("classification", "pair-classification"):
+        pair = task == "pair-classification"
+        return ClassificationTask(labels, pair) if labels else ClassificationTask.from_examples(train_data, pair)
+    if task == "ner":
+        return TokenClassificationTask(labels) if labels else TokenClassificationTask.from_sentences(train_data)
+    if task == "qa":
+        return QuestionAnsweringTask()
+    raise ConfigError(f"--task {task!r}: use one of {', '.join(TASK_NAMES)}")
+
+
+def model_architecture(model_dir) -> str | None:
+    """The architecture named in a checkpoint's config.json (None when absent or unreadable)."""
+    path = Path(model_dir) / "config.json"
+    try:
+        architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return None
+    return architectures[0] if architectures else None
+
+
+def check_head(task: str, model_dir, fine_tuned: bool) -> None:
+    """A fine-tuned model must carry the head of `task`; starting a fine-tuning run from another
+    task's fine-tuned head is refused as well (an encoder or pre-training checkpoint is fine)."""
+    architecture = model_architecture(model_dir)
+    expected = HEAD_OF_TASK[task]
+    if architecture == expected:
+        return
+    if fine_tuned or architecture in TASK_HEADS:
+        raise ConfigError(f"--task {task} needs a {expected} model, but {Path(model_dir) / 'config.json'} "
+                          f"describes {architecture or 'no architecture'}")
+
+
+__all__ = ["TASK_NAMES", "ClassificationTask", "FinetuneArgs", "QuestionAnsweringTask", "TokenClassificationTask",
+           "build_task", "check_head", "finetune", "read_task_data"]

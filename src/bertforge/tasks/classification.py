@@ -1,0 +1,92 @@
+"""Sentence and sentence-pair classification (SST-2, MRPC, RTE, SNLI): [CLS] → dropout → linear."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import accuracy_score, f1_score
+
+from bertforge.errors import InputError
+from bertforge.model import BertForSequenceClassification
+from bertforge.tasks.batching import predict_logits
+from bertforge.tasks.data import TextExample
+
+
+def sorted_labels(labels) -> list[str]:
+    """Label names in a stable order: numerically when they are all integers ('0' < '1' < '10')."""
+    unique = set(labels)
+    if all(label.lstrip("-").isdigit() for label in unique):
+        return sorted(unique, key=int)
+    return sorted(unique)
+
+
+@dataclass
+class EvalSet:
+    features: list[dict]
+    examples: list
+
+
+class ClassificationTask:
+    model_class = BertForSequenceClassification
+    metric = "accuracy"
+
+    def __init__(self, labels: list[str], pair: bool = False):
+        self.labels = list(labels)
+        self.label2id = {label: i for i, label in enumerate(self.labels)}
+        self.pair = pair
+
+    @classmethod
+    def from_examples(cls, examples: list[TextExample], pair: bool = False) -> "ClassificationTask":
+        labels = [e.label for e in examples if e.label is not None]
+        if len(set(labels)) < 2:
+            where = examples[0].source.rsplit(":", 1)[0] if examples else "training data"
+            raise InputError(f"{where}: a classifier needs at least two labels, found {sorted(set(labels))}")
+        return cls(sorted_labels(labels), pair)
+
+    def label_id(self, example: TextExample) -> int:
+        try:
+            return self.label2id[example.label]
+        except KeyError:
+            raise InputError(f"{example.source}: label {example.label!r} was not seen in training "
+                             f"(known labels: {', '.join(self.labels)})") from None
+
+    def encode(self, examples: list[TextExample], tokenizer, max_length: int, with_labels: bool = True) -> list[dict]:
+        if self.pair and any(e.text_pair is None for e in examples):
+            raise InputError("pair classification needs a second text column (--text-pair-column)")
+        encoded = tokenizer([e.text for e in examples], [e.text_pair for e in examples] if self.pair else None,
+                            truncation=True, max_length=max_length)
+        features = []
+        for i, example in enumerate(examples):
+            feature = {"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i]}
+            if with_labels:
+                feature["labels"] = self.label_id(example)
+            features.append(feature)
+        return features
+
+    def train_features(self, examples, tokenizer, max_length: int) -> list[dict]:
+        return self.encode(examples, tokenizer, max_length)
+
+    def eval_set(self, examples, tokenizer, max_length: int) -> EvalSet:
+        return EvalSet(self.encode(examples, tokenizer, max_length), examples)
+
+    def metrics(self, predictions: np.ndarray, gold: np.ndarray) -> dict:
+        result = {"accuracy": float(accuracy_score(gold, predictions)), "examples": int(len(gold))}
+        if len(self.labels) == 2:  # binary F1 of the second label (1 = positive / paraphrase in GLUE)
+            result["f1"] = float(f1_score(gold, predictions, pos_label=1, average="binary", zero_division=0))
+        else:
+            result["macro_f1"] = float(f1_score(gold, predictions, average="macro", zero_division=0))
+        return result
+
+    def evaluate(self, model, eval_set: EvalSet, batch_size: int = 64, bf16: bool = False) -> dict:
+        logits = np.stack(predict_logits(model, eval_set.features, batch_size, bf16))
+        gold = np.array([f["labels"] for f in eval_set.features])
+        return self.metrics(logits.argmax(-1), gold)
+
+    def predict(self, model, examples, tokenizer, max_length: int, batch_size: int = 64) -> list[dict]:
+        features = self.encode(examples, tokenizer, max_length, with_labels=False)
+        logits = np.stack(predict_logits(model, features, batch_size))
+        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
+        probabilities /= probabilities.sum(-1, keepdims=True)
+        return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
+                 "scores": {label: float(s) for label, s in zip(self.labels, p)}} for p in probabilities]

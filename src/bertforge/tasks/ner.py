@@ -1,0 +1,106 @@
+"""Token classification (CoNLL-2003 NER): each word's tag goes on its first word piece, the other
+pieces carry -100 (no loss); predictions are read back from first pieces and scored per entity
+with seqeval (the CoNLL standard)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
+
+from bertforge.errors import InputError
+from bertforge.model import IGNORE_INDEX, BertForTokenClassification
+from bertforge.tasks.batching import predict_logits
+from bertforge.tasks.data import TaggedSentence
+
+
+@dataclass
+class EvalSet:
+    features: list[dict]
+    sentences: list[TaggedSentence]
+
+
+def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict:
+    """Entity-level precision/recall/F1 (micro over entities) and the same per entity type."""
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    per_type = {name: {"precision": float(v["precision"]), "recall": float(v["recall"]),
+                       "f1": float(v["f1-score"]), "support": int(v["support"])}
+                for name, v in report.items() if not name.endswith(" avg")}
+    return {"precision": float(precision_score(gold, predicted, zero_division=0)),
+            "recall": float(recall_score(gold, predicted, zero_division=0)),
+            "f1": float(f1_score(gold, predicted, zero_division=0)), "per_type": per_type}
+
+
+class TokenClassificationTask:
+    model_class = BertForTokenClassification
+    metric = "f1"
+
+    def __init__(self, labels: list[str]):
+        self.labels = list(labels)
+        self.label2id = {label: i for i, label in enumerate(self.labels)}
+
+    @classmethod
+    def from_sentences(cls, sentences: list[TaggedSentence]) -> "TokenClassificationTask":
+        tags = {tag for s in sentences for tag in s.tags}
+        # "O" first, then the entity types with B- before I-, so id2label reads naturally.
+        return cls(sorted(tags, key=lambda t: (t != "O", t[2:], t[:2])))
+
+    def encode(self, sentences: list[TaggedSentence], tokenizer, max_length: int, with_labels: bool = True) -> list[dict]:
+        encoded = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True,
+                            max_length=max_length)
+        features = []
+        for i, sentence in enumerate(sentences):
+            word_ids = encoded.word_ids(i)
+            feature = {"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i],
+                       "word_ids": word_ids}
+            if with_labels:
+                labels, previous = [], None
+                for word in word_ids:
+                    labels.append(IGNORE_INDEX if word is None or word == previous
+                                  else self.tag_id(sentence, word))
+                    previous = word
+                feature["labels"] = labels
+            features.append(feature)
+        return features
+
+    def tag_id(self, sentence: TaggedSentence, word: int) -> int:
+        tag = sentence.tags[word]
+        if tag not in self.label2id:
+            raise InputError(f"{sentence.source.rsplit(':', 1)[0]}:{int(sentence.source.rsplit(':', 1)[1]) + word}: "
+                             f"tag {tag!r} was not seen in training (known tags: {', '.join(self.labels)})")
+        return self.label2id[tag]
+
+    def train_features(self, sentences, tokenizer, max_length: int) -> list[dict]:
+        return self.encode(sentences, tokenizer, max_length)
+
+    def eval_set(self, sentences, tokenizer, max_length: int) -> EvalSet:
+        return EvalSet(self.encode(sentences, tokenizer, max_length), sentences)
+
+    def word_predictions(self, features: list[dict], logits: list[np.ndarray], sentences) -> list[list[tuple[str, float]]]:
+        """(tag, probability) for every word, read from its first piece. Words cut off by
+        max_length get "O" with probability 0, so they still count in the evaluation."""
+        out = []
+        for feature, row, sentence in zip(features, logits, sentences):
+            probabilities = np.exp(row - row.max(-1, keepdims=True))
+            probabilities /= probabilities.sum(-1, keepdims=True)
+            words = [("O", 0.0)] * len(sentence.words)
+            previous = None
+            for position, word in enumerate(feature["word_ids"]):
+                if word is not None and word != previous:
+                    best = int(probabilities[position].argmax())
+                    words[word] = (self.labels[best], float(probabilities[position, best]))
+                previous = word
+            out.append(words)
+        return out
+
+    def evaluate(self, model, eval_set: EvalSet, batch_size: int = 64, bf16: bool = False) -> dict:
+        logits = predict_logits(model, eval_set.features, batch_size, bf16)
+        predicted = [[tag for tag, _ in words] for words in
+                     self.word_predictions(eval_set.features, logits, eval_set.sentences)]
+        gold = [s.tags for s in eval_set.sentences]
+        return {**entity_scores(gold, predicted), "sentences": len(gold)}
+
+    def predict(self, model, sentences, tokenizer, max_length: int, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+        features = self.encode(sentences, tokenizer, max_length, with_labels=False)
+        return self.word_predictions(features, predict_logits(model, features, batch_size), sentences)

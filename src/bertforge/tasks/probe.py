@@ -1,0 +1,51 @@
+"""The feature-based approach: a frozen encoder turns sentences into [CLS] or mean-pooled vectors
+and a scikit-learn logistic regression learns the labels from them."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import accuracy_score
+from tqdm.auto import tqdm
+
+from bertforge.errors import ConfigError
+from bertforge.tasks.batching import collate
+
+POOLINGS = ("cls", "mean")
+
+
+@torch.no_grad()
+def sentence_features(encoder, tokenizer, texts: list[str], pooling: str = "cls", batch_size: int = 64,
+                      max_length: int = 128, progress: bool = False) -> np.ndarray:
+    """(len(texts), hidden) float32 vectors from the last layer of a frozen BertModel/BertEncoder."""
+    if pooling not in POOLINGS:
+        raise ConfigError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+    encoder.eval()
+    bert = getattr(encoder, "bert", encoder)
+    device = next(bert.parameters()).device
+    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+    features = [{"input_ids": ids, "token_type_ids": types}
+                for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])]
+    order = sorted(range(len(texts)), key=lambda i: len(features[i]["input_ids"]))  # little padding per batch
+    out = np.zeros((len(texts), bert.config.hidden_size), dtype=np.float32)
+    for start in tqdm(range(0, len(order), batch_size), desc="features", disable=not progress):
+        index = order[start:start + batch_size]
+        batch = {k: v.to(device) for k, v in collate([features[i] for i in index], tokenizer.pad_token_id).items()}
+        hidden = bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).last_hidden_state.float()
+        if pooling == "cls":
+            vectors = hidden[:, 0]
+        else:
+            mask = batch["attention_mask"].unsqueeze(-1).float()
+            vectors = (hidden * mask).sum(1) / mask.sum(1)
+        out[index] = vectors.cpu().numpy()
+    return out
+
+
+def run_probe(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, seed: int = 0, max_iter: int = 2000) -> dict:
+    """Fit a logistic regression on the training vectors; accuracy on both splits."""
+    classifier = LogisticRegression(max_iter=max_iter, random_state=seed)
+    classifier.fit(train_x, train_y)
+    return {"train_accuracy": float(accuracy_score(train_y, classifier.predict(train_x))),
+            "test_accuracy": float(accuracy_score(test_y, classifier.predict(test_x))),
+            "train_examples": int(len(train_y)), "test_examples": int(len(test_y))}

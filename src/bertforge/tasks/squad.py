@@ -1,0 +1,179 @@
+"""Extractive question answering (SQuAD v1.1): windows over long contexts, span search across
+windows, and the official v1.1 exact-match / F1 evaluation."""
+
+from __future__ import annotations
+
+import collections
+import re
+import string
+from dataclasses import dataclass
+
+import numpy as np
+
+from bertforge.errors import InputError
+from bertforge.model import BertForQuestionAnswering
+from bertforge.tasks.batching import predict_logits
+from bertforge.tasks.data import SquadExample
+
+MAX_SEQ_LENGTH, DOC_STRIDE, MAX_QUERY_LENGTH = 384, 128, 64
+N_BEST, MAX_ANSWER_LENGTH = 20, 30
+
+
+# --- the official SQuAD v1.1 evaluation (evaluate-v1.1.py), re-implemented -------------------
+
+def normalize_answer(text: str) -> str:
+    """Lower case, drop punctuation and the articles a/an/the, collapse whitespace."""
+    text = text.lower()
+    text = "".join(ch for ch in text if ch not in set(string.punctuation))
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match_score(prediction: str, truth: str) -> bool:
+    return normalize_answer(prediction) == normalize_answer(truth)
+
+
+def f1_score(prediction: str, truth: str) -> float:
+    prediction_tokens, truth_tokens = normalize_answer(prediction).split(), normalize_answer(truth).split()
+    common = collections.Counter(prediction_tokens) & collections.Counter(truth_tokens)
+    same = sum(common.values())
+    if same == 0:
+        return 0.0
+    precision, recall = same / len(prediction_tokens), same / len(truth_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def squad_evaluate(predictions: dict[str, str], references: dict[str, list[str]]) -> dict:
+    """EM and F1 in percent, each the max over a question's reference answers, averaged over
+    the questions of `references` (a question without a prediction scores 0, as in the script)."""
+    if not references:
+        raise InputError("no questions to evaluate")
+    exact = f1 = 0.0
+    for qid, truths in references.items():
+        if qid not in predictions:
+            continue
+        exact += max(exact_match_score(predictions[qid], t) for t in truths)
+        f1 += max(f1_score(predictions[qid], t) for t in truths)
+    return {"exact_match": 100.0 * exact / len(references), "f1": 100.0 * f1 / len(references)}
+
+
+# --- features -------------------------------------------------------------------------------
+
+def _cut_question(question: str, tokenizer, max_query_length: int) -> str:
+    """The question cut to its first `max_query_length` word pieces."""
+    encoded = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
+    offsets = encoded["offset_mapping"]
+    return question[:offsets[max_query_length - 1][1]] if len(offsets) > max_query_length else question
+
+
+def encode_windows(questions: list[str], contexts: list[str], tokenizer, max_length: int = MAX_SEQ_LENGTH,
+                   doc_stride: int = DOC_STRIDE, max_query_length: int = MAX_QUERY_LENGTH) -> list[dict]:
+    """One feature per window of each (question, context): input ids, the sample it came from,
+    and each token's character span in the context (None outside the context)."""
+    questions = [_cut_question(q.strip(), tokenizer, max_query_length) for q in questions]
+    encoded = tokenizer(questions, contexts, truncation="only_second", max_length=max_length, stride=doc_stride,
+                        return_overflowing_tokens=True, return_offsets_mapping=True)
+    features = []
+    for i, sample in enumerate(encoded["overflow_to_sample_mapping"]):
+        sequence_ids = encoded.sequence_ids(i)
+        offsets = [tuple(o) if s == 1 else None for o, s in zip(encoded["offset_mapping"][i], sequence_ids)]
+        features.append({"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i],
+                         "example": int(sample), "offsets": offsets})
+    return features
+
+
+def add_answer_positions(feature: dict, answer_start: int, answer_end: int) -> None:
+    """Token start/end of the answer's characters [answer_start, answer_end) in this window, or
+    both at [CLS] (position 0) when the window does not hold the whole answer."""
+    offsets = feature["offsets"]
+    context = [i for i, o in enumerate(offsets) if o is not None]
+    if not context or offsets[context[0]][0] > answer_start or offsets[context[-1]][1] < answer_end:
+        feature["start_positions"] = feature["end_positions"] = 0
+        return
+    start = next(i for i in context if offsets[i][1] > answer_start)
+    end = next(i for i in reversed(context) if offsets[i][0] < answer_end)
+    feature["start_positions"], feature["end_positions"] = start, end
+
+
+@dataclass
+class EvalSet:
+    features: list[dict]
+    examples: list[SquadExample]
+
+
+def best_spans(example_context: str, features: list[dict], logits: list[np.ndarray], n_best: int = N_BEST,
+               max_answer_length: int = MAX_ANSWER_LENGTH) -> list[dict]:
+    """The n best answer spans over all windows of one example, best first: text cut from the
+    original context, char start/end, the summed start+end logits and a probability (softmax over
+    the n best, as in the original BERT code). The same span from two windows is kept once."""
+    candidates = {}
+    for feature, row in zip(features, logits):
+        offsets = feature["offsets"]
+        start_logits, end_logits = row[:, 0], row[:, 1]
+        starts = np.argsort(start_logits)[::-1][:n_best]
+        ends = np.argsort(end_logits)[::-1][:n_best]
+        for s in starts:
+            for e in ends:
+                if offsets[s] is None or offsets[e] is None or e < s or e - s + 1 > max_answer_length:
+                    continue
+                span = (offsets[s][0], offsets[e][1])
+                logit = float(start_logits[s] + end_logits[e])
+                if span not in candidates or candidates[span] < logit:
+                    candidates[span] = logit
+    best = sorted(candidates.items(), key=lambda item: -item[1])[:n_best]
+    if not best:
+        return []
+    logit_values = np.array([logit for _, logit in best])
+    probabilities = np.exp(logit_values - logit_values.max())
+    probabilities /= probabilities.sum()
+    return [{"answer": example_context[start:end], "start": start, "end": end, "logit": logit, "score": float(p)}
+            for ((start, end), logit), p in zip(best, probabilities)]
+
+
+class QuestionAnsweringTask:
+    model_class = BertForQuestionAnswering
+    metric = "f1"
+    labels = None
+
+    def __init__(self, doc_stride: int = DOC_STRIDE, max_query_length: int = MAX_QUERY_LENGTH):
+        self.doc_stride, self.max_query_length = doc_stride, max_query_length
+
+    def windows(self, examples: list[SquadExample], tokenizer, max_length: int) -> list[dict]:
+        return encode_windows([e.question for e in examples], [e.context for e in examples], tokenizer,
+                              max_length, self.doc_stride, self.max_query_length)
+
+    def train_features(self, examples: list[SquadExample], tokenizer, max_length: int) -> list[dict]:
+        """Windows of the questions that have an answer, labelled with the first answer's span."""
+        examples = [e for e in examples if e.answers]
+        features = self.windows(examples, tokenizer, max_length)
+        for feature in features:
+            answer = examples[feature["example"]].answers[0]
+            add_answer_positions(feature, answer["answer_start"], answer["answer_start"] + len(answer["text"]))
+        return features
+
+    def eval_set(self, examples, tokenizer, max_length: int) -> EvalSet:
+        examples = [e for e in examples if e.answers]
+        return EvalSet(self.windows(examples, tokenizer, max_length), examples)
+
+    def answers(self, examples, features, logits, top_k: int = 1) -> list[list[dict]]:
+        by_example = collections.defaultdict(list)
+        for feature, row in zip(features, logits):
+            by_example[feature["example"]].append((feature, row))
+        out = []
+        for i, example in enumerate(examples):
+            pairs = by_example.get(i, [])
+            spans = best_spans(example.context, [f for f, _ in pairs], [r for _, r in pairs])
+            out.append(spans[:top_k])
+        return out
+
+    def evaluate(self, model, eval_set: EvalSet, batch_size: int = 64, bf16: bool = False) -> dict:
+        logits = predict_logits(model, eval_set.features, batch_size, bf16)
+        answers = self.answers(eval_set.examples, eval_set.features, logits)
+        predictions = {e.id: (a[0]["answer"] if a else "") for e, a in zip(eval_set.examples, answers)}
+        references = {e.id: [a["text"] for a in e.answers] for e in eval_set.examples}
+        return {**squad_evaluate(predictions, references), "questions": len(references)}
+
+    def predict(self, model, examples, tokenizer, max_length: int, batch_size: int = 64) -> list[dict]:
+        features = self.windows(examples, tokenizer, max_length)
+        answers = self.answers(examples, features, predict_logits(model, features, batch_size))
+        return [a[0] if a else {"answer": "", "start": 0, "end": 0, "logit": 0.0, "score": 0.0} for a in answers]

@@ -1,0 +1,71 @@
+"""WordPiece: split one normalised word into vocabulary pieces, greedy longest match first.
+
+`stem` with the vocabulary {a,b,c,e,l,m,o,s,t,u,st} becomes `st ##e ##m`: take the longest
+prefix that is in the vocabulary, then the longest `##`-prefixed piece of what is left, and so
+on. If some remainder has no piece at all, the whole word becomes `[UNK]` (not just that part),
+as in Google's original.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bertforge.errors import CheckpointError, InputError
+
+
+def load_vocab(path: str | Path) -> dict[str, int]:
+    """Read a `vocab.txt`: one token per line, the 0-based line number is its id."""
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            tokens = f.read().split("\n")
+    except FileNotFoundError:
+        raise CheckpointError(f"vocabulary file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+    if tokens and tokens[-1] == "":
+        tokens.pop()
+    vocab: dict[str, int] = {}
+    for line_number, token in enumerate(tokens, start=1):
+        token = token.rstrip("\r")
+        if token in vocab:
+            raise CheckpointError(f"{path}, line {line_number}: token {token!r} repeats line {vocab[token] + 1}")
+        vocab[token] = len(vocab)
+    if not vocab:
+        raise CheckpointError(f"{path}: the vocabulary is empty")
+    return vocab
+
+
+class WordPiece:
+    def __init__(self, vocab: dict[str, int], unk_token: str = "[UNK]", max_input_chars_per_word: int = 100,
+                 continuation_prefix: str = "##"):
+        if unk_token not in vocab:
+            raise InputError(f"the unknown token {unk_token!r} is not in the vocabulary")
+        if max_input_chars_per_word < 1:
+            raise InputError(f"max_input_chars_per_word must be at least 1, got {max_input_chars_per_word}")
+        self.vocab = vocab
+        self.unk_token = unk_token
+        self.unk_id = vocab[unk_token]
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.prefix = continuation_prefix
+
+    def split(self, word: str) -> list[tuple[int, int, int]]:
+        """(id, start, end) for each piece of `word`; spans are character spans in `word`."""
+        if len(word) > self.max_input_chars_per_word:
+            return [(self.unk_id, 0, len(word))]
+        vocab = self.vocab
+        pieces = []
+        start = 0
+        while start < len(word):
+            end = len(word)
+            while end > start:
+                candidate = word[start:end] if start == 0 else self.prefix + word[start:end]
+                piece_id = vocab.get(candidate)
+                if piece_id is not None:
+                    pieces.append((piece_id, start, end))
+                    break
+                end -= 1
+            else:
+                return [(self.unk_id, 0, len(word))]
+            start = end
+        return pieces

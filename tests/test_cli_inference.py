@@ -1,0 +1,141 @@
+"""The inference commands end to end: inputs from arguments and files, outputs to stdout, JSON
+Lines and .npy, and one clean `error: ...` line with exit code 2 for every bad input."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bertforge.cli.main import cli
+from bertforge.pipelines import pipeline
+
+INFERENCE_COMMANDS = ["tokenize", "embed", "fill-mask", "nsp", "similarity", "attention"]
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def json_lines(output: str) -> list[dict]:
+    return [json.loads(line) for line in output.splitlines() if line.startswith("{")]
+
+
+def assert_clean_error(result, *fragments):
+    assert result.exit_code == 2, result.output
+    assert "Traceback" not in result.output and "error: " in result.output
+    for fragment in fragments:
+        assert fragment in result.output, result.output
+
+
+@pytest.mark.parametrize("command", INFERENCE_COMMANDS)
+def test_help_has_examples(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0 and "Examples:" in result.output and "bertforge " + command in result.output
+
+
+def test_tokenize_prints_pieces_ids_and_offsets():
+    result = run("tokenize", "I love Paris", "Let us start pretraining the model.")
+    first, second = json_lines(result.output)
+    assert first["input_ids"] == [101, 1045, 2293, 3000, 102] and first["offsets"][3] == [7, 12]
+    assert second["tokens"][4:7] == ["pre", "##train", "##ing"]
+
+
+def test_embed_file_to_npy_skips_and_counts_empty_lines(tmp_path, caplog):
+    source = tmp_path / "sentences.txt"
+    source.write_text("A cat sat on the mat.\n\n   \nThe dog slept.\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING):
+        result = run("embed", "--input", source, "--output", tmp_path / "vectors.npy", "--batch-size", 1)
+    assert result.exit_code == 0, result.output
+    assert "skipped 2 empty line(s)" in caplog.text
+    vectors = np.load(tmp_path / "vectors.npy")
+    expected = pipeline("sentence-embedding")(["A cat sat on the mat.", "The dog slept."])
+    np.testing.assert_allclose(vectors, expected, atol=1e-5)
+
+
+def test_embed_tsv_column_words_and_line_numbers(tmp_path):
+    table = tmp_path / "data.tsv"
+    table.write_text("label\tsentence\n1\tHe got bit by Python\n0\t\n1\tGood film\n", encoding="utf-8")
+    result = run("embed", "--input", table, "--column", "sentence", "--level", "word", "--layers", "last-four",
+                 "--combine", "concat")
+    assert result.exit_code == 0, result.output
+    records = json_lines(result.output)
+    assert [r["line"] for r in records] == [2, 4]
+    assert records[0]["tokens"] == ["He", "got", "bit", "by", "Python"] and records[0]["spans"][4] == [14, 20]
+    assert len(records[0]["vectors"][0]) == 4 * 384
+
+
+def test_fill_mask_and_nsp_commands(tiny_pretraining_checkpoint, tmp_path):
+    result = run("fill-mask", "--model", tiny_pretraining_checkpoint, "--top-k", 3, "The [MASK] is red.",
+                 "A [MASK] and a [MASK].")
+    single, double = json_lines(result.output)
+    assert len(single["predictions"]) == 3 and set(single["predictions"][0]) == {"score", "token", "token_str", "sequence"}
+    assert len(double["predictions"]) == 2 and len(double["predictions"][1]) == 3
+    output = tmp_path / "scores.json"
+    result = run("nsp", "--model", tiny_pretraining_checkpoint, "She cooked pasta", "It was delicious",
+                 "Turn the radio on", "She bought a new hat", "--output", output)
+    assert result.exit_code == 0, result.output
+    scores = json.loads(output.read_text())
+    assert [s["a"] for s in scores] == ["She cooked pasta", "Turn the radio on"]
+    assert all(0 < s["is_next"] < 1 for s in scores)
+
+
+def test_nsp_reads_pairs_from_a_jsonl_file(tiny_pretraining_checkpoint, tmp_path):
+    source = tmp_path / "pairs.jsonl"
+    source.write_text('{"text": "A dog.", "text_pair": "It barked."}\n\n{"text": "Rain.", "text_pair": "Sun."}\n')
+    result = run("nsp", "--model", tiny_pretraining_checkpoint, "--input", source)
+    assert [r["line"] for r in json_lines(result.output)] == [1, 3]
+
+
+def test_similarity_prints_a_readable_comparison():
+    result = run("similarity")
+    assert result.exit_code == 0, result.output
+    assert "'He got bit by Python'" in result.output and "context-free" in result.output
+    assert "(further apart)" in result.output
+
+
+def test_attention_writes_png_and_html(tmp_path):
+    result = run("attention", "Paris is a beautiful city", "I love Paris", "--png", tmp_path / "a.png",
+                 "--html", tmp_path / "a.html")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "a.png").stat().st_size > 20_000
+    assert "beautiful" in (tmp_path / "a.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("name, content, fragments", [
+    ("bad.jsonl", '{"text": "fine"}\n{"text": oops}\n', ["bad.jsonl line 2", "not valid JSON"]),
+    ("keys.jsonl", '{"sentence": "x"}\n', ["keys.jsonl line 1", "no key 'text'"]),
+    ("table.tsv", "sentence\tlabel\nok\t1\n", ["no column 'text'", "sentence, label"]),
+    ("rows.tsv", "text\tlabel\nok\t1\nbroken\n", ["rows.tsv line 3", "1 fields, the header has 2"]),
+    ("latin1.txt", "caf\xe9\n".encode("latin-1"), ["latin1.txt line 1", "not UTF-8"]),
+    ("data.csv", "text\n", ["unsupported file type .csv"]),
+    ("blank.txt", "\n\n", ["no input"]),
+])
+def test_bad_input_files_name_the_line(tmp_path, name, content, fragments):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    assert_clean_error(run("embed", "--input", path), *fragments)
+
+
+def test_bad_requests_give_clean_errors(tiny_pretraining_checkpoint, default_model_dir, tmp_path):
+    assert_clean_error(run("fill-mask", "--model", tiny_pretraining_checkpoint, "no mask here"), "no [MASK]")
+    assert_clean_error(run("fill-mask", "--model", default_model_dir, "a [MASK]"), "masked-language-model head",
+                       "it can do: feature-extraction")
+    assert_clean_error(run("nsp", "--model", tiny_pretraining_checkpoint, "one", "two", "three"), "pairs")
+    assert_clean_error(run("embed", "--input", tmp_path / "missing.txt"), "missing.txt: no such file")
+    assert_clean_error(run("embed"), "give TEXT arguments or --input")
+    assert_clean_error(run("embed", "x", "--layers", "top"), "--layers 'top'")
+    assert_clean_error(run("embed", "x", "--level", "word", "--output", tmp_path / "w.npy"), "sentence vectors only")
+    assert_clean_error(run("embed", "x", "--model", tmp_path / "nowhere"), "nowhere")
+    assert_clean_error(run("similarity", "--word", "python", "Python is fun", "I like cake"), "'python' does not occur")
+    assert_clean_error(run("attention", "hello"), "--png FILE and/or --html FILE")
+
+
+def test_long_inputs_are_truncated_with_a_warning(caplog):
+    with caplog.at_level(logging.WARNING):
+        result = run("embed", "short", "many words " * 50, "--max-length", 32)
+    assert result.exit_code == 0
+    assert "1 of 2 inputs were longer than 32 tokens and were truncated" in caplog.text

@@ -1,0 +1,194 @@
+"""The BERT model: parity with transformers on the real MiniLM checkpoint, checkpoint round
+trips in both directions, configuration and loading errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from bertforge import BertTokenizer
+from bertforge.errors import CheckpointError, ConfigError, InputError
+from bertforge.model import (
+    IGNORE_INDEX,
+    BertConfig,
+    BertEncoder,
+    BertForPreTraining,
+    BertForQuestionAnswering,
+    BertForSequenceClassification,
+    BertForTokenClassification,
+)
+from conftest import sst2_sentences
+
+TOLERANCE = 1e-5
+
+
+def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
+    return (a - b).abs().max().item()
+
+
+@pytest.fixture(scope="module")
+def reference_encoder(default_model_dir):
+    from transformers import BertModel
+
+    # eager attention: the implementation that returns attention weights
+    return BertModel.from_pretrained(str(default_model_dir), attn_implementation="eager").eval()
+
+
+@pytest.fixture(scope="module")
+def encoder(default_model_dir):
+    return BertEncoder.from_pretrained(default_model_dir)
+
+
+@pytest.mark.slow
+def test_parity_on_sst2(encoder, reference_encoder):
+    """1,000 real sentences in padded batches: every output within 1e-5 of transformers."""
+    tokenizer = BertTokenizer.from_pretrained()
+    sentences = sst2_sentences(1000)
+    worst = {"last": 0.0, "pooler": 0.0, "hidden": 0.0, "attention": 0.0}
+    with torch.inference_mode():
+        for start in range(0, len(sentences), 50):
+            batch = tokenizer(sentences[start:start + 50], padding=True, truncation=True, return_tensors="pt")
+            inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+            ours = encoder(**inputs, output_hidden_states=True, output_attentions=True)
+            theirs = reference_encoder(**inputs, output_hidden_states=True, output_attentions=True)
+            real = batch["attention_mask"].bool()
+            worst["last"] = max(worst["last"], max_diff(ours.last_hidden_state[real], theirs.last_hidden_state[real]))
+            worst["pooler"] = max(worst["pooler"], max_diff(ours.pooler_output, theirs.pooler_output))
+            assert len(ours.hidden_states) == len(theirs.hidden_states) == 7
+            for a, b in zip(ours.hidden_states, theirs.hidden_states):
+                worst["hidden"] = max(worst["hidden"], max_diff(a[real], b[real]))
+            assert len(ours.attentions) == len(theirs.attentions) == 6
+            for a, b in zip(ours.attentions, theirs.attentions):
+                worst["attention"] = max(worst["attention"], max_diff(a, b))
+    assert all(value < TOLERANCE for value in worst.values()), worst
+
+
+def test_fused_attention_equals_explicit_softmax(encoder):
+    """The SDPA path (used unless weights are asked for) and the explicit path agree, padding included."""
+    tokenizer = BertTokenizer.from_pretrained()
+    batch = tokenizer(["a short one", "a somewhat longer sentence with more words in it"], padding=True,
+                      return_tensors="pt")
+    with torch.inference_mode():
+        fused = encoder(batch["input_ids"], batch["attention_mask"])
+        explicit = encoder(batch["input_ids"], batch["attention_mask"], output_attentions=True)
+    real = batch["attention_mask"].bool()
+    assert max_diff(fused.last_hidden_state[real], explicit.last_hidden_state[real]) < TOLERANCE
+
+
+def test_save_then_transformers_loads_it(encoder, tmp_path):
+    from transformers import BertModel
+
+    encoder.save_pretrained(tmp_path, tokenizer=BertTokenizer.from_pretrained())
+    assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in tmp_path.iterdir()}
+    reference = BertModel.from_pretrained(str(tmp_path)).eval()
+    ids = torch.tensor([[101, 1045, 2293, 3000, 102]])
+    with torch.inference_mode():
+        assert max_diff(encoder(ids).last_hidden_state, reference(ids).last_hidden_state) < TOLERANCE
+        assert max_diff(encoder(ids).pooler_output, reference(ids).pooler_output) < TOLERANCE
+    again = BertEncoder.from_pretrained(tmp_path)
+    with torch.inference_mode():
+        assert torch.equal(again(ids).last_hidden_state, encoder(ids).last_hidden_state)
+
+
+def test_transformers_pretraining_checkpoint_loads(tiny_pretraining_checkpoint):
+    """A random transformers BertForPreTraining, saved by transformers: same MLM and NSP logits."""
+    from transformers import BertForPreTraining as Reference
+
+    reference = Reference.from_pretrained(str(tiny_pretraining_checkpoint)).eval()
+    ours = BertForPreTraining.from_pretrained(tiny_pretraining_checkpoint)
+    assert ours.missing_keys == []
+    tokenizer = BertTokenizer.from_pretrained(tiny_pretraining_checkpoint)
+    batch = tokenizer(["She cooked pasta", "Turn the radio on"], ["It was delicious", "She bought a new hat"],
+                      padding=True, return_tensors="pt")
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.inference_mode():
+        mine, theirs = ours(**inputs), reference(**inputs)
+    assert max_diff(mine.prediction_logits, theirs.prediction_logits) < TOLERANCE
+    assert max_diff(mine.seq_relationship_logits, theirs.seq_relationship_logits) < TOLERANCE
+    # The MLM head tied to the embeddings, as in the paper.
+    assert ours.mlm.word_embeddings.weight.data_ptr() == ours.bert.embeddings.word.weight.data_ptr()
+
+
+def test_masked_positions_only(tiny_pretraining_checkpoint):
+    """With labels, logits are computed only where a label is set, and equal the full logits there."""
+    model = BertForPreTraining.from_pretrained(tiny_pretraining_checkpoint)
+    ids = torch.tensor([[101, 1045, 103, 3000, 102], [101, 103, 2293, 103, 102]])
+    labels = torch.full_like(ids, IGNORE_INDEX)
+    labels[0, 2], labels[1, 1], labels[1, 3] = 2293, 1045, 3000
+    with torch.inference_mode():
+        full = model(ids).prediction_logits
+        out = model(ids, labels=labels, next_sentence_label=torch.tensor([0, 1]))
+    assert out.prediction_logits.shape == (3, 30522)
+    assert max_diff(out.prediction_logits, full[labels != IGNORE_INDEX]) < TOLERANCE
+    expected_mlm = torch.nn.functional.cross_entropy(full[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX])
+    assert abs(out.mlm_loss.item() - expected_mlm.item()) < 1e-5
+    assert abs(out.loss.item() - out.mlm_loss.item() - out.nsp_loss.item()) < 1e-6
+
+
+@pytest.mark.parametrize("cls", [BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering])
+def test_task_heads_round_trip_to_transformers(cls, default_model_dir, tmp_path):
+    import transformers
+
+    labels = None if cls is BertForQuestionAnswering else {0: "neg", 1: "pos", 2: "neutral"}
+    model = cls.from_pretrained(default_model_dir, id2label=labels)
+    assert model.missing_keys  # the head is new: initialised randomly and reported
+    model.save_pretrained(tmp_path)
+    reference = getattr(transformers, cls.architecture).from_pretrained(str(tmp_path)).eval()
+    ids = torch.tensor([[101, 1045, 2293, 3000, 102]])
+    with torch.inference_mode():
+        ours = model(ids).logits
+        theirs = reference(ids)
+    if cls is BertForQuestionAnswering:
+        theirs_logits = torch.stack([theirs.start_logits, theirs.end_logits], dim=-1)
+    else:
+        theirs_logits = theirs.logits
+        assert reference.config.id2label == {0: "neg", 1: "pos", 2: "neutral"}
+    assert max_diff(ours, theirs_logits) < TOLERANCE
+
+
+def test_named_sizes():
+    tiny = BertConfig.from_size("tiny")
+    assert (tiny.num_hidden_layers, tiny.hidden_size, tiny.num_attention_heads, tiny.intermediate_size) == (2, 128, 2, 512)
+    base = BertConfig.from_size("base")
+    model = BertEncoder(base)
+    assert 109_000_000 < sum(p.numel() for p in model.parameters()) < 110_000_000  # "110M parameters"
+    grid = BertConfig.from_size("L6-H512")
+    assert (grid.num_hidden_layers, grid.hidden_size, grid.num_attention_heads) == (6, 512, 8)
+    with pytest.raises(ConfigError, match="grid"):
+        BertConfig.from_size("L7-H300")
+
+
+def test_config_round_trip_keeps_unknown_keys(default_model_dir, tmp_path):
+    config = BertConfig.from_json_file(default_model_dir / "config.json")
+    config.save(tmp_path, architecture="BertModel")
+    saved = json.loads((tmp_path / "config.json").read_text())
+    original = json.loads((default_model_dir / "config.json").read_text())
+    assert saved["transformers_version"] == original["transformers_version"]
+    assert BertConfig.from_json_file(tmp_path / "config.json") == config
+
+
+def test_loading_errors(tmp_path, default_model_dir):
+    with pytest.raises(CheckpointError, match="not found"):
+        BertEncoder.from_pretrained(tmp_path / "missing")
+    (tmp_path / "config.json").write_text('{"hidden_size": "large"}')
+    with pytest.raises(ConfigError, match="hidden_size"):
+        BertEncoder.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="config.json"):
+        BertEncoder.from_pretrained(tmp_path)
+    (tmp_path / "config.json").write_text((default_model_dir / "config.json").read_text())
+    with pytest.raises(CheckpointError, match="no model.safetensors"):
+        BertEncoder.from_pretrained(tmp_path)
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="model.safetensors"):
+        BertEncoder.from_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="shape"):
+        BertEncoder.from_pretrained(default_model_dir, hidden_size=768)
+
+
+def test_sequence_longer_than_positions_is_a_clear_error():
+    model = BertEncoder(BertConfig.from_size("tiny", max_position_embeddings=16)).bert
+    with pytest.raises(InputError, match="max_position_embeddings"):
+        model(torch.ones(1, 17, dtype=torch.long))

@@ -1,0 +1,355 @@
+"""Pre-training: instances, masking statistics, shards, the training loop, exact resume, DDP."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from bertforge.cli.main import cli
+from bertforge.errors import CheckpointError, ConfigError, InputError
+from bertforge.pretraining import (IS_NEXT, NOT_NEXT, MaskingConfig, PrepareOptions, PretrainingData,
+                                   create_instances, mask_sequence, prepare, read_documents, truncate_seq_pair)
+from bertforge.pretraining.instances import tokenize_documents
+from bertforge.pretraining.trainer import TrainingConfig, save_checkpoint, train
+from bertforge.tokenization import BertTokenizer
+from conftest import require_data
+
+REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The machine has 2 shared cores: one thread per training process avoids oversubscription."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BertTokenizer.from_pretrained(require_data("vocab", "bert-base-uncased-vocab.txt"))
+
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """Six documents of real text: slices of the first Gutenberg books, as JSON Lines."""
+    records = []
+    with gzip.open(require_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line)["text"]
+            records += [text[start:start + 25_000] for start in (20_000, 60_000, 100_000)]
+            if len(records) >= 6:
+                break
+    path = tmp_path_factory.mktemp("corpus") / "books.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, corpus_file, tokenizer) -> Path:
+    directory = tmp_path_factory.mktemp("data")
+    prepare([corpus_file], directory, tokenizer, PrepareOptions(dupe_factor=5, shard_size=500), progress=False)
+    return directory
+
+
+# --- SPEC §3 examples -------------------------------------------------------------------------
+
+def test_spec_nsp_examples(tmp_path, tokenizer):
+    """`She cooked pasta / It was delicious` is isNext; B from another document is notNext."""
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("She cooked pasta.\nIt was delicious.\n\nTurn the radio on.\n\nShe bought a new hat.\n")
+    documents = list(read_documents(corpus))
+    assert documents == [["She cooked pasta.", "It was delicious."], ["Turn the radio on."], ["She bought a new hat."]]
+    tokenized = tokenize_documents(documents, tokenizer, 128).documents
+    seen = set()
+    for seed in range(40):
+        for instance in create_instances(tokenized, 128, 0.0, 1, random.Random(seed),
+                                         tokenizer.cls_token_id, tokenizer.sep_token_id):
+            a = tokenizer.decode(instance.tokens[1:instance.segment_b_start - 1].tolist())
+            b = tokenizer.decode(instance.tokens[instance.segment_b_start:-1].tolist())
+            seen.add((a, b, instance.next_sentence_label))
+    assert ("she cooked pasta.", "it was delicious.", IS_NEXT) in seen
+    assert ("turn the radio on.", "she bought a new hat.", NOT_NEXT) in seen
+    # a notNext B never comes from A's own document when there are others
+    assert not any(label == NOT_NEXT and a == "she cooked pasta." and b == "it was delicious." for a, b, label in seen)
+
+
+def test_truncate_seq_pair_trims_longer_side():
+    rng = random.Random(0)
+    a_front, a_back, b_front, b_back = truncate_seq_pair(100, 10, 50, rng)
+    assert b_front == b_back == 0 and a_front + a_back == 60
+    assert a_front > 0 and a_back > 0  # both ends, at random
+    assert truncate_seq_pair(30, 31, 20, rng)[0:2] != (0, 0)  # shrinks both once lengths meet
+    assert sum(truncate_seq_pair(5, 5, 20, rng)) == 0
+
+
+# --- statistics over many instances -----------------------------------------------------------
+
+def test_instances_statistics(data_dir, tokenizer):
+    data = PretrainingData(data_dir)
+    index = data.index
+    assert index["instances"] > 1200
+    assert 0.45 <= index["stats"]["is_next_fraction"] <= 0.55
+    lengths = np.concatenate([np.load(data_dir / f"{s['name']}.lengths.npy") for s in index["shards"]])
+    assert lengths.max() <= 128 and lengths.min() >= 5
+    assert (lengths < 100).mean() > 0.05  # short_seq_prob makes some short targets
+    batch = data.batch(np.arange(64), epoch=0)
+    ids = batch["input_ids"]
+    assert (ids[:, 0] == tokenizer.cls_token_id).all()
+    assert (batch["attention_mask"].sum(1) == lengths[:64]).all()
+    # token type 1 exactly on B and its [SEP]; both segments end with [SEP]
+    for row in range(64):
+        types, length = batch["token_type_ids"][row], lengths[row]
+        b_start = int(np.argmax(types)) if types.any() else length
+        assert ids[row, b_start - 1] == tokenizer.sep_token_id or batch["labels"][row, b_start - 1] == tokenizer.sep_token_id
+        assert types[length:].sum() == 0
+
+
+def _masking_counts(tokenizer, data, whole_word_mask: bool):
+    masking = MaskingConfig.for_tokenizer(tokenizer, whole_word_mask=whole_word_mask)
+    counts = {"tokens": 0, "picked": 0, "mask": 0, "same": 0, "random": 0}
+    for index in range(len(data)):
+        raw = data._gather(np.array([index]))
+        tokens = raw["input_ids"][0, :raw["lengths"][0]].astype(np.int64)
+        masked, positions, originals = mask_sequence(tokens, masking, np.random.default_rng([7, index]))
+        assert len(positions) <= masking.max_predictions_per_seq
+        assert not np.isin(tokens[positions], masking.special_ids).any()
+        counts["tokens"] += len(tokens)
+        counts["picked"] += len(positions)
+        counts["mask"] += int((masked[positions] == tokenizer.mask_token_id).sum())
+        counts["same"] += int((masked[positions] == originals).sum())
+        if whole_word_mask:
+            picked = np.zeros(len(tokens), dtype=bool)
+            picked[positions] = True
+            # a "##" piece is picked exactly when the piece before it is (unless that is [SEP]/[CLS])
+            joined = masking.continuation[tokens[1:]] & ~np.isin(tokens[:-1], masking.special_ids)
+            assert (picked[1:][joined] == picked[:-1][joined]).all()
+    counts["random"] = counts["picked"] - counts["mask"] - counts["same"]
+    return counts
+
+
+@pytest.mark.parametrize("whole_word_mask", [False, True])
+def test_masking_statistics(data_dir, tokenizer, whole_word_mask):
+    counts = _masking_counts(tokenizer, PretrainingData(data_dir), whole_word_mask)
+    picked = counts["picked"]
+    assert picked > 20_000
+    assert abs(picked / counts["tokens"] - 0.15) < 0.01
+    assert abs(counts["mask"] / picked - 0.8) < 0.01
+    # "unchanged" also includes random draws that hit the original token (1 in 30k)
+    assert abs(counts["same"] / picked - 0.1) < 0.01
+    assert abs(counts["random"] / picked - 0.1) < 0.01
+
+
+def test_dynamic_masks_are_deterministic_and_change_per_epoch(data_dir):
+    data = PretrainingData(data_dir)
+    indices = np.array([5, 17, 3])
+    first, again, other_epoch = data.batch(indices, 0), data.batch(indices, 0), data.batch(indices, 1)
+    assert (first["labels"] == again["labels"]).all() and (first["input_ids"] == again["input_ids"]).all()
+    assert (first["labels"] != other_epoch["labels"]).any()
+    # the mask of an instance does not depend on the batch it is in
+    alone = data.batch(indices[1:2], 0)
+    width = alone["labels"].shape[1]
+    assert (alone["labels"][0] == first["labels"][1, :width]).all()
+
+
+def test_static_masks_are_stored(tmp_path, corpus_file, tokenizer):
+    prepare([corpus_file], tmp_path, tokenizer, PrepareOptions(masking="static", dupe_factor=1), max_documents=1,
+            progress=False)
+    data = PretrainingData(tmp_path)
+    a, b = data.batch(np.arange(8), 0), data.batch(np.arange(8), 3)
+    assert (a["labels"] == b["labels"]).all() and (a["input_ids"] == b["input_ids"]).all()
+    picked = a["labels"] != -100
+    assert picked.any() and ((a["input_ids"] == tokenizer.mask_token_id) <= picked).all()
+
+
+# --- bad input ----------------------------------------------------------------------------------
+
+def test_bad_corpus_files(tmp_path, tokenizer, caplog):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(InputError, match="empty.txt"):
+        list(read_documents(empty))
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("caf\xe9 au lait.\n".encode("latin-1"))
+    with pytest.raises(InputError, match="latin1.txt.*UTF-8"):
+        list(read_documents(latin1))
+    bad_json = tmp_path / "bad.jsonl"
+    bad_json.write_text('{"text": "fine."}\n{"txt": "no text field"}\n')
+    with pytest.raises(InputError, match="bad.jsonl:2"):
+        list(read_documents(bad_json))
+    with pytest.raises(InputError, match="not found"):
+        list(read_documents(tmp_path / "missing.txt"))
+    # no document breaks: a warning, and NSP instances are still made
+    one = tmp_path / "one.txt"
+    one.write_text("\n".join(f"Sentence number {i} is here." for i in range(200)) + "\n")
+    with caplog.at_level("WARNING"):
+        index = prepare([one], tmp_path / "one", tokenizer, PrepareOptions(dupe_factor=2), progress=False)
+    assert "no blank lines" in caplog.text
+    assert 0.3 < index["stats"]["is_next_fraction"] < 0.7
+
+
+def test_long_sentences_are_truncated_and_counted(tmp_path, tokenizer):
+    corpus = tmp_path / "long.txt"
+    corpus.write_text("word " * 300 + "\nshort one.\n\nanother document.\nwith two lines.\n")
+    index = prepare([corpus], tmp_path / "out", tokenizer, PrepareOptions(max_seq_length=64), progress=False)
+    assert index["stats"]["truncated_sentences"] == 1
+    assert PretrainingData(tmp_path / "out").batch(np.arange(index["instances"]), 0)["input_ids"].shape[1] <= 64
+
+
+def test_cli_errors(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    result = CliRunner().invoke(cli, ["pretrain", "prepare", str(empty), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "empty.jsonl" in result.output
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path), str(tmp_path / "run")])
+    assert result.exit_code == 2 and "not a prepared data directory" in result.output
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, {"step": 1})
+    before = path.read_bytes()
+
+    def disk_full(obj, f):
+        f.write(b"partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left.*previous checkpoint .* is intact"):
+        save_checkpoint(path, {"step": 2})
+    assert path.read_bytes() == before
+    assert not (tmp_path / "checkpoint.pt.tmp").exists()
+
+
+# --- training -------------------------------------------------------------------------------------
+
+def _config(data_dir, output_dir, **overrides):
+    settings = dict(data_dir=str(data_dir), output_dir=str(output_dir), model_size="tiny", max_steps=8, batch_size=8,
+                    learning_rate=1e-3, warmup_steps=2, checkpoint_every=4, log_every=2, seed=3)
+    settings.update(overrides)
+    return TrainingConfig(**settings)
+
+
+@pytest.mark.slow
+def test_fifty_steps_on_real_text_loss_falls(data_dir, tmp_path):
+    result = train(_config(data_dir, tmp_path, max_steps=50, log_every=10, checkpoint_every=50,
+                           eval_data_dir=str(data_dir), eval_every=50, eval_instances=64), progress=False)
+    rows = (tmp_path / "train_log.csv").read_text().splitlines()
+    losses = [float(row.split(",")[1]) for row in rows[1:]]
+    assert len(losses) == 5 and losses[-1] < losses[0] - 1.0
+    assert result["eval"]["mlm_accuracy"] > 0.05
+    assert (tmp_path / "training_curves.png").stat().st_size > 1000
+    # the final model loads in transformers with the same predictions
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    from transformers import BertForPreTraining as ReferenceModel
+
+    from bertforge.model.heads import BertForPreTraining
+
+    ours = BertForPreTraining.from_pretrained(tmp_path / "final")
+    reference = ReferenceModel.from_pretrained(tmp_path / "final").eval()
+    batch = {k: torch.from_numpy(v) for k, v in PretrainingData(data_dir).batch(np.arange(4), 0).items()}
+    inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+    with torch.no_grad():
+        expected = reference(**inputs)
+        actual = ours(**inputs)
+    torch.testing.assert_close(actual.prediction_logits, expected.prediction_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(actual.seq_relationship_logits, expected.seq_relationship_logits, atol=1e-4, rtol=1e-4)
+
+
+def test_resume_refuses_another_configuration(data_dir, tmp_path):
+    train(_config(data_dir, tmp_path, max_steps=4), progress=False)
+    with pytest.raises(CheckpointError, match=r"learning_rate: checkpoint 0\.001, now 0\.002"):
+        train(_config(data_dir, tmp_path / "again", max_steps=4, learning_rate=2e-3), resume_from=tmp_path, progress=False)
+    with pytest.raises(CheckpointError, match="no checkpoint found"):
+        train(_config(data_dir, tmp_path / "x"), resume_from=tmp_path / "nowhere", progress=False)
+    with pytest.raises(ConfigError, match="batch_size"):
+        train(_config(data_dir, tmp_path / "y", batch_size=8, gradient_accumulation_steps=3), progress=False)
+
+
+def _train_command(data_dir, run_dir, *extra):
+    return [PYTHON, "-m", "bertforge", "pretrain", "train", str(data_dir), str(run_dir), "--model-size", "tiny",
+            "--batch-size", "8", "--gradient-accumulation-steps", "2", "--lr", "1e-3", "--warmup-steps", "3",
+            "--threads", "1", "--seed", "5", *extra]
+
+
+def _weights(run_dir) -> dict[str, torch.Tensor]:
+    return load_file(Path(run_dir) / "final" / "model.safetensors")
+
+
+def _train_in_process(data_dir, run_dir, **overrides):
+    """The run `_train_command` describes, in this process (one thread, as there)."""
+    train(_config(data_dir, run_dir, batch_size=8, gradient_accumulation_steps=2, learning_rate=1e-3,
+                  warmup_steps=3, seed=5, **overrides), progress=False)
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_is_bit_identical(data_dir, tmp_path):
+    steps = ["--max-steps", "16", "--checkpoint-every", "4", "--log-every", "4"]
+    _train_in_process(data_dir, tmp_path / "whole", max_steps=16, checkpoint_every=4, log_every=4)
+
+    run = tmp_path / "killed"
+    process = subprocess.Popen(_train_command(data_dir, run, *steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = run / "checkpoint.pt"
+    deadline = time.time() + 120
+    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "final").exists(), "the run finished before it could be killed"
+    killed_at = torch.load(checkpoint, weights_only=False)["step"]
+    assert 4 <= killed_at < 16
+
+    subprocess.run(_train_command(data_dir, run, *steps, "--resume", str(run)), check=True, capture_output=True)
+    whole, resumed = _weights(tmp_path / "whole"), _weights(run)
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+    # the log was cut back to the checkpoint and continued: one row per logged step
+    steps_logged = [int(r.split(",")[0]) for r in (run / "train_log.csv").read_text().splitlines()[1:]]
+    assert steps_logged == list(range(4, 17, 4))
+
+
+@pytest.mark.slow
+def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
+    common = ["--max-steps", "3", "--checkpoint-every", "3", "--log-every", "1", "--dropout", "0"]  # dropout draws differ per process
+    _train_in_process(data_dir, tmp_path / "single", max_steps=3, checkpoint_every=3, log_every=1, dropout=0.0)
+    torchrun = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", "-m", "bertforge"]
+    command = _train_command(data_dir, tmp_path / "ddp", *common)
+    result = subprocess.run(torchrun + command[3:], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    single, ddp = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
+    for name in single:
+        torch.testing.assert_close(ddp[name], single[name], atol=2e-6, rtol=1e-5, msg=name)
+    # the logged global-batch losses agree too (and show the weights were trained)
+    single_log, ddp_log = [(tmp_path / run / "train_log.csv").read_text().splitlines()[1:] for run in ("single", "ddp")]
+    assert len(single_log) == len(ddp_log) == 3
+    for a, b in zip(single_log, ddp_log):
+        assert float(a.split(",")[1]) == pytest.approx(float(b.split(",")[1]), rel=1e-5)
+
+
+def test_export_run_directory_as_float16(data_dir, tmp_path):
+    train(_config(data_dir, tmp_path / "run", max_steps=2, checkpoint_every=2), progress=False)
+    result = CliRunner().invoke(cli, ["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "half")])
+    assert result.exit_code == 0, result.output
+    half = load_file(tmp_path / "half" / "model.safetensors")
+    full = load_file(tmp_path / "run" / "final" / "model.safetensors")
+    assert all(t.dtype == torch.float16 for t in half.values()) and half.keys() == full.keys()
+    for name in full:
+        torch.testing.assert_close(half[name].float(), full[name], atol=1e-3, rtol=1e-3)
+    result = CliRunner().invoke(cli, ["pretrain", "evaluate", str(tmp_path / "half"), str(data_dir), "--instances", "16"])
+    assert result.exit_code == 0 and 0.0 <= json.loads(result.output)["mlm_accuracy"] <= 1.0

@@ -1,0 +1,380 @@
+"""`bertforge serve` over real HTTP: a uvicorn server on a free loopback port, every endpoint,
+results checked against transformers / sentence-transformers, and every kind of bad input."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
+                             BertForTokenClassification)
+from bertforge.server import ServerSettings, background_server, create_app, load_served_model
+from bertforge.tokenization import BertTokenizer
+from conftest import sst2_sentences
+
+NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG"}
+MAX_TEXTS, MAX_CHARS = 8, 400
+
+
+def call(url: str, body=None, raw: bytes | None = None, headers: dict | None = None, method: str | None = None):
+    """(status, parsed JSON or text) of one HTTP request."""
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    request = urllib.request.Request(url, data=data, method=method,
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            status, payload, kind = response.status, response.read(), response.headers.get("content-type", "")
+    except urllib.error.HTTPError as e:
+        status, payload, kind = e.code, e.read(), e.headers.get("content-type", "")
+    return status, json.loads(payload) if "json" in kind else payload.decode()
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, default_model_dir, tiny_pretraining_checkpoint) -> dict[str, Path]:
+    """The MiniLM encoder, a random transformers pre-training checkpoint and random bertforge task models."""
+    tokenizer = BertTokenizer.from_pretrained()
+    root = tmp_path_factory.mktemp("served")
+    torch.manual_seed(0)
+    tasks = {"sentiment": BertForSequenceClassification(BertConfig.from_size("tiny", id2label={0: "neg", 1: "pos"})),
+             "ner": BertForTokenClassification(BertConfig.from_size("tiny", id2label=NER_LABELS)),
+             "qa": BertForQuestionAnswering(BertConfig.from_size("tiny"))}
+    for name, model in tasks.items():
+        model.save_pretrained(root / name, tokenizer=tokenizer)
+    return {"minilm": default_model_dir, "pretrained": tiny_pretraining_checkpoint,
+            **{name: root / name for name in tasks}}
+
+
+@pytest.fixture(scope="module")
+def models(model_dirs):
+    return [load_served_model(name, directory) for name, directory in model_dirs.items()]
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    app = create_app(models, ServerSettings(max_texts=MAX_TEXTS, max_chars=MAX_CHARS, max_wait_ms=20))
+    with background_server(app) as url:
+        yield url, app
+
+
+def test_health_models_docs(server):
+    url, _ = server
+    assert call(url + "/health") == (200, {"status": "ok", "models": ["minilm", "pretrained", "sentiment", "ner", "qa"],
+                                           "queue_depth": 0})
+    status, listing = call(url + "/v1/models")
+    capabilities = {m["id"]: set(m["capabilities"]) for m in listing["data"]}
+    encoder = {"embeddings", "tokenize", "attention"}
+    assert capabilities == {"minilm": encoder, "pretrained": encoder | {"fill-mask", "next-sentence"},
+                            "sentiment": encoder | {"classify"}, "ner": encoder | {"ner"}, "qa": encoder | {"qa"}}
+    status, docs = call(url + "/docs")
+    assert status == 200 and "swagger" in docs.lower()
+    status, schema = call(url + "/openapi.json")
+    assert {"/v1/embeddings", "/v1/fill-mask", "/v1/next-sentence", "/v1/classify", "/v1/ner", "/v1/qa",
+            "/v1/attention", "/v1/tokenize", "/health", "/metrics", "/v1/models"} <= set(schema["paths"])
+    status, page = call(url + "/")
+    assert status == 200 and "<title>bertforge</title>" in page
+
+
+def test_embeddings_are_openai_shaped_and_equal_sentence_transformers(server, default_model_dir):
+    from sentence_transformers import SentenceTransformer
+
+    url, _ = server
+    texts = sst2_sentences(5)
+    status, body = call(url + "/v1/embeddings", {"input": texts, "model": "minilm"})
+    assert status == 200, body
+    assert body["object"] == "list" and body["model"] == "minilm"
+    assert [(d["object"], d["index"]) for d in body["data"]] == [("embedding", i) for i in range(len(texts))]
+    reference = SentenceTransformer(str(default_model_dir), device="cpu").encode(texts)
+    np.testing.assert_allclose(np.array([d["embedding"] for d in body["data"]]), reference, atol=2e-5)
+    tokens = sum(len(BertTokenizer.from_pretrained()(t)["input_ids"]) for t in texts)
+    assert body["usage"] == {"prompt_tokens": tokens, "total_tokens": tokens}
+
+    status, single = call(url + "/v1/embeddings", {"input": texts[0], "encoding_format": "base64", "user": "x"})
+    assert status == 200 and single["model"] == "minilm"  # the first model that embeds is the default
+    vector = np.frombuffer(base64.b64decode(single["data"][0]["embedding"]), dtype="<f4")
+    np.testing.assert_allclose(vector, reference[0], atol=2e-5)
+
+
+def flat(candidates: list) -> list[dict]:
+    """Fill-mask output of one text as one list (several masks give a list per mask)."""
+    return [c for row in candidates for c in row] if isinstance(candidates[0], list) else candidates
+
+
+def metric(url: str, name: str) -> float:
+    text = call(url + "/metrics")[1]
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+               or line.startswith(name + "{"))
+
+
+def test_concurrent_requests_are_batched_without_changing_results(server):
+    url, _ = server
+    texts = sst2_sentences(24)[8:]
+    alone = [call(url + "/v1/embeddings", {"input": t})[1]["data"][0]["embedding"] for t in texts[:3]]
+    batches_before, inputs_before = metric(url, "bertforge_batch_size_count"), metric(url, "bertforge_batch_size_sum")
+    results: dict[int, list] = {}
+
+    def client(i):
+        results[i] = call(url + "/v1/embeddings", {"input": texts[i]})[1]["data"][0]["embedding"]
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(len(texts))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    batches = metric(url, "bertforge_batch_size_count") - batches_before
+    inputs = metric(url, "bertforge_batch_size_sum") - inputs_before
+    assert inputs == len(texts) and batches < len(texts), (batches, inputs)  # some requests shared a model call
+    # padding to a longer neighbour changes nothing beyond float noise
+    np.testing.assert_allclose(np.array([results[i] for i in range(3)]), np.array(alone), atol=1e-5)
+
+
+def test_fill_mask_and_next_sentence_match_transformers(server, tiny_pretraining_checkpoint):
+    from transformers import BertForPreTraining, BertTokenizerFast
+    from transformers import pipeline as hf_pipeline
+
+    url, _ = server
+    reference = BertForPreTraining.from_pretrained(str(tiny_pretraining_checkpoint)).eval()
+    tokenizer = BertTokenizerFast.from_pretrained(str(tiny_pretraining_checkpoint))
+    texts = ["Paris is the [MASK] of France.", "The [MASK] sat on the [MASK]."]
+    status, body = call(url + "/v1/fill-mask", {"input": texts, "top_k": 3})
+    assert status == 200 and body["model"] == "pretrained", body
+    single, double = body["results"]
+    assert len(single) == 3 and len(double) == 2 and all(len(c) == 3 for c in double)
+    fill_mask = hf_pipeline("fill-mask", model=str(tiny_pretraining_checkpoint), top_k=3)
+    for got, expected in ((single, fill_mask(texts[0])), (double, fill_mask(texts[1]))):
+        assert [(c["token"], c["token_str"], c["sequence"]) for c in flat(got)] == \
+            [(c["token"], c["token_str"], c["sequence"]) for c in flat(expected)]
+        np.testing.assert_allclose([c["score"] for c in flat(got)], [c["score"] for c in flat(expected)], rtol=1e-4)
+
+    pair = ("I went to the store.", "I bought a gallon of milk.")
+    status, body = call(url + "/v1/next-sentence", {"input": {"text": pair[0], "text_pair": pair[1]}})
+    assert status == 200, body
+    with torch.no_grad():
+        expected = reference(**tokenizer(*pair, return_tensors="pt")).seq_relationship_logits.softmax(-1)[0, 0]
+    assert body["results"][0]["is_next"] == pytest.approx(float(expected), abs=1e-5)
+    assert body["results"][0]["is_next"] + body["results"][0]["not_next"] == pytest.approx(1)
+
+
+def test_classify_ner_qa_match_transformers(server, model_dirs):
+    from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
+                              AutoModelForTokenClassification, BertTokenizerFast)
+    from transformers import pipeline as hf_pipeline
+
+    url, _ = server
+    tokenizer = BertTokenizerFast.from_pretrained(str(model_dirs["minilm"]))
+    texts = sst2_sentences(3)
+    status, body = call(url + "/v1/classify", {"input": texts + [{"text": "a cat", "text_pair": "a dog"}]})
+    assert status == 200 and body["model"] == "sentiment", body
+    classifier = AutoModelForSequenceClassification.from_pretrained(str(model_dirs["sentiment"])).eval()
+    with torch.no_grad():
+        probs = classifier(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
+    for result, row in zip(body["results"], probs):
+        assert set(result["scores"]) == {"neg", "pos"}
+        np.testing.assert_allclose([result["scores"]["neg"], result["scores"]["pos"]], row.numpy(), atol=1e-5)
+        assert result["label"] == ("pos" if row[1] > row[0] else "neg")
+
+    text = "Jim Henson was a puppeteer from Greenville, Mississippi, working for Disney."
+    status, body = call(url + "/v1/ner", {"input": [text]})
+    assert status == 200, body
+    tagger = hf_pipeline("token-classification", model=str(model_dirs["ner"]), aggregation_strategy="first")
+    expected = [(e["entity_group"], e["start"], e["end"]) for e in tagger(text)]
+    assert [(e["entity_group"], e["start"], e["end"]) for e in body["results"][0]] == expected
+    assert all(e["word"] == text[e["start"]:e["end"]] for e in body["results"][0])
+
+    question, context = "Where was Jim Henson from?", "Jim Henson was a puppeteer from Greenville, Mississippi."
+    status, body = call(url + "/v1/qa", {"input": [{"question": question, "context": context}]})
+    assert status == 200, body
+    answer = body["results"][0]
+    reader = AutoModelForQuestionAnswering.from_pretrained(str(model_dirs["qa"])).eval()
+    encoded = tokenizer(question, context, return_offsets_mapping=True, return_tensors="pt")
+    offsets = encoded.pop("offset_mapping")[0]
+    with torch.no_grad():
+        out = reader(**encoded)
+    in_context = torch.tensor([s == 1 for s in encoded.sequence_ids(0)])
+    start_p = out.start_logits[0].masked_fill(~in_context, -1e4).softmax(-1)
+    end_p = out.end_logits[0].masked_fill(~in_context, -1e4).softmax(-1)
+    best = max((float(start_p[s] * end_p[e]), s, e) for s in range(len(in_context)) for e in range(s, s + 30)
+               if e < len(in_context) and in_context[s] and in_context[e])
+    assert answer["score"] == pytest.approx(best[0], rel=1e-4)
+    assert (answer["start"], answer["end"]) == (int(offsets[best[1]][0]), int(offsets[best[2]][1]))
+    assert answer["answer"] == context[answer["start"]:answer["end"]]
+
+    long_context = " ".join(sst2_sentences(60))  # more than one 512-token window
+    status, body = call(url + "/v1/qa", {"input": {"question": "what?", "context": long_context[:MAX_CHARS]}})
+    assert status == 200 and body["results"][0]["answer"] in long_context
+
+
+def test_attention_and_tokenize(server, default_model_dir):
+    from transformers import BertModel, BertTokenizerFast
+
+    url, _ = server
+    text = "The animal didn't cross the street because it was too tired."
+    status, body = call(url + "/v1/attention", {"input": text, "model": "minilm"})
+    assert status == 200, body
+    maps = np.array(body["attentions"])
+    tokenizer = BertTokenizerFast.from_pretrained(str(default_model_dir))
+    assert body["tokens"] == tokenizer.convert_ids_to_tokens(tokenizer(text)["input_ids"])
+    assert maps.shape == (6, 12, len(body["tokens"]), len(body["tokens"]))
+    np.testing.assert_allclose(maps.sum(-1), 1, atol=1e-3)
+    reference = BertModel.from_pretrained(str(default_model_dir), attn_implementation="eager").eval()
+    with torch.no_grad():
+        expected = reference(**tokenizer(text, return_tensors="pt"), output_attentions=True).attentions
+    np.testing.assert_allclose(maps[3, 5], expected[3][0, 5].numpy(), atol=1e-4)
+    status, one = call(url + "/v1/attention", {"input": text, "layer": 3, "head": 5})
+    assert status == 200 and np.array(one["attentions"]).shape == (1, 1, maps.shape[2], maps.shape[3])
+    np.testing.assert_allclose(np.array(one["attentions"])[0, 0], maps[3, 5])
+    status, error = call(url + "/v1/attention", {"input": text, "layer": 6})
+    assert status == 422 and "layer must be in 0..5" in error["error"]["message"]
+
+    status, body = call(url + "/v1/tokenize", {"input": ["Hello, wordpieces!", text]})
+    assert status == 200
+    for result, t in zip(body["results"], ["Hello, wordpieces!", text]):
+        encoded = tokenizer(t, return_offsets_mapping=True)
+        assert result["input_ids"] == encoded["input_ids"]
+        assert result["tokens"] == tokenizer.convert_ids_to_tokens(encoded["input_ids"])
+        assert [tuple(o) for o in result["offsets"]] == [tuple(o) for o in encoded["offset_mapping"]]
+
+
+BAD_INPUTS = [
+    # (name, path, body bytes, status, words the error message must contain)
+    ("too many texts", "/v1/embeddings", json.dumps({"input": ["a"] * (MAX_TEXTS + 1)}), 413, "max_texts=8"),
+    ("too many characters", "/v1/ner", json.dumps({"input": ["ok", "x" * (MAX_CHARS + 1)]}), 413, "max_chars=400"),
+    ("too many pairs", "/v1/next-sentence",
+     json.dumps({"input": [{"text": "a", "text_pair": "b"}] * MAX_TEXTS}), 413, "max_texts"),
+    ("body over the size limit", "/v1/embeddings", json.dumps({"input": "a" * 200_000}), 413, "max_body_bytes"),
+    ("malformed JSON", "/v1/embeddings", '{"input": ["a", }', 400, "malformed JSON"),
+    ("non-UTF-8 body", "/v1/embeddings", b'{"input": "caf\xe9"}', 400, "not valid UTF-8"),
+    ("empty body", "/v1/fill-mask", "", 422, "JSON object body is required"),
+    ("JSON array body", "/v1/ner", "[]", 422, "valid dictionary"),
+    ("number instead of text", "/v1/embeddings", json.dumps({"input": 42}), 422, "valid string"),
+    ("number in the list", "/v1/tokenize", json.dumps({"input": ["a", 3]}), 422, "input"),
+    ("empty list", "/v1/embeddings", json.dumps({"input": []}), 422, "at least 1 item"),
+    ("missing field", "/v1/qa", json.dumps({"input": {"question": "who?"}}), 422, "context"),
+    ("unknown field", "/v1/fill-mask", json.dumps({"input": "a [MASK]", "topk": 3}), 422, "topk"),
+    ("top_k out of range", "/v1/fill-mask", json.dumps({"input": "a [MASK]", "top_k": 0}), 422, "top_k"),
+    ("string top_k", "/v1/fill-mask", json.dumps({"input": "a [MASK]", "top_k": "3"}), 422, "top_k"),
+    ("no mask", "/v1/fill-mask", json.dumps({"input": ["a [MASK]", "no mask here"]}), 422, "input[1]: no [MASK]"),
+    ("unknown model", "/v1/embeddings", json.dumps({"input": "a", "model": "gpt-9"}), 404,
+     "unknown model 'gpt-9'; loaded: minilm, pretrained, sentiment, ner, qa"),
+    ("model without the task", "/v1/ner", json.dumps({"input": "a", "model": "minilm"}), 400, "models that do: ner"),
+    ("wrong method", "/v1/embeddings", None, 405, "Method Not Allowed"),
+    ("unknown path", "/v2/nothing", None, 404, "Not Found"),
+]
+
+
+@pytest.mark.parametrize("name,path,body,status,words", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_gets_a_clear_json_error(server, name, path, body, status, words):
+    url, _ = server
+    raw = body.encode() if isinstance(body, str) else body
+    got, answer = call(url + path, raw=raw, method="GET" if body is None else "POST")
+    assert got == status, answer
+    assert answer["error"]["code"] == status and words in answer["error"]["message"], answer
+    if status == 404 and "model" in words:
+        assert answer["error"]["loaded"] == ["minilm", "pretrained", "sentiment", "ner", "qa"]
+
+
+def test_request_cancelled_mid_flight_is_dropped_and_server_stays_up(server):
+    url, app = server
+    host, port = url.removeprefix("http://").split(":")
+    cancelled = metric(url, "bertforge_requests_cancelled_total")
+    inputs = metric(url, "bertforge_batch_size_sum")
+    # Keep the inference thread busy so the request below is still queued when its client leaves.
+    app.state.batcher.executor.submit(time.sleep, 1.5)
+    body = json.dumps({"input": ["a sentence that will never be embedded"] * 4}).encode()
+    with socket.create_connection((host, int(port))) as client:
+        client.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+        time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while metric(url, "bertforge_requests_cancelled_total") == cancelled and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert metric(url, "bertforge_requests_cancelled_total") == cancelled + 1
+    assert call(url + "/health")[0] == 200
+    assert call(url + "/v1/embeddings", {"input": "still serving"})[0] == 200
+    assert metric(url, "bertforge_batch_size_sum") == inputs + 1  # the cancelled inputs never ran
+
+
+def test_metrics_are_prometheus_text(server):
+    url, _ = server
+    call(url + "/v1/tokenize", {"input": "count me"})
+    request = urllib.request.urlopen(url + "/metrics")
+    assert request.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = request.read().decode()
+    for family, kind in (("bertforge_requests_total", "counter"), ("bertforge_request_duration_seconds", "histogram"),
+                         ("bertforge_batch_size", "histogram"), ("bertforge_queue_depth", "gauge")):
+        assert f"# TYPE {family} {kind}" in text
+    assert 'bertforge_requests_total{method="POST",endpoint="/v1/tokenize",status="200"}' in text
+    assert 'bertforge_request_duration_seconds_bucket{endpoint="/v1/tokenize",le="+Inf"}' in text
+    assert "bertforge_queue_depth 0" in text
+
+
+def test_api_key_guards_everything_but_health_and_batching_off_gives_same_vectors(models, server):
+    url, _ = server
+    settings = ServerSettings(api_key="s3cret", batching=False)
+    with background_server(create_app(models, settings)) as guarded:
+        assert call(guarded + "/health")[0] == 200
+        for path in ("/v1/models", "/metrics", "/docs", "/openapi.json"):
+            assert call(guarded + path)[0] == 401
+        status, answer = call(guarded + "/v1/embeddings", {"input": "hi"})
+        assert status == 401 and "API key" in answer["error"]["message"]
+        assert call(guarded + "/v1/embeddings", {"input": "hi"}, headers={"Authorization": "Bearer wrong"})[0] == 401
+        status, body = call(guarded + "/v1/embeddings", {"input": "hi"}, headers={"Authorization": "Bearer s3cret"})
+        assert status == 200
+        assert call(guarded + "/v1/models", headers={"X-API-Key": "s3cret"})[0] == 200
+    batched = call(url + "/v1/embeddings", {"input": "hi"})[1]
+    np.testing.assert_allclose(body["data"][0]["embedding"], batched["data"][0]["embedding"], atol=1e-6)
+
+
+def test_serve_command_starts_a_server_with_the_key_from_the_environment(model_dirs):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "bertforge", "serve", "--model", f"tiny={model_dirs['sentiment']}",
+               "--port", str(port), "--max-texts", "2", "--log-level", "warning"]
+    process = subprocess.Popen(command, env={**os.environ, "BERTFORGE_API_KEY": "k"}, stderr=subprocess.PIPE,
+                               text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(url + "/health")[0] == 200:
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        key = {"Authorization": "Bearer k"}
+        assert call(url + "/v1/classify", {"input": "fine"})[0] == 401
+        status, body = call(url + "/v1/classify", {"input": "fine"}, headers=key)
+        assert status == 200 and body["model"] == "tiny" and set(body["results"][0]["scores"]) == {"neg", "pos"}
+        status, body = call(url + "/v1/classify", {"input": ["a", "b", "c"]}, headers=key)
+        assert status == 413 and "max_texts=2" in body["error"]["message"]
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert "tiny: BertForSequenceClassification" in process.stderr.read()
+
+
+def test_serve_command_reports_bad_model_directories(tmp_path):
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--model", f"x={tmp_path / 'missing'}"])
+    assert result.exit_code == 2 and "no config.json" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--model", f"a={tmp_path}", "--model", f"a={tmp_path}"])
+    assert result.exit_code == 2 and "given twice" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--device", "gpu7"])
+    assert result.exit_code == 2 and "unknown device 'gpu7'" in result.output

@@ -1,0 +1,351 @@
+"""Fine-tuning tasks on small slices of the real data: readers and their errors, loss falling for
+each task, seqeval parity, checkpoints that transformers loads with the same logits, the
+pipelines, the probe and the CLI."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bertforge.errors import ConfigError, InputError
+from bertforge.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+from bertforge.tasks import build_task, check_head, read_task_data
+from bertforge.tasks.data import read_conll, read_squad, read_text_examples
+from bertforge.tasks.ner import TokenClassificationTask, entity_scores
+from bertforge.tasks.trainer import FinetuneArgs, finetune
+from bertforge.tokenization import BertTokenizer
+from conftest import require_data
+
+torch.set_num_threads(2)
+# Two of MiniLM's six pre-trained layers (real weights, a third of the cost) without dropout, so that
+# a few steps at a high learning rate show the loss falling.
+SMALL = {"num_hidden_layers": 2, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BertTokenizer.from_pretrained(None)
+
+
+def sst2_slice(tmp_path, rows: int, split: str = "train"):
+    lines = require_data("sst2", f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+    path = tmp_path / f"sst2_{split}.tsv"
+    path.write_text("\n".join(lines[:rows + 1]) + "\n", encoding="utf-8")
+    return path
+
+
+def losses_fall(history: dict) -> tuple[float, float]:
+    losses = [loss for _, loss in history["train_loss"]]
+    return float(np.mean(losses[:2])), float(np.mean(losses[-2:]))
+
+
+# --- readers ----------------------------------------------------------------------------------
+
+def test_readers_handle_the_glue_format_quirks():
+    rte = read_text_examples(require_data("rte", "train.tsv"), "sentence1", "sentence2", "label")
+    assert len(rte) == 2490 and {e.label for e in rte} == {"0", "1"}
+    with require_data("rte", "train.tsv").open(encoding="utf-8", newline="") as f:  # the README's reference reader
+        rows = list(csv.reader(f, delimiter="\t"))[1:]
+    assert [(e.text, e.text_pair) for e in rte] == [(r[0].strip(), r[1].strip()) for r in rows]
+    mrpc = read_text_examples(require_data("mrpc", "train.tsv"), "#1 String", "#2 String", "Quality")  # BOM header
+    assert len(mrpc) == 3668 and sum(e.label == "1" for e in mrpc) == 2474
+    assert any(e.text.count('"') % 2 for e in mrpc)  # unbalanced quotes kept as written
+    snli = read_text_examples(require_data("nli", "train.tsv"), "premise", "hypothesis", "label")
+    assert build_task("pair-classification", snli).labels == ["contradiction", "entailment", "neutral"]
+    conll = read_conll(require_data("conll2003", "valid.txt"))
+    assert len(conll) == 3250 and sum(len(s.words) for s in conll) == 51362
+
+
+def test_missing_label_column_names_file_and_line(tmp_path):
+    path = tmp_path / "data.tsv"
+    path.write_text("sentence\tscore\na fine film\t1\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"data\.tsv:2: no column 'label'"):
+        read_text_examples(path, "sentence", label_column="label")
+    jsonl = tmp_path / "data.jsonl"
+    jsonl.write_text('{"sentence": "ok", "label": "1"}\n{"sentence": "bad"}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"data\.jsonl:2: no column 'label'"):
+        read_text_examples(jsonl, "sentence", label_column="label")
+
+
+def test_unseen_label_at_evaluation_names_file_and_line(tmp_path, tokenizer):
+    task = build_task("classification", read_text_examples(sst2_slice(tmp_path, 50), "sentence", label_column="label"))
+    path = tmp_path / "eval.csv"
+    path.write_text('sentence,label\n"good, really",1\nmeh,neutral\n', encoding="utf-8")
+    with pytest.raises(InputError, match=r"eval\.csv:3: label 'neutral' was not seen in training"):
+        task.eval_set(read_text_examples(path, "sentence", label_column="label"), tokenizer, 32)
+
+
+def test_malformed_conll_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.txt"
+    path.write_text("-DOCSTART- -X- -X- O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"bad\.txt:4: malformed CoNLL line 'rejects VBZ B-VP'"):
+        read_conll(path)
+    tags = tmp_path / "tags.txt"
+    tags.write_text("EU B-ORG\nrejects O\n\nPeter B-PER\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"tags\.txt:4: tag 'B-PER' was not seen in training"):
+        TokenClassificationTask(["O", "B-ORG"]).encode(read_conll(tags), BertTokenizer.from_pretrained(None), 32)
+
+
+def test_squad_answer_not_at_answer_start_is_skipped_and_counted(tmp_path):
+    context = "The Broncos beat the Panthers 24-10 in Super Bowl 50."
+    data = {"version": "1.1", "data": [{"title": "SB", "paragraphs": [{"context": context, "qas": [
+        {"id": "a", "question": "Who won?", "answers": [{"text": "Broncos", "answer_start": 4},
+                                                         {"text": "Broncos", "answer_start": 9}]},
+        {"id": "b", "question": "Who lost?", "answers": [{"text": "Panthers", "answer_start": 0}]}]}]}]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    examples, skipped = read_squad(path)
+    assert skipped == 2
+    assert [len(e.answers) for e in examples] == [1, 0]
+
+
+def test_task_and_model_head_must_match(tmp_path):
+    model_dir = tmp_path / "ner_model"
+    BertForTokenClassification.from_pretrained(None, id2label={0: "O", 1: "B-PER"}, **SMALL).save_pretrained(model_dir)
+    check_head("ner", model_dir, fine_tuned=True)
+    with pytest.raises(ConfigError, match="--task classification needs a BertForSequenceClassification model"):
+        check_head("classification", model_dir, fine_tuned=True)
+    with pytest.raises(ConfigError, match="--task qa needs a BertForQuestionAnswering"):
+        check_head("qa", model_dir, fine_tuned=False)  # another task's head is no starting point either
+
+
+# --- training on real slices ---------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sst2_run(tmp_path_factory, tokenizer):
+    """A short SST-2 fine-tuning run (the same 16 sentences for 6 steps) and its output directory."""
+    tmp = tmp_path_factory.mktemp("sst2")
+    examples = read_text_examples(sst2_slice(tmp, 16), "sentence", label_column="label")
+    task = build_task("classification", examples)
+    model = BertForSequenceClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+    args = FinetuneArgs(output_dir=str(tmp / "out"), epochs=6, batch_size=16, learning_rate=1e-3, warmup_ratio=0,
+                        eval_steps=3, seed=0, progress=False)
+    history = finetune(model, task, task.train_features(examples, tokenizer, 64),
+                       task.eval_set(examples[:16], tokenizer, 64), args, tokenizer)
+    return tmp / "out", history
+
+
+def test_classification_loss_falls_and_outputs_are_written(sst2_run):
+    out, history = sst2_run
+    first, last = losses_fall(history)
+    assert last < first - 0.05, history["train_loss"]
+    assert history["total_steps"] == 6 and [e["step"] for e in history["evaluations"]] == [3, 6]
+    assert {"accuracy", "f1", "examples"} <= set(history["best"])
+    for name in ("config.json", "model.safetensors", "vocab.txt", "metrics.json", "curves.png"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "config.json").read_text())["id2label"] == {"0": "0", "1": "1"}
+
+
+def test_saved_classifier_gives_transformers_the_same_logits(sst2_run, tokenizer):
+    from transformers import BertForSequenceClassification as Reference
+
+    out, _ = sst2_run
+    ours = BertForSequenceClassification.from_pretrained(out)
+    theirs = Reference.from_pretrained(out).eval()
+    assert theirs.config.id2label == {0: "0", 1: "1"}
+    batch = tokenizer(["a gripping , beautifully acted film", "dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = theirs(**batch).logits
+        got = ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_text_classification_pipeline(sst2_run):
+    from bertforge.pipelines.text_classification import TextClassificationPipeline
+
+    out, _ = sst2_run
+    pipe = TextClassificationPipeline(str(out))
+    one = pipe("a gripping film")
+    assert [r["label"] for r in one] in (["0", "1"], ["1", "0"])
+    assert abs(sum(r["score"] for r in one) - 1) < 1e-5 and one[0]["score"] >= one[1]["score"]
+    many = pipe(["a gripping film", "dull"], top_k=1)
+    assert len(many) == 2 and len(many[0]) == 1
+
+
+@pytest.mark.slow
+def test_pair_classification_loss_falls(tmp_path, tokenizer):
+    examples = read_text_examples(require_data("rte", "train.tsv"), "sentence1", "sentence2", "label")[:16]
+    task = build_task("pair-classification", examples)
+    features = task.train_features(examples, tokenizer, 96)
+    assert any(1 in f["token_type_ids"] for f in features)
+    model = BertForSequenceClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+    history = finetune(model, task, features, None, FinetuneArgs(
+        output_dir=str(tmp_path), epochs=6, batch_size=16, learning_rate=1e-3, warmup_ratio=0, seed=0, progress=False),
+        tokenizer)
+    first, last = losses_fall(history)
+    assert last < first - 0.05, history["train_loss"]
+
+
+@pytest.mark.slow
+def test_ner_first_piece_labels_loss_falls_and_transformers_parity(tmp_path, tokenizer):
+    sentences = [s for s in read_conll(require_data("conll2003", "train.txt"))[:40] if len(s.words) > 3][:16]
+    task = TokenClassificationTask.from_sentences(read_conll(require_data("conll2003", "train.txt"))[:200])
+    features = task.train_features(sentences, tokenizer, 64)
+    for feature, sentence in zip(features, sentences):  # one label per word, on its first piece
+        labelled = [label for label in feature["labels"] if label != -100]
+        assert [task.labels[label] for label in labelled] == sentence.tags[:len(labelled)]
+    model = BertForTokenClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+    history = finetune(model, task, features, task.eval_set(sentences[:4], tokenizer, 64), FinetuneArgs(
+        output_dir=str(tmp_path / "ner"), epochs=6, batch_size=16, learning_rate=5e-4, warmup_ratio=0, eval_steps=6,
+        seed=0, progress=False), tokenizer)
+    first, last = losses_fall(history)
+    assert last < first - 0.2, history["train_loss"]
+    assert {"precision", "recall", "f1", "per_type"} <= set(history["best"])
+
+    from transformers import BertForTokenClassification as Reference
+
+    reference = Reference.from_pretrained(tmp_path / "ner").eval()
+    ours = BertForTokenClassification.from_pretrained(tmp_path / "ner")
+    batch = tokenizer(["EU rejects German call", "Peter Blackburn"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(ours(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits,
+                                   reference(**batch).logits, atol=1e-5, rtol=1e-4)
+
+
+def test_ner_scores_read_words_from_first_pieces_and_equal_seqeval(tokenizer):
+    from seqeval.metrics import f1_score, precision_score, recall_score
+
+    sentences = read_conll(require_data("conll2003", "valid.txt"))[:60]
+    task = TokenClassificationTask.from_sentences(sentences)
+    features = task.encode(sentences, tokenizer, 128)
+    rng = np.random.default_rng(0)
+    logits, expected = [], []
+    for feature, sentence in zip(features, sentences):
+        # Gold tags at first pieces, except a fifth of words flipped to a random tag; noise elsewhere.
+        row = rng.normal(size=(len(feature["input_ids"]), len(task.labels))).astype(np.float32)
+        tags = [tag if rng.random() > 0.2 else task.labels[rng.integers(len(task.labels))] for tag in sentence.tags]
+        previous = None
+        for position, word in enumerate(feature["word_ids"]):
+            if word is not None and word != previous:
+                row[position, task.label2id[tags[word]]] = 50.0
+            previous = word
+        logits.append(row)
+        expected.append(tags)
+    predicted = [[tag for tag, _ in words] for words in task.word_predictions(features, logits, sentences)]
+    assert predicted == expected
+    gold = [s.tags for s in sentences]
+    scores = entity_scores(gold, predicted)
+    assert scores["f1"] == pytest.approx(f1_score(gold, predicted))
+    assert scores["precision"] == pytest.approx(precision_score(gold, predicted))
+    assert scores["recall"] == pytest.approx(recall_score(gold, predicted))
+    assert 0.3 < scores["f1"] < 0.95 and set(scores["per_type"]) <= {"PER", "ORG", "LOC", "MISC"}
+
+
+def test_token_classification_pipeline_groups_entities_with_offsets():
+    from bertforge.pipelines.token_classification import group_entities
+
+    text = "Jeremy Irons lives in New York City ."
+    words = [(0, 6), (7, 12), (13, 18), (19, 21), (22, 25), (26, 30), (31, 35), (36, 37)]
+    tags = ["B-PER", "I-PER", "O", "O", "B-LOC", "I-LOC", "I-LOC", "O"]
+    entities = group_entities(text, words, tags, [0.9, 0.7, 1, 1, 0.8, 0.8, 0.5, 1])
+    assert [(e["entity_group"], e["word"], e["start"], e["end"]) for e in entities] == [
+        ("PER", "Jeremy Irons", 0, 12), ("LOC", "New York City", 22, 35)]
+    assert entities[0]["score"] == pytest.approx(0.8)
+    # A new B- of the same type starts a new entity; an I- of another type does too.
+    split = group_entities("A B C", [(0, 1), (2, 3), (4, 5)], ["B-PER", "B-PER", "I-ORG"], [1, 1, 1])
+    assert [e["word"] for e in split] == ["A", "B", "C"]
+
+
+def test_token_classification_pipeline_runs_on_a_saved_model(tmp_path, tokenizer):
+    from bertforge.pipelines.token_classification import TokenClassificationPipeline
+
+    labels = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+    BertForTokenClassification.from_pretrained(None, id2label=labels, **SMALL).save_pretrained(tmp_path, tokenizer)
+    text = "Jeremy lives in Paris."
+    for entity in TokenClassificationPipeline(str(tmp_path))(text):
+        assert entity["entity_group"] in {"PER", "LOC"} and text[entity["start"]:entity["end"]] == entity["word"]
+
+
+@pytest.mark.slow
+def test_qa_loss_falls_on_real_squad(tmp_path, tokenizer):
+    from bertforge.tasks.squad import QuestionAnsweringTask
+
+    examples, _ = read_squad(require_data("squad", "squad-v1.1-dev-part-train.json.gz"))
+    examples = examples[:8]
+    task = QuestionAnsweringTask(doc_stride=32)
+    features = task.train_features(examples, tokenizer, 128)
+    assert len(features) > len(examples)  # long paragraphs need several windows
+    for feature in features:
+        if feature["start_positions"]:
+            # The labelled tokens cover the answer's characters ("gold" lies inside the one piece "golden").
+            example, answer = examples[feature["example"]], examples[feature["example"]].answers[0]
+            start = feature["offsets"][feature["start_positions"]][0]
+            end = feature["offsets"][feature["end_positions"]][1]
+            assert start <= answer["answer_start"] < answer["answer_start"] + len(answer["text"]) <= end
+            assert end - start < len(answer["text"]) + 12, example.context[start:end]
+    model = BertForQuestionAnswering.from_pretrained(None, **SMALL)
+    history = finetune(model, task, features, task.eval_set(examples[:4], tokenizer, 128), FinetuneArgs(
+        output_dir=str(tmp_path), epochs=6, batch_size=32, learning_rate=5e-4, warmup_ratio=0, eval_steps=6, seed=0,
+        progress=False), tokenizer)
+    first, last = losses_fall(history)
+    assert last < first - 0.3, history["train_loss"]
+    assert {"exact_match", "f1"} <= set(history["best"])
+
+
+# --- probe ----------------------------------------------------------------------------------------
+
+def test_probe_on_frozen_features_beats_chance(tmp_path, tokenizer):
+    from bertforge.model import BertEncoder
+    from bertforge.tasks.probe import run_probe, sentence_features
+
+    train = read_text_examples(sst2_slice(tmp_path, 400), "sentence", label_column="label")
+    test = read_text_examples(require_data("sst2", "validation.tsv"), "sentence", label_column="label")[:200]
+    encoder = BertEncoder.from_pretrained(None)
+    vectors = [sentence_features(encoder, tokenizer, [e.text for e in split], "mean", 64, 64) for split in (train, test)]
+    # Mean pooling must equal the masked average of the encoder's own last layer, padding excluded.
+    one = tokenizer([train[0].text], return_tensors="pt")
+    with torch.no_grad():
+        hidden = encoder(one["input_ids"], one["attention_mask"], one["token_type_ids"]).last_hidden_state[0]
+    np.testing.assert_allclose(vectors[0][0], hidden.mean(0).numpy(), atol=1e-5)
+    result = run_probe(vectors[0], [e.label for e in train], vectors[1], [e.label for e in test])
+    majority = max(np.mean([e.label == "1" for e in test]), np.mean([e.label == "0" for e in test]))
+    assert result["test_accuracy"] > majority + 0.1, result
+
+
+# --- CLI ----------------------------------------------------------------------------------------------
+
+def test_cli_finetune_evaluate_predict_and_errors(tmp_path, sst2_run):
+    from bertforge.cli.main import cli
+
+    runner = CliRunner()
+    out, _ = sst2_run
+    validation = sst2_slice(tmp_path, 24, "validation")
+    result = runner.invoke(cli, ["evaluate", "--task", "classification", "--model", str(out), "--validation",
+                                 str(validation)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["examples"] == 24
+    predictions = tmp_path / "predictions.jsonl"
+    result = runner.invoke(cli, ["predict", "--task", "classification", "--model", str(out), "--input", str(validation),
+                                 "--output", str(predictions)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in predictions.read_text().splitlines()]
+    assert len(lines) == 24 and lines[0]["label"] in ("0", "1")
+
+    result = runner.invoke(cli, ["evaluate", "--task", "ner", "--model", str(out), "--validation", str(validation)])
+    assert result.exit_code == 2 and "--task ner needs a BertForTokenClassification model" in result.output
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("sentence\tlabel\n", encoding="utf-8")
+    result = runner.invoke(cli, ["finetune", "--task", "classification", "--train", str(validation), "--validation",
+                                 str(empty), "--output", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "empty.tsv: the validation set is empty" in result.output
+    unseen = tmp_path / "unseen.tsv"
+    unseen.write_text("sentence\tlabel\nfine\t1\nodd\t7\n", encoding="utf-8")
+    result = runner.invoke(cli, ["evaluate", "--task", "classification", "--model", str(out), "--validation", str(unseen)])
+    assert result.exit_code == 2 and "unseen.tsv:3: label '7' was not seen in training" in result.output
+
+
+def test_cli_finetune_runs_end_to_end(tmp_path):
+    from bertforge.cli.main import cli
+
+    train = sst2_slice(tmp_path, 16)
+    result = CliRunner().invoke(cli, ["finetune", "--task", "classification", "--train", str(train), "--hold-out", "4",
+                                      "--output", str(tmp_path / "run"), "--max-steps", "1", "--batch-size", "12"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.output.strip().splitlines()[-1])
+    assert summary["train_examples"] == 12 and summary["best"]["examples"] == 4
+    assert read_task_data("classification", train)[0].label in ("0", "1")
