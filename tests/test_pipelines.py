@@ -148,9 +148,7 @@ def test_fill_mask_equals_transformers_pipeline(tiny_pretraining_checkpoint):
             assert [p["token"] for p in mine_mask] == [p["token"] for p in theirs_mask], text
             np.testing.assert_allclose([p["score"] for p in mine_mask], [p["score"] for p in theirs_mask], atol=1e-5)
             assert [p["token_str"] for p in mine_mask] == [p["token_str"] for p in theirs_mask]
-            # Known difference in BertTokenizer.decode (reported): the reference keeps "##" on a
-            # sequence's first piece, bertforge strips it. Everything after it must match.
-            assert [p["sequence"] for p in mine_mask] == [p["sequence"].removeprefix("##") for p in theirs_mask]
+            assert [p["sequence"] for p in mine_mask] == [p["sequence"] for p in theirs_mask]
 
 
 def test_fill_mask_targets_equal_transformers(tiny_pretraining_checkpoint):

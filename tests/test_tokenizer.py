@@ -27,6 +27,8 @@ HARD_STRINGS = [
     "  leading and trailing spaces   ",
     "",
     "\u037e Greek question mark; e\u0301 combining acute",
+    # unassigned (kept), private use (dropped), both ends of the reference's last CJK block
+    "un\u0378assigned x\U0010ffffy pri\ue000vate \U0002b820\U0002b91f\U0002b920\U0002ceaf",
 ]
 
 
@@ -201,6 +203,9 @@ def test_parity_on_hard_strings(casing, request):
     for text in HARD_STRINGS:
         ids = ours_tok(text)["input_ids"]
         assert ours_tok.decode(ids) == reference.decode(ids), text
+        # A sequence that starts inside a word (a truncated window, a fill-mask candidate).
+        pieces = ours_tok(text, add_special_tokens=False)["input_ids"][1:]
+        assert ours_tok.decode(pieces, skip_special_tokens=True) == reference.decode(pieces, skip_special_tokens=True)
 
 
 def test_reference_trap_is_real(uncased_dir):

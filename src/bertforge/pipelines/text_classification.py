@@ -11,15 +11,17 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def load_finetuned(model_class, model, device: str, dtype: str):
-    """(model in eval mode on `device` in `dtype`, its tokenizer) from a checkpoint directory
-    (None: the bundled default encoder, whose task head is then untrained)."""
-    from bertforge.model import default_model_path
+    """(model in eval mode on `device` in `dtype`, its tokenizer) from a fine-tuned checkpoint
+    directory. There is no silent default: an encoder with an untrained head answers at random."""
     from bertforge.tasks.trainer import resolve_device
     from bertforge.tokenization import BertTokenizer
 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype {dtype!r}: use one of {', '.join(DTYPES)}")
-    directory = model if model is not None else default_model_path()
+    if model is None:
+        raise ConfigError(f"this pipeline needs a fine-tuned {model_class.__name__}: pass model=DIR "
+                          "(made by `bertforge finetune`, or a transformers checkpoint)")
+    directory = model
     loaded = model_class.from_pretrained(directory).to(resolve_device(device, 0), DTYPES[dtype]).eval()
     return loaded, BertTokenizer.from_pretrained(directory)
 

@@ -43,6 +43,7 @@ class TrainingConfig:
     data_dir: str
     output_dir: str
     model_size: str = "mini"
+    init_from: str | None = None  # continue pre-training a checkpoint (its config sets the size)
     max_steps: int = 1000
     batch_size: int = 32  # instances per optimiser step, over all processes and micro-batches
     gradient_accumulation_steps: int = 1
@@ -173,6 +174,18 @@ def _to_tensors(batch: dict[str, np.ndarray], device: torch.device) -> dict[str,
 # model, optimiser, schedule
 
 def build_model(config: TrainingConfig, vocab_size: int, max_seq_length: int) -> BertForPreTraining:
+    if config.init_from is not None:
+        # Heads the checkpoint lacks (an encoder-only model has no MLM/NSP weights) start from
+        # the seeded initialisation, so the run stays deterministic.
+        model = BertForPreTraining.from_pretrained(config.init_from, hidden_dropout_prob=config.dropout,
+                                                   attention_probs_dropout_prob=config.dropout)
+        if model.config.vocab_size != vocab_size:
+            raise ConfigError(f"--init-from {config.init_from}: its vocabulary has {model.config.vocab_size} "
+                              f"pieces, the prepared data {vocab_size}; prepare the data with its vocab.txt")
+        if model.config.max_position_embeddings < max_seq_length:
+            raise ConfigError(f"--init-from {config.init_from}: {model.config.max_position_embeddings} positions, "
+                              f"fewer than the data's max_seq_length {max_seq_length}")
+        return model
     try:
         model_config = BertConfig.from_size(config.model_size, vocab_size=vocab_size,
                                             hidden_dropout_prob=config.dropout,

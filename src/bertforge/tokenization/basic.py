@@ -4,8 +4,9 @@ The semantics are those of Google's BERT as implemented by the Hugging Face `tok
 library (`BertNormalizer` + `BertPreTokenizer`), which is the reference every BERT model
 since has been trained with:
 
-* cleaning: NUL, U+FFFD and control/format characters (Unicode category C*, except tab,
-  newline and CR) are dropped; whitespace becomes a separator;
+* cleaning: NUL, U+FFFD and control, format and private-use characters (Unicode Cc, Cf,
+  Co, Cs; tab, newline and CR excepted) are dropped; unassigned code points (Cn) are kept as
+  ordinary characters, as the reference does; whitespace becomes a separator;
 * every CJK ideograph is a word of its own;
 * uncased: accents stripped (NFD, then combining marks dropped) and lower-cased char by char;
 * punctuation (ASCII 33-47, 58-64, 91-96, 123-126 and every Unicode P* character) is a word
@@ -32,7 +33,9 @@ CJK_RANGES = (
     (0x20000, 0x2A6DF),
     (0x2A700, 0x2B73F),
     (0x2B740, 0x2B81F),
-    (0x2B820, 0x2CEAF),
+    # The reference starts this block at U+2B920 (Google's code says U+2B820); we follow the
+    # reference, since it is what tokenized the text every published checkpoint learned from.
+    (0x2B920, 0x2CEAF),
     (0xF900, 0xFAFF),
     (0x2F800, 0x2FA1F),
 )
@@ -41,7 +44,7 @@ CJK_RANGES = (
 def is_control(char: str) -> bool:
     if char in "\t\n\r":
         return False
-    return unicodedata.category(char).startswith("C")
+    return unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs")
 
 
 def is_punctuation(char: str) -> bool:

@@ -430,11 +430,12 @@ class BertTokenizer:
     # --- decoding ------------------------------------------------------------------------
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
-        """Join pieces back into text: `##` pieces glue to the previous one; as in the
-        reference decoder, no space is left before `.`, `,`, `?` and `!`."""
+        """Join pieces back into text: `##` pieces glue to the previous one (a leading `##`
+        piece is kept as it is, like the reference decoder); no space is left before `.`,
+        `,`, `?` and `!`."""
         text = ""
         for i, token in enumerate(self.convert_ids_to_tokens(ids, skip_special_tokens)):
-            if token.startswith(self.wordpiece.prefix):
+            if i > 0 and token.startswith(self.wordpiece.prefix):
                 text += token[len(self.wordpiece.prefix):]
                 continue
             token = token if i == 0 else " " + token
