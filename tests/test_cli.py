@@ -31,3 +31,17 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert "nowhere" in result.output
+
+
+def test_demo_tells_the_story_end_to_end():
+    """The README's first command: every step runs on the bundled models and data, and the bundled
+    QA model finds the answer in the demo's context."""
+    result = CliRunner().invoke(cli, ["demo", "--finetune-steps", "4"])
+    assert result.exit_code == 0, result.output
+    for step in ("1. WordPiece tokenization", "2. Contextual embeddings", "3. Fill-mask and next-sentence",
+                 "4. A quick fine-tune", "5. Question answering"):
+        assert step in result.output
+    assert "let us start pre ##train ##ing the model ." in result.output
+    assert "validation accuracy" in result.output
+    answers = [line for line in result.output.splitlines() if "Who introduced BERT?" in line]
+    assert len(answers) == 1 and "'Jacob Devlin'" in answers[0], answers

@@ -20,10 +20,11 @@ from bertforge.tokenization import BertTokenizer
 PACKAGE = Path(bertforge.__file__).parent
 SST2_SAMPLE = PACKAGE / "data" / "sst2_sample"
 
-QA_CONTEXT = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, "
-              "a region in France. They were descended from Norse raiders and pirates from Denmark, Iceland "
-              "and Norway who, under their leader Rollo, agreed to swear fealty to King Charles III of West Francia.")
-QA_QUESTIONS = ("In what country is Normandy located?", "Who was the Norse leader?")
+# Not from SQuAD: a context the bundled QA model never saw.
+QA_CONTEXT = ("BERT was introduced in 2018 by Jacob Devlin and his colleagues at Google. It is pre-trained on "
+              "BooksCorpus and English Wikipedia with two objectives, masked language modelling and next sentence "
+              "prediction, and is then fine-tuned for tasks such as question answering.")
+QA_QUESTIONS = ("Who introduced BERT?", "What is BERT pre-trained on?", "How many objectives is BERT pre-trained with?")
 
 
 def heading(title: str) -> None:
