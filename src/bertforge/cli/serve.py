@@ -19,9 +19,20 @@ def parse_model_option(value: str) -> tuple[str, Path]:
     return name, Path(directory)
 
 
+def bundled_models() -> list[tuple[str, Path]]:
+    from bertforge.model import default_model_path
+    from bertforge.pipelines.base import default_pretraining_model_path
+    from bertforge.pipelines.question_answering import default_qa_model_path
+
+    return [("all-MiniLM-L6-v2", default_model_path()), (default_pretraining_model_path().name,
+            default_pretraining_model_path()), (default_qa_model_path().name, default_qa_model_path())]
+
+
 @click.command()
 @click.option("--model", "model_options", multiple=True, metavar="[NAME=]DIR",
-              help="A model directory, optionally named (repeatable). Default: the bundled all-MiniLM-L6-v2.")
+              help="A model directory, optionally named (repeatable). Default: the bundled models "
+                   "(all-MiniLM-L6-v2 for embeddings, bertforge's pre-trained model for fill-mask and "
+                   "next-sentence, its SQuAD model for QA).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (loopback unless told otherwise).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
@@ -48,12 +59,11 @@ def serve(model_options, host, port, device, threads, max_batch_size, max_wait_m
     import torch
     import uvicorn
 
-    from bertforge.model import default_model_path
     from bertforge.server import ServerSettings, create_app, load_served_model
 
     if threads is not None:
         torch.set_num_threads(threads)
-    named = [parse_model_option(value) for value in model_options] or [("all-MiniLM-L6-v2", default_model_path())]
+    named = [parse_model_option(value) for value in model_options] or bundled_models()
     names = [name for name, _ in named]
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:

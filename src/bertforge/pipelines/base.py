@@ -38,8 +38,8 @@ ENCODER_TASKS = ["feature-extraction", "sentence-embedding", "contextual-similar
 
 def default_pretraining_model_path() -> Path:
     """bertforge's own pre-trained model (with MLM and NSP heads), the default for fill-mask and
-    next-sentence scoring."""
-    path = Path(bertforge.__file__).parent / "pretrained" / "bertforge-mini"
+    next-sentence scoring: MiniLM pre-trained further on Gutenberg books (see its README)."""
+    path = Path(bertforge.__file__).parent / "pretrained" / "bertforge-minilm-gutenberg"
     if not path.is_dir():
         raise CheckpointError(f"no default pre-trained model at {path}: pass --model (model=...) a directory "
                               "with masked-language-model and next-sentence heads (a BertForPreTraining checkpoint)")
