@@ -163,7 +163,8 @@ def bench_fill_mask(args) -> None:
         except CheckpointError:
             checkpoint = tiny_checkpoint(Path(tmp))
         ours = pipeline("fill-mask", model=checkpoint, batch_size=args.batch_size)
-        theirs = hf_pipeline("fill-mask", model=str(checkpoint), device="cpu")
+        # float32 on both sides: transformers 5 would otherwise keep a float16 checkpoint in float16.
+        theirs = hf_pipeline("fill-mask", model=str(checkpoint), device="cpu", dtype=torch.float32)
         runs = {"bertforge": lambda: ours(texts, top_k=5),
                 "transformers": lambda: theirs(texts, top_k=5, batch_size=args.batch_size)}
         timings = {name: [] for name in runs}
