@@ -188,6 +188,19 @@ def test_loading_errors(tmp_path, default_model_dir):
         BertEncoder.from_pretrained(default_model_dir, hidden_size=768)
 
 
+def test_a_head_with_other_labels_is_refused_unless_a_fresh_head_is_asked_for(tmp_path):
+    torch.manual_seed(0)
+    three_way = BertForSequenceClassification(BertConfig.from_size("tiny", id2label={0: "a", 1: "b", 2: "c"}))
+    three_way.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="classifier.*--new-head"):
+        BertForSequenceClassification.from_pretrained(tmp_path, id2label={0: "no", 1: "yes"})
+    two_way = BertForSequenceClassification.from_pretrained(tmp_path, fresh_head=True, id2label={0: "no", 1: "yes"})
+    assert two_way.classifier.weight.shape == (2, three_way.config.hidden_size)
+    assert sorted(two_way.missing_keys) == ["classifier.bias", "classifier.weight"]
+    for name, tensor in three_way.bert.state_dict().items():
+        assert torch.equal(two_way.bert.state_dict()[name], tensor), name
+
+
 def test_sequence_longer_than_positions_is_a_clear_error():
     model = BertEncoder(BertConfig.from_size("tiny", max_position_embeddings=16)).bert
     with pytest.raises(InputError, match="max_position_embeddings"):

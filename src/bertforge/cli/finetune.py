@@ -99,13 +99,15 @@ def _load_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Pre-trained checkpoint directory [default: the bundled all-MiniLM-L6-v2].")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), required=True,
               help="Where the best model, metrics.json and curves.png go.")
+@click.option("--new-head", is_flag=True,
+              help="Train the task head from scratch even if --model has one (e.g. an SNLI model fine-tuned on RTE).")
 @click.option("--epochs", type=float, default=3, show_default=True)
 @click.option("--lr", type=float, default=3e-5, show_default=True, help="Peak learning rate (2e-5 to 5e-5 usual).")
 @click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--eval-steps", type=click.IntRange(1), default=None, help="Evaluate every N steps [default: every epoch].")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N optimiser steps.")
 @click.option("--seed", type=int, default=42, show_default=True)
-def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, epochs, lr, grad_accum,
+def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, epochs, lr, grad_accum,
              eval_steps, max_steps, seed, max_length, batch_size, device, bf16, threads, **columns):
     """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output."""
     _setup(threads)
@@ -127,7 +129,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     task_object = build_task(task, train_data)
     directory, _, tokenizer = _load_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
-    model = task_object.model_class.from_pretrained(directory, **overrides)
+    model = task_object.model_class.from_pretrained(directory, fresh_head=new_head, **overrides)
     args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=lr,
                         gradient_accumulation_steps=grad_accum, eval_steps=eval_steps, max_steps=max_steps,
                         seed=seed, bf16=bf16, device=device)

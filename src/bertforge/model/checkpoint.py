@@ -143,12 +143,13 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
-def load_model(cls, path: str | Path | None = None, **config_overrides):
+def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **config_overrides):
     """Build `cls` (a BertPreTrainedModel) from a Hugging Face style checkpoint directory.
 
     Encoder weights must all be present. Missing head weights (loading an encoder-only
     checkpoint into a task model, say) are initialised randomly, listed in
-    `model.missing_keys` and logged, as fine-tuning expects.
+    `model.missing_keys` and logged, as fine-tuning expects; `fresh_head` treats every head
+    weight of the checkpoint as missing.
     """
     directory = Path(path) if path is not None else default_model_path()
     if directory.is_file():
@@ -159,11 +160,14 @@ def load_model(cls, path: str | Path | None = None, **config_overrides):
     if config_overrides:
         config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(directory / "config.json"))
     weights, unused = hf_to_bertforge(read_weights(directory))
+    if fresh_head:
+        weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}
     model = cls(config)
     expected = {k: v for k, v in model.state_dict().items() if k != "mlm.word_embeddings.weight"}
     for name, tensor in weights.items():
         if name in expected and expected[name].shape != tensor.shape:
-            hint = " (a different number of labels? fine-tune a new head from the encoder instead)" \
+            hint = (" (a different number of labels? `bertforge finetune --new-head`, or fresh_head=True in"
+                    " Python, trains a new head on this encoder)") \
                 if name.startswith(("classifier", "qa_outputs")) else ""
             raise CheckpointError(f"{directory}: weight {name!r} has shape {tuple(tensor.shape)}, "
                                   f"the config gives {tuple(expected[name].shape)}{hint}")

@@ -36,12 +36,13 @@ class BertPreTrainedModel(nn.Module):
                 module.apply(lambda m: init_weights(m, self.config.initializer_range))
 
     @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, **config_overrides):
+    def from_pretrained(cls, path: str | Path | None = None, *, fresh_head: bool = False, **config_overrides):
         """Load from a Hugging Face style directory (`config.json` + `model.safetensors` or
-        `pytorch_model.bin`); None loads the bundled default model."""
+        `pytorch_model.bin`); None loads the bundled default model. `fresh_head` keeps only the
+        encoder's weights, so a model fine-tuned for one task can start another."""
         from bertforge.model.checkpoint import load_model
 
-        return load_model(cls, path, **config_overrides)
+        return load_model(cls, path, fresh_head=fresh_head, **config_overrides)
 
     def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
         from bertforge.model.checkpoint import save_model
