@@ -24,8 +24,8 @@ def bundled_models() -> list[tuple[str, Path]]:
     from bertforge.pipelines.base import default_pretraining_model_path
     from bertforge.pipelines.question_answering import default_qa_model_path
 
-    return [("all-MiniLM-L6-v2", default_model_path()), (default_pretraining_model_path().name,
-            default_pretraining_model_path()), (default_qa_model_path().name, default_qa_model_path())]
+    return [("all-MiniLM-L6-v2", default_model_path())] + [
+        (path.name, path) for path in (default_pretraining_model_path(), default_qa_model_path())]
 
 
 @click.command()

@@ -36,14 +36,20 @@ HEAD_TASKS = {
 ENCODER_TASKS = ["feature-extraction", "sentence-embedding", "contextual-similarity", "attention"]
 
 
+def bundled_model_path(name: str, instead: str) -> Path:
+    """A model shipped in `bertforge/pretrained/`; `instead` tells, in the error, what to pass
+    when it is missing."""
+    path = Path(bertforge.__file__).parent / "pretrained" / name
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"no bundled model at {path}: pass --model (model=...) {instead}")
+    return path
+
+
 def default_pretraining_model_path() -> Path:
     """bertforge's own pre-trained model (with MLM and NSP heads), the default for fill-mask and
     next-sentence scoring: MiniLM pre-trained further on Gutenberg books (see its README)."""
-    path = Path(bertforge.__file__).parent / "pretrained" / "bertforge-minilm-gutenberg"
-    if not path.is_dir():
-        raise CheckpointError(f"no default pre-trained model at {path}: pass --model (model=...) a directory "
-                              "with masked-language-model and next-sentence heads (a BertForPreTraining checkpoint)")
-    return path
+    return bundled_model_path("bertforge-minilm-gutenberg", "a directory with masked-language-model and "
+                              "next-sentence heads (a BertForPreTraining checkpoint)")
 
 
 def checkpoint_tasks(directory: Path) -> list[str]:

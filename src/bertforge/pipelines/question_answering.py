@@ -4,20 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import bertforge
-from bertforge.errors import CheckpointError, InputError
+from bertforge.errors import InputError
+from bertforge.pipelines.base import bundled_model_path
 from bertforge.pipelines.text_classification import as_list, load_finetuned
-
-QA_MODEL = "minilm-squad"
 
 
 def default_qa_model_path() -> Path:
     """bertforge's bundled extractive QA model (all-MiniLM-L6-v2 fine-tuned on SQuAD v1.1 articles)."""
-    path = Path(bertforge.__file__).parent / "pretrained" / QA_MODEL
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"no bundled question-answering model at {path}: pass model=DIR "
-                              "(a model made by `bertforge finetune --task qa`)")
-    return path
+    return bundled_model_path("minilm-squad", "a model made by `bertforge finetune --task qa`")
 
 
 class QuestionAnsweringPipeline:

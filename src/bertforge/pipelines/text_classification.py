@@ -21,9 +21,8 @@ def load_finetuned(model_class, model, device: str, dtype: str):
     if model is None:
         raise ConfigError(f"this pipeline needs a fine-tuned {model_class.__name__}: pass model=DIR "
                           "(made by `bertforge finetune`, or a transformers checkpoint)")
-    directory = model
-    loaded = model_class.from_pretrained(directory).to(resolve_device(device, 0), DTYPES[dtype]).eval()
-    return loaded, BertTokenizer.from_pretrained(directory)
+    loaded = model_class.from_pretrained(model).to(resolve_device(device, 0), DTYPES[dtype]).eval()
+    return loaded, BertTokenizer.from_pretrained(model)
 
 
 def as_list(inputs, name: str) -> tuple[list, bool]:
