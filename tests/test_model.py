@@ -13,7 +13,7 @@ from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.model import (
     IGNORE_INDEX,
     BertConfig,
-    BertEncoder,
+    BertModel,
     BertForPreTraining,
     BertForQuestionAnswering,
     BertForSequenceClassification,
@@ -30,15 +30,15 @@ def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def reference_encoder(default_model_dir):
-    from transformers import BertModel
+    from transformers import BertModel as ReferenceBertModel
 
     # eager attention: the implementation that returns attention weights
-    return BertModel.from_pretrained(str(default_model_dir), attn_implementation="eager").eval()
+    return ReferenceBertModel.from_pretrained(str(default_model_dir), attn_implementation="eager").eval()
 
 
 @pytest.fixture(scope="module")
 def encoder(default_model_dir):
-    return BertEncoder.from_pretrained(default_model_dir)
+    return BertModel.from_pretrained(default_model_dir)
 
 
 @pytest.mark.slow
@@ -78,16 +78,16 @@ def test_fused_attention_equals_explicit_softmax(encoder):
 
 
 def test_save_then_transformers_loads_it(encoder, tmp_path):
-    from transformers import BertModel
+    from transformers import BertModel as ReferenceBertModel
 
     encoder.save_pretrained(tmp_path, tokenizer=BertTokenizer.from_pretrained())
     assert {"config.json", "model.safetensors", "vocab.txt"} <= {p.name for p in tmp_path.iterdir()}
-    reference = BertModel.from_pretrained(str(tmp_path)).eval()
+    reference = ReferenceBertModel.from_pretrained(str(tmp_path)).eval()
     ids = torch.tensor([[101, 1045, 2293, 3000, 102]])
     with torch.inference_mode():
         assert max_diff(encoder(ids).last_hidden_state, reference(ids).last_hidden_state) < TOLERANCE
         assert max_diff(encoder(ids).pooler_output, reference(ids).pooler_output) < TOLERANCE
-    again = BertEncoder.from_pretrained(tmp_path)
+    again = BertModel.from_pretrained(tmp_path)
     with torch.inference_mode():
         assert torch.equal(again(ids).last_hidden_state, encoder(ids).last_hidden_state)
 
@@ -152,7 +152,7 @@ def test_named_sizes():
     tiny = BertConfig.from_size("tiny")
     assert (tiny.num_hidden_layers, tiny.hidden_size, tiny.num_attention_heads, tiny.intermediate_size) == (2, 128, 2, 512)
     base = BertConfig.from_size("base")
-    model = BertEncoder(base)
+    model = BertModel(base)
     assert 109_000_000 < sum(p.numel() for p in model.parameters()) < 110_000_000  # "110M parameters"
     grid = BertConfig.from_size("L6-H512")
     assert (grid.num_hidden_layers, grid.hidden_size, grid.num_attention_heads) == (6, 512, 8)
@@ -171,21 +171,21 @@ def test_config_round_trip_keeps_unknown_keys(default_model_dir, tmp_path):
 
 def test_loading_errors(tmp_path, default_model_dir):
     with pytest.raises(CheckpointError, match="not found"):
-        BertEncoder.from_pretrained(tmp_path / "missing")
+        BertModel.from_pretrained(tmp_path / "missing")
     (tmp_path / "config.json").write_text('{"hidden_size": "large"}')
     with pytest.raises(ConfigError, match="hidden_size"):
-        BertEncoder.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(ConfigError, match="config.json"):
-        BertEncoder.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path)
     (tmp_path / "config.json").write_text((default_model_dir / "config.json").read_text())
     with pytest.raises(CheckpointError, match="no model.safetensors"):
-        BertEncoder.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path)
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="model.safetensors"):
-        BertEncoder.from_pretrained(tmp_path)
+        BertModel.from_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="shape"):
-        BertEncoder.from_pretrained(default_model_dir, hidden_size=768)
+        BertModel.from_pretrained(default_model_dir, hidden_size=768)
 
 
 def test_a_head_with_other_labels_is_refused_unless_a_fresh_head_is_asked_for(tmp_path):
@@ -202,6 +202,6 @@ def test_a_head_with_other_labels_is_refused_unless_a_fresh_head_is_asked_for(tm
 
 
 def test_sequence_longer_than_positions_is_a_clear_error():
-    model = BertEncoder(BertConfig.from_size("tiny", max_position_embeddings=16)).bert
+    model = BertModel(BertConfig.from_size("tiny", max_position_embeddings=16))
     with pytest.raises(InputError, match="max_position_embeddings"):
         model(torch.ones(1, 17, dtype=torch.long))

@@ -16,7 +16,7 @@ from conftest import gutenberg_lines, sst2_sentences
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.pipelines import pipeline
-from bertforge.pipelines.base import default_pretraining_model_path, packed_forward, pool_sequences, split_sequences
+from bertforge.pipelines.base import default_pretraining_model_path, pool_sequences, split_sequences
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +48,13 @@ def masked_sentences(count: int, seed: int = 0) -> list[str]:
 
 # --- the packed fast path ----------------------------------------------------------------------
 
-def test_packed_forward_equals_padded_model(embedder):
+def test_unpadded_forward_equals_padded_model(embedder):
     encoded = embedder.encode(gutenberg_lines(24)[::2] + ["a", "tiny one", "[CLS] odd", "x " * 60])
     encoded.sort(key=lambda e: len(e.ids))
     layers = list(range(embedder.config.num_hidden_layers + 1))
     with torch.inference_mode():
         padded = embedder.bert(**embedder.padded(encoded), output_hidden_states=True).hidden_states
-        packed = packed_forward(embedder.bert, encoded, layers)
+        packed = embedder.bert.forward_unpadded([e.ids for e in encoded], [e.type_ids for e in encoded], layers)
     assert len({len(e.ids) for e in encoded}) > 8  # many length groups in one batch
     for layer in layers:
         for row, vectors in enumerate(split_sequences(packed, packed.hidden_states[layer])):

@@ -20,7 +20,7 @@ from safetensors.torch import load_file
 
 from bertforge.cli.main import cli
 from bertforge.errors import CheckpointError, ConfigError, InputError
-from bertforge.model import BertConfig, BertEncoder, BertForPreTraining
+from bertforge.model import BertConfig, BertModel, BertForPreTraining
 from bertforge.pretraining import (IS_NEXT, NOT_NEXT, MaskingConfig, PrepareOptions, PretrainingData,
                                    create_instances, mask_sequence, prepare, read_documents, truncate_seq_pair)
 from bertforge.pretraining.instances import tokenize_documents
@@ -358,9 +358,9 @@ def test_export_run_directory_as_float16(data_dir, tmp_path):
 
 def test_init_from_continues_a_checkpoint_and_refuses_another_vocabulary(data_dir, tmp_path):
     """--init-from starts from a checkpoint's weights (here an encoder without MLM/NSP heads), not random ones."""
-    encoder = BertEncoder(BertConfig.from_size("tiny", vocab_size=30522))
+    encoder = BertModel(BertConfig.from_size("tiny", vocab_size=30522))
     encoder.save_pretrained(tmp_path / "encoder")
-    start = encoder.bert.embeddings.word.weight.detach().clone()
+    start = encoder.embeddings.word.weight.detach().clone()
     train(_config(data_dir, tmp_path / "run", max_steps=2, learning_rate=1e-5, init_from=str(tmp_path / "encoder")),
           progress=False)
     continued = BertForPreTraining.from_pretrained(tmp_path / "run" / "final")

@@ -290,12 +290,12 @@ def test_qa_loss_falls_on_real_squad(tmp_path, tokenizer):
 # --- probe ----------------------------------------------------------------------------------------
 
 def test_probe_on_frozen_features_beats_chance(tmp_path, tokenizer):
-    from bertforge.model import BertEncoder
+    from bertforge.model import BertModel
     from bertforge.tasks.probe import run_probe, sentence_features
 
     train = read_text_examples(sst2_slice(tmp_path, 400), "sentence", label_column="label")
     test = read_text_examples(require_data("sst2", "validation.tsv"), "sentence", label_column="label")[:200]
-    encoder = BertEncoder.from_pretrained(None)
+    encoder = BertModel.from_pretrained(None)
     vectors = [sentence_features(encoder, tokenizer, [e.text for e in split], "mean", 64, 64) for split in (train, test)]
     # Mean pooling must equal the masked average of the encoder's own last layer, padding excluded.
     one = tokenizer([train[0].text], return_tensors="pt")

@@ -37,7 +37,7 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
     import torch
     from sklearn.model_selection import train_test_split
 
-    from bertforge.model import BertEncoder
+    from bertforge.model import BertModel
     from bertforge.tasks.data import read_text_examples
     from bertforge.tasks.probe import run_probe, sentence_features
     from bertforge.tasks.trainer import resolve_device
@@ -57,7 +57,7 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
     unseen = next((e for e in test if e.label not in {t.label for t in train}), None)
     if unseen:
         raise InputError(f"{unseen.source}: label {unseen.label!r} does not occur in the training texts")
-    encoder = BertEncoder.from_pretrained(model_dir).to(resolve_device(device, 0))
+    encoder = BertModel.from_pretrained(model_dir).to(resolve_device(device, 0))
     tokenizer = BertTokenizer.from_pretrained(model_dir)
     vectors = [sentence_features(encoder, tokenizer, [e.text for e in split], pooling, batch_size, max_length,
                                  progress=True) for split in (train, test)]

@@ -1,13 +1,21 @@
 """The BERT encoder, top to bottom: embeddings → L × (self-attention, feed-forward) → pooler.
 
-Parameter names are our own and short; `bertforge.model.checkpoint` maps them to and from the
-Hugging Face names when loading or saving, so published checkpoints load unchanged.
+Class names mean what they mean in transformers: `BertModel` is the bare, loadable encoder,
+`BertEncoder` its stack of layers, `BertPreTrainedModel` the base that loads and saves every
+model. Parameter names are our own and short; `bertforge.model.checkpoint` maps them to and
+from the Hugging Face names, so published checkpoints load unchanged.
+
+One forward path, two layouts: a padded (batch, seq, hidden) tensor with a mask (training,
+attention maps), or an unpadded (total tokens, hidden) matrix of sequences grouped by length
+(inference: no work on padding, as in MosaicBERT). Both run the same layers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -23,13 +31,25 @@ ACTIVATION_FUNCTIONS = {
     "relu": F.relu,
 }
 
+# (first row, number of sequences, length) for each run of equal-length sequences in an unpadded batch
+LengthGroups = list[tuple[int, int, int]]
+
 
 @dataclass
-class BertOutput:
+class BaseModelOutputWithPooling:
     last_hidden_state: torch.Tensor  # (batch, seq, hidden)
     pooler_output: torch.Tensor | None  # (batch, hidden)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + one per layer
     attentions: tuple[torch.Tensor, ...] | None = None  # one (batch, heads, seq, seq) per layer
+
+
+@dataclass
+class UnpaddedOutput:
+    """Hidden states of sequences concatenated without padding, sorted by length."""
+
+    lengths: list[int]
+    groups: LengthGroups
+    hidden_states: list[torch.Tensor]  # (total tokens, hidden) for each requested layer index
 
 
 class BertEmbeddings(nn.Module):
@@ -43,9 +63,11 @@ class BertEmbeddings(nn.Module):
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(positions)
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = torch.arange(input_ids.shape[-1], device=input_ids.device)
+        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(position_ids)
         return self.dropout(self.norm(x))
 
 
@@ -60,10 +82,11 @@ class BertSelfAttention(nn.Module):
         self.out = nn.Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, return_weights: bool = False):
-        batch, seq, hidden = x.shape
+    def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None, return_weights: bool):
+        """(batch, seq, 3·hidden) projections → (batch, seq, hidden) context, and the weights if asked."""
+        batch, seq, _ = qkv.shape
         # (batch, seq, 3, heads, head_dim) → three (batch, heads, seq, head_dim)
-        q, k, v = self.qkv(x).view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         dropout_p = self.dropout_p if self.training else 0.0
         weights = None
         if return_weights:
@@ -75,7 +98,17 @@ class BertSelfAttention(nn.Module):
             context = F.dropout(weights, dropout_p, self.training) @ v
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        context = context.transpose(1, 2).reshape(batch, seq, hidden)
+        return context.transpose(1, 2).reshape(batch, seq, -1), weights
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, return_weights: bool = False,
+                groups: LengthGroups | None = None):
+        qkv = self.qkv(x)
+        if groups is None:  # x: (batch, seq, hidden)
+            context, weights = self.attend(qkv, mask, return_weights)
+        else:  # x: (total tokens, hidden); sequences of one length attend together and need no mask
+            parts = [self.attend(qkv[first:first + count * length].view(count, length, -1), None, False)[0]
+                     for first, count, length in groups]
+            context, weights = torch.cat([p.flatten(0, 1) for p in parts]), None
         return self.out(context), weights
 
 
@@ -92,11 +125,32 @@ class BertLayer(nn.Module):
         self.activation = ACTIVATION_FUNCTIONS[config.hidden_act]
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, return_weights: bool = False):
-        attended, weights = self.attention(x, mask, return_weights)
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, return_weights: bool = False,
+                groups: LengthGroups | None = None):
+        attended, weights = self.attention(x, mask, return_weights, groups)
         x = self.attention_norm(x + self.dropout(attended))
         x = self.output_norm(x + self.dropout(self.output(self.activation(self.intermediate(x)))))
         return x, weights
+
+
+class BertEncoder(nn.Module):
+    """The stack of layers; returns every hidden state (embeddings first) and attention map when asked."""
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, output_hidden_states: bool = False,
+                output_attentions: bool = False, groups: LengthGroups | None = None):
+        hidden_states = [x] if output_hidden_states else None
+        attentions = [] if output_attentions else None
+        for layer in self.layers:
+            x, weights = layer(x, mask, output_attentions, groups)
+            if output_hidden_states:
+                hidden_states.append(x)
+            if output_attentions:
+                attentions.append(weights)
+        return x, hidden_states, attentions
 
 
 class BertPooler(nn.Module):
@@ -110,54 +164,113 @@ class BertPooler(nn.Module):
         return torch.tanh(self.dense(hidden[:, 0]))
 
 
-class BertModel(nn.Module):
-    def __init__(self, config: BertConfig, add_pooler: bool = True):
+class BertPreTrainedModel(nn.Module):
+    """What every model shares: `from_pretrained`/`save_pretrained` in the Hugging Face layout
+    (see `bertforge.model.checkpoint`), BERT's initialisation, and `base_model` (the `BertModel`)."""
+
+    architecture = "BertModel"  # the transformers class a saved checkpoint loads into
+    base_model_prefix = "bert"
+
+    def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, *, fresh_head: bool = False, **config_overrides):
+        """Load from a Hugging Face style directory (`config.json` + `model.safetensors` or
+        `pytorch_model.bin`); None loads the bundled default model. `fresh_head` keeps only the
+        encoder's weights, so a model fine-tuned for one task can start another."""
+        from bertforge.model.checkpoint import load_model
+
+        return load_model(cls, path, fresh_head=fresh_head, **config_overrides)
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        from bertforge.model.checkpoint import save_model
+
+        save_model(self, directory, tokenizer)
+
+    def init_head_weights(self) -> None:
+        for name, module in self.named_children():
+            if name != self.base_model_prefix:
+                module.apply(lambda m: init_weights(m, self.config.initializer_range))
+
+    @property
+    def base_model(self) -> "BertModel":
+        return getattr(self, self.base_model_prefix, self)
+
+    @property
+    def device(self) -> torch.device:
+        return self.base_model.embeddings.word.weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.base_model.embeddings.word.weight.dtype
+
+
+class BertModel(BertPreTrainedModel):
+    """The bare encoder: embeddings, the layer stack and (optionally) the pooler."""
+
+    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
         self.embeddings = BertEmbeddings(config)
-        self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
-        self.pooler = BertPooler(config) if add_pooler else None
+        self.encoder = BertEncoder(config)
+        self.pooler = BertPooler(config) if add_pooling_layer else None
         self.apply(lambda module: init_weights(module, config.initializer_range))
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> BertOutput:
+                output_attentions: bool = False) -> BaseModelOutputWithPooling:
         if input_ids.dim() != 2:
             raise InputError(f"input_ids must be (batch, sequence), got shape {tuple(input_ids.shape)}")
-        limit = self.config.max_position_embeddings
-        if input_ids.shape[1] > limit:
-            raise InputError(f"sequence of {input_ids.shape[1]} tokens is longer than the model's "
-                             f"max_position_embeddings ({limit}); truncate it (max_length={limit})")
+        self._check_length(input_ids.shape[1])
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         # Boolean (batch, 1, 1, seq): True where a key may be attended to. None lets SDPA skip masking.
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]
-
         x = self.embeddings(input_ids, token_type_ids)
-        hidden_states = [x] if output_hidden_states else None
-        attentions = [] if output_attentions else None
-        for layer in self.layers:
-            x, weights = layer(x, mask, output_attentions)
-            if output_hidden_states:
-                hidden_states.append(x)
-            if output_attentions:
-                attentions.append(weights)
-        return BertOutput(
+        x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
+        return BaseModelOutputWithPooling(
             last_hidden_state=x,
             pooler_output=self.pooler(x) if self.pooler is not None else None,
             hidden_states=tuple(hidden_states) if output_hidden_states else None,
             attentions=tuple(attentions) if output_attentions else None,
         )
 
-    @property
-    def device(self) -> torch.device:
-        return self.embeddings.word.weight.device
+    def forward_unpadded(self, input_ids: Sequence[Sequence[int]], token_type_ids: Sequence[Sequence[int]],
+                         layers: Sequence[int] = (-1,)) -> UnpaddedOutput:
+        """The encoder on the real tokens only (inference, eval mode), sequences sorted by length.
 
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.embeddings.word.weight.dtype
+        Projections and the feed-forward network see one (total tokens, hidden) matrix with no
+        padding rows; attention runs once per group of equal-length sequences, which needs no
+        mask. Equals `forward` on the padded batch (tested). `layers` index the hidden states
+        (0 = embeddings, -1 = last layer).
+        """
+        lengths = [len(ids) for ids in input_ids]
+        if lengths != sorted(lengths):
+            raise ValueError("forward_unpadded needs the sequences sorted by length")
+        self._check_length(lengths[-1])
+        groups, first = [], 0
+        for length in sorted(set(lengths)):
+            count = lengths.count(length)
+            groups.append((first, count, length))
+            first += count * length
+        device = self.device
+        ids = torch.tensor([i for row in input_ids for i in row], device=device)
+        types = torch.tensor([t for row in token_type_ids for t in row], device=device)
+        positions = torch.cat([torch.arange(length, device=device).repeat(count) for _, count, length in groups])
+        x = self.embeddings(ids, types, positions)
+        count = len(self.encoder.layers) + 1
+        wanted = [layer % count for layer in layers]
+        _, hidden_states, _ = self.encoder(x, output_hidden_states=True, groups=groups)
+        return UnpaddedOutput(lengths, groups, [hidden_states[layer] for layer in wanted])
+
+    def _check_length(self, length: int) -> None:
+        limit = self.config.max_position_embeddings
+        if length > limit:
+            raise InputError(f"sequence of {length} tokens is longer than the model's "
+                             f"max_position_embeddings ({limit}); truncate it (max_length={limit})")
 
 
 def init_weights(module: nn.Module, std: float) -> None:

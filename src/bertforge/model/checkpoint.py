@@ -29,11 +29,11 @@ NAME_TABLE = [
     ("embeddings.position_embeddings", "bert.embeddings.position"),
     ("embeddings.token_type_embeddings", "bert.embeddings.token_type"),
     ("embeddings.LayerNorm", "bert.embeddings.norm"),
-    ("encoder.layer.{i}.attention.output.dense", "bert.layers.{i}.attention.out"),
-    ("encoder.layer.{i}.attention.output.LayerNorm", "bert.layers.{i}.attention_norm"),
-    ("encoder.layer.{i}.intermediate.dense", "bert.layers.{i}.intermediate"),
-    ("encoder.layer.{i}.output.dense", "bert.layers.{i}.output"),
-    ("encoder.layer.{i}.output.LayerNorm", "bert.layers.{i}.output_norm"),
+    ("encoder.layer.{i}.attention.output.dense", "bert.encoder.layers.{i}.attention.out"),
+    ("encoder.layer.{i}.attention.output.LayerNorm", "bert.encoder.layers.{i}.attention_norm"),
+    ("encoder.layer.{i}.intermediate.dense", "bert.encoder.layers.{i}.intermediate"),
+    ("encoder.layer.{i}.output.dense", "bert.encoder.layers.{i}.output"),
+    ("encoder.layer.{i}.output.LayerNorm", "bert.encoder.layers.{i}.output_norm"),
     ("pooler.dense", "bert.pooler.dense"),
     ("cls.predictions.transform.dense", "mlm.dense"),
     ("cls.predictions.transform.LayerNorm", "mlm.norm"),
@@ -92,7 +92,7 @@ def hf_to_bertforge(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     for (layer, kind), parts in qkv_parts.items():
         if set(parts) != {"query", "key", "value"}:
             raise CheckpointError(f"layer {layer}: attention {kind} has only {sorted(parts)} of query/key/value")
-        ours[f"bert.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+        ours[f"bert.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
     return ours, unused
 
 
@@ -106,7 +106,7 @@ def bertforge_to_hf(state: dict[str, torch.Tensor], bare_encoder: bool) -> dict[
         if name == "mlm.bias":
             hf["cls.predictions.bias"] = tensor
             continue
-        qkv = re.match(r"^bert\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$", name)
+        qkv = re.match(r"^bert\.encoder\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$", name)
         if qkv:
             layer, kind = qkv.groups()
             for part, chunk in zip(("query", "key", "value"), tensor.chunk(3)):
@@ -143,6 +143,12 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
 
 
+def _state_dict(model) -> dict[str, torch.Tensor]:
+    """The model's weights named as inside a head model (encoder weights under "bert.")."""
+    state = model.state_dict()
+    return {f"bert.{k}": v for k, v in state.items()} if model.base_model is model else state
+
+
 def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **config_overrides):
     """Build `cls` (a BertPreTrainedModel) from a Hugging Face style checkpoint directory.
 
@@ -163,7 +169,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     if fresh_head:
         weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}
     model = cls(config)
-    expected = {k: v for k, v in model.state_dict().items() if k != "mlm.word_embeddings.weight"}
+    expected = {k: v for k, v in _state_dict(model).items() if k != "mlm.word_embeddings.weight"}
     for name, tensor in weights.items():
         if name in expected and expected[name].shape != tensor.shape:
             hint = (" (a different number of labels? `bertforge finetune --new-head`, or fresh_head=True in"
@@ -177,7 +183,10 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         raise CheckpointError(f"{directory}: the checkpoint lacks {len(missing_body)} encoder weights, "
                               f"e.g. {missing_body[:3]}; is it a BERT checkpoint?")
     unexpected = sorted(set(weights) - set(expected)) + unused
-    model.load_state_dict({k: v for k, v in weights.items() if k in expected}, strict=False)
+    found = {k: v for k, v in weights.items() if k in expected}
+    if model.base_model is model:  # a bare BertModel: its own names lack the "bert." prefix
+        found = {k.removeprefix("bert."): v for k, v in found.items()}
+    model.load_state_dict(found, strict=False)
     model.missing_keys = missing
     if missing:
         log.warning("%s: %d weights not in the checkpoint, initialised randomly: %s", directory, len(missing),
@@ -191,8 +200,7 @@ def save_model(model, directory: str | Path, tokenizer=None) -> None:
     """Write config.json, model.safetensors (atomically) and, given a tokenizer, vocab.txt."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    bare = model.architecture == "BertModel"
-    weights = bertforge_to_hf(model.state_dict(), bare_encoder=bare)
+    weights = bertforge_to_hf(_state_dict(model), bare_encoder=model.base_model is model)
     weights = {name: tensor.detach().float().contiguous().cpu() for name, tensor in weights.items()}
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
     os.close(handle)

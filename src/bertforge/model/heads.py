@@ -7,58 +7,25 @@ checkpoints load in transformers' class of the same name and the other way round
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, init_weights
+from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, BertPreTrainedModel
 from bertforge.model.config import BertConfig
 
 IGNORE_INDEX = -100  # label value for positions that carry no loss (as in PyTorch and transformers)
 
 
-class BertPreTrainedModel(nn.Module):
-    """Common loading and saving for every model: the encoder is always `self.bert`."""
+class BertHeadModel(BertPreTrainedModel):
+    """A task head on `self.bert`, the shared encoder."""
 
-    architecture = "BertModel"
-    add_pooler = True
+    add_pooling_layer = True
 
     def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-        self.bert = BertModel(config, add_pooler=self.add_pooler)
-
-    def init_head_weights(self) -> None:
-        for name, module in self.named_children():
-            if name != "bert":
-                module.apply(lambda m: init_weights(m, self.config.initializer_range))
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, *, fresh_head: bool = False, **config_overrides):
-        """Load from a Hugging Face style directory (`config.json` + `model.safetensors` or
-        `pytorch_model.bin`); None loads the bundled default model. `fresh_head` keeps only the
-        encoder's weights, so a model fine-tuned for one task can start another."""
-        from bertforge.model.checkpoint import load_model
-
-        return load_model(cls, path, fresh_head=fresh_head, **config_overrides)
-
-    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
-        from bertforge.model.checkpoint import save_model
-
-        save_model(self, directory, tokenizer)
-
-    @property
-    def device(self) -> torch.device:
-        return self.bert.device
-
-
-class BertEncoder(BertPreTrainedModel):
-    """The bare encoder inside the common loading wrapper (transformers' `BertModel`)."""
-
-    def forward(self, *args, **kwargs):
-        return self.bert(*args, **kwargs)
+        super().__init__(config)
+        self.bert = BertModel(config, add_pooling_layer=self.add_pooling_layer)
 
 
 class MaskedLMHead(nn.Module):
@@ -102,7 +69,7 @@ def _masked_lm(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor | 
     return logits, targets, loss
 
 
-class BertForPreTraining(BertPreTrainedModel):
+class BertForPreTraining(BertHeadModel):
     architecture = "BertForPreTraining"
 
     def __init__(self, config: BertConfig):
@@ -122,9 +89,9 @@ class BertForPreTraining(BertPreTrainedModel):
                                  nsp_logits, out.hidden_states, out.attentions)
 
 
-class BertForMaskedLM(BertPreTrainedModel):
+class BertForMaskedLM(BertHeadModel):
     architecture = "BertForMaskedLM"
-    add_pooler = False
+    add_pooling_layer = False
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -137,7 +104,7 @@ class BertForMaskedLM(BertPreTrainedModel):
         return PreTrainingOutput(loss, loss, None, logits, targets, None)
 
 
-class BertForNextSentencePrediction(BertPreTrainedModel):
+class BertForNextSentencePrediction(BertHeadModel):
     architecture = "BertForNextSentencePrediction"
 
     def __init__(self, config: BertConfig):
@@ -157,7 +124,7 @@ class TaskOutput:
     logits: torch.Tensor  # classification: (batch, labels); tokens: (batch, seq, labels); QA: (batch, seq, 2)
 
 
-class BertForSequenceClassification(BertPreTrainedModel):
+class BertForSequenceClassification(BertHeadModel):
     """[CLS] pooled output → dropout → linear."""
 
     architecture = "BertForSequenceClassification"
@@ -175,11 +142,11 @@ class BertForSequenceClassification(BertPreTrainedModel):
         return TaskOutput(loss, logits)
 
 
-class BertForTokenClassification(BertPreTrainedModel):
+class BertForTokenClassification(BertHeadModel):
     """Every token's vector → dropout → linear; positions labelled -100 carry no loss."""
 
     architecture = "BertForTokenClassification"
-    add_pooler = False
+    add_pooling_layer = False
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -196,11 +163,11 @@ class BertForTokenClassification(BertPreTrainedModel):
         return TaskOutput(loss, logits)
 
 
-class BertForQuestionAnswering(BertPreTrainedModel):
+class BertForQuestionAnswering(BertHeadModel):
     """One linear layer gives each token a start score (S·R_i) and an end score (E·R_i)."""
 
     architecture = "BertForQuestionAnswering"
-    add_pooler = False
+    add_pooling_layer = False
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
@@ -218,5 +185,5 @@ class BertForQuestionAnswering(BertPreTrainedModel):
 
 
 ARCHITECTURES = {cls.architecture: cls for cls in (
-    BertEncoder, BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction,
+    BertModel, BertForPreTraining, BertForMaskedLM, BertForNextSentencePrediction,
     BertForSequenceClassification, BertForTokenClassification, BertForQuestionAnswering)}

@@ -1,6 +1,6 @@
 """What every pipeline shares: loading a model and its tokenizer, precision and device, batching
-by length (outputs come back in input order), truncation that is counted and reported, and an
-inference-only packed forward pass that skips padding altogether.
+by length (outputs come back in input order), truncation that is counted and reported, and pooling of the
+unpadded forward pass (`BertModel.forward_unpadded`) per sequence.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 import bertforge
 from bertforge.errors import CheckpointError, InputError
-from bertforge.model import BertEncoder, BertModel, default_model_path
+from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.tokenization import BertTokenizer
 
 log = logging.getLogger(__name__)
@@ -138,7 +137,7 @@ class Pipeline:
     """Base class: subclasses set `task`, `model_class`, the head they need, and implement `__call__`."""
 
     task = "feature-extraction"
-    model_class = BertEncoder
+    model_class = BertModel
     head_prefix: tuple[str, ...] | None = None  # a missing weight with one of these prefixes: no head
     head_name: str | None = None
     default_model: Callable[[], Path] = staticmethod(default_model_path)
@@ -181,7 +180,7 @@ class Pipeline:
 
     @property
     def bert(self) -> BertModel:
-        return self.model.bert
+        return self.model.base_model
 
     # --- tokenizing ------------------------------------------------------------------------
 
@@ -232,63 +231,12 @@ class Pipeline:
                 "attention_mask": mask.to(self.device)}
 
 
-@dataclass
-class PackedBatch:
-    """Sequences of one batch concatenated without padding, sorted by length: `groups` lists
-    (first row, number of sequences, length) for each run of equal lengths."""
-
-    lengths: list[int]
-    groups: list[tuple[int, int, int]]
-    hidden_states: list[torch.Tensor]  # (total tokens, hidden) for each requested layer index
-
-
-def packed_forward(bert: BertModel, batch: list[Encoded], layers: Sequence[int]) -> PackedBatch:
-    """The encoder run on the real tokens only (inference, eval mode).
-
-    Projections and the feed-forward network see the (total tokens, hidden) matrix with no
-    padding rows; attention runs once per group of equal-length sequences, which needs no mask.
-    The result equals `BertModel.forward` on the padded batch (tested), computed with less work.
-    `batch` must be sorted by length. `layers` index the hidden states (0 = embeddings).
-    """
-    lengths = [len(e.ids) for e in batch]
-    if lengths != sorted(lengths):
-        raise ValueError("packed_forward needs the batch sorted by length")
-    device = bert.device
-    groups, start_row = [], 0
-    for length in sorted(set(lengths)):
-        count = lengths.count(length)
-        groups.append((start_row, count, length))
-        start_row += count * length
-    ids = torch.tensor([i for e in batch for i in e.ids], device=device)
-    types = torch.tensor([t for e in batch for t in e.type_ids], device=device)
-    positions = torch.cat([torch.arange(length, device=device).repeat(count) for _, count, length in groups])
-
-    wanted = {layer % (len(bert.layers) + 1) for layer in layers}
-    emb = bert.embeddings
-    x = emb.norm(emb.word(ids) + emb.token_type(types) + emb.position(positions))
-    states = {0: x} if 0 in wanted else {}
-    heads, head_dim = bert.config.num_attention_heads, bert.config.head_dim
-    for index, layer in enumerate(bert.layers, start=1):
-        qkv = layer.attention.qkv(x)
-        contexts = []
-        for first, count, length in groups:
-            part = qkv[first:first + count * length].view(count, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
-            context = F.scaled_dot_product_attention(part[0], part[1], part[2])
-            contexts.append(context.transpose(1, 2).reshape(count * length, -1))
-        context = contexts[0] if len(contexts) == 1 else torch.cat(contexts)
-        x = layer.attention_norm(x + layer.attention.out(context))
-        x = layer.output_norm(x + layer.output(layer.activation(layer.intermediate(x))))
-        if index in wanted:
-            states[index] = x
-    return PackedBatch(lengths, groups, [states[layer % (len(bert.layers) + 1)] for layer in layers])
-
-
-def split_sequences(packed: PackedBatch, hidden: torch.Tensor) -> list[torch.Tensor]:
+def split_sequences(packed: UnpaddedOutput, hidden: torch.Tensor) -> list[torch.Tensor]:
     """(total tokens, hidden) → one (length, hidden) tensor per sequence, in batch order."""
     return list(torch.split(hidden, packed.lengths))
 
 
-def pool_sequences(packed: PackedBatch, hidden: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool_sequences(packed: UnpaddedOutput, hidden: torch.Tensor, pooling: str) -> torch.Tensor:
     """(total tokens, hidden) → (sequences, hidden): `cls`, `mean` or `max` over each sequence."""
     pooled = []
     for first, count, length in packed.groups:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from bertforge.errors import InputError
-from bertforge.pipelines.base import Encoded, Pipeline, packed_forward, pool_sequences, split_sequences
+from bertforge.pipelines.base import Encoded, Pipeline, pool_sequences, split_sequences
 
 POOLINGS = ("cls", "mean", "max")
 COMBINATIONS = ("sum", "concat", "mean")
@@ -89,7 +89,7 @@ class FeatureExtractionPipeline(Pipeline):
         encoded = self.encode(texts)
 
         def run(batch: list[Encoded]) -> list[torch.Tensor]:
-            packed = packed_forward(self.bert, batch, chosen)
+            packed = self.bert.forward_unpadded([e.ids for e in batch], [e.type_ids for e in batch], chosen)
             hidden = combine_layers(packed.hidden_states, combine).float()
             return [v.cpu() for v in split_sequences(packed, hidden)]
 
@@ -140,7 +140,7 @@ class SentenceEmbeddingPipeline(Pipeline):
         encoded = self.encode(texts)
 
         def run(batch: list[Encoded]) -> list[torch.Tensor]:
-            packed = packed_forward(self.bert, batch, chosen)
+            packed = self.bert.forward_unpadded([e.ids for e in batch], [e.type_ids for e in batch], chosen)
             pooled = pool_sequences(packed, combine_layers(packed.hidden_states, combine), pooling)
             if normalize:
                 pooled = F.normalize(pooled, dim=-1)

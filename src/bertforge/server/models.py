@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from bertforge.errors import CheckpointError, InputError
-from bertforge.model import ARCHITECTURES, BertEncoder
+from bertforge.model import ARCHITECTURES, BertModel
 from bertforge.pipelines.base import resolve_device
 from bertforge.tokenization import BertTokenizer
 
@@ -280,7 +280,7 @@ def load_served_model(name: str, directory: str | Path, device: str = "cpu") -> 
     except json.JSONDecodeError as e:
         raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
     architecture = architectures[0]
-    cls = BertEncoder if architecture == "BertModel" else ARCHITECTURES.get(architecture)
+    cls = ARCHITECTURES.get(architecture)
     if cls is None:
         raise CheckpointError(f"{config_file}: architecture {architecture!r} is not one of "
                               f"{', '.join(sorted(ARCHITECTURES))}")

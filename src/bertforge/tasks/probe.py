@@ -18,11 +18,11 @@ POOLINGS = ("cls", "mean")
 @torch.no_grad()
 def sentence_features(encoder, tokenizer, texts: list[str], pooling: str = "cls", batch_size: int = 64,
                       max_length: int = 128, progress: bool = False) -> np.ndarray:
-    """(len(texts), hidden) float32 vectors from the last layer of a frozen BertModel/BertEncoder."""
+    """(len(texts), hidden) float32 vectors from the last layer of a frozen BertModel."""
     if pooling not in POOLINGS:
         raise ConfigError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
     encoder.eval()
-    bert = getattr(encoder, "bert", encoder)
+    bert = encoder.base_model
     device = next(bert.parameters()).device
     encoded = tokenizer(texts, truncation=True, max_length=max_length)
     features = [{"input_ids": ids, "token_type_ids": types}
