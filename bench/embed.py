@@ -153,7 +153,7 @@ def bench_fill_mask(args) -> None:
 
     from bertforge.errors import CheckpointError
     from bertforge.pipelines import pipeline
-    from bertforge.pipelines.base import default_pretraining_model_path
+    from bertforge.paths import default_pretraining_model_path
 
     torch.set_num_threads(args.threads)
     texts = masked_texts(args.fill_mask_texts)

@@ -43,7 +43,7 @@ def sst2(limit: int, seed: int) -> tuple[list[str], list[int]]:
 def bertforge_round(texts, labels, args) -> float:
     from bertforge.model import BertForSequenceClassification
     from bertforge.tasks.classification import ClassificationTask
-    from bertforge.tasks.data import TextExample
+    from bertforge.io.datasets import TextExample
     from bertforge.tasks.trainer import FinetuneArgs, finetune
     from bertforge.tokenization import BertTokenizer
 
@@ -51,9 +51,9 @@ def bertforge_round(texts, labels, args) -> float:
     task = ClassificationTask(["0", "1"])
     examples = [TextExample(t, None, str(y), "bench") for t, y in zip(texts, labels)]
     features = task.train_features(examples, tokenizer, args.max_length)
-    model = BertForSequenceClassification.from_pretrained(None, id2label={0: "0", 1: "1"})
     with tempfile.TemporaryDirectory() as out:
-        history = finetune(model, task, features, None, FinetuneArgs(
+        history = finetune(lambda: BertForSequenceClassification.from_pretrained(None, id2label={0: "0", 1: "1"}),
+                           task, features, None, FinetuneArgs(
             output_dir=out, epochs=1, max_steps=args.steps, batch_size=args.batch_size, learning_rate=3e-5,
             seed=args.seed, progress=False))
     return history["examples_per_second"]

@@ -36,8 +36,10 @@ VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 
 from bertforge.model.heads import IGNORE_INDEX  # noqa: E402
 from bertforge.pretraining.shards import PrepareOptions, PretrainingData, prepare  # noqa: E402
-from bertforge.pretraining.trainer import BatchOrder, TrainingConfig, build_model, build_optimizer  # noqa: E402
+from bertforge.pretraining.config import TrainingConfig  # noqa: E402
+from bertforge.pretraining.trainer import BatchOrder, build_model  # noqa: E402
 from bertforge.tokenization import BertTokenizer  # noqa: E402
+from bertforge.training import build_optimizer  # noqa: E402
 
 BLOCK = 2  # steps each model takes before the other one's turn
 
@@ -95,8 +97,7 @@ def held_out_mlm_loss(name: str, model, batches: list[dict[str, torch.Tensor]]) 
 
 def run_size(size: str, data: PretrainingData, held_out: list, args, workdir: Path) -> dict:
     peers = models(size, data.index["vocab_size"], workdir)
-    config = TrainingConfig(data_dir="", output_dir="", learning_rate=args.lr)
-    optimizers = {name: build_optimizer(model, config) for name, model in peers.items()}
+    optimizers = {name: build_optimizer(model, args.lr) for name, model in peers.items()}
     order = BatchOrder(len(data), 32, seed=1)
     seconds = dict.fromkeys(peers, 0.0)
     tokens = dict.fromkeys(peers, 0.0)

@@ -1,4 +1,5 @@
-"""Tokenizer throughput on the Gutenberg corpus: bertforge vs the Rust `tokenizers` library
+"""Tokenizer throughput on the Gutenberg corpus: bertforge (its full call, and `token_ids`, the
+ids-only path of `pretrain prepare`) vs the Rust `tokenizers` library
 (one thread and default threads), transformers' BertTokenizerFast, and the pure-Python original
 (transformers' BertTokenizerLegacy).
 
@@ -25,7 +26,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data").resolve()
-PEERS = ["bertforge", "tokenizers-1-thread", "tokenizers-all-threads", "transformers-fast", "legacy-python"]
+PEERS = ["bertforge", "bertforge-token-ids", "tokenizers-1-thread", "tokenizers-all-threads", "transformers-fast", "legacy-python"]
 
 
 def corpus_lines(megabytes: float) -> list[str]:
@@ -56,6 +57,13 @@ def make_encoder(peer: str, directory: Path):
 
         tokenizer = BertTokenizer.from_pretrained(directory)
         return lambda lines: tokenizer(lines)["input_ids"]
+    if peer == "bertforge-token-ids":  # ids only, no offsets or word ids: what `pretrain prepare` uses
+        sys.path.insert(0, str(REPO / "src"))
+        from bertforge import BertTokenizer
+
+        tokenizer = BertTokenizer.from_pretrained(directory)
+        cls, sep = tokenizer.cls_token_id, tokenizer.sep_token_id
+        return lambda lines: [[cls, *ids, sep] for ids in tokenizer.token_ids(lines)]
     if peer.startswith("tokenizers"):
         from tokenizers import BertWordPieceTokenizer
 

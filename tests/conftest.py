@@ -1,46 +1,110 @@
-"""Shared fixtures: the real data beside the repo, the default checkpoint, reference tokenizers
-and a small randomly initialised transformers checkpoint with pre-training heads."""
+"""Shared fixtures: the data (the small copies in tests/fixtures/data, the full files beside the
+repo), the default checkpoint, reference tokenizers and a small randomly initialised transformers
+checkpoint with pre-training heads.
+
+Tests that need the full ../shared/data call `require_data`: it skips where the data is absent,
+fails under CI=true, and the run ends with one line saying how many tests needed it. Under CI=true
+every skip is a failure: CI has the data, Chromium and the test dependencies, so a skip there
+can only hide a broken setup."""
 
 from __future__ import annotations
 
+import functools
 import gzip
+import itertools
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
-FIXTURES = REPO / "tests" / "fixtures"
+# BERTFORGE_DATA points elsewhere (or nowhere, to see what a fresh clone runs).
+DATA = Path(os.environ.get("BERTFORGE_DATA") or REPO.parent / "shared" / "data").resolve()
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
+IN_CI = os.environ.get("CI", "").lower() == "true"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# What asked for the full data: test node ids, and the code of the functions on the stack (to
+# count every test of a cached fixture that did, not only the first).
+_needs_data_ids: set[str] = set()
+_needs_data_code: set = set()
+
 
 def require_data(*parts: str) -> Path:
-    """A file under ../shared/data, or skip (with the reason) where that directory is absent."""
+    """A file under ../shared/data: skipped where absent, a failure where CI=true."""
+    _record_data_need()
     path = DATA.joinpath(*parts)
     if not path.exists():
+        if IN_CI:
+            pytest.fail(f"CI=true but the real data is not at {path}", pytrace=False)
         pytest.skip(f"real data not found at {path}")
     return path
 
 
-def gutenberg_lines(limit: int) -> list[str]:
-    """The first `limit` non-empty lines of the Gutenberg pre-training corpus."""
-    lines = []
+def _record_data_need() -> None:
+    current = os.environ.get("PYTEST_CURRENT_TEST")
+    if current:
+        _needs_data_ids.add(current.rsplit(" (", 1)[0])
+    frame = sys._getframe(2)
+    while frame is not None:
+        _needs_data_code.add(frame.f_code)
+        frame = frame.f_back
+
+
+def fixture_data(*parts: str) -> Path:
+    """A file of the small copy of the data in tests/fixtures/data (same layout as ../shared/data)."""
+    path = FIXTURE_DATA.joinpath(*parts)
+    if not path.exists():
+        raise FileNotFoundError(f"no test fixture {path}: see tests/fixtures/data/README.md")
+    return path
+
+
+def data_file(*parts: str, full: bool) -> Path:
+    """The full file (`require_data`) or its fixture copy: for tests that run on both."""
+    return require_data(*parts) if full else fixture_data(*parts)
+
+
+def uncased_vocab() -> Path:
+    """bert-base-uncased's vocab.txt: the bundled default model's, the same bytes as ../shared/data/vocab's."""
+    from bertforge.model import default_model_path
+
+    return default_model_path() / "vocab.txt"
+
+
+# Each fixture is a prefix of the full file (tests/fixtures/make_data.py), so these helpers read
+# the fixture whenever it holds the rows asked for: the same rows either way, on every machine.
+
+@functools.cache
+def _fixture_gutenberg_lines() -> tuple[str, ...]:
+    with gzip.open(fixture_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
+        return tuple(line for record in f for line in json.loads(record)["text"].splitlines() if line.strip())
+
+
+def fixture_gutenberg_lines() -> list[str]:
+    """Every non-empty line of the Gutenberg fixture (three books)."""
+    return list(_fixture_gutenberg_lines())
+
+
+def gutenberg_lines(limit: int, skip: int = 0, full: bool = False) -> list[str]:
+    """Non-empty lines `skip` to `skip + limit` of the Gutenberg corpus: from the fixture when it
+    holds them, else from the full corpus; `full=True` always the full corpus."""
+    if not full and skip + limit <= len(_fixture_gutenberg_lines()):
+        return list(_fixture_gutenberg_lines()[skip:skip + limit])
     with gzip.open(require_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
-        for record in f:
-            for line in json.loads(record)["text"].splitlines():
-                if line.strip():
-                    lines.append(line)
-                    if len(lines) == limit:
-                        return lines
-    return lines
+        lines = (line for record in f for line in json.loads(record)["text"].splitlines() if line.strip())
+        return list(itertools.islice(lines, skip, skip + limit))
 
 
-def sst2_sentences(limit: int | None = None, split: str = "train") -> list[str]:
-    rows = require_data("sst2", f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+def sst2_sentences(limit: int | None = None, split: str = "train", full: bool = False) -> list[str]:
+    """The first `limit` SST-2 sentences (all of the full file with None): from the fixture when it
+    holds them."""
+    fixture = fixture_data("sst2", f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
+    fits = limit is not None and limit <= len(fixture) and not full
+    rows = fixture if fits else require_data("sst2", f"{split}.tsv").read_text(encoding="utf-8").splitlines()[1:]
     return [row.split("\t")[0] for row in rows[:limit]]
 
 
@@ -51,34 +115,50 @@ def default_model_dir() -> Path:
     return default_model_path()
 
 
-def _reference_tokenizer_dir(tmp_path_factory, lowercase: bool) -> Path:
+def _reference_tokenizer_dir(tmp_path_factory, default_model_dir: Path, lowercase: bool) -> Path:
+    # The bundled model's vocab.txt is bert-base-uncased's (the same bytes as ../shared/data/vocab).
     directory = tmp_path_factory.mktemp("uncased" if lowercase else "cased")
-    vocab = require_data("vocab", "bert-base-uncased-vocab.txt")
-    (directory / "vocab.txt").write_bytes(vocab.read_bytes())
+    (directory / "vocab.txt").write_bytes((default_model_dir / "vocab.txt").read_bytes())
     (directory / "tokenizer_config.json").write_text(json.dumps(
         {"do_lower_case": lowercase, "tokenizer_class": "BertTokenizer", "model_max_length": 512}))
     return directory
 
 
 @pytest.fixture(scope="session")
-def uncased_dir(tmp_path_factory) -> Path:
-    return _reference_tokenizer_dir(tmp_path_factory, lowercase=True)
+def uncased_dir(tmp_path_factory, default_model_dir) -> Path:
+    return _reference_tokenizer_dir(tmp_path_factory, default_model_dir, lowercase=True)
 
 
 @pytest.fixture(scope="session")
-def cased_dir(tmp_path_factory) -> Path:
-    return _reference_tokenizer_dir(tmp_path_factory, lowercase=False)
+def cased_dir(tmp_path_factory, default_model_dir) -> Path:
+    return _reference_tokenizer_dir(tmp_path_factory, default_model_dir, lowercase=False)
+
+
+# Known encodings with the bert-base-uncased vocabulary, from its vocab.txt line numbers: `i` 1045,
+# `love` 2293, `paris` 3000. The vocabulary has no capitalised words, so a tokenizer that keeps the
+# case maps `I` and `Paris` to [UNK] (100).
+KNOWN_ENCODINGS = {
+    True: {"I love Paris": [101, 1045, 2293, 3000, 102]},
+    False: {"I love Paris": [101, 100, 2293, 100, 102], "i love paris": [101, 1045, 2293, 3000, 102]},
+}
+
+
+def check_reference(reference, lowercase: bool) -> None:
+    """Fail unless `reference` encodes the known cases: a reference that maps every word to [UNK]
+    (transformers 5 built with `vocab_file=`), or that ignores the casing asked for, would make
+    every parity test pass or fail for the wrong reason."""
+    for text, ids in KNOWN_ENCODINGS[lowercase].items():
+        got = reference(text)["input_ids"]
+        assert got == ids, f"reference tokenizer (lowercase={lowercase}) gives {got} for {text!r}, not {ids}"
 
 
 def reference_tokenizer(directory: Path):
-    """transformers' fast tokenizer, built with from_pretrained (transformers 5 ignores
-    `vocab_file=` and maps every word to [UNK]) and checked on a known case first."""
+    """transformers' fast tokenizer, built with from_pretrained and checked on known cases first."""
     from transformers import BertTokenizerFast
 
     reference = BertTokenizerFast.from_pretrained(str(directory))
-    known = reference("I love Paris")["input_ids"]
-    assert known == [101, 1045, 2293, 3000, 102] or reference.do_lower_case is False, known
-    assert reference.convert_tokens_to_ids("paris") == 3000
+    lowercase = json.loads((directory / "tokenizer_config.json").read_text())["do_lower_case"]
+    check_reference(reference, lowercase)
     return reference
 
 
@@ -100,3 +180,42 @@ def tiny_pretraining_checkpoint(tmp_path_factory, default_model_dir) -> Path:
     for name in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
         shutil.copy(default_model_dir / name, directory / name)
     return directory
+
+
+# --- CI strictness and the data summary -----------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if IN_CI and report.skipped and not hasattr(report, "wasxfail"):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+        report.outcome = "failed"
+        report.longrepr = f"skipped under CI=true, where everything must run: {reason}"
+    return report
+
+
+_ITEMS = pytest.StashKey[list]()
+
+
+def pytest_collection_finish(session) -> None:
+    session.config.stash[_ITEMS] = list(session.items)
+
+
+def _needs_data(item) -> bool:
+    if item.nodeid in _needs_data_ids:
+        return True
+    # A fixture's result is cached: later tests that use it never call require_data themselves.
+    fixture_defs = getattr(item, "_fixtureinfo", None)
+    fixture_defs = fixture_defs.name2fixturedefs.values() if fixture_defs else ()
+    return any(getattr(d.func, "__code__", None) in _needs_data_code for defs in fixture_defs for d in defs)
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # A wrapper, so the line comes after the short summary of skips and failures, just above the counts.
+    yield
+    reported = {r.nodeid for reports in terminalreporter.stats.values() for r in reports
+                if hasattr(r, "nodeid")}
+    count = sum(1 for item in config.stash.get(_ITEMS, []) if item.nodeid in reported and _needs_data(item))
+    where = "ran here" if DATA.is_dir() else f"{'failed (CI=true)' if IN_CI else 'skipped'}: not found at {DATA}"
+    terminalreporter.write_line(f"{count} tests need ../shared/data: {where}")

@@ -39,9 +39,26 @@ def test_demo_tells_the_story_end_to_end():
     result = CliRunner().invoke(cli, ["demo", "--finetune-steps", "4"])
     assert result.exit_code == 0, result.output
     for step in ("1. WordPiece tokenization", "2. Contextual embeddings", "3. Fill-mask and next-sentence",
-                 "4. A quick fine-tune", "5. Question answering"):
+                 "4. A quick fine-tune", "5. Checkpoints bertforge reads", "6. Question answering"):
         assert step in result.output
+    assert "the fine-tuned folder without vocab.txt gives the same answers" in result.output
     assert "let us start pre ##train ##ing the model ." in result.output
     assert "validation accuracy" in result.output
     answers = [line for line in result.output.splitlines() if "Who introduced BERT?" in line]
     assert len(answers) == 1 and "'Jacob Devlin'" in answers[0], answers
+
+
+def test_tokenize_does_not_import_torch(tmp_path):
+    """Tokenizing needs no tensors: the command must start without torch (~1 s) or NumPy."""
+    (tmp_path / "in.txt").write_text("Let us start pretraining the model.\n", encoding="utf-8")
+    code = ("import sys\n"
+            "from bertforge.cli.main import cli\n"
+            "try:\n"
+            f"    cli(['tokenize', '--input', {str(tmp_path / 'in.txt')!r}, '--output', {str(tmp_path / 'o.jsonl')!r}])\n"
+            "except SystemExit as e:\n"
+            "    assert not e.code, e.code\n"
+            "print(sorted(m for m in ('torch', 'numpy') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout
+    assert (tmp_path / "o.jsonl").read_text(encoding="utf-8").count("\n") == 1

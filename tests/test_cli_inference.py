@@ -106,12 +106,12 @@ def test_attention_writes_png_and_html(tmp_path):
 
 
 @pytest.mark.parametrize("name, content, fragments", [
-    ("bad.jsonl", '{"text": "fine"}\n{"text": oops}\n', ["bad.jsonl line 2", "not valid JSON"]),
-    ("keys.jsonl", '{"sentence": "x"}\n', ["keys.jsonl line 1", "no key 'text'"]),
+    ("bad.jsonl", '{"text": "fine"}\n{"text": oops}\n', ["bad.jsonl:2: not valid JSON"]),
+    ("keys.jsonl", '{"sentence": "x"}\n', ["keys.jsonl:1: no key 'text'"]),
     ("table.tsv", "sentence\tlabel\nok\t1\n", ["no column 'text'", "sentence, label"]),
-    ("rows.tsv", "text\tlabel\nok\t1\nbroken\n", ["rows.tsv line 3", "1 fields, the header has 2"]),
-    ("latin1.txt", "caf\xe9\n".encode("latin-1"), ["latin1.txt line 1", "not UTF-8"]),
-    ("data.csv", "text\n", ["unsupported file type .csv"]),
+    ("rows.tsv", "text\tlabel\nok\t1\nbroken\n", ["rows.tsv:3: 1 fields, the header has 2"]),
+    ("latin1.txt", "caf\xe9\n".encode("latin-1"), ["latin1.txt:1: not UTF-8"]),
+    ("data.xml", "<text/>\n", ["unsupported file type .xml"]),
     ("blank.txt", "\n\n", ["no input"]),
 ])
 def test_bad_input_files_name_the_line(tmp_path, name, content, fragments):

@@ -14,9 +14,10 @@ import pytest
 import torch
 from conftest import gutenberg_lines, sst2_sentences
 
-from bertforge.errors import CheckpointError, InputError
+from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.pipelines import pipeline
-from bertforge.pipelines.base import default_pretraining_model_path, pool_sequences, split_sequences
+from bertforge.paths import default_pretraining_model_path
+from bertforge.pipelines.base import pool_sequences, split_sequences
 
 
 @pytest.fixture(scope="module")
@@ -262,13 +263,19 @@ def test_model_without_the_head_says_which_head_and_what_it_can_do(default_model
     assert "it can do: feature-extraction, sentence-embedding" in str(error.value)
 
 
-def test_default_pretraining_model_is_found_or_explained():
-    try:
-        path = default_pretraining_model_path()
-    except CheckpointError as e:
-        assert "--model" in str(e)
-    else:
-        assert (path / "config.json").exists()
+def test_bundled_default_models_have_the_heads_their_tasks_need():
+    from bertforge.pipelines.base import checkpoint_tasks
+    from bertforge.pipelines.question_answering import default_qa_model_path
+
+    assert {"fill-mask", "next-sentence"} <= set(checkpoint_tasks(default_pretraining_model_path()))
+    assert "question-answering" in checkpoint_tasks(default_qa_model_path())
+
+
+def test_a_missing_bundled_model_says_what_to_pass():
+    from bertforge.paths import bundled_model_path
+
+    with pytest.raises(CheckpointError, match=r"no bundled model at .*no-such-model: pass --model \(model=...\) a QA dir"):
+        bundled_model_path("no-such-model", "a QA dir")
 
 
 def test_long_texts_are_truncated_with_a_counted_warning(embedder, caplog):
@@ -279,14 +286,22 @@ def test_long_texts_are_truncated_with_a_counted_warning(embedder, caplog):
     assert "2 of 3 inputs were longer than 16 tokens" in caplog.text
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"dtype": "float16"}, "--dtype must be one of"),
-    ({"batch_size": 0}, "--batch-size"),
-    ({"max_length": 5000}, "--max-length"),
-    ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, "device"),
+@pytest.mark.parametrize("task", ["sentence-embedding", "fill-mask", "question-answering", "text-classification"])
+def test_one_precision_rule_for_every_pipeline(task):
+    """float16 is refused, with the same error, by every pipeline (and before any loading)."""
+    with pytest.raises(InputError, match="--dtype must be one of float32, bfloat16, int8, got 'float16'"):
+        pipeline(task, model="/nonexistent", dtype="float16")
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"dtype": "float16"}, InputError, "--dtype must be one of"),
+    ({"batch_size": 0}, InputError, "--batch-size"),
+    ({"max_length": 5000}, InputError, "--max-length"),
+    # one device rule for pipelines and training (bertforge.training.resolve_device)
+    ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, ConfigError, "--device"),
 ])
-def test_bad_pipeline_options(kwargs, message):
-    with pytest.raises(InputError, match=message):
+def test_bad_pipeline_options(kwargs, error, message):
+    with pytest.raises(error, match=message):
         pipeline("sentence-embedding", **kwargs)
 
 
@@ -299,3 +314,27 @@ def test_bad_call_arguments(extractor, embedder):
         embedder("text", pooling="median")
     with pytest.raises(InputError, match="input 1 is a int"):
         embedder(["fine", 3])
+
+
+def test_fill_mask_top_k_beyond_the_vocabulary_is_an_input_error(tiny_pretraining_checkpoint):
+    fill = pipeline("fill-mask", model=tiny_pretraining_checkpoint)
+    assert len(fill("a [MASK] here", top_k=len(fill.tokenizer.vocab))) == len(fill.tokenizer.vocab)
+    with pytest.raises(InputError, match=r"top_k 30523 is larger than the vocabulary \(30522 tokens\)"):
+        fill("a [MASK] here", top_k=len(fill.tokenizer.vocab) + 1)
+
+
+def test_pipelines_sharing_one_loaded_checkpoint_answer_as_separate_ones(tiny_pretraining_checkpoint):
+    from bertforge.pipelines import pipeline_class
+    from bertforge.pipelines.base import load_checkpoint
+
+    shared = load_checkpoint(tiny_pretraining_checkpoint)
+    assert type(shared.model).__name__ == "BertForPreTraining"  # both heads of the checkpoint, loaded once
+    fill = pipeline_class("fill-mask")(loaded=shared)
+    nsp = pipeline_class("next-sentence")(loaded=shared)
+    assert fill.model is nsp.model
+    texts = masked_sentences(6)
+    pairs = [("I went to the store.", "I bought milk."), ("It rained.", "Cats are mammals.")]
+    assert fill(texts, top_k=3) == pipeline("fill-mask", model=tiny_pretraining_checkpoint)(texts, top_k=3)
+    assert nsp(pairs) == pipeline("next-sentence", model=tiny_pretraining_checkpoint)(pairs)
+    with pytest.raises(CheckpointError, match="question-answering needs a question-answering head"):
+        pipeline_class("question-answering")(loaded=shared)

@@ -7,6 +7,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -24,12 +25,20 @@ from bertforge.model import BertConfig, BertModel, BertForPreTraining
 from bertforge.pretraining import (IS_NEXT, NOT_NEXT, MaskingConfig, PrepareOptions, PretrainingData,
                                    create_instances, mask_sequence, prepare, read_documents, truncate_seq_pair)
 from bertforge.pretraining.instances import tokenize_documents
-from bertforge.pretraining.trainer import TrainingConfig, save_checkpoint, train
+from bertforge.pretraining.config import TrainingConfig
+from bertforge.pretraining.trainer import train
 from bertforge.tokenization import BertTokenizer
-from conftest import require_data
+from conftest import fixture_data, uncased_vocab
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
+
+
+def free_port() -> int:
+    """A port no one listens on now, for torchrun's rendezvous (a fixed one collides with other runs)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -43,14 +52,14 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    return BertTokenizer.from_pretrained(require_data("vocab", "bert-base-uncased-vocab.txt"))
+    return BertTokenizer.from_pretrained(uncased_vocab())
 
 
 @pytest.fixture(scope="module")
 def corpus_file(tmp_path_factory) -> Path:
     """Six documents of real text: slices of the first Gutenberg books, as JSON Lines."""
     records = []
-    with gzip.open(require_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
+    with gzip.open(fixture_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
         for line in f:
             text = json.loads(line)["text"]
             records += [text[start:start + 25_000] for start in (20_000, 60_000, 100_000)]
@@ -193,7 +202,7 @@ def test_bad_corpus_files(tmp_path, tokenizer, caplog):
     bad_json.write_text('{"text": "fine."}\n{"txt": "no text field"}\n')
     with pytest.raises(InputError, match="bad.jsonl:2"):
         list(read_documents(bad_json))
-    with pytest.raises(InputError, match="not found"):
+    with pytest.raises(InputError, match="missing.txt: no such file"):
         list(read_documents(tmp_path / "missing.txt"))
     # no document breaks: a warning, and NSP instances are still made
     one = tmp_path / "one.txt"
@@ -221,27 +230,11 @@ def test_cli_errors(tmp_path):
     assert result.exit_code == 2 and "not a prepared data directory" in result.output
 
 
-def test_full_disk_keeps_previous_checkpoint(tmp_path, monkeypatch):
-    path = tmp_path / "checkpoint.pt"
-    save_checkpoint(path, {"step": 1})
-    before = path.read_bytes()
-
-    def disk_full(obj, f):
-        f.write(b"partial")
-        raise OSError(28, "No space left on device")
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    with pytest.raises(CheckpointError, match="No space left.*previous checkpoint .* is intact"):
-        save_checkpoint(path, {"step": 2})
-    assert path.read_bytes() == before
-    assert not (tmp_path / "checkpoint.pt.tmp").exists()
-
-
 # --- training -------------------------------------------------------------------------------------
 
 def _config(data_dir, output_dir, **overrides):
     settings = dict(data_dir=str(data_dir), output_dir=str(output_dir), model_size="tiny", max_steps=8, batch_size=8,
-                    learning_rate=1e-3, warmup_steps=2, checkpoint_every=4, log_every=2, seed=3)
+                    learning_rate=1e-3, warmup_steps=2, checkpoint_every=4, log_every=2, seed=3, progress=False)
     settings.update(overrides)
     return TrainingConfig(**settings)
 
@@ -249,7 +242,7 @@ def _config(data_dir, output_dir, **overrides):
 @pytest.mark.slow
 def test_fifty_steps_on_real_text_loss_falls(data_dir, tmp_path):
     result = train(_config(data_dir, tmp_path, max_steps=50, log_every=10, checkpoint_every=50,
-                           eval_data_dir=str(data_dir), eval_every=50, eval_instances=64), progress=False)
+                           eval_data_dir=str(data_dir), eval_every=50, eval_instances=64))
     rows = (tmp_path / "train_log.csv").read_text().splitlines()
     losses = [float(row.split(",")[1]) for row in rows[1:]]
     assert len(losses) == 5 and losses[-1] < losses[0] - 1.0
@@ -273,13 +266,13 @@ def test_fifty_steps_on_real_text_loss_falls(data_dir, tmp_path):
 
 
 def test_resume_refuses_another_configuration(data_dir, tmp_path):
-    train(_config(data_dir, tmp_path, max_steps=4), progress=False)
+    train(_config(data_dir, tmp_path, max_steps=4))
     with pytest.raises(CheckpointError, match=r"learning_rate: checkpoint 0\.001, now 0\.002"):
-        train(_config(data_dir, tmp_path / "again", max_steps=4, learning_rate=2e-3), resume_from=tmp_path, progress=False)
+        train(_config(data_dir, tmp_path / "again", max_steps=4, learning_rate=2e-3), resume_from=tmp_path)
     with pytest.raises(CheckpointError, match="no checkpoint found"):
-        train(_config(data_dir, tmp_path / "x"), resume_from=tmp_path / "nowhere", progress=False)
-    with pytest.raises(ConfigError, match="batch_size"):
-        train(_config(data_dir, tmp_path / "y", batch_size=8, gradient_accumulation_steps=3), progress=False)
+        train(_config(data_dir, tmp_path / "x"), resume_from=tmp_path / "nowhere")
+    with pytest.raises(ConfigError, match="--batch-size 8 must be a multiple"):
+        train(_config(data_dir, tmp_path / "y", batch_size=8, gradient_accumulation_steps=3))
 
 
 def _train_command(data_dir, run_dir, *extra):
@@ -295,7 +288,7 @@ def _weights(run_dir) -> dict[str, torch.Tensor]:
 def _train_in_process(data_dir, run_dir, **overrides):
     """The run `_train_command` describes, in this process (one thread, as there)."""
     train(_config(data_dir, run_dir, batch_size=8, gradient_accumulation_steps=2, learning_rate=1e-3,
-                  warmup_steps=3, seed=5, **overrides), progress=False)
+                  warmup_steps=3, seed=5, **overrides))
 
 
 @pytest.mark.slow
@@ -305,14 +298,14 @@ def test_sigkill_then_resume_is_bit_identical(data_dir, tmp_path):
 
     run = tmp_path / "killed"
     process = subprocess.Popen(_train_command(data_dir, run, *steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = run / "checkpoint.pt"
+    checkpoint = run / "checkpoint" / "checkpoint.json"
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.01)
     process.send_signal(signal.SIGKILL)
     process.wait()
     assert not (run / "final").exists(), "the run finished before it could be killed"
-    killed_at = torch.load(checkpoint, weights_only=False)["step"]
+    killed_at = json.loads(checkpoint.read_text())["step"]
     assert 4 <= killed_at < 16
 
     subprocess.run(_train_command(data_dir, run, *steps, "--resume", str(run)), check=True, capture_output=True)
@@ -329,7 +322,8 @@ def test_sigkill_then_resume_is_bit_identical(data_dir, tmp_path):
 def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
     common = ["--max-steps", "3", "--checkpoint-every", "3", "--log-every", "1", "--dropout", "0"]  # dropout draws differ per process
     _train_in_process(data_dir, tmp_path / "single", max_steps=3, checkpoint_every=3, log_every=1, dropout=0.0)
-    torchrun = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", "-m", "bertforge"]
+    torchrun = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
+                "-m", "bertforge"]
     command = _train_command(data_dir, tmp_path / "ddp", *common)
     result = subprocess.run(torchrun + command[3:], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr[-2000:]
@@ -344,7 +338,7 @@ def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
 
 
 def test_export_run_directory_as_float16(data_dir, tmp_path):
-    train(_config(data_dir, tmp_path / "run", max_steps=2, checkpoint_every=2), progress=False)
+    train(_config(data_dir, tmp_path / "run", max_steps=2, checkpoint_every=2))
     result = CliRunner().invoke(cli, ["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "half")])
     assert result.exit_code == 0, result.output
     half = load_file(tmp_path / "half" / "model.safetensors")
@@ -361,10 +355,36 @@ def test_init_from_continues_a_checkpoint_and_refuses_another_vocabulary(data_di
     encoder = BertModel(BertConfig.from_size("tiny", vocab_size=30522))
     encoder.save_pretrained(tmp_path / "encoder")
     start = encoder.embeddings.word.weight.detach().clone()
-    train(_config(data_dir, tmp_path / "run", max_steps=2, learning_rate=1e-5, init_from=str(tmp_path / "encoder")),
-          progress=False)
+    train(_config(data_dir, tmp_path / "run", max_steps=2, learning_rate=1e-5, init_from=str(tmp_path / "encoder")))
     continued = BertForPreTraining.from_pretrained(tmp_path / "run" / "final")
     assert (continued.bert.embeddings.word.weight - start).abs().max() < 1e-3
     BertForPreTraining(BertConfig.from_size("tiny", vocab_size=100)).save_pretrained(tmp_path / "small-vocab")
     with pytest.raises(ConfigError, match="vocabulary has 100 pieces"):
-        train(_config(data_dir, tmp_path / "x", init_from=str(tmp_path / "small-vocab")), progress=False)
+        train(_config(data_dir, tmp_path / "x", init_from=str(tmp_path / "small-vocab")))
+
+
+def test_existing_run_needs_resume_or_overwrite(data_dir, tmp_path):
+    run = tmp_path / "run"
+    command = ["pretrain", "train", str(data_dir), str(run), "--model-size", "tiny", "--batch-size", "8",
+               "--max-steps", "2", "--checkpoint-every", "2", "--threads", "1"]
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    first = (run / "final" / "model.safetensors").read_bytes()
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code != 0
+    assert "holds a training run" in result.output and "--resume" in result.output and "--overwrite" in result.output
+    # --overwrite starts afresh: the same seed gives the same weights, and nothing of the old run is left
+    (run / "stale.txt").write_text("from the old run")
+    result = CliRunner().invoke(cli, command + ["--overwrite", "--seed", "42"])
+    assert result.exit_code == 0, result.output
+    assert not (run / "stale.txt").exists()
+    assert (run / "final" / "model.safetensors").read_bytes() == first  # pretrain train twice: identical
+    card = json.loads((run / "run_card.json").read_text())
+    assert card["command"][-2:] == ["--seed", "42"] and card["options"]["max_steps"] == 2
+    assert card["threads"] == 1 and card["inputs"][0]["path"] == str(data_dir)
+
+
+def test_evaluate_rejects_zero_batch_size_and_instances(data_dir, tmp_path):
+    BertForPreTraining(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(tmp_path / "model")
+    for option in ("--batch-size", "--instances"):
+        result = CliRunner().invoke(cli, ["pretrain", "evaluate", str(tmp_path / "model"), str(data_dir), option, "0"])
+        assert result.exit_code == 2 and option in result.output and "0" in result.output, result.output

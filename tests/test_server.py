@@ -5,14 +5,8 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import socket
-import subprocess
-import sys
 import threading
-import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -24,22 +18,10 @@ from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequen
 from bertforge.server import ServerSettings, background_server, create_app, load_served_model
 from bertforge.tokenization import BertTokenizer
 from conftest import sst2_sentences
+from server_helpers import call, metric, wait_for
 
 NER_LABELS = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC", 5: "B-ORG", 6: "I-ORG"}
-MAX_TEXTS, MAX_CHARS = 8, 400
-
-
-def call(url: str, body=None, raw: bytes | None = None, headers: dict | None = None, method: str | None = None):
-    """(status, parsed JSON or text) of one HTTP request."""
-    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method,
-                                     headers={"Content-Type": "application/json", **(headers or {})})
-    try:
-        with urllib.request.urlopen(request, timeout=60) as response:
-            status, payload, kind = response.status, response.read(), response.headers.get("content-type", "")
-    except urllib.error.HTTPError as e:
-        status, payload, kind = e.code, e.read(), e.headers.get("content-type", "")
-    return status, json.loads(payload) if "json" in kind else payload.decode()
+MAX_TEXTS, MAX_CHARS, MAX_MASKS, MAX_RESULTS = 8, 4000, 4, 40
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +46,8 @@ def models(model_dirs):
 
 @pytest.fixture(scope="module")
 def server(models):
-    app = create_app(models, ServerSettings(max_texts=MAX_TEXTS, max_chars=MAX_CHARS, max_wait_ms=20))
+    app = create_app(models, ServerSettings(max_texts=MAX_TEXTS, max_chars=MAX_CHARS, max_masks=MAX_MASKS,
+                                            max_results=MAX_RESULTS, max_wait_ms=20))
     with background_server(app) as url:
         yield url, app
 
@@ -110,12 +93,6 @@ def test_embeddings_are_openai_shaped_and_equal_sentence_transformers(server, de
 def flat(candidates: list) -> list[dict]:
     """Fill-mask output of one text as one list (several masks give a list per mask)."""
     return [c for row in candidates for c in row] if isinstance(candidates[0], list) else candidates
-
-
-def metric(url: str, name: str) -> float:
-    text = call(url + "/metrics")[1]
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
-               or line.startswith(name + "{"))
 
 
 def test_concurrent_requests_are_batched_without_changing_results(server):
@@ -168,8 +145,7 @@ def test_fill_mask_and_next_sentence_match_transformers(server, tiny_pretraining
 
 
 def test_classify_ner_qa_match_transformers(server, model_dirs):
-    from transformers import (AutoModelForQuestionAnswering, AutoModelForSequenceClassification,
-                              AutoModelForTokenClassification, BertTokenizerFast)
+    from transformers import AutoModelForQuestionAnswering, AutoModelForSequenceClassification, BertTokenizerFast
     from transformers import pipeline as hf_pipeline
 
     url, _ = server
@@ -181,18 +157,20 @@ def test_classify_ner_qa_match_transformers(server, model_dirs):
     with torch.no_grad():
         probs = classifier(**tokenizer(texts, padding=True, return_tensors="pt")).logits.softmax(-1)
     for result, row in zip(body["results"], probs):
-        assert set(result["scores"]) == {"neg", "pos"}
-        np.testing.assert_allclose([result["scores"]["neg"], result["scores"]["pos"]], row.numpy(), atol=1e-5)
-        assert result["label"] == ("pos" if row[1] > row[0] else "neg")
+        expected = sorted(zip(("neg", "pos"), row.tolist()), key=lambda item: -item[1])
+        assert [r["label"] for r in result] == [label for label, _ in expected]
+        np.testing.assert_allclose([r["score"] for r in result], [p for _, p in expected], atol=1e-5)
 
     text = "Jim Henson was a puppeteer from Greenville, Mississippi, working for Disney."
     status, body = call(url + "/v1/ner", {"input": [text]})
     assert status == 200, body
     tagger = hf_pipeline("token-classification", model=str(model_dirs["ner"]), aggregation_strategy="first")
     expected = [(e["entity_group"], e["start"], e["end"]) for e in tagger(text)]
-    assert [(e["entity_group"], e["start"], e["end"]) for e in body["results"][0]] == expected
+    assert expected and [(e["entity_group"], e["start"], e["end"]) for e in body["results"][0]] == expected
     assert all(e["word"] == text[e["start"]:e["end"]] for e in body["results"][0])
 
+    # One window: the answer is the span with the largest start + end logit over every valid pair
+    # (in the context, end ≥ start, at most 30 tokens), searched exhaustively on transformers' logits.
     question, context = "Where was Jim Henson from?", "Jim Henson was a puppeteer from Greenville, Mississippi."
     status, body = call(url + "/v1/qa", {"input": [{"question": question, "context": context}]})
     assert status == 200, body
@@ -203,17 +181,88 @@ def test_classify_ner_qa_match_transformers(server, model_dirs):
     with torch.no_grad():
         out = reader(**encoded)
     in_context = torch.tensor([s == 1 for s in encoded.sequence_ids(0)])
-    start_p = out.start_logits[0].masked_fill(~in_context, -1e4).softmax(-1)
-    end_p = out.end_logits[0].masked_fill(~in_context, -1e4).softmax(-1)
-    best = max((float(start_p[s] * end_p[e]), s, e) for s in range(len(in_context)) for e in range(s, s + 30)
-               if e < len(in_context) and in_context[s] and in_context[e])
-    assert answer["score"] == pytest.approx(best[0], rel=1e-4)
-    assert (answer["start"], answer["end"]) == (int(offsets[best[1]][0]), int(offsets[best[2]][1]))
+    sums = out.start_logits[0][:, None] + out.end_logits[0][None, :]
+    length = torch.arange(len(in_context))[None, :] - torch.arange(len(in_context))[:, None]
+    valid = in_context[:, None] & in_context[None, :] & (length >= 0) & (length < 30)
+    start, end = divmod(int(sums.masked_fill(~valid, -torch.inf).argmax()), len(in_context))
+    assert (answer["start"], answer["end"]) == (int(offsets[start][0]), int(offsets[end][1]))
     assert answer["answer"] == context[answer["start"]:answer["end"]]
 
-    long_context = " ".join(sst2_sentences(60))  # more than one 512-token window
-    status, body = call(url + "/v1/qa", {"input": {"question": "what?", "context": long_context[:MAX_CHARS]}})
-    assert status == 200 and body["results"][0]["answer"] in long_context
+
+def test_every_endpoint_answers_as_its_pipeline(server, model_dirs):
+    """The same inputs through HTTP and through `bertforge.pipeline(task, model=dir)`: the same answers
+    (scores equal up to float noise from sharing micro-batches with other inputs)."""
+    from bertforge.pipelines import pipeline
+    from bertforge.tasks.squad import encode_windows
+
+    url, _ = server
+    texts = sst2_sentences(4)
+
+    def same(got, expected):
+        """Equal structures; floats within 1e-5."""
+        if isinstance(expected, float):
+            assert got == pytest.approx(expected, abs=1e-5)
+        elif isinstance(expected, dict):
+            assert set(got) == set(expected)
+            for key in expected:
+                same(got[key], expected[key])
+        elif isinstance(expected, (list, tuple)):
+            assert len(got) == len(expected)
+            for g, e in zip(got, expected):
+                same(g, e)
+        else:
+            assert got == expected
+
+    for name in ("minilm", "pretrained"):
+        status, body = call(url + "/v1/embeddings", {"input": texts, "model": name})
+        assert status == 200, body
+        expected = pipeline("sentence-embedding", model=model_dirs[name])(texts)
+        np.testing.assert_allclose(np.array([d["embedding"] for d in body["data"]]), expected, atol=1e-5)
+
+    masked = ["The [MASK] of France is Paris.", "A [MASK] and a [MASK] went up the hill.", "Just [MASK]."]
+    status, body = call(url + "/v1/fill-mask", {"input": masked, "top_k": 4})
+    assert status == 200, body
+    same(body["results"], pipeline("fill-mask", model=model_dirs["pretrained"])(masked, top_k=4))
+
+    pairs = [(texts[0], texts[1]), (texts[2], "Then it rained.")]
+    status, body = call(url + "/v1/next-sentence", {"input": [{"text": a, "text_pair": b} for a, b in pairs]})
+    assert status == 200, body
+    same(body["results"], pipeline("next-sentence", model=model_dirs["pretrained"])(pairs))
+
+    status, body = call(url + "/v1/classify", {"input": [texts[0], {"text": texts[1], "text_pair": texts[2]}, texts[3]]})
+    assert status == 200, body
+    classify = pipeline("text-classification", model=model_dirs["sentiment"])
+    same(body["results"], [classify(texts[0]), classify(texts[1], text_pair=texts[2]), classify(texts[3])])
+
+    sentences = ["Jim Henson was a puppeteer from Greenville, Mississippi.", texts[0]]
+    status, body = call(url + "/v1/ner", {"input": sentences})
+    assert status == 200, body
+    same(body["results"], pipeline("token-classification", model=model_dirs["ner"])(sentences))
+
+    qa = pipeline("question-answering", model=model_dirs["qa"])
+    long_context = " ".join(sst2_sentences(200))[:MAX_CHARS]
+    windows = encode_windows(["what was the film like?"], [long_context], qa.tokenizer)
+    assert len(windows) >= 3  # the answer is searched across several overlapping windows
+    items = [("what was the film like?", long_context), ("Where was Jim Henson from?", sentences[0])]
+    status, body = call(url + "/v1/qa", {"input": [{"question": q, "context": c} for q, c in items]})
+    assert status == 200, body
+    same(body["results"], qa(question=[q for q, _ in items], context=[c for _, c in items]))
+    assert all(r["answer"] == c[r["start"]:r["end"]] for r, (_, c) in zip(body["results"], items))
+
+    text = "The animal didn't cross the street because it was too tired."
+    status, body = call(url + "/v1/attention", {"input": text, "model": "minilm"})
+    assert status == 200, body
+    maps = pipeline("attention", model=model_dirs["minilm"], max_length=128)(text)
+    assert body["tokens"] == maps.tokens and body["truncated"] is False
+    np.testing.assert_allclose(np.array(body["attentions"]), maps.weights, atol=6e-5)  # rounded to 4 decimals
+
+    status, body = call(url + "/v1/tokenize", {"input": texts[:2], "model": "qa"})
+    assert status == 200, body
+    tokenizer = qa.tokenizer
+    for result, t in zip(body["results"], texts):
+        encoded = tokenizer(t, return_offsets_mapping=True)
+        assert result == {"tokens": tokenizer.convert_ids_to_tokens(encoded["input_ids"]),
+                          "input_ids": encoded["input_ids"], "offsets": [list(o) for o in encoded["offset_mapping"]]}
 
 
 def test_attention_and_tokenize(server, default_model_dir):
@@ -250,10 +299,19 @@ def test_attention_and_tokenize(server, default_model_dir):
 BAD_INPUTS = [
     # (name, path, body bytes, status, words the error message must contain)
     ("too many texts", "/v1/embeddings", json.dumps({"input": ["a"] * (MAX_TEXTS + 1)}), 413, "max_texts=8"),
-    ("too many characters", "/v1/ner", json.dumps({"input": ["ok", "x" * (MAX_CHARS + 1)]}), 413, "max_chars=400"),
+    ("too many characters", "/v1/ner", json.dumps({"input": ["ok", "x" * (MAX_CHARS + 1)]}), 413, "max_chars=4000"),
     ("too many pairs", "/v1/next-sentence",
      json.dumps({"input": [{"text": "a", "text_pair": "b"}] * MAX_TEXTS}), 413, "max_texts"),
-    ("body over the size limit", "/v1/embeddings", json.dumps({"input": "a" * 200_000}), 413, "max_body_bytes"),
+    ("body over the size limit", "/v1/embeddings", json.dumps({"input": "a" * 500_000}), 413, "max_body_bytes"),
+    ("500 masks, top_k 50", "/v1/fill-mask", json.dumps({"input": " ".join(["[MASK]"] * 500), "top_k": 50}), 413,
+     "500 [MASK] tokens; the limit is max_masks=4"),
+    ("too many candidates", "/v1/fill-mask", json.dumps({"input": ["[MASK] and [MASK]"] * 7, "top_k": 3}), 413,
+     "14 masks × top_k=3 = 42 candidates; the limit is max_results=40"),
+    ("empty QA context", "/v1/qa", json.dumps({"input": [{"question": "who?", "context": "a"},
+                                                        {"question": "who?", "context": " "}]}), 422,
+     "input[1].context is empty"),
+    ("empty QA question", "/v1/qa", json.dumps({"input": {"question": "", "context": "a"}}), 422,
+     "input[0].question is empty"),
     ("malformed JSON", "/v1/embeddings", '{"input": ["a", }', 400, "malformed JSON"),
     ("non-UTF-8 body", "/v1/embeddings", b'{"input": "caf\xe9"}', 400, "not valid UTF-8"),
     ("empty body", "/v1/fill-mask", "", 422, "JSON object body is required"),
@@ -290,34 +348,23 @@ def test_request_cancelled_mid_flight_is_dropped_and_server_stays_up(server):
     host, port = url.removeprefix("http://").split(":")
     cancelled = metric(url, "bertforge_requests_cancelled_total")
     inputs = metric(url, "bertforge_batch_size_sum")
-    # Keep the inference thread busy so the request below is still queued when its client leaves.
-    app.state.batcher.executor.submit(time.sleep, 1.5)
+    # Hold the inference thread so the request below is still queued when its client leaves.
+    release = threading.Event()
+    app.state.batcher.executor.submit(release.wait, 60)
     body = json.dumps({"input": ["a sentence that will never be embedded"] * 4}).encode()
-    with socket.create_connection((host, int(port))) as client:
-        client.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                       b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-        time.sleep(0.3)
-    deadline = time.monotonic() + 10
-    while metric(url, "bertforge_requests_cancelled_total") == cancelled and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert metric(url, "bertforge_requests_cancelled_total") == cancelled + 1
+    try:
+        with socket.create_connection((host, int(port))) as client:
+            client.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+            # queued: the collector took them off the queue and waits for the inference thread
+            wait_for(lambda: metric(url, "bertforge_queue_depth") == 0 and app.state.batcher.executor._work_queue.qsize() > 0,
+                     "the request to reach the model's queue")
+        wait_for(lambda: metric(url, "bertforge_requests_cancelled_total") == cancelled + 1, "the cancellation")
+    finally:
+        release.set()
     assert call(url + "/health")[0] == 200
     assert call(url + "/v1/embeddings", {"input": "still serving"})[0] == 200
     assert metric(url, "bertforge_batch_size_sum") == inputs + 1  # the cancelled inputs never ran
-
-
-def test_metrics_are_prometheus_text(server):
-    url, _ = server
-    call(url + "/v1/tokenize", {"input": "count me"})
-    request = urllib.request.urlopen(url + "/metrics")
-    assert request.headers["content-type"].startswith("text/plain; version=0.0.4")
-    text = request.read().decode()
-    for family, kind in (("bertforge_requests_total", "counter"), ("bertforge_request_duration_seconds", "histogram"),
-                         ("bertforge_batch_size", "histogram"), ("bertforge_queue_depth", "gauge")):
-        assert f"# TYPE {family} {kind}" in text
-    assert 'bertforge_requests_total{method="POST",endpoint="/v1/tokenize",status="200"}' in text
-    assert 'bertforge_request_duration_seconds_bucket{endpoint="/v1/tokenize",le="+Inf"}' in text
-    assert "bertforge_queue_depth 0" in text
 
 
 def test_api_key_guards_everything_but_health_and_batching_off_gives_same_vectors(models, server):
@@ -335,46 +382,3 @@ def test_api_key_guards_everything_but_health_and_batching_off_gives_same_vector
         assert call(guarded + "/v1/models", headers={"X-API-Key": "s3cret"})[0] == 200
     batched = call(url + "/v1/embeddings", {"input": "hi"})[1]
     np.testing.assert_allclose(body["data"][0]["embedding"], batched["data"][0]["embedding"], atol=1e-6)
-
-
-def test_serve_command_starts_a_server_with_the_key_from_the_environment(model_dirs):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    command = [sys.executable, "-m", "bertforge", "serve", "--model", f"tiny={model_dirs['sentiment']}",
-               "--port", str(port), "--max-texts", "2", "--log-level", "warning"]
-    process = subprocess.Popen(command, env={**os.environ, "BERTFORGE_API_KEY": "k"}, stderr=subprocess.PIPE,
-                               text=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if call(url + "/health")[0] == 200:
-                    break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
-                time.sleep(0.2)
-        key = {"Authorization": "Bearer k"}
-        assert call(url + "/v1/classify", {"input": "fine"})[0] == 401
-        status, body = call(url + "/v1/classify", {"input": "fine"}, headers=key)
-        assert status == 200 and body["model"] == "tiny" and set(body["results"][0]["scores"]) == {"neg", "pos"}
-        status, body = call(url + "/v1/classify", {"input": ["a", "b", "c"]}, headers=key)
-        assert status == 413 and "max_texts=2" in body["error"]["message"]
-    finally:
-        process.terminate()
-        process.wait(30)
-    assert "tiny: BertForSequenceClassification" in process.stderr.read()
-
-
-def test_serve_command_reports_bad_model_directories(tmp_path):
-    from click.testing import CliRunner
-
-    from bertforge.cli.main import cli
-
-    result = CliRunner().invoke(cli, ["serve", "--model", f"x={tmp_path / 'missing'}"])
-    assert result.exit_code == 2 and "no config.json" in result.output
-    result = CliRunner().invoke(cli, ["serve", "--model", f"a={tmp_path}", "--model", f"a={tmp_path}"])
-    assert result.exit_code == 2 and "given twice" in result.output
-    result = CliRunner().invoke(cli, ["serve", "--device", "gpu7"])
-    assert result.exit_code == 2 and "unknown device 'gpu7'" in result.output

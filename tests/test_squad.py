@@ -10,11 +10,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from bertforge.tasks.data import SquadExample, read_squad
+from bertforge.io.datasets import SquadExample, read_squad
 from bertforge.tasks.squad import (DOC_STRIDE, MAX_SEQ_LENGTH, QuestionAnsweringTask, add_answer_positions,
                                    best_spans, encode_windows, normalize_answer, squad_evaluate)
 from bertforge.tokenization import BertTokenizer
-from conftest import gutenberg_lines, require_data
+from conftest import fixture_data, gutenberg_lines
 
 
 # The official evaluate-v1.1.py, as published with SQuAD (the reference the re-implementation must equal).
@@ -95,7 +95,7 @@ def tokenizer():
 
 def long_context_example():
     """A real SQuAD paragraph with real book text before it: the answer lies beyond the first window."""
-    examples, _ = read_squad(require_data("squad", "squad-v1.1-dev-part-train.json.gz"))
+    examples, _ = read_squad(fixture_data("squad", "squad-v1.1-dev-part-train.json.gz"))
     example = examples[0]
     prefix = " ".join(gutenberg_lines(120)) + " "
     answers = [{"text": a["text"], "answer_start": a["answer_start"] + len(prefix)} for a in example.answers]

@@ -15,11 +15,11 @@ from click.testing import CliRunner
 from bertforge.errors import ConfigError, InputError
 from bertforge.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertforge.tasks import build_task, check_head, read_task_data
-from bertforge.tasks.data import read_conll, read_squad, read_text_examples
+from bertforge.io.datasets import read_conll, read_squad, read_text_examples
 from bertforge.tasks.ner import TokenClassificationTask, entity_scores
 from bertforge.tasks.trainer import FinetuneArgs, finetune
 from bertforge.tokenization import BertTokenizer
-from conftest import require_data
+from conftest import fixture_data, require_data
 
 torch.set_num_threads(2)
 # Two of MiniLM's six pre-trained layers (real weights, a third of the cost) without dropout, so that
@@ -33,7 +33,7 @@ def tokenizer():
 
 
 def sst2_slice(tmp_path, rows: int, split: str = "train"):
-    lines = require_data("sst2", f"{split}.tsv").read_text(encoding="utf-8").splitlines()
+    lines = fixture_data("sst2", f"{split}.tsv").read_text(encoding="utf-8").splitlines()
     path = tmp_path / f"sst2_{split}.tsv"
     path.write_text("\n".join(lines[:rows + 1]) + "\n", encoding="utf-8")
     return path
@@ -122,9 +122,11 @@ def sst2_run(tmp_path_factory, tokenizer):
     tmp = tmp_path_factory.mktemp("sst2")
     examples = read_text_examples(sst2_slice(tmp, 16), "sentence", label_column="label")
     task = build_task("classification", examples)
-    model = BertForSequenceClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+    def model():
+        return BertForSequenceClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+
     args = FinetuneArgs(output_dir=str(tmp / "out"), epochs=6, batch_size=16, learning_rate=1e-3, warmup_ratio=0,
-                        eval_steps=3, seed=0, progress=False)
+                        eval_every=3, seed=0, progress=False)
     history = finetune(model, task, task.train_features(examples, tokenizer, 64),
                        task.eval_set(examples[:16], tokenizer, 64), args, tokenizer)
     return tmp / "out", history
@@ -169,11 +171,13 @@ def test_text_classification_pipeline(sst2_run):
 
 @pytest.mark.slow
 def test_pair_classification_loss_falls(tmp_path, tokenizer):
-    examples = read_text_examples(require_data("rte", "train.tsv"), "sentence1", "sentence2", "label")[:16]
+    examples = read_text_examples(fixture_data("rte", "train.tsv"), "sentence1", "sentence2", "label")[:16]
     task = build_task("pair-classification", examples)
     features = task.train_features(examples, tokenizer, 96)
     assert any(1 in f["token_type_ids"] for f in features)
-    model = BertForSequenceClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+    def model():
+        return BertForSequenceClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+
     history = finetune(model, task, features, None, FinetuneArgs(
         output_dir=str(tmp_path), epochs=6, batch_size=16, learning_rate=1e-3, warmup_ratio=0, seed=0, progress=False),
         tokenizer)
@@ -183,15 +187,17 @@ def test_pair_classification_loss_falls(tmp_path, tokenizer):
 
 @pytest.mark.slow
 def test_ner_first_piece_labels_loss_falls_and_transformers_parity(tmp_path, tokenizer):
-    sentences = [s for s in read_conll(require_data("conll2003", "train.txt"))[:40] if len(s.words) > 3][:16]
-    task = TokenClassificationTask.from_sentences(read_conll(require_data("conll2003", "train.txt"))[:200])
+    sentences = [s for s in read_conll(fixture_data("conll2003", "train.txt"))[:40] if len(s.words) > 3][:16]
+    task = TokenClassificationTask.from_sentences(read_conll(fixture_data("conll2003", "train.txt"))[:200])
     features = task.train_features(sentences, tokenizer, 64)
     for feature, sentence in zip(features, sentences):  # one label per word, on its first piece
         labelled = [label for label in feature["labels"] if label != -100]
         assert [task.labels[label] for label in labelled] == sentence.tags[:len(labelled)]
-    model = BertForTokenClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+    def model():
+        return BertForTokenClassification.from_pretrained(None, id2label=dict(enumerate(task.labels)), **SMALL)
+
     history = finetune(model, task, features, task.eval_set(sentences[:4], tokenizer, 64), FinetuneArgs(
-        output_dir=str(tmp_path / "ner"), epochs=6, batch_size=16, learning_rate=5e-4, warmup_ratio=0, eval_steps=6,
+        output_dir=str(tmp_path / "ner"), epochs=6, batch_size=16, learning_rate=5e-4, warmup_ratio=0, eval_every=6,
         seed=0, progress=False), tokenizer)
     first, last = losses_fall(history)
     assert last < first - 0.2, history["train_loss"]
@@ -210,7 +216,7 @@ def test_ner_first_piece_labels_loss_falls_and_transformers_parity(tmp_path, tok
 def test_ner_scores_read_words_from_first_pieces_and_equal_seqeval(tokenizer):
     from seqeval.metrics import f1_score, precision_score, recall_score
 
-    sentences = read_conll(require_data("conll2003", "valid.txt"))[:60]
+    sentences = read_conll(fixture_data("conll2003", "valid.txt"))[:60]
     task = TokenClassificationTask.from_sentences(sentences)
     features = task.encode(sentences, tokenizer, 128)
     rng = np.random.default_rng(0)
@@ -251,21 +257,38 @@ def test_token_classification_pipeline_groups_entities_with_offsets():
     assert [e["word"] for e in split] == ["A", "B", "C"]
 
 
-def test_token_classification_pipeline_runs_on_a_saved_model(tmp_path, tokenizer):
+def test_token_classification_pipeline_equals_transformers_first_piece_aggregation(tmp_path, tokenizer):
+    """On a saved model with a random head, the entities equal transformers' pipeline with
+    aggregation_strategy="first" (each word takes its first piece's tag; B-/I- grouping)."""
+    from transformers import pipeline as reference_pipeline
+
     from bertforge.pipelines.token_classification import TokenClassificationPipeline
 
     labels = {0: "O", 1: "B-PER", 2: "I-PER", 3: "B-LOC", 4: "I-LOC"}
+    torch.manual_seed(3)
     BertForTokenClassification.from_pretrained(None, id2label=labels, **SMALL).save_pretrained(tmp_path, tokenizer)
-    text = "Jeremy lives in Paris."
-    for entity in TokenClassificationPipeline(str(tmp_path))(text):
-        assert entity["entity_group"] in {"PER", "LOC"} and text[entity["start"]:entity["end"]] == entity["word"]
+    reference = reference_pipeline("token-classification", model=str(tmp_path), aggregation_strategy="first")
+    # words separated by spaces: transformers decides word boundaries from spaces, bertforge from its
+    # pre-tokenizer, and the two agree only there
+    texts = ["Jeremy Irons lives in New York City with Maria", "Paris and Berlin are far from Tokyo"]
+    ours = TokenClassificationPipeline(str(tmp_path))(texts)
+    found = 0
+    for text, entities in zip(texts, ours):
+        expected = reference(text)
+        assert [(e["entity_group"], e["start"], e["end"]) for e in entities] == \
+            [(e["entity_group"], e["start"], e["end"]) for e in expected], text
+        for got, want in zip(entities, expected):
+            assert got["score"] == pytest.approx(float(want["score"]), abs=1e-4)
+            assert got["word"] == text[got["start"]:got["end"]]
+        found += len(entities)
+    assert found >= 2  # a random head tags some words: the comparison is not between two empty lists
 
 
 @pytest.mark.slow
 def test_qa_loss_falls_on_real_squad(tmp_path, tokenizer):
     from bertforge.tasks.squad import QuestionAnsweringTask
 
-    examples, _ = read_squad(require_data("squad", "squad-v1.1-dev-part-train.json.gz"))
+    examples, _ = read_squad(fixture_data("squad", "squad-v1.1-dev-part-train.json.gz"))
     examples = examples[:8]
     task = QuestionAnsweringTask(doc_stride=32)
     features = task.train_features(examples, tokenizer, 128)
@@ -278,9 +301,11 @@ def test_qa_loss_falls_on_real_squad(tmp_path, tokenizer):
             end = feature["offsets"][feature["end_positions"]][1]
             assert start <= answer["answer_start"] < answer["answer_start"] + len(answer["text"]) <= end
             assert end - start < len(answer["text"]) + 12, example.context[start:end]
-    model = BertForQuestionAnswering.from_pretrained(None, **SMALL)
+    def model():
+        return BertForQuestionAnswering.from_pretrained(None, **SMALL)
+
     history = finetune(model, task, features, task.eval_set(examples[:4], tokenizer, 128), FinetuneArgs(
-        output_dir=str(tmp_path), epochs=6, batch_size=32, learning_rate=5e-4, warmup_ratio=0, eval_steps=6, seed=0,
+        output_dir=str(tmp_path), epochs=6, batch_size=32, learning_rate=5e-4, warmup_ratio=0, eval_every=6, seed=0,
         progress=False), tokenizer)
     first, last = losses_fall(history)
     assert last < first - 0.3, history["train_loss"]
@@ -294,7 +319,7 @@ def test_probe_on_frozen_features_beats_chance(tmp_path, tokenizer):
     from bertforge.tasks.probe import run_probe, sentence_features
 
     train = read_text_examples(sst2_slice(tmp_path, 400), "sentence", label_column="label")
-    test = read_text_examples(require_data("sst2", "validation.tsv"), "sentence", label_column="label")[:200]
+    test = read_text_examples(fixture_data("sst2", "validation.tsv"), "sentence", label_column="label")[:200]
     encoder = BertModel.from_pretrained(None)
     vectors = [sentence_features(encoder, tokenizer, [e.text for e in split], "mean", 64, 64) for split in (train, test)]
     # Mean pooling must equal the masked average of the encoder's own last layer, padding excluded.

@@ -1,5 +1,6 @@
 """The WordPiece tokenizer: SPEC §1 examples, the encoding API, and parity with transformers'
-BertTokenizerFast on every line of the real data (uncased and cased, singles and pairs)."""
+BertTokenizerFast on every line of the real data, the fixture copies and (where present) the full
+files (uncased and cased, singles and pairs)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import torch
 from bertforge import BertTokenizer
 from bertforge.errors import BertforgeError, CheckpointError
 from bertforge.tokenization import WordPiece
-from conftest import gutenberg_lines, reference_tokenizer, require_data, sst2_sentences
+from conftest import check_reference, data_file, fixture_gutenberg_lines, gutenberg_lines, reference_tokenizer
 
 HARD_STRINGS = [
     "Crème brûlée à la française, naïve café",  # accents
@@ -129,10 +130,15 @@ def test_bad_input_errors(tmp_path, uncased):
 
 
 # --- parity with the reference on real data ----------------------------------------------
+# Every line of each corpus: the fixture copy everywhere, the full files where ../shared/data is.
 
-def conll_sentences() -> list[str]:
+def tsv_sentences(path) -> list[str]:
+    return [row.split("\t")[0] for row in path.read_text(encoding="utf-8").splitlines()[1:]]
+
+
+def conll_sentences(path) -> list[str]:
     sentences, words = [], []
-    for line in require_data("conll2003", "train.txt").read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").splitlines():
         if line.startswith("-DOCSTART-"):
             continue
         if not line.strip():
@@ -145,9 +151,9 @@ def conll_sentences() -> list[str]:
 
 
 CORPORA = {
-    "sst2": lambda: sst2_sentences(),
-    "conll2003": conll_sentences,
-    "gutenberg": lambda: gutenberg_lines(20_000),
+    "sst2": lambda full: tsv_sentences(data_file("sst2", "train.tsv", full=full)),
+    "conll2003": lambda full: conll_sentences(data_file("conll2003", "train.txt", full=full)),
+    "gutenberg": lambda full: gutenberg_lines(20_000, full=True) if full else fixture_gutenberg_lines(),
 }
 KEYS = ("input_ids", "token_type_ids", "attention_mask", "offset_mapping")
 
@@ -162,15 +168,15 @@ def assert_same_encodings(ours, theirs, texts, pairs=None):
             pytest.fail(f"{key} differ on line {bad}: {texts[bad]!r}{pair}\nours   {got[bad]}\ntheirs {expected[bad]}")
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize("source", ["fixture", pytest.param("full", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("corpus", sorted(CORPORA))
 @pytest.mark.parametrize("casing", ["uncased", "cased"])
-def test_parity_with_transformers(corpus, casing, request):
+def test_parity_with_transformers(corpus, casing, source, request):
     directory = request.getfixturevalue(f"{casing}_dir")
     ours_tok = BertTokenizer.from_pretrained(directory)
     reference = reference_tokenizer(directory)
-    texts = CORPORA[corpus]()
-    assert len(texts) > 10_000
+    texts = CORPORA[corpus](source == "full")
+    assert len(texts) > (10_000 if source == "full" else 250)
     settings = dict(truncation=True, max_length=128, return_offsets_mapping=True)
     assert_same_encodings(ours_tok(texts, **settings), reference(texts, **settings), texts)
     first, second = texts[:-1], texts[1:]
@@ -208,8 +214,19 @@ def test_parity_on_hard_strings(casing, request):
         assert ours_tok.decode(pieces, skip_special_tokens=True) == reference.decode(pieces, skip_special_tokens=True)
 
 
-def test_reference_trap_is_real(uncased_dir):
-    """The vacuous-parity trap named in the issue: a reference built with `vocab_file=` maps
-    words to [UNK], so our parity tests build it with from_pretrained and check a known case."""
-    reference = reference_tokenizer(uncased_dir)
-    assert reference("I love Paris")["input_ids"] == [101, 1045, 2293, 3000, 102]
+def test_reference_check_catches_the_vocab_file_trap(uncased_dir, cased_dir):
+    """A reference built with `vocab_file=` maps every word to [UNK] in transformers 5: parity with
+    it would say nothing, so the known-case check must refuse it, and accept the real references."""
+    from transformers import BertTokenizerFast
+
+    trap = BertTokenizerFast(vocab_file=str(uncased_dir / "vocab.txt"))
+    with pytest.raises(AssertionError, match="reference tokenizer"):
+        check_reference(trap, lowercase=True)
+    # A cased reference must keep the case: an uncased one fails the cased check, and the other way round.
+    with pytest.raises(AssertionError, match="lowercase=False"):
+        check_reference(reference_tokenizer(uncased_dir), lowercase=False)
+    with pytest.raises(AssertionError, match="lowercase=True"):
+        check_reference(reference_tokenizer(cased_dir), lowercase=True)
+    # Ours gives the same known encodings (SPEC §1 for the uncased one).
+    for lowercase, directory in ((True, uncased_dir), (False, cased_dir)):
+        check_reference(BertTokenizer.from_pretrained(directory), lowercase)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from bertforge.model import BertConfig, BertForQuestionAnswering, BertForTokenClassification
+from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
+                             BertForTokenClassification)
 from bertforge.server import ServerSettings, background_server, create_app, load_served_model
 from bertforge.tokenization import BertTokenizer
 
@@ -25,9 +26,12 @@ def page_server(tmp_path_factory, default_model_dir, tiny_pretraining_checkpoint
     BertForTokenClassification(BertConfig.from_size("tiny", id2label={0: "O", 1: "B-PER", 2: "I-PER"})) \
         .save_pretrained(root / "ner", tokenizer=tokenizer)
     BertForQuestionAnswering(BertConfig.from_size("tiny")).save_pretrained(root / "qa", tokenizer=tokenizer)
+    BertForSequenceClassification(BertConfig.from_size("tiny", id2label={0: "neg", 1: "pos"})) \
+        .save_pretrained(root / "sentiment", tokenizer=tokenizer)
     models = [load_served_model("minilm", default_model_dir),
               load_served_model("pretrained", tiny_pretraining_checkpoint),
-              load_served_model("ner", root / "ner"), load_served_model("qa", root / "qa")]
+              load_served_model("ner", root / "ner"), load_served_model("qa", root / "qa"),
+              load_served_model("sentiment", root / "sentiment")]
     with background_server(create_app(models, ServerSettings())) as url:
         yield url
 
@@ -55,7 +59,9 @@ def test_page_fill_mask_attention_ner_qa_without_console_errors(page_server, bro
             else requests_outside.append(request.url))
     page.goto(page_server + "/")
     page.wait_for_selector("#fill-mask-section:not(.hidden)")
-    assert page.is_hidden("#classify-section")  # no loaded model classifies
+    # each task lists only the models that do it
+    assert page.locator("#classify-model option").all_inner_texts() == ["sentiment"]
+    assert page.locator("#ner-model option").all_inner_texts() == ["ner"]
 
     page.fill("#fill-mask-input", "The capital of France is [MASK].")
     page.click("#fill-mask-run")
@@ -66,6 +72,11 @@ def test_page_fill_mask_attention_ner_qa_without_console_errors(page_server, bro
     page.click("#nsp-run")
     page.wait_for_selector("#nsp-output .bar-row")
     assert "is next" in page.inner_text("#nsp-output")
+
+    page.click("#classify-run")
+    page.wait_for_selector("#classify-output .bar-row")
+    rows = page.locator("#classify-output .bar-row > span:first-child").all_inner_texts()
+    assert sorted(rows) == ["neg", "pos"]  # every label with its bar
 
     page.click("#ner-run")
     page.wait_for_selector("#ner-output p")

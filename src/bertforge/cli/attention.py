@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.io import model_options, pipeline_from_options
+from bertforge.cli.io import check_texts, model_options, pipeline_from_options
+from bertforge.io.atomic import atomic_path, check_output_file, write_text
 from bertforge.errors import InputError
 
 
@@ -27,12 +28,16 @@ def attention(text, text_pair, png, html, **options):
     """
     if png is None and html is None:
         raise InputError("choose an output: --png FILE and/or --html FILE")
+    check_texts([text, text_pair])
+    check_output_file(png, "--png")
+    check_output_file(html, "--html")
     maps = pipeline_from_options("attention", options, progress=False)(text, text_pair)
     layers, heads, seq, _ = maps.weights.shape
-    for path, save in ((png, maps.save_png), (html, maps.save_html)):
+    if png is not None:
+        with atomic_path(png) as tmp:
+            maps.save_png(tmp)
+    if html is not None:
+        write_text(html, maps.to_html())
+    for path in (png, html):
         if path is not None:
-            try:
-                save(path)
-            except OSError as e:
-                raise InputError(f"{path}: cannot write ({e.strerror})") from None
             click.echo(f"wrote {path} ({layers} layers x {heads} heads, {seq} tokens)")

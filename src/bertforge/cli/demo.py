@@ -83,24 +83,40 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
     validation = read_task_data("classification", SST2_SAMPLE / "validation.tsv")
     task = build_task("classification", train)
     tokenizer = BertTokenizer.from_pretrained(default_model_path())
-    model = task.model_class.from_pretrained(default_model_path(), id2label={0: "negative", 1: "positive"})
     args = FinetuneArgs(output_dir=str(workdir / "sst2"), epochs=3, batch_size=32, learning_rate=1e-4,
                         max_steps=steps, warmup_ratio=0.1)
     started = time.perf_counter()
-    history = finetune(model, task, task.train_features(train, tokenizer, 64),
+    labels = {0: "negative", 1: "positive"}
+    history = finetune(lambda: task.model_class.from_pretrained(default_model_path(), id2label=labels),
+                       task, task.train_features(train, tokenizer, 64),
                        task.eval_set(validation, tokenizer, 64), args, tokenizer)
     best = history["best"]
     click.echo(f"validation accuracy {best['accuracy']:.1%} on {len(validation)} held-out sentences "
                f"(chance {max(np.mean([e.label == '1' for e in validation]), 0.5):.1%}), "
                f"{time.perf_counter() - started:.0f} s")
     classify = bertforge.pipeline("text-classification", model=workdir / "sst2")
-    for text in ("a gripping , beautifully acted film", "a tedious mess that never finds its footing"):
+    texts = ("a gripping , beautifully acted film", "a tedious mess that never finds its footing")
+    for text in texts:
         top = classify(text)[0]
         click.echo(f"  {text!r:48} -> {top['label']} ({top['score']:.2f})")
+    show_checkpoint_formats(workdir / "sst2", classify, texts)
+
+
+def show_checkpoint_formats(model_dir: Path, classify, texts) -> None:
+    heading("5. Checkpoints bertforge reads")
+    click.echo("  Hugging Face folders (config.json, model.safetensors, vocab.txt), like the one just saved;\n"
+               "  transformers 5 folders (tokenizer.json, no vocab.txt): the tokenizer is built from tokenizer.json;\n"
+               "  Google's TensorFlow releases (bert_config.json, bert_model.ckpt.*), read without TensorFlow "
+               "(`bertforge convert SRC DST`);\n"
+               "  DistilBERT folders, loaded and saved in DistilBERT's own layout.")
+    (model_dir / "vocab.txt").unlink()  # what transformers 5 writes: tokenizer.json only
+    again = bertforge.pipeline("text-classification", model=model_dir)(list(texts))
+    same = all(a[0] == b[0] for a, b in zip(again, classify(list(texts))))
+    click.echo(f"  the fine-tuned folder without vocab.txt gives {'the same' if same else 'DIFFERENT'} answers")
 
 
 def show_question_answering() -> None:
-    heading("5. Question answering (extractive, SQuAD-style)")
+    heading("6. Question answering (extractive, SQuAD-style)")
     answer = bertforge.pipeline("question-answering")
     click.echo(f"model: {answer.model_path.name}\ncontext: {QA_CONTEXT}")
     for question in QA_QUESTIONS:

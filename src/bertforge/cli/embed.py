@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import click
 
-from bertforge.cli.io import (input_options, model_options, pipeline_from_options, read_inputs, with_line_numbers,
-                              write_array, write_records)
+from bertforge.cli.io import (check_output, input_options, model_options, pipeline_from_options, read_inputs,
+                              with_line_numbers, write_array, write_records)
 from bertforge.errors import InputError
 from bertforge.pipelines.features import COMBINATIONS, LAYER_PRESETS, POOLINGS
 
@@ -48,19 +48,21 @@ def embed(texts, level, pooling, layers, combine, normalize, input_path, column,
       bertforge embed --input train.tsv --column sentence --pooling cls --layers last-four --combine concat --output x.npy
       bertforge embed --level word "He got bit by Python"
     """
+    to_npy = output is not None and output.suffix.lower() == ".npy"
+    if to_npy and level != "sentence":
+        raise InputError("--output .npy holds sentence vectors only; token vectors go to .json or .jsonl")
+    check_output(output, (".npy", ".json", ".jsonl"))
     items = read_inputs(texts, input_path, [column])
     chosen = parse_layers(layers)
     if level == "sentence":
         pipe = pipeline_from_options("sentence-embedding", options, progress=input_path is not None)
         vectors = pipe(items.values, pooling=pooling, layers=chosen, combine=combine,
                        normalize=True if normalize is None else normalize)
-        if output is not None and output.suffix.lower() == ".npy":
+        if to_npy:
             write_array(vectors, output)
             return
         records = [{"text": t, "embedding": v} for t, v in zip(items.values, vectors)]
     else:
-        if output is not None and output.suffix.lower() == ".npy":
-            raise InputError("--output .npy holds sentence vectors only; token vectors go to .json or .jsonl")
         pipe = pipeline_from_options("feature-extraction", options, progress=input_path is not None)
         features = pipe(items.values, layers=chosen, combine=combine, level=level, normalize=bool(normalize))
         records = [{"text": t, "tokens": f.tokens, "spans": [list(s) for s in f.spans], "vectors": f.vectors}

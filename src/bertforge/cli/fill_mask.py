@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bertforge.cli.io import input_options, model_options, pipeline_from_options, read_inputs, with_line_numbers, write_records
+from bertforge.cli.io import check_output, input_options, model_options, pipeline_from_options, read_inputs, with_line_numbers, write_records
 
 
 @click.command("fill-mask")
@@ -27,6 +27,7 @@ def fill_mask(texts, top_k, targets, input_path, column, output, **options):
       bertforge fill-mask --model my-bert --top-k 10 --target wind --target air "The [MASK] blew."
       bertforge fill-mask --model my-bert --input masked.txt --output guesses.jsonl
     """
+    check_output(output)
     items = read_inputs(texts, input_path, [column])
     pipe = pipeline_from_options("fill-mask", options, progress=input_path is not None)
     predictions = pipe(items.values, top_k=top_k, targets=list(targets) or None)

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from bertforge.errors import ConfigError, InputError
+from bertforge.io.atomic import check_output_file, write_jsonl, write_text
 
 TASKS = ("classification", "pair-classification", "ner", "qa")
 
@@ -26,32 +27,48 @@ def data_options(function):
                      help="CoNLL column of the tag (0-based; negative counts from the end)."),
         click.option("--max-length", type=click.IntRange(8, 512), default=None,
                      help="Longest input in word pieces [default: 128; 384 for qa]."),
-        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+                     help="Examples per optimiser step (finetune: all processes together) or per inference batch."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--bf16", is_flag=True, help="bfloat16 autocast (on CPUs with AMX or on GPUs)."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch."),
+        click.option("--deterministic", is_flag=True,
+                     help="Deterministic algorithms only (identical runs on a GPU too; slower)."),
     ]
     for option in reversed(options):
         function = option(function)
     return function
 
 
-def _setup(threads):
-    import torch
+def configure(threads, deterministic) -> int:
+    from bertforge.training import configure_torch
 
-    if threads:
-        torch.set_num_threads(threads)
+    return configure_torch(threads, deterministic)
 
 
-def _max_length(task: str, max_length: int | None) -> int:
+def max_length_for(task: str, max_length: int | None) -> int:
     return max_length or (384 if task == "qa" else 128)
 
 
-def _read(task, path, options, labelled=True):
+def read_data(task, path, options, labelled=True):
     from bertforge.tasks import read_task_data
 
     return read_task_data(task, path, options["text_column"], options["text_pair_column"], options["label_column"],
                           options["tag_column"], labelled)
+
+
+def read_splits(task, train_path, validation_path, hold_out, train_limit, options) -> tuple[list, list | None]:
+    """The training examples and the validation examples (from --validation, --hold-out or none)."""
+    if validation_path and hold_out:
+        raise ConfigError("give either --validation or --hold-out, not both")
+    train_data = read_data(task, train_path, options)
+    if hold_out:
+        train_data, validation_data = _hold_out(task, train_data, hold_out, train_path)
+    else:
+        validation_data = read_data(task, validation_path, options) if validation_path else None
+    if validation_data is not None and not validation_data:
+        raise InputError(f"{validation_path or train_path}: the validation set is empty")
+    return (train_data[:train_limit] if train_limit else train_data), validation_data
 
 
 def _hold_out(task: str, data: list, count: int, path) -> tuple[list, list]:
@@ -67,14 +84,14 @@ def _hold_out(task: str, data: list, count: int, path) -> tuple[list, list]:
     return [e for e in data if e.title not in held], [e for e in data if e.title in held]
 
 
-def _load_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
+def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
     from bertforge.model import default_model_path
     from bertforge.tasks import build_task, check_head
     from bertforge.tokenization import BertTokenizer
 
     directory = Path(model_dir) if model_dir else default_model_path()
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"--model {directory}: no config.json there")
+    if not any((directory / name).is_file() for name in ("config.json", "bert_config.json")):  # Google's too
+        raise ConfigError(f"--model {directory}: no config.json (or Google's bert_config.json) there")
     check_head(task_name, directory, fine_tuned)
     task = build_task(task_name, id2label=None) if task_name == "qa" else None
     if fine_tuned and task is None:
@@ -98,49 +115,64 @@ def _load_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
 @click.option("--model", "model_dir", type=click.Path(), default=None,
               help="Pre-trained checkpoint directory [default: the bundled all-MiniLM-L6-v2].")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), required=True,
-              help="Where the best model, metrics.json and curves.png go.")
+              help="Where the best model, metrics.json, curves.png, the logs and the checkpoint go.")
 @click.option("--new-head", is_flag=True,
               help="Train the task head from scratch even if --model has one (e.g. an SNLI model fine-tuned on RTE).")
 @click.option("--epochs", type=float, default=3, show_default=True)
-@click.option("--lr", type=float, default=3e-5, show_default=True, help="Peak learning rate (2e-5 to 5e-5 usual).")
-@click.option("--grad-accum", type=click.IntRange(1), default=1, show_default=True)
-@click.option("--eval-steps", type=click.IntRange(1), default=None, help="Evaluate every N steps [default: every epoch].")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, default=3e-5, show_default=True,
+              help="Peak learning rate (2e-5 to 5e-5 usual).")
+@click.option("--warmup-ratio", type=float, default=0.1, show_default=True, help="Warm-up as a share of the steps.")
+@click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
+@click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
+              help="Micro-batches per optimiser step (--batch-size stays the examples per step).")
+@click.option("--eval-every", "--eval-steps", "eval_every", type=click.IntRange(1), default=None,
+              help="Evaluate every N steps [default: every epoch].")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N optimiser steps.")
+@click.option("--checkpoint-every", type=click.IntRange(1), default=500, show_default=True,
+              help="Steps between checkpoints (for --resume).")
 @click.option("--seed", type=int, default=42, show_default=True)
-def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, epochs, lr, grad_accum,
-             eval_steps, max_steps, seed, max_length, batch_size, device, bf16, threads, **columns):
-    """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output."""
-    _setup(threads)
-    from bertforge.tasks import FinetuneArgs, build_task, finetune as run
+@click.option("--resume", default=None, type=click.Path(file_okay=False),
+              help="Continue the run whose checkpoint is in this directory (usually --output).")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
+def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, epochs,
+             learning_rate, warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every, max_steps,
+             checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16, threads, deterministic,
+             **columns):
+    """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output.
 
-    options = {**columns}
-    max_length = _max_length(task, max_length)
-    if validation_path and hold_out:
-        raise ConfigError("give either --validation or --hold-out, not both")
-    train_data = _read(task, train_path, options)
-    if hold_out:
-        train_data, validation_data = _hold_out(task, train_data, hold_out, train_path)
-    else:
-        validation_data = _read(task, validation_path, options) if validation_path else None
-    if validation_data is not None and not validation_data:
-        raise InputError(f"{validation_path or train_path}: the validation set is empty")
-    if train_limit:
-        train_data = train_data[:train_limit]
+    --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
+    accumulation micro-batches together."""
+    threads = configure(threads, deterministic)
+    from bertforge.model import default_model_path
+    from bertforge.runcard import RunCard
+    from bertforge.tasks import FinetuneArgs, build_task, finetune as run
+    from bertforge.training import is_main_process
+
+    card = RunCard.start(click.get_current_context().params,
+                         [train_path, validation_path, model_dir or default_model_path()], output_dir, seed)
+
+    max_length = max_length_for(task, max_length)
+    train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, columns)
     task_object = build_task(task, train_data)
-    directory, _, tokenizer = _load_model(task, model_dir, fine_tuned=False)
+    directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
-    model = task_object.model_class.from_pretrained(directory, fresh_head=new_head, **overrides)
-    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=lr,
-                        gradient_accumulation_steps=grad_accum, eval_steps=eval_steps, max_steps=max_steps,
-                        seed=seed, bf16=bf16, device=device)
+    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
+                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
+                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
+                        overwrite=overwrite)
     started = time.perf_counter()
     train_features = task_object.train_features(train_data, tokenizer, max_length)
     eval_set = task_object.eval_set(validation_data, tokenizer, max_length) if validation_data else None
-    history = run(model, task_object, train_features, eval_set, args, tokenizer)
+    # The model is built by the trainer after it seeds, so a fresh head is the same in every run.
+    history = run(lambda: task_object.model_class.from_pretrained(directory, fresh_head=new_head, **overrides),
+                  task_object, train_features, eval_set, args, tokenizer, resume_from=resume)
     best = history["best"] or {}
     summary = {"output": output_dir, "train_examples": len(train_data), "steps": history["total_steps"],
                "wall_seconds": round(time.perf_counter() - started, 1),
                "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}
+    if is_main_process():
+        card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, device)
     click.echo(json.dumps(summary))
 
 
@@ -149,19 +181,21 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
 @click.option("--model", "model_dir", type=click.Path(), required=True, help="A model fine-tuned for TASK.")
 @click.option("--validation", "validation_path", type=click.Path(dir_okay=False), required=True)
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the metrics JSON here too.")
-def evaluate(task, model_dir, validation_path, output_path, max_length, batch_size, device, bf16, threads, **columns):
+def evaluate(task, model_dir, validation_path, output_path, max_length, batch_size, device, bf16, threads,
+             deterministic, **columns):
     """Score a fine-tuned model on a labelled file (accuracy/F1, entity F1, or SQuAD EM/F1)."""
-    _setup(threads)
-    directory, task_object, tokenizer = _load_model(task, model_dir, fine_tuned=True)
-    data = _read(task, validation_path, columns)
+    check_output_file(output_path, "--output")  # before the work, not after it
+    configure(threads, deterministic)
+    directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
+    data = read_data(task, validation_path, columns)
     if not data:
         raise InputError(f"{validation_path}: the validation set is empty")
-    model = task_object.model_class.from_pretrained(directory).to(_device(device))
-    eval_set = task_object.eval_set(data, tokenizer, _max_length(task, max_length))
+    model = task_object.model_class.from_pretrained(directory).to(device_for(device))
+    eval_set = task_object.eval_set(data, tokenizer, max_length_for(task, max_length))
     metrics = task_object.evaluate(model, eval_set, batch_size, bf16)
     text = json.dumps(metrics, indent=2)
     if output_path:
-        Path(output_path).write_text(text + "\n", encoding="utf-8")
+        write_text(output_path, text + "\n")
     click.echo(text)
 
 
@@ -171,13 +205,15 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
               help="Texts (TSV/CSV/JSONL), CoNLL words (first column) or SQuAD JSON.")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="JSONL [default: stdout].")
-def predict(task, model_dir, input_path, output_path, max_length, batch_size, device, bf16, threads, **columns):
+def predict(task, model_dir, input_path, output_path, max_length, batch_size, device, bf16, threads, deterministic,
+            **columns):
     """Predict with a fine-tuned model: one JSON line per input example."""
-    _setup(threads)
-    directory, task_object, tokenizer = _load_model(task, model_dir, fine_tuned=True)
-    data = _read(task, input_path, columns, labelled=False)
-    model = task_object.model_class.from_pretrained(directory).to(_device(device))
-    results = task_object.predict(model, data, tokenizer, _max_length(task, max_length), batch_size)
+    check_output_file(output_path, "--output")
+    configure(threads, deterministic)
+    directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
+    data = read_data(task, input_path, columns, labelled=False)
+    model = task_object.model_class.from_pretrained(directory).to(device_for(device))
+    results = task_object.predict(model, data, tokenizer, max_length_for(task, max_length), batch_size)
     lines = []
     for example, result in zip(data, results):
         if task == "ner":
@@ -186,16 +222,14 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
             lines.append({"id": example.id, **result})
         else:
             lines.append({"text": example.text, **({"text_pair": example.text_pair} if example.text_pair else {}), **result})
-    out = open(output_path, "w", encoding="utf-8") if output_path else sys.stdout
-    try:
+    if output_path:
+        write_jsonl(output_path, lines)
+    else:
         for line in lines:
-            out.write(json.dumps(line) + "\n")
-    finally:
-        if output_path:
-            out.close()
+            sys.stdout.write(json.dumps(line) + "\n")
 
 
-def _device(name: str):
-    from bertforge.tasks.trainer import resolve_device
+def device_for(name: str):
+    from bertforge.training import resolve_device
 
-    return resolve_device(name, 0)
+    return resolve_device(name)

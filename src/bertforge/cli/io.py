@@ -1,112 +1,50 @@
-"""Input and output shared by the inference commands.
-
-Inputs are TEXT arguments or one `--input` file: `.txt` (one item a line; a pair is two
-tab-separated sentences), `.jsonl` (one JSON object a line, or a JSON string for single texts),
-`.tsv` (a header row; `--column` names the column). Empty lines (and empty values) are skipped
-and counted in a warning, so a blank line at the end of a file is harmless; outputs keep the
-file's line number (`line`) so they can be matched back. A malformed line is an error that names
-the file and line. Outputs: JSON Lines on stdout, or `--output` `.json` / `.jsonl` / `.npy`.
+"""Command-line plumbing shared by the inference commands: the common options, TEXT arguments
+or an `--input` file (read by `bertforge.io.readers.read_items`), and outputs: JSON Lines on
+stdout, or `--output` `.json` / `.jsonl` / `.npy` written atomically (`bertforge.io.atomic`), so a
+failed run never leaves a truncated file where a good one was. Outputs are checked before any
+work. Nothing here imports torch: `bertforge tokenize` starts without it.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 
 import click
-import numpy as np
 
 from bertforge.errors import InputError
-from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, DTYPES
+from bertforge.io.atomic import check_output_file, save_npy, write_json, write_jsonl
+from bertforge.io.readers import Items, read_items
 
 log = logging.getLogger("bertforge.cli")
 
-INPUT_SUFFIXES = (".txt", ".jsonl", ".tsv")
+RECORD_SUFFIXES = (".json", ".jsonl")
 
 
-@dataclass
-class Items:
-    values: list  # strings, or tuples of strings when several columns are read
-    lines: list[int | None]  # line number in the input file (None for TEXT arguments)
-    skipped: int = 0
-
-
-def _decoded_lines(path: Path):
-    """(line number, text) for each line, naming the line that is not UTF-8."""
-    try:
-        handle = path.open("rb")
-    except OSError as e:
-        raise InputError(f"{path}: cannot read ({e.strerror})") from None
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            try:
-                yield number, raw.decode("utf-8").rstrip("\r\n")
-            except UnicodeDecodeError:
-                raise InputError(f"{path} line {number}: not UTF-8 text") from None
-
-
-def read_file(path: Path, columns: list[str]) -> Items:
-    """Read `columns` (one → strings, two → pairs) from a .txt, .jsonl or .tsv file."""
-    if not path.is_file():
-        raise InputError(f"--input {path}: no such file")
-    suffix = path.suffix.lower()
-    if suffix not in INPUT_SUFFIXES:
-        raise InputError(f"--input {path}: unsupported file type {suffix or '(none)'}; use {', '.join(INPUT_SUFFIXES)}")
-    values, numbers, skipped = [], [], 0
-    lines = _decoded_lines(path)
-    header = None
-    if suffix == ".tsv":
-        first = next(lines, None)
-        if first is None:
-            raise InputError(f"{path}: empty file (a .tsv needs a header row)")
-        header = first[1].split("\t")
-        missing = [c for c in columns if c not in header]
-        if missing:
-            raise InputError(f"{path}: no column {missing[0]!r} in the header (columns: {', '.join(header)}); "
-                             f"choose one with --column")
-        indices = [header.index(c) for c in columns]
-    for number, line in lines:
-        if not line.strip():
-            skipped += 1
+def check_texts(texts, what: str = "TEXT argument") -> None:
+    """Refuse command-line texts that are not valid UTF-8 (the shell hands undecodable bytes over
+    as lone surrogates, which would fail much later, or end up in the output)."""
+    for number, text in enumerate(texts, start=1):
+        if text is None:
             continue
-        where = f"{path} line {number}"
-        if suffix == ".txt":
-            fields = line.split("\t") if len(columns) > 1 else [line]
-            if len(fields) != len(columns):
-                raise InputError(f"{where}: expected {len(columns)} tab-separated sentences, found {len(fields)}")
-        elif suffix == ".tsv":
-            row = line.split("\t")
-            if len(row) != len(header):
-                raise InputError(f"{where}: {len(row)} fields, the header has {len(header)}")
-            fields = [row[i] for i in indices]
-        else:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{where}: not valid JSON ({e.msg})") from None
-            if isinstance(record, str) and len(columns) == 1:
-                fields = [record]
-            elif isinstance(record, dict):
-                absent = [c for c in columns if c not in record]
-                if absent:
-                    raise InputError(f"{where}: no key {absent[0]!r} (keys: {', '.join(record)}); choose with --column")
-                fields = [record[c] for c in columns]
-                if not all(isinstance(f, str) for f in fields):
-                    raise InputError(f"{where}: the value of {', '.join(columns)} must be a string")
-            else:
-                raise InputError(f"{where}: expected a JSON object with {', '.join(map(repr, columns))}")
-        if not all(f.strip() for f in fields):
-            skipped += 1
-            continue
-        values.append(fields[0] if len(columns) == 1 else tuple(fields))
-        numbers.append(number)
-    if skipped:
-        log.warning("%s: skipped %d empty line(s)", path, skipped)
-    if not values:
-        raise InputError(f"{path}: no input (the file has no non-empty lines)")
-    return Items(values, numbers, skipped)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            code = ord(text[e.start])
+            # Python's surrogateescape keeps an undecodable byte b as the code point U+DC00 + b.
+            shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"code point U+{code:04X}"
+            raise InputError(f"{what} {number} is not valid UTF-8 text ({shown} at character {e.start + 1}); "
+                             f"check the terminal's encoding") from None
+
+
+def check_output(output: Path | None, suffixes: tuple[str, ...] = RECORD_SUFFIXES) -> None:
+    """Before any work: --output has a known suffix and can be written."""
+    if output is None:
+        return
+    if output.suffix.lower() not in suffixes:
+        raise InputError(f"--output {output}: use a {' or '.join(suffixes)} file")
+    check_output_file(output, "--output")
 
 
 def read_inputs(texts: tuple[str, ...], input_path: Path | None, columns: list[str]) -> Items:
@@ -114,11 +52,12 @@ def read_inputs(texts: tuple[str, ...], input_path: Path | None, columns: list[s
     if texts and input_path is not None:
         raise InputError("give TEXT arguments or --input FILE, not both")
     if input_path is not None:
-        return read_file(input_path, columns)
+        return read_items(input_path, columns)
     if not texts:
         raise InputError("nothing to do: give TEXT arguments or --input FILE (see --help)")
     if any(not t.strip() for t in texts):
         raise InputError("an empty TEXT argument was given")
+    check_texts(texts)
     if len(columns) == 2:
         if len(texts) % 2:
             raise InputError(f"sentences come in pairs (A B A B ...), got {len(texts)} arguments")
@@ -127,10 +66,8 @@ def read_inputs(texts: tuple[str, ...], input_path: Path | None, columns: list[s
 
 
 def _jsonable(value):
-    if isinstance(value, np.ndarray):
+    if hasattr(value, "tolist"):  # NumPy arrays and scalars (checked by duck type: no NumPy import needed)
         return value.tolist()
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
@@ -140,27 +77,16 @@ def write_records(records: list[dict], output: Path | None) -> None:
         for record in records:
             click.echo(json.dumps(record, ensure_ascii=False, default=_jsonable))
         return
-    suffix = output.suffix.lower()
-    if suffix not in (".json", ".jsonl"):
-        raise InputError(f"--output {output}: use a .json or .jsonl file")
-    try:
-        with output.open("w", encoding="utf-8") as f:
-            if suffix == ".json":
-                json.dump(records, f, ensure_ascii=False, indent=1, default=_jsonable)
-                f.write("\n")
-            else:
-                for record in records:
-                    f.write(json.dumps(record, ensure_ascii=False, default=_jsonable) + "\n")
-    except OSError as e:
-        raise InputError(f"--output {output}: cannot write ({e.strerror})") from None
+    check_output(output)
+    if output.suffix.lower() == ".json":
+        write_json(output, records, indent=1, default=_jsonable)
+    else:
+        write_jsonl(output, records, default=_jsonable)
     click.echo(f"wrote {len(records)} record(s) to {output}", err=True)
 
 
-def write_array(array: np.ndarray, output: Path) -> None:
-    try:
-        np.save(output, array)
-    except OSError as e:
-        raise InputError(f"--output {output}: cannot write ({e.strerror})") from None
+def write_array(array, output: Path) -> None:
+    save_npy(output, array)
     click.echo(f"wrote an array of shape {tuple(array.shape)} to {output}", err=True)
 
 
@@ -171,6 +97,8 @@ def with_line_numbers(items: Items, records: list[dict]) -> list[dict]:
 
 def model_options(function):
     """--model, --batch-size, --max-length, --device, --dtype."""
+    from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, DTYPES  # torch: only for the model commands
+
     options = [
         click.option("--model", "model", type=click.Path(path_type=Path), default=None,
                      help="Checkpoint directory (Hugging Face layout). Default: the task's default model."),
@@ -192,7 +120,7 @@ def input_options(default_column: str = "text", pair_column: str | None = None):
     def decorate(function):
         options = [
             click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
-                         help="Read inputs from a .txt (one a line), .jsonl or .tsv file; empty lines are skipped "
+                         help="Read inputs from a .txt (one a line), .jsonl, .tsv or .csv file; empty lines are skipped "
                               "and counted."),
             click.option("--column", default=default_column, show_default=True,
                          help="Column (.tsv header name) or key (.jsonl) holding the text."),

@@ -26,15 +26,23 @@ COMMANDS = {
     "pretrain": "bertforge.cli.pretrain:pretrain",
     # fine-tuning
     "finetune": "bertforge.cli.finetune:finetune",
+    "distill": "bertforge.cli.distill:distill",
     "evaluate": "bertforge.cli.finetune:evaluate",
     "predict": "bertforge.cli.finetune:predict",
     "probe": "bertforge.cli.probe:probe",
     # serving
     "serve": "bertforge.cli.serve:serve",
+    # checkpoints and reproducing a run
+    "convert": "bertforge.cli.convert:convert",
+    "rerun": "bertforge.cli.rerun:rerun",
 }
 
 
 class LazyGroup(click.Group):
+    def parse_args(self, ctx, args):
+        ctx.meta["bertforge.argv"] = list(args)  # the command line as typed, for run cards
+        return super().parse_args(ctx, args)
+
     def list_commands(self, ctx):
         return sorted(COMMANDS)
 

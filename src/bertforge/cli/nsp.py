@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from bertforge.cli.io import input_options, model_options, pipeline_from_options, read_inputs, with_line_numbers, write_records
+from bertforge.cli.io import check_output, input_options, model_options, pipeline_from_options, read_inputs, with_line_numbers, write_records
 
 
 @click.command()
@@ -22,6 +22,7 @@ def nsp(sentences, input_path, column, pair_column, output, **options):
       bertforge nsp --model my-bert "She cooked pasta" "It was delicious" "Turn the radio on" "She bought a new hat"
       bertforge nsp --model my-bert --input rte.tsv --column sentence1 --pair-column sentence2 --output scores.jsonl
     """
+    check_output(output)
     items = read_inputs(sentences, input_path, [column, pair_column])
     pipe = pipeline_from_options("next-sentence", options, progress=input_path is not None)
     scores = pipe(items.values)

@@ -39,21 +39,33 @@ def pretrain():
 @click.option("--shard-size", default=100_000, show_default=True, help="Instances per shard file.")
 @click.option("--skip-documents", default=0, show_default=True, help="Leave out the first N documents of each file.")
 @click.option("--max-documents", default=None, type=int, help="Use at most N documents of each file.")
+@click.option("--splitter", type=click.Choice(["rules", "pysbd"]), default="rules", show_default=True,
+              help="Sentence splitter of JSONL documents: pysbd's rules compiled for speed, or pysbd itself "
+                   "(about 30 times slower).")
 def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_factor, masking, masked_lm_prob,
-            max_predictions_per_seq, whole_word_mask, seed, shard_size, skip_documents, max_documents):
+            max_predictions_per_seq, whole_word_mask, seed, shard_size, skip_documents, max_documents, splitter):
     """Tokenise CORPUS files (one sentence a line and blank lines between documents, or JSONL with a
     `text` field per document) into masked pre-training instances stored as shards in OUTPUT_DIR."""
+    from bertforge.paths import default_model_path
     from bertforge.pretraining.shards import PrepareOptions
     from bertforge.pretraining.shards import prepare as prepare_data
+    from bertforge.runcard import RunCard
     from bertforge.tokenization import BertTokenizer
+
+    card = RunCard.start(click.get_current_context().params, [*corpus, vocab or default_model_path() / "vocab.txt"],
+                         output_dir, seed)
 
     options = PrepareOptions(max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
                              masking=masking, masked_lm_prob=masked_lm_prob,
                              max_predictions_per_seq=max_predictions_per_seq, whole_word_mask=whole_word_mask,
-                             seed=seed, shard_size=shard_size)
+                             seed=seed, shard_size=shard_size, splitter=splitter)
+    def summary(index: dict) -> dict:
+        return {"instances": index["instances"], "shards": len(index["shards"]), **index["stats"]}
+
     index = prepare_data(corpus, output_dir, BertTokenizer.from_pretrained(vocab), options,
-                         skip_documents=skip_documents, max_documents=max_documents)
-    click.echo(json.dumps({"instances": index["instances"], "shards": len(index["shards"]), **index["stats"]}, indent=2))
+                         skip_documents=skip_documents, max_documents=max_documents,
+                         finish=lambda directory, index: card.finish(directory, summary(index)))
+    click.echo(json.dumps(summary(index), indent=2))
 
 
 @pretrain.command()
@@ -63,63 +75,68 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
 @click.option("--init-from", default=None, type=click.Path(file_okay=False, exists=True),
               help="Continue pre-training this checkpoint directory (e.g. a published BERT) instead of "
                    "starting from random weights; its config.json sets the size.")
-@click.option("--max-steps", default=1000, show_default=True)
-@click.option("--batch-size", default=32, show_default=True, help="Instances per optimiser step (all processes together).")
-@click.option("--gradient-accumulation-steps", default=1, show_default=True)
-@click.option("--learning-rate", "--lr", default=1e-4, show_default=True)
-@click.option("--warmup-steps", default=None, type=int, help="Default: 1% of --max-steps.")
+@click.option("--max-steps", type=click.IntRange(1), default=1000, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
+              help="Instances per optimiser step (all processes and accumulation micro-batches together).")
+@click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--learning-rate", "--lr", "learning_rate", default=1e-4, show_default=True)
+@click.option("--warmup-ratio", default=0.01, show_default=True, help="Warm-up as a share of --max-steps.")
+@click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
 @click.option("--weight-decay", default=0.01, show_default=True)
 @click.option("--max-grad-norm", default=1.0, show_default=True)
 @click.option("--dropout", default=0.1, show_default=True)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (fast on GPUs and CPUs with native bf16).")
 @click.option("--seed", default=42, show_default=True)
-@click.option("--device", default="cpu", show_default=True, help="cpu or cuda.")
+@click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--eval-data", default=None, type=click.Path(file_okay=False), help="A prepared held-out data directory.")
-@click.option("--eval-every", default=500, show_default=True)
-@click.option("--eval-instances", default=2000, show_default=True)
-@click.option("--checkpoint-every", default=500, show_default=True)
-@click.option("--log-every", default=10, show_default=True)
+@click.option("--eval-every", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--eval-instances", type=click.IntRange(1), default=2000, show_default=True)
+@click.option("--checkpoint-every", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
 @click.option("--resume", default=None, type=click.Path(), help="Continue from the checkpoint in this run directory.")
-@click.option("--threads", default=None, type=int, help="CPU threads for torch (default: torch's choice).")
+@click.option("--overwrite", is_flag=True, help="Replace the run already in OUTPUT_DIR.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
+@click.option("--deterministic", is_flag=True, help="Deterministic algorithms only (identical runs on a GPU too; slower).")
 def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gradient_accumulation_steps, learning_rate,
-          warmup_steps, weight_decay, max_grad_norm, dropout, bf16, seed, device, eval_data, eval_every,
-          eval_instances, checkpoint_every, log_every, resume, threads):
+          warmup_ratio, warmup_steps, weight_decay, max_grad_norm, dropout, bf16, seed, device, eval_data, eval_every,
+          eval_instances, checkpoint_every, log_every, resume, overwrite, threads, deterministic):
     """Pre-train a BertForPreTraining on the prepared DATA_DIR, logging and checkpointing into
     OUTPUT_DIR; the final model is saved to OUTPUT_DIR/final in the Hugging Face layout."""
-    import torch
-
-    from bertforge.pretraining.trainer import TrainingConfig
+    from bertforge.pretraining.config import TrainingConfig
     from bertforge.pretraining.trainer import train as run_training
+    from bertforge.runcard import RunCard
+    from bertforge.training import configure_torch, is_main_process
 
-    if threads is not None:
-        if threads < 1:
-            raise ConfigError(f"--threads must be at least 1, got {threads}")
-        torch.set_num_threads(threads)
+    threads = configure_torch(threads, deterministic)
+    card = RunCard.start(click.get_current_context().params, [data_dir, eval_data, init_from], output_dir, seed)
     config = TrainingConfig(data_dir=data_dir, output_dir=output_dir, model_size=model_size, init_from=init_from,
-                            max_steps=max_steps,
-                            batch_size=batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-                            learning_rate=learning_rate, warmup_steps=warmup_steps, weight_decay=weight_decay,
+                            max_steps=max_steps, batch_size=batch_size,
+                            gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+                            warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay,
                             max_grad_norm=max_grad_norm, dropout=dropout, bf16=bf16, seed=seed, device=device,
                             eval_data_dir=eval_data, eval_every=eval_every, eval_instances=eval_instances,
-                            checkpoint_every=checkpoint_every, log_every=log_every)
+                            checkpoint_every=checkpoint_every, log_every=log_every, overwrite=overwrite)
     result = run_training(config, resume_from=resume)
+    if is_main_process():
+        card.finish(output_dir, result, threads, device)
     click.echo(json.dumps(result, indent=2, default=str))
 
 
 @pretrain.command()
 @click.argument("model_dir", type=click.Path(file_okay=False))
 @click.argument("data_dir", type=click.Path(file_okay=False))
-@click.option("--instances", default=2000, show_default=True, help="Evaluate on the first N instances.")
-@click.option("--batch-size", default=32, show_default=True)
+@click.option("--instances", type=click.IntRange(1), default=2000, show_default=True,
+              help="Evaluate on the first N instances.")
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 def evaluate(model_dir, data_dir, instances, batch_size, device):
     """MLM and NSP loss and accuracy of MODEL_DIR on the prepared (held-out) DATA_DIR."""
     from bertforge.model.heads import BertForPreTraining
+    from bertforge.pretraining.evaluation import evaluate as evaluate_model
     from bertforge.pretraining.shards import PretrainingData
-    from bertforge.pretraining.trainer import _device
-    from bertforge.pretraining.trainer import evaluate as evaluate_model
+    from bertforge.training import resolve_device
 
-    target = _device(device, 0)
+    target = resolve_device(device)
     model = BertForPreTraining.from_pretrained(model_dir).to(target)
     data = PretrainingData(data_dir)
     if model.config.vocab_size != data.index["vocab_size"]:
@@ -137,7 +154,7 @@ def evaluate(model_dir, data_dir, instances, batch_size, device):
 def export(model_dir, output_dir, dtype):
     """Copy a trained MODEL_DIR (a saved model, or a run directory: its latest checkpoint) to
     OUTPUT_DIR with its weights stored as DTYPE, halving the file for float16/bfloat16."""
-    from bertforge.pretraining.trainer import export_model
+    from bertforge.pretraining.export import export_model
 
     path = export_model(model_dir, output_dir, dtype)
     click.echo(f"saved {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import time
-from pathlib import Path
+from collections import Counter
 
 import click
 
 from bertforge.errors import InputError
+from bertforge.io.atomic import check_output_file, write_text
 
 
 @click.command()
@@ -34,24 +35,31 @@ from bertforge.errors import InputError
 def probe(train_path, test_path, test_fraction, limit, text_column, label_column, model_dir, pooling, max_length,
           batch_size, device, threads, seed, output_path):
     """Frozen encoder → [CLS] or mean vectors → logistic regression; prints held-out accuracy."""
+    check_output_file(output_path, "--output")
     import torch
     from sklearn.model_selection import train_test_split
 
     from bertforge.model import BertModel
-    from bertforge.tasks.data import read_text_examples
+    from bertforge.io.datasets import read_text_examples
     from bertforge.tasks.probe import run_probe, sentence_features
-    from bertforge.tasks.trainer import resolve_device
+    from bertforge.training import resolve_device
     from bertforge.tokenization import BertTokenizer
 
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     train = read_text_examples(train_path, text_column, label_column=label_column)[:limit]
+    _check_classes(train_path, train)
     if test_path:
         test = read_text_examples(test_path, text_column, label_column=label_column)
     else:
-        train, test = train_test_split(train, test_size=test_fraction, random_state=seed,
-                                       stratify=[e.label for e in train])
+        try:
+            train, test = train_test_split(train, test_size=test_fraction, random_state=seed,
+                                           stratify=[e.label for e in train])
+        except ValueError as e:  # too few rows of some label for a stratified split
+            raise InputError(f"{train_path}: cannot hold out --test-fraction {test_fraction} of "
+                             f"{len(train)} rows with every label on both sides ({e}); give --test") from None
+        _check_classes(train_path, train)
     if not train or not test:
         raise InputError(f"{test_path or train_path}: no examples to {'test' if train else 'train'} on")
     unseen = next((e for e in test if e.label not in {t.label for t in train}), None)
@@ -65,5 +73,16 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
     result.update(pooling=pooling, wall_seconds=round(time.perf_counter() - started, 1))
     text = json.dumps(result)
     if output_path:
-        Path(output_path).write_text(text + "\n", encoding="utf-8")
+        write_text(output_path, text + "\n")
     click.echo(text)
+
+
+def _check_classes(path, examples) -> None:
+    """A logistic regression needs rows of at least two labels (scikit-learn would fail later)."""
+    counts = Counter(e.label for e in examples)
+    if not counts:
+        raise InputError(f"{path}: no labelled rows to train on")
+    if len(counts) < 2:
+        (label, count), = counts.items()
+        raise InputError(f"{path}: all {count} training rows have the label {label!r}; a probe needs at least "
+                         f"two classes")

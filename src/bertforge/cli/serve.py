@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 import click
@@ -19,9 +20,18 @@ def parse_model_option(value: str) -> tuple[str, Path]:
     return name, Path(directory)
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a host name: it may resolve to any interface
+        return False
+
+
 def bundled_models() -> list[tuple[str, Path]]:
     from bertforge.model import default_model_path
-    from bertforge.pipelines.base import default_pretraining_model_path
+    from bertforge.paths import default_pretraining_model_path
     from bertforge.pipelines.question_answering import default_qa_model_path
 
     return [("all-MiniLM-L6-v2", default_model_path())] + [
@@ -50,10 +60,16 @@ def bundled_models() -> list[tuple[str, Path]]:
 @click.option("--max-texts", default=64, show_default=True, type=click.IntRange(1), help="Most texts in one request.")
 @click.option("--max-chars", default=5000, show_default=True, type=click.IntRange(1),
               help="Most characters in one text.")
+@click.option("--max-masks", default=20, show_default=True, type=click.IntRange(1),
+              help="Most [MASK] tokens in one fill-mask text.")
+@click.option("--max-results", default=1000, show_default=True, type=click.IntRange(1),
+              help="Most fill-mask candidates in one answer (masks of all its texts x top_k).")
+@click.option("--max-response-mb", default=32, show_default=True, type=click.IntRange(1),
+              help="Largest answer, in MiB of JSON; a request whose answer would be larger gets a 413.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
 def serve(model_options, host, port, device, threads, max_batch_size, max_wait_ms, no_batching, api_key, max_texts, max_chars,
-          log_level):
+          max_masks, max_results, max_response_mb, log_level):
     """Serve models over HTTP: OpenAI-style /v1/embeddings, fill-mask, next-sentence, classify, ner, qa,
     attention and tokenize, with /health, /metrics, OpenAPI docs at /docs and a web page at /."""
     import torch
@@ -61,6 +77,14 @@ def serve(model_options, host, port, device, threads, max_batch_size, max_wait_m
 
     from bertforge.server import ServerSettings, create_app, load_served_model
 
+    # Settings first: a bad API key is refused before minutes of model loading.
+    settings = ServerSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=not no_batching,
+                              api_key=api_key or None, max_texts=max_texts, max_chars=max_chars, max_masks=max_masks,
+                              max_results=max_results, max_response_bytes=max_response_mb * 2**20)
+    if not is_loopback(host) and settings.api_key is None:
+        click.secho(f"WARNING: serving on {host}, reachable from other machines, WITHOUT an API key: anyone who "
+                    f"can reach port {port} can use the models. Pass --api-key (or set BERTFORGE_API_KEY).",
+                    err=True, fg="red", bold=True)
     if threads is not None:
         torch.set_num_threads(threads)
     named = [parse_model_option(value) for value in model_options] or bundled_models()
@@ -73,6 +97,4 @@ def serve(model_options, host, port, device, threads, max_batch_size, max_wait_m
         model = load_served_model(name, directory, device)
         click.echo(f"{name}: {model.architecture} from {directory} -> {', '.join(model.tasks)}", err=True)
         models.append(model)
-    settings = ServerSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=not no_batching,
-                              api_key=api_key or None, max_texts=max_texts, max_chars=max_chars)
     uvicorn.run(create_app(models, settings), host=host, port=port, log_level=log_level)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.io import model_options, pipeline_from_options, write_records
+from bertforge.cli.io import check_output, check_texts, model_options, pipeline_from_options, write_records
 from bertforge.errors import InputError
 
 
@@ -29,6 +29,9 @@ def similarity(sentences, word, layer, output, **options):
       bertforge similarity
       bertforge similarity --word bank "We sat on the bank of the river" "She opened an account at the bank"
     """
+    check_output(output)
+    check_texts(sentences)
+    check_texts([word], "--word")
     if sentences and not word:
         raise InputError("--word is required with SENTENCES (the word to compare)")
     if word and len(sentences) < 2:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.io import input_options, read_inputs, with_line_numbers, write_records
+from bertforge.cli.io import check_output, input_options, read_inputs, with_line_numbers, write_records
 from bertforge.tokenization import BertTokenizer
 
 log = logging.getLogger("bertforge.cli")
@@ -29,6 +29,7 @@ def tokenize(texts, model, max_length, input_path, column, output):
       bertforge tokenize --input sentences.txt --output tokens.jsonl
       bertforge tokenize --input train.tsv --column sentence --max-length 64
     """
+    check_output(output)
     tokenizer = BertTokenizer.from_pretrained(model)
     items = read_inputs(texts, input_path, [column])
     encoded = tokenizer(items.values, truncation=max_length is not None, max_length=max_length,

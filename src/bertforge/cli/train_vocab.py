@@ -7,15 +7,17 @@ from pathlib import Path
 
 import click
 
-from bertforge.tokenization.corpus import read_corpus
-from bertforge.tokenization.trainers import ALGORITHMS, DEFAULT_SPECIAL_TOKENS, train_vocab as train
+from bertforge.io.atomic import check_output_dir
+from bertforge.io.readers import read_corpus
+from bertforge.runcard import RunCard
+from bertforge.tokenization.trainers import ALGORITHMS, DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE, train_vocab as train
 
 
 @click.command("train-vocab")
 @click.option("--algorithm", type=click.Choice(ALGORITHMS), default="wordpiece", show_default=True,
               help="wordpiece (BERT's vocab.txt), bpe (vocab.json + merges.txt over BERT's words) or "
                    "byte-bpe (GPT-2-style byte-level BPE, never unknown).")
-@click.option("--vocab-size", type=int, default=30_000, show_default=True,
+@click.option("--vocab-size", type=click.IntRange(1, MAX_VOCAB_SIZE), default=30_000, show_default=True,
               help="Size of the vocabulary, special tokens included.")
 @click.option("--min-frequency", type=int, default=2, show_default=True,
               help="Never merge a pair seen fewer times than this.")
@@ -36,6 +38,9 @@ from bertforge.tokenization.trainers import ALGORITHMS, DEFAULT_SPECIAL_TOKENS, 
 def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase, strip_accents, special_tokens,
                 limit_alphabet, progress):
     """Train a vocabulary on the --input files and write it to --output."""
+    check_output_dir(output, "--output")
+    card = RunCard.start(click.get_current_context().params, inputs, output)
+    corpus = read_corpus(inputs)  # missing --input files are reported here, before the counting starts
     if lowercase is None:
         lowercase = algorithm != "byte-bpe"
     if strip_accents is None:
@@ -46,7 +51,7 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
     if limit_alphabet is not None:
         options["limit_alphabet"] = limit_alphabet
     start = time.perf_counter()
-    tokenizer = train(algorithm, read_corpus(inputs), **options)
+    tokenizer = train(algorithm, corpus, **options)
     seconds = time.perf_counter() - start
     specials = len(set(options["special_tokens"]))
     if algorithm == "wordpiece":
@@ -63,4 +68,5 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
     if len(tokenizer.vocab) < vocab_size:
         click.echo(f"note: no pair seen at least {min_frequency} times was left to merge before reaching "
                    f"--vocab-size {vocab_size:,}")
-    click.echo(f"wrote {', '.join(files)} to {output}")
+    card.finish(output, {"vocab_size": len(tokenizer.vocab), "seconds": round(seconds, 1)})
+    click.echo(f"wrote {', '.join(files)} and the run card to {output}")

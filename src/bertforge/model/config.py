@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.errors import ConfigError
+from bertforge.io.atomic import write_text
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
 NAMED_SIZES = {
@@ -22,6 +23,11 @@ NAMED_SIZES = {
 GRID_LAYERS = range(2, 13, 2)
 GRID_HIDDEN = (128, 256, 512, 768)
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+# DistilBERT's config.json spells the same hyper-parameters its own way (transformers' DistilBertConfig).
+DISTILBERT_KEYS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
+                   "hidden_dim": "intermediate_size", "dropout": "hidden_dropout_prob",
+                   "attention_dropout": "attention_probs_dropout_prob", "activation": "hidden_act"}
+MODEL_TYPES = ("bert", "distilbert")
 
 
 @dataclass
@@ -39,6 +45,9 @@ class BertConfig:
     initializer_range: float = 0.02
     layer_norm_eps: float = 1e-12
     pad_token_id: int = 0
+    # "distilbert": the same encoder without token types or pooler (type_vocab_size 0); its
+    # checkpoints use their own names, mapped in `checkpoint`.
+    model_type: str = "bert"
     # Task heads (fine-tuning): label names in the Hugging Face spelling.
     id2label: dict[int, str] | None = None
     # Keys we do not use (architectures, model_type, transformers_version, ...) are kept
@@ -60,12 +69,20 @@ class BertConfig:
                               f"num_attention_heads {self.num_attention_heads}")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"config key 'hidden_act' must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
+        if self.model_type not in MODEL_TYPES:
+            raise ConfigError(f"config key 'model_type' must be one of {MODEL_TYPES}, got {self.model_type!r}")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) < 1 and not (name == "type_vocab_size" and self.is_distilbert):
                 raise ConfigError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+        if self.is_distilbert and self.type_vocab_size:
+            raise ConfigError(f"DistilBERT has no token types: type_vocab_size must be 0, got {self.type_vocab_size}")
         if self.id2label is not None:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
+
+    @property
+    def is_distilbert(self) -> bool:
+        return self.model_type == "distilbert"
 
     @property
     def head_dim(self) -> int:
@@ -102,6 +119,10 @@ class BertConfig:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "config") -> "BertConfig":
+        if data.get("model_type") == "distilbert":
+            # DistilBERT fixes what its config does not name: no token types, LayerNorm eps 1e-12.
+            data = {**{DISTILBERT_KEYS.get(k, k): v for k, v in data.items()}, "type_vocab_size": 0,
+                    "layer_norm_eps": 1e-12}
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known and k != "label2id"}
@@ -124,10 +145,14 @@ class BertConfig:
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self, architecture: str | None = None) -> dict:
-        data = {"model_type": "bert", **self.extra}
+        data = dict(self.extra)
         for f in dataclasses.fields(self):
             if f.name not in ("extra", "id2label"):
                 data[f.name] = getattr(self, f.name)
+        if self.is_distilbert:
+            ours = {v: k for k, v in DISTILBERT_KEYS.items()}
+            data = {ours.get(k, k): v for k, v in data.items() if k not in ("type_vocab_size", "layer_norm_eps")}
+            architecture = architecture and "Distil" + architecture  # BertForMaskedLM → DistilBertForMaskedLM
         if self.id2label:
             data["id2label"] = {str(k): v for k, v in self.id2label.items()}
             data["label2id"] = self.label2id
@@ -137,4 +162,4 @@ class BertConfig:
 
     def save(self, directory: str | Path, architecture: str | None = None) -> None:
         path = Path(directory) / "config.json"
-        path.write_text(json.dumps(self.to_dict(architecture), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_text(path, json.dumps(self.to_dict(architecture), indent=2, sort_keys=True) + "\n")

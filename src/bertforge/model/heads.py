@@ -131,7 +131,8 @@ class BertForSequenceClassification(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        # DistilBERT configs name their classifier's own dropout
+        self.dropout = nn.Dropout(config.extra.get("seq_classif_dropout", config.hidden_dropout_prob))
         self.classifier = nn.Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
@@ -171,12 +172,14 @@ class BertForQuestionAnswering(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
+        self.dropout = nn.Dropout(config.extra.get("qa_dropout", 0.0))  # DistilBERT's; BERT's QA head has none
         self.qa_outputs = nn.Linear(config.hidden_size, 2)
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None,
                 end_positions=None) -> TaskOutput:
-        logits = self.qa_outputs(self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state)
+        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
+        logits = self.qa_outputs(self.dropout(hidden))
         loss = None
         if start_positions is not None and end_positions is not None:
             start_logits, end_logits = logits.float().unbind(-1)

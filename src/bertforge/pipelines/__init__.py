@@ -9,7 +9,8 @@ import importlib
 from pathlib import Path
 
 from bertforge.errors import InputError
-from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline, default_pretraining_model_path
+from bertforge.paths import default_pretraining_model_path
+from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline
 
 # task name -> "module:class"
 TASKS = {

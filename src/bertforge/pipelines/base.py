@@ -16,10 +16,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-import bertforge
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.tokenization import BertTokenizer
+from bertforge.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -29,26 +29,11 @@ DEFAULT_BATCH_SIZE = 32
 # Weight-name prefixes (Hugging Face spelling) that give a checkpoint each ability.
 HEAD_TASKS = {
     "cls.predictions.": "fill-mask",
+    "vocab_transform.": "fill-mask",  # DistilBERT's MLM head
     "cls.seq_relationship.": "next-sentence",
     "qa_outputs.": "question-answering",
 }
 ENCODER_TASKS = ["feature-extraction", "sentence-embedding", "contextual-similarity", "attention"]
-
-
-def bundled_model_path(name: str, instead: str) -> Path:
-    """A model shipped in `bertforge/pretrained/`; `instead` tells, in the error, what to pass
-    when it is missing."""
-    path = Path(bertforge.__file__).parent / "pretrained" / name
-    if not (path / "config.json").is_file():
-        raise CheckpointError(f"no bundled model at {path}: pass --model (model=...) {instead}")
-    return path
-
-
-def default_pretraining_model_path() -> Path:
-    """bertforge's own pre-trained model (with MLM and NSP heads), the default for fill-mask and
-    next-sentence scoring: MiniLM pre-trained further on Gutenberg books (see its README)."""
-    return bundled_model_path("bertforge-minilm-gutenberg", "a directory with masked-language-model and "
-                              "next-sentence heads (a BertForPreTraining checkpoint)")
 
 
 def checkpoint_tasks(directory: Path) -> list[str]:
@@ -78,20 +63,16 @@ def checkpoint_tasks(directory: Path) -> list[str]:
     return tasks
 
 
-def resolve_device(device: str | torch.device) -> torch.device:
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise InputError(f"--device: unknown device {device!r} (use cpu, cuda or cuda:N)") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine")
-    return resolved
+def check_dtype(dtype: str) -> None:
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
 
 
 def apply_dtype(model: nn.Module, dtype: str, device: torch.device) -> nn.Module:
-    """float32 (exact), bfloat16 weights, or int8 dynamic quantisation of every Linear (CPU only)."""
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    """The one precision rule of every pipeline: float32 (exact), bfloat16 weights, or int8 dynamic
+    quantisation of every Linear (CPU only). float16 is not offered: its narrow range can overflow
+    attention scores, and bfloat16 saves the same memory with float32's range."""
+    check_dtype(dtype)
     if dtype == "bfloat16":
         return model.to(device=device, dtype=torch.bfloat16)
     if dtype == "int8":
@@ -123,6 +104,45 @@ def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ..
     return model
 
 
+# The head model that holds every head a checkpoint's weights give it (see `checkpoint_tasks`).
+HEAD_MODELS = (
+    ({"fill-mask", "next-sentence"}, "BertForPreTraining"),
+    ({"fill-mask"}, "BertForMaskedLM"),
+    ({"next-sentence"}, "BertForNextSentencePrediction"),
+    ({"question-answering"}, "BertForQuestionAnswering"),
+    ({"text-classification"}, "BertForSequenceClassification"),
+    ({"token-classification"}, "BertForTokenClassification"),
+)
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint loaded once, in its precision and on its device, for several pipelines to share
+    (the server answers every task of a model directory from one copy of its weights)."""
+
+    path: Path
+    model: nn.Module
+    tokenizer: BertTokenizer
+    device: torch.device
+    dtype: str
+    tasks: list[str]
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> LoadedCheckpoint:
+    """Load a model directory with the head model that carries all of its heads."""
+    from bertforge.model import ARCHITECTURES
+
+    path = Path(path)
+    if not any((path / name).is_file() for name in ("config.json", "bert_config.json")):  # Google's too
+        raise CheckpointError(f"{path}: no config.json (is it a model directory?)")
+    device = resolve_device(device)
+    tasks = checkpoint_tasks(path)
+    architecture = next((name for heads, name in HEAD_MODELS if heads <= set(tasks)), "BertModel")
+    model = load_for_task(ARCHITECTURES.get(architecture, BertModel), path, "any task", None, None)
+    return LoadedCheckpoint(path, apply_dtype(model.eval(), dtype, device), BertTokenizer.from_pretrained(path),
+                            device, dtype, tasks)
+
+
 @dataclass
 class Encoded:
     """One tokenized input ready for a batch."""
@@ -133,29 +153,48 @@ class Encoded:
     word_ids: list[int | None]
 
 
+def needs_model(task: str, what: str) -> Callable[[], Path]:
+    """The default model of a task that has none: an error that says what to pass."""
+    def missing() -> Path:
+        raise InputError(f"{task} needs model=DIR (--model): {what}")
+    return missing
+
+
 class Pipeline:
-    """Base class: subclasses set `task`, `model_class`, the head they need, and implement `__call__`."""
+    """Base class: subclasses set `task`, `model_class`, the head they need, and implement `__call__`.
+
+    `loaded` (from `load_checkpoint`) shares an already loaded model instead of loading `model`."""
 
     task = "feature-extraction"
     model_class = BertModel
     head_prefix: tuple[str, ...] | None = None  # a missing weight with one of these prefixes: no head
     head_name: str | None = None
+    head_attribute: str | None = None  # the module a shared model must have for this task
     default_model: Callable[[], Path] = staticmethod(default_model_path)
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False):
+                 batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False,
+                 loaded: LoadedCheckpoint | None = None):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
-        path = Path(model) if model is not None else self.default_model()
-        if not path.is_dir():
-            raise CheckpointError(f"{path}: model directory not found")
+        check_dtype(dtype)  # before the loading, which can take a while
+        if loaded is not None:
+            if self.head_attribute is not None and not hasattr(loaded.model, self.head_attribute):
+                raise CheckpointError(f"{loaded.path}: {self.task} needs a {self.head_name}, and this checkpoint "
+                                      f"has none; it can do: {', '.join(loaded.tasks)}")
+            path, self.device, self.dtype, self.tokenizer = loaded.path, loaded.device, loaded.dtype, loaded.tokenizer
+            self.model = loaded.model
+        else:
+            path = Path(model) if model is not None else self.default_model()
+            if not path.is_dir():
+                raise CheckpointError(f"{path}: model directory not found")
+            self.device = resolve_device(device)
+            self.dtype = dtype
+            self.tokenizer = BertTokenizer.from_pretrained(path)
+            self.model = apply_dtype(load_for_task(self.model_class, path, self.task, self.head_prefix,
+                                                   self.head_name).eval(), dtype, self.device)
         self.model_path = path
-        self.device = resolve_device(device)
-        self.dtype = dtype
-        self.tokenizer = BertTokenizer.from_pretrained(path)
-        loaded = load_for_task(self.model_class, path, self.task, self.head_prefix, self.head_name)
-        self.config = loaded.config
-        self.model = apply_dtype(loaded, dtype, self.device)
+        self.config = self.model.config
         limit = min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
         if max_length is None:
             max_length = self.default_max_length(path, limit)

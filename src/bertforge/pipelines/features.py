@@ -6,7 +6,10 @@ L2-normalised, as NumPy arrays or torch tensors.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -122,16 +125,43 @@ def _pool_words(text: str, enc: Encoded, vectors: torch.Tensor):
     return [text[s:e] for s, e in spans], spans, sums / counts
 
 
+def sentence_transformers_defaults(directory: Path) -> tuple[str, bool]:
+    """(pooling, normalize) of a sentence-transformers export (its Pooling and Normalize modules);
+    mean pooling and L2 normalisation, all-MiniLM-L6-v2's, for any other checkpoint."""
+    modules_file = directory / "modules.json"
+    if not modules_file.is_file():
+        return "mean", True
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        pooling = "mean"
+        for module in modules:
+            config_file = directory / module.get("path", "") / "config.json"
+            if module.get("type", "").endswith("Pooling") and config_file.is_file():
+                config = json.loads(config_file.read_text(encoding="utf-8"))
+                pooling = next((name for name in POOLINGS if config.get(f"pooling_mode_{name}_token")
+                                or config.get(f"pooling_mode_{name}_tokens")), "mean")
+        return pooling, any(m.get("type", "").endswith("Normalize") for m in modules)
+    except (OSError, ValueError, AttributeError):
+        return "mean", True  # an unreadable export: the documented defaults
+
+
 class SentenceEmbeddingPipeline(Pipeline):
-    """`pipe(text_or_texts, pooling="mean", layers=-1, combine="sum", normalize=True,
-    return_tensors="np")` → (texts, hidden) array, or (hidden,) for one string. The defaults are
-    those of sentence-transformers' all-MiniLM-L6-v2: mean pooling, then L2 normalisation."""
+    """`pipe(text_or_texts, pooling=None, layers=-1, combine="sum", normalize=None,
+    return_tensors="np")` → (texts, hidden) array, or (hidden,) for one string. pooling and normalize
+    default to the checkpoint's sentence-transformers configuration where it has one, else to those of
+    all-MiniLM-L6-v2: mean pooling, then L2 normalisation."""
 
     task = "sentence-embedding"
 
-    def __call__(self, inputs, pooling: str = "mean", layers=-1, combine: str = "sum", normalize: bool = True,
-                 return_tensors: str = "np"):
+    @cached_property
+    def checkpoint_defaults(self) -> tuple[str, bool]:
+        return sentence_transformers_defaults(self.model_path)
+
+    def __call__(self, inputs, pooling: str | None = None, layers=-1, combine: str = "sum",
+                 normalize: bool | None = None, return_tensors: str = "np"):
         texts, single = _as_list(inputs)
+        pooling = self.checkpoint_defaults[0] if pooling is None else pooling
+        normalize = self.checkpoint_defaults[1] if normalize is None else normalize
         if pooling not in POOLINGS:
             raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         _check_return_type(return_tensors)

@@ -9,9 +9,14 @@ import torch
 
 from bertforge.errors import InputError
 from bertforge.model import BertForMaskedLM
-from bertforge.pipelines.base import Encoded, Pipeline, default_pretraining_model_path
+from bertforge.paths import default_pretraining_model_path
+from bertforge.pipelines.base import Encoded, Pipeline
 
 log = logging.getLogger(__name__)
+
+# Masks scored at once: each holds a vocabulary-sized row of logits and another of probabilities,
+# so a batch with hundreds of masks would otherwise take hundreds of megabytes for a moment.
+MASK_CHUNK = 64
 
 
 class FillMaskPipeline(Pipeline):
@@ -22,6 +27,7 @@ class FillMaskPipeline(Pipeline):
     model_class = BertForMaskedLM
     head_prefix = ("mlm.",)
     head_name = "masked-language-model head (cls.predictions.*)"
+    head_attribute = "mlm"
     default_model = staticmethod(default_pretraining_model_path)
 
     def __call__(self, inputs, top_k: int = 5, targets: str | list[str] | None = None):
@@ -29,6 +35,8 @@ class FillMaskPipeline(Pipeline):
         texts = [inputs] if single else list(inputs)
         if not isinstance(top_k, int) or top_k < 1:
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
+        if top_k > len(self.tokenizer.vocab):
+            raise InputError(f"top_k {top_k} is larger than the vocabulary ({len(self.tokenizer.vocab)} tokens)")
         mask_token = self.tokenizer.mask_token
         for i, text in enumerate(texts):
             if not isinstance(text, str) or mask_token not in text:
@@ -47,12 +55,16 @@ class FillMaskPipeline(Pipeline):
             inputs = self.padded(batch)
             hidden = self.bert(**inputs).last_hidden_state
             rows, positions = (inputs["input_ids"] == mask_id).nonzero(as_tuple=True)
-            probs = self.model.mlm(hidden[rows, positions]).float().softmax(dim=-1)
-            if target_ids is not None:
-                probs = probs[:, target_ids]
-            scores, ids = probs.topk(k)
-            if target_ids is not None:
-                ids = target_ids[ids]
+            scores, ids = [], []
+            for start in range(0, len(rows), MASK_CHUNK):
+                chunk = slice(start, start + MASK_CHUNK)
+                probs = self.model.mlm(hidden[rows[chunk], positions[chunk]]).float().softmax(dim=-1)
+                if target_ids is not None:
+                    probs = probs[:, target_ids]
+                chunk_scores, chunk_ids = probs.topk(k)
+                scores.append(chunk_scores)
+                ids.append(target_ids[chunk_ids] if target_ids is not None else chunk_ids)
+            scores, ids = torch.cat(scores), torch.cat(ids)
             counts = torch.bincount(rows, minlength=len(batch)).tolist()
             return list(zip(scores.cpu().split(counts), ids.cpu().split(counts)))
 

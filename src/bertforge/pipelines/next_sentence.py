@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from bertforge.errors import InputError
 from bertforge.model import BertForNextSentencePrediction
-from bertforge.pipelines.base import Encoded, Pipeline, default_pretraining_model_path
+from bertforge.paths import default_pretraining_model_path
+from bertforge.pipelines.base import Encoded, Pipeline
 
 
 def _as_pairs(inputs) -> tuple[list[tuple[str, str]], bool]:
@@ -32,6 +33,7 @@ class NextSentencePipeline(Pipeline):
     model_class = BertForNextSentencePrediction
     head_prefix = ("nsp.", "bert.pooler.")
     head_name = "next-sentence-prediction head (cls.seq_relationship.* and the pooler)"
+    head_attribute = "nsp"
     default_model = staticmethod(default_pretraining_model_path)
 
     def __call__(self, inputs):
@@ -39,7 +41,8 @@ class NextSentencePipeline(Pipeline):
         encoded = self.encode([a for a, _ in pairs], [b for _, b in pairs])
 
         def run(batch: list[Encoded]) -> list[list[float]]:
-            logits = self.model(**self.padded(batch)).seq_relationship_logits
+            # The head alone: a shared BertForPreTraining would also score every token over the vocabulary.
+            logits = self.model.nsp(self.bert(**self.padded(batch)).pooler_output)
             return logits.float().softmax(dim=-1).cpu().tolist()
 
         results = []

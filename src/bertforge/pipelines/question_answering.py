@@ -1,12 +1,18 @@
-"""`question-answering`: answer spans cut from the context, over as many windows as it needs."""
+"""`question-answering`: answer spans cut from the context, over as many windows as it needs, by
+the same algorithm as `bertforge finetune --task qa`'s evaluation (tasks/squad.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from bertforge.errors import InputError
-from bertforge.pipelines.base import bundled_model_path
-from bertforge.pipelines.text_classification import as_list, load_finetuned
+from bertforge.model import BertForQuestionAnswering
+from bertforge.paths import bundled_model_path
+from bertforge.pipelines.base import Pipeline
+from bertforge.pipelines.text_classification import as_list
+from bertforge.tasks.batching import predict_logits
+from bertforge.tasks.squad import (DOC_STRIDE, MAX_ANSWER_LENGTH, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH, answer_spans,
+                                   encode_windows)
 
 
 def default_qa_model_path() -> Path:
@@ -14,40 +20,45 @@ def default_qa_model_path() -> Path:
     return bundled_model_path("minilm-squad", "a model made by `bertforge finetune --task qa`")
 
 
-class QuestionAnsweringPipeline:
+class QuestionAnsweringPipeline(Pipeline):
     """`pipe(question="Who ...?", context="...")` → {"answer", "score", "start", "end"} (character
     span in the context); `top_k=3` gives a list of the 3 best. Lists of questions and contexts give
     one result per pair. Contexts longer than one window are read in windows overlapping by
-    `doc_stride` tokens and the best span over all windows wins."""
+    `doc_stride` tokens; the question is cut to `max_question_length` pieces; the best span by
+    summed start and end logits over all windows wins (score: softmax over the 20 best)."""
 
-    def __init__(self, model=None, device="cpu", dtype="float32", batch_size=32, max_length=None):
-        from bertforge.model import BertForQuestionAnswering
+    task = "question-answering"
+    model_class = BertForQuestionAnswering
+    head_prefix = ("qa_outputs.",)
+    head_name = "question-answering head (qa_outputs.*)"
+    head_attribute = "qa_outputs"
+    default_model = staticmethod(default_qa_model_path)
 
-        self.model_path = Path(model) if model is not None else default_qa_model_path()
-        self.model, self.tokenizer = load_finetuned(BertForQuestionAnswering, self.model_path, device, dtype)
-        self.batch_size = batch_size
-        self.max_length = max_length or 384
+    @staticmethod
+    def default_max_length(path: Path, limit: int) -> int:
+        return min(MAX_SEQ_LENGTH, limit)  # the window BERT's SQuAD recipe trains and evaluates with
 
-    def __call__(self, question, context, top_k: int = 1, doc_stride: int = 128, max_answer_length: int = 30,
-                 max_question_length: int = 64):
-        from bertforge.tasks.batching import predict_logits
-        from bertforge.tasks.squad import best_spans, encode_windows
-
+    def __call__(self, question, context, top_k: int = 1, doc_stride: int = DOC_STRIDE,
+                 max_answer_length: int = MAX_ANSWER_LENGTH, max_question_length: int = MAX_QUERY_LENGTH):
         questions, single = as_list(question, "question")
         contexts, _ = as_list(context, "context")
         if len(questions) != len(contexts):
             raise InputError(f"{len(questions)} questions but {len(contexts)} contexts")
-        if top_k < 1:
-            raise InputError(f"top_k must be at least 1, got {top_k}")
-        if doc_stride >= self.max_length // 2:
-            raise InputError(f"doc_stride {doc_stride} must be less than half of max_length {self.max_length}")
+        for what, texts in (("question", questions), ("context", contexts)):
+            for i, text in enumerate(texts):
+                if not text.strip():
+                    raise InputError(f"the {what} is empty" if single else f"{what} {i + 1} is empty")
+        for name, value in (("top_k", top_k), ("max_answer_length", max_answer_length),
+                            ("max_question_length", max_question_length)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise InputError(f"{name} must be a positive integer, got {value!r}")
+        if not isinstance(doc_stride, int) or not 0 < doc_stride < self.max_length // 2:
+            raise InputError(f"doc_stride {doc_stride!r} must be positive and less than half of max_length "
+                             f"{self.max_length}")
         features = encode_windows(questions, contexts, self.tokenizer, self.max_length, doc_stride, max_question_length)
-        logits = predict_logits(self.model, features, self.batch_size)
+        logits = predict_logits(self.model, features, self.batch_size, pad_token_id=self.tokenizer.pad_token_id)
         results = []
-        for i, context_text in enumerate(contexts):
-            mine = [(f, row) for f, row in zip(features, logits) if f["example"] == i]
-            spans = best_spans(context_text, [f for f, _ in mine], [row for _, row in mine],
-                               n_best=max(20, top_k), max_answer_length=max_answer_length)[:top_k]
+        for spans in answer_spans(contexts, features, logits, top_k, max_answer_length=max_answer_length):
             answers = [{"answer": s["answer"], "score": s["score"], "start": s["start"], "end": s["end"]} for s in spans]
             results.append(answers[0] if top_k == 1 and answers else answers)
         return results[0] if single else results

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 
-from bertforge.pipelines.text_classification import as_list, load_finetuned
+from bertforge.model import BertForTokenClassification
+from bertforge.pipelines.base import Encoded, Pipeline, needs_model
+from bertforge.pipelines.text_classification import as_list, label_names
 
 
 def group_entities(text: str, words: list[tuple[int, int]], tags: list[str], scores: list[float]) -> list[dict]:
@@ -25,40 +28,40 @@ def group_entities(text: str, words: list[tuple[int, int]], tags: list[str], sco
              "start": e["start"], "end": e["end"]} for e in entities]
 
 
-class TokenClassificationPipeline:
+class TokenClassificationPipeline(Pipeline):
     """`pipe("Jeremy lives in Paris")` → [{"entity_group": "PER", "score": 0.99, "word": "Jeremy",
     "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}].
     Each word takes the tag of its first word piece (as in training)."""
 
-    def __init__(self, model=None, device="cpu", dtype="float32", batch_size=32, max_length=None):
-        from bertforge.model import BertForTokenClassification
+    task = "token-classification"
+    model_class = BertForTokenClassification
+    head_prefix = ("classifier.",)
+    head_name = "token-classification head (classifier.*)"
+    head_attribute = "classifier"
+    default_model = staticmethod(needs_model("token-classification", "a fine-tuned BertForTokenClassification "
+                                             "(made by `bertforge finetune --task ner`, or a transformers checkpoint)"))
 
-        self.model, self.tokenizer = load_finetuned(BertForTokenClassification, model, device, dtype)
-        config = self.model.config
-        self.labels = [config.id2label[i] for i in sorted(config.id2label)] if config.id2label \
-            else [f"LABEL_{i}" for i in range(config.num_labels)]
-        self.batch_size = batch_size
-        self.max_length = max_length or config.max_position_embeddings
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.labels = label_names(self.config)
 
     def __call__(self, inputs):
-        from bertforge.tasks.batching import predict_logits
-
         texts, single = as_list(inputs, "inputs")
-        encoded = self.tokenizer(texts, truncation=True, max_length=self.max_length, return_offsets_mapping=True)
-        features = [{"input_ids": ids, "token_type_ids": types}
-                    for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])]
-        logits = predict_logits(self.model, features, self.batch_size)
+        encoded = self.encode(texts)
+
+        def run(batch: list[Encoded]) -> list[torch.Tensor]:
+            probs = self.model(**self.padded(batch)).logits.float().softmax(dim=-1).cpu()
+            return [row[:len(e.ids)] for row, e in zip(probs, batch)]
+
         results = []
-        for i, (text, row) in enumerate(zip(texts, logits)):
-            probabilities = np.exp(row - row.max(-1, keepdims=True))
-            probabilities /= probabilities.sum(-1, keepdims=True)
+        for text, enc, probs in zip(texts, encoded, self.in_length_order(encoded, run)):
             spans, tags, scores = {}, {}, {}
-            for position, (word, offset) in enumerate(zip(encoded.word_ids(i), encoded["offset_mapping"][i])):
+            for position, (word, offset) in enumerate(zip(enc.word_ids, enc.offsets)):
                 if word is None:
                     continue
                 if word not in spans:  # first piece: the word's tag
-                    best = int(probabilities[position].argmax())
-                    tags[word], scores[word] = self.labels[best], float(probabilities[position, best])
+                    score, best = probs[position].max(dim=-1)
+                    tags[word], scores[word] = self.labels[int(best)], float(score)
                     spans[word] = [offset[0], offset[1]]
                 spans[word][1] = offset[1]
             order = sorted(spans)

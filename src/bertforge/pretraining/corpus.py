@@ -3,76 +3,68 @@
 Two formats, as in BERT's data preparation:
 - plain text (`.txt`, optionally `.gz`): one sentence a line, a blank line between documents;
 - JSON Lines (`.jsonl`, optionally `.gz`): one document a line with a `text` field, split into
-  paragraphs at blank lines and into sentences with pysbd (hard-wrapped lines are joined first).
+  paragraphs at blank lines and into sentences (hard-wrapped lines are joined first) by pysbd's
+  rules (`sentences.py`; pysbd itself with `splitter="pysbd"`).
+
+Readers report how many bytes of the file each document took (`on_bytes`), for a progress bar in
+megabytes: one Gutenberg document is a whole book, so counting documents says little.
 """
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
-import re
-from collections.abc import Iterator
+import struct
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bertforge.errors import InputError
+from bertforge.io.readers import check_input_file, decoded_lines, is_jsonl
+from bertforge.pretraining.sentences import make_splitter
 
 logger = logging.getLogger(__name__)
 
 Document = list[str]  # the sentences of one document, in order
+ByteCounter = Callable[[int], object]
 
 
-def _open(path: Path):
-    opener = gzip.open if path.suffix == ".gz" else open
-    return opener(path, "rt", encoding="utf-8")
+def _ignore(_: int) -> None:
+    return None
 
 
-def _is_jsonl(path: Path) -> bool:
-    suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
-    return bool(suffixes) and suffixes[0] in (".jsonl", ".json")
-
-
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """(line number, line) pairs, turning a decoding failure into an error naming the file."""
-    line_number = 0
+def text_size(path: str | Path) -> int | None:
+    """The bytes of text in a corpus file, for a progress bar's total: its size, or for a `.gz` the
+    uncompressed size its trailer records. That is kept modulo 4 GiB (and for the last member of a
+    concatenated file only), so None for a file of over 1 GiB compressed or an unreadable one."""
+    path = Path(path)
     try:
-        with _open(path) as f:
-            for line_number, line in enumerate(f, 1):
-                yield line_number, line
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text (near line {line_number + 1}: {e.reason})") from None
-    except (OSError, EOFError) as e:  # e.g. a truncated or corrupt .gz
-        raise InputError(f"{path}: cannot be read ({e})") from None
+        size = path.stat().st_size
+        if path.suffix.lower() != ".gz":
+            return size
+        if size > 1 << 30:
+            return None
+        with open(path, "rb") as f:
+            f.seek(-4, 2)
+            return struct.unpack("<I", f.read(4))[0]
+    except (OSError, struct.error):
+        return None
 
 
-class SentenceSplitter:
-    """Paragraphs → sentences with pysbd, the rule-based splitter (handles "Mr.", "e.g.", ...)."""
-
-    def __init__(self, language: str = "en"):
-        import pysbd
-
-        self._segmenter = pysbd.Segmenter(language=language, clean=False)
-
-    def split(self, text: str) -> list[str]:
-        sentences = []
-        for paragraph in re.split(r"\n\s*\n", text):
-            paragraph = " ".join(paragraph.split())  # undo the hard wrapping
-            if paragraph:
-                sentences.extend(s.strip() for s in self._segmenter.segment(paragraph) if s.strip())
-        return sentences
-
-
-def _plain_text_documents(path: Path) -> Iterator[Document]:
+def _plain_text_documents(path: Path, on_bytes: ByteCounter) -> Iterator[Document]:
     document: Document = []
-    breaks = 0
-    for _, line in _lines(path):
+    breaks = size = 0
+    for _, line in decoded_lines(path, keep_ends=True):
+        size += len(line.encode("utf-8"))
         line = line.strip()
         if line:
             document.append(line)
         elif document:
             breaks += 1
+            on_bytes(size)
+            size = 0
             yield document
             document = []
+    on_bytes(size)
     if document:
         if breaks == 0:
             logger.warning("%s has no blank lines between documents: it is read as one document, so "
@@ -80,11 +72,12 @@ def _plain_text_documents(path: Path) -> Iterator[Document]:
         yield document
 
 
-def _jsonl_documents(path: Path, splitter: SentenceSplitter, skip: int) -> Iterator[Document]:
-    """Documents from JSON Lines; the first `skip` records are passed over without the (slow)
-    sentence splitting."""
+def _jsonl_documents(path: Path, splitter, skip: int, on_bytes: ByteCounter) -> Iterator[Document]:
+    """Documents from JSON Lines; the first `skip` records are passed over without the sentence
+    splitting."""
     records = 0
-    for line_number, line in _lines(path):
+    for line_number, line in decoded_lines(path, keep_ends=True):
+        on_bytes(len(line.encode("utf-8")))
         if not line.strip():
             continue
         records += 1
@@ -101,16 +94,17 @@ def _jsonl_documents(path: Path, splitter: SentenceSplitter, skip: int) -> Itera
             yield sentences
 
 
-def read_documents(path: str | Path, skip: int = 0, limit: int | None = None) -> Iterator[Document]:
+def read_documents(path: str | Path, skip: int = 0, limit: int | None = None, splitter: str = "rules",
+                   on_bytes: ByteCounter = _ignore) -> Iterator[Document]:
     """Stream the documents of a corpus file, skipping the first `skip` and stopping after `limit`
-    (so a held-out part can be carved from the same file). Empty documents are left out."""
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"corpus file not found: {path}")
-    if _is_jsonl(path):
-        documents = _jsonl_documents(path, SentenceSplitter(), skip)
+    (so a held-out part can be carved from the same file). Empty documents are left out.
+    `splitter` names the sentence splitter of JSON Lines documents ("rules" or "pysbd");
+    `on_bytes(n)` is called as each n bytes of the file are read."""
+    path = check_input_file(path)
+    if is_jsonl(path):
+        documents = _jsonl_documents(path, make_splitter(splitter), skip, on_bytes)
     else:
-        documents = (doc for index, doc in enumerate(_plain_text_documents(path)) if index >= skip)
+        documents = (doc for index, doc in enumerate(_plain_text_documents(path, on_bytes)) if index >= skip)
     count = 0
     for document in documents:
         if limit is not None and count >= limit:

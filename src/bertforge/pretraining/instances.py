@@ -38,7 +38,7 @@ def tokenize_documents(documents, tokenizer, max_seq_length: int) -> TokenizedDo
     limit = max_seq_length - 3  # room for [CLS] and two [SEP]
     result = TokenizedDocuments([])
     for sentences in documents:
-        encoded = tokenizer(sentences, add_special_tokens=False)["input_ids"]
+        encoded = tokenizer.token_ids(sentences)
         document = []
         for ids in encoded:
             if not ids:

@@ -12,7 +12,7 @@ import hashlib
 import json
 import logging
 import random
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,7 +20,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from bertforge.errors import ConfigError, InputError
-from bertforge.pretraining.corpus import read_documents
+from bertforge.io.atomic import atomic_directory, check_output_dir, write_json
+from bertforge.io.readers import check_input_file
+from bertforge.pretraining.corpus import read_documents, text_size
 from bertforge.pretraining.instances import Instance, create_instances, tokenize_documents
 from bertforge.pretraining.masking import IGNORE_INDEX, MaskingConfig, instance_rng, mask_batch, mask_sequence
 
@@ -42,6 +44,7 @@ class PrepareOptions:
     seed: int = 12345
     shard_size: int = 100_000  # instances per shard
     chunk_tokens: int = 5_000_000  # documents held in memory at once while making instances
+    splitter: str = "rules"  # sentence splitter of JSON Lines documents: "rules" or "pysbd"
 
     def validate(self) -> None:
         checks = [
@@ -114,13 +117,26 @@ class _ShardWriter:
 
 
 def prepare(corpus_files: Iterable[str | Path], output_dir: str | Path, tokenizer, options: PrepareOptions,
-            skip_documents: int = 0, max_documents: int | None = None, progress: bool = True) -> dict:
-    """Corpus files → instances → shards in `output_dir`; returns the index (with statistics)."""
+            skip_documents: int = 0, max_documents: int | None = None, progress: bool = True,
+            finish: Callable[[Path, dict], None] | None = None) -> dict:
+    """Corpus files → instances → shards in `output_dir`; returns the index (with statistics).
+    The data set is built in a directory beside `output_dir` and swapped in when complete, so a
+    failure (a bad corpus, an interrupt) leaves a previous data set there intact and creates none.
+    `finish(directory, index)` may add files (a run card) to the data set before the swap."""
     options.validate()
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    if (output_dir / INDEX_FILE).exists():
-        (output_dir / INDEX_FILE).unlink()  # an index only exists for a complete directory
+    files = [check_input_file(f) for f in corpus_files]
+    if not files:
+        raise InputError("no corpus file given")
+    check_output_dir(output_dir)
+    with atomic_directory(output_dir) as build:
+        index = _prepare_into(build, files, tokenizer, options, skip_documents, max_documents, progress)
+        if finish is not None:
+            finish(build, index)
+        return index
+
+
+def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: PrepareOptions, skip_documents: int,
+                  max_documents: int | None, progress: bool) -> dict:
     masking = options.masking_config(tokenizer)
     writer = _ShardWriter(output_dir, options, masking, tokenizer.vocab_size)
     stats = {"documents": 0, "sentences": 0, "tokens": 0, "truncated_sentences": 0, "is_next": 0}
@@ -141,15 +157,13 @@ def prepare(corpus_files: Iterable[str | Path], output_dir: str | Path, tokenize
             writer.add(instances)
         chunk, chunk_tokens, chunk_index = [], 0, chunk_index + 1
 
-    files = [Path(f) for f in corpus_files]
-    if not files:
-        raise InputError("no corpus file given")
-    with tqdm(desc="preparing", unit="doc", disable=not progress) as bar:
+    sizes = [text_size(path) for path in files]
+    total = None if None in sizes else sum(sizes)
+    with tqdm(desc="preparing", unit="B", unit_scale=True, total=total, disable=not progress) as bar:
         for path in files:
-            for document in read_documents(path, skip_documents, max_documents):
+            for document in read_documents(path, skip_documents, max_documents, options.splitter, bar.update):
                 chunk.append(document)
                 chunk_tokens += sum(len(s) for s in document) // 4  # ~4 characters a token
-                bar.update(1)
                 bar.set_postfix(instances=writer.written + len(writer.pending))
                 if chunk_tokens >= options.chunk_tokens:
                     flush_chunk()
@@ -167,7 +181,7 @@ def prepare(corpus_files: Iterable[str | Path], output_dir: str | Path, tokenize
              "skip_documents": skip_documents, "max_documents": max_documents,
              "instances": writer.written, "shards": writer.shards,
              "stats": {**stats, "is_next_fraction": stats["is_next"] / writer.written}}
-    (output_dir / INDEX_FILE).write_text(json.dumps(index, indent=2))
+    write_json(output_dir / INDEX_FILE, index, indent=2)
     return index
 
 

@@ -114,7 +114,7 @@ class Batcher:
             try:
                 items.append(self._queue.get_nowait() if not self._queue.empty()
                              else await asyncio.wait_for(self._queue.get(), remaining))
-            except TimeoutError:
+            except asyncio.TimeoutError:  # not the builtin TimeoutError before Python 3.11
                 break
         limit = self.max_batch_size * DRAIN_BATCHES
         items += [self._queue.get_nowait() for _ in itertools.takewhile(

@@ -11,8 +11,14 @@ import threading
 from collections import defaultdict
 from typing import Callable
 
+METHODS = ("GET", "POST")  # every other method is counted as "other": a client cannot grow the label set
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+def label(value: object) -> str:
+    """A label value escaped as the exposition format requires (backslash, double quote, newline)."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
 
 class Histogram:
@@ -49,6 +55,7 @@ class Metrics:
         self.queue_depth: Callable[[], int] = lambda: 0
 
     def observe_request(self, method: str, endpoint: str, status: int, seconds: float) -> None:
+        method = method if method in METHODS else "other"
         with self._lock:
             self.requests[(method, endpoint, status)] += 1
             self.latency.setdefault(endpoint, Histogram(LATENCY_BUCKETS)).observe(seconds)
@@ -65,12 +72,12 @@ class Metrics:
         with self._lock:
             lines = ["# HELP bertforge_requests_total HTTP requests by endpoint and status code.",
                      "# TYPE bertforge_requests_total counter"]
-            lines += [f'bertforge_requests_total{{method="{m}",endpoint="{e}",status="{s}"}} {n}'
+            lines += [f'bertforge_requests_total{{method="{label(m)}",endpoint="{label(e)}",status="{s}"}} {n}'
                       for (m, e, s), n in sorted(self.requests.items())]
             lines += ["# HELP bertforge_request_duration_seconds Time from request to response.",
                       "# TYPE bertforge_request_duration_seconds histogram"]
             for endpoint, histogram in sorted(self.latency.items()):
-                lines += histogram.lines("bertforge_request_duration_seconds", f'endpoint="{endpoint}"')
+                lines += histogram.lines("bertforge_request_duration_seconds", f'endpoint="{label(endpoint)}"')
             lines += ["# HELP bertforge_batch_size Inputs per model call (micro-batch).",
                       "# TYPE bertforge_batch_size histogram"]
             lines += self.batch_size.lines("bertforge_batch_size")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from bertforge.errors import ConfigError
 from bertforge.tasks.classification import ClassificationTask
-from bertforge.tasks.data import read_conll, read_squad, read_text_examples
+from bertforge.io.datasets import read_conll, read_squad, read_text_examples
 from bertforge.tasks.ner import TokenClassificationTask
 from bertforge.tasks.squad import QuestionAnsweringTask
 from bertforge.tasks.trainer import FinetuneArgs, finetune
@@ -54,7 +54,7 @@ def model_architecture(model_dir) -> str | None:
         architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
     except (OSError, json.JSONDecodeError, AttributeError):
         return None
-    return architectures[0] if architectures else None
+    return architectures[0].removeprefix("Distil") if architectures else None  # DistilBERT shares BERT's heads
 
 
 def check_head(task: str, model_dir, fine_tuned: bool) -> None:

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, f1_score
 from bertforge.errors import InputError
 from bertforge.model import BertForSequenceClassification
 from bertforge.tasks.batching import predict_logits
-from bertforge.tasks.data import TextExample
+from bertforge.io.datasets import TextExample
 
 
 def sorted_labels(labels) -> list[str]:

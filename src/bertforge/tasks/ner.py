@@ -12,7 +12,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from bertforge.errors import InputError
 from bertforge.model import IGNORE_INDEX, BertForTokenClassification
 from bertforge.tasks.batching import predict_logits
-from bertforge.tasks.data import TaggedSentence
+from bertforge.io.datasets import TaggedSentence
 
 
 @dataclass

@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 from tqdm.auto import tqdm
 
-from bertforge.errors import ConfigError
+from bertforge.errors import ConfigError, InputError
 from bertforge.tasks.batching import collate
 
 POOLINGS = ("cls", "mean")
@@ -44,6 +44,10 @@ def sentence_features(encoder, tokenizer, texts: list[str], pooling: str = "cls"
 
 def run_probe(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, seed: int = 0, max_iter: int = 2000) -> dict:
     """Fit a logistic regression on the training vectors; accuracy on both splits."""
+    if len(train_y) == 0 or len(test_y) == 0:
+        raise InputError(f"a probe needs training and test rows, got {len(train_y)} and {len(test_y)}")
+    if len(set(train_y)) < 2:
+        raise InputError(f"a probe needs at least two classes in the training labels, got only {set(train_y)}")
     classifier = LogisticRegression(max_iter=max_iter, random_state=seed)
     classifier.fit(train_x, train_y)
     return {"train_accuracy": float(accuracy_score(train_y, classifier.predict(train_x))),

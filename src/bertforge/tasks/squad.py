@@ -13,7 +13,7 @@ import numpy as np
 from bertforge.errors import InputError
 from bertforge.model import BertForQuestionAnswering
 from bertforge.tasks.batching import predict_logits
-from bertforge.tasks.data import SquadExample
+from bertforge.io.datasets import SquadExample
 
 MAX_SEQ_LENGTH, DOC_STRIDE, MAX_QUERY_LENGTH = 384, 128, 64
 N_BEST, MAX_ANSWER_LENGTH = 20, 30
@@ -130,6 +130,21 @@ def best_spans(example_context: str, features: list[dict], logits: list[np.ndarr
             for ((start, end), logit), p in zip(best, probabilities)]
 
 
+def answer_spans(contexts: list[str], features: list[dict], logits: list[np.ndarray], top_k: int = 1,
+                 n_best: int = N_BEST, max_answer_length: int = MAX_ANSWER_LENGTH) -> list[list[dict]]:
+    """The `top_k` best spans of each context from the logits of all its windows: the one answer
+    algorithm of `evaluate`, the question-answering pipeline and the server."""
+    by_example = collections.defaultdict(list)
+    for feature, row in zip(features, logits):
+        by_example[feature["example"]].append((feature, row))
+    out = []
+    for i, context in enumerate(contexts):
+        pairs = by_example.get(i, [])
+        spans = best_spans(context, [f for f, _ in pairs], [r for _, r in pairs], max(n_best, top_k), max_answer_length)
+        out.append(spans[:top_k])
+    return out
+
+
 class QuestionAnsweringTask:
     model_class = BertForQuestionAnswering
     metric = "f1"
@@ -156,15 +171,7 @@ class QuestionAnsweringTask:
         return EvalSet(self.windows(examples, tokenizer, max_length), examples)
 
     def answers(self, examples, features, logits, top_k: int = 1) -> list[list[dict]]:
-        by_example = collections.defaultdict(list)
-        for feature, row in zip(features, logits):
-            by_example[feature["example"]].append((feature, row))
-        out = []
-        for i, example in enumerate(examples):
-            pairs = by_example.get(i, [])
-            spans = best_spans(example.context, [f for f, _ in pairs], [r for _, r in pairs])
-            out.append(spans[:top_k])
-        return out
+        return answer_spans([e.context for e in examples], features, logits, top_k)
 
     def evaluate(self, model, eval_set: EvalSet, batch_size: int = 64, bf16: bool = False) -> dict:
         logits = predict_logits(model, eval_set.features, batch_size, bf16)

@@ -22,8 +22,8 @@ the tokenizer can report offsets into the user's string.
 
 from __future__ import annotations
 
+import array
 import re
-import sys
 import unicodedata
 from functools import lru_cache
 
@@ -78,10 +78,28 @@ def _char_class(chars: str) -> str:
     return "".join(parts)
 
 
+# Planes 2 and above hold ideographs, tags, variation selectors and private use, never punctuation;
+# scanning only planes 0-1 keeps building the word pattern (every tokenizer load) at a few
+# hundredths of a second instead of a second (tests/test_startup.py checks it against the full range).
+PUNCTUATION_PLANES_END = 0x20000
+
+
+def punctuation_chars(end: int = PUNCTUATION_PLANES_END) -> str:
+    """Every character below `end` that BERT treats as punctuation (see `is_punctuation`)."""
+    ascii_punctuation = "".join(chr(cp) for cp in range(128) if is_punctuation(chr(cp)))
+    # All code points as one string, built in C (a join of chr() over 130,000 of them takes longer
+    # than the rest of loading a tokenizer).
+    chars = array.array("I", range(128, end)).tobytes().decode("utf-32-le", "surrogatepass")
+    # Categories are two characters, the first upper-case: joined, "P" only ever starts one, so a
+    # search of one string finds them all without a Python-level loop over every code point.
+    categories = "".join(map(unicodedata.category, chars))
+    return ascii_punctuation + "".join(chars[match.start() // 2] for match in re.finditer("P", categories))
+
+
 @lru_cache(maxsize=1)
 def _isolated_class() -> str:
     """Characters that always form a word of their own: punctuation and CJK ideographs."""
-    punctuation = "".join(chr(cp) for cp in range(sys.maxunicode + 1) if is_punctuation(chr(cp)))
+    punctuation = punctuation_chars()
     cjk = "".join(f"{re.escape(chr(lo))}-{re.escape(chr(hi))}" for lo, hi in CJK_RANGES)
     return _char_class(punctuation) + cjk
 

@@ -10,83 +10,23 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
+from bertforge.io.atomic import write_text
 from bertforge.tokenization.basic import BasicTokenizer
+from bertforge.tokenization.encoding import BatchEncoding, Encoding, is_batch, to_tensors
+from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
+from bertforge.tokenization.tokenizer_json import read_tokenizer_json, write_tokenizer_json
+from bertforge.tokenization.truncation import pad_and_collate, padding_strategy, truncate, truncation_strategy
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
-PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 RUN_CACHE_LIMIT = 1_000_000
 # Characters Python's str.split() treats as whitespace but BERT treats as control characters
 # (removed, so they glue their neighbours together): text holding one takes the regex path.
 _SPLIT_UNSAFE = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
-
-
-@dataclass
-class Encoding:
-    """One encoded sequence (or pair) before batching."""
-
-    ids: list[int]
-    offsets: list[tuple[int, int]]
-    word_ids: list[int | None]
-    type_ids: list[int] = field(default_factory=list)
-    special_mask: list[int] = field(default_factory=list)
-    sequence_ids: list[int | None] = field(default_factory=list)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def window(self, start: int, stop: int) -> "Encoding":
-        return Encoding(self.ids[start:stop], self.offsets[start:stop], self.word_ids[start:stop])
-
-    def windows(self, max_len: int, stride: int) -> list["Encoding"]:
-        """The sequence cut to `max_len` tokens, then the overflowing windows, each starting
-        `max_len - stride` tokens after the previous one (the reference's semantics)."""
-        if len(self) <= max_len:
-            return [self]
-        if max_len == 0:
-            return [self.window(0, 0), self]
-        if stride >= max_len:
-            raise InputError(f"stride ({stride}) must be smaller than the room left for the sequence ({max_len} tokens)")
-        result = []
-        for start in range(0, len(self), max_len - stride):
-            stop = min(start + max_len, len(self))
-            result.append(self.window(start, stop))
-            if stop == len(self):
-                break
-        return result
-
-
-class BatchEncoding(dict):
-    """The tokenizer's output: a dict of lists (or tensors) with attribute access and the
-    per-row `word_ids` / `sequence_ids` of the encodings behind it."""
-
-    def __init__(self, data: dict, encodings: list[Encoding], batched: bool):
-        super().__init__(data)
-        self.encodings = encodings
-        self.is_batched = batched
-
-    def __getattr__(self, name):
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-    def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        return self.encodings[batch_index].word_ids
-
-    def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
-        return self.encodings[batch_index].sequence_ids
-
-    def to(self, device) -> "BatchEncoding":
-        for key, value in self.items():
-            if hasattr(value, "to"):
-                self[key] = value.to(device)
-        return self
 
 
 class BertTokenizer:
@@ -115,6 +55,8 @@ class BertTokenizer:
         self.all_special_ids = [self.vocab[t] for t in self.all_special_tokens]
         self._special_ids = set(self.all_special_ids)
         self._run_cache: dict[str, tuple] = {}
+        self._ids_cache: dict[str, tuple[int, ...]] = {}  # for `token_ids`
+        self._run_ids_cache: dict[str, list[int]] = {}
 
     # --- loading and saving -------------------------------------------------------------
 
@@ -123,7 +65,7 @@ class BertTokenizer:
         """Load from a model directory (`vocab.txt` + optional `tokenizer_config.json`) or a
         `vocab.txt` file. With no path, the default model's tokenizer."""
         if path is None:
-            from bertforge.model.checkpoint import default_model_path
+            from bertforge.paths import default_model_path
             path = default_model_path()
         path = Path(path)
         if path.is_dir():
@@ -132,9 +74,11 @@ class BertTokenizer:
             vocab_file, config_file = path, path.parent / cls.config_file_name
         else:
             raise CheckpointError(f"tokenizer not found: {path} is neither a directory nor a vocab.txt file")
-        if not vocab_file.exists():
-            raise CheckpointError(f"{path} has no {cls.vocab_file_name}")
-        settings: dict = {}
+        vocab, settings = vocab_file, {}
+        if not vocab_file.exists():  # transformers 5 saves tokenizer.json and no vocab.txt
+            if not (vocab_file.parent / TOKENIZER_JSON).exists():
+                raise CheckpointError(f"{path} has no {cls.vocab_file_name} or {TOKENIZER_JSON}")
+            vocab, settings = read_tokenizer_json(vocab_file.parent / TOKENIZER_JSON)
         if config_file.exists():
             try:
                 config = json.loads(config_file.read_text(encoding="utf-8"))
@@ -149,13 +93,13 @@ class BertTokenizer:
                 del settings["model_max_length"]
         settings.update(overrides)
         _check_types(settings, config_file)
-        return cls(vocab_file, **settings)
+        return cls(vocab, **settings)
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         tokens = sorted(self.vocab, key=self.vocab.__getitem__)
-        (directory / self.vocab_file_name).write_text("".join(t + "\n" for t in tokens), encoding="utf-8")
+        write_text(directory / self.vocab_file_name, "".join(t + "\n" for t in tokens))
         config = {
             "tokenizer_class": "BertTokenizer",
             "do_lower_case": self.do_lower_case,
@@ -165,7 +109,8 @@ class BertTokenizer:
         }
         if self.additional_special_tokens:
             config["additional_special_tokens"] = self.additional_special_tokens
-        (directory / self.config_file_name).write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+        write_text(directory / self.config_file_name, json.dumps(config, indent=2) + "\n")
+        write_tokenizer_json(self, directory)  # what transformers 5 and `tokenizers` read first
 
     # --- vocabulary ----------------------------------------------------------------------
 
@@ -287,6 +232,50 @@ class BertTokenizer:
             word_ids += [index] * len(encoded)
         return Encoding(ids, offsets, word_ids)
 
+    def token_ids(self, texts: list[str]) -> list[list[int]]:
+        """`self(texts, add_special_tokens=False)["input_ids"]` without the offsets and word ids
+        the call also builds: the pre-training data path, where ids are all that is kept. Its own
+        caches hold ids only, per space-separated chunk and per run within one."""
+        cache = self._ids_cache
+        result = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise InputError(f"expected a string to tokenize, got {type(text).__name__}")
+            # As in `_chunks`, without the positions nobody asked for.
+            chunks = [m.group() for m in self.basic.finditer(text)] if _SPLIT_UNSAFE.search(text) else text.split()
+            # Look-ups and joining in C; Python only for the chunks never seen before.
+            entries = list(map(cache.get, chunks))
+            if None in entries:
+                if len(cache) >= RUN_CACHE_LIMIT:
+                    cache.clear()
+                for index, chunk in enumerate(chunks):
+                    if entries[index] is None:
+                        entries[index] = cache[chunk] = self._chunk_ids(chunk)
+            result.append(list(chain.from_iterable(entries)))
+        return result
+
+    def _chunk_ids(self, chunk: str) -> tuple[int, ...]:
+        if chunk.isascii() and chunk.isalnum():  # a plain word: one run, nothing to normalise but case
+            word = chunk.lower() if self.do_lower_case else chunk
+            piece = self.vocab.get(word)
+            if piece is not None and len(word) <= self.wordpiece.max_input_chars_per_word:
+                return (piece,)
+        runs = self._run_ids_cache
+        ids: list[int] = []
+        for match in self.basic.finditer(chunk):
+            run = match.group()
+            if match.lastgroup == "special":
+                ids.append(self.vocab[run])
+                continue
+            run_ids = runs.get(run)
+            if run_ids is None:
+                if len(runs) >= RUN_CACHE_LIMIT:
+                    runs.clear()
+                run_ids = runs[run] = [piece[0] for word, _ in self.basic.normalize(run)
+                                       for piece in self.wordpiece.split(word)]
+            ids += run_ids
+        return tuple(ids)
+
     def tokenize(self, text: str) -> list[str]:
         return [self.ids_to_tokens[i] for i in self._encode_text(text).ids]
 
@@ -300,18 +289,18 @@ class BertTokenizer:
                  is_split_into_words: bool = False, return_overflowing_tokens: bool = False,
                  return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
                  return_tensors: str | None = None) -> BatchEncoding:
-        batched = _is_batch(text, is_split_into_words)
+        batched = is_batch(text, is_split_into_words)
         texts = list(text) if batched else [text]
         if text_pair is None:
             pairs = [None] * len(texts)
         else:
-            if _is_batch(text_pair, is_split_into_words) != batched:
+            if is_batch(text_pair, is_split_into_words) != batched:
                 raise InputError("text and text_pair must both be single inputs or both be batches")
             pairs = list(text_pair) if batched else [text_pair]
             if len(pairs) != len(texts):
                 raise InputError(f"text has {len(texts)} items but text_pair has {len(pairs)}")
-        padding = _padding_strategy(padding)
-        truncation = _truncation_strategy(truncation)
+        padding = padding_strategy(padding)
+        truncation = truncation_strategy(truncation)
         if max_length is None and (truncation or padding == "max_length"):
             max_length = self.model_max_length
         if max_length is not None and (not isinstance(max_length, int) or max_length < 1):
@@ -329,7 +318,7 @@ class BertTokenizer:
             b = encode(second) if second is not None else None
             n_special = (3 if b is not None else 2) if add_special_tokens else 0
             if truncation and max_length is not None:
-                windows = self._truncate(a, b, max_length - n_special, truncation, stride,
+                windows = truncate(a, b, max_length - n_special, truncation, stride,
                                          return_overflowing_tokens)
             else:
                 windows = [(a, b)]
@@ -344,7 +333,8 @@ class BertTokenizer:
             target = max(len(r) for r in rows)
         elif padding == "max_length":
             target = max_length
-        data = self._collate(rows, target, return_offsets_mapping, return_special_tokens_mask)
+        data = pad_and_collate(rows, target, self.vocab[self.pad_token], return_offsets_mapping,
+                               return_special_tokens_mask)
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = sample_mapping
         # Tensors always carry a batch dimension, as in the reference.
@@ -352,34 +342,8 @@ class BertTokenizer:
         if not batched_output:
             data = {k: v[0] for k, v in data.items()}
         if return_tensors is not None:
-            data = _to_tensors(data, return_tensors)
+            data = to_tensors(data, return_tensors)
         return BatchEncoding(data, rows, batched_output)
-
-    def _truncate(self, a: Encoding, b: Encoding | None, budget: int, strategy: str, stride: int,
-                  overflow: bool) -> list[tuple[Encoding, Encoding | None]]:
-        if budget < 0:
-            raise InputError("max_length is too small to hold the special tokens")
-        if b is None:
-            if strategy == "only_second":
-                raise InputError("truncation='only_second' needs a text pair")
-            return [(w, None) for w in a.windows(budget, stride)]
-        if strategy == "longest_first":
-            if overflow and len(a) + len(b) > budget:
-                raise InputError("overflowing tokens of a pair need truncation='only_first' or 'only_second', "
-                                 "not 'longest_first'")
-            n1, n2 = _longest_first_lengths(len(a), len(b), budget)
-            return [(a.windows(n1, stride)[0], b.windows(n2, stride)[0])]
-        if strategy == "only_first":
-            room = budget - len(b)
-            if room <= 0 and len(a) + len(b) > budget:
-                raise InputError(f"the second sequence ({len(b)} tokens) leaves no room for the first "
-                                 f"within max_length with truncation='only_first'")
-            return [(w, b) for w in a.windows(max(room, 0), stride)]
-        room = budget - len(a)
-        if room <= 0 and len(a) + len(b) > budget:
-            raise InputError(f"the first sequence ({len(a)} tokens) leaves no room for the second "
-                             f"within max_length with truncation='only_second'")
-        return [(a, w) for w in b.windows(max(room, 0), stride)]
 
     def _with_special_tokens(self, a: Encoding, b: Encoding | None, add_special_tokens: bool) -> Encoding:
         """[CLS] A [SEP] (B [SEP]), built with whole-list operations (this runs once per row)."""
@@ -406,27 +370,6 @@ class BertTokenizer:
             sequence += [1] * n_b + [None] * tail
         return Encoding(ids, offsets, word_ids, type_ids, special, sequence)
 
-    def _collate(self, rows: list[Encoding], target: int | None, offsets: bool, special_mask: bool) -> dict:
-        pad_id = self.vocab[self.pad_token]
-        data: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
-        if special_mask:
-            data["special_tokens_mask"] = []
-        if offsets:
-            data["offset_mapping"] = []
-        for row in rows:
-            n_pad = max(0, (target or 0) - len(row))
-            data["input_ids"].append(row.ids + [pad_id] * n_pad)
-            data["token_type_ids"].append(row.type_ids + [0] * n_pad)
-            data["attention_mask"].append([1] * len(row) + [0] * n_pad)
-            if special_mask:
-                data["special_tokens_mask"].append(row.special_mask + [1] * n_pad)
-            if offsets:
-                data["offset_mapping"].append(row.offsets + [(0, 0)] * n_pad)
-            if n_pad:
-                row.word_ids = row.word_ids + [None] * n_pad
-                row.sequence_ids = row.sequence_ids + [None] * n_pad
-        return data
-
     # --- decoding ------------------------------------------------------------------------
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
@@ -444,61 +387,6 @@ class BertTokenizer:
 
     def batch_decode(self, batch, skip_special_tokens: bool = False) -> list[str]:
         return [self.decode(ids, skip_special_tokens) for ids in batch]
-
-
-def _longest_first_lengths(n1: int, n2: int, budget: int) -> tuple[int, int]:
-    """Token budget for each side of a pair: keep the shorter side whole when it fits in
-    its half, otherwise give each side half (the reference's rule)."""
-    if n1 + n2 <= budget:
-        return n1, n2
-    short, long_ = min(n1, n2), max(n1, n2)
-    long_ = short if short > budget else max(short, budget - short)
-    if short + long_ > budget:
-        short = budget // 2
-        long_ = short + budget % 2
-    return (short, long_) if n1 <= n2 else (long_, short)
-
-
-def _is_batch(value, split_into_words: bool) -> bool:
-    if isinstance(value, str):
-        return False
-    if not isinstance(value, (list, tuple)):
-        raise InputError(f"`text` must be a string or a list of strings, got {type(value).__name__}")
-    if split_into_words:
-        return bool(value) and isinstance(value[0], (list, tuple))
-    return True
-
-
-def _padding_strategy(padding) -> str | None:
-    if padding is True:
-        return "longest"
-    if padding is False or padding is None or padding == "do_not_pad":
-        return None
-    if padding in PADDING_STRATEGIES:
-        return padding
-    raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
-
-
-def _truncation_strategy(truncation) -> str | None:
-    if truncation is True:
-        return "longest_first"
-    if truncation is False or truncation is None or truncation == "do_not_truncate":
-        return None
-    if truncation in TRUNCATION_STRATEGIES:
-        return truncation
-    raise InputError(f"truncation must be True, False or one of {', '.join(TRUNCATION_STRATEGIES)}; got {truncation!r}")
-
-
-def _to_tensors(data: dict, kind: str) -> dict:
-    import numpy as np
-    lengths = {len(row) for row in data["input_ids"]} if data["input_ids"] and isinstance(data["input_ids"][0], list) else None
-    if lengths is not None and len(lengths) > 1:
-        raise InputError("sequences have different lengths: pass padding=True to return tensors")
-    arrays = {k: np.asarray(v, dtype=np.int64) for k, v in data.items()}
-    if kind == "np":
-        return arrays
-    import torch
-    return {k: torch.from_numpy(v) for k, v in arrays.items()}
 
 
 def _as_int_list(ids) -> list[int]:

@@ -33,6 +33,7 @@ import re
 from pathlib import Path
 
 from bertforge.errors import CheckpointError
+from bertforge.io.atomic import write_text
 from bertforge.tokenization import byte_level
 from bertforge.tokenization.bert_words import BertWords
 
@@ -147,9 +148,9 @@ class _MergeEncoder:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         paths = [directory / VOCAB_FILE, directory / MERGES_FILE, directory / CONFIG_FILE]
-        paths[0].write_text(json.dumps(self.vocab, ensure_ascii=False, indent=0) + "\n", encoding="utf-8")
-        paths[1].write_text(MERGES_HEADER + "\n" + "".join(f"{a} {b}\n" for a, b in self.merges), encoding="utf-8")
-        paths[2].write_text(json.dumps(self._config(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+        write_text(paths[0], json.dumps(self.vocab, ensure_ascii=False, indent=0) + "\n")
+        write_text(paths[1], MERGES_HEADER + "\n" + "".join(f"{a} {b}\n" for a, b in self.merges))
+        write_text(paths[2], json.dumps(self._config(), ensure_ascii=False, indent=2) + "\n")
         return paths
 
     @classmethod

@@ -50,6 +50,9 @@ logger = logging.getLogger(__name__)
 
 ALGORITHMS = ("wordpiece", "bpe", "byte-bpe")
 DEFAULT_SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+# Far above any real vocabulary (the largest BERTs have 250,000 pieces); a larger request is a typo,
+# and the trainers allocate per requested token.
+MAX_VOCAB_SIZE = 10_000_000
 
 
 # --- word counting ----------------------------------------------------------------------------
@@ -131,8 +134,8 @@ def _check_size(vocab: list[str], vocab_size: int, special_tokens: Sequence[str]
 
 def _check_options(vocab_size: int, min_frequency: int, special_tokens: Sequence[str],
                    limit_alphabet: int | None) -> None:
-    if not isinstance(vocab_size, int) or vocab_size < 1:
-        raise ConfigError(f"vocab_size must be a positive integer, got {vocab_size!r}")
+    if not isinstance(vocab_size, int) or not 1 <= vocab_size <= MAX_VOCAB_SIZE:
+        raise ConfigError(f"vocab_size must be an integer from 1 to {MAX_VOCAB_SIZE:,}, got {vocab_size!r}")
     if not isinstance(min_frequency, int) or min_frequency < 0:
         raise ConfigError(f"min_frequency must be a non-negative integer, got {min_frequency!r}")
     if limit_alphabet is not None and (not isinstance(limit_alphabet, int) or limit_alphabet < 1):

@@ -1,0 +1,119 @@
+"""Students against their teacher in the text-classification pipeline, same run: sentences per second
+on SST-2 validation sentences (and accuracy when the models are fine-tuned with SST-2's labels).
+The models alternate over `--repeats` rounds and the median round counts, because the 2-core
+machine is shared and its speed drifts.
+
+Speed does not depend on the weights, so without --teacher the bench measures the shapes the issue
+asks about: the bundled all-MiniLM-L6-v2 with a fresh 2-label head as the teacher, and students made
+from it by `bertforge distill`'s own construction (`--student-layers 3`: teacher layers 0, 2, 4;
+`--student-size L4-H256`). Accuracy is then meaningless and not printed. With trained models:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/distill.py [--teacher sst2-model --student sst2-student ...] \
+        [--sentences 872] [--repeats 3] [--batch-size 32] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = (REPO / ".." / "shared" / "data").resolve()
+sys.path.insert(0, str(REPO / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def sst2_validation(limit: int) -> tuple[list[str], list[str]]:
+    """SST-2 validation sentences and labels: the full file beside the repo, else the bundled sample."""
+    path = DATA / "sst2" / "validation.tsv"
+    if not path.exists():
+        path = REPO / "src" / "bertforge" / "data" / "sst2_sample" / "validation.tsv"
+    rows = [row.split("\t") for row in path.read_text(encoding="utf-8").splitlines()[1:limit + 1]]
+    return [text.strip() for text, _ in rows], [label.strip() for _, label in rows]
+
+
+def shape_models(directory: Path) -> dict[str, Path]:
+    """The untrained teacher and students of the issue's shapes, saved under `directory`."""
+    from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
+    from bertforge.model import BertForSequenceClassification, default_model_path
+    from bertforge.tokenization import BertTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(default_model_path())
+    teacher = BertForSequenceClassification.from_pretrained(default_model_path(), id2label={0: "0", 1: "1"})
+    layers = teacher.config.num_hidden_layers // 2
+    three = BertForSequenceClassification(student_config(teacher.config, layers=layers))
+    copy_teacher_weights(teacher, three, teacher_layer_indices(teacher.config.num_hidden_layers, layers))
+    small = BertForSequenceClassification(student_config(teacher.config, size="L4-H256"))
+    models = {"teacher (MiniLM-L6-H384)": teacher, f"student, {layers} teacher layers": three,
+              "student, L4-H256": small}
+    paths = {}
+    for i, (name, model) in enumerate(models.items()):
+        model.save_pretrained(directory / str(i), tokenizer)
+        paths[name] = directory / str(i)
+    return paths
+
+
+def one_round(pipe, texts: list[str]) -> tuple[float, list[str]]:
+    started = time.perf_counter()
+    results = pipe(texts)
+    return len(texts) / (time.perf_counter() - started), [r[0]["label"] for r in results]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", default=None, help="A fine-tuned teacher (default: MiniLM shapes, untrained).")
+    parser.add_argument("--student", action="append", default=[], help="A student of --teacher (repeatable).")
+    parser.add_argument("--sentences", type=int, default=872, help="SST-2 validation sentences (872 in all).")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if bool(args.teacher) != bool(args.student):
+        parser.error("give --teacher and at least one --student, or neither (the untrained shapes)")
+    torch.set_num_threads(args.threads)
+
+    import bertforge
+
+    texts, labels = sst2_validation(args.sentences)
+    with tempfile.TemporaryDirectory() as scratch:
+        if args.teacher:
+            paths = {f"teacher {args.teacher}": Path(args.teacher), **{f"student {s}": Path(s) for s in args.student}}
+        else:
+            paths = shape_models(Path(scratch))
+        pipes = {name: bertforge.pipeline("text-classification", model=path, batch_size=args.batch_size)
+                 for name, path in paths.items()}
+        for pipe in pipes.values():
+            pipe(texts[:args.batch_size])  # warm-up: first-call allocations are not the model's speed
+        speeds, predictions = {name: [] for name in pipes}, {}
+        for _ in range(args.repeats):
+            for name, pipe in pipes.items():
+                speed, predictions[name] = one_round(pipe, texts)
+                speeds[name].append(speed)
+                print(f"  {name}: {speed:.1f} sentences/s", flush=True)
+
+    print(f"\nSST-2 validation, {len(texts)} sentences, text-classification pipeline, batch {args.batch_size}, "
+          f"{args.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}")
+    median = {name: statistics.median(values) for name, values in speeds.items()}
+    teacher = next(iter(median.values()))
+    header = "| model | layers × hidden | sentences/s (median of %d) | × teacher |" % args.repeats
+    header += " accuracy |" if args.teacher else ""
+    print(header)
+    print("|" + " --- |" * (header.count("|") - 1))
+    for name, value in median.items():
+        config = pipes[name].config
+        row = f"| {name} | {config.num_hidden_layers} × {config.hidden_size} | {value:.1f} | {value / teacher:.2f}× |"
+        if args.teacher:
+            row += f" {sum(p == g for p, g in zip(predictions[name], labels)) / len(labels):.2%} |"
+        print(row)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,79 @@
+"""`bertforge convert`: any checkpoint bertforge reads → the Hugging Face layout transformers loads."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import click
+
+from bertforge.errors import CheckpointError
+from bertforge.io.atomic import atomic_directory, check_output_dir
+
+log = logging.getLogger("bertforge.cli")
+
+
+@click.command()
+@click.argument("source", type=click.Path(path_type=Path))
+@click.argument("destination", type=click.Path(path_type=Path))
+@click.option("--do-lower-case/--no-do-lower-case", default=None,
+              help="Google folders only (they do not record it): lower-case text? Default: from the folder "
+                   "name, as Google's tokenization.py decides (cased_L-12_H-768_A-12 → no).")
+def convert(source, destination, do_lower_case):
+    """Write the checkpoint SOURCE to DESTINATION as config.json + model.safetensors + vocab.txt +
+    tokenizer.json, with every head it has (MLM, NSP, SQuAD, classifier).
+
+    SOURCE is a Google BERT folder (bert_config.json + bert_model.ckpt.*, or the model.ckpt-N that
+    run_classifier.py / run_squad.py leave), a TensorFlow checkpoint prefix, or a Hugging Face
+    folder (transformers 4 or 5). No TensorFlow is needed.
+
+    \b
+    Examples:
+      bertforge convert uncased_L-12_H-768_A-12 bert-base-uncased
+      bertforge convert squad_output/model.ckpt-21899 my-squad-model
+    """
+    from bertforge.model import ARCHITECTURES
+    from bertforge.tokenization import BertTokenizer
+
+    check_output_dir(destination, "DESTINATION")
+    folder = source.parent if source.with_name(source.name + ".index").is_file() else source
+    if not folder.is_dir():
+        raise CheckpointError(f"{source}: no such checkpoint folder")
+    architecture = _head_model(source, folder)
+    model = ARCHITECTURES[architecture].from_pretrained(source)
+    settings = {}
+    if not (folder / BertTokenizer.config_file_name).exists() and (folder / "bert_config.json").exists():
+        if do_lower_case is None:
+            do_lower_case = re.search(r"(^|[_-])cased", folder.name) is None
+        settings["do_lower_case"] = do_lower_case
+    tokenizer = BertTokenizer.from_pretrained(folder, **settings)
+    with atomic_directory(destination) as build:
+        model.save_pretrained(build, tokenizer=tokenizer)
+    click.echo(f"{destination}: {architecture}, {model.config.num_hidden_layers} layers, hidden "
+               f"{model.config.hidden_size}, vocabulary {tokenizer.vocab_size}"
+               + ("" if tokenizer.do_lower_case else ", cased"))
+
+
+def _head_model(source: Path, folder: Path) -> str:
+    """The model class that carries every head the checkpoint has (MLM and NSP → pre-training)."""
+    from bertforge.model import BertConfig
+    from bertforge.model.checkpoint import config_path, hf_to_bertforge, read_weights
+    from bertforge.model.tf_checkpoint import read_tf_checkpoint
+
+    config_file = config_path(folder)
+    config = BertConfig.from_json_file(config_file)
+    weights = read_tf_checkpoint(source) if folder != source else read_weights(folder)
+    heads = {name.split(".")[0] for name in hf_to_bertforge(weights, config.model_type)[0]}
+    if {"mlm", "nsp"} <= heads:
+        return "BertForPreTraining"
+    if "classifier" in heads:
+        token_level = any("TokenClassification" in name for name in config.extra.get("architectures") or [])
+        heads.add("token_classifier" if token_level else "sequence_classifier")
+    for head, architecture in (("mlm", "BertForMaskedLM"), ("nsp", "BertForNextSentencePrediction"),
+                               ("qa_outputs", "BertForQuestionAnswering"),
+                               ("token_classifier", "BertForTokenClassification"),
+                               ("sequence_classifier", "BertForSequenceClassification")):
+        if head in heads:
+            return architecture
+    return "BertModel"

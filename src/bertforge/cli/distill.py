@@ -1,0 +1,183 @@
+"""`bertforge distill`: a smaller, faster student from a fine-tuned teacher (task distillation) or
+from a pre-trained one on prepared shards (`--task mlm`, DistilBERT's general distillation). The
+options it shares with `finetune` are finetune's own, so they cannot drift apart."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import click
+
+from bertforge.cli.finetune import TASKS, configure, device_for, load_task_model, max_length_for, read_data, read_splits
+from bertforge.cli.finetune import finetune as finetune_command
+from bertforge.errors import ConfigError, InputError
+
+# finetune's options that mean something else here: the model is --teacher, and the task list grows.
+NOT_SHARED = {"task", "train_path", "validation_path", "model_dir", "output_dir", "new_head"}
+
+
+def _teacher_dir(teacher: str) -> Path:
+    directory = Path(teacher)
+    if not (directory / "config.json").is_file():
+        raise ConfigError(f"--teacher {directory}: no config.json there (a fine-tuned model directory, or for "
+                          f"--task mlm a pre-trained one)")
+    return directory
+
+
+def _student(teacher, student_layers, student_size, save_as):
+    """The student factory (called by the engine after seeding) and its description."""
+    from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
+
+    if student_layers is None and student_size is None:
+        student_layers = max(1, teacher.config.num_hidden_layers // 2)  # DistilBERT's choice
+    config = student_config(teacher.config, student_layers, student_size, save_as)
+    indices = teacher_layer_indices(teacher.config.num_hidden_layers, student_layers) if student_layers else None
+
+    def build():
+        student = type(teacher)(config)
+        if indices is not None:
+            copy_teacher_weights(teacher, student, indices)
+        return student
+
+    description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+                   "from_teacher_layers": indices, "size": student_size, "layout": save_as}
+    return build, description
+
+
+def _unknown_labels(task_object, data) -> bool:
+    """Whether labelled `data` holds a label (NER: a tag) outside the teacher's id2label."""
+    known = set(task_object.labels or ())
+    if not known:  # QA has no label set
+        return False
+    return any(label not in known for example in data
+               for label in (getattr(example, "tags", None) or [getattr(example, "label", None)]))
+
+
+def _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path, options, args,
+                 max_length, student_options, resume):
+    from bertforge.distillation import add_teacher_logits, distil, output_kind, unlabelled
+
+    directory, task_object, tokenizer = load_task_model(task, teacher, fine_tuned=True)
+    kind = output_kind(task_object)
+    train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
+    try:
+        features = task_object.train_features(train_data, tokenizer, max_length)
+        eval_set = task_object.eval_set(validation_data, tokenizer, max_length) if validation_data else None
+    except InputError as e:
+        if not _unknown_labels(task_object, train_data + (validation_data or [])):
+            raise
+        raise InputError(f"{e}; the teacher {directory} was fine-tuned on these only") from None
+    labelled = len(features)
+    if unlabelled_path:
+        extra = read_data(task, unlabelled_path, options, labelled=False)
+        if not extra:
+            raise InputError(f"--unlabelled {unlabelled_path}: no examples")
+        extra_features = task_object.windows(extra, tokenizer, max_length) if kind == "span" else \
+            task_object.encode(extra, tokenizer, max_length, with_labels=False)
+        features += unlabelled(extra_features, kind)
+    teacher_model = task_object.model_class.from_pretrained(directory).to(device_for(args.device))
+    add_teacher_logits(teacher_model, features, args.eval_batch_size, args.bf16)
+    build, description = _student(teacher_model.cpu(), **student_options)
+    description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
+                   "unlabelled_features": len(features) - labelled}
+    history = distil(build, task_object, kind, features, eval_set, args, tokenizer, resume, description)
+    best = history["best"] or {}
+    return {"train_examples": len(train_data), "steps": history["total_steps"], "student": description,
+            "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}
+
+
+def _distil_general(teacher, train_path, validation_path, args, student_options, resume):
+    from bertforge.distillation import GeneralDistillConfig, distil_general
+    from bertforge.model import BertForPreTraining
+    from bertforge.pretraining.shards import PretrainingData
+
+    if student_options["student_size"] is not None:
+        raise ConfigError("--task mlm: the student starts from the teacher's layers (--student-layers), "
+                          "not --student-size")
+    directory = _teacher_dir(teacher)
+    teacher_model = BertForPreTraining.from_pretrained(directory)
+    build, description = _student(teacher_model, **student_options)
+    max_steps = args.max_steps or max(1, round(args.epochs * len(PretrainingData(train_path)) / args.batch_size))
+    config = GeneralDistillConfig(
+        data_dir=train_path, eval_data_dir=validation_path, output_dir=args.output_dir, max_steps=max_steps,
+        batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
+        learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio, warmup_steps=args.warmup_steps,
+        bf16=args.bf16, seed=args.seed, device=args.device, eval_every=args.eval_every or max_steps,
+        checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, temperature=args.temperature)
+    return distil_general(config, teacher_model, build, {"teacher": str(directory), **description}, resume)
+
+
+@click.command()
+@click.option("--task", type=click.Choice(TASKS + ("mlm",)), required=True,
+              help="classification, pair-classification, ner or qa from a teacher fine-tuned for it; mlm: general "
+                   "distillation of a pre-trained teacher on `bertforge pretrain prepare` shards.")
+@click.option("--teacher", type=click.Path(file_okay=False), required=True,
+              help="The teacher: a model fine-tuned for TASK (for mlm: a pre-trained model with its MLM head).")
+@click.option("--train", "train_path", type=click.Path(), required=True,
+              help="Training file (for mlm: a prepared data directory).")
+@click.option("--validation", "validation_path", type=click.Path(), default=None,
+              help="Validation file, evaluated every epoch, the best student kept (for mlm: a prepared held-out "
+                   "directory, MLM accuracy at the end or every --eval-every steps).")
+@click.option("--unlabelled", "unlabelled_path", type=click.Path(dir_okay=False), default=None,
+              help="More inputs without labels (same format as --train), labelled by the teacher alone.")
+@click.option("--output", "output_dir", type=click.Path(file_okay=False), required=True,
+              help="Where the student, metrics.json, the logs, the checkpoint and the run card go.")
+@click.option("--student-layers", type=click.IntRange(1), default=None,
+              help="A student of N of the teacher's layers, evenly spaced from the first: half the layers is every "
+                   "other one as in DistilBERT (6 → 3 takes layers 0, 2, 4) [default: half the teacher's].")
+@click.option("--student-size", default=None,
+              help="A fresh, smaller network from the grid instead (e.g. L4-H256), no larger than the teacher.")
+@click.option("--save-as", type=click.Choice(["bert", "distilbert"]), default="bert", show_default=True,
+              help="The student's layout: distilbert trains it without token types and saves it for "
+                   "transformers' DistilBert* classes.")
+@click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
+              help="Weight of the teacher's soft targets; 1 − alpha goes to the gold labels.")
+@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+              help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
+def distill(task, teacher, train_path, validation_path, unlabelled_path, output_dir, student_layers, student_size,
+            save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate, warmup_ratio, warmup_steps,
+            gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite,
+            max_length, batch_size, device, bf16, threads, deterministic, **columns):
+    """Distil a TEACHER into a smaller student and keep the best student in --output.
+
+    \b
+    bertforge distill --task classification --teacher sst2-model --train train.tsv \\
+        --validation dev.tsv --student-layers 3 --output sst2-student
+    bertforge distill --task ner --teacher conll-model --train train.conll --hold-out 200 \\
+        --student-size L4-H256 --save-as distilbert --output conll-student
+    bertforge distill --task mlm --teacher bertforge-minilm-gutenberg --train shards/ \\
+        --validation held-out-shards/ --max-steps 10000 --output general-student"""
+    threads = configure(threads, deterministic)
+    from bertforge.distillation import DistillArgs
+    from bertforge.runcard import RunCard
+    from bertforge.training import is_main_process
+
+    card = RunCard.start(click.get_current_context().params, [train_path, validation_path, unlabelled_path, teacher],
+                         output_dir, seed)
+    if validation_path and hold_out:
+        raise ConfigError("give either --validation or --hold-out, not both")
+    if task == "mlm" and (hold_out or train_limit or unlabelled_path):
+        raise ConfigError("--task mlm reads prepared shards: --hold-out, --train-limit and --unlabelled do not apply")
+    _teacher_dir(teacher)
+    args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                       warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
+                       gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
+                       max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
+                       overwrite=overwrite, alpha=alpha, temperature=temperature)
+    student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as}
+    started = time.perf_counter()
+    if task == "mlm":
+        summary = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
+    else:
+        summary = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path,
+                               columns, args, max_length_for(task, max_length), student_options, resume)
+    summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
+    if is_main_process():
+        card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, device)
+    click.echo(json.dumps(summary, default=str))
+
+
+# finetune's own option objects (data columns, lengths, batch size, device, schedule, seed, resume, ...).
+distill.params.extend(p for p in finetune_command.params if p.name not in NOT_SHARED)

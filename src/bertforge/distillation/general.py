@@ -1,0 +1,123 @@
+"""General (task-agnostic) distillation as DistilBERT did it, on prepared pre-training shards:
+
+    loss = 5 · L_ce + 2 · L_mlm + 1 · L_cos
+
+L_ce: the student's MLM distribution against the teacher's at temperature T (×T²), on the masked
+positions, computed as the KL (DistilBERT's cross-entropy less the teacher's entropy: the same
+gradient, and a logged value that reaches 0 when the student matches); L_mlm: the usual MLM loss; L_cos: 1 − cos between the last hidden states of
+teacher and student, per real token. The weights are DistilBERT's (Sanh et al. 2019). The teacher
+runs online (its 30k-word distributions over every masked token are too big to store); its NSP
+head is not trained against, as DistilBERT dropped NSP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from bertforge.distillation.losses import hidden_cosine, soft_target_kl
+from bertforge.errors import ConfigError
+from bertforge.model import BertForMaskedLM, IGNORE_INDEX
+from bertforge.pretraining.config import TrainingConfig
+from bertforge.pretraining.shards import PretrainingData
+from bertforge.pretraining.trainer import BatchOrder, HeldOutEvaluator, InstanceBatches
+from bertforge.training import Processes, run
+from bertforge.training.logs import plot_curves
+from bertforge.io.atomic import write_json
+
+WEIGHTS = {"ce": 5.0, "mlm": 2.0, "cos": 1.0}
+INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+
+
+@dataclass(kw_only=True)
+class GeneralDistillConfig(TrainingConfig):
+    temperature: float = 2.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature {self.temperature}: must be positive")
+
+
+class GeneralDistillationObjective:
+    """DistilBERT's triple loss, each term averaged over the global batch's masked (or real) tokens."""
+
+    statistics = ("ce", "mlm", "cos", "masked", "mlm_correct", "tokens")
+
+    def __init__(self, teacher: torch.nn.Module, temperature: float):
+        self.teacher, self.temperature = teacher, temperature
+
+    def counts(self, batch):
+        return [int((batch["labels"] != IGNORE_INDEX).sum()), int(batch["attention_mask"].sum())]
+
+    def loss(self, model, batch, totals):
+        masked_total, token_total = totals
+        inputs = {k: batch[k] for k in INPUTS}
+        with torch.no_grad():
+            teacher = self.teacher(**inputs, output_hidden_states=True)
+        student = model(**inputs, output_hidden_states=True)
+        masked = student.mlm_labels.numel()
+        real = batch["attention_mask"].bool()
+        ce = soft_target_kl(student.prediction_logits, teacher.prediction_logits, self.temperature)
+        mlm = student.mlm_loss * masked
+        cos = hidden_cosine(student.hidden_states[-1][real], teacher.hidden_states[-1][real])
+        loss = (WEIGHTS["ce"] * ce + WEIGHTS["mlm"] * mlm) / max(masked_total, 1) + WEIGHTS["cos"] * cos / token_total
+        correct = (student.prediction_logits.argmax(-1) == student.mlm_labels).sum()
+        values = [ce.item(), mlm.item(), cos.item(), masked, correct.item(), int(real.sum())]
+        return loss, torch.tensor(values, dtype=torch.float64)
+
+    def summary(self, interval, seconds, cumulative):
+        masked, tokens = max(interval["masked"], 1), max(interval["tokens"], 1)
+        ce, mlm, cos = interval["ce"] / masked, interval["mlm"] / masked, interval["cos"] / tokens
+        return {"loss": WEIGHTS["ce"] * ce + WEIGHTS["mlm"] * mlm + WEIGHTS["cos"] * cos, "kl_loss": ce,
+                "mlm_loss": mlm, "cos_loss": cos, "mlm_accuracy": interval["mlm_correct"] / masked,
+                "tokens_per_second": interval["tokens"] / max(seconds, 1e-9), "tokens_seen": int(cumulative["tokens"])}
+
+
+def check_teacher(teacher, data: PretrainingData, source) -> None:
+    """The teacher must have been pre-trained with an MLM head, on the data's vocabulary."""
+    if any(name.startswith("mlm.") for name in teacher.missing_keys):
+        raise ConfigError(f"--teacher {source}: the checkpoint has no masked-LM head to distil from")
+    if teacher.config.vocab_size != data.tokenizer().vocab_size:
+        raise ConfigError(f"--teacher {source}: its vocabulary has {teacher.config.vocab_size} pieces, the "
+                          f"prepared data {data.tokenizer().vocab_size}; prepare the data with its vocab.txt")
+
+
+def masked_lm_student(student) -> BertForMaskedLM:
+    """The student as a BertForMaskedLM (no NSP head, no pooler): the model a DistilBERT is."""
+    model = BertForMaskedLM(student.config)
+    state = {k: v for k, v in student.state_dict().items() if not k.startswith(("nsp.", "bert.pooler."))}
+    model.load_state_dict(state)
+    return model.eval()
+
+
+def distil_general(config: GeneralDistillConfig, teacher, build_student, description: dict,
+                   resume_from: str | Path | None = None) -> dict:
+    """Train `build_student()` (a BertForPreTraining, built after seeding) against `teacher` on the
+    prepared shards of `config.data_dir`; the student is saved as a masked LM in `output_dir/final`."""
+    processes = Processes.start(config.device)
+    data = PretrainingData(config.data_dir)
+    eval_data = PretrainingData(config.eval_data_dir) if config.eval_data_dir else None
+    check_teacher(teacher, data, description.get("teacher"))
+    teacher = teacher.to(processes.device).eval()
+    per_process = max(1, config.batch_size // (processes.world_size * config.gradient_accumulation_steps))
+    evaluator = HeldOutEvaluator(eval_data, processes.device, per_process, config.eval_instances, config.bf16) \
+        if eval_data is not None else None
+    batches = InstanceBatches(data, BatchOrder(len(data), config.batch_size, data.seed + config.seed))
+    fingerprint = {**config.fingerprint(data), "student": description}
+    result = run(config, processes, build_student, batches,
+                 GeneralDistillationObjective(teacher, config.temperature), config.max_steps, fingerprint,
+                 resume_from, evaluator, description="distillation")
+    output_dir = Path(config.output_dir)
+    final_dir = output_dir / "final"
+    summary = {**result.last, "final_model": str(final_dir), "student": description}
+    if result.eval_log:
+        summary["eval"] = {k: v for k, v in result.eval_log[-1].items() if k not in ("step", "elapsed_seconds")}
+    if processes.is_main:
+        masked_lm_student(result.model).save_pretrained(final_dir, data.tokenizer())
+        write_json(output_dir / "metrics.json", summary, indent=2)
+        plot_curves(output_dir, [("loss", "distillation loss"), ("mlm_accuracy", "MLM accuracy")],
+                    output_dir / "training_curves.png")
+    processes.barrier()
+    return summary

@@ -1,0 +1,112 @@
+"""Task distillation on the training engine: the student learns the fine-tuned teacher's
+temperature-softened outputs mixed with the gold labels,
+
+    loss = α · T² · KL(teacher_T ‖ student_T) + (1 − α) · cross-entropy(gold),
+
+per sequence (classification), per word (NER) or over start and end positions (QA). The soft term
+averages over every example (unlabelled ones too), the hard term over the labelled ones. Evaluation
+and the best-model keeping are fine-tuning's."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+
+from bertforge.distillation.losses import soft_target_kl
+from bertforge.distillation.teacher import OUTSIDE, DistillationBatches
+from bertforge.errors import ConfigError
+from bertforge.model import IGNORE_INDEX
+from bertforge.tasks.trainer import FinetuneArgs, finetune
+
+INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(kw_only=True)
+class DistillArgs(FinetuneArgs):
+    alpha: float = 0.5  # the soft targets' weight; 1 − alpha is the gold labels'
+    temperature: float = 2.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0 <= self.alpha <= 1:
+            raise ConfigError(f"--alpha {self.alpha}: the soft targets' weight must be in [0, 1]")
+        if self.temperature <= 0:
+            raise ConfigError(f"--temperature {self.temperature}: must be positive")
+
+
+class DistillationObjective:
+    """α × the soft-target KL (per global row) + (1 − α) × the gold cross-entropy (per labelled row)."""
+
+    statistics = ("soft", "hard", "soft_rows", "hard_rows", "examples")
+
+    def __init__(self, kind: str, alpha: float, temperature: float):
+        self.kind, self.alpha, self.temperature = kind, alpha, temperature
+
+    def counts(self, batch):
+        if self.kind == "token":
+            return [int(batch["soft_mask"].sum()), int((batch["labels"] != IGNORE_INDEX).sum())]
+        gold = batch["start_positions"] if self.kind == "span" else batch["labels"]
+        return [len(batch["input_ids"]), int((gold != IGNORE_INDEX).sum())]
+
+    def sums(self, logits: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(Σ soft-target KL, Σ gold cross-entropy) over the batch's rows."""
+        logits, teacher, temperature = logits.float(), batch["teacher_logits"], self.temperature
+        if self.kind == "sequence":
+            soft = soft_target_kl(logits, teacher, temperature)
+            hard = F.cross_entropy(logits, batch["labels"], ignore_index=IGNORE_INDEX, reduction="sum")
+        elif self.kind == "token":
+            mask = batch["soft_mask"]
+            soft = soft_target_kl(logits[mask], teacher[mask], temperature)
+            hard = F.cross_entropy(logits.flatten(0, 1), batch["labels"].flatten(), ignore_index=IGNORE_INDEX,
+                                   reduction="sum")
+        else:  # distributions over the window's positions, start and end each half of a row
+            outside = ~batch["soft_mask"][:, None, :]
+            student = logits.transpose(1, 2).masked_fill(outside, OUTSIDE)
+            soft = soft_target_kl(student, teacher.transpose(1, 2), temperature) / 2
+            hard = sum(F.cross_entropy(student[:, i], batch[key], ignore_index=IGNORE_INDEX, reduction="sum")
+                       for i, key in enumerate(("start_positions", "end_positions"))) / 2
+        return soft, hard
+
+    def loss(self, model, batch, totals):
+        soft_total, hard_total = totals
+        soft, hard = self.sums(model(**{k: batch[k] for k in INPUTS}).logits, batch)
+        loss = self.alpha * soft / max(soft_total, 1)
+        if hard_total:
+            loss = loss + (1 - self.alpha) * hard / hard_total
+        values = [soft.item(), hard.item(), *self.counts(batch), len(batch["input_ids"])]
+        return loss, torch.tensor(values, dtype=torch.float64)
+
+    def summary(self, interval, seconds, cumulative):
+        soft = interval["soft"] / max(interval["soft_rows"], 1)
+        hard = interval["hard"] / max(interval["hard_rows"], 1)
+        return {"loss": self.alpha * soft + (1 - self.alpha) * hard, "soft_loss": soft, "hard_loss": hard,
+                "examples_per_second": interval["examples"] / max(seconds, 1e-9),
+                "examples_seen": int(cumulative["examples"])}
+
+
+def _digest(features: list[dict]) -> str:
+    """Identifies the training data and the teacher's outputs on it, so a checkpoint is continued only
+    on the same targets."""
+    digest = hashlib.sha256()
+    for feature in features:
+        digest.update(repr((feature["input_ids"], feature.get("labels"), feature.get("start_positions"))).encode())
+        digest.update(feature["teacher_logits"].tobytes())
+    return digest.hexdigest()
+
+
+def distil(build_student: Callable[[], torch.nn.Module], task, kind: str, train_features: list[dict], eval_set,
+           args: DistillArgs, tokenizer=None, resume_from: str | Path | None = None,
+           description: dict | None = None) -> dict:
+    """Train `build_student()` (built after seeding) on `train_features`, which carry `teacher_logits`
+    (see `teacher.add_teacher_logits`), on fine-tuning's loop: evaluation and the best student kept
+    as `finetune` does. `description` (how the student was made) goes into metrics.json."""
+    return finetune(build_student, task, train_features, eval_set, args, tokenizer, resume_from,
+                    objective=DistillationObjective(kind, args.alpha, args.temperature),
+                    batches=partial(DistillationBatches, kind=kind), digest=_digest,
+                    about={"student": description or {}}, name="distillation")

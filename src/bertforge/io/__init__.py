@@ -1,0 +1,3 @@
+"""Files in and out: `readers` (every input format, one error format) and `atomic` (every output,
+written so that a failure leaves the old file intact). Neither imports torch, so commands that only
+read and write text stay fast to start."""

@@ -1,0 +1,194 @@
+"""Writing outputs so that a failure never destroys what was there.
+
+Every file is written to a temporary file in the same directory (so the final rename stays on
+one file system), flushed to disk with fsync and moved over the target with `os.replace`, which
+is atomic on POSIX: a reader sees the old file or the new one, never a half-written one. If
+anything fails (a disk full, a text that cannot be encoded, an interrupt), the temporary file is
+removed and the old file is left as it was. Whole directories (a prepared data set) are built
+beside the target and swapped in at the end.
+
+Commands call `check_output_file` / `check_output_dir` before their work, so a typo in an output
+path is reported at once instead of after an hour of fine-tuning.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from bertforge.errors import InputError
+
+
+def _where(path: Path, option: str | None) -> str:
+    """The culprit of a message: the path, after the option that named it when there is one."""
+    return f"{option} {path}" if option else str(path)
+
+
+def _cannot_write(path: Path, error: OSError) -> InputError:
+    return InputError(f"{path}: cannot write ({error.strerror or error})")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make a rename in `directory` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _umask() -> int:
+    """The process's umask, read from /proc where there is one: os.umask can only read it by
+    setting it, which would briefly change it for every other thread."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """A temporary path to write to; on a clean exit it is synced and moved to `path`, on an
+    exception it is removed and `path` is untouched."""
+    path = Path(path)
+    try:
+        # The target's suffix stays last: writers that choose a format by suffix (matplotlib) still can.
+        handle, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{path.suffix}")
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    os.close(handle)
+    tmp = Path(name)
+    try:
+        yield tmp
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it private (0600); a plain open() would not
+        os.replace(tmp, path)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_directory(path.parent)
+
+
+def write_bytes(path: str | Path, data: bytes) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: str | Path, text: str) -> None:
+    """UTF-8 text; a string that cannot be encoded (a lone surrogate) fails before `path` changes."""
+    write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: str | Path, value, **dumps_options) -> None:
+    """One JSON document (non-ASCII kept as is, a newline at the end)."""
+    write_text(path, json.dumps(value, ensure_ascii=False, **dumps_options) + "\n")
+
+
+def write_jsonl(path: str | Path, records: Iterable, **dumps_options) -> None:
+    """One JSON value a line, streamed to the temporary file."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False, **dumps_options) + "\n")
+
+
+def save_npy(path: str | Path, array) -> None:
+    """A NumPy array as `.npy` (written to an open file, so NumPy adds no second suffix)."""
+    import numpy as np
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+@contextmanager
+def atomic_directory(path: str | Path) -> Iterator[Path]:
+    """A fresh directory beside `path` to build in; on a clean exit it replaces `path` (an old
+    directory there is moved aside, then deleted), on an exception it is deleted and `path` is
+    untouched. The swap is two renames: a crash between them leaves the old directory under a
+    `.old` name beside the target, never a half-built one at the target."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory")
+    created = [parent for parent in path.parents if not parent.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        build = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+        os.chmod(build, 0o777 & ~_umask())  # mkdtemp makes it private (0700); a plain mkdir would not
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    done = False
+    try:
+        yield build
+        old = None
+        if path.exists():
+            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+            os.replace(path, old / path.name)
+        os.replace(build, path)
+        _fsync_directory(path.parent)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+        done = True
+    except OSError as e:
+        raise _cannot_write(path, e) from None
+    finally:
+        if build.exists():
+            shutil.rmtree(build, ignore_errors=True)
+        if not done:  # the parents made for it go too: a failed command leaves no empty directories
+            for parent in created:
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+
+def _check_parent(path: Path, option: str | None) -> None:
+    where = _where(path, option)
+    parent = path.parent
+    if not parent.is_dir():
+        raise InputError(f"{where}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{where}: the directory {parent} is not writable")
+
+
+def check_output_file(path: str | Path | None, option: str | None = None) -> None:
+    """Fail now, before any work, if `path` could not be written later (`option` names the
+    command-line option in the message)."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(f"{_where(path, option)}: is a directory, not a file")
+    _check_parent(path, option)
+
+
+def check_output_dir(path: str | Path | None, option: str | None = None) -> None:
+    """Fail now if the directory `path` could not be created or filled later."""
+    if path is None:
+        return
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{_where(path, option)}: exists and is not a directory")
+    existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
+    if not existing.is_dir():
+        raise InputError(f"{_where(path, option)}: {existing} is not a directory")
+    # Creating `path` (or, for `atomic_directory`, the new one beside it) needs write access to
+    # the nearest existing directory above it.
+    above = existing if existing != path.absolute() else existing.parent
+    if not os.access(above, os.W_OK | os.X_OK):
+        raise InputError(f"{_where(path, option)}: the directory {above} is not writable")

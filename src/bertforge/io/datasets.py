@@ -1,0 +1,161 @@
+"""Fine-tuning data: labelled sentences (pairs) from tables, tagged sentences from CoNLL files and
+questions from SQuAD JSON, as records the tasks encode. Errors name the file and line, or for
+SQuAD the entry (`data[0].paragraphs[1].qas[2]`), in the format of `bertforge.io.readers`."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bertforge.io.readers import decoded_lines, input_error, read_text, table_rows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TextExample:
+    text: str
+    text_pair: str | None
+    label: str | None
+    source: str  # "file:line", for error messages
+
+
+@dataclass
+class TaggedSentence:
+    words: list[str]
+    tags: list[str] | None
+    source: str
+
+
+@dataclass
+class SquadExample:
+    id: str
+    title: str
+    question: str
+    context: str
+    answers: list[dict] = field(default_factory=list)  # {"text", "answer_start"}, checked against context
+
+
+def read_text_examples(path: str | Path, text_column: str, text_pair_column: str | None = None,
+                       label_column: str | None = None) -> list[TextExample]:
+    """Sentence (pair) examples from a TSV/CSV/JSONL file with a header naming the columns.
+    Without `label_column` the labels are None (prediction input)."""
+    path = Path(path)
+    wanted = [c for c in (text_column, text_pair_column, label_column) if c]
+    examples = []
+    for number, row in table_rows(path):
+        for column in wanted:
+            if column not in row:
+                raise input_error(path, f"no column {column!r} (columns: {', '.join(map(str, row))})", number)
+        label = row[label_column] if label_column else None
+        if label is not None:
+            label = str(label).strip()
+            if not label:
+                raise input_error(path, f"empty label in column {label_column!r}", number)
+        examples.append(TextExample(
+            text=str(row[text_column]).strip(),
+            text_pair=str(row[text_pair_column]).strip() if text_pair_column else None,
+            label=label, source=f"{path}:{number}"))
+    return examples
+
+
+def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:
+    """Sentences of a CoNLL file (one token per line, whitespace-separated columns, blank line
+    between sentences, `-DOCSTART-` lines skipped). Every token line must have as many columns
+    as the file's first one; the tag is column `tag_column` (default: the last)."""
+    path = Path(path)
+    sentences, words, tags, start = [], [], [], 0
+    columns = None
+
+    def flush():
+        if words:
+            sentences.append(TaggedSentence(list(words), list(tags) if with_tags else None, f"{path}:{start}"))
+            words.clear()
+            tags.clear()
+
+    for number, line in decoded_lines(path):
+        parts = line.split()
+        if not parts or parts[0] == "-DOCSTART-":
+            flush()
+            continue
+        if columns is None:
+            columns = len(parts)
+            if with_tags and (columns < 2 or not -columns <= tag_column < columns):
+                raise input_error(path, f"{columns} column(s), no tag column {tag_column} (expected 'WORD ... TAG')",
+                                  number)
+        elif len(parts) != columns:
+            raise input_error(path, f"malformed CoNLL line {line.strip()!r}: {len(parts)} columns, the file's "
+                                    f"first token line has {columns}", number)
+        if not words:
+            start = number
+        words.append(parts[0])
+        if with_tags:
+            tags.append(parts[tag_column])
+    flush()
+    return sentences
+
+
+def read_squad(path: str | Path) -> tuple[list[SquadExample], int]:
+    """Questions of a SQuAD v1.1 JSON file (optionally .gz). Reference answers whose text is not at
+    `answer_start` in the context are dropped, counted and logged; the count is returned. An
+    `answer_start` written as an integer-valued string ("42") is read as that integer."""
+    path = Path(path)
+    try:
+        data = json.loads(read_text(path))
+    except json.JSONDecodeError as e:
+        raise input_error(path, f"not valid JSON ({e.msg})", e.lineno) from None
+    if not isinstance(data, dict) or not isinstance(data.get("data"), list):
+        raise input_error(path, "not SQuAD JSON (expected an object with a 'data' list)")
+    examples, skipped = [], 0
+    for a, article in enumerate(data["data"]):
+        paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
+        if not isinstance(paragraphs, list):
+            raise input_error(path, f"data[{a}]: expected an object with a 'paragraphs' list")
+        for p, paragraph in enumerate(paragraphs):
+            where = f"data[{a}].paragraphs[{p}]"
+            if not isinstance(paragraph, dict) or "context" not in paragraph or "qas" not in paragraph:
+                raise input_error(path, f"{where} lacks 'context' or 'qas'")
+            context, qas = paragraph["context"], paragraph["qas"]
+            if not isinstance(context, str):
+                raise input_error(path, f"{where}.context: expected a string, found {type(context).__name__}")
+            if not isinstance(qas, list):
+                raise input_error(path, f"{where}.qas: expected a list, found {type(qas).__name__}")
+            for q, qa in enumerate(qas):
+                entry = f"{where}.qas[{q}]"
+                if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
+                    raise input_error(path, f"{entry} lacks a string 'question'")
+                answers = []
+                for answer in _answers(path, entry, qa.get("answers", [])):
+                    text, start = answer["text"], answer["answer_start"]
+                    if context[start:start + len(text)] != text:
+                        skipped += 1
+                        log.info("%s: %s (id %s): answer %r is not at answer_start %d; skipped",
+                                 path, entry, qa.get("id"), text, start)
+                        continue
+                    answers.append(answer)
+                examples.append(SquadExample(str(qa.get("id", f"{a}-{p}-{q}")), str(article.get("title", "")),
+                                             qa["question"], context, answers))
+    if skipped:
+        log.warning("%s: %d reference answers skipped: their text is not at their answer_start", path, skipped)
+    return examples, skipped
+
+
+def _answers(path: Path, entry: str, answers) -> list[dict]:
+    """The {"text", "answer_start"} of each answer, checked for shape (not yet against the context)."""
+    if not isinstance(answers, list):
+        raise input_error(path, f"{entry}.answers: expected a list, found {type(answers).__name__}")
+    checked = []
+    for i, answer in enumerate(answers):
+        where = f"{entry}.answers[{i}]"
+        if not isinstance(answer, dict) or not isinstance(answer.get("text"), str):
+            raise input_error(path, f"{where}: expected an object with a string 'text'")
+        start = answer.get("answer_start")
+        if isinstance(start, str) and start.strip().isdigit():
+            start = int(start)
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise input_error(path, f"{where}.answer_start: expected a character offset (an integer >= 0), "
+                                    f"found {start!r}")
+        checked.append({"text": answer["text"], "answer_start": start})
+    return checked

@@ -1,0 +1,254 @@
+"""Every input format bertforge reads, and one way of reporting what is wrong with a file.
+
+Formats: plain text lines; JSON Lines records; tables with a header row (`.tsv`, `.csv`, or
+`.jsonl` objects); CoNLL columns; SQuAD JSON; training corpora (`.txt` or `.jsonl`). Any of
+them may be gzip-compressed (`.gz`). Files are read as bytes and decoded here, so text that is
+not UTF-8 is reported with its line instead of a bare `UnicodeDecodeError` from deep inside a
+command. Every problem is an `InputError` reading `path:line: message`, or `path: message`
+when no line applies (a missing file, a SQuAD entry, a broken gzip stream).
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import logging
+import re
+import zlib
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertforge.errors import InputError
+
+log = logging.getLogger(__name__)
+
+UTF8_BOM = b"\xef\xbb\xbf"
+# Plain-text corpora are handed on in pieces of about this many bytes, cut at line ends: large
+# enough that the per-piece overhead vanishes, small enough to keep memory flat.
+TEXT_CHUNK_BYTES = 1 << 20
+# A TSV field wrapped in quotes with inner quotes doubled (pandas' default export, e.g. GLUE RTE).
+_CSV_QUOTED = re.compile(r'^"((?:[^"]|"")*)"$')
+_GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+
+
+def input_error(path: str | Path, message: str, line: int | None = None) -> InputError:
+    """The one error format: `path:line: message`, or `path: message` without a line."""
+    return InputError(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
+
+
+def check_input_file(path: str | Path) -> Path:
+    """`path` as a Path, or an error saying it is missing or a directory."""
+    path = Path(path)
+    if path.is_dir():
+        raise input_error(path, "is a directory, not a file")
+    if not path.exists():
+        raise input_error(path, "no such file")
+    return path
+
+
+def file_format(path: str | Path) -> str:
+    """The format suffix, lower-cased, looking through a `.gz`: "data.jsonl.gz" -> ".jsonl"."""
+    path = Path(path)
+    if path.suffix.lower() == ".gz":
+        path = Path(path.stem)
+    return path.suffix.lower()
+
+
+@contextmanager
+def _open_bytes(path: Path):
+    path = check_input_file(path)
+    try:
+        handle = gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+    except OSError as e:
+        raise input_error(path, f"cannot read ({e.strerror})") from None
+    try:
+        with handle:
+            yield handle
+    except _GZIP_ERRORS as e:
+        raise input_error(path, f"not a valid gzip file ({e})") from None
+
+
+def _decode(data: bytes, path: Path, first_line: int = 1) -> str:
+    """`data` (starting at line `first_line` of the file) as text, or an error naming the line."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line_start = data.rfind(b"\n", 0, e.start) + 1
+        line = first_line + data.count(b"\n", 0, e.start)
+        raise input_error(path, f"not UTF-8 text (byte 0x{data[e.start]:02x} at byte {e.start - line_start + 1} "
+                                f"of the line); is it a text file? Save it as UTF-8", line) from None
+
+
+def decoded_lines(path: str | Path, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
+    """(line number, text) for each line of a text file, a leading byte-order mark dropped
+    (GLUE MRPC has one that would otherwise stick to the first column name)."""
+    path = Path(path)
+    with _open_bytes(path) as f:
+        for number, raw in enumerate(f, start=1):
+            if number == 1 and raw.startswith(UTF8_BOM):
+                raw = raw[len(UTF8_BOM):]
+            text = _decode(raw, path, number)
+            yield number, text if keep_ends else text.rstrip("\r\n")
+
+
+def read_text(path: str | Path) -> str:
+    """A whole (small) text file."""
+    path = Path(path)
+    with _open_bytes(path) as f:
+        data = f.read()
+    return _decode(data.removeprefix(UTF8_BOM), path)
+
+
+def jsonl_records(path: str | Path) -> Iterator[tuple[int, object]]:
+    """(line number, value) for each non-blank line of a JSON Lines file."""
+    for number, line in decoded_lines(path):
+        if not line.strip():
+            continue
+        try:
+            yield number, json.loads(line)
+        except json.JSONDecodeError as e:
+            raise input_error(path, f"not valid JSON ({e.msg})", number) from None
+
+
+def table_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(line number, {column: value}) for each row of a table: `.jsonl`/`.json` (one object a
+    line), `.csv` (a header row, quoting as the csv module reads it), anything else tab-separated
+    (a header row; split on tabs without CSV quoting, because SST-2 and MRPC hold unbalanced
+    quotes, then a field quoted whole, as pandas writes RTE, is unquoted)."""
+    path = Path(path)
+    kind = file_format(path)
+    if kind in (".jsonl", ".json"):
+        for number, row in jsonl_records(path):
+            if not isinstance(row, dict):
+                raise input_error(path, f"expected a JSON object, found {type(row).__name__}", number)
+            yield number, row
+    elif kind == ".csv":
+        reader = csv.reader(line for _, line in decoded_lines(path, keep_ends=True))
+        header = None
+        try:
+            for cells in reader:
+                if not cells:
+                    continue
+                if header is None:
+                    header = [cell.strip() for cell in cells]
+                    continue
+                yield reader.line_num, _row_dict(path, reader.line_num, header, cells)
+        except csv.Error as e:
+            raise input_error(path, f"not valid CSV ({e})", reader.line_num) from None
+    else:
+        header = None
+        for number, line in decoded_lines(path):
+            if not line.strip():
+                continue
+            cells = [_unquote(cell) for cell in line.split("\t")]
+            if header is None:
+                header = [cell.strip() for cell in cells]
+                continue
+            yield number, _row_dict(path, number, header, cells)
+
+
+def _unquote(cell: str) -> str:
+    match = _CSV_QUOTED.match(cell)
+    return match.group(1).replace('""', '"') if match else cell
+
+
+def _row_dict(path: Path, number: int, header: list[str], cells: list[str]) -> dict:
+    if len(cells) != len(header):
+        raise input_error(path, f"{len(cells)} fields, the header has {len(header)}", number)
+    return dict(zip(header, cells))
+
+
+# --- training corpora ---------------------------------------------------------------------------
+
+def read_corpus(paths: Iterable[str | Path]) -> Iterator[str]:
+    """The texts of every file in `paths`, in order: pieces of whole lines for text files, the
+    `text` field of each record for `.jsonl` files. Any other extension is read as plain text.
+    Missing files are reported at once, before anything is read."""
+    paths = [check_input_file(path) for path in paths]
+    return (text for path in paths for text in _corpus_texts(path))
+
+
+def _corpus_texts(path: Path) -> Iterator[str]:
+    if file_format(path) == ".jsonl":
+        for number, record in jsonl_records(path):
+            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+                raise input_error(path, 'expected a JSON object with a string "text" field', number)
+            yield record["text"]
+        return
+    with _open_bytes(path) as f:
+        line = 1
+        while lines := f.readlines(TEXT_CHUNK_BYTES):
+            data = b"".join(lines)
+            if line == 1 and data.startswith(UTF8_BOM):
+                data = data[len(UTF8_BOM):]
+            yield _decode(data, path, line)
+            line += len(lines)
+
+
+def is_jsonl(path: str | Path) -> bool:
+    """Whether a corpus file holds JSON records (`.jsonl`, `.json`, either optionally `.gz`)."""
+    return file_format(path) in (".jsonl", ".json")
+
+
+# --- inference inputs ---------------------------------------------------------------------------
+
+INPUT_SUFFIXES = (".txt", ".jsonl", ".tsv", ".csv")
+
+
+@dataclass
+class Items:
+    """Texts to run a pipeline on, with where they came from."""
+    values: list  # strings, or tuples of strings when several columns are read
+    lines: list[int | None]  # line number in the input file (None for TEXT arguments)
+    skipped: int = 0
+
+
+def read_items(path: str | Path, columns: list[str]) -> Items:
+    """`columns` (one → strings, two → pairs) of a `.txt` (one item a line; a pair is two
+    tab-separated sentences), `.jsonl` (objects, or JSON strings for single texts), `.tsv` or
+    `.csv` file (a header row names the columns). Empty lines and values are skipped, counted and
+    logged, so a blank line at the end of a file is harmless."""
+    path = check_input_file(path)
+    kind = file_format(path)
+    if kind not in INPUT_SUFFIXES:
+        raise input_error(path, f"unsupported file type {kind or '(none)'}; use {', '.join(INPUT_SUFFIXES)}")
+    values, numbers, skipped = [], [], 0
+    for number, fields in _item_fields(path, kind, columns):
+        if not all(f.strip() for f in fields):
+            skipped += 1
+            continue
+        values.append(fields[0] if len(columns) == 1 else tuple(fields))
+        numbers.append(number)
+    if skipped:
+        log.warning("%s: skipped %d empty line(s)", path, skipped)
+    if not values:
+        raise input_error(path, "no input (the file has no non-empty lines)")
+    return Items(values, numbers, skipped)
+
+
+def _item_fields(path: Path, kind: str, columns: list[str]) -> Iterator[tuple[int, list[str]]]:
+    if kind == ".txt":
+        for number, line in decoded_lines(path):
+            fields = line.split("\t") if len(columns) > 1 else [line]
+            if line.strip() and len(fields) != len(columns):
+                raise input_error(path, f"expected {len(columns)} tab-separated sentences, found {len(fields)}", number)
+            yield number, fields
+        return
+    rows = jsonl_records(path) if kind == ".jsonl" else table_rows(path)
+    for number, row in rows:
+        if isinstance(row, str) and len(columns) == 1:
+            yield number, [row]
+            continue
+        if not isinstance(row, dict):
+            raise input_error(path, f"expected a JSON object with {', '.join(map(repr, columns))}", number)
+        absent = [c for c in columns if c not in row]
+        if absent:
+            raise input_error(path, f"no {'key' if kind == '.jsonl' else 'column'} {absent[0]!r} "
+                                    f"(found: {', '.join(map(str, row))}); choose it with --column", number)
+        fields = [row[c] for c in columns]
+        if not all(isinstance(f, str) for f in fields):
+            raise input_error(path, f"the value of {', '.join(columns)} must be a string", number)
+        yield number, fields

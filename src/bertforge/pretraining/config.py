@@ -1,0 +1,40 @@
+"""The settings of a pre-training run."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from bertforge.errors import ConfigError
+from bertforge.training.engine import TrainingArguments
+
+
+@dataclass(kw_only=True)
+class TrainingConfig(TrainingArguments):
+    data_dir: str
+    model_size: str = "mini"
+    init_from: str | None = None  # continue pre-training a checkpoint (its config sets the size)
+    max_steps: int = 1000
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.01  # the paper's 10k of 1M steps
+    dropout: float = 0.1
+    eval_data_dir: str | None = None
+    eval_every: int = 500
+    eval_instances: int = 2000
+    log_every: int = 10
+
+    RESUMABLE_CHANGES = TrainingArguments.RESUMABLE_CHANGES + ("eval_data_dir", "eval_instances")
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError("dropout must be in [0, 1)")
+        if self.eval_instances < 1:
+            raise ConfigError("eval_instances must be at least 1")
+
+    def fingerprint(self, data) -> dict:
+        """What must be equal for a checkpoint to continue this run exactly."""
+        settings = self.settings()
+        settings["data_dir"] = str(Path(self.data_dir).resolve())
+        settings["data"] = {key: data.index[key] for key in ("instances", "vocab_fingerprint", "options")}
+        return settings

@@ -1,0 +1,43 @@
+"""`pretrain export`: a trained model (or a run's latest checkpoint) with its weights in another dtype."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from bertforge.errors import ConfigError
+from bertforge.model.heads import BertForPreTraining
+from bertforge.training.state import Checkpoint, has_checkpoint
+
+DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "float16") -> Path:
+    """Save a trained model with its weights stored as `dtype` (float16 halves the file; loaders
+    cast back to float32)."""
+    from safetensors.torch import load_file, save_file
+
+    from bertforge.pretraining.config import TrainingConfig
+    from bertforge.pretraining.shards import PretrainingData
+    from bertforge.pretraining.trainer import build_model
+    from bertforge.tokenization import BertTokenizer
+
+    if dtype not in DTYPES:
+        raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    model_dir = Path(model_dir)
+    if has_checkpoint(model_dir) and not (model_dir / "config.json").exists():
+        # a run directory: rebuild the model from the run's settings and its latest checkpoint
+        checkpoint = Checkpoint(model_dir, option="export")
+        config = TrainingConfig(**checkpoint["args"])
+        data = PretrainingData(config.data_dir)
+        tokenizer = data.tokenizer()
+        model = build_model(config, tokenizer.vocab_size, data.options.max_seq_length)
+        checkpoint.load_model(model)
+    else:
+        model, tokenizer = BertForPreTraining.from_pretrained(model_dir), BertTokenizer.from_pretrained(model_dir)
+    model.save_pretrained(output_dir, tokenizer)
+    weights_path = Path(output_dir) / "model.safetensors"
+    weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in load_file(weights_path).items()}
+    save_file(weights, weights_path, metadata={"format": "pt"})
+    return weights_path

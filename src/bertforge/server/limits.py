@@ -1,0 +1,88 @@
+"""What one request may cost: the server's limits, checked before any work is queued, and the
+size of every answer, checked before it is sent. Every refusal is a 413 naming its limit."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+
+from fastapi.responses import Response
+
+from bertforge.errors import ConfigError
+from bertforge.server.errors import ApiError, limit_exceeded
+
+CANDIDATE_OVERHEAD = 100  # bytes of a fill-mask candidate besides its sequence: score, token, token_str, keys
+
+
+@dataclass
+class ServerSettings:
+    max_batch_size: int = 32
+    max_wait_ms: float = 5.0
+    batching: bool = True
+    api_key: str | None = None
+    max_texts: int = 64  # per request
+    max_chars: int = 5000  # per text
+    max_queue: int = 4096  # inputs waiting for the model, all requests together
+    max_masks: int = 20  # [MASK] tokens in one fill-mask text
+    max_results: int = 1000  # fill-mask candidates in one answer: masks of all its texts × top_k
+    max_response_bytes: int = 32 * 2**20  # the JSON of one answer
+
+    def __post_init__(self):
+        # Clients send the key in an HTTP header, whose bytes are latin-1: a non-ASCII key would
+        # reach us as other characters than the ones typed, so it could never match.
+        if self.api_key is not None and not self.api_key.isascii():
+            bad = next(ch for ch in self.api_key if not ch.isascii())
+            raise ConfigError(f"--api-key (or BERTFORGE_API_KEY): {bad!r} is not ASCII; HTTP headers carry "
+                              "ASCII keys only, so choose one of letters, digits and punctuation")
+        for name in ("max_batch_size", "max_texts", "max_chars", "max_queue", "max_masks", "max_results",
+                     "max_response_bytes"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def max_body_bytes(self) -> int:
+        # every text at the limit, fully \u-escaped (6 bytes a character), plus room for the JSON around it
+        return 2 * self.max_texts * self.max_chars * 6 + 65536
+
+
+def check_texts(settings: ServerSettings, texts: list[str], param: str = "input") -> None:
+    if len(texts) > settings.max_texts:
+        raise limit_exceeded(f"{len(texts)} texts in {param!r}; the limit is max_texts={settings.max_texts}",
+                             "max_texts", settings.max_texts, param)
+    for i, text in enumerate(texts):
+        if len(text) > settings.max_chars:
+            raise limit_exceeded(f"{param}[{i}] has {len(text)} characters; the limit is "
+                                 f"max_chars={settings.max_chars}", "max_chars", settings.max_chars, f"{param}[{i}]")
+
+
+def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, mask_token: str) -> None:
+    """Masks per text, candidates per answer, and the answer's size, before the model runs: each
+    candidate repeats its whole text, so texts × masks × top_k is what a request costs."""
+    masks = [text.count(mask_token) for text in texts]
+    for i, count in enumerate(masks):
+        if count == 0:
+            raise ApiError(422, "invalid_request_error", f"input[{i}]: no {mask_token} token in the text", f"input[{i}]")
+        if count > settings.max_masks:
+            raise limit_exceeded(f"input[{i}] has {count} {mask_token} tokens; the limit is "
+                                 f"max_masks={settings.max_masks}", "max_masks", settings.max_masks, f"input[{i}]")
+    results = sum(masks) * top_k
+    if results > settings.max_results:
+        raise limit_exceeded(f"{sum(masks)} masks × top_k={top_k} = {results} candidates; the limit is "
+                             f"max_results={settings.max_results}", "max_results", settings.max_results, "top_k")
+    # A decoded sequence is at most about twice its text (spaces around punctuation).
+    size = sum(count * top_k * (2 * len(text.encode()) + CANDIDATE_OVERHEAD) for text, count in zip(texts, masks))
+    if size > settings.max_response_bytes:
+        raise limit_exceeded(f"the answer would take about {size} bytes (every candidate repeats its text); the "
+                             f"limit is max_response_bytes={settings.max_response_bytes}", "max_response_bytes",
+                             settings.max_response_bytes)
+
+
+def encode_answer(settings: ServerSettings, payload: dict) -> Response:
+    """The JSON answer, refused when it is over max_response_bytes. Called off the event loop: a
+    large answer takes a while to encode."""
+    body = json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
+    if len(body) > settings.max_response_bytes:
+        raise limit_exceeded(f"the answer is {len(body)} bytes; the limit is max_response_bytes="
+                             f"{settings.max_response_bytes}: send fewer or shorter inputs", "max_response_bytes",
+                             settings.max_response_bytes)
+    return Response(body, media_type="application/json")

@@ -1,0 +1,95 @@
+"""Truncation and padding as transformers spells them: the strategies (`True`, "longest_first",
+"only_first", "only_second"; `True`, "longest", "max_length"), how a sequence or a pair is cut to
+fit (with overflowing windows), and how rows are padded into the output lists."""
+
+from __future__ import annotations
+
+from bertforge.errors import InputError
+from bertforge.tokenization.encoding import Encoding
+
+TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
+PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
+
+
+def padding_strategy(padding) -> str | None:
+    if padding is True:
+        return "longest"
+    if padding is False or padding is None or padding == "do_not_pad":
+        return None
+    if padding in PADDING_STRATEGIES:
+        return padding
+    raise InputError(f"padding must be True, False, 'longest' or 'max_length', got {padding!r}")
+
+
+def truncation_strategy(truncation) -> str | None:
+    if truncation is True:
+        return "longest_first"
+    if truncation is False or truncation is None or truncation == "do_not_truncate":
+        return None
+    if truncation in TRUNCATION_STRATEGIES:
+        return truncation
+    raise InputError(f"truncation must be True, False or one of {', '.join(TRUNCATION_STRATEGIES)}; got {truncation!r}")
+
+
+def truncate(a: Encoding, b: Encoding | None, budget: int, strategy: str, stride: int,
+             overflow: bool) -> list[tuple[Encoding, Encoding | None]]:
+    """`a` (and `b`) cut to `budget` tokens by `strategy`; with `overflow`, every window of the
+    side that is cut, each `stride` tokens overlapping the one before."""
+    if budget < 0:
+        raise InputError("max_length is too small to hold the special tokens")
+    if b is None:
+        if strategy == "only_second":
+            raise InputError("truncation='only_second' needs a text pair")
+        return [(w, None) for w in a.windows(budget, stride)]
+    if strategy == "longest_first":
+        if overflow and len(a) + len(b) > budget:
+            raise InputError("overflowing tokens of a pair need truncation='only_first' or 'only_second', "
+                             "not 'longest_first'")
+        n1, n2 = longest_first_lengths(len(a), len(b), budget)
+        return [(a.windows(n1, stride)[0], b.windows(n2, stride)[0])]
+    if strategy == "only_first":
+        room = budget - len(b)
+        if room <= 0 and len(a) + len(b) > budget:
+            raise InputError(f"the second sequence ({len(b)} tokens) leaves no room for the first "
+                             f"within max_length with truncation='only_first'")
+        return [(w, b) for w in a.windows(max(room, 0), stride)]
+    room = budget - len(a)
+    if room <= 0 and len(a) + len(b) > budget:
+        raise InputError(f"the first sequence ({len(a)} tokens) leaves no room for the second "
+                         f"within max_length with truncation='only_second'")
+    return [(a, w) for w in b.windows(max(room, 0), stride)]
+
+
+def longest_first_lengths(n1: int, n2: int, budget: int) -> tuple[int, int]:
+    """Token budget for each side of a pair: keep the shorter side whole when it fits in
+    its half, otherwise give each side half (the reference's rule)."""
+    if n1 + n2 <= budget:
+        return n1, n2
+    short, long_ = min(n1, n2), max(n1, n2)
+    long_ = short if short > budget else max(short, budget - short)
+    if short + long_ > budget:
+        short = budget // 2
+        long_ = short + budget % 2
+    return (short, long_) if n1 <= n2 else (long_, short)
+
+
+def pad_and_collate(rows: list[Encoding], target: int | None, pad_id: int, offsets: bool, special_mask: bool) -> dict:
+    """The rows as a dict of lists, each padded with `pad_id` to `target` tokens (if given)."""
+    data: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+    if special_mask:
+        data["special_tokens_mask"] = []
+    if offsets:
+        data["offset_mapping"] = []
+    for row in rows:
+        n_pad = max(0, (target or 0) - len(row))
+        data["input_ids"].append(row.ids + [pad_id] * n_pad)
+        data["token_type_ids"].append(row.type_ids + [0] * n_pad)
+        data["attention_mask"].append([1] * len(row) + [0] * n_pad)
+        if special_mask:
+            data["special_tokens_mask"].append(row.special_mask + [1] * n_pad)
+        if offsets:
+            data["offset_mapping"].append(row.offsets + [(0, 0)] * n_pad)
+        if n_pad:
+            row.word_ids = row.word_ids + [None] * n_pad
+            row.sequence_ids = row.sequence_ids + [None] * n_pad
+    return data

@@ -1,0 +1,15 @@
+"""The one training engine shared by pre-training and fine-tuning (and, later, distillation):
+devices and process groups, optimiser and schedule, atomic checkpoints, logs, and the loop."""
+
+from bertforge.training.distributed import (
+    Processes,
+    configure_torch,
+    is_main_process,
+    resolve_device,
+    seed_everything,
+)
+from bertforge.training.engine import BatchSource, Evaluator, Objective, Result, TrainingArguments, run
+from bertforge.training.optim import build_optimizer, learning_rate_factor
+
+__all__ = ["BatchSource", "Evaluator", "Objective", "Processes", "Result", "TrainingArguments", "build_optimizer",
+           "configure_torch", "is_main_process", "learning_rate_factor", "resolve_device", "run", "seed_everything"]

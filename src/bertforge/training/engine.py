@@ -1,0 +1,274 @@
+"""The training loop every trainer runs: micro-batches and gradient accumulation, bf16 autocast,
+gradient clipping, the learning-rate schedule, data-parallel processes, logs, a periodic
+evaluation hook, and checkpoints from which a run continues exactly.
+
+A trainer supplies four things:
+- a model factory, called after the one seeding point so that fresh weights (a new task head, a
+  model from scratch) are the same in every run with the same seed;
+- a `BatchSource` whose batches are a pure function of the step number: the data position
+  of a checkpoint is its step, and a run on N processes sees the data of a run on one;
+- an `Objective`: the loss of a micro-batch as its share of the global batch's mean, and the
+  statistics that are summed and logged;
+- optionally an `Evaluator`, called on the main process every `eval_every` steps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Callable, Protocol
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from bertforge.errors import CheckpointError, ConfigError
+from bertforge.training import state as checkpoints
+from bertforge.training.distributed import Processes, seed_everything
+from bertforge.training.logs import EVAL_LOG, TRAIN_LOG, CsvLog
+from bertforge.training.optim import build_optimizer, learning_rate_factor, set_learning_rate
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(kw_only=True)
+class TrainingArguments:
+    """Settings every trainer shares; the option names are the CLI's (`--batch-size`, ...)."""
+
+    output_dir: str
+    max_steps: int | None = None
+    batch_size: int = 32  # examples per optimiser step, over all processes and micro-batches
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 1e-4
+    warmup_ratio: float = 0.1
+    warmup_steps: int | None = None  # overrides warmup_ratio
+    weight_decay: float = 0.01
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-6
+    max_grad_norm: float = 1.0
+    bf16: bool = False
+    seed: int = 42
+    device: str = "cpu"
+    eval_every: int | None = None
+    log_every: int = 1
+    checkpoint_every: int = 500
+    overwrite: bool = False
+    progress: bool = True
+
+    # Settings that may change between a run and its resumption (they do not change the weights).
+    RESUMABLE_CHANGES = ("output_dir", "device", "eval_every", "log_every", "checkpoint_every", "overwrite",
+                         "progress")
+
+    def __post_init__(self):
+        checks = [
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
+            (self.batch_size >= 1, "batch_size must be at least 1"),
+            (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
+            (self.learning_rate > 0, "learning_rate must be positive"),
+            (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be at least 0"),
+            (self.eval_every is None or self.eval_every >= 1, "eval_every must be at least 1"),
+            (min(self.log_every, self.checkpoint_every) >= 1, "log_every and checkpoint_every must be at least 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ConfigError(message)
+
+    def warmup(self, total_steps: int) -> int:
+        steps = self.warmup_steps if self.warmup_steps is not None else round(self.warmup_ratio * total_steps)
+        if steps > total_steps:
+            raise ConfigError(f"warmup_steps {steps} is more than the {total_steps} training steps")
+        return steps
+
+    def settings(self) -> dict:
+        """What must be equal for a checkpoint to continue this run exactly."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.RESUMABLE_CHANGES}
+
+
+class BatchSource(Protocol):
+    def micro_batches(self, step: int, rank: int, world_size: int, accumulation: int) -> list[dict[str, torch.Tensor]]:
+        """This process's micro-batches of optimiser step `step` (0-based), on the CPU."""
+
+
+class Objective(Protocol):
+    statistics: tuple[str, ...]  # names of the sums `loss` returns, in order
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> list[float]:
+        """What the batch's losses are averages over (examples, masked tokens, ...)."""
+
+    def loss(self, model, batch: dict[str, torch.Tensor], totals: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(this micro-batch's share of the global batch's loss given the global `totals` of
+        `counts`, a float64 vector of statistics to sum over the step)."""
+
+    def summary(self, interval: dict[str, float], seconds: float, cumulative: dict[str, float]) -> dict[str, float]:
+        """The logged values (the first one is the loss) from the statistics summed over the
+        steps since the last log row and over the whole run."""
+
+
+class Evaluator(Protocol):
+    def __call__(self, model, step: int) -> dict:
+        """Scores at `step`; the numbers go to the evaluation log."""
+
+    def state(self) -> dict: ...  # JSON, kept in checkpoints
+
+    def load_state(self, state: dict) -> None: ...
+
+
+def _differences(old, new, prefix="") -> list[str]:
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [d for key in sorted(set(old) | set(new))
+                for d in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
+    return [] if old == new else [f"{prefix.rstrip('.')}: checkpoint {old!r}, now {new!r}"]
+
+
+def prepare_output_dir(output_dir: str | Path, resume_from, overwrite: bool) -> Path:
+    """A new run needs an empty (or absent) directory: another run's checkpoints and logs are only
+    continued with --resume, or deleted with --overwrite."""
+    output_dir = Path(output_dir)
+    if resume_from is None and output_dir.is_dir() and any(output_dir.iterdir()):
+        is_run = (output_dir / TRAIN_LOG).exists() or checkpoints.has_checkpoint(output_dir)
+        if not overwrite:
+            what = "holds a training run" if is_run else "is not empty"
+            raise ConfigError(f"{output_dir} {what}: give --resume {output_dir} to continue it, "
+                              f"or --overwrite to replace it")
+        if not is_run:
+            raise ConfigError(f"--overwrite {output_dir}: it holds no training run (no {TRAIN_LOG}, no "
+                              f"{checkpoints.CHECKPOINT_DIR}/), so it is not deleted")
+        shutil.rmtree(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    return output_dir
+
+
+@dataclass
+class Result:
+    model: torch.nn.Module
+    step: int
+    last: dict  # the last training log row
+    train_log: list[dict]
+    eval_log: list[dict]
+    cumulative: dict[str, float]
+    seconds: float  # training time, this session and the ones it resumed
+
+
+def run(args: TrainingArguments, processes: Processes, build_model: Callable[[], torch.nn.Module],
+        batches: BatchSource, objective: Objective, total_steps: int, fingerprint: dict,
+        resume_from: str | Path | None = None, evaluator: Evaluator | None = None,
+        description: str = "training") -> Result:
+    """Train `build_model()` for `total_steps` optimiser steps (continuing the checkpoint at
+    `resume_from` when given). `fingerprint` is what a checkpoint must match to be continued."""
+    per_process, remainder = divmod(args.batch_size, processes.world_size * args.gradient_accumulation_steps)
+    if remainder or per_process == 0:
+        raise ConfigError(f"--batch-size {args.batch_size} must be a multiple of processes × --gradient-accumulation-"
+                          f"steps ({processes.world_size} × {args.gradient_accumulation_steps})")
+    output_dir = Path(args.output_dir)
+    if processes.is_main:
+        prepare_output_dir(output_dir, resume_from, args.overwrite)
+    processes.barrier()
+    fingerprint = {**fingerprint, "world_size": processes.world_size, "total_steps": total_steps}
+    warmup = args.warmup(total_steps)
+
+    checkpoint = None
+    if resume_from is not None:  # read first: a wrong --resume fails before any work
+        checkpoint = checkpoints.Checkpoint(resume_from)
+        differences = _differences(checkpoint["run"], fingerprint)
+        if differences:
+            raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
+                                  + "; ".join(differences))
+
+    # The one seeding point: before the model exists, the same in every process (same weights).
+    seed_everything(args.seed)
+    model = build_model().to(processes.device).train()
+    optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
+                                args.adam_epsilon)
+    seed_everything(args.seed + processes.rank)  # dropout differs between processes
+    step, elapsed_before = 0, 0.0
+    cumulative = torch.zeros(len(objective.statistics), dtype=torch.float64)
+    if checkpoint is not None:
+        checkpoint.load_model(model)
+        checkpoint.load_optimizer(optimizer)
+        checkpoints.set_rng_state(checkpoint["rng"][processes.rank], processes.device)
+        step, elapsed_before = checkpoint["step"], checkpoint["elapsed_seconds"]
+        cumulative = torch.tensor(checkpoint["cumulative"], dtype=torch.float64)
+        if evaluator is not None and checkpoint["evaluator"] is not None:
+            evaluator.load_state(checkpoint["evaluator"])
+
+    wrapped = model
+    if processes.world_size > 1:
+        device = processes.device
+        wrapped = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    logs = None
+    if processes.is_main:
+        keep = step if resume_from is not None else None
+        logs = CsvLog(output_dir / TRAIN_LOG, keep), CsvLog(output_dir / EVAL_LOG, keep)
+
+    started = time.perf_counter()
+
+    def elapsed() -> float:
+        return elapsed_before + time.perf_counter() - started
+
+    def named(totals: torch.Tensor) -> dict[str, float]:
+        return dict(zip(objective.statistics, totals.tolist()))
+
+    def save() -> None:
+        rng = processes.gather(checkpoints.rng_state(processes.device))  # a collective: every process takes part
+        if processes.is_main:
+            checkpoints.save_checkpoint(output_dir / checkpoints.CHECKPOINT_DIR, step, model, optimizer, {
+                "run": fingerprint, "args": asdict(args), "elapsed_seconds": elapsed(),
+                "cumulative": cumulative.tolist(), "rng": rng,
+                "evaluator": evaluator.state() if evaluator is not None else None})
+
+    bar = tqdm(total=total_steps, initial=step, desc=description, unit="step",
+               disable=not (args.progress and processes.is_main))
+    interval, interval_start, last = torch.zeros_like(cumulative), time.perf_counter(), {}
+    while step < total_steps:
+        micro_batches = [{key: value.to(processes.device, non_blocking=True) for key, value in batch.items()}
+                         for batch in batches.micro_batches(step, processes.rank, processes.world_size,
+                                                            args.gradient_accumulation_steps)]
+        # Each loss is a sum over the global batch divided by its global count, so accumulation and
+        # DDP's gradient averaging (undone by × world size) give the gradient of one big batch.
+        counts = torch.tensor([objective.counts(batch) for batch in micro_batches], dtype=torch.float64).sum(0)
+        totals = processes.all_sum(counts).tolist()
+        statistics = torch.zeros_like(cumulative)
+        for i, batch in enumerate(micro_batches):
+            is_last = i == len(micro_batches) - 1
+            sync = contextlib.nullcontext() if is_last or wrapped is model else wrapped.no_sync()
+            with sync:
+                with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                    loss, values = objective.loss(wrapped, batch, totals)
+                (loss * processes.world_size).backward()
+            statistics += values
+        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps)
+        set_learning_rate(optimizer, learning_rate)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        statistics = processes.all_sum(statistics)
+        interval += statistics
+        cumulative += statistics
+        bar.update(1)
+
+        if processes.is_main and (step % args.log_every == 0 or step == total_steps):
+            now = time.perf_counter()
+            values = objective.summary(named(interval), now - interval_start, named(cumulative))
+            last = {"step": step, **values, "learning_rate": learning_rate, "elapsed_seconds": round(elapsed(), 2)}
+            logs[0].write(last)
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]}, lr=f"{learning_rate:.2e}")
+            interval, interval_start = torch.zeros_like(cumulative), time.perf_counter()
+        if evaluator is not None and processes.is_main and args.eval_every \
+                and (step % args.eval_every == 0 or step == total_steps):
+            scores = evaluator(model, step)
+            logs[1].write({"step": step, **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
+                           "elapsed_seconds": round(elapsed(), 2)})
+            logger.info("step %d evaluation: %s", step, scores)
+        if step % args.checkpoint_every == 0:
+            save()
+    bar.close()
+    processes.barrier()
+    return Result(model, step, last, logs[0].rows() if logs else [], logs[1].rows() if logs else [],
+                  named(cumulative), elapsed())

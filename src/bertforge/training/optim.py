@@ -1,0 +1,28 @@
+"""AdamW without weight decay on biases and LayerNorm, and the warm-up + linear-decay schedule."""
+
+from __future__ import annotations
+
+import torch
+
+
+def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float = 0.01,
+                    betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6) -> torch.optim.AdamW:
+    # Biases and LayerNorm parameters are exactly the 1-D parameters: no weight decay on them.
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    groups = [{"params": [p for p in parameters if p.ndim >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in parameters if p.ndim < 2], "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, eps=eps)
+
+
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+    """Multiplier of the peak learning rate at optimiser step `step` (0-based): linear warm-up
+    that already moves the weights at step 0, then linear decay to 0 at `total_steps`."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+
+
+def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
+    # Set from the step number each time rather than kept in a scheduler: nothing to checkpoint.
+    for group in optimizer.param_groups:
+        group["lr"] = learning_rate

@@ -1,0 +1,357 @@
+"""`bertforge distill`: students from tiny random-weight teachers on real slices (SST-2, CoNLL,
+SQuAD, Gutenberg shards). Checked against independent computations and transformers: the
+distillation loss falls, cached teacher outputs equal fresh ones, a DistilBERT-layout student gives
+transformers' logits, and bad inputs end in one line."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bertforge.cli.main import cli
+from bertforge.distillation import add_teacher_logits, student_config, teacher_layer_indices
+from bertforge.distillation.losses import hidden_cosine, soft_target_kl
+from bertforge.errors import ConfigError
+from bertforge.model import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
+                             BertForTokenClassification)
+from bertforge.tasks import ClassificationTask, QuestionAnsweringTask, TokenClassificationTask, read_task_data
+from bertforge.tokenization import BertTokenizer
+from bertforge.training.logs import TRAIN_LOG
+
+from conftest import fixture_data, uncased_vocab
+
+SST2_LABELS = {0: "0", 1: "1"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """The machine's cores are shared: one thread keeps these small runs from oversubscribing them."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return BertTokenizer.from_pretrained(uncased_vocab())
+
+
+def _teacher(directory: Path, head, tokenizer, layers: int = 4, hidden: int = 32, id2label=None, seed: int = 0):
+    """A tiny random-weight teacher with the bert-base-uncased vocabulary, saved with its tokenizer. Its
+    task head is scaled up so that its outputs differ from input to input, as a trained teacher's do
+    (BERT's initialisation gives near-uniform distributions, nothing to learn from)."""
+    torch.manual_seed(seed)
+    config = BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                        intermediate_size=2 * hidden, max_position_embeddings=512, id2label=id2label)
+    model = head(config).eval()
+    for name in ("classifier", "qa_outputs"):
+        if hasattr(model, name):
+            getattr(model, name).weight.data *= 10
+    if hasattr(model, "mlm"):  # the decoder is tied to the word embeddings, whose scale the input LayerNorm undoes
+        model.bert.embeddings.word.weight.data *= 30
+    model.save_pretrained(directory, tokenizer)
+    return directory
+
+
+def _fine_tuned_sst2_teacher(directory: Path, tokenizer) -> Path:
+    """A tiny classifier fine-tuned for a few seconds on 96 SST-2 sentences: unlike a random network's,
+    its [CLS] outputs differ from sentence to sentence."""
+    from bertforge.tasks import FinetuneArgs, finetune
+
+    task = ClassificationTask(list(SST2_LABELS.values()))
+    features = task.train_features(read_task_data("classification", fixture_data("sst2", "train.tsv"))[:96],
+                                   tokenizer, 128)
+    config = BertConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
+                        id2label=SST2_LABELS)
+    finetune(lambda: BertForSequenceClassification(config), task, features, None,
+             FinetuneArgs(output_dir=str(directory), epochs=8, batch_size=16, learning_rate=2e-3, progress=False),
+             tokenizer)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("teachers")
+    ner_tags = TokenClassificationTask.from_sentences(read_task_data("ner", fixture_data("conll2003", "train.txt"))).labels
+    return {"classification": _fine_tuned_sst2_teacher(root / "sst2", tokenizer),
+            "ner": _teacher(root / "ner", BertForTokenClassification, tokenizer, hidden=128,
+                            id2label=dict(enumerate(ner_tags))),
+            "qa": _teacher(root / "qa", BertForQuestionAnswering, tokenizer, hidden=128),
+            "mlm": _teacher(root / "mlm", BertForPreTraining, tokenizer)}
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory) -> dict[str, Path]:
+    """Slices of SST-2: 96 training and 32 validation sentences."""
+    root = tmp_path_factory.mktemp("sst2")
+    lines = fixture_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()
+    (root / "train.tsv").write_text("\n".join(lines[:97]) + "\n", encoding="utf-8")
+    (root / "dev.tsv").write_text("\n".join([lines[0]] + lines[97:129]) + "\n", encoding="utf-8")
+    (root / "unlabelled.tsv").write_text("sentence\n" + "\n".join(l.split("\t")[0] for l in lines[129:161]) + "\n",
+                                         encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def conll(tmp_path_factory) -> Path:
+    """The first 60 sentences of the CoNLL-2003 fixture."""
+    text = fixture_data("conll2003", "train.txt").read_text(encoding="utf-8")
+    path = tmp_path_factory.mktemp("conll") / "train.txt"
+    path.write_text("\n\n".join(text.strip().split("\n\n")[:60]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def squad(tmp_path_factory) -> Path:
+    """Two articles of the SQuAD fixture, their first 3 paragraphs."""
+    with gzip.open(fixture_data("squad", "squad-v1.1-dev-part-train.json.gz"), "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    data["data"] = [{**article, "paragraphs": article["paragraphs"][:3]} for article in data["data"][:2]]
+    path = tmp_path_factory.mktemp("squad") / "squad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def _distill(*arguments) -> dict:
+    result = CliRunner().invoke(cli, ["distill", "--threads", "1", "--batch-size", "16", *map(str, arguments)])
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout.strip().splitlines()[-1].rsplit("\r", 1)[-1])  # after the progress bar
+
+
+def _one_line_error(*arguments) -> str:
+    result = CliRunner().invoke(cli, ["distill", "--threads", "1", *map(str, arguments)])
+    assert result.exit_code != 0 and "Traceback" not in result.output, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    return lines[0]
+
+
+def _train_log(output: Path, column: str) -> list[float]:
+    with open(output / TRAIN_LOG, encoding="utf-8") as f:
+        return [float(row[column]) for row in csv.DictReader(f)]
+
+
+def _falls(output: Path, column: str = "loss") -> tuple[float, float]:
+    """The mean of a training-log column over the first and the last quarter of the run."""
+    values = _train_log(output, column)
+    quarter = max(1, len(values) // 4)
+    return float(np.mean(values[:quarter])), float(np.mean(values[-quarter:]))
+
+
+# --- the pieces ------------------------------------------------------------------------------
+
+def test_student_layers_are_every_other_teacher_layer_as_in_distilbert():
+    assert teacher_layer_indices(12, 6) == [0, 2, 4, 6, 8, 10]
+    assert teacher_layer_indices(6, 3) == [0, 2, 4]
+    assert teacher_layer_indices(4, 4) == [0, 1, 2, 3]
+    with pytest.raises(ConfigError, match="--student-layers 7: the teacher has 6 layers"):
+        teacher_layer_indices(6, 7)
+
+
+def test_losses_match_an_independent_computation():
+    torch.manual_seed(0)
+    student, teacher, temperature = torch.randn(5, 7), torch.randn(5, 7), 2.5
+    p = np.exp(teacher.numpy() / temperature)
+    p /= p.sum(-1, keepdims=True)
+    q = np.exp(student.numpy() / temperature)
+    q /= q.sum(-1, keepdims=True)
+    kl = (p * (np.log(p) - np.log(q))).sum() * temperature ** 2
+    assert soft_target_kl(student, teacher, temperature).item() == pytest.approx(kl, rel=1e-5)
+    a, b = torch.randn(4, 16), torch.randn(4, 16)
+    cosine = 1 - (a.numpy() * b.numpy()).sum(-1) / np.linalg.norm(a.numpy(), axis=-1) / np.linalg.norm(b.numpy(), axis=-1)
+    assert hidden_cosine(a, b).item() == pytest.approx(cosine.sum(), rel=1e-5)
+
+
+def test_unlabelled_rows_count_in_the_soft_term_only():
+    """The objective's loss against numpy: α × mean KL over all rows + (1 − α) × mean cross-entropy
+    over the labelled rows (label -100: a row the teacher alone labels)."""
+    from types import SimpleNamespace
+
+    from bertforge.distillation import DistillationObjective
+
+    torch.manual_seed(0)
+    student, teacher = torch.randn(6, 3), torch.randn(6, 3)
+    labels = torch.tensor([0, 2, -100, 1, -100, -100])
+    batch = {"input_ids": torch.zeros(6, 4, dtype=torch.long), "attention_mask": torch.ones(6, 4, dtype=torch.long),
+             "token_type_ids": torch.zeros(6, 4, dtype=torch.long), "labels": labels, "teacher_logits": teacher}
+    objective = DistillationObjective("sequence", alpha=0.3, temperature=2.0)
+    assert objective.counts(batch) == [6, 3]
+    loss, _ = objective.loss(lambda **inputs: SimpleNamespace(logits=student), batch, [6, 3])
+
+    def log_softmax(x):
+        x = x - x.max(-1, keepdims=True)
+        return x - np.log(np.exp(x).sum(-1, keepdims=True))
+
+    s, t = student.numpy().astype(np.float64), teacher.numpy().astype(np.float64)
+    kl = (np.exp(log_softmax(t / 2)) * (log_softmax(t / 2) - log_softmax(s / 2))).sum(-1).mean() * 4
+    labelled = [0, 1, 3]
+    cross_entropy = -log_softmax(s)[labelled, labels.numpy()[labelled]].mean()
+    assert loss.item() == pytest.approx(0.3 * kl + 0.7 * cross_entropy, rel=1e-5)
+
+
+def test_a_distilbert_student_of_all_layers_computes_what_its_teacher_does(teachers, tokenizer, conll):
+    """Folding token type 0 into the positions loses nothing on single sentences: a DistilBERT-layout
+    student holding every teacher layer gives the teacher's token logits."""
+    from bertforge.distillation import copy_teacher_weights
+
+    teacher = BertForTokenClassification.from_pretrained(teachers["ner"])
+    config = student_config(teacher.config, layers=4, layout="distilbert")
+    student = BertForTokenClassification(config)
+    copy_teacher_weights(teacher, student, [0, 1, 2, 3])
+    assert student.config.is_distilbert and student.bert.embeddings.token_type is None
+    batch = tokenizer([s.words for s in read_task_data("ner", conll)[:8]], is_split_into_words=True, padding=True,
+                      return_tensors="pt")
+    with torch.no_grad():
+        expected = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).logits
+        got = student.eval()(batch["input_ids"], batch["attention_mask"]).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_a_student_takes_the_named_teacher_layers(teachers):
+    from bertforge.distillation import copy_teacher_weights
+
+    teacher = BertForSequenceClassification.from_pretrained(teachers["classification"])
+    student = BertForSequenceClassification(student_config(teacher.config, layers=2))
+    copy_teacher_weights(teacher, student, teacher_layer_indices(4, 2))
+    for j, i in enumerate([0, 2]):
+        for (name, got), (_, expected) in zip(student.bert.encoder.layers[j].state_dict().items(),
+                                              teacher.bert.encoder.layers[i].state_dict().items()):
+            assert torch.equal(got, expected), (j, name)
+    assert torch.equal(student.classifier.weight, teacher.classifier.weight)
+
+
+@pytest.mark.parametrize("task", ["classification", "ner", "qa"])
+def test_cached_teacher_outputs_equal_fresh_ones(task, teachers, tokenizer, sst2, conll, squad):
+    """The cache is computed once, in padded length-sorted batches; each entry must be what the teacher
+    gives the feature alone, unpadded."""
+    if task == "classification":
+        task_object, data = ClassificationTask(["0", "1"]), read_task_data(task, sst2 / "train.tsv")[:40]
+    elif task == "ner":
+        data = read_task_data(task, conll)[:40]
+        task_object = TokenClassificationTask(BertForTokenClassification.from_pretrained(teachers["ner"]).config
+                                              .id2label.values())
+    else:
+        task_object, data = QuestionAnsweringTask(), read_task_data(task, squad)[:12]
+    teacher = task_object.model_class.from_pretrained(teachers[task])
+    features = add_teacher_logits(teacher, task_object.train_features(data, tokenizer, 192), batch_size=16)
+    with torch.no_grad():
+        for feature in features:
+            ids = torch.tensor([feature["input_ids"]])
+            fresh = teacher(ids, torch.ones_like(ids), torch.tensor([feature["token_type_ids"]])).logits[0]
+            np.testing.assert_allclose(feature["teacher_logits"], fresh.numpy(), atol=1e-5, rtol=1e-5)
+
+
+# --- the command -------------------------------------------------------------------------------
+
+def test_classification_student_learns_and_saves_as_distilbert_for_transformers(teachers, sst2, tmp_path, tokenizer):
+    from transformers import DistilBertForSequenceClassification
+
+    output = tmp_path / "student"
+    summary = _distill("--task", "classification", "--teacher", teachers["classification"], "--train",
+                       sst2 / "train.tsv", "--validation", sst2 / "dev.tsv", "--unlabelled", sst2 / "unlabelled.tsv",
+                       "--student-layers", 2, "--save-as", "distilbert", "--epochs", 10, "--learning-rate", "1e-3",
+                       "--output", output)
+    assert summary["student"]["from_teacher_layers"] == [0, 2] and summary["student"]["unlabelled_features"] == 32
+    first, last = _falls(output)
+    assert last < 0.7 * first, (first, last)
+    assert (output / "run_card.json").is_file()
+    config = json.loads((output / "config.json").read_text())
+    assert config["model_type"] == "distilbert" and config["architectures"] == ["DistilBertForSequenceClassification"]
+
+    reference = DistilBertForSequenceClassification.from_pretrained(output).eval()
+    ours = BertForSequenceClassification.from_pretrained(output)
+    texts = read_task_data("classification", sst2 / "dev.tsv")
+    batch = tokenizer([e.text for e in texts], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+        got = ours(batch["input_ids"], batch["attention_mask"]).logits
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_ner_student_of_a_fresh_smaller_network_learns(teachers, conll, tmp_path):
+    output = tmp_path / "ner-student"
+    summary = _distill("--task", "ner", "--teacher", teachers["ner"], "--train", conll, "--hold-out", 10,
+                       "--student-size", "L2-H128", "--epochs", 12, "--learning-rate", "1e-3", "--output", output)
+    assert summary["student"]["layers"] == 2 and summary["student"]["hidden_size"] == 128
+    for column in ("loss", "soft_loss"):  # a fresh student starts far from its teacher's outputs
+        first, last = _falls(output, column)
+        assert last < 0.7 * first, (column, first, last)
+    assert "f1" in summary["best"]
+
+
+def test_qa_student_learns_start_and_end_distributions(teachers, squad, tmp_path):
+    output = tmp_path / "qa-student"
+    _distill("--task", "qa", "--teacher", teachers["qa"], "--train", squad, "--max-length", 192,
+             "--student-size", "L2-H128", "--alpha", 0.8, "--epochs", 8, "--learning-rate", "1e-3", "--output", output)
+    for column in ("loss", "soft_loss"):
+        first, last = _falls(output, column)
+        assert last < 0.7 * first, (column, first, last)
+    assert BertForQuestionAnswering.from_pretrained(output).config.num_hidden_layers == 2
+
+
+def test_general_distillation_on_shards_saves_a_masked_lm_transformers_loads(teachers, tokenizer, tmp_path):
+    from transformers import DistilBertForMaskedLM
+
+    from bertforge.pretraining.shards import PrepareOptions, prepare
+
+    corpus = tmp_path / "books.jsonl"
+    with gzip.open(fixture_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
+        corpus.write_text(json.dumps({"text": json.loads(next(f))["text"][20_000:45_000]}) + "\n", encoding="utf-8")
+    prepare([corpus], tmp_path / "shards", tokenizer, PrepareOptions(max_seq_length=64, dupe_factor=2),
+            progress=False)
+    output = tmp_path / "general"
+    summary = _distill("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path / "shards", "--validation",
+                       tmp_path / "shards", "--max-steps", 60, "--learning-rate", "2e-3", "--save-as", "distilbert",
+                       "--output", output)
+    assert summary["student"]["from_teacher_layers"] == [0, 2] and "mlm_accuracy" in summary["eval"]
+    # (with a random teacher the KL term starts near 0 and the MLM term drives the fall)
+    for column in ("loss", "mlm_loss"):
+        first, last = _falls(output, column)
+        assert last < 0.9 * first, (column, first, last)
+    model = DistilBertForMaskedLM.from_pretrained(output / "final")
+    assert model.config.n_layers == 2
+
+
+# --- mistakes end in one line ---------------------------------------------------------------------
+
+def test_a_teacher_fine_tuned_for_another_task_is_refused(teachers, sst2, tmp_path):
+    line = _one_line_error("--task", "classification", "--teacher", teachers["ner"], "--train", sst2 / "train.tsv",
+                           "--output", tmp_path / "out")
+    assert "BertForSequenceClassification" in line and "BertForTokenClassification" in line
+
+
+def test_a_student_deeper_or_wider_than_its_teacher_is_refused(teachers, sst2, tmp_path):
+    line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
+                           sst2 / "train.tsv", "--student-layers", 5, "--output", tmp_path / "out")
+    assert "--student-layers 5: the teacher has 4 layers" in line
+    line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
+                           sst2 / "train.tsv", "--student-size", "L2-H128", "--output", tmp_path / "out")
+    assert "--student-size L2-H128" in line and "larger than its teacher (L4-H32)" in line
+
+
+def test_labels_the_teacher_does_not_know_are_refused(teachers, sst2, tmp_path):
+    rows = (sst2 / "train.tsv").read_text(encoding="utf-8").splitlines()
+    bad = tmp_path / "bad.tsv"
+    bad.write_text("\n".join(rows[:6] + ["a sentence with a new label\tneutral"]) + "\n", encoding="utf-8")
+    line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train", bad,
+                           "--output", tmp_path / "out")
+    assert f"{bad}:7" in line and "'neutral'" in line and "teacher" in line
+
+
+def test_a_run_continues_only_with_the_same_targets(teachers, sst2, tmp_path):
+    """--resume goes through the engine's checkpoint check: other distillation settings are refused."""
+    output = tmp_path / "run"
+    arguments = ["--task", "classification", "--teacher", teachers["classification"], "--train", sst2 / "train.tsv",
+                 "--student-layers", 2, "--max-steps", 4, "--checkpoint-every", 2, "--output", output]
+    _distill(*arguments)
+    line = _one_line_error(*arguments, "--resume", output, "--alpha", 0.9)
+    assert "alpha: checkpoint 0.5, now 0.9" in line
+    assert _distill(*arguments, "--resume", output)["steps"] == 4

@@ -1,0 +1,224 @@
+"""bertforge.io: every reader reports a bad file as `path:line: message`, and the atomic writer
+never leaves a half-written or missing output behind. Expected values come from the standard
+library (csv, json, gzip) or from the bytes written by the test, never from the readers."""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from bertforge.errors import InputError
+from bertforge.io.atomic import (atomic_directory, check_output_dir, check_output_file, save_npy, write_json,
+                                 write_jsonl, write_text)
+from bertforge.io.datasets import read_conll, read_squad, read_text_examples
+from bertforge.io.readers import decoded_lines, read_corpus, read_items, table_rows
+
+LATIN1 = "café".encode("latin-1")  # b"caf\xe9": not UTF-8
+
+
+def write(path, data: bytes):
+    if path.suffix == ".gz":
+        with gzip.open(path, "wb") as f:
+            f.write(data)
+    else:
+        path.write_bytes(data)
+    return path
+
+
+# --- one error format for every reader ------------------------------------------------------------
+
+READERS = {
+    "lines.txt": lambda p: list(decoded_lines(p)),
+    "items.txt": lambda p: read_items(p, ["text"]),
+    "table.tsv": lambda p: read_text_examples(p, "text", label_column="label"),
+    "table.csv": lambda p: read_text_examples(p, "text", label_column="label"),
+    "table.jsonl": lambda p: read_text_examples(p, "text", label_column="label"),
+    "tags.conll": lambda p: read_conll(p),
+    "corpus.txt.gz": lambda p: list(read_corpus([p])),
+    "corpus.jsonl": lambda p: list(read_corpus([p])),
+}
+GOOD_FIRST_LINE = {"lines.txt": b"fine\n", "items.txt": b"fine\n", "table.tsv": b"text\tlabel\n",
+                   "table.csv": b"text,label\n", "table.jsonl": b'{"text": "a", "label": "1"}\n',
+                   "tags.conll": b"EU B-ORG\n", "corpus.txt.gz": b"fine\n", "corpus.jsonl": b'{"text": "a"}\n'}
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_non_utf8_is_reported_with_file_and_line(tmp_path, name):
+    bad_line = {"table.jsonl": b'{"text": "' + LATIN1 + b'", "label": "1"}\n',
+                "corpus.jsonl": b'{"text": "' + LATIN1 + b'"}\n',
+                "table.tsv": LATIN1 + b"\t1\n", "table.csv": LATIN1 + b",1\n",
+                "tags.conll": LATIN1 + b" O\n"}.get(name, LATIN1 + b"\n")
+    path = write(tmp_path / name, GOOD_FIRST_LINE[name] + bad_line)
+    with pytest.raises(InputError) as caught:
+        READERS[name](path)
+    assert str(caught.value).startswith(f"{path}:2: not UTF-8 text (byte 0xe9 at byte ")
+
+
+@pytest.mark.parametrize("name", READERS)
+def test_missing_file_and_directory_are_named(tmp_path, name):
+    with pytest.raises(InputError, match=f"^{tmp_path / name}: no such file$"):
+        READERS[name](tmp_path / name)
+    (tmp_path / name).mkdir()
+    with pytest.raises(InputError, match=f"^{tmp_path / name}: is a directory, not a file$"):
+        READERS[name](tmp_path / name)
+
+
+def test_binary_file_is_reported_as_not_text(tmp_path):
+    path = write(tmp_path / "train.tsv", np.arange(50, dtype=np.float64).tobytes() + b"\xff\xfe")
+    with pytest.raises(InputError, match=r"train\.tsv:\d+: not UTF-8 text"):
+        read_text_examples(path, "sentence", label_column="label")
+
+
+def test_broken_gzip_names_the_file(tmp_path):
+    path = write(tmp_path / "train.tsv.gz", b"text\tlabel\na\t1\n")
+    path.write_bytes(path.read_bytes()[:-12])  # cut off the end of the stream
+    with pytest.raises(InputError, match=rf"^{path}: not a valid gzip file"):
+        read_text_examples(path, "text", label_column="label")
+
+
+def test_csv_rows_match_the_csv_module(tmp_path):
+    text = 'text,label\r\n"a, quoted ""field""",1\n"two\nlines",0\n\nplain,1\n'
+    path = write(tmp_path / "data.csv", ("\ufeff" + text).encode("utf-8"))  # with a byte-order mark
+    expected = [dict(zip(["text", "label"], row)) for row in list(csv.reader(text.splitlines(keepends=True)))[1:] if row]
+    assert [row for _, row in table_rows(path)] == expected
+    assert [n for n, _ in table_rows(path)] == [2, 4, 6]  # csv's line numbers: a quoted newline counts
+
+
+def test_gzipped_tables_read_as_plain_ones(tmp_path):
+    data = b"text\tlabel\n\"quoted \"\"whole\"\"\"\t1\nsecond\t0\n"
+    plain = [(e.text, e.label) for e in read_text_examples(write(tmp_path / "t.tsv", data), "text", None, "label")]
+    packed = [(e.text, e.label) for e in read_text_examples(write(tmp_path / "t.tsv.gz", data), "text", None, "label")]
+    assert plain == packed == [('quoted "whole"', "1"), ("second", "0")]
+
+
+def test_items_from_every_input_format(tmp_path):
+    rows = [("first text", "a"), ("second text", "b")]
+    files = {"in.txt": "".join(f"{t}\n" for t, _ in rows) + "\n",
+             "in.tsv": "text\tid\n" + "".join(f"{t}\t{i}\n" for t, i in rows),
+             "in.csv": "text,id\n" + "".join(f"{t},{i}\n" for t, i in rows),
+             "in.jsonl": "".join(json.dumps({"text": t, "id": i}) + "\n" for t, i in rows)}
+    for name, content in files.items():
+        items = read_items(write(tmp_path / name, content.encode()), ["text"])
+        assert items.values == [t for t, _ in rows], name
+    with pytest.raises(InputError, match=r"in\.jsonl:1: no key 'sentence' \(found: text, id\)"):
+        read_items(tmp_path / "in.jsonl", ["sentence"])
+
+
+def test_corpus_line_numbers_span_chunks(tmp_path):
+    lines = [f"line {i} " + "x" * 80 for i in range(30_000)]  # about 2.6 MB: several 1 MB pieces
+    data = "\n".join(lines).encode() + b"\n" + LATIN1 + b"\n"
+    path = write(tmp_path / "big.txt", data)
+    with pytest.raises(InputError, match=rf"big\.txt:{len(lines) + 1}: not UTF-8"):
+        list(read_corpus([path]))
+
+
+# --- SQuAD ----------------------------------------------------------------------------------------
+
+def squad(tmp_path, answers, context="The Broncos beat the Panthers."):
+    data = {"data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "Who won?", "answers": answers}]}]}]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+def test_squad_answer_start_as_integer_string_is_read(tmp_path):
+    examples, skipped = read_squad(squad(tmp_path, [{"text": "Broncos", "answer_start": "4"}]))
+    assert skipped == 0 and examples[0].answers == [{"text": "Broncos", "answer_start": 4}]
+
+
+@pytest.mark.parametrize("answers, context, message", [
+    ({"text": "Broncos", "answer_start": 4}, "The Broncos.", r"qas\[0\]\.answers: expected a list, found dict"),
+    ([{"text": "Broncos", "answer_start": "four"}], "The Broncos.",
+     r"qas\[0\]\.answers\[0\]\.answer_start: expected a character offset .* found 'four'"),
+    ([{"text": "Broncos", "answer_start": 4}], ["not", "a string"],
+     r"context: expected a string, found list"),
+])
+def test_squad_shape_errors_name_the_entry(tmp_path, answers, context, message):
+    path = squad(tmp_path, answers, context)
+    with pytest.raises(InputError, match=rf"^{path}: data\[0\]\.paragraphs\[0\]\.{message}"):
+        read_squad(path)
+
+
+def test_squad_invalid_json_names_the_line(tmp_path):
+    path = tmp_path / "squad.json"
+    path.write_text('{"data": [\n  {"title": "x",\n  oops}\n]}\n', encoding="utf-8")
+    with pytest.raises(InputError, match=rf"^{path}:3: not valid JSON"):
+        read_squad(path)
+
+
+# --- the atomic writer ----------------------------------------------------------------------------
+
+def leftovers(directory) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if name.startswith("."))
+
+
+def test_a_failed_write_keeps_the_old_file_and_no_temporary(tmp_path):
+    path = tmp_path / "out.jsonl"
+    write_jsonl(path, [{"text": "good"}])
+    before = path.read_bytes()
+    with pytest.raises(UnicodeEncodeError):
+        write_jsonl(path, [{"text": "fine"}, {"text": "bad \udcff byte"}])  # a lone surrogate, as from argv
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
+
+    def records():
+        yield {"n": 1}
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_jsonl(path, records())
+    assert path.read_bytes() == before and leftovers(tmp_path) == []
+
+
+def test_written_files_read_back_and_get_normal_permissions(tmp_path):
+    write_json(tmp_path / "a.json", {"é": [1, 2]}, indent=1)
+    assert json.loads((tmp_path / "a.json").read_text(encoding="utf-8")) == {"é": [1, 2]}
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    save_npy(tmp_path / "v.npy", array)
+    assert np.array_equal(np.load(tmp_path / "v.npy"), array) and not (tmp_path / "v.npy.npy").exists()
+    (tmp_path / "plain.txt").write_text("x")
+    write_text(tmp_path / "atomic.txt", "x")
+    mode = lambda name: stat.S_IMODE((tmp_path / name).stat().st_mode)  # noqa: E731
+    assert mode("atomic.txt") == mode("plain.txt")
+
+
+def test_writing_into_a_missing_directory_names_the_path(tmp_path):
+    target = tmp_path / "nowhere" / "out.json"
+    with pytest.raises(InputError, match=rf"^{target}: cannot write \(No such file or directory\)"):
+        write_json(target, {})
+    with pytest.raises(InputError, match=rf"^--output {target}: the directory {target.parent} does not exist"):
+        check_output_file(target, "--output")
+    with pytest.raises(InputError, match="is a directory, not a file"):
+        check_output_file(tmp_path, "--output")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(InputError, match="exists and is not a directory"):
+        check_output_dir(tmp_path / "file")
+    check_output_dir(tmp_path / "new" / "deeper")  # creatable: fine
+
+
+def test_atomic_directory_swaps_only_when_complete(tmp_path):
+    target = tmp_path / "data"
+    with atomic_directory(target) as build:
+        (build / "index.json").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(target) as build:
+            (build / "index.json").write_text("new")
+            raise RuntimeError("the corpus was bad")
+    assert (target / "index.json").read_text() == "old" and leftovers(tmp_path) == []
+    with atomic_directory(target) as build:
+        (build / "index.json").write_text("new")
+    assert os.listdir(target) == ["index.json"] and (target / "index.json").read_text() == "new"
+    (tmp_path / "plain").mkdir()
+    assert stat.S_IMODE(target.stat().st_mode) == stat.S_IMODE((tmp_path / "plain").stat().st_mode)
+    (tmp_path / "plain").rmdir()
+    assert leftovers(tmp_path) == []
+    with pytest.raises(RuntimeError):
+        with atomic_directory(tmp_path / "a" / "b" / "data"):
+            raise RuntimeError
+    assert sorted(os.listdir(tmp_path)) == ["data"]  # no empty parents left behind

@@ -1,0 +1,73 @@
+"""The question-answering pipeline on the bundled SQuAD model: the span it picks against an
+exhaustive search over transformers' logits, long contexts read in windows, and empty input."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import sst2_sentences
+
+from bertforge.errors import InputError
+from bertforge.pipelines import pipeline
+
+
+@pytest.fixture(scope="module")
+def reader():
+    return pipeline("question-answering")
+
+
+QA_CONTEXT = ("The Normans were the people who in the 10th and 11th centuries gave their name to Normandy, a "
+              "region in France. They were descended from Norse raiders and pirates from Denmark, Iceland and "
+              "Norway who, under their leader Rollo, agreed to swear fealty to King Charles III of West Francia.")
+QA_QUESTIONS = ["In what country is Normandy located?", "Who was the Norse leader?",
+                "What king did Rollo swear fealty to?", "When did the Normans give their name to Normandy?"]
+
+
+def test_question_answering_finds_the_best_span_of_the_reference_model(reader):
+    """One window: the answer is the valid span (in the context, end ≥ start, ≤ 30 tokens) with the
+    largest start + end logit, found exhaustively on transformers' logits for the same checkpoint."""
+    from transformers import AutoModelForQuestionAnswering, BertTokenizerFast
+
+    model = AutoModelForQuestionAnswering.from_pretrained(str(reader.model_path)).eval()
+    tokenizer = BertTokenizerFast.from_pretrained(str(reader.model_path))
+    answers = reader(question=QA_QUESTIONS, context=[QA_CONTEXT] * len(QA_QUESTIONS))
+    for question, answer in zip(QA_QUESTIONS, answers):
+        encoded = tokenizer(question, QA_CONTEXT, return_offsets_mapping=True, return_tensors="pt")
+        offsets = encoded.pop("offset_mapping")[0]
+        with torch.inference_mode():
+            out = model(**encoded)
+        in_context = torch.tensor([s == 1 for s in encoded.sequence_ids(0)])
+        n = len(in_context)
+        length = torch.arange(n)[None, :] - torch.arange(n)[:, None]
+        valid = in_context[:, None] & in_context[None, :] & (length >= 0) & (length < 30)
+        sums = (out.start_logits[0][:, None] + out.end_logits[0][None, :]).masked_fill(~valid, -torch.inf)
+        start, end = divmod(int(sums.argmax()), n)
+        assert (answer["start"], answer["end"]) == (int(offsets[start][0]), int(offsets[end][1])), question
+        assert answer["answer"] == QA_CONTEXT[answer["start"]:answer["end"]]
+    assert [a["answer"] for a in answers[:2]] == ["France", "Rollo"]
+
+
+def test_question_answering_reads_a_long_context_in_windows(reader):
+    from bertforge.tasks.squad import encode_windows
+
+    filler = " ".join(sst2_sentences(120))
+    context = filler + " " + QA_CONTEXT + " " + filler
+    assert len(encode_windows([QA_QUESTIONS[1]], [context], reader.tokenizer)) >= 4
+    answer = reader(question=QA_QUESTIONS[1], context=context)
+    # found in the window that holds the paragraph, among windows of film reviews
+    assert "Rollo" in answer["answer"] and answer["answer"] == context[answer["start"]:answer["end"]]
+    assert len(filler) < answer["start"] and answer["end"] <= len(filler) + 1 + len(QA_CONTEXT)
+    top = reader(question=QA_QUESTIONS[1], context=context, top_k=3)
+    assert len(top) == 3 and top[0] == answer and top[0]["score"] >= top[1]["score"] >= top[2]["score"]
+
+
+@pytest.mark.parametrize("question, context, message", [
+    ("Who?", "", "the context is empty"),
+    ("Who?", "   ", "the context is empty"),
+    ("", QA_CONTEXT, "the question is empty"),
+    (["Who?", " "], [QA_CONTEXT, QA_CONTEXT], "question 2 is empty"),
+    (["Who?"], [QA_CONTEXT, QA_CONTEXT], "1 questions but 2 contexts"),
+])
+def test_question_answering_refuses_empty_input(reader, question, context, message):
+    with pytest.raises(InputError, match=message):
+        reader(question=question, context=context)

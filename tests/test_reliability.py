@@ -1,0 +1,183 @@
+"""Issue 13: no command loses data or answers a user mistake with a traceback. Each mistake ends
+with exit code != 0 and one line naming the file, line, entry or option at fault, and a failed
+command leaves earlier outputs exactly as they were and no new (empty) output behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from bertforge.cli.main import cli
+
+LATIN1_LINE = "café au lait\n".encode("latin-1")
+
+
+def run(*args):
+    return CliRunner().invoke(cli, [str(a) for a in args])
+
+
+def one_line_error(result, *fragments) -> str:
+    """The command failed with a single error line that holds every fragment."""
+    assert result.exit_code not in (0, None), result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    # A progress bar may come first (stderr is the terminal's); the error is the one last line.
+    lines = result.output.strip().splitlines()
+    assert "Traceback" not in result.output and lines[-1].startswith("error: "), result.output
+    assert sum("error" in line.lower() for line in lines) == 1, result.output
+    for fragment in fragments:
+        assert fragment in lines[-1], (fragment, lines[-1])
+    return lines[-1]
+
+
+def hidden_files(directory) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if name.startswith("."))
+
+
+# --- data loss ------------------------------------------------------------------------------------
+
+def test_tokenize_failure_keeps_the_previous_output(tmp_path):
+    output = tmp_path / "s.jsonl"
+    assert run("tokenize", "a good text", "--output", output).exit_code == 0
+    before = output.read_bytes()
+    assert json.loads(before)["text"] == "a good text"
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine\n" + LATIN1_LINE)
+    one_line_error(run("tokenize", "--input", bad, "--output", output), f"{bad}:2: not UTF-8 text")
+    assert output.read_bytes() == before and hidden_files(tmp_path) == []
+
+
+def test_invalid_utf8_argument_is_refused_not_written(tmp_path):
+    """The shell hands bytes that are not UTF-8 to Python as lone surrogates: refuse them at once
+    (they used to fail while encoding the output, or went out as invalid UTF-8)."""
+    output = tmp_path / "s.jsonl"
+    output.write_text("previous\n")
+    for extra in ([], ["--output", str(output)]):
+        done = subprocess.run([sys.executable, "-m", "bertforge", "tokenize", "ok", b"caf\xe9", *extra],
+                              capture_output=True)
+        assert done.returncode != 0 and done.stdout == b"", done
+        lines = done.stderr.decode().strip().splitlines()
+        assert lines == ["error: TEXT argument 2 is not valid UTF-8 text (byte 0xe9 at character 4); "
+                         "check the terminal's encoding"], done.stderr
+    assert output.read_text() == "previous\n"
+
+
+def test_train_vocab_failure_leaves_no_output_directory(tmp_path):
+    bad = tmp_path / "corpus.txt"
+    bad.write_bytes(b"some words here\n" + LATIN1_LINE)
+    one_line_error(run("train-vocab", "--input", bad, "--output", tmp_path / "vocab", "--no-progress"),
+                   f"{bad}:2: not UTF-8 text")
+    assert not (tmp_path / "vocab").exists()
+
+
+def test_train_vocab_rejects_a_huge_vocab_size_before_reading():
+    result = run("train-vocab", "--vocab-size", 10**12, "--input", "never-read.txt", "--output", "never-written")
+    assert result.exit_code == 2 and "--vocab-size" in result.output and "10000000" in result.output
+    assert not os.path.exists("never-written")
+
+
+def test_prepare_with_a_bad_corpus_keeps_the_prepared_data(tmp_path):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join("\n".join(f"Sentence {d} {s} is about the topic number {d}." for s in range(6))
+                                  for d in range(8)) + "\n", encoding="utf-8")
+    data = tmp_path / "data"
+    options = ["--max-seq-length", 32, "--dupe-factor", 1]
+    first = run("pretrain", "prepare", corpus, data, *options)
+    assert first.exit_code == 0, first.output
+    before = {name: (data / name).read_bytes() for name in os.listdir(data)}
+    assert "index.json" in before
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"A sentence.\n" + LATIN1_LINE)
+    one_line_error(run("pretrain", "prepare", bad, data, *options), f"{bad}:2: not UTF-8 text")
+    assert {name: (data / name).read_bytes() for name in os.listdir(data)} == before
+    assert hidden_files(tmp_path) == []
+    one_line_error(run("pretrain", "prepare", bad, tmp_path / "fresh" / "data", *options), f"{bad}:2")
+    assert not (tmp_path / "fresh").exists()
+
+
+# --- messages instead of tracebacks ---------------------------------------------------------------
+
+def test_output_in_a_missing_directory_is_reported_before_the_work(tmp_path):
+    missing = tmp_path / "nowhere" / "out.json"
+    one_line_error(run("tokenize", "hello", "--output", missing), f"--output {missing}: the directory")
+    one_line_error(run("embed", "hello", "--output", missing), f"--output {missing}: the directory")
+    # evaluate used to find out only after scoring the whole file; now before even loading the model
+    one_line_error(run("evaluate", "--task", "classification", "--model", tmp_path / "no-model",
+                       "--validation", tmp_path / "v.tsv", "--output", missing), f"--output {missing}")
+    one_line_error(run("probe", "--train", tmp_path / "t.tsv", "--output", missing), f"--output {missing}")
+
+
+def test_input_that_is_a_directory_says_so(tmp_path):
+    one_line_error(run("embed", "--input", tmp_path), f"{tmp_path}: is a directory, not a file")
+    one_line_error(run("train-vocab", "--input", tmp_path, "--output", tmp_path / "v"), "is a directory")
+
+
+def binary_file(path):
+    path.write_bytes(np.arange(64, dtype=np.float64).tobytes())
+    return path
+
+
+def test_binary_or_non_utf8_training_files(tmp_path):
+    binary = binary_file(tmp_path / "train.tsv")
+    one_line_error(run("finetune", "--task", "classification", "--train", binary, "--output", tmp_path / "out"),
+                   f"{binary}:", "not UTF-8 text")
+    assert not (tmp_path / "out").exists()
+    one_line_error(run("probe", "--train", binary), f"{binary}:", "not UTF-8 text")
+    conll = tmp_path / "train.conll"
+    conll.write_bytes(b"EU B-ORG\n" + "Müller B-PER\n".encode("latin-1"))
+    one_line_error(run("finetune", "--task", "ner", "--train", conll, "--output", tmp_path / "out"),
+                   f"{conll}:2: not UTF-8 text")
+
+
+def test_probe_with_one_class_or_no_rows(tmp_path):
+    one_class = tmp_path / "one.tsv"
+    one_class.write_text("sentence\tlabel\n" + "".join(f"text {i}\t1\n" for i in range(20)), encoding="utf-8")
+    one_line_error(run("probe", "--train", one_class), f"{one_class}: all 20 training rows have the label '1'")
+    empty = tmp_path / "empty.tsv"
+    empty.write_text("sentence\tlabel\n", encoding="utf-8")
+    one_line_error(run("probe", "--train", empty), f"{empty}: no labelled rows")
+    rare = tmp_path / "rare.tsv"
+    rare.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{int(i == 0)}\n" for i in range(10)), encoding="utf-8")
+    one_line_error(run("probe", "--train", rare), f"{rare}: cannot hold out --test-fraction")
+
+
+def test_squad_shape_errors_through_finetune(tmp_path):
+    data = {"data": [{"title": "t", "paragraphs": [{"context": "The Broncos won.", "qas": [
+        {"id": "q", "question": "Who won?", "answers": "Broncos"}]}]}]}
+    path = tmp_path / "squad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    one_line_error(run("finetune", "--task", "qa", "--train", path, "--output", tmp_path / "out"),
+                   f"{path}: data[0].paragraphs[0].qas[0].answers: expected a list, found str")
+
+
+@pytest.fixture(scope="module")
+def classifier_dir(tmp_path_factory):
+    """A tiny sequence classifier saved by bertforge, for `predict`."""
+    from bertforge import BertTokenizer
+    from bertforge.model import BertConfig, BertForSequenceClassification
+
+    config = BertConfig.from_size("tiny")
+    config.id2label = {0: "neg", 1: "pos"}
+    directory = tmp_path_factory.mktemp("classifier")
+    BertForSequenceClassification(config).save_pretrained(directory, tokenizer=BertTokenizer.from_pretrained())
+    return directory
+
+
+def test_predict_with_a_non_utf8_input_keeps_the_previous_output(tmp_path, classifier_dir):
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("sentence\nA fine film.\n", encoding="utf-8")
+    output = tmp_path / "predictions.jsonl"
+    result = run("predict", "--task", "classification", "--model", classifier_dir, "--input", texts,
+                 "--output", output)
+    assert result.exit_code == 0, result.output
+    before = output.read_bytes()
+    assert json.loads(before)["text"] == "A fine film."
+    texts.write_bytes(b"sentence\n" + LATIN1_LINE)
+    one_line_error(run("predict", "--task", "classification", "--model", classifier_dir, "--input", texts,
+                       "--output", output), f"{texts}:2: not UTF-8 text")
+    assert output.read_bytes() == before and hidden_files(tmp_path) == []

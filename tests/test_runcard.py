@@ -1,0 +1,55 @@
+"""Run cards: fingerprints computed independently, the card's round trip, and rerun's command line."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import pytest
+
+from bertforge.errors import InputError
+from bertforge.runcard import CARD_FILE, SUMMARY_FILE, RunCard, file_fingerprint, read_card, rerun_command
+
+
+def test_fingerprint_of_a_file_and_a_folder(tmp_path):
+    data = bytes(range(256)) * 5000  # more than one read block
+    (tmp_path / "a.bin").write_bytes(data)
+    assert file_fingerprint(tmp_path / "a.bin") == {
+        "path": str(tmp_path / "a.bin"), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    folder = tmp_path / "folder"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "x.txt").write_text("x")
+    (folder / "sub" / "y.txt").write_text("yy")
+    first = file_fingerprint(folder)
+    assert first["bytes"] == 3
+    (folder / "sub" / "y.txt").write_text("yz")  # same size, other content
+    assert file_fingerprint(folder)["sha256"] != first["sha256"]
+
+
+def test_card_records_the_run_and_reads_back(tmp_path, monkeypatch):
+    monkeypatch.setattr("sys.argv", ["bertforge", "finetune", "--train", "t.tsv", "--output", "out"])
+    (tmp_path / "t.tsv").write_text("sentence\tlabel\nok\t1\n")
+    card = RunCard.start({"epochs": 1.0, "train": tmp_path / "t.tsv"}, [tmp_path / "t.tsv", None], "out", seed=7)
+    written = card.finish(tmp_path, {"accuracy": 0.5}, threads=2, device="cpu")
+    saved = json.loads(written.read_text())
+    assert saved["command"] == ["finetune", "--train", "t.tsv", "--output", "out"]
+    assert saved["options"] == {"epochs": 1.0, "train": str(tmp_path / "t.tsv")}
+    assert saved["seed"] == 7 and saved["figures"] == {"accuracy": 0.5} and saved["threads"] == 2
+    assert saved["inputs"][0]["sha256"] == hashlib.sha256(b"sentence\tlabel\nok\t1\n").hexdigest()
+    assert saved["versions"]["torch"] and saved["wall_seconds"] >= 0
+    assert "bertforge finetune --train t.tsv --output out" in (tmp_path / SUMMARY_FILE).read_text()
+    assert read_card(tmp_path) == saved == read_card(tmp_path / CARD_FILE)
+    assert rerun_command(saved, "again") == ["finetune", "--train", "t.tsv", "--output", "again"]
+
+
+def test_bad_cards_are_named(tmp_path):
+    with pytest.raises(InputError, match="cannot read the run card"):
+        read_card(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"command": [\n')
+    with pytest.raises(InputError, match=r"bad.json:2: not a run card"):
+        read_card(tmp_path / "bad.json")
+    (tmp_path / "other.json").write_text('{"accuracy": 1}')
+    with pytest.raises(InputError, match="not a run card"):
+        read_card(tmp_path / "other.json")
+    with pytest.raises(InputError, match="not in its command line"):
+        rerun_command({"command": ["finetune", "--output=out"], "output": "out"}, "again")

@@ -1,0 +1,173 @@
+"""Running the server: what a request may cost (limits, answer size, memory under load), the
+metrics' labels, and the `serve` command (start-up, API key, exposed host, bad directories)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import torch
+
+from bertforge.model import BertConfig, BertForSequenceClassification
+from bertforge.server import ServerSettings, background_server, create_app, load_served_model
+from bertforge.tokenization import BertTokenizer
+from server_helpers import call
+
+MAX_TEXTS, MAX_CHARS, MAX_RESULTS = 8, 4000, 40
+
+
+@pytest.fixture(scope="module")
+def model_dirs(tmp_path_factory, default_model_dir, tiny_pretraining_checkpoint) -> dict[str, Path]:
+    torch.manual_seed(0)
+    sentiment = tmp_path_factory.mktemp("served") / "sentiment"
+    BertForSequenceClassification(BertConfig.from_size("tiny", id2label={0: "neg", 1: "pos"})) \
+        .save_pretrained(sentiment, tokenizer=BertTokenizer.from_pretrained())
+    return {"minilm": default_model_dir, "pretrained": tiny_pretraining_checkpoint, "sentiment": sentiment}
+
+
+@pytest.fixture(scope="module")
+def models(model_dirs):
+    return [load_served_model(name, model_dirs[name]) for name in ("minilm", "pretrained")]
+
+
+@pytest.fixture(scope="module")
+def server(models):
+    settings = ServerSettings(max_texts=MAX_TEXTS, max_chars=MAX_CHARS, max_results=MAX_RESULTS)
+    with background_server(create_app(models, settings)) as url:
+        yield url
+
+
+def test_metrics_are_prometheus_text(server):
+    url = server
+    call(url + "/v1/tokenize", {"input": "count me"})
+    call(url + "/v1/tokenize", method="BREW")
+    request = urllib.request.urlopen(url + "/metrics")
+    assert request.headers["content-type"].startswith("text/plain; version=0.0.4")
+    text = request.read().decode()
+    for family, kind in (("bertforge_requests_total", "counter"), ("bertforge_request_duration_seconds", "histogram"),
+                         ("bertforge_batch_size", "histogram"), ("bertforge_queue_depth", "gauge")):
+        assert f"# TYPE {family} {kind}" in text
+    assert 'bertforge_requests_total{method="POST",endpoint="/v1/tokenize",status="200"}' in text
+    assert 'bertforge_requests_total{method="other",endpoint="/v1/tokenize",status="405"}' in text
+    assert "BREW" not in text  # the method label comes from a fixed set
+    assert 'bertforge_request_duration_seconds_bucket{endpoint="/v1/tokenize",le="+Inf"}' in text
+    assert "bertforge_queue_depth 0" in text
+
+
+def test_metric_label_values_are_escaped():
+    from bertforge.server.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.observe_request("PURGE", 'a "quoted" \\ back\nslash', 200, 0.01)
+    text = metrics.render()
+    # the exposition format's escapes, written out: \" for a quote, \\ for a backslash, \n for a newline
+    assert r'bertforge_requests_total{method="other",endpoint="a \"quoted\" \\ back\nslash",status="200"} 1' in text
+    assert r'bertforge_request_duration_seconds_count{endpoint="a \"quoted\" \\ back\nslash"} 1' in text
+
+
+def test_answers_over_max_response_bytes_are_refused(models):
+    settings = ServerSettings(max_response_bytes=4000)
+    with background_server(create_app(models, settings)) as url:
+        status, body = call(url + "/v1/tokenize", {"input": "a few words"})
+        assert status == 200 and body["results"][0]["tokens"][1] == "a"
+        status, error = call(url + "/v1/tokenize", {"input": "many words " * 300})
+        assert status == 413 and "limit is max_response_bytes=4000" in error["error"]["message"]
+        assert error["error"]["limit"] == "max_response_bytes"
+        status, error = call(url + "/v1/fill-mask", {"input": "word " * 300 + "[MASK]", "top_k": 50})
+        assert status == 413 and "max_response_bytes=4000" in error["error"]["message"]  # refused before running
+
+
+def rss_bytes() -> int:
+    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident set size from /proc")
+def test_memory_stays_flat_under_repeated_heavy_requests(server):
+    """Requests at the limits (the most texts, masks and candidates; the longest texts): after a
+    warm-up, more of them must not keep growing the process (the server runs in this process)."""
+    url = server
+    text = ("[MASK] went up the hill and " + "the cat went up the hill and " * 140)[:MAX_CHARS]
+    heavy = {"/v1/fill-mask": {"input": [text] * MAX_TEXTS, "top_k": MAX_RESULTS // MAX_TEXTS},
+             "/v1/tokenize": {"input": [text] * MAX_TEXTS},
+             "/v1/attention": {"input": text, "model": "minilm"}}
+
+    def round_of_requests():
+        for path, body in heavy.items():
+            status, answer = call(url + path, body)
+            assert status == 200, answer
+
+    for _ in range(2):
+        round_of_requests()
+    before = rss_bytes()
+    for _ in range(6):
+        round_of_requests()
+    growth = rss_bytes() - before
+    assert growth < 64 * 2**20, f"resident memory grew by {growth / 2**20:.0f} MiB over 6 rounds"
+
+
+def test_serve_refuses_a_non_ascii_key_and_warns_when_exposed_without_one(tmp_path):
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+    from bertforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'é' is not ASCII"):
+        ServerSettings(api_key="clé")
+    missing = f"x={tmp_path / 'missing'}"  # fails at loading, after the start-up checks
+    result = CliRunner().invoke(cli, ["serve", "--api-key", "clé", "--model", missing])
+    assert result.exit_code == 2 and "--api-key" in result.output and "not ASCII" in result.output
+    assert "no config.json" not in result.output  # refused before any model was loaded
+    result = CliRunner().invoke(cli, ["serve", "--host", "0.0.0.0", "--model", missing])
+    assert result.exit_code == 2 and "WARNING: serving on 0.0.0.0" in result.output and "WITHOUT an API key" in result.output
+    for quiet in (["--host", "127.0.0.1"], ["--host", "::1"], ["--host", "0.0.0.0", "--api-key", "k"]):
+        result = CliRunner().invoke(cli, ["serve", *quiet, "--model", missing])
+        assert result.exit_code == 2 and "WARNING" not in result.output, quiet
+
+
+def test_serve_command_starts_a_server_with_the_key_from_the_environment(model_dirs):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "bertforge", "serve", "--model", f"tiny={model_dirs['sentiment']}",
+               "--port", str(port), "--max-texts", "2", "--log-level", "warning"]
+    process = subprocess.Popen(command, env={**os.environ, "BERTFORGE_API_KEY": "k"}, stderr=subprocess.PIPE,
+                               text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if call(url + "/health")[0] == 200:
+                    break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, "server did not start"
+                time.sleep(0.2)
+        key = {"Authorization": "Bearer k"}
+        assert call(url + "/v1/classify", {"input": "fine"})[0] == 401
+        status, body = call(url + "/v1/classify", {"input": "fine"}, headers=key)
+        assert status == 200 and body["model"] == "tiny" and {r["label"] for r in body["results"][0]} == {"neg", "pos"}
+        status, body = call(url + "/v1/classify", {"input": ["a", "b", "c"]}, headers=key)
+        assert status == 413 and "max_texts=2" in body["error"]["message"]
+    finally:
+        process.terminate()
+        process.wait(30)
+    assert "tiny: BertForSequenceClassification" in process.stderr.read()
+
+
+def test_serve_command_reports_bad_model_directories(tmp_path):
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["serve", "--model", f"x={tmp_path / 'missing'}"])
+    assert result.exit_code == 2 and "no config.json" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--model", f"a={tmp_path}", "--model", f"a={tmp_path}"])
+    assert result.exit_code == 2 and "given twice" in result.output
+    result = CliRunner().invoke(cli, ["serve", "--device", "gpu7"])
+    assert result.exit_code == 2 and "--device 'gpu7' is not a torch device" in result.output

@@ -1,0 +1,254 @@
+"""The training engine: schedule, optimiser groups, process groups, checkpoints that never unpickle,
+atomic writes, seeding, and exact resume of a fine-tuning run killed mid-epoch."""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bertforge.cli.main import cli
+from bertforge.runcard import CARD_FILE, read_card
+from bertforge.errors import CheckpointError, ConfigError
+from bertforge.model import BertConfig, BertForSequenceClassification, BertModel, default_model_path
+from bertforge.tokenization import BertTokenizer
+from bertforge.training import Processes, build_optimizer, learning_rate_factor
+from bertforge.training.engine import prepare_output_dir
+from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
+
+REPO = Path(__file__).resolve().parents[1]
+SST2 = REPO / "src" / "bertforge" / "data" / "sst2_sample" / "train.tsv"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def tiny_classifier(seed: int = 0) -> BertForSequenceClassification:
+    torch.manual_seed(seed)
+    return BertForSequenceClassification(BertConfig.from_size("tiny", vocab_size=100, id2label={0: "0", 1: "1"}))
+
+
+# --- schedule and optimiser --------------------------------------------------------------------------
+
+def test_schedule_starts_above_zero_and_decays_linearly():
+    # warm-up over 2 steps of 5: 1/2, 2/2, then (5 - s) / 3 for s = 2, 3, 4 (hand-computed)
+    assert [learning_rate_factor(s, 2, 5) for s in range(5)] == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3])
+    assert learning_rate_factor(0, 0, 4) == 1.0 and learning_rate_factor(4, 0, 4) == 0.0
+
+
+def test_no_weight_decay_on_biases_and_layer_norm():
+    model = tiny_classifier()
+    optimizer = build_optimizer(model, 1e-3, weight_decay=0.01)
+    exempt = {id(p) for name, p in model.named_parameters() if name.endswith("bias")}
+    exempt |= {id(p) for m in model.modules() if isinstance(m, torch.nn.LayerNorm) for p in m.parameters()}
+    decayed, undecayed = ({id(p) for p in g["params"]} for g in optimizer.param_groups)
+    assert optimizer.param_groups[0]["weight_decay"] == 0.01 and optimizer.param_groups[1]["weight_decay"] == 0.0
+    assert undecayed == exempt and decayed == {id(p) for p in model.parameters()} - exempt
+
+
+# --- devices and process groups ---------------------------------------------------------------------
+
+def test_cpu_runs_use_gloo_even_where_cuda_exists(monkeypatch):
+    import torch.distributed as dist
+
+    backends = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda backend: backends.append(backend))
+    monkeypatch.setattr(dist, "get_rank", lambda: 1)
+    processes = Processes.start("cpu")
+    assert backends == ["gloo"] and processes.device == torch.device("cpu")
+    assert (processes.rank, processes.world_size, processes.local_rank) == (1, 2, 1)
+
+
+def test_unavailable_or_unknown_device_is_a_clear_error(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="--device cuda: CUDA is not available"):
+        Processes.start("cuda")
+    with pytest.raises(ConfigError, match="--device 'gpu0'"):
+        Processes.start("gpu0")
+
+
+# --- checkpoints ------------------------------------------------------------------------------------
+
+def _trained(steps: int = 3):
+    model = tiny_classifier()
+    optimizer = build_optimizer(model, 1e-2)
+    ids = torch.randint(0, 100, (4, 8), generator=torch.Generator().manual_seed(1))
+    for _ in range(steps):
+        model(ids, labels=torch.tensor([0, 1, 1, 0])).loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    return model, optimizer
+
+
+def test_checkpoint_round_trip_restores_model_optimizer_and_random_state(tmp_path):
+    model, optimizer = _trained()
+    random.seed(7), np.random.seed(7), torch.manual_seed(7)
+    save_checkpoint(tmp_path, 3, model, optimizer, {"rng": [rng_state(torch.device("cpu"))]})
+    expected = (random.random(), np.random.rand(), torch.rand(3))
+
+    restored, restored_optimizer = tiny_classifier(seed=1), None
+    restored_optimizer = build_optimizer(restored, 1e-2)
+    checkpoint = Checkpoint(tmp_path)
+    checkpoint.load_model(restored)
+    checkpoint.load_optimizer(restored_optimizer)
+    for (name, a), b in zip(model.state_dict().items(), restored.state_dict().values()):
+        assert torch.equal(a, b), name
+    for p, q in zip(model.parameters(), restored.parameters()):
+        a, b = optimizer.state[p], restored_optimizer.state[q]
+        assert all(torch.equal(a[key], b[key]) for key in ("exp_avg", "exp_avg_sq", "step"))
+    set_rng_state(checkpoint["rng"][0], torch.device("cpu"))
+    assert (random.random(), np.random.rand()) == expected[:2] and torch.equal(torch.rand(3), expected[2])
+    # only JSON and safetensors files; the manifest names them
+    assert sorted(p.suffix for p in tmp_path.iterdir()) == [".json", ".safetensors", ".safetensors"]
+
+
+def test_full_disk_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    model, optimizer = _trained(1)
+    save_checkpoint(tmp_path, 1, model, optimizer, {})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def disk_full(descriptor):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    with pytest.raises(CheckpointError, match=r"No space left on device\); the previous checkpoint \(step 1\) .* intact"):
+        save_checkpoint(tmp_path, 2, model, optimizer, {})
+    monkeypatch.undo()
+    # the manifest still names step 1's complete files; no temporary file is left behind
+    after = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert {name: after[name] for name in before} == before
+    assert not [name for name in after if name.startswith(".")]
+    assert Checkpoint(tmp_path)["step"] == 1
+    Checkpoint(tmp_path).load_model(tiny_classifier())
+
+
+class _Exploit:
+    """Unpickling this runs a shell command that creates a file."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_pickled_checkpoint_given_to_resume_is_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "checkpoint.pt").write_bytes(pickle.dumps({"model": _Exploit(marker)}))
+    result = CliRunner().invoke(cli, ["finetune", "--task", "classification", "--train", str(SST2),
+                                      "--output", str(tmp_path / "out"), "--resume", str(run)])
+    assert result.exit_code != 0 and not marker.exists()
+    assert "no checkpoint found" in result.output
+    assert "checkpoint.pt is a pickle, which is never loaded" in result.output
+
+    # a manifest naming a pickle (torch.save's zip or a bare pickle) as its tensor file: refused as data
+    model, optimizer = _trained(1)
+    save_checkpoint(run / "checkpoint", 1, model, optimizer, {})
+    weights = next((run / "checkpoint").glob("model-*.safetensors"))
+    for payload in (pickle.dumps(_Exploit(marker)), None):
+        if payload is None:
+            torch.save({"w": _Exploit(marker)}, weights)
+        else:
+            weights.write_bytes(payload)
+        with pytest.raises(CheckpointError, match="does not hold this model's weights"):
+            Checkpoint(run).load_model(tiny_classifier())
+        assert not marker.exists()
+    manifest = run / "checkpoint" / "checkpoint.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "model_file": "../../elsewhere.bin"}))
+    with pytest.raises(CheckpointError, match="model_file '../../elsewhere.bin' is not a file there"):
+        Checkpoint(run).load_model(tiny_classifier())
+
+
+def test_output_dir_of_another_run_needs_resume_or_overwrite(tmp_path):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "keep.txt").write_text("mine")
+    with pytest.raises(ConfigError, match="is not empty: give --resume .* or --overwrite"):
+        prepare_output_dir(tmp_path / "notes", None, overwrite=False)
+    with pytest.raises(ConfigError, match="holds no training run .* not deleted"):
+        prepare_output_dir(tmp_path / "notes", None, overwrite=True)
+    assert (tmp_path / "notes" / "keep.txt").exists()
+
+
+# --- fine-tuning: one seeding point, exact resume after SIGKILL -------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A tiny random encoder with the default model's vocabulary: fine-tuning starts from it."""
+    directory = tmp_path_factory.mktemp("tiny-encoder")
+    torch.manual_seed(0)
+    BertModel(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(
+        directory, BertTokenizer.from_pretrained(default_model_path()))
+    return directory
+
+
+def _finetune_command(encoder: Path, output: Path, *extra: str) -> list[str]:
+    return ["finetune", "--task", "classification", "--train", str(SST2), "--train-limit", "240", "--model",
+            str(encoder), "--output", str(output), "--batch-size", "8", "--gradient-accumulation-steps", "2",
+            "--epochs", "2", "--max-length", "64", "--learning-rate", "1e-3", "--checkpoint-every", "4",
+            "--threads", "1", "--seed", "7", *extra]
+
+
+def test_finetune_twice_with_the_same_seed_gives_identical_weights(tiny_encoder, tmp_path):
+    """The classification head is new (random): it must be drawn after the seed is set. The run
+    card made by the first run reruns it to the same weights too."""
+    files = []
+    for name in ("a", "b"):
+        result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / name, "--max-steps", "3"))
+        assert result.exit_code == 0, result.output
+        files.append((tmp_path / name / "model.safetensors").read_bytes())
+    assert files[0] == files[1]
+    card = read_card(tmp_path / "a")
+    assert card["seed"] == 7 and card["threads"] == 1 and card["options"]["max_steps"] == 3
+    assert card["figures"]["steps"] == 3 and len(card["inputs"]) == 2  # the training file and the model
+    result = CliRunner().invoke(cli, ["rerun", str(tmp_path / "a" / CARD_FILE), "--output", str(tmp_path / "c")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "c" / "model.safetensors").read_bytes() == files[0]
+
+
+@pytest.mark.slow
+def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, tmp_path):
+    whole = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "whole"))
+    assert whole.exit_code == 0, whole.output
+    steps = json.loads((tmp_path / "whole" / "metrics.json").read_text())["total_steps"]
+    steps_per_epoch = steps // 2
+
+    run = tmp_path / "killed"
+    command = [sys.executable, "-m", "bertforge", *_finetune_command(tiny_encoder, run)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = run / "checkpoint" / "checkpoint.json"
+    deadline = time.time() + 300
+    while not manifest.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
+    killed_at = json.loads(manifest.read_text())["step"]
+    assert 0 < killed_at < steps and killed_at % steps_per_epoch, (killed_at, steps_per_epoch)  # mid-epoch
+
+    resumed = subprocess.run([*command, "--resume", str(run)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
+    logged = [int(line.split(",")[0]) for line in (run / "train_log.csv").read_text().splitlines()[1:]]
+    assert logged == list(range(1, steps + 1))
