@@ -355,3 +355,13 @@ def test_a_run_continues_only_with_the_same_targets(teachers, sst2, tmp_path):
     line = _one_line_error(*arguments, "--resume", output, "--alpha", 0.9)
     assert "alpha: checkpoint 0.5, now 0.9" in line
     assert _distill(*arguments, "--resume", output)["steps"] == 4
+
+
+def test_distilling_twice_with_the_same_seed_gives_identical_students(teachers, conll, tmp_path):
+    """A fresh student (--student-size) is drawn after the seed is set, like a fine-tuning head."""
+    weights = []
+    for name in ("a", "b"):
+        _distill("--task", "ner", "--teacher", teachers["ner"], "--train", conll, "--student-size", "L2-H128",
+                 "--max-steps", 3, "--threads", 1, "--seed", 5, "--output", tmp_path / name)
+        weights.append((tmp_path / name / "model.safetensors").read_bytes())
+    assert weights[0] == weights[1]

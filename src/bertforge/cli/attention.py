@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from bertforge.cli.io import check_texts, model_options, pipeline_from_options
-from bertforge.io.atomic import atomic_path, check_output_file, write_text
+from bertforge.io.atomic import check_output_file
 from bertforge.errors import InputError
 
 
@@ -34,10 +34,9 @@ def attention(text, text_pair, png, html, **options):
     maps = pipeline_from_options("attention", options, progress=False)(text, text_pair)
     layers, heads, seq, _ = maps.weights.shape
     if png is not None:
-        with atomic_path(png) as tmp:
-            maps.save_png(tmp)
+        maps.save_png(png)
     if html is not None:
-        write_text(html, maps.to_html())
+        maps.save_html(html)
     for path in (png, html):
         if path is not None:
             click.echo(f"wrote {path} ({layers} layers x {heads} heads, {seq} tokens)")

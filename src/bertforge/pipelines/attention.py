@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from bertforge.errors import InputError
+from bertforge.io.atomic import atomic_path, write_text
 from bertforge.pipelines.base import Pipeline
 
 
@@ -45,7 +46,8 @@ class AttentionMaps:
         # Fixed margins: tight_layout measures every one of the layers × heads axes, slowly.
         fig.subplots_adjust(left=0.03, right=0.99, bottom=0.01, top=1 - 0.9 / (cell * layers), wspace=0.1, hspace=0.25)
         path = Path(path)
-        fig.savefig(path, dpi=dpi)
+        with atomic_path(path) as temporary:
+            fig.savefig(temporary, dpi=dpi)
         plt.close(fig)
         return path
 
@@ -59,7 +61,7 @@ class AttentionMaps:
 
     def save_html(self, path: str | Path) -> Path:
         path = Path(path)
-        path.write_text(self.to_html(), encoding="utf-8")
+        write_text(path, self.to_html())
         return path
 
 

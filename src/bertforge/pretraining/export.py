@@ -7,6 +7,7 @@ from pathlib import Path
 import torch
 
 from bertforge.errors import ConfigError
+from bertforge.io.atomic import atomic_path
 from bertforge.model.heads import BertForPreTraining
 from bertforge.training.state import Checkpoint, has_checkpoint
 
@@ -39,5 +40,6 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
     model.save_pretrained(output_dir, tokenizer)
     weights_path = Path(output_dir) / "model.safetensors"
     weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in load_file(weights_path).items()}
-    save_file(weights, weights_path, metadata={"format": "pt"})
+    with atomic_path(weights_path) as temporary:
+        save_file(weights, temporary, metadata={"format": "pt"})
     return weights_path
