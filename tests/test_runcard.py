@@ -53,3 +53,26 @@ def test_bad_cards_are_named(tmp_path):
         read_card(tmp_path / "other.json")
     with pytest.raises(InputError, match="not in its command line"):
         rerun_command({"command": ["finetune", "--output=out"], "output": "out"}, "again")
+
+
+def test_benchmark_results_are_recorded_with_a_card(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "fake_bench.py"
+    script.write_text('import json\nprint("warming up")\nprint(json.dumps({"ratio": 1.5, "peer": "x"}))\n')
+    record = Path(__file__).resolve().parents[1] / "bench" / "record.py"
+    output = tmp_path / "results"
+    subprocess.run([sys.executable, str(record), "--output", str(output), "--", str(script)], check=True,
+                   capture_output=True, text=True)
+    assert json.loads((output / "results.json").read_text()) == [{"ratio": 1.5, "peer": "x"}]
+    assert (output / "output.txt").read_text() == 'warming up\n{"ratio": 1.5, "peer": "x"}\n'
+    card = read_card(output)
+    assert card["command"] == ["python", str(script)] and card["figures"]["records"] == 1
+    assert card["inputs"][0]["sha256"] == hashlib.sha256(script.read_bytes()).hexdigest()
+    failing = tmp_path / "failing.py"
+    failing.write_text("raise SystemExit(3)\n")
+    done = subprocess.run([sys.executable, str(record), "--output", str(tmp_path / "none"), "--", str(failing)],
+                          capture_output=True, text=True)
+    assert done.returncode != 0 and "exited with 3" in done.stderr and not (tmp_path / "none").exists()
