@@ -99,6 +99,11 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
     for text in texts:
         top = classify(text)[0]
         click.echo(f"  {text!r:48} -> {top['label']} ({top['score']:.2f})")
+    bundled = bertforge.pipeline("text-classification")  # the default: distilled from a full SST-2 fine-tune
+    click.echo(f"the bundled classifier, {bundled.model_path.name} ({bundled.config.num_hidden_layers} layers; "
+               f"its figures in its README.md):")
+    for text, result in zip(texts, bundled(list(texts))):
+        click.echo(f"  {text!r:48} -> {result[0]['label']} ({result[0]['score']:.2f})")
     show_checkpoint_formats(workdir / "sst2", classify, texts)
 
 

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from bertforge.errors import InputError
 from bertforge.model import BertForSequenceClassification
-from bertforge.pipelines.base import Encoded, Pipeline, needs_model
+from bertforge.paths import bundled_model_path
+from bertforge.pipelines.base import Encoded, Pipeline
 
 
 def as_list(inputs, name: str) -> tuple[list, bool]:
@@ -16,6 +19,13 @@ def as_list(inputs, name: str) -> tuple[list, bool]:
     if isinstance(inputs, (list, tuple)) and all(isinstance(x, str) for x in inputs):
         return list(inputs), False
     raise InputError(f"{name} must be a string or a list of strings, got {type(inputs).__name__}")
+
+
+def default_classification_model_path() -> Path:
+    """bertforge's bundled sentiment classifier: a 3-layer student distilled from all-MiniLM-L6-v2
+    fine-tuned on SST-2 (see its README)."""
+    return bundled_model_path("sst2-distilled", "a fine-tuned BertForSequenceClassification (made by "
+                              "`bertforge finetune` or `bertforge distill`, or a transformers checkpoint)")
 
 
 def label_names(config) -> list[str]:
@@ -34,9 +44,7 @@ class TextClassificationPipeline(Pipeline):
     head_prefix = ("classifier.",)
     head_name = "sequence-classification head (classifier.*)"
     head_attribute = "classifier"
-    # An encoder with an untrained head answers at random, so there is no default model.
-    default_model = staticmethod(needs_model("text-classification", "a fine-tuned BertForSequenceClassification "
-                                             "(made by `bertforge finetune`, or a transformers checkpoint)"))
+    default_model = staticmethod(default_classification_model_path)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
