@@ -219,3 +219,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     count = sum(1 for item in config.stash.get(_ITEMS, []) if item.nodeid in reported and _needs_data(item))
     where = "ran here" if DATA.is_dir() else f"{'failed (CI=true)' if IN_CI else 'skipped'}: not found at {DATA}"
     terminalreporter.write_line(f"{count} tests need ../shared/data: {where}")
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The default model's tokenizer (the bert-base-uncased vocabulary)."""
+    from bertforge.tokenization import BertTokenizer
+
+    return BertTokenizer.from_pretrained()
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Training tests on the 2 shared cores: one torch thread per process avoids oversubscription."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -22,26 +22,16 @@ from bertforge.errors import ConfigError
 from bertforge.model import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification)
 from bertforge.tasks import ClassificationTask, QuestionAnsweringTask, TokenClassificationTask, read_task_data
-from bertforge.tokenization import BertTokenizer
 from bertforge.training.logs import TRAIN_LOG
 
-from conftest import fixture_data, uncased_vocab
+from conftest import fixture_data
 
 SST2_LABELS = {0: "0", 1: "1"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The machine's cores are shared: one thread keeps these small runs from oversubscribing them."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return BertTokenizer.from_pretrained(uncased_vocab())
 
 
 def _teacher(directory: Path, head, tokenizer, layers: int = 4, hidden: int = 32, id2label=None, seed: int = 0):

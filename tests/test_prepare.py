@@ -31,9 +31,6 @@ def corpus(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return BertTokenizer.from_pretrained()
 
 
 def shards_hash(directory: Path) -> str:

@@ -27,8 +27,7 @@ from bertforge.pretraining import (IS_NEXT, NOT_NEXT, MaskingConfig, PrepareOpti
 from bertforge.pretraining.instances import tokenize_documents
 from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.trainer import train
-from bertforge.tokenization import BertTokenizer
-from conftest import fixture_data, uncased_vocab
+from conftest import fixture_data
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -41,18 +40,9 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The machine has 2 shared cores: one thread per training process avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return BertTokenizer.from_pretrained(uncased_vocab())
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,6 @@ import pytest
 from bertforge.io.datasets import SquadExample, read_squad
 from bertforge.tasks.squad import (DOC_STRIDE, MAX_SEQ_LENGTH, QuestionAnsweringTask, add_answer_positions,
                                    best_spans, encode_windows, normalize_answer, squad_evaluate)
-from bertforge.tokenization import BertTokenizer
 from conftest import fixture_data, gutenberg_lines
 
 
@@ -88,9 +87,6 @@ def test_squad_metrics_equal_the_official_script_on_hand_made_predictions():
         assert normalize_answer(text) == official_normalize_answer(text)
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return BertTokenizer.from_pretrained(None)
 
 
 def long_context_example():

@@ -27,9 +27,6 @@ torch.set_num_threads(2)
 SMALL = {"num_hidden_layers": 2, "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0}
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return BertTokenizer.from_pretrained(None)
 
 
 def sst2_slice(tmp_path, rows: int, split: str = "train"):

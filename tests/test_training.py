@@ -31,12 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO / "src" / "bertforge" / "data" / "sst2_sample" / "train.tsv"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_classifier(seed: int = 0) -> BertForSequenceClassification:

@@ -136,7 +136,7 @@ class RunCard:
                  "```", "", f"- seed: {self.seed}", f"- wall time: {self.wall_seconds} s",
                  f"- machine: {self.cpu['model']} (flags: {', '.join(self.cpu['flags']) or 'none of note'})"
                  + (f", {self.threads} threads" if self.threads else "") + (f", device {self.device}" if self.device else ""),
-                 f"- versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
+                 "- versions: " + ", ".join(f"{k} {v}" for k, v in self.versions.items()),
                  f"- source: git {self.git_commit or 'unknown'}", "", "Inputs:", ""]
         lines += [f"- `{i['path']}`: {i['bytes']} bytes, sha256 {i['sha256']}" for i in self.inputs]
         if self.figures:
