@@ -21,8 +21,8 @@ from bertforge.errors import ConfigError
 from bertforge.model import BertForMaskedLM, IGNORE_INDEX
 from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.shards import PretrainingData
-from bertforge.pretraining.trainer import BatchOrder, HeldOutEvaluator, InstanceBatches
-from bertforge.training import Processes, run
+from bertforge.pretraining.trainer import train_on_shards
+from bertforge.training import Processes
 from bertforge.training.logs import plot_curves
 from bertforge.io.atomic import write_json
 
@@ -98,22 +98,16 @@ def distil_general(config: GeneralDistillConfig, teacher, build_student, descrip
     prepared shards of `config.data_dir`; the student is saved as a masked LM in `output_dir/final`."""
     processes = Processes.start(config.device)
     data = PretrainingData(config.data_dir)
-    eval_data = PretrainingData(config.eval_data_dir) if config.eval_data_dir else None
     check_teacher(teacher, data, description.get("teacher"))
     teacher = teacher.to(processes.device).eval()
-    per_process = max(1, config.batch_size // (processes.world_size * config.gradient_accumulation_steps))
-    evaluator = HeldOutEvaluator(eval_data, processes.device, per_process, config.eval_instances, config.bf16) \
-        if eval_data is not None else None
-    batches = InstanceBatches(data, BatchOrder(len(data), config.batch_size, data.seed + config.seed))
-    fingerprint = {**config.fingerprint(data), "student": description}
-    result = run(config, processes, build_student, batches,
-                 GeneralDistillationObjective(teacher, config.temperature), config.max_steps, fingerprint,
-                 resume_from, evaluator, description="distillation")
+    result, scores = train_on_shards(
+        config, processes, data, build_student, GeneralDistillationObjective(teacher, config.temperature),
+        {**config.fingerprint(data), "student": description}, resume_from, "distillation")
     output_dir = Path(config.output_dir)
     final_dir = output_dir / "final"
     summary = {**result.last, "final_model": str(final_dir), "student": description}
-    if result.eval_log:
-        summary["eval"] = {k: v for k, v in result.eval_log[-1].items() if k not in ("step", "elapsed_seconds")}
+    if scores is not None:
+        summary["eval"] = scores
     if processes.is_main:
         masked_lm_student(result.model).save_pretrained(final_dir, data.tokenizer())
         write_json(output_dir / "metrics.json", summary, indent=2)

@@ -115,22 +115,35 @@ def build_model(config: TrainingConfig, vocab_size: int, max_seq_length: int) ->
     return BertForPreTraining(model_config)
 
 
-def train(config: TrainingConfig, resume_from: str | Path | None = None) -> dict:
-    """Run (or continue) pre-training; returns the last logged metrics and the final model path."""
-    processes = Processes.start(config.device)
-    data = PretrainingData(config.data_dir)
+def train_on_shards(config: TrainingConfig, processes: Processes, data: PretrainingData, build, objective,
+                    fingerprint: dict, resume_from: str | Path | None, description: str):
+    """The engine on prepared shards (`config.data_dir`), with the held-out evaluation of
+    `config.eval_data_dir` when given: pre-training and general distillation both run here.
+    Returns the engine's result and the last held-out scores (or None)."""
     eval_data = PretrainingData(config.eval_data_dir) if config.eval_data_dir else None
     if eval_data is not None and eval_data.index["vocab_fingerprint"] != data.index["vocab_fingerprint"]:
         raise ConfigError(f"--eval-data {config.eval_data_dir} was prepared with another vocabulary than "
                           f"{config.data_dir}")
-    tokenizer = data.tokenizer()
     per_process = max(1, config.batch_size // (processes.world_size * config.gradient_accumulation_steps))
     evaluator = HeldOutEvaluator(eval_data, processes.device, per_process, config.eval_instances, config.bf16) \
         if eval_data is not None else None
     batches = InstanceBatches(data, BatchOrder(len(data), config.batch_size, data.seed + config.seed))
-    result = run(config, processes, lambda: build_model(config, tokenizer.vocab_size, data.options.max_seq_length),
-                 batches, PretrainingObjective(), config.max_steps, config.fingerprint(data), resume_from, evaluator,
-                 description="pre-training")
+    result = run(config, processes, build, batches, objective, config.max_steps, fingerprint, resume_from, evaluator,
+                 description=description)
+    scores = None
+    if result.eval_log:
+        scores = {k: v for k, v in result.eval_log[-1].items() if k not in ("step", "elapsed_seconds")}
+    return result, scores
+
+
+def train(config: TrainingConfig, resume_from: str | Path | None = None) -> dict:
+    """Run (or continue) pre-training; returns the last logged metrics and the final model path."""
+    processes = Processes.start(config.device)
+    data = PretrainingData(config.data_dir)
+    tokenizer = data.tokenizer()
+    result, scores = train_on_shards(
+        config, processes, data, lambda: build_model(config, tokenizer.vocab_size, data.options.max_seq_length),
+        PretrainingObjective(), config.fingerprint(data), resume_from, "pre-training")
 
     output_dir = Path(config.output_dir)
     final_dir = output_dir / "final"
@@ -141,6 +154,6 @@ def train(config: TrainingConfig, resume_from: str | Path | None = None) -> dict
                                  ("nsp_accuracy", "NSP accuracy")], output_dir / CURVES_FILE)
     processes.barrier()
     last = dict(result.last)
-    if result.eval_log:
-        last["eval"] = {k: v for k, v in result.eval_log[-1].items() if k not in ("step", "elapsed_seconds")}
+    if scores is not None:
+        last["eval"] = scores
     return {**last, "final_model": str(final_dir), "tokens_seen": int(result.cumulative["tokens"])}
