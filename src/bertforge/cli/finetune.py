@@ -86,11 +86,12 @@ def _hold_out(task: str, data: list, count: int, path) -> tuple[list, list]:
 
 def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
     from bertforge.model import default_model_path
+    from bertforge.model.checkpoint import config_path
     from bertforge.tasks import build_task, check_head
     from bertforge.tokenization import BertTokenizer
 
     directory = Path(model_dir) if model_dir else default_model_path()
-    if not any((directory / name).is_file() for name in ("config.json", "bert_config.json")):  # Google's too
+    if not config_path(directory).is_file():  # config.json, or Google's bert_config.json
         raise ConfigError(f"--model {directory}: no config.json (or Google's bert_config.json) there")
     check_head(task_name, directory, fine_tuned)
     task = build_task(task_name, id2label=None) if task_name == "qa" else None

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
+from bertforge.model.checkpoint import config_path
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import resolve_device
 
@@ -133,7 +134,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     from bertforge.model import ARCHITECTURES
 
     path = Path(path)
-    if not any((path / name).is_file() for name in ("config.json", "bert_config.json")):  # Google's too
+    if not config_path(path).is_file():  # config.json, or Google's bert_config.json
         raise CheckpointError(f"{path}: no config.json (is it a model directory?)")
     device = resolve_device(device)
     tasks = checkpoint_tasks(path)
