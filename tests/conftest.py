@@ -238,3 +238,20 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def kill_at_first_checkpoint(command: list[str], run: Path, timeout: float) -> int:
+    """Start a training command, SIGKILL it as soon as its first checkpoint is complete (its
+    manifest written last), and return the step that checkpoint holds."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = run / "checkpoint" / "checkpoint.json"
+    deadline = time.time() + timeout
+    while not manifest.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.005)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    return json.loads(manifest.read_text())["step"]

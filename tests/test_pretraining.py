@@ -6,11 +6,9 @@ import gzip
 import json
 import os
 import random
-import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +25,7 @@ from bertforge.pretraining import (IS_NEXT, NOT_NEXT, MaskingConfig, PrepareOpti
 from bertforge.pretraining.instances import tokenize_documents
 from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.trainer import train
-from conftest import fixture_data
+from conftest import fixture_data, kill_at_first_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
@@ -287,15 +285,8 @@ def test_sigkill_then_resume_is_bit_identical(data_dir, tmp_path):
     _train_in_process(data_dir, tmp_path / "whole", max_steps=16, checkpoint_every=4, log_every=4)
 
     run = tmp_path / "killed"
-    process = subprocess.Popen(_train_command(data_dir, run, *steps), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    checkpoint = run / "checkpoint" / "checkpoint.json"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.01)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_at = kill_at_first_checkpoint(_train_command(data_dir, run, *steps), run, timeout=120)
     assert not (run / "final").exists(), "the run finished before it could be killed"
-    killed_at = json.loads(checkpoint.read_text())["step"]
     assert 4 <= killed_at < 16
 
     subprocess.run(_train_command(data_dir, run, *steps, "--resume", str(run)), check=True, capture_output=True)

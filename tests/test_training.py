@@ -7,10 +7,8 @@ import json
 import os
 import pickle
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +24,8 @@ from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, build_optimizer, learning_rate_factor
 from bertforge.training.engine import prepare_output_dir
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
+
+from conftest import kill_at_first_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO / "src" / "bertforge" / "data" / "sst2_sample" / "train.tsv"
@@ -231,15 +231,8 @@ def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, t
 
     run = tmp_path / "killed"
     command = [sys.executable, "-m", "bertforge", *_finetune_command(tiny_encoder, run)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    manifest = run / "checkpoint" / "checkpoint.json"
-    deadline = time.time() + 300
-    while not manifest.exists() and time.time() < deadline and process.poll() is None:
-        time.sleep(0.005)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    killed_at = kill_at_first_checkpoint(command, run, timeout=300)
     assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
-    killed_at = json.loads(manifest.read_text())["step"]
     assert 0 < killed_at < steps and killed_at % steps_per_epoch, (killed_at, steps_per_epoch)  # mid-epoch
 
     resumed = subprocess.run([*command, "--resume", str(run)], capture_output=True, text=True)
