@@ -309,6 +309,15 @@ def test_general_distillation_on_shards_saves_a_masked_lm_transformers_loads(tea
     model = DistilBertForMaskedLM.from_pretrained(output / "final")
     assert model.config.n_layers == 2
 
+    # The control run: the same student from the same layers on the MLM loss alone (--alpha 0).
+    control = tmp_path / "control"
+    summary = _distill("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path / "shards", "--max-steps",
+                       20, "--learning-rate", "2e-3", "--alpha", 0, "--output", control)
+    assert summary["student"]["teacher_losses"] is False
+    assert set(_train_log(control, "kl_loss")) == {0.0} and set(_train_log(control, "cos_loss")) == {0.0}
+    assert min(_train_log(output, "cos_loss")[:20]) > 0  # the teacher's terms were there in the run above
+    assert _train_log(control, "loss") == _train_log(control, "mlm_loss")
+
 
 # --- mistakes end in one line ---------------------------------------------------------------------
 
@@ -345,6 +354,31 @@ def test_a_run_continues_only_with_the_same_targets(teachers, sst2, tmp_path):
     line = _one_line_error(*arguments, "--resume", output, "--alpha", 0.9)
     assert "alpha: checkpoint 0.5, now 0.9" in line
     assert _distill(*arguments, "--resume", output)["steps"] == 4
+
+
+@pytest.mark.slow
+def test_distillation_killed_mid_epoch_then_resumed_is_bit_identical(teachers, sst2, tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import kill_at_first_checkpoint
+
+    def command(output):
+        return [sys.executable, "-m", "bertforge", "distill", "--task", "classification", "--teacher",
+                str(teachers["classification"]), "--train", str(sst2 / "train.tsv"), "--unlabelled",
+                str(sst2 / "unlabelled.tsv"), "--student-layers", "2", "--epochs", "2", "--batch-size", "16",
+                "--checkpoint-every", "3", "--threads", "1", "--output", str(output)]
+
+    whole = subprocess.run(command(tmp_path / "whole"), capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    steps = json.loads(whole.stdout.strip().splitlines()[-1])["steps"]  # 128 rows / 16 = 8 per epoch
+    run = tmp_path / "killed"
+    killed_at = kill_at_first_checkpoint(command(run), run, timeout=300)
+    assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
+    assert 0 < killed_at < steps and killed_at % (steps // 2), (killed_at, steps)  # mid-epoch
+    resumed = subprocess.run([*command(run), "--resume", str(run)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
 
 
 def test_distilling_twice_with_the_same_seed_gives_identical_students(teachers, conll, tmp_path):

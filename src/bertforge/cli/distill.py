@@ -105,8 +105,10 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
         batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio, warmup_steps=args.warmup_steps,
         bf16=args.bf16, seed=args.seed, device=args.device, eval_every=args.eval_every or max_steps,
-        checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, temperature=args.temperature)
-    return distil_general(config, teacher_model, build, {"teacher": str(directory), **description}, resume)
+        checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, temperature=args.temperature,
+        with_teacher=args.alpha > 0)
+    description = {"teacher": str(directory), **description, "teacher_losses": args.alpha > 0}
+    return distil_general(config, teacher_model, build, description, resume)
 
 
 @click.command()
@@ -133,7 +135,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
               help="The student's layout: distilbert trains it without token types and saves it for "
                    "transformers' DistilBert* classes.")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
-              help="Weight of the teacher's soft targets; 1 − alpha goes to the gold labels.")
+              help="Weight of the teacher's soft targets; 1 − alpha goes to the gold labels. For mlm any "
+                   "alpha > 0 uses DistilBERT's 5/2/1 weights; 0 is the control, the MLM loss alone.")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, output_dir, student_layers, student_size,

@@ -7,7 +7,8 @@ positions, computed as the KL (DistilBERT's cross-entropy less the teacher's ent
 gradient, and a logged value that reaches 0 when the student matches); L_mlm: the usual MLM loss; L_cos: 1 − cos between the last hidden states of
 teacher and student, per real token. The weights are DistilBERT's (Sanh et al. 2019). The teacher
 runs online (its 30k-word distributions over every masked token are too big to store); its NSP
-head is not trained against, as DistilBERT dropped NSP."""
+head is not trained against, as DistilBERT dropped NSP. Without a teacher (`--alpha 0`, the control
+run) the same student learns from L_mlm alone."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 @dataclass(kw_only=True)
 class GeneralDistillConfig(TrainingConfig):
     temperature: float = 2.0
+    with_teacher: bool = True  # False: the control, the same student on the MLM loss alone
 
     def __post_init__(self):
         super().__post_init__()
@@ -45,8 +47,9 @@ class GeneralDistillationObjective:
 
     statistics = ("ce", "mlm", "cos", "masked", "mlm_correct", "tokens")
 
-    def __init__(self, teacher: torch.nn.Module, temperature: float):
+    def __init__(self, teacher: torch.nn.Module | None, temperature: float):
         self.teacher, self.temperature = teacher, temperature
+        self.weights = WEIGHTS if teacher is not None else {"ce": 0.0, "mlm": 1.0, "cos": 0.0}
 
     def counts(self, batch):
         return [int((batch["labels"] != IGNORE_INDEX).sum()), int(batch["attention_mask"].sum())]
@@ -54,15 +57,18 @@ class GeneralDistillationObjective:
     def loss(self, model, batch, totals):
         masked_total, token_total = totals
         inputs = {k: batch[k] for k in INPUTS}
-        with torch.no_grad():
-            teacher = self.teacher(**inputs, output_hidden_states=True)
         student = model(**inputs, output_hidden_states=True)
         masked = student.mlm_labels.numel()
         real = batch["attention_mask"].bool()
-        ce = soft_target_kl(student.prediction_logits, teacher.prediction_logits, self.temperature)
         mlm = student.mlm_loss * masked
-        cos = hidden_cosine(student.hidden_states[-1][real], teacher.hidden_states[-1][real])
-        loss = (WEIGHTS["ce"] * ce + WEIGHTS["mlm"] * mlm) / max(masked_total, 1) + WEIGHTS["cos"] * cos / token_total
+        ce = cos = torch.zeros(())
+        if self.teacher is not None:
+            with torch.no_grad():
+                teacher = self.teacher(**inputs, output_hidden_states=True)
+            ce = soft_target_kl(student.prediction_logits, teacher.prediction_logits, self.temperature)
+            cos = hidden_cosine(student.hidden_states[-1][real], teacher.hidden_states[-1][real])
+        w = self.weights
+        loss = (w["ce"] * ce + w["mlm"] * mlm) / max(masked_total, 1) + w["cos"] * cos / token_total
         correct = (student.prediction_logits.argmax(-1) == student.mlm_labels).sum()
         values = [ce.item(), mlm.item(), cos.item(), masked, correct.item(), int(real.sum())]
         return loss, torch.tensor(values, dtype=torch.float64)
@@ -70,7 +76,8 @@ class GeneralDistillationObjective:
     def summary(self, interval, seconds, cumulative):
         masked, tokens = max(interval["masked"], 1), max(interval["tokens"], 1)
         ce, mlm, cos = interval["ce"] / masked, interval["mlm"] / masked, interval["cos"] / tokens
-        return {"loss": WEIGHTS["ce"] * ce + WEIGHTS["mlm"] * mlm + WEIGHTS["cos"] * cos, "kl_loss": ce,
+        w = self.weights
+        return {"loss": w["ce"] * ce + w["mlm"] * mlm + w["cos"] * cos, "kl_loss": ce,
                 "mlm_loss": mlm, "cos_loss": cos, "mlm_accuracy": interval["mlm_correct"] / masked,
                 "tokens_per_second": interval["tokens"] / max(seconds, 1e-9), "tokens_seen": int(cumulative["tokens"])}
 
@@ -99,7 +106,7 @@ def distil_general(config: GeneralDistillConfig, teacher, build_student, descrip
     processes = Processes.start(config.device)
     data = PretrainingData(config.data_dir)
     check_teacher(teacher, data, description.get("teacher"))
-    teacher = teacher.to(processes.device).eval()
+    teacher = teacher.to(processes.device).eval() if config.with_teacher else None
     result, scores = train_on_shards(
         config, processes, data, build_student, GeneralDistillationObjective(teacher, config.temperature),
         {**config.fingerprint(data), "student": description}, resume_from, "distillation")
