@@ -14,6 +14,7 @@ from click.testing import CliRunner
 from bertforge import BertTokenizer
 from bertforge.cli.main import cli
 from bertforge.errors import CheckpointError
+from bertforge.model import BertForQuestionAnswering
 from conftest import REPO, gutenberg_lines, sst2_sentences
 
 TF_FIXTURE = REPO / "tests" / "fixtures" / "tf_checkpoint"
@@ -223,6 +224,22 @@ def test_convert_a_transformers5_folder_and_a_training_prefix(transformers5_fold
     assert converted.vocab == BertTokenizer.from_pretrained(transformers5_folder).vocab
     result = runner.invoke(cli, ["fill-mask", "--model", str(TF_FIXTURE / "google"), "paris is the [MASK] of france"])
     assert result.exit_code == 0, result.output
+
+
+def test_convert_stores_float16_weights_transformers_reads_as_the_same_model(tmp_path):
+    import transformers
+    from safetensors.torch import load_file
+
+    source = TF_FIXTURE / "squad" / "model.ckpt-88"
+    result = CliRunner().invoke(cli, ["convert", str(source), str(tmp_path / "half"), "--dtype", "float16"])
+    assert result.exit_code == 0, result.output
+    assert {t.dtype for t in load_file(tmp_path / "half" / "model.safetensors").values()} == {torch.float16}
+    reference = transformers.BertForQuestionAnswering.from_pretrained(tmp_path / "half", dtype=torch.float32).eval()
+    ours = BertForQuestionAnswering.from_pretrained(source)
+    batch = BertTokenizer.from_pretrained(tmp_path / "half")(_real_texts()[:4], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        # float16 storage rounds each weight by at most 2^-11 of itself: the logits move by about that much
+        torch.testing.assert_close(reference(**batch).start_logits, ours(**batch).logits[..., 0], atol=2e-2, rtol=1e-2)
 
 
 def _one_line_error(args: list[str], *fragments: str) -> None:

@@ -20,7 +20,9 @@ log = logging.getLogger("bertforge.cli")
 @click.option("--do-lower-case/--no-do-lower-case", default=None,
               help="Google folders only (they do not record it): lower-case text? Default: from the folder "
                    "name, as Google's tokenization.py decides (cased_L-12_H-768_A-12 → no).")
-def convert(source, destination, do_lower_case):
+@click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
+              help="Storage type of the weights: float16 halves the file (loaders cast back to float32).")
+def convert(source, destination, do_lower_case, dtype):
     """Write the checkpoint SOURCE to DESTINATION as config.json + model.safetensors + vocab.txt +
     tokenizer.json, with every head it has (MLM, NSP, SQuAD, classifier).
 
@@ -32,7 +34,10 @@ def convert(source, destination, do_lower_case):
     Examples:
       bertforge convert uncased_L-12_H-768_A-12 bert-base-uncased
       bertforge convert squad_output/model.ckpt-21899 my-squad-model
+      bertforge convert runs/conll-student small-ner-model --dtype float16
     """
+    import torch
+
     from bertforge.model import ARCHITECTURES
     from bertforge.tokenization import BertTokenizer
 
@@ -49,7 +54,7 @@ def convert(source, destination, do_lower_case):
         settings["do_lower_case"] = do_lower_case
     tokenizer = BertTokenizer.from_pretrained(folder, **settings)
     with atomic_directory(destination) as build:
-        model.save_pretrained(build, tokenizer=tokenizer)
+        model.to(getattr(torch, dtype)).save_pretrained(build, tokenizer=tokenizer)
     click.echo(f"{destination}: {architecture}, {model.config.num_hidden_layers} layers, hidden "
                f"{model.config.hidden_size}, vocabulary {tokenizer.vocab_size}"
                + ("" if tokenizer.do_lower_case else ", cased"))

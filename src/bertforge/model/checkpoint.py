@@ -11,9 +11,7 @@ in old ones).
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -23,6 +21,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from bertforge.errors import CheckpointError
+from bertforge.io.atomic import atomic_path
 from bertforge.model.config import BertConfig
 from bertforge.model.tf_checkpoint import CONFIG_FILE as TF_CONFIG_FILE
 from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
@@ -266,20 +265,16 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
 
 
 def save_model(model, directory: str | Path, tokenizer=None) -> None:
-    """Write config.json, model.safetensors (atomically) and, given a tokenizer, vocab.txt."""
+    """Write config.json, model.safetensors (atomically) and, given a tokenizer, vocab.txt. Weights
+    are stored in the model's own dtype, as transformers does: `model.half().save_pretrained(...)`
+    halves the file, and loaders cast back to float32."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     weights = bertforge_to_hf(_state_dict(model), bare_encoder=model.base_model is model,
                               model_type=model.config.model_type)
-    weights = {name: tensor.detach().float().contiguous().cpu() for name, tensor in weights.items()}
-    handle, tmp = tempfile.mkstemp(dir=directory, prefix=".model.", suffix=".tmp")
-    os.close(handle)
-    try:
-        save_file(weights, tmp, metadata={"format": "pt"})
-        os.replace(tmp, directory / "model.safetensors")
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    weights = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
+    with atomic_path(directory / "model.safetensors") as temporary:
+        save_file(weights, temporary, metadata={"format": "pt"})
     model.config.save(directory, architecture=model.architecture)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)

@@ -7,7 +7,6 @@ from pathlib import Path
 import torch
 
 from bertforge.errors import ConfigError
-from bertforge.io.atomic import atomic_path
 from bertforge.model.heads import BertForPreTraining
 from bertforge.training.state import Checkpoint, has_checkpoint
 
@@ -17,8 +16,6 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "float16") -> Path:
     """Save a trained model with its weights stored as `dtype` (float16 halves the file; loaders
     cast back to float32)."""
-    from safetensors.torch import load_file, save_file
-
     from bertforge.pretraining.config import TrainingConfig
     from bertforge.pretraining.shards import PretrainingData
     from bertforge.pretraining.trainer import build_model
@@ -37,9 +34,5 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
         checkpoint.load_model(model)
     else:
         model, tokenizer = BertForPreTraining.from_pretrained(model_dir), BertTokenizer.from_pretrained(model_dir)
-    model.save_pretrained(output_dir, tokenizer)
-    weights_path = Path(output_dir) / "model.safetensors"
-    weights = {name: tensor.to(DTYPES[dtype]).contiguous() for name, tensor in load_file(weights_path).items()}
-    with atomic_path(weights_path) as temporary:
-        save_file(weights, temporary, metadata={"format": "pt"})
-    return weights_path
+    model.to(DTYPES[dtype]).save_pretrained(output_dir, tokenizer)
+    return Path(output_dir) / "model.safetensors"
