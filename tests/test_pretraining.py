@@ -299,23 +299,44 @@ def test_sigkill_then_resume_is_bit_identical(data_dir, tmp_path):
     assert steps_logged == list(range(4, 17, 4))
 
 
+def _two_nodes(command: list[str]) -> None:
+    """Run `command` as `torchrun --nnodes 2` would on two machines: two node processes (one worker
+    each) meeting at a c10d rendezvous, here both on localhost."""
+    torchrun = [PYTHON, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend",
+                "c10d", "--rdzv-endpoint", f"127.0.0.1:{free_port()}", "--rdzv-id", "bertforge-test", "-m", "bertforge"]
+    nodes = [subprocess.Popen(torchrun + command[3:], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"}) for _ in range(2)]
+    outputs = [node.communicate(timeout=600) for node in nodes]
+    for node, (_, stderr) in zip(nodes, outputs):
+        assert node.returncode == 0, stderr[-2000:]
+
+
+def _assert_same_run(run, reference) -> None:
+    trained, expected = _weights(run), _weights(reference)
+    for name in expected:
+        torch.testing.assert_close(trained[name], expected[name], atol=2e-6, rtol=1e-5, msg=name)
+
+
 @pytest.mark.slow
-def test_two_process_ddp_equals_one_process(data_dir, tmp_path):
-    common = ["--max-steps", "3", "--checkpoint-every", "3", "--log-every", "1", "--dropout", "0"]  # dropout draws differ per process
-    _train_in_process(data_dir, tmp_path / "single", max_steps=3, checkpoint_every=3, log_every=1, dropout=0.0)
-    torchrun = [PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
-                "-m", "bertforge"]
-    command = _train_command(data_dir, tmp_path / "ddp", *common)
-    result = subprocess.run(torchrun + command[3:], capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert result.returncode == 0, result.stderr[-2000:]
-    single, ddp = _weights(tmp_path / "single"), _weights(tmp_path / "ddp")
-    for name in single:
-        torch.testing.assert_close(ddp[name], single[name], atol=2e-6, rtol=1e-5, msg=name)
-    # the logged global-batch losses agree too (and show the weights were trained)
-    single_log, ddp_log = [(tmp_path / run / "train_log.csv").read_text().splitlines()[1:] for run in ("single", "ddp")]
-    assert len(single_log) == len(ddp_log) == 3
-    for a, b in zip(single_log, ddp_log):
+def test_two_nodes_train_as_one_process_and_resume_with_another_process_count(data_dir, tmp_path):
+    """The same global batch on two nodes gives one process's weights and loss curve (each rank reads
+    its own rows of each batch); a run checkpointed by one process continues on two nodes."""
+    common = ["--max-steps", "6", "--checkpoint-every", "2", "--log-every", "1", "--dropout", "0"]  # dropout draws differ per process
+    _train_in_process(data_dir, tmp_path / "single", max_steps=6, checkpoint_every=2, log_every=1, dropout=0.0)
+
+    _two_nodes(_train_command(data_dir, tmp_path / "two-nodes", *common))
+    _assert_same_run(tmp_path / "two-nodes", tmp_path / "single")
+    single_log, nodes_log = [(tmp_path / run / "train_log.csv").read_text().splitlines()[1:]
+                             for run in ("single", "two-nodes")]
+    assert len(single_log) == len(nodes_log) == 6
+    for a, b in zip(single_log, nodes_log):
         assert float(a.split(",")[1]) == pytest.approx(float(b.split(",")[1]), rel=1e-5)
+
+    run = tmp_path / "one-then-two"
+    killed_at = kill_at_first_checkpoint(_train_command(data_dir, run, *common), run, timeout=120)
+    assert not (run / "final").exists() and killed_at < 6, "the run finished before it could be killed"
+    _two_nodes(_train_command(data_dir, run, *common, "--resume", str(run)))
+    _assert_same_run(run, tmp_path / "single")
 
 
 def test_export_run_directory_as_float16(data_dir, tmp_path):

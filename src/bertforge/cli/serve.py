@@ -34,17 +34,19 @@ def bundled_models() -> list[tuple[str, Path]]:
     from bertforge.paths import default_pretraining_model_path
     from bertforge.pipelines.question_answering import default_qa_model_path
     from bertforge.pipelines.text_classification import default_classification_model_path
+    from bertforge.pipelines.token_classification import default_token_classification_model_path
 
     return [("all-MiniLM-L6-v2", default_model_path())] + [
         (path.name, path) for path in (default_pretraining_model_path(), default_qa_model_path(),
-                                       default_classification_model_path())]
+                                       default_classification_model_path(), default_token_classification_model_path())]
 
 
 @click.command()
 @click.option("--model", "model_options", multiple=True, metavar="[NAME=]DIR",
               help="A model directory, optionally named (repeatable). Default: the bundled models "
                    "(all-MiniLM-L6-v2 for embeddings, bertforge's pre-trained model for fill-mask and "
-                   "next-sentence, its SQuAD model for QA, its distilled SST-2 model for sentiment).")
+                   "next-sentence, its SQuAD model for QA, its distilled SST-2 model for sentiment and its "
+                   "distilled CoNLL-2003 model for named entities).")
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to bind (loopback unless told otherwise).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))

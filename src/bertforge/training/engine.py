@@ -169,13 +169,16 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     if processes.is_main:
         prepare_output_dir(output_dir, resume_from, args.overwrite)
     processes.barrier()
-    fingerprint = {**fingerprint, "world_size": processes.world_size, "total_steps": total_steps}
+    # The process count is not part of it: batches are split by rank from one global order, so a run
+    # continues on more or fewer processes (or machines) with the same data and optimiser state.
+    fingerprint = {**fingerprint, "total_steps": total_steps}
     warmup = args.warmup(total_steps)
 
     checkpoint = None
     if resume_from is not None:  # read first: a wrong --resume fails before any work
         checkpoint = checkpoints.Checkpoint(resume_from)
-        differences = _differences(checkpoint["run"], fingerprint)
+        saved = {k: v for k, v in checkpoint["run"].items() if k != "world_size"}  # recorded by earlier versions
+        differences = _differences(saved, fingerprint)
         if differences:
             raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
                                   + "; ".join(differences))
@@ -191,7 +194,11 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     if checkpoint is not None:
         checkpoint.load_model(model)
         checkpoint.load_optimizer(optimizer)
-        checkpoints.set_rng_state(checkpoint["rng"][processes.rank], processes.device)
+        if len(checkpoint["rng"]) == processes.world_size:
+            checkpoints.set_rng_state(checkpoint["rng"][processes.rank], processes.device)
+        else:  # another process count: each process's dropout draws start afresh, deterministically
+            logger.info("resuming %d processes' run on %d", len(checkpoint["rng"]), processes.world_size)
+            seed_everything(args.seed + processes.rank + checkpoint["step"])
         step, elapsed_before = checkpoint["step"], checkpoint["elapsed_seconds"]
         cumulative = torch.tensor(checkpoint["cumulative"], dtype=torch.float64)
         if evaluator is not None and checkpoint["evaluator"] is not None:
