@@ -1,13 +1,18 @@
-"""Sentence embeddings: bertforge vs sentence-transformers `encode`, same model, same run.
+"""Sentence embeddings: bertforge vs sentence-transformers `encode` and onnxruntime, same model, same run.
 
-Embeds Gutenberg corpus lines with the bundled all-MiniLM-L6-v2 (mean pooling + L2 norm) through
-sentence-transformers (float32) and through bertforge in each requested dtype, each run in a fresh
-subprocess (so peak memory is its own), alternating which engine goes first from round to round.
-Same max length, batch size and thread count for all. Reports sentences/s, the ratio to
-sentence-transformers, peak RSS, and the worst per-sentence cosine to sentence-transformers' vectors.
+Embeds Gutenberg text with the bundled all-MiniLM-L6-v2 (mean pooling + L2 norm) through
+sentence-transformers (float32), through onnxruntime (the same model exported to ONNX, float32, the
+Rust tokenizer, length-sorted batches) and through bertforge in each requested dtype, each run in a
+fresh subprocess (so peak memory is its own), alternating which engine goes first from round to round.
+Same max length, batch size and intra-op thread count for all. Reports sentences/s, the ratios to
+sentence-transformers and onnxruntime, peak RSS, and the worst per-sentence cosine to
+sentence-transformers' vectors. `--texts short` embeds corpus lines, `--texts paragraphs` the books'
+paragraphs (cut at --max-length tokens). `--profile` prints where bertforge's float32 time goes.
 Then times the fill-mask pipeline against transformers' `pipeline("fill-mask")` on one checkpoint.
 
     .venv/bin/python bench/embed.py --sentences 10000 --max-length 256 --batch-size 32 --threads 2
+    .venv/bin/python bench/embed.py --texts paragraphs --sentences 2000 --fill-mask-texts 0
+    .venv/bin/python bench/embed.py --profile --sentences 2000 --skip-embeddings --fill-mask-texts 0
 """
 
 from __future__ import annotations
@@ -43,13 +48,83 @@ def corpus_lines(count: int) -> list[str]:
     return lines
 
 
+def corpus_paragraphs(count: int) -> list[str]:
+    """The books' paragraphs (blocks between blank lines), their hard line breaks joined."""
+    paragraphs = []
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
+        for record in f:
+            for block in json.loads(record)["text"].split("\n\n"):
+                text = " ".join(block.split())
+                if text:
+                    paragraphs.append(text)
+            if len(paragraphs) >= count:
+                return paragraphs[:count]
+    return paragraphs
+
+
+def bench_texts(args) -> list[str]:
+    return corpus_lines(args.sentences) if args.texts == "short" else corpus_paragraphs(args.sentences)
+
+
+def export_onnx(directory: Path) -> Path:
+    """transformers' BertModel of the default model as ONNX (float32), batch and length dynamic."""
+    import torch
+    from transformers import BertModel
+
+    from bertforge.model import default_model_path
+
+    model = BertModel.from_pretrained(str(default_model_path()), dtype=torch.float32).eval()
+    path = directory / "model.onnx"
+    example = (torch.ones(2, 8, dtype=torch.long),) * 3
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
+    shapes = {name: {0: batch, 1: length} for name in ("input_ids", "attention_mask", "token_type_ids")}
+    torch.onnx.export(model, example, str(path), input_names=["input_ids", "attention_mask", "token_type_ids"],
+                      output_names=["last_hidden_state"], dynamic_shapes=shapes, dynamo=True, external_data=False)
+    return path
+
+
+def onnxruntime_embedder(args):
+    """Rust tokenizer → padded length-sorted batches → onnxruntime → mean pooling + L2 norm."""
+    import onnxruntime
+    from tokenizers import Tokenizer
+
+    from bertforge.model import default_model_path
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    session = onnxruntime.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
+    tokenizer = Tokenizer.from_file(str(default_model_path() / "tokenizer.json"))
+    tokenizer.enable_truncation(args.max_length)
+    tokenizer.no_padding()
+
+    def embed(texts):
+        encodings = tokenizer.encode_batch(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
+        vectors = np.zeros((len(texts), 384), dtype=np.float32)
+        for start in range(0, len(order), args.batch_size):
+            chunk = order[start:start + args.batch_size]
+            width = max(len(encodings[i].ids) for i in chunk)
+            ids = np.zeros((len(chunk), width), dtype=np.int64)
+            mask = np.zeros_like(ids)
+            for row, i in enumerate(chunk):
+                ids[row, :len(encodings[i].ids)] = encodings[i].ids
+                mask[row, :len(encodings[i].ids)] = 1
+            hidden = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
+            pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
+            vectors[chunk] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+        return vectors
+    return embed
+
+
 def embed_worker(engine: str, dtype: str, args) -> None:
     """Runs in a subprocess: warm up, embed every line once, save the vectors, print the timing."""
     import torch
 
     torch.set_num_threads(args.threads)
-    lines = corpus_lines(args.sentences)
-    if engine == "sentence-transformers":
+    lines = bench_texts(args)
+    if engine == "onnxruntime":
+        embed = onnxruntime_embedder(args)
+    elif engine == "sentence-transformers":
         from sentence_transformers import SentenceTransformer
 
         from bertforge.model import default_model_path
@@ -77,7 +152,7 @@ def embed_worker(engine: str, dtype: str, args) -> None:
 
 def run_worker(engine: str, dtype: str, args, save: Path) -> dict:
     command = [sys.executable, __file__, "--worker", engine, "--dtype", dtype, "--save", str(save),
-               "--sentences", str(args.sentences), "--max-length", str(args.max_length),
+               "--texts", args.texts, "--onnx", str(args.onnx), "--sentences", str(args.sentences), "--max-length", str(args.max_length),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode:
@@ -86,9 +161,11 @@ def run_worker(engine: str, dtype: str, args, save: Path) -> dict:
 
 
 def bench_embeddings(args) -> None:
-    engines = [("sentence-transformers", "float32")] + [("bertforge", d) for d in args.dtypes.split(",")]
+    engines = [("sentence-transformers", "float32"), ("onnxruntime", "float32")]
+    engines += [("bertforge", d) for d in args.dtypes.split(",")]
     results: dict[tuple[str, str], list[dict]] = {e: [] for e in engines}
     with tempfile.TemporaryDirectory() as tmp:
+        args.onnx = export_onnx(Path(tmp))
         saved = {}
         for round_ in range(args.rounds):
             order = engines if round_ % 2 == 0 else engines[::-1]
@@ -99,22 +176,60 @@ def bench_embeddings(args) -> None:
                 print(f"round {round_ + 1}: {engine[0]:22} {engine[1]:9} {args.sentences / result['seconds']:8.1f} "
                       f"sentences/s, {args.sentences / result['cpu_seconds']:8.1f} per CPU-second", flush=True)
         reference = np.load(saved[engines[0]])
-        peer_rate = args.sentences / min(r["seconds"] for r in results[engines[0]])
-        peer_cpu_rate = args.sentences / min(r["cpu_seconds"] for r in results[engines[0]])
-        print(f"\n{args.sentences} Gutenberg lines, max length {args.max_length}, batch {args.batch_size}, "
-              f"{args.threads} threads, best of {args.rounds} round(s)")
+        count = len(reference)
+        rate = {e: count / min(r["seconds"] for r in results[e]) for e in engines}
+        cpu_rate = {e: count / min(r["cpu_seconds"] for r in results[e]) for e in engines}
+        st, ort = engines[0], engines[1]
+        print(f"\n{count} Gutenberg {'lines' if args.texts == 'short' else 'paragraphs'}, max length "
+              f"{args.max_length}, batch {args.batch_size}, {args.threads} threads, best of {args.rounds} round(s)")
         # On a shared machine the wall clock counts other jobs' time; CPU time counts only this one's.
-        print("| engine | dtype | sentences/s | ratio | sentences per CPU-s | ratio | peak RSS MiB "
-              "| worst cosine vs sentence-transformers |")
-        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
+        print("| engine | dtype | sentences/s | vs sentence-transformers | vs onnxruntime | sentences per CPU-s "
+              "| vs s-t | vs ort | peak RSS MiB | worst cosine vs sentence-transformers |")
+        print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
         for engine in engines:
             vectors = np.load(saved[engine])
             cosines = (vectors * reference).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))
-            rate = args.sentences / min(r["seconds"] for r in results[engine])
-            cpu_rate = args.sentences / min(r["cpu_seconds"] for r in results[engine])
             peak = max(r["peak_mib"] for r in results[engine])
-            print(f"| {engine[0]} | {engine[1]} | {rate:.1f} | {rate / peer_rate:.2f}x | {cpu_rate:.1f} | "
-                  f"{cpu_rate / peer_cpu_rate:.2f}x | {peak:.0f} | {cosines.min():.6f} |")
+            print(f"| {engine[0]} | {engine[1]} | {rate[engine]:.1f} | {rate[engine] / rate[st]:.2f}x | "
+                  f"{rate[engine] / rate[ort]:.2f}x | {cpu_rate[engine]:.1f} | {cpu_rate[engine] / cpu_rate[st]:.2f}x | "
+                  f"{cpu_rate[engine] / cpu_rate[ort]:.2f}x | {peak:.0f} | {cosines.min():.6f} |")
+
+
+def profile_embeddings(args) -> None:
+    """Where bertforge's float32 time goes: tokenizing, the model's parts (timed by forward hooks),
+    and the rest of the forward pass (packing the batch, the norms, GELU, residuals, pooling)."""
+    import torch
+
+    from bertforge.pipelines import pipeline
+
+    torch.set_num_threads(args.threads)
+    texts = bench_texts(args)
+    pipe = pipeline("sentence-embedding", batch_size=args.batch_size, max_length=args.max_length)
+    pipe(texts[:2 * args.batch_size])
+    spent = {"embeddings": 0.0, "attention (qkv, SDPA, out)": 0.0, "feed-forward Linears": 0.0}
+    parts = [(pipe.bert.embeddings, "embeddings")]
+    for layer in pipe.bert.encoder.layers:
+        parts += [(layer.attention, "attention (qkv, SDPA, out)"), (layer.intermediate, "feed-forward Linears"),
+                  (layer.output, "feed-forward Linears")]
+    started = {}
+    for module, name in parts:
+        module.register_forward_pre_hook(lambda m, a: started.__setitem__(id(m), time.perf_counter()))
+        module.register_forward_hook(
+            lambda m, a, o, name=name: spent.__setitem__(name, spent[name] + time.perf_counter() - started[id(m)]))
+    start = time.perf_counter()
+    pipe.encode(texts)
+    tokenizing = time.perf_counter() - start
+    for key in spent:
+        spent[key] = 0.0
+    start = time.perf_counter()
+    pipe(texts)
+    total = time.perf_counter() - start  # includes tokenizing once more
+    shares = {"tokenizer": tokenizing, **spent}
+    shares["packing, norms, GELU, residuals, pooling"] = total - sum(shares.values())
+    print(f"\nbertforge float32, {len(texts)} {args.texts} texts, {args.threads} threads: {total:.2f} s")
+    print("| part | seconds | share |\n| --- | ---: | ---: |")
+    for name, seconds in shares.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / total:.0%} |")
 
 
 def masked_texts(count: int) -> list[str]:
@@ -190,17 +305,23 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--dtypes", default="float32,bfloat16,int8")
+    parser.add_argument("--texts", choices=["short", "paragraphs"], default="short",
+                        help="corpus lines, or paragraphs (up to --max-length tokens)")
+    parser.add_argument("--dtypes", default="float32,int8,auto")
+    parser.add_argument("--profile", action="store_true", help="print where bertforge's float32 time goes")
     parser.add_argument("--fill-mask-texts", type=int, default=500)
     parser.add_argument("--fill-mask-model", default=None, help="default: bertforge's pre-trained model, else a tiny random one")
     parser.add_argument("--skip-embeddings", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
+    parser.add_argument("--onnx", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         embed_worker(args.worker, args.dtype, args)
         return
+    if args.profile:
+        profile_embeddings(args)
     if not args.skip_embeddings:
         bench_embeddings(args)
     if args.fill_mask_texts:

@@ -10,16 +10,22 @@ JSON Lines text size by the stage's CPU seconds (the machine may be shared: CPU 
 process gets through), and "peak RSS" is the process's high-water mark once the stage is done. The
 last rows run the whole command (`bertforge pretrain prepare ... --dupe-factor 1`) as a user would.
 
-    .venv/bin/python bench/prepare.py [--books 20] [--splitters rules pysbd]
+The first table times the whole command with `--workers 1` and `--workers 2` (issue 16): wall
+clock, as workers are meant to cut it (run it on an otherwise idle machine), CPU seconds of all its
+processes, peak RSS of the largest process and of all of them together, and a hash of the data,
+which must be the same for every number of workers. `lscpu` says how many cores there are.
+
+    .venv/bin/python bench/prepare.py [--books 20] [--splitters rules pysbd] [--workers 1 2] [--workers-only]
+    .venv/bin/python bench/prepare.py --books 176 --workers 1 2 --workers-only   # the 80 MB corpus
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import json
 import os
-import random
 import resource
 import subprocess
 import sys
@@ -57,8 +63,9 @@ def peak_rss_mb() -> float:
 def run_stages(corpus: str, splitter: str, megabytes: float, output: str) -> None:
     """One setup's stages, in this process; prints one JSON line per stage."""
     from bertforge import BertTokenizer
+    from bertforge.pretraining.chunks import ChunkMaker
     from bertforge.pretraining.corpus import read_documents
-    from bertforge.pretraining.instances import create_instances, tokenize_documents
+    from bertforge.pretraining.instances import tokenize_documents
     from bertforge.pretraining.shards import PrepareOptions, _ShardWriter
 
     options = PrepareOptions(dupe_factor=1, splitter=splitter)
@@ -74,39 +81,86 @@ def run_stages(corpus: str, splitter: str, megabytes: float, output: str) -> Non
 
     stage("split", lambda: list(read_documents(corpus, splitter=splitter)))
     stage("tokenize", lambda: tokenize_documents(state["split"], tokenizer, options.max_seq_length))
-    # The seed `prepare` gives its first chunk of documents (all of them, below 5 M tokens).
-    stage("instances", lambda: create_instances(state["tokenize"].documents, options.max_seq_length,
-                                                options.short_seq_prob, 1, random.Random(f"{options.seed}-0"),
-                                                tokenizer.cls_token_id, tokenizer.sep_token_id))
+    # `prepare`'s first chunk of documents (all of them, below 5 M tokens): cut into instances and
+    # laid out as shard rows.
+    stage("instances", lambda: ChunkMaker(tokenizer, options).rows(0, 0, state["tokenize"]))
 
     def write():
-        writer = _ShardWriter(Path(output), options, options.masking_config(tokenizer), tokenizer.vocab_size)
+        writer = _ShardWriter(Path(output), options.shard_size)
         writer.add(state["instances"])
         writer.close()
         return writer.written
     stage("write", write)
+    rows = state["instances"]
     print(json.dumps({"stage": "counts", "documents": len(state["split"]), "sentences": state["tokenize"].sentences,
-                      "instances": len(state["instances"]),
-                      "is_next": sum(x.next_sentence_label == 0 for x in state["instances"]) / len(state["instances"])}))
+                      "instances": len(rows), "is_next": rows.stats["is_next"] / len(rows)}))
 
 
-def run_command(corpus: Path, splitter: str, output: Path) -> dict:
-    """The whole `bertforge pretrain prepare`, as a child process: its own CPU time and peak RSS."""
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory of a process and all its descendants (Linux /proc), in MB."""
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        try:
+            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            stack += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
+        except (OSError, ValueError):
+            continue  # a worker that just ended
+    return total / 1e6
+
+
+def run_command(corpus: Path, splitter: str, output: Path, workers: int = 1) -> dict:
+    """The whole `bertforge pretrain prepare`, as a child process. CPU time is the command's and
+    its workers' (wait4 counts the descendants a process waited for, not this script's other
+    children); "peak RSS" is the largest single process's high-water mark, "peak tree RSS" the
+    most the command and its workers held together, sampled every 0.1 s."""
     wall = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "bertforge", "pretrain", "prepare", str(corpus), str(output),
-                              "--dupe-factor", "1", "--splitter", splitter],
+                              "--dupe-factor", "1", "--splitter", splitter, "--workers", str(workers)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)  # this child's usage alone, not all children's
+    tree_peak = 0.0
+    while True:
+        pid, status, usage = os.wait4(child.pid, os.WNOHANG)
+        if pid:
+            break
+        tree_peak = max(tree_peak, tree_rss_mb(child.pid))
+        time.sleep(0.1)
     if status != 0:
         raise SystemExit(f"bertforge pretrain prepare failed on {corpus}")
     return {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": time.perf_counter() - wall,
-            "peak_rss_mb": usage.ru_maxrss / 1024}
+            "peak_rss_mb": usage.ru_maxrss / 1024, "tree_rss_mb": tree_peak}
+
+
+def shards_digest(directory: Path) -> str:
+    digest = hashlib.sha256()
+    for path in sorted(directory.glob("shard-*.npy")) + [directory / "index.json"]:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()
+
+
+def compare_workers(corpus: Path, megabytes: float, counts: list[int], directory: Path) -> None:
+    """The whole command with each number of workers on the same corpus: wall clock (the figure
+    workers are for), speed-up over the first count, memory, and whether the data is the same."""
+    print("\n| `--workers` | wall s | speed-up | MB/s (wall) | CPU s (all processes) | peak RSS MB (largest "
+          "process) | peak tree RSS MB | data (sha256 of shards + index.json) |\n"
+          "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    first = None
+    for workers in counts:
+        output = directory / f"workers-{workers}"
+        result = run_command(corpus, "rules", output, workers)
+        first = first or result
+        print(f"| {workers} | {result['wall_s']:.2f} | {first['wall_s'] / result['wall_s']:.2f}x | "
+              f"{megabytes / result['wall_s']:.2f} | {result['cpu_s']:.2f} | {result['peak_rss_mb']:.0f} | "
+              f"{result['tree_rss_mb']:.0f} | `{shards_digest(output)[:12]}` |", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--books", type=int, default=20, help="How many books of the corpus (176 = all 80 MB).")
     parser.add_argument("--splitters", nargs="+", default=["rules", "pysbd"])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
+                        help="Time the whole command with each of these --workers (issue 16); none: skip.")
+    parser.add_argument("--workers-only", action="store_true", help="Only the --workers comparison.")
     parser.add_argument("--stages", type=json.loads, default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.stages:
@@ -116,6 +170,10 @@ def main() -> None:
         tmp = Path(tmp)
         jsonl, presplit, megabytes = write_slice(args.books, tmp)
         print(f"first {args.books} books: {megabytes:.2f} MB of text")
+        if args.workers:
+            compare_workers(jsonl, megabytes, args.workers, tmp)
+        if args.workers_only:
+            return
         setups = [(f"JSON Lines, --splitter {s}", jsonl, s) for s in args.splitters]
         setups.append(("pre-split, one sentence a line (Google's)", presplit, "rules"))
         print("| setup | stage | CPU s | MB/s | peak RSS MB |\n| --- | --- | --- | --- | --- |")

@@ -289,7 +289,7 @@ def test_long_texts_are_truncated_with_a_counted_warning(embedder, caplog):
 @pytest.mark.parametrize("task", ["sentence-embedding", "fill-mask", "question-answering", "text-classification"])
 def test_one_precision_rule_for_every_pipeline(task):
     """float16 is refused, with the same error, by every pipeline (and before any loading)."""
-    with pytest.raises(InputError, match="--dtype must be one of float32, bfloat16, int8, got 'float16'"):
+    with pytest.raises(InputError, match="--dtype must be one of float32, bfloat16, int8, auto, got 'float16'"):
         pipeline(task, model="/nonexistent", dtype="float16")
 
 

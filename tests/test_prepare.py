@@ -1,5 +1,6 @@
 """`pretrain prepare` on a fixed corpus: its shards are pinned by a hash, so a change made for speed
-that alters the prepared data fails here (issue 19)."""
+that alters the prepared data fails here (issue 19); the same data from any number of worker
+processes, and parts (`--part I/N`) that hold one run's instances and train as one data set (issue 16)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bertforge import BertTokenizer
-from bertforge.pretraining.corpus import read_documents, text_size
-from bertforge.pretraining.shards import PrepareOptions, prepare
+from bertforge.errors import InputError
+from bertforge.pretraining.corpus import read_documents, read_raw_documents, text_size
+from bertforge.pretraining.shards import PrepareOptions, PretrainingData, prepare
 
 FIXTURE = Path(__file__).parent / "fixtures" / "sentences" / "paragraphs.jsonl"
 # sha256 over the shard files (names and bytes, in name order) of `prepared("rules")` below. It was
@@ -94,3 +97,210 @@ def test_cli_splitter_option(corpus, tmp_path):
 
     result = CliRunner().invoke(cli, ["pretrain", "prepare", str(corpus), str(tmp_path / "out"), "--splitter", "nltk"])
     assert result.exit_code != 0 and "--splitter" in result.output
+
+
+# --- `--workers N` and `--part I/N` (issue 16) ---------------------------------------------------
+
+BOOKS = Path(__file__).parent / "fixtures" / "data" / "corpus" / "gutenberg_train.jsonl.gz"
+# Small chunks and shards, so that the fixture makes several chunks and shards straddle chunks.
+SPLIT_OPTIONS = dict(max_seq_length=64, dupe_factor=1, masking="static", seed=16, shard_size=250, chunk_tokens=6000)
+
+
+@pytest.fixture(scope="module")
+def chapters(tmp_path_factory) -> Path:
+    """The fixture corpus's three books cut into documents of 25 paragraphs, as JSON Lines.gz:
+    enough documents for chunks that hold several (notNext pairs from other documents)."""
+    import gzip
+
+    documents = []
+    with gzip.open(BOOKS, "rt", encoding="utf-8") as f:
+        for line in f:
+            paragraphs = json.loads(line)["text"].split("\n\n")
+            documents += ["\n\n".join(paragraphs[i:i + 25]) for i in range(0, len(paragraphs), 25)]
+    path = tmp_path_factory.mktemp("chapters") / "chapters.jsonl.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.writelines(json.dumps({"text": text}) + "\n" for text in documents)
+    return path
+
+
+def prepare_split(corpus, directory, tokenizer, **overrides) -> dict:
+    options = {**SPLIT_OPTIONS, **{k: v for k, v in overrides.items() if k in SPLIT_OPTIONS}}
+    return prepare([corpus], directory, tokenizer, PrepareOptions(**options), progress=False,
+                   **{k: v for k, v in overrides.items() if k not in SPLIT_OPTIONS})
+
+
+@pytest.fixture(scope="module")
+def whole(chapters, tokenizer, tmp_path_factory) -> Path:
+    directory = tmp_path_factory.mktemp("whole") / "data"
+    prepare_split(chapters, directory, tokenizer)
+    return directory
+
+
+@pytest.fixture(scope="module")
+def parts(chapters, tokenizer, tmp_path_factory) -> Path:
+    """Parts 1/3, 2/3 and 3/3 of the same run, side by side in one directory."""
+    directory = tmp_path_factory.mktemp("parts")
+    for number in (1, 2, 3):
+        prepare_split(chapters, directory / f"part-{number}", tokenizer, part=(number, 3))
+    return directory
+
+
+def files_of(directory: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
+
+
+def rows(data) -> list[bytes]:
+    """Every instance of a data set as the bytes of all its fields, in the data set's order."""
+    batch = data._gather(np.arange(len(data)))
+    return [b"".join(batch[field][i].tobytes() for field in data.fields) for i in range(len(data))]
+
+
+def test_workers_write_byte_identical_data(chapters, whole, tokenizer, tmp_path):
+    index = json.loads((whole / "index.json").read_text())
+    assert index["instances"] > 2 * SPLIT_OPTIONS["shard_size"]  # several shards, several chunks
+    prepare_split(chapters, tmp_path / "two", tokenizer, workers=2)
+    assert files_of(tmp_path / "two") == files_of(whole)  # shards, index.json and vocabulary
+
+
+def test_workers_share_one_chunk_in_batches_byte_identically(chapters, tokenizer, tmp_path, monkeypatch):
+    from bertforge.pretraining import chunks
+
+    # One chunk for the whole corpus, tokenised by the workers in batches of a few documents.
+    monkeypatch.setattr(chunks, "BATCH_TOKENS", 3000)
+    assert len(list(chunks.document_batches(list(read_raw_documents(chapters)), chunks.BATCH_TOKENS))) > 10
+    for workers in (1, 2):
+        index = prepare_split(chapters, tmp_path / str(workers), tokenizer, workers=workers, chunk_tokens=10**9)
+    assert index["part"] is None and index["instances"] > 2 * SPLIT_OPTIONS["shard_size"]
+    assert files_of(tmp_path / "1") == files_of(tmp_path / "2")
+
+
+def test_dynamic_masking_with_workers_is_byte_identical_too(chapters, tokenizer, tmp_path):
+    for workers in (1, 2):
+        prepare_split(chapters, tmp_path / str(workers), tokenizer, workers=workers, masking="dynamic",
+                      max_documents=40)
+    assert files_of(tmp_path / "1") == files_of(tmp_path / "2")
+
+
+def test_parts_hold_the_instances_of_one_run(whole, parts):
+    expected = rows(PretrainingData(whole))
+    assert len(set(expected)) == len(expected)  # no two instances alike, so equal multisets mean equal sets
+    each = [rows(PretrainingData(parts / f"part-{number}")) for number in (1, 2, 3)]
+    assert all(each)  # every part has some
+    assert sorted(sum(each, [])) == sorted(expected)  # disjoint (no duplicates) and covering
+    merged = PretrainingData(parts)
+    assert rows(merged) == sum(each, [])  # read as one, in part order
+    whole_stats = json.loads((whole / "index.json").read_text())["stats"]
+    assert merged.index["stats"] == pytest.approx(whole_stats)
+
+
+def test_a_batch_of_the_parts_directory_is_the_batch_of_its_part(parts):
+    merged, second = PretrainingData(parts), PretrainingData(parts / "part-2")
+    offset = len(PretrainingData(parts / "part-1"))
+    picked = merged.batch(np.array([offset, offset + 3]), epoch=0)
+    alone = second.batch(np.array([0, 3]), epoch=0)
+    assert all(np.array_equal(picked[key], alone[key]) for key in alone)
+
+
+def test_training_reads_a_parts_directory(parts, tmp_path):
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(parts), str(tmp_path / "run"), "--model-size", "tiny",
+                                      "--max-steps", "2", "--batch-size", "4", "--log-every", "1", "--threads", "1"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "training_config.json").read_text())["data_dir"] == str(parts)
+    assert (tmp_path / "run" / "final" / "vocab.txt").read_bytes() == (parts / "part-1" / "vocab.txt").read_bytes()
+
+
+def copy_part(source: Path, target: Path, **changes) -> None:
+    """A part directory copied with fields of its index.json changed (a part of another run)."""
+    import shutil
+
+    shutil.copytree(source, target)
+    index = json.loads((target / "index.json").read_text())
+    for key, value in changes.items():
+        if isinstance(value, dict):
+            index[key] = {**index[key], **value}
+        else:
+            index[key] = value
+    (target / "index.json").write_text(json.dumps(index))
+
+
+def test_a_missing_part_is_named(parts, tmp_path):
+    for number in (1, 3):
+        copy_part(parts / f"part-{number}", tmp_path / f"part-{number}")
+    with pytest.raises(InputError, match=r"part 2/3 missing"):
+        PretrainingData(tmp_path)
+
+
+def test_a_part_twice_is_named(parts, tmp_path):
+    for number in (1, 2, 3):
+        copy_part(parts / f"part-{number}", tmp_path / f"part-{number}")
+    copy_part(parts / "part-1", tmp_path / "again")
+    with pytest.raises(InputError, match=r"both part 1/3"):
+        PretrainingData(tmp_path)
+
+
+@pytest.mark.parametrize("changes, named", [
+    ({"vocab_fingerprint": "0123456789abcdef"}, "vocabulary"),
+    ({"options": {"masking": "dynamic"}}, "masking"),
+    ({"part": {"count": 4}}, "number of parts"),
+])
+def test_parts_of_different_runs_are_refused(parts, tmp_path, changes, named):
+    copy_part(parts / "part-1", tmp_path / "part-1")
+    copy_part(parts / "part-2", tmp_path / "part-2", **changes)
+    copy_part(parts / "part-3", tmp_path / "part-3")
+    with pytest.raises(InputError, match=named):
+        PretrainingData(tmp_path)
+
+
+def test_a_part_of_another_max_length_is_refused(chapters, parts, tokenizer, tmp_path):
+    import shutil
+
+    for number in (1, 3):
+        shutil.copytree(parts / f"part-{number}", tmp_path / f"part-{number}")
+    prepare_split(chapters, tmp_path / "part-2", tokenizer, part=(2, 3), max_seq_length=128)
+    with pytest.raises(InputError, match=r"max_seq_length 128 and 64"):
+        PretrainingData(tmp_path)
+
+
+def test_a_whole_data_set_among_parts_is_refused(parts, whole, tmp_path):
+    import shutil
+
+    shutil.copytree(parts / "part-1", tmp_path / "part-1")
+    shutil.copytree(whole, tmp_path / "whole")
+    with pytest.raises(InputError, match="not a part"):
+        PretrainingData(tmp_path)
+
+
+def test_more_parts_than_chunks_is_an_error_naming_the_option(chapters, tokenizer, tmp_path):
+    with pytest.raises(InputError, match=r"--part 3/3: the corpus makes only 2 chunk"):
+        prepare_split(chapters, tmp_path / "out", tokenizer, part=(3, 3), max_documents=3)
+
+
+@pytest.mark.parametrize("arguments, named", [
+    (["--part", "3/2"], "--part"), (["--part", "0/2"], "--part"), (["--part", "1/x"], "--part"),
+    (["--part", "2"], "--part"), (["--workers", "0"], "--workers"),
+])
+def test_cli_refuses_bad_workers_and_parts(chapters, tmp_path, arguments, named):
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["pretrain", "prepare", str(chapters), str(tmp_path / "out"), *arguments])
+    assert result.exit_code != 0 and named in result.output and not (tmp_path / "out").exists()
+
+
+def test_cli_workers_and_part(chapters, tmp_path):
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["pretrain", "prepare", str(chapters), str(tmp_path / "data" / "part-1"),
+                                      "--part", "1/2", "--workers", "2", "--chunk-tokens", "6000",
+                                      "--max-documents", "30"])
+    assert result.exit_code == 0, result.output
+    index = json.loads((tmp_path / "data" / "part-1" / "index.json").read_text())
+    assert index["part"] == {"index": 1, "count": 2, "corpus_chunks": index["part"]["corpus_chunks"]}
+    assert index["part"]["corpus_chunks"] >= 2 and index["options"]["chunk_tokens"] == 6000

@@ -7,7 +7,9 @@ and fine-tuned models (`bertforge/pretrained/`) and a small SST-2 sample (`bertf
 
 from __future__ import annotations
 
+import json
 import tempfile
+import textwrap
 import time
 from pathlib import Path
 
@@ -29,6 +31,20 @@ QA_QUESTIONS = ("Who introduced BERT?", "What is BERT pre-trained on?", "How man
 
 def heading(title: str) -> None:
     click.secho(f"\n== {title} ==", bold=True)
+
+
+def show_held_out_figures(model_dir: Path) -> None:
+    """A bundled model's held-out figures, from its evaluation.json: the one place they are written
+    (its README quotes them, tests/test_bundled_models.py checks both), so the demo cannot drift from them."""
+    evaluation = json.loads((model_dir / "evaluation.json").read_text(encoding="utf-8"))
+    figures = []
+    for figure in evaluation["figures"]:
+        text = f"{figure['metric']} {figure['value']:g}{figure['unit']}"
+        if "baseline" in figure:
+            text += f" ({figure['baseline']['name']} {figure['baseline']['value']:g}{figure['unit']})"
+        figures.append(text)
+    click.echo(textwrap.fill(f"held out ({model_dir.name}/evaluation.json): {', '.join(figures)}; "
+                             f"on {evaluation['split']}", width=110, initial_indent="  ", subsequent_indent="    "))
 
 
 def show_tokenization(tokenizer: BertTokenizer) -> None:
@@ -70,8 +86,8 @@ def show_pretrained_heads() -> None:
     first = "The man went to the store."
     for second in ("He bought a gallon of milk.", "Penguins are flightless birds."):
         click.echo(f"  P(isNext | {first!r}, {second!r}) = {nsp((first, second))['is_next']:.2f}")
-    click.echo(f"  (briefly pre-trained on 2 CPU cores: plausible words from local context, no next-sentence "
-               f"signal yet; its held-out figures are in {fill.model_path / 'README.md'})")
+    click.echo("  (briefly pre-trained on 2 CPU cores: plausible words from local context, no next-sentence signal yet)")
+    show_held_out_figures(fill.model_path)
 
 
 def show_quick_finetune(workdir: Path, steps: int) -> None:
@@ -100,10 +116,10 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
         top = classify(text)[0]
         click.echo(f"  {text!r:48} -> {top['label']} ({top['score']:.2f})")
     bundled = bertforge.pipeline("text-classification")  # the default: distilled from a full SST-2 fine-tune
-    click.echo(f"the bundled classifier, {bundled.model_path.name} ({bundled.config.num_hidden_layers} layers; "
-               f"its figures in its README.md):")
+    click.echo(f"the bundled classifier, {bundled.model_path.name} ({bundled.config.num_hidden_layers} layers):")
     for text, result in zip(texts, bundled(list(texts))):
         click.echo(f"  {text!r:48} -> {result[0]['label']} ({result[0]['score']:.2f})")
+    show_held_out_figures(bundled.model_path)
     show_checkpoint_formats(workdir / "sst2", classify, texts)
 
 
@@ -128,6 +144,7 @@ def show_question_answering() -> None:
         result = answer(question=question, context=QA_CONTEXT)
         click.echo(f"  {question!r:40} -> {result['answer']!r} (score {result['score']:.2f}, "
                    f"characters {result['start']}-{result['end']})")
+    show_held_out_figures(answer.model_path)
 
 
 @click.command()

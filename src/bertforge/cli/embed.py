@@ -1,13 +1,23 @@
-"""`bertforge embed`: sentence vectors (to .npy or JSON Lines) or token vectors (JSON Lines)."""
+"""`bertforge embed`: sentence vectors (to .npy, JSON Lines or Parquet, optionally on a Ray cluster) or
+token vectors (JSON Lines)."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import click
 
 from bertforge.cli.io import (check_output, input_options, model_options, pipeline_from_options, read_inputs,
                               with_line_numbers, write_array, write_records)
 from bertforge.errors import InputError
+from bertforge.io.atomic import arrow_table, check_output_dir, write_parquet, write_parquet_shards
+from bertforge.io.readers import read_items
 from bertforge.pipelines.features import COMBINATIONS, LAYER_PRESETS, POOLINGS
+
+FILE_SUFFIXES = (".npy", ".json", ".jsonl", ".parquet")
+# Rows per Parquet shard: ~150 MB of 384-dimensional float32 vectors, a size every Parquet reader
+# handles well and a work unit that spreads over many readers.
+SHARD_ROWS = 100_000
 
 
 def parse_layers(value: str):
@@ -19,6 +29,18 @@ def parse_layers(value: str):
     except ValueError:
         raise InputError(f"--layers {value!r}: give layer indices like -1 or -4,-3,-2,-1, or one of "
                          f"{', '.join(LAYER_PRESETS)}") from None
+
+
+def output_kind(output: Path | None) -> str | None:
+    """None (stdout), "shards" (a directory: an existing one, or a name without a suffix), or the
+    file suffix; checked now, before any work."""
+    if output is None:
+        return None
+    if output.is_dir() or not output.suffix:
+        check_output_dir(output, "--output")
+        return "shards"
+    check_output(output, FILE_SUFFIXES)
+    return output.suffix.lower()
 
 
 @click.command()
@@ -33,33 +55,61 @@ def parse_layers(value: str):
               help="How several layers are combined.")
 @click.option("--normalize/--no-normalize", default=None,
               help="L2-normalise the vectors. Default: on for sentences, off for tokens.")
+@click.option("--id-column", default=None,
+              help="Column (key) of the --input table whose values identify each output row. "
+                   "Default: the line number (the row number for Parquet).")
+@click.option("--shard-rows", type=click.IntRange(min=1), default=SHARD_ROWS, show_default=True,
+              help="Rows per Parquet file when --output is a directory.")
+@click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
+              help="Embed on a Ray cluster (pip install 'bertforge[ray]'): auto (the running one), local "
+                   "(start one here), or host:port. Reads a Parquet --input (file or directory), needs "
+                   "--id-column and an --output directory.")
+@click.option("--ray-actors", type=click.IntRange(min=1), default=None,
+              help="Ray actors, each with the model loaded once. Default: one per CPU of the cluster.")
 @model_options
 @input_options()
-def embed(texts, level, pooling, layers, combine, normalize, input_path, column, output, **options):
+def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_rows, ray_address, ray_actors,
+          input_path, column, output, **options):
     """Embed TEXTS (or the lines of --input) with a BERT model (default: the bundled all-MiniLM-L6-v2).
 
-    Sentence vectors go to stdout as JSON Lines ({"text", "embedding"}) or to an --output .npy array
-    (rows in input order); token vectors go to JSON Lines ({"text", "tokens", "spans", "vectors"}).
+    Sentence vectors go to stdout as JSON Lines ({"line", "text", "embedding"}), to an --output .npy
+    array (rows in input order), or to Parquet: an --output .parquet file, or a directory of
+    part-NNNNN.parquet shards (--output DIR), with the line number (or the --id-column) and the
+    vector on each row. Token vectors go to JSON Lines ({"text", "tokens", "spans", "vectors"}).
+    Every output is written to a temporary name and moved into place when complete.
 
     \b
     Examples:
       bertforge embed "A cat sat on the mat." "The dog slept."
       bertforge embed --input sentences.txt --output vectors.npy --batch-size 64 --dtype bfloat16
       bertforge embed --input train.tsv --column sentence --pooling cls --layers last-four --combine concat --output x.npy
+      bertforge embed --input corpus.parquet --id-column id --output vectors/ --shard-rows 50000
+      bertforge embed --ray auto --input /shared/corpus/ --id-column id --output /shared/vectors/
       bertforge embed --level word "He got bit by Python"
     """
-    to_npy = output is not None and output.suffix.lower() == ".npy"
-    if to_npy and level != "sentence":
-        raise InputError("--output .npy holds sentence vectors only; token vectors go to .json or .jsonl")
-    check_output(output, (".npy", ".json", ".jsonl"))
-    items = read_inputs(texts, input_path, [column])
+    kind = output_kind(output)
+    if kind in (".npy", ".parquet", "shards") and level != "sentence":
+        raise InputError(f"--output {output} holds sentence vectors only; token vectors go to .json or .jsonl")
     chosen = parse_layers(layers)
+    if ray_address is not None:
+        _embed_on_ray(ray_address, ray_actors, texts, input_path, column, id_column, output, kind,
+                      pooling=pooling, layers=chosen, combine=combine, normalize=normalize, **options)
+        return
+    if id_column is not None and input_path is None:
+        raise InputError("--id-column names a column of the --input table; TEXT arguments have none")
+    if id_column is None:
+        items = read_inputs(texts, input_path, [column])
+    else:
+        items = read_items(input_path, [column], id_column)
     if level == "sentence":
         pipe = pipeline_from_options("sentence-embedding", options, progress=input_path is not None)
         vectors = pipe(items.values, pooling=pooling, layers=chosen, combine=combine,
                        normalize=True if normalize is None else normalize)
-        if to_npy:
+        if kind == ".npy":
             write_array(vectors, output)
+            return
+        if kind in (".parquet", "shards"):
+            _write_parquet(items, id_column, vectors, output, kind, shard_rows, input_path)
             return
         records = [{"text": t, "embedding": v} for t, v in zip(items.values, vectors)]
     else:
@@ -67,4 +117,43 @@ def embed(texts, level, pooling, layers, combine, normalize, input_path, column,
         features = pipe(items.values, layers=chosen, combine=combine, level=level, normalize=bool(normalize))
         records = [{"text": t, "tokens": f.tokens, "spans": [list(s) for s in f.spans], "vectors": f.vectors}
                    for t, f in zip(items.values, features)]
+    if items.ids is not None:
+        records = [{id_column: i, **r} for i, r in zip(items.ids, records)]
     write_records(with_line_numbers(items, records), output)
+
+
+def _write_parquet(items, id_column, vectors, output: Path, kind: str, shard_rows: int, input_path) -> None:
+    """Rows of (id, embedding): the --id-column's values, else the line (row) numbers, else, for
+    TEXT arguments, the texts themselves."""
+    if items.ids is not None:
+        ids = {id_column: items.ids}
+    elif input_path is not None:
+        ids = {items.numbered_by: items.lines}
+    else:
+        ids = {"text": items.values}
+    try:
+        table = arrow_table({**ids, "embedding": vectors})
+    except InputError as e:
+        raise InputError(f"{input_path}: {e}") from None
+    if kind == "shards":
+        shards = write_parquet_shards(output, table, shard_rows)
+        click.echo(f"wrote {table.num_rows} vector(s) in {shards} Parquet file(s) to {output}", err=True)
+    else:
+        write_parquet(output, table)
+        click.echo(f"wrote {table.num_rows} vector(s) to {output}", err=True)
+
+
+def _embed_on_ray(address, actors, texts, input_path, column, id_column, output, kind, **embedder_options) -> None:
+    if texts or input_path is None:
+        raise InputError("--ray reads an --input Parquet file or directory, not TEXT arguments")
+    if kind != "shards":
+        raise InputError("--ray writes a directory of Parquet shards: give --output DIR")
+    if id_column is None:
+        raise InputError("--ray needs --id-column: rows read in parallel have no line numbers, so each must "
+                         "carry an id of its own")
+    from bertforge.pipelines.ray_embed import embed_with_ray
+
+    embedder_options["normalize"] = True if embedder_options["normalize"] is None else embedder_options["normalize"]
+    rows, shards = embed_with_ray(address, input_path, output, id_column=id_column, text_column=column,
+                                  actors=actors, **embedder_options)
+    click.echo(f"wrote {rows} vector(s) in {shards} Parquet file(s) to {output}", err=True)

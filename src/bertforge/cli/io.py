@@ -92,7 +92,7 @@ def write_array(array, output: Path) -> None:
 
 def with_line_numbers(items: Items, records: list[dict]) -> list[dict]:
     """Prefix each record with the input file's line number, when there is a file."""
-    return [{"line": n, **r} if n is not None else r for n, r in zip(items.lines, records)]
+    return [{items.numbered_by: n, **r} if n is not None else r for n, r in zip(items.lines, records)]
 
 
 def model_options(function):
@@ -108,7 +108,8 @@ def model_options(function):
                      help="Truncate longer inputs (with a warning counting them). Default: the model's limit."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
-                     help="float32 is exact; bfloat16 is faster on CPUs with AVX-512 BF16; int8 = dynamic quantisation."),
+                     help="float32 is exact; bfloat16 is faster on CPUs with AVX-512 BF16 or AMX; int8 = int8 encoder "
+                          "(CPU); auto = bfloat16 where the CPU has native BF16, else float32."),
     ]
     for option in reversed(options):
         function = option(function)
@@ -120,7 +121,7 @@ def input_options(default_column: str = "text", pair_column: str | None = None):
     def decorate(function):
         options = [
             click.option("--input", "input_path", type=click.Path(path_type=Path), default=None,
-                         help="Read inputs from a .txt (one a line), .jsonl, .tsv or .csv file; empty lines are skipped "
+                         help="Read inputs from a .txt (one a line), .jsonl, .tsv, .csv or .parquet file; empty lines are skipped "
                               "and counted."),
             click.option("--column", default=default_column, show_default=True,
                          help="Column (.tsv header name) or key (.jsonl) holding the text."),

@@ -23,6 +23,18 @@ def pretrain():
     """
 
 
+class PartOfN(click.ParamType):
+    """`--part I/N`: the I-th of N parts, counted from 1."""
+
+    name = "I/N"
+
+    def convert(self, value, param, ctx):
+        number, slash, count = str(value).partition("/")
+        if not (slash and number.isdigit() and count.isdigit() and 1 <= int(number) <= int(count)):
+            self.fail(f"{value}: expected I/N with 1 <= I <= N, e.g. 1/4", param, ctx)
+        return int(number), int(count)
+
+
 @pretrain.command()
 @click.argument("corpus", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
@@ -37,15 +49,33 @@ def pretrain():
 @click.option("--whole-word-mask", is_flag=True, help="Mask all pieces of a word together.")
 @click.option("--seed", default=12345, show_default=True)
 @click.option("--shard-size", default=100_000, show_default=True, help="Instances per shard file.")
-@click.option("--skip-documents", default=0, show_default=True, help="Leave out the first N documents of each file.")
+@click.option("--chunk-tokens", type=click.IntRange(1), default=5_000_000, show_default=True,
+              help="Documents are cut into instances (notNext from the same chunk) in chunks of about this many "
+                   "tokens: the unit of --workers and --part.")
+@click.option("--skip-documents", default=0, show_default=True,
+              help="Leave out the first N documents (JSONL records, blank-line-separated blocks) of each file.")
 @click.option("--max-documents", default=None, type=int, help="Use at most N documents of each file.")
+@click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes splitting and tokenising at once; the output is byte-identical for any number.")
+@click.option("--part", type=PartOfN(), default=None,
+              help="Prepare only part I of N (chunks I, I+N, I+2N, ...), e.g. one per machine; put the N output "
+                   "directories in one directory and give that to `pretrain train`.")
 @click.option("--splitter", type=click.Choice(["rules", "pysbd"]), default="rules", show_default=True,
               help="Sentence splitter of JSONL documents: pysbd's rules compiled for speed, or pysbd itself "
                    "(about 30 times slower).")
 def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_factor, masking, masked_lm_prob,
-            max_predictions_per_seq, whole_word_mask, seed, shard_size, skip_documents, max_documents, splitter):
+            max_predictions_per_seq, whole_word_mask, seed, shard_size, chunk_tokens, skip_documents, max_documents,
+            workers, part, splitter):
     """Tokenise CORPUS files (one sentence a line and blank lines between documents, or JSONL with a
-    `text` field per document) into masked pre-training instances stored as shards in OUTPUT_DIR."""
+    `text` field per document) into masked pre-training instances stored as shards in OUTPUT_DIR.
+
+    \b
+    bertforge pretrain prepare corpus.jsonl.gz data/ --workers 4
+    On N machines, each with its own I (the parts together hold the instances of one whole run):
+    bertforge pretrain prepare corpus.jsonl.gz data/part-I --part I/N
+    then, with the N part-* directories copied into data/:
+    bertforge pretrain train data/ run/
+    """
     from bertforge.paths import default_model_path
     from bertforge.pretraining.shards import PrepareOptions
     from bertforge.pretraining.shards import prepare as prepare_data
@@ -58,12 +88,12 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
     options = PrepareOptions(max_seq_length=max_seq_length, short_seq_prob=short_seq_prob, dupe_factor=dupe_factor,
                              masking=masking, masked_lm_prob=masked_lm_prob,
                              max_predictions_per_seq=max_predictions_per_seq, whole_word_mask=whole_word_mask,
-                             seed=seed, shard_size=shard_size, splitter=splitter)
+                             seed=seed, shard_size=shard_size, chunk_tokens=chunk_tokens, splitter=splitter)
     def summary(index: dict) -> dict:
         return {"instances": index["instances"], "shards": len(index["shards"]), **index["stats"]}
 
     index = prepare_data(corpus, output_dir, BertTokenizer.from_pretrained(vocab), options,
-                         skip_documents=skip_documents, max_documents=max_documents,
+                         skip_documents=skip_documents, max_documents=max_documents, workers=workers, part=part,
                          finish=lambda directory, index: card.finish(directory, summary(index)))
     click.echo(json.dumps(summary(index), indent=2))
 

@@ -192,3 +192,50 @@ def check_output_dir(path: str | Path | None, option: str | None = None) -> None
     above = existing if existing != path.absolute() else existing.parent
     if not os.access(above, os.W_OK | os.X_OK):
         raise InputError(f"{_where(path, option)}: the directory {above} is not writable")
+
+
+# --- Parquet --------------------------------------------------------------------------------------
+
+def arrow_table(columns: dict):
+    """Columns (name → values) as an Arrow table; a 2-D NumPy array becomes a fixed-size list
+    column, one vector a row, which pandas, Polars, DuckDB, Spark and Ray all read as arrays."""
+    import numpy as np
+    import pyarrow as pa
+
+    arrays = {}
+    for name, values in columns.items():
+        try:
+            if isinstance(values, np.ndarray) and values.ndim == 2:
+                flat = pa.array(np.ascontiguousarray(values).reshape(-1))
+                arrays[name] = pa.FixedSizeListArray.from_arrays(flat, values.shape[1])
+            else:
+                arrays[name] = pa.array(values)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
+            raise InputError(f"column {name!r} cannot be stored in Parquet ({e})") from None
+    return pa.table(arrays)
+
+
+def write_parquet(path: str | Path, table) -> None:
+    """An Arrow table as one Parquet file."""
+    import pyarrow.parquet as pq
+
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def write_parquet_shards(path: str | Path, table, rows_per_shard: int) -> int:
+    """An Arrow table as a directory of Parquet files of at most `rows_per_shard` rows each
+    (`part-00000.parquet`, ... in row order), swapped in whole (`atomic_directory`): a reader given
+    the directory sees the old shards or all of the new ones, never a mix. Returns the shard count."""
+    import pyarrow.parquet as pq
+
+    if rows_per_shard < 1:
+        raise InputError(f"rows per shard must be at least 1, got {rows_per_shard}")
+    count = max(1, -(-table.num_rows // rows_per_shard))
+    with atomic_directory(path) as build:
+        for shard in range(count):
+            file = build / f"part-{shard:05d}.parquet"
+            pq.write_table(table.slice(shard * rows_per_shard, rows_per_shard), file)
+            with open(file, "rb+") as f:  # on disk before the directory is swapped in
+                os.fsync(f.fileno())
+    return count

@@ -9,7 +9,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertforge.io.readers import decoded_lines, input_error, read_text, table_rows
+from bertforge.io.readers import decoded_lines, input_error, location, read_text, table_rows
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +19,7 @@ class TextExample:
     text: str
     text_pair: str | None
     label: str | None
-    source: str  # "file:line", for error messages
+    source: str  # "file:line" ("file: row N" for Parquet), for error messages
 
 
 @dataclass
@@ -40,7 +40,7 @@ class SquadExample:
 
 def read_text_examples(path: str | Path, text_column: str, text_pair_column: str | None = None,
                        label_column: str | None = None) -> list[TextExample]:
-    """Sentence (pair) examples from a TSV/CSV/JSONL file with a header naming the columns.
+    """Sentence (pair) examples from a TSV/CSV/JSONL/Parquet table naming the columns.
     Without `label_column` the labels are None (prediction input)."""
     path = Path(path)
     wanted = [c for c in (text_column, text_pair_column, label_column) if c]
@@ -57,7 +57,7 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
         examples.append(TextExample(
             text=str(row[text_column]).strip(),
             text_pair=str(row[text_pair_column]).strip() if text_pair_column else None,
-            label=label, source=f"{path}:{number}"))
+            label=label, source=location(path, number)))
     return examples
 
 

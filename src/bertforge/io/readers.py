@@ -1,11 +1,12 @@
 """Every input format bertforge reads, and one way of reporting what is wrong with a file.
 
-Formats: plain text lines; JSON Lines records; tables with a header row (`.tsv`, `.csv`, or
-`.jsonl` objects); CoNLL columns; SQuAD JSON; training corpora (`.txt` or `.jsonl`). Any of
-them may be gzip-compressed (`.gz`). Files are read as bytes and decoded here, so text that is
-not UTF-8 is reported with its line instead of a bare `UnicodeDecodeError` from deep inside a
-command. Every problem is an `InputError` reading `path:line: message`, or `path: message`
-when no line applies (a missing file, a SQuAD entry, a broken gzip stream).
+Formats: plain text lines; JSON Lines records; tables (`.tsv`, `.csv` with a header row,
+`.jsonl` objects, or `.parquet`); CoNLL columns; SQuAD JSON; training corpora (`.txt` or
+`.jsonl`). Any text format may be gzip-compressed (`.gz`). Files are read as bytes and decoded
+here, so text that is not UTF-8 is reported with its line instead of a bare `UnicodeDecodeError`
+from deep inside a command. Every problem is an `InputError` reading `path:line: message`
+(`path: row N: message` for Parquet, which has rows, not lines), or `path: message` when no
+line applies (a missing file, a SQuAD entry, a broken gzip stream).
 """
 
 from __future__ import annotations
@@ -32,11 +33,19 @@ TEXT_CHUNK_BYTES = 1 << 20
 # A TSV field wrapped in quotes with inner quotes doubled (pandas' default export, e.g. GLUE RTE).
 _CSV_QUOTED = re.compile(r'^"((?:[^"]|"")*)"$')
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+# Parquet is read a record batch at a time: memory stays flat however large the file.
+PARQUET_BATCH_ROWS = 8192
+
+
+def location(path: str | Path, line: int) -> str:
+    """Where a record is: `path:line`, or `path: row N` for a Parquet file (rows counted from 1)."""
+    return f"{path}: row {line}" if file_format(path) == ".parquet" else f"{path}:{line}"
 
 
 def input_error(path: str | Path, message: str, line: int | None = None) -> InputError:
-    """The one error format: `path:line: message`, or `path: message` without a line."""
-    return InputError(f"{path}:{line}: {message}" if line is not None else f"{path}: {message}")
+    """The one error format: `path:line: message` (`path: row N: message` for Parquet), or
+    `path: message` without a line."""
+    return InputError(f"{location(path, line)}: {message}" if line is not None else f"{path}: {message}")
 
 
 def check_input_file(path: str | Path) -> Path:
@@ -115,12 +124,15 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[int, object]]:
 
 def table_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     """(line number, {column: value}) for each row of a table: `.jsonl`/`.json` (one object a
-    line), `.csv` (a header row, quoting as the csv module reads it), anything else tab-separated
-    (a header row; split on tabs without CSV quoting, because SST-2 and MRPC hold unbalanced
-    quotes, then a field quoted whole, as pandas writes RTE, is unquoted)."""
+    line), `.parquet` (row numbers from 1, see `parquet_rows`), `.csv` (a header row, quoting as
+    the csv module reads it), anything else tab-separated (a header row; split on tabs without CSV
+    quoting, because SST-2 and MRPC hold unbalanced quotes, then a field quoted whole, as pandas
+    writes RTE, is unquoted)."""
     path = Path(path)
     kind = file_format(path)
-    if kind in (".jsonl", ".json"):
+    if kind == ".parquet":
+        yield from parquet_rows(path)
+    elif kind in (".jsonl", ".json"):
         for number, row in jsonl_records(path):
             if not isinstance(row, dict):
                 raise input_error(path, f"expected a JSON object, found {type(row).__name__}", number)
@@ -148,6 +160,25 @@ def table_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
                 header = [cell.strip() for cell in cells]
                 continue
             yield number, _row_dict(path, number, header, cells)
+
+
+def parquet_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
+    """(row number from 1, {column: value}) for each row of a Parquet file. A null reads as an
+    empty string, as an empty cell of a TSV file does; other values keep their Parquet type."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = check_input_file(path)
+    number = 0
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS)
+        for batch in batches:
+            for row in batch.to_pylist():
+                number += 1
+                yield number, {column: "" if value is None else value for column, value in row.items()}
+    except (pa.ArrowException, OSError) as e:
+        # A broken data page is reported at the first row not read; a bad footer, before any row, is the file's.
+        raise input_error(path, f"not a readable Parquet file ({e})", number + 1 if number else None) from None
 
 
 def _unquote(cell: str) -> str:
@@ -195,60 +226,72 @@ def is_jsonl(path: str | Path) -> bool:
 
 # --- inference inputs ---------------------------------------------------------------------------
 
-INPUT_SUFFIXES = (".txt", ".jsonl", ".tsv", ".csv")
+INPUT_SUFFIXES = (".txt", ".jsonl", ".tsv", ".csv", ".parquet")
 
 
 @dataclass
 class Items:
     """Texts to run a pipeline on, with where they came from."""
     values: list  # strings, or tuples of strings when several columns are read
-    lines: list[int | None]  # line number in the input file (None for TEXT arguments)
+    lines: list[int | None]  # line number in the input file, row number in a Parquet one (None for TEXT arguments)
     skipped: int = 0
+    numbered_by: str = "line"  # what `lines` count: "line", or "row" for a Parquet file
+    ids: list | None = None  # the values of the id column, when one was asked for
 
 
-def read_items(path: str | Path, columns: list[str]) -> Items:
+def read_items(path: str | Path, columns: list[str], id_column: str | None = None) -> Items:
     """`columns` (one → strings, two → pairs) of a `.txt` (one item a line; a pair is two
-    tab-separated sentences), `.jsonl` (objects, or JSON strings for single texts), `.tsv` or
-    `.csv` file (a header row names the columns). Empty lines and values are skipped, counted and
-    logged, so a blank line at the end of a file is harmless."""
+    tab-separated sentences), `.jsonl` (objects, or JSON strings for single texts), `.tsv`,
+    `.csv` (a header row names the columns) or `.parquet` file. Empty lines and values are
+    skipped, counted and logged, so a blank line at the end of a file is harmless. `id_column`
+    (tables only) is carried along as is, for outputs keyed by the input's own ids."""
     path = check_input_file(path)
     kind = file_format(path)
     if kind not in INPUT_SUFFIXES:
         raise input_error(path, f"unsupported file type {kind or '(none)'}; use {', '.join(INPUT_SUFFIXES)}")
-    values, numbers, skipped = [], [], 0
-    for number, fields in _item_fields(path, kind, columns):
+    if id_column is not None and kind == ".txt":
+        raise input_error(path, f"a .txt file has no columns, so no id column {id_column!r}: its line numbers "
+                                f"are the ids; use a table ({', '.join(INPUT_SUFFIXES[1:])}) for ids of your own")
+    numbered_by = "row" if kind == ".parquet" else "line"
+    values, numbers, ids, skipped = [], [], [], 0
+    for number, fields, row_id in _item_fields(path, kind, columns, id_column):
         if not all(f.strip() for f in fields):
             skipped += 1
             continue
         values.append(fields[0] if len(columns) == 1 else tuple(fields))
         numbers.append(number)
+        ids.append(row_id)
     if skipped:
-        log.warning("%s: skipped %d empty line(s)", path, skipped)
+        log.warning("%s: skipped %d empty %s(s)", path, skipped, numbered_by)
     if not values:
-        raise input_error(path, "no input (the file has no non-empty lines)")
-    return Items(values, numbers, skipped)
+        raise input_error(path, f"no input (the file has no non-empty {numbered_by}s)")
+    return Items(values, numbers, skipped, numbered_by, ids if id_column is not None else None)
 
 
-def _item_fields(path: Path, kind: str, columns: list[str]) -> Iterator[tuple[int, list[str]]]:
+def _item_fields(path: Path, kind: str, columns: list[str],
+                 id_column: str | None) -> Iterator[tuple[int, list[str], object]]:
+    """(line number, the texts of `columns`, the value of `id_column` or None) for each record."""
     if kind == ".txt":
         for number, line in decoded_lines(path):
             fields = line.split("\t") if len(columns) > 1 else [line]
             if line.strip() and len(fields) != len(columns):
                 raise input_error(path, f"expected {len(columns)} tab-separated sentences, found {len(fields)}", number)
-            yield number, fields
+            yield number, fields, None
         return
     rows = jsonl_records(path) if kind == ".jsonl" else table_rows(path)
+    wanted = [*columns, id_column] if id_column is not None else columns
     for number, row in rows:
-        if isinstance(row, str) and len(columns) == 1:
-            yield number, [row]
+        if isinstance(row, str) and id_column is None and len(columns) == 1:
+            yield number, [row], None
             continue
         if not isinstance(row, dict):
-            raise input_error(path, f"expected a JSON object with {', '.join(map(repr, columns))}", number)
-        absent = [c for c in columns if c not in row]
+            raise input_error(path, f"expected a JSON object with {', '.join(map(repr, wanted))}", number)
+        absent = [c for c in wanted if c not in row]
         if absent:
+            option = "--id-column" if absent[0] == id_column else "--column"
             raise input_error(path, f"no {'key' if kind == '.jsonl' else 'column'} {absent[0]!r} "
-                                    f"(found: {', '.join(map(str, row))}); choose it with --column", number)
+                                    f"(found: {', '.join(map(str, row))}); choose it with {option}", number)
         fields = [row[c] for c in columns]
         if not all(isinstance(f, str) for f in fields):
             raise input_error(path, f"the value of {', '.join(columns)} must be a string", number)
-        yield number, fields
+        yield number, fields, row[id_column] if id_column is not None else None

@@ -12,6 +12,7 @@ attention maps), or an unpadded (total tokens, hidden) matrix of sequences group
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -50,6 +51,11 @@ class UnpaddedOutput:
     lengths: list[int]
     groups: LengthGroups
     hidden_states: list[torch.Tensor]  # (total tokens, hidden) for each requested layer index
+
+    def first_tokens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """(total tokens, hidden) → (sequences, hidden): each sequence's first ([CLS]) row, in batch order."""
+        starts = [first + i * length for first, count, length in self.groups for i in range(count)]
+        return hidden[torch.tensor(starts, device=hidden.device)]
 
 
 class BertEmbeddings(nn.Module):
@@ -121,10 +127,21 @@ class BertSelfAttention(nn.Module):
         if groups is None:  # x: (batch, seq, hidden)
             context, weights = self.attend(qkv, mask, return_weights)
         else:  # x: (total tokens, hidden); sequences of one length attend together and need no mask
-            parts = [self.attend(qkv[first:first + count * length].view(count, length, -1), None, False)[0]
-                     for first, count, length in groups]
-            context, weights = torch.cat([p.flatten(0, 1) for p in parts]), None
+            context, weights = self.attend_groups(qkv, groups), None
         return self.out(context), weights
+
+    def attend_groups(self, qkv: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
+        """(total tokens, 3·hidden) → (total tokens, hidden), one fused attention call per length group.
+        Each group's context is written straight into its rows: no per-group reshape copy and no final cat."""
+        context = qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)
+        for first, count, length in groups:
+            rows = slice(first, first + count * length)
+            # (count, length, 3, heads, head_dim) → three (count, heads, length, head_dim)
+            q, k, v = qkv[rows].view(count, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            # (count, heads, length, head_dim) → (count, length, heads, head_dim), copied into its rows
+            context[rows].view(count, length, self.num_heads, self.head_dim).copy_(
+                F.scaled_dot_product_attention(q, k, v).transpose(1, 2))
+        return context
 
 
 class BertLayer(nn.Module):
@@ -273,19 +290,30 @@ class BertModel(BertPreTrainedModel):
             raise ValueError("forward_unpadded needs the sequences sorted by length")
         self._check_length(lengths[-1])
         groups, first = [], 0
-        for length in sorted(set(lengths)):
-            count = lengths.count(length)
+        for length, run in itertools.groupby(lengths):
+            count = len(list(run))
             groups.append((first, count, length))
             first += count * length
         device = self.device
-        ids = torch.tensor([i for row in input_ids for i in row], device=device)
-        types = torch.tensor([t for row in token_type_ids for t in row], device=device)
-        positions = torch.cat([torch.arange(length, device=device).repeat(count) for _, count, length in groups])
+        # One tensor per batch from the flattened lists (a tensor per sequence costs more than the copy).
+        ids = torch.tensor(list(itertools.chain.from_iterable(input_ids)), device=device)
+        types = torch.tensor(list(itertools.chain.from_iterable(token_type_ids)), device=device)
+        # 0..length-1 for every sequence: one (count, length) grid per group, read row by row
+        positions = torch.cat([torch.arange(length, device=device).expand(count, length).flatten()
+                               for _, count, length in groups])
         x = self.embeddings(ids, types, positions)
         count = len(self.encoder.layers) + 1
         wanted = [layer % count for layer in layers]
         _, hidden_states, _ = self.encoder(x, output_hidden_states=True, groups=groups)
         return UnpaddedOutput(lengths, groups, [hidden_states[layer] for layer in wanted])
+
+    def pooler_output_unpadded(self, input_ids: Sequence[Sequence[int]],
+                               token_type_ids: Sequence[Sequence[int]]) -> torch.Tensor:
+        """`forward(...).pooler_output` from `forward_unpadded`: (sequences, hidden), only the [CLS]
+        rows reach the pooler. Sequences sorted by length, as there."""
+        packed = self.forward_unpadded(input_ids, token_type_ids)
+        cls = packed.first_tokens(packed.hidden_states[-1])  # (sequences, hidden)
+        return self.pooler(cls[:, None])  # the pooler reads position 0 of (batch, seq, hidden)
 
     def _check_length(self, length: int) -> None:
         limit = self.config.max_position_embeddings

@@ -37,7 +37,7 @@ def pipeline(task: str, model: str | Path | None = None, device: str = "cpu", dt
              batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, **kwargs) -> Pipeline:
     """A pipeline for `task` on the checkpoint directory `model` (None: the task's default model).
 
-    dtype: "float32" (exact), "bfloat16" or "int8" (dynamic quantisation, CPU). max_length:
+    dtype: "float32" (exact), "bfloat16", "int8" (CPU) or "auto" (bfloat16 on native-BF16 CPUs). max_length:
     longer inputs are truncated with a warning that counts them (None: the model's limit).
     """
     return pipeline_class(task)(model=model, device=device, dtype=dtype, batch_size=batch_size,

@@ -42,7 +42,9 @@ class NextSentencePipeline(Pipeline):
 
         def run(batch: list[Encoded]) -> list[list[float]]:
             # The head alone: a shared BertForPreTraining would also score every token over the vocabulary.
-            logits = self.model.nsp(self.bert(**self.padded(batch)).pooler_output)
+            # Unpadded: no work on padding, and only the [CLS] rows reach the pooler.
+            pooled = self.bert.pooler_output_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
+            logits = self.model.nsp(pooled)
             return logits.float().softmax(dim=-1).cpu().tolist()
 
         results = []

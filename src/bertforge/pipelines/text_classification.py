@@ -61,11 +61,18 @@ class TextClassificationPipeline(Pipeline):
             raise InputError(f"top_k must be a positive integer or None, got {top_k!r}")
         encoded = self.encode(texts, pairs)
 
-        def run(batch: list[Encoded]) -> list[torch.Tensor]:
-            return list(self.model(**self.padded(batch)).logits.float().softmax(dim=-1).cpu())
+        def run(batch: list[Encoded]) -> list[list[float]]:
+            return self.probabilities(batch).tolist()  # one conversion per batch, not per text
 
         results = []
         for row in self.in_length_order(encoded, run):
-            ranked = sorted(zip(self.labels, row.tolist()), key=lambda item: -item[1])[:top_k]
+            ranked = sorted(zip(self.labels, row), key=lambda item: -item[1])[:top_k]
             results.append([{"label": label, "score": score} for label, score in ranked])
         return results[0] if single else results
+
+    def probabilities(self, batch: list[Encoded]) -> torch.Tensor:
+        """(batch, labels) softmax of BertForSequenceClassification's logits, on the unpadded forward
+        pass (no work on padding) with only the [CLS] rows through pooler and head."""
+        pooled = self.bert.pooler_output_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
+        logits = self.model.classifier(self.model.dropout(pooled))
+        return logits.float().softmax(dim=-1).cpu()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
-import torch
 
 from bertforge.model import BertForTokenClassification
-from bertforge.pipelines.base import Encoded, Pipeline, needs_model
+from bertforge.paths import bundled_model_path
+from bertforge.pipelines.base import Encoded, Pipeline
 from bertforge.pipelines.text_classification import as_list, label_names
 
 
@@ -28,6 +30,13 @@ def group_entities(text: str, words: list[tuple[int, int]], tags: list[str], sco
              "start": e["start"], "end": e["end"]} for e in entities]
 
 
+def default_token_classification_model_path() -> Path:
+    """bertforge's bundled named-entity tagger: a 3-layer student distilled from all-MiniLM-L6-v2
+    fine-tuned on CoNLL-2003 (see its README)."""
+    return bundled_model_path("conll-distilled", "a fine-tuned BertForTokenClassification (made by `bertforge "
+                              "finetune --task ner` or `bertforge distill --task ner`, or a transformers checkpoint)")
+
+
 class TokenClassificationPipeline(Pipeline):
     """`pipe("Jeremy lives in Paris")` → [{"entity_group": "PER", "score": 0.99, "word": "Jeremy",
     "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}].
@@ -38,8 +47,7 @@ class TokenClassificationPipeline(Pipeline):
     head_prefix = ("classifier.",)
     head_name = "token-classification head (classifier.*)"
     head_attribute = "classifier"
-    default_model = staticmethod(needs_model("token-classification", "a fine-tuned BertForTokenClassification "
-                                             "(made by `bertforge finetune --task ner`, or a transformers checkpoint)"))
+    default_model = staticmethod(default_token_classification_model_path)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -49,19 +57,26 @@ class TokenClassificationPipeline(Pipeline):
         texts, single = as_list(inputs, "inputs")
         encoded = self.encode(texts)
 
-        def run(batch: list[Encoded]) -> list[torch.Tensor]:
-            probs = self.model(**self.padded(batch)).logits.float().softmax(dim=-1).cpu()
-            return [row[:len(e.ids)] for row, e in zip(probs, batch)]
+        def run(batch: list[Encoded]) -> list[tuple[list[float], list[int]]]:
+            # Unpadded: the encoder and the head see the real tokens only, (total tokens, hidden).
+            packed = self.bert.forward_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
+            logits = self.model.classifier(self.model.dropout(packed.hidden_states[-1]))
+            best_scores, best_labels = logits.float().softmax(dim=-1).max(dim=-1)  # (total tokens,) each
+            # Python lists once per batch: the per-word loop below then does no tensor work.
+            best_scores, best_labels, rows, first = best_scores.tolist(), best_labels.tolist(), [], 0
+            for length in packed.lengths:
+                rows.append((best_scores[first:first + length], best_labels[first:first + length]))
+                first += length
+            return rows
 
         results = []
-        for text, enc, probs in zip(texts, encoded, self.in_length_order(encoded, run)):
+        for text, enc, (best_scores, best_labels) in zip(texts, encoded, self.in_length_order(encoded, run)):
             spans, tags, scores = {}, {}, {}
             for position, (word, offset) in enumerate(zip(enc.word_ids, enc.offsets)):
                 if word is None:
                     continue
                 if word not in spans:  # first piece: the word's tag
-                    score, best = probs[position].max(dim=-1)
-                    tags[word], scores[word] = self.labels[int(best)], float(score)
+                    tags[word], scores[word] = self.labels[best_labels[position]], best_scores[position]
                     spans[word] = [offset[0], offset[1]]
                 spans[word][1] = offset[1]
             order = sorted(spans)

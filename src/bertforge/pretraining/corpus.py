@@ -25,6 +25,7 @@ from bertforge.pretraining.sentences import make_splitter
 logger = logging.getLogger(__name__)
 
 Document = list[str]  # the sentences of one document, in order
+RawDocument = str | list[str]  # a JSON Lines record's text, not yet split; or a text file's document
 ByteCounter = Callable[[int], object]
 
 
@@ -72,9 +73,9 @@ def _plain_text_documents(path: Path, on_bytes: ByteCounter) -> Iterator[Documen
         yield document
 
 
-def _jsonl_documents(path: Path, splitter, skip: int, on_bytes: ByteCounter) -> Iterator[Document]:
-    """Documents from JSON Lines; the first `skip` records are passed over without the sentence
-    splitting."""
+def _jsonl_texts(path: Path, skip: int, on_bytes: ByteCounter) -> Iterator[str]:
+    """The `text` of each JSON Lines record that has any; the first `skip` records are passed over
+    unparsed."""
     records = 0
     for line_number, line in decoded_lines(path, keep_ends=True):
         on_bytes(len(line.encode("utf-8")))
@@ -89,20 +90,17 @@ def _jsonl_documents(path: Path, splitter, skip: int, on_bytes: ByteCounter) -> 
             raise InputError(f"{path}:{line_number}: not valid JSON ({e.msg})") from None
         if not isinstance(record, dict) or not isinstance(record.get("text"), str):
             raise InputError(f"{path}:{line_number}: expected an object with a string field 'text'")
-        sentences = splitter.split(record["text"])
-        if sentences:
-            yield sentences
+        if record["text"].strip():
+            yield record["text"]
 
 
-def read_documents(path: str | Path, skip: int = 0, limit: int | None = None, splitter: str = "rules",
-                   on_bytes: ByteCounter = _ignore) -> Iterator[Document]:
-    """Stream the documents of a corpus file, skipping the first `skip` and stopping after `limit`
-    (so a held-out part can be carved from the same file). Empty documents are left out.
-    `splitter` names the sentence splitter of JSON Lines documents ("rules" or "pysbd");
-    `on_bytes(n)` is called as each n bytes of the file are read."""
+def read_raw_documents(path: str | Path, skip: int = 0, limit: int | None = None,
+                       on_bytes: ByteCounter = _ignore) -> Iterator[RawDocument]:
+    """`read_documents` without the sentence splitting, which is most of the work: what the chunks
+    of `pretrain prepare` are cut from before any process splits them."""
     path = check_input_file(path)
     if is_jsonl(path):
-        documents = _jsonl_documents(path, make_splitter(splitter), skip, on_bytes)
+        documents = _jsonl_texts(path, skip, on_bytes)
     else:
         documents = (doc for index, doc in enumerate(_plain_text_documents(path, on_bytes)) if index >= skip)
     count = 0
@@ -114,3 +112,25 @@ def read_documents(path: str | Path, skip: int = 0, limit: int | None = None, sp
     if count == 0:
         raise InputError(f"{path}: no text found (the file is empty"
                          + (f" or has at most {skip} documents to skip)" if skip else ")"))
+
+
+def split_document(document: RawDocument, splitter) -> Document:
+    return splitter.split(document) if isinstance(document, str) else document
+
+
+def estimated_tokens(document: RawDocument) -> int:
+    """About 4 characters a token: the size by which chunks are cut, known before splitting."""
+    return (len(document) if isinstance(document, str) else sum(len(s) for s in document)) // 4
+
+
+def read_documents(path: str | Path, skip: int = 0, limit: int | None = None, splitter: str = "rules",
+                   on_bytes: ByteCounter = _ignore) -> Iterator[Document]:
+    """Stream the documents of a corpus file, skipping the first `skip` and stopping after `limit`
+    (so a held-out part can be carved from the same file). Empty documents are left out.
+    `splitter` names the sentence splitter of JSON Lines documents ("rules" or "pysbd");
+    `on_bytes(n)` is called as each n bytes of the file are read."""
+    split = make_splitter(splitter)
+    for document in read_raw_documents(path, skip, limit, on_bytes):
+        sentences = split_document(document, split)
+        if sentences:
+            yield sentences

@@ -3,8 +3,8 @@ replace 80% of the picked ones by [MASK], 10% by a random token, leave 10% uncha
 
 Masks are drawn from a NumPy generator seeded by (seed, epoch, instance index), so the mask of
 an instance does not depend on batch size, process count or where a run was resumed: static
-masks (drawn once while preparing, as in the original) and dynamic masks (drawn again every
-epoch, as in RoBERTa) are both reproducible.
+masks (drawn once while preparing, as in the original; seeded by chunk rather than epoch) and
+dynamic masks (drawn again every epoch, as in RoBERTa) are both reproducible.
 """
 
 from __future__ import annotations
@@ -76,6 +76,14 @@ def mask_sequence(tokens: np.ndarray, config: MaskingConfig, rng: np.random.Gene
 
 def instance_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch, index])
+
+
+def static_mask_rng(seed: int, chunk: int, index: int) -> np.random.Generator:
+    """The generator of a static mask: keyed by the instance's chunk and place in it, not its place
+    in the data set, so that a chunk is masked alike by any worker or part. Static masks have no
+    epochs, so the chunk takes the epoch's place (and chunk 0 keeps the masks that numbering by place
+    in the data set gave)."""
+    return instance_rng(seed, chunk, index)
 
 
 def mask_batch(input_ids: np.ndarray, lengths: np.ndarray, indices: np.ndarray, epoch: int, seed: int,

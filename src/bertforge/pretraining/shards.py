@@ -3,15 +3,14 @@
 A data directory holds `index.json` (options, statistics, shard sizes), the vocabulary, and per
 shard one `.npy` file per field. Training reads batches straight from the memory maps, so a
 corpus larger than RAM trains in bounded memory; preparation streams the corpus in chunks of
-documents (notNext segments are drawn from the same chunk).
+documents (notNext segments are drawn from the same chunk; `chunks.py`), over several processes
+if asked, or one part of the chunks per machine (`parts.py` reads the parts back as one).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
-import random
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -22,14 +21,12 @@ from tqdm.auto import tqdm
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import atomic_directory, check_output_dir, write_json
 from bertforge.io.readers import check_input_file
-from bertforge.pretraining.corpus import read_documents, text_size
-from bertforge.pretraining.instances import Instance, create_instances, tokenize_documents
-from bertforge.pretraining.masking import IGNORE_INDEX, MaskingConfig, instance_rng, mask_batch, mask_sequence
+from bertforge.pretraining.chunks import STAT_KEYS, ChunkRows, make_chunks, read_chunks, select_part
+from bertforge.pretraining.corpus import text_size
+from bertforge.pretraining.masking import IGNORE_INDEX, MaskingConfig, mask_batch
+from bertforge.pretraining.parts import FORMAT_VERSION, INDEX_FILE, load_index
 
 logger = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-INDEX_FILE = "index.json"
 
 
 @dataclass
@@ -72,113 +69,114 @@ def vocab_fingerprint(tokenizer) -> str:
 
 
 class _ShardWriter:
-    def __init__(self, directory: Path, options: PrepareOptions, masking: MaskingConfig, vocab_size: int):
-        self.directory, self.options, self.masking = directory, options, masking
-        self.token_dtype = np.uint16 if vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
-        self.pending: list[Instance] = []
+    """Chunks' rows, in order, into shards of `shard_size` rows."""
+
+    def __init__(self, directory: Path, shard_size: int):
+        self.directory, self.shard_size = directory, shard_size
+        self.pending: list[dict[str, np.ndarray]] = []
+        self.pending_rows = 0
         self.shards: list[dict] = []
         self.written = 0
 
-    def add(self, instances: list[Instance]) -> None:
-        self.pending.extend(instances)
-        while len(self.pending) >= self.options.shard_size:
-            self._flush(self.pending[:self.options.shard_size])
-            self.pending = self.pending[self.options.shard_size:]
+    def add(self, rows: ChunkRows) -> None:
+        if len(rows):
+            self.pending.append(rows.fields)
+            self.pending_rows += len(rows)
+        if self.pending_rows >= self.shard_size:
+            fields = self._take_pending()
+            while len(fields["lengths"]) >= self.shard_size:
+                self._write({k: v[:self.shard_size] for k, v in fields.items()})
+                fields = {k: v[self.shard_size:] for k, v in fields.items()}
+            if len(fields["lengths"]):
+                self.pending, self.pending_rows = [fields], len(fields["lengths"])
 
     def close(self) -> None:
-        if self.pending:
-            self._flush(self.pending)
-            self.pending = []
+        if self.pending_rows:
+            self._write(self._take_pending())
 
-    def _flush(self, instances: list[Instance]) -> None:
-        n, width = len(instances), self.options.max_seq_length
-        fields = {
-            "input_ids": np.zeros((n, width), dtype=self.token_dtype),
-            "lengths": np.array([len(x.tokens) for x in instances], dtype=np.int16),
-            "segment_b_starts": np.array([x.segment_b_start for x in instances], dtype=np.int16),
-            "next_sentence_labels": np.array([x.next_sentence_label for x in instances], dtype=np.uint8),
-        }
-        if self.options.masking == "static":
-            fields["mlm_positions"] = np.full((n, self.options.max_predictions_per_seq), -1, dtype=np.int16)
-            fields["mlm_ids"] = np.zeros((n, self.options.max_predictions_per_seq), dtype=self.token_dtype)
-        for row, instance in enumerate(instances):
-            tokens = instance.tokens
-            if self.options.masking == "static":
-                rng = instance_rng(self.options.seed, 0, self.written + row)
-                tokens, positions, originals = mask_sequence(tokens, self.masking, rng)
-                fields["mlm_positions"][row, :len(positions)] = positions
-                fields["mlm_ids"][row, :len(positions)] = originals
-            fields["input_ids"][row, :len(tokens)] = tokens
+    def _take_pending(self) -> dict[str, np.ndarray]:
+        fields = {k: np.concatenate([p[k] for p in self.pending]) for k in self.pending[0]}
+        self.pending, self.pending_rows = [], 0
+        return fields
+
+    def _write(self, fields: dict[str, np.ndarray]) -> None:
         name = f"shard-{len(self.shards):05d}"
-        for field, array in fields.items():
-            np.save(self.directory / f"{name}.{field}.npy", array)
+        for key, array in fields.items():
+            np.save(self.directory / f"{name}.{key}.npy", array)
+        n = len(fields["lengths"])
         self.shards.append({"name": name, "instances": n})
         self.written += n
 
 
+def _check_workers_and_part(part: tuple[int, int] | None, workers: int) -> None:
+    if part is not None and not (len(part) == 2 and 1 <= part[0] <= part[1]):
+        raise ConfigError(f"--part {'/'.join(map(str, part))}: expected I/N with 1 <= I <= N")
+    if workers < 1:
+        raise ConfigError(f"--workers {workers}: must be at least 1")
+
+
 def prepare(corpus_files: Iterable[str | Path], output_dir: str | Path, tokenizer, options: PrepareOptions,
             skip_documents: int = 0, max_documents: int | None = None, progress: bool = True,
-            finish: Callable[[Path, dict], None] | None = None) -> dict:
+            finish: Callable[[Path, dict], None] | None = None, workers: int = 1,
+            part: tuple[int, int] | None = None) -> dict:
     """Corpus files → instances → shards in `output_dir`; returns the index (with statistics).
+    `workers` processes share the work (the output is the same for any number; they are spawned, so
+    a script calling this with workers > 1 needs the usual `if __name__ == "__main__":` guard);
+    `part=(I, N)` prepares only part I of N of the chunks (`chunks.select_part`), for one of N machines.
     The data set is built in a directory beside `output_dir` and swapped in when complete, so a
     failure (a bad corpus, an interrupt) leaves a previous data set there intact and creates none.
     `finish(directory, index)` may add files (a run card) to the data set before the swap."""
     options.validate()
+    _check_workers_and_part(part, workers)
     files = [check_input_file(f) for f in corpus_files]
     if not files:
         raise InputError("no corpus file given")
     check_output_dir(output_dir)
     with atomic_directory(output_dir) as build:
-        index = _prepare_into(build, files, tokenizer, options, skip_documents, max_documents, progress)
+        index = _prepare_into(build, files, tokenizer, options, skip_documents, max_documents, progress, workers,
+                              part)
         if finish is not None:
             finish(build, index)
         return index
 
 
 def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: PrepareOptions, skip_documents: int,
-                  max_documents: int | None, progress: bool) -> dict:
-    masking = options.masking_config(tokenizer)
-    writer = _ShardWriter(output_dir, options, masking, tokenizer.vocab_size)
-    stats = {"documents": 0, "sentences": 0, "tokens": 0, "truncated_sentences": 0, "is_next": 0}
-    chunk, chunk_tokens, chunk_index = [], 0, 0
-
-    def flush_chunk():
-        nonlocal chunk, chunk_tokens, chunk_index
-        tokenized = tokenize_documents(chunk, tokenizer, options.max_seq_length)
-        for key in ("sentences", "tokens"):
-            stats[key] += getattr(tokenized, key)
-        stats["truncated_sentences"] += tokenized.truncated
-        stats["documents"] += len(tokenized.documents)
-        if tokenized.documents:
-            rng = random.Random(f"{options.seed}-{chunk_index}")
-            instances = create_instances(tokenized.documents, options.max_seq_length, options.short_seq_prob,
-                                         options.dupe_factor, rng, tokenizer.cls_token_id, tokenizer.sep_token_id)
-            stats["is_next"] += sum(x.next_sentence_label == 0 for x in instances)
-            writer.add(instances)
-        chunk, chunk_tokens, chunk_index = [], 0, chunk_index + 1
-
+                  max_documents: int | None, progress: bool, workers: int, part: tuple[int, int] | None) -> dict:
+    writer = _ShardWriter(output_dir, options.shard_size)
+    stats = dict.fromkeys(STAT_KEYS, 0)
+    chunk_count = 0
     sizes = [text_size(path) for path in files]
     total = None if None in sizes else sum(sizes)
     with tqdm(desc="preparing", unit="B", unit_scale=True, total=total, disable=not progress) as bar:
-        for path in files:
-            for document in read_documents(path, skip_documents, max_documents, options.splitter, bar.update):
-                chunk.append(document)
-                chunk_tokens += sum(len(s) for s in document) // 4  # ~4 characters a token
-                bar.set_postfix(instances=writer.written + len(writer.pending))
-                if chunk_tokens >= options.chunk_tokens:
-                    flush_chunk()
-        if chunk:
-            flush_chunk()
+        def counted(chunks):  # every chunk read, this part's or not
+            nonlocal chunk_count
+            for chunk in chunks:
+                chunk_count = chunk.index + 1
+                yield chunk
+
+        chunks = counted(read_chunks(files, skip_documents, max_documents, options.chunk_tokens))
+        mine = select_part(chunks, part, lambda skipped: bar.update(skipped.bytes))
+        for rows in make_chunks(mine, tokenizer, options, workers):
+            writer.add(rows)
+            for key in STAT_KEYS:
+                stats[key] += rows.stats[key]
+            bar.update(rows.bytes)
+            bar.set_postfix(instances=writer.written + writer.pending_rows)
         writer.close()
     if stats["truncated_sentences"]:
         logger.warning("%d sentences were longer than %d tokens and were truncated",
                        stats["truncated_sentences"], options.max_seq_length - 3)
     if writer.written == 0:
+        if part is not None and chunk_count < part[1]:
+            raise InputError(f"--part {part[0]}/{part[1]}: the corpus makes only {chunk_count} chunk(s) of about "
+                             f"{options.chunk_tokens} tokens (--chunk-tokens), fewer than the {part[1]} parts; "
+                             "use fewer parts or smaller chunks")
         raise InputError(f"no instances could be made from {', '.join(map(str, files))}")
     tokenizer.save_pretrained(output_dir)
     index = {"format_version": FORMAT_VERSION, "options": asdict(options), "vocab_size": tokenizer.vocab_size,
              "vocab_fingerprint": vocab_fingerprint(tokenizer), "corpus": [str(f) for f in files],
              "skip_documents": skip_documents, "max_documents": max_documents,
+             "part": None if part is None else {"index": part[0], "count": part[1], "corpus_chunks": chunk_count},
              "instances": writer.written, "shards": writer.shards,
              "stats": {**stats, "is_next_fraction": stats["is_next"] / writer.written}}
     write_json(output_dir / INDEX_FILE, index, indent=2)
@@ -187,18 +185,12 @@ def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: Prepa
 
 class PretrainingData:
     """Random access to prepared instances through memory maps; `batch(indices, epoch)` gives
-    padded tensors' worth of NumPy arrays, masked as the data was prepared."""
+    padded tensors' worth of NumPy arrays, masked as the data was prepared. `directory` is a
+    prepared data directory, or a directory of the parts of one (`parts.py`), read in part order."""
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
-        index_path = self.directory / INDEX_FILE
-        if not index_path.is_file():
-            raise InputError(f"{self.directory} is not a prepared data directory (no {INDEX_FILE}); "
-                             "make one with `bertforge pretrain prepare`")
-        self.index = json.loads(index_path.read_text())
-        if self.index.get("format_version") != FORMAT_VERSION:
-            raise InputError(f"{index_path}: format version {self.index.get('format_version')} is not "
-                             f"{FORMAT_VERSION}; prepare the data again")
+        self.index = load_index(self.directory)
         self.options = PrepareOptions(**self.index["options"])
         self.fields = ["input_ids", "lengths", "segment_b_starts", "next_sentence_labels"]
         if self.options.masking == "static":
@@ -221,7 +213,9 @@ class PretrainingData:
     def tokenizer(self):
         from bertforge.tokenization import BertTokenizer
 
-        return BertTokenizer.from_pretrained(self.directory)
+        # Parts hold the same vocabulary (checked when they are merged): the first part's will do.
+        parts = self.index.get("parts")
+        return BertTokenizer.from_pretrained(self.directory / parts[0] if parts else self.directory)
 
     def _gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         shard_of = np.searchsorted(self.shard_starts, indices, side="right") - 1
