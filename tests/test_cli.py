@@ -39,13 +39,14 @@ def test_demo_tells_the_story_end_to_end():
     result = CliRunner().invoke(cli, ["demo", "--finetune-steps", "4"])
     assert result.exit_code == 0, result.output
     for step in ("1. WordPiece tokenization", "2. Contextual embeddings", "3. Fill-mask and next-sentence",
-                 "4. A quick fine-tune", "5. Checkpoints bertforge reads", "6. Question answering"):
+                 "4. A quick fine-tune", "5. Checkpoints bertforge reads", "6. Question answering", "7. Named entities"):
         assert step in result.output
     assert "the fine-tuned folder without vocab.txt gives the same answers" in result.output
     assert "let us start pre ##train ##ing the model ." in result.output
     assert "validation accuracy" in result.output
     answers = [line for line in result.output.splitlines() if "Who introduced BERT?" in line]
     assert len(answers) == 1 and "'Jacob Devlin'" in answers[0], answers
+    assert "Angela Merkel (PER" in result.output and "Berlin (LOC" in result.output, result.output
 
 
 def test_tokenize_does_not_import_torch(tmp_path):

@@ -27,6 +27,8 @@ QA_CONTEXT = ("BERT was introduced in 2018 by Jacob Devlin and his colleagues at
               "BooksCorpus and English Wikipedia with two objectives, masked language modelling and next sentence "
               "prediction, and is then fine-tuned for tasks such as question answering.")
 QA_QUESTIONS = ("Who introduced BERT?", "What is BERT pre-trained on?", "How many objectives is BERT pre-trained with?")
+NER_TEXTS = ("Jacob Devlin and his colleagues at Google introduced BERT in Mountain View, California.",
+             "Angela Merkel met Emmanuel Macron in Berlin on Monday, Reuters reported.")
 
 
 def heading(title: str) -> None:
@@ -147,6 +149,16 @@ def show_question_answering() -> None:
     show_held_out_figures(answer.model_path)
 
 
+def show_named_entities() -> None:
+    heading("7. Named entities (CoNLL-2003 tags)")
+    tag = bertforge.pipeline("token-classification")
+    click.echo(f"model: {tag.model_path.name} ({tag.config.num_hidden_layers} layers)")
+    for text, entities in zip(NER_TEXTS, tag(list(NER_TEXTS))):
+        found = ", ".join(f"{e['word']} ({e['entity_group']} {e['score']:.2f})" for e in entities)
+        click.echo(f"  {text!r}\n    -> {found or 'no entity'}")
+    show_held_out_figures(tag.model_path)
+
+
 @click.command()
 @click.option("--finetune-steps", type=click.IntRange(1), default=60, show_default=True,
               help="Optimiser steps of the quick SST-2 fine-tune (batch 32).")
@@ -159,4 +171,5 @@ def demo(finetune_steps):
     with tempfile.TemporaryDirectory(prefix="bertforge-demo-") as workdir:
         show_quick_finetune(Path(workdir), finetune_steps)
     show_question_answering()
+    show_named_entities()
     click.echo(f"\ndemo finished in {time.perf_counter() - start:.1f} s")
