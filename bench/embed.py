@@ -22,7 +22,6 @@ import gzip
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -73,9 +72,13 @@ def export_onnx(directory: Path) -> Path:
 
     from bertforge.model import default_model_path
 
-    model = BertModel.from_pretrained(str(default_model_path()), dtype=torch.float32).eval()
+    model = BertModel.from_pretrained(str(default_model_path()), dtype=torch.float32,
+                                      attn_implementation="eager").eval()
     path = directory / "model.onnx"
-    example = (torch.ones(2, 8, dtype=torch.long),) * 3
+    # A padded example: traced with an all-ones mask, the exported graph drops the mask altogether.
+    ids, mask = torch.ones(2, 8, dtype=torch.long), torch.ones(2, 8, dtype=torch.long)
+    mask[1, 5:] = 0
+    example = (ids, mask, torch.zeros_like(ids))
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length", max=512)
     shapes = {name: {0: batch, 1: length} for name in ("input_ids", "attention_mask", "token_type_ids")}
     torch.onnx.export(model, example, str(path), input_names=["input_ids", "attention_mask", "token_type_ids"],
@@ -146,7 +149,8 @@ def embed_worker(engine: str, dtype: str, args) -> None:
     vectors = embed(lines)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     np.save(args.save, np.asarray(vectors, dtype=np.float32))
-    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
+    peak_mib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak_mib}))
 
 
