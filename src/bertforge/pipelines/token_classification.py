@@ -8,7 +8,7 @@ import numpy as np
 
 from bertforge.model import BertForTokenClassification
 from bertforge.paths import bundled_model_path
-from bertforge.pipelines.base import Encoded, Pipeline
+from bertforge.pipelines.base import Encoded, Pipeline, split_sequences
 from bertforge.pipelines.text_classification import as_list, label_names
 
 
@@ -62,12 +62,9 @@ class TokenClassificationPipeline(Pipeline):
             packed = self.bert.forward_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
             logits = self.model.classifier(self.model.dropout(packed.hidden_states[-1]))
             best_scores, best_labels = logits.float().softmax(dim=-1).max(dim=-1)  # (total tokens,) each
-            # Python lists once per batch: the per-word loop below then does no tensor work.
-            best_scores, best_labels, rows, first = best_scores.tolist(), best_labels.tolist(), [], 0
-            for length in packed.lengths:
-                rows.append((best_scores[first:first + length], best_labels[first:first + length]))
-                first += length
-            return rows
+            # Python lists per sequence: the per-word loop below then does no tensor work.
+            return [(scores.tolist(), labels.tolist()) for scores, labels
+                    in zip(split_sequences(packed, best_scores), split_sequences(packed, best_labels))]
 
         results = []
         for text, enc, (best_scores, best_labels) in zip(texts, encoded, self.in_length_order(encoded, run)):
