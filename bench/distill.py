@@ -11,7 +11,10 @@ from it by `bertforge distill`'s own construction (`--student-layers 3`: teacher
 `--student-size L4-H256`). Accuracy is then meaningless and not printed. With trained models:
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/distill.py [--teacher sst2-model --student sst2-student ...] \
-        [--sentences 872] [--repeats 3] [--batch-size 32] [--threads 2] [--clock wall|cpu]
+        [--sentences 872] [--repeats 3] [--batch-size 32] [--threads 2] [--clock wall|cpu] [--dtypes float32,int8,auto]
+
+`--dtypes` runs every model at each precision (`pipeline(..., dtype=)`): "× teacher" is against the float32
+teacher, what a user replacing the teacher gets; "× teacher, same dtype" compares like with like.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
                         help="wall: elapsed time; cpu: the process's CPU time (a busy machine, with --threads 1)")
+    parser.add_argument("--dtypes", default="float32", help="comma-separated: float32, bfloat16, int8, auto")
     args = parser.parse_args()
     if bool(args.teacher) != bool(args.student):
         parser.error("give --teacher and at least one --student, or neither (the untrained shapes)")
@@ -95,8 +99,12 @@ def main() -> None:
             paths = {f"teacher {args.teacher}": Path(args.teacher), **{f"student {s}": Path(s) for s in args.student}}
         else:
             paths = shape_models(Path(scratch))
-        pipes = {name: bertforge.pipeline("text-classification", model=path, batch_size=args.batch_size)
-                 for name, path in paths.items()}
+        dtypes = args.dtypes.split(",")
+        if "float32" not in dtypes:
+            dtypes.insert(0, "float32")  # the teacher's float32 speed is every ratio's denominator
+        pipes = {(name, dtype): bertforge.pipeline("text-classification", model=path, batch_size=args.batch_size,
+                                                   dtype=dtype)
+                 for dtype in dtypes for name, path in paths.items()}
         for pipe in pipes.values():
             pipe(texts[:args.batch_size])  # warm-up: first-call allocations are not the model's speed
         speeds, predictions = {name: [] for name in pipes}, {}
@@ -104,22 +112,23 @@ def main() -> None:
             for name, pipe in pipes.items():
                 speed, predictions[name] = one_round(pipe, texts, CLOCKS[args.clock])
                 speeds[name].append(speed)
-                print(f"  {name}: {speed:.1f} sentences per {args.clock} second", flush=True)
+                print(f"  {name[0]} ({name[1]}): {speed:.1f} sentences per {args.clock} second", flush=True)
 
     print(f"\nSST-2 validation, {len(texts)} sentences, text-classification pipeline, batch {args.batch_size}, "
           f"{args.threads} threads, {args.clock} clock, torch {torch.__version__}, {platform.processor() or platform.machine()}")
     median = {name: statistics.median(values) for name, values in speeds.items()}
-    teacher = next(iter(median.values()))
+    teacher_name = next(iter(paths))
     unit = "sentences/s" if args.clock == "wall" else "sentences per CPU-s"
-    header = f"| model | layers × hidden | {unit} (median of {args.repeats}) | × teacher |"
+    header = f"| model | dtype | layers × hidden | {unit} (median of {args.repeats}) | × teacher | × teacher, same dtype |"
     header += " accuracy |" if args.teacher else ""
     print(header)
     print("|" + " --- |" * (header.count("|") - 1))
-    for name, value in median.items():
-        config = pipes[name].config
-        row = f"| {name} | {config.num_hidden_layers} × {config.hidden_size} | {value:.1f} | {value / teacher:.2f}× |"
+    for (name, dtype), value in median.items():
+        config = pipes[name, dtype].config
+        row = (f"| {name} | {dtype} | {config.num_hidden_layers} × {config.hidden_size} | {value:.1f} | "
+               f"{value / median[teacher_name, 'float32']:.2f}× | {value / median[teacher_name, dtype]:.2f}× |")
         if args.teacher:
-            row += f" {sum(p == g for p, g in zip(predictions[name], labels)) / len(labels):.2%} |"
+            row += f" {sum(p == g for p, g in zip(predictions[name, dtype], labels)) / len(labels):.2%} |"
         print(row)
 
 

@@ -14,9 +14,15 @@ The first table times the whole command with `--workers 1` and `--workers 2` (is
 clock, as workers are meant to cut it (run it on an otherwise idle machine), CPU seconds of all its
 processes, peak RSS of the largest process and of all of them together, and a hash of the data,
 which must be the same for every number of workers. `lscpu` says how many cores there are.
+`--timeline N` runs the command in this process with N workers instead, and says where each
+worker's time went (start-up, tokenising, rows, idle) from a log of its tasks' start and end.
+`--two-copies` measures the most two workers could reach here (two independent copies at once).
+Every line gives the load average beside it, as the machine may be shared.
 
     .venv/bin/python bench/prepare.py [--books 20] [--splitters rules pysbd] [--workers 1 2] [--workers-only]
     .venv/bin/python bench/prepare.py --books 176 --workers 1 2 --workers-only   # the 80 MB corpus
+    .venv/bin/python bench/prepare.py --books 40 --timeline 2   # per-worker busy and idle time
+    .venv/bin/python bench/prepare.py --books 176 --two-copies  # the machine's ceiling for --workers 2
 """
 
 from __future__ import annotations
@@ -38,8 +44,9 @@ DATA = (REPO / ".." / "shared" / "data").resolve()
 sys.path.insert(0, str(REPO / "src"))
 
 
-def write_slice(books: int, directory: Path) -> tuple[Path, Path, float]:
-    """The first `books` books as JSON Lines and as pre-split text; the text's size in MB."""
+def write_slice(books: int, directory: Path, split: bool = True) -> tuple[Path, Path, float]:
+    """The first `books` books as JSON Lines and, if `split`, as pre-split text (splitting all 80 MB
+    takes some 20 s, which the --workers table alone does not need); the text's size in MB."""
     from bertforge.pretraining.sentences import RuleSplitter
 
     jsonl, presplit = directory / "books.jsonl", directory / "books-presplit.txt"
@@ -52,7 +59,8 @@ def write_slice(books: int, directory: Path) -> tuple[Path, Path, float]:
             text = json.loads(line)["text"]
             size += len(text.encode("utf-8"))
             out.write(json.dumps({"text": text}) + "\n")
-            lines.write("\n".join(splitter.split(text)) + "\n\n")
+            if split:
+                lines.write("\n".join(splitter.split(text)) + "\n\n")
     return jsonl, presplit, size / 1e6
 
 
@@ -131,19 +139,120 @@ def run_command(corpus: Path, splitter: str, output: Path, workers: int = 1) -> 
             "peak_rss_mb": usage.ru_maxrss / 1024, "tree_rss_mb": tree_peak}
 
 
-def shards_digest(directory: Path) -> str:
+def shards_digest(directory: Path, with_index: bool = True) -> str:
+    """index.json names the corpus file: leave it out to compare data made from copies elsewhere."""
     digest = hashlib.sha256()
-    for path in sorted(directory.glob("shard-*.npy")) + [directory / "index.json"]:
+    for path in sorted(directory.glob("shard-*.npy")) + [directory / "index.json"] * with_index:
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()
+
+
+def two_copies(corpus: Path, directory: Path) -> None:
+    """The most `--workers 2` can reach on this machine: the one-process command alone, then two
+    copies of it at once, each pinned to a core of its own. The copies share nothing and need no
+    coordinating, so 2 × (wall alone) / (wall of the two) bounds what two workers get; per-copy
+    CPU seconds above those of the copy alone are the machine's (two busy cores run slower), not
+    the code's."""
+    cores = sorted(os.sched_getaffinity(0))[:2]
+
+    def run(copies: list[int]) -> list[tuple[float, float]]:
+        start = time.perf_counter()
+        children = [subprocess.Popen([sys.executable, "-m", "bertforge", "pretrain", "prepare", str(corpus),
+                                      str(directory / f"copy-{core}-{len(copies)}"), "--dupe-factor", "1"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})) for core in copies]
+        results = []
+        for child in children:
+            _, status, usage = os.wait4(child.pid, 0)
+            if status != 0:
+                raise SystemExit(f"bertforge pretrain prepare failed on {corpus}")
+            results.append((time.perf_counter() - start, usage.ru_utime + usage.ru_stime))
+        return results
+
+    (alone, alone_cpu), = run(cores[1:])
+    both = run(cores)
+    wall, cpus = max(w for w, _ in both), " and ".join(f"{c:.2f}" for _, c in both)
+    print(f"one copy alone on core {cores[1]}: wall {alone:.2f} s, CPU {alone_cpu:.2f} s; two at once on cores "
+          f"{cores}: wall {wall:.2f} s, CPU {cpus} s; ceiling of --workers 2: {2 * alone / wall:.2f}x "
+          f"(load average {os.getloadavg()[0]:.1f})")
+
+
+TIMELINE_LOG = "BENCH_PREPARE_TIMELINE"  # environment variable: the file worker processes log tasks to
+
+
+def _log_task(kind: str, work, *args):
+    """Runs one task of `chunks`' workers and logs pid, kind, start, end and CPU seconds."""
+    start, cpu = time.monotonic(), time.process_time()
+    result = work(*args)
+    with open(os.environ[TIMELINE_LOG], "a") as log:
+        log.write(json.dumps([os.getpid(), kind, start, time.monotonic(), time.process_time() - cpu]) + "\n")
+    return result
+
+
+# Stand-ins for `chunks`' worker functions; module-level so the spawned workers import them.
+def _timed_start(tokenizer, options):
+    from bertforge.pretraining import chunks
+
+    # A worker's start-up CPU (the interpreter, imports, the tokenizer) is what it spent before this.
+    with open(os.environ[TIMELINE_LOG], "a") as log:
+        log.write(json.dumps([os.getpid(), "start-up", time.monotonic(), time.monotonic(), time.process_time()]) + "\n")
+    chunks._start_worker(tokenizer, options)
+
+
+def _timed_tokenize(documents):
+    from bertforge.pretraining import chunks
+
+    return _log_task("tokenize", chunks._tokenize_in_worker, documents)
+
+
+def _timed_rows(index, size, batches):
+    from bertforge.pretraining import chunks
+
+    return _log_task("rows", chunks._rows_in_worker, index, size, batches)
+
+
+def timeline(corpus: Path, workers: int, directory: Path) -> None:
+    """`prepare` in this process with `workers` workers whose tasks are logged: per worker, when it
+    was ready, its busy time (tasks) and the rest of the wall clock (idle: start-up, waiting)."""
+    from bertforge import BertTokenizer
+    from bertforge.pretraining import chunks
+    from bertforge.pretraining.shards import PrepareOptions, prepare
+
+    log = directory / "timeline.jsonl"
+    os.environ[TIMELINE_LOG] = str(log)
+    chunks._start_worker, chunks._tokenize_in_worker = _timed_start, _timed_tokenize
+    chunks._rows_in_worker = _timed_rows
+    tokenizer = BertTokenizer.from_pretrained()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    begin, cpu = time.monotonic(), time.process_time()
+    prepare([corpus], directory / "timeline", tokenizer, PrepareOptions(dupe_factor=1), progress=False,
+            workers=workers)
+    wall, main_cpu = time.monotonic() - begin, time.process_time() - cpu
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    worker_cpu = after.ru_utime + after.ru_stime - children.ru_utime - children.ru_stime
+    print(f"--workers {workers}: wall {wall:.2f} s, CPU {main_cpu + worker_cpu:.2f} s (main process {main_cpu:.2f}, "
+          f"workers {worker_cpu:.2f}), load average {os.getloadavg()[0]:.1f}, "
+          f"shards `{shards_digest(directory / 'timeline', with_index=False)[:12]}`")
+    records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    for pid in sorted({r[0] for r in records}):
+        mine = [r for r in records if r[0] == pid]
+        ready = min(r[2] for r in mine if r[1] == "start-up")
+        busy = {kind: sum(r[3] - r[2] for r in mine if r[1] == kind) for kind in ("tokenize", "rows")}
+        task_cpu = sum(r[4] for r in mine if r[1] != "start-up")
+        startup_cpu = sum(r[4] for r in mine if r[1] == "start-up")
+        idle, last = wall - sum(busy.values()), max(r[3] for r in mine)
+        print(f"  worker {pid}: ready at {ready - begin:.2f} s (start-up CPU {startup_cpu:.2f} s), busy tokenising "
+              f"{busy['tokenize']:.2f} s and cutting rows {busy['rows']:.2f} s (task CPU {task_cpu:.2f} s), "
+              f"idle {idle:.2f} s = {idle / wall:.0%} of the wall clock: {ready - begin:.2f} s starting, "
+              f"{last - ready - sum(busy.values()):.2f} s between tasks, {begin + wall - last:.2f} s after its last")
 
 
 def compare_workers(corpus: Path, megabytes: float, counts: list[int], directory: Path) -> None:
     """The whole command with each number of workers on the same corpus: wall clock (the figure
     workers are for), speed-up over the first count, memory, and whether the data is the same."""
     print("\n| `--workers` | wall s | speed-up | MB/s (wall) | CPU s (all processes) | peak RSS MB (largest "
-          "process) | peak tree RSS MB | data (sha256 of shards + index.json) |\n"
-          "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+          "process) | peak tree RSS MB | data (sha256 of shards + index.json) | load average after |\n"
+          "| ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
     first = None
     for workers in counts:
         output = directory / f"workers-{workers}"
@@ -151,7 +260,7 @@ def compare_workers(corpus: Path, megabytes: float, counts: list[int], directory
         first = first or result
         print(f"| {workers} | {result['wall_s']:.2f} | {first['wall_s'] / result['wall_s']:.2f}x | "
               f"{megabytes / result['wall_s']:.2f} | {result['cpu_s']:.2f} | {result['peak_rss_mb']:.0f} | "
-              f"{result['tree_rss_mb']:.0f} | `{shards_digest(output)[:12]}` |", flush=True)
+              f"{result['tree_rss_mb']:.0f} | `{shards_digest(output)[:12]}` | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
 def main() -> None:
@@ -161,6 +270,10 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2],
                         help="Time the whole command with each of these --workers (issue 16); none: skip.")
     parser.add_argument("--workers-only", action="store_true", help="Only the --workers comparison.")
+    parser.add_argument("--timeline", type=int, metavar="N",
+                        help="Only a timeline of the workers' tasks with N workers.")
+    parser.add_argument("--two-copies", action="store_true",
+                        help="Only the ceiling of --workers 2: one process alone, then two copies on two cores.")
     parser.add_argument("--stages", type=json.loads, default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.stages:
@@ -168,8 +281,15 @@ def main() -> None:
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        jsonl, presplit, megabytes = write_slice(args.books, tmp)
+        jsonl, presplit, megabytes = write_slice(args.books, tmp,
+                                                 split=not (args.timeline or args.two_copies or args.workers_only))
         print(f"first {args.books} books: {megabytes:.2f} MB of text")
+        if args.timeline:
+            timeline(jsonl, args.timeline, tmp)
+            return
+        if args.two_copies:
+            two_copies(jsonl, tmp)
+            return
         if args.workers:
             compare_workers(jsonl, megabytes, args.workers, tmp)
         if args.workers_only:

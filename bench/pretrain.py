@@ -1,15 +1,27 @@
 """Pre-training throughput and progress: bertforge vs transformers' BertForPreTraining.
 
-Both models get the same configuration, the same initial weights, the same optimiser (AdamW,
-weight decay off for biases and LayerNorm), the same batches (batch 32, sequences of up to 128
-tokens from the Gutenberg corpus, dynamic masks) and the same thread count, in this one run.
-The two train in alternating blocks of steps so that load from other processes on a shared
-machine falls on both alike.
+Both models get the same configuration, the same initial weights, the same optimiser settings
+(AdamW, weight decay off for biases and LayerNorm), the same batches (batch 32, sequences of up to
+128 tokens from the Gutenberg corpus, dynamic masks) and the same thread count, in this one run.
+All the models train in alternating blocks of steps so that load from other processes on a
+shared machine falls on all alike.
+
+bertforge runs once per `--variants` entry, a `+`-joined set of levers (issue 16):
+- `fp32`: none, float32 and torch's default AdamW (on CPU a loop over the tensors);
+- `fused`: the fused AdamW kernel (`build_optimizer`'s default);
+- `bf16`: bfloat16 autocast. transformers then also runs under the same autocast, so the table
+  gives both "÷ transformers fp32" and the like-for-like "÷ transformers bf16". Only meaningful
+  on a CPU with native BF16 (amx_bf16 / avx512_bf16), which the header says.
+transformers' reference uses the fused AdamW, the default of its Trainer since torch 2.8.
+Unpadded training (MosaicBERT) is not a lever here: the header gives the batches' padding share,
+the most it could save.
 
 1. tokens/s over `--steps` timed training steps (after `--warmup` untimed ones);
-2. the held-out MLM loss each reaches after `--budget` seconds of training time.
+2. the held-out MLM loss each reaches after `--budget` seconds of training time (measured in
+   float32 for all, so that it compares what the weights learned).
 
-    .venv/bin/python bench/pretrain.py [--sizes tiny mini] [--steps 12] [--budget 90] [--threads 1]
+    .venv/bin/python bench/pretrain.py [--sizes tiny mini] [--variants fp32 fused bf16+fused]
+        [--steps 12] [--budget 90] [--threads 1]
 """
 
 from __future__ import annotations
@@ -21,6 +33,7 @@ import platform
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -41,7 +54,41 @@ from bertforge.pretraining.trainer import BatchOrder, build_model  # noqa: E402
 from bertforge.tokenization import BertTokenizer  # noqa: E402
 from bertforge.training import build_optimizer  # noqa: E402
 
-BLOCK = 2  # steps each model takes before the other one's turn
+BLOCK = 2  # steps each model takes before the next one's turn
+LEVERS = ("fp32", "fused", "bf16")  # fp32 alone: no lever
+REFERENCE = "transformers"
+
+
+@dataclass
+class Peer:
+    """One model in the comparison, with its optimiser and what it has done so far."""
+
+    library: str  # "bertforge" or "transformers"
+    bf16: bool
+    fused: bool
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    seconds: float = 0.0
+    tokens: float = 0.0
+    steps: int = 0
+
+    @property
+    def precision(self) -> str:
+        return "bf16" if self.bf16 else "fp32"
+
+
+def parse_variant(text: str) -> tuple[bool, bool]:
+    """`fused+bf16` → (bf16, fused)."""
+    levers = set(text.split("+"))
+    unknown = levers - set(LEVERS)
+    if unknown or not levers or ("fp32" in levers and levers & {"bf16"}):
+        raise SystemExit(f"--variants {text!r}: a +-joined set of {', '.join(LEVERS)} (fp32 excludes bf16)")
+    return "bf16" in levers, "fused" in levers
+
+
+def native_bf16() -> list[str]:
+    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
+    return sorted({f for f in flags if f in ("amx_bf16", "avx512_bf16")})
 
 
 def prepared(directory: Path, **selection) -> PretrainingData:
@@ -50,24 +97,34 @@ def prepared(directory: Path, **selection) -> PretrainingData:
     return PretrainingData(directory)
 
 
-def models(size: str, vocab_size: int, workdir: Path):
-    """bertforge's model and transformers' model with the same weights."""
+def peers_for(size: str, vocab_size: int, variants: dict[str, tuple[bool, bool]], lr: float,
+              workdir: Path) -> dict[str, Peer]:
+    """transformers (fp32, and bf16 when a variant uses it) and one bertforge model per variant,
+    all with the same initial weights."""
     from transformers import BertForPreTraining as ReferenceModel
 
     torch.manual_seed(0)
-    ours = build_model(TrainingConfig(data_dir="", output_dir="", model_size=size), vocab_size, 128).train()
-    ours.save_pretrained(workdir / size)
-    reference = ReferenceModel.from_pretrained(workdir / size).train()
-    return {"bertforge": ours, "transformers": reference}
+    initial = build_model(TrainingConfig(data_dir="", output_dir="", model_size=size), vocab_size, 128)
+    initial.save_pretrained(workdir / size)
+    peers = {}
+    for bf16 in sorted({False} | {bf16 for bf16, _ in variants.values()}):
+        model = ReferenceModel.from_pretrained(workdir / size).train()
+        peers[f"{REFERENCE} {'bf16' if bf16 else 'fp32'}"] = Peer(REFERENCE, bf16, True, model,
+                                                                   build_optimizer(model, lr))
+    for name, (bf16, fused) in variants.items():
+        model = type(initial).from_pretrained(workdir / size).train()
+        peers[f"bertforge {name}"] = Peer("bertforge", bf16, fused, model, build_optimizer(model, lr, fused=fused))
+    return peers
 
 
-def step(name: str, model, optimizer, batch: dict[str, torch.Tensor]) -> float:
+def step(peer: Peer, batch: dict[str, torch.Tensor]) -> float:
     """One training step; returns the number of (non-padding) tokens it processed."""
-    output = model(**batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=peer.bf16):
+        output = peer.model(**batch)
     output.loss.backward()
-    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
+    torch.nn.utils.clip_grad_norm_(peer.model.parameters(), 1.0)
+    peer.optimizer.step()
+    peer.optimizer.zero_grad(set_to_none=True)
     return float(batch["attention_mask"].sum())
 
 
@@ -76,14 +133,20 @@ def batch_for(data: PretrainingData, order: BatchOrder, index: int) -> dict[str,
     return {k: torch.from_numpy(v) for k, v in data.batch(indices, epoch).items()}
 
 
+def padding_share(data: PretrainingData, order: BatchOrder, batches: int) -> float:
+    """Share of the padded batch positions that are padding: the most unpadded training could save."""
+    masks = [batch_for(data, order, i)["attention_mask"] for i in range(batches)]
+    return 1.0 - sum(float(m.sum()) for m in masks) / sum(m.numel() for m in masks)
+
+
 @torch.no_grad()
-def held_out_mlm_loss(name: str, model, batches: list[dict[str, torch.Tensor]]) -> float:
-    """Mean cross-entropy over all masked tokens of the held-out batches, computed the same way for both."""
-    model.eval()
+def held_out_mlm_loss(peer: Peer, batches: list[dict[str, torch.Tensor]]) -> float:
+    """Mean cross-entropy over all masked tokens of the held-out batches, computed the same way for all."""
+    model = peer.model.eval()
     total, count = 0.0, 0
     for batch in batches:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
-        if name == "bertforge":
+        if peer.library == "bertforge":
             output = model(**inputs, labels=batch["labels"])
             logits, targets = output.prediction_logits, output.mlm_labels
         else:
@@ -96,44 +159,47 @@ def held_out_mlm_loss(name: str, model, batches: list[dict[str, torch.Tensor]]) 
 
 
 def run_size(size: str, data: PretrainingData, held_out: list, args, workdir: Path) -> dict:
-    peers = models(size, data.index["vocab_size"], workdir)
-    optimizers = {name: build_optimizer(model, args.lr) for name, model in peers.items()}
+    peers = peers_for(size, data.index["vocab_size"], args.variants, args.lr, workdir)
     order = BatchOrder(len(data), 32, seed=1)
-    seconds = dict.fromkeys(peers, 0.0)
-    tokens = dict.fromkeys(peers, 0.0)
-    steps = dict.fromkeys(peers, 0)
 
-    def advance(name, count, timed):
+    def advance(peer: Peer, count: int, timed: bool):
         for _ in range(count):
-            batch = batch_for(data, order, steps[name])
+            batch = batch_for(data, order, peer.steps)
             start = time.perf_counter()
-            processed = step(name, peers[name], optimizers[name], batch)
+            processed = step(peer, batch)
             if timed:
-                seconds[name] += time.perf_counter() - start
-                tokens[name] += processed
-            steps[name] += 1
+                peer.seconds += time.perf_counter() - start
+                peer.tokens += processed
+            peer.steps += 1
 
-    for name in peers:
-        advance(name, args.warmup, timed=False)
+    for peer in peers.values():
+        advance(peer, args.warmup, timed=False)
     for _ in range(0, args.steps, BLOCK):
-        for name in peers:
-            advance(name, BLOCK, timed=True)
-    throughput = {name: tokens[name] / seconds[name] for name in peers}
+        for peer in peers.values():
+            advance(peer, BLOCK, timed=True)
+    throughput = {name: peer.tokens / peer.seconds for name, peer in peers.items()}
 
-    # Keep training each model, alternating, until each has `budget` seconds of training time.
-    while min(seconds.values()) < args.budget:
-        for name in peers:
-            if seconds[name] < args.budget:
-                advance(name, 1, timed=True)
-    losses = {name: held_out_mlm_loss(name, model, held_out) for name, model in peers.items()}
-    return {"size": size, "tokens_per_second": throughput, "speedup": throughput["bertforge"] / throughput["transformers"],
-            "budget_seconds": args.budget, "steps_in_budget": steps, "tokens_in_budget": tokens,
-            "held_out_mlm_loss": losses}
+    # Keep training each model, in turn, until each has `budget` seconds of training time.
+    while min(peer.seconds for peer in peers.values()) < args.budget:
+        for peer in peers.values():
+            if peer.seconds < args.budget:
+                advance(peer, 1, timed=True)
+    rows = []
+    for name, peer in peers.items():
+        rows.append({"size": size, "model": name, "library": peer.library, "precision": peer.precision,
+                     "adamw": "fused" if peer.fused else "loop", "tokens_per_second": throughput[name],
+                     "vs_transformers_fp32": throughput[name] / throughput[f"{REFERENCE} fp32"],
+                     "vs_transformers_same_precision": throughput[name] / throughput[f"{REFERENCE} {peer.precision}"],
+                     "budget_seconds": args.budget, "steps_in_budget": peer.steps, "tokens_in_budget": peer.tokens,
+                     "held_out_mlm_loss": held_out_mlm_loss(peer, held_out)})
+    return {"size": size, "rows": rows}
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", nargs="+", default=["tiny", "mini"])
+    parser.add_argument("--variants", nargs="+", default=["fp32", "fused", "bf16+fused"],
+                        help=f"bertforge runs, each a +-joined set of {', '.join(LEVERS)}")
     parser.add_argument("--steps", type=int, default=12, help="timed steps per model for tokens/s")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--budget", type=float, default=90.0, help="training seconds per model for the loss race")
@@ -143,6 +209,7 @@ def main():
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bertforge-bench-pretrain")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     args = parser.parse_args()
+    args.variants = {variant: parse_variant(variant) for variant in args.variants}
     torch.set_num_threads(args.threads)
     args.workdir.mkdir(parents=True, exist_ok=True)
 
@@ -152,20 +219,28 @@ def main():
                 for i in range(0, 32 * args.eval_batches, 32)]
     import transformers
 
+    transformers.logging.disable_progress_bar()  # a bar per loaded model would cut up the table
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} thread(s), "
           f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}")
     print(f"# train instances {len(data)}, held-out {len(held_out) * 32} instances, batch 32, seq ≤ 128")
-    results = []
-    print("| size | bertforge tokens/s | transformers tokens/s | ratio | budget s | bertforge steps | "
-          "transformers steps | bertforge held-out MLM loss | transformers held-out MLM loss |")
+    padding = padding_share(data, BatchOrder(len(data), 32, seed=1), args.warmup + args.steps)
+    print(f"# padding: {padding:.2%} of the batch positions; unpadded training could save at most that share"
+          f"{' (under 10%: worth little, not measured)' if padding < 0.1 else ''}")
+    if any(bf16 for bf16, _ in args.variants.values()):
+        flags = native_bf16()
+        print(f"# bf16 autocast: this CPU has native BF16 ({', '.join(flags)})" if flags else
+              "# bf16 autocast: this CPU has NO native BF16 (no amx_bf16/avx512_bf16): bf16 rows are emulated, ignore them")
+    print("| size | model | AdamW | tokens/s | ÷ transformers fp32 | ÷ transformers same precision | budget s | "
+          "steps in budget | held-out MLM loss |")
     print("|---|---|---|---|---|---|---|---|---|")
+    results = []
     for size in args.sizes:
         r = run_size(size, data, held_out, args, args.workdir)
         results.append(r)
-        t, s, loss = r["tokens_per_second"], r["steps_in_budget"], r["held_out_mlm_loss"]
-        print(f"| {size} | {t['bertforge']:.0f} | {t['transformers']:.0f} | {r['speedup']:.2f}× | {args.budget:.0f} | "
-              f"{s['bertforge']} | {s['transformers']} | {loss['bertforge']:.3f} | {loss['transformers']:.3f} |",
-              flush=True)
+        for row in r["rows"]:
+            print(f"| {size} | {row['model']} | {row['adamw']} | {row['tokens_per_second']:.0f} | "
+                  f"{row['vs_transformers_fp32']:.2f}× | {row['vs_transformers_same_precision']:.2f}× | "
+                  f"{args.budget:.0f} | {row['steps_in_budget']} | {row['held_out_mlm_loss']:.3f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

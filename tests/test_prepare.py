@@ -304,3 +304,70 @@ def test_cli_workers_and_part(chapters, tmp_path):
     index = json.loads((tmp_path / "data" / "part-1" / "index.json").read_text())
     assert index["part"] == {"index": 1, "count": 2, "corpus_chunks": index["part"]["corpus_chunks"]}
     assert index["part"]["corpus_chunks"] >= 2 and index["options"]["chunk_tokens"] == 6000
+
+
+class _StepPool:
+    """Stands in for the process pool, in this process, one task at a time: `wait` (patched to
+    `step`) runs the oldest task handed out, as a pool's workers take tasks in order. It records
+    the order tasks run in and how many were handed out and not yet done at each hand-out."""
+
+    def __init__(self, workers, mp_context=None, initializer=None, initargs=()):
+        initializer(*initargs)
+        self.handed_out, self.ran, self.outstanding_at_submit = [], [], []
+        _StepPool.last = self
+
+    def submit(self, function, *args):
+        from concurrent.futures import Future
+
+        future = Future()
+        self.handed_out.append((future, function, args))
+        self.outstanding_at_submit.append(sum(not f.done() for f, _, _ in self.handed_out))
+        return future
+
+    def step(self, futures):
+        future, function, args = next(task for task in self.handed_out if task[0] in futures and not task[0].done())
+        result = function(*args)
+        self.ran.append(("rows", args[0]) if function.__name__ == "_rows_in_worker" else ("tokenize", args[0][0]))
+        future.set_result(result)
+
+    def shutdown(self, cancel_futures=False):
+        pass
+
+
+def test_workers_cut_rows_before_later_batches_with_two_chunks_in_memory(chapters, tokenizer, tmp_path, monkeypatch):
+    """The order `make_chunks` hands tasks out in (issue 16): a chunk's rows, which the output waits
+    for, go ahead of the next chunk's batches; workers are never queued more than one task ahead;
+    memory holds two chunks at most. And the data is still that of one process."""
+    from bertforge.pretraining import chunks, shards
+
+    monkeypatch.setattr(chunks, "BATCH_TOKENS", 1500)
+    monkeypatch.setattr(chunks, "_worker_maker", None)  # undone after: `_StepPool` starts its worker here
+    monkeypatch.setattr(chunks, "ProcessPoolExecutor", _StepPool)
+    monkeypatch.setattr(chunks, "wait", lambda futures, return_when: _StepPool.last.step(futures))
+    read_chunks, add, read, writes = shards.read_chunks, shards._ShardWriter.add, [], [0]
+
+    def counted(*args):  # each chunk read: its index, its documents (kept, so their ids stay
+        for chunk in read_chunks(*args):  # theirs) and how many chunks' rows `prepare` had received by then
+            read.append((chunk.index, list(chunk.documents), writes[0]))
+            yield chunk
+
+    def add_counted(self, rows):
+        writes[0] += 1
+        return add(self, rows)
+    monkeypatch.setattr(shards, "read_chunks", counted)
+    monkeypatch.setattr(shards._ShardWriter, "add", add_counted)
+
+    prepare_split(chapters, tmp_path / "two", tokenizer, workers=2, chunk_tokens=12000)
+    pool = _StepPool.last
+    chunk_of = {id(document): index for index, documents, _ in read for document in documents}
+    order = [("rows", key) if kind == "rows" else ("tokenize", chunk_of[id(key)]) for kind, key in pool.ran]
+    batches = [order.count(("tokenize", index)) for index, _, _ in read]
+    assert len(read) > 3 and min(batches[:-1]) > 3  # chunks of several batches each
+    assert max(pool.outstanding_at_submit) == 3  # the two workers' tasks and one queued
+    for index, _, _ in read:  # between a chunk's last batch and its rows, at most one task per worker
+        last_batch = max(i for i, task in enumerate(order) if task == ("tokenize", index))
+        assert order.index(("rows", index)) - last_batch - 1 <= 2
+    assert all(index - received < 2 for index, _, received in read)  # at most two chunks read and not written
+    monkeypatch.undo()
+    prepare_split(chapters, tmp_path / "one", tokenizer, workers=1, chunk_tokens=12000)
+    assert files_of(tmp_path / "one") == files_of(tmp_path / "two")

@@ -222,6 +222,25 @@ def test_finetune_twice_with_the_same_seed_gives_identical_weights(tiny_encoder,
     assert (tmp_path / "c" / "model.safetensors").read_bytes() == files[0]
 
 
+def test_finetune_without_learning_rate_takes_the_default_for_the_models_width(tiny_encoder, tmp_path):
+    """2e-4 (the sweep's choice for 384-wide MiniLM) up to 384 wide, BERT's 3e-5 above; the card records
+    the rate the run used, and the run's metrics agree."""
+    wide = tmp_path / "wide-encoder"
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=512, num_hidden_layers=1, num_attention_heads=8,
+                         intermediate_size=64)).save_pretrained(wide, BertTokenizer.from_pretrained(default_model_path()))
+    for encoder, expected in ((tiny_encoder, 2e-4), (wide, 3e-5)):
+        output = tmp_path / f"run-{encoder.name}"
+        command = _finetune_command(encoder, output, "--max-steps", "1")
+        at = command.index("--learning-rate")
+        del command[at:at + 2]
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0, result.output
+        assert read_card(output)["options"]["learning_rate"] == expected
+        metrics = json.loads((output / "metrics.json").read_text())
+        assert metrics["args"]["learning_rate"] == expected
+
+
 @pytest.mark.slow
 def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, tmp_path):
     whole = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "whole"))

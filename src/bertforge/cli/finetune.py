@@ -120,8 +120,9 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
 @click.option("--new-head", is_flag=True,
               help="Train the task head from scratch even if --model has one (e.g. an SNLI model fine-tuned on RTE).")
 @click.option("--epochs", type=float, default=3, show_default=True)
-@click.option("--learning-rate", "--lr", "learning_rate", type=float, default=3e-5, show_default=True,
-              help="Peak learning rate (2e-5 to 5e-5 usual).")
+@click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None,
+              help="Peak learning rate [default: 2e-4 for models up to 384 wide, such as the bundled MiniLM; "
+                   "3e-5 for wider ones such as BERT-base].")
 @click.option("--warmup-ratio", type=float, default=0.1, show_default=True, help="Warm-up as a share of the steps.")
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
@@ -146,7 +147,9 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     threads = configure(threads, deterministic)
     from bertforge.model import default_model_path
     from bertforge.runcard import RunCard
-    from bertforge.tasks import FinetuneArgs, build_task, finetune as run
+    from bertforge.model import BertConfig
+    from bertforge.model.checkpoint import config_path
+    from bertforge.tasks import FinetuneArgs, build_task, default_learning_rate, finetune as run
     from bertforge.training import is_main_process
 
     card = RunCard.start(click.get_current_context().params,
@@ -156,6 +159,9 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, columns)
     task_object = build_task(task, train_data)
     directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
+    if learning_rate is None:
+        learning_rate = default_learning_rate(BertConfig.from_json_file(config_path(directory)).hidden_size)
+        card.options["learning_rate"] = learning_rate
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
     args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                         warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,

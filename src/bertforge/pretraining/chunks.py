@@ -178,52 +178,73 @@ def document_batches(documents: list[RawDocument], batch_tokens: int) -> Iterato
         yield batch
 
 
+# Chunks read and not yet handed back, when workers share the work: the next chunk is tokenised
+# while the rows of the one before are cut, which keeps every worker busy as long as a chunk has
+# more batches than there are workers (a 5 M-token chunk has some 25); what the main process holds
+# is about this many chunks' worth, whatever the corpus size.
+CHUNKS_IN_FLIGHT = 2
+
+
 @dataclass
 class _InFlight:
     chunk: Chunk
-    tokenizing: list[Future]
+    batches: deque[list[RawDocument]]  # not yet handed to a worker
+    tokenizing: list[Future] = field(default_factory=list)
     rows: Future | None = None
+
+    def tokenized(self) -> bool:
+        return not self.batches and all(f.done() for f in self.tokenizing)
 
 
 def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> Iterator[ChunkRows]:
     """Each chunk's rows, in chunk order. With `workers` > 1, that many processes (spawned: the
     same on every platform, and safe beside threads) tokenise batches of about `BATCH_TOKENS`
     tokens, so that even a corpus of one chunk keeps them all busy, and then cut each chunk into
-    rows as soon as its batches are in. At most two chunks are in flight (one's rows are cut while
-    the next is tokenised): memory stays a few chunks' worth whatever the corpus size."""
+    rows as soon as its batches are in. At most `CHUNKS_IN_FLIGHT` chunks are read and not yet
+    handed back, so memory is bounded whatever the corpus size."""
     if workers == 1:
         yield from map(ChunkMaker(tokenizer, options), chunks)
         return
     pool = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=_start_worker, initargs=(tokenizer, options))
+    unread = iter(chunks)
     in_flight: deque[_InFlight] = deque()
+    # Tasks are handed to the pool one at a time, as workers free up (one queued beside those
+    # running, so that no worker waits for this process), rather than all at once: the pool runs
+    # its queue in order, and a chunk's rows, which the output waits for, would start only after
+    # every batch submitted before them.
+    outstanding: set[Future] = set()
 
-    def start_rows() -> None:  # every chunk whose batches are all tokenised goes on to its rows
+    def next_task() -> Future | None:
         for entry in in_flight:
-            if entry.rows is None and all(f.done() for f in entry.tokenizing):
+            if entry.rows is None and entry.tokenized():
                 entry.rows = pool.submit(_rows_in_worker, entry.chunk.index, entry.chunk.bytes,
                                          [f.result() for f in entry.tokenizing])
                 entry.chunk.documents, entry.tokenizing = [], []  # what is sent need not be kept
+                return entry.rows
+        for entry in in_flight:
+            if entry.batches:
+                entry.tokenizing.append(pool.submit(_tokenize_in_worker, entry.batches.popleft()))
+                return entry.tokenizing[-1]
+        return None
 
-    def oldest_rows() -> ChunkRows:
-        entry = in_flight[0]
-        while entry.rows is None or not entry.rows.done():
-            waiting = [f for e in in_flight for f in (e.tokenizing or [e.rows]) if f is not None and not f.done()]
-            wait(waiting, return_when=FIRST_COMPLETED)
-            start_rows()
-        in_flight.popleft()
-        return entry.rows.result()
+    def hand_out() -> None:
+        while len(outstanding) <= workers and (task := next_task()) is not None:
+            outstanding.add(task)
 
     try:
-        for chunk in chunks:
-            tokenizing = [pool.submit(_tokenize_in_worker, batch)
-                          for batch in document_batches(chunk.documents, BATCH_TOKENS)]
-            in_flight.append(_InFlight(chunk, tokenizing))
-            start_rows()
-            if len(in_flight) >= 2:
-                yield oldest_rows()
-        while in_flight:
-            yield oldest_rows()
+        while True:
+            hand_out()
+            while len(in_flight) < CHUNKS_IN_FLIGHT and (chunk := next(unread, None)) is not None:
+                in_flight.append(_InFlight(chunk, deque(document_batches(chunk.documents, BATCH_TOKENS))))
+                hand_out()
+            if not in_flight:
+                return
+            if in_flight[0].rows is not None and in_flight[0].rows.done():
+                yield in_flight.popleft().rows.result()
+                continue
+            wait(outstanding, return_when=FIRST_COMPLETED)
+            outstanding -= {f for f in outstanding if f.done()}
     finally:
         pool.shutdown(cancel_futures=True)
 

@@ -3,7 +3,10 @@
 Every text of every request becomes one queue item. A collector task takes the first waiting
 item, then waits up to `max_wait_ms` (counted from when that item arrived) for the batch to
 fill to `max_batch_size`, also taking whatever else is already queued (up to a few batches'
-worth). The items are grouped by what they ask (model, task, options), sorted by length so
+worth). It waits only while requests keep company: when the last collection held a single
+request, a lone client would wait for nobody, so the next collection takes what is queued and
+goes at once (as with batching off); the first collection that finds two requests turns the
+wait back on. The items are grouped by what they ask (model, task, options), sorted by length so
 each micro-batch pads little, and run one micro-batch at a time on the single inference thread,
 so the event loop keeps accepting requests meanwhile. Items whose client has gone are dropped
 before they reach the model.
@@ -34,6 +37,7 @@ class _Item:
     payload: Any
     length: int
     future: asyncio.Future
+    request: int  # which submit() call the item came from
     arrived: float = field(default_factory=time.monotonic)
     abandoned: bool = False  # set on the event loop, read by the inference thread (a plain bool is safe to share)
 
@@ -52,6 +56,8 @@ class Batcher:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertforge-inference")
         self._queue: asyncio.Queue[_Item] | None = None
         self._collector: asyncio.Task | None = None
+        self._requests = itertools.count()
+        self._company = False  # did the last collection hold more than one request?
 
     @property
     def queue_depth(self) -> int:
@@ -80,7 +86,9 @@ class Batcher:
         if self.queue_depth + len(payloads) > self.max_queue:
             raise QueueFullError(f"{self.queue_depth} inputs are already waiting (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
-        items = [_Item(key, run, payload, length, loop.create_future()) for payload, length in zip(payloads, lengths)]
+        request = next(self._requests)
+        items = [_Item(key, run, payload, length, loop.create_future(), request)
+                 for payload, length in zip(payloads, lengths)]
         for item in items:
             self._queue.put_nowait(item)
         try:
@@ -106,7 +114,7 @@ class Batcher:
     async def _collect(self) -> list[_Item]:
         first = await self._queue.get()
         items = [first]
-        deadline = first.arrived + self.max_wait
+        deadline = first.arrived + (self.max_wait if self._company else 0.0)
         while len(items) < self.max_batch_size:
             remaining = deadline - time.monotonic()
             if remaining <= 0 and self._queue.empty():
@@ -119,6 +127,7 @@ class Batcher:
         limit = self.max_batch_size * DRAIN_BATCHES
         items += [self._queue.get_nowait() for _ in itertools.takewhile(
             lambda _: not self._queue.empty(), range(limit - len(items)))]
+        self._company = len({item.request for item in items}) > 1
         return items
 
     def _run_live(self, batch: list[_Item]) -> tuple[list[_Item], list]:

@@ -11,7 +11,7 @@ from bertforge.tasks.classification import ClassificationTask
 from bertforge.io.datasets import read_conll, read_squad, read_text_examples
 from bertforge.tasks.ner import TokenClassificationTask
 from bertforge.tasks.squad import QuestionAnsweringTask
-from bertforge.tasks.trainer import FinetuneArgs, finetune
+from bertforge.tasks.trainer import FinetuneArgs, default_learning_rate, finetune
 
 TASK_NAMES = ("classification", "pair-classification", "ner", "qa")
 HEAD_OF_TASK = {"classification": "BertForSequenceClassification", "pair-classification": "BertForSequenceClassification",
@@ -69,5 +69,5 @@ def check_head(task: str, model_dir, fine_tuned: bool) -> None:
                           f"describes {architecture or 'no architecture'}")
 
 
-__all__ = ["TASK_NAMES", "ClassificationTask", "FinetuneArgs", "QuestionAnsweringTask", "TokenClassificationTask",
+__all__ = ["TASK_NAMES", "ClassificationTask", "FinetuneArgs", "default_learning_rate", "QuestionAnsweringTask", "TokenClassificationTask",
            "build_task", "check_head", "finetune", "read_task_data"]

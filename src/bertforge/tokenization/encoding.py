@@ -3,27 +3,70 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
 
 from bertforge.errors import InputError
 
 
-@dataclass
-class Encoding:
-    """One encoded sequence (or pair) before batching."""
+class _Deferred:
+    """A read-only `Encoding` attribute that its `extras` function computes, together with the
+    other deferred ones, on first read: most calls want the ids alone, and building offsets and
+    word ids for every token costs more than the ids themselves."""
 
-    ids: list[int]
-    offsets: list[tuple[int, int]]
-    word_ids: list[int | None]
-    type_ids: list[int] = field(default_factory=list)
-    special_mask: list[int] = field(default_factory=list)
-    sequence_ids: list[int | None] = field(default_factory=list)
+    def __set_name__(self, owner, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, encoding, owner=None):
+        if encoding is None:
+            return self
+        if encoding._extras is not None:
+            encoding._compute_extras()
+        return getattr(encoding, self.slot)
+
+
+class Encoding:
+    """One encoded sequence (or pair) before batching: `ids` and `type_ids`, and the deferred
+    `offsets`, `word_ids`, `special_mask` and `sequence_ids`, computed on first read by `extras()`,
+    which returns the four of them."""
+
+    __slots__ = ("ids", "type_ids", "_offsets", "_word_ids", "_special_mask", "_sequence_ids", "_extras")
+    offsets = _Deferred()
+    word_ids = _Deferred()
+    special_mask = _Deferred()
+    sequence_ids = _Deferred()
+
+    def __init__(self, ids: list[int], extras: Callable[[], tuple[list, list, list, list]],
+                 type_ids: list[int] | None = None):
+        self.ids = ids
+        self.type_ids = [] if type_ids is None else type_ids
+        self._extras = extras
+
+    def _compute_extras(self) -> None:
+        extras, self._extras = self._extras, None
+        self._offsets, self._word_ids, self._special_mask, self._sequence_ids = extras()
 
     def __len__(self) -> int:
         return len(self.ids)
 
+    def __repr__(self) -> str:
+        return f"Encoding(ids={self.ids!r})"
+
     def window(self, start: int, stop: int) -> "Encoding":
-        return Encoding(self.ids[start:stop], self.offsets[start:stop], self.word_ids[start:stop])
+        return Encoding(self.ids[start:stop], lambda: (self.offsets[start:stop], self.word_ids[start:stop], [], []))
+
+    def pad_word_and_sequence_ids(self, n_pad: int) -> None:
+        """Extend the deferred word and sequence ids with `n_pad` Nones (for padding), still
+        deferred if they have not been computed yet."""
+        if self._extras is None:
+            self._word_ids = self._word_ids + [None] * n_pad
+            self._sequence_ids = self._sequence_ids + [None] * n_pad
+            return
+        extras = self._extras
+
+        def padded():
+            offsets, word_ids, special_mask, sequence_ids = extras()
+            return offsets, word_ids + [None] * n_pad, special_mask, sequence_ids + [None] * n_pad
+        self._extras = padded
 
     def windows(self, max_len: int, stride: int) -> list["Encoding"]:
         """The sequence cut to `max_len` tokens, then the overflowing windows, each starting

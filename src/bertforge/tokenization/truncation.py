@@ -75,21 +75,17 @@ def longest_first_lengths(n1: int, n2: int, budget: int) -> tuple[int, int]:
 
 def pad_and_collate(rows: list[Encoding], target: int | None, pad_id: int, offsets: bool, special_mask: bool) -> dict:
     """The rows as a dict of lists, each padded with `pad_id` to `target` tokens (if given)."""
-    data: dict[str, list] = {"input_ids": [], "token_type_ids": [], "attention_mask": []}
+    n_pads = [max(0, target - len(row)) for row in rows] if target else [0] * len(rows)
+    data: dict[str, list] = {
+        "input_ids": [row.ids + [pad_id] * n for row, n in zip(rows, n_pads)],
+        "token_type_ids": [row.type_ids + [0] * n for row, n in zip(rows, n_pads)],
+        "attention_mask": [[1] * len(row.ids) + [0] * n for row, n in zip(rows, n_pads)],
+    }
     if special_mask:
-        data["special_tokens_mask"] = []
+        data["special_tokens_mask"] = [row.special_mask + [1] * n for row, n in zip(rows, n_pads)]
     if offsets:
-        data["offset_mapping"] = []
-    for row in rows:
-        n_pad = max(0, (target or 0) - len(row))
-        data["input_ids"].append(row.ids + [pad_id] * n_pad)
-        data["token_type_ids"].append(row.type_ids + [0] * n_pad)
-        data["attention_mask"].append([1] * len(row) + [0] * n_pad)
-        if special_mask:
-            data["special_tokens_mask"].append(row.special_mask + [1] * n_pad)
-        if offsets:
-            data["offset_mapping"].append(row.offsets + [(0, 0)] * n_pad)
-        if n_pad:
-            row.word_ids = row.word_ids + [None] * n_pad
-            row.sequence_ids = row.sequence_ids + [None] * n_pad
+        data["offset_mapping"] = [row.offsets + [(0, 0)] * n for row, n in zip(rows, n_pads)]
+    for row, n in zip(rows, n_pads):
+        if n:
+            row.pad_word_and_sequence_ids(n)
     return data

@@ -1,0 +1,107 @@
+"""The sweep behind `bertforge finetune`'s default learning rate (issue 17): one-epoch budget runs
+from the bundled all-MiniLM-L6-v2 at several learning rates, everything else at its default.
+
+Each run picks nothing by looking at the figures it reports. It trains with `--hold-out N`, so the
+last N training examples are its selection split (the learning rate is chosen on these), and is then
+scored by `bertforge evaluate` on data held apart from all training and selection:
+
+  sst2   the first 20,000 rows of sst2/train.tsv (--hold-out 2000: rows 63,350-65,349 select);
+         held apart: sst2/validation.tsv (2,000 rows, mostly phrases), and its 430 rows of 15 words or
+         more apart (closer to the full sentences of GLUE's dev set)
+  conll  conll2003/train.txt less its last 1,000 sentences (--hold-out 1000 select), one epoch;
+         held apart: conll2003/valid.txt (3,250 sentences; the official test set is held out by the lead)
+
+Runs already finished in --runs-dir are read, not repeated, so the table can be rebuilt at any time.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/defaults_sweep.py --task sst2 --learning-rates 3e-5 5e-5 1e-4 2e-4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = (REPO / ".." / "shared" / "data").resolve()
+BERTFORGE = str(REPO / ".venv" / "bin" / "bertforge")
+
+SETUPS = {
+    "sst2": {"finetune": ["--task", "classification", "--train", str(DATA / "sst2" / "train.tsv"),
+                          "--hold-out", "2000", "--train-limit", "20000"],
+             "evaluate": ["--task", "classification", "--validation", str(DATA / "sst2" / "validation.tsv")],
+             "metric": "accuracy"},
+    "conll": {"finetune": ["--task", "ner", "--train", str(DATA / "conll2003" / "train.txt"), "--hold-out", "1000"],
+              "evaluate": ["--task", "ner", "--validation", str(DATA / "conll2003" / "valid.txt")],
+              "metric": "f1"},
+}
+
+
+LONG_WORDS = 15
+
+
+def long_rows(runs_dir: Path) -> Path:
+    """sst2/validation.tsv's rows of at least LONG_WORDS words, as a file `evaluate` reads."""
+    path = runs_dir / f"sst2-validation-{LONG_WORDS}-words.tsv"
+    if not path.exists():
+        header, *rows = (DATA / "sst2" / "validation.tsv").read_text(encoding="utf-8").splitlines()
+        path.write_text("\n".join([header, *(r for r in rows if len(r.split("\t")[0].split()) >= LONG_WORDS)]) + "\n",
+                        encoding="utf-8")
+    return path
+
+
+def evaluate(setup: dict, model: Path, threads: int, output: Path, validation: Path | None = None) -> float:
+    if not output.exists():
+        command = [BERTFORGE, "evaluate", *setup["evaluate"], "--model", str(model), "--threads", str(threads),
+                   "--output", str(output)]
+        if validation is not None:
+            command[command.index("--validation") + 1] = str(validation)
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return json.loads(output.read_text())[setup["metric"]]
+
+
+def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads: int) -> dict:
+    setup, name = SETUPS[task], f"{task}-lr{learning_rate}" + "".join(extra).replace("--", "-")
+    output = runs_dir / name
+    if not (output / "metrics.json").exists():
+        subprocess.run([BERTFORGE, "finetune", *setup["finetune"], "--epochs", "1", "--learning-rate", learning_rate,
+                        *extra, "--threads", str(threads), "--overwrite", "--output", str(output)], check=True)
+    held_apart = evaluate(setup, output, threads, runs_dir / f"{name}.heldapart.json")
+    long = evaluate(setup, output, threads, runs_dir / f"{name}.heldapart-long.json", long_rows(runs_dir)) \
+        if task == "sst2" else None
+    metrics = json.loads((output / "metrics.json").read_text())
+    return {"name": name, "learning_rate": learning_rate, "extra": " ".join(extra), "steps": metrics["total_steps"],
+            "train_seconds": metrics["train_seconds"], "selection": metrics["best"][setup["metric"]],
+            "held_apart": held_apart, "long": long}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--task", choices=sorted(SETUPS), required=True)
+    parser.add_argument("--learning-rates", nargs="+", default=["3e-5", "5e-5", "1e-4", "2e-4"])
+    parser.add_argument("--extra", default="", help="more finetune options for every run, e.g. '--batch-size 16'")
+    parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "sweep")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: the sweep trains on the shared data sets")
+    rows = [run(args.task, lr, args.extra.split(), args.runs_dir, args.threads) for lr in args.learning_rates]
+    metric = SETUPS[args.task]["metric"]
+    long = f" held-apart, rows of ≥ {LONG_WORDS} words |" if args.task == "sst2" else ""
+    print(f"| learning rate | options | steps | training s (--threads {args.threads}) | selection {metric} | "
+          f"held-apart {metric} |{long}")
+    print("| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if long else ""))
+    best = max(rows, key=lambda r: r["selection"])
+    for r in rows:
+        mark = " (chosen)" if r is best else ""
+        print(f"| {r['learning_rate']}{mark} | {r['extra'] or 'defaults'} | {r['steps']} | {r['train_seconds']:.0f} | "
+              f"{100 * r['selection']:.2f} | {100 * r['held_apart']:.2f} |"
+              + (f" {100 * r['long']:.2f} |" if r["long"] is not None else ""))
+
+
+if __name__ == "__main__":
+    main()

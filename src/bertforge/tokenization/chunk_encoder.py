@@ -1,0 +1,122 @@
+"""Text → WordPiece ids, offsets and word ids, cached per whitespace-separated chunk.
+
+A corpus repeats the same chunks (`the`, `said,`, `"Well,`) over and over, so each distinct chunk
+is normalised and cut into pieces once and its entry is kept: the piece ids, their character spans
+within the chunk, the word index of each piece within the chunk, and the chunk's number of words.
+The ids of a text need only its chunks (`str.split`, at C speed) and one cache look-up per chunk,
+done with `map` and joined with `chain`, so no interpreter loop runs per chunk. Offsets and word
+ids also need where each chunk starts in the text, found one chunk at a time: callers ask for them
+only when they are read.
+"""
+
+from __future__ import annotations
+
+import re
+from itertools import chain
+from operator import itemgetter
+
+from bertforge.errors import InputError
+from bertforge.tokenization.basic import BasicTokenizer
+from bertforge.tokenization.wordpiece import WordPiece
+
+CACHE_LIMIT = 1_000_000  # entries; the cache starts again empty beyond it, bounding memory on any corpus
+# Characters Python's str.split() treats as whitespace but BERT treats as control characters
+# (removed, so they glue their neighbours together): text holding one takes the regex path.
+_SPLIT_UNSAFE = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
+_entry_ids = itemgetter(0)
+_FIRST = (0,)  # shared by the entries of one-piece chunks, most of the cache: starts at 0, word 0
+
+# (ids, start and end of each piece within the chunk, word index of each piece within the chunk,
+# number of words in the chunk)
+ChunkEntry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int, ...], int]
+
+
+class ChunkEncoder:
+    def __init__(self, basic: BasicTokenizer, wordpiece: WordPiece):
+        self.basic = basic
+        self.wordpiece = wordpiece
+        self.vocab = wordpiece.vocab
+        # A special token made only of ASCII letters and digits can sit inside a plain word ("xfooy"
+        # with "foo" special), which the plain-word shortcut of `_encode_chunk` would not see.
+        self._plain_words = not any(t.isascii() and t.isalnum() for t in basic.never_split)
+        self._cache: dict[str, ChunkEntry] = {}
+
+    def ids(self, texts: list[str]) -> list[list[int]]:
+        """The piece ids of each text (no special tokens added)."""
+        get = self._cache.get
+        result = []
+        for text in texts:
+            if not isinstance(text, str):
+                raise InputError(f"expected a string to tokenize, got {type(text).__name__}")
+            chunks = self._chunks(text)
+            entries = list(map(get, chunks))
+            if None in entries:
+                entries = self._entries(chunks)
+            result.append(list(chain.from_iterable(map(_entry_ids, entries))))
+        return result
+
+    def offsets_and_word_ids(self, text: str) -> tuple[list[tuple[int, int]], list[int]]:
+        """Character span in `text` and word index of each piece of `text`."""
+        get, find = self._cache.get, text.find
+        offsets: list[tuple[int, int]] = []
+        word_ids: list[int] = []
+        word = position = 0
+        # One loop over the chunks: with a dozen pieces per line, chaining `map`s per piece cost
+        # more in iterator set-up than this loop. `find` locates each chunk (or regex run) from
+        # the end of the previous one: only whitespace lies between, where no chunk can start.
+        for chunk in self._chunks(text):
+            position = find(chunk, position)
+            _, starts, ends, words, n_words = get(chunk) or self._entries([chunk])[0]
+            if len(starts) == 1:  # most chunks are one piece
+                offsets.append((position + starts[0], position + ends[0]))
+                word_ids.append(word + words[0])
+            else:
+                offsets += [(position + start, position + end) for start, end in zip(starts, ends)]
+                word_ids += [word + w for w in words]
+            word += n_words
+            position += len(chunk)
+        return offsets, word_ids
+
+    def _chunks(self, text: str) -> list[str]:
+        """Whitespace-separated chunks where Python's whitespace is BERT's (`str.split`, at C
+        speed); otherwise the regex's runs and special tokens."""
+        return [m.group() for m in self.basic.finditer(text)] if _SPLIT_UNSAFE.search(text) else text.split()
+
+    def _entries(self, chunks: list[str]) -> list[ChunkEntry]:
+        cache = self._cache
+        entries = list(map(cache.get, chunks))
+        if None in entries:
+            if len(cache) >= CACHE_LIMIT:
+                cache.clear()
+            for index, chunk in enumerate(chunks):
+                if entries[index] is None:
+                    entries[index] = cache[chunk] = self._encode_chunk(chunk)
+        return entries
+
+    def _encode_chunk(self, chunk: str) -> ChunkEntry:
+        if self._plain_words and chunk.isascii() and chunk.isalnum():  # one run, nothing to normalise but case
+            word = chunk.lower() if self.basic.do_lower_case else chunk
+            piece = self.vocab.get(word)
+            if piece is not None and len(word) <= self.wordpiece.max_input_chars_per_word:
+                return (piece,), _FIRST, (len(chunk),), _FIRST, 1
+        ids, starts, ends, words, n_words = [], [], [], [], 0
+        for match in self.basic.finditer(chunk):
+            start = match.start()
+            if match.lastgroup == "special":
+                ids.append(self.vocab[match.group()])
+                starts.append(start)
+                ends.append(match.end())
+                words.append(n_words)
+                n_words += 1
+                continue
+            normalized = self.basic.normalize(match.group())
+            for word_index, (word, alignment) in enumerate(normalized, start=n_words):
+                for piece_id, piece_start, piece_end in self.wordpiece.split(word):
+                    if alignment is not None:
+                        piece_start, piece_end = alignment[piece_start], alignment[piece_end - 1] + 1
+                    ids.append(piece_id)
+                    starts.append(start + piece_start)
+                    ends.append(start + piece_end)
+                    words.append(word_index)
+            n_words += len(normalized)
+        return tuple(ids), tuple(starts), tuple(ends), tuple(words), n_words

@@ -1,0 +1,96 @@
+"""The dynamic batcher alone (no HTTP): a lone client waits for nobody, concurrent requests still
+share model calls, and a failing input fails only its own request."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from bertforge.server.batching import Batcher
+from bertforge.server.metrics import Metrics
+
+LONG_WAIT_MS = 120_000  # far longer than any test may take: a request that waited for it would time out
+
+
+class Recorder:
+    """A batched function that records the batches it was given; `hold` keeps it busy until released."""
+
+    def __init__(self):
+        self.batches: list[list] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.started = threading.Event()
+
+    def __call__(self, payloads: list) -> list:
+        self.started.set()
+        self.hold.wait(60)
+        self.batches.append(list(payloads))
+        return [ValueError(f"bad {p}") if p == "bad" else p.upper() for p in payloads]
+
+
+def run(coroutine_factory, **batcher_options):
+    async def main():
+        batcher = Batcher(Metrics(), **batcher_options)
+        await batcher.start()
+        try:
+            return await asyncio.wait_for(coroutine_factory(batcher), 30)
+        finally:
+            await batcher.stop()
+    return asyncio.run(main())
+
+
+def test_a_lone_client_does_not_wait_for_company():
+    recorder = Recorder()
+
+    async def lone_client(batcher):
+        return [await batcher.submit("k", recorder, [f"text {i}"], [6]) for i in range(3)]
+
+    # With a two-minute window, each request answered inside the 30 s limit proves nobody waited for it.
+    assert run(lone_client, max_wait_ms=LONG_WAIT_MS) == [["TEXT 0"], ["TEXT 1"], ["TEXT 2"]]
+    assert recorder.batches == [["text 0"], ["text 1"], ["text 2"]]
+
+
+def test_requests_queued_together_share_a_call_and_company_turns_the_wait_on():
+    recorder = Recorder()
+
+    async def clients(batcher):
+        recorder.hold.clear()  # the first request occupies the model ...
+        first = asyncio.ensure_future(batcher.submit("k", recorder, ["a"], [1]))
+        await asyncio.to_thread(recorder.started.wait, 30)
+        # ... while three more arrive: they are collected together when it is free
+        rest = [asyncio.ensure_future(batcher.submit("k", recorder, [t], [1])) for t in ("b", "c", "d")]
+        await asyncio.sleep(0.05)
+        recorder.hold.set()
+        answers = [await first] + [await r for r in rest]
+        # That collection held three requests, so the next one waits for company (the batch closes
+        # when the third request arrives, well inside the window).
+        later = []
+        for text in ("e", "f", "g"):
+            later.append(asyncio.ensure_future(batcher.submit("k", recorder, [text], [1])))
+            await asyncio.sleep(0.05)
+        return answers + [await r for r in later]
+
+    answers = run(clients, max_wait_ms=LONG_WAIT_MS, max_batch_size=3)
+    assert answers == [["A"], ["B"], ["C"], ["D"], ["E"], ["F"], ["G"]]
+    assert recorder.batches == [["a"], ["b", "c", "d"], ["e", "f", "g"]]
+
+
+def test_a_bad_input_fails_only_its_own_request():
+    recorder = Recorder()
+
+    async def clients(batcher):
+        recorder.hold.clear()
+        busy = asyncio.ensure_future(batcher.submit("k", recorder, ["x"], [1]))
+        await asyncio.to_thread(recorder.started.wait, 30)
+        good = asyncio.ensure_future(batcher.submit("k", recorder, ["good"], [4]))
+        bad = asyncio.ensure_future(batcher.submit("k", recorder, ["bad"], [3]))
+        await asyncio.sleep(0.05)
+        recorder.hold.set()
+        await busy
+        with pytest.raises(ValueError, match="bad bad"):
+            await bad
+        return await good
+
+    assert run(clients, max_wait_ms=1) == ["GOOD"]
