@@ -48,9 +48,11 @@ CORPUS = DATA / "corpus" / "gutenberg_train.jsonl.gz"
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 
 from bertforge.model.heads import IGNORE_INDEX  # noqa: E402
+from bertforge.pipelines.base import cpu_has_native_bf16  # noqa: E402
 from bertforge.pretraining.shards import PrepareOptions, PretrainingData, prepare  # noqa: E402
 from bertforge.pretraining.config import TrainingConfig  # noqa: E402
 from bertforge.pretraining.trainer import BatchOrder, build_model  # noqa: E402
+from bertforge.runcard import cpu_description  # noqa: E402
 from bertforge.tokenization import BertTokenizer  # noqa: E402
 from bertforge.training import build_optimizer  # noqa: E402
 
@@ -84,11 +86,6 @@ def parse_variant(text: str) -> tuple[bool, bool]:
     if unknown or not levers or ("fp32" in levers and levers & {"bf16"}):
         raise SystemExit(f"--variants {text!r}: a +-joined set of {', '.join(LEVERS)} (fp32 excludes bf16)")
     return "bf16" in levers, "fused" in levers
-
-
-def native_bf16() -> list[str]:
-    flags = Path("/proc/cpuinfo").read_text().split() if Path("/proc/cpuinfo").exists() else []
-    return sorted({f for f in flags if f in ("amx_bf16", "avx512_bf16")})
 
 
 def prepared(directory: Path, **selection) -> PretrainingData:
@@ -227,8 +224,8 @@ def main():
     print(f"# padding: {padding:.2%} of the batch positions; unpadded training could save at most that share"
           f"{' (under 10%: worth little, not measured)' if padding < 0.1 else ''}")
     if any(bf16 for bf16, _ in args.variants.values()):
-        flags = native_bf16()
-        print(f"# bf16 autocast: this CPU has native BF16 ({', '.join(flags)})" if flags else
+        flags = [f for f in cpu_description()["flags"] if f in ("amx_bf16", "avx512_bf16")]
+        print(f"# bf16 autocast: this CPU has native BF16 ({', '.join(flags)})" if cpu_has_native_bf16() else
               "# bf16 autocast: this CPU has NO native BF16 (no amx_bf16/avx512_bf16): bf16 rows are emulated, ignore them")
     print("| size | model | AdamW | tokens/s | ÷ transformers fp32 | ÷ transformers same precision | budget s | "
           "steps in budget | held-out MLM loss |")

@@ -103,14 +103,21 @@ def check_embedding(data: bytes, encoding: str) -> bool:
                                                                                         else 384)
 
 
+def per_client_requests(asked: int, clients: int) -> int:
+    """Each client's share of a level: `asked`, or more so that the level sends at least 200."""
+    return max(asked, -(-200 // clients))
+
+
 def run_load(port: int, sentences: list[str], clients: int, per_client: int, encoding: str) -> dict:
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
 
+    texts = level_texts(sentences, clients, per_client)
+
     def client(index: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
-        for text in level_texts(sentences, clients, per_client)[index * per_client:(index + 1) * per_client]:
+        for text in texts[index * per_client:(index + 1) * per_client]:
             body = json.dumps({"input": text, "encoding_format": encoding})
             started = time.perf_counter()
             try:
@@ -211,7 +218,7 @@ def main() -> None:
             run_load(port, sentences, 4, 5, args.encoding)  # warm-up
         runs: dict[tuple[bool, int], list[dict]] = {}
         for clients in args.concurrency:
-            per_client = max(args.requests_per_client, -(-200 // clients))
+            per_client = per_client_requests(args.requests_per_client, clients)
             for _ in range(args.rounds):
                 for batching, (port, server) in servers.items():
                     cpu_before = server_cpu_seconds(server.pid)
@@ -245,7 +252,7 @@ def main() -> None:
               f"{on['peak_mb']:.0f} / {off['peak_mb']:.0f} |")
     print(f"\n# load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     top, lone = max(args.concurrency), min(args.concurrency)
-    offline = offline_pipeline_rate(level_texts(sentences, top, max(args.requests_per_client, -(-200 // top))),
+    offline = offline_pipeline_rate(level_texts(sentences, top, per_client_requests(args.requests_per_client, top)),
                                     args.max_batch_size, args.rounds, args.threads)
     served = results[(True, top)]
     print(f"offline sentence-embedding pipeline on the texts the {top} clients sent, batch {args.max_batch_size}: "

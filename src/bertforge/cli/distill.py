@@ -46,12 +46,13 @@ def _student(teacher, student_layers, student_size, save_as):
     return build, description
 
 
-def _default_learning_rate(teacher: str, student_size: str | None, save_as: str) -> float:
+def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as: str) -> float:
+    """finetune's rule, by the student's width."""
     from bertforge.distillation import student_config
     from bertforge.model import BertConfig
     from bertforge.tasks import default_learning_rate
 
-    config = BertConfig.from_json_file(_teacher_dir(teacher) / "config.json")
+    config = BertConfig.from_json_file(teacher_dir / "config.json")
     if student_size is not None:
         config = student_config(config, None, student_size, save_as)
     return default_learning_rate(config.hidden_size)
@@ -174,11 +175,10 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, output_
         raise ConfigError("give either --validation or --hold-out, not both")
     if task == "mlm" and (hold_out or train_limit or unlabelled_path):
         raise ConfigError("--task mlm reads prepared shards: --hold-out, --train-limit and --unlabelled do not apply")
-    if learning_rate is None:  # finetune's rule, by the student's width
-        learning_rate = _default_learning_rate(teacher, student_size, save_as)
+    teacher_dir = _teacher_dir(teacher)
+    if learning_rate is None:
+        learning_rate = _default_learning_rate(teacher_dir, student_size, save_as)
         card.options["learning_rate"] = learning_rate
-    else:
-        _teacher_dir(teacher)
     args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,

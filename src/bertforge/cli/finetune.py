@@ -145,10 +145,9 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
     accumulation micro-batches together."""
     threads = configure(threads, deterministic)
-    from bertforge.model import default_model_path
-    from bertforge.runcard import RunCard
-    from bertforge.model import BertConfig
+    from bertforge.model import BertConfig, default_model_path
     from bertforge.model.checkpoint import config_path
+    from bertforge.runcard import RunCard
     from bertforge.tasks import FinetuneArgs, build_task, default_learning_rate, finetune as run
     from bertforge.training import is_main_process
 
