@@ -88,7 +88,9 @@ def show_pretrained_heads() -> None:
     first = "The man went to the store."
     for second in ("He bought a gallon of milk.", "Penguins are flightless birds."):
         click.echo(f"  P(isNext | {first!r}, {second!r}) = {nsp((first, second))['is_next']:.2f}")
-    click.echo("  (briefly pre-trained on 2 CPU cores: plausible words from local context, no next-sentence signal yet)")
+    click.echo("  (pre-trained for about two hours on 2 CPU cores, on 19th-century books: plausible words from "
+               "context; next-sentence scores rank a true continuation above a random sentence, calibrated to "
+               "that prose)")
     show_held_out_figures(fill.model_path)
 
 

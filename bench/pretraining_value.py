@@ -1,0 +1,108 @@
+"""Does bertforge's own pre-training help fine-tuning? (issue 17) A from-scratch pre-training run
+against the same network from the same random weights (the control), both fine-tuned on SST-2 the
+same way, over several fine-tuning seeds.
+
+The control is rebuilt exactly as the pre-training run built its model before step 1: the run's
+training_config.json (size, seed) through the trainer's own `build_model`, after the same seeding.
+Dropout is 0.1 in both fine-tunings whatever the pre-training used (Cramming pre-trains without
+dropout and fine-tunes with it).
+
+The fine-tuning is the one-epoch budget run of bench/defaults_sweep.py (the first 20,000 rows of
+sst2/train.tsv, its last 2,000 rows held out for selection, the default learning rate), scored by
+`bertforge evaluate` on sst2/validation.tsv and on its rows of 15 words or more, which no run trained on.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/pt-mini2 --seeds 1 2 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from defaults_sweep import BERTFORGE, DATA, LONG_WORDS, SETUPS, evaluate, long_rows
+
+from bertforge.model.heads import BertForPreTraining
+from bertforge.pretraining.config import TrainingConfig
+from bertforge.pretraining.shards import PretrainingData
+from bertforge.pretraining.trainer import build_model
+from bertforge.tokenization import BertTokenizer
+from bertforge.training.distributed import seed_everything
+
+FINETUNE_DROPOUT = 0.1
+
+
+def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
+    """The pre-trained model and its control, both saved with fine-tuning's dropout."""
+    config = TrainingConfig(**json.loads((run / "training_config.json").read_text()))
+    if config.init_from is not None:
+        sys.exit(f"{run} continued {config.init_from}: only a from-scratch run has a random-weights control")
+    starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": runs_dir / "start-random"}
+    tokenizer = BertTokenizer.from_pretrained(run / "final")
+    if not (starts["pre-trained"] / "config.json").exists():
+        BertForPreTraining.from_pretrained(run / "final", hidden_dropout_prob=FINETUNE_DROPOUT,
+                                           attention_probs_dropout_prob=FINETUNE_DROPOUT
+                                           ).save_pretrained(starts["pre-trained"], tokenizer)
+    if not (starts["random weights"] / "config.json").exists():
+        seed_everything(config.seed)  # as the engine does right before building the model
+        data = PretrainingData(config.data_dir)
+        build_model(dataclasses.replace(config, dropout=FINETUNE_DROPOUT), tokenizer.vocab_size,
+                    data.options.max_seq_length).save_pretrained(starts["random weights"], tokenizer)
+    return starts
+
+
+def finetune(start: Path, seed: int, output: Path, threads: int) -> dict:
+    setup = SETUPS["sst2"]
+    if not (output / "metrics.json").exists():
+        subprocess.run([BERTFORGE, "finetune", *setup["finetune"], "--model", str(start), "--epochs", "1",
+                        "--seed", str(seed), "--threads", str(threads), "--overwrite", "--output", str(output)],
+                       check=True)
+    metrics = json.loads((output / "metrics.json").read_text())
+    return {"selection": metrics["best"]["accuracy"],
+            "held_apart": evaluate(setup, output, threads, output.with_suffix(".heldapart.json")),
+            "long": evaluate(setup, output, threads, output.with_suffix(".heldapart-long.json"),
+                             long_rows(output.parent)),
+            "train_seconds": metrics["train_seconds"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("run", type=Path, help="a `bertforge pretrain train` output directory (from scratch)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--runs-dir", type=Path, help="default: RUN/value")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
+    runs_dir = args.runs_dir or args.run / "value"
+    results = {name: [finetune(start, seed, runs_dir / f"{name.replace(' ', '-')}-seed{seed}", args.threads)
+                      for seed in args.seeds]
+               for name, start in starting_points(args.run, runs_dir).items()}
+
+    print(f"# {args.run}: SST-2 one-epoch budget run (first 20,000 rows), fine-tuning seeds {args.seeds}; "
+          f"accuracy %, mean ± sd")
+    print(f"| start | selection (held-out train rows) | sst2/validation.tsv | its rows of ≥ {LONG_WORDS} words | "
+          f"per-seed validation |")
+    print("| --- | ---: | ---: | ---: | --- |")
+
+    def cell(rows: list[dict], key: str) -> str:
+        values = [100 * r[key] for r in rows]
+        return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0:.2f}"
+
+    for name, rows in results.items():
+        per_seed = ", ".join(f"{100 * r['held_apart']:.2f}" for r in rows)
+        print(f"| {name} | {cell(rows, 'selection')} | {cell(rows, 'held_apart')} | {cell(rows, 'long')} | {per_seed} |")
+    gain = {key: statistics.mean(r[key] for r in results["pre-trained"])
+            - statistics.mean(r[key] for r in results["random weights"]) for key in ("held_apart", "long")}
+    print(f"\npre-trained − random weights: {100 * gain['held_apart']:+.2f} points on sst2/validation.tsv, "
+          f"{100 * gain['long']:+.2f} on its long rows (goal: ≥ +2)")
+
+
+if __name__ == "__main__":
+    main()
