@@ -63,19 +63,25 @@ def evaluate(setup: dict, model: Path, threads: int, output: Path, validation: P
     return json.loads(output.read_text())[setup["metric"]]
 
 
-def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads: int) -> dict:
-    setup, name = SETUPS[task], f"{task}-lr{learning_rate}" + "".join(extra).replace("--", "-")
-    output = runs_dir / name
+def one_epoch_run(task: str, options: list[str], output: Path, threads: int) -> dict:
+    """The task's one-epoch budget run with more finetune `options` into `output` (read, not repeated,
+    once finished), and its scores: selection split, held apart, and (SST-2) held-apart long rows."""
+    setup, runs_dir = SETUPS[task], output.parent
     if not (output / "metrics.json").exists():
-        subprocess.run([BERTFORGE, "finetune", *setup["finetune"], "--epochs", "1", "--learning-rate", learning_rate,
-                        *extra, "--threads", str(threads), "--overwrite", "--output", str(output)], check=True)
-    held_apart = evaluate(setup, output, threads, runs_dir / f"{name}.heldapart.json")
-    long = evaluate(setup, output, threads, runs_dir / f"{name}.heldapart-long.json", long_rows(runs_dir)) \
+        subprocess.run([BERTFORGE, "finetune", *setup["finetune"], "--epochs", "1", *options,
+                        "--threads", str(threads), "--overwrite", "--output", str(output)], check=True)
+    held_apart = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart.json")
+    long = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart-long.json", long_rows(runs_dir)) \
         if task == "sst2" else None
     metrics = json.loads((output / "metrics.json").read_text())
-    return {"name": name, "learning_rate": learning_rate, "extra": " ".join(extra), "steps": metrics["total_steps"],
-            "train_seconds": metrics["train_seconds"], "selection": metrics["best"][setup["metric"]],
-            "held_apart": held_apart, "long": long}
+    return {"steps": metrics["total_steps"], "train_seconds": metrics["train_seconds"],
+            "selection": metrics["best"][setup["metric"]], "held_apart": held_apart, "long": long}
+
+
+def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads: int) -> dict:
+    name = f"{task}-lr{learning_rate}" + "".join(extra).replace("--", "-")
+    return {"name": name, "learning_rate": learning_rate, "extra": " ".join(extra),
+            **one_epoch_run(task, ["--learning-rate", learning_rate, *extra], runs_dir / name, threads)}
 
 
 def main() -> None:

@@ -21,11 +21,10 @@ import dataclasses
 import json
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
-from defaults_sweep import BERTFORGE, DATA, LONG_WORDS, SETUPS, evaluate, long_rows
+from defaults_sweep import DATA, LONG_WORDS, one_epoch_run
 
 from bertforge.model.heads import BertForPreTraining
 from bertforge.pretraining.config import TrainingConfig
@@ -57,17 +56,7 @@ def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
 
 
 def finetune(start: Path, seed: int, output: Path, threads: int) -> dict:
-    setup = SETUPS["sst2"]
-    if not (output / "metrics.json").exists():
-        subprocess.run([BERTFORGE, "finetune", *setup["finetune"], "--model", str(start), "--epochs", "1",
-                        "--seed", str(seed), "--threads", str(threads), "--overwrite", "--output", str(output)],
-                       check=True)
-    metrics = json.loads((output / "metrics.json").read_text())
-    return {"selection": metrics["best"]["accuracy"],
-            "held_apart": evaluate(setup, output, threads, output.with_suffix(".heldapart.json")),
-            "long": evaluate(setup, output, threads, output.with_suffix(".heldapart-long.json"),
-                             long_rows(output.parent)),
-            "train_seconds": metrics["train_seconds"]}
+    return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed)], output, threads)
 
 
 def main() -> None:
