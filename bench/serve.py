@@ -9,7 +9,9 @@ latency, errors, server CPU time per request and the server's peak memory (VmHWM
 and the throughput ratio batching / off. Then, with the servers stopped, the same texts the
 busiest level sent go through the sentence-embedding pipeline in this process (torch's default
 threads, as the servers use, batches of --max-batch-size): the server's throughput at that level
-over the pipeline's is what serving costs on top of the model.
+over the pipeline's is what serving costs on top of the model. The busiest level's clients also
+send their texts to /v1/tokenize, which runs no model: the server's own CPU per request (HTTP,
+validation, the answer), which bounds the ratio to the offline pipeline when the server has one core.
 
     .venv/bin/python bench/serve.py [--requests-per-client 25] [--concurrency 1 8 32] [--encoding float|base64]
 """
@@ -108,7 +110,10 @@ def per_client_requests(asked: int, clients: int) -> int:
     return max(asked, -(-200 // clients))
 
 
-def run_load(port: int, sentences: list[str], clients: int, per_client: int, encoding: str) -> dict:
+def run_load(port: int, sentences: list[str], clients: int, per_client: int, encoding: str,
+             endpoint: str = "/v1/embeddings") -> dict:
+    """One load level: each client posts its texts one request at a time. `/v1/tokenize` (no model)
+    measures what the HTTP stack alone costs per request."""
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
@@ -118,13 +123,15 @@ def run_load(port: int, sentences: list[str], clients: int, per_client: int, enc
     def client(index: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for text in texts[index * per_client:(index + 1) * per_client]:
-            body = json.dumps({"input": text, "encoding_format": encoding})
+            body = json.dumps({"input": text, "encoding_format": encoding} if endpoint == "/v1/embeddings"
+                              else {"input": text})
             started = time.perf_counter()
             try:
-                connection.request("POST", "/v1/embeddings", body, {"Content-Type": "application/json"})
+                connection.request("POST", endpoint, body, {"Content-Type": "application/json"})
                 response = connection.getresponse()
                 data = response.read()
-                ok = response.status == 200 and check_embedding(data, encoding)
+                ok = response.status == 200 and (check_embedding(data, encoding) if endpoint == "/v1/embeddings"
+                                                 else bool(json.loads(data)["results"][0]["input_ids"]))
             except (OSError, http.client.HTTPException, ValueError, KeyError):
                 ok = False
                 connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
@@ -231,6 +238,16 @@ def main() -> None:
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
                           f"server CPU {result['cpu_ms']:5.1f} ms/request  errors {result['errors']}  "
                           f"peak server memory {result['peak_mb']:.0f} MB", flush=True)
+        # The same texts to /v1/tokenize: the HTTP stack, validation and a (small) answer with no model.
+        port, server = servers[True]
+        top = max(args.concurrency)
+        cpu_before = server_cpu_seconds(server.pid)
+        # ten times the level's requests: each takes about a millisecond, and CPU time is counted in ticks
+        floor = run_load(port, sentences, top, 10 * per_client_requests(args.requests_per_client, top),
+                         args.encoding, "/v1/tokenize")
+        floor["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / floor["requests"]
+        print(f"tokenize  clients={top:3d} requests={floor['requests']:5d} {floor['rps']:7.1f} req/s  "
+              f"server CPU {floor['cpu_ms']:5.2f} ms/request  errors {floor['errors']}", flush=True)
     finally:
         for _, server in servers.values():
             server.terminate()
@@ -268,7 +285,11 @@ def main() -> None:
     print("model alone, 1 thread, CPU ms per sentence by batch size: "
           + ", ".join(f"{size}: {ms:.1f}" for size, ms in costs.items())
           + f" (batching saves at most {costs[1] / min(costs.values()):.2f}x of the model's work)")
-    errors = sum(r["errors"] for r in results.values())
+    model_ms = min(costs.values())
+    print(f"the server without a model (/v1/tokenize, {top} clients): {floor['cpu_ms']:.2f} CPU ms per request; "
+          f"with the model's {model_ms:.1f} ms per sentence, a server on one core reaches at most "
+          f"{model_ms / (model_ms + floor['cpu_ms']):.2f}x the offline pipeline on one-sentence requests")
+    errors = sum(r["errors"] for r in results.values()) + floor["errors"]
     if errors:
         sys.exit(f"{errors} requests failed")
 

@@ -13,7 +13,7 @@ import torch
 from click.testing import CliRunner
 
 from bertforge.errors import ConfigError, InputError
-from bertforge.model import BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
+from bertforge.model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertforge.tasks import build_task, check_head, read_task_data
 from bertforge.io.datasets import read_conll, read_squad, read_text_examples
 from bertforge.tasks.ner import TokenClassificationTask, entity_scores
@@ -180,6 +180,21 @@ def test_pair_classification_loss_falls(tmp_path, tokenizer):
         tokenizer)
     first, last = losses_fall(history)
     assert last < first - 0.05, history["train_loss"]
+
+
+@pytest.mark.parametrize("hidden_size, expected", [(64, 2e-4), (768, 3e-5)])
+def test_finetune_without_a_rate_uses_the_models_width_default(tmp_path, tokenizer, hidden_size, expected):
+    # The Python API and the CLI share the rule: narrow models (the bundled MiniLM) want larger steps.
+    examples = read_text_examples(fixture_data("rte", "train.tsv"), "sentence1", "sentence2", "label")[:4]
+    task = build_task("pair-classification", examples)
+    def model():
+        return BertForSequenceClassification(BertConfig(
+            vocab_size=tokenizer.vocab_size, num_hidden_layers=1, hidden_size=hidden_size, num_attention_heads=4,
+            intermediate_size=64, id2label=dict(enumerate(task.labels))))
+
+    history = finetune(model, task, task.train_features(examples, tokenizer, 64), None,
+                       FinetuneArgs(output_dir=str(tmp_path), max_steps=1, batch_size=4, progress=False), tokenizer)
+    assert history["args"]["learning_rate"] == expected
 
 
 @pytest.mark.slow

@@ -145,10 +145,9 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
     accumulation micro-batches together."""
     threads = configure(threads, deterministic)
-    from bertforge.model import BertConfig, default_model_path
-    from bertforge.model.checkpoint import config_path
+    from bertforge.model import default_model_path
     from bertforge.runcard import RunCard
-    from bertforge.tasks import FinetuneArgs, build_task, default_learning_rate, finetune as run
+    from bertforge.tasks import FinetuneArgs, build_task, finetune as run
     from bertforge.training import is_main_process
 
     card = RunCard.start(click.get_current_context().params,
@@ -158,9 +157,6 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, columns)
     task_object = build_task(task, train_data)
     directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
-    if learning_rate is None:
-        learning_rate = default_learning_rate(BertConfig.from_json_file(config_path(directory)).hidden_size)
-        card.options["learning_rate"] = learning_rate
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
     args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                         warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
@@ -173,6 +169,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     # The model is built by the trainer after it seeds, so a fresh head is the same in every run.
     history = run(lambda: task_object.model_class.from_pretrained(directory, fresh_head=new_head, **overrides),
                   task_object, train_features, eval_set, args, tokenizer, resume_from=resume)
+    card.options["learning_rate"] = history["args"]["learning_rate"]  # the width's default when none was given
     best = history["best"] or {}
     summary = {"output": output_dir, "train_examples": len(train_data), "steps": history["total_steps"],
                "wall_seconds": round(time.perf_counter() - started, 1),

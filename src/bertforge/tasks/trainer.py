@@ -33,7 +33,7 @@ def default_learning_rate(hidden_size: int) -> float:
 @dataclass(kw_only=True)
 class FinetuneArgs(TrainingArguments):
     epochs: float = 3
-    learning_rate: float = 3e-5
+    learning_rate: float | None = None  # None: default_learning_rate of the model's width
     eval_batch_size: int = 64
 
     def __post_init__(self):
@@ -140,6 +140,9 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
         raise InputError("the training set is empty")
     if eval_set is not None and not eval_set.features:
         raise InputError("the validation set is empty")
+    if args.learning_rate is None:
+        # The rate depends on the model's width: build it once to read it (cheap beside training).
+        args = replace(args, learning_rate=default_learning_rate(build_model().config.hidden_size))
     processes = Processes.start(args.device)
     source = batches(train_features, args.batch_size, args.seed, processes.world_size * args.gradient_accumulation_steps)
     total_steps = max(1, round(source.steps_per_epoch * args.epochs))

@@ -69,7 +69,7 @@ class TrainingArguments:
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
-            (self.learning_rate > 0, "learning_rate must be positive"),
+            (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be positive"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be at least 0"),
             (self.eval_every is None or self.eval_every >= 1, "eval_every must be at least 1"),
@@ -183,6 +183,8 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
                                   + "; ".join(differences))
 
+    if args.learning_rate is None:
+        raise ConfigError("learning_rate: no rate given and none resolved for this trainer")
     # The one seeding point: before the model exists, the same in every process (same weights).
     seed_everything(args.seed)
     model = build_model().to(processes.device).train()

@@ -1,0 +1,91 @@
+"""Would other CPU kernels make the sentence-embedding pipeline faster? (issue 16) The pipeline as it
+ships against copies of it whose encoder layers run on kernels PyTorch has but the model does not use:
+
+- `mkl-packed`: every Linear on MKL's pre-packed weights (`torch.ops.mkl._mkl_linear`, what Inductor
+  emits for float32 Linear layers on CPU);
+- `compiled`: every encoder layer through `torch.compile` (dynamic shapes, weights frozen), which fuses
+  the element-wise work (bias, GELU, residuals, LayerNorm) around the matrix products.
+
+Same texts (corpus lines, as `bench/embed.py --texts short`), same threads, best of `--repeats` per
+round, rounds alternating; the largest difference to the pipeline's vectors is printed too.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --sentences 1000 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+import torch
+from embed import corpus_lines
+
+from bertforge.pipelines import pipeline
+
+
+class PackedLinear(torch.nn.Module):
+    def __init__(self, linear: torch.nn.Linear, batch_rows: int = 512):
+        super().__init__()
+        self.weight, self.bias, self.batch_rows = linear.weight.detach(), linear.bias.detach(), batch_rows
+        self.packed = torch.ops.mkl._mkl_reorder_linear_weight(self.weight, batch_rows)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = x.reshape(-1, x.shape[-1])
+        out = torch.ops.mkl._mkl_linear(rows, self.packed, self.weight, self.bias, self.batch_rows)
+        return out.reshape(*x.shape[:-1], -1)
+
+
+def variant(name: str, batch_size: int):
+    pipe = pipeline("sentence-embedding", batch_size=batch_size, max_length=256)
+    layers = pipe.bert.encoder.layers
+    if name == "mkl-packed":
+        for layer in layers:
+            layer.attention.qkv, layer.attention.out = PackedLinear(layer.attention.qkv), PackedLinear(layer.attention.out)
+            layer.intermediate, layer.output = PackedLinear(layer.intermediate), PackedLinear(layer.output)
+    elif name == "compiled":
+        import torch._inductor.config as inductor
+
+        inductor.freezing = True
+        for i, layer in enumerate(layers):
+            layers[i] = torch.compile(layer, dynamic=True)
+    return pipe
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sentences", type=int, default=1000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--variants", nargs="+", default=["mkl-packed", "compiled"])
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    texts = corpus_lines(args.sentences)
+    pipes, warm_up = {}, {}
+    for name in ["eager", *args.variants]:
+        started = time.perf_counter()
+        pipes[name] = variant(name, args.batch_size)
+        pipes[name](texts[:200])  # compiles, or picks kernels
+        warm_up[name] = time.perf_counter() - started
+    reference = pipes["eager"](texts)
+    best = {name: float("inf") for name in pipes}
+    for round_ in range(args.rounds):
+        for name in (list(pipes) if round_ % 2 == 0 else list(pipes)[::-1]):
+            for _ in range(args.repeats):
+                started = time.perf_counter()
+                pipes[name](texts)
+                best[name] = min(best[name], time.perf_counter() - started)
+    print(f"{len(texts)} corpus lines, batch {args.batch_size}, {args.threads} threads, best of "
+          f"{args.rounds * args.repeats}")
+    print("| kernels | sentences/s | × the pipeline | set-up and warm-up s | largest difference |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name, pipe in pipes.items():
+        difference = np.abs(pipe(texts) - reference).max()
+        print(f"| {name} | {len(texts) / best[name]:.1f} | {best['eager'] / best[name]:.2f}× | {warm_up[name]:.1f} | "
+              f"{difference:.1e} |")
+
+
+if __name__ == "__main__":
+    main()
