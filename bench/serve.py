@@ -117,20 +117,20 @@ def run_load(port: int, sentences: list[str], clients: int, per_client: int, enc
     latencies: list[float] = []
     errors = [0]
     lock = threading.Lock()
+    embeddings = endpoint == "/v1/embeddings"
 
     texts = level_texts(sentences, clients, per_client)
 
     def client(index: int) -> None:
         connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
         for text in texts[index * per_client:(index + 1) * per_client]:
-            body = json.dumps({"input": text, "encoding_format": encoding} if endpoint == "/v1/embeddings"
-                              else {"input": text})
+            body = json.dumps({"input": text, "encoding_format": encoding} if embeddings else {"input": text})
             started = time.perf_counter()
             try:
                 connection.request("POST", endpoint, body, {"Content-Type": "application/json"})
                 response = connection.getresponse()
                 data = response.read()
-                ok = response.status == 200 and (check_embedding(data, encoding) if endpoint == "/v1/embeddings"
+                ok = response.status == 200 and (check_embedding(data, encoding) if embeddings
                                                  else bool(json.loads(data)["results"][0]["input_ids"]))
             except (OSError, http.client.HTTPException, ValueError, KeyError):
                 ok = False

@@ -21,7 +21,7 @@ from bertforge.runcard import CARD_FILE, read_card
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.model import BertConfig, BertForSequenceClassification, BertModel, default_model_path
 from bertforge.tokenization import BertTokenizer
-from bertforge.training import Processes, build_optimizer, learning_rate_factor
+from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
 from bertforge.training.engine import prepare_output_dir
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -174,6 +174,15 @@ def test_pickled_checkpoint_given_to_resume_is_never_executed(tmp_path):
     manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "model_file": "../../elsewhere.bin"}))
     with pytest.raises(CheckpointError, match="model_file '../../elsewhere.bin' is not a file there"):
         Checkpoint(run).load_model(tiny_classifier())
+
+
+def test_a_run_without_a_learning_rate_is_refused_before_its_output_exists(tmp_path):
+    # Only fine-tuning resolves a missing rate (from the model's width); the engine itself needs one.
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=None)
+    with pytest.raises(ConfigError, match="learning_rate is None: give a learning rate"):
+        run(args, Processes.start("cpu"), build_model=None, batches=None, objective=None, total_steps=1,
+            fingerprint={})
+    assert not (tmp_path / "run").exists()
 
 
 def test_output_dir_of_another_run_needs_resume_or_overwrite(tmp_path):

@@ -161,6 +161,9 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
         description: str = "training") -> Result:
     """Train `build_model()` for `total_steps` optimiser steps (continuing the checkpoint at
     `resume_from` when given). `fingerprint` is what a checkpoint must match to be continued."""
+    if args.learning_rate is None:  # checked before the output directory is touched
+        raise ConfigError("learning_rate is None: give a learning rate (only fine-tuning picks one from the "
+                          "model's width)")
     per_process, remainder = divmod(args.batch_size, processes.world_size * args.gradient_accumulation_steps)
     if remainder or per_process == 0:
         raise ConfigError(f"--batch-size {args.batch_size} must be a multiple of processes × --gradient-accumulation-"
@@ -183,8 +186,6 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
                                   + "; ".join(differences))
 
-    if args.learning_rate is None:
-        raise ConfigError("learning_rate: no rate given and none resolved for this trainer")
     # The one seeding point: before the model exists, the same in every process (same weights).
     seed_everything(args.seed)
     model = build_model().to(processes.device).train()
