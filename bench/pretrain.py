@@ -13,6 +13,8 @@ bertforge runs once per `--variants` entry, a `+`-joined set of levers (issue 16
   gives both "÷ transformers fp32" and the like-for-like "÷ transformers bf16". Only meaningful
   on a CPU with native BF16 (amx_bf16 / avx512_bf16), which the header says.
 transformers' reference uses the fused AdamW, the default of its Trainer since torch 2.8.
+`--dropout P` sets both models' hidden and attention dropout (default 0.1, BERT's); 0 is the Cramming
+recipe's pre-training, and lets attention run on SDPA's fused kernel in both libraries.
 Unpadded training (MosaicBERT) is not a lever here: the header gives the batches' padding share,
 the most it could save.
 
@@ -21,7 +23,7 @@ the most it could save.
    float32 for all, so that it compares what the weights learned).
 
     .venv/bin/python bench/pretrain.py [--sizes tiny mini] [--variants fp32 fused bf16+fused]
-        [--steps 12] [--budget 90] [--threads 1]
+        [--steps 12] [--budget 90] [--threads 1] [--dropout 0.1]
 """
 
 from __future__ import annotations
@@ -94,14 +96,14 @@ def prepared(directory: Path, **selection) -> PretrainingData:
     return PretrainingData(directory)
 
 
-def peers_for(size: str, vocab_size: int, variants: dict[str, tuple[bool, bool]], lr: float,
+def peers_for(size: str, vocab_size: int, variants: dict[str, tuple[bool, bool]], lr: float, dropout: float,
               workdir: Path) -> dict[str, Peer]:
     """transformers (fp32, and bf16 when a variant uses it) and one bertforge model per variant,
     all with the same initial weights."""
     from transformers import BertForPreTraining as ReferenceModel
 
     torch.manual_seed(0)
-    initial = build_model(TrainingConfig(data_dir="", output_dir="", model_size=size), vocab_size, 128)
+    initial = build_model(TrainingConfig(data_dir="", output_dir="", model_size=size, dropout=dropout), vocab_size, 128)
     initial.save_pretrained(workdir / size)
     peers = {}
     for bf16 in sorted({False} | {bf16 for bf16, _ in variants.values()}):
@@ -156,7 +158,7 @@ def held_out_mlm_loss(peer: Peer, batches: list[dict[str, torch.Tensor]]) -> flo
 
 
 def run_size(size: str, data: PretrainingData, held_out: list, args, workdir: Path) -> dict:
-    peers = peers_for(size, data.index["vocab_size"], args.variants, args.lr, workdir)
+    peers = peers_for(size, data.index["vocab_size"], args.variants, args.lr, args.dropout, workdir)
     order = BatchOrder(len(data), 32, seed=1)
 
     def advance(peer: Peer, count: int, timed: bool):
@@ -202,6 +204,7 @@ def main():
     parser.add_argument("--budget", type=float, default=90.0, help="training seconds per model for the loss race")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--dropout", type=float, default=0.1, help="hidden and attention dropout of both models")
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bertforge-bench-pretrain")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
@@ -219,7 +222,8 @@ def main():
     transformers.logging.disable_progress_bar()  # a bar per loaded model would cut up the table
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} thread(s), "
           f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}")
-    print(f"# train instances {len(data)}, held-out {len(held_out) * 32} instances, batch 32, seq ≤ 128")
+    print(f"# train instances {len(data)}, held-out {len(held_out) * 32} instances, batch 32, seq ≤ 128, "
+          f"dropout {args.dropout}")
     padding = padding_share(data, BatchOrder(len(data), 32, seed=1), args.warmup + args.steps)
     print(f"# padding: {padding:.2%} of the batch positions; unpadded training could save at most that share"
           f"{' (under 10%: worth little, not measured)' if padding < 0.1 else ''}")

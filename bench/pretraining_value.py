@@ -11,7 +11,13 @@ The fine-tuning is the one-epoch budget run of bench/defaults_sweep.py (the firs
 sst2/train.tsv, its last 2,000 rows held out for selection, the default learning rate), scored by
 `bertforge evaluate` on sst2/validation.tsv and on its rows of 15 words or more, which no run trained on.
 
+`--labelled-rows N` fine-tunes on the first N rows instead, for as many epochs as keep the budget run's
+625 optimiser steps (a few more where batches round up), keeping the best epoch on the selection split:
+the arms then differ only in how many labels they saw. Learning from few labels is what pre-training
+is for.
+
     HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/pt-mini2 --seeds 1 2 3
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/pt-mini2 --labelled-rows 2000
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import seed_everything
 
 FINETUNE_DROPOUT = 0.1
+BUDGET_ROWS = 20_000
 
 
 def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
@@ -55,8 +62,9 @@ def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
     return starts
 
 
-def finetune(start: Path, seed: int, output: Path, threads: int) -> dict:
-    return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed)], output, threads)
+def finetune(start: Path, seed: int, rows: int, output: Path, threads: int) -> dict:
+    fewer_rows = ["--train-limit", str(rows), "--epochs", str(BUDGET_ROWS / rows)] if rows != BUDGET_ROWS else []
+    return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *fewer_rows], output, threads)
 
 
 def main() -> None:
@@ -64,18 +72,24 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a `bertforge pretrain train` output directory (from scratch)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--runs-dir", type=Path, help="default: RUN/value")
+    parser.add_argument("--labelled-rows", type=int, default=BUDGET_ROWS,
+                        help=f"fine-tune on the first N rows of sst2/train.tsv (at most {BUDGET_ROWS:,})")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if not 1 <= args.labelled_rows <= BUDGET_ROWS:
+        parser.error(f"--labelled-rows must be between 1 and {BUDGET_ROWS:,}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     runs_dir = args.runs_dir or args.run / "value"
-    results = {name: [finetune(start, seed, runs_dir / f"{name.replace(' ', '-')}-seed{seed}", args.threads)
+    rows = "" if args.labelled_rows == BUDGET_ROWS else f"-rows{args.labelled_rows}"
+    results = {name: [finetune(start, seed, args.labelled_rows,
+                               runs_dir / f"{name.replace(' ', '-')}{rows}-seed{seed}", args.threads)
                       for seed in args.seeds]
                for name, start in starting_points(args.run, runs_dir).items()}
 
-    print(f"# {args.run}: SST-2 one-epoch budget run (first 20,000 rows), fine-tuning seeds {args.seeds}; "
-          f"accuracy %, mean ± sd")
+    print(f"# {args.run}: SST-2 budget run (about 625 steps) on the first {args.labelled_rows:,} rows, "
+          f"fine-tuning seeds {args.seeds}; accuracy %, mean ± sd")
     print(f"| start | selection (held-out train rows) | sst2/validation.tsv | its rows of ≥ {LONG_WORDS} words | "
           f"per-seed validation |")
     print("| --- | ---: | ---: | ---: | --- |")
