@@ -29,9 +29,11 @@ REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data").resolve()
 BERTFORGE = str(REPO / ".venv" / "bin" / "bertforge")
 
+SST2_BUDGET_ROWS = 20_000  # the SST-2 budget run trains on this many rows of sst2/train.tsv
+
 SETUPS = {
     "sst2": {"finetune": ["--task", "classification", "--train", str(DATA / "sst2" / "train.tsv"),
-                          "--hold-out", "2000", "--train-limit", "20000"],
+                          "--hold-out", "2000", "--train-limit", str(SST2_BUDGET_ROWS)],
              "evaluate": ["--task", "classification", "--validation", str(DATA / "sst2" / "validation.tsv")],
              "metric": "accuracy"},
     "conll": {"finetune": ["--task", "ner", "--train", str(DATA / "conll2003" / "train.txt"), "--hold-out", "1000"],

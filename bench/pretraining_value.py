@@ -30,7 +30,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from defaults_sweep import DATA, LONG_WORDS, one_epoch_run
+from defaults_sweep import DATA, LONG_WORDS, SST2_BUDGET_ROWS, one_epoch_run
 
 from bertforge.model.heads import BertForPreTraining
 from bertforge.pretraining.config import TrainingConfig
@@ -40,7 +40,6 @@ from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import seed_everything
 
 FINETUNE_DROPOUT = 0.1
-BUDGET_ROWS = 20_000
 
 
 def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
@@ -63,7 +62,9 @@ def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
 
 
 def finetune(start: Path, seed: int, rows: int, output: Path, threads: int) -> dict:
-    fewer_rows = ["--train-limit", str(rows), "--epochs", str(BUDGET_ROWS / rows)] if rows != BUDGET_ROWS else []
+    # These come after the budget run's own --train-limit and --epochs 1, and the last one given wins.
+    fewer_rows = ["--train-limit", str(rows), "--epochs", str(SST2_BUDGET_ROWS / rows)] \
+        if rows != SST2_BUDGET_ROWS else []
     return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *fewer_rows], output, threads)
 
 
@@ -72,17 +73,17 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a `bertforge pretrain train` output directory (from scratch)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--runs-dir", type=Path, help="default: RUN/value")
-    parser.add_argument("--labelled-rows", type=int, default=BUDGET_ROWS,
-                        help=f"fine-tune on the first N rows of sst2/train.tsv (at most {BUDGET_ROWS:,})")
+    parser.add_argument("--labelled-rows", type=int, default=SST2_BUDGET_ROWS,
+                        help=f"fine-tune on the first N rows of sst2/train.tsv (at most {SST2_BUDGET_ROWS:,})")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    if not 1 <= args.labelled_rows <= BUDGET_ROWS:
-        parser.error(f"--labelled-rows must be between 1 and {BUDGET_ROWS:,}")
+    if not 1 <= args.labelled_rows <= SST2_BUDGET_ROWS:
+        parser.error(f"--labelled-rows must be between 1 and {SST2_BUDGET_ROWS:,}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     runs_dir = args.runs_dir or args.run / "value"
-    rows = "" if args.labelled_rows == BUDGET_ROWS else f"-rows{args.labelled_rows}"
+    rows = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     results = {name: [finetune(start, seed, args.labelled_rows,
                                runs_dir / f"{name.replace(' ', '-')}{rows}-seed{seed}", args.threads)
                       for seed in args.seeds]
