@@ -65,19 +65,20 @@ def evaluate(setup: dict, model: Path, threads: int, output: Path, validation: P
     return json.loads(output.read_text())[setup["metric"]]
 
 
-def one_epoch_run(task: str, options: list[str], output: Path, threads: int) -> dict:
+def one_epoch_run(task: str, options: list[str], output: Path, threads: int, held_apart: Path | None = None) -> dict:
     """The task's one-epoch budget run with more finetune `options` into `output` (read, not repeated,
-    once finished), and its scores: selection split, held apart, and (SST-2) held-apart long rows."""
+    once finished), and its scores: selection split, held apart, and (SST-2) held-apart long rows.
+    With `held_apart`, that file is the held-apart data instead (and there is no long-rows score)."""
     setup, runs_dir = SETUPS[task], output.parent
     if not (output / "metrics.json").exists():
         subprocess.run([BERTFORGE, "finetune", *setup["finetune"], "--epochs", "1", *options,
                         "--threads", str(threads), "--overwrite", "--output", str(output)], check=True)
-    held_apart = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart.json")
+    score = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart.json", held_apart)
     long = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart-long.json", long_rows(runs_dir)) \
-        if task == "sst2" else None
+        if task == "sst2" and held_apart is None else None
     metrics = json.loads((output / "metrics.json").read_text())
     return {"steps": metrics["total_steps"], "train_seconds": metrics["train_seconds"],
-            "selection": metrics["best"][setup["metric"]], "held_apart": held_apart, "long": long}
+            "selection": metrics["best"][setup["metric"]], "held_apart": score, "long": long}
 
 
 def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads: int) -> dict:

@@ -12,6 +12,8 @@ threads, as the servers use, batches of --max-batch-size): the server's throughp
 over the pipeline's is what serving costs on top of the model. The busiest level's clients also
 send their texts to /v1/tokenize, which runs no model: the server's own CPU per request (HTTP,
 validation, the answer), which bounds the ratio to the offline pipeline when the server has one core.
+Last, the model's wall time per call alone and beside a thread running Python: what sharing the GIL
+with the event loop costs the inference thread.
 
     .venv/bin/python bench/serve.py [--requests-per-client 25] [--concurrency 1 8 32] [--encoding float|base64]
 """
@@ -173,16 +175,20 @@ def offline_pipeline_rate(texts: list[str], batch_size: int, rounds: int, thread
     return len(texts) / best
 
 
-def model_cpu_cost(sentences: list[str], sizes=(1, 8, 32)) -> dict[int, float]:
-    """CPU milliseconds per sentence for the embedding call alone, one thread, by batch size: the
-    most dynamic batching can save on a CPU (run in this process after the load test)."""
+def served_model():
+    """The servers' model, loaded in this process (after the load test) on one thread."""
     import torch
 
     from bertforge.model import default_model_path
     from bertforge.server import load_served_model
 
     torch.set_num_threads(1)
-    model = load_served_model("minilm", default_model_path())
+    return load_served_model("minilm", default_model_path())
+
+
+def model_cpu_cost(model, sentences: list[str], sizes=(1, 8, 32)) -> dict[int, float]:
+    """CPU milliseconds per sentence for the embedding call alone, one thread, by batch size: the
+    most dynamic batching can save on a CPU."""
     costs = {}
     for size in sizes:
         batch, calls, started = sentences[:size], 0, time.process_time()
@@ -191,6 +197,38 @@ def model_cpu_cost(sentences: list[str], sizes=(1, 8, 32)) -> dict[int, float]:
             calls += 1
         costs[size] = 1000 * (time.process_time() - started) / (calls * size)
     return costs
+
+
+def model_beside_python(model, sentences: list[str], batches: int = 10) -> tuple[float, float]:
+    """Wall ms per 32-sentence embedding call on one thread, alone and while another thread of this
+    process runs Python (JSON in and out, as a busy event loop does): in the server, the event loop
+    and the inference thread share one GIL, and torch takes it back between operations."""
+    import threading
+
+    batch = sentences[:32]
+    model.run_embeddings(batch)
+
+    def timed() -> float:
+        started = time.perf_counter()
+        for _ in range(batches):
+            model.run_embeddings(batch)
+        return 1000 * (time.perf_counter() - started) / batches
+
+    alone, stop = timed(), threading.Event()
+
+    def event_loop_like() -> None:
+        request = {"input": batch[0], "encoding_format": "float"}
+        while not stop.is_set():
+            json.loads(json.dumps(request))
+
+    busy = threading.Thread(target=event_loop_like)
+    busy.start()
+    try:
+        beside = timed()
+    finally:
+        stop.set()
+        busy.join()
+    return alone, beside
 
 
 def main() -> None:
@@ -281,7 +319,8 @@ def main() -> None:
     on, off = results[(True, lone)], results[(False, lone)]
     print(f"{lone} client(s): p50 latency batching {on['p50_ms']:.1f} ms / off {off['p50_ms']:.1f} ms = "
           f"{on['p50_ms'] / off['p50_ms']:.2f}x (goal <= 1.1x: {'met' if on['p50_ms'] <= 1.1 * off['p50_ms'] else 'NOT met'})")
-    costs = model_cpu_cost(sentences)
+    model = served_model()
+    costs = model_cpu_cost(model, sentences)
     print("model alone, 1 thread, CPU ms per sentence by batch size: "
           + ", ".join(f"{size}: {ms:.1f}" for size, ms in costs.items())
           + f" (batching saves at most {costs[1] / min(costs.values()):.2f}x of the model's work)")
@@ -289,6 +328,9 @@ def main() -> None:
     print(f"the server without a model (/v1/tokenize, {top} clients): {floor['cpu_ms']:.2f} CPU ms per request; "
           f"with the model's {model_ms:.1f} ms per sentence, a server on one core reaches at most "
           f"{model_ms / (model_ms + floor['cpu_ms']):.2f}x the offline pipeline on one-sentence requests")
+    alone, beside = model_beside_python(model, sentences)
+    print(f"the inference thread: {alone:.0f} ms per 32-sentence call alone, {beside:.0f} ms while another thread "
+          f"runs Python ({beside / alone:.1f}x): in the server it shares the GIL with the event loop")
     errors = sum(r["errors"] for r in results.values()) + floor["errors"]
     if errors:
         sys.exit(f"{errors} requests failed")
