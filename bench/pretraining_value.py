@@ -55,6 +55,11 @@ FINETUNE_DROPOUT = 0.1
 UNSEEN_SENTENCES, SENTENCE_MIN_WORDS, SPLIT_SEED = 1000, 8, 0
 
 
+def word_spans(words: tuple[str, ...], shortest: int = 1) -> set[tuple[str, ...]]:
+    """Every run of at least `shortest` consecutive words, the whole included."""
+    return {words[i:j] for i in range(len(words)) for j in range(i + shortest, len(words) + 1)}
+
+
 def unseen_sentences_split(directory: Path) -> tuple[Path, Path]:
     """(training file, held-apart sentences) of `--held-apart sentences`, written once into `directory`."""
     train, sentences = directory / "train.tsv", directory / "sentences.tsv"
@@ -63,11 +68,10 @@ def unseen_sentences_split(directory: Path) -> tuple[Path, Path]:
     header, *rows = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()
     rows += (DATA / "sst2" / "validation.tsv").read_text(encoding="utf-8").splitlines()[1:]  # the rest of GLUE's
     words = [tuple(row.rsplit("\t", 1)[0].split()) for row in rows]
-    parts = {w[i:j] for w in words if len(w) > SENTENCE_MIN_WORDS
-             for i in range(len(w)) for j in range(i + SENTENCE_MIN_WORDS, len(w) + 1) if j - i < len(w)}
+    parts = {span for w in words for span in word_spans(w, SENTENCE_MIN_WORDS) if span != w}
     whole = sorted({w for w in words if len(w) >= SENTENCE_MIN_WORDS and w not in parts})
     held = set(random.Random(SPLIT_SEED).sample(whole, UNSEEN_SENTENCES))
-    held_parts = {w[i:j] for w in held for i in range(len(w)) for j in range(i + 1, len(w) + 1)}
+    held_parts = set().union(*map(word_spans, held))
     directory.mkdir(parents=True, exist_ok=True)
     kept, chosen, seen = [header], [header], set()
     for row, w in zip(rows, words):
