@@ -4,8 +4,9 @@ same way, over several fine-tuning seeds.
 
 The control is rebuilt exactly as the pre-training run built its model before step 1: the run's
 training_config.json (size, seed) through the trainer's own `build_model`, after the same seeding.
-Dropout is 0.1 in both fine-tunings whatever the pre-training used (Cramming pre-trains without
-dropout and fine-tunes with it).
+A run that continued another run's final model (`--init-from`, to read more text than one session
+allows) is compared with the random weights its chain of runs started from. Dropout is 0.1 in both
+fine-tunings whatever the pre-training used (Cramming pre-trains without dropout and fine-tunes with it).
 
 The fine-tuning is the one-epoch budget run of bench/defaults_sweep.py (the first 20,000 rows of
 sst2/train.tsv, its last 2,000 rows held out for selection, the default learning rate), scored by
@@ -26,9 +27,14 @@ pre-trained on SST-2's own text (`runs/self/...`) has read the held-apart senten
 the arms then differ only in how many labels they saw. Learning from few labels is what pre-training
 is for.
 
+`--learning-rate LR` fine-tunes both starts at that peak rate instead of finetune's default (2e-4, chosen
+for the 6-layer MiniLM); run it for several rates and compare each start at the rate that does best on
+its selection split.
+
     HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/pt-mini2 --seeds 1 2 3
     HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/pt-mini2 --labelled-rows 2000
     HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/gut/pt64 --held-apart sentences
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/gut/pt64 --held-apart sentences --lr 4e-4
 """
 
 from __future__ import annotations
@@ -86,11 +92,22 @@ def unseen_sentences_split(directory: Path) -> tuple[Path, Path]:
     return train, sentences
 
 
+def from_scratch_run(run: Path) -> Path:
+    """The from-scratch run that `run` continues through `--init-from` of other runs' final models,
+    or `run` itself: its first weights are the random weights the control starts from."""
+    config = TrainingConfig(**json.loads((run / "training_config.json").read_text()))
+    if config.init_from is None:
+        return run
+    earlier = Path(config.init_from).parent
+    if not (earlier / "training_config.json").exists():
+        sys.exit(f"{run} continued {config.init_from}, which no bertforge run made: only a run that started "
+                 "from random weights has a random-weights control")
+    return from_scratch_run(earlier)
+
+
 def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
     """The pre-trained model and its control, both saved with fine-tuning's dropout."""
-    config = TrainingConfig(**json.loads((run / "training_config.json").read_text()))
-    if config.init_from is not None:
-        sys.exit(f"{run} continued {config.init_from}: only a from-scratch run has a random-weights control")
+    config = TrainingConfig(**json.loads((from_scratch_run(run) / "training_config.json").read_text()))
     starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": runs_dir / "start-random"}
     tokenizer = BertTokenizer.from_pretrained(run / "final")
     if not (starts["pre-trained"] / "config.json").exists():
@@ -106,28 +123,41 @@ def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
 
 
 def finetune(start: Path, seed: int, rows: int, output: Path, threads: int,
-             split: tuple[Path, Path] | None) -> dict:
+             split: tuple[Path, Path] | None, learning_rate: str | None) -> dict:
     # These come after the budget run's own --train, --train-limit and --epochs 1: the last one given wins.
     fewer_rows = ["--train-limit", str(rows), "--epochs", str(SST2_BUDGET_ROWS / rows)] \
         if rows != SST2_BUDGET_ROWS else []
     train = ["--train", str(split[0])] if split else []
-    return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *train, *fewer_rows], output, threads,
-                         split[1] if split else None)
+    rate = ["--learning-rate", learning_rate] if learning_rate else []
+    return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *train, *fewer_rows, *rate], output,
+                         threads, split[1] if split else None)
+
+
+def positive_number(text: str) -> bool:
+    try:
+        return float(text) > 0
+    except ValueError:
+        return False
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("run", type=Path, help="a `bertforge pretrain train` output directory (from scratch)")
+    parser.add_argument("run", type=Path, help="a `bertforge pretrain train` output directory: a from-scratch run, "
+                        "or one that continued such a run's final model (--init-from)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--runs-dir", type=Path, help="default: RUN/value")
     parser.add_argument("--labelled-rows", type=int, default=SST2_BUDGET_ROWS,
                         help=f"fine-tune on the first N rows of the training file (at most {SST2_BUDGET_ROWS:,})")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
+    parser.add_argument("--learning-rate", "--lr", help="fine-tuning's peak learning rate (default: finetune's, 2e-4 "
+                        "for this width), the same for both starts")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if not 1 <= args.labelled_rows <= SST2_BUDGET_ROWS:
         parser.error(f"--labelled-rows must be between 1 and {SST2_BUDGET_ROWS:,}")
+    if args.learning_rate is not None and not positive_number(args.learning_rate):
+        parser.error(f"--learning-rate must be a positive number, got {args.learning_rate!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
@@ -135,8 +165,10 @@ def main() -> None:
     split = unseen_sentences_split(REPO / "runs" / "sst2-unseen-sentences") if args.held_apart == "sentences" else None
     rows = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     rows += "-unseen" if split else ""
+    rows += f"-lr{args.learning_rate}" if args.learning_rate else ""
     results = {name: [finetune(start, seed, args.labelled_rows,
-                               runs_dir / f"{name.replace(' ', '-')}{rows}-seed{seed}", args.threads, split)
+                               runs_dir / f"{name.replace(' ', '-')}{rows}-seed{seed}", args.threads, split,
+                               args.learning_rate)
                       for seed in args.seeds]
                for name, start in starting_points(args.run, runs_dir).items()}
 
