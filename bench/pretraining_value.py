@@ -92,22 +92,22 @@ def unseen_sentences_split(directory: Path) -> tuple[Path, Path]:
     return train, sentences
 
 
-def from_scratch_run(run: Path) -> Path:
-    """The from-scratch run that `run` continues through `--init-from` of other runs' final models,
-    or `run` itself: its first weights are the random weights the control starts from."""
+def from_scratch_config(run: Path) -> TrainingConfig:
+    """The training configuration of the from-scratch run that `run` continues through `--init-from`
+    of other runs' final models, or `run`'s own: its seed made the random weights the control starts from."""
     config = TrainingConfig(**json.loads((run / "training_config.json").read_text()))
     if config.init_from is None:
-        return run
+        return config
     earlier = Path(config.init_from).parent
     if not (earlier / "training_config.json").exists():
         sys.exit(f"{run} continued {config.init_from}, which no bertforge run made: only a run that started "
                  "from random weights has a random-weights control")
-    return from_scratch_run(earlier)
+    return from_scratch_config(earlier)
 
 
 def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
     """The pre-trained model and its control, both saved with fine-tuning's dropout."""
-    config = TrainingConfig(**json.loads((from_scratch_run(run) / "training_config.json").read_text()))
+    config = from_scratch_config(run)
     starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": runs_dir / "start-random"}
     tokenizer = BertTokenizer.from_pretrained(run / "final")
     if not (starts["pre-trained"] / "config.json").exists():
@@ -163,11 +163,11 @@ def main() -> None:
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     runs_dir = args.runs_dir or args.run / "value"
     split = unseen_sentences_split(REPO / "runs" / "sst2-unseen-sentences") if args.held_apart == "sentences" else None
-    rows = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
-    rows += "-unseen" if split else ""
-    rows += f"-lr{args.learning_rate}" if args.learning_rate else ""
+    suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
+    suffix += "-unseen" if split else ""
+    suffix += f"-lr{args.learning_rate}" if args.learning_rate else ""
     results = {name: [finetune(start, seed, args.labelled_rows,
-                               runs_dir / f"{name.replace(' ', '-')}{rows}-seed{seed}", args.threads, split,
+                               runs_dir / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
                                args.learning_rate)
                       for seed in args.seeds]
                for name, start in starting_points(args.run, runs_dir).items()}
