@@ -352,6 +352,23 @@ def test_export_run_directory_as_float16(data_dir, tmp_path):
     assert result.exit_code == 0 and 0.0 <= json.loads(result.output)["mlm_accuracy"] <= 1.0
 
 
+def test_export_sets_the_dropout_for_fine_tuning(data_dir, tmp_path):
+    """A run pre-trained without dropout exports with the dropout fine-tuning wants; the weights are unchanged."""
+    train(_config(data_dir, tmp_path / "run", max_steps=2, checkpoint_every=2, dropout=0.0))
+    for source, name in ((tmp_path / "run", "from-run"), (tmp_path / "run" / "final", "from-model")):
+        result = CliRunner().invoke(cli, ["pretrain", "export", str(source), str(tmp_path / name),
+                                          "--dtype", "float32", "--dropout", "0.1"])
+        assert result.exit_code == 0, result.output
+        config = json.loads((tmp_path / name / "config.json").read_text())
+        assert config["hidden_dropout_prob"] == config["attention_probs_dropout_prob"] == 0.1
+        exported = load_file(tmp_path / name / "model.safetensors")
+        for key, tensor in load_file(tmp_path / "run" / "final" / "model.safetensors").items():
+            assert torch.equal(exported[key], tensor), key
+    assert json.loads((tmp_path / "run" / "final" / "config.json").read_text())["hidden_dropout_prob"] == 0.0
+    result = CliRunner().invoke(cli, ["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "x"), "--dropout", "1"])
+    assert result.exit_code == 2 and "Invalid value for '--dropout'" in result.output and "Traceback" not in result.output
+
+
 def test_init_from_continues_a_checkpoint_and_refuses_another_vocabulary(data_dir, tmp_path):
     """--init-from starts from a checkpoint's weights (here an encoder without MLM/NSP heads), not random ones."""
     encoder = BertModel(BertConfig.from_size("tiny", vocab_size=30522))

@@ -181,10 +181,12 @@ def evaluate(model_dir, data_dir, instances, batch_size, device):
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float16", show_default=True,
               help="Storage type of the weights (loaders cast back to float32).")
-def export(model_dir, output_dir, dtype):
+@click.option("--dropout", type=click.FloatRange(0.0, 1.0, max_open=True), default=None,
+              help="Hidden and attention dropout saved in config.json for fine-tuning [default: the model's].")
+def export(model_dir, output_dir, dtype, dropout):
     """Copy a trained MODEL_DIR (a saved model, or a run directory: its latest checkpoint) to
     OUTPUT_DIR with its weights stored as DTYPE, halving the file for float16/bfloat16."""
     from bertforge.pretraining.export import export_model
 
-    path = export_model(model_dir, output_dir, dtype)
+    path = export_model(model_dir, output_dir, dtype, dropout)
     click.echo(f"saved {path} ({Path(path).stat().st_size / 1e6:.1f} MB)")

@@ -1,7 +1,9 @@
-"""`pretrain export`: a trained model (or a run's latest checkpoint) with its weights in another dtype."""
+"""`pretrain export`: a trained model (or a run's latest checkpoint) with its weights in another dtype,
+and optionally the dropout that fine-tuning from it should use."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -13,9 +15,11 @@ from bertforge.training.state import Checkpoint, has_checkpoint
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "float16") -> Path:
+def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "float16",
+                 dropout: float | None = None) -> Path:
     """Save a trained model with its weights stored as `dtype` (float16 halves the file; loaders
-    cast back to float32)."""
+    cast back to float32). `dropout` replaces the saved hidden and attention dropout: a model
+    pre-trained without dropout (the Cramming recipe) is fine-tuned with it."""
     from bertforge.pretraining.config import TrainingConfig
     from bertforge.pretraining.shards import PretrainingData
     from bertforge.pretraining.trainer import build_model
@@ -23,16 +27,22 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
 
     if dtype not in DTYPES:
         raise ConfigError(f"dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
+    if dropout is not None and not 0.0 <= dropout < 1.0:
+        raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
     model_dir = Path(model_dir)
     if has_checkpoint(model_dir) and not (model_dir / "config.json").exists():
         # a run directory: rebuild the model from the run's settings and its latest checkpoint
         checkpoint = Checkpoint(model_dir, option="export")
         config = TrainingConfig(**checkpoint["args"])
+        if dropout is not None:
+            config = dataclasses.replace(config, dropout=dropout)
         data = PretrainingData(config.data_dir)
         tokenizer = data.tokenizer()
         model = build_model(config, tokenizer.vocab_size, data.options.max_seq_length)
         checkpoint.load_model(model)
     else:
-        model, tokenizer = BertForPreTraining.from_pretrained(model_dir), BertTokenizer.from_pretrained(model_dir)
+        overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
+        model = BertForPreTraining.from_pretrained(model_dir, **overrides)
+        tokenizer = BertTokenizer.from_pretrained(model_dir)
     model.to(DTYPES[dtype]).save_pretrained(output_dir, tokenizer)
     return Path(output_dir) / "model.safetensors"
