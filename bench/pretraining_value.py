@@ -50,8 +50,8 @@ from pathlib import Path
 
 from defaults_sweep import DATA, LONG_WORDS, REPO, SST2_BUDGET_ROWS, one_epoch_run
 
-from bertforge.model.heads import BertForPreTraining
 from bertforge.pretraining.config import TrainingConfig
+from bertforge.pretraining.export import export_model
 from bertforge.pretraining.shards import PretrainingData
 from bertforge.pretraining.trainer import build_model
 from bertforge.tokenization import BertTokenizer
@@ -111,9 +111,7 @@ def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
     starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": runs_dir / "start-random"}
     tokenizer = BertTokenizer.from_pretrained(run / "final")
     if not (starts["pre-trained"] / "config.json").exists():
-        BertForPreTraining.from_pretrained(run / "final", hidden_dropout_prob=FINETUNE_DROPOUT,
-                                           attention_probs_dropout_prob=FINETUNE_DROPOUT
-                                           ).save_pretrained(starts["pre-trained"], tokenizer)
+        export_model(run / "final", starts["pre-trained"], "float32", dropout=FINETUNE_DROPOUT)
     if not (starts["random weights"] / "config.json").exists():
         seed_everything(config.seed)  # as the engine does right before building the model
         data = PretrainingData(config.data_dir)
