@@ -5,7 +5,8 @@ same way, over several fine-tuning seeds.
 The control is rebuilt exactly as the pre-training run built its model before step 1: the run's
 training_config.json (size, seed) through the trainer's own `build_model`, after the same seeding.
 A run that continued another run's final model (`--init-from`, to read more text than one session
-allows) is compared with the random weights its chain of runs started from. Dropout is 0.1 in both
+allows) is compared with the random weights its chain of runs started from, and shares that run's
+control fine-tunings (in its `value` folder). Dropout is 0.1 in both
 fine-tunings whatever the pre-training used (Cramming pre-trains without dropout and fine-tunes with it).
 
 The fine-tuning is the one-epoch budget run of bench/defaults_sweep.py (the first 20,000 rows of
@@ -92,23 +93,23 @@ def unseen_sentences_split(directory: Path) -> tuple[Path, Path]:
     return train, sentences
 
 
-def from_scratch_config(run: Path) -> TrainingConfig:
-    """The training configuration of the from-scratch run that `run` continues through `--init-from`
-    of other runs' final models, or `run`'s own: its seed made the random weights the control starts from."""
+def from_scratch_run(run: Path) -> Path:
+    """`run` if it started from random weights, or the run that its chain of `--init-from` (other runs'
+    final models) started with: that run's seed made the random weights the control starts from."""
     config = TrainingConfig(**json.loads((run / "training_config.json").read_text()))
     if config.init_from is None:
-        return config
+        return run
     earlier = Path(config.init_from).parent
     if not (earlier / "training_config.json").exists():
         sys.exit(f"{run} continued {config.init_from}, which no bertforge run made: only a run that started "
                  "from random weights has a random-weights control")
-    return from_scratch_config(earlier)
+    return from_scratch_run(earlier)
 
 
-def starting_points(run: Path, runs_dir: Path) -> dict[str, Path]:
+def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, Path]:
     """The pre-trained model and its control, both saved with fine-tuning's dropout."""
-    config = from_scratch_config(run)
-    starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": runs_dir / "start-random"}
+    config = TrainingConfig(**json.loads((from_scratch_run(run) / "training_config.json").read_text()))
+    starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": control_dir / "start-random"}
     tokenizer = BertTokenizer.from_pretrained(run / "final")
     if not (starts["pre-trained"] / "config.json").exists():
         export_model(run / "final", starts["pre-trained"], "float32", dropout=FINETUNE_DROPOUT)
@@ -143,7 +144,8 @@ def main() -> None:
     parser.add_argument("run", type=Path, help="a `bertforge pretrain train` output directory: a from-scratch run, "
                         "or one that continued such a run's final model (--init-from)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    parser.add_argument("--runs-dir", type=Path, help="default: RUN/value")
+    parser.add_argument("--runs-dir", type=Path, help="where both arms' fine-tunings go (default: RUN/value for the "
+                        "pre-trained start, and the value folder of the run its chain started with for the control)")
     parser.add_argument("--labelled-rows", type=int, default=SST2_BUDGET_ROWS,
                         help=f"fine-tune on the first N rows of the training file (at most {SST2_BUDGET_ROWS:,})")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
@@ -160,15 +162,18 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     runs_dir = args.runs_dir or args.run / "value"
+    # Every run of one chain has the same control: its fine-tunings live with the run that started the
+    # chain, so a run that continues it reuses them instead of fine-tuning the same weights again.
+    control_dir = args.runs_dir or from_scratch_run(args.run) / "value"
     split = unseen_sentences_split(REPO / "runs" / "sst2-unseen-sentences") if args.held_apart == "sentences" else None
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""
     suffix += f"-lr{args.learning_rate}" if args.learning_rate else ""
     results = {name: [finetune(start, seed, args.labelled_rows,
-                               runs_dir / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
+                               start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
                                args.learning_rate)
                       for seed in args.seeds]
-               for name, start in starting_points(args.run, runs_dir).items()}
+               for name, start in starting_points(args.run, runs_dir, control_dir).items()}
 
     held_apart = f"{UNSEEN_SENTENCES:,} unseen sentences" if split else "sst2/validation.tsv"
     train = split[0].relative_to(REPO) if split else "sst2/train.tsv"
