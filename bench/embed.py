@@ -7,11 +7,13 @@ fresh subprocess (so peak memory is its own), alternating which engine goes firs
 Same max length, batch size and intra-op thread count for all. Reports sentences/s, the ratios to
 sentence-transformers and onnxruntime, peak RSS, and the worst per-sentence cosine to
 sentence-transformers' vectors. `--texts short` embeds corpus lines, `--texts paragraphs` the books'
-paragraphs (cut at --max-length tokens). `--profile` prints where bertforge's float32 time goes.
+paragraphs (cut at --max-length tokens). `--parallel-batches 1,2` also runs bertforge and onnxruntime with
+two batches at once, each on half the threads (ratios stay against the one-batch-at-a-time peers). `--profile` prints where bertforge's float32 time goes.
 Then times the fill-mask pipeline against transformers' `pipeline("fill-mask")` on one checkpoint.
 
     .venv/bin/python bench/embed.py --sentences 10000 --max-length 256 --batch-size 32 --threads 2
     .venv/bin/python bench/embed.py --texts paragraphs --sentences 2000 --fill-mask-texts 0
+    .venv/bin/python bench/embed.py --sentences 1000 --dtypes float32 --parallel-batches 1,2 --fill-mask-texts 0
     .venv/bin/python bench/embed.py --profile --sentences 2000 --skip-embeddings --fill-mask-texts 0
 """
 
@@ -86,15 +88,19 @@ def export_onnx(directory: Path) -> Path:
     return path
 
 
-def onnxruntime_embedder(args):
-    """Rust tokenizer → padded length-sorted batches → onnxruntime → mean pooling + L2 norm."""
+def onnxruntime_embedder(args, parallel_batches: int = 1):
+    """Rust tokenizer → padded length-sorted batches → onnxruntime → mean pooling + L2 norm. With
+    `parallel_batches` > 1, that many threads share one session (its `run` is thread-safe), each
+    batch on its share of the intra-op threads, as bertforge's `parallel_batches` does."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import onnxruntime
     from tokenizers import Tokenizer
 
     from bertforge.model import default_model_path
 
     options = onnxruntime.SessionOptions()
-    options.intra_op_num_threads, options.inter_op_num_threads = args.threads, 1
+    options.intra_op_num_threads, options.inter_op_num_threads = max(1, args.threads // parallel_batches), 1
     session = onnxruntime.InferenceSession(args.onnx, options, providers=["CPUExecutionProvider"])
     tokenizer = Tokenizer.from_file(str(default_model_path() / "tokenizer.json"))
     tokenizer.enable_truncation(args.max_length)
@@ -104,7 +110,8 @@ def onnxruntime_embedder(args):
         encodings = tokenizer.encode_batch(texts)
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
         vectors = np.zeros((len(texts), 384), dtype=np.float32)
-        for start in range(0, len(order), args.batch_size):
+
+        def run(start):
             chunk = order[start:start + args.batch_size]
             width = max(len(encodings[i].ids) for i in chunk)
             ids = np.zeros((len(chunk), width), dtype=np.int64)
@@ -115,18 +122,21 @@ def onnxruntime_embedder(args):
             hidden = session.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})[0]
             pooled = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdims=True)
             vectors[chunk] = pooled / np.linalg.norm(pooled, axis=1, keepdims=True)
+
+        with ThreadPoolExecutor(parallel_batches) as pool:
+            list(pool.map(run, range(0, len(order), args.batch_size)))
         return vectors
     return embed
 
 
-def embed_worker(engine: str, dtype: str, args) -> None:
+def embed_worker(engine: str, dtype: str, parallel_batches: int, args) -> None:
     """Runs in a subprocess: warm up, embed every line once, save the vectors, print the timing."""
     import torch
 
     torch.set_num_threads(args.threads)
     lines = bench_texts(args)
     if engine == "onnxruntime":
-        embed = onnxruntime_embedder(args)
+        embed = onnxruntime_embedder(args, parallel_batches)
     elif engine == "sentence-transformers":
         from sentence_transformers import SentenceTransformer
 
@@ -140,7 +150,8 @@ def embed_worker(engine: str, dtype: str, args) -> None:
     else:
         from bertforge.pipelines import pipeline
 
-        pipe = pipeline("sentence-embedding", dtype=dtype, batch_size=args.batch_size, max_length=args.max_length)
+        pipe = pipeline("sentence-embedding", dtype=dtype, batch_size=args.batch_size, max_length=args.max_length,
+                        parallel_batches=parallel_batches)
 
         def embed(texts):
             return pipe(texts)
@@ -154,8 +165,9 @@ def embed_worker(engine: str, dtype: str, args) -> None:
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak_mib}))
 
 
-def run_worker(engine: str, dtype: str, args, save: Path) -> dict:
+def run_worker(engine: str, dtype: str, parallel_batches: int, args, save: Path) -> dict:
     command = [sys.executable, __file__, "--worker", engine, "--dtype", dtype, "--save", str(save),
+               "--worker-parallel-batches", str(parallel_batches),
                "--texts", args.texts, "--onnx", str(args.onnx), "--sentences", str(args.sentences), "--max-length", str(args.max_length),
                "--batch-size", str(args.batch_size), "--threads", str(args.threads)]
     done = subprocess.run(command, capture_output=True, text=True)
@@ -165,19 +177,21 @@ def run_worker(engine: str, dtype: str, args, save: Path) -> dict:
 
 
 def bench_embeddings(args) -> None:
-    engines = [("sentence-transformers", "float32"), ("onnxruntime", "float32")]
-    engines += [("bertforge", d) for d in args.dtypes.split(",")]
-    results: dict[tuple[str, str], list[dict]] = {e: [] for e in engines}
+    engines = [("sentence-transformers", "float32", 1), ("onnxruntime", "float32", 1)]
+    parallel = [int(p) for p in args.parallel_batches.split(",")]
+    engines += [("onnxruntime", "float32", p) for p in parallel if p > 1]
+    engines += [("bertforge", d, p) for d in args.dtypes.split(",") for p in parallel]
+    results: dict[tuple[str, str, int], list[dict]] = {e: [] for e in engines}
     with tempfile.TemporaryDirectory() as tmp:
         args.onnx = export_onnx(Path(tmp))
         saved = {}
         for round_ in range(args.rounds):
             order = engines if round_ % 2 == 0 else engines[::-1]
             for engine in order:
-                saved[engine] = Path(tmp) / f"{engine[0]}-{engine[1]}.npy"
+                saved[engine] = Path(tmp) / f"{engine[0]}-{engine[1]}-{engine[2]}.npy"
                 result = run_worker(*engine, args, saved[engine])
                 results[engine].append(result)
-                print(f"round {round_ + 1}: {engine[0]:22} {engine[1]:9} {args.sentences / result['seconds']:8.1f} "
+                print(f"round {round_ + 1}: {engine[0]:22} {label(engine):22} {args.sentences / result['seconds']:8.1f} "
                       f"sentences/s, {args.sentences / result['cpu_seconds']:8.1f} per CPU-second", flush=True)
         reference = np.load(saved[engines[0]])
         count = len(reference)
@@ -194,9 +208,13 @@ def bench_embeddings(args) -> None:
             vectors = np.load(saved[engine])
             cosines = (vectors * reference).sum(1) / (np.linalg.norm(vectors, axis=1) * np.linalg.norm(reference, axis=1))
             peak = max(r["peak_mib"] for r in results[engine])
-            print(f"| {engine[0]} | {engine[1]} | {rate[engine]:.1f} | {rate[engine] / rate[st]:.2f}x | "
+            print(f"| {engine[0]} | {label(engine)} | {rate[engine]:.1f} | {rate[engine] / rate[st]:.2f}x | "
                   f"{rate[engine] / rate[ort]:.2f}x | {cpu_rate[engine]:.1f} | {cpu_rate[engine] / cpu_rate[st]:.2f}x | "
                   f"{cpu_rate[engine] / cpu_rate[ort]:.2f}x | {peak:.0f} | {cosines.min():.6f} |")
+
+
+def label(engine: tuple[str, str, int]) -> str:
+    return engine[1] if engine[2] == 1 else f"{engine[1]}, {engine[2]} batches at once"
 
 
 def profile_embeddings(args) -> None:
@@ -312,17 +330,19 @@ def main() -> None:
     parser.add_argument("--texts", choices=["short", "paragraphs"], default="short",
                         help="corpus lines, or paragraphs (up to --max-length tokens)")
     parser.add_argument("--dtypes", default="float32,int8,auto")
+    parser.add_argument("--parallel-batches", default="1", help="bertforge's parallel_batches settings to run, e.g. 1,2")
     parser.add_argument("--profile", action="store_true", help="print where bertforge's float32 time goes")
     parser.add_argument("--fill-mask-texts", type=int, default=500)
     parser.add_argument("--fill-mask-model", default=None, help="default: bertforge's pre-trained model, else a tiny random one")
     parser.add_argument("--skip-embeddings", action="store_true")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-parallel-batches", type=int, default=1, help=argparse.SUPPRESS)
     parser.add_argument("--save", help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        embed_worker(args.worker, args.dtype, args)
+        embed_worker(args.worker, args.dtype, args.worker_parallel_batches, args)
         return
     if args.profile:
         profile_embeddings(args)

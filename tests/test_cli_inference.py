@@ -44,11 +44,13 @@ def test_tokenize_prints_pieces_ids_and_offsets():
     assert second["tokens"][4:7] == ["pre", "##train", "##ing"]
 
 
-def test_embed_file_to_npy_skips_and_counts_empty_lines(tmp_path, caplog):
+@pytest.mark.parametrize("parallel_batches", [1, 2])
+def test_embed_file_to_npy_skips_and_counts_empty_lines(tmp_path, caplog, parallel_batches):
     source = tmp_path / "sentences.txt"
     source.write_text("A cat sat on the mat.\n\n   \nThe dog slept.\n", encoding="utf-8")
     with caplog.at_level(logging.WARNING):
-        result = run("embed", "--input", source, "--output", tmp_path / "vectors.npy", "--batch-size", 1)
+        result = run("embed", "--input", source, "--output", tmp_path / "vectors.npy", "--batch-size", 1,
+                     "--parallel-batches", parallel_batches)
     assert result.exit_code == 0, result.output
     assert "skipped 2 empty line(s)" in caplog.text
     vectors = np.load(tmp_path / "vectors.npy")

@@ -164,6 +164,8 @@ def test_embed_writes_a_parquet_file_and_shards(tmp_path, sst2_parquet, referenc
     (["--input", "in.parquet", "--ray", "auto", "--id-column", "id", "--output", "v.parquet"],
      "--ray writes a directory of Parquet shards"),
     (["x", "--ray", "auto", "--output", "out"], "--ray reads an --input Parquet file or directory"),
+    (["--input", "in.parquet", "--ray", "auto", "--id-column", "id", "--output", "out", "--parallel-batches", "2"],
+     "with --ray, --ray-actors sets how many embed at once"),
 ])
 def test_embed_parquet_and_ray_mistakes_are_one_line(tmp_path, args, message):
     result = run("embed", *[tmp_path / a if a.endswith((".parquet", "out")) else a for a in args])

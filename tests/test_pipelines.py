@@ -95,6 +95,36 @@ def test_outputs_keep_input_order_and_single_input_shape(default_model_dir):
     assert isinstance(unnormalised, torch.Tensor) and unnormalised.norm(dim=1).min() > 1.5
 
 
+def test_parallel_batches_give_a_one_thread_runs_vectors_in_input_order(monkeypatch):
+    """Two batches at once, one thread each: bit for bit the vectors of one batch at a time on one
+    thread, in input order; torch's thread count is the caller's again afterwards, also after a
+    batch fails."""
+    texts = gutenberg_lines(120)[::-1]  # longest-first lines would come back sorted if order were lost
+    side_by_side = pipeline("sentence-embedding", batch_size=8, parallel_batches=2)
+    one_at_a_time = pipeline("sentence-embedding", batch_size=8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        ours = side_by_side(texts)
+        assert torch.get_num_threads() == 2
+        torch.set_num_threads(1)
+        reference = one_at_a_time(texts)
+        torch.set_num_threads(2)
+
+        def fail(*args, **kwargs):
+            raise RuntimeError("a batch failed")
+
+        monkeypatch.setattr(side_by_side.bert, "forward_unpadded", fail)
+        with pytest.raises(RuntimeError, match="a batch failed"):
+            side_by_side(texts)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
+    assert ours.shape == (120, 384) and np.array_equal(ours, reference)
+    with pytest.raises(InputError, match="question-answering runs one batch at a time"):
+        pipeline("question-answering", parallel_batches=2)
+
+
 @pytest.mark.parametrize("dtype, min_cosine", [("bfloat16", 0.999), ("int8", 0.93)])
 def test_reduced_precision_stays_close(embedder, dtype, min_cosine):
     sentences = sst2_sentences(24, split="validation")
@@ -296,6 +326,7 @@ def test_one_precision_rule_for_every_pipeline(task):
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"dtype": "float16"}, InputError, "--dtype must be one of"),
     ({"batch_size": 0}, InputError, "--batch-size"),
+    ({"parallel_batches": 0}, InputError, "--parallel-batches must be a positive integer"),
     ({"max_length": 5000}, InputError, "--max-length"),
     # one device rule for pipelines and training (bertforge.training.resolve_device)
     ({"device": "cuda:7"} if not torch.cuda.is_available() else {"device": "tpu"}, ConfigError, "--device"),

@@ -151,6 +151,9 @@ def _embed_on_ray(address, actors, texts, input_path, column, id_column, output,
     if id_column is None:
         raise InputError("--ray needs --id-column: rows read in parallel have no line numbers, so each must "
                          "carry an id of its own")
+    if embedder_options.pop("parallel_batches") != 1:
+        raise InputError("--parallel-batches runs batches side by side in one process; with --ray, "
+                         "--ray-actors sets how many embed at once")
     from bertforge.pipelines.ray_embed import embed_with_ray
 
     embedder_options["normalize"] = True if embedder_options["normalize"] is None else embedder_options["normalize"]

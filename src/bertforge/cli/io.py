@@ -96,7 +96,7 @@ def with_line_numbers(items: Items, records: list[dict]) -> list[dict]:
 
 
 def model_options(function):
-    """--model, --batch-size, --max-length, --device, --dtype."""
+    """--model, --batch-size, --parallel-batches, --max-length, --device, --dtype."""
     from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, DTYPES  # torch: only for the model commands
 
     options = [
@@ -104,6 +104,8 @@ def model_options(function):
                      help="Checkpoint directory (Hugging Face layout). Default: the task's default model."),
         click.option("--batch-size", type=click.IntRange(min=1), default=DEFAULT_BATCH_SIZE, show_default=True,
                      help="Texts per forward pass (texts are sorted by length into batches)."),
+        click.option("--parallel-batches", type=click.IntRange(min=1), default=1, show_default=True,
+                     help="CPU: run this many batches at once, sharing the threads; faster on short texts."),
         click.option("--max-length", type=click.IntRange(min=3), default=None,
                      help="Truncate longer inputs (with a warning counting them). Default: the model's limit."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
@@ -141,4 +143,5 @@ def pipeline_from_options(task: str, options: dict, progress: bool):
     from bertforge.pipelines import pipeline
 
     return pipeline(task, model=options["model"], device=options["device"], dtype=options["dtype"],
-                    batch_size=options["batch_size"], max_length=options["max_length"], progress=progress)
+                    batch_size=options["batch_size"], max_length=options["max_length"], progress=progress,
+                    parallel_batches=options["parallel_batches"])

@@ -1,6 +1,7 @@
 """What every pipeline shares: loading a model and its tokenizer, precision and device, batching
-by length (outputs come back in input order), truncation that is counted and reported, and pooling of the
-unpadded forward pass (`BertModel.forward_unpadded`) per sequence.
+by length (outputs come back in input order; optionally several batches at once on the CPU), truncation
+that is counted and reported, and pooling of the unpadded forward pass (`BertModel.forward_unpadded`) per
+sequence.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,7 +173,11 @@ class Encoded:
 class Pipeline:
     """Base class: subclasses set `task`, `model_class`, the head they need, and implement `__call__`.
 
-    `loaded` (from `load_checkpoint`) shares an already loaded model instead of loading `model`."""
+    `loaded` (from `load_checkpoint`) shares an already loaded model instead of loading `model`.
+    `parallel_batches` (CPU only): run that many batches at once, splitting torch's intra-op threads
+    between them. Short inputs make small matrices, which two threads split worse than they run two
+    batches side by side (docs/benchmarks.md). With N threads, N batches at once give the vectors of a
+    one-thread run bit for bit (two threads split a matrix product's sums differently: ~1e-7)."""
 
     task = "feature-extraction"
     model_class = BertModel
@@ -179,12 +185,17 @@ class Pipeline:
     head_name: str | None = None
     head_attribute: str | None = None  # the module a shared model must have for this task
     default_model: Callable[[], Path] = staticmethod(default_model_path)
+    side_by_side = True  # batches go through `in_length_order`, which can run them at once
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False,
-                 loaded: LoadedCheckpoint | None = None):
+                 loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
+        if isinstance(parallel_batches, bool) or not isinstance(parallel_batches, int) or parallel_batches < 1:
+            raise InputError(f"--parallel-batches must be a positive integer, got {parallel_batches!r}")
+        if parallel_batches > 1 and not self.side_by_side:
+            raise InputError(f"--parallel-batches: {self.task} runs one batch at a time")
         check_dtype(dtype)  # before the loading, which can take a while
         if loaded is not None:
             if self.head_attribute is not None and not hasattr(loaded.model, self.head_attribute):
@@ -201,6 +212,9 @@ class Pipeline:
             self.tokenizer = BertTokenizer.from_pretrained(path)
             self.model = apply_dtype(load_for_task(self.model_class, path, self.task, self.head_prefix,
                                                    self.head_name).eval(), dtype, self.device)
+        if parallel_batches > 1 and self.device.type != "cpu":
+            raise InputError(f"--parallel-batches runs on the CPU only, got --device {self.device}")
+        self.parallel_batches = parallel_batches
         self.model_path = path
         self.config = self.model.config
         limit = min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
@@ -254,14 +268,36 @@ class Pipeline:
     def in_length_order(self, items: list[Encoded], run_batch: Callable[[list[Encoded]], list]) -> list:
         """Run `run_batch` on batches of similar length (minimal padding); results in input order."""
         order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
+        batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         results: list = [None] * len(items)
-        starts = range(0, len(order), self.batch_size)
-        with torch.inference_mode():
-            for start in tqdm(starts, desc=self.task, unit="batch", disable=not self.progress or len(starts) < 2):
-                chunk = order[start:start + self.batch_size]
+        progress = tqdm(total=len(batches), desc=self.task, unit="batch", disable=not self.progress or len(batches) < 2)
+
+        def run(chunk: list[int]) -> None:
+            with torch.inference_mode():  # per thread: grad mode is thread-local
                 for i, result in zip(chunk, run_batch([items[i] for i in chunk])):
                     results[i] = result
+            progress.update()
+
+        with progress:
+            if self.parallel_batches == 1 or len(batches) < 2:
+                for chunk in batches:
+                    run(chunk)
+            else:
+                self._run_side_by_side(run, batches)
         return results
+
+    def _run_side_by_side(self, run: Callable[[list[int]], None], batches: list[list[int]]) -> None:
+        """`parallel_batches` worker threads, each with its share of the intra-op threads (torch releases
+        the GIL inside its kernels). A worker's `set_num_threads` also changes the process default, so
+        the caller's count is put back afterwards."""
+        threads = torch.get_num_threads()
+        each = max(1, threads // self.parallel_batches)
+        try:
+            with ThreadPoolExecutor(self.parallel_batches, initializer=torch.set_num_threads,
+                                    initargs=(each,)) as pool:
+                list(pool.map(run, batches))  # list(): re-raises a batch's exception here
+        finally:
+            torch.set_num_threads(threads)
 
     def padded(self, batch: list[Encoded]) -> dict[str, torch.Tensor]:
         """input_ids, token_type_ids and attention_mask as (batch, longest) tensors on the device."""

@@ -33,6 +33,7 @@ class QuestionAnsweringPipeline(Pipeline):
     head_name = "question-answering head (qa_outputs.*)"
     head_attribute = "qa_outputs"
     default_model = staticmethod(default_qa_model_path)
+    side_by_side = False  # its windows go through predict_logits, the evaluation's batching
 
     @staticmethod
     def default_max_length(path: Path, limit: int) -> int:
