@@ -5,8 +5,9 @@ Starts two servers (MiniLM, /v1/embeddings) as subprocesses on free loopback por
 dynamic batching and one with --no-batching, and sends them in turn a fixed number of
 one-sentence requests from 1, 8 and 32 concurrent clients (threads of this process, keep-alive
 connections). Sentences are real lines of the Gutenberg corpus. Prints requests/s, p50/p99
-latency, errors, server CPU time per request and the server's peak memory (VmHWM) per setting,
-and the throughput ratio batching / off. Then, with the servers stopped, the same texts the
+latency, errors, server CPU time per request (and the clients'), the two busiest server threads'
+share of a core (the inference thread and the event loop), the server's peak memory (VmHWM) per
+setting, and the throughput ratio batching / off. Then, with the servers stopped, the same texts the
 busiest level sent go through the sentence-embedding pipeline in this process (torch's default
 threads, as the servers use, batches of --max-batch-size): the server's throughput at that level
 over the pipeline's is what serving costs on top of the model. The busiest level's clients also
@@ -87,6 +88,25 @@ def server_cpu_seconds(pid: int) -> float:
     """User + system CPU time of the server process so far (all its threads)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds so far of each thread of the server process, by thread id."""
+    seconds = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+        except FileNotFoundError:  # the thread ended meanwhile
+            continue
+        seconds[tid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return seconds
+
+
+def busiest_threads(before: dict[str, float], after: dict[str, float], wall: float) -> list[float]:
+    """The two busiest server threads' share of one core over a load level: the inference thread
+    and the event loop. Neither near 100% means the server waits, not computes."""
+    shares = sorted(((after[t] - before.get(t, 0.0)) / wall for t in after), reverse=True)
+    return (shares + [0.0, 0.0])[:2]
 
 
 def peak_memory_mb(pid: int) -> float:
@@ -266,15 +286,21 @@ def main() -> None:
             per_client = per_client_requests(args.requests_per_client, clients)
             for _ in range(args.rounds):
                 for batching, (port, server) in servers.items():
-                    cpu_before = server_cpu_seconds(server.pid)
+                    cpu_before, client_cpu_before = server_cpu_seconds(server.pid), time.process_time()
+                    threads_before, started = thread_cpu_seconds(server.pid), time.perf_counter()
                     result = run_load(port, sentences, clients, per_client, args.encoding)
+                    result["threads"] = busiest_threads(threads_before, thread_cpu_seconds(server.pid),
+                                                        time.perf_counter() - started)
                     result["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / result["requests"]
+                    result["client_cpu_ms"] = 1000 * (time.process_time() - client_cpu_before) / result["requests"]
                     result["peak_mb"] = peak_memory_mb(server.pid)
                     runs.setdefault((batching, clients), []).append(result)
                     print(f"{'batching' if batching else 'off':9} clients={clients:3d} "
                           f"requests={result['requests']:5d} {result['rps']:7.1f} req/s  "
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
-                          f"server CPU {result['cpu_ms']:5.1f} ms/request  errors {result['errors']}  "
+                          f"server CPU {result['cpu_ms']:5.1f} ms/request (clients {result['client_cpu_ms']:4.1f}), "
+                          f"busiest threads {result['threads'][0]:.0%} / {result['threads'][1]:.0%} of a core  "
+                          f"errors {result['errors']}  "
                           f"peak server memory {result['peak_mb']:.0f} MB", flush=True)
         # The same texts to /v1/tokenize: the HTTP stack, validation and a (small) answer with no model.
         port, server = servers[True]
