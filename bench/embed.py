@@ -7,8 +7,9 @@ fresh subprocess (so peak memory is its own), alternating which engine goes firs
 Same max length, batch size and intra-op thread count for all. Reports sentences/s, the ratios to
 sentence-transformers and onnxruntime, peak RSS, and the worst per-sentence cosine to
 sentence-transformers' vectors. `--texts short` embeds corpus lines, `--texts paragraphs` the books'
-paragraphs (cut at --max-length tokens). `--parallel-batches 1,2` also runs bertforge and onnxruntime with
-two batches at once, each on half the threads (ratios stay against the one-batch-at-a-time peers). `--profile` prints where bertforge's float32 time goes.
+paragraphs (cut at --max-length tokens). `--parallel-batches 1,2` also runs bertforge and onnxruntime
+with two batches at once, each on half the threads (ratios stay against the one-batch-at-a-time
+peers). `--profile` prints where bertforge's float32 time goes.
 Then times the fill-mask pipeline against transformers' `pipeline("fill-mask")` on one checkpoint.
 
     .venv/bin/python bench/embed.py --sentences 10000 --max-length 256 --batch-size 32 --threads 2
