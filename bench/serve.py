@@ -84,10 +84,15 @@ def start_server(port: int, batching: bool, max_batch_size: int, max_wait_ms: fl
     raise RuntimeError("server did not start within 120 s")
 
 
-def server_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of the server process so far (all its threads)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def cpu_seconds(stat_file: Path) -> float:
+    """User + system CPU time so far from a /proc `stat` file (a process's or one thread's)."""
+    fields = stat_file.read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def server_cpu_seconds(pid: int) -> float:
+    """CPU time of the server process so far (all its threads)."""
+    return cpu_seconds(Path(f"/proc/{pid}/stat"))
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
@@ -95,10 +100,9 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     seconds = {}
     for tid in os.listdir(f"/proc/{pid}/task"):
         try:
-            fields = Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
+            seconds[tid] = cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat"))
         except FileNotFoundError:  # the thread ended meanwhile
             continue
-        seconds[tid] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return seconds
 
 
@@ -287,10 +291,10 @@ def main() -> None:
             for _ in range(args.rounds):
                 for batching, (port, server) in servers.items():
                     cpu_before, client_cpu_before = server_cpu_seconds(server.pid), time.process_time()
-                    threads_before, started = thread_cpu_seconds(server.pid), time.perf_counter()
+                    threads_before = thread_cpu_seconds(server.pid)
                     result = run_load(port, sentences, clients, per_client, args.encoding)
                     result["threads"] = busiest_threads(threads_before, thread_cpu_seconds(server.pid),
-                                                        time.perf_counter() - started)
+                                                        result["requests"] / result["rps"])  # the level's wall time
                     result["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / result["requests"]
                     result["client_cpu_ms"] = 1000 * (time.process_time() - client_cpu_before) / result["requests"]
                     result["peak_mb"] = peak_memory_mb(server.pid)
