@@ -6,8 +6,10 @@ dynamic batching and one with --no-batching, and sends them in turn a fixed numb
 one-sentence requests from 1, 8 and 32 concurrent clients (threads of this process, keep-alive
 connections). Sentences are real lines of the Gutenberg corpus. Prints requests/s, p50/p99
 latency, errors, server CPU time per request (and the clients'), the two busiest server threads'
-share of a core (the inference thread and the event loop), the server's peak memory (VmHWM) per
-setting, and the throughput ratio batching / off. Then, with the servers stopped, the same texts the
+share of a core (the model's and the event loop's), the server's peak memory (VmHWM) per setting,
+and the throughput ratio batching / off. The server's figures cover its inference process too
+(`--inference process`, the default; `--inference thread` runs the models on a thread of the
+server's process instead). Then, with the servers stopped, the same texts the
 busiest level sent go through the sentence-embedding pipeline in this process (torch's default
 threads, as the servers use, batches of --max-batch-size): the server's throughput at that level
 over the pipeline's is what serving costs on top of the model. The busiest level's clients also
@@ -17,6 +19,7 @@ Last, the model's wall time per call alone and beside a thread running Python: w
 with the event loop costs the inference thread.
 
     .venv/bin/python bench/serve.py [--requests-per-client 25] [--concurrency 1 8 32] [--encoding float|base64]
+                                    [--inference process|thread]
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+WHERE = {"process": "in a child process", "thread": "on a thread of the server"}
 CORPUS = REPO / ".." / "shared" / "data" / "corpus" / "gutenberg_train.jsonl.gz"
 
 
@@ -61,9 +65,9 @@ def free_port() -> int:
 
 
 def start_server(port: int, batching: bool, max_batch_size: int, max_wait_ms: float,
-                 threads: int | None) -> subprocess.Popen:
+                 threads: int | None, inference: str) -> subprocess.Popen:
     command = [str(REPO / ".venv" / "bin" / "bertforge"), "serve", "--port", str(port), "--log-level", "warning",
-               "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms)]
+               "--max-batch-size", str(max_batch_size), "--max-wait-ms", str(max_wait_ms), "--inference", inference]
     if threads is not None:
         command += ["--threads", str(threads)]
     if not batching:
@@ -90,34 +94,58 @@ def cpu_seconds(stat_file: Path) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """The server process and its descendants (its inference process)."""
+    tree = [pid]
+    for parent in tree:
+        for task in Path(f"/proc/{parent}/task").iterdir():
+            try:
+                tree += [int(child) for child in (task / "children").read_text().split()]
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
+    return tree
+
+
 def server_cpu_seconds(pid: int) -> float:
-    """CPU time of the server process so far (all its threads)."""
-    return cpu_seconds(Path(f"/proc/{pid}/stat"))
+    """CPU time of the server so far (all threads of it and of its inference process)."""
+    return sum(cpu_seconds(Path(f"/proc/{process}/stat")) for process in process_tree(pid))
 
 
 def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds so far of each thread of the server process, by thread id."""
+    """CPU seconds so far of each thread of the server and its inference process, by process/thread id."""
     seconds = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            seconds[tid] = cpu_seconds(Path(f"/proc/{pid}/task/{tid}/stat"))
-        except FileNotFoundError:  # the thread ended meanwhile
-            continue
+    for process in process_tree(pid):
+        for tid in os.listdir(f"/proc/{process}/task"):
+            try:
+                seconds[f"{process}/{tid}"] = cpu_seconds(Path(f"/proc/{process}/task/{tid}/stat"))
+            except FileNotFoundError:  # the thread ended meanwhile
+                continue
     return seconds
 
 
 def busiest_threads(before: dict[str, float], after: dict[str, float], wall: float) -> list[float]:
-    """The two busiest server threads' share of one core over a load level: the inference thread
-    and the event loop. Neither near 100% means the server waits, not computes."""
+    """The two busiest server threads' share of one core over a load level: the one running the
+    model and the event loop. Neither near 100% means the server waits, not computes."""
     shares = sorted(((after[t] - before.get(t, 0.0)) / wall for t in after), reverse=True)
     return (shares + [0.0, 0.0])[:2]
 
 
+def cpu_ticks() -> tuple[int, int]:
+    """(stolen, all) CPU ticks of this machine so far, from /proc/stat: a virtual machine's host may
+    take CPU time from it, which slows every figure."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return ticks[7], sum(ticks)
+
+
+def stolen_share(before: tuple[int, int]) -> float:
+    (stolen, total), (stolen_before, total_before) = cpu_ticks(), before
+    return (stolen - stolen_before) / max(1, total - total_before)
+
+
 def peak_memory_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
+    """The peak resident memory (VmHWM) of the server and its inference process, added up."""
+    return sum(int(line.split()[1]) / 1024 for process in process_tree(pid)
+               for line in Path(f"/proc/{process}/status").read_text().splitlines() if line.startswith("VmHWM:"))
 
 
 def level_texts(sentences: list[str], clients: int, per_client: int) -> list[str]:
@@ -263,6 +291,10 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=32)
     parser.add_argument("--max-wait-ms", type=float, default=5.0)
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads (default: torch's)")
+    parser.add_argument("--inference", choices=["process", "thread"], default="process",
+                        help="the server's --inference: the models in a child process, or on a thread of the server")
+    parser.add_argument("--compare-inference", action="store_true",
+                        help="also run a batching server with the other --inference, taking turns with the two others")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each setting (alternating the two servers)")
     parser.add_argument("--encoding", choices=["float", "base64"], default="float",
                         help="the requests' encoding_format (OpenAI's Python client sends base64)")
@@ -273,23 +305,27 @@ def main() -> None:
           f"{os.cpu_count()} CPUs, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
     print(f"# {len(sentences)} corpus lines of 40-300 characters, one per request to /v1/embeddings (MiniLM-L6); "
           f"max batch {args.max_batch_size}, max wait {args.max_wait_ms} ms, server threads "
-          f"{args.threads or 'torch default'}")
+          f"{args.threads or 'torch default'}, models {WHERE[args.inference]}")
     print(f"# load average before: {' '.join(f'{x:.1f}' for x in os.getloadavg())} (other work on this machine "
           "slows every figure)")
-    # Both servers run side by side and take turns, level by level, so that the load other work puts
-    # on this machine falls on both alike; each setting runs `--rounds` times.
-    servers = {}
+    # The servers run side by side and take turns, level by level, so that the load other work puts
+    # on this machine falls on all alike; each setting runs `--rounds` times.
+    other = "thread" if args.inference == "process" else "process"
+    settings = {"batching": (True, args.inference), "off": (False, args.inference)}
+    if args.compare_inference:
+        settings[f"on {other}"] = (True, other)
+    servers, stolen_before = {}, cpu_ticks()
     try:
-        for batching in (True, False):
+        for label, (batching, inference) in settings.items():
             port = free_port()
-            server = start_server(port, batching, args.max_batch_size, args.max_wait_ms, args.threads)
-            servers[batching] = (port, server)
+            server = start_server(port, batching, args.max_batch_size, args.max_wait_ms, args.threads, inference)
+            servers[label] = (port, server)
             run_load(port, sentences, 4, 5, args.encoding)  # warm-up
-        runs: dict[tuple[bool, int], list[dict]] = {}
+        runs: dict[tuple[str, int], list[dict]] = {}
         for clients in args.concurrency:
             per_client = per_client_requests(args.requests_per_client, clients)
             for _ in range(args.rounds):
-                for batching, (port, server) in servers.items():
+                for label, (port, server) in servers.items():
                     cpu_before, client_cpu_before = server_cpu_seconds(server.pid), time.process_time()
                     threads_before = thread_cpu_seconds(server.pid)
                     result = run_load(port, sentences, clients, per_client, args.encoding)
@@ -298,8 +334,8 @@ def main() -> None:
                     result["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / result["requests"]
                     result["client_cpu_ms"] = 1000 * (time.process_time() - client_cpu_before) / result["requests"]
                     result["peak_mb"] = peak_memory_mb(server.pid)
-                    runs.setdefault((batching, clients), []).append(result)
-                    print(f"{'batching' if batching else 'off':9} clients={clients:3d} "
+                    runs.setdefault((label, clients), []).append(result)
+                    print(f"{label:9} clients={clients:3d} "
                           f"requests={result['requests']:5d} {result['rps']:7.1f} req/s  "
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
                           f"server CPU {result['cpu_ms']:5.1f} ms/request (clients {result['client_cpu_ms']:4.1f}), "
@@ -307,7 +343,7 @@ def main() -> None:
                           f"errors {result['errors']}  "
                           f"peak server memory {result['peak_mb']:.0f} MB", flush=True)
         # The same texts to /v1/tokenize: the HTTP stack, validation and a (small) answer with no model.
-        port, server = servers[True]
+        port, server = servers["batching"]
         top = max(args.concurrency)
         cpu_before = server_cpu_seconds(server.pid)
         # ten times the level's requests: each takes about a millisecond, and CPU time is counted in ticks
@@ -330,23 +366,32 @@ def main() -> None:
           "server CPU ms/request (batching / off) | errors | peak MB (batching / off) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for clients in args.concurrency:
-        on, off = results[(True, clients)], results[(False, clients)]
+        on, off = results[("batching", clients)], results[("off", clients)]
         print(f"| {clients} | {on['rps']:.1f} | {off['rps']:.1f} | {on['rps'] / off['rps']:.2f}x | "
               f"{on['p50_ms']:.0f} / {on['p99_ms']:.0f} | {off['p50_ms']:.0f} / {off['p99_ms']:.0f} | "
               f"{on['cpu_ms']:.1f} / {off['cpu_ms']:.1f} | {on['errors'] + off['errors']} | "
               f"{on['peak_mb']:.0f} / {off['peak_mb']:.0f} |")
-    print(f"\n# load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    print(f"\n# load average after: {' '.join(f'{x:.1f}' for x in os.getloadavg())}; the host took "
+          f"{stolen_share(stolen_before):.0%} of this machine's CPU time during the load test (steal)")
     top, lone = max(args.concurrency), min(args.concurrency)
     offline = offline_pipeline_rate(level_texts(sentences, top, per_client_requests(args.requests_per_client, top)),
                                     args.max_batch_size, args.rounds, args.threads)
-    served = results[(True, top)]
+    served = results[("batching", top)]
     print(f"offline sentence-embedding pipeline on the texts the {top} clients sent, batch {args.max_batch_size}: "
           f"{offline:.1f} texts/s")
     print(f"{top} clients: server {served['rps']:.1f} req/s = {served['rps'] / offline:.2f}x the offline pipeline "
           f"(goal >= 0.9x: {'met' if served['rps'] >= 0.9 * offline else 'NOT met'}), "
           f"p99 {served['p99_ms']:.0f} ms (goal < 1 s: {'met' if served['p99_ms'] < 1000 else 'NOT met'}); "
-          f"batching/off throughput {served['rps'] / results[(False, top)]['rps']:.2f}x")
-    on, off = results[(True, lone)], results[(False, lone)]
+          f"batching/off throughput {served['rps'] / results[('off', top)]['rps']:.2f}x")
+    if args.compare_inference:
+        for clients in args.concurrency:
+            compared = results[(f"on {other}", clients)]
+            print(f"{clients} clients, models {WHERE[other]}: {compared['rps']:.1f} req/s, "
+                  f"{compared['rps'] / offline:.2f}x the offline pipeline (models {WHERE[args.inference]}: "
+                  f"{results[('batching', clients)]['rps'] / compared['rps']:.2f}x that), p50 / p99 {compared['p50_ms']:.0f} / "
+                  f"{compared['p99_ms']:.0f} ms, server CPU {compared['cpu_ms']:.1f} ms/request, "
+                  f"peak {compared['peak_mb']:.0f} MB")
+    on, off = results[("batching", lone)], results[("off", lone)]
     print(f"{lone} client(s): p50 latency batching {on['p50_ms']:.1f} ms / off {off['p50_ms']:.1f} ms = "
           f"{on['p50_ms'] / off['p50_ms']:.2f}x (goal <= 1.1x: {'met' if on['p50_ms'] <= 1.1 * off['p50_ms'] else 'NOT met'})")
     model = served_model()
@@ -356,11 +401,11 @@ def main() -> None:
           + f" (batching saves at most {costs[1] / min(costs.values()):.2f}x of the model's work)")
     model_ms = min(costs.values())
     print(f"the server without a model (/v1/tokenize, {top} clients): {floor['cpu_ms']:.2f} CPU ms per request; "
-          f"with the model's {model_ms:.1f} ms per sentence, a server on one core reaches at most "
-          f"{model_ms / (model_ms + floor['cpu_ms']):.2f}x the offline pipeline on one-sentence requests")
+          f"with the model's {model_ms:.1f} ms per sentence, a server whose event loop and model share one core "
+          f"reaches at most {model_ms / (model_ms + floor['cpu_ms']):.2f}x the offline pipeline on one-sentence requests")
     alone, beside = model_beside_python(model, sentences)
-    print(f"the inference thread: {alone:.0f} ms per 32-sentence call alone, {beside:.0f} ms while another thread "
-          f"runs Python ({beside / alone:.1f}x): in the server it shares the GIL with the event loop")
+    print(f"the model on a thread: {alone:.0f} ms per 32-sentence call alone, {beside:.0f} ms while another thread "
+          f"runs Python ({beside / alone:.1f}x): what sharing the GIL with the event loop costs (--inference thread)")
     errors = sum(r["errors"] for r in results.values()) + floor["errors"]
     if errors:
         sys.exit(f"{errors} requests failed")

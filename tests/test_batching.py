@@ -9,6 +9,7 @@ import threading
 import pytest
 
 from bertforge.server.batching import Batcher
+from bertforge.server.inference import InferenceThread
 from bertforge.server.metrics import Metrics
 
 LONG_WAIT_MS = 120_000  # far longer than any test may take: a request that waited for it would time out
@@ -23,7 +24,7 @@ class Recorder:
         self.hold.set()
         self.started = threading.Event()
 
-    def __call__(self, payloads: list) -> list:
+    def __call__(self, models: dict, payloads: list) -> list:
         self.started.set()
         self.hold.wait(60)
         self.batches.append(list(payloads))
@@ -32,7 +33,7 @@ class Recorder:
 
 def run(coroutine_factory, **batcher_options):
     async def main():
-        batcher = Batcher(Metrics(), **batcher_options)
+        batcher = Batcher(Metrics(), InferenceThread({}), **batcher_options)
         await batcher.start()
         try:
             return await asyncio.wait_for(coroutine_factory(batcher), 30)
@@ -45,7 +46,7 @@ def test_a_lone_client_does_not_wait_for_company():
     recorder = Recorder()
 
     async def lone_client(batcher):
-        return [await batcher.submit("k", recorder, [f"text {i}"], [6]) for i in range(3)]
+        return [await batcher.submit(recorder, [f"text {i}"], [6]) for i in range(3)]
 
     # With a two-minute window, each request answered inside the 30 s limit proves nobody waited for it.
     assert run(lone_client, max_wait_ms=LONG_WAIT_MS) == [["TEXT 0"], ["TEXT 1"], ["TEXT 2"]]
@@ -57,10 +58,10 @@ def test_requests_queued_together_share_a_call_and_company_turns_the_wait_on():
 
     async def clients(batcher):
         recorder.hold.clear()  # the first request occupies the model ...
-        first = asyncio.ensure_future(batcher.submit("k", recorder, ["a"], [1]))
+        first = asyncio.ensure_future(batcher.submit(recorder, ["a"], [1]))
         await asyncio.to_thread(recorder.started.wait, 30)
         # ... while three more arrive: they are collected together when it is free
-        rest = [asyncio.ensure_future(batcher.submit("k", recorder, [t], [1])) for t in ("b", "c", "d")]
+        rest = [asyncio.ensure_future(batcher.submit(recorder, [t], [1])) for t in ("b", "c", "d")]
         await asyncio.sleep(0.05)
         recorder.hold.set()
         answers = [await first] + [await r for r in rest]
@@ -68,7 +69,7 @@ def test_requests_queued_together_share_a_call_and_company_turns_the_wait_on():
         # when the third request arrives, well inside the window).
         later = []
         for text in ("e", "f", "g"):
-            later.append(asyncio.ensure_future(batcher.submit("k", recorder, [text], [1])))
+            later.append(asyncio.ensure_future(batcher.submit(recorder, [text], [1])))
             await asyncio.sleep(0.05)
         return answers + [await r for r in later]
 
@@ -82,10 +83,10 @@ def test_a_bad_input_fails_only_its_own_request():
 
     async def clients(batcher):
         recorder.hold.clear()
-        busy = asyncio.ensure_future(batcher.submit("k", recorder, ["x"], [1]))
+        busy = asyncio.ensure_future(batcher.submit(recorder, ["x"], [1]))
         await asyncio.to_thread(recorder.started.wait, 30)
-        good = asyncio.ensure_future(batcher.submit("k", recorder, ["good"], [4]))
-        bad = asyncio.ensure_future(batcher.submit("k", recorder, ["bad"], [3]))
+        good = asyncio.ensure_future(batcher.submit(recorder, ["good"], [4]))
+        bad = asyncio.ensure_future(batcher.submit(recorder, ["bad"], [3]))
         await asyncio.sleep(0.05)
         recorder.hold.set()
         await busy

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import socket
 import threading
 from pathlib import Path
@@ -343,28 +344,56 @@ def test_bad_input_gets_a_clear_json_error(server, name, path, body, status, wor
         assert answer["error"]["loaded"] == ["minilm", "pretrained", "sentiment", "ner", "qa"]
 
 
-def test_request_cancelled_mid_flight_is_dropped_and_server_stays_up(server):
-    url, app = server
-    host, port = url.removeprefix("http://").split(":")
-    cancelled = metric(url, "bertforge_requests_cancelled_total")
-    inputs = metric(url, "bertforge_batch_size_sum")
-    # Hold the inference thread so the request below is still queued when its client leaves.
-    release = threading.Event()
-    app.state.batcher.executor.submit(release.wait, 60)
-    body = json.dumps({"input": ["a sentence that will never be embedded"] * 4}).encode()
-    try:
-        with socket.create_connection((host, int(port))) as client:
-            client.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                           b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
-            # queued: the collector took them off the queue and waits for the inference thread
-            wait_for(lambda: metric(url, "bertforge_queue_depth") == 0 and app.state.batcher.executor._work_queue.qsize() > 0,
-                     "the request to reach the model's queue")
-        wait_for(lambda: metric(url, "bertforge_requests_cancelled_total") == cancelled + 1, "the cancellation")
-    finally:
-        release.set()
-    assert call(url + "/health")[0] == 200
-    assert call(url + "/v1/embeddings", {"input": "still serving"})[0] == 200
-    assert metric(url, "bertforge_batch_size_sum") == inputs + 1  # the cancelled inputs never ran
+def test_the_inference_process_answers_as_a_thread_does_and_ends_with_the_server(models):
+    """The default runs the models in a child process: the same answers as on a thread of the server,
+    a model's error comes back as the usual JSON error, and the child ends when the server stops."""
+    texts = sst2_sentences(3)
+    requests = [("/v1/embeddings", {"input": texts, "model": "minilm"}),
+                ("/v1/fill-mask", {"input": "the cat sat on the [MASK] .", "top_k": 3}),
+                ("/v1/ner", {"input": texts[:2]}),
+                ("/v1/qa", {"input": [{"question": "who sat?", "context": "the cat sat on the mat ."}]}),
+                ("/v1/attention", {"input": texts[0], "model": "minilm", "layer": 99})]
+    answers = {}
+    for inference in ("process", "thread"):
+        app = create_app(models, ServerSettings(inference=inference))
+        with background_server(app) as url:
+            answers[inference] = [call(url + path, body) for path, body in requests]
+            pid = getattr(app.state.batcher.runner, "pid", None)
+            if inference == "process":
+                assert pid != os.getpid() and Path(f"/proc/{pid}").exists()
+        if inference == "process":
+            assert not Path(f"/proc/{pid}").exists(), "the inference process outlived its server"
+    assert answers["process"] == answers["thread"]
+    assert [status for status, _ in answers["process"]] == [200, 200, 200, 200, 422]
+    assert "layer must be in 0..5" in answers["process"][-1][1]["error"]["message"]
+
+
+def test_request_cancelled_while_queued_is_dropped_and_server_stays_up(models):
+    # On an inference thread, which a test can hold: the first request below then holds the batcher's
+    # one slot, so the second stays queued until its client has gone.
+    app = create_app(models, ServerSettings(inference="thread"))
+    with background_server(app) as url:
+        host, port = url.removeprefix("http://").split(":")
+        release = threading.Event()
+        app.state.batcher.runner.executor.submit(release.wait, 60)
+        first = []
+        waiting = threading.Thread(target=lambda: first.append(call(url + "/v1/embeddings", {"input": "first"})))
+        waiting.start()
+        wait_for(lambda: metric(url, "bertforge_batch_size_sum") == 1, "the first request to reach the model")
+        body = json.dumps({"input": ["a sentence that will never be embedded"] * 4}).encode()
+        try:
+            with socket.create_connection((host, int(port))) as client:
+                client.sendall(b"POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+                wait_for(lambda: metric(url, "bertforge_queue_depth") == 4, "the request to be queued")
+            wait_for(lambda: metric(url, "bertforge_requests_cancelled_total") == 1, "the cancellation")
+        finally:
+            release.set()
+            waiting.join(60)
+        assert first[0][0] == 200
+        assert call(url + "/health")[0] == 200
+        assert call(url + "/v1/embeddings", {"input": "still serving"})[0] == 200
+        assert metric(url, "bertforge_batch_size_sum") == 2  # the cancelled inputs never ran
 
 
 def test_api_key_guards_everything_but_health_and_batching_off_gives_same_vectors(models, server):

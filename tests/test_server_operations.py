@@ -17,7 +17,7 @@ import torch
 from bertforge.model import BertConfig, BertForSequenceClassification
 from bertforge.server import ServerSettings, background_server, create_app, load_served_model
 from bertforge.tokenization import BertTokenizer
-from server_helpers import call
+from server_helpers import call, wait_for
 
 MAX_TEXTS, MAX_CHARS, MAX_RESULTS = 8, 4000, 40
 
@@ -39,12 +39,13 @@ def models(model_dirs):
 @pytest.fixture(scope="module")
 def server(models):
     settings = ServerSettings(max_texts=MAX_TEXTS, max_chars=MAX_CHARS, max_results=MAX_RESULTS)
-    with background_server(create_app(models, settings)) as url:
-        yield url
+    app = create_app(models, settings)
+    with background_server(app) as url:
+        yield url, app.state.batcher.runner.pid
 
 
 def test_metrics_are_prometheus_text(server):
-    url = server
+    url, _ = server
     call(url + "/v1/tokenize", {"input": "count me"})
     call(url + "/v1/tokenize", method="BREW")
     request = urllib.request.urlopen(url + "/metrics")
@@ -83,15 +84,28 @@ def test_answers_over_max_response_bytes_are_refused(models):
         assert status == 413 and "max_response_bytes=4000" in error["error"]["message"]  # refused before running
 
 
-def rss_bytes() -> int:
-    return int(Path("/proc/self/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def rss_bytes(pid: int | str = "self") -> int:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's exit status may wait for a reaper that never comes)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def child_pids(pid: int) -> list[int]:
+    return [int(child) for task in Path(f"/proc/{pid}/task").iterdir()
+            for child in (task / "children").read_text().split()]
 
 
 @pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="reads the resident set size from /proc")
 def test_memory_stays_flat_under_repeated_heavy_requests(server):
     """Requests at the limits (the most texts, masks and candidates; the longest texts): after a
-    warm-up, more of them must not keep growing the process (the server runs in this process)."""
-    url = server
+    warm-up, more of them must not keep growing the server (this process) or its inference process."""
+    url, inference_pid = server
     text = ("[MASK] went up the hill and " + "the cat went up the hill and " * 140)[:MAX_CHARS]
     heavy = {"/v1/fill-mask": {"input": [text] * MAX_TEXTS, "top_k": MAX_RESULTS // MAX_TEXTS},
              "/v1/tokenize": {"input": [text] * MAX_TEXTS},
@@ -104,14 +118,14 @@ def test_memory_stays_flat_under_repeated_heavy_requests(server):
 
     for _ in range(2):
         round_of_requests()
-    before = rss_bytes()
+    before = [rss_bytes(), rss_bytes(inference_pid)]
     for _ in range(6):
         round_of_requests()
-    growth = rss_bytes() - before
-    assert growth < 64 * 2**20, f"resident memory grew by {growth / 2**20:.0f} MiB over 6 rounds"
+    for process, was, now in zip(("server", "inference process"), before, [rss_bytes(), rss_bytes(inference_pid)]):
+        assert now - was < 64 * 2**20, f"the {process}'s resident memory grew by {(now - was) / 2**20:.0f} MiB over 6 rounds"
 
 
-def test_serve_refuses_a_non_ascii_key_and_warns_when_exposed_without_one(tmp_path):
+def test_serve_refuses_bad_settings_and_warns_when_exposed_without_a_key(tmp_path):
     from click.testing import CliRunner
 
     from bertforge.cli.main import cli
@@ -119,6 +133,10 @@ def test_serve_refuses_a_non_ascii_key_and_warns_when_exposed_without_one(tmp_pa
 
     with pytest.raises(ConfigError, match="'é' is not ASCII"):
         ServerSettings(api_key="clé")
+    with pytest.raises(ConfigError, match="inference must be 'process' or 'thread', got 'gpu'"):
+        ServerSettings(inference="gpu")
+    with pytest.raises(ConfigError, match="max_texts must be at least 1, got 0"):
+        ServerSettings(max_texts=0)
     missing = f"x={tmp_path / 'missing'}"  # fails at loading, after the start-up checks
     result = CliRunner().invoke(cli, ["serve", "--api-key", "clé", "--model", missing])
     assert result.exit_code == 2 and "--api-key" in result.output and "not ASCII" in result.output
@@ -154,9 +172,12 @@ def test_serve_command_starts_a_server_with_the_key_from_the_environment(model_d
         assert status == 200 and body["model"] == "tiny" and {r["label"] for r in body["results"][0]} == {"neg", "pos"}
         status, body = call(url + "/v1/classify", {"input": ["a", "b", "c"]}, headers=key)
         assert status == 413 and "max_texts=2" in body["error"]["message"]
+        children = child_pids(process.pid)  # the inference process (and multiprocessing's resource tracker)
+        assert children
     finally:
-        process.terminate()
+        process.kill()  # no chance to stop its children: they must end by themselves
         process.wait(30)
+    wait_for(lambda: not any(map(running, children)), "the server's children to end")
     assert "tiny: BertForSequenceClassification" in process.stderr.read()
 
 

@@ -58,6 +58,9 @@ def bundled_models() -> list[tuple[str, Path]]:
 @click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 10_000),
               help="How long the first queued input waits for others to join its batch.")
 @click.option("--no-batching", is_flag=True, help="Run each request on its own (no dynamic batching).")
+@click.option("--inference", default="process", show_default=True, type=click.Choice(["process", "thread"]),
+              help="Where the models run: a child process of their own, beside the HTTP event loop instead of "
+                   "sharing its GIL (each model is loaded twice), or a thread of the server's process.")
 @click.option("--api-key", envvar="BERTFORGE_API_KEY", default=None,
               help="Require this key (Authorization: Bearer KEY) on every endpoint but /health and the page. "
                    "Also read from BERTFORGE_API_KEY.")
@@ -72,8 +75,8 @@ def bundled_models() -> list[tuple[str, Path]]:
               help="Largest answer, in MiB of JSON; a request whose answer would be larger gets a 413.")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-def serve(model_options, host, port, device, threads, max_batch_size, max_wait_ms, no_batching, api_key, max_texts, max_chars,
-          max_masks, max_results, max_response_mb, log_level):
+def serve(model_options, host, port, device, threads, max_batch_size, max_wait_ms, no_batching, inference, api_key,
+          max_texts, max_chars, max_masks, max_results, max_response_mb, log_level):
     """Serve models over HTTP: OpenAI-style /v1/embeddings, fill-mask, next-sentence, classify, ner, qa,
     attention and tokenize, with /health, /metrics, OpenAPI docs at /docs and a web page at /."""
     import torch
@@ -83,8 +86,9 @@ def serve(model_options, host, port, device, threads, max_batch_size, max_wait_m
 
     # Settings first: a bad API key is refused before minutes of model loading.
     settings = ServerSettings(max_batch_size=max_batch_size, max_wait_ms=max_wait_ms, batching=not no_batching,
-                              api_key=api_key or None, max_texts=max_texts, max_chars=max_chars, max_masks=max_masks,
-                              max_results=max_results, max_response_bytes=max_response_mb * 2**20)
+                              inference=inference, api_key=api_key or None, max_texts=max_texts, max_chars=max_chars,
+                              max_masks=max_masks, max_results=max_results,
+                              max_response_bytes=max_response_mb * 2**20)
     if not is_loopback(host) and settings.api_key is None:
         click.secho(f"WARNING: serving on {host}, reachable from other machines, WITHOUT an API key: anyone who "
                     f"can reach port {port} can use the models. Pass --api-key (or set BERTFORGE_API_KEY).",

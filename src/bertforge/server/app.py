@@ -1,8 +1,9 @@
 """The HTTP API (FastAPI): one endpoint per task, the web page at `/`, `/health` and `/metrics`.
 
 Every inference endpoint checks the request against the limits (limits.py), queues its inputs
-for the dynamic batcher and answers with what the model's pipeline returns (models.py). Errors
-come back as JSON in the OpenAI shape (errors.py).
+for the dynamic batcher and answers with what the model's pipeline returns (models.py), run in a
+child process of the server's by default (inference.py). Errors come back as JSON in the OpenAI
+shape (errors.py).
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ import asyncio
 import base64
 from importlib import resources
 
+import torch
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, PlainTextResponse, Response
 
 from bertforge.server.batching import Batcher
 from bertforge.server.errors import ApiError, install_error_handlers
 from bertforge.server.gate import CLIENT_CLOSED, Gate
+from bertforge.server.inference import ModelCall, make_runner
 from bertforge.server.limits import ServerSettings, check_fill_mask, check_texts, encode_answer
 from bertforge.server.metrics import Metrics
 from bertforge.server.models import ServedModel
@@ -34,7 +37,10 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         raise ValueError("create_app needs at least one model")
     served = {m.name: m for m in models}
     metrics = Metrics()
-    batcher = Batcher(metrics, settings.max_batch_size, settings.max_wait_ms, settings.batching, settings.max_queue)
+    # the models run with the thread count of this process at the time (`bertforge serve --threads`)
+    runner = make_runner(settings.inference, served, torch.get_num_threads())
+    batcher = Batcher(metrics, runner, settings.max_batch_size, settings.max_wait_ms, settings.batching,
+                      settings.max_queue)
     metrics.queue_depth = lambda: batcher.queue_depth
 
     async def lifespan(app):
@@ -68,9 +74,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         while (await request.receive())["type"] != "http.disconnect":
             pass
 
-    async def run_batched(request: Request, key: tuple, run, payloads: list, lengths: list[int]):
+    async def run_batched(request: Request, run: ModelCall, payloads: list, lengths: list[int]):
         """The batched results, or None when the client went away first (its inputs are dropped)."""
-        work = asyncio.ensure_future(batcher.submit(key, run, payloads, lengths))
+        work = asyncio.ensure_future(batcher.submit(run, payloads, lengths))
         gone = asyncio.ensure_future(until_disconnect(request))
         await asyncio.wait({work, gone}, return_when=asyncio.FIRST_COMPLETED)
         gone.cancel()
@@ -110,13 +116,12 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         model = pick(body.model, "embeddings")
         texts = as_list(body.input)
         check_texts(settings, texts)
-        results = await run_batched(request, (model.name, "embeddings"), model.run_embeddings, texts,
-                                    [len(t) for t in texts])
+        results = await run_batched(request, ModelCall(model.name, "run_embeddings"), texts, [len(t) for t in texts])
         if results is None:
             return await answer(None)
         data = []
         for i, (vector, _) in enumerate(results):
-            encoded = base64.b64encode(vector.numpy().astype("<f4").tobytes()).decode() \
+            encoded = base64.b64encode(vector.astype("<f4").tobytes()).decode() \
                 if body.encoding_format == "base64" else vector.tolist()
             data.append({"object": "embedding", "index": i, "embedding": encoded})
         tokens = sum(count for _, count in results)
@@ -130,8 +135,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         texts = as_list(body.input)
         check_texts(settings, texts)
         check_fill_mask(settings, texts, body.top_k, model.tokenizer.mask_token)
-        results = await run_batched(request, (model.name, "fill-mask", body.top_k),
-                                    lambda batch: model.run_fill_mask(batch, body.top_k), texts,
+        results = await run_batched(request, ModelCall(model.name, "run_fill_mask", (("top_k", body.top_k),)), texts,
                                     [len(t) for t in texts])
         return await answer(None if results is None else {"model": model.name, "results": results})
 
@@ -141,7 +145,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         model = pick(body.model, "next-sentence")
         pairs = [(p.text, p.text_pair) for p in as_list(body.input)]
         check_texts(settings, [t for pair in pairs for t in pair])
-        results = await run_batched(request, (model.name, "next-sentence"), model.run_next_sentence, pairs,
+        results = await run_batched(request, ModelCall(model.name, "run_next_sentence"), pairs,
                                     [len(a) + len(b) for a, b in pairs])
         return await answer(None if results is None else {"model": model.name, "results": results})
 
@@ -151,7 +155,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         model = pick(body.model, "classify")
         items = [(x, None) if isinstance(x, str) else (x.text, x.text_pair) for x in as_list(body.input)]
         check_texts(settings, [t for item in items for t in item if t is not None])
-        results = await run_batched(request, (model.name, "classify"), model.run_classify, items,
+        results = await run_batched(request, ModelCall(model.name, "run_classify"), items,
                                     [len(a) + len(b or "") for a, b in items])
         return await answer(None if results is None else {"model": model.name, "results": results})
 
@@ -161,7 +165,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         model = pick(body.model, "ner")
         texts = as_list(body.input)
         check_texts(settings, texts)
-        results = await run_batched(request, (model.name, "ner"), model.run_ner, texts, [len(t) for t in texts])
+        results = await run_batched(request, ModelCall(model.name, "run_ner"), texts, [len(t) for t in texts])
         return await answer(None if results is None else {"model": model.name, "results": results})
 
     @app.post("/v1/qa", tags=["inference"])
@@ -174,7 +178,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
             for field, text in (("question", question), ("context", context)):
                 if not text.strip():
                     raise ApiError(422, "invalid_request_error", f"input[{i}].{field} is empty", f"input[{i}].{field}")
-        results = await run_batched(request, (model.name, "qa"), model.run_qa, items,
+        results = await run_batched(request, ModelCall(model.name, "run_qa"), items,
                                     [len(q) + len(c) for q, c in items])
         return await answer(None if results is None else {"model": model.name, "results": results})
 
@@ -183,7 +187,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         """Attention weights of every layer and head (or the one asked for) over the text's tokens."""
         model = pick(body.model, "attention")
         check_texts(settings, [body.input])
-        result = await batcher.call(model.run_attention, body.input, body.layer, body.head)
+        result = await batcher.call(ModelCall(model.name, "run_attention"), body.input, body.layer, body.head)
         return await answer({"model": model.name, **result})
 
     @app.post("/v1/tokenize", tags=["inference"])

@@ -6,9 +6,11 @@ fill to `max_batch_size`, also taking whatever else is already queued (up to a f
 worth). It waits only while requests keep company: when the last collection held a single
 request, a lone client would wait for nobody, so the next collection takes what is queued and
 goes at once (as with batching off); the first collection that finds two requests turns the
-wait back on. The items are grouped by what they ask (model, task, options), sorted by length so
-each micro-batch pads little, and run one micro-batch at a time on the single inference thread,
-so the event loop keeps accepting requests meanwhile. Items whose client has gone are dropped
+wait back on. The items are grouped by the call they ask for (model, task, options), sorted by
+length so each micro-batch pads little, and handed to where the models run (inference.py), one
+collection at a time, so the event loop keeps accepting requests meanwhile. A collection is taken
+only when the models can start on it (or, in a child process, queue it right behind the batch
+running), so it holds everything that waited meanwhile. Items whose client has gone are dropped
 before they reach the model.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable
 
@@ -32,18 +33,16 @@ class QueueFullError(Exception):
 
 @dataclass
 class _Item:
-    key: Hashable
-    run: Callable[[list], list]  # the batched function: inputs -> one result (or exception) per input
+    run: Hashable  # the batched call, run(models, inputs) -> one result (or exception) per input
     payload: Any
     length: int
     future: asyncio.Future
     request: int  # which submit() call the item came from
     arrived: float = field(default_factory=time.monotonic)
-    abandoned: bool = False  # set on the event loop, read by the inference thread (a plain bool is safe to share)
 
 
 class Batcher:
-    def __init__(self, metrics: Metrics, max_batch_size: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, metrics: Metrics, runner, max_batch_size: int = 32, max_wait_ms: float = 5.0,
                  enabled: bool = True, max_queue: int = 4096):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")
@@ -52,10 +51,11 @@ class Batcher:
         self.max_wait = max_wait_ms / 1000
         self.enabled = enabled
         self.max_queue = max_queue
-        # One thread: torch already spreads one forward pass over the cores.
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="bertforge-inference")
+        self.runner = runner  # an InferenceProcess or InferenceThread (inference.py)
         self._queue: asyncio.Queue[_Item] | None = None
+        self._slots: asyncio.Semaphore | None = None  # collections the runner may hold at once
         self._collector: asyncio.Task | None = None
+        self._running: set[asyncio.Task] = set()
         self._requests = itertools.count()
         self._company = False  # did the last collection hold more than one request?
 
@@ -64,22 +64,25 @@ class Batcher:
         return self._queue.qsize() if self._queue is not None else 0
 
     async def start(self) -> None:
+        await self.runner.start()
         self._queue = asyncio.Queue()
+        self._slots = asyncio.Semaphore(self.runner.in_flight)
         self._collector = asyncio.create_task(self._collect_forever())
 
     async def stop(self) -> None:
-        if self._collector is not None:
-            self._collector.cancel()
-            await asyncio.gather(self._collector, return_exceptions=True)
-        self.executor.shutdown(wait=True, cancel_futures=True)
+        tasks = [task for task in (self._collector, *self._running) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.runner.stop()
 
-    async def call(self, fn: Callable, *args) -> Any:
-        """Run a single (unbatched) computation on the inference thread."""
-        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+    async def call(self, run: Callable, *args) -> Any:
+        """Run a single (unbatched) computation where the models run."""
+        return await self.runner.run(run, *args)
 
-    async def submit(self, key: Hashable, run: Callable[[list], list], payloads: list, lengths: list[int]) -> list:
-        """Results for `payloads` (one request's inputs), computed with other requests' inputs
-        that share `key`. Raises the first per-input exception."""
+    async def submit(self, run: Hashable, payloads: list, lengths: list[int]) -> list:
+        """Results for `payloads` (one request's inputs), computed with other requests' inputs for
+        the same `run`. Raises the first per-input exception."""
         if not self.enabled:
             self.metrics.observe_batch(len(payloads))
             return _raise_first(await self.call(run, payloads))
@@ -87,29 +90,41 @@ class Batcher:
             raise QueueFullError(f"{self.queue_depth} inputs are already waiting (limit {self.max_queue})")
         loop = asyncio.get_running_loop()
         request = next(self._requests)
-        items = [_Item(key, run, payload, length, loop.create_future(), request)
+        items = [_Item(run, payload, length, loop.create_future(), request)
                  for payload, length in zip(payloads, lengths)]
         for item in items:
             self._queue.put_nowait(item)
         try:
             return _raise_first(list(await asyncio.gather(*(item.future for item in items))))
         finally:
-            # On cancellation (the client went away) its items are skipped if they have not run yet.
+            # On cancellation (the client went away) its items are skipped if they have not been sent to run.
             for item in items:
-                item.abandoned = True
                 item.future.cancel()
 
     async def _collect_forever(self) -> None:
         while True:
+            await self._slots.acquire()
             items = await self._collect()
-            live = [item for item in items if not item.future.done()]
             groups: dict[Hashable, list[_Item]] = {}
-            for item in live:
-                groups.setdefault(item.key, []).append(item)
+            for item in items:
+                if not item.future.done():
+                    groups.setdefault(item.run, []).append(item)
+            batches = []
             for group in groups.values():
                 group.sort(key=lambda item: item.length)
-                for start in range(0, len(group), self.max_batch_size):
-                    await self._run(group[start:start + self.max_batch_size])
+                batches += [group[start:start + self.max_batch_size]
+                            for start in range(0, len(group), self.max_batch_size)]
+            task = asyncio.create_task(self._run_all(batches))
+            self._running.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task) -> None:
+        self._running.discard(task)
+        self._slots.release()
+
+    async def _run_all(self, batches: list[list[_Item]]) -> None:
+        for batch in batches:
+            await self._run(batch)
 
     async def _collect(self) -> list[_Item]:
         first = await self._queue.get()
@@ -130,20 +145,13 @@ class Batcher:
         self._company = len({item.request for item in items}) > 1
         return items
 
-    def _run_live(self, batch: list[_Item]) -> tuple[list[_Item], list]:
-        """On the inference thread: drop the items abandoned while this batch waited for the thread."""
-        batch = [item for item in batch if not item.abandoned]
-        if not batch:
-            return batch, []
-        self.metrics.observe_batch(len(batch))
-        return batch, batch[0].run([item.payload for item in batch])
-
     async def _run(self, batch: list[_Item]) -> None:
         batch = [item for item in batch if not item.future.done()]
         if not batch:
             return
+        self.metrics.observe_batch(len(batch))
         try:
-            batch, results = await self.call(self._run_live, batch)
+            results = await self.runner.run(batch[0].run, [item.payload for item in batch])
         except Exception as e:
             if len(batch) == 1:
                 results = [e]

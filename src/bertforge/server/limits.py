@@ -26,6 +26,7 @@ class ServerSettings:
     max_masks: int = 20  # [MASK] tokens in one fill-mask text
     max_results: int = 1000  # fill-mask candidates in one answer: masks of all its texts × top_k
     max_response_bytes: int = 32 * 2**20  # the JSON of one answer
+    inference: str = "process"  # where the models run: "process" (a child of their own) or "thread" (inference.py)
 
     def __post_init__(self):
         # Clients send the key in an HTTP header, whose bytes are latin-1: a non-ASCII key would
@@ -34,6 +35,8 @@ class ServerSettings:
             bad = next(ch for ch in self.api_key if not ch.isascii())
             raise ConfigError(f"--api-key (or BERTFORGE_API_KEY): {bad!r} is not ASCII; HTTP headers carry "
                               "ASCII keys only, so choose one of letters, digits and punctuation")
+        if self.inference not in ("process", "thread"):
+            raise ConfigError(f"inference must be 'process' or 'thread', got {self.inference!r}")
         for name in ("max_batch_size", "max_texts", "max_chars", "max_queue", "max_masks", "max_results",
                      "max_response_bytes"):
             if getattr(self, name) < 1:

@@ -73,10 +73,10 @@ class ServedModel:
 
     # ---- batched calls (on the inference thread) --------------------------------------------
     def run_embeddings(self, texts: list[str]) -> list:
-        """(sentence vector, token count) per text: the pooling and normalisation of the checkpoint's
-        sentence-transformers configuration, as the sentence-embedding pipeline does by default."""
+        """(sentence vector as a NumPy array, token count) per text: the pooling and normalisation of the
+        checkpoint's sentence-transformers configuration, as the sentence-embedding pipeline does by default."""
         embed = self.pipelines["embeddings"]
-        vectors = embed(texts, return_tensors="pt")
+        vectors = embed(texts)
         counts = [min(len(ids), embed.max_length) for ids in self.tokenizer(texts)["input_ids"]]
         return list(zip(vectors, counts))
 
