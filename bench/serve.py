@@ -130,6 +130,15 @@ def busiest_threads(before: dict[str, float], after: dict[str, float], wall: flo
     return (shares + [0.0, 0.0])[:2]
 
 
+def batch_totals(port: int) -> tuple[float, float]:
+    """(inputs, batches) the server has run so far, from its /metrics."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    connection.request("GET", "/metrics")
+    values = {name: float(value) for name, value in (line.rsplit(" ", 1) for line in
+              connection.getresponse().read().decode().splitlines() if line.startswith("bertforge_batch_size_"))}
+    return values.get("bertforge_batch_size_sum", 0.0), values.get("bertforge_batch_size_count", 0.0)
+
+
 def cpu_ticks() -> tuple[int, int]:
     """(stolen, all) CPU ticks of this machine so far, from /proc/stat: a virtual machine's host may
     take CPU time from it, which slows every figure."""
@@ -327,19 +336,22 @@ def main() -> None:
             for _ in range(args.rounds):
                 for label, (port, server) in servers.items():
                     cpu_before, client_cpu_before = server_cpu_seconds(server.pid), time.process_time()
-                    threads_before = thread_cpu_seconds(server.pid)
+                    threads_before, batches_before = thread_cpu_seconds(server.pid), batch_totals(port)
                     result = run_load(port, sentences, clients, per_client, args.encoding)
                     result["threads"] = busiest_threads(threads_before, thread_cpu_seconds(server.pid),
                                                         result["requests"] / result["rps"])  # the level's wall time
                     result["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / result["requests"]
                     result["client_cpu_ms"] = 1000 * (time.process_time() - client_cpu_before) / result["requests"]
                     result["peak_mb"] = peak_memory_mb(server.pid)
+                    (inputs, batches), (inputs_before, count_before) = batch_totals(port), batches_before
+                    result["mean_batch"] = (inputs - inputs_before) / max(1.0, batches - count_before)
                     runs.setdefault((label, clients), []).append(result)
                     print(f"{label:9} clients={clients:3d} "
                           f"requests={result['requests']:5d} {result['rps']:7.1f} req/s  "
                           f"p50 {result['p50_ms']:7.1f} ms  p99 {result['p99_ms']:7.1f} ms  "
                           f"server CPU {result['cpu_ms']:5.1f} ms/request (clients {result['client_cpu_ms']:4.1f}), "
                           f"busiest threads {result['threads'][0]:.0%} / {result['threads'][1]:.0%} of a core  "
+                          f"mean batch {result['mean_batch']:.1f}  "
                           f"errors {result['errors']}  "
                           f"peak server memory {result['peak_mb']:.0f} MB", flush=True)
         # The same texts to /v1/tokenize: the HTTP stack, validation and a (small) answer with no model.

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import signal
 import socket
 import threading
 from pathlib import Path
@@ -346,7 +347,8 @@ def test_bad_input_gets_a_clear_json_error(server, name, path, body, status, wor
 
 def test_the_inference_process_answers_as_a_thread_does_and_ends_with_the_server(models):
     """The default runs the models in a child process: the same answers as on a thread of the server,
-    a model's error comes back as the usual JSON error, and the child ends when the server stops."""
+    a model's error comes back as the usual JSON error, a killed child gives a 503 that says so, and the
+    child ends when the server stops."""
     texts = sst2_sentences(3)
     requests = [("/v1/embeddings", {"input": texts, "model": "minilm"}),
                 ("/v1/fill-mask", {"input": "the cat sat on the [MASK] .", "top_k": 3}),
@@ -361,6 +363,9 @@ def test_the_inference_process_answers_as_a_thread_does_and_ends_with_the_server
             pid = getattr(app.state.batcher.runner, "pid", None)
             if inference == "process":
                 assert pid != os.getpid() and Path(f"/proc/{pid}").exists()
+                os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
+                status, body = call(url + "/v1/embeddings", {"input": "anyone there?"})
+                assert status == 503 and "the inference process has stopped" in body["error"]["message"], body
         if inference == "process":
             assert not Path(f"/proc/{pid}").exists(), "the inference process outlived its server"
     assert answers["process"] == answers["thread"]

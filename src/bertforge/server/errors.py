@@ -1,8 +1,10 @@
 """Errors as JSON in the OpenAI shape, `{"error": {"message", "type", "param", "code"}}`, with the
 HTTP status that says whose fault it was: 400 unreadable body, 401 API key, 404 unknown model,
-413 a size limit, 422 well-formed but invalid input, 503 queue full."""
+413 a size limit, 422 well-formed but invalid input, 503 queue full or the inference process gone."""
 
 from __future__ import annotations
+
+from concurrent.futures.process import BrokenProcessPool
 
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -60,3 +62,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(QueueFullError)
     async def queue_full(request, exc: QueueFullError):
         return error_response(503, "server_busy", f"server busy: {exc}; retry later")
+
+    @app.exception_handler(BrokenProcessPool)
+    async def inference_gone(request, exc: BrokenProcessPool):
+        return error_response(503, "inference_unavailable", "the inference process has stopped (killed, or out of "
+                              "memory?); restart the server")
