@@ -2,8 +2,8 @@
 thread of the server's process.
 
 On a thread, the model shares the GIL with the event loop (HTTP, JSON, validation), and PyTorch
-takes the GIL back between operations: bench/serve.py measures a 32-sentence call ~20x slower beside
-a thread busy with Python. In a child process the model has an interpreter of its own, and the event
+takes the GIL back between operations: bench/serve.py measures a 32-sentence call up to 20x slower
+beside a thread busy with Python. In a child process the model has an interpreter of its own, and the event
 loop's work runs beside it on another core. The price: the child loads its own copy of every model
 (twice the memory; start-up waits for it), and inputs and answers are pickled across, which is small
 next to a forward pass. Like any spawned process, it needs a script that starts the server to have
@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bertforge.server.models import ServedModel, load_served_model
+
 
 @dataclass(frozen=True)
 class ModelCall:
