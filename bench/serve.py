@@ -326,8 +326,10 @@ def main() -> None:
     servers, stolen_before = {}, cpu_ticks()
     try:
         for label, (batching, inference) in settings.items():
-            port = free_port()
+            port, started = free_port(), time.perf_counter()
             server = start_server(port, batching, args.max_batch_size, args.max_wait_ms, args.threads, inference)
+            print(f"# {label} server (models {WHERE[inference]}): answering /health {time.perf_counter() - started:.1f} s "
+                  f"after launch, {peak_memory_mb(server.pid):.0f} MB", flush=True)
             servers[label] = (port, server)
             run_load(port, sentences, 4, 5, args.encoding)  # warm-up
         runs: dict[tuple[str, int], list[dict]] = {}
