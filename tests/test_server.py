@@ -403,7 +403,7 @@ def test_request_cancelled_while_queued_is_dropped_and_server_stays_up(models):
 
 def test_api_key_guards_everything_but_health_and_batching_off_gives_same_vectors(models, server):
     url, _ = server
-    settings = ServerSettings(api_key="s3cret", batching=False)
+    settings = ServerSettings(api_key="s3cret", batching=False, inference="thread")
     with background_server(create_app(models, settings)) as guarded:
         assert call(guarded + "/health")[0] == 200
         for path in ("/v1/models", "/metrics", "/docs", "/openapi.json"):

@@ -32,7 +32,7 @@ def page_server(tmp_path_factory, default_model_dir, tiny_pretraining_checkpoint
               load_served_model("pretrained", tiny_pretraining_checkpoint),
               load_served_model("ner", root / "ner"), load_served_model("qa", root / "qa"),
               load_served_model("sentiment", root / "sentiment")]
-    with background_server(create_app(models, ServerSettings())) as url:
+    with background_server(create_app(models, ServerSettings(inference="thread"))) as url:
         yield url
 
 
