@@ -328,8 +328,8 @@ def main() -> None:
         for label, (batching, inference) in settings.items():
             port, started = free_port(), time.perf_counter()
             server = start_server(port, batching, args.max_batch_size, args.max_wait_ms, args.threads, inference)
-            print(f"# {label} server (models {WHERE[inference]}): answering /health {time.perf_counter() - started:.1f} s "
-                  f"after launch, {peak_memory_mb(server.pid):.0f} MB", flush=True)
+            print(f"# {label} server (models {WHERE[inference]}): answering /health "
+                  f"{time.perf_counter() - started:.1f} s after launch, {peak_memory_mb(server.pid):.0f} MB", flush=True)
             servers[label] = (port, server)
             run_load(port, sentences, 4, 5, args.encoding)  # warm-up
         runs: dict[tuple[str, int], list[dict]] = {}
@@ -402,7 +402,8 @@ def main() -> None:
             compared = results[(f"on {other}", clients)]
             print(f"{clients} clients, models {WHERE[other]}: {compared['rps']:.1f} req/s, "
                   f"{compared['rps'] / offline:.2f}x the offline pipeline (models {WHERE[args.inference]}: "
-                  f"{results[('batching', clients)]['rps'] / compared['rps']:.2f}x that), p50 / p99 {compared['p50_ms']:.0f} / "
+                  f"{results[('batching', clients)]['rps'] / compared['rps']:.2f}x that), "
+                  f"p50 / p99 {compared['p50_ms']:.0f} / "
                   f"{compared['p99_ms']:.0f} ms, server CPU {compared['cpu_ms']:.1f} ms/request, "
                   f"peak {compared['peak_mb']:.0f} MB")
     on, off = results[("batching", lone)], results[("off", lone)]
@@ -416,7 +417,8 @@ def main() -> None:
     model_ms = min(costs.values())
     print(f"the server without a model (/v1/tokenize, {top} clients): {floor['cpu_ms']:.2f} CPU ms per request; "
           f"with the model's {model_ms:.1f} ms per sentence, a server whose event loop and model share one core "
-          f"reaches at most {model_ms / (model_ms + floor['cpu_ms']):.2f}x the offline pipeline on one-sentence requests")
+          f"reaches at most {model_ms / (model_ms + floor['cpu_ms']):.2f}x the offline pipeline on one-sentence "
+          "requests")
     alone, beside = model_beside_python(model, sentences)
     print(f"the model on a thread: {alone:.0f} ms per 32-sentence call alone, {beside:.0f} ms while another thread "
           f"runs Python ({beside / alone:.1f}x): what sharing the GIL with the event loop costs (--inference thread)")
