@@ -9,8 +9,11 @@ latency, errors, server CPU time per request (and the clients'), the two busiest
 share of a core (the model's and the event loop's), the server's peak memory (VmHWM) per setting,
 and the throughput ratio batching / off. The server's figures cover its inference process too
 (`--inference process`, the default; `--inference thread` runs the models on a thread of the
-server's process instead). Then, with the servers stopped, the same texts the
-busiest level sent go through the sentence-embedding pipeline in this process (torch's default
+server's process instead). `--compare-inference` adds a third server, batching with the other
+`--inference`, taking turns with the two others, and prints its throughput beside theirs; each
+server's start-up time and memory, each level's mean batch (from the server's /metrics) and the
+host's steal are printed too. Then, with the servers stopped, the same texts the busiest level sent
+go through the sentence-embedding pipeline in this process (torch's default
 threads, as the servers use, batches of --max-batch-size): the server's throughput at that level
 over the pipeline's is what serving costs on top of the model. The busiest level's clients also
 send their texts to /v1/tokenize, which runs no model: the server's own CPU per request (HTTP,
@@ -19,7 +22,7 @@ Last, the model's wall time per call alone and beside a thread running Python: w
 with the event loop costs the inference thread.
 
     .venv/bin/python bench/serve.py [--requests-per-client 25] [--concurrency 1 8 32] [--encoding float|base64]
-                                    [--inference process|thread]
+                                    [--inference process|thread] [--compare-inference]
 """
 
 from __future__ import annotations

@@ -3,10 +3,10 @@ thread of the server's process.
 
 On a thread, the model shares the GIL with the event loop (HTTP, JSON, validation), and PyTorch
 takes the GIL back between operations: bench/serve.py measures a 32-sentence call up to 20x slower
-beside a thread busy with Python. In a child process the model has an interpreter of its own, and the event
-loop's work runs beside it on another core. The price: the child loads its own copy of every model
-(twice the memory; start-up waits for it), and inputs and answers are pickled across, which is small
-next to a forward pass. Like any spawned process, it needs a script that starts the server to have
+beside a thread busy with Python. In a child process the model has an interpreter of its own, and
+the event loop's work runs beside it on another core. The price: the child loads its own copy of
+every model (twice the memory; start-up waits for it), and inputs and answers are pickled across,
+which is small next to a forward pass. Like any spawned process, it needs a script that starts the server to have
 the usual `if __name__ == "__main__":` guard.
 
 What runs is a `ModelCall`: a served model's `run_*` method by name, which means the same in

@@ -71,7 +71,7 @@ class ServedModel:
             info["labels"] = label_names(self.config)
         return info
 
-    # ---- batched calls (on the inference thread) --------------------------------------------
+    # ---- batched calls (where inference.py runs the models) ------------------------------
     def run_embeddings(self, texts: list[str]) -> list:
         """(sentence vector as a NumPy array, token count) per text: the pooling and normalisation of the
         checkpoint's sentence-transformers configuration, as the sentence-embedding pipeline does by default."""
