@@ -1,15 +1,17 @@
 """The dynamic batcher alone (no HTTP): a lone client waits for nobody, concurrent requests still
-share model calls, and a failing input fails only its own request."""
+share model calls, and a failing input fails only its own request. And the inference process alone:
+batches that waited for it run as one model call, and one that fails runs apart."""
 
 from __future__ import annotations
 
 import asyncio
 import threading
+import time
 
 import pytest
 
 from bertforge.server.batching import Batcher
-from bertforge.server.inference import InferenceThread
+from bertforge.server.inference import InferenceProcess, InferenceThread
 from bertforge.server.metrics import Metrics
 
 LONG_WAIT_MS = 120_000  # far longer than any test may take: a request that waited for it would time out
@@ -95,3 +97,46 @@ def test_a_bad_input_fails_only_its_own_request():
         return await good
 
     assert run(clients, max_wait_ms=1) == ["GOOD"]
+
+
+def shout(models: dict, payloads: list) -> list:
+    """A batched call for the inference process: each answer says how many inputs its call had."""
+    if "bad" in payloads:
+        raise ValueError("bad input")
+    return [(p.upper(), len(payloads)) for p in payloads]
+
+
+def whisper(models: dict, payloads: list) -> list:
+    return [(p.lower(), len(payloads)) for p in payloads]
+
+
+def nap(models: dict, seconds: float) -> str:
+    time.sleep(seconds)
+    return "rested"
+
+
+def test_the_inference_process_runs_batches_that_waited_for_it_as_one_call():
+    async def main():
+        runner = InferenceProcess({}, threads=1, max_batch_size=4)
+        await runner.start()
+        try:
+            async def while_busy(*batches):
+                # sent in this order while the child sleeps, so all of them wait in its inbox together
+                busy = asyncio.ensure_future(runner.run(nap, 1.0))
+                await asyncio.sleep(0.2)
+                answers = [asyncio.ensure_future(runner.run_batch(call, payloads)) for call, payloads in batches]
+                assert await busy == "rested"
+                return await asyncio.gather(*answers, return_exceptions=True)
+
+            merged = await while_busy((shout, ["a", "b"]), (whisper, ["X"]), (shout, ["c"]), (shout, ["d", "e"]))
+            failed = await while_busy((shout, ["f"]), (shout, ["bad"]), (shout, ["g"]))
+            return merged, failed
+        finally:
+            await runner.stop()
+
+    merged, failed = asyncio.run(asyncio.wait_for(main(), 60))
+    # a, b and c in one call of 3 inputs, led by the first batch; d and e would pass max_batch_size
+    assert merged == [([("A", 3), ("B", 3)], 3), ([("x", 1)], 1), ([("C", 3)], 0), ([("D", 2), ("E", 2)], 2)]
+    # the joint call fails, so each batch runs on its own, and only the bad one fails
+    assert failed[0] == ([("F", 1)], 1) and failed[2] == ([("G", 1)], 1)
+    assert isinstance(failed[1], ValueError) and str(failed[1]) == "bad input"

@@ -373,18 +373,25 @@ def test_the_inference_process_answers_as_a_thread_does_and_ends_with_the_server
     assert "layer must be in 0..5" in answers["process"][-1][1]["error"]["message"]
 
 
-def test_request_cancelled_while_queued_is_dropped_and_server_stays_up(models):
-    # On an inference thread, which a test can hold: the first request below then holds the batcher's
-    # one slot, so the second stays queued until its client has gone.
+def test_request_cancelled_while_queued_is_dropped_and_server_stays_up(models, monkeypatch):
+    # On an inference thread, whose model a test can hold: the first request below then holds the
+    # batcher's one slot, so the second stays queued until its client has gone.
     app = create_app(models, ServerSettings(inference="thread"))
+    model = next(m for m in models if m.name == "minilm")
+    reached, release, embed = threading.Event(), threading.Event(), model.run_embeddings
+
+    def held_embeddings(texts):
+        reached.set()
+        release.wait(60)
+        return embed(texts)
+
+    monkeypatch.setattr(model, "run_embeddings", held_embeddings)
     with background_server(app) as url:
         host, port = url.removeprefix("http://").split(":")
-        release = threading.Event()
-        app.state.batcher.runner.executor.submit(release.wait, 60)
         first = []
         waiting = threading.Thread(target=lambda: first.append(call(url + "/v1/embeddings", {"input": "first"})))
         waiting.start()
-        wait_for(lambda: metric(url, "bertforge_batch_size_sum") == 1, "the first request to reach the model")
+        wait_for(reached.is_set, "the first request to reach the model")
         body = json.dumps({"input": ["a sentence that will never be embedded"] * 4}).encode()
         try:
             with socket.create_connection((host, int(port))) as client:

@@ -38,7 +38,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     served = {m.name: m for m in models}
     metrics = Metrics()
     # the models run with the thread count of this process at the time (`bertforge serve --threads`)
-    runner = make_runner(settings.inference, served, torch.get_num_threads())
+    runner = make_runner(settings.inference, served, torch.get_num_threads(), settings.max_batch_size)
     batcher = Batcher(metrics, runner, settings.max_batch_size, settings.max_wait_ms, settings.batching,
                       settings.max_queue)
     metrics.queue_depth = lambda: batcher.queue_depth

@@ -7,11 +7,11 @@ worth). It waits only while requests keep company: when the last collection held
 request, a lone client would wait for nobody, so the next collection takes what is queued and
 goes at once (as with batching off); the first collection that finds two requests turns the
 wait back on. The items are grouped by the call they ask for (model, task, options), sorted by
-length so each micro-batch pads little, and handed to where the models run (inference.py), one
-collection at a time, so the event loop keeps accepting requests meanwhile. A collection is taken
-only when the models can start on it (or, in a child process, queue it right behind the batch
-running), so it holds everything that waited meanwhile. Items whose client has gone are dropped
-before they reach the model.
+length so each micro-batch pads little, and handed to where the models run (inference.py), so the
+event loop keeps accepting requests meanwhile. On a thread, a collection is taken only when the
+model can start on it, so it holds everything that waited meanwhile; a child process takes
+collections as they come and runs those waiting for the same call as one. Items whose client has
+gone are dropped before they are sent to run.
 """
 
 from __future__ import annotations
@@ -149,16 +149,17 @@ class Batcher:
         batch = [item for item in batch if not item.future.done()]
         if not batch:
             return
-        self.metrics.observe_batch(len(batch))
         try:
-            results = await self.runner.run(batch[0].run, [item.payload for item in batch])
+            results, size = await self.runner.run_batch(batch[0].run, [item.payload for item in batch])
         except Exception as e:
             if len(batch) == 1:
-                results = [e]
+                results, size = [e], 0
             else:  # one bad input must not fail the others: run them one by one
                 for item in batch:
                     await self._run([item])
                 return
+        if size:  # 0 when the batch joined a model call that another batch led
+            self.metrics.observe_batch(size)
         for item, result in zip(batch, results):
             if item.future.done():
                 continue

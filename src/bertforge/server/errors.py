@@ -4,8 +4,6 @@ HTTP status that says whose fault it was: 400 unreadable body, 401 API key, 404 
 
 from __future__ import annotations
 
-from concurrent.futures.process import BrokenProcessPool
-
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -13,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from bertforge.errors import BertforgeError
 from bertforge.server.batching import QueueFullError
+from bertforge.server.inference import InferenceProcessGone
 
 
 class ApiError(Exception):
@@ -63,7 +62,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def queue_full(request, exc: QueueFullError):
         return error_response(503, "server_busy", f"server busy: {exc}; retry later")
 
-    @app.exception_handler(BrokenProcessPool)
-    async def inference_gone(request, exc: BrokenProcessPool):
+    @app.exception_handler(InferenceProcessGone)
+    async def inference_gone(request, exc: InferenceProcessGone):
         return error_response(503, "inference_unavailable", "the inference process has stopped (killed, or out of "
                               "memory?); restart the server")

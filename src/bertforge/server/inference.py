@@ -6,8 +6,14 @@ takes the GIL back between operations: bench/serve.py measures a 32-sentence cal
 beside a thread busy with Python. In a child process the model has an interpreter of its own, and
 the event loop's work runs beside it on another core. The price: the child loads its own copy of
 every model (twice the memory; start-up waits for it), and inputs and answers are pickled across,
-which is small next to a forward pass. Like any spawned process, it needs a script that starts the server to have
-the usual `if __name__ == "__main__":` guard.
+which is small next to a forward pass. Like any spawned process, it needs a script that starts the
+server to have the usual `if __name__ == "__main__":` guard.
+
+The child takes its work when it is free: a thread of the child receives batches into an inbox as
+the server sends them, and the model takes everything waiting for the same call into one model call
+(up to `max_batch_size` inputs). So batches that queued while the model was busy run together, as
+one batch would have, had the server waited to collect them: the model neither waits for the event
+loop nor runs a batch smaller than what is waiting.
 
 What runs is a `ModelCall`: a served model's `run_*` method by name, which means the same in
 either place.
@@ -16,21 +22,28 @@ either place.
 from __future__ import annotations
 
 import asyncio
+import collections
 import ctypes
+import itertools
 import multiprocessing
 import os
 import signal
 import sys
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from bertforge.server.models import ServedModel, load_served_model
 
 
+class InferenceProcessGone(RuntimeError):
+    """The child process that runs the models has died (killed, or out of memory)."""
+
+
 @dataclass(frozen=True)
 class ModelCall:
-    """`models[model].method(*inputs, **options)`; hashable, so that the batcher groups inputs by it."""
+    """`models[model].method(*inputs, **options)`; hashable, so that inputs are grouped by it."""
 
     model: str
     method: str
@@ -55,6 +68,10 @@ class InferenceThread:
     async def run(self, call, *inputs):
         return await asyncio.get_running_loop().run_in_executor(self.executor, call, self.models, *inputs)
 
+    async def run_batch(self, call: ModelCall, payloads: list) -> tuple[list, int]:
+        """(one result per payload, the size of the model call that computed them)."""
+        return await self.run(call, payloads), len(payloads)
+
     async def stop(self) -> None:
         self.executor.shutdown(wait=True, cancel_futures=True)
 
@@ -62,51 +79,192 @@ class InferenceThread:
 class InferenceProcess:
     """The models in one spawned child process, loaded there from their directories."""
 
-    # The next batch waits in the child's queue while one runs, so the model never waits for the
-    # event loop to answer the last batch's clients and collect the next one.
-    in_flight = 2
+    # Collections the server may send ahead. Those waiting for the same call run as one, so nothing is
+    # gained by holding them back; the bound keeps an overloaded server's backlog in its own queue,
+    # where the queue limit sees it.
+    in_flight = 64
 
-    def __init__(self, models: dict[str, ServedModel], threads: int):
+    def __init__(self, models: dict[str, ServedModel], threads: int, max_batch_size: int):
         self.specs = [(m.name, str(m.directory), str(m.checkpoint.device), m.checkpoint.dtype)
                       for m in models.values()]
         self.threads = threads
-        self.pool: ProcessPoolExecutor | None = None
+        self.max_batch_size = max_batch_size
+        self.process: multiprocessing.Process | None = None
         self.pid: int | None = None  # the child's, once started
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future] = {}
+        self._gone = False
 
     async def start(self) -> None:
-        self.pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"),
-                                        initializer=_load_models, initargs=(self.specs, self.threads))
-        self.pid = await self.run(_child_pid)  # the server reports started once the child has loaded the models
+        context = multiprocessing.get_context("spawn")
+        child_inbox, self._inbox = context.Pipe(duplex=False)
+        self._outbox, child_outbox = context.Pipe(duplex=False)
+        self.process = context.Process(target=_serve_in_child, name="bertforge-inference", daemon=True,
+                                       args=(child_inbox, child_outbox, self.specs, self.threads,
+                                             self.max_batch_size))
+        loaded = self._expect(0)
+        await asyncio.to_thread(self.process.start)
+        child_inbox.close()
+        child_outbox.close()
+        asyncio.get_running_loop().add_reader(self._outbox.fileno(), self._receive)
+        outcome, _ = await loaded  # the server reports started once the child has loaded the models
+        if isinstance(outcome, BaseException):
+            raise outcome
+        self.pid = outcome
 
     async def run(self, call, *inputs):
-        return await asyncio.wrap_future(self.pool.submit(_run_in_child, call, inputs))
+        result, _ = await self._send(call, inputs, batched=False)
+        return result
+
+    async def run_batch(self, call: ModelCall, payloads: list) -> tuple[list, int]:
+        """(one result per payload, the size of the model call that computed them: 0 when they
+        joined a call that an earlier batch leads)."""
+        return await self._send(call, (payloads,), batched=True)
 
     async def stop(self) -> None:
-        if self.pool is not None:
-            await asyncio.to_thread(self.pool.shutdown, wait=True, cancel_futures=True)
+        if self.process is None or self.process.pid is None:
+            return
+        if not self._gone:
+            asyncio.get_running_loop().remove_reader(self._outbox.fileno())
+            try:
+                self._inbox.send(None)
+            except OSError:
+                pass  # already gone
+        await asyncio.to_thread(self.process.join, 10)
+        if self.process.is_alive():
+            self.process.kill()
+        self._fail_waiting(InferenceProcessGone("the inference process stopped with the server"))
+
+    def _expect(self, message: int) -> asyncio.Future:
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[message] = future
+        return future
+
+    async def _send(self, call, inputs: tuple, batched: bool):
+        if self._gone:
+            raise InferenceProcessGone("the inference process has stopped")
+        message = next(self._ids)
+        answer = self._expect(message)
+        try:
+            self._inbox.send((message, call, inputs, batched))
+        except OSError:  # the child has gone and the event loop has not yet heard
+            self._waiting.pop(message)
+            raise InferenceProcessGone("the inference process has stopped") from None
+        outcome, size = await answer
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome, size
+
+    def _receive(self) -> None:
+        """On the event loop, whenever the child has answered."""
+        try:
+            while self._outbox.poll():
+                message, outcome, size = self._outbox.recv()
+                future = self._waiting.pop(message, None)
+                if future is not None and not future.done():
+                    future.set_result((outcome, size))
+        except (EOFError, OSError):
+            self._gone = True
+            asyncio.get_running_loop().remove_reader(self._outbox.fileno())
+            self._fail_waiting(InferenceProcessGone("the inference process has stopped"))
+
+    def _fail_waiting(self, error: Exception) -> None:
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiting.clear()
 
 
-def make_runner(inference: str, models: dict[str, ServedModel], threads: int) -> InferenceThread | InferenceProcess:
-    return InferenceProcess(models, threads) if inference == "process" else InferenceThread(models)
+def make_runner(inference: str, models: dict[str, ServedModel], threads: int,
+                max_batch_size: int) -> InferenceThread | InferenceProcess:
+    return InferenceProcess(models, threads, max_batch_size) if inference == "process" else InferenceThread(models)
 
 
 # ---- in the child process ---------------------------------------------------------------------------
-_child_models: dict[str, ServedModel] = {}
-
-
-def _load_models(specs: list[tuple[str, str, str, str]], threads: int) -> None:
+def _serve_in_child(inbox, outbox, specs: list[tuple[str, str, str, str]], threads: int,
+                    max_batch_size: int) -> None:
     import torch
 
     if sys.platform == "linux":  # end with the server, even one killed with no chance to stop us
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     torch.set_num_threads(threads)
-    for name, directory, device, dtype in specs:
-        _child_models[name] = load_served_model(name, directory, device, dtype)
+    try:
+        models = {name: load_served_model(name, directory, device, dtype)
+                  for name, directory, device, dtype in specs}
+    except Exception as e:
+        outbox.send((0, _picklable(e), None))
+        return
+    outbox.send((0, os.getpid(), None))
+    waiting: collections.deque = collections.deque()
+    arrived = threading.Condition()
+
+    def receive() -> None:
+        while True:
+            try:
+                message = inbox.recv()
+            except (EOFError, OSError):
+                message = None
+            with arrived:
+                waiting.append(message)
+                arrived.notify()
+            if message is None:
+                return
+
+    threading.Thread(target=receive, name="bertforge-inbox", daemon=True).start()
+    while True:
+        with arrived:
+            arrived.wait_for(lambda: waiting)
+            group = _take_group(waiting, max_batch_size)
+        if group is None:
+            return
+        for answer in _run_group(models, group):
+            outbox.send(answer)
 
 
-def _child_pid(models: dict[str, ServedModel]) -> int:
-    return os.getpid()
+def _take_group(waiting: collections.deque, max_batch_size: int) -> list | None:
+    """The first waiting message, and every later batch for the same call that fits beside it."""
+    first = waiting.popleft()
+    if first is None:
+        return None
+    _, call, inputs, batched = first
+    group, size, kept = [first], len(inputs[0]) if batched else 0, []
+    while batched and waiting:
+        message = waiting.popleft()
+        if message is not None and message[1] == call and message[3] and size + len(message[2][0]) <= max_batch_size:
+            group.append(message)
+            size += len(message[2][0])
+        else:
+            kept.append(message)
+    waiting.extendleft(reversed(kept))
+    return group
 
 
-def _run_in_child(call, inputs: tuple):
-    return call(_child_models, *inputs)
+def _run_group(models: dict[str, ServedModel], group: list) -> list[tuple]:
+    """(message id, result or exception, model call size) for each message of the group."""
+    message, call, inputs, batched = group[0]
+    if len(group) > 1:
+        payloads = [payload for _, _, (batch,), _ in group for payload in batch]
+        try:
+            results = call(models, payloads)
+        except Exception:  # one bad batch must not fail the others: each runs on its own
+            return [answer for single in group for answer in _run_group(models, [single])]
+        answers, start = [], 0
+        for index, (message, _, (batch,), _) in enumerate(group):
+            answers.append((message, results[start:start + len(batch)], len(payloads) if index == 0 else 0))
+            start += len(batch)
+        return answers
+    try:
+        return [(message, call(models, *inputs), len(inputs[0]) if batched else None)]
+    except Exception as e:
+        return [(message, _picklable(e), None)]
+
+
+def _picklable(error: Exception) -> Exception:
+    """The error itself where it crosses to the server intact, else a RuntimeError with its text."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(error))
+        return error
+    except Exception:
+        return RuntimeError(f"{type(error).__name__}: {error}")
