@@ -27,9 +27,11 @@ import ctypes
 import itertools
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
+import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -103,7 +105,7 @@ class InferenceProcess:
                                        args=(child_inbox, child_outbox, self.specs, self.threads,
                                              self.max_batch_size))
         loaded = self._expect(0)
-        await asyncio.to_thread(self.process.start)
+        self.process.start()  # from the event loop's thread, which PR_SET_PDEATHSIG ties the child to
         child_inbox.close()
         child_outbox.close()
         asyncio.get_running_loop().add_reader(self._outbox.fileno(), self._receive)
@@ -133,6 +135,8 @@ class InferenceProcess:
         await asyncio.to_thread(self.process.join, 10)
         if self.process.is_alive():
             self.process.kill()
+        self._inbox.close()
+        self._outbox.close()
         self._fail_waiting(InferenceProcessGone("the inference process stopped with the server"))
 
     def _expect(self, message: int) -> asyncio.Future:
@@ -217,8 +221,11 @@ def _serve_in_child(inbox, outbox, specs: list[tuple[str, str, str, str]], threa
             group = _take_group(waiting, max_batch_size)
         if group is None:
             return
-        for answer in _run_group(models, group):
-            outbox.send(answer)
+        for message, outcome, size in _run_group(models, group):
+            try:
+                outbox.send((message, outcome, size))
+            except (pickle.PicklingError, TypeError, AttributeError) as e:  # an answer that cannot cross
+                outbox.send((message, RuntimeError(f"the answer could not be sent to the server: {e}"), None))
 
 
 def _take_group(waiting: collections.deque, max_batch_size: int) -> list | None:
@@ -256,13 +263,12 @@ def _run_group(models: dict[str, ServedModel], group: list) -> list[tuple]:
     try:
         return [(message, call(models, *inputs), len(inputs[0]) if batched else None)]
     except Exception as e:
+        e.add_note("in the inference process:\n" + traceback.format_exc())  # the server logs it with a 500
         return [(message, _picklable(e), None)]
 
 
 def _picklable(error: Exception) -> Exception:
     """The error itself where it crosses to the server intact, else a RuntimeError with its text."""
-    import pickle
-
     try:
         pickle.loads(pickle.dumps(error))
         return error
