@@ -108,6 +108,8 @@ class InferenceProcess:
         self.process.start()  # from the event loop's thread, which PR_SET_PDEATHSIG ties the child to
         child_inbox.close()
         child_outbox.close()
+        # The event loop watches the pipe itself (a selector loop: Linux, macOS), so an answer reaches
+        # its request with no hop through another thread.
         asyncio.get_running_loop().add_reader(self._outbox.fileno(), self._receive)
         outcome, _ = await loaded  # the server reports started once the child has loaded the models
         if isinstance(outcome, BaseException):
