@@ -42,6 +42,9 @@ from bertforge.server.models import ServedModel, load_served_model
 class InferenceProcessGone(RuntimeError):
     """The child process that runs the models has died (killed, or out of memory)."""
 
+    def __init__(self, message: str = "the inference process has stopped"):
+        super().__init__(message)
+
 
 @dataclass(frozen=True)
 class ModelCall:
@@ -148,14 +151,14 @@ class InferenceProcess:
 
     async def _send(self, call, inputs: tuple, batched: bool):
         if self._gone:
-            raise InferenceProcessGone("the inference process has stopped")
+            raise InferenceProcessGone()
         message = next(self._ids)
         answer = self._expect(message)
         try:
             self._inbox.send((message, call, inputs, batched))
         except OSError:  # the child has gone and the event loop has not yet heard
             self._waiting.pop(message)
-            raise InferenceProcessGone("the inference process has stopped") from None
+            raise InferenceProcessGone() from None
         outcome, size = await answer
         if isinstance(outcome, BaseException):
             raise outcome
@@ -172,7 +175,7 @@ class InferenceProcess:
         except (EOFError, OSError):
             self._gone = True
             asyncio.get_running_loop().remove_reader(self._outbox.fileno())
-            self._fail_waiting(InferenceProcessGone("the inference process has stopped"))
+            self._fail_waiting(InferenceProcessGone())
 
     def _fail_waiting(self, error: Exception) -> None:
         for future in self._waiting.values():
