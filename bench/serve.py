@@ -220,7 +220,7 @@ def run_load(port: int, sentences: list[str], clients: int, per_client: int, enc
             "errors": errors[0]}
 
 
-def offline_pipeline(batch_size: int, threads: int | None):
+def offline_pipeline(batch_size: int, threads: int | None, warm_up: list[str]):
     """The sentence-embedding pipeline in this process, with the servers' thread count, warmed up."""
     import torch
 
@@ -229,7 +229,7 @@ def offline_pipeline(batch_size: int, threads: int | None):
     if threads is not None:
         torch.set_num_threads(threads)
     embed = pipeline("sentence-embedding", batch_size=batch_size)
-    embed(corpus_sentences(64))
+    embed(warm_up)
     return embed
 
 
@@ -340,7 +340,7 @@ def main() -> None:
         top, lone = max(args.concurrency), min(args.concurrency)
         # The offline pipeline takes its turn after the servers' in each round of the busiest level
         # (the servers idle meanwhile), so that it meets the same machine as they do.
-        embed, offline_rounds = offline_pipeline(args.max_batch_size, args.threads), []
+        embed, offline_rounds = offline_pipeline(args.max_batch_size, args.threads, sentences[:64]), []
         for clients in args.concurrency:
             per_client = per_client_requests(args.requests_per_client, clients)
             for _ in range(args.rounds):

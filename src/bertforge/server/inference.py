@@ -34,7 +34,7 @@ import threading
 import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from bertforge.server.models import ServedModel, load_served_model
 
@@ -44,6 +44,20 @@ class InferenceProcessGone(RuntimeError):
 
     def __init__(self, message: str = "the inference process has stopped"):
         super().__init__(message)
+
+
+class Job(NamedTuple):
+    """What the server sends the child: `call(models, *inputs)`. A batched job's one input is its list
+    of payloads, which may join other batched jobs for the same call."""
+
+    id: int
+    call: Any
+    inputs: tuple
+    batched: bool
+
+    @property
+    def size(self) -> int:
+        return len(self.inputs[0]) if self.batched else 0
 
 
 @dataclass(frozen=True)
@@ -144,20 +158,20 @@ class InferenceProcess:
         self._outbox.close()
         self._fail_waiting(InferenceProcessGone("the inference process stopped with the server"))
 
-    def _expect(self, message: int) -> asyncio.Future:
+    def _expect(self, job_id: int) -> asyncio.Future:
         future = asyncio.get_running_loop().create_future()
-        self._waiting[message] = future
+        self._waiting[job_id] = future
         return future
 
     async def _send(self, call, inputs: tuple, batched: bool):
         if self._gone:
             raise InferenceProcessGone()
-        message = next(self._ids)
-        answer = self._expect(message)
+        job_id = next(self._ids)
+        answer = self._expect(job_id)
         try:
-            self._inbox.send((message, call, inputs, batched))
+            self._inbox.send(Job(job_id, call, inputs, batched))
         except OSError:  # the child has gone and the event loop has not yet heard
-            self._waiting.pop(message)
+            self._waiting.pop(job_id)
             raise InferenceProcessGone() from None
         outcome, size = await answer
         if isinstance(outcome, BaseException):
@@ -168,8 +182,8 @@ class InferenceProcess:
         """On the event loop, whenever the child has answered."""
         try:
             while self._outbox.poll():
-                message, outcome, size = self._outbox.recv()
-                future = self._waiting.pop(message, None)
+                job_id, outcome, size = self._outbox.recv()
+                future = self._waiting.pop(job_id, None)
                 if future is not None and not future.done():
                     future.set_result((outcome, size))
         except (EOFError, OSError):
@@ -210,13 +224,13 @@ def _serve_in_child(inbox, outbox, specs: list[tuple[str, str, str, str]], threa
     def receive() -> None:
         while True:
             try:
-                message = inbox.recv()
+                job = inbox.recv()
             except (EOFError, OSError):
-                message = None
+                job = None
             with arrived:
-                waiting.append(message)
+                waiting.append(job)
                 arrived.notify()
-            if message is None:
+            if job is None:
                 return
 
     threading.Thread(target=receive, name="bertforge-inbox", daemon=True).start()
@@ -226,50 +240,49 @@ def _serve_in_child(inbox, outbox, specs: list[tuple[str, str, str, str]], threa
             group = _take_group(waiting, max_batch_size)
         if group is None:
             return
-        for message, outcome, size in _run_group(models, group):
+        for job_id, outcome, size in _run_group(models, group):
             try:
-                outbox.send((message, outcome, size))
+                outbox.send((job_id, outcome, size))
             except (pickle.PicklingError, TypeError, AttributeError) as e:  # an answer that cannot cross
-                outbox.send((message, RuntimeError(f"the answer could not be sent to the server: {e}"), None))
+                outbox.send((job_id, RuntimeError(f"the answer could not be sent to the server: {e}"), None))
 
 
-def _take_group(waiting: collections.deque, max_batch_size: int) -> list | None:
-    """The first waiting message, and every later batch for the same call that fits beside it."""
+def _take_group(waiting: collections.deque, max_batch_size: int) -> list[Job] | None:
+    """The first waiting job, and every later batched job for the same call that fits beside it."""
     first = waiting.popleft()
     if first is None:
         return None
-    _, call, inputs, batched = first
-    group, size, kept = [first], len(inputs[0]) if batched else 0, []
-    while batched and waiting:
-        message = waiting.popleft()
-        if message is not None and message[1] == call and message[3] and size + len(message[2][0]) <= max_batch_size:
-            group.append(message)
-            size += len(message[2][0])
+    group, size, kept = [first], first.size, []
+    while first.batched and waiting:
+        job = waiting.popleft()
+        if job is not None and job.batched and job.call == first.call and size + job.size <= max_batch_size:
+            group.append(job)
+            size += job.size
         else:
-            kept.append(message)
+            kept.append(job)
     waiting.extendleft(reversed(kept))
     return group
 
 
-def _run_group(models: dict[str, ServedModel], group: list) -> list[tuple]:
-    """(message id, result or exception, model call size) for each message of the group."""
-    message, call, inputs, batched = group[0]
+def _run_group(models: dict[str, ServedModel], group: list[Job]) -> list[tuple]:
+    """(job id, result or exception, model call size) for each job of the group."""
+    first = group[0]
     if len(group) > 1:
-        payloads = [payload for _, _, (batch,), _ in group for payload in batch]
+        payloads = [payload for job in group for payload in job.inputs[0]]
         try:
-            results = call(models, payloads)
+            results = first.call(models, payloads)
         except Exception:  # one bad batch must not fail the others: each runs on its own
-            return [answer for single in group for answer in _run_group(models, [single])]
+            return [answer for job in group for answer in _run_group(models, [job])]
         answers, start = [], 0
-        for index, (message, _, (batch,), _) in enumerate(group):
-            answers.append((message, results[start:start + len(batch)], len(payloads) if index == 0 else 0))
-            start += len(batch)
+        for job in group:
+            answers.append((job.id, results[start:start + job.size], len(payloads) if job is first else 0))
+            start += job.size
         return answers
     try:
-        return [(message, call(models, *inputs), len(inputs[0]) if batched else None)]
+        return [(first.id, first.call(models, *first.inputs), first.size)]
     except Exception as e:
         e.add_note("in the inference process:\n" + traceback.format_exc())  # the server logs it with a 500
-        return [(message, _picklable(e), None)]
+        return [(first.id, _picklable(e), None)]
 
 
 def _picklable(error: Exception) -> Exception:
