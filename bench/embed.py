@@ -229,11 +229,12 @@ def profile_embeddings(args) -> None:
     texts = bench_texts(args)
     pipe = pipeline("sentence-embedding", batch_size=args.batch_size, max_length=args.max_length)
     pipe(texts[:2 * args.batch_size])
-    spent = {"embeddings": 0.0, "attention (qkv, SDPA, out)": 0.0, "feed-forward Linears": 0.0}
+    projections, attention = "attention projections (qkv, out)", "attention (SDPA per length group)"
+    spent = {"embeddings": 0.0, projections: 0.0, attention: 0.0, "feed-forward Linears": 0.0}
     parts = [(pipe.bert.embeddings, "embeddings")]
     for layer in pipe.bert.encoder.layers:
-        parts += [(layer.attention, "attention (qkv, SDPA, out)"), (layer.intermediate, "feed-forward Linears"),
-                  (layer.output, "feed-forward Linears")]
+        parts += [(layer.attention, attention), (layer.attention.qkv, projections), (layer.attention.out, projections),
+                  (layer.intermediate, "feed-forward Linears"), (layer.output, "feed-forward Linears")]
     started = {}
     for module, name in parts:
         module.register_forward_pre_hook(lambda m, a: started.__setitem__(id(m), time.perf_counter()))
@@ -247,6 +248,7 @@ def profile_embeddings(args) -> None:
     start = time.perf_counter()
     pipe(texts)
     total = time.perf_counter() - start  # includes tokenizing once more
+    spent[attention] -= spent[projections]  # the attention module's hook timed its projections too
     shares = {"tokenizer": tokenizing, **spent}
     shares["packing, norms, GELU, residuals, pooling"] = total - sum(shares.values())
     print(f"\nbertforge float32, {len(texts)} {args.texts} texts, {args.threads} threads: {total:.2f} s")

@@ -79,6 +79,45 @@ def test_fused_attention_equals_explicit_softmax(encoder):
     assert max_diff(fused.last_hidden_state[real], explicit.last_hidden_state[real]) < HIDDEN_STATES
 
 
+@pytest.mark.parametrize("rows", [(0,), (1,), (700,), (4, 9)], ids=["empty", "one row", "tokens", "padded batch"])
+def test_linear_without_gradients_equals_f_linear(rows):
+    """Inference products run on oneDNN (`bertforge.model.linear`), training ones on `F.linear`; both
+    give the same values within float32 rounding, on the shapes the model passes and on a strided
+    view (the pooler reads position 0 of each sequence)."""
+    import platform
+
+    from bertforge.model.linear import ONEDNN_LINEAR, Linear
+
+    assert ONEDNN_LINEAR or platform.machine() not in ("x86_64", "AMD64"), "PyTorch's x86 wheels have oneDNN"
+    torch.manual_seed(0)
+    layer = Linear(384, 1536)
+    x = torch.randn(*rows, 384)
+    strided = torch.randn(*rows, 3, 384)[..., 0, :]
+    with torch.inference_mode():
+        for inputs in (x, strided):
+            ours = layer(inputs)
+            assert ours.shape == (*rows, 1536)
+            if ours.numel():
+                assert max_diff(ours, torch.nn.functional.linear(inputs, layer.weight, layer.bias)) < UNIT
+
+
+def test_linear_with_gradients_keeps_autograd():
+    """oneDNN's op has no backward: where gradients are recorded the layer must not take it (it
+    would warn and return no gradient)."""
+    import warnings
+
+    from bertforge.model.linear import Linear
+
+    torch.manual_seed(0)
+    layer = Linear(8, 4)
+    x = torch.randn(3, 8, requires_grad=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        layer(x).sum().backward()
+    assert torch.allclose(x.grad, layer.weight.sum(0).expand(3, 8))
+    assert torch.allclose(layer.weight.grad, x.detach().sum(0).expand(4, 8))
+
+
 def test_save_then_transformers_loads_it(encoder, tmp_path):
     from transformers import BertModel as ReferenceBertModel
 

@@ -24,6 +24,7 @@ from torch import nn
 
 from bertforge.errors import InputError
 from bertforge.model.config import BertConfig
+from bertforge.model.linear import Linear
 
 ACTIVATION_FUNCTIONS = {
     "gelu": F.gelu,  # the exact erf form, as in Google's BERT
@@ -99,8 +100,8 @@ class BertSelfAttention(nn.Module):
         super().__init__()
         self.num_heads = config.num_attention_heads
         self.head_dim = config.head_dim
-        self.qkv = nn.Linear(config.hidden_size, 3 * config.hidden_size)
-        self.out = nn.Linear(config.hidden_size, config.hidden_size)
+        self.qkv = Linear(config.hidden_size, 3 * config.hidden_size)
+        self.out = Linear(config.hidden_size, config.hidden_size)
         self.dropout_p = config.attention_probs_dropout_prob
 
     def attend(self, qkv: torch.Tensor, mask: torch.Tensor | None, return_weights: bool):
@@ -151,8 +152,8 @@ class BertLayer(nn.Module):
         super().__init__()
         self.attention = BertSelfAttention(config)
         self.attention_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.intermediate = nn.Linear(config.hidden_size, config.intermediate_size)
-        self.output = nn.Linear(config.intermediate_size, config.hidden_size)
+        self.intermediate = Linear(config.hidden_size, config.intermediate_size)
+        self.output = Linear(config.intermediate_size, config.hidden_size)
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.activation = ACTIVATION_FUNCTIONS[config.hidden_act]
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
@@ -191,7 +192,7 @@ class BertPooler(nn.Module):
 
     def __init__(self, config: BertConfig):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.activation = torch.relu if config.is_distilbert else torch.tanh
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from torch import nn
 
 from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, BertPreTrainedModel
 from bertforge.model.config import BertConfig
+from bertforge.model.linear import Linear, linear
 
 IGNORE_INDEX = -100  # label value for positions that carry no loss (as in PyTorch and transformers)
 
@@ -33,7 +34,7 @@ class MaskedLMHead(nn.Module):
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
-        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.dense = Linear(config.hidden_size, config.hidden_size)
         self.activation = ACTIVATION_FUNCTIONS[config.hidden_act]
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.word_embeddings = word_embeddings  # shared, not a copy: the paper ties them
@@ -41,7 +42,7 @@ class MaskedLMHead(nn.Module):
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.norm(self.activation(self.dense(hidden)))
-        return F.linear(hidden, self.word_embeddings.weight, self.bias)
+        return linear(hidden, self.word_embeddings.weight, self.bias)
 
 
 @dataclass
@@ -75,7 +76,7 @@ class BertForPreTraining(BertHeadModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
-        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.nsp = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
@@ -109,7 +110,7 @@ class BertForNextSentencePrediction(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.nsp = nn.Linear(config.hidden_size, 2)
+        self.nsp = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, next_sentence_label=None) -> PreTrainingOutput:
@@ -133,7 +134,7 @@ class BertForSequenceClassification(BertHeadModel):
         super().__init__(config)
         # DistilBERT configs name their classifier's own dropout
         self.dropout = nn.Dropout(config.extra.get("seq_classif_dropout", config.hidden_dropout_prob))
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:
@@ -152,7 +153,7 @@ class BertForTokenClassification(BertHeadModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
-        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:
@@ -173,7 +174,7 @@ class BertForQuestionAnswering(BertHeadModel):
     def __init__(self, config: BertConfig):
         super().__init__(config)
         self.dropout = nn.Dropout(config.extra.get("qa_dropout", 0.0))  # DistilBERT's; BERT's QA head has none
-        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.qa_outputs = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None,
