@@ -101,21 +101,34 @@ def test_linear_without_gradients_equals_f_linear(rows):
                 assert max_diff(ours, torch.nn.functional.linear(inputs, layer.weight, layer.bias)) < UNIT
 
 
-def test_linear_with_gradients_keeps_autograd():
-    """oneDNN's op has no backward: where gradients are recorded the layer must not take it (it
-    would warn and return no gradient)."""
+def test_linear_gradients_equal_f_linears():
+    """Training takes oneDNN too (`OneDNNLinear`: a backward made of the same op). Its gradients equal
+    `F.linear`'s within float32 rounding, with no autograd warning; under autocast the product is
+    bfloat16 as usual."""
     import warnings
 
-    from bertforge.model.linear import Linear
+    from bertforge.model.linear import ONEDNN_LINEAR, Linear
 
     torch.manual_seed(0)
-    layer = Linear(8, 4)
-    x = torch.randn(3, 8, requires_grad=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        layer(x).sum().backward()
-    assert torch.allclose(x.grad, layer.weight.sum(0).expand(3, 8))
-    assert torch.allclose(layer.weight.grad, x.detach().sum(0).expand(4, 8))
+    layer = Linear(384, 1536)
+    x = torch.randn(4, 9, 384, requires_grad=True)
+    upstream = torch.randn(4, 9, 1536)
+    gradients = []
+    for product in (layer, lambda inputs: torch.nn.functional.linear(inputs, layer.weight, layer.bias)):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            output = product(x)
+            output.backward(upstream)
+        gradients.append([output.detach(), x.grad, layer.weight.grad, layer.bias.grad])
+        x.grad = layer.weight.grad = layer.bias.grad = None
+    assert (type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward") == ONEDNN_LINEAR
+    ours, theirs = gradients
+    assert max_diff(ours[0], theirs[0]) < UNIT and max_diff(ours[1], theirs[1]) < UNIT
+    # the weight's and bias' gradients sum over the 36 rows: their size is that of the sums
+    for a, b in zip(ours[2:], theirs[2:]):
+        assert max_diff(a, b) < UNIT * b.abs().max().item()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert layer(x).dtype == torch.bfloat16
 
 
 def test_save_then_transformers_loads_it(encoder, tmp_path):

@@ -1,11 +1,11 @@
-"""The model's one Linear: `nn.Linear`, with float32 inference on the CPU through oneDNN.
+"""The model's one Linear: `nn.Linear`, with its float32 products on the CPU through oneDNN.
 
 PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, and MKL runs its fast kernels on Intel
 CPUs only: on an AMD EPYC with AVX-512 it reached 94–104 GFLOP/s on one thread where oneDNN's matmul
 (the library PyTorch already uses for bfloat16 and int8) reached 168–231 GFLOP/s on the same shapes
 (docs/benchmarks.md). oneDNN's kernels are Intel's too, written for every x86 CPU.
-`torch.ops.mkldnn._linear_pointwise` is the op Inductor lowers CPU linears to; it has no backward,
-so training (anything that records gradients) keeps `F.linear`.
+`torch.ops.mkldnn._linear_pointwise` is the op Inductor lowers CPU linears to. It has no backward,
+so `OneDNNLinear` gives it one, made of the same op: training takes the same kernels as inference.
 """
 
 from __future__ import annotations
@@ -17,12 +17,42 @@ from torch import nn
 ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
 
 
+def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """(..., in) · (out, in)ᵀ + (out) → (..., out); strided (transposed) operands are fine."""
+    return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
+
+
+class OneDNNLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return onednn_linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_rows = grad.reshape(-1, grad.shape[-1])  # (rows, out)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = onednn_linear(grad, weight.t(), None)  # (..., out) · (out, in) → (..., in)
+        if ctx.needs_input_grad[1]:
+            # (out, rows) · (rows, in) → (out, in), written as a product with a transposed right side
+            grad_weight = onednn_linear(grad_rows.t(), x.reshape(-1, x.shape[-1]).t(), None)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = grad_rows.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x·weightᵀ + bias, as `F.linear`: (..., in) → (..., out)."""
-    if (ONEDNN_LINEAR and not torch.is_grad_enabled() and x.device.type == "cpu"
-            and x.dtype == torch.float32 and weight.dtype == torch.float32):
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")
-    return F.linear(x, weight, bias)
+    """x·weightᵀ + bias, as `F.linear`: (..., in) → (..., out). Under autocast `F.linear` runs, so
+    that it casts to bfloat16 as usual; so it does for no rows, which oneDNN's reduction refuses."""
+    if not (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and x.numel()):
+        return F.linear(x, weight, bias)
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return OneDNNLinear.apply(x, weight, bias)
+    return onednn_linear(x, weight, bias)
 
 
 class Linear(nn.Linear):
