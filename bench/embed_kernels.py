@@ -1,6 +1,8 @@
 """Would other CPU kernels make the sentence-embedding pipeline faster? (issue 16) The pipeline as it
-ships against copies of it whose encoder layers run on kernels PyTorch has but the model does not use:
+ships (its Linear layers on oneDNN, `bertforge.model.linear`) against copies of it whose encoder layers
+run on kernels PyTorch has but the model does not use:
 
+- `mkl`: every Linear on `F.linear`, i.e. MKL's sgemm (what the model used before oneDNN);
 - `mkl-packed`: every Linear on MKL's pre-packed weights (`torch.ops.mkl._mkl_linear`, what Inductor
   emits for float32 Linear layers on CPU);
 - `compiled`: every encoder layer through `torch.compile` (dynamic shapes, weights frozen), which fuses
@@ -9,7 +11,13 @@ ships against copies of it whose encoder layers run on kernels PyTorch has but t
 Same texts (corpus lines, as `bench/embed.py --texts short`), same threads, best of `--repeats` per
 round, rounds alternating; the largest difference to the pipeline's vectors is printed too.
 
+`--products` prints instead the GFLOP/s of the model's matrix products alone (MiniLM's shapes, 800
+rows: a batch of 32 corpus lines; forward and both backward products) on `F.linear`/`torch.matmul`
+(MKL) and on oneDNN, one thread: what decides between the two libraries on a given CPU.
+
     HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --sentences 1000 --threads 2
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --variants mkl --sentences 4000 --rounds 3
+    .venv/bin/python bench/embed_kernels.py --products
 """
 
 from __future__ import annotations
@@ -21,7 +29,17 @@ import numpy as np
 import torch
 from embed import corpus_lines
 
+from bertforge.model.linear import onednn_linear
 from bertforge.pipelines import pipeline
+
+
+class MklLinear(torch.nn.Module):
+    def __init__(self, linear: torch.nn.Linear):
+        super().__init__()
+        self.weight, self.bias = linear.weight.detach(), linear.bias.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.linear(x, self.weight, self.bias)
 
 
 class PackedLinear(torch.nn.Module):
@@ -39,10 +57,11 @@ class PackedLinear(torch.nn.Module):
 def variant(name: str, batch_size: int):
     pipe = pipeline("sentence-embedding", batch_size=batch_size, max_length=256)
     layers = pipe.bert.encoder.layers
-    if name == "mkl-packed":
+    if name in ("mkl", "mkl-packed"):
+        wrap = MklLinear if name == "mkl" else PackedLinear
         for layer in layers:
-            layer.attention.qkv, layer.attention.out = PackedLinear(layer.attention.qkv), PackedLinear(layer.attention.out)
-            layer.intermediate, layer.output = PackedLinear(layer.intermediate), PackedLinear(layer.output)
+            layer.attention.qkv, layer.attention.out = wrap(layer.attention.qkv), wrap(layer.attention.out)
+            layer.intermediate, layer.output = wrap(layer.intermediate), wrap(layer.output)
     elif name == "compiled":
         import torch._inductor.config as inductor
 
@@ -50,6 +69,29 @@ def variant(name: str, batch_size: int):
         for i, layer in enumerate(layers):
             layers[i] = torch.compile(layer, dynamic=True)
     return pipe
+
+
+def print_products(rows: int = 800, repeats: int = 20) -> None:
+    """GFLOP/s of y = x·Wᵀ (forward), dy·W (the input's gradient) and dyᵀ·x (the weight's) on both libraries."""
+    torch.set_num_threads(1)
+    print(f"one thread, {rows} rows: GFLOP/s")
+    print("| product | (in, out) | MKL | oneDNN | oneDNN ÷ MKL |\n| --- | --- | ---: | ---: | ---: |")
+    for inputs, outputs in [(384, 1152), (384, 384), (384, 1536), (1536, 384)]:
+        x, weight, grad = torch.randn(rows, inputs), torch.randn(outputs, inputs), torch.randn(rows, outputs)
+        products = {
+            "forward": (lambda: x @ weight.t(), lambda: onednn_linear(x, weight, None)),
+            "input gradient": (lambda: grad @ weight, lambda: onednn_linear(grad, weight.t(), None)),
+            "weight gradient": (lambda: grad.t() @ x, lambda: onednn_linear(grad.t(), x.t(), None)),
+        }
+        for name, (mkl, onednn) in products.items():
+            rates = []
+            for run in (mkl, onednn):
+                run()
+                started = time.perf_counter()
+                for _ in range(repeats):
+                    run()
+                rates.append(2 * rows * inputs * outputs * repeats / (time.perf_counter() - started) / 1e9)
+            print(f"| {name} | ({inputs}, {outputs}) | {rates[0]:.0f} | {rates[1]:.0f} | {rates[1] / rates[0]:.2f}× |")
 
 
 def main() -> None:
@@ -60,7 +102,11 @@ def main() -> None:
     parser.add_argument("--variants", nargs="+", default=["mkl-packed", "compiled"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--products", action="store_true", help="time the matrix products alone")
     args = parser.parse_args()
+    if args.products:
+        print_products()
+        return
     torch.set_num_threads(args.threads)
     texts = corpus_lines(args.sentences)
     pipes, warm_up = {}, {}

@@ -1,9 +1,10 @@
 """The model's one Linear: `nn.Linear`, with its float32 products on the CPU through oneDNN.
 
 PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, and MKL runs its fast kernels on Intel
-CPUs only: on an AMD EPYC with AVX-512 it reached 94–104 GFLOP/s on one thread where oneDNN's matmul
-(the library PyTorch already uses for bfloat16 and int8) reached 168–231 GFLOP/s on the same shapes
-(docs/benchmarks.md). oneDNN's kernels are Intel's too, written for every x86 CPU.
+CPUs only: on an AMD EPYC with AVX-512 it reached 87–93 GFLOP/s on one thread where oneDNN's matmul
+(the library PyTorch already uses for bfloat16 and int8) reached 170–217 GFLOP/s on the model's
+shapes, forward and backward (`bench/embed_kernels.py --products`, docs/benchmarks.md). oneDNN's
+kernels are Intel's too, written for every x86 CPU.
 `torch.ops.mkldnn._linear_pointwise` is the op Inductor lowers CPU linears to. It has no backward,
 so `OneDNNLinear` gives it one, made of the same op: training takes the same kernels as inference.
 """
