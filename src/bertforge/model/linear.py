@@ -7,15 +7,19 @@ shapes, forward and backward (`bench/embed_kernels.py --products`, docs/benchmar
 kernels are Intel's too, written for every x86 CPU.
 `torch.ops.mkldnn._linear_pointwise` is the op Inductor lowers CPU linears to. It has no backward,
 so `OneDNNLinear` gives it one, made of the same op: training takes the same kernels as inference.
+Only on x86: elsewhere PyTorch's float32 products are not MKL's, and oneDNN was not measured there.
 """
 
 from __future__ import annotations
+
+import platform
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-ONEDNN_LINEAR = torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
+ONEDNN_LINEAR = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+                 and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
