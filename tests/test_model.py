@@ -20,7 +20,7 @@ from bertforge.model import (
     BertForTokenClassification,
 )
 from conftest import sst2_sentences
-from tolerances import ATTENTION, F32_EPS, HIDDEN_STATES, UNIT
+from tolerances import ATTENTION, F32_EPS, HIDDEN_STATES, UNIT, rounding_bound
 
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -81,9 +81,9 @@ def test_fused_attention_equals_explicit_softmax(encoder):
 
 @pytest.mark.parametrize("rows", [(0,), (1,), (700,), (4, 9)], ids=["empty", "one row", "tokens", "padded batch"])
 def test_linear_without_gradients_equals_f_linear(rows):
-    """Inference products run on oneDNN (`bertforge.model.linear`), training ones on `F.linear`; both
-    give the same values within float32 rounding, on the shapes the model passes and on a strided
-    view (the pooler reads position 0 of each sequence)."""
+    """On x86 the model's products run on oneDNN (`bertforge.model.linear`), not on MKL through
+    `F.linear`; both give the same values within float32 rounding, on the shapes the model passes
+    and on a strided view (the pooler reads position 0 of each sequence)."""
     import platform
 
     from bertforge.model.linear import ONEDNN_LINEAR, Linear
@@ -98,7 +98,8 @@ def test_linear_without_gradients_equals_f_linear(rows):
             ours = layer(inputs)
             assert ours.shape == (*rows, 1536)
             if ours.numel():
-                assert max_diff(ours, torch.nn.functional.linear(inputs, layer.weight, layer.bias)) < UNIT
+                theirs = torch.nn.functional.linear(inputs, layer.weight, layer.bias)
+                assert max_diff(ours, theirs) < rounding_bound(theirs.abs().max().item(), 384)
 
 
 def test_linear_gradients_equal_f_linears():
@@ -122,11 +123,9 @@ def test_linear_gradients_equal_f_linears():
         gradients.append([output.detach(), x.grad, layer.weight.grad, layer.bias.grad])
         x.grad = layer.weight.grad = layer.bias.grad = None
     assert (type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward") == ONEDNN_LINEAR
-    ours, theirs = gradients
-    assert max_diff(ours[0], theirs[0]) < UNIT and max_diff(ours[1], theirs[1]) < UNIT
-    # the weight's and bias' gradients sum over the 36 rows: their size is that of the sums
-    for a, b in zip(ours[2:], theirs[2:]):
-        assert max_diff(a, b) < UNIT * b.abs().max().item()
+    # each result is a sum over 384 inputs (output), 1,536 outputs (input gradient) or 36 rows (weight, bias)
+    for a, b, length in zip(*gradients, (384, 1536, 36, 36)):
+        assert max_diff(a, b) < rounding_bound(b.abs().max().item(), length)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer(x).dtype == torch.bfloat16
 
