@@ -31,7 +31,6 @@ class OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
         ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
         return onednn_linear(x, weight, bias)
 
     @staticmethod
@@ -44,7 +43,7 @@ class OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[1]:
             # (out, rows) · (rows, in) → (out, in), written as a product with a transposed right side
             grad_weight = onednn_linear(grad_rows.t(), x.reshape(-1, x.shape[-1]).t(), None)
-        if ctx.has_bias and ctx.needs_input_grad[2]:
+        if ctx.needs_input_grad[2]:  # False when there is no bias
             grad_bias = grad_rows.sum(0)
         return grad_x, grad_weight, grad_bias
 
