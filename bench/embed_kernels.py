@@ -1,8 +1,9 @@
 """Would other CPU kernels make the sentence-embedding pipeline faster? (issue 16) The pipeline as it
-ships (its Linear layers on oneDNN, `bertforge.model.linear`) against copies of it whose encoder layers
-run on kernels PyTorch has but the model does not use:
+ships (its Linear layers on MKL on Intel CPUs and on oneDNN on other x86 CPUs, `bertforge.model.linear`)
+against copies of it whose encoder layers run on other kernels PyTorch has:
 
-- `mkl`: every Linear on `F.linear`, i.e. MKL's sgemm (what the model used before oneDNN);
+- `mkl`: every Linear on `F.linear`, i.e. MKL's sgemm;
+- `onednn`: every Linear on oneDNN (`bertforge.model.linear.onednn_linear`);
 - `mkl-packed`: every Linear on MKL's pre-packed weights (`torch.ops.mkl._mkl_linear`, what Inductor
   emits for float32 Linear layers on CPU);
 - `compiled`: every encoder layer through `torch.compile` (dynamic shapes, weights frozen), which fuses
@@ -16,7 +17,7 @@ rows: a batch of 32 corpus lines; forward and both backward products) on `F.line
 (MKL) and on oneDNN, one thread: what decides between the two libraries on a given CPU.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --sentences 1000 --threads 2
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --variants mkl --sentences 4000 --rounds 3
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --variants mkl onednn --sentences 4000 --rounds 3
     .venv/bin/python bench/embed_kernels.py --products
 """
 
@@ -29,7 +30,7 @@ import numpy as np
 import torch
 from embed import corpus_lines
 
-from bertforge.model.linear import onednn_linear
+from bertforge.model.linear import ONEDNN_LINEAR, onednn_linear
 from bertforge.pipelines import pipeline
 
 
@@ -40,6 +41,11 @@ class MklLinear(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.linear(x, self.weight, self.bias)
+
+
+class OneDNNLinear(MklLinear):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return onednn_linear(x, self.weight, self.bias)
 
 
 class PackedLinear(torch.nn.Module):
@@ -57,8 +63,8 @@ class PackedLinear(torch.nn.Module):
 def variant(name: str, batch_size: int):
     pipe = pipeline("sentence-embedding", batch_size=batch_size, max_length=256)
     layers = pipe.bert.encoder.layers
-    if name in ("mkl", "mkl-packed"):
-        wrap = MklLinear if name == "mkl" else PackedLinear
+    if name in ("mkl", "onednn", "mkl-packed"):
+        wrap = {"mkl": MklLinear, "onednn": OneDNNLinear, "mkl-packed": PackedLinear}[name]
         for layer in layers:
             layer.attention.qkv, layer.attention.out = wrap(layer.attention.qkv), wrap(layer.attention.out)
             layer.intermediate, layer.output = wrap(layer.intermediate), wrap(layer.output)
@@ -123,7 +129,8 @@ def main() -> None:
                 vectors[name] = pipes[name](texts)
                 best[name] = min(best[name], time.perf_counter() - started)
     print(f"{len(texts)} corpus lines, batch {args.batch_size}, {args.threads} threads, best of "
-          f"{args.rounds * args.repeats}")
+          f"{args.rounds * args.repeats}; the pipeline's Linears on {'oneDNN' if ONEDNN_LINEAR else 'MKL'} "
+          f"({torch.cpu.get_capabilities().get('cpu_name')})")
     print("| kernels | sentences/s | × the pipeline | set-up and warm-up s | largest difference |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name in pipes:

@@ -79,16 +79,35 @@ def test_fused_attention_equals_explicit_softmax(encoder):
     assert max_diff(fused.last_hidden_state[real], explicit.last_hidden_state[real]) < HIDDEN_STATES
 
 
-@pytest.mark.parametrize("rows", [(0,), (1,), (700,), (4, 9)], ids=["empty", "one row", "tokens", "padded batch"])
-def test_linear_without_gradients_equals_f_linear(rows):
-    """On x86 the model's products run on oneDNN (`bertforge.model.linear`), not on MKL through
-    `F.linear`; both give the same values within float32 rounding, on the shapes the model passes
-    and on a strided view (the pooler reads position 0 of each sequence)."""
+@pytest.fixture
+def onednn_linear_on(monkeypatch):
+    """The oneDNN route of `bertforge.model.linear` taken whatever the CPU's brand (on Intel CPUs the
+    model takes MKL's), so that these tests check it on every x86 machine."""
     import platform
 
-    from bertforge.model.linear import ONEDNN_LINEAR, Linear
+    from bertforge.model import linear
 
-    assert ONEDNN_LINEAR == (platform.machine().lower() in ("x86_64", "amd64")), "x86 wheels have oneDNN"
+    assert linear.ONEDNN_AVAILABLE == (platform.machine().lower() in ("x86_64", "amd64")), "x86 wheels have oneDNN"
+    monkeypatch.setattr(linear, "ONEDNN_LINEAR", linear.ONEDNN_AVAILABLE)
+    return linear.ONEDNN_AVAILABLE
+
+
+@pytest.mark.parametrize("cpu_name, onednn", [("Intel Xeon", False), ("Intel Core i7-1360P", False),
+                                              ("AMD EPYC 9R45", True), ("", True)])
+def test_linear_takes_mkl_on_intel_cpus_and_onednn_on_other_x86_cpus(monkeypatch, cpu_name, onednn):
+    from bertforge.model import linear
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"cpu_name": cpu_name})
+    assert linear.mkl_is_fast() is not onednn
+
+
+@pytest.mark.parametrize("rows", [(0,), (1,), (700,), (4, 9)], ids=["empty", "one row", "tokens", "padded batch"])
+def test_linear_without_gradients_equals_f_linear(onednn_linear_on, rows):
+    """Off Intel CPUs the model's products run on oneDNN (`bertforge.model.linear`), not on MKL through
+    `F.linear`; both give the same values within float32 rounding, on the shapes the model passes
+    and on a strided view (the pooler reads position 0 of each sequence)."""
+    from bertforge.model.linear import Linear
+
     torch.manual_seed(0)
     layer = Linear(384, 1536)
     x = torch.randn(*rows, 384)
@@ -102,13 +121,13 @@ def test_linear_without_gradients_equals_f_linear(rows):
                 assert max_diff(ours, theirs) < rounding_bound(theirs.abs().max().item(), 384)
 
 
-def test_linear_gradients_equal_f_linears():
+def test_linear_gradients_equal_f_linears(onednn_linear_on):
     """Training takes oneDNN too (`OneDNNLinear`: a backward made of the same op). Its gradients equal
     `F.linear`'s within float32 rounding, with no autograd warning; under autocast the product is
     bfloat16 as usual."""
     import warnings
 
-    from bertforge.model.linear import ONEDNN_LINEAR, Linear
+    from bertforge.model.linear import Linear
 
     torch.manual_seed(0)
     layer = Linear(384, 1536)
@@ -122,7 +141,7 @@ def test_linear_gradients_equal_f_linears():
             output.backward(upstream)
         gradients.append([output.detach(), x.grad, layer.weight.grad, layer.bias.grad])
         x.grad = layer.weight.grad = layer.bias.grad = None
-    assert (type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward") == ONEDNN_LINEAR
+    assert (type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward") == onednn_linear_on
     # each result is a sum over 384 inputs (output), 1,536 outputs (input gradient) or 36 rows (weight, bias)
     for a, b, length in zip(*gradients, (384, 1536, 36, 36)):
         assert max_diff(a, b) < rounding_bound(b.abs().max().item(), length)

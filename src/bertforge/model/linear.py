@@ -1,13 +1,15 @@
-"""The model's one Linear: `nn.Linear`, with its float32 products on the CPU through oneDNN.
+"""The model's one Linear: `nn.Linear`, with its float32 products on the CPU through the faster of
+PyTorch's two x86 libraries for the CPU it runs on.
 
 PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, and MKL runs its fast kernels on Intel
 CPUs only: on an AMD EPYC with AVX-512 it reached 87–93 GFLOP/s on one thread where oneDNN's matmul
 (the library PyTorch already uses for bfloat16 and int8) reached 170–217 GFLOP/s on the model's
-shapes, forward and backward (`bench/embed_kernels.py --products`, docs/benchmarks.md). oneDNN's
-kernels are Intel's too, written for every x86 CPU.
+shapes, forward and backward. On an Intel Xeon (AVX-512, AMX) MKL is the faster one: oneDNN reached
+0.73–0.97× its GFLOP/s (`bench/embed_kernels.py --products`, docs/benchmarks.md). So `F.linear` (MKL)
+runs on Intel CPUs and oneDNN on every other x86 CPU; the two agree within float32 rounding.
 `torch.ops.mkldnn._linear_pointwise` is the op Inductor lowers CPU linears to. It has no backward,
 so `OneDNNLinear` gives it one, made of the same op: training takes the same kernels as inference.
-Only on x86: elsewhere PyTorch's float32 products are not MKL's, and oneDNN was not measured there.
+Off x86 PyTorch's float32 products are not MKL's, and oneDNN was not measured there: `F.linear` runs.
 """
 
 from __future__ import annotations
@@ -18,8 +20,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-ONEDNN_LINEAR = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
-                 and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+ONEDNN_AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
+                    and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
+
+
+def mkl_is_fast() -> bool:
+    """Whether this is an Intel CPU, the only kind MKL runs its fast kernels on (the CPU's brand, as
+    PyTorch's CPU probe reads it: "Intel Xeon", "AMD EPYC 9R45", ...)."""
+    return str(torch.cpu.get_capabilities().get("cpu_name", "")).lower().startswith("intel")
+
+
+ONEDNN_LINEAR = ONEDNN_AVAILABLE and not mkl_is_fast()
 
 
 def onednn_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
