@@ -79,6 +79,23 @@ def test_fused_attention_equals_explicit_softmax(encoder):
     assert max_diff(fused.last_hidden_state[real], explicit.last_hidden_state[real]) < HIDDEN_STATES
 
 
+@pytest.mark.parametrize("hidden_act", ["gelu", "gelu_new", "relu"])
+def test_layer_without_gradients_equals_the_layer_with_them(hidden_act):
+    """Without gradients the activation overwrites the intermediate product in place: same values,
+    bit for bit, and the layer's input untouched."""
+    from bertforge.model.bert import BertLayer
+
+    torch.manual_seed(0)
+    layer = BertLayer(BertConfig.from_size("mini", hidden_act=hidden_act)).eval()
+    x = torch.randn(3, 7, 256)
+    before = x.clone()
+    with_gradients = layer(x)[0]
+    with torch.inference_mode():
+        without = layer(x)[0]
+    assert torch.equal(with_gradients, without)
+    assert torch.equal(x, before)
+
+
 @pytest.fixture
 def onednn_linear_on(monkeypatch):
     """The oneDNN route of `bertforge.model.linear` taken whatever the CPU's brand (on Intel CPUs the

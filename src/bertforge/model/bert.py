@@ -26,12 +26,18 @@ from bertforge.errors import InputError
 from bertforge.model.config import BertConfig
 from bertforge.model.linear import Linear
 
-ACTIVATION_FUNCTIONS = {
-    "gelu": F.gelu,  # the exact erf form, as in Google's BERT
-    "gelu_new": lambda x: F.gelu(x, approximate="tanh"),
-    "gelu_pytorch_tanh": lambda x: F.gelu(x, approximate="tanh"),
-    "relu": F.relu,
-}
+
+def gelu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """The exact erf form, as in Google's BERT."""
+    return torch.ops.aten.gelu_(x) if inplace else F.gelu(x)
+
+
+def gelu_tanh(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    return torch.ops.aten.gelu_(x, approximate="tanh") if inplace else F.gelu(x, approximate="tanh")
+
+
+# Each takes `inplace`, as F.relu does.
+ACTIVATION_FUNCTIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": F.relu}
 
 # (first row, number of sequences, length) for each run of equal-length sequences in an unpadded batch
 LengthGroups = list[tuple[int, int, int]]
@@ -162,7 +168,10 @@ class BertLayer(nn.Module):
                 groups: LengthGroups | None = None):
         attended, weights = self.attention(x, mask, return_weights, groups)
         x = self.attention_norm(x + self.dropout(attended))
-        x = self.output_norm(x + self.dropout(self.output(self.activation(self.intermediate(x)))))
+        # Without gradients the activation overwrites the intermediate product (a forward hook on
+        # `intermediate` sees it change): one (tokens, intermediate) block less to allocate per layer.
+        hidden = self.activation(self.intermediate(x), inplace=not torch.is_grad_enabled())
+        x = self.output_norm(x + self.dropout(self.output(hidden)))
         return x, weights
 
 
