@@ -235,12 +235,13 @@ def profile_embeddings(args) -> None:
     for layer in pipe.bert.encoder.layers:
         parts += [(layer.attention, attention), (layer.attention.qkv, projections), (layer.attention.out, projections),
                   (layer.intermediate, "feed-forward Linears"), (layer.output, "feed-forward Linears")]
-    started, flops = {}, [0]
+    started, flops = {}, 0
 
     def finished(module, inputs, output, name):
+        nonlocal flops
         spent[name] += time.perf_counter() - started[id(module)]
         if isinstance(module, torch.nn.Linear):
-            flops[0] += 2 * inputs[0].numel() * module.out_features
+            flops += 2 * inputs[0].numel() * module.out_features
 
     for module, name in parts:
         module.register_forward_pre_hook(lambda m, a: started.__setitem__(id(m), time.perf_counter()))
@@ -250,7 +251,7 @@ def profile_embeddings(args) -> None:
     tokenizing = time.perf_counter() - start
     for key in spent:
         spent[key] = 0.0
-    flops[0] = 0
+    flops = 0
     start = time.perf_counter()
     pipe(texts)
     total = time.perf_counter() - start  # includes tokenizing once more
@@ -262,7 +263,7 @@ def profile_embeddings(args) -> None:
     for name, seconds in shares.items():
         print(f"| {name} | {seconds:.2f} | {seconds / total:.0%} |")
     products = spent[projections] + spent["feed-forward Linears"]
-    print(f"the Linears' products: {flops[0] / 1e9:.1f} GFLOP in {products:.2f} s, {flops[0] / products / 1e9:.0f} "
+    print(f"the Linears' products: {flops / 1e9:.1f} GFLOP in {products:.2f} s, {flops / products / 1e9:.0f} "
           f"GFLOP/s on {args.threads} threads (one thread's rate on these shapes: bench/embed_kernels.py --products)")
 
 

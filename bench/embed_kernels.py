@@ -34,18 +34,15 @@ from bertforge.model.linear import ONEDNN_LINEAR, onednn_linear
 from bertforge.pipelines import pipeline
 
 
-class MklLinear(torch.nn.Module):
-    def __init__(self, linear: torch.nn.Linear):
+class FixedProductLinear(torch.nn.Module):
+    """A Linear's weights with the product of our choosing: `F.linear` (MKL) or `onednn_linear`."""
+
+    def __init__(self, linear: torch.nn.Linear, product):
         super().__init__()
-        self.weight, self.bias = linear.weight.detach(), linear.bias.detach()
+        self.weight, self.bias, self.product = linear.weight.detach(), linear.bias.detach(), product
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.linear(x, self.weight, self.bias)
-
-
-class OneDNNLinear(MklLinear):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return onednn_linear(x, self.weight, self.bias)
+        return self.product(x, self.weight, self.bias)
 
 
 class PackedLinear(torch.nn.Module):
@@ -64,7 +61,8 @@ def variant(name: str, batch_size: int):
     pipe = pipeline("sentence-embedding", batch_size=batch_size, max_length=256)
     layers = pipe.bert.encoder.layers
     if name in ("mkl", "onednn", "mkl-packed"):
-        wrap = {"mkl": MklLinear, "onednn": OneDNNLinear, "mkl-packed": PackedLinear}[name]
+        wrap = {"mkl": lambda linear: FixedProductLinear(linear, torch.nn.functional.linear),
+                "onednn": lambda linear: FixedProductLinear(linear, onednn_linear), "mkl-packed": PackedLinear}[name]
         for layer in layers:
             layer.attention.qkv, layer.attention.out = wrap(layer.attention.qkv), wrap(layer.attention.out)
             layer.intermediate, layer.output = wrap(layer.intermediate), wrap(layer.output)
