@@ -30,6 +30,9 @@ HARD_STRINGS = [
     "\u037e Greek question mark; e\u0301 combining acute",
     # unassigned (kept), private use (dropped), both ends of the reference's last CJK block
     "un\u0378assigned x\U0010ffffy pri\ue000vate \U0002b820\U0002b91f\U0002b920\U0002ceaf",
+    # typeset English (the tokenizer's shortcut for chunks of ASCII and these marks), an over-long
+    # word glued to them, and a special token that keeps its chunk off the shortcut
+    "“Well,” she said—‘it’s… done’ – Hirschhorn’s UNBELIEVABLE-ness. " + "x" * 120 + "!— “[MASK]”",
 ]
 
 

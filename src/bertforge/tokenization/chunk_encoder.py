@@ -23,6 +23,11 @@ CACHE_LIMIT = 1_000_000  # entries; the cache starts again empty beyond it, boun
 # Characters Python's str.split() treats as whitespace but BERT treats as control characters
 # (removed, so they glue their neighbours together): text holding one takes the regex path.
 _SPLIT_UNSAFE = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
+# Printable ASCII and typeset English's punctuation (curly quotes, dashes, the ellipsis), which
+# normalising leaves as it is: in such a chunk (without special tokens) only case changes, and
+# every character that is not a letter or digit is punctuation, a word of its own (see basic.py).
+_PLAIN_CHUNK = re.compile("[!-~\u2013\u2014\u2018\u2019\u201c\u201d\u2026]+")
+_PLAIN_WORDS = re.compile("[0-9A-Za-z]+|[^0-9A-Za-z]")
 _entry_ids = itemgetter(0)
 _FIRST = (0,)  # shared by the entries of one-piece chunks, most of the cache: starts at 0, word 0
 
@@ -36,9 +41,6 @@ class ChunkEncoder:
         self.basic = basic
         self.wordpiece = wordpiece
         self.vocab = wordpiece.vocab
-        # A special token made only of ASCII letters and digits can sit inside a plain word ("xfooy"
-        # with "foo" special), which the plain-word shortcut of `_encode_chunk` would not see.
-        self._plain_words = not any(t.isascii() and t.isalnum() for t in basic.never_split)
         self._cache: dict[str, ChunkEntry] = {}
 
     def ids(self, texts: list[str]) -> list[list[int]]:
@@ -94,11 +96,8 @@ class ChunkEncoder:
         return entries
 
     def _encode_chunk(self, chunk: str) -> ChunkEntry:
-        if self._plain_words and chunk.isascii() and chunk.isalnum():  # one run, nothing to normalise but case
-            word = chunk.lower() if self.basic.do_lower_case else chunk
-            piece = self.vocab.get(word)
-            if piece is not None and len(word) <= self.wordpiece.max_input_chars_per_word:
-                return (piece,), _FIRST, (len(chunk),), _FIRST, 1
+        if _PLAIN_CHUNK.fullmatch(chunk) and not any(t in chunk for t in self.basic.never_split):
+            return self._encode_plain(chunk)
         ids, starts, ends, words, n_words = [], [], [], [], 0
         for match in self.basic.finditer(chunk):
             start = match.start()
@@ -119,4 +118,30 @@ class ChunkEncoder:
                     ends.append(start + piece_end)
                     words.append(word_index)
             n_words += len(normalized)
+        return tuple(ids), tuple(starts), tuple(ends), tuple(words), n_words
+
+    def _encode_plain(self, chunk: str) -> ChunkEntry:
+        """`_encode_chunk` of a `_PLAIN_CHUNK` holding no special token (nearly every chunk of
+        English), without looking characters up in the Unicode tables."""
+        text = chunk.lower() if self.basic.do_lower_case else chunk
+        vocab, max_chars = self.vocab, self.wordpiece.max_input_chars_per_word
+        if text.isalnum():  # one word
+            piece = vocab.get(text)
+            if piece is not None and len(text) <= max_chars:
+                return (piece,), _FIRST, (len(text),), _FIRST, 1
+        ids, starts, ends, words, n_words = [], [], [], [], 0
+        for n_words, match in enumerate(_PLAIN_WORDS.finditer(text), start=1):
+            word, start = match.group(), match.start()
+            piece = vocab.get(word)
+            if piece is not None and len(word) <= max_chars:
+                ids.append(piece)
+                starts.append(start)
+                ends.append(match.end())
+                words.append(n_words - 1)
+                continue
+            for piece_id, piece_start, piece_end in self.wordpiece.split(word):
+                ids.append(piece_id)
+                starts.append(start + piece_start)
+                ends.append(start + piece_end)
+                words.append(n_words - 1)
         return tuple(ids), tuple(starts), tuple(ends), tuple(words), n_words
