@@ -192,12 +192,22 @@ CHUNKS_IN_FLIGHT = 2
 @dataclass
 class _InFlight:
     chunk: Chunk
-    batches: deque[list[RawDocument]]  # not yet handed to a worker
-    tokenizing: list[Future] = field(default_factory=list)
+    # The batches not yet handed to a worker, with their place in the chunk; handed out largest
+    # first. A batch is whole documents, a tenth of a second's tokenising or most of a second, and
+    # with the small ones last the workers finish a chunk together: after the corpus's last chunk
+    # the one that finishes first has nothing else to do.
+    batches: list[tuple[int, list[RawDocument]]]
+    tokenizing: dict[int, Future] = field(default_factory=dict)  # by the batch's place in the chunk
     rows: Future | None = None
 
+    @classmethod
+    def start(cls, chunk: Chunk) -> "_InFlight":
+        batches = list(enumerate(document_batches(chunk.documents, BATCH_TOKENS)))
+        batches.sort(key=lambda batch: sum(map(estimated_tokens, batch[1])))  # popped from the end
+        return cls(chunk, batches)
+
     def tokenized(self) -> bool:
-        return not self.batches and all(f.done() for f in self.tokenizing)
+        return not self.batches and all(f.done() for f in self.tokenizing.values())
 
 
 def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> Iterator[ChunkRows]:
@@ -222,14 +232,15 @@ def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> It
     def next_task() -> Future | None:
         for entry in in_flight:
             if entry.rows is None and entry.tokenized():
-                entry.rows = pool.submit(_rows_in_worker, entry.chunk.index, entry.chunk.bytes,
-                                         [f.result() for f in entry.tokenizing])
-                entry.chunk.documents, entry.tokenizing = [], []  # what is sent need not be kept
+                tokenized = [entry.tokenizing[place].result() for place in range(len(entry.tokenizing))]
+                entry.rows = pool.submit(_rows_in_worker, entry.chunk.index, entry.chunk.bytes, tokenized)
+                entry.chunk.documents, entry.tokenizing = [], {}  # what is sent need not be kept
                 return entry.rows
         for entry in in_flight:
             if entry.batches:
-                entry.tokenizing.append(pool.submit(_tokenize_in_worker, entry.batches.popleft()))
-                return entry.tokenizing[-1]
+                place, documents = entry.batches.pop()
+                entry.tokenizing[place] = pool.submit(_tokenize_in_worker, documents)
+                return entry.tokenizing[place]
         return None
 
     def hand_out() -> None:
@@ -240,7 +251,7 @@ def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> It
         while True:
             hand_out()
             while len(in_flight) < CHUNKS_IN_FLIGHT and (chunk := next(unread, None)) is not None:
-                in_flight.append(_InFlight(chunk, deque(document_batches(chunk.documents, BATCH_TOKENS))))
+                in_flight.append(_InFlight.start(chunk))
                 hand_out()
             if not in_flight:
                 return
