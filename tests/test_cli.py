@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
 from click.testing import CliRunner
 
 from bertforge.cli.main import COMMANDS, cli
@@ -31,6 +32,23 @@ def test_user_error_is_one_line_without_traceback(tmp_path):
     assert result.exit_code != 0
     assert "Traceback" not in result.output
     assert "nowhere" in result.output
+
+
+@pytest.mark.parametrize("command", [
+    ["pretrain", "prepare", "{missing}", "{out}"],
+    ["pretrain", "prepare", "{corpus}", "{out}", "--vocab", "{missing}"],
+    ["pretrain", "train", "{missing}", "{out}"],
+    ["finetune", "--task", "classification", "--train", "{missing}", "--output", "{out}"],
+    ["finetune", "--task", "classification", "--train", "{corpus}", "--validation", "{missing}", "--output", "{out}"],
+    ["distill", "--task", "classification", "--teacher", "{missing}", "--train", "{corpus}", "--output", "{out}"],
+], ids=["prepare-corpus", "prepare-vocab", "train-data", "finetune-train", "finetune-validation", "distill-teacher"])
+def test_a_missing_input_of_a_long_command_is_named(tmp_path, command):
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("A sentence.\tx\n")
+    missing = tmp_path / "mistyped"
+    result = CliRunner().invoke(cli, [a.format(missing=missing, out=tmp_path / "out", corpus=corpus) for a in command])
+    assert result.exit_code == 2 and f"error: {missing}: no such file or directory" in result.output, result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_demo_tells_the_story_end_to_end():

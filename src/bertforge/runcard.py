@@ -23,6 +23,7 @@ from pathlib import Path
 
 from bertforge.errors import InputError
 from bertforge.io.atomic import write_json, write_text
+from bertforge.io.readers import input_error
 
 CARD_FILE = "run_card.json"
 SUMMARY_FILE = "RUN_CARD.md"
@@ -33,6 +34,8 @@ RELEVANT_CPU_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "a
 def file_fingerprint(path: str | Path) -> dict:
     """Size and SHA-256 of a file, or of every file below a directory (sorted by path)."""
     path = Path(path)
+    if not path.exists():  # cards are started first: this is where a command meets a mistyped input
+        raise input_error(path, "no such file or directory")
     digest, size = hashlib.sha256(), 0
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
