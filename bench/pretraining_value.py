@@ -102,18 +102,20 @@ def from_scratch_run(run: Path) -> Path:
     earlier = Path(config.init_from).parent
     if not (earlier / "training_config.json").exists():
         sys.exit(f"{run} continued {config.init_from}, which no bertforge run made: only a run that started "
-                 "from random weights has a random-weights control")
+                 "from random weights has a random-weights control (or give --runs-dir with one in start-random)")
     return from_scratch_run(earlier)
 
 
 def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, Path]:
-    """The pre-trained model and its control, both saved with fine-tuning's dropout."""
-    config = TrainingConfig(**json.loads((from_scratch_run(run) / "training_config.json").read_text()))
+    """The pre-trained model and its control, both saved with fine-tuning's dropout. A control already
+    in `control_dir` is used as it is (a chain whose first run's folder is gone: rebuild it by hand and
+    check its SHA-256 against the one recorded)."""
     starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": control_dir / "start-random"}
     tokenizer = BertTokenizer.from_pretrained(run / "final")
     if not (starts["pre-trained"] / "config.json").exists():
         export_model(run / "final", starts["pre-trained"], "float32", dropout=FINETUNE_DROPOUT)
     if not (starts["random weights"] / "config.json").exists():
+        config = TrainingConfig(**json.loads((from_scratch_run(run) / "training_config.json").read_text()))
         seed_everything(config.seed)  # as the engine does right before building the model
         data = PretrainingData(config.data_dir)
         build_model(dataclasses.replace(config, dropout=FINETUNE_DROPOUT), tokenizer.vocab_size,
