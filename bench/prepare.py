@@ -42,6 +42,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DATA = (REPO / ".." / "shared" / "data").resolve()
 sys.path.insert(0, str(REPO / "src"))
+# The commands this script starts run this checkout's bertforge too, not whichever an editable install points at.
+COMMAND_ENV = dict(os.environ,
+                   PYTHONPATH=os.pathsep.join(filter(None, [str(REPO / "src"), os.environ.get("PYTHONPATH")])))
 
 
 def write_slice(books: int, directory: Path, split: bool = True) -> tuple[Path, Path, float]:
@@ -125,7 +128,7 @@ def run_command(corpus: Path, splitter: str, output: Path, workers: int = 1) -> 
     wall = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "bertforge", "pretrain", "prepare", str(corpus), str(output),
                               "--dupe-factor", "1", "--splitter", splitter, "--workers", str(workers)],
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=COMMAND_ENV)
     tree_peak = 0.0
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -159,7 +162,7 @@ def two_copies(corpus: Path, directory: Path) -> None:
         start = time.perf_counter()
         children = [subprocess.Popen([sys.executable, "-m", "bertforge", "pretrain", "prepare", str(corpus),
                                       str(directory / f"copy-{core}-{len(copies)}"), "--dupe-factor", "1"],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=COMMAND_ENV,
                                      preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})) for core in copies]
         results = []
         for child in children:
