@@ -129,19 +129,20 @@ class ChunkEncoder:
             piece = vocab.get(text)
             if piece is not None and len(text) <= max_chars:
                 return (piece,), _FIRST, (len(text),), _FIRST, 1
-        ids, starts, ends, words, n_words = [], [], [], [], 0
-        for n_words, match in enumerate(_PLAIN_WORDS.finditer(text), start=1):
+        ids, starts, ends, words = [], [], [], []
+        matches = list(_PLAIN_WORDS.finditer(text))
+        for word_index, match in enumerate(matches):
             word, start = match.group(), match.start()
             piece = vocab.get(word)
             if piece is not None and len(word) <= max_chars:
                 ids.append(piece)
                 starts.append(start)
                 ends.append(match.end())
-                words.append(n_words - 1)
+                words.append(word_index)
                 continue
             for piece_id, piece_start, piece_end in self.wordpiece.split(word):
                 ids.append(piece_id)
                 starts.append(start + piece_start)
                 ends.append(start + piece_end)
-                words.append(n_words - 1)
-        return tuple(ids), tuple(starts), tuple(ends), tuple(words), n_words
+                words.append(word_index)
+        return tuple(ids), tuple(starts), tuple(ends), tuple(words), len(matches)
