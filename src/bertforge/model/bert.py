@@ -16,6 +16,7 @@ import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import torch
@@ -27,17 +28,14 @@ from bertforge.model.config import BertConfig
 from bertforge.model.linear import Linear
 
 
-def gelu(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """The exact erf form, as in Google's BERT."""
-    return torch.ops.aten.gelu_(x) if inplace else F.gelu(x)
-
-
-def gelu_tanh(x: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    return torch.ops.aten.gelu_(x, approximate="tanh") if inplace else F.gelu(x, approximate="tanh")
+def gelu(x: torch.Tensor, inplace: bool = False, approximate: str = "none") -> torch.Tensor:
+    """GELU; "none" is the exact erf form, as in Google's BERT."""
+    return torch.ops.aten.gelu_(x, approximate=approximate) if inplace else F.gelu(x, approximate=approximate)
 
 
 # Each takes `inplace`, as F.relu does.
-ACTIVATION_FUNCTIONS = {"gelu": gelu, "gelu_new": gelu_tanh, "gelu_pytorch_tanh": gelu_tanh, "relu": F.relu}
+ACTIVATION_FUNCTIONS = {"gelu": gelu, "gelu_new": partial(gelu, approximate="tanh"),
+                        "gelu_pytorch_tanh": partial(gelu, approximate="tanh"), "relu": F.relu}
 
 # (first row, number of sequences, length) for each run of equal-length sequences in an unpadded batch
 LengthGroups = list[tuple[int, int, int]]
