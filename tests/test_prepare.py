@@ -155,6 +155,25 @@ def rows(data) -> list[bytes]:
     return [b"".join(batch[field][i].tobytes() for field in data.fields) for i in range(len(data))]
 
 
+@pytest.mark.parametrize("ending", ["full", "remainder", "one chunk"])
+def test_read_chunks_cover_the_corpus_and_mark_the_last(corpus, ending):
+    """Chunks hold every document once, in order, and the last one (which `make_chunks` ends the
+    work differently for) is marked, whether the corpus ends on a full chunk or a remainder."""
+    from bertforge.pretraining.chunks import read_chunks
+    from bertforge.pretraining.corpus import estimated_tokens
+
+    documents = list(read_raw_documents(corpus))
+    total = sum(map(estimated_tokens, documents))
+    chunk_tokens = {"full": total, "remainder": total // 4, "one chunk": total + 1}[ending]
+    chunks = list(read_chunks([corpus], 0, None, chunk_tokens))
+    assert [d for chunk in chunks for d in chunk.documents] == documents
+    assert [chunk.index for chunk in chunks] == list(range(len(chunks)))
+    assert [chunk.last for chunk in chunks] == [False] * (len(chunks) - 1) + [True]
+    assert sum(chunk.bytes for chunk in chunks) == corpus.stat().st_size
+    assert (sum(map(estimated_tokens, chunks[-1].documents)) >= chunk_tokens) == (ending == "full")
+    assert (len(chunks) > 1) == (ending == "remainder")
+
+
 def test_workers_write_byte_identical_data(chapters, whole, tokenizer, tmp_path):
     index = json.loads((whole / "index.json").read_text())
     assert index["instances"] > 2 * SPLIT_OPTIONS["shard_size"]  # several shards, several chunks
@@ -336,8 +355,9 @@ class _StepPool:
 
 def test_workers_cut_rows_before_later_batches_with_two_chunks_in_memory(chapters, tokenizer, tmp_path, monkeypatch):
     """The order `make_chunks` hands tasks out in (issue 16): a chunk's rows, which the output waits
-    for, go ahead of the next chunk's batches; workers are never queued more than one task ahead;
-    memory holds two chunks at most. And the data is still that of one process."""
+    for, go ahead of the next chunk's batches, except at the end, where the last chunk's batches go
+    first and the last two chunks' rows come together; workers are never queued more than one task
+    ahead; memory holds two chunks at most. And the data is still that of one process."""
     from bertforge.pretraining import chunks, shards
 
     monkeypatch.setattr(chunks, "BATCH_TOKENS", 1500)
@@ -348,7 +368,7 @@ def test_workers_cut_rows_before_later_batches_with_two_chunks_in_memory(chapter
 
     def counted(*args):  # each chunk read: its index, its documents (kept, so their ids stay
         for chunk in read_chunks(*args):  # theirs) and how many chunks' rows `prepare` had received by then
-            read.append((chunk.index, list(chunk.documents), writes[0]))
+            read.append((chunk.index, list(chunk.documents), writes[0], chunk.last))
             yield chunk
 
     def add_counted(self, rows):
@@ -359,15 +379,22 @@ def test_workers_cut_rows_before_later_batches_with_two_chunks_in_memory(chapter
 
     prepare_split(chapters, tmp_path / "two", tokenizer, workers=2, chunk_tokens=12000)
     pool = _StepPool.last
-    chunk_of = {id(document): index for index, documents, _ in read for document in documents}
+    chunk_of = {id(document): index for index, documents, _, _ in read for document in documents}
     order = [("rows", key) if kind == "rows" else ("tokenize", chunk_of[id(key)]) for kind, key in pool.ran]
-    batches = [order.count(("tokenize", index)) for index, _, _ in read]
+    batches = [order.count(("tokenize", index)) for index, _, _, _ in read]
     assert len(read) > 3 and min(batches[:-1]) > 3  # chunks of several batches each
+    assert [last for _, _, _, last in read] == [False] * (len(read) - 1) + [True]
     assert max(pool.outstanding_at_submit) == 3  # the two workers' tasks and one queued
-    for index, _, _ in read:  # between a chunk's last batch and its rows, at most one task per worker
-        last_batch = max(i for i, task in enumerate(order) if task == ("tokenize", index))
-        assert order.index(("rows", index)) - last_batch - 1 <= 2
-    assert all(index - received < 2 for index, _, received in read)  # at most two chunks read and not written
+
+    def last_batch(index):
+        return max(i for i, task in enumerate(order) if task == ("tokenize", index))
+
+    *middle, penultimate, final = [index for index, _, _, _ in read]
+    for index in middle:  # between a chunk's last batch and its rows, at most one task per worker
+        assert order.index(("rows", index)) - last_batch(index) - 1 <= 2
+    assert order.index(("rows", penultimate)) > last_batch(final)
+    assert order[-2:] == [("rows", penultimate), ("rows", final)]
+    assert all(index - received < 2 for index, _, received, _ in read)  # at most two chunks read and not written
     monkeypatch.undo()
     prepare_split(chapters, tmp_path / "one", tokenizer, workers=1, chunk_tokens=12000)
     assert files_of(tmp_path / "one") == files_of(tmp_path / "two")
