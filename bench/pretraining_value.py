@@ -32,6 +32,14 @@ is for.
 for the 6-layer MiniLM); run it for several rates and compare each start at the rate that does best on
 its selection split.
 
+`--fresh-pooler` fine-tunes both starts with the pooler (the dense layer on [CLS] that the classifier
+reads) drawn afresh from the fine-tuning seed, as the classifier is: pre-training trained it for
+next-sentence prediction, which may suit sentiment less than a new one (Zhang et al., 2021, "Revisiting
+few-sample BERT fine-tuning", re-initialise it). Whether it helps is read on the selection split.
+
+`RUN` may also be a saved model (a folder with config.json, such as `src/bertforge/pretrained/bertforge-mini`)
+when `--runs-dir` already holds its control in `start-random`.
+
     HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/pt-mini2 --seeds 1 2 3
     HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/pt-mini2 --labelled-rows 2000
     HF_HUB_OFFLINE=1 .venv/bin/python bench/pretraining_value.py runs/gut/pt64 --held-apart sentences
@@ -45,9 +53,12 @@ import dataclasses
 import json
 import os
 import random
+import shutil
 import statistics
 import sys
 from pathlib import Path
+
+from safetensors.torch import load_file, save_file
 
 from defaults_sweep import DATA, LONG_WORDS, REPO, SST2_BUDGET_ROWS, one_epoch_run
 
@@ -96,6 +107,9 @@ def unseen_sentences_split(directory: Path) -> tuple[Path, Path]:
 def from_scratch_run(run: Path) -> Path:
     """`run` if it started from random weights, or the run that its chain of `--init-from` (other runs'
     final models) started with: that run's seed made the random weights the control starts from."""
+    if not (run / "training_config.json").exists():
+        sys.exit(f"{run} is no `bertforge pretrain train` run (no training_config.json): give --runs-dir, with the "
+                 "control in its start-random folder")
     config = TrainingConfig(**json.loads((run / "training_config.json").read_text()))
     if config.init_from is None:
         return run
@@ -111,9 +125,10 @@ def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, P
     in `control_dir` is used as it is (a chain whose first run's folder is gone: rebuild it by hand and
     check its SHA-256 against the one recorded)."""
     starts = {"pre-trained": runs_dir / "start-pretrained", "random weights": control_dir / "start-random"}
-    tokenizer = BertTokenizer.from_pretrained(run / "final")
+    model = run / "final" if (run / "final").exists() else run
+    tokenizer = BertTokenizer.from_pretrained(model)
     if not (starts["pre-trained"] / "config.json").exists():
-        export_model(run / "final", starts["pre-trained"], "float32", dropout=FINETUNE_DROPOUT)
+        export_model(model, starts["pre-trained"], "float32", dropout=FINETUNE_DROPOUT)
     if not (starts["random weights"] / "config.json").exists():
         config = TrainingConfig(**json.loads((from_scratch_run(run) / "training_config.json").read_text()))
         seed_everything(config.seed)  # as the engine does right before building the model
@@ -121,6 +136,16 @@ def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, P
         build_model(dataclasses.replace(config, dropout=FINETUNE_DROPOUT), tokenizer.vocab_size,
                     data.options.max_seq_length).save_pretrained(starts["random weights"], tokenizer)
     return starts
+
+
+def without_pooler(start: Path) -> Path:
+    """A copy of `start` whose checkpoint lacks the pooler, so fine-tuning draws a new one."""
+    copy = start.parent / f"{start.name}-fresh-pooler"
+    if not (copy / "model.safetensors").exists():
+        shutil.copytree(start, copy, dirs_exist_ok=True)
+        weights = load_file(start / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if ".pooler." not in k}, copy / "model.safetensors")
+    return copy
 
 
 def finetune(start: Path, seed: int, rows: int, output: Path, threads: int,
@@ -154,6 +179,7 @@ def main() -> None:
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--learning-rate", "--lr", help="fine-tuning's peak learning rate (default: finetune's, 2e-4 "
                         "for this width), the same for both starts")
+    parser.add_argument("--fresh-pooler", action="store_true", help="a new pooler for both starts (see above)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if not 1 <= args.labelled_rows <= SST2_BUDGET_ROWS:
@@ -171,11 +197,15 @@ def main() -> None:
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""
     suffix += f"-lr{args.learning_rate}" if args.learning_rate else ""
+    suffix += "-fresh-pooler" if args.fresh_pooler else ""
+    starts = starting_points(args.run, runs_dir, control_dir)
+    if args.fresh_pooler:
+        starts = {name: without_pooler(start) for name, start in starts.items()}
     results = {name: [finetune(start, seed, args.labelled_rows,
                                start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
                                args.learning_rate)
                       for seed in args.seeds]
-               for name, start in starting_points(args.run, runs_dir, control_dir).items()}
+               for name, start in starts.items()}
 
     held_apart = f"{UNSEEN_SENTENCES:,} unseen sentences" if split else "sst2/validation.tsv"
     train = split[0].relative_to(REPO) if split else "sst2/train.tsv"
