@@ -36,6 +36,9 @@ its selection split.
 reads) drawn afresh from the fine-tuning seed, as the classifier is: pre-training trained it for
 next-sentence prediction, which may suit sentiment less than a new one (Zhang et al., 2021, "Revisiting
 few-sample BERT fine-tuning", re-initialise it). Whether it helps is read on the selection split.
+`--fresh-layers N` also re-initialises the top N encoder layers of both starts (BERT's initialisation,
+drawn once with a fixed seed), as Zhang et al. do: the top layers of a pre-trained encoder are the most
+specialised to the pre-training task.
 
 `RUN` may also be a saved model (a folder with config.json, such as `src/bertforge/pretrained/bertforge-mini`)
 when `--runs-dir` already holds its control in `start-random`.
@@ -58,6 +61,7 @@ import statistics
 import sys
 from pathlib import Path
 
+import torch
 from safetensors.torch import load_file, save_file
 
 from defaults_sweep import DATA, LONG_WORDS, REPO, SST2_BUDGET_ROWS, one_epoch_run
@@ -70,6 +74,7 @@ from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import seed_everything
 
 FINETUNE_DROPOUT = 0.1
+FRESH_LAYERS_SEED = 0
 UNSEEN_SENTENCES, SENTENCE_MIN_WORDS, SPLIT_SEED = 1000, 8, 0
 
 
@@ -138,13 +143,31 @@ def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, P
     return starts
 
 
-def without_pooler(start: Path) -> Path:
-    """A copy of `start` whose checkpoint lacks the pooler, so fine-tuning draws a new one."""
-    copy = start.parent / f"{start.name}-fresh-pooler"
+def with_fresh_top(start: Path, layers: int) -> Path:
+    """A copy of `start` whose checkpoint lacks the pooler, so fine-tuning draws a new one, and whose
+    top `layers` encoder layers are drawn afresh (normal(0, initializer_range) weights, zero biases,
+    unit LayerNorm; one fixed seed, so both starts get the same new layers)."""
+    copy = start.parent / (f"{start.name}-fresh-pooler" + (f"-layers{layers}" if layers else ""))
     if not (copy / "model.safetensors").exists():
         shutil.copytree(start, copy, dirs_exist_ok=True)
-        weights = load_file(start / "model.safetensors")
-        save_file({k: v for k, v in weights.items() if ".pooler." not in k}, copy / "model.safetensors")
+        config = json.loads((start / "config.json").read_text())
+        fresh = tuple(f"bert.encoder.layer.{i}." for i in range(config["num_hidden_layers"] - layers,
+                                                                  config["num_hidden_layers"]))
+        generator = torch.Generator().manual_seed(FRESH_LAYERS_SEED)
+        weights = {}
+        for name, tensor in load_file(start / "model.safetensors").items():
+            if ".pooler." in name:
+                continue
+            if name.startswith(fresh):
+                if "LayerNorm" in name:
+                    tensor = torch.ones_like(tensor) if name.endswith("weight") else torch.zeros_like(tensor)
+                elif name.endswith("weight"):
+                    tensor = torch.randn(tensor.shape, generator=generator, dtype=torch.float32).mul_(
+                        config["initializer_range"]).to(tensor.dtype)
+                else:
+                    tensor = torch.zeros_like(tensor)
+            weights[name] = tensor
+        save_file(weights, copy / "model.safetensors")
     return copy
 
 
@@ -180,10 +203,14 @@ def main() -> None:
     parser.add_argument("--learning-rate", "--lr", help="fine-tuning's peak learning rate (default: finetune's, 2e-4 "
                         "for this width), the same for both starts")
     parser.add_argument("--fresh-pooler", action="store_true", help="a new pooler for both starts (see above)")
+    parser.add_argument("--fresh-layers", type=int, default=0, metavar="N",
+                        help="with --fresh-pooler: the top N encoder layers re-initialised too (see above)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if not 1 <= args.labelled_rows <= SST2_BUDGET_ROWS:
         parser.error(f"--labelled-rows must be between 1 and {SST2_BUDGET_ROWS:,}")
+    if args.fresh_layers and not args.fresh_pooler:
+        parser.error("--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
     if args.learning_rate is not None and not positive_number(args.learning_rate):
         parser.error(f"--learning-rate must be a positive number, got {args.learning_rate!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -198,9 +225,10 @@ def main() -> None:
     suffix += "-unseen" if split else ""
     suffix += f"-lr{args.learning_rate}" if args.learning_rate else ""
     suffix += "-fresh-pooler" if args.fresh_pooler else ""
+    suffix += f"-layers{args.fresh_layers}" if args.fresh_layers else ""
     starts = starting_points(args.run, runs_dir, control_dir)
     if args.fresh_pooler:
-        starts = {name: without_pooler(start) for name, start in starts.items()}
+        starts = {name: with_fresh_top(start, args.fresh_layers) for name, start in starts.items()}
     results = {name: [finetune(start, seed, args.labelled_rows,
                                start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
                                args.learning_rate)

@@ -18,3 +18,38 @@ def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1] == (
         f"pretraining_value.py: error: --learning-rate must be a positive number, got {rate!r}")
+
+
+def test_pretraining_value_needs_a_fresh_pooler_for_fresh_layers(tmp_path):
+    done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), "--fresh-layers", "1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == (
+        "pretraining_value.py: error: --fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
+
+
+def test_fresh_top_keeps_the_lower_layers_and_leaves_the_pooler_out(tmp_path):
+    """`--fresh-pooler --fresh-layers 1`'s start: the top layer re-drawn (the same for every start), the
+    layers below it as they were, no pooler (fine-tuning draws one), and a model that loads."""
+    sys.path.insert(0, str(BENCH))
+    from pretraining_value import with_fresh_top
+    import torch
+    from safetensors.torch import load_file
+
+    from bertforge.model import BertConfig, BertForPreTraining, BertModel
+
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=32, max_position_embeddings=32)
+    model = BertForPreTraining(config)
+    with torch.no_grad():  # no weight left at its initial value, so that every re-drawn one shows
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    model.save_pretrained(tmp_path / "start")
+    old = load_file(tmp_path / "start" / "model.safetensors")
+    new = load_file(with_fresh_top(tmp_path / "start", 1) / "model.safetensors")
+    assert not any(".pooler." in name for name in new)
+    assert set(old) - set(new) == {name for name in old if ".pooler." in name}
+    for name, tensor in new.items():
+        assert tensor.equal(old[name]) == (not name.startswith("bert.encoder.layer.1.")), name
+    assert new["bert.encoder.layer.1.output.LayerNorm.weight"].eq(1).all()
+    assert BertModel.from_pretrained(tmp_path / "start-fresh-pooler-layers1").pooler is not None
