@@ -79,8 +79,8 @@ def read_chunks(files: Iterable[Path], skip_documents: int, max_documents: int |
     if documents or size:
         if full is not None:
             yield full
-        yield Chunk(index, documents, size, last=True)
-    elif full is not None:
+        full = Chunk(index, documents, size)
+    if full is not None:
         full.last = True
         yield full
 
