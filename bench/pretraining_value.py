@@ -66,6 +66,8 @@ from safetensors.torch import load_file, save_file
 
 from defaults_sweep import DATA, LONG_WORDS, REPO, SST2_BUDGET_ROWS, one_epoch_run
 
+from bertforge.model import BertForPreTraining
+from bertforge.model.bert import init_weights
 from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.export import export_model
 from bertforge.pretraining.shards import PretrainingData
@@ -145,29 +147,18 @@ def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, P
 
 def with_fresh_top(start: Path, layers: int) -> Path:
     """A copy of `start` whose checkpoint lacks the pooler, so fine-tuning draws a new one, and whose
-    top `layers` encoder layers are drawn afresh (normal(0, initializer_range) weights, zero biases,
-    unit LayerNorm; one fixed seed, so both starts get the same new layers)."""
+    top `layers` encoder layers are drawn afresh with BERT's own initialisation (`init_weights`; one
+    fixed seed, so both starts get the same new layers)."""
     copy = start.parent / (f"{start.name}-fresh-pooler" + (f"-layers{layers}" if layers else ""))
     if not (copy / "model.safetensors").exists():
-        shutil.copytree(start, copy, dirs_exist_ok=True)
-        config = json.loads((start / "config.json").read_text())
-        fresh = tuple(f"bert.encoder.layer.{i}." for i in range(config["num_hidden_layers"] - layers,
-                                                                  config["num_hidden_layers"]))
-        generator = torch.Generator().manual_seed(FRESH_LAYERS_SEED)
-        weights = {}
-        for name, tensor in load_file(start / "model.safetensors").items():
-            if ".pooler." in name:
-                continue
-            if name.startswith(fresh):
-                if "LayerNorm" in name:
-                    tensor = torch.ones_like(tensor) if name.endswith("weight") else torch.zeros_like(tensor)
-                elif name.endswith("weight"):
-                    tensor = torch.randn(tensor.shape, generator=generator, dtype=torch.float32).mul_(
-                        config["initializer_range"]).to(tensor.dtype)
-                else:
-                    tensor = torch.zeros_like(tensor)
-            weights[name] = tensor
-        save_file(weights, copy / "model.safetensors")
+        model = BertForPreTraining.from_pretrained(start)
+        torch.manual_seed(FRESH_LAYERS_SEED)
+        for layer in model.bert.encoder.layers[len(model.bert.encoder.layers) - layers:]:
+            layer.apply(lambda module: init_weights(module, model.config.initializer_range))
+        shutil.copytree(start, copy, dirs_exist_ok=True)  # the tokenizer's files; the weights are replaced
+        model.save_pretrained(copy)
+        weights = load_file(copy / "model.safetensors")
+        save_file({k: v for k, v in weights.items() if ".pooler." not in k}, copy / "model.safetensors")
     return copy
 
 
