@@ -152,8 +152,11 @@ def with_fresh_top(start: Path, layers: int) -> Path:
     copy = start.parent / (f"{start.name}-fresh-pooler" + (f"-layers{layers}" if layers else ""))
     if not (copy / "model.safetensors").exists():
         model = BertForPreTraining.from_pretrained(start)
+        encoder = model.bert.encoder.layers
+        if layers > len(encoder):
+            sys.exit(f"--fresh-layers {layers}: {start} has only {len(encoder)} encoder layers")
         torch.manual_seed(FRESH_LAYERS_SEED)
-        for layer in model.bert.encoder.layers[len(model.bert.encoder.layers) - layers:]:
+        for layer in encoder[len(encoder) - layers:]:
             layer.apply(lambda module: init_weights(module, model.config.initializer_range))
         shutil.copytree(start, copy, dirs_exist_ok=True)  # the tokenizer's files; the weights are replaced
         model.save_pretrained(copy)
@@ -200,17 +203,19 @@ def main() -> None:
     args = parser.parse_args()
     if not 1 <= args.labelled_rows <= SST2_BUDGET_ROWS:
         parser.error(f"--labelled-rows must be between 1 and {SST2_BUDGET_ROWS:,}")
+    if args.fresh_layers < 0:
+        parser.error(f"--fresh-layers must be 0 or more, got {args.fresh_layers}")
     if args.fresh_layers and not args.fresh_pooler:
         parser.error("--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
     if args.learning_rate is not None and not positive_number(args.learning_rate):
         parser.error(f"--learning-rate must be a positive number, got {args.learning_rate!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not DATA.exists():
-        sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     runs_dir = args.runs_dir or args.run / "value"
     # Every run of one chain has the same control: its fine-tunings live with the run that started the
     # chain, so a run that continues it reuses them instead of fine-tuning the same weights again.
     control_dir = args.runs_dir or from_scratch_run(args.run) / "value"
+    if not DATA.exists():
+        sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     split = unseen_sentences_split(REPO / "runs" / "sst2-unseen-sentences") if args.held_apart == "sentences" else None
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""

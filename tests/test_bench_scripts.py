@@ -20,12 +20,25 @@ def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path
         f"pretraining_value.py: error: --learning-rate must be a positive number, got {rate!r}")
 
 
-def test_pretraining_value_needs_a_fresh_pooler_for_fresh_layers(tmp_path):
-    done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), "--fresh-layers", "1"],
+@pytest.mark.parametrize("options, message", [
+    (["--fresh-layers", "1"], "--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too"),
+    (["--fresh-pooler", "--fresh-layers", "-1"], "--fresh-layers must be 0 or more, got -1"),
+])
+def test_pretraining_value_checks_the_fresh_layers(tmp_path, options, message):
+    done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), *options],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1] == f"pretraining_value.py: error: {message}"
+
+
+def test_pretraining_value_wants_the_control_of_a_saved_model(tmp_path):
+    """A model folder (no training run) has no recorded seed to rebuild its control from."""
+    done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
-        "pretraining_value.py: error: --fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
+        f"{tmp_path} is no `bertforge pretrain train` run (no training_config.json): give --runs-dir, with the "
+        "control in its start-random folder")
 
 
 def test_fresh_top_keeps_the_lower_layers_and_leaves_the_pooler_out(tmp_path):
@@ -53,3 +66,5 @@ def test_fresh_top_keeps_the_lower_layers_and_leaves_the_pooler_out(tmp_path):
         assert tensor.equal(old[name]) == (not name.startswith("bert.encoder.layer.1.")), name
     assert new["bert.encoder.layer.1.output.LayerNorm.weight"].eq(1).all()
     assert BertModel.from_pretrained(tmp_path / "start-fresh-pooler-layers1").pooler is not None
+    with pytest.raises(SystemExit, match="--fresh-layers 3: .* has only 2 encoder layers"):
+        with_fresh_top(tmp_path / "start", 3)
