@@ -7,7 +7,8 @@ training_config.json (size, seed) through the trainer's own `build_model`, after
 A run that continued another run's final model (`--init-from`, to read more text than one session
 allows) is compared with the random weights its chain of runs started from, and shares that run's
 control fine-tunings (in its `value` folder). Dropout is 0.1 in both
-fine-tunings whatever the pre-training used (Cramming pre-trains without dropout and fine-tunes with it).
+fine-tunings whatever the pre-training used (Cramming pre-trains without dropout and fine-tunes with it);
+`--dropout P` fine-tunes both with another.
 
 The fine-tuning is the one-epoch budget run of bench/defaults_sweep.py (the first 20,000 rows of
 sst2/train.tsv, its last 2,000 rows held out for selection, the default learning rate), scored by
@@ -31,6 +32,11 @@ is for.
 `--learning-rate LR` fine-tunes both starts at that peak rate instead of finetune's default (2e-4, chosen
 for the 6-layer MiniLM); run it for several rates and compare each start at the rate that does best on
 its selection split.
+
+`--layer-lr-decay GAMMA` fine-tunes both starts with ELECTRA's layer-wise learning-rate decay (`bertforge
+finetune --layer-lr-decay`): the heads at the peak rate, each encoder layer below at GAMMA times the rate
+of the one above. The pre-trained start wants a large peak rate for its new head (see the rate sweep in
+docs/results.md); the decay gives the head that rate while the pre-trained layers below move less.
 
 `--fresh-pooler` fine-tunes both starts with the pooler (the dense layer on [CLS] that the classifier
 reads) drawn afresh from the fine-tuning seed, as the classifier is: pre-training trained it for
@@ -145,6 +151,14 @@ def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, P
     return starts
 
 
+def with_dropout(start: Path, dropout: float) -> Path:
+    """A copy of `start` that fine-tunes with this hidden and attention dropout."""
+    copy = start.parent / f"{start.name}-dropout{dropout:g}"
+    if not (copy / "model.safetensors").exists():
+        export_model(start, copy, "float32", dropout=dropout)
+    return copy
+
+
 def with_fresh_top(start: Path, layers: int) -> Path:
     """A copy of `start` whose checkpoint lacks the pooler, so fine-tuning draws a new one, and whose
     top `layers` encoder layers are drawn afresh with BERT's own initialisation (`init_weights`; one
@@ -166,12 +180,13 @@ def with_fresh_top(start: Path, layers: int) -> Path:
 
 
 def finetune(start: Path, seed: int, rows: int, output: Path, threads: int,
-             split: tuple[Path, Path] | None, learning_rate: str | None) -> dict:
+             split: tuple[Path, Path] | None, learning_rate: str | None, layer_lr_decay: float) -> dict:
     # These come after the budget run's own --train, --train-limit and --epochs 1: the last one given wins.
     fewer_rows = ["--train-limit", str(rows), "--epochs", str(SST2_BUDGET_ROWS / rows)] \
         if rows != SST2_BUDGET_ROWS else []
     train = ["--train", str(split[0])] if split else []
     rate = ["--learning-rate", learning_rate] if learning_rate else []
+    rate += ["--layer-lr-decay", str(layer_lr_decay)] if layer_lr_decay != 1 else []
     return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *train, *fewer_rows, *rate], output,
                          threads, split[1] if split else None)
 
@@ -196,6 +211,10 @@ def main() -> None:
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--learning-rate", "--lr", help="fine-tuning's peak learning rate (default: finetune's, 2e-4 "
                         "for this width), the same for both starts")
+    parser.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="GAMMA",
+                        help="fine-tuning's layer-wise learning-rate decay (see above), the same for both starts")
+    parser.add_argument("--dropout", type=float, default=FINETUNE_DROPOUT,
+                        help="fine-tuning's hidden and attention dropout, the same for both starts (see above)")
     parser.add_argument("--fresh-pooler", action="store_true", help="a new pooler for both starts (see above)")
     parser.add_argument("--fresh-layers", type=int, default=0, metavar="N",
                         help="with --fresh-pooler: the top N encoder layers re-initialised too (see above)")
@@ -207,6 +226,10 @@ def main() -> None:
         parser.error(f"--fresh-layers must be 0 or more, got {args.fresh_layers}")
     if args.fresh_layers and not args.fresh_pooler:
         parser.error("--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
+    if not 0 < args.layer_lr_decay <= 1:
+        parser.error(f"--layer-lr-decay must be in (0, 1], got {args.layer_lr_decay}")
+    if not 0 <= args.dropout < 1:
+        parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.learning_rate is not None and not positive_number(args.learning_rate):
         parser.error(f"--learning-rate must be a positive number, got {args.learning_rate!r}")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -220,14 +243,18 @@ def main() -> None:
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""
     suffix += f"-lr{args.learning_rate}" if args.learning_rate else ""
+    suffix += f"-llrd{args.layer_lr_decay:g}" if args.layer_lr_decay != 1 else ""
+    suffix += f"-dropout{args.dropout:g}" if args.dropout != FINETUNE_DROPOUT else ""
     suffix += "-fresh-pooler" if args.fresh_pooler else ""
     suffix += f"-layers{args.fresh_layers}" if args.fresh_layers else ""
     starts = starting_points(args.run, runs_dir, control_dir)
+    if args.dropout != FINETUNE_DROPOUT:
+        starts = {name: with_dropout(start, args.dropout) for name, start in starts.items()}
     if args.fresh_pooler:
         starts = {name: with_fresh_top(start, args.fresh_layers) for name, start in starts.items()}
     results = {name: [finetune(start, seed, args.labelled_rows,
                                start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
-                               args.learning_rate)
+                               args.learning_rate, args.layer_lr_decay)
                       for seed in args.seeds]
                for name, start in starts.items()}
 

@@ -23,8 +23,11 @@ def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path
 @pytest.mark.parametrize("options, message", [
     (["--fresh-layers", "1"], "--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too"),
     (["--fresh-pooler", "--fresh-layers", "-1"], "--fresh-layers must be 0 or more, got -1"),
+    (["--layer-lr-decay", "0"], "--layer-lr-decay must be in (0, 1], got 0.0"),
+    (["--layer-lr-decay", "1.5"], "--layer-lr-decay must be in (0, 1], got 1.5"),
+    (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
 ])
-def test_pretraining_value_checks_the_fresh_layers(tmp_path, options, message):
+def test_pretraining_value_checks_its_options(tmp_path, options, message):
     done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), *options],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2

@@ -23,6 +23,7 @@ from bertforge.model import BertConfig, BertForSequenceClassification, BertModel
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
 from bertforge.training.engine import prepare_output_dir
+from bertforge.training.optim import set_learning_rate
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
 
 from conftest import kill_at_first_checkpoint
@@ -55,6 +56,30 @@ def test_no_weight_decay_on_biases_and_layer_norm():
     decayed, undecayed = ({id(p) for p in g["params"]} for g in optimizer.param_groups)
     assert optimizer.param_groups[0]["weight_decay"] == 0.01 and optimizer.param_groups[1]["weight_decay"] == 0.0
     assert undecayed == exempt and decayed == {id(p) for p in model.parameters()} - exempt
+
+
+def test_layer_lr_decay_gives_each_layer_below_the_heads_a_smaller_rate():
+    model = tiny_classifier()  # 2 encoder layers
+    optimizer = build_optimizer(model, 1e-3, weight_decay=0.01, layer_lr_decay=0.5)
+    set_learning_rate(optimizer, 1e-3)
+    rate = {id(p): g["lr"] for g in optimizer.param_groups for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in optimizer.param_groups for p in g["params"]}
+    assert sum(len(g["params"]) for g in optimizer.param_groups) == len(rate) == len(list(model.parameters()))
+    named = dict(model.named_parameters())
+    # hand-computed: the heads at the peak, then halved per layer down to the embeddings
+    expected = {"classifier.weight": 1e-3, "bert.pooler.dense.bias": 1e-3,
+                "bert.encoder.layers.1.intermediate.weight": 5e-4, "bert.encoder.layers.1.output_norm.weight": 5e-4,
+                "bert.encoder.layers.0.attention.qkv.weight": 2.5e-4, "bert.embeddings.word.weight": 1.25e-4,
+                "bert.embeddings.norm.bias": 1.25e-4}
+    assert {name: rate[id(named[name])] for name in expected} == pytest.approx(expected)
+    assert {name: decay[id(named[name])] for name in ("bert.embeddings.word.weight", "bert.embeddings.norm.bias",
+                                                       "bert.encoder.layers.0.attention.qkv.bias")} \
+        == {"bert.embeddings.word.weight": 0.01, "bert.embeddings.norm.bias": 0.0,
+            "bert.encoder.layers.0.attention.qkv.bias": 0.0}
+    # without the decay: the two groups every earlier checkpoint holds, at the peak rate
+    plain = build_optimizer(model, 1e-3)
+    set_learning_rate(plain, 1e-3)
+    assert [(g["weight_decay"], g["lr"]) for g in plain.param_groups] == [(0.01, 1e-3), (0.0, 1e-3)]
 
 
 # --- devices and process groups ---------------------------------------------------------------------
@@ -248,6 +273,44 @@ def test_finetune_without_learning_rate_takes_the_default_for_the_models_width(t
         assert read_card(output)["options"]["learning_rate"] == expected
         metrics = json.loads((output / "metrics.json").read_text())
         assert metrics["args"]["learning_rate"] == expected
+
+
+def test_finetune_layer_lr_decay_moves_the_lower_layers_less(tiny_encoder, tmp_path):
+    start = BertModel.from_pretrained(tiny_encoder).state_dict()
+    moved = {}
+    for decay in ("1", "0.1"):
+        output = tmp_path / f"decay{decay}"
+        result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "3",
+                                                           "--layer-lr-decay", decay))
+        assert result.exit_code == 0, result.output
+        assert json.loads((output / "metrics.json").read_text())["args"]["layer_lr_decay"] == float(decay)
+        weights = BertForSequenceClassification.from_pretrained(output).bert.state_dict()
+        moved[decay] = {name: float((weights[name] - start[name]).abs().max())
+                        for name in ("embeddings.word.weight", "encoder.layers.1.output.weight")}
+    # the top layer moves at 0.1 times the peak rate, the embeddings at 0.001 times
+    assert moved["0.1"]["embeddings.word.weight"] < moved["1"]["embeddings.word.weight"] / 100
+    assert moved["1"]["encoder.layers.1.output.weight"] / 20 < moved["0.1"]["encoder.layers.1.output.weight"] \
+        < moved["1"]["encoder.layers.1.output.weight"] / 5
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "zero", "--layer-lr-decay", "0"))
+    assert result.exit_code == 2 and "Invalid value for '--layer-lr-decay': 0.0 is not in the range 0<x<=1" \
+        in result.output
+
+
+def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_encoder, tmp_path):
+    """A checkpoint written before `layer_lr_decay` existed was made without the decay: it resumes;
+    one made with another value does not."""
+    output = tmp_path / "run"
+    command = _finetune_command(tiny_encoder, output, "--max-steps", "4")
+    assert CliRunner().invoke(cli, command).exit_code == 0
+    manifest = output / "checkpoint" / "checkpoint.json"
+    written = json.loads(manifest.read_text())
+    for value, exit_code in ((None, 0), (0.5, 2)):
+        run_settings = {k: v for k, v in written["run"].items() if k != "layer_lr_decay"}
+        manifest.write_text(json.dumps({**written, "run": {**run_settings, **({"layer_lr_decay": value}
+                                                                             if value else {})}}))
+        result = CliRunner().invoke(cli, [*command, "--resume", str(output)])
+        assert result.exit_code == exit_code, result.output
+    assert "layer_lr_decay: checkpoint 0.5, now 1.0" in result.output
 
 
 @pytest.mark.slow

@@ -123,6 +123,9 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
 @click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None,
               help="Peak learning rate [default: 2e-4 for models up to 384 wide, such as the bundled MiniLM; "
                    "3e-5 for wider ones such as BERT-base].")
+@click.option("--layer-lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Layer-wise learning-rate decay (ELECTRA's): the heads train at the full rate, each encoder "
+                   "layer below at this times the rate of the one above, the embeddings lowest.")
 @click.option("--warmup-ratio", type=float, default=0.1, show_default=True, help="Warm-up as a share of the steps.")
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
@@ -137,9 +140,9 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Continue the run whose checkpoint is in this directory (usually --output).")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
 def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, epochs,
-             learning_rate, warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every, max_steps,
-             checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16, threads, deterministic,
-             **columns):
+             learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every,
+             max_steps, checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16, threads,
+             deterministic, **columns):
     """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output.
 
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
@@ -159,7 +162,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
     args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
+                        layer_lr_decay=layer_lr_decay, warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                         gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                         max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                         overwrite=overwrite)

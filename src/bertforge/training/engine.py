@@ -18,7 +18,7 @@ import contextlib
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -47,6 +47,7 @@ class TrainingArguments:
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None  # overrides warmup_ratio
     weight_decay: float = 0.01
+    layer_lr_decay: float = 1.0  # below 1: each layer below the heads at this times the rate above it
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-6
@@ -71,6 +72,7 @@ class TrainingArguments:
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be positive"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]"),
             (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be at least 0"),
             (self.eval_every is None or self.eval_every >= 1, "eval_every must be at least 1"),
             (min(self.log_every, self.checkpoint_every) >= 1, "log_every and checkpoint_every must be at least 1"),
@@ -181,6 +183,9 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     if resume_from is not None:  # read first: a wrong --resume fails before any work
         checkpoint = checkpoints.Checkpoint(resume_from)
         saved = {k: v for k, v in checkpoint["run"].items() if k != "world_size"}  # recorded by earlier versions
+        # A setting added since the checkpoint was written: that run had its default.
+        saved = {**{f.name: f.default for f in fields(args) if f.name in fingerprint and f.default is not MISSING},
+                 **saved}
         differences = _differences(saved, fingerprint)
         if differences:
             raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
@@ -190,7 +195,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     seed_everything(args.seed)
     model = build_model().to(processes.device).train()
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
-                                args.adam_epsilon)
+                                args.adam_epsilon, layer_lr_decay=args.layer_lr_decay)
     seed_everything(args.seed + processes.rank)  # dropout differs between processes
     step, elapsed_before = 0, 0.0
     cumulative = torch.zeros(len(objective.statistics), dtype=torch.float64)
