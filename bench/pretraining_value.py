@@ -33,6 +33,9 @@ is for.
 for the 6-layer MiniLM); run it for several rates and compare each start at the rate that does best on
 its selection split.
 
+`--budgets B` fine-tunes both starts for B times the budget run's steps (B epochs of the 20,000 rows);
+each epoch is evaluated on the selection split, which keeps the best.
+
 `--layer-lr-decay GAMMA` fine-tunes both starts with ELECTRA's layer-wise learning-rate decay (`bertforge
 finetune --layer-lr-decay`): the heads at the peak rate, each encoder layer below at GAMMA times the rate
 of the one above. The pre-trained start wants a large peak rate for its new head (see the rate sweep in
@@ -179,11 +182,12 @@ def with_fresh_top(start: Path, layers: int) -> Path:
     return copy
 
 
-def finetune(start: Path, seed: int, rows: int, output: Path, threads: int,
-             split: tuple[Path, Path] | None, learning_rate: str | None, layer_lr_decay: float) -> dict:
+def finetune(start: Path, seed: int, rows: int, output: Path, threads: int, split: tuple[Path, Path] | None,
+             learning_rate: str | None, layer_lr_decay: float, budgets: float) -> dict:
     # These come after the budget run's own --train, --train-limit and --epochs 1: the last one given wins.
-    fewer_rows = ["--train-limit", str(rows), "--epochs", str(SST2_BUDGET_ROWS / rows)] \
-        if rows != SST2_BUDGET_ROWS else []
+    fewer_rows = ["--train-limit", str(rows)] if rows != SST2_BUDGET_ROWS else []
+    if (budgets, rows) != (1, SST2_BUDGET_ROWS):
+        fewer_rows += ["--epochs", f"{budgets * SST2_BUDGET_ROWS / rows:g}"]
     train = ["--train", str(split[0])] if split else []
     rate = ["--learning-rate", learning_rate] if learning_rate else []
     rate += ["--layer-lr-decay", str(layer_lr_decay)] if layer_lr_decay != 1 else []
@@ -211,6 +215,8 @@ def main() -> None:
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--learning-rate", "--lr", help="fine-tuning's peak learning rate (default: finetune's, 2e-4 "
                         "for this width), the same for both starts")
+    parser.add_argument("--budgets", type=float, default=1.0, metavar="B",
+                        help="fine-tune for B times the budget run's steps (B epochs of the 20,000 rows), both starts")
     parser.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="GAMMA",
                         help="fine-tuning's layer-wise learning-rate decay (see above), the same for both starts")
     parser.add_argument("--dropout", type=float, default=FINETUNE_DROPOUT,
@@ -228,6 +234,8 @@ def main() -> None:
         parser.error("--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
     if not 0 < args.layer_lr_decay <= 1:
         parser.error(f"--layer-lr-decay must be in (0, 1], got {args.layer_lr_decay}")
+    if args.budgets <= 0:
+        parser.error(f"--budgets must be positive, got {args.budgets}")
     if not 0 <= args.dropout < 1:
         parser.error(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.learning_rate is not None and not positive_number(args.learning_rate):
@@ -243,6 +251,7 @@ def main() -> None:
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""
     suffix += f"-lr{args.learning_rate}" if args.learning_rate else ""
+    suffix += f"-budgets{args.budgets:g}" if args.budgets != 1 else ""
     suffix += f"-llrd{args.layer_lr_decay:g}" if args.layer_lr_decay != 1 else ""
     suffix += f"-dropout{args.dropout:g}" if args.dropout != FINETUNE_DROPOUT else ""
     suffix += "-fresh-pooler" if args.fresh_pooler else ""
@@ -254,7 +263,7 @@ def main() -> None:
         starts = {name: with_fresh_top(start, args.fresh_layers) for name, start in starts.items()}
     results = {name: [finetune(start, seed, args.labelled_rows,
                                start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
-                               args.learning_rate, args.layer_lr_decay)
+                               args.learning_rate, args.layer_lr_decay, args.budgets)
                       for seed in args.seeds]
                for name, start in starts.items()}
 

@@ -26,6 +26,7 @@ def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path
     (["--layer-lr-decay", "0"], "--layer-lr-decay must be in (0, 1], got 0.0"),
     (["--layer-lr-decay", "1.5"], "--layer-lr-decay must be in (0, 1], got 1.5"),
     (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
+    (["--budgets", "0"], "--budgets must be positive, got 0.0"),
 ])
 def test_pretraining_value_checks_its_options(tmp_path, options, message):
     done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), *options],
