@@ -38,8 +38,8 @@ each epoch is evaluated on the selection split, which keeps the best.
 
 `--layer-lr-decay GAMMA` fine-tunes both starts with ELECTRA's layer-wise learning-rate decay (`bertforge
 finetune --layer-lr-decay`): the heads at the peak rate, each encoder layer below at GAMMA times the rate
-of the one above. The pre-trained start wants a large peak rate for its new head (see the rate sweep in
-docs/results.md); the decay gives the head that rate while the pre-trained layers below move less.
+of the one above, so that the pre-trained layers move less than the new head. For bertforge-mini it
+lowered both starts on the selection split (docs/results.md, fifteenth session).
 
 `--fresh-pooler` fine-tunes both starts with the pooler (the dense layer on [CLS] that the classifier
 reads) drawn afresh from the fine-tuning seed, as the classifier is: pre-training trained it for
@@ -185,13 +185,13 @@ def with_fresh_top(start: Path, layers: int) -> Path:
 def finetune(start: Path, seed: int, rows: int, output: Path, threads: int, split: tuple[Path, Path] | None,
              learning_rate: str | None, layer_lr_decay: float, budgets: float) -> dict:
     # These come after the budget run's own --train, --train-limit and --epochs 1: the last one given wins.
-    fewer_rows = ["--train-limit", str(rows)] if rows != SST2_BUDGET_ROWS else []
-    if (budgets, rows) != (1, SST2_BUDGET_ROWS):
-        fewer_rows += ["--epochs", f"{budgets * SST2_BUDGET_ROWS / rows:g}"]
-    train = ["--train", str(split[0])] if split else []
-    rate = ["--learning-rate", learning_rate] if learning_rate else []
-    rate += ["--layer-lr-decay", str(layer_lr_decay)] if layer_lr_decay != 1 else []
-    return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *train, *fewer_rows, *rate], output,
+    data = ["--train", str(split[0])] if split else []
+    data += ["--train-limit", str(rows)] if rows != SST2_BUDGET_ROWS else []
+    if (budgets, rows) != (1, SST2_BUDGET_ROWS):  # as many steps as `budgets` budget runs
+        data += ["--epochs", f"{budgets * SST2_BUDGET_ROWS / rows:g}"]
+    rates = ["--learning-rate", learning_rate] if learning_rate else []
+    rates += ["--layer-lr-decay", str(layer_lr_decay)] if layer_lr_decay != 1 else []
+    return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *data, *rates], output,
                          threads, split[1] if split else None)
 
 
