@@ -65,13 +65,19 @@ def evaluate(setup: dict, model: Path, threads: int, output: Path, validation: P
     return json.loads(output.read_text())[setup["metric"]]
 
 
-def one_epoch_run(task: str, options: list[str], output: Path, threads: int, held_apart: Path | None = None) -> dict:
+def one_epoch_run(task: str, options: list[str], output: Path, threads: int, held_apart: Path | None = None,
+                  selection: Path | None = None) -> dict:
     """The task's one-epoch budget run with more finetune `options` into `output` (read, not repeated,
     once finished), and its scores: selection split, held apart, and (SST-2) held-apart long rows.
-    With `held_apart`, that file is the held-apart data instead (and there is no long-rows score)."""
+    With `held_apart`, that file is the held-apart data instead (and there is no long-rows score); with
+    `selection`, that file is the selection split instead of the training file's last rows."""
     setup, runs_dir = SETUPS[task], output.parent
+    split = setup["finetune"]
+    if selection is not None:
+        at = split.index("--hold-out")
+        split = [*split[:at], "--validation", str(selection), *split[at + 2:]]
     if not (output / "metrics.json").exists():
-        subprocess.run([BERTFORGE, "finetune", *setup["finetune"], "--epochs", "1", *options,
+        subprocess.run([BERTFORGE, "finetune", *split, "--epochs", "1", *options,
                         "--threads", str(threads), "--overwrite", "--output", str(output)], check=True)
     score = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart.json", held_apart)
     long = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart-long.json", long_rows(runs_dir)) \

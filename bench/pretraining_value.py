@@ -24,6 +24,19 @@ tree, down to single words); the rest keep their order, and the budget run takes
 last 2,000 rows as before. GLUE's dev set, which the project lead holds, is unseen sentences too. A run
 pre-trained on SST-2's own text (`runs/self/...`) has read the held-apart sentences' text, unlabelled.
 
+`--selection sentences` (with `--held-apart sentences`) selects on 1,000 more unseen sentences, drawn
+the same way from the rest and taken out of training with every phrase of them, instead of on the
+training file's last 2,000 rows. Those rows share sentences with the training rows, so the selection
+split rewards remembering phrases, which the scored sentences do not; a selection split of unseen
+sentences measures what the score measures. The scored sentences are the same 1,000; the training
+file loses the new sentences' phrases too, so its first 20,000 rows differ from the other setting's.
+
+With `--held-apart sentences` the report ends with the gain's 95% interval over resampled sentences
+(a bootstrap of the per-sentence difference between the arms' seed-averaged correctness, from each
+run's `bertforge predict` lines): the seeds' spread says how much another fine-tuning seed would move
+the figure, this says how much another draw of 1,000 sentences would. With `--selection sentences`
+it gives the same for the selection sentences, which the runs were chosen on, and for both sets together.
+
 `--labelled-rows N` fine-tunes on the first N rows instead, for as many epochs as keep the budget run's
 625 optimiser steps (a few more where batches round up), keeping the best epoch on the selection split:
 the arms then differ only in how many labels they saw. Learning from few labels is what pre-training
@@ -67,13 +80,15 @@ import os
 import random
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from defaults_sweep import DATA, LONG_WORDS, REPO, SST2_BUDGET_ROWS, one_epoch_run
+from defaults_sweep import BERTFORGE, DATA, LONG_WORDS, REPO, SST2_BUDGET_ROWS, one_epoch_run
 
 from bertforge.model import BertForPreTraining
 from bertforge.model.bert import init_weights
@@ -87,6 +102,7 @@ from bertforge.training.distributed import seed_everything
 FINETUNE_DROPOUT = 0.1
 FRESH_LAYERS_SEED = 0
 UNSEEN_SENTENCES, SENTENCE_MIN_WORDS, SPLIT_SEED = 1000, 8, 0
+BOOTSTRAP_DRAWS, BOOTSTRAP_SEED = 5000, 0
 
 
 def word_spans(words: tuple[str, ...], shortest: int = 1) -> set[tuple[str, ...]]:
@@ -94,30 +110,36 @@ def word_spans(words: tuple[str, ...], shortest: int = 1) -> set[tuple[str, ...]
     return {words[i:j] for i in range(len(words)) for j in range(i + shortest, len(words) + 1)}
 
 
-def unseen_sentences_split(directory: Path) -> tuple[Path, Path]:
-    """(training file, held-apart sentences) of `--held-apart sentences`, written once into `directory`."""
-    train, sentences = directory / "train.tsv", directory / "sentences.tsv"
-    if train.exists() and sentences.exists():
-        return train, sentences
+def unseen_sentences_split(directory: Path, selection: bool = False) -> tuple[Path, Path, Path | None]:
+    """(training file, held-apart sentences, selection sentences or None) of `--held-apart sentences`,
+    written once into `directory`. The held-apart sentences are the same with or without `selection`."""
+    train, sentences, chosen_for_selection = (directory / name for name in ("train.tsv", "sentences.tsv",
+                                                                               "selection.tsv"))
+    if train.exists() and sentences.exists() and (chosen_for_selection.exists() or not selection):
+        return train, sentences, chosen_for_selection if selection else None
     header, *rows = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()
     rows += (DATA / "sst2" / "validation.tsv").read_text(encoding="utf-8").splitlines()[1:]  # the rest of GLUE's
     words = [tuple(row.rsplit("\t", 1)[0].split()) for row in rows]
     parts = {span for w in words for span in word_spans(w, SENTENCE_MIN_WORDS) if span != w}
     whole = sorted({w for w in words if len(w) >= SENTENCE_MIN_WORDS and w not in parts})
-    held = set(random.Random(SPLIT_SEED).sample(whole, UNSEEN_SENTENCES))
-    held_parts = set().union(*map(word_spans, held))
+    held = {sentences: set(random.Random(SPLIT_SEED).sample(whole, UNSEEN_SENTENCES))}
+    if selection:
+        rest = sorted(set(whole) - held[sentences])
+        held[chosen_for_selection] = set(random.Random(SPLIT_SEED + 1).sample(rest, UNSEEN_SENTENCES))
+    held_parts = set().union(*(word_spans(w) for group in held.values() for w in group))
     directory.mkdir(parents=True, exist_ok=True)
-    kept, chosen, seen = [header], [header], set()
+    files, seen = {path: [header] for path in [train, *held]}, set()
     for row, w in zip(rows, words):
-        if w in held:
+        group = next((path for path, group in held.items() if w in group), None)
+        if group is not None:
             if w not in seen:  # a sentence that repeats is held apart once
-                chosen.append(row)
+                files[group].append(row)
                 seen.add(w)
         elif w not in held_parts:
-            kept.append(row)
-    train.write_text("\n".join(kept) + "\n", encoding="utf-8")
-    sentences.write_text("\n".join(chosen) + "\n", encoding="utf-8")
-    return train, sentences
+            files[train].append(row)
+    for path, lines in files.items():
+        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return train, sentences, chosen_for_selection if selection else None
 
 
 def from_scratch_run(run: Path) -> Path:
@@ -182,8 +204,9 @@ def with_fresh_top(start: Path, layers: int) -> Path:
     return copy
 
 
-def finetune(start: Path, seed: int, rows: int, output: Path, threads: int, split: tuple[Path, Path] | None,
-             learning_rate: str | None, layer_lr_decay: float, budgets: float) -> dict:
+def finetune(start: Path, seed: int, rows: int, output: Path, threads: int,
+             split: tuple[Path, Path, Path | None] | None, learning_rate: str | None, layer_lr_decay: float,
+             budgets: float) -> dict:
     # These come after the budget run's own --train, --train-limit and --epochs 1: the last one given wins.
     data = ["--train", str(split[0])] if split else []
     data += ["--train-limit", str(rows)] if rows != SST2_BUDGET_ROWS else []
@@ -192,7 +215,28 @@ def finetune(start: Path, seed: int, rows: int, output: Path, threads: int, spli
     rates = ["--learning-rate", learning_rate] if learning_rate else []
     rates += ["--layer-lr-decay", str(layer_lr_decay)] if layer_lr_decay != 1 else []
     return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *data, *rates], output,
-                         threads, split[1] if split else None)
+                         threads, split[1] if split else None, split[2] if split else None)
+
+
+def correct_per_sentence(output: Path, sentences: Path, threads: int) -> np.ndarray:
+    """1 where the fine-tuned model in `output` labels a sentence of `sentences` right, else 0 (its
+    `bertforge predict` lines are kept beside the run, so a finished run is read, not repeated)."""
+    predictions = output.parent / f"{output.name}.{sentences.stem}.predictions.jsonl"
+    if not predictions.exists():
+        subprocess.run([BERTFORGE, "predict", "--task", "classification", "--model", str(output), "--input",
+                        str(sentences), "--threads", str(threads), "--output", str(predictions)], check=True)
+    gold = [line.rsplit("\t", 1)[1] for line in sentences.read_text(encoding="utf-8").splitlines()[1:]]
+    labels = [json.loads(line)["label"] for line in predictions.read_text(encoding="utf-8").splitlines()]
+    return np.array([label == g for label, g in zip(labels, gold, strict=True)], dtype=float)
+
+
+def gain_interval(pre_trained: np.ndarray, control: np.ndarray) -> tuple[float, float]:
+    """95% interval of the seeds' mean gain over resamples of the sentences (rows: seeds, columns:
+    sentences): the spread that another draw of sentences would give, which the seeds' spread leaves out."""
+    per_sentence = pre_trained.mean(0) - control.mean(0)
+    draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, per_sentence.size, (BOOTSTRAP_DRAWS, per_sentence.size))
+    low, high = np.percentile(per_sentence[draws].mean(1), [2.5, 97.5])
+    return float(low), float(high)
 
 
 def positive_number(text: str) -> bool:
@@ -213,6 +257,9 @@ def main() -> None:
                         help=f"fine-tune on the first N rows of the training file (at most {SST2_BUDGET_ROWS:,})")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
+    parser.add_argument("--selection", choices=["rows", "sentences"], default="rows",
+                        help="with --held-apart sentences: select on held-out train rows, or on 1,000 more unseen "
+                        "sentences (see above)")
     parser.add_argument("--learning-rate", "--lr", help="fine-tuning's peak learning rate (default: finetune's, 2e-4 "
                         "for this width), the same for both starts")
     parser.add_argument("--budgets", type=float, default=1.0, metavar="B",
@@ -232,6 +279,8 @@ def main() -> None:
         parser.error(f"--fresh-layers must be 0 or more, got {args.fresh_layers}")
     if args.fresh_layers and not args.fresh_pooler:
         parser.error("--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
+    if args.selection == "sentences" and args.held_apart != "sentences":
+        parser.error("--selection sentences holds sentences apart as --held-apart sentences does: give that too")
     if not 0 < args.layer_lr_decay <= 1:
         parser.error(f"--layer-lr-decay must be in (0, 1], got {args.layer_lr_decay}")
     if args.budgets <= 0:
@@ -247,9 +296,12 @@ def main() -> None:
     control_dir = args.runs_dir or from_scratch_run(args.run) / "value"
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
-    split = unseen_sentences_split(REPO / "runs" / "sst2-unseen-sentences") if args.held_apart == "sentences" else None
+    sentence_selection = args.selection == "sentences"
+    split = unseen_sentences_split(REPO / "runs" / ("sst2-unseen-sentences" + "-selection" * sentence_selection),
+                                   sentence_selection) if args.held_apart == "sentences" else None
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""
+    suffix += "-select-sentences" if sentence_selection else ""
     suffix += f"-lr{args.learning_rate}" if args.learning_rate else ""
     suffix += f"-budgets{args.budgets:g}" if args.budgets != 1 else ""
     suffix += f"-llrd{args.layer_lr_decay:g}" if args.layer_lr_decay != 1 else ""
@@ -261,17 +313,19 @@ def main() -> None:
         starts = {name: with_dropout(start, args.dropout) for name, start in starts.items()}
     if args.fresh_pooler:
         starts = {name: with_fresh_top(start, args.fresh_layers) for name, start in starts.items()}
-    results = {name: [finetune(start, seed, args.labelled_rows,
-                               start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}", args.threads, split,
-                               args.learning_rate, args.layer_lr_decay, args.budgets)
-                      for seed in args.seeds]
+    outputs = {name: [start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}" for seed in args.seeds]
                for name, start in starts.items()}
+    results = {name: [finetune(starts[name], seed, args.labelled_rows, output, args.threads, split,
+                               args.learning_rate, args.layer_lr_decay, args.budgets)
+                      for seed, output in zip(args.seeds, runs)]
+               for name, runs in outputs.items()}
 
     held_apart = f"{UNSEEN_SENTENCES:,} unseen sentences" if split else "sst2/validation.tsv"
     train = split[0].relative_to(REPO) if split else "sst2/train.tsv"
     print(f"# {args.run}: SST-2 budget run (about 625 steps) on the first {args.labelled_rows:,} rows of {train}, "
           f"fine-tuning seeds {args.seeds}; accuracy %, mean ± sd")
-    print(f"| start | selection (held-out train rows) | {held_apart} |"
+    selection = f"{UNSEEN_SENTENCES:,} selection sentences" if sentence_selection else "held-out train rows"
+    print(f"| start | selection ({selection}) | {held_apart} |"
           + ("" if split else f" its rows of ≥ {LONG_WORDS} words |") + " per seed |")
     print("| --- | ---: | ---: |" + ("" if split else " ---: |") + " --- |")
 
@@ -288,6 +342,18 @@ def main() -> None:
             - statistics.mean(r[key] for r in results["random weights"]) for key in keys}
     print(f"\npre-trained − random weights: {100 * gain['held_apart']:+.2f} points on {held_apart}"
           + ("" if split else f", {100 * gain['long']:+.2f} on its long rows") + " (goal: ≥ +2)")
+    if split:
+        sets = {"the unseen sentences": [split[1]]}
+        if split[2] is not None:
+            sets |= {"the selection sentences (chosen on)": [split[2]], "both together": [split[1], split[2]]}
+        for what, files in sets.items():
+            correct = {name: np.stack([np.concatenate([correct_per_sentence(run, sentences, args.threads)
+                                                       for sentences in files]) for run in runs])
+                       for name, runs in outputs.items()}
+            mean = 100 * (correct["pre-trained"].mean() - correct["random weights"].mean())
+            low, high = gain_interval(correct["pre-trained"], correct["random weights"])
+            print(f"on {what}: {mean:+.2f}, 95% interval over resampled sentences "
+                  f"{100 * low:+.2f} to {100 * high:+.2f}")
 
 
 if __name__ == "__main__":

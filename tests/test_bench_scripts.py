@@ -27,6 +27,8 @@ def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path
     (["--layer-lr-decay", "1.5"], "--layer-lr-decay must be in (0, 1], got 1.5"),
     (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
     (["--budgets", "0"], "--budgets must be positive, got 0.0"),
+    (["--selection", "sentences"],
+     "--selection sentences holds sentences apart as --held-apart sentences does: give that too"),
 ])
 def test_pretraining_value_checks_its_options(tmp_path, options, message):
     done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), *options],
@@ -72,3 +74,45 @@ def test_fresh_top_keeps_the_lower_layers_and_leaves_the_pooler_out(tmp_path):
     assert BertModel.from_pretrained(tmp_path / "start-fresh-pooler-layers1").pooler is not None
     with pytest.raises(SystemExit, match="--fresh-layers 3: .* has only 2 encoder layers"):
         with_fresh_top(tmp_path / "start", 3)
+
+
+def test_unseen_sentences_split_holds_selection_sentences_apart_too(tmp_path, monkeypatch):
+    """`--selection sentences`: a second set of whole sentences, disjoint from the scored ones, neither set
+    nor any phrase of them left in training, and the scored sentences the same as without it."""
+    sys.path.insert(0, str(BENCH))
+    import pretraining_value
+
+    sentences = [f"w{i} " + " ".join(f"x{i}y{j}" for j in range(8)) for i in range(12)]
+    rows = [(s, i % 2) for i, s in enumerate(sentences)]
+    rows += [(" ".join(s.split()[2:6]), 1) for s in sentences] + [(s.split()[0], 0) for s in sentences]
+    (tmp_path / "sst2").mkdir()
+    for name, part in (("train.tsv", rows[:30]), ("validation.tsv", rows[30:])):
+        (tmp_path / "sst2" / name).write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
+    monkeypatch.setattr(pretraining_value, "DATA", tmp_path)
+    monkeypatch.setattr(pretraining_value, "UNSEEN_SENTENCES", 3)
+
+    def texts(path):
+        return {line.rsplit("\t", 1)[0] for line in path.read_text().splitlines()[1:]}
+
+    train, scored, selection = pretraining_value.unseen_sentences_split(tmp_path / "with", selection=True)
+    plain_train, plain_scored, none = pretraining_value.unseen_sentences_split(tmp_path / "without")
+    assert none is None and texts(scored) == texts(plain_scored)
+    assert len(texts(scored)) == len(texts(selection)) == 3 and not texts(scored) & texts(selection)
+    apart = texts(scored) | texts(selection)
+    phrases_apart = set().union(*(pretraining_value.word_spans(tuple(s.split())) for s in apart))
+    assert not {tuple(t.split()) for t in texts(train)} & phrases_apart
+    assert len(texts(train)) == 36 - 3 * 6 and texts(train) < texts(plain_train)
+
+
+def test_gain_interval_is_the_spread_over_resampled_sentences():
+    """10 of 100 sentences right for the pre-trained arm only: a gain of 0.10, whose spread over resampled
+    sentences is a binomial's (sd 0.03), whatever the number of seeds; no difference, no spread."""
+    sys.path.insert(0, str(BENCH))
+    import numpy as np
+    from pretraining_value import gain_interval
+
+    pre_trained, control = np.zeros((3, 100)), np.zeros((3, 100))
+    pre_trained[:, :10] = 1
+    low, high = gain_interval(pre_trained, control)
+    assert 0.10 - 0.075 < low < 0.10 - 0.045 and 0.10 + 0.045 < high < 0.10 + 0.075
+    assert gain_interval(control, control) == (0.0, 0.0)
