@@ -96,6 +96,7 @@ from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.export import export_model
 from bertforge.pretraining.shards import PretrainingData
 from bertforge.pretraining.trainer import build_model
+from bertforge.tasks import read_task_data
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import seed_everything
 
@@ -225,7 +226,7 @@ def correct_per_sentence(output: Path, sentences: Path, threads: int) -> np.ndar
     if not predictions.exists():
         subprocess.run([BERTFORGE, "predict", "--task", "classification", "--model", str(output), "--input",
                         str(sentences), "--threads", str(threads), "--output", str(predictions)], check=True)
-    gold = [line.rsplit("\t", 1)[1] for line in sentences.read_text(encoding="utf-8").splitlines()[1:]]
+    gold = [example.label for example in read_task_data("classification", sentences)]
     labels = [json.loads(line)["label"] for line in predictions.read_text(encoding="utf-8").splitlines()]
     return np.array([label == g for label, g in zip(labels, gold, strict=True)], dtype=float)
 
@@ -343,13 +344,15 @@ def main() -> None:
     print(f"\npre-trained − random weights: {100 * gain['held_apart']:+.2f} points on {held_apart}"
           + ("" if split else f", {100 * gain['long']:+.2f} on its long rows") + " (goal: ≥ +2)")
     if split:
-        sets = {"the unseen sentences": [split[1]]}
-        if split[2] is not None:
-            sets |= {"the selection sentences (chosen on)": [split[2]], "both together": [split[1], split[2]]}
-        for what, files in sets.items():
-            correct = {name: np.stack([np.concatenate([correct_per_sentence(run, sentences, args.threads)
-                                                       for sentences in files]) for run in runs])
+        # {set: {arm: correctness, rows seeds, columns sentences}}
+        sets = {what: {name: np.stack([correct_per_sentence(run, sentences, args.threads) for run in runs])
                        for name, runs in outputs.items()}
+                for what, sentences in (("the unseen sentences", split[1]),
+                                        ("the selection sentences (chosen on)", split[2])) if sentences is not None}
+        if len(sets) == 2:
+            sets["both together"] = {name: np.concatenate([arms[name] for arms in sets.values()], axis=1)
+                                     for name in outputs}
+        for what, correct in sets.items():
             mean = 100 * (correct["pre-trained"].mean() - correct["random weights"].mean())
             low, high = gain_interval(correct["pre-trained"], correct["random weights"])
             print(f"on {what}: {mean:+.2f}, 95% interval over resampled sentences "
