@@ -11,13 +11,17 @@ import pytest
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 
 
+def stops(script: str, *arguments) -> tuple[int, str]:
+    """(exit status, last line of stderr) of a bench script run with `arguments`."""
+    done = subprocess.run([sys.executable, str(BENCH / script), *map(str, arguments)],
+                          capture_output=True, text=True, timeout=120)
+    return done.returncode, done.stderr.strip().splitlines()[-1]
+
+
 @pytest.mark.parametrize("rate", ["abc", "0", "-1e-4"])
 def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path, rate):
-    done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), f"--lr={rate}"],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"pretraining_value.py: error: --learning-rate must be a positive number, got {rate!r}")
+    assert stops("pretraining_value.py", tmp_path, f"--lr={rate}") == (
+        2, f"pretraining_value.py: error: --learning-rate must be a positive number, got {rate!r}")
 
 
 @pytest.mark.parametrize("options, message", [
@@ -31,19 +35,13 @@ def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path
      "--selection sentences holds sentences apart as --held-apart sentences does: give that too"),
 ])
 def test_pretraining_value_checks_its_options(tmp_path, options, message):
-    done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path), *options],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 2
-    assert done.stderr.strip().splitlines()[-1] == f"pretraining_value.py: error: {message}"
+    assert stops("pretraining_value.py", tmp_path, *options) == (2, f"pretraining_value.py: error: {message}")
 
 
 def test_pretraining_value_wants_the_control_of_a_saved_model(tmp_path):
     """A model folder (no training run) has no recorded seed to rebuild its control from."""
-    done = subprocess.run([sys.executable, str(BENCH / "pretraining_value.py"), str(tmp_path)],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == (
-        f"{tmp_path} is no `bertforge pretrain train` run (no training_config.json): give --runs-dir, with the "
+    assert stops("pretraining_value.py", tmp_path) == (
+        1, f"{tmp_path} is no `bertforge pretrain train` run (no training_config.json): give --runs-dir, with the "
         "control in its start-random folder")
 
 
@@ -116,3 +114,31 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     low, high = gain_interval(pre_trained, control)
     assert 0.10 - 0.075 < low < 0.10 - 0.045 and 0.10 + 0.045 < high < 0.10 + 0.075
     assert gain_interval(control, control) == (0.0, 0.0)
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--epochs", "0"], "--epochs must be positive, got 0"),
+    (["--train-limit", "0"], "--train-limit must be 1 or more, got 0"),
+    (["--lr=-1e-4"], "--learning-rate must be a positive number, got '-1e-4'"),
+])
+def test_distill_value_checks_its_options(tmp_path, options, message):
+    (tmp_path / "config.json").write_text("{}")
+    assert stops("distill_value.py", tmp_path, *options) == (2, f"distill_value.py: error: {message}")
+
+
+def test_distill_value_wants_a_teacher_model(tmp_path):
+    assert stops("distill_value.py", tmp_path) == (
+        2, f"distill_value.py: error: {tmp_path}: no config.json (the teacher is a model directory)")
+
+
+def test_distill_value_pairs_the_arms_by_seed():
+    sys.path.insert(0, str(BENCH))
+    from distill_value import paired_gain
+
+    gain, error, wins = paired_gain([0.90, 0.91, 0.89, 0.92], [0.89, 0.89, 0.90, 0.90])
+    assert gain == pytest.approx(0.01)
+    # differences 0.01, 0.02, -0.01, 0.02: sd 0.014142, over √4 seeds
+    assert error == pytest.approx(0.0141421 / 2, rel=1e-5)
+    assert wins == 3
+    with pytest.raises(ValueError):
+        paired_gain([0.9, 0.9], [0.9])

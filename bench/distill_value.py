@@ -1,0 +1,112 @@
+"""Does the teacher help a fresh student? (issue 15) `bertforge distill --student-size S` against its
+control, the same network, data, schedule and seed on the gold labels alone (`--alpha 0`), over several
+seeds, on SST-2.
+
+Each seed trains both arms from the same fresh weights in the same batch order (the seed draws both),
+so the arms differ only in the teacher's soft targets. Both train on the first `--train-limit` rows
+of sst2/train.tsv and are scored on sst2/validation.tsv after every epoch, keeping the best, as
+`distill` does (with one epoch, nothing is selected on it). A single run of each arm cannot tell a
+gain of a few tenths from the seeds' noise; several can. The report gives each arm's mean ± sd, the
+gain with its standard error over seeds, and the gain's 95% interval over resampled validation rows
+(`pretraining_value.py`'s bootstrap, from each run's `bertforge predict` lines).
+
+The teacher is a model fine-tuned for SST-2 (docs/results.md, "Distillation (SST-2)", says how the
+bundled students' teacher was made). Finished runs are read, not repeated, so two processes with
+different seeds can share the cores and a last call with every seed writes the report:
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/distill_value.py runs/sst2-teacher --lr 4e-4 --seeds 1 2 3 4 5 6 7 8 9 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS
+from pretraining_value import correct_per_sentence, gain_interval, positive_number
+
+VALIDATION = DATA / "sst2" / "validation.tsv"
+ARMS = {"distilled": "0.5", "labels alone": "0"}  # --alpha of each arm
+
+
+def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace) -> float:
+    """Train one arm into `output` (read, not repeated, once finished); its validation accuracy."""
+    if not (output / "metrics.json").exists():
+        subprocess.run([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
+                        "--train", str(DATA / "sst2" / "train.tsv"), "--train-limit", str(args.train_limit),
+                        "--validation", str(VALIDATION), "--student-size", args.student_size, "--alpha", alpha,
+                        "--temperature", str(args.temperature), "--epochs", f"{args.epochs:g}",
+                        "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
+                        "--seed", str(seed), "--threads", str(args.threads), "--overwrite", "--output", str(output)],
+                       check=True)
+    return json.loads((output / "metrics.json").read_text(encoding="utf-8"))["best"]["accuracy"]
+
+
+def paired_gain(distilled: list[float], control: list[float]) -> tuple[float, float, int]:
+    """(mean of the per-seed differences, its standard error over seeds, seeds the distilled arm won)."""
+    differences = [d - c for d, c in zip(distilled, control, strict=True)]
+    error = statistics.stdev(differences) / math.sqrt(len(differences)) if len(differences) > 1 else 0.0
+    return statistics.mean(differences), error, sum(d > 0 for d in differences)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("teacher", type=Path, help="a model fine-tuned for SST-2")
+    parser.add_argument("--student-size", default="L4-H256")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--train-limit", type=int, default=SST2_BUDGET_ROWS,
+                        help="train on the first N rows of sst2/train.tsv")
+    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--learning-rate", "--lr", default="4e-4",
+                        help="peak learning rate of both arms (4e-4: the one-epoch sweep's best for BERT-mini, "
+                        "L4-H256, from random weights; docs/results.md)")
+    parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs/distill-value-SIZE)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    if args.epochs <= 0:
+        parser.error(f"--epochs must be positive, got {args.epochs:g}")
+    if args.train_limit < 1:
+        parser.error(f"--train-limit must be 1 or more, got {args.train_limit}")
+    if not positive_number(args.learning_rate):
+        parser.error(f"--learning-rate must be a positive number, got {args.learning_rate!r}")
+    if not (args.teacher / "config.json").is_file():
+        parser.error(f"{args.teacher}: no config.json (the teacher is a model directory)")
+    if not VALIDATION.exists():
+        sys.exit(f"{VALIDATION} not found: the runs train and score on the shared SST-2 files")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{args.student_size}"
+    name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"
+    name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
+    outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
+    accuracy = {arm: [distill(args.teacher, ARMS[arm], seed, output, args) for seed, output in zip(args.seeds, runs)]
+                for arm, runs in outputs.items()}
+
+    print(f"# {args.student_size} students of {args.teacher}: {args.epochs:g} epoch(s) on the first "
+          f"{args.train_limit:,} rows of sst2/train.tsv, lr {args.learning_rate}, T {args.temperature:g}, "
+          f"seeds {args.seeds}; accuracy % on sst2/validation.tsv")
+    print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")
+    for arm, values in accuracy.items():
+        values = [100 * v for v in values]
+        spread = statistics.stdev(values) if len(values) > 1 else 0.0
+        print(f"| {arm} (--alpha {ARMS[arm]}) | {statistics.mean(values):.2f} ± {spread:.2f} | "
+              f"{', '.join(f'{v:.2f}' for v in values)} |")
+    gain, error, wins = paired_gain(accuracy["distilled"], accuracy["labels alone"])
+    correct = {arm: np.stack([correct_per_sentence(run, VALIDATION, args.threads) for run in runs])
+               for arm, runs in outputs.items()}
+    low, high = gain_interval(correct["distilled"], correct["labels alone"])
+    print(f"\ndistilled − labels alone: {100 * gain:+.2f} points (standard error over seeds {100 * error:.2f}; "
+          f"the distilled student wins {wins} of {len(args.seeds)} seeds); "
+          f"95% interval over resampled validation rows {100 * low:+.2f} to {100 * high:+.2f}")
+
+
+if __name__ == "__main__":
+    main()
