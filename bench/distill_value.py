@@ -10,6 +10,10 @@ gain of a few tenths from the seeds' noise; several can. The report gives each a
 gain with its standard error over seeds, and the gain's 95% interval over resampled validation rows
 (`pretraining_value.py`'s bootstrap, from each run's `bertforge predict` lines).
 
+With `--augment K` the distilled arm also learns the teacher's outputs on K perturbed copies of each
+row (`distill --augment`), within the control's optimiser steps, learning-rate schedule and evaluation
+points: the teacher labels more inputs, the student takes no more steps.
+
 The teacher is a model fine-tuned for SST-2 (docs/results.md, "Distillation (SST-2)", says how the
 bundled students' teacher was made). Finished runs are read, not repeated, so two processes with
 different seeds can share the cores and a last call with every seed writes the report:
@@ -37,17 +41,29 @@ VALIDATION = DATA / "sst2" / "validation.tsv"
 ARMS = {"distilled": "0.5", "labels alone": "0"}  # --alpha of each arm
 
 
-def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace) -> float:
+def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace,
+            epochs: float | None = None, extra: tuple[str, ...] = ()) -> float:
     """Train one arm into `output` (read, not repeated, once finished); its validation accuracy."""
     if not (output / "metrics.json").exists():
         subprocess.run([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
                         "--train", str(DATA / "sst2" / "train.tsv"), "--train-limit", str(args.train_limit),
                         "--validation", str(VALIDATION), "--student-size", args.student_size, "--alpha", alpha,
-                        "--temperature", str(args.temperature), "--epochs", f"{args.epochs:g}",
+                        "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
                         "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
-                        "--seed", str(seed), "--threads", str(args.threads), "--overwrite", "--output", str(output)],
+                        "--seed", str(seed), "--threads", str(args.threads), "--overwrite", "--output", str(output),
+                        *extra],
                        check=True)
     return json.loads((output / "metrics.json").read_text(encoding="utf-8"))["best"]["accuracy"]
+
+
+def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tuple[str, ...]]:
+    """The distilled arm's epochs and options with `copies` perturbed copies of each row: the control's
+    optimiser steps, learning-rate schedule and evaluation points, so the extra inputs buy no extra steps."""
+    total_steps = json.loads((control / "metrics.json").read_text(encoding="utf-8"))["total_steps"]
+    per_epoch = round(total_steps / epochs)
+    # Enough epochs over the larger set to reach --max-steps; the schedule then spans the control's steps.
+    return epochs * (1 + copies), ("--augment", str(copies), "--max-steps", str(total_steps),
+                                   "--eval-every", str(per_epoch))
 
 
 def paired_gain(distilled: list[float], control: list[float]) -> tuple[float, float, int]:
@@ -69,11 +85,16 @@ def main() -> None:
                         help="peak learning rate of both arms (4e-4: the one-epoch sweep's best for BERT-mini, "
                         "L4-H256, from random weights; docs/results.md)")
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--augment", type=int, default=0, metavar="K",
+                        help="the distilled arm also learns the teacher's outputs on K perturbed copies of each row "
+                        "(`distill --augment`), within the control's number of steps")
     parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs/distill-value-SIZE)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if args.epochs <= 0:
         parser.error(f"--epochs must be positive, got {args.epochs:g}")
+    if args.augment < 0:
+        parser.error(f"--augment must be 0 or more, got {args.augment}")
     if args.train_limit < 1:
         parser.error(f"--train-limit must be 1 or more, got {args.train_limit}")
     if not positive_number(args.learning_rate):
@@ -87,15 +108,25 @@ def main() -> None:
     name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"
     name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
     outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
-    accuracy = {arm: [distill(args.teacher, ARMS[arm], seed, output, args) for seed, output in zip(args.seeds, runs)]
-                for arm, runs in outputs.items()}
+    if args.augment:
+        outputs["distilled"] = [runs_dir / f"distilled-augment{args.augment}-{name}-seed{seed}" for seed in args.seeds]
+    # The control first: with --augment, the distilled arm takes its step count from it.
+    accuracy = {"labels alone": [distill(args.teacher, ARMS["labels alone"], seed, output, args)
+                                 for seed, output in zip(args.seeds, outputs["labels alone"])]}
+    accuracy["distilled"] = []
+    for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
+        epochs, extra = augmented_arm(args.augment, control, args.epochs) if args.augment else (None, ())
+        accuracy["distilled"].append(distill(args.teacher, ARMS["distilled"], seed, output, args, epochs, extra))
 
     print(f"# {args.student_size} students of {args.teacher}: {args.epochs:g} epoch(s) on the first "
           f"{args.train_limit:,} rows of sst2/train.tsv, lr {args.learning_rate}, T {args.temperature:g}, "
           f"seeds {args.seeds}; accuracy % on sst2/validation.tsv")
+    if args.augment:
+        print(f"# the distilled arm also on {args.augment} perturbed cop{'y' if args.augment == 1 else 'ies'} of "
+              f"each row, labelled by the teacher, in the control's number of steps")
     print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")
-    for arm, values in accuracy.items():
-        values = [100 * v for v in values]
+    for arm in ARMS:
+        values = [100 * v for v in accuracy[arm]]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
         print(f"| {arm} (--alpha {ARMS[arm]}) | {statistics.mean(values):.2f} ± {spread:.2f} | "
               f"{', '.join(f'{v:.2f}' for v in values)} |")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -120,6 +121,7 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--epochs", "0"], "--epochs must be positive, got 0"),
     (["--train-limit", "0"], "--train-limit must be 1 or more, got 0"),
     (["--lr=-1e-4"], "--learning-rate must be a positive number, got '-1e-4'"),
+    (["--augment=-1"], "--augment must be 0 or more, got -1"),
 ])
 def test_distill_value_checks_its_options(tmp_path, options, message):
     (tmp_path / "config.json").write_text("{}")
@@ -129,6 +131,15 @@ def test_distill_value_checks_its_options(tmp_path, options, message):
 def test_distill_value_wants_a_teacher_model(tmp_path):
     assert stops("distill_value.py", tmp_path) == (
         2, f"distill_value.py: error: {tmp_path}: no config.json (the teacher is a model directory)")
+
+
+def test_the_augmented_arm_takes_the_controls_steps_schedule_and_evaluation_points(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from distill_value import augmented_arm
+
+    (tmp_path / "metrics.json").write_text(json.dumps({"total_steps": 6129}))
+    # 3 epochs of 2,043 steps; with one copy per row the data doubles at most, so 6 epochs reach 6,129 steps
+    assert augmented_arm(1, tmp_path, 3.0) == (6.0, ("--augment", "1", "--max-steps", "6129", "--eval-every", "2043"))
 
 
 def test_distill_value_pairs_the_arms_by_seed():

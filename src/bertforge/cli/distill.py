@@ -67,9 +67,9 @@ def _unknown_labels(task_object, data) -> bool:
                for label in (getattr(example, "tags", None) or [getattr(example, "label", None)]))
 
 
-def _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path, options, args,
-                 max_length, student_options, resume):
-    from bertforge.distillation import add_teacher_logits, distil, output_kind, unlabelled
+def _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path, augment_copies,
+                 options, args, max_length, student_options, resume):
+    from bertforge.distillation import add_teacher_logits, augment, distil, output_kind, unlabelled
 
     directory, task_object, tokenizer = load_task_model(task, teacher, fine_tuned=True)
     kind = output_kind(task_object)
@@ -89,11 +89,14 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
         extra_features = task_object.windows(extra, tokenizer, max_length) if kind == "span" else \
             task_object.encode(extra, tokenizer, max_length, with_labels=False)
         features += unlabelled(extra_features, kind)
+    if augment_copies:
+        copies = augment(train_data, augment_copies, args.seed, tokenizer.mask_token)
+        features += unlabelled(task_object.encode(copies, tokenizer, max_length, with_labels=False), kind)
     teacher_model = task_object.model_class.from_pretrained(directory).to(device_for(args.device))
     add_teacher_logits(teacher_model, features, args.eval_batch_size, args.bf16)
     build, description = _student(teacher_model.cpu(), **student_options)
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
-                   "unlabelled_features": len(features) - labelled}
+                   "augment": augment_copies, "unlabelled_features": len(features) - labelled}
     history = distil(build, task_object, kind, features, eval_set, args, tokenizer, resume, description)
     best = history["best"] or {}
     return {"train_examples": len(train_data), "steps": history["total_steps"], "student": description,
@@ -136,6 +139,9 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "directory, MLM accuracy at the end or every --eval-every steps).")
 @click.option("--unlabelled", "unlabelled_path", type=click.Path(dir_okay=False), default=None,
               help="More inputs without labels (same format as --train), labelled by the teacher alone.")
+@click.option("--augment", "augment_copies", type=click.IntRange(0), default=0, show_default=True,
+              help="Add N perturbed copies of each training text, labelled by the teacher alone (Tang et al. 2019: "
+                   "words masked or swapped for other training words, 1-5 word n-grams); classification tasks only.")
 @click.option("--output", "output_dir", type=click.Path(file_okay=False), required=True,
               help="Where the student, metrics.json, the logs, the checkpoint and the run card go.")
 @click.option("--student-layers", type=click.IntRange(1), default=None,
@@ -151,9 +157,9 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "alpha > 0 uses DistilBERT's 5/2/1 weights; 0 is the control, the MLM loss alone.")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
-def distill(task, teacher, train_path, validation_path, unlabelled_path, output_dir, student_layers, student_size,
-            save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate, warmup_ratio, warmup_steps,
-            gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite,
+def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
+            student_size, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate, warmup_ratio,
+            warmup_steps, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite,
             max_length, batch_size, device, bf16, threads, deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
@@ -175,6 +181,10 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, output_
         raise ConfigError("give either --validation or --hold-out, not both")
     if task == "mlm" and (hold_out or train_limit or unlabelled_path):
         raise ConfigError("--task mlm reads prepared shards: --hold-out, --train-limit and --unlabelled do not apply")
+    if augment_copies and task not in ("classification", "pair-classification"):
+        raise ConfigError(f"--augment {augment_copies} with --task {task}: perturbed copies serve classification and "
+                          f"pair-classification only (they would shift NER tags and QA answer spans; mlm masks "
+                          f"its own inputs)")
     teacher_dir = _teacher_dir(teacher)
     if learning_rate is None:
         learning_rate = _default_learning_rate(teacher_dir, student_size, save_as)
@@ -190,7 +200,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, output_
         summary = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
     else:
         summary = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path,
-                               columns, args, max_length_for(task, max_length), student_options, resume)
+                               augment_copies, columns, args, max_length_for(task, max_length), student_options, resume)
     summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
     if is_main_process():
         card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, device)

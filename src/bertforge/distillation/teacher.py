@@ -42,7 +42,8 @@ def unlabelled(features: list[dict], kind: str) -> list[dict]:
 def add_teacher_logits(teacher, features: list[dict], batch_size: int = 64, bf16: bool = False) -> list[dict]:
     """Store the teacher's logits (float32, cut to the feature's length) in each feature as
     `teacher_logits`: the one pass of the teacher over the training data."""
-    for feature, logits in zip(features, predict_logits(teacher, features, batch_size, bf16)):
+    outputs = predict_logits(teacher, features, batch_size, bf16, progress="teacher outputs")
+    for feature, logits in zip(features, outputs):
         feature["teacher_logits"] = logits
     return features
 

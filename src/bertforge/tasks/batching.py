@@ -7,6 +7,7 @@ import random
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from bertforge.model import IGNORE_INDEX
 
@@ -65,16 +66,17 @@ def autocast(device: torch.device, bf16: bool):
 
 @torch.no_grad()
 def predict_logits(model, features: list[dict], batch_size: int = 64, bf16: bool = False,
-                   pad_token_id: int = 0) -> list[np.ndarray]:
+                   pad_token_id: int = 0, progress: str | None = None) -> list[np.ndarray]:
     """The model's logits for each feature (float32 numpy, cut to the feature's own length for
-    per-token outputs), in the order of `features`. Features run sorted by length."""
+    per-token outputs), in the order of `features`. Features run sorted by length; `progress`
+    names a progress bar for long passes."""
     was_training = model.training
     model.eval()
     device = model.device
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out: list[np.ndarray | None] = [None] * len(features)
     try:
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc=progress, unit="batch", disable=progress is None):
             index = order[start:start + batch_size]
             batch = collate([features[i] for i in index], pad_token_id)
             with autocast(device, bf16):
