@@ -14,6 +14,14 @@ With `--augment K` the distilled arm also learns the teacher's outputs on K pert
 row (`distill --augment`), within the control's optimiser steps, learning-rate schedule and evaluation
 points: the teacher labels more inputs, the student takes no more steps.
 
+`--held-apart sentences` scores 1,000 unseen sentences instead and selects each run's best epoch on 1,000
+more (`pretraining_value.py --held-apart sentences --selection sentences`: the same split, the same
+files). sst2/validation.tsv is the last 2,000 rows of GLUE's train set, phrases that share review
+sentences with the training rows, so it rewards a student that remembers the phrases it was trained
+on; unseen sentences, like GLUE's dev set, measure what it learnt. The training file is the split's,
+which holds no phrase of either sentence set, and the teacher must be fine-tuned on that file too
+(the script refuses a teacher whose run card names another training file).
+
 The teacher is a model fine-tuned for SST-2 (docs/results.md, "Distillation (SST-2)", says how the
 bundled students' teacher was made). Finished runs are read, not repeated, so two processes with
 different seeds can share the cores and a last call with every seed writes the report:
@@ -31,29 +39,52 @@ import statistics
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
 from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS
-from pretraining_value import correct_per_sentence, gain_interval, positive_number
+from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_interval, positive_number, \
+    unseen_sentences_split
 
 VALIDATION = DATA / "sst2" / "validation.tsv"
 ARMS = {"distilled": "0.5", "labels alone": "0"}  # --alpha of each arm
 
 
-def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace,
-            epochs: float | None = None, extra: tuple[str, ...] = ()) -> float:
-    """Train one arm into `output` (read, not repeated, once finished); its validation accuracy."""
+class Split(NamedTuple):
+    train: Path
+    selection: Path  # each run's best epoch is kept on it
+    scored: Path
+
+
+def held_apart_split(held_apart: str) -> Split:
+    if held_apart == "rows":
+        return Split(DATA / "sst2" / "train.tsv", VALIDATION, VALIDATION)
+    train, sentences, selection = unseen_sentences_split(REPO / "runs" / "sst2-unseen-sentences-selection", True)
+    return Split(train, selection, sentences)
+
+
+def fine_tuned_on(teacher: Path) -> Path | None:
+    """The training file named in the teacher's run card, if it has one."""
+    card = teacher / "run_card.json"
+    if not card.is_file():
+        return None
+    train = json.loads(card.read_text(encoding="utf-8")).get("options", {}).get("train_path")
+    return Path(train) if train else None
+
+
+def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace, split: Split,
+            epochs: float | None = None, extra: tuple[str, ...] = ()) -> None:
+    """Train one arm into `output` (kept, not repeated, once finished)."""
     if not (output / "metrics.json").exists():
         subprocess.run([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
-                        "--train", str(DATA / "sst2" / "train.tsv"), "--train-limit", str(args.train_limit),
-                        "--validation", str(VALIDATION), "--student-size", args.student_size, "--alpha", alpha,
+                        "--train", str(split.train), "--train-limit", str(args.train_limit),
+                        "--validation", str(split.selection), "--student-size", args.student_size, "--alpha", alpha,
                         "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
                         "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
                         "--seed", str(seed), "--threads", str(args.threads), "--overwrite", "--output", str(output),
                         *extra],
                        check=True)
-    return json.loads((output / "metrics.json").read_text(encoding="utf-8"))["best"]["accuracy"]
 
 
 def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tuple[str, ...]]:
@@ -88,6 +119,8 @@ def main() -> None:
     parser.add_argument("--augment", type=int, default=0, metavar="K",
                         help="the distilled arm also learns the teacher's outputs on K perturbed copies of each row "
                         "(`distill --augment`), within the control's number of steps")
+    parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
+                        help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs/distill-value-SIZE)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -104,23 +137,35 @@ def main() -> None:
     if not VALIDATION.exists():
         sys.exit(f"{VALIDATION} not found: the runs train and score on the shared SST-2 files")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    split = held_apart_split(args.held_apart)
+    teacher_train = fine_tuned_on(args.teacher)
+    unseen = args.held_apart == "sentences"
+    if unseen and (teacher_train is None or teacher_train.resolve() != split.train.resolve()):
+        sys.exit(f"{args.teacher} was fine-tuned on {teacher_train or 'a file its run card does not name'}, which may "
+                 f"hold the scored sentences: fine-tune the teacher on {split.train} for --held-apart sentences")
     runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{args.student_size}"
     name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"
     name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
+    name += "-unseen" if unseen else ""
     outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
     if args.augment:
         outputs["distilled"] = [runs_dir / f"distilled-augment{args.augment}-{name}-seed{seed}" for seed in args.seeds]
     # The control first: with --augment, the distilled arm takes its step count from it.
-    accuracy = {"labels alone": [distill(args.teacher, ARMS["labels alone"], seed, output, args)
-                                 for seed, output in zip(args.seeds, outputs["labels alone"])]}
-    accuracy["distilled"] = []
+    for seed, output in zip(args.seeds, outputs["labels alone"]):
+        distill(args.teacher, ARMS["labels alone"], seed, output, args, split)
     for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
         epochs, extra = augmented_arm(args.augment, control, args.epochs) if args.augment else (None, ())
-        accuracy["distilled"].append(distill(args.teacher, ARMS["distilled"], seed, output, args, epochs, extra))
+        distill(args.teacher, ARMS["distilled"], seed, output, args, split, epochs, extra)
+    # rows: seeds × scored rows, 1 where the run's kept student labels the row right
+    correct = {arm: np.stack([correct_per_sentence(run, split.scored, args.threads) for run in runs])
+               for arm, runs in outputs.items()}
+    accuracy = {arm: list(rows.mean(1)) for arm, rows in correct.items()}
+    scored = f"{UNSEEN_SENTENCES:,} unseen sentences" if unseen else "sst2/validation.tsv"
+    train = split.train.relative_to(REPO) if unseen else "sst2/train.tsv"
 
     print(f"# {args.student_size} students of {args.teacher}: {args.epochs:g} epoch(s) on the first "
-          f"{args.train_limit:,} rows of sst2/train.tsv, lr {args.learning_rate}, T {args.temperature:g}, "
-          f"seeds {args.seeds}; accuracy % on sst2/validation.tsv")
+          f"{args.train_limit:,} rows of {train}, lr {args.learning_rate}, T {args.temperature:g}, seeds {args.seeds}; "
+          f"accuracy % on {scored}")
     if args.augment:
         print(f"# the distilled arm also on {args.augment} perturbed cop{'y' if args.augment == 1 else 'ies'} of "
               f"each row, labelled by the teacher, in the control's number of steps")
@@ -131,12 +176,11 @@ def main() -> None:
         print(f"| {arm} (--alpha {ARMS[arm]}) | {statistics.mean(values):.2f} ± {spread:.2f} | "
               f"{', '.join(f'{v:.2f}' for v in values)} |")
     gain, error, wins = paired_gain(accuracy["distilled"], accuracy["labels alone"])
-    correct = {arm: np.stack([correct_per_sentence(run, VALIDATION, args.threads) for run in runs])
-               for arm, runs in outputs.items()}
     low, high = gain_interval(correct["distilled"], correct["labels alone"])
     print(f"\ndistilled − labels alone: {100 * gain:+.2f} points (standard error over seeds {100 * error:.2f}; "
           f"the distilled student wins {wins} of {len(args.seeds)} seeds); "
-          f"95% interval over resampled validation rows {100 * low:+.2f} to {100 * high:+.2f}")
+          f"95% interval over resampled {'sentences' if unseen else 'validation rows'} {100 * low:+.2f} to "
+          f"{100 * high:+.2f}")
 
 
 if __name__ == "__main__":

@@ -142,6 +142,15 @@ def test_the_augmented_arm_takes_the_controls_steps_schedule_and_evaluation_poin
     assert augmented_arm(1, tmp_path, 3.0) == (6.0, ("--augment", "1", "--max-steps", "6129", "--eval-every", "2043"))
 
 
+def test_distill_value_reads_the_teachers_training_file_from_its_run_card(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from distill_value import fine_tuned_on
+
+    assert fine_tuned_on(tmp_path) is None
+    (tmp_path / "run_card.json").write_text(json.dumps({"options": {"train_path": "runs/split/train.tsv"}}))
+    assert fine_tuned_on(tmp_path) == Path("runs/split/train.tsv")
+
+
 def test_distill_value_pairs_the_arms_by_seed():
     sys.path.insert(0, str(BENCH))
     from distill_value import paired_gain
