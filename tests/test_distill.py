@@ -120,7 +120,8 @@ def _distill(*arguments) -> dict:
 def _one_line_error(*arguments) -> str:
     result = CliRunner().invoke(cli, ["distill", "--threads", "1", *map(str, arguments)])
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    lines = result.output.strip().splitlines()
+    # A progress bar (the teacher's pass) redraws its line after carriage returns; the error is the only other line.
+    lines = [line for line in result.output.split("\n") if line.strip() and not line.startswith("\r")]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     return lines[0]
 

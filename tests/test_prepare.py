@@ -353,6 +353,17 @@ class _StepPool:
         pass
 
 
+def test_a_worker_start_in_the_main_process_leaves_its_exit_status_alone(tokenizer, monkeypatch):
+    """Pool workers end with os._exit(0) to skip clean-up; registered in the main process (as the
+    stand-in pool below starts a worker there), that would turn a failed test run into status 0."""
+    from bertforge.pretraining import chunks
+
+    registered = []
+    monkeypatch.setattr(chunks.atexit, "register", registered.append)
+    chunks._start_worker(tokenizer, PrepareOptions(**SPLIT_OPTIONS))
+    assert registered == []
+
+
 def test_workers_cut_rows_before_later_batches_with_two_chunks_in_memory(chapters, tokenizer, tmp_path, monkeypatch):
     """The order `make_chunks` hands tasks out in (issue 16): a chunk's rows, which the output waits
     for, go ahead of the next chunk's batches, except at the end, where the last chunk's batches go

@@ -92,9 +92,10 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
     if augment_copies:
         copies = augment(train_data, augment_copies, args.seed, tokenizer.mask_token)
         features += unlabelled(task_object.encode(copies, tokenizer, max_length, with_labels=False), kind)
-    teacher_model = task_object.model_class.from_pretrained(directory).to(device_for(args.device))
-    add_teacher_logits(teacher_model, features, args.eval_batch_size, args.bf16)
-    build, description = _student(teacher_model.cpu(), **student_options)
+    teacher_model = task_object.model_class.from_pretrained(directory)
+    build, description = _student(teacher_model, **student_options)  # a student it cannot make fails before the pass
+    add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16)
+    teacher_model.cpu()  # the student copies its layers when the engine builds it
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
                    "augment": augment_copies, "unlabelled_features": len(features) - labelled}
     history = distil(build, task_object, kind, features, eval_set, args, tokenizer, resume, description)

@@ -176,7 +176,10 @@ def _start_worker(tokenizer, options) -> None:
     # When the pool shuts down, skip the interpreter's clean-up: freeing the tokenizer's cache, some
     # hundred thousand words, takes a tenth of a second that the command would wait for. Nothing is
     # lost: the pool's result queue has written every answer before the worker is told to stop.
-    atexit.register(_exit_now)
+    # Only in a worker: in the main process (a stand-in pool runs this there) it would end every run
+    # with status 0, whatever happened.
+    if multiprocessing.parent_process() is not None:
+        atexit.register(_exit_now)
 
 
 def _exit_now() -> None:
