@@ -82,16 +82,17 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
             raise
         raise InputError(f"{e}; the teacher {directory} was fine-tuned on these only") from None
     labelled = len(features)
+    extra = []  # inputs the teacher alone labels: --unlabelled's, then --augment's
     if unlabelled_path:
         extra = read_data(task, unlabelled_path, options, labelled=False)
         if not extra:
             raise InputError(f"--unlabelled {unlabelled_path}: no examples")
+    if augment_copies:
+        extra += augment(train_data, augment_copies, args.seed, tokenizer.mask_token)
+    if extra:
         extra_features = task_object.windows(extra, tokenizer, max_length) if kind == "span" else \
             task_object.encode(extra, tokenizer, max_length, with_labels=False)
         features += unlabelled(extra_features, kind)
-    if augment_copies:
-        copies = augment(train_data, augment_copies, args.seed, tokenizer.mask_token)
-        features += unlabelled(task_object.encode(copies, tokenizer, max_length, with_labels=False), kind)
     teacher_model = task_object.model_class.from_pretrained(directory)
     build, description = _student(teacher_model, **student_options)  # a student it cannot make fails before the pass
     add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16)
