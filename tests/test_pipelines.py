@@ -314,6 +314,7 @@ def test_long_texts_are_truncated_with_a_counted_warning(embedder, caplog):
         vectors = short(["one two three", "word " * 40, "more words " * 30])
     assert vectors.shape == (3, 384) and short.truncated == 2
     assert "2 of 3 inputs were longer than 16 tokens" in caplog.text
+    assert short.token_counts == [5, 16, 16]  # [CLS] one two three [SEP]; the server's usage counts these
 
 
 @pytest.mark.parametrize("task", ["sentence-embedding", "fill-mask", "question-answering", "text-classification"])

@@ -227,6 +227,7 @@ class Pipeline:
         self.batch_size = batch_size
         self.progress = progress
         self.truncated = 0  # texts truncated by the last call
+        self.token_counts: list[int] = []  # tokens each text of the last call gave the model, after truncation
 
     @staticmethod
     def default_max_length(path: Path, limit: int) -> int:
@@ -261,6 +262,7 @@ class Pipeline:
             log.warning("%d of %d inputs were longer than %d tokens and were truncated", len(too_long), len(texts),
                         self.max_length)
         self.truncated = len(too_long)
+        self.token_counts = [len(r.ids) for r in rows]
         return [Encoded(r.ids, r.type_ids, r.offsets, r.word_ids) for r in rows]
 
     # --- batching ----------------------------------------------------------------------------

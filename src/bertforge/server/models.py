@@ -77,8 +77,7 @@ class ServedModel:
         checkpoint's sentence-transformers configuration, as the sentence-embedding pipeline does by default."""
         embed = self.pipelines["embeddings"]
         vectors = embed(texts)
-        counts = [min(len(ids), embed.max_length) for ids in self.tokenizer(texts)["input_ids"]]
-        return list(zip(vectors, counts))
+        return list(zip(vectors, embed.token_counts))  # the counts of the pipeline's own tokenizing
 
     def run_fill_mask(self, texts: list[str], top_k: int) -> list:
         return self.pipelines["fill-mask"](texts, top_k=top_k)
