@@ -1,6 +1,6 @@
 """Does the teacher help a fresh student? (issue 15) `bertforge distill --student-size S` against its
 control, the same network, data, schedule and seed on the gold labels alone (`--alpha 0`), over several
-seeds, on SST-2.
+seeds, on SST-2. With `--student DIR` both arms start from that pre-trained model instead (a fresh head).
 
 Each seed trains both arms from the same fresh weights in the same batch order (the seed draws both),
 so the arms differ only in the teacher's soft targets. Both train on the first `--train-limit` rows
@@ -74,12 +74,12 @@ def fine_tuned_on(teacher: Path) -> Path | None:
 
 
 def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace, split: Split,
-            epochs: float | None = None, extra: tuple[str, ...] = ()) -> None:
+            student: tuple[str, ...], epochs: float | None = None, extra: tuple[str, ...] = ()) -> None:
     """Train one arm into `output` (kept, not repeated, once finished)."""
     if not (output / "metrics.json").exists():
         subprocess.run([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
                         "--train", str(split.train), "--train-limit", str(args.train_limit),
-                        "--validation", str(split.selection), "--student-size", args.student_size, "--alpha", alpha,
+                        "--validation", str(split.selection), *student, "--alpha", alpha,
                         "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
                         "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
                         "--seed", str(seed), "--threads", str(args.threads), "--overwrite", "--output", str(output),
@@ -97,6 +97,16 @@ def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tup
                                    "--eval-every", str(per_epoch))
 
 
+def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[Path]],
+               student: tuple[str, ...]) -> None:
+    # The control first: with --augment, the distilled arm takes its step count from it.
+    for seed, output in zip(args.seeds, outputs["labels alone"]):
+        distill(args.teacher, ARMS["labels alone"], seed, output, args, split, student)
+    for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
+        epochs, extra = augmented_arm(args.augment, control, args.epochs) if args.augment else (None, ())
+        distill(args.teacher, ARMS["distilled"], seed, output, args, split, student, epochs, extra)
+
+
 def paired_gain(distilled: list[float], control: list[float]) -> tuple[float, float, int]:
     """(mean of the per-seed differences, its standard error over seeds, seeds the distilled arm won)."""
     differences = [d - c for d, c in zip(distilled, control, strict=True)]
@@ -108,6 +118,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("teacher", type=Path, help="a model fine-tuned for SST-2")
     parser.add_argument("--student-size", default="L4-H256")
+    parser.add_argument("--student", type=Path, metavar="DIR",
+                        help="both arms start from this pre-trained model (`distill --student`), not fresh weights")
+    parser.add_argument("--fresh-runs", type=Path, metavar="DIR",
+                        help="with --student: also train (or read) the fresh --student-size arms in DIR, as the same "
+                        "command without --student does, and report what the pre-trained start adds to each arm")
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--train-limit", type=int, default=SST2_BUDGET_ROWS,
                         help="train on the first N rows of sst2/train.tsv")
@@ -134,6 +149,10 @@ def main() -> None:
         parser.error(f"--learning-rate must be a positive number, got {args.learning_rate!r}")
     if not (args.teacher / "config.json").is_file():
         parser.error(f"{args.teacher}: no config.json (the teacher is a model directory)")
+    if args.student and not (args.student / "config.json").is_file():
+        parser.error(f"--student {args.student}: no config.json (a pre-trained model directory)")
+    if args.fresh_runs and not args.student:
+        parser.error("--fresh-runs compares a pre-trained --student with fresh students: give --student too")
     if not VALIDATION.exists():
         sys.exit(f"{VALIDATION} not found: the runs train and score on the shared SST-2 files")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -143,19 +162,17 @@ def main() -> None:
     if unseen and (teacher_train is None or teacher_train.resolve() != split.train.resolve()):
         sys.exit(f"{args.teacher} was fine-tuned on {teacher_train or 'a file its run card does not name'}, which may "
                  f"hold the scored sentences: fine-tune the teacher on {split.train} for --held-apart sentences")
-    runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{args.student_size}"
+    student_name = args.student.name if args.student else args.student_size
+    runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{student_name}"
     name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"
     name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
     name += "-unseen" if unseen else ""
     outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
     if args.augment:
         outputs["distilled"] = [runs_dir / f"distilled-augment{args.augment}-{name}-seed{seed}" for seed in args.seeds]
-    # The control first: with --augment, the distilled arm takes its step count from it.
-    for seed, output in zip(args.seeds, outputs["labels alone"]):
-        distill(args.teacher, ARMS["labels alone"], seed, output, args, split)
-    for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
-        epochs, extra = augmented_arm(args.augment, control, args.epochs) if args.augment else (None, ())
-        distill(args.teacher, ARMS["distilled"], seed, output, args, split, epochs, extra)
+    fresh = ("--student-size", args.student_size)
+    student = ("--student", str(args.student)) if args.student else fresh
+    train_arms(args, split, outputs, student)
     # rows: seeds × scored rows, 1 where the run's kept student labels the row right
     correct = {arm: np.stack([correct_per_sentence(run, split.scored, args.threads) for run in runs])
                for arm, runs in outputs.items()}
@@ -163,7 +180,7 @@ def main() -> None:
     scored = f"{UNSEEN_SENTENCES:,} unseen sentences" if unseen else "sst2/validation.tsv"
     train = split.train.relative_to(REPO) if unseen else "sst2/train.tsv"
 
-    print(f"# {args.student_size} students of {args.teacher}: {args.epochs:g} epoch(s) on the first "
+    print(f"# {student_name} students of {args.teacher}: {args.epochs:g} epoch(s) on the first "
           f"{args.train_limit:,} rows of {train}, lr {args.learning_rate}, T {args.temperature:g}, seeds {args.seeds}; "
           f"accuracy % on {scored}")
     if args.augment:
@@ -181,6 +198,33 @@ def main() -> None:
           f"the distilled student wins {wins} of {len(args.seeds)} seeds); "
           f"95% interval over resampled {'sentences' if unseen else 'validation rows'} {100 * low:+.2f} to "
           f"{100 * high:+.2f}")
+    if args.fresh_runs:
+        fresh_outputs = {arm: [args.fresh_runs / run.name for run in runs] for arm, runs in outputs.items()}
+        train_arms(args, split, fresh_outputs, fresh)
+        report_start(args, split, outputs, fresh_outputs)
+
+
+def report_start(args: argparse.Namespace, split: Split, pretrained: dict[str, list[Path]],
+                 fresh: dict[str, list[Path]]) -> None:
+    """What starting from the pre-trained --student adds to each arm, on the scored sentences and, as a
+    second draw of the same kind, on the selection ones (each run kept its best epoch on those, so they
+    flatter every run a little, the fresh ones as much)."""
+    sets = {"scored": split.scored} if split.scored == split.selection else \
+        {"scored sentences": split.scored, "selection sentences": split.selection}
+    print(f"\n# what the start {args.student} adds over a fresh {args.student_size} ({args.fresh_runs}), same seeds")
+    print("| arm | " + " | ".join(f"{name}: pre-trained / fresh | gain (interval)" for name in sets) + " |")
+    print("| --- |" + " ---: | --- |" * len(sets))
+    for arm in ARMS:
+        cells = []
+        for sentences in sets.values():
+            started, scratch = (np.stack([correct_per_sentence(run, sentences, args.threads) for run in runs[arm]])
+                                for runs in (pretrained, fresh))
+            gain, error, wins = paired_gain(list(started.mean(1)), list(scratch.mean(1)))
+            low, high = gain_interval(started, scratch)
+            cells += [f"{100 * started.mean():.2f} / {100 * scratch.mean():.2f}",
+                      f"{100 * gain:+.2f} (SE {100 * error:.2f}, {wins} of {len(args.seeds)}; {100 * low:+.2f} to "
+                      f"{100 * high:+.2f})"]
+        print(f"| {arm} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":

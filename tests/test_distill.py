@@ -334,6 +334,36 @@ def test_qa_student_learns_start_and_end_distributions(teachers, squad, tmp_path
     assert BertForQuestionAnswering.from_pretrained(output).config.num_hidden_layers == 2
 
 
+def _pretrained(directory: Path, tokenizer, layers: int, hidden: int) -> Path:
+    """A small BertForPreTraining of BERT's initialisation, saved with its tokenizer (a stand-in for bertforge-mini)."""
+    torch.manual_seed(3)
+    BertForPreTraining(BertConfig(hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                                  intermediate_size=2 * hidden)).save_pretrained(directory, tokenizer)
+    return directory
+
+
+def test_a_student_starts_from_a_smaller_pretrained_model_with_a_fresh_head(teachers, sst2, tokenizer, tmp_path):
+    from bertforge.cli.distill import _student
+
+    pretrained = _pretrained(tmp_path / "mini", tokenizer, layers=2, hidden=16)
+    teacher = BertForSequenceClassification.from_pretrained(teachers["classification"])
+    build, description = _student(teacher, None, None, "bert", pretrained, teachers["classification"])
+    student, start = build(), BertForPreTraining.from_pretrained(pretrained)
+    assert description["pretrained"] == str(pretrained) and description["layers"] == 2
+    assert student.config.id2label == teacher.config.id2label and student.classifier.out_features == 2
+    for name, tensor in start.bert.state_dict().items():  # the encoder and pooler are the pre-trained model's
+        torch.testing.assert_close(student.bert.state_dict()[name], tensor, rtol=0, atol=0)
+
+    output = tmp_path / "student"
+    summary = _distill("--task", "classification", "--teacher", teachers["classification"], "--train",
+                       sst2 / "train.tsv", "--student", pretrained, "--epochs", 10, "--learning-rate", "5e-3",
+                       "--output", output)
+    assert summary["student"]["pretrained"] == str(pretrained)
+    first, last = _falls(output)
+    assert last < 0.7 * first, (first, last)
+    assert BertForSequenceClassification.from_pretrained(output).config.hidden_size == 16
+
+
 def test_general_distillation_on_shards_saves_a_masked_lm_transformers_loads(teachers, tokenizer, tmp_path):
     from transformers import DistilBertForMaskedLM
 
@@ -387,6 +417,20 @@ def test_a_student_deeper_or_wider_than_its_teacher_is_refused(teachers, sst2, t
     line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
                            sst2 / "train.tsv", "--student-size", "L2-H128", "--output", tmp_path / "out")
     assert "--student-size L2-H128" in line and "larger than its teacher (L4-H32)" in line
+
+
+def test_a_pretrained_student_must_fit_its_teacher(teachers, sst2, tokenizer, tmp_path):
+    start = ("--task", "classification", "--teacher", teachers["classification"], "--train", sst2 / "train.tsv")
+    wide = _pretrained(tmp_path / "wide", tokenizer, layers=2, hidden=64)
+    line = _one_line_error(*start, "--student", wide, "--output", tmp_path / "out")
+    assert f"--student {wide}: the student (L2-H64) is larger than its teacher (L4-H32)" in line
+    other = _pretrained(tmp_path / "other", tokenizer, layers=2, hidden=16)
+    words = (other / "vocab.txt").read_text(encoding="utf-8").splitlines()
+    (other / "vocab.txt").write_text("\n".join(words[:2000] + ["notaword"] + words[2001:]) + "\n", encoding="utf-8")
+    line = _one_line_error(*start, "--student", other, "--output", tmp_path / "out")
+    assert f"--student {other}: its vocabulary differs from the teacher's" in line
+    line = _one_line_error(*start, "--student", other, "--student-size", "L2-H16", "--output", tmp_path / "out")
+    assert "without --student-layers, --student-size and --save-as" in line
 
 
 def test_labels_the_teacher_does_not_know_are_refused(teachers, sst2, tmp_path):

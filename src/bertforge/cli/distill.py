@@ -26,10 +26,12 @@ def _teacher_dir(teacher: str) -> Path:
     return directory
 
 
-def _student(teacher, student_layers, student_size, save_as):
+def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_dir=None):
     """The student factory (called by the engine after seeding) and its description."""
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
 
+    if student_dir is not None:
+        return _pretrained_student(teacher, Path(student_dir), teacher_dir, student_layers, student_size, save_as)
     if student_layers is None and student_size is None:
         student_layers = max(1, teacher.config.num_hidden_layers // 2)  # DistilBERT's choice
     config = student_config(teacher.config, student_layers, student_size, save_as)
@@ -46,14 +48,47 @@ def _student(teacher, student_layers, student_size, save_as):
     return build, description
 
 
-def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as: str) -> float:
+def _pretrained_student(teacher, student_dir: Path, teacher_dir: Path, student_layers, student_size, save_as):
+    """A student that starts from a smaller pre-trained model (Turc et al. 2019, "Well-read students learn
+    better") with a fresh task head: its encoder, the teacher's labels. It must read the teacher's word pieces."""
+    from bertforge.model import BertConfig
+    from bertforge.model.checkpoint import config_path
+    from bertforge.tokenization import BertTokenizer
+
+    if student_layers is not None or student_size is not None or save_as != "bert":
+        raise ConfigError("--student starts from its own pre-trained weights, in its own layout: give it without "
+                          "--student-layers, --student-size and --save-as")
+    if not config_path(student_dir).is_file():
+        raise ConfigError(f"--student {student_dir}: no config.json there (a pre-trained model directory)")
+    config, ours = BertConfig.from_json_file(config_path(student_dir)), teacher.config
+    if config.hidden_size > ours.hidden_size or config.num_hidden_layers > ours.num_hidden_layers:
+        raise ConfigError(f"--student {student_dir}: the student (L{config.num_hidden_layers}-H{config.hidden_size}) "
+                          f"is larger than its teacher (L{ours.num_hidden_layers}-H{ours.hidden_size})")
+    words, teacher_words = BertTokenizer.from_pretrained(student_dir), BertTokenizer.from_pretrained(teacher_dir)
+    if (words.vocab, words.do_lower_case) != (teacher_words.vocab, teacher_words.do_lower_case):
+        raise ConfigError(f"--student {student_dir}: its vocabulary differs from the teacher's ({teacher_dir}); "
+                          f"a student must read the word pieces the teacher's outputs were computed on")
+
+    def build():
+        return type(teacher).from_pretrained(student_dir, fresh_head=True, id2label=ours.id2label)
+
+    description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size, "from_teacher_layers": None,
+                   "size": None, "layout": "bert", "pretrained": str(student_dir)}
+    return build, description
+
+
+def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as: str,
+                           student_dir: str | None = None) -> float:
     """finetune's rule, by the student's width."""
     from bertforge.distillation import student_config
     from bertforge.model import BertConfig
+    from bertforge.model.checkpoint import config_path
     from bertforge.tasks import default_learning_rate
 
     config = BertConfig.from_json_file(teacher_dir / "config.json")
-    if student_size is not None:
+    if student_dir is not None and config_path(Path(student_dir)).is_file():
+        config = BertConfig.from_json_file(config_path(Path(student_dir)))
+    elif student_size is not None:
         config = student_config(config, None, student_size, save_as)
     return default_learning_rate(config.hidden_size)
 
@@ -94,7 +129,8 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
             task_object.encode(extra, tokenizer, max_length, with_labels=False)
         features += unlabelled(extra_features, kind)
     teacher_model = task_object.model_class.from_pretrained(directory)
-    build, description = _student(teacher_model, **student_options)  # a student it cannot make fails before the pass
+    # a student it cannot make fails before the pass
+    build, description = _student(teacher_model, **student_options, teacher_dir=directory)
     add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16)
     teacher_model.cpu()  # the student copies its layers when the engine builds it
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
@@ -110,9 +146,9 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
     from bertforge.model import BertForPreTraining
     from bertforge.pretraining.shards import PretrainingData
 
-    if student_options["student_size"] is not None:
+    if student_options["student_size"] is not None or student_options["student_dir"] is not None:
         raise ConfigError("--task mlm: the student starts from the teacher's layers (--student-layers), "
-                          "not --student-size")
+                          "not --student-size or --student")
     directory = _teacher_dir(teacher)
     teacher_model = BertForPreTraining.from_pretrained(directory)
     build, description = _student(teacher_model, **student_options)
@@ -151,6 +187,9 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "other one as in DistilBERT (6 → 3 takes layers 0, 2, 4) [default: half the teacher's].")
 @click.option("--student-size", default=None,
               help="A fresh, smaller network from the grid instead (e.g. L4-H256), no larger than the teacher.")
+@click.option("--student", "student_dir", type=click.Path(file_okay=False), default=None,
+              help="Or start the student from this smaller pre-trained model (e.g. the bundled bertforge-mini) with a "
+                   "fresh task head; it must have the teacher's vocabulary.")
 @click.option("--save-as", type=click.Choice(["bert", "distilbert"]), default="bert", show_default=True,
               help="The student's layout: distilbert trains it without token types and saves it for "
                    "transformers' DistilBert* classes.")
@@ -160,9 +199,9 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
-            student_size, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate, warmup_ratio,
-            warmup_steps, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite,
-            max_length, batch_size, device, bf16, threads, deterministic, **columns):
+            student_size, student_dir, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate,
+            warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume,
+            overwrite, max_length, batch_size, device, bf16, threads, deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
     \b
@@ -177,8 +216,8 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     from bertforge.runcard import RunCard
     from bertforge.training import is_main_process
 
-    card = RunCard.start(click.get_current_context().params, [train_path, validation_path, unlabelled_path, teacher],
-                         output_dir, seed)
+    inputs = [train_path, validation_path, unlabelled_path, teacher, student_dir]
+    card = RunCard.start(click.get_current_context().params, inputs, output_dir, seed)
     if validation_path and hold_out:
         raise ConfigError("give either --validation or --hold-out, not both")
     if task == "mlm" and (hold_out or train_limit or unlabelled_path):
@@ -189,14 +228,15 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                           f"its own inputs)")
     teacher_dir = _teacher_dir(teacher)
     if learning_rate is None:
-        learning_rate = _default_learning_rate(teacher_dir, student_size, save_as)
+        learning_rate = _default_learning_rate(teacher_dir, student_size, save_as, student_dir)
         card.options["learning_rate"] = learning_rate
     args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                        overwrite=overwrite, alpha=alpha, temperature=temperature)
-    student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as}
+    student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as,
+                       "student_dir": student_dir}
     started = time.perf_counter()
     if task == "mlm":
         summary = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
