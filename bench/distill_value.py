@@ -206,18 +206,21 @@ def main() -> None:
 
 def report_start(args: argparse.Namespace, split: Split, pretrained: dict[str, list[Path]],
                  fresh: dict[str, list[Path]]) -> None:
-    """What starting from the pre-trained --student adds to each arm, on the scored sentences and, as a
-    second draw of the same kind, on the selection ones (each run kept its best epoch on those, so they
-    flatter every run a little, the fresh ones as much)."""
-    sets = {"scored": split.scored} if split.scored == split.selection else \
-        {"scored sentences": split.scored, "selection sentences": split.selection}
+    """What starting from the pre-trained --student adds to each arm, on the scored sentences, on the selection
+    ones (a second draw of the same kind; each run kept its best epoch on those, which flatters every run a
+    little, the fresh ones as much) and on both."""
+    sets = {"scored": [split.scored]} if split.scored == split.selection else \
+        {"scored sentences": [split.scored], "selection sentences": [split.selection],
+         "both": [split.scored, split.selection]}
     print(f"\n# what the start {args.student} adds over a fresh {args.student_size} ({args.fresh_runs}), same seeds")
     print("| arm | " + " | ".join(f"{name}: pre-trained / fresh | gain (interval)" for name in sets) + " |")
     print("| --- |" + " ---: | --- |" * len(sets))
     for arm in ARMS:
         cells = []
-        for sentences in sets.values():
-            started, scratch = (np.stack([correct_per_sentence(run, sentences, args.threads) for run in runs[arm]])
+        for files in sets.values():
+            # seeds × sentences of every file, 1 where the run's kept student labels the sentence right
+            started, scratch = (np.stack([np.concatenate([correct_per_sentence(run, sentences, args.threads)
+                                                          for sentences in files]) for run in runs[arm]])
                                 for runs in (pretrained, fresh))
             gain, error, wins = paired_gain(list(started.mean(1)), list(scratch.mean(1)))
             low, high = gain_interval(started, scratch)
