@@ -347,7 +347,7 @@ def test_a_student_starts_from_a_smaller_pretrained_model_with_a_fresh_head(teac
 
     pretrained = _pretrained(tmp_path / "mini", tokenizer, layers=2, hidden=16)
     teacher = BertForSequenceClassification.from_pretrained(teachers["classification"])
-    build, description = _student(teacher, None, None, "bert", pretrained, teachers["classification"])
+    build, description = _student(teacher, None, None, "bert", pretrained, tokenizer)
     student, start = build(), BertForPreTraining.from_pretrained(pretrained)
     assert description["pretrained"] == str(pretrained) and description["layers"] == 2
     assert student.config.id2label == teacher.config.id2label and student.classifier.out_features == 2

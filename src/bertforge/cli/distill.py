@@ -26,12 +26,13 @@ def _teacher_dir(teacher: str) -> Path:
     return directory
 
 
-def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_dir=None):
+def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None):
     """The student factory (called by the engine after seeding) and its description."""
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
 
     if student_dir is not None:
-        return _pretrained_student(teacher, Path(student_dir), teacher_dir, student_layers, student_size, save_as)
+        return _pretrained_student(teacher, teacher_tokenizer, Path(student_dir), student_layers, student_size,
+                                   save_as)
     if student_layers is None and student_size is None:
         student_layers = max(1, teacher.config.num_hidden_layers // 2)  # DistilBERT's choice
     config = student_config(teacher.config, student_layers, student_size, save_as)
@@ -48,7 +49,7 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
     return build, description
 
 
-def _pretrained_student(teacher, student_dir: Path, teacher_dir: Path, student_layers, student_size, save_as):
+def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_layers, student_size, save_as):
     """A student that starts from a smaller pre-trained model (Turc et al. 2019, "Well-read students learn
     better") with a fresh task head: its encoder, the teacher's labels. It must read the teacher's word pieces."""
     from bertforge.model import BertConfig
@@ -64,10 +65,10 @@ def _pretrained_student(teacher, student_dir: Path, teacher_dir: Path, student_l
     if config.hidden_size > ours.hidden_size or config.num_hidden_layers > ours.num_hidden_layers:
         raise ConfigError(f"--student {student_dir}: the student (L{config.num_hidden_layers}-H{config.hidden_size}) "
                           f"is larger than its teacher (L{ours.num_hidden_layers}-H{ours.hidden_size})")
-    words, teacher_words = BertTokenizer.from_pretrained(student_dir), BertTokenizer.from_pretrained(teacher_dir)
-    if (words.vocab, words.do_lower_case) != (teacher_words.vocab, teacher_words.do_lower_case):
-        raise ConfigError(f"--student {student_dir}: its vocabulary differs from the teacher's ({teacher_dir}); "
-                          f"a student must read the word pieces the teacher's outputs were computed on")
+    words = BertTokenizer.from_pretrained(student_dir)
+    if (words.vocab, words.do_lower_case) != (teacher_tokenizer.vocab, teacher_tokenizer.do_lower_case):
+        raise ConfigError(f"--student {student_dir}: its vocabulary differs from the teacher's; a student must read "
+                          f"the word pieces the teacher's outputs were computed on")
 
     def build():
         return type(teacher).from_pretrained(student_dir, fresh_head=True, id2label=ours.id2label)
@@ -130,7 +131,7 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
         features += unlabelled(extra_features, kind)
     teacher_model = task_object.model_class.from_pretrained(directory)
     # a student it cannot make fails before the pass
-    build, description = _student(teacher_model, **student_options, teacher_dir=directory)
+    build, description = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer)
     add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16)
     teacher_model.cpu()  # the student copies its layers when the engine builds it
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
