@@ -431,6 +431,12 @@ def test_a_pretrained_student_must_fit_its_teacher(teachers, sst2, tokenizer, tm
     assert f"--student {other}: its vocabulary differs from the teacher's" in line
     line = _one_line_error(*start, "--student", other, "--student-size", "L2-H16", "--output", tmp_path / "out")
     assert "without --student-layers, --student-size and --save-as" in line
+    line = _one_line_error(*start, "--student", tmp_path, "--output", tmp_path / "out")
+    assert f"--student {tmp_path}: no config.json there (a pre-trained model directory)" in line
+    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--student", other,
+                           "--output", tmp_path / "out")
+    assert "--task mlm: the student starts from the teacher's layers (--student-layers), not --student-size or " \
+           "--student" in line
 
 
 def test_labels_the_teacher_does_not_know_are_refused(teachers, sst2, tmp_path):
