@@ -14,6 +14,9 @@ With `--augment K` the distilled arm also learns the teacher's outputs on K pert
 row (`distill --augment`), within the control's optimiser steps, learning-rate schedule and evaluation
 points: the teacher labels more inputs, the student takes no more steps.
 
+`--augment-epochs E` lets the distilled arm take E passes over the rows and their copies instead: more steps
+than the control, so the gain is no longer like for like; it asks how good a student the copies can make.
+
 `--held-apart sentences` scores 1,000 unseen sentences instead and selects each run's best epoch on 1,000
 more (`pretraining_value.py --held-apart sentences --selection sentences`: the same split, the same
 files). sst2/validation.tsv is the last 2,000 rows of GLUE's train set, phrases that share review
@@ -103,7 +106,10 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
     for seed, output in zip(args.seeds, outputs["labels alone"]):
         distill(args.teacher, ARMS["labels alone"], seed, output, args, split, student)
     for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
-        epochs, extra = augmented_arm(args.augment, control, args.epochs) if args.augment else (None, ())
+        if args.augment_epochs:
+            epochs, extra = args.augment_epochs, ("--augment", str(args.augment))
+        else:
+            epochs, extra = augmented_arm(args.augment, control, args.epochs) if args.augment else (None, ())
         distill(args.teacher, ARMS["distilled"], seed, output, args, split, student, epochs, extra)
 
 
@@ -134,6 +140,9 @@ def main() -> None:
     parser.add_argument("--augment", type=int, default=0, metavar="K",
                         help="the distilled arm also learns the teacher's outputs on K perturbed copies of each row "
                         "(`distill --augment`), within the control's number of steps")
+    parser.add_argument("--augment-epochs", type=float, metavar="E",
+                        help="with --augment: the distilled arm takes E passes over the rows and their copies "
+                        "(more steps than the control) instead of the control's steps")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs/distill-value-SIZE)")
@@ -143,6 +152,8 @@ def main() -> None:
         parser.error(f"--epochs must be positive, got {args.epochs:g}")
     if args.augment < 0:
         parser.error(f"--augment must be 0 or more, got {args.augment}")
+    if args.augment_epochs is not None and (not args.augment or args.augment_epochs <= 0):
+        parser.error(f"--augment-epochs {args.augment_epochs:g} needs --augment K and a positive number of passes")
     if args.train_limit < 1:
         parser.error(f"--train-limit must be 1 or more, got {args.train_limit}")
     if not positive_number(args.learning_rate):
@@ -169,7 +180,9 @@ def main() -> None:
     name += "-unseen" if unseen else ""
     outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
     if args.augment:
-        outputs["distilled"] = [runs_dir / f"distilled-augment{args.augment}-{name}-seed{seed}" for seed in args.seeds]
+        passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
+        outputs["distilled"] = [runs_dir / f"distilled-augment{args.augment}{passes}-{name}-seed{seed}"
+                                for seed in args.seeds]
     fresh = ("--student-size", args.student_size)
     student = ("--student", str(args.student)) if args.student else fresh
     train_arms(args, split, outputs, student)
@@ -184,8 +197,10 @@ def main() -> None:
           f"{args.train_limit:,} rows of {train}, lr {args.learning_rate}, T {args.temperature:g}, seeds {args.seeds}; "
           f"accuracy % on {scored}")
     if args.augment:
+        steps = (f"in {args.augment_epochs:g} passes over rows and copies (more steps than the control)"
+                 if args.augment_epochs else "in the control's number of steps")
         print(f"# the distilled arm also on {args.augment} perturbed cop{'y' if args.augment == 1 else 'ies'} of "
-              f"each row, labelled by the teacher, in the control's number of steps")
+              f"each row, labelled by the teacher, {steps}")
     print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")
     for arm in ARMS:
         values = [100 * v for v in accuracy[arm]]

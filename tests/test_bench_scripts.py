@@ -122,6 +122,8 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--train-limit", "0"], "--train-limit must be 1 or more, got 0"),
     (["--lr=-1e-4"], "--learning-rate must be a positive number, got '-1e-4'"),
     (["--augment=-1"], "--augment must be 0 or more, got -1"),
+    (["--augment-epochs", "2"], "--augment-epochs 2 needs --augment K and a positive number of passes"),
+    (["--augment", "1", "--augment-epochs", "0"], "--augment-epochs 0 needs --augment K and a positive number of passes"),
     (["--student", "/no/such/model"], "--student /no/such/model: no config.json (a pre-trained model directory)"),
     (["--fresh-runs", "runs"], "--fresh-runs compares a pre-trained --student with fresh students: give --student too"),
 ])
