@@ -108,8 +108,10 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
     for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
         if args.augment_epochs:
             epochs, extra = args.augment_epochs, ("--augment", str(args.augment))
+        elif args.augment:
+            epochs, extra = augmented_arm(args.augment, control, args.epochs)
         else:
-            epochs, extra = augmented_arm(args.augment, control, args.epochs) if args.augment else (None, ())
+            epochs, extra = None, ()
         distill(args.teacher, ARMS["distilled"], seed, output, args, split, student, epochs, extra)
 
 
