@@ -435,8 +435,11 @@ def test_a_pretrained_student_must_fit_its_teacher(teachers, sst2, tokenizer, tm
     assert f"--student {tmp_path}: no config.json there (a pre-trained model directory)" in line
     line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--student", other,
                            "--output", tmp_path / "out")
-    assert "--task mlm: the student starts from the teacher's layers (--student-layers), not --student-size or " \
-           "--student" in line
+    assert "--task mlm: the student starts from the teacher's layers (--student-layers), not --student-size, " \
+           "--student or --prune" in line
+    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--prune",
+                           "--output", tmp_path / "out")
+    assert "not --student-size, --student or --prune" in line
 
 
 def test_labels_the_teacher_does_not_know_are_refused(teachers, sst2, tmp_path):

@@ -14,6 +14,8 @@ from bertforge.cli.finetune import TASKS, configure, device_for, load_task_model
 from bertforge.cli.finetune import finetune as finetune_command
 from bertforge.errors import ConfigError, InputError
 
+# Minitron ranks channels on 1,024 samples; the first training rows (labelled ones come first) serve.
+CALIBRATION_ROWS = 1024
 # finetune's options that mean something else here: the model is --teacher, and the task list grows.
 NOT_SHARED = {"task", "train_path", "validation_path", "model_dir", "output_dir", "new_head"}
 
@@ -26,13 +28,19 @@ def _teacher_dir(teacher: str) -> Path:
     return directory
 
 
-def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None):
+def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None, prune=False,
+             calibration=()):
     """The student factory (called by the engine after seeding) and its description."""
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
 
     if student_dir is not None:
+        if prune:
+            raise ConfigError("--prune cuts the student from the teacher; --student starts it from another model: "
+                              "give one of them")
         return _pretrained_student(teacher, teacher_tokenizer, Path(student_dir), student_layers, student_size,
                                    save_as)
+    if prune:
+        return _pruned_student(teacher, student_layers, student_size, save_as, calibration)
     if student_layers is None and student_size is None:
         student_layers = max(1, teacher.config.num_hidden_layers // 2)  # DistilBERT's choice
     config = student_config(teacher.config, student_layers, student_size, save_as)
@@ -46,6 +54,33 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
                    "from_teacher_layers": indices, "size": student_size, "layout": save_as}
+    return build, description
+
+
+def _pruned_student(teacher, student_layers, student_size, save_as, calibration):
+    """A --student-size network cut from the teacher: its evenly spaced layers (as --student-layers takes
+    them), narrowed to the size's width by keeping what matters most on `calibration` (Minitron)."""
+    from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
+    from bertforge.distillation.prune import pruned_config, prune_width
+
+    if student_size is None or student_layers is not None:
+        raise ConfigError("--prune cuts the teacher down to --student-size (e.g. L4-H256): give --student-size, "
+                          "not --student-layers")
+    target = student_config(teacher.config, None, student_size, save_as)
+    indices = teacher_layer_indices(teacher.config.num_hidden_layers, target.num_hidden_layers)
+    wide = type(teacher)(student_config(teacher.config, target.num_hidden_layers, None, save_as))
+    copy_teacher_weights(teacher, wide, indices)
+    config = pruned_config(wide.config, target.hidden_size, target.intermediate_size)
+    state = prune_width(wide, config, calibration)
+
+    def build():
+        student = type(teacher)(config)
+        student.load_state_dict(state)
+        return student
+
+    description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
+                   "attention_heads": config.num_attention_heads, "from_teacher_layers": indices,
+                   "size": student_size, "layout": save_as, "pruned_on": len(calibration)}
     return build, description
 
 
@@ -131,7 +166,8 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
         features += unlabelled(extra_features, kind)
     teacher_model = task_object.model_class.from_pretrained(directory)
     # a student it cannot make fails before the pass
-    build, description = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer)
+    build, description = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer,
+                                  calibration=features[:CALIBRATION_ROWS])
     add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16)
     teacher_model.cpu()  # the student copies its layers when the engine builds it
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
@@ -147,9 +183,10 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
     from bertforge.model import BertForPreTraining
     from bertforge.pretraining.shards import PretrainingData
 
-    if student_options["student_size"] is not None or student_options["student_dir"] is not None:
+    if student_options["student_size"] is not None or student_options["student_dir"] is not None or \
+            student_options["prune"]:
         raise ConfigError("--task mlm: the student starts from the teacher's layers (--student-layers), "
-                          "not --student-size or --student")
+                          "not --student-size, --student or --prune")
     directory = _teacher_dir(teacher)
     teacher_model = BertForPreTraining.from_pretrained(directory)
     build, description = _student(teacher_model, **student_options)
@@ -191,6 +228,10 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--student", "student_dir", type=click.Path(file_okay=False), default=None,
               help="Or start the student from this smaller pre-trained model (e.g. the bundled bertforge-mini) with a "
                    "fresh task head; it must have the teacher's vocabulary.")
+@click.option("--prune", is_flag=True,
+              help="With --student-size: cut the student from the teacher instead of starting it fresh: the "
+                   "teacher's evenly spaced layers, keeping the hidden channels, heads and feed-forward units with "
+                   "the most activation on the first 1,024 training inputs (Minitron). Heads keep the teacher's size.")
 @click.option("--save-as", type=click.Choice(["bert", "distilbert"]), default="bert", show_default=True,
               help="The student's layout: distilbert trains it without token types and saves it for "
                    "transformers' DistilBert* classes.")
@@ -200,7 +241,7 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
-            student_size, student_dir, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate,
+            student_size, student_dir, prune, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate,
             warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume,
             overwrite, max_length, batch_size, device, bf16, threads, deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
@@ -237,7 +278,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                        overwrite=overwrite, alpha=alpha, temperature=temperature)
     student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as,
-                       "student_dir": student_dir}
+                       "student_dir": student_dir, "prune": prune}
     started = time.perf_counter()
     if task == "mlm":
         summary = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
