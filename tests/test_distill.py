@@ -364,6 +364,35 @@ def test_a_student_starts_from_a_smaller_pretrained_model_with_a_fresh_head(teac
     assert BertForSequenceClassification.from_pretrained(output).config.hidden_size == 16
 
 
+@pytest.fixture(scope="module")
+def wide_teacher(tmp_path_factory, tokenizer) -> Path:
+    """A 4-layer, 256-wide classifier (2 heads of 128): wide enough to cut an L2-H128 student from."""
+    return _teacher(tmp_path_factory.mktemp("wide") / "sst2", BertForSequenceClassification, tokenizer, hidden=256,
+                    id2label=SST2_LABELS)
+
+
+def test_a_student_cut_from_its_teacher_starts_closer_to_it_than_a_fresh_one(wide_teacher, sst2, tmp_path):
+    common = ("--task", "classification", "--teacher", wide_teacher, "--train", sst2 / "train.tsv", "--student-size",
+              "L2-H128", "--epochs", 2, "--learning-rate", "1e-4")
+    student = _distill(*common, "--prune", "--output", tmp_path / "pruned")["student"]
+    assert (student["layers"], student["hidden_size"], student["attention_heads"]) == (2, 128, 1)
+    assert student["from_teacher_layers"] == [0, 2] and student["pruned_on"] == 96
+    assert BertForSequenceClassification.from_pretrained(tmp_path / "pruned").config.hidden_size == 128
+    _distill(*common, "--output", tmp_path / "fresh")
+    assert _train_log(tmp_path / "pruned", "soft_loss")[0] < 0.75 * _train_log(tmp_path / "fresh", "soft_loss")[0]
+
+
+@pytest.mark.parametrize("options, message", [
+    (("--prune",), "give --student-size"),
+    (("--prune", "--student-layers", 2), "give --student-size, not --student-layers"),
+    (("--prune", "--student-size", "L2-H128", "--student", "."), "give one of them"),
+])
+def test_prune_without_a_size_to_cut_to_is_refused(wide_teacher, sst2, tmp_path, options, message):
+    line = _one_line_error("--task", "classification", "--teacher", wide_teacher, "--train", sst2 / "train.tsv",
+                           *options, "--output", tmp_path / "out")
+    assert message in line
+
+
 def test_general_distillation_on_shards_saves_a_masked_lm_transformers_loads(teachers, tokenizer, tmp_path):
     from transformers import DistilBertForMaskedLM
 

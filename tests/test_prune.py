@@ -1,23 +1,18 @@
-"""`bertforge distill --prune`: a student cut from its teacher (Minitron's width pruning). Checked on real SST-2
+"""`bertforge.distillation.prune`: a student cut from its teacher (Minitron's width pruning). Checked on real SST-2
 sentences: dropping parts that carry nothing leaves the teacher's outputs unchanged, the parts with no activation
-are the ones dropped and every kept weight is the teacher's own, a student cut from its teacher starts closer to
-it than a fresh one, and bad combinations end in one line."""
+are the ones dropped and every kept weight is the teacher's own, and a width that is not whole heads is refused.
+The command (`distill --prune`) is tested with the other students in test_distill.py."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 
 import pytest
 import torch
-from click.testing import CliRunner
 
-from bertforge.cli.main import cli
 from bertforge.distillation.prune import prune_width, pruned_config
 from bertforge.errors import ConfigError
 from bertforge.model import BertConfig, BertForSequenceClassification
 from bertforge.tasks import ClassificationTask, read_task_data
-from bertforge.training.logs import TRAIN_LOG
 
 from conftest import fixture_data
 
@@ -110,60 +105,3 @@ def test_a_width_that_is_not_whole_heads_is_refused():
         pruned_config(teacher.config, 40, 128)
     with pytest.raises(ConfigError, match="feed-forward width of 256"):
         pruned_config(teacher.config, 32, 256)
-
-
-# --- the command ---------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def wide_teacher(tmp_path_factory, tokenizer) -> Path:
-    """A 4-layer, 256-wide classifier (2 heads of 128) whose head is scaled up, so that its outputs differ from
-    sentence to sentence as a trained teacher's do."""
-    directory = tmp_path_factory.mktemp("teacher")
-    teacher = _teacher(hidden=256, heads=2, intermediate=512, layers=4)
-    teacher.classifier.weight.data *= 10
-    teacher.save_pretrained(directory, tokenizer)
-    return directory
-
-
-@pytest.fixture(scope="module")
-def sst2(tmp_path_factory) -> Path:
-    lines = fixture_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()
-    path = tmp_path_factory.mktemp("sst2") / "train.tsv"
-    path.write_text("\n".join(lines[:97]) + "\n", encoding="utf-8")
-    return path
-
-
-def _distill(*arguments) -> CliRunner:
-    return CliRunner().invoke(cli, ["distill", "--task", "classification", "--threads", "1", "--batch-size", "16",
-                                    *map(str, arguments)])
-
-
-def _first_soft_loss(output: Path) -> float:
-    header, first = (output / TRAIN_LOG).read_text(encoding="utf-8").splitlines()[:2]
-    return float(dict(zip(header.split(","), first.split(",")))["soft_loss"])
-
-
-def test_a_student_cut_from_its_teacher_starts_closer_to_it_than_a_fresh_one(wide_teacher, sst2, tmp_path):
-    common = ("--teacher", wide_teacher, "--train", sst2, "--student-size", "L2-H128", "--epochs", 2,
-              "--learning-rate", "1e-4")
-    pruned = _distill(*common, "--prune", "--output", tmp_path / "pruned")
-    assert pruned.exit_code == 0, pruned.output
-    student = json.loads(pruned.stdout.strip().splitlines()[-1].rsplit("\r", 1)[-1])["student"]
-    assert (student["layers"], student["hidden_size"], student["attention_heads"]) == (2, 128, 1)
-    assert student["from_teacher_layers"] == [0, 2] and student["pruned_on"] == 96
-    assert BertForSequenceClassification.from_pretrained(tmp_path / "pruned").config.hidden_size == 128
-    fresh = _distill(*common, "--output", tmp_path / "fresh")
-    assert fresh.exit_code == 0, fresh.output
-    assert _first_soft_loss(tmp_path / "pruned") < 0.75 * _first_soft_loss(tmp_path / "fresh")
-
-
-@pytest.mark.parametrize("options, message", [
-    (("--prune",), "give --student-size"),
-    (("--prune", "--student-layers", 2), "give --student-size, not --student-layers"),
-    (("--prune", "--student-size", "L2-H128", "--student", "."), "give one of them"),
-])
-def test_prune_without_a_size_to_cut_to_is_refused(wide_teacher, sst2, tmp_path, options, message):
-    result = _distill("--teacher", wide_teacher, "--train", sst2, *options, "--output", tmp_path / "out")
-    lines = [line for line in result.output.split("\n") if line.strip() and not line.startswith("\r")]
-    assert result.exit_code != 0 and len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert message in lines[0]
