@@ -132,6 +132,13 @@ def test_distill_value_checks_its_options(tmp_path, options, message):
     assert stops("distill_value.py", tmp_path, *options) == (2, f"distill_value.py: error: {message}")
 
 
+def test_distill_value_prunes_or_starts_from_another_model_not_both(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    assert stops("distill_value.py", tmp_path, "--prune", "--student", str(tmp_path)) == (
+        2, "distill_value.py: error: --prune cuts the students from the teacher; --student starts them from another "
+           "model: give one")
+
+
 def test_distill_value_wants_a_teacher_model(tmp_path):
     assert stops("distill_value.py", tmp_path) == (
         2, f"distill_value.py: error: {tmp_path}: no config.json (the teacher is a model directory)")
