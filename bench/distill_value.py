@@ -1,7 +1,8 @@
 """Does the teacher help a fresh student? (issue 15) `bertforge distill --student-size S` against its
 control, the same network, data, schedule and seed on the gold labels alone (`--alpha 0`), over several
 seeds, on SST-2. With `--student DIR` both arms start from that pre-trained model instead (a fresh head); with
-`--prune`, from the teacher cut down to the student's size (`distill --prune`).
+`--prune`, from the teacher cut down to the student's size (`distill --prune`, its layers chosen as `--prune-depth`
+says).
 
 Each seed trains both arms from the same fresh weights in the same batch order (the seed draws both),
 so the arms differ only in the teacher's soft targets. Both train on the first `--train-limit` rows
@@ -132,6 +133,9 @@ def main() -> None:
     parser.add_argument("--prune", action="store_true",
                         help="both arms start from the teacher cut down to --student-size (`distill --prune`), not "
                         "fresh weights")
+    parser.add_argument("--prune-depth", choices=["importance", "spaced"],
+                        help="with --prune: which teacher layers the cut keeps (`distill --prune-depth`) [default: "
+                        "importance]")
     parser.add_argument("--fresh-runs", type=Path, metavar="DIR",
                         help="with --student: also train (or read) the fresh --student-size arms in DIR, as the same "
                         "command without --student does, and report what the pre-trained start adds to each arm")
@@ -170,6 +174,8 @@ def main() -> None:
         parser.error(f"--student {args.student}: no config.json (a pre-trained model directory)")
     if args.prune and args.student:
         parser.error("--prune cuts the students from the teacher; --student starts them from another model: give one")
+    if args.prune_depth and not args.prune:
+        parser.error(f"--prune-depth {args.prune_depth} chooses the layers --prune keeps: give --prune too")
     if args.fresh_runs and not args.student:
         parser.error("--fresh-runs compares a pre-trained --student with fresh students: give --student too")
     if not VALIDATION.exists():
@@ -181,7 +187,8 @@ def main() -> None:
     if unseen and (teacher_train is None or teacher_train.resolve() != split.train.resolve()):
         sys.exit(f"{args.teacher} was fine-tuned on {teacher_train or 'a file its run card does not name'}, which may "
                  f"hold the scored sentences: fine-tune the teacher on {split.train} for --held-apart sentences")
-    student_name = args.student.name if args.student else args.student_size + ("-pruned" if args.prune else "")
+    pruned = ("-pruned" + ("-spaced" if args.prune_depth == "spaced" else "")) if args.prune else ""
+    student_name = args.student.name if args.student else args.student_size + pruned
     runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{student_name}"
     name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"
     name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
@@ -192,7 +199,8 @@ def main() -> None:
         outputs["distilled"] = [runs_dir / f"distilled-augment{args.augment}{passes}-{name}-seed{seed}"
                                 for seed in args.seeds]
     fresh = ("--student-size", args.student_size)
-    student = ("--student", str(args.student)) if args.student else fresh + (("--prune",) if args.prune else ())
+    cut = ("--prune",) + (("--prune-depth", args.prune_depth) if args.prune_depth else ()) if args.prune else ()
+    student = ("--student", str(args.student)) if args.student else fresh + cut
     train_arms(args, split, outputs, student)
     # rows: seeds × scored rows, 1 where the run's kept student labels the row right
     correct = {arm: np.stack([correct_per_sentence(run, split.scored, args.threads) for run in runs])

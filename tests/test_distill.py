@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from bertforge.cli.main import cli
 from bertforge.distillation import add_teacher_logits, augment, student_config, teacher_layer_indices
 from bertforge.distillation.losses import hidden_cosine, soft_target_kl
+from bertforge.distillation.prune import important_layers
 from bertforge.errors import ConfigError
 from bertforge.io.datasets import TextExample
 from bertforge.model import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
@@ -371,21 +372,42 @@ def wide_teacher(tmp_path_factory, tokenizer) -> Path:
                     id2label=SST2_LABELS)
 
 
-def test_a_student_cut_from_its_teacher_starts_closer_to_it_than_a_fresh_one(wide_teacher, sst2, tmp_path):
+def test_a_student_cut_from_its_teacher_starts_closer_to_it_than_a_fresh_one(wide_teacher, sst2, tokenizer,
+                                                                              tmp_path):
     common = ("--task", "classification", "--teacher", wide_teacher, "--train", sst2 / "train.tsv", "--student-size",
               "L2-H128", "--epochs", 2, "--learning-rate", "1e-4")
     student = _distill(*common, "--prune", "--output", tmp_path / "pruned")["student"]
     assert (student["layers"], student["hidden_size"], student["attention_heads"]) == (2, 128, 1)
-    assert student["from_teacher_layers"] == [0, 2] and student["pruned_on"] == 96
+    assert student["layers_chosen_by"] == "importance" and student["pruned_on"] == 96
+    teacher = BertForSequenceClassification.from_pretrained(wide_teacher)
+    sentences = ClassificationTask(list(SST2_LABELS.values())).train_features(
+        read_task_data("classification", sst2 / "train.tsv"), tokenizer, 128)
+    assert student["from_teacher_layers"] == important_layers(teacher, 2, sentences)
     assert BertForSequenceClassification.from_pretrained(tmp_path / "pruned").config.hidden_size == 128
     _distill(*common, "--output", tmp_path / "fresh")
     assert _train_log(tmp_path / "pruned", "soft_loss")[0] < 0.75 * _train_log(tmp_path / "fresh", "soft_loss")[0]
+
+
+def test_prune_keeps_the_layers_that_matter_or_evenly_spaced_ones(wide_teacher, sst2, tokenizer, tmp_path):
+    teacher = BertForSequenceClassification.from_pretrained(wide_teacher)
+    first = teacher.bert.encoder.layers[0]
+    for linear in (first.attention.out, first.output):  # it adds nothing: its LayerNorms pass the input through
+        linear.weight.data.zero_()
+        linear.bias.data.zero_()
+    teacher.save_pretrained(tmp_path / "teacher", tokenizer)
+    common = ("--task", "classification", "--teacher", tmp_path / "teacher", "--train", sst2 / "train.tsv",
+              "--student-size", "L2-H128", "--max-steps", 1, "--prune")
+    important = _distill(*common, "--output", tmp_path / "important")["student"]["from_teacher_layers"]
+    assert len(important) == 2 and 0 not in important
+    assert _distill(*common, "--prune-depth", "spaced", "--output", tmp_path / "spaced")["student"][
+        "from_teacher_layers"] == [0, 2]
 
 
 @pytest.mark.parametrize("options, message", [
     (("--prune",), "give --student-size"),
     (("--prune", "--student-layers", 2), "give --student-size, not --student-layers"),
     (("--prune", "--student-size", "L2-H128", "--student", "."), "give one of them"),
+    (("--prune-depth", "spaced", "--student-size", "L2-H128"), "give --prune too"),
 ])
 def test_prune_without_a_size_to_cut_to_is_refused(wide_teacher, sst2, tmp_path, options, message):
     line = _one_line_error("--task", "classification", "--teacher", wide_teacher, "--train", sst2 / "train.tsv",

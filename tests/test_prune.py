@@ -1,6 +1,7 @@
-"""`bertforge.distillation.prune`: a student cut from its teacher (Minitron's width pruning). Checked on real SST-2
-sentences: dropping parts that carry nothing leaves the teacher's outputs unchanged, the parts with no activation
-are the ones dropped and every kept weight is the teacher's own, and a width that is not whole heads is refused.
+"""`bertforge.distillation.prune`: a student cut from its teacher (Minitron's depth and width pruning). Checked on
+real SST-2 sentences: the layers that change nothing are the ones that leave, dropping parts that carry nothing leaves
+the teacher's outputs unchanged, the parts with no activation are the ones dropped and every kept weight is the
+teacher's own, and a width that is not whole heads is refused.
 The command (`distill --prune`) is tested with the other students in test_distill.py."""
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bertforge.distillation.prune import prune_width, pruned_config
+from bertforge.distillation.prune import important_layers, prune_width, pruned_config
 from bertforge.errors import ConfigError
 from bertforge.model import BertConfig, BertForSequenceClassification
 from bertforge.tasks import ClassificationTask, read_task_data
@@ -46,6 +47,25 @@ def _cut(teacher, config: BertConfig, sentences) -> BertForSequenceClassificatio
     student = BertForSequenceClassification(config).eval()
     student.load_state_dict(prune_width(teacher, config, sentences))
     return student
+
+
+def _pass_through(layer) -> None:
+    """Make a post-LayerNorm layer write nothing into the residual stream: with its LayerNorms' unit scale and
+    zero shift it then maps a LayerNorm's output to itself (up to eps)."""
+    for linear in (layer.attention.out, layer.output):
+        linear.weight.data.zero_()
+        linear.bias.data.zero_()
+
+
+def test_the_layers_that_change_nothing_are_the_first_to_leave(sentences):
+    teacher = _teacher(layers=5)
+    for i in (1, 3):
+        _pass_through(teacher.bert.encoder.layers[i])
+    assert important_layers(teacher, 4, sentences) in ([0, 2, 3, 4], [0, 1, 2, 4])  # 1 and 3 tie
+    assert important_layers(teacher, 3, sentences) == [0, 2, 4]
+    teacher.train()
+    assert important_layers(teacher, 5, sentences) == [0, 1, 2, 3, 4]
+    assert teacher.training  # measured in eval mode (no dropout), then the mode is restored
 
 
 def test_cutting_units_that_carry_nothing_leaves_the_teachers_outputs_unchanged(sentences):

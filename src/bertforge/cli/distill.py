@@ -28,7 +28,7 @@ def _teacher_dir(teacher: str) -> Path:
     return directory
 
 
-def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None, prune=False,
+def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None, prune=None,
              calibration=()):
     """The student factory (called by the engine after seeding) and its description."""
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
@@ -40,7 +40,7 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
         return _pretrained_student(teacher, teacher_tokenizer, Path(student_dir), student_layers, student_size,
                                    save_as)
     if prune:
-        return _pruned_student(teacher, student_layers, student_size, save_as, calibration)
+        return _pruned_student(teacher, student_layers, student_size, save_as, prune, calibration)
     if student_layers is None and student_size is None:
         student_layers = max(1, teacher.config.num_hidden_layers // 2)  # DistilBERT's choice
     config = student_config(teacher.config, student_layers, student_size, save_as)
@@ -57,17 +57,21 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
     return build, description
 
 
-def _pruned_student(teacher, student_layers, student_size, save_as, calibration):
-    """A --student-size network cut from the teacher: its evenly spaced layers (as --student-layers takes
-    them), narrowed to the size's width by keeping what matters most on `calibration` (Minitron)."""
+def _pruned_student(teacher, student_layers, student_size, save_as, depth, calibration):
+    """A --student-size network cut from the teacher: the layers that matter most on `calibration`
+    (`depth` "importance") or its evenly spaced ones (as --student-layers takes them, "spaced"), narrowed to
+    the size's width by keeping what matters most on `calibration` (Minitron)."""
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
-    from bertforge.distillation.prune import pruned_config, prune_width
+    from bertforge.distillation.prune import important_layers, pruned_config, prune_width
 
     if student_size is None or student_layers is not None:
         raise ConfigError("--prune cuts the teacher down to --student-size (e.g. L4-H256): give --student-size, "
                           "not --student-layers")
     target = student_config(teacher.config, None, student_size, save_as)
-    indices = teacher_layer_indices(teacher.config.num_hidden_layers, target.num_hidden_layers)
+    if not calibration:
+        raise ConfigError("--prune needs training inputs to measure what matters; the training set is empty")
+    indices = important_layers(teacher, target.num_hidden_layers, calibration) if depth == "importance" else \
+        teacher_layer_indices(teacher.config.num_hidden_layers, target.num_hidden_layers)
     wide = type(teacher)(student_config(teacher.config, target.num_hidden_layers, None, save_as))
     copy_teacher_weights(teacher, wide, indices)
     config = pruned_config(wide.config, target.hidden_size, target.intermediate_size)
@@ -80,7 +84,7 @@ def _pruned_student(teacher, student_layers, student_size, save_as, calibration)
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
                    "attention_heads": config.num_attention_heads, "from_teacher_layers": indices,
-                   "size": student_size, "layout": save_as, "pruned_on": len(calibration)}
+                   "layers_chosen_by": depth, "size": student_size, "layout": save_as, "pruned_on": len(calibration)}
     return build, description
 
 
@@ -230,8 +234,12 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "fresh task head; it must have the teacher's vocabulary.")
 @click.option("--prune", is_flag=True,
               help="With --student-size: cut the student from the teacher instead of starting it fresh: the "
-                   "teacher's evenly spaced layers, keeping the hidden channels, heads and feed-forward units with "
-                   "the most activation on the first 1,024 training inputs (Minitron). Heads keep the teacher's size.")
+                   "layers whose removal would move the teacher's last hidden state most on the first 1,024 training "
+                   "inputs, keeping the hidden channels, heads and feed-forward units with the most activation on them "
+                   "(Minitron). Heads keep the teacher's size.")
+@click.option("--prune-depth", type=click.Choice(["importance", "spaced"]), default=None,
+              help="Which teacher layers --prune keeps: by importance (the default), or evenly spaced from the "
+                   "first, as --student-layers takes them (6 → 4: layers 0, 1, 3, 4).")
 @click.option("--save-as", type=click.Choice(["bert", "distilbert"]), default="bert", show_default=True,
               help="The student's layout: distilbert trains it without token types and saves it for "
                    "transformers' DistilBert* classes.")
@@ -241,7 +249,7 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
-            student_size, student_dir, prune, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate,
+            student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate,
             warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume,
             overwrite, max_length, batch_size, device, bf16, threads, deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
@@ -268,6 +276,8 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
         raise ConfigError(f"--augment {augment_copies} with --task {task}: perturbed copies serve classification and "
                           f"pair-classification only (they would shift NER tags and QA answer spans; mlm masks "
                           f"its own inputs)")
+    if prune_depth and not prune:
+        raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
     teacher_dir = _teacher_dir(teacher)
     if learning_rate is None:
         learning_rate = _default_learning_rate(teacher_dir, student_size, save_as, student_dir)
@@ -278,7 +288,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                        overwrite=overwrite, alpha=alpha, temperature=temperature)
     student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as,
-                       "student_dir": student_dir, "prune": prune}
+                       "student_dir": student_dir, "prune": (prune_depth or "importance") if prune else None}
     started = time.perf_counter()
     if task == "mlm":
         summary = _distil_general(teacher, train_path, validation_path, args, student_options, resume)

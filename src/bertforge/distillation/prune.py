@@ -1,9 +1,13 @@
-"""A narrower student cut from the teacher itself (Minitron's width pruning, Muralidharan et al. 2024):
-the teacher's layers keep the hidden channels, attention heads and feed-forward units that carry the most
+"""A smaller student cut from the teacher itself (Minitron, Muralidharan et al. 2024): the teacher's layers
+that matter most keep the hidden channels, attention heads and feed-forward units that carry the most
 activation on the training texts, and lose the rest. Unlike a fresh network of the same size, the student
 starts with what the teacher learnt; distillation then repairs what the cut broke.
 
-Importance, measured on a calibration set of training inputs (the teacher's forward pass only):
+Depth: layers leave one at a time, each time the one whose removal moves the last hidden state least (mean
+1 − cos over the calibration tokens, DistilBERT's L_cos). The output a task head reads thus stays close to
+the teacher's; in a fine-tuned teacher the last layer is the one it can least do without.
+
+Width, measured on the same calibration set of training inputs (the teacher's forward pass only):
 - a hidden channel: Σ |LayerNorm output| over every LayerNorm of the stack (embeddings and each layer's two),
   as every layer reads and writes that channel of the residual stream;
 - a head: Σ ‖its context vector‖ over the tokens, per layer;
@@ -15,11 +19,13 @@ Head size stays the teacher's, so the student has hidden / head size heads (384 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
 
+from bertforge.distillation.losses import hidden_cosine
 from bertforge.errors import ConfigError
 from bertforge.model import BertConfig
 
@@ -72,18 +78,61 @@ def importance(model: torch.nn.Module, calibration: Sequence[dict], batch_size: 
                     layer.output_norm.register_forward_hook(add_hidden),
                     layer.attention.out.register_forward_pre_hook(add_heads(i)),
                     layer.output.register_forward_pre_hook(add_units(i))]
-    was_training = model.training
-    model.eval()
     try:
-        ordered = sorted(calibration, key=lambda feature: len(feature["input_ids"]))
-        for start in range(0, len(ordered), batch_size):
-            batch = ordered[start:start + batch_size]
-            bert.forward_unpadded([f["input_ids"] for f in batch], [f["token_type_ids"] for f in batch])
+        with _eval_mode(model):
+            for batch in _batches(calibration, batch_size):
+                bert.forward_unpadded([f["input_ids"] for f in batch], [f["token_type_ids"] for f in batch])
     finally:
         for handle in handles:
             handle.remove()
-        model.train(was_training)
     return sums
+
+
+@torch.no_grad()
+def important_layers(model: torch.nn.Module, count: int, calibration: Sequence[dict],
+                     batch_size: int = 64) -> list[int]:
+    """The `count` layers of `model` (0-based, in order) to keep: greedily, the one whose removal moves the
+    last hidden state least on `calibration` leaves, until `count` remain."""
+    bert = model.base_model
+    layers = bert.encoder.layers
+    with _eval_mode(model):
+        # per batch: the embeddings, the length groups and the teacher's last hidden state, (tokens, hidden)
+        batches = []
+        for batch in _batches(calibration, batch_size):
+            out = bert.forward_unpadded([f["input_ids"] for f in batch], [f["token_type_ids"] for f in batch],
+                                        layers=(0, -1))
+            batches.append((out.hidden_states[0], out.groups, out.hidden_states[1]))
+
+        def distance(kept: list[int]) -> float:
+            total, tokens = 0.0, 0
+            for x, groups, target in batches:
+                for i in kept:
+                    x, _ = layers[i](x, None, False, groups)
+                total += hidden_cosine(x, target).item()
+                tokens += len(target)
+            return total / tokens
+
+        kept = list(range(len(layers)))
+        while len(kept) > count:
+            kept.remove(min(kept, key=lambda i: distance([k for k in kept if k != i])))
+    return kept
+
+
+def _batches(calibration: Sequence[dict], batch_size: int) -> Iterator[list[dict]]:
+    """`calibration` sorted by length (forward_unpadded's order) in slices of `batch_size`."""
+    ordered = sorted(calibration, key=lambda feature: len(feature["input_ids"]))
+    for start in range(0, len(ordered), batch_size):
+        yield ordered[start:start + batch_size]
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
 
 
 def _top(scores: torch.Tensor, count: int) -> torch.Tensor:
@@ -95,8 +144,6 @@ def prune_width(model: torch.nn.Module, config: BertConfig, calibration: Sequenc
     """The weights of `type(model)(config)` cut from `model` (same depth, `config` from `pruned_config`): the
     channels, heads and units that `importance` ranks highest on `calibration`."""
     wide = model.config
-    if not calibration:
-        raise ConfigError("--prune needs training inputs to measure which channels matter; the training set is empty")
     scores = importance(model, calibration)
     hidden = _top(scores["hidden"], config.hidden_size)
     head_dim, heads = wide.head_dim, config.num_attention_heads
