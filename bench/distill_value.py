@@ -133,9 +133,9 @@ def main() -> None:
     parser.add_argument("--prune", action="store_true",
                         help="both arms start from the teacher cut down to --student-size (`distill --prune`), not "
                         "fresh weights")
-    parser.add_argument("--prune-depth", choices=["importance", "spaced"],
+    parser.add_argument("--prune-depth", choices=["spaced", "importance"],
                         help="with --prune: which teacher layers the cut keeps (`distill --prune-depth`) [default: "
-                        "importance]")
+                        "spaced]")
     parser.add_argument("--fresh-runs", type=Path, metavar="DIR",
                         help="with --student: also train (or read) the fresh --student-size arms in DIR, as the same "
                         "command without --student does, and report what the pre-trained start adds to each arm")
@@ -187,7 +187,7 @@ def main() -> None:
     if unseen and (teacher_train is None or teacher_train.resolve() != split.train.resolve()):
         sys.exit(f"{args.teacher} was fine-tuned on {teacher_train or 'a file its run card does not name'}, which may "
                  f"hold the scored sentences: fine-tune the teacher on {split.train} for --held-apart sentences")
-    pruned = ("-pruned" + ("-spaced" if args.prune_depth == "spaced" else "")) if args.prune else ""
+    pruned = ("-pruned" + ("-importance" if args.prune_depth == "importance" else "")) if args.prune else ""
     student_name = args.student.name if args.student else args.student_size + pruned
     runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{student_name}"
     name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"

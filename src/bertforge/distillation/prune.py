@@ -3,9 +3,11 @@ that matter most keep the hidden channels, attention heads and feed-forward unit
 activation on the training texts, and lose the rest. Unlike a fresh network of the same size, the student
 starts with what the teacher learnt; distillation then repairs what the cut broke.
 
-Depth: layers leave one at a time, each time the one whose removal moves the last hidden state least (mean
-1 − cos over the calibration tokens, DistilBERT's L_cos). The output a task head reads thus stays close to
-the teacher's; in a fine-tuned teacher the last layer is the one it can least do without.
+Depth (`important_layers`, an alternative to evenly spaced layers): layers leave one at a time, each time the
+one whose removal moves the last hidden state least (mean 1 − cos over the calibration tokens, DistilBERT's
+L_cos). The output a task head reads thus stays close to the teacher's; in a fine-tuned teacher the last layer
+is the one it can least do without. The cut starts closer to the teacher, but after distillation the two choices
+score the same (docs/results.md).
 
 Width, measured on the same calibration set of training inputs (the teacher's forward pass only):
 - a hidden channel: Σ |LayerNorm output| over every LayerNorm of the stack (embeddings and each layer's two),
