@@ -403,6 +403,13 @@ def test_prune_keeps_the_layers_that_matter_or_evenly_spaced_ones(wide_teacher, 
     assert len(important["from_teacher_layers"]) == 2 and 0 not in important["from_teacher_layers"]
 
 
+def test_prune_on_an_empty_training_set_is_refused(wide_teacher, tmp_path):
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n", encoding="utf-8")
+    line = _one_line_error("--task", "classification", "--teacher", wide_teacher, "--train", tmp_path / "train.tsv",
+                           "--student-size", "L2-H128", "--prune", "--output", tmp_path / "out")
+    assert "--prune needs training inputs to measure what matters; the training set is empty" in line
+
+
 @pytest.mark.parametrize("options, message", [
     (("--prune",), "give --student-size"),
     (("--prune", "--student-layers", 2), "give --student-size, not --student-layers"),

@@ -250,7 +250,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
-            student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hold_out, train_limit, epochs, learning_rate,
+            student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hold_out, train_limit, epochs,
+            learning_rate,
             warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume,
             overwrite, max_length, batch_size, device, bf16, threads, deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
