@@ -19,6 +19,9 @@ points: the teacher labels more inputs, the student takes no more steps.
 `--augment-epochs E` lets the distilled arm take E passes over the rows and their copies instead: more steps
 than the control, so the gain is no longer like for like; it asks how good a student the copies can make.
 
+`--hidden-weight B` adds the last-hidden-state cosine loss to the distilled arm (`distill --hidden-weight`;
+with `--prune`, on the teacher's channels the student kept). The control stays the labels alone.
+
 `--held-apart sentences` scores 1,000 unseen sentences instead and selects each run's best epoch on 1,000
 more (`pretraining_value.py --held-apart sentences --selection sentences`: the same split, the same
 files). sst2/validation.tsv is the last 2,000 rows of GLUE's train set, phrases that share review
@@ -114,6 +117,8 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
             epochs, extra = augmented_arm(args.augment, control, args.epochs)
         else:
             epochs, extra = None, ()
+        if args.hidden_weight:
+            extra += ("--hidden-weight", f"{args.hidden_weight:g}")
         distill(args.teacher, ARMS["distilled"], seed, output, args, split, student, epochs, extra)
 
 
@@ -153,6 +158,9 @@ def main() -> None:
     parser.add_argument("--augment-epochs", type=float, metavar="E",
                         help="with --augment: the distilled arm takes E passes over the rows and their copies "
                         "(more steps than the control) instead of the control's steps")
+    parser.add_argument("--hidden-weight", type=float, default=0.0, metavar="B",
+                        help="the distilled arm also learns the teacher's last hidden state with this weight "
+                        "(`distill --hidden-weight`; needs --prune with --student-size)")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs/distill-value-SIZE)")
@@ -174,6 +182,9 @@ def main() -> None:
         parser.error(f"--student {args.student}: no config.json (a pre-trained model directory)")
     if args.prune and args.student:
         parser.error("--prune cuts the students from the teacher; --student starts them from another model: give one")
+    if args.hidden_weight < 0 or (args.hidden_weight and not args.prune):
+        parser.error(f"--hidden-weight {args.hidden_weight:g}: 0 or more, and with --prune (the student's channels "
+                     f"must be the teacher's)")
     if args.prune_depth and not args.prune:
         parser.error(f"--prune-depth {args.prune_depth} chooses the layers --prune keeps: give --prune too")
     if args.fresh_runs and not args.student:
@@ -194,10 +205,11 @@ def main() -> None:
     name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
     name += "-unseen" if unseen else ""
     outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
-    if args.augment:
+    if args.augment or args.hidden_weight:
         passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
-        outputs["distilled"] = [runs_dir / f"distilled-augment{args.augment}{passes}-{name}-seed{seed}"
-                                for seed in args.seeds]
+        augment = f"-augment{args.augment}{passes}" if args.augment else ""
+        hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
+        outputs["distilled"] = [runs_dir / f"distilled{augment}{hidden}-{name}-seed{seed}" for seed in args.seeds]
     fresh = ("--student-size", args.student_size)
     cut = ("--prune",) + (("--prune-depth", args.prune_depth) if args.prune_depth else ()) if args.prune else ()
     student = ("--student", str(args.student)) if args.student else fresh + cut
@@ -217,6 +229,8 @@ def main() -> None:
                  if args.augment_epochs else "in the control's number of steps")
         print(f"# the distilled arm also on {args.augment} perturbed cop{'y' if args.augment == 1 else 'ies'} of "
               f"each row, labelled by the teacher, {steps}")
+    if args.hidden_weight:
+        print(f"# the distilled arm also learns the teacher's last hidden state (--hidden-weight {args.hidden_weight:g})")
     print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")
     for arm in ARMS:
         values = [100 * v for v in accuracy[arm]]

@@ -132,6 +132,11 @@ def _train_log(output: Path, column: str) -> list[float]:
         return [float(row[column]) for row in csv.DictReader(f)]
 
 
+def _train_log_columns(output: Path) -> list[str]:
+    with open(output / TRAIN_LOG, encoding="utf-8") as f:
+        return next(csv.reader(f))
+
+
 def _falls(output: Path, column: str = "loss") -> tuple[float, float]:
     """The mean of a training-log column over the first and the last quarter of the run."""
     values = _train_log(output, column)
@@ -208,8 +213,8 @@ def test_unlabelled_rows_count_in_the_soft_term_only():
     batch = {"input_ids": torch.zeros(6, 4, dtype=torch.long), "attention_mask": torch.ones(6, 4, dtype=torch.long),
              "token_type_ids": torch.zeros(6, 4, dtype=torch.long), "labels": labels, "teacher_logits": teacher}
     objective = DistillationObjective("sequence", alpha=0.3, temperature=2.0)
-    assert objective.counts(batch) == [6, 3]
-    loss, _ = objective.loss(lambda **inputs: SimpleNamespace(logits=student), batch, [6, 3])
+    assert objective.counts(batch) == [6, 3, 0]
+    loss, _ = objective.loss(lambda **inputs: SimpleNamespace(logits=student), batch, [6, 3, 0])
 
     def log_softmax(x):
         x = x - x.max(-1, keepdims=True)
@@ -220,6 +225,19 @@ def test_unlabelled_rows_count_in_the_soft_term_only():
     labelled = [0, 1, 3]
     cross_entropy = -log_softmax(s)[labelled, labels.numpy()[labelled]].mean()
     assert loss.item() == pytest.approx(0.3 * kl + 0.7 * cross_entropy, rel=1e-5)
+
+    # with --hidden-weight: + β × the mean over real tokens (not padding) of 1 − cos(student, teacher)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+    student_hidden, teacher_hidden = torch.randn(6, 4, 5), torch.randn(6, 4, 5).half()
+    batch.update(attention_mask=mask, teacher_hidden=teacher_hidden)
+    objective = DistillationObjective("sequence", alpha=0.3, temperature=2.0, hidden_weight=0.4)
+    assert objective.counts(batch) == [6, 3, 16]
+    loss, _ = objective.loss(lambda **inputs: SimpleNamespace(logits=student, hidden_states=(None, student_hidden)),
+                             batch, [6, 3, 16])
+    real = mask.numpy().astype(bool)
+    a, b = student_hidden.numpy()[real], teacher_hidden.float().numpy()[real]
+    cosine = (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
+    assert loss.item() == pytest.approx(0.3 * kl + 0.7 * cross_entropy + 0.4 * (1 - cosine).mean(), rel=1e-5)
 
 
 def test_a_distilbert_student_of_all_layers_computes_what_its_teacher_does(teachers, tokenizer, conll):
@@ -266,12 +284,18 @@ def test_cached_teacher_outputs_equal_fresh_ones(task, teachers, tokenizer, sst2
     else:
         task_object, data = QuestionAnsweringTask(), read_task_data(task, squad)[:12]
     teacher = task_object.model_class.from_pretrained(teachers[task])
-    features = add_teacher_logits(teacher, task_object.train_features(data, tokenizer, 192), batch_size=16)
+    channels = torch.tensor([5, 0, 17, 30])  # the student's channels, in the student's order
+    features = add_teacher_logits(teacher, task_object.train_features(data, tokenizer, 192), batch_size=16,
+                                  hidden_channels=channels)
     with torch.no_grad():
         for feature in features:
             ids = torch.tensor([feature["input_ids"]])
-            fresh = teacher(ids, torch.ones_like(ids), torch.tensor([feature["token_type_ids"]])).logits[0]
-            np.testing.assert_allclose(feature["teacher_logits"], fresh.numpy(), atol=1e-5, rtol=1e-5)
+            fresh = teacher(ids, torch.ones_like(ids), torch.tensor([feature["token_type_ids"]]),
+                            output_hidden_states=True)
+            np.testing.assert_allclose(feature["teacher_logits"], fresh.logits[0].numpy(), atol=1e-5, rtol=1e-5)
+            hidden = fresh.hidden_states[-1][0][:, channels].numpy()
+            assert feature["teacher_hidden"].dtype == np.float16 and feature["teacher_hidden"].shape == hidden.shape
+            np.testing.assert_allclose(feature["teacher_hidden"], hidden, atol=2e-3, rtol=1e-3)  # float16's step
 
 
 # --- the command -------------------------------------------------------------------------------
@@ -348,9 +372,10 @@ def test_a_student_starts_from_a_smaller_pretrained_model_with_a_fresh_head(teac
 
     pretrained = _pretrained(tmp_path / "mini", tokenizer, layers=2, hidden=16)
     teacher = BertForSequenceClassification.from_pretrained(teachers["classification"])
-    build, description = _student(teacher, None, None, "bert", pretrained, tokenizer)
+    build, description, hidden_channels = _student(teacher, None, None, "bert", pretrained, tokenizer)
     student, start = build(), BertForPreTraining.from_pretrained(pretrained)
     assert description["pretrained"] == str(pretrained) and description["layers"] == 2
+    assert hidden_channels is None  # 16 channels of its own, no match in the teacher's 32
     assert student.config.id2label == teacher.config.id2label and student.classifier.out_features == 2
     for name, tensor in start.bert.state_dict().items():  # the encoder and pooler are the pre-trained model's
         torch.testing.assert_close(student.bert.state_dict()[name], tensor, rtol=0, atol=0)
@@ -401,6 +426,34 @@ def test_prune_keeps_the_layers_that_matter_or_evenly_spaced_ones(wide_teacher, 
         read_task_data("classification", sst2 / "train.tsv"), tokenizer, 128)
     assert important["from_teacher_layers"] == important_layers(teacher, 2, sentences)
     assert len(important["from_teacher_layers"]) == 2 and 0 not in important["from_teacher_layers"]
+
+
+def test_a_cut_student_learns_the_teachers_hidden_state_on_the_channels_it_kept(wide_teacher, sst2, tmp_path):
+    common = ("--task", "classification", "--teacher", wide_teacher, "--train", sst2 / "train.tsv", "--student-size",
+              "L2-H128", "--prune", "--epochs", 4, "--learning-rate", "1e-3")
+    summary = _distill(*common, "--hidden-weight", 1, "--output", tmp_path / "hidden")
+    assert summary["student"]["hidden_weight"] == 1
+    # the control: the same run with a weight too small to matter, which logs the same distance
+    _distill(*common, "--hidden-weight", "1e-9", "--output", tmp_path / "measured-only")
+    learnt, measured = (_falls(tmp_path / name, "hidden_loss")[1] for name in ("hidden", "measured-only"))
+    assert learnt < 0.7 * measured, (learnt, measured)
+    # the loss is added to the soft and hard terms, never in their place
+    loss, soft, hard, hidden = (_train_log(tmp_path / "hidden", column)[-1]
+                                for column in ("loss", "soft_loss", "hard_loss", "hidden_loss"))
+    assert loss == pytest.approx(0.5 * soft + 0.5 * hard + hidden, rel=1e-3)
+    _distill(*common, "--max-steps", 1, "--output", tmp_path / "logits-only")
+    assert "hidden_loss" not in _train_log_columns(tmp_path / "logits-only")
+
+
+@pytest.mark.parametrize("task, options, message", [
+    ("classification", ("--student-size", "L2-H128"), "(H128) has no channel-for-channel match in the teacher's (H256)"),
+    ("mlm", ("--student-layers", 2), "--task mlm has its own hidden-state cosine loss"),
+])
+def test_a_hidden_state_loss_without_matching_channels_is_refused(wide_teacher, sst2, tmp_path, task, options,
+                                                                   message):
+    line = _one_line_error("--task", task, "--teacher", wide_teacher, "--train", sst2 / "train.tsv", *options,
+                           "--hidden-weight", 1, "--output", tmp_path / "out")
+    assert message in line
 
 
 def test_prune_on_an_empty_training_set_is_refused(wide_teacher, tmp_path):

@@ -30,7 +30,9 @@ def _teacher_dir(teacher: str) -> Path:
 
 def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None, prune=None,
              calibration=()):
-    """The student factory (called by the engine after seeding) and its description."""
+    """The student factory (called by the engine after seeding), its description, and the teacher's index of each
+    of the student's hidden channels (None where they do not match one for one: a narrower fresh or pre-trained
+    student)."""
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
 
     if student_dir is not None:
@@ -54,7 +56,13 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
                    "from_teacher_layers": indices, "size": student_size, "layout": save_as}
-    return build, description
+    return build, description, _same_channels(config, teacher.config)
+
+
+def _same_channels(student, teacher):
+    import torch
+
+    return torch.arange(teacher.hidden_size) if student.hidden_size == teacher.hidden_size else None
 
 
 def _pruned_student(teacher, student_layers, student_size, save_as, depth, calibration):
@@ -75,7 +83,7 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
     wide = type(teacher)(student_config(teacher.config, target.num_hidden_layers, None, save_as))
     copy_teacher_weights(teacher, wide, indices)
     config = pruned_config(wide.config, target.hidden_size, target.intermediate_size)
-    state = prune_width(wide, config, calibration)
+    state, hidden_channels = prune_width(wide, config, calibration)
 
     def build():
         student = type(teacher)(config)
@@ -85,7 +93,7 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
                    "attention_heads": config.num_attention_heads, "from_teacher_layers": indices,
                    "layers_chosen_by": depth, "size": student_size, "layout": save_as, "pruned_on": len(calibration)}
-    return build, description
+    return build, description, hidden_channels
 
 
 def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_layers, student_size, save_as):
@@ -114,7 +122,7 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size, "from_teacher_layers": None,
                    "size": None, "layout": "bert", "pretrained": str(student_dir)}
-    return build, description
+    return build, description, _same_channels(config, ours)
 
 
 def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as: str,
@@ -170,12 +178,18 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
         features += unlabelled(extra_features, kind)
     teacher_model = task_object.model_class.from_pretrained(directory)
     # a student it cannot make fails before the pass
-    build, description = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer,
-                                  calibration=features[:CALIBRATION_ROWS])
-    add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16)
+    build, description, hidden_channels = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer,
+                                                   calibration=features[:CALIBRATION_ROWS])
+    if args.hidden_weight and hidden_channels is None:
+        raise ConfigError(f"--hidden-weight {args.hidden_weight:g}: the student's hidden state "
+                          f"(H{description['hidden_size']}) has no channel-for-channel match in the teacher's "
+                          f"(H{teacher_model.config.hidden_size}); give --student-layers, or --prune with --student-size")
+    add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16,
+                       hidden_channels if args.hidden_weight else None)
     teacher_model.cpu()  # the student copies its layers when the engine builds it
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
-                   "augment": augment_copies, "unlabelled_features": len(features) - labelled}
+                   "hidden_weight": args.hidden_weight, "augment": augment_copies,
+                   "unlabelled_features": len(features) - labelled}
     history = distil(build, task_object, kind, features, eval_set, args, tokenizer, resume, description)
     best = history["best"] or {}
     return {"train_examples": len(train_data), "steps": history["total_steps"], "student": description,
@@ -193,7 +207,7 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                           "not --student-size, --student or --prune")
     directory = _teacher_dir(teacher)
     teacher_model = BertForPreTraining.from_pretrained(directory)
-    build, description = _student(teacher_model, **student_options)
+    build, description, _ = _student(teacher_model, **student_options)
     max_steps = args.max_steps or max(1, round(args.epochs * len(PretrainingData(train_path)) / args.batch_size))
     config = GeneralDistillConfig(
         data_dir=train_path, eval_data_dir=validation_path, output_dir=args.output_dir, max_steps=max_steps,
@@ -249,11 +263,15 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "alpha > 0 uses DistilBERT's 5/2/1 weights; 0 is the control, the MLM loss alone.")
 @click.option("--temperature", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
               help="Softmax temperature of the soft targets (the KL is multiplied by T²).")
+@click.option("--hidden-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Also pull the student's last hidden state towards the teacher's, token by token (1 − cosine, "
+                   "DistilBERT's L_cos) with this weight, on the teacher's channels the student has: with "
+                   "--student-layers, or --prune. The teacher's states are computed once, kept in float16.")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
-            student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hold_out, train_limit, epochs,
-            learning_rate,
-            warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume,
-            overwrite, max_length, batch_size, device, bf16, threads, deterministic, **columns):
+            student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hidden_weight, hold_out,
+            train_limit, epochs, learning_rate, warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every,
+            max_steps, checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16, threads,
+            deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
     \b
@@ -278,6 +296,8 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
         raise ConfigError(f"--augment {augment_copies} with --task {task}: perturbed copies serve classification and "
                           f"pair-classification only (they would shift NER tags and QA answer spans; mlm masks "
                           f"its own inputs)")
+    if task == "mlm" and hidden_weight:
+        raise ConfigError("--hidden-weight is for task students; --task mlm has its own hidden-state cosine loss")
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
     teacher_dir = _teacher_dir(teacher)
@@ -288,7 +308,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
-                       overwrite=overwrite, alpha=alpha, temperature=temperature)
+                       overwrite=overwrite, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight)
     student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as,
                        "student_dir": student_dir, "prune": (prune_depth or "spaced") if prune else None}
     started = time.perf_counter()

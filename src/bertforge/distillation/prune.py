@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import replace
 
 import torch
@@ -81,7 +80,7 @@ def importance(model: torch.nn.Module, calibration: Sequence[dict], batch_size: 
                     layer.attention.out.register_forward_pre_hook(add_heads(i)),
                     layer.output.register_forward_pre_hook(add_units(i))]
     try:
-        with _eval_mode(model):
+        with model.evaluating():
             for batch in _batches(calibration, batch_size):
                 bert.forward_unpadded([f["input_ids"] for f in batch], [f["token_type_ids"] for f in batch])
     finally:
@@ -97,7 +96,7 @@ def important_layers(model: torch.nn.Module, count: int, calibration: Sequence[d
     last hidden state least on `calibration` leaves, until `count` remain."""
     bert = model.base_model
     layers = bert.encoder.layers
-    with _eval_mode(model):
+    with model.evaluating():
         # per batch: the embeddings, the length groups and the teacher's last hidden state, (tokens, hidden)
         batches = []
         for batch in _batches(calibration, batch_size):
@@ -127,24 +126,16 @@ def _batches(calibration: Sequence[dict], batch_size: int) -> Iterator[list[dict
         yield ordered[start:start + batch_size]
 
 
-@contextmanager
-def _eval_mode(model: torch.nn.Module):
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
 def _top(scores: torch.Tensor, count: int) -> torch.Tensor:
     """Indices of the `count` largest scores, in their original order."""
     return scores.topk(count).indices.sort().values
 
 
-def prune_width(model: torch.nn.Module, config: BertConfig, calibration: Sequence[dict]) -> dict[str, torch.Tensor]:
+def prune_width(model: torch.nn.Module, config: BertConfig,
+                calibration: Sequence[dict]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """The weights of `type(model)(config)` cut from `model` (same depth, `config` from `pruned_config`): the
-    channels, heads and units that `importance` ranks highest on `calibration`."""
+    channels, heads and units that `importance` ranks highest on `calibration`; and the kept hidden channels
+    (the teacher's index of each of the student's, in order)."""
     wide = model.config
     scores = importance(model, calibration)
     hidden = _top(scores["hidden"], config.hidden_size)
@@ -179,4 +170,4 @@ def prune_width(model: torch.nn.Module, config: BertConfig, calibration: Sequenc
                 return tensor[hidden]
         raise ConfigError(f"--prune: no rule to cut the teacher's parameter {name!r}")
 
-    return {name: cut(name, tensor) for name, tensor in model.state_dict().items()}
+    return {name: cut(name, tensor) for name, tensor in model.state_dict().items()}, hidden

@@ -1,11 +1,14 @@
 """Task distillation on the training engine: the student learns the fine-tuned teacher's
 temperature-softened outputs mixed with the gold labels,
 
-    loss = α · T² · KL(teacher_T ‖ student_T) + (1 − α) · cross-entropy(gold),
+    loss = α · T² · KL(teacher_T ‖ student_T) + (1 − α) · cross-entropy(gold) [+ β · (1 − cos(h_s, h_t))],
 
 per sequence (classification), per word (NER) or over start and end positions (QA). The soft term
-averages over every example (unlabelled ones too), the hard term over the labelled ones. Evaluation
-and the best-model keeping are fine-tuning's."""
+averages over every example (unlabelled ones too), the hard term over the labelled ones. With β
+(`hidden_weight`) the student's last hidden state also learns the direction of the teacher's, token by
+token (DistilBERT's L_cos), on the teacher's channels the student kept: a binary classifier's soft
+target is one number per sentence, the hidden state hundreds per token. Evaluation and the best-model
+keeping are fine-tuning's."""
 
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from bertforge.distillation.losses import soft_target_kl
+from bertforge.distillation.losses import hidden_cosine, soft_target_kl
 from bertforge.distillation.teacher import OUTSIDE, DistillationBatches
 from bertforge.errors import ConfigError
 from bertforge.model import IGNORE_INDEX
@@ -31,6 +34,7 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 class DistillArgs(FinetuneArgs):
     alpha: float = 0.5  # the soft targets' weight; 1 − alpha is the gold labels'
     temperature: float = 2.0
+    hidden_weight: float = 0.0  # β of the last-hidden-state cosine loss; 0: none
 
     def __post_init__(self):
         super().__post_init__()
@@ -38,21 +42,25 @@ class DistillArgs(FinetuneArgs):
             raise ConfigError(f"--alpha {self.alpha}: the soft targets' weight must be in [0, 1]")
         if self.temperature <= 0:
             raise ConfigError(f"--temperature {self.temperature}: must be positive")
+        if self.hidden_weight < 0:
+            raise ConfigError(f"--hidden-weight {self.hidden_weight}: must be 0 or more")
 
 
 class DistillationObjective:
-    """α × the soft-target KL (per global row) + (1 − α) × the gold cross-entropy (per labelled row)."""
+    """α × the soft-target KL (per global row) + (1 − α) × the gold cross-entropy (per labelled row)
+    [+ β × the hidden-state cosine loss (per token)]."""
 
-    statistics = ("soft", "hard", "soft_rows", "hard_rows", "examples")
+    statistics = ("soft", "hard", "hidden", "soft_rows", "hard_rows", "hidden_tokens", "examples")
 
-    def __init__(self, kind: str, alpha: float, temperature: float):
-        self.kind, self.alpha, self.temperature = kind, alpha, temperature
+    def __init__(self, kind: str, alpha: float, temperature: float, hidden_weight: float = 0.0):
+        self.kind, self.alpha, self.temperature, self.hidden_weight = kind, alpha, temperature, hidden_weight
 
     def counts(self, batch):
+        tokens = int(batch["attention_mask"].sum()) if self.hidden_weight else 0
         if self.kind == "token":
-            return [int(batch["soft_mask"].sum()), int((batch["labels"] != IGNORE_INDEX).sum())]
+            return [int(batch["soft_mask"].sum()), int((batch["labels"] != IGNORE_INDEX).sum()), tokens]
         gold = batch["start_positions"] if self.kind == "span" else batch["labels"]
-        return [len(batch["input_ids"]), int((gold != IGNORE_INDEX).sum())]
+        return [len(batch["input_ids"]), int((gold != IGNORE_INDEX).sum()), tokens]
 
     def sums(self, logits: torch.Tensor, batch) -> tuple[torch.Tensor, torch.Tensor]:
         """(Σ soft-target KL, Σ gold cross-entropy) over the batch's rows."""
@@ -74,19 +82,29 @@ class DistillationObjective:
         return soft, hard
 
     def loss(self, model, batch, totals):
-        soft_total, hard_total = totals
-        soft, hard = self.sums(model(**{k: batch[k] for k in INPUTS}).logits, batch)
+        soft_total, hard_total, hidden_total = totals
+        output = model(**{k: batch[k] for k in INPUTS}, output_hidden_states=bool(self.hidden_weight))
+        soft, hard = self.sums(output.logits, batch)
         loss = self.alpha * soft / max(soft_total, 1)
         if hard_total:
             loss = loss + (1 - self.alpha) * hard / hard_total
-        values = [soft.item(), hard.item(), *self.counts(batch), len(batch["input_ids"])]
+        hidden = torch.zeros(())
+        if self.hidden_weight:
+            tokens = batch["attention_mask"].bool()
+            hidden = hidden_cosine(output.hidden_states[-1][tokens], batch["teacher_hidden"][tokens])
+            loss = loss + self.hidden_weight * hidden / max(hidden_total, 1)
+        values = [soft.item(), hard.item(), hidden.item(), *self.counts(batch), len(batch["input_ids"])]
         return loss, torch.tensor(values, dtype=torch.float64)
 
     def summary(self, interval, seconds, cumulative):
         soft = interval["soft"] / max(interval["soft_rows"], 1)
         hard = interval["hard"] / max(interval["hard_rows"], 1)
-        return {"loss": self.alpha * soft + (1 - self.alpha) * hard, "soft_loss": soft, "hard_loss": hard,
-                "examples_per_second": interval["examples"] / max(seconds, 1e-9),
+        hidden = interval["hidden"] / max(interval["hidden_tokens"], 1)
+        losses = {"loss": self.alpha * soft + (1 - self.alpha) * hard + self.hidden_weight * hidden,
+                  "soft_loss": soft, "hard_loss": hard}
+        if self.hidden_weight:
+            losses["hidden_loss"] = hidden
+        return {**losses, "examples_per_second": interval["examples"] / max(seconds, 1e-9),
                 "examples_seen": int(cumulative["examples"])}
 
 
@@ -97,6 +115,8 @@ def _digest(features: list[dict]) -> str:
     for feature in features:
         digest.update(repr((feature["input_ids"], feature.get("labels"), feature.get("start_positions"))).encode())
         digest.update(feature["teacher_logits"].tobytes())
+        if "teacher_hidden" in feature:
+            digest.update(feature["teacher_hidden"].tobytes())
     return digest.hexdigest()
 
 
@@ -104,9 +124,9 @@ def distil(build_student: Callable[[], torch.nn.Module], task, kind: str, train_
            args: DistillArgs, tokenizer=None, resume_from: str | Path | None = None,
            description: dict | None = None) -> dict:
     """Train `build_student()` (built after seeding) on `train_features`, which carry `teacher_logits`
-    (see `teacher.add_teacher_logits`), on fine-tuning's loop: evaluation and the best student kept
+    (and `teacher_hidden` with `args.hidden_weight`; see `teacher.add_teacher_logits`), on fine-tuning's loop: evaluation and the best student kept
     as `finetune` does. `description` (how the student was made) goes into metrics.json."""
     return finetune(build_student, task, train_features, eval_set, args, tokenizer, resume_from,
-                    objective=DistillationObjective(kind, args.alpha, args.temperature),
+                    objective=DistillationObjective(kind, args.alpha, args.temperature, args.hidden_weight),
                     batches=partial(DistillationBatches, kind=kind), digest=_digest,
                     about={"student": description or {}}, name="distillation")

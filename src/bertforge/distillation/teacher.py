@@ -39,12 +39,19 @@ def unlabelled(features: list[dict], kind: str) -> list[dict]:
     return features
 
 
-def add_teacher_logits(teacher, features: list[dict], batch_size: int = 64, bf16: bool = False) -> list[dict]:
+def add_teacher_logits(teacher, features: list[dict], batch_size: int = 64, bf16: bool = False,
+                       hidden_channels: torch.Tensor | None = None) -> list[dict]:
     """Store the teacher's logits (float32, cut to the feature's length) in each feature as
-    `teacher_logits`: the one pass of the teacher over the training data."""
-    outputs = predict_logits(teacher, features, batch_size, bf16, progress="teacher outputs")
-    for feature, logits in zip(features, outputs):
-        feature["teacher_logits"] = logits
+    `teacher_logits`: the one pass of the teacher over the training data. With `hidden_channels`
+    (the student's channels of the teacher's hidden state), also those channels of the teacher's
+    last hidden state as `teacher_hidden`, (length, channels) float16, for the hidden-state loss."""
+    outputs = predict_logits(teacher, features, batch_size, bf16, progress="teacher outputs",
+                             hidden_channels=hidden_channels)
+    for feature, output in zip(features, outputs):
+        if hidden_channels is None:
+            feature["teacher_logits"] = output
+        else:
+            feature["teacher_logits"], feature["teacher_hidden"] = output
     return features
 
 
@@ -54,9 +61,15 @@ def first_pieces(word_ids: list[int | None]) -> list[bool]:
 
 
 def collate_with_teacher(features: list[dict], kind: str) -> dict[str, torch.Tensor]:
-    """The usual padded batch plus `teacher_logits` (padded; QA padding is OUTSIDE) and, per token,
-    `soft_mask`: the positions whose teacher distribution is a target."""
+    """The usual padded batch plus `teacher_logits` (padded; QA padding is OUTSIDE), `teacher_hidden`
+    where the features carry it and, per token, `soft_mask`: the positions whose teacher distribution is
+    a target."""
     batch = collate(features)
+    if "teacher_hidden" in features[0]:  # padded rows are zeros; the loss reads attention_mask
+        hidden = np.zeros((*batch["input_ids"].shape, features[0]["teacher_hidden"].shape[-1]), dtype=np.float16)
+        for row, feature in enumerate(features):
+            hidden[row, :len(feature["input_ids"])] = feature["teacher_hidden"]
+        batch["teacher_hidden"] = torch.from_numpy(hidden)
     if kind == "sequence":
         batch["teacher_logits"] = torch.from_numpy(np.stack([f["teacher_logits"] for f in features]))
         return batch

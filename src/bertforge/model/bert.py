@@ -15,6 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -235,6 +236,16 @@ class BertPreTrainedModel(nn.Module):
         for name, module in self.named_children():
             if name != self.base_model_prefix:
                 module.apply(lambda m: init_weights(m, self.config.initializer_range))
+
+    @contextmanager
+    def evaluating(self):
+        """Eval mode (no dropout) inside the block; the caller's mode, training or not, after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
 
     @property
     def base_model(self) -> "BertModel":

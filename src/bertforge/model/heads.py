@@ -123,6 +123,7 @@ class BertForNextSentencePrediction(BertHeadModel):
 class TaskOutput:
     loss: torch.Tensor | None
     logits: torch.Tensor  # classification: (batch, labels); tokens: (batch, seq, labels); QA: (batch, seq, 2)
+    hidden_states: tuple[torch.Tensor, ...] | None = None  # with output_hidden_states: embeddings + one per layer
 
 
 class BertForSequenceClassification(BertHeadModel):
@@ -137,11 +138,12 @@ class BertForSequenceClassification(BertHeadModel):
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:
-        pooled = self.bert(input_ids, attention_mask, token_type_ids).pooler_output
-        logits = self.classifier(self.dropout(pooled))
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=False) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.classifier(self.dropout(out.pooler_output))
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
-        return TaskOutput(loss, logits)
+        return TaskOutput(loss, logits, out.hidden_states)
 
 
 class BertForTokenClassification(BertHeadModel):
@@ -156,13 +158,14 @@ class BertForTokenClassification(BertHeadModel):
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> TaskOutput:
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
-        logits = self.classifier(self.dropout(hidden))
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=False) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
-        return TaskOutput(loss, logits)
+        return TaskOutput(loss, logits, out.hidden_states)
 
 
 class BertForQuestionAnswering(BertHeadModel):
@@ -178,14 +181,14 @@ class BertForQuestionAnswering(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None,
-                end_positions=None) -> TaskOutput:
-        hidden = self.bert(input_ids, attention_mask, token_type_ids).last_hidden_state
-        logits = self.qa_outputs(self.dropout(hidden))
+                end_positions=None, output_hidden_states=False) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+        logits = self.qa_outputs(self.dropout(out.last_hidden_state))
         loss = None
         if start_positions is not None and end_positions is not None:
             start_logits, end_logits = logits.float().unbind(-1)
             loss = (F.cross_entropy(start_logits, start_positions) + F.cross_entropy(end_logits, end_positions)) / 2
-        return TaskOutput(loss, logits)
+        return TaskOutput(loss, logits, out.hidden_states)
 
 
 ARCHITECTURES = {cls.architecture: cls for cls in (

@@ -42,16 +42,12 @@ def evaluate(model: BertForPreTraining, data: PretrainingData, device: torch.dev
         raise ConfigError(f"--batch-size must be at least 1, got {batch_size}")
     if max_instances < 1:
         raise ConfigError(f"--instances must be at least 1, got {max_instances}")
-    was_training = model.training
-    model.eval()
     totals = torch.zeros(len(STATISTICS), dtype=torch.float64)
     count = min(max_instances, len(data))
-    try:
+    with model.evaluating():
         for start in range(0, count, batch_size):
             batch = to_tensors(data.batch(np.arange(start, min(start + batch_size, count)), epoch=0), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 output = model(**batch)
             totals += step_statistics(output, batch)
-    finally:
-        model.train(was_training)
     return averages(dict(zip(STATISTICS, totals.tolist())))

@@ -66,25 +66,28 @@ def autocast(device: torch.device, bf16: bool):
 
 @torch.no_grad()
 def predict_logits(model, features: list[dict], batch_size: int = 64, bf16: bool = False,
-                   pad_token_id: int = 0, progress: str | None = None) -> list[np.ndarray]:
+                   pad_token_id: int = 0, progress: str | None = None,
+                   hidden_channels: torch.Tensor | None = None) -> list:
     """The model's logits for each feature (float32 numpy, cut to the feature's own length for
     per-token outputs), in the order of `features`. Features run sorted by length; `progress`
-    names a progress bar for long passes."""
-    was_training = model.training
-    model.eval()
+    names a progress bar for long passes. With `hidden_channels` (indices), each output is a pair:
+    the logits and those channels of the last hidden state, (length, channels) float16."""
     device = model.device
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
-    out: list[np.ndarray | None] = [None] * len(features)
-    try:
+    out: list = [None] * len(features)
+    with model.evaluating():
         for start in tqdm(range(0, len(order), batch_size), desc=progress, unit="batch", disable=progress is None):
             index = order[start:start + batch_size]
             batch = collate([features[i] for i in index], pad_token_id)
             with autocast(device, bf16):
-                logits = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                               batch["token_type_ids"].to(device)).logits
-            logits = logits.float().cpu().numpy()
+                output = model(batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                               batch["token_type_ids"].to(device), output_hidden_states=hidden_channels is not None)
+            logits = output.logits.float().cpu().numpy()
+            if hidden_channels is not None:
+                hidden = output.hidden_states[-1][..., hidden_channels.to(device)].to(torch.float16).cpu().numpy()
             for row, i in enumerate(index):
-                out[i] = logits[row, :len(features[i]["input_ids"])] if logits.ndim == 3 else logits[row]
-    finally:
-        model.train(was_training)
+                n = len(features[i]["input_ids"])
+                out[i] = logits[row, :n] if logits.ndim == 3 else logits[row]
+                if hidden_channels is not None:
+                    out[i] = (out[i], hidden[row, :n])
     return out
