@@ -31,6 +31,16 @@ BERTFORGE = str(REPO / ".venv" / "bin" / "bertforge")
 
 SST2_BUDGET_ROWS = 20_000  # the SST-2 budget run trains on this many rows of sst2/train.tsv
 
+
+def train_once(command: list[str], output: Path) -> None:
+    """Run a `bertforge finetune|distill` command into `output` unless it finished there before; an
+    interrupted run resumes from its checkpoint. The run card is written last, atomically: metrics.json
+    is rewritten at every evaluation, so alone it may be an interrupted run's."""
+    if (output / "run_card.json").is_file():
+        return
+    restart = ["--resume", str(output)] if (output / "checkpoint").is_dir() else ["--overwrite"]
+    subprocess.run([*command, *restart, "--output", str(output)], check=True)
+
 SETUPS = {
     "sst2": {"finetune": ["--task", "classification", "--train", str(DATA / "sst2" / "train.tsv"),
                           "--hold-out", "2000", "--train-limit", str(SST2_BUDGET_ROWS)],
@@ -76,9 +86,7 @@ def one_epoch_run(task: str, options: list[str], output: Path, threads: int, hel
     if selection is not None:
         at = split.index("--hold-out")
         split = [*split[:at], "--validation", str(selection), *split[at + 2:]]
-    if not (output / "metrics.json").exists():
-        subprocess.run([BERTFORGE, "finetune", *split, "--epochs", "1", *options,
-                        "--threads", str(threads), "--overwrite", "--output", str(output)], check=True)
+    train_once([BERTFORGE, "finetune", *split, "--epochs", "1", *options, "--threads", str(threads)], output)
     score = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart.json", held_apart)
     long = evaluate(setup, output, threads, runs_dir / f"{output.name}.heldapart-long.json", long_rows(runs_dir)) \
         if task == "sst2" and held_apart is None else None

@@ -44,14 +44,13 @@ import json
 import math
 import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
-from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS
+from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS, train_once
 from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_interval, positive_number, \
     unseen_sentences_split
 
@@ -84,15 +83,12 @@ def fine_tuned_on(teacher: Path) -> Path | None:
 def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace, split: Split,
             student: tuple[str, ...], epochs: float | None = None, extra: tuple[str, ...] = ()) -> None:
     """Train one arm into `output` (kept, not repeated, once finished)."""
-    if not (output / "metrics.json").exists():
-        subprocess.run([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
-                        "--train", str(split.train), "--train-limit", str(args.train_limit),
-                        "--validation", str(split.selection), *student, "--alpha", alpha,
-                        "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
-                        "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
-                        "--seed", str(seed), "--threads", str(args.threads), "--overwrite", "--output", str(output),
-                        *extra],
-                       check=True)
+    train_once([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
+                "--train", str(split.train), "--train-limit", str(args.train_limit),
+                "--validation", str(split.selection), *student, "--alpha", alpha,
+                "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
+                "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
+                "--seed", str(seed), "--threads", str(args.threads), *extra], output)
 
 
 def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tuple[str, ...]]:

@@ -16,11 +16,11 @@ import argparse
 import gzip
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from defaults_sweep import BERTFORGE, REPO, train_once
+
 SQUAD = (REPO / ".." / "shared" / "data" / "squad" / "squad-v1.1-dev-part-train.json.gz").resolve()
 HELD_OUT_ARTICLES = 5
 
@@ -39,11 +39,9 @@ def articles_covered(limit: int) -> float:
 
 def run(limit: int, runs_dir: Path, threads: int) -> dict:
     output = runs_dir / f"qa-curve-{limit}"
-    if not (output / "metrics.json").exists():
-        subprocess.run([str(REPO / ".venv" / "bin" / "bertforge"), "finetune", "--task", "qa", "--train", str(SQUAD),
-                        "--hold-out", str(HELD_OUT_ARTICLES), "--train-limit", str(limit), "--max-length", "256",
-                        "--epochs", "1", "--batch-size", "16", "--learning-rate", "1.5e-4", "--threads", str(threads),
-                        "--overwrite", "--output", str(output)], check=True)
+    train_once([BERTFORGE, "finetune", "--task", "qa", "--train", str(SQUAD), "--hold-out", str(HELD_OUT_ARTICLES),
+                "--train-limit", str(limit), "--max-length", "256", "--epochs", "1", "--batch-size", "16",
+                "--learning-rate", "1.5e-4", "--threads", str(threads)], output)
     metrics = json.loads((output / "metrics.json").read_text())
     return {"questions": limit, "articles": articles_covered(limit), "windows": metrics["train_examples"],
             "steps": metrics["total_steps"], "exact_match": metrics["best"]["exact_match"], "f1": metrics["best"]["f1"]}

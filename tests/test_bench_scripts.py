@@ -175,3 +175,20 @@ def test_distill_value_pairs_the_arms_by_seed():
     assert wins == 3
     with pytest.raises(ValueError):
         paired_gain([0.9, 0.9], [0.9])
+
+
+def test_a_bench_run_is_repeated_until_its_card_is_written_and_resumes_from_its_checkpoint(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from defaults_sweep import train_once
+
+    calls, output = tmp_path / "calls", tmp_path / "run"
+    command = [sys.executable, "-c", "import sys; open(sys.argv[1], 'a').write(' '.join(sys.argv[2:]) + '\\n')",
+               str(calls)]
+    output.mkdir()
+    (output / "metrics.json").write_text("{}")  # rewritten at each evaluation: an interrupted run has one
+    train_once(command, output)
+    (output / "checkpoint").mkdir()
+    train_once(command, output)
+    (output / "run_card.json").write_text("{}")
+    train_once(command, output)
+    assert calls.read_text().splitlines() == [f"--overwrite --output {output}", f"--resume {output} --output {output}"]
