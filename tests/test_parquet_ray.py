@@ -187,7 +187,8 @@ def ray_cluster():
 def test_the_map_batches_class_as_documented(ray_cluster, sst2_parquet, reference_vectors):
     from bertforge.pipelines.ray_embed import SentenceEmbedder
 
-    rows = ray_cluster.data.read_parquet(str(sst2_parquet / "shards"), override_num_blocks=4)  # work for both
+    # Four blocks, so that both actors embed: Ray reads small files like these shards in one task, one block.
+    rows = ray_cluster.data.from_arrow([pq.read_table(shard) for shard in sorted((sst2_parquet / "shards").iterdir())])
     vectors = rows.map_batches(SentenceEmbedder, batch_format="pyarrow", batch_size=10,
                                fn_constructor_kwargs={"id_column": "id", "text_column": "sentence", "threads": 1},
                                concurrency=2, num_cpus=0.5)
