@@ -31,16 +31,6 @@ BERTFORGE = str(REPO / ".venv" / "bin" / "bertforge")
 
 SST2_BUDGET_ROWS = 20_000  # the SST-2 budget run trains on this many rows of sst2/train.tsv
 
-
-def train_once(command: list[str], output: Path) -> None:
-    """Run a `bertforge finetune|distill` command into `output` unless it finished there before; an
-    interrupted run resumes from its checkpoint. The run card is written last, atomically: metrics.json
-    is rewritten at every evaluation, so alone it may be an interrupted run's."""
-    if (output / "run_card.json").is_file():
-        return
-    restart = ["--resume", str(output)] if (output / "checkpoint").is_dir() else ["--overwrite"]
-    subprocess.run([*command, *restart, "--output", str(output)], check=True)
-
 SETUPS = {
     "sst2": {"finetune": ["--task", "classification", "--train", str(DATA / "sst2" / "train.tsv"),
                           "--hold-out", "2000", "--train-limit", str(SST2_BUDGET_ROWS)],
@@ -50,6 +40,16 @@ SETUPS = {
               "evaluate": ["--task", "ner", "--validation", str(DATA / "conll2003" / "valid.txt")],
               "metric": "f1"},
 }
+
+
+def train_once(command: list[str], output: Path) -> None:
+    """Run a `bertforge finetune|distill` command into `output` unless it finished there before; an
+    interrupted run resumes from its checkpoint. The run card is written last, atomically: metrics.json
+    is rewritten at every evaluation, so alone it may be an interrupted run's."""
+    if (output / "run_card.json").is_file():
+        return
+    restart = ["--resume", str(output)] if (output / "checkpoint").is_dir() else ["--overwrite"]
+    subprocess.run([*command, *restart, "--output", str(output)], check=True)
 
 
 LONG_WORDS = 15
