@@ -19,6 +19,9 @@ points: the teacher labels more inputs, the student takes no more steps.
 `--augment-epochs E` lets the distilled arm take E passes over the rows and their copies instead: more steps
 than the control, so the gain is no longer like for like; it asks how good a student the copies can make.
 
+`--alpha A` sets the distilled arm's weight on the soft targets (0.5 by default; 1 learns from the teacher
+alone, the gold labels unused).
+
 `--hidden-weight B` adds the last-hidden-state cosine loss to the distilled arm (`distill --hidden-weight`;
 with `--prune`, on the teacher's channels the student kept). The control stays the labels alone.
 
@@ -55,7 +58,7 @@ from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_inter
     unseen_sentences_split
 
 VALIDATION = DATA / "sst2" / "validation.tsv"
-ARMS = {"distilled": "0.5", "labels alone": "0"}  # --alpha of each arm
+ARMS = ("distilled", "labels alone")
 
 
 class Split(NamedTuple):
@@ -105,7 +108,7 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
                student: tuple[str, ...]) -> None:
     # The control first: with --augment, the distilled arm takes its step count from it.
     for seed, output in zip(args.seeds, outputs["labels alone"]):
-        distill(args.teacher, ARMS["labels alone"], seed, output, args, split, student)
+        distill(args.teacher, "0", seed, output, args, split, student)
     for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
         if args.augment_epochs:
             epochs, extra = args.augment_epochs, ("--augment", str(args.augment))
@@ -115,7 +118,7 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
             epochs, extra = None, ()
         if args.hidden_weight:
             extra += ("--hidden-weight", f"{args.hidden_weight:g}")
-        distill(args.teacher, ARMS["distilled"], seed, output, args, split, student, epochs, extra)
+        distill(args.teacher, f"{args.alpha:g}", seed, output, args, split, student, epochs, extra)
 
 
 def paired_gain(distilled: list[float], control: list[float]) -> tuple[float, float, int]:
@@ -148,6 +151,8 @@ def main() -> None:
                         help="peak learning rate of both arms (4e-4: the one-epoch sweep's best for BERT-mini, "
                         "L4-H256, from random weights; docs/results.md)")
     parser.add_argument("--temperature", type=float, default=2.0)
+    parser.add_argument("--alpha", type=float, default=0.5,
+                        help="the distilled arm's weight on the soft targets (`distill --alpha`; the control has 0)")
     parser.add_argument("--augment", type=int, default=0, metavar="K",
                         help="the distilled arm also learns the teacher's outputs on K perturbed copies of each row "
                         "(`distill --augment`), within the control's number of steps")
@@ -168,6 +173,8 @@ def main() -> None:
         parser.error(f"--augment must be 0 or more, got {args.augment}")
     if args.augment_epochs is not None and (not args.augment or args.augment_epochs <= 0):
         parser.error(f"--augment-epochs {args.augment_epochs:g} needs --augment K and a positive number of passes")
+    if not 0 < args.alpha <= 1:
+        parser.error(f"--alpha {args.alpha:g}: the distilled arm's soft-target weight must be in (0, 1]")
     if args.train_limit < 1:
         parser.error(f"--train-limit must be 1 or more, got {args.train_limit}")
     if not positive_number(args.learning_rate):
@@ -201,11 +208,13 @@ def main() -> None:
     name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
     name += "-unseen" if unseen else ""
     outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
-    if args.augment or args.hidden_weight:
+    if args.augment or args.hidden_weight or args.alpha != 0.5:
         passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
         augment = f"-augment{args.augment}{passes}" if args.augment else ""
         hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
-        outputs["distilled"] = [runs_dir / f"distilled{augment}{hidden}-{name}-seed{seed}" for seed in args.seeds]
+        alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
+        outputs["distilled"] = [runs_dir / f"distilled{alpha}{augment}{hidden}-{name}-seed{seed}"
+                                for seed in args.seeds]
     fresh = ("--student-size", args.student_size)
     cut = ("--prune",) + (("--prune-depth", args.prune_depth) if args.prune_depth else ()) if args.prune else ()
     student = ("--student", str(args.student)) if args.student else fresh + cut
@@ -228,10 +237,10 @@ def main() -> None:
     if args.hidden_weight:
         print(f"# the distilled arm also learns the teacher's last hidden state (--hidden-weight {args.hidden_weight:g})")
     print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")
-    for arm in ARMS:
+    for arm, alpha in zip(ARMS, (args.alpha, 0)):
         values = [100 * v for v in accuracy[arm]]
         spread = statistics.stdev(values) if len(values) > 1 else 0.0
-        print(f"| {arm} (--alpha {ARMS[arm]}) | {statistics.mean(values):.2f} ± {spread:.2f} | "
+        print(f"| {arm} (--alpha {alpha:g}) | {statistics.mean(values):.2f} ± {spread:.2f} | "
               f"{', '.join(f'{v:.2f}' for v in values)} |")
     gain, error, wins = paired_gain(accuracy["distilled"], accuracy["labels alone"])
     low, high = gain_interval(correct["distilled"], correct["labels alone"])
