@@ -106,9 +106,18 @@ def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tup
 
 def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[Path]],
                student: tuple[str, ...]) -> None:
-    # The control first: with --augment, the distilled arm takes its step count from it.
+    # With --augment and without --augment-epochs the distilled arm takes its step count from the control, so the
+    # control comes first; otherwise the distilled arm, whose figures a shortened session wants first.
+    if args.augment_epochs or not args.augment:
+        train_distilled(args, split, outputs, student)
     for seed, output in zip(args.seeds, outputs["labels alone"]):
         distill(args.teacher, "0", seed, output, args, split, student)
+    if args.augment and not args.augment_epochs:
+        train_distilled(args, split, outputs, student)
+
+
+def train_distilled(args: argparse.Namespace, split: Split, outputs: dict[str, list[Path]],
+                    student: tuple[str, ...]) -> None:
     for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
         if args.augment_epochs:
             epochs, extra = args.augment_epochs, ("--augment", str(args.augment))
