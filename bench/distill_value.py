@@ -108,11 +108,12 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
                student: tuple[str, ...]) -> None:
     # With --augment and without --augment-epochs the distilled arm takes its step count from the control, so the
     # control comes first; otherwise the distilled arm, whose figures a shortened session wants first.
-    if args.augment_epochs or not args.augment:
+    steps_from_control = bool(args.augment) and not args.augment_epochs
+    if not steps_from_control:
         train_distilled(args, split, outputs, student)
     for seed, output in zip(args.seeds, outputs["labels alone"]):
         distill(args.teacher, "0", seed, output, args, split, student)
-    if args.augment and not args.augment_epochs:
+    if steps_from_control:
         train_distilled(args, split, outputs, student)
 
 
@@ -216,14 +217,13 @@ def main() -> None:
     name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"
     name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
     name += "-unseen" if unseen else ""
-    outputs = {arm: [runs_dir / f"{arm.replace(' ', '-')}-{name}-seed{seed}" for seed in args.seeds] for arm in ARMS}
-    if args.augment or args.hidden_weight or args.alpha != 0.5:
-        passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
-        augment = f"-augment{args.augment}{passes}" if args.augment else ""
-        hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
-        alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
-        outputs["distilled"] = [runs_dir / f"distilled{alpha}{augment}{hidden}-{name}-seed{seed}"
-                                for seed in args.seeds]
+    # The distilled arm's folder names what it adds to the default arm (none: "distilled-NAME-seedS").
+    passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
+    augment = f"-augment{args.augment}{passes}" if args.augment else ""
+    hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
+    alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
+    outputs = {"distilled": [runs_dir / f"distilled{alpha}{augment}{hidden}-{name}-seed{seed}" for seed in args.seeds],
+               "labels alone": [runs_dir / f"labels-alone-{name}-seed{seed}" for seed in args.seeds]}
     fresh = ("--student-size", args.student_size)
     cut = ("--prune",) + (("--prune-depth", args.prune_depth) if args.prune_depth else ()) if args.prune else ()
     student = ("--student", str(args.student)) if args.student else fresh + cut
