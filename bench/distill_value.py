@@ -104,6 +104,22 @@ def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tup
                                    "--eval-every", str(per_epoch))
 
 
+def arm_folders(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[Path]]:
+    """Each arm's run folder per seed. The distilled arm's name adds what it changes to the default arm (none:
+    "distilled-SETTING-seedS"); the control learns from the labels alone, so no temperature names it and one
+    control serves every --temperature."""
+    setting = f"rows{args.train_limit}-lr{args.learning_rate}"
+    unseen = "-unseen" if args.held_apart == "sentences" else ""
+    schedule = (f"-epochs{args.epochs:g}" if args.epochs != 1 else "") + unseen
+    passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
+    augment = f"-augment{args.augment}{passes}" if args.augment else ""
+    hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
+    alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
+    distilled = f"distilled{alpha}{augment}{hidden}-{setting}-T{args.temperature:g}{schedule}"
+    return {"distilled": [runs_dir / f"{distilled}-seed{seed}" for seed in args.seeds],
+            "labels alone": [runs_dir / f"labels-alone-{setting}{schedule}-seed{seed}" for seed in args.seeds]}
+
+
 def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[Path]],
                student: tuple[str, ...]) -> None:
     # With --augment and without --augment-epochs the distilled arm takes its step count from the control, so the
@@ -214,16 +230,7 @@ def main() -> None:
     pruned = ("-pruned" + ("-importance" if args.prune_depth == "importance" else "")) if args.prune else ""
     student_name = args.student.name if args.student else args.student_size + pruned
     runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{student_name}"
-    name = f"rows{args.train_limit}-lr{args.learning_rate}-T{args.temperature:g}"
-    name += f"-epochs{args.epochs:g}" if args.epochs != 1 else ""
-    name += "-unseen" if unseen else ""
-    # The distilled arm's folder names what it adds to the default arm (none: "distilled-NAME-seedS").
-    passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
-    augment = f"-augment{args.augment}{passes}" if args.augment else ""
-    hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
-    alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
-    outputs = {"distilled": [runs_dir / f"distilled{alpha}{augment}{hidden}-{name}-seed{seed}" for seed in args.seeds],
-               "labels alone": [runs_dir / f"labels-alone-{name}-seed{seed}" for seed in args.seeds]}
+    outputs = arm_folders(args, runs_dir)
     fresh = ("--student-size", args.student_size)
     cut = ("--prune",) + (("--prune-depth", args.prune_depth) if args.prune_depth else ()) if args.prune else ()
     student = ("--student", str(args.student)) if args.student else fresh + cut

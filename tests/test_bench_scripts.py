@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -155,6 +156,27 @@ def test_the_augmented_arm_takes_the_controls_steps_schedule_and_evaluation_poin
     (tmp_path / "metrics.json").write_text(json.dumps({"total_steps": 6129}))
     # 3 epochs of 2,043 steps; with one copy per row the data doubles at most, so 6 epochs reach 6,129 steps
     assert augmented_arm(1, tmp_path, 3.0) == (6.0, ("--augment", "1", "--max-steps", "6129", "--eval-every", "2043"))
+
+
+def test_one_control_serves_every_temperature(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from distill_value import arm_folders
+
+    def folders(temperature: float, alpha: float = 0.5) -> dict[str, list[str]]:
+        args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
+                                  augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=alpha,
+                                  temperature=temperature, seeds=[42, 1])
+        return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
+
+    # the folders the earlier runs were made in, so they are found again rather than retrained
+    assert folders(2.0) == {
+        "distilled": ["distilled-augment3-passes2-rows45075-lr2e-4-T2-epochs3-unseen-seed42",
+                      "distilled-augment3-passes2-rows45075-lr2e-4-T2-epochs3-unseen-seed1"],
+        "labels alone": ["labels-alone-rows45075-lr2e-4-epochs3-unseen-seed42",
+                         "labels-alone-rows45075-lr2e-4-epochs3-unseen-seed1"]}
+    assert folders(4.0)["labels alone"] == folders(2.0)["labels alone"] == folders(2.0, alpha=1.0)["labels alone"]
+    assert folders(4.0)["distilled"][0] == "distilled-augment3-passes2-rows45075-lr2e-4-T4-epochs3-unseen-seed42"
+    assert folders(2.0, alpha=1.0)["distilled"][0].startswith("distilled-alpha1-augment3-")
 
 
 def test_distill_value_reads_the_teachers_training_file_from_its_run_card(tmp_path):
