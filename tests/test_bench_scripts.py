@@ -168,7 +168,7 @@ def test_one_control_serves_every_temperature(tmp_path):
                                   temperature=temperature, seeds=[42, 1])
         return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
 
-    # the folders the earlier runs were made in, so they are found again rather than retrained
+    # the distilled folders of earlier runs keep their names, so they are found again rather than retrained
     assert folders(2.0) == {
         "distilled": ["distilled-augment3-passes2-rows45075-lr2e-4-T2-epochs3-unseen-seed42",
                       "distilled-augment3-passes2-rows45075-lr2e-4-T2-epochs3-unseen-seed1"],
