@@ -22,6 +22,11 @@ than the control, so the gain is no longer like for like; it asks how good a stu
 `--alpha A` sets the distilled arm's weight on the soft targets (0.5 by default; 1 learns from the teacher
 alone, the gold labels unused).
 
+`--unlabelled-sentences N` gives the distilled arm N sentences of the Gutenberg books as well
+(`distill --unlabelled`), labelled by the teacher alone: text from outside the reviews, which costs
+nothing to collect. They are spread evenly over the corpus's sentences of 5 to 40 words and written
+once to RUNS_DIR/gutenberg-sentences-N.tsv.
+
 `--hidden-weight B` adds the last-hidden-state cosine loss to the distilled arm (`distill --hidden-weight`;
 with `--prune`, on the teacher's channels the student kept). The control stays the labels alone.
 
@@ -48,16 +53,21 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
 
+from bertforge.io.atomic import write_text
+from bertforge.pretraining.corpus import read_documents
 from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS, train_once
 from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_interval, positive_number, \
     unseen_sentences_split
 
 VALIDATION = DATA / "sst2" / "validation.tsv"
+CORPUS = DATA / "corpus" / "gutenberg_train.jsonl.gz"
+SENTENCE_WORDS = (5, 40)  # SST-2's review sentences run from a few words to a few dozen
 ARMS = ("distilled", "labels alone")
 
 
@@ -94,6 +104,29 @@ def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.N
                 "--seed", str(seed), "--threads", str(args.threads), *extra], output)
 
 
+def spread_sentences(documents: Iterable[list[str]], count: int) -> list[str]:
+    """`count` sentences of SENTENCE_WORDS words, evenly spaced over all such sentences of `documents` (so every
+    part of the corpus contributes, not its first books alone), on one line each."""
+    shortest, longest = SENTENCE_WORDS
+    sentences = [" ".join(words) for document in documents for sentence in document
+                 if shortest <= len(words := sentence.split()) <= longest]
+    if len(sentences) < count:
+        sys.exit(f"--unlabelled-sentences {count}: the corpus has only {len(sentences):,} sentences of "
+                 f"{shortest}-{longest} words")
+    step = len(sentences) / count
+    return [sentences[int(i * step)] for i in range(count)]
+
+
+def unlabelled_sentences(count: int, runs_dir: Path) -> Path:
+    """The --unlabelled file of `count` Gutenberg sentences, written once (atomically: seeds run side by side)."""
+    path = runs_dir / f"gutenberg-sentences-{count}.tsv"
+    if not path.is_file():
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        lines = spread_sentences(read_documents(CORPUS), count)
+        write_text(path, "sentence\n" + "".join(f"{line}\n" for line in lines))
+    return path
+
+
 def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tuple[str, ...]]:
     """The distilled arm's epochs and options with `copies` perturbed copies of each row: the control's
     optimiser steps, learning-rate schedule and evaluation points, so the extra inputs buy no extra steps."""
@@ -115,7 +148,8 @@ def arm_folders(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[Path
     augment = f"-augment{args.augment}{passes}" if args.augment else ""
     hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
     alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
-    distilled = f"distilled{alpha}{augment}{hidden}-{setting}-T{args.temperature:g}{schedule}"
+    books = f"-gutenberg{args.unlabelled_sentences}" if args.unlabelled_sentences else ""
+    distilled = f"distilled{alpha}{augment}{books}{hidden}-{setting}-T{args.temperature:g}{schedule}"
     return {"distilled": [runs_dir / f"{distilled}-seed{seed}" for seed in args.seeds],
             "labels alone": [runs_dir / f"labels-alone-{setting}{schedule}-seed{seed}" for seed in args.seeds]}
 
@@ -135,6 +169,8 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
 
 def train_distilled(args: argparse.Namespace, split: Split, outputs: dict[str, list[Path]],
                     student: tuple[str, ...]) -> None:
+    books = (("--unlabelled", str(unlabelled_sentences(args.unlabelled_sentences, outputs["distilled"][0].parent)))
+             if args.unlabelled_sentences else ())
     for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
         if args.augment_epochs:
             epochs, extra = args.augment_epochs, ("--augment", str(args.augment))
@@ -144,6 +180,7 @@ def train_distilled(args: argparse.Namespace, split: Split, outputs: dict[str, l
             epochs, extra = None, ()
         if args.hidden_weight:
             extra += ("--hidden-weight", f"{args.hidden_weight:g}")
+        extra += books
         distill(args.teacher, f"{args.alpha:g}", seed, output, args, split, student, epochs, extra)
 
 
@@ -188,6 +225,9 @@ def main() -> None:
     parser.add_argument("--hidden-weight", type=float, default=0.0, metavar="B",
                         help="the distilled arm also learns the teacher's last hidden state with this weight "
                         "(`distill --hidden-weight`; needs --prune with --student-size)")
+    parser.add_argument("--unlabelled-sentences", type=int, default=0, metavar="N",
+                        help="the distilled arm also learns the teacher's outputs on N Gutenberg sentences "
+                        "(`distill --unlabelled`)")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs/distill-value-SIZE)")
@@ -201,6 +241,10 @@ def main() -> None:
         parser.error(f"--augment-epochs {args.augment_epochs:g} needs --augment K and a positive number of passes")
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha {args.alpha:g}: the distilled arm's soft-target weight must be in (0, 1]")
+    if args.unlabelled_sentences < 0:
+        parser.error(f"--unlabelled-sentences must be 0 or more, got {args.unlabelled_sentences}")
+    if args.unlabelled_sentences and not CORPUS.is_file():
+        parser.error(f"--unlabelled-sentences: {CORPUS} not found (the Gutenberg corpus of the shared data)")
     if args.train_limit < 1:
         parser.error(f"--train-limit must be 1 or more, got {args.train_limit}")
     if not positive_number(args.learning_rate):
@@ -250,6 +294,8 @@ def main() -> None:
                  if args.augment_epochs else "in the control's number of steps")
         print(f"# the distilled arm also on {args.augment} perturbed cop{'y' if args.augment == 1 else 'ies'} of "
               f"each row, labelled by the teacher, {steps}")
+    if args.unlabelled_sentences:
+        print(f"# the distilled arm also on {args.unlabelled_sentences:,} Gutenberg sentences, labelled by the teacher")
     if args.hidden_weight:
         print(f"# the distilled arm also learns the teacher's last hidden state (--hidden-weight {args.hidden_weight:g})")
     print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")

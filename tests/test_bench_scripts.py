@@ -165,7 +165,7 @@ def test_one_control_serves_every_temperature(tmp_path):
     def folders(temperature: float, alpha: float = 0.5) -> dict[str, list[str]]:
         args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
                                   augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=alpha,
-                                  temperature=temperature, seeds=[42, 1])
+                                  temperature=temperature, seeds=[42, 1], unlabelled_sentences=0)
         return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
 
     # the distilled folders of earlier runs keep their names, so they are found again rather than retrained
@@ -177,6 +177,26 @@ def test_one_control_serves_every_temperature(tmp_path):
     assert folders(4.0)["labels alone"] == folders(2.0)["labels alone"] == folders(2.0, alpha=1.0)["labels alone"]
     assert folders(4.0)["distilled"][0] == "distilled-augment3-passes2-rows45075-lr2e-4-T4-epochs3-unseen-seed42"
     assert folders(2.0, alpha=1.0)["distilled"][0].startswith("distilled-alpha1-augment3-")
+
+
+def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from distill_value import arm_folders, spread_sentences
+
+    short, long = "too short .", " ".join(["word"] * 41)
+    documents = [[f"book {b} sentence {s} of five words" for s in range(10)] + [short, long] for b in range(3)]
+    picked = spread_sentences(documents, 6)
+    # every book contributes, in corpus order, and only sentences of 5 to 40 words
+    assert picked == [f"book {b} sentence {s} of five words" for b in range(3) for s in (0, 5)]
+    with pytest.raises(SystemExit, match="only 30 sentences"):
+        spread_sentences(documents, 31)
+
+    args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
+                              augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=0.5, temperature=2.0,
+                              seeds=[42], unlabelled_sentences=45075)
+    assert arm_folders(args, tmp_path)["distilled"][0].name == \
+        "distilled-augment3-passes2-gutenberg45075-rows45075-lr2e-4-T2-epochs3-unseen-seed42"
+    assert arm_folders(args, tmp_path)["labels alone"][0].name == "labels-alone-rows45075-lr2e-4-epochs3-unseen-seed42"
 
 
 def test_distill_value_reads_the_teachers_training_file_from_its_run_card(tmp_path):
