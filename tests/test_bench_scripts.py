@@ -123,6 +123,7 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--train-limit", "0"], "--train-limit must be 1 or more, got 0"),
     (["--lr=-1e-4"], "--learning-rate must be a positive number, got '-1e-4'"),
     (["--augment=-1"], "--augment must be 0 or more, got -1"),
+    (["--unlabelled-sentences=-1"], "--unlabelled-sentences must be 0 or more, got -1"),
     (["--alpha", "0"], "--alpha 0: the distilled arm's soft-target weight must be in (0, 1]"),
     (["--alpha", "1.5"], "--alpha 1.5: the distilled arm's soft-target weight must be in (0, 1]"),
     (["--augment-epochs", "2"], "--augment-epochs 2 needs --augment K and a positive number of passes"),
