@@ -62,11 +62,11 @@ import numpy as np
 from bertforge.io.atomic import write_text
 from bertforge.pretraining.corpus import read_documents
 from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS, train_once
+from locations import CORPUS
 from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_interval, positive_number, \
     unseen_sentences_split
 
 VALIDATION = DATA / "sst2" / "validation.tsv"
-CORPUS = DATA / "corpus" / "gutenberg_train.jsonl.gz"
 SENTENCE_WORDS = (5, 40)  # SST-2's review sentences run from a few words to a few dozen
 ARMS = ("distilled", "labels alone")
 

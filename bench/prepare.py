@@ -39,8 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
+from locations import CORPUS, REPO
 sys.path.insert(0, str(REPO / "src"))
 # The commands this script starts run this checkout's bertforge too, not whichever an editable install points at.
 COMMAND_ENV = dict(os.environ,
@@ -54,7 +53,7 @@ def write_slice(books: int, directory: Path, split: bool = True) -> tuple[Path, 
 
     jsonl, presplit = directory / "books.jsonl", directory / "books-presplit.txt"
     splitter, size = RuleSplitter(), 0
-    with gzip.open(DATA / "corpus" / "gutenberg_train.jsonl.gz", "rt", encoding="utf-8") as f, \
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f, \
             open(jsonl, "w", encoding="utf-8") as out, open(presplit, "w", encoding="utf-8") as lines:
         for number, line in enumerate(f):
             if number >= books:

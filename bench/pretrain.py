@@ -44,9 +44,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
-CORPUS = DATA / "corpus" / "gutenberg_train.jsonl.gz"
+from locations import CORPUS, DATA
+
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 
 from bertforge.model.heads import IGNORE_INDEX  # noqa: E402

@@ -21,10 +21,8 @@ import random
 import re
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
+from locations import CORPUS, REPO
 sys.path.insert(0, str(REPO / "src"))
 
 from bertforge.pretraining.sentence_periods import ABBREVIATIONS  # noqa: E402
@@ -35,7 +33,7 @@ def held_apart_paragraphs(count: int, seed: int) -> list[str]:
     fixture = REPO / "tests" / "fixtures" / "sentences" / "paragraphs.jsonl"
     excluded = {" ".join(json.loads(line)["text"].split()) for line in fixture.read_text(encoding="utf-8").splitlines()}
     rng, pool = random.Random(seed), []
-    with gzip.open(DATA / "corpus" / "gutenberg_train.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
         for number, line in enumerate(f):
             if number < 20:
                 continue

@@ -42,9 +42,9 @@ import threading
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from locations import CORPUS, REPO
+
 WHERE = {"process": "in a child process", "thread": "on a thread of the server"}
-CORPUS = REPO / ".." / "shared" / "data" / "corpus" / "gutenberg_train.jsonl.gz"
 
 
 def corpus_sentences(limit: int) -> list[str]:

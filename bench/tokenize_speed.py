@@ -41,15 +41,14 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATA = (REPO / ".." / "shared" / "data").resolve()
+from locations import CORPUS, DATA, REPO
 PEERS = ["bertforge", "bertforge-offsets", "bertforge-token-ids", "bertforge-num-proc", "tokenizers-1-thread",
          "tokenizers-all-threads", "transformers-fast", "legacy-python"]
 
 
 def corpus_lines(megabytes: float) -> list[str]:
     lines, size, budget = [], 0, megabytes * 1_000_000
-    with gzip.open(DATA / "corpus" / "gutenberg_train.jsonl.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
         for record in f:
             for line in json.loads(record)["text"].splitlines():
                 if line.strip():

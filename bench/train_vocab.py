@@ -29,8 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-CORPUS = (REPO / ".." / "shared" / "data" / "corpus" / "gutenberg_train.jsonl.gz").resolve()
+from locations import CORPUS, REPO
 ALGORITHMS = ("wordpiece", "bpe", "byte-bpe")
 PEERS = ("bertforge", "tokenizers", "tokenizers-1-thread")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
