@@ -11,6 +11,12 @@ scored by `bertforge evaluate` on data held apart from all training and selectio
   conll  conll2003/train.txt less its last 1,000 sentences (--hold-out 1000 select), one epoch;
          held apart: conll2003/valid.txt (3,250 sentences; the official test set is held out by the lead)
 
+`--held-apart sentences` (sst2) scores 1,000 whole review sentences instead, with none of their phrases in
+training, and selects on 1,000 more (`pretraining_value.py --held-apart sentences --selection sentences`: the
+same split, the same files); the budget run takes the first 20,000 rows of that split's training file.
+sst2/validation.tsv shares review sentences with the training rows, so it flatters a model that remembers the
+phrases it saw; unseen sentences are what the issue's "sentences held apart from all training data" means.
+
 Runs already finished in --runs-dir are read, not repeated, so the table can be rebuilt at any time.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/defaults_sweep.py --task sst2 --learning-rates 3e-5 5e-5 1e-4 2e-4
@@ -94,10 +100,15 @@ def one_epoch_run(task: str, options: list[str], output: Path, threads: int, hel
             "selection": metrics["best"][setup["metric"]], "held_apart": score, "long": long}
 
 
-def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads: int) -> dict:
-    name = f"{task}-lr{learning_rate}" + "".join(extra).replace("--", "-")
+def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads: int,
+        split: tuple[Path, Path, Path] | None = None) -> dict:
+    """One budget run at `learning_rate`; with `split` (training file, held-apart and selection sentences), on
+    the unseen-sentences split."""
+    name = f"{task}-lr{learning_rate}" + "".join(extra).replace("--", "-") + ("-unseen" if split else "")
+    data = ["--train", str(split[0])] if split else []  # after the setup's own --train: the last one given wins
     return {"name": name, "learning_rate": learning_rate, "extra": " ".join(extra),
-            **one_epoch_run(task, ["--learning-rate", learning_rate, *extra], runs_dir / name, threads)}
+            **one_epoch_run(task, ["--learning-rate", learning_rate, *extra, *data], runs_dir / name, threads,
+                            *(split[1:] if split else ()))}
 
 
 def main() -> None:
@@ -107,15 +118,26 @@ def main() -> None:
     parser.add_argument("--extra", default="", help="more finetune options for every run, e.g. '--batch-size 16'")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "sweep")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
+                        help="rows: the task's held-apart file (above); sentences (sst2): 1,000 unseen review "
+                             "sentences, selecting on 1,000 more")
     args = parser.parse_args()
+    if args.held_apart == "sentences" and args.task != "sst2":
+        parser.error(f"--held-apart sentences is SST-2's split; --task {args.task} scores its own held-apart file")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the sweep trains on the shared data sets")
-    rows = [run(args.task, lr, args.extra.split(), args.runs_dir, args.threads) for lr in args.learning_rates]
+    split = None
+    if args.held_apart == "sentences":
+        from pretraining_value import unseen_sentences_split, unseen_split_folder  # it imports this module
+        split = unseen_sentences_split(unseen_split_folder(True), True)
+    rows = [run(args.task, lr, args.extra.split(), args.runs_dir, args.threads, split) for lr in args.learning_rates]
     metric = SETUPS[args.task]["metric"]
-    long = f" held-apart, rows of ≥ {LONG_WORDS} words |" if args.task == "sst2" else ""
-    print(f"| learning rate | options | steps | training s (--threads {args.threads}) | selection {metric} | "
-          f"held-apart {metric} |{long}")
+    held_apart = "1,000 unseen sentences" if split else "held-apart"
+    long = f" held-apart, rows of ≥ {LONG_WORDS} words |" if args.task == "sst2" and not split else ""
+    selection = "1,000 selection sentences" if split else "selection"
+    print(f"| learning rate | options | steps | training s (--threads {args.threads}) | {selection} {metric} | "
+          f"{held_apart} {metric} |{long}")
     print("| --- | --- | ---: | ---: | ---: | ---: |" + (" ---: |" if long else ""))
     best = max(rows, key=lambda r: r["selection"])
     for r in rows:

@@ -64,7 +64,7 @@ from bertforge.pretraining.corpus import read_documents
 from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS, train_once
 from locations import CORPUS
 from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_interval, positive_number, \
-    unseen_sentences_split
+    unseen_sentences_split, unseen_split_folder
 
 VALIDATION = DATA / "sst2" / "validation.tsv"
 SENTENCE_WORDS = (5, 40)  # SST-2's review sentences run from a few words to a few dozen
@@ -80,7 +80,7 @@ class Split(NamedTuple):
 def held_apart_split(held_apart: str) -> Split:
     if held_apart == "rows":
         return Split(DATA / "sst2" / "train.tsv", VALIDATION, VALIDATION)
-    train, sentences, selection = unseen_sentences_split(REPO / "runs" / "sst2-unseen-sentences-selection", True)
+    train, sentences, selection = unseen_sentences_split(unseen_split_folder(True), True)
     return Split(train, selection, sentences)
 
 

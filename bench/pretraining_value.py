@@ -111,6 +111,12 @@ def word_spans(words: tuple[str, ...], shortest: int = 1) -> set[tuple[str, ...]
     return {words[i:j] for i in range(len(words)) for j in range(i + shortest, len(words) + 1)}
 
 
+def unseen_split_folder(selection: bool) -> Path:
+    """Where `--held-apart sentences` keeps its split, with or without the selection sentences: every bench
+    script that scores unseen sentences reads the same files."""
+    return REPO / "runs" / ("sst2-unseen-sentences" + "-selection" * selection)
+
+
 def unseen_sentences_split(directory: Path, selection: bool = False) -> tuple[Path, Path, Path | None]:
     """(training file, held-apart sentences, selection sentences or None) of `--held-apart sentences`,
     written once into `directory`. The held-apart sentences are the same with or without `selection`."""
@@ -298,8 +304,8 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     sentence_selection = args.selection == "sentences"
-    split = unseen_sentences_split(REPO / "runs" / ("sst2-unseen-sentences" + "-selection" * sentence_selection),
-                                   sentence_selection) if args.held_apart == "sentences" else None
+    split = unseen_sentences_split(unseen_split_folder(sentence_selection), sentence_selection) \
+        if args.held_apart == "sentences" else None
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""
     suffix += "-select-sentences" if sentence_selection else ""

@@ -237,3 +237,26 @@ def test_a_bench_run_is_repeated_until_its_card_is_written_and_resumes_from_its_
     (output / "run_card.json").write_text("{}")
     train_once(command, output)
     assert calls.read_text().splitlines() == [f"--overwrite --output {output}", f"--resume {output} --output {output}"]
+
+
+def test_defaults_sweep_scores_unseen_sentences_only_for_sst2():
+    assert stops("defaults_sweep.py", "--task", "conll", "--held-apart", "sentences") == (
+        2, "defaults_sweep.py: error: --held-apart sentences is SST-2's split; --task conll scores its own "
+           "held-apart file")
+
+
+def test_defaults_sweep_on_unseen_sentences_trains_on_the_splits_file_and_scores_its_sentences(tmp_path,
+                                                                                                monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    import defaults_sweep
+
+    calls = []
+    monkeypatch.setattr(defaults_sweep, "one_epoch_run", lambda *a: calls.append(a) or {"steps": 1})
+    split = (tmp_path / "train.tsv", tmp_path / "sentences.tsv", tmp_path / "selection.tsv")
+    row = defaults_sweep.run("sst2", "2e-4", [], tmp_path, 1, split)
+    plain = defaults_sweep.run("sst2", "2e-4", [], tmp_path, 1)
+    (task, options, output, threads, *files), (_, plain_options, plain_output, _) = calls
+    assert options == ["--learning-rate", "2e-4", "--train", str(split[0])]  # the last --train given wins
+    assert files == [split[1], split[2]] and output == tmp_path / "sst2-lr2e-4-unseen"
+    assert plain_options == ["--learning-rate", "2e-4"] and plain_output == tmp_path / "sst2-lr2e-4"
+    assert row["name"] == "sst2-lr2e-4-unseen" and plain["name"] == "sst2-lr2e-4"
