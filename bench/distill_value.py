@@ -61,8 +61,8 @@ import numpy as np
 
 from bertforge.io.atomic import write_text
 from bertforge.pretraining.corpus import read_documents
-from defaults_sweep import BERTFORGE, DATA, REPO, SST2_BUDGET_ROWS, train_once
-from locations import CORPUS
+from defaults_sweep import BERTFORGE, SST2_BUDGET_ROWS, train_once
+from locations import CORPUS, DATA, REPO
 from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_interval, positive_number, \
     unseen_sentences_split, unseen_split_folder
 

@@ -88,7 +88,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from defaults_sweep import BERTFORGE, DATA, LONG_WORDS, REPO, SST2_BUDGET_ROWS, one_epoch_run
+from defaults_sweep import BERTFORGE, LONG_WORDS, SST2_BUDGET_ROWS, one_epoch_run
+from locations import DATA, REPO
 
 from bertforge.model import BertForPreTraining
 from bertforge.model.bert import init_weights

@@ -19,7 +19,8 @@ import os
 import sys
 from pathlib import Path
 
-from defaults_sweep import BERTFORGE, REPO, train_once
+from defaults_sweep import BERTFORGE, train_once
+from locations import REPO
 
 SQUAD = (REPO / ".." / "shared" / "data" / "squad" / "squad-v1.1-dev-part-train.json.gz").resolve()
 HELD_OUT_ARTICLES = 5
