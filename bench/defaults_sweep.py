@@ -12,8 +12,8 @@ scored by `bertforge evaluate` on data held apart from all training and selectio
          held apart: conll2003/valid.txt (3,250 sentences; the official test set is held out by the lead)
 
 `--held-apart sentences` (sst2) scores 1,000 whole review sentences instead, with none of their phrases in
-training, and selects on 1,000 more (`pretraining_value.py --held-apart sentences --selection sentences`: the
-same split, the same files); the budget run takes the first 20,000 rows of that split's training file.
+training, and selects on 1,000 more (bench/unseen_sentences.py: the split and the files that
+`pretraining_value.py --held-apart sentences --selection sentences` uses); the budget run takes the first 20,000 rows of that split's training file.
 sst2/validation.tsv shares review sentences with the training rows, so it flatters a model that remembers the
 phrases it saw; unseen sentences are what the issue's "sentences held apart from all training data" means.
 
@@ -32,6 +32,7 @@ import sys
 from pathlib import Path
 
 from locations import DATA, REPO
+from unseen_sentences import unseen_sentences_split, unseen_split_folder
 BERTFORGE = str(REPO / ".venv" / "bin" / "bertforge")
 
 SST2_BUDGET_ROWS = 20_000  # the SST-2 budget run trains on this many rows of sst2/train.tsv
@@ -129,7 +130,6 @@ def main() -> None:
         sys.exit(f"{DATA} not found: the sweep trains on the shared data sets")
     split = None
     if args.held_apart == "sentences":
-        from pretraining_value import unseen_sentences_split, unseen_split_folder  # it imports this module
         split = unseen_sentences_split(unseen_split_folder(True), True)
     rows = [run(args.task, lr, args.extra.split(), args.runs_dir, args.threads, split) for lr in args.learning_rates]
     metric = SETUPS[args.task]["metric"]

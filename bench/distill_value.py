@@ -31,8 +31,8 @@ once to RUNS_DIR/gutenberg-sentences-N.tsv.
 with `--prune`, on the teacher's channels the student kept). The control stays the labels alone.
 
 `--held-apart sentences` scores 1,000 unseen sentences instead and selects each run's best epoch on 1,000
-more (`pretraining_value.py --held-apart sentences --selection sentences`: the same split, the same
-files). sst2/validation.tsv is the last 2,000 rows of GLUE's train set, phrases that share review
+more (bench/unseen_sentences.py: the split and the files that `pretraining_value.py --held-apart sentences
+--selection sentences` uses). sst2/validation.tsv is the last 2,000 rows of GLUE's train set, phrases that share review
 sentences with the training rows, so it rewards a student that remembers the phrases it was trained
 on; unseen sentences, like GLUE's dev set, measure what it learnt. The training file is the split's,
 which holds no phrase of either sentence set, and the teacher must be fine-tuned on that file too
@@ -63,8 +63,8 @@ from bertforge.io.atomic import write_text
 from bertforge.pretraining.corpus import read_documents
 from defaults_sweep import BERTFORGE, SST2_BUDGET_ROWS, train_once
 from locations import CORPUS, DATA, REPO
-from pretraining_value import UNSEEN_SENTENCES, correct_per_sentence, gain_interval, positive_number, \
-    unseen_sentences_split, unseen_split_folder
+from pretraining_value import correct_per_sentence, gain_interval, positive_number
+from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split, unseen_split_folder
 
 VALIDATION = DATA / "sst2" / "validation.tsv"
 SENTENCE_WORDS = (5, 40)  # SST-2's review sentences run from a few words to a few dozen

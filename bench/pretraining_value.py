@@ -14,15 +14,11 @@ The fine-tuning is the one-epoch budget run of bench/defaults_sweep.py (the firs
 sst2/train.tsv, its last 2,000 rows held out for selection, the default learning rate), scored by
 `bertforge evaluate` on sst2/validation.tsv and on its rows of 15 words or more, which no run trained on.
 
-`--held-apart sentences` scores unseen sentences instead. GLUE's SST-2 train set is every phrase of
-the parse trees of some 6,900 review sentences, in random order; sst2/validation.tsv is its last 2,000
-rows, so its rows share sentences with the training rows, and a network can score on them by
-remembering phrases it was trained on, which pre-training does not help with. This split holds 1,000
-whole sentences apart (rows of at least 8 words that are no part of a longer row, drawn with a fixed
-seed) and takes out of the training file every row that is a part of one of them (a phrase of its
-tree, down to single words); the rest keep their order, and the budget run takes its first 20,000 and
-last 2,000 rows as before. GLUE's dev set, which the project lead holds, is unseen sentences too. A run
-pre-trained on SST-2's own text (`runs/self/...`) has read the held-apart sentences' text, unlabelled.
+`--held-apart sentences` scores unseen sentences instead: 1,000 whole review sentences that no training
+row is a phrase of (bench/unseen_sentences.py makes the split), where sst2/validation.tsv shares sentences
+with the training rows and rewards remembering phrases, which pre-training does not help with. The budget run
+takes the split's training file's first 20,000 and last 2,000 rows as before. A run pre-trained on SST-2's own
+text (`runs/self/...`) has read the held-apart sentences' text, unlabelled.
 
 `--selection sentences` (with `--held-apart sentences`) selects on 1,000 more unseen sentences, drawn
 the same way from the rest and taken out of training with every phrase of them, instead of on the
@@ -77,7 +73,6 @@ import argparse
 import dataclasses
 import json
 import os
-import random
 import shutil
 import statistics
 import subprocess
@@ -90,6 +85,7 @@ from safetensors.torch import load_file, save_file
 
 from defaults_sweep import BERTFORGE, LONG_WORDS, SST2_BUDGET_ROWS, one_epoch_run
 from locations import DATA, REPO
+from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split, unseen_split_folder
 
 from bertforge.model import BertForPreTraining
 from bertforge.model.bert import init_weights
@@ -103,51 +99,7 @@ from bertforge.training.distributed import seed_everything
 
 FINETUNE_DROPOUT = 0.1
 FRESH_LAYERS_SEED = 0
-UNSEEN_SENTENCES, SENTENCE_MIN_WORDS, SPLIT_SEED = 1000, 8, 0
 BOOTSTRAP_DRAWS, BOOTSTRAP_SEED = 5000, 0
-
-
-def word_spans(words: tuple[str, ...], shortest: int = 1) -> set[tuple[str, ...]]:
-    """Every run of at least `shortest` consecutive words, the whole included."""
-    return {words[i:j] for i in range(len(words)) for j in range(i + shortest, len(words) + 1)}
-
-
-def unseen_split_folder(selection: bool) -> Path:
-    """Where `--held-apart sentences` keeps its split, with or without the selection sentences: every bench
-    script that scores unseen sentences reads the same files."""
-    return REPO / "runs" / ("sst2-unseen-sentences" + "-selection" * selection)
-
-
-def unseen_sentences_split(directory: Path, selection: bool = False) -> tuple[Path, Path, Path | None]:
-    """(training file, held-apart sentences, selection sentences or None) of `--held-apart sentences`,
-    written once into `directory`. The held-apart sentences are the same with or without `selection`."""
-    train, sentences, chosen_for_selection = (directory / name for name in ("train.tsv", "sentences.tsv",
-                                                                               "selection.tsv"))
-    if train.exists() and sentences.exists() and (chosen_for_selection.exists() or not selection):
-        return train, sentences, chosen_for_selection if selection else None
-    header, *rows = (DATA / "sst2" / "train.tsv").read_text(encoding="utf-8").splitlines()
-    rows += (DATA / "sst2" / "validation.tsv").read_text(encoding="utf-8").splitlines()[1:]  # the rest of GLUE's
-    words = [tuple(row.rsplit("\t", 1)[0].split()) for row in rows]
-    parts = {span for w in words for span in word_spans(w, SENTENCE_MIN_WORDS) if span != w}
-    whole = sorted({w for w in words if len(w) >= SENTENCE_MIN_WORDS and w not in parts})
-    held = {sentences: set(random.Random(SPLIT_SEED).sample(whole, UNSEEN_SENTENCES))}
-    if selection:
-        rest = sorted(set(whole) - held[sentences])
-        held[chosen_for_selection] = set(random.Random(SPLIT_SEED + 1).sample(rest, UNSEEN_SENTENCES))
-    held_parts = set().union(*(word_spans(w) for group in held.values() for w in group))
-    directory.mkdir(parents=True, exist_ok=True)
-    files, seen = {path: [header] for path in [train, *held]}, set()
-    for row, w in zip(rows, words):
-        group = next((path for path, group in held.items() if w in group), None)
-        if group is not None:
-            if w not in seen:  # a sentence that repeats is held apart once
-                files[group].append(row)
-                seen.add(w)
-        elif w not in held_parts:
-            files[train].append(row)
-    for path, lines in files.items():
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return train, sentences, chosen_for_selection if selection else None
 
 
 def from_scratch_run(run: Path) -> Path:

@@ -80,7 +80,7 @@ def test_unseen_sentences_split_holds_selection_sentences_apart_too(tmp_path, mo
     """`--selection sentences`: a second set of whole sentences, disjoint from the scored ones, neither set
     nor any phrase of them left in training, and the scored sentences the same as without it."""
     sys.path.insert(0, str(BENCH))
-    import pretraining_value
+    import unseen_sentences
 
     sentences = [f"w{i} " + " ".join(f"x{i}y{j}" for j in range(8)) for i in range(12)]
     rows = [(s, i % 2) for i, s in enumerate(sentences)]
@@ -88,18 +88,18 @@ def test_unseen_sentences_split_holds_selection_sentences_apart_too(tmp_path, mo
     (tmp_path / "sst2").mkdir()
     for name, part in (("train.tsv", rows[:30]), ("validation.tsv", rows[30:])):
         (tmp_path / "sst2" / name).write_text("sentence\tlabel\n" + "".join(f"{t}\t{y}\n" for t, y in part))
-    monkeypatch.setattr(pretraining_value, "DATA", tmp_path)
-    monkeypatch.setattr(pretraining_value, "UNSEEN_SENTENCES", 3)
+    monkeypatch.setattr(unseen_sentences, "DATA", tmp_path)
+    monkeypatch.setattr(unseen_sentences, "UNSEEN_SENTENCES", 3)
 
     def texts(path):
         return {line.rsplit("\t", 1)[0] for line in path.read_text().splitlines()[1:]}
 
-    train, scored, selection = pretraining_value.unseen_sentences_split(tmp_path / "with", selection=True)
-    plain_train, plain_scored, none = pretraining_value.unseen_sentences_split(tmp_path / "without")
+    train, scored, selection = unseen_sentences.unseen_sentences_split(tmp_path / "with", selection=True)
+    plain_train, plain_scored, none = unseen_sentences.unseen_sentences_split(tmp_path / "without")
     assert none is None and texts(scored) == texts(plain_scored)
     assert len(texts(scored)) == len(texts(selection)) == 3 and not texts(scored) & texts(selection)
     apart = texts(scored) | texts(selection)
-    phrases_apart = set().union(*(pretraining_value.word_spans(tuple(s.split())) for s in apart))
+    phrases_apart = set().union(*(unseen_sentences.word_spans(tuple(s.split())) for s in apart))
     assert not {tuple(t.split()) for t in texts(train)} & phrases_apart
     assert len(texts(train)) == 36 - 3 * 6 and texts(train) < texts(plain_train)
 
