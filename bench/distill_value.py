@@ -2,7 +2,8 @@
 control, the same network, data, schedule and seed on the gold labels alone (`--alpha 0`), over several
 seeds, on SST-2. With `--student DIR` both arms start from that pre-trained model instead (a fresh head); with
 `--prune`, from the teacher cut down to the student's size (`distill --prune`, its layers chosen as `--prune-depth`
-says).
+says); with `--student-layers N`, from N of the teacher's layers, evenly spaced from the first, with its embeddings
+and head (`distill --student-layers`, DistilBERT's start; the bundled sst2-distilled is such a student of 3 layers).
 
 Each seed trains both arms from the same fresh weights in the same batch order (the seed draws both),
 so the arms differ only in the teacher's soft targets. Both train on the first `--train-limit` rows
@@ -195,6 +196,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("teacher", type=Path, help="a model fine-tuned for SST-2")
     parser.add_argument("--student-size", default="L4-H256")
+    parser.add_argument("--student-layers", type=int, metavar="N",
+                        help="both arms start from N of the teacher's layers (`distill --student-layers`), not a "
+                        "fresh --student-size network")
     parser.add_argument("--student", type=Path, metavar="DIR",
                         help="both arms start from this pre-trained model (`distill --student`), not fresh weights")
     parser.add_argument("--prune", action="store_true",
@@ -230,7 +234,9 @@ def main() -> None:
                         "(`distill --unlabelled`)")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
-    parser.add_argument("--runs-dir", type=Path, help="where the runs go (default: runs/distill-value-SIZE)")
+    parser.add_argument("--runs-dir", type=Path,
+                        help="where the runs go (default: runs/distill-value-SIZE, -SIZE-pruned with --prune, "
+                        "-layersN with --student-layers, or the --student's name)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if args.epochs <= 0:
@@ -255,9 +261,14 @@ def main() -> None:
         parser.error(f"--student {args.student}: no config.json (a pre-trained model directory)")
     if args.prune and args.student:
         parser.error("--prune cuts the students from the teacher; --student starts them from another model: give one")
-    if args.hidden_weight < 0 or (args.hidden_weight and not args.prune):
-        parser.error(f"--hidden-weight {args.hidden_weight:g}: 0 or more, and with --prune (the student's channels "
-                     f"must be the teacher's)")
+    if args.student_layers is not None and (args.prune or args.student):
+        parser.error(f"--student-layers {args.student_layers} starts the students from the teacher's layers; "
+                     f"--prune and --student start them elsewhere: give one")
+    if args.student_layers is not None and args.student_layers < 1:
+        parser.error(f"--student-layers must be 1 or more, got {args.student_layers}")
+    if args.hidden_weight < 0 or (args.hidden_weight and not (args.prune or args.student_layers)):
+        parser.error(f"--hidden-weight {args.hidden_weight:g}: 0 or more, and with --prune or --student-layers (the "
+                     f"student's channels must be the teacher's)")
     if args.prune_depth and not args.prune:
         parser.error(f"--prune-depth {args.prune_depth} chooses the layers --prune keeps: give --prune too")
     if args.fresh_runs and not args.student:
@@ -272,12 +283,14 @@ def main() -> None:
         sys.exit(f"{args.teacher} was fine-tuned on {teacher_train or 'a file its run card does not name'}, which may "
                  f"hold the scored sentences: fine-tune the teacher on {split.train} for --held-apart sentences")
     pruned = ("-pruned" + ("-importance" if args.prune_depth == "importance" else "")) if args.prune else ""
-    student_name = args.student.name if args.student else args.student_size + pruned
+    student_name = args.student.name if args.student else \
+        f"layers{args.student_layers}" if args.student_layers else args.student_size + pruned
     runs_dir = args.runs_dir or REPO / "runs" / f"distill-value-{student_name}"
     outputs = arm_folders(args, runs_dir)
     fresh = ("--student-size", args.student_size)
     cut = ("--prune",) + (("--prune-depth", args.prune_depth) if args.prune_depth else ()) if args.prune else ()
-    student = ("--student", str(args.student)) if args.student else fresh + cut
+    student = ("--student", str(args.student)) if args.student else \
+        ("--student-layers", str(args.student_layers)) if args.student_layers else fresh + cut
     train_arms(args, split, outputs, student)
     # rows: seeds × scored rows, 1 where the run's kept student labels the row right
     correct = {arm: np.stack([correct_per_sentence(run, split.scored, args.threads) for run in runs])

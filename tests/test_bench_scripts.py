@@ -130,8 +130,11 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--augment", "1", "--augment-epochs", "0"], "--augment-epochs 0 needs --augment K and a positive number of passes"),
     (["--student", "/no/such/model"], "--student /no/such/model: no config.json (a pre-trained model directory)"),
     (["--fresh-runs", "runs"], "--fresh-runs compares a pre-trained --student with fresh students: give --student too"),
-    (["--hidden-weight", "1"], "--hidden-weight 1: 0 or more, and with --prune (the student's channels must be the "
-                               "teacher's)"),
+    (["--hidden-weight", "1"], "--hidden-weight 1: 0 or more, and with --prune or --student-layers (the student's "
+                               "channels must be the teacher's)"),
+    (["--student-layers", "0"], "--student-layers must be 1 or more, got 0"),
+    (["--student-layers", "3", "--prune"], "--student-layers 3 starts the students from the teacher's layers; --prune "
+                                           "and --student start them elsewhere: give one"),
 ])
 def test_distill_value_checks_its_options(tmp_path, options, message):
     (tmp_path / "config.json").write_text("{}")
