@@ -13,7 +13,8 @@ scored by `bertforge evaluate` on data held apart from all training and selectio
 
 `--held-apart sentences` (sst2) scores 1,000 whole review sentences instead, with none of their phrases in
 training, and selects on 1,000 more (bench/unseen_sentences.py: the split and the files that
-`pretraining_value.py --held-apart sentences --selection sentences` uses); the budget run takes the first 20,000 rows of that split's training file.
+`pretraining_value.py --held-apart sentences --selection sentences` uses); the budget run takes the first
+20,000 rows of that split's training file.
 sst2/validation.tsv shares review sentences with the training rows, so it flatters a model that remembers the
 phrases it saw; unseen sentences are what the issue's "sentences held apart from all training data" means.
 
