@@ -20,9 +20,9 @@ import sys
 from pathlib import Path
 
 from defaults_sweep import BERTFORGE, train_once
-from locations import REPO
+from locations import DATA, REPO
 
-SQUAD = (REPO / ".." / "shared" / "data" / "squad" / "squad-v1.1-dev-part-train.json.gz").resolve()
+SQUAD = DATA / "squad" / "squad-v1.1-dev-part-train.json.gz"
 HELD_OUT_ARTICLES = 5
 
 
