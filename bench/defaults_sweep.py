@@ -33,7 +33,7 @@ import sys
 from pathlib import Path
 
 from locations import DATA, REPO
-from unseen_sentences import unseen_sentences_split, unseen_split_folder
+from unseen_sentences import unseen_sentences_split
 BERTFORGE = str(REPO / ".venv" / "bin" / "bertforge")
 
 SST2_BUDGET_ROWS = 20_000  # the SST-2 budget run trains on this many rows of sst2/train.tsv
@@ -131,7 +131,7 @@ def main() -> None:
         sys.exit(f"{DATA} not found: the sweep trains on the shared data sets")
     split = None
     if args.held_apart == "sentences":
-        split = unseen_sentences_split(unseen_split_folder(True), True)
+        split = unseen_sentences_split(selection=True)
     rows = [run(args.task, lr, args.extra.split(), args.runs_dir, args.threads, split) for lr in args.learning_rates]
     metric = SETUPS[args.task]["metric"]
     held_apart = "1,000 unseen sentences" if split else "held-apart"

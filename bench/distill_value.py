@@ -65,7 +65,7 @@ from bertforge.pretraining.corpus import read_documents
 from defaults_sweep import BERTFORGE, SST2_BUDGET_ROWS, train_once
 from locations import CORPUS, DATA, REPO
 from pretraining_value import correct_per_sentence, gain_interval, positive_number
-from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split, unseen_split_folder
+from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split
 
 VALIDATION = DATA / "sst2" / "validation.tsv"
 SENTENCE_WORDS = (5, 40)  # SST-2's review sentences run from a few words to a few dozen
@@ -81,7 +81,7 @@ class Split(NamedTuple):
 def held_apart_split(held_apart: str) -> Split:
     if held_apart == "rows":
         return Split(DATA / "sst2" / "train.tsv", VALIDATION, VALIDATION)
-    train, sentences, selection = unseen_sentences_split(unseen_split_folder(True), True)
+    train, sentences, selection = unseen_sentences_split(selection=True)
     return Split(train, selection, sentences)
 
 

@@ -85,7 +85,7 @@ from safetensors.torch import load_file, save_file
 
 from defaults_sweep import BERTFORGE, LONG_WORDS, SST2_BUDGET_ROWS, one_epoch_run
 from locations import DATA, REPO
-from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split, unseen_split_folder
+from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split
 
 from bertforge.model import BertForPreTraining
 from bertforge.model.bert import init_weights
@@ -257,8 +257,7 @@ def main() -> None:
     if not DATA.exists():
         sys.exit(f"{DATA} not found: the fine-tuning runs on the shared SST-2 files")
     sentence_selection = args.selection == "sentences"
-    split = unseen_sentences_split(unseen_split_folder(sentence_selection), sentence_selection) \
-        if args.held_apart == "sentences" else None
+    split = unseen_sentences_split(sentence_selection) if args.held_apart == "sentences" else None
     suffix = "" if args.labelled_rows == SST2_BUDGET_ROWS else f"-rows{args.labelled_rows}"
     suffix += "-unseen" if split else ""
     suffix += "-select-sentences" if sentence_selection else ""

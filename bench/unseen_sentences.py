@@ -32,9 +32,11 @@ def unseen_split_folder(selection: bool) -> Path:
     return REPO / "runs" / ("sst2-unseen-sentences" + "-selection" * selection)
 
 
-def unseen_sentences_split(directory: Path, selection: bool = False) -> tuple[Path, Path, Path | None]:
+def unseen_sentences_split(selection: bool = False, directory: Path | None = None) -> tuple[Path, Path, Path | None]:
     """(training file, held-apart sentences, selection sentences or None) of `--held-apart sentences`,
-    written once into `directory`. The held-apart sentences are the same with or without `selection`."""
+    written once into `directory` (by default `unseen_split_folder(selection)`). The held-apart sentences are
+    the same with or without `selection`."""
+    directory = directory or unseen_split_folder(selection)
     train, sentences, chosen_for_selection = (directory / name for name in ("train.tsv", "sentences.tsv",
                                                                                "selection.tsv"))
     if train.exists() and sentences.exists() and (chosen_for_selection.exists() or not selection):

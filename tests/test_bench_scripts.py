@@ -94,8 +94,8 @@ def test_unseen_sentences_split_holds_selection_sentences_apart_too(tmp_path, mo
     def texts(path):
         return {line.rsplit("\t", 1)[0] for line in path.read_text().splitlines()[1:]}
 
-    train, scored, selection = unseen_sentences.unseen_sentences_split(tmp_path / "with", selection=True)
-    plain_train, plain_scored, none = unseen_sentences.unseen_sentences_split(tmp_path / "without")
+    train, scored, selection = unseen_sentences.unseen_sentences_split(selection=True, directory=tmp_path / "with")
+    plain_train, plain_scored, none = unseen_sentences.unseen_sentences_split(directory=tmp_path / "without")
     assert none is None and texts(scored) == texts(plain_scored)
     assert len(texts(scored)) == len(texts(selection)) == 3 and not texts(scored) & texts(selection)
     apart = texts(scored) | texts(selection)
