@@ -120,5 +120,5 @@ def distil_general(config: GeneralDistillConfig, teacher, build_student, descrip
         write_json(output_dir / "metrics.json", summary, indent=2)
         plot_curves(output_dir, [("loss", "distillation loss"), ("mlm_accuracy", "MLM accuracy")],
                     output_dir / "training_curves.png")
-    processes.barrier()
+    processes.finish()
     return summary

@@ -152,7 +152,7 @@ def train(config: TrainingConfig, resume_from: str | Path | None = None) -> dict
         result.model.save_pretrained(final_dir, tokenizer)
         plot_curves(output_dir, [("mlm_loss", "MLM loss"), ("mlm_accuracy", "MLM accuracy"),
                                  ("nsp_accuracy", "NSP accuracy")], output_dir / CURVES_FILE)
-    processes.barrier()
+    processes.finish()
     last = dict(result.last)
     if scores is not None:
         last["eval"] = scores

@@ -169,5 +169,5 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
         write_json(output / METRICS_FILE, history, indent=2)
         plot_curves(output, [("loss", f"{name} loss"), (task.metric, f"validation {task.metric}")],
                     output / CURVES_FILE)
-    processes.barrier()
+    processes.finish()
     return history

@@ -62,6 +62,7 @@ class Processes:
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
+    owns_group: bool = False  # this run created the process group, so it also destroys it
 
     @property
     def is_main(self) -> bool:
@@ -76,9 +77,10 @@ class Processes:
         target = resolve_device(device, local_rank)
         if world_size == 1:
             return cls(target)
-        if not dist.is_initialized():
+        owns_group = not dist.is_initialized()
+        if owns_group:
             dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
-        return cls(target, dist.get_rank(), world_size, local_rank)
+        return cls(target, dist.get_rank(), world_size, local_rank, owns_group)
 
     def all_sum(self, values: torch.Tensor) -> torch.Tensor:
         if self.world_size > 1:
@@ -96,3 +98,12 @@ class Processes:
     def barrier(self) -> None:
         if self.world_size > 1:
             dist.barrier()
+
+    def finish(self) -> None:
+        """The end of a run that succeeded: every process gets here, then the group it created is destroyed.
+        Left to the interpreter's exit, gloo's worker threads can outlive it and abort the process (SIGABRT,
+        "terminate called without an active exception"), failing a run whose work was all done. Only on
+        success: after an error, peers may still wait in a collective."""
+        self.barrier()
+        if self.owns_group:
+            dist.destroy_process_group()
