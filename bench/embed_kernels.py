@@ -1,6 +1,6 @@
 """Would other CPU kernels make the sentence-embedding pipeline faster? (issue 16) The pipeline as it
-ships (its Linear layers on MKL on Intel CPUs and on oneDNN on other x86 CPUs, `bertforge.model.linear`)
-against copies of it whose encoder layers run on other kernels PyTorch has:
+ships (its Linear layers on MKL on Intel CPUs and on CPUs without AVX-512, on oneDNN on the other x86
+CPUs, `bertforge.model.linear`) against copies of it whose encoder layers run on other kernels PyTorch has:
 
 - `mkl`: every Linear on `F.linear`, i.e. MKL's sgemm;
 - `onednn`: every Linear on oneDNN (`bertforge.model.linear.onednn_linear`);

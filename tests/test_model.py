@@ -98,8 +98,8 @@ def test_layer_without_gradients_equals_the_layer_with_them(hidden_act):
 
 @pytest.fixture
 def onednn_linear_on(monkeypatch):
-    """The oneDNN route of `bertforge.model.linear` taken whatever the CPU's brand (on Intel CPUs the
-    model takes MKL's), so that these tests check it on every x86 machine."""
+    """The oneDNN route of `bertforge.model.linear` taken whatever the CPU (on Intel CPUs and CPUs
+    without AVX-512 the model takes MKL's), so that these tests check it on every x86 machine."""
     import platform
 
     from bertforge.model import linear
@@ -109,19 +109,21 @@ def onednn_linear_on(monkeypatch):
     return linear.ONEDNN_AVAILABLE
 
 
-@pytest.mark.parametrize("cpu_name, onednn", [("Intel Xeon", False), ("Intel Core i7-1360P", False),
-                                              ("AMD EPYC 9R45", True), ("", True)])
-def test_linear_takes_mkl_on_intel_cpus_and_onednn_on_other_x86_cpus(monkeypatch, cpu_name, onednn):
+@pytest.mark.parametrize("cpu_name, avx512, onednn", [
+    ("Intel Xeon", True, False), ("Intel Core i7-1360P", False, False), ("AMD EPYC 9R45", True, True),
+    ("AMD EPYC", False, False), ("", True, True), ("", False, False)])
+def test_linear_takes_mkl_on_intel_cpus_and_cpus_without_avx512_and_onednn_on_the_others(
+        monkeypatch, cpu_name, avx512, onednn):
     from bertforge.model import linear
 
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"cpu_name": cpu_name})
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: {"cpu_name": cpu_name, "avx512_f": avx512})
     assert linear.mkl_is_fast() is not onednn
 
 
 @pytest.mark.parametrize("rows", [(0,), (1,), (700,), (4, 9)], ids=["empty", "one row", "tokens", "padded batch"])
 def test_linear_without_gradients_equals_f_linear(onednn_linear_on, rows):
-    """Off Intel CPUs the model's products run on oneDNN (`bertforge.model.linear`), not on MKL through
-    `F.linear`; both give the same values within float32 rounding, on the shapes the model passes
+    """On non-Intel CPUs with AVX-512 the model's products run on oneDNN (`bertforge.model.linear`), not on
+    MKL through `F.linear`; both give the same values within float32 rounding, on the shapes the model passes
     and on a strided view (the pooler reads position 0 of each sequence)."""
     from bertforge.model.linear import Linear
 

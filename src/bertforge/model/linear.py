@@ -1,12 +1,14 @@
 """The model's one Linear: `nn.Linear`, with its float32 products on the CPU through the faster of
 PyTorch's two x86 libraries for the CPU it runs on.
 
-PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, and MKL runs its fast kernels on Intel
-CPUs only: on an AMD EPYC with AVX-512 it reached 87–93 GFLOP/s on one thread where oneDNN's matmul
-(the library PyTorch already uses for bfloat16 and int8) reached 170–217 GFLOP/s on the model's
-shapes, forward and backward. On an Intel Xeon (AVX-512, AMX) MKL is the faster one: oneDNN reached
-0.73–0.97× its GFLOP/s (`bench/embed_kernels.py --products`, docs/benchmarks.md). So `F.linear` (MKL)
-runs on Intel CPUs and oneDNN on every other x86 CPU; the two agree within float32 rounding.
+PyTorch's float32 `F.linear` on the CPU calls MKL's sgemm, and MKL runs its AVX-512 kernels on Intel
+CPUs only; elsewhere it takes its AVX2 ones. On an AMD EPYC with AVX-512 (Zen 5) it reached 87–93 GFLOP/s
+on one thread where oneDNN's matmul (the library PyTorch already uses for bfloat16 and int8) reached
+170–217 GFLOP/s on the model's shapes, forward and backward. On an Intel Xeon (AVX-512, AMX) MKL is the
+faster one: oneDNN reached 0.73–0.97× its GFLOP/s; so it is on an AMD EPYC with AVX2 and no AVX-512
+(Zen 3), where both libraries run AVX2 code: oneDNN 0.66–0.94× (`bench/embed_kernels.py --products`,
+docs/benchmarks.md). So `F.linear` (MKL) runs on Intel CPUs and on CPUs without AVX-512, and oneDNN on
+the other x86 CPUs; the two agree within float32 rounding.
 `torch.ops.mkldnn._linear_pointwise` is the op Inductor lowers CPU linears to. It has no backward,
 so `OneDNNLinear` gives it one, made of the same op: training takes the same kernels as inference.
 Off x86 PyTorch's float32 products are not MKL's, and oneDNN was not measured there: `F.linear` runs.
@@ -25,9 +27,12 @@ ONEDNN_AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.
 
 
 def mkl_is_fast() -> bool:
-    """Whether this is an Intel CPU, the only kind MKL runs its fast kernels on (the CPU's brand, as
-    PyTorch's CPU probe reads it: "Intel Xeon", "AMD EPYC 9R45", ...)."""
-    return str(torch.cpu.get_capabilities().get("cpu_name", "")).lower().startswith("intel")
+    """Whether MKL's kernels are this CPU's fastest: on Intel CPUs (the CPU's brand, as PyTorch's CPU probe
+    reads it: "Intel Xeon", "AMD EPYC 9R45", ...), and on CPUs without AVX-512, where oneDNN has no wider
+    kernels than MKL's AVX2 ones to offer."""
+    capabilities = torch.cpu.get_capabilities()
+    intel = str(capabilities.get("cpu_name", "")).lower().startswith("intel")
+    return intel or not capabilities.get("avx512_f", False)
 
 
 ONEDNN_LINEAR = ONEDNN_AVAILABLE and not mkl_is_fast()
