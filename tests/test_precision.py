@@ -18,7 +18,7 @@ from torch import nn
 from bertforge.cli.main import cli
 from bertforge.errors import InputError
 from bertforge.model import BertConfig, BertModel
-from bertforge.model.quantize import Int8Linear, onednn_available, quantize_encoder
+from bertforge.model.quantize import Int8Linear, onednn_int8_exact, quantize_encoder
 from bertforge.pipelines import pipeline
 from bertforge.pipelines import base
 from conftest import gutenberg_lines
@@ -47,7 +47,7 @@ def test_int8_sentence_vectors_stay_within_0_99_of_float32():
     assert all(isinstance(m, Int8Linear) for m in int8.bert.encoder.modules() if isinstance(m, (nn.Linear, Int8Linear)))
 
 
-@pytest.mark.parametrize("use_onednn", [True, False] if onednn_available() else [False])
+@pytest.mark.parametrize("use_onednn", [True, False] if onednn_int8_exact() else [False])
 def test_int8_linear_is_close_to_the_float_product(outlier_linear, use_onednn):
     linear, x = outlier_linear
     for inputs in (x, torch.nn.functional.gelu(x)):
@@ -57,10 +57,22 @@ def test_int8_linear_is_close_to_the_float_product(outlier_linear, use_onednn):
         assert ((got - expected).norm() / expected.norm()).item() < 0.02
 
 
-@pytest.mark.skipif(not onednn_available(), reason="PyTorch built without oneDNN: only the _int_mm kernel exists")
+@pytest.mark.skipif(not onednn_int8_exact(), reason="no VNNI or AMX (oneDNN's int8 sums saturate there) or no "
+                    "oneDNN: only the _int_mm kernel runs on this CPU")
 def test_both_int8_kernels_compute_the_same_integer_product(outlier_linear):
     linear, x = outlier_linear
     torch.testing.assert_close(Int8Linear(linear, True)(x), Int8Linear(linear, False)(x), rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.parametrize("flags, onednn", [({"avx512_vnni": True}, True), ({"avx_vnni": True}, True),
+                                           ({"amx_int8": True}, True), ({"avx2": True}, False), ({}, False)])
+def test_int8_takes_onednn_only_on_cpus_with_vnni_or_amx(monkeypatch, flags, onednn):
+    """Without VNNI oneDNN's u8·s8 kernel saturates its int16 pair sums; `_int_mm` runs there instead."""
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    expected = onednn and torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+    assert onednn_int8_exact() is expected
+    torch.manual_seed(0)
+    assert Int8Linear(nn.Linear(8, 4)).use_onednn is expected
 
 
 def test_int8_needs_no_torch_ao_and_warns_nothing(monkeypatch):

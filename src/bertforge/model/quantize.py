@@ -9,10 +9,12 @@ waste half of the levels there (worst cosine to float32 on 1,000 Gutenberg lines
 outputs (logits) are what users read.
 
 The integer product runs on oneDNN's int8 matmul (`torch.ops.onednn.qlinear_pointwise`, the kernel
-Inductor's x86 quantisation lowers to: VNNI / AMX, the weight scales applied in the kernel) where
-PyTorch has oneDNN, and on `torch._int_mm` elsewhere. The oneDNN kernel takes one activation scale per
-tensor, so it multiplies the levels with scale 1 and the per-token scales and zero points are applied
-after it: x = s·(u − z) gives x·Wᵀ = s·(u·Wᵀ − z·ΣW).
+Inductor's x86 quantisation lowers to: VNNI / AMX, the weight scales applied in the kernel) on CPUs with
+VNNI or AMX, and on `torch._int_mm` elsewhere. Without VNNI, oneDNN multiplies u8 by s8 with AVX2's
+vpmaddubsw, whose int16 sums of two products saturate at 32,767 (255·127·2 = 64,770): on an AMD EPYC
+with AVX2 alone, 65% of a layer's outputs came out wrong, by up to 9.6 (tests/test_precision.py's outlier
+layer). The oneDNN kernel takes one activation scale per tensor, so it multiplies the levels with scale 1
+and the per-token scales and zero points are applied after it: x = s·(u − z) gives x·Wᵀ = s·(u·Wᵀ − z·ΣW).
 """
 
 from __future__ import annotations
@@ -24,8 +26,11 @@ from torch import nn
 EPSILON = 1e-8
 
 
-def onednn_available() -> bool:
-    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+def onednn_int8_exact() -> bool:
+    """Whether oneDNN's int8 matmul is there and sums exactly in int32 on this CPU (VNNI or AMX)."""
+    capabilities = torch.cpu.get_capabilities()
+    vnni = any(capabilities.get(flag, False) for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
+    return vnni and torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
 
 
 class Int8Linear(nn.Module):
@@ -37,7 +42,7 @@ class Int8Linear(nn.Module):
         scale = weight.abs().amax(dim=1).clamp(min=EPSILON) / 127
         quantized = torch.round(weight / scale[:, None]).to(torch.int8)
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.use_onednn = onednn_available() if use_onednn is None else use_onednn
+        self.use_onednn = onednn_int8_exact() if use_onednn is None else use_onednn
         self.register_buffer("weight_scale", scale)
         # ΣW·scale per output channel: what the zero points cost, subtracted after the product.
         self.register_buffer("zero_point_weight", quantized.sum(dim=1, dtype=torch.int32).float() * scale)
