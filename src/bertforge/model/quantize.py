@@ -26,11 +26,15 @@ from torch import nn
 EPSILON = 1e-8
 
 
+def onednn_available() -> bool:
+    return torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+
+
 def onednn_int8_exact() -> bool:
     """Whether oneDNN's int8 matmul is there and sums exactly in int32 on this CPU (VNNI or AMX)."""
     capabilities = torch.cpu.get_capabilities()
     vnni = any(capabilities.get(flag, False) for flag in ("avx512_vnni", "avx_vnni", "amx_int8"))
-    return vnni and torch.backends.mkldnn.is_available() and hasattr(torch.ops.onednn, "qlinear_pointwise")
+    return vnni and onednn_available()
 
 
 class Int8Linear(nn.Module):
