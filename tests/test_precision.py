@@ -18,7 +18,8 @@ from torch import nn
 from bertforge.cli.main import cli
 from bertforge.errors import InputError
 from bertforge.model import BertConfig, BertModel
-from bertforge.model.quantize import Int8Linear, onednn_available, onednn_int8_exact, quantize_encoder
+from bertforge.model.quantize import (EXACT_FLOAT32_TERMS, Int8Linear, exact_integer_product, onednn_available,
+                                      onednn_int8_exact, quantize_encoder)
 from bertforge.pipelines import pipeline
 from bertforge.pipelines import base
 from conftest import gutenberg_lines
@@ -57,7 +58,7 @@ def test_int8_linear_is_close_to_the_float_product(outlier_linear, use_onednn):
         assert ((got - expected).norm() / expected.norm()).item() < 0.02
 
 
-@pytest.mark.skipif(not onednn_available(), reason="PyTorch built without oneDNN: only the _int_mm kernel exists")
+@pytest.mark.skipif(not onednn_available(), reason="PyTorch built without oneDNN: only the exact float32 kernel exists")
 def test_both_int8_kernels_compute_the_same_integer_product(outlier_linear):
     """On inputs no x86 kernel can overflow, on every CPU: per token one large channel and small non-negative
     others, so that any two neighbouring products sum below 32,767 even where oneDNN adds them in int16 (no
@@ -70,15 +71,47 @@ def test_both_int8_kernels_compute_the_same_integer_product(outlier_linear):
                                atol=1e-4)
 
 
+@pytest.mark.parametrize("width", [384, 1536, 2 * EXACT_FLOAT32_TERMS + 5])  # one slice, two, three
+def test_the_float32_kernel_gives_the_exact_integer_sums(width):
+    """Full-range levels, the largest products there are, against PyTorch's int8 × int8 → int32 product."""
+    torch.manual_seed(width)
+    levels = torch.randint(-128, 128, (64, width), dtype=torch.int8)
+    weight = torch.randint(-127, 128, (96, width), dtype=torch.int8)
+    levels[0], weight[0] = -128, -127  # the largest sum: 128·127 per term, all of one sign
+    # Running sums past 2^24 (where float32 keeps only even integers) that fall back below it: one float32
+    # product over all 1,536 terms rounds on the way up, and the error stays in the result.
+    levels[1] = torch.randint(120, 128, (width,), dtype=torch.int8)
+    levels[1, width * 5 // 6:] *= -1
+    weight[1] = 127
+    exact = torch._int_mm(levels, weight.t().contiguous()).float()
+    assert torch.equal(exact_integer_product(levels.float(), weight), exact)
+    assert exact[0, 0] == 128 * 127 * width
+
+
 @pytest.mark.parametrize("flags, onednn", [({"avx512_vnni": True}, True), ({"avx_vnni": True}, True),
                                            ({"amx_int8": True}, True), ({"avx2": True}, False), ({}, False)])
 def test_int8_takes_onednn_only_on_cpus_with_vnni_or_amx(monkeypatch, flags, onednn):
-    """Without VNNI oneDNN's u8·s8 kernel saturates its int16 pair sums; `_int_mm` runs there instead."""
+    """Without VNNI oneDNN's u8·s8 kernel saturates its int16 pair sums; exact float32 products run there instead."""
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
     expected = onednn and onednn_available()
     assert onednn_int8_exact() is expected
     torch.manual_seed(0)
     assert Int8Linear(nn.Linear(8, 4)).use_onednn is expected
+
+
+@pytest.mark.parametrize("flags, slow", [({"avx2": True}, True), ({"avx512_vnni": True}, False)])
+def test_int8_on_a_cpu_without_vnni_says_float32_is_faster(monkeypatch, caplog, flags, slow):
+    """There int8 is slower than float32 (exact float32 products plus the quantisation): the user is told."""
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
+    with caplog.at_level("WARNING", logger="bertforge.pipelines.base"):
+        base.apply_dtype(BertModel(BertConfig.from_size("tiny")).eval(), "int8", CPU)
+    said = [r.getMessage() for r in caplog.records if r.name == "bertforge.pipelines.base"]
+    if slow or not onednn_available():
+        assert said == ["--dtype int8: this CPU has none of avx512_vnni, avx_vnni, amx_int8, so the int8 products "
+                        "are computed exactly in float32, with the quantisation's cost on top (docs/benchmarks.md); "
+                        "--dtype float32 is faster here"]
+    else:
+        assert said == []
 
 
 def test_int8_needs_no_torch_ao_and_warns_nothing(monkeypatch):

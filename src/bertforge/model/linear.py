@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from bertforge.model.cpu import cpu_has_any, cpu_is_intel
+
 ONEDNN_AVAILABLE = (platform.machine().lower() in ("x86_64", "amd64") and torch.backends.mkldnn.is_available()
                     and hasattr(torch.ops.mkldnn, "_linear_pointwise"))
 
@@ -30,9 +32,7 @@ def mkl_is_fast() -> bool:
     """Whether MKL's kernels are this CPU's fastest: on Intel CPUs (the CPU's brand, as PyTorch's CPU probe
     reads it: "Intel Xeon", "AMD EPYC 9R45", ...), and on CPUs without AVX-512, where oneDNN has no wider
     kernels than MKL's AVX2 ones to offer."""
-    capabilities = torch.cpu.get_capabilities()
-    intel = str(capabilities.get("cpu_name", "")).lower().startswith("intel")
-    return intel or not capabilities.get("avx512_f", False)
+    return cpu_is_intel() or not cpu_has_any("avx512_f")
 
 
 ONEDNN_LINEAR = ONEDNN_AVAILABLE and not mkl_is_fast()

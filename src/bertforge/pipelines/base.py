@@ -20,6 +20,7 @@ from tqdm import tqdm
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.model.checkpoint import config_path
+from bertforge.model.cpu import cpu_has_any
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import resolve_device
 
@@ -73,8 +74,7 @@ def check_dtype(dtype: str) -> None:
 def cpu_has_native_bf16() -> bool:
     """AMX or AVX-512 BF16, as PyTorch's CPU probe reports them. (oneDNN's own bf16 check,
     `torch.ops.mkldnn._is_mkldnn_bf16_supported`, also says yes where bfloat16 is only emulated.)"""
-    capabilities = torch.cpu.get_capabilities()
-    return bool(capabilities.get("amx_bf16") or capabilities.get("avx512_bf16"))
+    return cpu_has_any("amx_bf16", "avx512_bf16")
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> str:
@@ -98,8 +98,12 @@ def apply_dtype(model: nn.Module, dtype: str, device: torch.device) -> nn.Module
     if dtype == "int8":
         if device.type != "cpu":
             raise InputError(f"--dtype int8 runs on the CPU only, got --device {device}")
-        from bertforge.model.quantize import quantize_encoder
+        from bertforge.model.quantize import INT8_EXACT_FLAGS, onednn_int8_exact, quantize_encoder
 
+        if not onednn_int8_exact():
+            log.warning("--dtype int8: this CPU has none of %s, so the int8 products are computed exactly in "
+                        "float32, with the quantisation's cost on top (docs/benchmarks.md); --dtype float32 is "
+                        "faster here", ", ".join(INT8_EXACT_FLAGS))
         return quantize_encoder(model.to(device))
     return model.to(device)
 
