@@ -111,7 +111,8 @@ def model_options(function):
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--dtype", type=click.Choice(DTYPES), default="float32", show_default=True,
                      help="float32 is exact; bfloat16 is faster on CPUs with AVX-512 BF16 or AMX; int8 = int8 encoder "
-                          "(CPU; faster than float32 only with VNNI or AMX); auto = bfloat16 where the CPU has native BF16, else float32."),
+                          "(CPU; faster than float32 only with VNNI or AMX); auto = bfloat16 where the CPU has "
+                          "native BF16, else float32."),
     ]
     for option in reversed(options):
         function = option(function)
