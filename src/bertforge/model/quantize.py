@@ -45,7 +45,8 @@ def onednn_int8_exact() -> bool:
 
 
 class Int8Linear(nn.Module):
-    """y = x·Wᵀ + b with int8 weights and 8-bit activations, products summed in int32."""
+    """y = x·Wᵀ + b with int8 weights and 8-bit activations, products summed exactly: in int32 by oneDNN,
+    or as float32 products of the levels where oneDNN would saturate (`exact_integer_product`)."""
 
     def __init__(self, linear: nn.Linear, use_onednn: bool | None = None):
         super().__init__()
