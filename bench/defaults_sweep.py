@@ -108,15 +108,16 @@ def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads
     the unseen-sentences split."""
     name = f"{task}-lr{learning_rate}" + "".join(extra).replace("--", "-") + ("-unseen" if split else "")
     data = ["--train", str(split[0])] if split else []  # after the setup's own --train: the last one given wins
+    rate = [] if learning_rate == "default" else ["--learning-rate", learning_rate]
     return {"name": name, "learning_rate": learning_rate, "extra": " ".join(extra),
-            **one_epoch_run(task, ["--learning-rate", learning_rate, *extra, *data], runs_dir / name, threads,
-                            *(split[1:] if split else ()))}
+            **one_epoch_run(task, [*rate, *extra, *data], runs_dir / name, threads, *(split[1:] if split else ()))}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", choices=sorted(SETUPS), required=True)
-    parser.add_argument("--learning-rates", nargs="+", default=["3e-5", "5e-5", "1e-4", "2e-4"])
+    parser.add_argument("--learning-rates", nargs="+", default=["3e-5", "5e-5", "1e-4", "2e-4"],
+                        help="peak rates to run; 'default' runs finetune's own (no --learning-rate)")
     parser.add_argument("--extra", default="", help="more finetune options for every run, e.g. '--batch-size 16'")
     parser.add_argument("--runs-dir", type=Path, default=REPO / "runs" / "sweep")
     parser.add_argument("--threads", type=int, default=1)

@@ -53,7 +53,7 @@ def bertforge_round(texts, labels, args) -> float:
         history = finetune(lambda: BertForSequenceClassification.from_pretrained(None, id2label={0: "0", 1: "1"}),
                            task, features, None, FinetuneArgs(
             output_dir=out, epochs=1, max_steps=args.steps, batch_size=args.batch_size, learning_rate=3e-5,
-            seed=args.seed, progress=False))
+            layer_lr_decay=1.0, seed=args.seed, progress=False))  # one rate for all layers, as transformers
     return history["examples_per_second"]
 
 

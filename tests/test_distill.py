@@ -551,6 +551,10 @@ def test_a_pretrained_student_must_fit_its_teacher(teachers, sst2, tokenizer, tm
     line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--prune",
                            "--output", tmp_path / "out")
     assert "not --student-size, --student or --prune" in line
+    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--layer-lr-decay", 0.8,
+                           "--output", tmp_path / "out")
+    assert "--layer-lr-decay 0.8 is for fine-tuning a task student; --task mlm trains all of its layers at one rate" \
+        in line
 
 
 def test_labels_the_teacher_does_not_know_are_refused(teachers, sst2, tmp_path):
@@ -570,6 +574,10 @@ def test_a_run_continues_only_with_the_same_targets(teachers, sst2, tmp_path):
     _distill(*arguments)
     line = _one_line_error(*arguments, "--resume", output, "--alpha", 0.9)
     assert "alpha: checkpoint 0.5, now 0.9" in line
+    # distill's --layer-lr-decay (finetune's option) reaches the run; its default is none, not finetune's 0.8
+    assert json.loads((output / "checkpoint" / "checkpoint.json").read_text())["run"]["layer_lr_decay"] == 1.0
+    line = _one_line_error(*arguments, "--resume", output, "--layer-lr-decay", 0.5)
+    assert "layer_lr_decay: checkpoint 1.0, now 0.5" in line
     assert _distill(*arguments, "--resume", output)["steps"] == 4
 
 

@@ -42,6 +42,20 @@ def test_card_records_the_run_and_reads_back(tmp_path, monkeypatch):
     assert rerun_command(saved, "again") == ["finetune", "--train", "t.tsv", "--output", "again"]
 
 
+def test_rerun_keeps_the_batch_and_decay_a_card_recorded():
+    """finetune's defaults changed (batch 32 → 16, decay 1 → 0.8 for classification): a card written before
+    reruns with the values its run took, unless its command typed them; other commands are left alone."""
+    old = {"command": ["finetune", "--task", "classification", "--output", "out"], "output": "out",
+           "options": {"batch_size": 32, "layer_lr_decay": 1.0}}
+    assert rerun_command(old) == ["finetune", "--task", "classification", "--output", "out",
+                                  "--batch-size", "32", "--layer-lr-decay", "1.0"]
+    typed = {**old, "command": ["distill", "--batch-size=8", "--output", "out"], "options": {"batch_size": 8,
+                                                                                          "layer_lr_decay": 1.0}}
+    assert rerun_command(typed, "again") == ["distill", "--batch-size=8", "--output", "again", "--layer-lr-decay", "1.0"]
+    assert rerun_command({**old, "command": ["pretrain", "train", "--output", "out"]}) == \
+        ["pretrain", "train", "--output", "out"]
+
+
 def test_bad_cards_are_named(tmp_path):
     with pytest.raises(InputError, match="cannot read the run card"):
         read_card(tmp_path / "missing.json")

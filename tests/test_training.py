@@ -17,7 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from bertforge.cli.main import cli
-from bertforge.runcard import CARD_FILE, read_card
+from bertforge.runcard import CARD_FILE, read_card, rerun_command
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.model import BertConfig, BertForSequenceClassification, BertModel, default_model_path
 from bertforge.tokenization import BertTokenizer
@@ -257,8 +257,8 @@ def test_finetune_twice_with_the_same_seed_gives_identical_weights(tiny_encoder,
 
 
 def test_finetune_without_learning_rate_takes_the_default_for_the_models_width(tiny_encoder, tmp_path):
-    """2e-4 (the sweep's choice for 384-wide MiniLM) up to 384 wide, BERT's 3e-5 above; the card records
-    the rate the run used, and the run's metrics agree."""
+    """2e-4 at batch 32 (the sweep's choice for 384-wide MiniLM) up to 384 wide, BERT's 3e-5 above; the
+    card records the rate the run used, and the run's metrics agree."""
     wide = tmp_path / "wide-encoder"
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=30522, hidden_size=512, num_hidden_layers=1, num_attention_heads=8,
@@ -268,11 +268,40 @@ def test_finetune_without_learning_rate_takes_the_default_for_the_models_width(t
         command = _finetune_command(encoder, output, "--max-steps", "1")
         at = command.index("--learning-rate")
         del command[at:at + 2]
+        command[command.index("--batch-size") + 1] = "32"
         result = CliRunner().invoke(cli, command)
         assert result.exit_code == 0, result.output
         assert read_card(output)["options"]["learning_rate"] == expected
         metrics = json.loads((output / "metrics.json").read_text())
         assert metrics["args"]["learning_rate"] == expected
+
+
+def test_finetune_defaults_batch_16_and_decay_for_single_sentences_only(tiny_encoder, tmp_path):
+    """With neither option given: batch 16, the rate scaled to it (2e-4 × √(16/32)), and layer-wise decay 0.8
+    for classification, none for sentence pairs and NER; the card records what the run took, so
+    `rerun` keeps it if the defaults change again."""
+    pairs = tmp_path / "pairs.tsv"
+    pairs.write_text("sentence1\tsentence2\tlabel\n" + "".join(f"a{i}\tb{i}\t{i % 2}\n" for i in range(40)))
+    conll = tmp_path / "tags.conll"
+    conll.write_text("".join(f"word{i} O\nParis B-LOC\n\n" for i in range(40)))
+    runs = {"classification": ([], 0.8), "pair-classification": (["--train", str(pairs), "--text-column", "sentence1",
+                                                                    "--text-pair-column", "sentence2"], 1.0),
+            "ner": (["--train", str(conll)], 1.0)}
+    for task, (data, decay) in runs.items():
+        output = tmp_path / task
+        command = _finetune_command(tiny_encoder, output, "--max-steps", "1", *data)
+        command[command.index("--task") + 1] = task
+        for option in ("--batch-size", "--learning-rate"):
+            at = command.index(option)
+            del command[at:at + 2]
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 0, (task, result.output)
+        settings = json.loads((output / "metrics.json").read_text())["args"]
+        assert (settings["batch_size"], settings["layer_lr_decay"]) == (16, decay), task
+        assert settings["learning_rate"] == pytest.approx(2e-4 * 0.5 ** 0.5)
+        options = read_card(output)["options"]
+        assert (options["batch_size"], options["layer_lr_decay"]) == (16, decay)
+        assert rerun_command(read_card(output))[-4:] == ["--batch-size", "16", "--layer-lr-decay", str(decay)]
 
 
 def test_finetune_layer_lr_decay_moves_the_lower_layers_less(tiny_encoder, tmp_path):
@@ -297,10 +326,10 @@ def test_finetune_layer_lr_decay_moves_the_lower_layers_less(tiny_encoder, tmp_p
 
 
 def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_encoder, tmp_path):
-    """A checkpoint written before `layer_lr_decay` existed was made without the decay: it resumes;
-    one made with another value does not."""
+    """A checkpoint written before `layer_lr_decay` existed was made without the decay: it resumes
+    without it, not with classification's default 0.8 taken since; one made with another value does not."""
     output = tmp_path / "run"
-    command = _finetune_command(tiny_encoder, output, "--max-steps", "4")
+    command = _finetune_command(tiny_encoder, output, "--max-steps", "4", "--layer-lr-decay", "1")
     assert CliRunner().invoke(cli, command).exit_code == 0
     manifest = output / "checkpoint" / "checkpoint.json"
     written = json.loads(manifest.read_text())
@@ -311,6 +340,9 @@ def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_
         result = CliRunner().invoke(cli, [*command, "--resume", str(output)])
         assert result.exit_code == exit_code, result.output
     assert "layer_lr_decay: checkpoint 0.5, now 1.0" in result.output
+    manifest.write_text(json.dumps({**written, "run": run_settings}))
+    result = CliRunner().invoke(cli, [*command[:-2], "--resume", str(output)])
+    assert result.exit_code == 2 and "layer_lr_decay: checkpoint 1.0, now 0.8" in result.output
 
 
 @pytest.mark.slow

@@ -169,9 +169,22 @@ def read_card(path: str | Path) -> dict:
     return card
 
 
+# Defaults that changed after cards were written (finetune's batch 32 → 16 and layer-wise decay 1 → 0.8
+# for classification, 2026-12-05): the card records the values its run took, and its rerun keeps them.
+PINNED_OPTIONS = {"batch_size": "--batch-size", "layer_lr_decay": "--layer-lr-decay"}
+PINNING_COMMANDS = ("finetune", "distill")
+
+
 def rerun_command(card: dict, output: str | Path | None = None) -> list[str]:
-    """The card's command line, with its output folder replaced by `output` when given."""
+    """The card's command line, with its output folder replaced by `output` when given, and the
+    PINNED_OPTIONS it left to their defaults given as the card recorded them."""
     command = [str(word) for word in card["command"]]
+    if command and command[0] in PINNING_COMMANDS:
+        recorded = card.get("options") or {}
+        for name, flag in PINNED_OPTIONS.items():
+            typed = any(word == flag or word.startswith(flag + "=") for word in command)
+            if recorded.get(name) is not None and not typed:
+                command += [flag, str(recorded[name])]
     if output is None:
         return command
     if card["output"] not in command:

@@ -103,8 +103,9 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
     validation = read_task_data("classification", SST2_SAMPLE / "validation.tsv")
     task = build_task("classification", train)
     tokenizer = BertTokenizer.from_pretrained(default_model_path())
+    # The demo's few steps were tuned without layer-wise decay, which suits a one-epoch budget.
     args = FinetuneArgs(output_dir=str(workdir / "sst2"), epochs=3, batch_size=32, learning_rate=1e-4,
-                        max_steps=steps, warmup_ratio=0.1)
+                        layer_lr_decay=1.0, max_steps=steps, warmup_ratio=0.1)
     started = time.perf_counter()
     labels = {0: "negative", 1: "positive"}
     history = finetune(lambda: task.model_class.from_pretrained(default_model_path(), id2label=labels),

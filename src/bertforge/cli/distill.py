@@ -125,9 +125,9 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     return build, description, _same_channels(config, ours)
 
 
-def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as: str,
+def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as: str, batch_size: int,
                            student_dir: str | None = None) -> float:
-    """finetune's rule, by the student's width."""
+    """finetune's rule, by the student's width and the batch."""
     from bertforge.distillation import student_config
     from bertforge.model import BertConfig
     from bertforge.model.checkpoint import config_path
@@ -138,7 +138,7 @@ def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as:
         config = BertConfig.from_json_file(config_path(Path(student_dir)))
     elif student_size is not None:
         config = student_config(config, None, student_size, save_as)
-    return default_learning_rate(config.hidden_size)
+    return default_learning_rate(config.hidden_size, batch_size)
 
 
 def _unknown_labels(task_object, data) -> bool:
@@ -269,9 +269,9 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "--student-layers, or --prune. The teacher's states are computed once, kept in float16.")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
             student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hidden_weight, hold_out,
-            train_limit, epochs, learning_rate, warmup_ratio, warmup_steps, gradient_accumulation_steps, eval_every,
-            max_steps, checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16, threads,
-            deterministic, **columns):
+            train_limit, epochs, learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, gradient_accumulation_steps,
+            eval_every, max_steps, checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16,
+            threads, deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
     \b
@@ -298,14 +298,19 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                           f"its own inputs)")
     if task == "mlm" and hidden_weight:
         raise ConfigError("--hidden-weight is for task students; --task mlm has its own hidden-state cosine loss")
+    if task == "mlm" and layer_lr_decay not in (None, 1):
+        raise ConfigError(f"--layer-lr-decay {layer_lr_decay} is for fine-tuning a task student; --task mlm trains "
+                          f"all of its layers at one rate")
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
     teacher_dir = _teacher_dir(teacher)
+    batch_size = batch_size or DistillArgs.batch_size
+    layer_lr_decay = layer_lr_decay or DistillArgs.layer_lr_decay
     if learning_rate is None:
-        learning_rate = _default_learning_rate(teacher_dir, student_size, save_as, student_dir)
-        card.options["learning_rate"] = learning_rate
+        learning_rate = _default_learning_rate(teacher_dir, student_size, save_as, batch_size, student_dir)
+    card.options.update(learning_rate=learning_rate, batch_size=batch_size, layer_lr_decay=layer_lr_decay)
     args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                       warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
+                       layer_lr_decay=layer_lr_decay, warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                        overwrite=overwrite, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight)

@@ -13,6 +13,7 @@ from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import check_output_file, write_jsonl, write_text
 
 TASKS = ("classification", "pair-classification", "ner", "qa")
+INFERENCE_BATCH_SIZE = 32
 
 
 def data_options(function):
@@ -27,8 +28,9 @@ def data_options(function):
                      help="CoNLL column of the tag (0-based; negative counts from the end)."),
         click.option("--max-length", type=click.IntRange(8, 512), default=None,
                      help="Longest input in word pieces [default: 128; 384 for qa]."),
-        click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
-                     help="Examples per optimiser step (finetune: all processes together) or per inference batch."),
+        click.option("--batch-size", type=click.IntRange(1), default=None,
+                     help="Examples per optimiser step (finetune: all processes together) or per inference batch "
+                          "[default: 16 to fine-tune, 32 to distil and for inference]."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
         click.option("--bf16", is_flag=True, help="bfloat16 autocast (on CPUs with AMX or on GPUs)."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch."),
@@ -121,11 +123,12 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Train the task head from scratch even if --model has one (e.g. an SNLI model fine-tuned on RTE).")
 @click.option("--epochs", type=float, default=3, show_default=True)
 @click.option("--learning-rate", "--lr", "learning_rate", type=float, default=None,
-              help="Peak learning rate [default: 2e-4 for models up to 384 wide, such as the bundled MiniLM; "
-                   "3e-5 for wider ones such as BERT-base].")
-@click.option("--layer-lr-decay", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True,
+              help="Peak learning rate [default: 2e-4 at batch 32 for models up to 384 wide, such as the bundled "
+                   "MiniLM; 3e-5 for wider ones such as BERT-base; times the square root of batch / 32].")
+@click.option("--layer-lr-decay", type=click.FloatRange(0, 1, min_open=True), default=None,
               help="Layer-wise learning-rate decay (ELECTRA's): the heads train at the full rate, each encoder "
-                   "layer below at this times the rate of the one above, the embeddings lowest.")
+                   "layer below at this times the rate of the one above, the embeddings lowest [default: 0.8 for "
+                   "classification, 1 (none) for the other tasks and for distill].")
 @click.option("--warmup-ratio", type=float, default=0.1, show_default=True, help="Warm-up as a share of the steps.")
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
@@ -161,8 +164,10 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     task_object = build_task(task, train_data)
     directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
-    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                        layer_lr_decay=layer_lr_decay, warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
+    defaults_unless_given = {k: v for k, v in {"batch_size": batch_size, "layer_lr_decay": layer_lr_decay}.items()
+                             if v is not None}
+    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, learning_rate=learning_rate, **defaults_unless_given,
+                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                         gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                         max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                         overwrite=overwrite)
@@ -172,7 +177,8 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     # The model is built by the trainer after it seeds, so a fresh head is the same in every run.
     history = run(lambda: task_object.model_class.from_pretrained(directory, fresh_head=new_head, **overrides),
                   task_object, train_features, eval_set, args, tokenizer, resume_from=resume)
-    card.options["learning_rate"] = history["args"]["learning_rate"]  # the width's default when none was given
+    for name in ("learning_rate", "batch_size", "layer_lr_decay"):  # the defaults taken where none was given
+        card.options[name] = history["args"][name]
     best = history["best"] or {}
     summary = {"output": output_dir, "train_examples": len(train_data), "steps": history["total_steps"],
                "wall_seconds": round(time.perf_counter() - started, 1),
@@ -198,7 +204,7 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
         raise InputError(f"{validation_path}: the validation set is empty")
     model = task_object.model_class.from_pretrained(directory).to(device_for(device))
     eval_set = task_object.eval_set(data, tokenizer, max_length_for(task, max_length))
-    metrics = task_object.evaluate(model, eval_set, batch_size, bf16)
+    metrics = task_object.evaluate(model, eval_set, batch_size or INFERENCE_BATCH_SIZE, bf16)
     text = json.dumps(metrics, indent=2)
     if output_path:
         write_text(output_path, text + "\n")
@@ -219,7 +225,8 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
     data = read_data(task, input_path, columns, labelled=False)
     model = task_object.model_class.from_pretrained(directory).to(device_for(device))
-    results = task_object.predict(model, data, tokenizer, max_length_for(task, max_length), batch_size)
+    results = task_object.predict(model, data, tokenizer, max_length_for(task, max_length),
+                                   batch_size or INFERENCE_BATCH_SIZE)
     lines = []
     for example, result in zip(data, results):
         if task == "ner":

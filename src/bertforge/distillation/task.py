@@ -32,6 +32,9 @@ INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 @dataclass(kw_only=True)
 class DistillArgs(FinetuneArgs):
+    # The distillation recipes (docs/results.md) were measured at batch 32 without layer-wise decay.
+    batch_size: int = 32
+    layer_lr_decay: float = 1.0
     alpha: float = 0.5  # the soft targets' weight; 1 − alpha is the gold labels'
     temperature: float = 2.0
     hidden_weight: float = 0.0  # β of the last-hidden-state cosine loss; 0: none

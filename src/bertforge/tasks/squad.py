@@ -149,6 +149,7 @@ class QuestionAnsweringTask:
     model_class = BertForQuestionAnswering
     metric = "f1"
     labels = None
+    default_layer_lr_decay = 1.0  # the bundled QA recipe was measured without decay
 
     def __init__(self, doc_stride: int = DOC_STRIDE, max_query_length: int = MAX_QUERY_LENGTH):
         self.doc_stride, self.max_query_length = doc_stride, max_query_length

@@ -18,7 +18,7 @@ import contextlib
 import logging
 import shutil
 import time
-from dataclasses import MISSING, asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Callable, Protocol
 
@@ -33,6 +33,10 @@ from bertforge.training.logs import EVAL_LOG, TRAIN_LOG, CsvLog
 from bertforge.training.optim import build_optimizer, learning_rate_factor, set_learning_rate
 
 logger = logging.getLogger(__name__)
+
+
+# Settings added after checkpoints were first written, with the value the runs before them had.
+SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0}
 
 
 @dataclass(kw_only=True)
@@ -72,7 +76,7 @@ class TrainingArguments:
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be positive"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
-            (0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]"),
+            (self.layer_lr_decay is None or 0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]"),
             (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be at least 0"),
             (self.eval_every is None or self.eval_every >= 1, "eval_every must be at least 1"),
             (min(self.log_every, self.checkpoint_every) >= 1, "log_every and checkpoint_every must be at least 1"),
@@ -183,9 +187,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     if resume_from is not None:  # read first: a wrong --resume fails before any work
         checkpoint = checkpoints.Checkpoint(resume_from)
         saved = {k: v for k, v in checkpoint["run"].items() if k != "world_size"}  # recorded by earlier versions
-        # A setting added since the checkpoint was written: that run had its default.
-        saved = {**{f.name: f.default for f in fields(args) if f.name in fingerprint and f.default is not MISSING},
-                 **saved}
+        saved = {**{k: v for k, v in SETTINGS_ADDED_LATER.items() if k in fingerprint}, **saved}
         differences = _differences(saved, fingerprint)
         if differences:
             raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
