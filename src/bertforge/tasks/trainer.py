@@ -37,7 +37,7 @@ def default_learning_rate(hidden_size: int, batch_size: int = 32) -> float:
 class FinetuneArgs(TrainingArguments):
     epochs: float = 3
     # Batch 16 and (for sentence classification) layer-wise decay 0.8 take SST-2's one-epoch budget run
-    # from 86.4 to 88.0% on unseen sentences, CoNLL-2003's from 87.3 to 87.9 F1 (docs/results.md, issue 17).
+    # from 86.4 to 87.7% on unseen sentences, CoNLL-2003's from 87.3 to 87.9 F1 (docs/results.md, issue 17).
     batch_size: int = 16
     learning_rate: float | None = None  # None: default_learning_rate of the model's width and the batch
     layer_lr_decay: float | None = None  # None: the task's default_layer_lr_decay
