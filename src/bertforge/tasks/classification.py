@@ -38,8 +38,8 @@ class ClassificationTask:
 
     @property
     def default_layer_lr_decay(self) -> float:
-        """0.8 for single sentences: +1.4 points on SST-2's unseen sentences in the one-epoch budget run
-        (docs/results.md). Sentence pairs were not measured, so they keep no decay."""
+        """0.8 for single sentences: +1.4 points on SST-2's unseen sentences in the one-epoch budget run.
+        Sentence pairs keep none: on MRPC it cost 2 points (docs/results.md)."""
         return 1.0 if self.pair else 0.8
 
     @classmethod
