@@ -164,9 +164,9 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     task_object = build_task(task, train_data)
     directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
-    defaults_unless_given = {k: v for k, v in {"batch_size": batch_size, "layer_lr_decay": layer_lr_decay}.items()
-                             if v is not None}
-    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, learning_rate=learning_rate, **defaults_unless_given,
+    # None (not given) is FinetuneArgs' own "resolve later" for the rate and the decay; the batch has a number.
+    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size or FinetuneArgs.batch_size,
+                        learning_rate=learning_rate, layer_lr_decay=layer_lr_decay,
                         warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                         gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                         max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
