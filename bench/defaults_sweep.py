@@ -106,7 +106,9 @@ def run(task: str, learning_rate: str, extra: list[str], runs_dir: Path, threads
         split: tuple[Path, Path, Path] | None = None) -> dict:
     """One budget run at `learning_rate`; with `split` (training file, held-apart and selection sentences), on
     the unseen-sentences split."""
-    name = f"{task}-lr{learning_rate}" + "".join(extra).replace("--", "-") + ("-unseen" if split else "")
+    # A path among the options (`--model runs/x`) would make the run's folder a nest of folders.
+    options = "".join(extra).replace("--", "-").replace("/", "-")
+    name = f"{task}-lr{learning_rate}{options}" + ("-unseen" if split else "")
     data = ["--train", str(split[0])] if split else []  # after the setup's own --train: the last one given wins
     rate = [] if learning_rate == "default" else ["--learning-rate", learning_rate]
     return {"name": name, "learning_rate": learning_rate, "extra": " ".join(extra),

@@ -277,3 +277,5 @@ def test_defaults_sweep_on_unseen_sentences_trains_on_the_splits_file_and_scores
     assert row["name"] == "sst2-lr2e-4-unseen" and plain["name"] == "sst2-lr2e-4"
     default = defaults_sweep.run("sst2", "default", ["--seed", "2"], tmp_path, 1, split)  # finetune's own rate
     assert calls[-1][1] == ["--seed", "2", "--train", str(split[0])] and default["name"] == "sst2-lrdefault-seed2-unseen"
+    another_start = defaults_sweep.run("sst2", "default", ["--model", "runs/minilm-dropout0"], tmp_path, 1, split)
+    assert another_start["name"] == "sst2-lrdefault-modelruns-minilm-dropout0-unseen"  # one folder, not a nest
