@@ -31,6 +31,9 @@ once to RUNS_DIR/gutenberg-sentences-N.tsv.
 `--hidden-weight B` adds the last-hidden-state cosine loss to the distilled arm (`distill --hidden-weight`;
 with `--prune`, on the teacher's channels the student kept). The control stays the labels alone.
 
+`--layer-lr-decay G` trains both arms with layer-wise learning-rate decay G (`distill --layer-lr-decay`; the
+heads at the full rate, each layer below at G times the one above), which fine-tuning's budget run prefers (0.8).
+
 `--held-apart sentences` scores 1,000 unseen sentences instead and selects each run's best epoch on 1,000
 more (bench/unseen_sentences.py: the split and the files that `pretraining_value.py --held-apart sentences
 --selection sentences` uses). sst2/validation.tsv is the last 2,000 rows of GLUE's train set, phrases that share review
@@ -97,12 +100,13 @@ def fine_tuned_on(teacher: Path) -> Path | None:
 def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.Namespace, split: Split,
             student: tuple[str, ...], epochs: float | None = None, extra: tuple[str, ...] = ()) -> None:
     """Train one arm into `output` (kept, not repeated, once finished)."""
+    decay = ("--layer-lr-decay", f"{args.layer_lr_decay:g}") if args.layer_lr_decay != 1 else ()
     train_once([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
                 "--train", str(split.train), "--train-limit", str(args.train_limit),
                 "--validation", str(split.selection), *student, "--alpha", alpha,
                 "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
                 "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
-                "--seed", str(seed), "--threads", str(args.threads), *extra], output)
+                "--seed", str(seed), "--threads", str(args.threads), *decay, *extra], output)
 
 
 def spread_sentences(documents: Iterable[list[str]], count: int) -> list[str]:
@@ -142,7 +146,8 @@ def arm_folders(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[Path
     """Each arm's run folder per seed. The distilled arm's name adds what it changes to the default arm (none:
     "distilled-SETTING-seedS"); the control learns from the labels alone, so no temperature names it and one
     control serves every --temperature."""
-    setting = f"rows{args.train_limit}-lr{args.learning_rate}"
+    setting = f"rows{args.train_limit}-lr{args.learning_rate}" + (
+        f"-decay{args.layer_lr_decay:g}" if args.layer_lr_decay != 1 else "")
     unseen = "-unseen" if args.held_apart == "sentences" else ""
     schedule = (f"-epochs{args.epochs:g}" if args.epochs != 1 else "") + unseen
     passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
@@ -217,6 +222,9 @@ def main() -> None:
     parser.add_argument("--learning-rate", "--lr", default="4e-4",
                         help="peak learning rate of both arms (4e-4: the one-epoch sweep's best for BERT-mini, "
                         "L4-H256, from random weights; docs/results.md)")
+    parser.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="G",
+                        help="layer-wise learning-rate decay of both arms (`distill --layer-lr-decay`) [default: 1, "
+                        "none]")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="the distilled arm's weight on the soft targets (`distill --alpha`; the control has 0)")
@@ -245,6 +253,8 @@ def main() -> None:
         parser.error(f"--augment must be 0 or more, got {args.augment}")
     if args.augment_epochs is not None and (not args.augment or args.augment_epochs <= 0):
         parser.error(f"--augment-epochs {args.augment_epochs:g} needs --augment K and a positive number of passes")
+    if not 0 < args.layer_lr_decay <= 1:
+        parser.error(f"--layer-lr-decay {args.layer_lr_decay:g}: each layer's share of the rate above it, in (0, 1]")
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha {args.alpha:g}: the distilled arm's soft-target weight must be in (0, 1]")
     if args.unlabelled_sentences < 0:
@@ -309,6 +319,8 @@ def main() -> None:
               f"each row, labelled by the teacher, {steps}")
     if args.unlabelled_sentences:
         print(f"# the distilled arm also on {args.unlabelled_sentences:,} Gutenberg sentences, labelled by the teacher")
+    if args.layer_lr_decay != 1:
+        print(f"# both arms with layer-wise learning-rate decay {args.layer_lr_decay:g}")
     if args.hidden_weight:
         print(f"# the distilled arm also learns the teacher's last hidden state (--hidden-weight {args.hidden_weight:g})")
     print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")

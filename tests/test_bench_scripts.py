@@ -136,6 +136,8 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--lr=-1e-4"], "--learning-rate must be a positive number, got '-1e-4'"),
     (["--augment=-1"], "--augment must be 0 or more, got -1"),
     (["--unlabelled-sentences=-1"], "--unlabelled-sentences must be 0 or more, got -1"),
+    (["--layer-lr-decay", "0"], "--layer-lr-decay 0: each layer's share of the rate above it, in (0, 1]"),
+    (["--layer-lr-decay", "1.2"], "--layer-lr-decay 1.2: each layer's share of the rate above it, in (0, 1]"),
     (["--alpha", "0"], "--alpha 0: the distilled arm's soft-target weight must be in (0, 1]"),
     (["--alpha", "1.5"], "--alpha 1.5: the distilled arm's soft-target weight must be in (0, 1]"),
     (["--augment-epochs", "2"], "--augment-epochs 2 needs --augment K and a positive number of passes"),
@@ -178,10 +180,11 @@ def test_one_control_serves_every_temperature(tmp_path):
     sys.path.insert(0, str(BENCH))
     from distill_value import arm_folders
 
-    def folders(temperature: float, alpha: float = 0.5) -> dict[str, list[str]]:
+    def folders(temperature: float, alpha: float = 0.5, decay: float = 1.0) -> dict[str, list[str]]:
         args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
                                   augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=alpha,
-                                  temperature=temperature, seeds=[42, 1], unlabelled_sentences=0)
+                                  temperature=temperature, seeds=[42, 1], unlabelled_sentences=0,
+                                  layer_lr_decay=decay)
         return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
 
     # the distilled folders of earlier runs keep their names, so they are found again rather than retrained
@@ -193,6 +196,12 @@ def test_one_control_serves_every_temperature(tmp_path):
     assert folders(4.0)["labels alone"] == folders(2.0)["labels alone"] == folders(2.0, alpha=1.0)["labels alone"]
     assert folders(4.0)["distilled"][0] == "distilled-augment3-passes2-rows45075-lr2e-4-T4-epochs3-unseen-seed42"
     assert folders(2.0, alpha=1.0)["distilled"][0].startswith("distilled-alpha1-augment3-")
+    # layer-wise decay trains both arms, so it names both
+    assert folders(2.0, decay=0.8) == {
+        "distilled": ["distilled-augment3-passes2-rows45075-lr2e-4-decay0.8-T2-epochs3-unseen-seed42",
+                      "distilled-augment3-passes2-rows45075-lr2e-4-decay0.8-T2-epochs3-unseen-seed1"],
+        "labels alone": ["labels-alone-rows45075-lr2e-4-decay0.8-epochs3-unseen-seed42",
+                         "labels-alone-rows45075-lr2e-4-decay0.8-epochs3-unseen-seed1"]}
 
 
 def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path):
@@ -209,7 +218,7 @@ def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path
 
     args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
                               augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=0.5, temperature=2.0,
-                              seeds=[42], unlabelled_sentences=45075)
+                              seeds=[42], unlabelled_sentences=45075, layer_lr_decay=1.0)
     assert arm_folders(args, tmp_path)["distilled"][0].name == \
         "distilled-augment3-passes2-gutenberg45075-rows45075-lr2e-4-T2-epochs3-unseen-seed42"
     assert arm_folders(args, tmp_path)["labels alone"][0].name == "labels-alone-rows45075-lr2e-4-epochs3-unseen-seed42"
