@@ -578,6 +578,8 @@ def test_a_run_continues_only_with_the_same_targets(teachers, sst2, tmp_path):
     assert json.loads((output / "checkpoint" / "checkpoint.json").read_text())["run"]["layer_lr_decay"] == 1.0
     line = _one_line_error(*arguments, "--resume", output, "--layer-lr-decay", 0.5)
     assert "layer_lr_decay: checkpoint 1.0, now 0.5" in line
+    line = _one_line_error(*arguments, "--resume", output, "--lr-scheduler-type", "cosine")  # reaches the run too
+    assert "lr_scheduler_type: checkpoint 'linear', now 'cosine'" in line
     assert _distill(*arguments, "--resume", output)["steps"] == 4
 
 

@@ -23,7 +23,7 @@ from bertforge.model import BertConfig, BertForSequenceClassification, BertModel
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
 from bertforge.training.engine import prepare_output_dir
-from bertforge.training.optim import set_learning_rate
+from bertforge.training.optim import SCHEDULES, set_learning_rate
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
 
 from conftest import kill_at_first_checkpoint
@@ -46,6 +46,22 @@ def test_schedule_starts_above_zero_and_decays_linearly():
     # warm-up over 2 steps of 5: 1/2, 2/2, then (5 - s) / 3 for s = 2, 3, 4 (hand-computed)
     assert [learning_rate_factor(s, 2, 5) for s in range(5)] == pytest.approx([0.5, 1.0, 1.0, 2 / 3, 1 / 3])
     assert learning_rate_factor(0, 0, 4) == 1.0 and learning_rate_factor(4, 0, 4) == 0.0
+
+
+def test_cosine_schedule_falls_along_half_a_cosine_after_the_same_warm_up():
+    # warm-up over 2 steps of 6, then (1 - cos(π r)) / 2 of the share r = (6 - s) / 4 of the decay left
+    factors = [learning_rate_factor(s, 2, 6, "cosine") for s in range(7)]
+    half = 2 ** -0.5 / 2
+    assert factors == pytest.approx([0.5, 1.0, 1.0, 0.5 + half, 0.5, 0.5 - half, 0.0])
+    linear = [learning_rate_factor(s, 2, 6) for s in range(7)]
+    assert factors[3] > linear[3] and factors[4] == pytest.approx(linear[4]) and factors[5] < linear[5]
+    with pytest.raises(ConfigError, match="lr_scheduler_type must be one of linear, cosine, got 'step'"):
+        TrainingArguments(output_dir="x", lr_scheduler_type="step")
+    # the CLI's choices (kept free of torch's import) are the engine's
+    from bertforge.cli.finetune import finetune as finetune_command
+
+    choices = next(p for p in finetune_command.params if p.name == "lr_scheduler_type").type.choices
+    assert tuple(choices) == SCHEDULES
 
 
 def test_no_weight_decay_on_biases_and_layer_norm():
@@ -323,6 +339,19 @@ def test_finetune_layer_lr_decay_moves_the_lower_layers_less(tiny_encoder, tmp_p
     result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "zero", "--layer-lr-decay", "0"))
     assert result.exit_code == 2 and "Invalid value for '--layer-lr-decay': 0.0 is not in the range 0<x<=1" \
         in result.output
+
+
+def test_finetune_lr_scheduler_type_cosine_reaches_the_run(tiny_encoder, tmp_path):
+    output = tmp_path / "cosine"
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "8",
+                                                       "--lr-scheduler-type", "cosine"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "metrics.json").read_text())["args"]["lr_scheduler_type"] == "cosine"
+    rows = (output / "train_log.csv").read_text().splitlines()
+    column = rows[0].split(",").index("learning_rate")
+    logged = [float(row.split(",")[column]) for row in rows[1:]]
+    # --max-steps 8 is the schedule's length: 1 warm-up step (10%), then the cosine over the other 7
+    assert logged == pytest.approx([1e-3 * learning_rate_factor(s, 1, 8, "cosine") for s in range(8)])
 
 
 def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_encoder, tmp_path):

@@ -30,13 +30,13 @@ from bertforge.errors import CheckpointError, ConfigError
 from bertforge.training import state as checkpoints
 from bertforge.training.distributed import Processes, seed_everything
 from bertforge.training.logs import EVAL_LOG, TRAIN_LOG, CsvLog
-from bertforge.training.optim import build_optimizer, learning_rate_factor, set_learning_rate
+from bertforge.training.optim import SCHEDULES, build_optimizer, learning_rate_factor, set_learning_rate
 
 logger = logging.getLogger(__name__)
 
 
 # Settings added after checkpoints were first written, with the value the runs before them had.
-SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0}
+SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear"}
 
 
 @dataclass(kw_only=True)
@@ -50,6 +50,7 @@ class TrainingArguments:
     learning_rate: float = 1e-4
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None  # overrides warmup_ratio
+    lr_scheduler_type: str = "linear"  # the decay after warm-up: "linear" or "cosine" (optim.SCHEDULES)
     weight_decay: float = 0.01
     layer_lr_decay: float = 1.0  # below 1: each layer below the heads at this times the rate above it
     adam_beta1: float = 0.9
@@ -76,6 +77,8 @@ class TrainingArguments:
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be positive"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
+            (self.lr_scheduler_type in SCHEDULES,
+             f"lr_scheduler_type must be one of {', '.join(SCHEDULES)}, got {self.lr_scheduler_type!r}"),
             (self.layer_lr_decay is None or 0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]"),
             (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be at least 0"),
             (self.eval_every is None or self.eval_every >= 1, "eval_every must be at least 1"),
@@ -260,7 +263,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
                 (loss * processes.world_size).backward()
             statistics += values
         torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps)
+        learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps, args.lr_scheduler_type)
         set_learning_rate(optimizer, learning_rate)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -1,8 +1,9 @@
 """AdamW without weight decay on biases and LayerNorm, optionally with layer-wise learning-rate decay,
-and the warm-up + linear-decay schedule."""
+and the warm-up + decay schedule."""
 
 from __future__ import annotations
 
+import math
 import re
 
 import torch
@@ -47,12 +48,17 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
                              lr=learning_rate, betas=betas, eps=eps, fused=fused)
 
 
-def learning_rate_factor(step: int, warmup_steps: int, total_steps: int) -> float:
+SCHEDULES = ("linear", "cosine")
+
+
+def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "linear") -> float:
     """Multiplier of the peak learning rate at optimiser step `step` (0-based): linear warm-up
-    that already moves the weights at step 0, then linear decay to 0 at `total_steps`."""
+    that already moves the weights at step 0, then a decay to 0 at `total_steps`, along a straight
+    line or half a cosine (higher through the middle of the run, flatter at both ends)."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    remaining = max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
+    return remaining if schedule == "linear" else 0.5 * (1 - math.cos(math.pi * remaining))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
