@@ -61,7 +61,7 @@ def test_cosine_schedule_falls_along_half_a_cosine_after_the_same_warm_up():
     from bertforge.cli.finetune import finetune as finetune_command
 
     choices = next(p for p in finetune_command.params if p.name == "lr_scheduler_type").type.choices
-    assert tuple(choices) == SCHEDULES
+    assert tuple(choices) == tuple(SCHEDULES)
 
 
 def test_no_weight_decay_on_biases_and_layer_norm():

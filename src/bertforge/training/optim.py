@@ -48,17 +48,18 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
                              lr=learning_rate, betas=betas, eps=eps, fused=fused)
 
 
-SCHEDULES = ("linear", "cosine")
+# The decay after warm-up, by name: the share of the peak rate as a function of the share of the decay left.
+SCHEDULES = {"linear": lambda remaining: remaining,
+             # half a cosine: higher through the middle of the run, flatter at both ends
+             "cosine": lambda remaining: 0.5 * (1 - math.cos(math.pi * remaining))}
 
 
 def learning_rate_factor(step: int, warmup_steps: int, total_steps: int, schedule: str = "linear") -> float:
     """Multiplier of the peak learning rate at optimiser step `step` (0-based): linear warm-up
-    that already moves the weights at step 0, then a decay to 0 at `total_steps`, along a straight
-    line or half a cosine (higher through the middle of the run, flatter at both ends)."""
+    that already moves the weights at step 0, then the `schedule`'s decay to 0 at `total_steps`."""
     if step < warmup_steps:
         return (step + 1) / warmup_steps
-    remaining = max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-    return remaining if schedule == "linear" else 0.5 * (1 - math.cos(math.pi * remaining))
+    return SCHEDULES[schedule](max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps)))
 
 
 def set_learning_rate(optimizer: torch.optim.Optimizer, learning_rate: float) -> None:
