@@ -352,6 +352,9 @@ def test_finetune_lr_scheduler_type_cosine_reaches_the_run(tiny_encoder, tmp_pat
     logged = [float(row.split(",")[column]) for row in rows[1:]]
     # --max-steps 8 is the schedule's length: 1 warm-up step (10%), then the cosine over the other 7
     assert logged == pytest.approx([1e-3 * learning_rate_factor(s, 1, 8, "cosine") for s in range(8)])
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "step", "--lr-scheduler-type", "step"))
+    assert result.exit_code == 2 and "Invalid value for '--lr-scheduler-type': 'step' is not one of 'linear', " \
+        "'cosine'." in result.output
 
 
 def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_encoder, tmp_path):
