@@ -500,8 +500,11 @@ def test_general_distillation_on_shards_saves_a_masked_lm_transformers_loads(tea
     # The control run: the same student from the same layers on the MLM loss alone (--alpha 0).
     control = tmp_path / "control"
     summary = _distill("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path / "shards", "--max-steps",
-                       20, "--learning-rate", "2e-3", "--alpha", 0, "--output", control)
+                       20, "--learning-rate", "2e-3", "--alpha", 0, "--weight-decay", 0, "--lr-scheduler-type", "cosine",
+                       "--checkpoint-every", 10, "--output", control)
     assert summary["student"]["teacher_losses"] is False
+    run = json.loads((control / "checkpoint" / "checkpoint.json").read_text())["run"]  # finetune's options reach it
+    assert (run["weight_decay"], run["lr_scheduler_type"]) == (0.0, "cosine")
     assert set(_train_log(control, "kl_loss")) == {0.0} and set(_train_log(control, "cos_loss")) == {0.0}
     assert min(_train_log(output, "cos_loss")[:20]) > 0  # the teacher's terms were there in the run above
     assert _train_log(control, "loss") == _train_log(control, "mlm_loss")
@@ -580,6 +583,8 @@ def test_a_run_continues_only_with_the_same_targets(teachers, sst2, tmp_path):
     assert "layer_lr_decay: checkpoint 1.0, now 0.5" in line
     line = _one_line_error(*arguments, "--resume", output, "--lr-scheduler-type", "cosine")  # reaches the run too
     assert "lr_scheduler_type: checkpoint 'linear', now 'cosine'" in line
+    line = _one_line_error(*arguments, "--resume", output, "--weight-decay", 0)
+    assert "weight_decay: checkpoint 0.01, now 0.0" in line
     assert _distill(*arguments, "--resume", output)["steps"] == 4
 
 

@@ -357,6 +357,29 @@ def test_finetune_lr_scheduler_type_cosine_reaches_the_run(tiny_encoder, tmp_pat
         "'cosine'." in result.output
 
 
+def test_finetune_weight_decay_shrinks_the_weight_matrices_only(tiny_encoder, tmp_path):
+    trained = {}
+    for decay in ("0", "0.5"):
+        output = tmp_path / f"wd{decay}"
+        result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "1",
+                                                           "--layer-lr-decay", "1", "--weight-decay", decay))
+        assert result.exit_code == 0, result.output
+        assert json.loads((output / "metrics.json").read_text())["args"]["weight_decay"] == float(decay)
+        trained[decay] = BertForSequenceClassification.from_pretrained(output).state_dict()
+    start = BertModel.from_pretrained(tiny_encoder).state_dict()
+    # One AdamW step at the peak rate 1e-3 (no warm-up step in a 1-step run): the same gradient step in
+    # both runs, and with decay each matrix also shrinks by 1e-3 × 0.5 of its start; vectors do not decay.
+    for name in ("embeddings.word.weight", "encoder.layers.1.output.weight", "encoder.layers.0.output.bias",
+                 "embeddings.norm.weight"):
+        shrink = -1e-3 * 0.5 * start[name] if start[name].ndim >= 2 else torch.zeros_like(start[name])
+        assert torch.allclose(trained["0.5"][f"bert.{name}"] - trained["0"][f"bert.{name}"], shrink, atol=1e-7), name
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", "--weight-decay", "-0.1"))
+    assert result.exit_code == 2 and "Invalid value for '--weight-decay': -0.1 is not in the range x>=0." \
+        in result.output
+    with pytest.raises(ConfigError, match="weight_decay must be 0 or more, got -0.1"):
+        TrainingArguments(output_dir="x", weight_decay=-0.1)
+
+
 def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_encoder, tmp_path):
     """A checkpoint written before `layer_lr_decay` existed was made without the decay: it resumes
     without it, not with classification's default 0.8 taken since; one made with another value does not."""

@@ -213,7 +213,7 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
         data_dir=train_path, eval_data_dir=validation_path, output_dir=args.output_dir, max_steps=max_steps,
         batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
         learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio, warmup_steps=args.warmup_steps,
-        lr_scheduler_type=args.lr_scheduler_type,
+        lr_scheduler_type=args.lr_scheduler_type, weight_decay=args.weight_decay,
         bf16=args.bf16, seed=args.seed, device=args.device, eval_every=args.eval_every or max_steps,
         checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, temperature=args.temperature,
         with_teacher=args.alpha > 0)
@@ -271,8 +271,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
             student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hidden_weight, hold_out,
             train_limit, epochs, learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, lr_scheduler_type,
-            gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite, max_length,
-            batch_size, device, bf16, threads, deterministic, **columns):
+            weight_decay, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite,
+            max_length, batch_size, device, bf16, threads, deterministic, **columns):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
     \b
@@ -312,7 +312,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     card.options.update(learning_rate=learning_rate, batch_size=batch_size, layer_lr_decay=layer_lr_decay)
     args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
                        layer_lr_decay=layer_lr_decay, warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
-                       lr_scheduler_type=lr_scheduler_type,
+                       lr_scheduler_type=lr_scheduler_type, weight_decay=weight_decay,
                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                        overwrite=overwrite, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight)

@@ -133,6 +133,8 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
 @click.option("--lr-scheduler-type", type=click.Choice(["linear", "cosine"]), default="linear", show_default=True,
               help="How the rate falls to 0 after the warm-up: a straight line, or half a cosine.")
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.01, show_default=True,
+              help="AdamW's decoupled weight decay on the weight matrices (none on biases and LayerNorm).")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
               help="Micro-batches per optimiser step (--batch-size stays the examples per step).")
 @click.option("--eval-every", "--eval-steps", "eval_every", type=click.IntRange(1), default=None,
@@ -145,9 +147,9 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Continue the run whose checkpoint is in this directory (usually --output).")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
 def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, epochs,
-             learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, lr_scheduler_type, gradient_accumulation_steps,
-             eval_every, max_steps, checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16,
-             threads, deterministic, **columns):
+             learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, lr_scheduler_type, weight_decay,
+             gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite, max_length,
+             batch_size, device, bf16, threads, deterministic, **columns):
     """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output.
 
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
@@ -170,7 +172,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size or FinetuneArgs.batch_size,
                         learning_rate=learning_rate, layer_lr_decay=layer_lr_decay,
                         warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
-                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
+                        weight_decay=weight_decay, gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                         max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
                         overwrite=overwrite)
     started = time.perf_counter()
