@@ -105,7 +105,7 @@ def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.N
                 "--train", str(split.train), "--train-limit", str(args.train_limit),
                 "--validation", str(split.selection), *student, "--alpha", alpha,
                 "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
-                "--learning-rate", args.learning_rate, "--batch-size", "32", "--max-length", "64",
+                "--learning-rate", args.learning_rate, "--batch-size", str(args.batch_size), "--max-length", "64",
                 "--seed", str(seed), "--threads", str(args.threads), *decay, *extra], output)
 
 
@@ -147,6 +147,7 @@ def arm_folders(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[Path
     "distilled-SETTING-seedS"); the control learns from the labels alone, so no temperature names it and one
     control serves every --temperature."""
     setting = f"rows{args.train_limit}-lr{args.learning_rate}" + (
+        f"-batch{args.batch_size}" if args.batch_size != 32 else "") + (
         f"-decay{args.layer_lr_decay:g}" if args.layer_lr_decay != 1 else "")
     unseen = "-unseen" if args.held_apart == "sentences" else ""
     schedule = (f"-epochs{args.epochs:g}" if args.epochs != 1 else "") + unseen
@@ -222,6 +223,8 @@ def main() -> None:
     parser.add_argument("--learning-rate", "--lr", default="4e-4",
                         help="peak learning rate of both arms (4e-4: the one-epoch sweep's best for BERT-mini, "
                         "L4-H256, from random weights; docs/results.md)")
+    parser.add_argument("--batch-size", type=int, default=32, metavar="B",
+                        help="examples per optimiser step of both arms [default: 32, distill's]")
     parser.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="G",
                         help="layer-wise learning-rate decay of both arms (`distill --layer-lr-decay`) [default: 1, "
                         "none]")
@@ -253,6 +256,8 @@ def main() -> None:
         parser.error(f"--augment must be 0 or more, got {args.augment}")
     if args.augment_epochs is not None and (not args.augment or args.augment_epochs <= 0):
         parser.error(f"--augment-epochs {args.augment_epochs:g} needs --augment K and a positive number of passes")
+    if args.batch_size < 1:
+        parser.error(f"--batch-size must be 1 or more, got {args.batch_size}")
     if not 0 < args.layer_lr_decay <= 1:
         parser.error(f"--layer-lr-decay {args.layer_lr_decay:g}: each layer's share of the rate above it, in (0, 1]")
     if not 0 < args.alpha <= 1:

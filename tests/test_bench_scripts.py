@@ -136,6 +136,7 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--lr=-1e-4"], "--learning-rate must be a positive number, got '-1e-4'"),
     (["--augment=-1"], "--augment must be 0 or more, got -1"),
     (["--unlabelled-sentences=-1"], "--unlabelled-sentences must be 0 or more, got -1"),
+    (["--batch-size", "0"], "--batch-size must be 1 or more, got 0"),
     (["--layer-lr-decay", "0"], "--layer-lr-decay 0: each layer's share of the rate above it, in (0, 1]"),
     (["--layer-lr-decay", "1.2"], "--layer-lr-decay 1.2: each layer's share of the rate above it, in (0, 1]"),
     (["--alpha", "0"], "--alpha 0: the distilled arm's soft-target weight must be in (0, 1]"),
@@ -180,11 +181,11 @@ def test_one_control_serves_every_temperature(tmp_path):
     sys.path.insert(0, str(BENCH))
     from distill_value import arm_folders
 
-    def folders(temperature: float, alpha: float = 0.5, decay: float = 1.0) -> dict[str, list[str]]:
+    def folders(temperature: float, alpha: float = 0.5, decay: float = 1.0, batch: int = 32) -> dict[str, list[str]]:
         args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
                                   augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=alpha,
                                   temperature=temperature, seeds=[42, 1], unlabelled_sentences=0,
-                                  layer_lr_decay=decay)
+                                  layer_lr_decay=decay, batch_size=batch)
         return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
 
     # the distilled folders of earlier runs keep their names, so they are found again rather than retrained
@@ -202,6 +203,10 @@ def test_one_control_serves_every_temperature(tmp_path):
                       "distilled-augment3-passes2-rows45075-lr2e-4-decay0.8-T2-epochs3-unseen-seed1"],
         "labels alone": ["labels-alone-rows45075-lr2e-4-decay0.8-epochs3-unseen-seed42",
                          "labels-alone-rows45075-lr2e-4-decay0.8-epochs3-unseen-seed1"]}
+    # and so does a batch other than distill's 32
+    assert folders(2.0, batch=16)["distilled"][0] == \
+        "distilled-augment3-passes2-rows45075-lr2e-4-batch16-T2-epochs3-unseen-seed42"
+    assert folders(2.0, batch=16)["labels alone"][0] == "labels-alone-rows45075-lr2e-4-batch16-epochs3-unseen-seed42"
 
 
 def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path):
