@@ -173,8 +173,8 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
                         learning_rate=learning_rate, layer_lr_decay=layer_lr_decay,
                         warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
                         weight_decay=weight_decay, gradient_accumulation_steps=gradient_accumulation_steps,
-                        eval_every=eval_every, max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
-                        overwrite=overwrite)
+                        eval_every=eval_every, max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed,
+                        bf16=bf16, device=device, overwrite=overwrite)
     started = time.perf_counter()
     train_features = task_object.train_features(train_data, tokenizer, max_length)
     eval_set = task_object.eval_set(validation_data, tokenizer, max_length) if validation_data else None
