@@ -223,7 +223,7 @@ def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path
 
     args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
                               augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=0.5, temperature=2.0,
-                              seeds=[42], unlabelled_sentences=45075, layer_lr_decay=1.0)
+                              seeds=[42], unlabelled_sentences=45075, layer_lr_decay=1.0, batch_size=32)
     assert arm_folders(args, tmp_path)["distilled"][0].name == \
         "distilled-augment3-passes2-gutenberg45075-rows45075-lr2e-4-T2-epochs3-unseen-seed42"
     assert arm_folders(args, tmp_path)["labels alone"][0].name == "labels-alone-rows45075-lr2e-4-epochs3-unseen-seed42"
