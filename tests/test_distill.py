@@ -23,6 +23,7 @@ from bertforge.errors import ConfigError
 from bertforge.io.datasets import TextExample
 from bertforge.model import (BertConfig, BertForPreTraining, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification)
+from bertforge.runcard import read_card
 from bertforge.tasks import ClassificationTask, QuestionAnsweringTask, TokenClassificationTask, read_task_data
 from bertforge.training.logs import TRAIN_LOG
 
@@ -407,6 +408,34 @@ def test_a_student_cut_from_its_teacher_starts_closer_to_it_than_a_fresh_one(wid
     assert BertForSequenceClassification.from_pretrained(tmp_path / "pruned").config.hidden_size == 128
     _distill(*common, "--output", tmp_path / "fresh")
     assert _train_log(tmp_path / "pruned", "soft_loss")[0] < 0.75 * _train_log(tmp_path / "fresh", "soft_loss")[0]
+
+
+def test_without_a_learning_rate_the_student_takes_finetunes_rate_for_its_own_width(teachers, sst2, tokenizer,
+                                                                                    tmp_path):
+    """finetune's rule (2e-4 up to 384 wide, 3e-5 above, scaled by √(batch / 32)) read from the student the run
+    builds, not the teacher: a 512-wide teacher's layers take 3e-5, a narrower student cut to size 2e-4. The card
+    and metrics.json record what the run took, and --task mlm follows the same rule."""
+    wide = _teacher(tmp_path / "wide", BertForSequenceClassification, tokenizer, layers=2, hidden=512,
+                    id2label=SST2_LABELS)
+    common = ("--task", "classification", "--teacher", wide, "--train", sst2 / "train.tsv", "--max-steps", 1)
+    scale = 0.5 ** 0.5  # batch 16
+    for student, expected in ((("--student-layers", 1), 3e-5 * scale), (("--student-size", "L2-H256"), 2e-4 * scale),
+                              (("--student-size", "L2-H256", "--prune"), 2e-4 * scale)):
+        output = tmp_path / "-".join(map(str, student))
+        _distill(*common, *student, "--output", output)
+        assert json.loads((output / "metrics.json").read_text())["args"]["learning_rate"] == pytest.approx(expected)
+        assert read_card(output)["options"]["learning_rate"] == pytest.approx(expected), student
+    from bertforge.pretraining.shards import PrepareOptions, prepare
+
+    corpus = tmp_path / "books.jsonl"
+    with gzip.open(fixture_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
+        corpus.write_text(json.dumps({"text": json.loads(next(f))["text"][20_000:30_000]}) + "\n", encoding="utf-8")
+    prepare([corpus], tmp_path / "shards", tokenizer, PrepareOptions(max_seq_length=64), progress=False)
+    output = tmp_path / "general"
+    _distill("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path / "shards", "--max-steps", 1,
+             "--checkpoint-every", 1, "--output", output)
+    run = json.loads((output / "checkpoint" / "checkpoint.json").read_text())["run"]
+    assert run["learning_rate"] == read_card(output)["options"]["learning_rate"] == pytest.approx(2e-4 * scale)
 
 
 def test_prune_keeps_the_layers_that_matter_or_evenly_spaced_ones(wide_teacher, sst2, tokenizer, tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import click
@@ -125,22 +126,6 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     return build, description, _same_channels(config, ours)
 
 
-def _default_learning_rate(teacher_dir: Path, student_size: str | None, save_as: str, batch_size: int,
-                           student_dir: str | None = None) -> float:
-    """finetune's rule, by the student's width and the batch."""
-    from bertforge.distillation import student_config
-    from bertforge.model import BertConfig
-    from bertforge.model.checkpoint import config_path
-    from bertforge.tasks import default_learning_rate
-
-    config = BertConfig.from_json_file(teacher_dir / "config.json")
-    if student_dir is not None and config_path(Path(student_dir)).is_file():
-        config = BertConfig.from_json_file(config_path(Path(student_dir)))
-    elif student_size is not None:
-        config = student_config(config, None, student_size, save_as)
-    return default_learning_rate(config.hidden_size, batch_size)
-
-
 def _unknown_labels(task_object, data) -> bool:
     """Whether labelled `data` holds a label (NER: a tag) outside the teacher's id2label."""
     known = set(task_object.labels or ())
@@ -193,13 +178,15 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
     history = distil(build, task_object, kind, features, eval_set, args, tokenizer, resume, description)
     best = history["best"] or {}
     return {"train_examples": len(train_data), "steps": history["total_steps"], "student": description,
-            "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}
+            "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}, history["args"]
 
 
 def _distil_general(teacher, train_path, validation_path, args, student_options, resume):
     from bertforge.distillation import GeneralDistillConfig, distil_general
     from bertforge.model import BertForPreTraining
     from bertforge.pretraining.shards import PretrainingData
+    from bertforge.tasks import default_learning_rate
+    from bertforge.training.engine import TrainingArguments
 
     if student_options["student_size"] is not None or student_options["student_dir"] is not None or \
             student_options["prune"]:
@@ -209,16 +196,15 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
     teacher_model = BertForPreTraining.from_pretrained(directory)
     build, description, _ = _student(teacher_model, **student_options)
     max_steps = args.max_steps or max(1, round(args.epochs * len(PretrainingData(train_path)) / args.batch_size))
-    config = GeneralDistillConfig(
-        data_dir=train_path, eval_data_dir=validation_path, output_dir=args.output_dir, max_steps=max_steps,
-        batch_size=args.batch_size, gradient_accumulation_steps=args.gradient_accumulation_steps,
-        learning_rate=args.learning_rate, warmup_ratio=args.warmup_ratio, warmup_steps=args.warmup_steps,
-        lr_scheduler_type=args.lr_scheduler_type, weight_decay=args.weight_decay,
-        bf16=args.bf16, seed=args.seed, device=args.device, eval_every=args.eval_every or max_steps,
-        checkpoint_every=args.checkpoint_every, overwrite=args.overwrite, temperature=args.temperature,
-        with_teacher=args.alpha > 0)
+    # Every setting the two trainers share is finetune's option, so a new one needs no line here; the
+    # log keeps pre-training's row every 10 steps.
+    shared = {f.name: getattr(args, f.name) for f in fields(TrainingArguments) if f.name != "log_every"}
+    shared.update(max_steps=max_steps, eval_every=args.eval_every or max_steps,
+                  learning_rate=args.learning_rate or default_learning_rate(description["hidden_size"], args.batch_size))
+    config = GeneralDistillConfig(**shared, data_dir=train_path, eval_data_dir=validation_path,
+                                  temperature=args.temperature, with_teacher=args.alpha > 0)
     description = {"teacher": str(directory), **description, "teacher_losses": args.alpha > 0}
-    return distil_general(config, teacher_model, build, description, resume)
+    return distil_general(config, teacher_model, build, description, resume), config.settings()
 
 
 @click.command()
@@ -304,14 +290,11 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                           f"all of its layers at one rate")
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
-    teacher_dir = _teacher_dir(teacher)
-    batch_size = batch_size or DistillArgs.batch_size
-    layer_lr_decay = layer_lr_decay or DistillArgs.layer_lr_decay
-    if learning_rate is None:
-        learning_rate = _default_learning_rate(teacher_dir, student_size, save_as, batch_size, student_dir)
-    card.options.update(learning_rate=learning_rate, batch_size=batch_size, layer_lr_decay=layer_lr_decay)
-    args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                       layer_lr_decay=layer_lr_decay, warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
+    _teacher_dir(teacher)  # a missing teacher fails before the data is read
+    # A rate of None (not given) is the trainers' own "resolve later", by the student's width and the batch.
+    args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size or DistillArgs.batch_size,
+                       learning_rate=learning_rate, layer_lr_decay=layer_lr_decay or DistillArgs.layer_lr_decay,
+                       warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
                        lr_scheduler_type=lr_scheduler_type, weight_decay=weight_decay,
                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
@@ -320,10 +303,12 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                        "student_dir": student_dir, "prune": (prune_depth or "spaced") if prune else None}
     started = time.perf_counter()
     if task == "mlm":
-        summary = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
+        summary, settings = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
     else:
-        summary = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path,
+        summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path,
                                augment_copies, columns, args, max_length_for(task, max_length), student_options, resume)
+    for name in ("learning_rate", "batch_size", "layer_lr_decay"):  # the defaults taken where none was given
+        card.options[name] = settings[name]
     summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
     if is_main_process():
         card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, device)
