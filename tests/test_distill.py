@@ -415,6 +415,8 @@ def test_without_a_learning_rate_the_student_takes_finetunes_rate_for_its_own_wi
     """finetune's rule (2e-4 up to 384 wide, 3e-5 above, scaled by √(batch / 32)) read from the student the run
     builds, not the teacher: a 512-wide teacher's layers take 3e-5, a narrower student cut to size 2e-4. The card
     and metrics.json record what the run took, and --task mlm follows the same rule."""
+    from bertforge.pretraining.shards import PrepareOptions, prepare
+
     wide = _teacher(tmp_path / "wide", BertForSequenceClassification, tokenizer, layers=2, hidden=512,
                     id2label=SST2_LABELS)
     common = ("--task", "classification", "--teacher", wide, "--train", sst2 / "train.tsv", "--max-steps", 1)
@@ -425,8 +427,6 @@ def test_without_a_learning_rate_the_student_takes_finetunes_rate_for_its_own_wi
         _distill(*common, *student, "--output", output)
         assert json.loads((output / "metrics.json").read_text())["args"]["learning_rate"] == pytest.approx(expected)
         assert read_card(output)["options"]["learning_rate"] == pytest.approx(expected), student
-    from bertforge.pretraining.shards import PrepareOptions, prepare
-
     corpus = tmp_path / "books.jsonl"
     with gzip.open(fixture_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
         corpus.write_text(json.dumps({"text": json.loads(next(f))["text"][20_000:30_000]}) + "\n", encoding="utf-8")

@@ -199,8 +199,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
     # Every setting the two trainers share is finetune's option, so a new one needs no line here; the
     # log keeps pre-training's row every 10 steps.
     shared = {f.name: getattr(args, f.name) for f in fields(TrainingArguments) if f.name != "log_every"}
-    shared.update(max_steps=max_steps, eval_every=args.eval_every or max_steps,
-                  learning_rate=args.learning_rate or default_learning_rate(description["hidden_size"], args.batch_size))
+    rate = args.learning_rate or default_learning_rate(description["hidden_size"], args.batch_size)
+    shared.update(max_steps=max_steps, eval_every=args.eval_every or max_steps, learning_rate=rate)
     config = GeneralDistillConfig(**shared, data_dir=train_path, eval_data_dir=validation_path,
                                   temperature=args.temperature, with_teacher=args.alpha > 0)
     description = {"teacher": str(directory), **description, "teacher_losses": args.alpha > 0}
@@ -291,7 +291,8 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
     _teacher_dir(teacher)  # a missing teacher fails before the data is read
-    # A rate of None (not given) is the trainers' own "resolve later", by the student's width and the batch.
+    # A rate of None (not given) is resolved from the student the run builds: finetune's rule, by its width and
+    # the batch.
     args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size or DistillArgs.batch_size,
                        learning_rate=learning_rate, layer_lr_decay=layer_lr_decay or DistillArgs.layer_lr_decay,
                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
@@ -305,8 +306,9 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     if task == "mlm":
         summary, settings = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
     else:
-        summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit, unlabelled_path,
-                               augment_copies, columns, args, max_length_for(task, max_length), student_options, resume)
+        summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit,
+                                         unlabelled_path, augment_copies, columns, args,
+                                         max_length_for(task, max_length), student_options, resume)
     for name in ("learning_rate", "batch_size", "layer_lr_decay"):  # the defaults taken where none was given
         card.options[name] = settings[name]
     summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
