@@ -309,8 +309,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
         summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit,
                                          unlabelled_path, augment_copies, columns, args,
                                          max_length_for(task, max_length), student_options, resume)
-    for name in ("learning_rate", "batch_size", "layer_lr_decay"):  # the defaults taken where none was given
-        card.options[name] = settings[name]
+    card.options.update({name: settings[name] for name in DistillArgs.RESOLVED_DEFAULTS})
     summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
     if is_main_process():
         card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, device)

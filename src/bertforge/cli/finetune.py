@@ -181,8 +181,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     # The model is built by the trainer after it seeds, so a fresh head is the same in every run.
     history = run(lambda: task_object.model_class.from_pretrained(directory, fresh_head=new_head, **overrides),
                   task_object, train_features, eval_set, args, tokenizer, resume_from=resume)
-    for name in ("learning_rate", "batch_size", "layer_lr_decay"):  # the defaults taken where none was given
-        card.options[name] = history["args"][name]
+    card.options.update({name: history["args"][name] for name in FinetuneArgs.RESOLVED_DEFAULTS})
     best = history["best"] or {}
     summary = {"output": output_dir, "train_examples": len(train_data), "steps": history["total_steps"],
                "wall_seconds": round(time.perf_counter() - started, 1),

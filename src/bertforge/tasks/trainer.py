@@ -35,6 +35,10 @@ def default_learning_rate(hidden_size: int, batch_size: int = 32) -> float:
 
 @dataclass(kw_only=True)
 class FinetuneArgs(TrainingArguments):
+    # Settings whose default depends on the model, the task or the command: a run card records the values the
+    # run took, so that `rerun` repeats it if a default changes.
+    RESOLVED_DEFAULTS = ("learning_rate", "batch_size", "layer_lr_decay")
+
     epochs: float = 3
     # Batch 16 and (for sentence classification) layer-wise decay 0.8 take SST-2's one-epoch budget run
     # from 86.4 to 87.7% on unseen sentences, CoNLL-2003's from 87.3 to 87.9 F1 (docs/results.md, issue 17).
