@@ -19,7 +19,10 @@ from click.testing import CliRunner
 from bertforge.cli.main import cli
 from bertforge.runcard import CARD_FILE, read_card, rerun_command
 from bertforge.errors import CheckpointError, ConfigError
-from bertforge.model import BertConfig, BertForSequenceClassification, BertModel, default_model_path
+from bertforge.distillation.task import DistillArgs
+from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
+                             BertForTokenClassification, BertModel, default_model_path)
+from bertforge.tasks.trainer import FeatureBatches, TaskObjective
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
 from bertforge.training.engine import prepare_output_dir
@@ -378,6 +381,87 @@ def test_finetune_weight_decay_shrinks_the_weight_matrices_only(tiny_encoder, tm
         in result.output
     with pytest.raises(ConfigError, match="weight_decay must be 0 or more, got -0.1"):
         TrainingArguments(output_dir="x", weight_decay=-0.1)
+
+
+def test_finetune_adam_beta2_and_max_grad_norm_reach_the_optimiser(tiny_encoder, tmp_path):
+    start = BertModel.from_pretrained(tiny_encoder).state_dict()["embeddings.word.weight"]
+    moved = {}
+    for name, options in (("default", []), ("set", ["--adam-beta2", "0.98", "--max-grad-norm", "1e-9"])):
+        output = tmp_path / name
+        result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "4",
+                                                           "--weight-decay", "0", *options))
+        assert result.exit_code == 0, result.output
+        groups = json.loads((output / "checkpoint" / "checkpoint.json").read_text())["optimizer"]["param_groups"]
+        assert {tuple(group["betas"]) for group in groups} == {(0.9, 0.98 if options else 0.999)}
+        weights = BertForSequenceClassification.from_pretrained(output).bert.state_dict()["embeddings.word.weight"]
+        moved[name] = float((weights - start).abs().max())
+        rows = (output / "train_log.csv").read_text().splitlines()
+        column = rows[0].split(",").index("grad_norm")
+        assert all(float(row.split(",")[column]) > 1e-3 for row in rows[1:])  # the norm before clipping
+    # gradients clipped to a total norm of 1e-9 fall far below AdamW's epsilon (1e-6): steps of lr / 1000 at most
+    assert moved["set"] < moved["default"] / 100
+    for option, value, message in (("--adam-beta2", "1", "1.0 is not in the range 0<=x<1"),
+                                   ("--max-grad-norm", "0", "0.0 is not in the range x>0")):
+        result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", option, value))
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output and message in result.output
+
+
+def test_label_smoothing_factor_spreads_the_labels_weight_over_the_classes(tiny_encoder, tmp_path):
+    """The smoothed cross-entropy, written out: (1 − ε) of the gold class's −log p and ε of the mean −log p over
+    the classes; NER's positions labelled -100 carry none, and question answering (no `labels`) keeps its loss."""
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, id2label={0: "a", 1: "b", 2: "c"})
+    ids = torch.randint(1, 50, (4, 6))
+    batches = {BertForSequenceClassification: {"input_ids": ids, "labels": torch.tensor([0, 2, 1, 2])},
+               BertForTokenClassification: {"input_ids": ids, "labels": torch.tensor([[0, 1, 2, -100, -100, 1]] * 4)},
+               BertForQuestionAnswering: {"input_ids": ids, "start_positions": torch.tensor([1, 2, 3, 4]),
+                                          "end_positions": torch.tensor([2, 2, 4, 5])}}
+    for head, batch in batches.items():
+        model = head(config).eval()
+        loss, _ = TaskObjective(0.2).loss(model, batch, [4])
+        if "labels" not in batch:
+            assert torch.equal(loss, model(**batch).loss)
+            continue
+        log_p = torch.log_softmax(model(input_ids=ids).logits, -1).flatten(0, -2)
+        labels = batch["labels"].flatten()
+        kept = labels != -100
+        gold = -log_p[kept].gather(1, labels[kept, None])[:, 0]
+        assert torch.allclose(loss, (0.8 * gold - 0.2 * log_p[kept].mean(1)).mean(), atol=1e-6)
+        assert not torch.allclose(loss, model(**batch).loss)
+    output = tmp_path / "smoothed"
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "1",
+                                                       "--label-smoothing-factor", "0.1"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "metrics.json").read_text())["args"]["label_smoothing_factor"] == 0.1
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", "--label-smoothing-factor", "1"))
+    assert result.exit_code == 2 and "Invalid value for '--label-smoothing-factor': 1.0 is not in the range 0<=x<1" \
+        in result.output
+    with pytest.raises(ConfigError, match="label_smoothing_factor is for fine-tuning on labels"):
+        DistillArgs(output_dir="x", label_smoothing_factor=0.1)
+
+
+def test_finetune_without_group_by_length_draws_batches_at_random(tiny_encoder, tmp_path):
+    features = [{"input_ids": [0] * n} for n in range(1, 401)]
+    spreads = {}
+    for group_by_length in (True, False):
+        source = FeatureBatches(features, 8, seed=3, smallest=1, group_by_length=group_by_length)
+        epochs = [source._epoch_batches(epoch) for epoch in (0, 1)]
+        for batches in epochs:  # every example once an epoch, in batches of 8
+            assert sorted(i for batch in batches for i in batch) == list(range(400))
+            assert {len(batch) for batch in batches} == {8}
+        assert epochs[0] != epochs[1]
+        spreads[group_by_length] = [max(map(len, (features[i]["input_ids"] for i in batch))) -
+                                    min(map(len, (features[i]["input_ids"] for i in batch))) for batch in epochs[0]]
+    # one window of 50 batches holds all 400: the grouped batches are runs of 8 consecutive lengths;
+    # random draws of 8 from 400 span about 7/9 of the range
+    assert max(spreads[True]) == 7 and sum(spreads[False]) / 50 > 200
+    output = tmp_path / "random"
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "1",
+                                                       "--no-group-by-length"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "metrics.json").read_text())["args"]["group_by_length"] is False
+    assert read_card(output)["options"]["group_by_length"] is False
 
 
 def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_encoder, tmp_path):

@@ -135,8 +135,16 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="How the rate falls to 0 after the warm-up: a straight line, or half a cosine.")
 @click.option("--weight-decay", type=click.FloatRange(0), default=0.01, show_default=True,
               help="AdamW's decoupled weight decay on the weight matrices (none on biases and LayerNorm).")
+@click.option("--adam-beta2", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
+              help="AdamW's decay of its running mean of squared gradients.")
+@click.option("--max-grad-norm", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Clip the gradients' total norm to this before each step.")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
               help="Micro-batches per optimiser step (--batch-size stays the examples per step).")
+@click.option("--label-smoothing-factor", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              show_default=True, help="Spread this share of each label's weight over all classes (not for qa).")
+@click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
+              help="Batch examples of similar length together (less padding, faster), or draw batches at random.")
 @click.option("--eval-every", "--eval-steps", "eval_every", type=click.IntRange(1), default=None,
               help="Evaluate every N steps [default: every epoch].")
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N optimiser steps.")
@@ -147,9 +155,10 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Continue the run whose checkpoint is in this directory (usually --output).")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
 def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, epochs,
-             learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, lr_scheduler_type, weight_decay,
-             gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite, max_length,
-             batch_size, device, bf16, threads, deterministic, **columns):
+             learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, lr_scheduler_type, weight_decay, adam_beta2,
+             max_grad_norm, label_smoothing_factor, gradient_accumulation_steps, group_by_length, eval_every, max_steps,
+             checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16, threads, deterministic,
+             **columns):
     """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output.
 
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
@@ -172,9 +181,11 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size or FinetuneArgs.batch_size,
                         learning_rate=learning_rate, layer_lr_decay=layer_lr_decay,
                         warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
-                        weight_decay=weight_decay, gradient_accumulation_steps=gradient_accumulation_steps,
-                        eval_every=eval_every, max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed,
-                        bf16=bf16, device=device, overwrite=overwrite)
+                        weight_decay=weight_decay, adam_beta2=adam_beta2, max_grad_norm=max_grad_norm,
+                        label_smoothing_factor=label_smoothing_factor, group_by_length=group_by_length,
+                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
+                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
+                        overwrite=overwrite)
     started = time.perf_counter()
     train_features = task_object.train_features(train_data, tokenizer, max_length)
     eval_set = task_object.eval_set(validation_data, tokenizer, max_length) if validation_data else None

@@ -47,6 +47,9 @@ class DistillArgs(FinetuneArgs):
             raise ConfigError(f"--temperature {self.temperature}: must be positive")
         if self.hidden_weight < 0:
             raise ConfigError(f"--hidden-weight {self.hidden_weight}: must be 0 or more")
+        if self.label_smoothing_factor:
+            raise ConfigError("label_smoothing_factor is for fine-tuning on labels; a student learns from the "
+                              "teacher's softened outputs (--alpha, --temperature)")
 
 
 class DistillationObjective:

@@ -86,10 +86,11 @@ def collate_with_teacher(features: list[dict], kind: str) -> dict[str, torch.Ten
 
 
 class DistillationBatches(FeatureBatches):
-    """Fine-tuning's length-bucketed batches, step-addressed the same way, carrying the teacher's logits."""
+    """Fine-tuning's batches, step-addressed the same way, carrying the teacher's logits."""
 
-    def __init__(self, features: list[dict], batch_size: int, seed: int, smallest: int, kind: str):
-        super().__init__(features, batch_size, seed, smallest)
+    def __init__(self, features: list[dict], batch_size: int, seed: int, smallest: int, kind: str,
+                 group_by_length: bool = True):
+        super().__init__(features, batch_size, seed, smallest, group_by_length)
         self.kind = kind
 
     def micro_batches(self, step: int, rank: int, world_size: int, accumulation: int) -> list[dict[str, torch.Tensor]]:

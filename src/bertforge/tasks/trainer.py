@@ -12,10 +12,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import write_json
+from bertforge.model.heads import IGNORE_INDEX
 from bertforge.tasks.batching import collate, length_bucketed_batches
 from bertforge.training import Processes, TrainingArguments, run
 from bertforge.training.logs import plot_curves
@@ -45,21 +47,27 @@ class FinetuneArgs(TrainingArguments):
     batch_size: int = 16
     learning_rate: float | None = None  # None: default_learning_rate of the model's width and the batch
     layer_lr_decay: float | None = None  # None: the task's default_layer_lr_decay
+    group_by_length: bool = True  # batches of similar-length examples (little padding); False: random batches
+    label_smoothing_factor: float = 0.0  # share of each label's weight spread evenly over the classes
     eval_batch_size: int = 64
 
     def __post_init__(self):
         super().__post_init__()
         if self.epochs <= 0:
             raise ConfigError("epochs must be positive")
+        if not 0 <= self.label_smoothing_factor < 1:
+            raise ConfigError(f"label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
 
 
 class FeatureBatches:
-    """Global batches of similar-length features, a fresh bucketed order each epoch seeded by
-    (seed + epoch), so the batch of a step is a pure function of the step; each global batch is
-    split over processes, then over accumulation micro-batches."""
+    """Global batches of similar-length features (or random ones without `group_by_length`), a fresh
+    order each epoch seeded by (seed + epoch), so the batch of a step is a pure function of the step;
+    each global batch is split over processes, then over accumulation micro-batches."""
 
-    def __init__(self, features: list[dict], batch_size: int, seed: int, smallest: int):
+    def __init__(self, features: list[dict], batch_size: int, seed: int, smallest: int, group_by_length: bool = True):
         self.features, self.batch_size, self.seed, self.smallest = features, batch_size, seed, smallest
+        # A window of one batch sorts only within the batch: the batches are then random draws.
+        self.bucket_batches = 50 if group_by_length else 1
         self.lengths = [len(f["input_ids"]) for f in features]
         self._epoch, self._batches = -1, []
         self.steps_per_epoch = len(self._epoch_batches(0))
@@ -71,8 +79,8 @@ class FeatureBatches:
         if epoch != self._epoch:
             # A batch too small to give every process and micro-batch an example is left out.
             self._epoch, self._batches = epoch, [
-                b for b in length_bucketed_batches(self.lengths, self.batch_size, self.seed + epoch)
-                if len(b) >= self.smallest]
+                b for b in length_bucketed_batches(self.lengths, self.batch_size, self.seed + epoch,
+                                                   self.bucket_batches) if len(b) >= self.smallest]
         return self._batches
 
     def micro_batches(self, step: int, rank: int, world_size: int, accumulation: int) -> list[dict[str, torch.Tensor]]:
@@ -83,16 +91,26 @@ class FeatureBatches:
 
 
 class TaskObjective:
-    """The head's own loss, weighted by the micro-batch's share of the global batch's examples."""
+    """The head's own loss, weighted by the micro-batch's share of the global batch's examples. With
+    `label_smoothing`, the cross-entropy against smoothed labels instead, for the heads with `labels`
+    (classification, NER; as transformers' Trainer, question answering's spans are not smoothed)."""
 
     statistics = ("loss", "examples")
+
+    def __init__(self, label_smoothing: float = 0.0):
+        self.label_smoothing = label_smoothing
 
     def counts(self, batch):
         return [len(batch["input_ids"])]
 
     def loss(self, model, batch, totals):
         examples = len(batch["input_ids"])
-        loss = model(**batch).loss
+        if self.label_smoothing and "labels" in batch:
+            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
+            loss = F.cross_entropy(logits.flatten(0, -2), batch["labels"].flatten(), ignore_index=IGNORE_INDEX,
+                                   label_smoothing=self.label_smoothing)
+        else:
+            loss = model(**batch).loss
         return loss * (examples / totals[0]), torch.tensor([loss.item() * examples, examples], dtype=torch.float64)
 
     def summary(self, interval, seconds, cumulative):
@@ -157,7 +175,8 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
     if args.layer_lr_decay is None:
         args = replace(args, layer_lr_decay=task.default_layer_lr_decay)
     processes = Processes.start(args.device)
-    source = batches(train_features, args.batch_size, args.seed, processes.world_size * args.gradient_accumulation_steps)
+    source = batches(train_features, args.batch_size, args.seed,
+                     processes.world_size * args.gradient_accumulation_steps, group_by_length=args.group_by_length)
     total_steps = max(1, round(source.steps_per_epoch * args.epochs))
     if args.max_steps is not None:
         total_steps = min(total_steps, args.max_steps)
@@ -170,8 +189,9 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
         if eval_set is not None else None
     fingerprint = {**args.settings(), "task": type(task).__name__, "labels": getattr(task, "labels", None),
                    **(about or {}), "train_features": digest(train_features)}
-    result = run(schedule, processes, build_model, source, objective or TaskObjective(), total_steps, fingerprint,
-                 resume_from, keeper, description=name)
+    objective = objective or TaskObjective(args.label_smoothing_factor)
+    result = run(schedule, processes, build_model, source, objective, total_steps, fingerprint, resume_from, keeper,
+                 description=name)
     history.update(train_loss=[[int(row["step"]), round(row["loss"], 5)] for row in result.train_log],
                    train_seconds=round(result.seconds, 2), examples_seen=int(result.cumulative["examples"]),
                    examples_per_second=round(result.cumulative["examples"] / max(result.seconds, 1e-9), 2))

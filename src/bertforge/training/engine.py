@@ -36,7 +36,8 @@ logger = logging.getLogger(__name__)
 
 
 # Settings added after checkpoints were first written, with the value the runs before them had.
-SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear"}
+SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear", "group_by_length": True,
+                        "label_smoothing_factor": 0.0}
 
 
 @dataclass(kw_only=True)
@@ -263,7 +264,8 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
                     loss, values = objective.loss(wrapped, batch, totals)
                 (loss * processes.world_size).backward()
             statistics += values
-        torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+        # The norm before clipping, logged as transformers logs it: how often max_grad_norm cuts the step.
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
         learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps, args.lr_scheduler_type)
         set_learning_rate(optimizer, learning_rate)
         optimizer.step()
@@ -277,7 +279,8 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
         if processes.is_main and (step % args.log_every == 0 or step == total_steps):
             now = time.perf_counter()
             values = objective.summary(named(interval), now - interval_start, named(cumulative))
-            last = {"step": step, **values, "learning_rate": learning_rate, "elapsed_seconds": round(elapsed(), 2)}
+            last = {"step": step, **values, "learning_rate": learning_rate, "grad_norm": grad_norm,
+                    "elapsed_seconds": round(elapsed(), 2)}
             logs[0].write(last)
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]}, lr=f"{learning_rate:.2e}")
             interval, interval_start = torch.zeros_like(cumulative), time.perf_counter()
