@@ -264,8 +264,9 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
                     loss, values = objective.loss(wrapped, batch, totals)
                 (loss * processes.world_size).backward()
             statistics += values
-        # The norm before clipping, logged as transformers logs it: how often max_grad_norm cuts the step.
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm))
+        # The norm before clipping, logged as transformers logs it: how often max_grad_norm cuts the step. It
+        # stays a tensor until a row is logged, so steps that log nothing wait for no device.
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
         learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps, args.lr_scheduler_type)
         set_learning_rate(optimizer, learning_rate)
         optimizer.step()
@@ -279,7 +280,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
         if processes.is_main and (step % args.log_every == 0 or step == total_steps):
             now = time.perf_counter()
             values = objective.summary(named(interval), now - interval_start, named(cumulative))
-            last = {"step": step, **values, "learning_rate": learning_rate, "grad_norm": grad_norm,
+            last = {"step": step, **values, "learning_rate": learning_rate, "grad_norm": float(grad_norm),
                     "elapsed_seconds": round(elapsed(), 2)}
             logs[0].write(last)
             bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]}, lr=f"{learning_rate:.2e}")
