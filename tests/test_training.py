@@ -22,7 +22,7 @@ from bertforge.errors import CheckpointError, ConfigError
 from bertforge.distillation.task import DistillArgs
 from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification, BertModel, default_model_path)
-from bertforge.tasks.trainer import FeatureBatches, TaskObjective
+from bertforge.tasks.trainer import FeatureBatches, FinetuneArgs, TaskObjective
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
 from bertforge.training.engine import prepare_output_dir
@@ -437,6 +437,8 @@ def test_label_smoothing_factor_spreads_the_labels_weight_over_the_classes(tiny_
     result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", "--label-smoothing-factor", "1"))
     assert result.exit_code == 2 and "Invalid value for '--label-smoothing-factor': 1.0 is not in the range 0<=x<1" \
         in result.output
+    with pytest.raises(ConfigError, match=r"label_smoothing_factor must be in \[0, 1\), got 1.5"):
+        FinetuneArgs(output_dir="x", label_smoothing_factor=1.5)
     with pytest.raises(ConfigError, match="label_smoothing_factor is for fine-tuning on labels"):
         DistillArgs(output_dir="x", label_smoothing_factor=0.1)
 
