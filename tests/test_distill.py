@@ -650,3 +650,26 @@ def test_distilling_twice_with_the_same_seed_gives_identical_students(teachers, 
                  "--max-steps", 3, "--threads", 1, "--seed", 5, "--output", tmp_path / name)
         weights.append((tmp_path / name / "model.safetensors").read_bytes())
     assert weights[0] == weights[1]
+
+
+def test_every_training_option_distill_shows_reaches_the_run(teachers, sst2, tmp_path):
+    """distill shares finetune's options: each must reach the student's training, not be read and dropped."""
+    output = tmp_path / "options"
+    _distill("--task", "classification", "--teacher", teachers["classification"], "--train", sst2 / "train.tsv",
+             "--student-layers", 1, "--max-steps", 2, "--adam-beta2", "0.95", "--max-grad-norm", "2.5",
+             "--no-group-by-length", "--freeze-word-embeddings", "--weight-decay", "0.05", "--output", output)
+    args = json.loads((output / "metrics.json").read_text())["args"]
+    assert (args["adam_beta2"], args["max_grad_norm"], args["group_by_length"], args["freeze_word_embeddings"],
+            args["weight_decay"]) == (0.95, 2.5, False, True, 0.05)
+    teacher = BertForSequenceClassification.from_pretrained(teachers["classification"]).bert.embeddings.word.weight
+    student = BertForSequenceClassification.from_pretrained(output).bert.embeddings.word.weight
+    assert torch.equal(student, teacher)  # frozen from the teacher's table
+    line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
+                           sst2 / "train.tsv", "--label-smoothing-factor", "0.1", "--output", tmp_path / "smooth")
+    assert "label_smoothing_factor is for fine-tuning on labels" in line
+    line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
+                           sst2 / "train.tsv", "--linear-probe-first", "--output", tmp_path / "probe")
+    assert "linear_probe_first is for fine-tuning on labels" in line
+    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path,
+                           "--freeze-word-embeddings", "--no-group-by-length", "--output", tmp_path / "mlm")
+    assert "--freeze-word-embeddings and --no-group-by-length: for task students; --task mlm" in line

@@ -22,6 +22,7 @@ from bertforge.errors import CheckpointError, ConfigError
 from bertforge.distillation.task import DistillArgs
 from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification, BertModel, default_model_path)
+from bertforge.tasks.batching import predict_logits
 from bertforge.tasks.trainer import FeatureBatches, FinetuneArgs, TaskObjective
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
@@ -29,7 +30,7 @@ from bertforge.training.engine import prepare_output_dir
 from bertforge.training.optim import SCHEDULES, set_learning_rate
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
 
-from conftest import kill_at_first_checkpoint
+from conftest import fixture_data, kill_at_first_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SST2 = REPO / "src" / "bertforge" / "data" / "sst2_sample" / "train.tsv"
@@ -406,6 +407,22 @@ def test_finetune_adam_beta2_and_max_grad_norm_reach_the_optimiser(tiny_encoder,
         assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output and message in result.output
 
 
+def test_freeze_word_embeddings_keeps_the_token_table_and_trains_the_rest(tiny_encoder, tmp_path):
+    start = BertModel.from_pretrained(tiny_encoder).state_dict()
+    output = tmp_path / "frozen"
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "4",
+                                                       "--freeze-word-embeddings"))
+    assert result.exit_code == 0, result.output
+    trained = BertForSequenceClassification.from_pretrained(output).bert.state_dict()
+    assert torch.equal(trained["embeddings.word.weight"], start["embeddings.word.weight"])
+    moved = [name for name, weight in trained.items() if name in start and not torch.equal(weight, start[name])]
+    assert "embeddings.position.weight" in moved and len(moved) == len(start) - 1
+    optimizer = json.loads((output / "checkpoint" / "checkpoint.json").read_text())["optimizer"]
+    assert sum(len(group["params"]) for group in optimizer["param_groups"]) == len(start) + 2 - 1  # + head, − table
+    assert json.loads((output / "metrics.json").read_text())["args"]["freeze_word_embeddings"] is True
+    assert read_card(output)["options"]["freeze_word_embeddings"] is True
+
+
 def test_label_smoothing_factor_spreads_the_labels_weight_over_the_classes(tiny_encoder, tmp_path):
     """The smoothed cross-entropy, written out: (1 − ε) of the gold class's −log p and ε of the mean −log p over
     the classes; NER's positions labelled -100 carry none, and question answering (no `labels`) keeps its loss."""
@@ -505,3 +522,61 @@ def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, t
     assert (run / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
     logged = [int(line.split(",")[0]) for line in (run / "train_log.csv").read_text().splitlines()[1:]]
     assert logged == list(range(1, steps + 1))
+
+
+def test_every_option_of_finetune_and_distill_is_a_training_setting_or_the_commands_own():
+    """The commands build their settings from the options of the same names: an option that is neither would be
+    read and dropped (distill once took four of finetune's options and ignored them)."""
+    from dataclasses import fields
+
+    from bertforge.cli.distill import distill
+    from bertforge.cli.finetune import finetune
+    from bertforge.distillation import DistillArgs
+    from bertforge.tasks import FinetuneArgs
+
+    data = {"task", "train_path", "validation_path", "hold_out", "train_limit", "text_column", "text_pair_column",
+            "label_column", "tag_column", "max_length", "resume", "threads", "deterministic"}
+    own = {finetune: data | {"model_dir", "new_head"},
+           distill: data | {"teacher", "unlabelled_path", "augment_copies", "student_layers", "student_size",
+                            "student_dir", "prune", "prune_depth", "save_as"}}
+    for command, settings in ((finetune, FinetuneArgs), (distill, DistillArgs)):
+        names = {parameter.name for parameter in command.params}
+        assert names - {field.name for field in fields(settings)} == own[command], command.name
+
+
+def test_linear_probe_first_starts_the_classifier_from_a_logistic_regression(tiny_encoder, tmp_path):
+    """LP-FT: before the first step the head is a fitted logistic regression on the pooled outputs (it scores the
+    training rows above chance), where a random head scores about chance; then every weight trains."""
+    from bertforge.tasks import ClassificationTask, read_task_data
+    from bertforge.tasks.trainer import _with_probed_head
+    from bertforge.tokenization import BertTokenizer
+
+    data = read_task_data("classification", SST2)[:240]
+    task = ClassificationTask.from_examples(data)
+    tokenizer = BertTokenizer.from_pretrained(default_model_path())
+    features = task.train_features(data, tokenizer, 64)
+    labels = torch.tensor([f["labels"] for f in features])
+
+    def build():  # the bundled MiniLM: a random encoder's pooled outputs say little about the sentence
+        torch.manual_seed(0)
+        return BertForSequenceClassification.from_pretrained(default_model_path(),
+                                                             id2label=dict(enumerate(task.labels)))
+
+    def accuracy(model):
+        logits = torch.tensor(np.stack(predict_logits(model, features)))
+        return float((logits.argmax(-1) == labels).float().mean())
+
+    majority = float(max(labels.float().mean(), 1 - labels.float().mean()))
+    assert accuracy(build()) < majority + 0.05
+    assert accuracy(_with_probed_head(build, features, 64)) > majority + 0.1
+    output = tmp_path / "lp-ft"
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "2",
+                                                       "--linear-probe-first"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "metrics.json").read_text())["args"]["linear_probe_first"] is True
+    conll = fixture_data("conll2003", "train.txt")
+    result = CliRunner().invoke(cli, ["finetune", "--task", "ner", "--train", str(conll), "--train-limit", "8",
+                                      "--model", str(tiny_encoder), "--output", str(tmp_path / "ner"),
+                                      "--linear-probe-first"])
+    assert result.exit_code == 2 and result.output.startswith("error: --linear-probe-first fits a sentence "
+                                                              "classifier's head"), result.output

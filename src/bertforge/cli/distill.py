@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.finetune import TASKS, configure, device_for, load_task_model, max_length_for, read_data, read_splits
+from bertforge.cli.finetune import (TASKS, configure, device_for, load_task_model, max_length_for, read_data,
+                                   read_splits, training_args)
 from bertforge.cli.finetune import finetune as finetune_command
 from bertforge.errors import ConfigError, InputError
 
@@ -36,10 +37,7 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
     student)."""
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
 
-    if student_dir is not None:
-        if prune:
-            raise ConfigError("--prune cuts the student from the teacher; --student starts it from another model: "
-                              "give one of them")
+    if student_dir is not None:  # not with prune: the command refuses the two together
         return _pretrained_student(teacher, teacher_tokenizer, Path(student_dir), student_layers, student_size,
                                    save_as)
     if prune:
@@ -255,10 +253,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "DistilBERT's L_cos) with this weight, on the teacher's channels the student has: with "
                    "--student-layers, or --prune. The teacher's states are computed once, kept in float16.")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
-            student_size, student_dir, prune, prune_depth, save_as, alpha, temperature, hidden_weight, hold_out,
-            train_limit, epochs, learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, lr_scheduler_type,
-            weight_decay, gradient_accumulation_steps, eval_every, max_steps, checkpoint_every, seed, resume, overwrite,
-            max_length, batch_size, device, bf16, threads, deterministic, **columns):
+            student_size, student_dir, prune, prune_depth, save_as, hold_out, train_limit, resume, max_length, threads,
+            deterministic, **options):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
     \b
@@ -273,8 +269,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     from bertforge.runcard import RunCard
     from bertforge.training import is_main_process
 
-    inputs = [train_path, validation_path, unlabelled_path, teacher, student_dir]
-    card = RunCard.start(click.get_current_context().params, inputs, output_dir, seed)
+    # The options' conflicts first: the run card's fingerprints read every input file.
     if validation_path and hold_out:
         raise ConfigError("give either --validation or --hold-out, not both")
     if task == "mlm" and (hold_out or train_limit or unlabelled_path):
@@ -283,23 +278,30 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
         raise ConfigError(f"--augment {augment_copies} with --task {task}: perturbed copies serve classification and "
                           f"pair-classification only (they would shift NER tags and QA answer spans; mlm masks "
                           f"its own inputs)")
-    if task == "mlm" and hidden_weight:
+    layer_lr_decay = options.pop("layer_lr_decay")
+    if task == "mlm" and options["hidden_weight"]:
         raise ConfigError("--hidden-weight is for task students; --task mlm has its own hidden-state cosine loss")
     if task == "mlm" and layer_lr_decay not in (None, 1):
         raise ConfigError(f"--layer-lr-decay {layer_lr_decay} is for fine-tuning a task student; --task mlm trains "
                           f"all of its layers at one rate")
+    fine_tuning_only = [name for name, given in (("--freeze-word-embeddings", options["freeze_word_embeddings"]),
+                                                 ("--no-group-by-length", not options["group_by_length"])) if given]
+    if task == "mlm" and fine_tuning_only:
+        raise ConfigError(f"{' and '.join(fine_tuning_only)}: for task students; --task mlm trains on prepared shards "
+                          f"with its own batches and every weight")
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
-    _teacher_dir(teacher)  # a missing teacher fails before the data is read
+    if prune and student_dir is not None:
+        raise ConfigError("--prune cuts the student from the teacher; --student starts it from another model: "
+                          "give one of them")
+    card = RunCard.start(click.get_current_context().params,
+                         [train_path, validation_path, unlabelled_path, teacher, student_dir], output_dir,
+                         options["seed"])
+    _teacher_dir(teacher)  # a teacher without config.json fails before the data is read
     # A rate of None (not given) is resolved from the student the run builds: finetune's rule, by its width and
     # the batch.
-    args = DistillArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size or DistillArgs.batch_size,
-                       learning_rate=learning_rate, layer_lr_decay=layer_lr_decay or DistillArgs.layer_lr_decay,
-                       warmup_ratio=warmup_ratio, warmup_steps=warmup_steps,
-                       lr_scheduler_type=lr_scheduler_type, weight_decay=weight_decay,
-                       gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
-                       max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
-                       overwrite=overwrite, alpha=alpha, temperature=temperature, hidden_weight=hidden_weight)
+    args = training_args(DistillArgs, output_dir=output_dir,
+                         **{**options, "layer_lr_decay": layer_lr_decay or DistillArgs.layer_lr_decay})
     student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as,
                        "student_dir": student_dir, "prune": (prune_depth or "spaced") if prune else None}
     started = time.perf_counter()
@@ -307,12 +309,12 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
         summary, settings = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
     else:
         summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit,
-                                         unlabelled_path, augment_copies, columns, args,
+                                         unlabelled_path, augment_copies, options, args,
                                          max_length_for(task, max_length), student_options, resume)
     card.options.update({name: settings[name] for name in DistillArgs.RESOLVED_DEFAULTS})
     summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
     if is_main_process():
-        card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, device)
+        card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, options["device"])
     click.echo(json.dumps(summary, default=str))
 
 

@@ -143,6 +143,11 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Micro-batches per optimiser step (--batch-size stays the examples per step).")
 @click.option("--label-smoothing-factor", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Spread this share of each label's weight over all classes (not for qa).")
+@click.option("--freeze-word-embeddings", is_flag=True,
+              help="Keep the token embedding table as pre-trained (only the rows of words in --train would move).")
+@click.option("--linear-probe-first", is_flag=True,
+              help="Start the classifier from a logistic regression on the model's pooled outputs of --train "
+                   "(LP-FT; classification and pair-classification).")
 @click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
               help="Batch examples of similar length together (less padding, faster), or draw batches at random.")
 @click.option("--eval-every", "--eval-steps", "eval_every", type=click.IntRange(1), default=None,
@@ -154,11 +159,8 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
 @click.option("--resume", default=None, type=click.Path(file_okay=False),
               help="Continue the run whose checkpoint is in this directory (usually --output).")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
-def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, epochs,
-             learning_rate, layer_lr_decay, warmup_ratio, warmup_steps, lr_scheduler_type, weight_decay, adam_beta2,
-             max_grad_norm, label_smoothing_factor, gradient_accumulation_steps, group_by_length, eval_every, max_steps,
-             checkpoint_every, seed, resume, overwrite, max_length, batch_size, device, bf16, threads, deterministic,
-             **columns):
+def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, resume,
+             max_length, threads, deterministic, **options):
     """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output.
 
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
@@ -170,22 +172,15 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     from bertforge.training import is_main_process
 
     card = RunCard.start(click.get_current_context().params,
-                         [train_path, validation_path, model_dir or default_model_path()], output_dir, seed)
+                         [train_path, validation_path, model_dir or default_model_path()], output_dir, options["seed"])
 
     max_length = max_length_for(task, max_length)
-    train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, columns)
+    train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
     task_object = build_task(task, train_data)
     directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
-    # None (not given) is FinetuneArgs' own "resolve later" for the rate and the decay; the batch has a number.
-    args = FinetuneArgs(output_dir=output_dir, epochs=epochs, batch_size=batch_size or FinetuneArgs.batch_size,
-                        learning_rate=learning_rate, layer_lr_decay=layer_lr_decay,
-                        warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, lr_scheduler_type=lr_scheduler_type,
-                        weight_decay=weight_decay, adam_beta2=adam_beta2, max_grad_norm=max_grad_norm,
-                        label_smoothing_factor=label_smoothing_factor, group_by_length=group_by_length,
-                        gradient_accumulation_steps=gradient_accumulation_steps, eval_every=eval_every,
-                        max_steps=max_steps, checkpoint_every=checkpoint_every, seed=seed, bf16=bf16, device=device,
-                        overwrite=overwrite)
+    # None (not given) is FinetuneArgs' own "resolve later" for the rate and the decay.
+    args = training_args(FinetuneArgs, output_dir=output_dir, **options)
     started = time.perf_counter()
     train_features = task_object.train_features(train_data, tokenizer, max_length)
     eval_set = task_object.eval_set(validation_data, tokenizer, max_length) if validation_data else None
@@ -198,7 +193,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
                "wall_seconds": round(time.perf_counter() - started, 1),
                "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}
     if is_main_process():
-        card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, device)
+        card.finish(output_dir, {k: v for k, v in summary.items() if k != "output"}, threads, options["device"])
     click.echo(json.dumps(summary))
 
 
@@ -254,6 +249,18 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     else:
         for line in lines:
             sys.stdout.write(json.dumps(line) + "\n")
+
+
+def training_args(kind, **options):
+    """`kind` (FinetuneArgs or a subclass) from a command's options of the same names, so that every option a
+    command shows reaches the run; the others (data columns, threads) are the command's own. An option left
+    unset keeps the field's default (a batch size of None: the command's own default)."""
+    from dataclasses import fields
+
+    names = {f.name for f in fields(kind) if f.init}
+    if options.get("batch_size") is None:
+        options["batch_size"] = kind.batch_size
+    return kind(**{name: value for name, value in options.items() if name in names})
 
 
 def device_for(name: str):

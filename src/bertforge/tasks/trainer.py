@@ -8,9 +8,11 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, replace
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
@@ -18,7 +20,8 @@ from tqdm.auto import tqdm
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import write_json
 from bertforge.model.heads import IGNORE_INDEX
-from bertforge.tasks.batching import collate, length_bucketed_batches
+from bertforge.tasks.batching import collate, length_bucketed_batches, predict_logits
+from bertforge.tasks.classification import ClassificationTask
 from bertforge.training import Processes, TrainingArguments, run
 from bertforge.training.logs import plot_curves
 
@@ -49,6 +52,8 @@ class FinetuneArgs(TrainingArguments):
     layer_lr_decay: float | None = None  # None: the task's default_layer_lr_decay
     group_by_length: bool = True  # batches of similar-length examples (little padding); False: random batches
     label_smoothing_factor: float = 0.0  # share of each label's weight spread evenly over the classes
+    freeze_word_embeddings: bool = False  # keep the token embedding table as pre-trained
+    linear_probe_first: bool = False  # start a sentence classifier's head from a logistic regression (LP-FT)
     eval_batch_size: int = 64
 
     def __post_init__(self):
@@ -153,6 +158,41 @@ def _digest(features: list[dict]) -> str:
     return hashlib.sha256(json.dumps(content, default=int).encode()).hexdigest()
 
 
+def _with_frozen_word_embeddings(build_model: Callable[[], torch.nn.Module]) -> torch.nn.Module:
+    """The model with its token embedding table out of training. Fine-tuning moves the rows of the words the
+    training data shows and leaves the others where pre-training put them, so a word it never shows drifts
+    apart from its neighbours; frozen, every row keeps its place (and AdamW keeps no state for the table)."""
+    model = build_model()
+    model.bert.embeddings.word.weight.requires_grad_(False)
+    return model
+
+
+def _with_probed_head(build_model: Callable[[], torch.nn.Module], features: list[dict], batch_size: int) -> torch.nn.Module:
+    """LP-FT (Kumar et al., 2022): the classifier starts as a logistic regression fitted on the frozen model's
+    pooled outputs of the training data, not at random, so the first steps' gradients reach the encoder through
+    a head that already separates the classes, and move the pre-trained features less."""
+    from sklearn.linear_model import LogisticRegression
+
+    model = build_model()
+    classifier, model.classifier = model.classifier, torch.nn.Identity()
+    pooled = np.stack(predict_logits(model, features, batch_size))  # (examples, hidden): what the classifier reads
+    model.classifier = classifier
+    labels = np.array([feature["labels"] for feature in features])
+    regression = LogisticRegression(max_iter=2000).fit(pooled, labels)
+    weight, bias = torch.zeros_like(classifier.weight), torch.zeros_like(classifier.bias)
+    if len(regression.classes_) == 2:  # one row, for the log-odds of the second class: shared out as ±half
+        rows, coefficients, intercepts = regression.classes_, [-regression.coef_[0] / 2, regression.coef_[0] / 2], \
+            [-regression.intercept_[0] / 2, regression.intercept_[0] / 2]
+    else:
+        rows, coefficients, intercepts = regression.classes_, regression.coef_, regression.intercept_
+    for row, coefficient, intercept in zip(rows, coefficients, intercepts):
+        weight[row], bias[row] = torch.as_tensor(coefficient), float(intercept)
+    with torch.no_grad():
+        classifier.weight.copy_(weight)
+        classifier.bias.copy_(bias)
+    return model
+
+
 def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: list[dict], eval_set,
              args: FinetuneArgs, tokenizer=None, resume_from: str | Path | None = None, *, objective=None,
              batches: Callable[..., FeatureBatches] = FeatureBatches, digest: Callable[[list[dict]], str] = _digest,
@@ -174,6 +214,13 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
         args = replace(args, learning_rate=default_learning_rate(build_model().config.hidden_size, args.batch_size))
     if args.layer_lr_decay is None:
         args = replace(args, layer_lr_decay=task.default_layer_lr_decay)
+    if args.linear_probe_first:
+        if not isinstance(task, ClassificationTask):
+            raise ConfigError("--linear-probe-first fits a sentence classifier's head: for --task classification "
+                              "and pair-classification")
+        build_model = partial(_with_probed_head, build_model, train_features, args.eval_batch_size)
+    if args.freeze_word_embeddings:
+        build_model = partial(_with_frozen_word_embeddings, build_model)
     processes = Processes.start(args.device)
     source = batches(train_features, args.batch_size, args.seed,
                      processes.world_size * args.gradient_accumulation_steps, group_by_length=args.group_by_length)
