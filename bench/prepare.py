@@ -15,7 +15,9 @@ clock, as workers are meant to cut it (run it on an otherwise idle machine), CPU
 processes, peak RSS of the largest process and of all of them together, and a hash of the data,
 which must be the same for every number of workers. `lscpu` says how many cores there are.
 `--timeline N` runs the command in this process with N workers instead, and says where each
-worker's time went (start-up, tokenising, rows, idle) from a log of its tasks' start and end.
+worker's time went (start-up, tokenising, rows, idle) from a log of its tasks' start and end,
+and how many distinct chunks each process met (each is cut into word pieces once per process;
+with `--timeline 1`, also what cutting that many costs).
 `--two-copies` measures the most two workers could reach here (two independent copies at once).
 Every line gives the load average beside it, as the machine may be shared.
 
@@ -182,12 +184,22 @@ def two_copies(corpus: Path, directory: Path) -> None:
 TIMELINE_LOG = "BENCH_PREPARE_TIMELINE"  # environment variable: the file worker processes log tasks to
 
 
+def _chunks_met(tokenizer) -> int:
+    """Distinct chunks (whitespace-separated pieces of text) the tokenizer has cut into word pieces: its cache's
+    entries, each a miss paid once per process."""
+    return len(tokenizer._chunk_encoder._cache)
+
+
 def _log_task(kind: str, work, *args):
-    """Runs one task of `chunks`' workers and logs pid, kind, start, end and CPU seconds."""
+    """Runs one task of `chunks`' workers and logs pid, kind, start, end, CPU seconds and the distinct chunks
+    the worker has met so far."""
+    from bertforge.pretraining import chunks
+
     start, cpu = time.monotonic(), time.process_time()
     result = work(*args)
     with open(os.environ[TIMELINE_LOG], "a") as log:
-        log.write(json.dumps([os.getpid(), kind, start, time.monotonic(), time.process_time() - cpu]) + "\n")
+        log.write(json.dumps([os.getpid(), kind, start, time.monotonic(), time.process_time() - cpu,
+                              _chunks_met(chunks._worker_maker.tokenizer)]) + "\n")
     return result
 
 
@@ -236,8 +248,18 @@ def timeline(corpus: Path, workers: int, directory: Path) -> None:
           f"workers {worker_cpu:.2f}), load average {os.getloadavg()[0]:.1f}, "
           f"shards `{shards_digest(directory / 'timeline', with_index=False)[:12]}`")
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if workers == 1:  # the command ran in this process, with this tokenizer
+        met = list(tokenizer._chunk_encoder._cache)
+        fresh = BertTokenizer.from_pretrained()
+        start = time.process_time()
+        fresh._chunk_encoder.ids([" ".join(met)])
+        seconds = time.process_time() - start
+        print(f"  this process met {len(met):,} distinct chunks; cutting them afresh takes {seconds:.2f} s CPU "
+              f"({seconds / len(met) * 1e6:.1f} µs a chunk)")
+    met = {}
     for pid in sorted({r[0] for r in records}):
         mine = [r for r in records if r[0] == pid]
+        met[pid] = max(r[5] for r in mine if r[1] == "tokenize")
         ready = min(r[2] for r in mine if r[1] == "start-up")
         busy = {kind: sum(r[3] - r[2] for r in mine if r[1] == kind) for kind in ("tokenize", "rows")}
         task_cpu = sum(r[4] for r in mine if r[1] != "start-up")
@@ -246,7 +268,10 @@ def timeline(corpus: Path, workers: int, directory: Path) -> None:
         print(f"  worker {pid}: ready at {ready - begin:.2f} s (start-up CPU {startup_cpu:.2f} s), busy tokenising "
               f"{busy['tokenize']:.2f} s and cutting rows {busy['rows']:.2f} s (task CPU {task_cpu:.2f} s), "
               f"idle {idle:.2f} s = {idle / wall:.0%} of the wall clock: {ready - begin:.2f} s starting, "
-              f"{last - ready - sum(busy.values()):.2f} s between tasks, {begin + wall - last:.2f} s after its last")
+              f"{last - ready - sum(busy.values()):.2f} s between tasks, {begin + wall - last:.2f} s after its last; "
+              f"met {met[pid]:,} distinct chunks")
+    if met:  # a chunk two workers both meet is cut twice: against --timeline 1's count for one process
+        print(f"  the workers met {sum(met.values()):,} distinct chunks between them")
 
 
 def compare_workers(corpus: Path, megabytes: float, counts: list[int], directory: Path) -> None:
