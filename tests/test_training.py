@@ -26,7 +26,7 @@ from bertforge.tasks.batching import predict_logits
 from bertforge.tasks.trainer import FeatureBatches, FinetuneArgs, TaskObjective
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
-from bertforge.training.engine import prepare_output_dir
+from bertforge.training.engine import SETTINGS_ADDED_LATER, prepare_output_dir
 from bertforge.training.optim import SCHEDULES, set_learning_rate
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -492,8 +492,8 @@ def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_
     manifest = output / "checkpoint" / "checkpoint.json"
     written = json.loads(manifest.read_text())
     for value, exit_code in ((None, 0), (0.5, 2)):
-        # nor the schedule's shape, which came later still (linear until then)
-        run_settings = {k: v for k, v in written["run"].items() if k not in ("layer_lr_decay", "lr_scheduler_type")}
+        # nor the settings that came later still (the schedule's shape, linear until then, ...)
+        run_settings = {k: v for k, v in written["run"].items() if k not in SETTINGS_ADDED_LATER}
         manifest.write_text(json.dumps({**written, "run": {**run_settings, **({"layer_lr_decay": value}
                                                                              if value else {})}}))
         result = CliRunner().invoke(cli, [*command, "--resume", str(output)])
@@ -502,6 +502,15 @@ def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_
     manifest.write_text(json.dumps({**written, "run": run_settings}))
     result = CliRunner().invoke(cli, [*command[:-2], "--resume", str(output)])
     assert result.exit_code == 2 and "layer_lr_decay: checkpoint 1.0, now 0.8" in result.output
+    # the settings a fine-tuning checkpoint of 2026-12-05 held (the thirty-seventh session's code): each one added
+    # since must be in SETTINGS_ADDED_LATER, or such a run no longer resumes
+    held = {"adam_beta1", "adam_beta2", "adam_epsilon", "batch_size", "bf16", "epochs", "eval_batch_size",
+            "gradient_accumulation_steps", "group_by_length", "label_smoothing_factor", "labels", "layer_lr_decay",
+            "learning_rate", "lr_scheduler_type", "max_grad_norm", "max_steps", "seed", "task", "total_steps",
+            "train_features", "warmup_ratio", "warmup_steps", "weight_decay"}
+    manifest.write_text(json.dumps({**written, "run": {k: v for k, v in written["run"].items() if k in held}}))
+    result = CliRunner().invoke(cli, [*command, "--resume", str(output)])
+    assert result.exit_code == 0, result.output
 
 
 @pytest.mark.slow

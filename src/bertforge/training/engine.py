@@ -37,7 +37,7 @@ logger = logging.getLogger(__name__)
 
 # Settings added after checkpoints were first written, with the value the runs before them had.
 SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear", "group_by_length": True,
-                        "label_smoothing_factor": 0.0, "freeze_word_embeddings": False}
+                        "label_smoothing_factor": 0.0, "freeze_word_embeddings": False, "linear_probe_first": False}
 
 
 @dataclass(kw_only=True)
