@@ -184,10 +184,10 @@ def two_copies(corpus: Path, directory: Path) -> None:
 TIMELINE_LOG = "BENCH_PREPARE_TIMELINE"  # environment variable: the file worker processes log tasks to
 
 
-def _chunks_met(tokenizer) -> int:
-    """Distinct chunks (whitespace-separated pieces of text) the tokenizer has cut into word pieces: its cache's
-    entries, each a miss paid once per process."""
-    return len(tokenizer._chunk_encoder._cache)
+def _chunks_met(tokenizer) -> dict:
+    """The distinct chunks (whitespace-separated pieces of text) the tokenizer has cut into word pieces: its
+    cache, each entry a miss paid once per process."""
+    return tokenizer._chunk_encoder._cache
 
 
 def _log_task(kind: str, work, *args):
@@ -199,7 +199,7 @@ def _log_task(kind: str, work, *args):
     result = work(*args)
     with open(os.environ[TIMELINE_LOG], "a") as log:
         log.write(json.dumps([os.getpid(), kind, start, time.monotonic(), time.process_time() - cpu,
-                              _chunks_met(chunks._worker_maker.tokenizer)]) + "\n")
+                              len(_chunks_met(chunks._worker_maker.tokenizer))]) + "\n")
     return result
 
 
@@ -249,13 +249,13 @@ def timeline(corpus: Path, workers: int, directory: Path) -> None:
           f"shards `{shards_digest(directory / 'timeline', with_index=False)[:12]}`")
     records = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
     if workers == 1:  # the command ran in this process, with this tokenizer
-        met = list(tokenizer._chunk_encoder._cache)
+        met_here = list(_chunks_met(tokenizer))
         fresh = BertTokenizer.from_pretrained()
         start = time.process_time()
-        fresh._chunk_encoder.ids([" ".join(met)])
+        fresh._chunk_encoder.ids([" ".join(met_here)])
         seconds = time.process_time() - start
-        print(f"  this process met {len(met):,} distinct chunks; cutting them afresh takes {seconds:.2f} s CPU "
-              f"({seconds / len(met) * 1e6:.1f} µs a chunk)")
+        print(f"  this process met {len(met_here):,} distinct chunks; cutting them afresh takes {seconds:.2f} s CPU "
+              f"({seconds / len(met_here) * 1e6:.1f} µs a chunk)")
     met = {}
     for pid in sorted({r[0] for r in records}):
         mine = [r for r in records if r[0] == pid]

@@ -278,7 +278,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
         raise ConfigError(f"--augment {augment_copies} with --task {task}: perturbed copies serve classification and "
                           f"pair-classification only (they would shift NER tags and QA answer spans; mlm masks "
                           f"its own inputs)")
-    layer_lr_decay = options.pop("layer_lr_decay")
+    layer_lr_decay = options["layer_lr_decay"]
     if task == "mlm" and options["hidden_weight"]:
         raise ConfigError("--hidden-weight is for task students; --task mlm has its own hidden-state cosine loss")
     if task == "mlm" and layer_lr_decay not in (None, 1):

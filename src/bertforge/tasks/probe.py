@@ -42,14 +42,18 @@ def sentence_features(encoder, tokenizer, texts: list[str], pooling: str = "cls"
     return out
 
 
+def fit_probe(train_x: np.ndarray, train_y, seed: int = 0, max_iter: int = 2000) -> LogisticRegression:
+    """The logistic regression of the training vectors' labels: the probe, and fine-tuning's LP-FT head."""
+    return LogisticRegression(max_iter=max_iter, random_state=seed).fit(train_x, train_y)
+
+
 def run_probe(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, seed: int = 0, max_iter: int = 2000) -> dict:
     """Fit a logistic regression on the training vectors; accuracy on both splits."""
     if len(train_y) == 0 or len(test_y) == 0:
         raise InputError(f"a probe needs training and test rows, got {len(train_y)} and {len(test_y)}")
     if len(set(train_y)) < 2:
         raise InputError(f"a probe needs at least two classes in the training labels, got only {set(train_y)}")
-    classifier = LogisticRegression(max_iter=max_iter, random_state=seed)
-    classifier.fit(train_x, train_y)
+    classifier = fit_probe(train_x, train_y, seed, max_iter)
     return {"train_accuracy": float(accuracy_score(train_y, classifier.predict(train_x))),
             "test_accuracy": float(accuracy_score(test_y, classifier.predict(test_x))),
             "train_examples": int(len(train_y)), "test_examples": int(len(test_y))}

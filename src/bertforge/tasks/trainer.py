@@ -167,29 +167,28 @@ def _with_frozen_word_embeddings(build_model: Callable[[], torch.nn.Module]) -> 
     return model
 
 
-def _with_probed_head(build_model: Callable[[], torch.nn.Module], features: list[dict], batch_size: int) -> torch.nn.Module:
+def _with_probed_head(build_model: Callable[[], torch.nn.Module], features: list[dict],
+                      batch_size: int) -> torch.nn.Module:
     """LP-FT (Kumar et al., 2022): the classifier starts as a logistic regression fitted on the frozen model's
     pooled outputs of the training data, not at random, so the first steps' gradients reach the encoder through
     a head that already separates the classes, and move the pre-trained features less."""
-    from sklearn.linear_model import LogisticRegression
+    from bertforge.tasks.probe import fit_probe
 
     model = build_model()
     classifier, model.classifier = model.classifier, torch.nn.Identity()
     pooled = np.stack(predict_logits(model, features, batch_size))  # (examples, hidden): what the classifier reads
     model.classifier = classifier
-    labels = np.array([feature["labels"] for feature in features])
-    regression = LogisticRegression(max_iter=2000).fit(pooled, labels)
-    weight, bias = torch.zeros_like(classifier.weight), torch.zeros_like(classifier.bias)
+    regression = fit_probe(pooled, [feature["labels"] for feature in features])
+    coefficients, intercepts = regression.coef_, regression.intercept_
     if len(regression.classes_) == 2:  # one row, for the log-odds of the second class: shared out as ±half
-        rows, coefficients, intercepts = regression.classes_, [-regression.coef_[0] / 2, regression.coef_[0] / 2], \
-            [-regression.intercept_[0] / 2, regression.intercept_[0] / 2]
-    else:
-        rows, coefficients, intercepts = regression.classes_, regression.coef_, regression.intercept_
-    for row, coefficient, intercept in zip(rows, coefficients, intercepts):
-        weight[row], bias[row] = torch.as_tensor(coefficient), float(intercept)
+        coefficients = np.stack([-coefficients[0], coefficients[0]]) / 2
+        intercepts = np.array([-intercepts[0], intercepts[0]]) / 2
     with torch.no_grad():
-        classifier.weight.copy_(weight)
-        classifier.bias.copy_(bias)
+        classifier.weight.zero_()
+        classifier.bias.zero_()
+        rows = torch.as_tensor(regression.classes_)
+        classifier.weight[rows] = torch.as_tensor(coefficients, dtype=classifier.weight.dtype)
+        classifier.bias[rows] = torch.as_tensor(intercepts, dtype=classifier.bias.dtype)
     return model
 
 
