@@ -657,10 +657,12 @@ def test_every_training_option_distill_shows_reaches_the_run(teachers, sst2, tmp
     output = tmp_path / "options"
     _distill("--task", "classification", "--teacher", teachers["classification"], "--train", sst2 / "train.tsv",
              "--student-layers", 1, "--max-steps", 2, "--adam-beta2", "0.95", "--max-grad-norm", "2.5",
-             "--no-group-by-length", "--freeze-word-embeddings", "--weight-decay", "0.05", "--output", output)
+             "--no-group-by-length", "--freeze-word-embeddings", "--weight-decay", "0.05", "--adam-epsilon", "1e-7",
+             "--ema-decay", "0.5", "--checkpoint-every", "2", "--output", output)
     args = json.loads((output / "metrics.json").read_text())["args"]
     assert (args["adam_beta2"], args["max_grad_norm"], args["group_by_length"], args["freeze_word_embeddings"],
-            args["weight_decay"]) == (0.95, 2.5, False, True, 0.05)
+            args["weight_decay"], args["adam_epsilon"], args["ema_decay"]) == (0.95, 2.5, False, True, 0.05, 1e-7, 0.5)
+    assert "averaged_file" in json.loads((output / "checkpoint" / "checkpoint.json").read_text())
     teacher = BertForSequenceClassification.from_pretrained(teachers["classification"]).bert.embeddings.word.weight
     student = BertForSequenceClassification.from_pretrained(output).bert.embeddings.word.weight
     assert torch.equal(student, teacher)  # frozen from the teacher's table

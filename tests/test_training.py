@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from safetensors.torch import load_file
 
 from bertforge.cli.main import cli
 from bertforge.runcard import CARD_FILE, read_card, rerun_command
@@ -230,6 +231,43 @@ def test_a_run_without_a_learning_rate_is_refused_before_its_output_exists(tmp_p
     assert not (tmp_path / "run").exists()
 
 
+class _SameBatch:
+    """One fixed batch at every step, and a copy of the trained model's weights as each step begins."""
+
+    def __init__(self, model):
+        self.model, self.seen = model, []
+        generator = torch.Generator().manual_seed(1)
+        self.batch = {"input_ids": torch.randint(0, 100, (4, 8), generator=generator),
+                      "labels": torch.tensor([0, 1, 1, 0])}
+
+    def micro_batches(self, step, rank, world_size, accumulation):
+        self.seen.append({k: v.clone() for k, v in self.model.state_dict().items()})
+        return [self.batch]
+
+
+def test_ema_decay_evaluates_and_returns_the_moving_average_of_the_weights(tmp_path):
+    model = tiny_classifier()
+    source = _SameBatch(model)
+    evaluated = []
+    evaluator = type("Evaluator", (), {"__call__": lambda self, m, step: evaluated.append(m) or {},
+                                       "state": lambda self: {}, "load_state": lambda self, state: None})()
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2, ema_decay=0.8, eval_every=5,
+                             progress=False)
+    result = run(args, Processes.start("cpu"), lambda: model, source, TaskObjective(), 5, {}, evaluator=evaluator)
+    weights = [*source.seen[1:], model.state_dict()]  # after steps 1 to 5
+    # torch's AveragedModel: the first step's weights start the average, then average ← 0.8 average + 0.2 weights
+    expected = dict(weights[0])
+    for later in weights[1:]:
+        expected = {name: 0.8 * expected[name] + 0.2 * later[name] for name in expected}
+    averaged = result.model.state_dict()
+    for name, value in expected.items():
+        torch.testing.assert_close(averaged[name], value, rtol=0, atol=1e-6, msg=name)
+    assert not torch.allclose(averaged["classifier.weight"], model.state_dict()["classifier.weight"], atol=1e-4)
+    assert evaluated == [result.model]
+    with pytest.raises(ConfigError, match=r"ema_decay must be in \[0, 1\), got 1.0"):
+        TrainingArguments(output_dir=str(tmp_path), ema_decay=1.0)
+
+
 def test_output_dir_of_another_run_needs_resume_or_overwrite(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
@@ -384,24 +422,27 @@ def test_finetune_weight_decay_shrinks_the_weight_matrices_only(tiny_encoder, tm
         TrainingArguments(output_dir="x", weight_decay=-0.1)
 
 
-def test_finetune_adam_beta2_and_max_grad_norm_reach_the_optimiser(tiny_encoder, tmp_path):
+def test_finetune_adam_beta2_epsilon_and_max_grad_norm_reach_the_optimiser(tiny_encoder, tmp_path):
     start = BertModel.from_pretrained(tiny_encoder).state_dict()["embeddings.word.weight"]
     moved = {}
-    for name, options in (("default", []), ("set", ["--adam-beta2", "0.98", "--max-grad-norm", "1e-9"])):
+    for name, options in (("default", []), ("set", ["--adam-beta2", "0.98", "--adam-epsilon", "1e-5",
+                                                    "--max-grad-norm", "1e-9"])):
         output = tmp_path / name
         result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "4",
                                                            "--weight-decay", "0", *options))
         assert result.exit_code == 0, result.output
         groups = json.loads((output / "checkpoint" / "checkpoint.json").read_text())["optimizer"]["param_groups"]
         assert {tuple(group["betas"]) for group in groups} == {(0.9, 0.98 if options else 0.999)}
+        assert {group["eps"] for group in groups} == {1e-5 if options else 1e-6}
         weights = BertForSequenceClassification.from_pretrained(output).bert.state_dict()["embeddings.word.weight"]
         moved[name] = float((weights - start).abs().max())
         rows = (output / "train_log.csv").read_text().splitlines()
         column = rows[0].split(",").index("grad_norm")
         assert all(float(row.split(",")[column]) > 1e-3 for row in rows[1:])  # the norm before clipping
-    # gradients clipped to a total norm of 1e-9 fall far below AdamW's epsilon (1e-6): steps of lr / 1000 at most
+    # gradients clipped to a total norm of 1e-9 fall far below AdamW's epsilon (1e-5): steps of lr / 10,000 at most
     assert moved["set"] < moved["default"] / 100
     for option, value, message in (("--adam-beta2", "1", "1.0 is not in the range 0<=x<1"),
+                                   ("--adam-epsilon", "0", "0.0 is not in the range x>0"),
                                    ("--max-grad-norm", "0", "0.0 is not in the range x>0")):
         result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", option, value))
         assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output and message in result.output
@@ -514,14 +555,15 @@ def test_checkpoint_from_before_a_setting_existed_resumes_with_its_default(tiny_
 
 
 @pytest.mark.slow
-def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, tmp_path):
-    whole = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "whole"))
+@pytest.mark.parametrize("options", [(), ("--ema-decay", "0.9")], ids=["weights", "moving-average"])
+def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, tmp_path, options):
+    whole = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "whole", *options))
     assert whole.exit_code == 0, whole.output
     steps = json.loads((tmp_path / "whole" / "metrics.json").read_text())["total_steps"]
     steps_per_epoch = steps // 2
 
     run = tmp_path / "killed"
-    command = [sys.executable, "-m", "bertforge", *_finetune_command(tiny_encoder, run)]
+    command = [sys.executable, "-m", "bertforge", *_finetune_command(tiny_encoder, run, *options)]
     killed_at = kill_at_first_checkpoint(command, run, timeout=300)
     assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
     assert 0 < killed_at < steps and killed_at % steps_per_epoch, (killed_at, steps_per_epoch)  # mid-epoch
@@ -531,6 +573,13 @@ def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, t
     assert (run / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
     logged = [int(line.split(",")[0]) for line in (run / "train_log.csv").read_text().splitlines()[1:]]
     assert logged == list(range(1, steps + 1))
+    if options:  # the model kept is the moving average the last checkpoint holds, not the last weights
+        checkpoint = Checkpoint(run)
+        kept = BertForSequenceClassification.from_pretrained(run).state_dict()
+        averaged = load_file(checkpoint.directory / checkpoint["averaged_file"])
+        trained = load_file(checkpoint.directory / checkpoint["model_file"])
+        assert all(torch.equal(kept[name], averaged[f"module.{name}"]) for name in kept)
+        assert not torch.equal(kept["classifier.weight"], trained["classifier.weight"])
 
 
 def test_every_option_of_finetune_and_distill_is_a_training_setting_or_the_commands_own():

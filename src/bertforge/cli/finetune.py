@@ -137,8 +137,14 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="AdamW's decoupled weight decay on the weight matrices (none on biases and LayerNorm).")
 @click.option("--adam-beta2", type=click.FloatRange(0, 1, max_open=True), default=0.999, show_default=True,
               help="AdamW's decay of its running mean of squared gradients.")
+@click.option("--adam-epsilon", type=click.FloatRange(0, min_open=True), default=1e-6, show_default=True,
+              help="AdamW's term added to the root of the squared-gradient mean (Google's BERT: 1e-6; "
+                   "transformers' Trainer: 1e-8).")
 @click.option("--max-grad-norm", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
               help="Clip the gradients' total norm to this before each step.")
+@click.option("--ema-decay", type=click.FloatRange(0, 1, max_open=True), default=0.0, show_default=True,
+              help="Evaluate and keep the exponential moving average of the weights, each step's weights entering "
+                   "it with weight 1 - this (0: the last weights).")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
               help="Micro-batches per optimiser step (--batch-size stays the examples per step).")
 @click.option("--label-smoothing-factor", type=click.FloatRange(0, 1, max_open=True), default=0.0,

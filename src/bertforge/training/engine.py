@@ -10,6 +10,9 @@ A trainer supplies four things:
 - an `Objective`: the loss of a micro-batch as its share of the global batch's mean, and the
   statistics that are summed and logged;
 - optionally an `Evaluator`, called on the main process every `eval_every` steps.
+
+With `ema_decay`, the model evaluated, returned and checkpointed beside the trained one is the exponential
+moving average of its weights after each step (torch's `AveragedModel`; the first step's weights start it).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from typing import Callable, Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm.auto import tqdm
 
 from bertforge.errors import CheckpointError, ConfigError
@@ -37,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 # Settings added after checkpoints were first written, with the value the runs before them had.
 SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear", "group_by_length": True,
-                        "label_smoothing_factor": 0.0, "freeze_word_embeddings": False, "linear_probe_first": False}
+                        "label_smoothing_factor": 0.0, "freeze_word_embeddings": False, "linear_probe_first": False,
+                        "ema_decay": 0.0}
 
 
 @dataclass(kw_only=True)
@@ -58,6 +63,7 @@ class TrainingArguments:
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-6
     max_grad_norm: float = 1.0
+    ema_decay: float = 0.0  # above 0: evaluate and keep the moving average of the weights, not the last ones
     bf16: bool = False
     seed: int = 42
     device: str = "cpu"
@@ -80,6 +86,7 @@ class TrainingArguments:
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.lr_scheduler_type in SCHEDULES,
              f"lr_scheduler_type must be one of {', '.join(SCHEDULES)}, got {self.lr_scheduler_type!r}"),
+            (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.weight_decay >= 0, f"weight_decay must be 0 or more, got {self.weight_decay}"),
             (self.layer_lr_decay is None or 0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]"),
             (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be at least 0"),
@@ -203,12 +210,16 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     model = build_model().to(processes.device).train()
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
                                 args.adam_epsilon, layer_lr_decay=args.layer_lr_decay)
+    averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay)) if args.ema_decay else None
+    kept = averaged.module if averaged is not None else model  # what is evaluated and returned
     seed_everything(args.seed + processes.rank)  # dropout differs between processes
     step, elapsed_before = 0, 0.0
     cumulative = torch.zeros(len(objective.statistics), dtype=torch.float64)
     if checkpoint is not None:
         checkpoint.load_model(model)
         checkpoint.load_optimizer(optimizer)
+        if averaged is not None:
+            checkpoint.load_averaged(averaged)
         if len(checkpoint["rng"]) == processes.world_size:
             checkpoints.set_rng_state(checkpoint["rng"][processes.rank], processes.device)
         else:  # another process count: each process's dropout draws start afresh, deterministically
@@ -242,7 +253,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             checkpoints.save_checkpoint(output_dir / checkpoints.CHECKPOINT_DIR, step, model, optimizer, {
                 "run": fingerprint, "args": asdict(args), "elapsed_seconds": elapsed(),
                 "cumulative": cumulative.tolist(), "rng": rng,
-                "evaluator": evaluator.state() if evaluator is not None else None})
+                "evaluator": evaluator.state() if evaluator is not None else None}, averaged)
 
     bar = tqdm(total=total_steps, initial=step, desc=description, unit="step",
                disable=not (args.progress and processes.is_main))
@@ -271,6 +282,8 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
         set_learning_rate(optimizer, learning_rate)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+        if averaged is not None:
+            averaged.update_parameters(model)
         step += 1
         statistics = processes.all_sum(statistics)
         interval += statistics
@@ -287,7 +300,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             interval, interval_start = torch.zeros_like(cumulative), time.perf_counter()
         if evaluator is not None and processes.is_main and args.eval_every \
                 and (step % args.eval_every == 0 or step == total_steps):
-            scores = evaluator(model, step)
+            scores = evaluator(kept, step)
             logs[1].write({"step": step, **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
                            "elapsed_seconds": round(elapsed(), 2)})
             logger.info("step %d evaluation: %s", step, scores)
@@ -295,5 +308,5 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             save()
     bar.close()
     processes.barrier()
-    return Result(model, step, last, logs[0].rows() if logs else [], logs[1].rows() if logs else [],
+    return Result(kept, step, last, logs[0].rows() if logs else [], logs[1].rows() if logs else [],
                   named(cumulative), elapsed())

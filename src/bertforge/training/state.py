@@ -1,10 +1,11 @@
 """Checkpoints that load with nothing that executes, written so that a crash never leaves a torn one.
 
-A checkpoint is a directory of files: the model's and the optimiser's tensors in safetensors files
-named after the step, and `checkpoint.json` (step, data position, RNG states, the run's settings,
-which tensor files belong to it), written last. Each file is written atomically (bertforge.io.atomic:
-a temporary file in the same directory, fsync, rename), so `checkpoint.json` only ever names
-complete files; the files of the previous checkpoint are deleted once the new manifest is in place.
+A checkpoint is a directory of files: the model's and the optimiser's tensors (and the weights' moving
+average, where the run keeps one) in safetensors files named after the step, and `checkpoint.json`
+(step, data position, RNG states, the run's settings, which tensor files belong to it), written last.
+Each file is written atomically (bertforge.io.atomic: a temporary file in the same directory, fsync,
+rename), so `checkpoint.json` only ever names complete files; the files of the previous checkpoint
+are deleted once the new manifest is in place.
 Nothing is unpickled: safetensors and JSON are data, a pickle is a program.
 """
 
@@ -74,12 +75,14 @@ def _join_optimizer(tensors: dict[str, torch.Tensor], rest: dict) -> dict:
 # --- checkpoints ------------------------------------------------------------------------------------
 
 def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    state: dict) -> None:
+                    state: dict, averaged: torch.nn.Module | None = None) -> None:
     """Write the checkpoint of `step` into `directory`; `state` is anything JSON (step position,
-    RNG states, settings, logs' positions)."""
+    RNG states, settings, logs' positions); `averaged`: the weights' moving average, if the run keeps one."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     model_file, optimizer_file = f"model-{step:09d}.safetensors", f"optimizer-{step:09d}.safetensors"
+    averaged_file = f"averaged-{step:09d}.safetensors"
+    names = (model_file, optimizer_file, *([averaged_file] if averaged is not None else []))
     tensors, rest = _split_optimizer(optimizer)
     manifest = directory / MANIFEST
     previous = json.loads(manifest.read_text(encoding="utf-8"))["step"] if manifest.is_file() else None
@@ -88,17 +91,21 @@ def save_checkpoint(directory: Path, step: int, model: torch.nn.Module, optimize
             save_model(model, str(temporary))
         with atomic_path(directory / optimizer_file) as temporary:
             save_file(tensors, str(temporary))
+        if averaged is not None:
+            with atomic_path(directory / averaged_file) as temporary:
+                save_model(averaged, str(temporary))
         write_json(manifest, {"format": FORMAT, **state, "step": step, "model_file": model_file,
-                              "optimizer_file": optimizer_file, "optimizer": rest}, indent=2)
+                              "optimizer_file": optimizer_file, "optimizer": rest,
+                              **({"averaged_file": averaged_file} if averaged is not None else {})}, indent=2)
     except BertforgeError as e:
         if previous != step:  # this step's files are named by no manifest: remove them
-            for name in (model_file, optimizer_file):
+            for name in names:
                 (directory / name).unlink(missing_ok=True)
         kept = f"the previous checkpoint (step {previous}) in {directory} is intact" if previous is not None \
             else "no earlier checkpoint exists"
         raise CheckpointError(f"{e}; {kept}") from None
     for stale in directory.glob("*.safetensors"):
-        if stale.name not in (model_file, optimizer_file):
+        if stale.name not in names:
             stale.unlink(missing_ok=True)
 
 
@@ -141,12 +148,15 @@ class Checkpoint:
             raise CheckpointError(f"{self.name}: {self.directory / MANIFEST}: {key} {name!r} is not a file there")
         return self.directory / name
 
-    def load_model(self, model: torch.nn.Module) -> None:
-        path = self._file("model_file")
+    def load_model(self, model: torch.nn.Module, key: str = "model_file") -> None:
+        path = self._file(key)
         try:
             load_model(model, str(path), strict=True)
         except Exception as e:  # a torn, foreign or mismatched file
             raise CheckpointError(f"{self.name}: {path} does not hold this model's weights ({e})") from None
+
+    def load_averaged(self, averaged: torch.nn.Module) -> None:
+        self.load_model(averaged, "averaged_file")
 
     def load_optimizer(self, optimizer: torch.optim.Optimizer) -> None:
         path = self._file("optimizer_file")
