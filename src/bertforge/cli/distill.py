@@ -300,8 +300,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     _teacher_dir(teacher)  # a teacher without config.json fails before the data is read
     # A rate of None (not given) is resolved from the student the run builds: finetune's rule, by its width and
     # the batch.
-    args = training_args(DistillArgs, output_dir=output_dir,
-                         **{**options, "layer_lr_decay": layer_lr_decay or DistillArgs.layer_lr_decay})
+    args = training_args(DistillArgs, output_dir=output_dir, **options)
     student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as,
                        "student_dir": student_dir, "prune": (prune_depth or "spaced") if prune else None}
     started = time.perf_counter()

@@ -260,13 +260,12 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
 def training_args(kind, **options):
     """`kind` (FinetuneArgs or a subclass) from a command's options of the same names, so that every option a
     command shows reaches the run; the others (data columns, threads) are the command's own. An option left
-    unset keeps the field's default (a batch size of None: the command's own default)."""
+    unset (None) keeps the field's default: `kind`'s own batch size and layer-wise decay, or None where the
+    field resolves later (the learning rate)."""
     from dataclasses import fields
 
     names = {f.name for f in fields(kind) if f.init}
-    if options.get("batch_size") is None:
-        options["batch_size"] = kind.batch_size
-    return kind(**{name: value for name, value in options.items() if name in names})
+    return kind(**{name: value for name, value in options.items() if name in names and value is not None})
 
 
 def device_for(name: str):
