@@ -443,6 +443,7 @@ def test_finetune_adam_beta2_epsilon_and_max_grad_norm_reach_the_optimiser(tiny_
     assert moved["set"] < moved["default"] / 100
     for option, value, message in (("--adam-beta2", "1", "1.0 is not in the range 0<=x<1"),
                                    ("--adam-epsilon", "0", "0.0 is not in the range x>0"),
+                                   ("--ema-decay", "1", "1.0 is not in the range 0<=x<1"),
                                    ("--max-grad-norm", "0", "0.0 is not in the range x>0")):
         result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", option, value))
         assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output and message in result.output
