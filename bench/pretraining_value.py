@@ -87,13 +87,14 @@ from defaults_sweep import BERTFORGE, LONG_WORDS, SST2_BUDGET_ROWS, one_epoch_ru
 from locations import DATA, REPO
 from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split
 
+from bertforge.errors import ConfigError
 from bertforge.model import BertForPreTraining
-from bertforge.model.bert import init_weights
 from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.export import export_model
 from bertforge.pretraining.shards import PretrainingData
 from bertforge.pretraining.trainer import build_model
 from bertforge.tasks import read_task_data
+from bertforge.tasks.trainer import reinitialise_top_layers
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import seed_everything
 
@@ -146,17 +147,16 @@ def with_dropout(start: Path, dropout: float) -> Path:
 
 def with_fresh_top(start: Path, layers: int) -> Path:
     """A copy of `start` whose checkpoint lacks the pooler, so fine-tuning draws a new one, and whose
-    top `layers` encoder layers are drawn afresh with BERT's own initialisation (`init_weights`; one
+    top `layers` encoder layers are drawn afresh with BERT's own initialisation (`finetune --reinit-layers`'s; one
     fixed seed, so both starts get the same new layers)."""
     copy = start.parent / (f"{start.name}-fresh-pooler" + (f"-layers{layers}" if layers else ""))
     if not (copy / "model.safetensors").exists():
         model = BertForPreTraining.from_pretrained(start)
-        encoder = model.bert.encoder.layers
-        if layers > len(encoder):
-            sys.exit(f"--fresh-layers {layers}: {start} has only {len(encoder)} encoder layers")
         torch.manual_seed(FRESH_LAYERS_SEED)
-        for layer in encoder[len(encoder) - layers:]:
-            layer.apply(lambda module: init_weights(module, model.config.initializer_range))
+        try:
+            reinitialise_top_layers(model, layers)
+        except ConfigError as error:
+            sys.exit(f"{start}: {error}")
         shutil.copytree(start, copy, dirs_exist_ok=True)  # the tokenizer's files; the weights are replaced
         model.save_pretrained(copy)
         weights = load_file(copy / "model.safetensors")

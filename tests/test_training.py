@@ -24,7 +24,7 @@ from bertforge.distillation.task import DistillArgs
 from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification, BertModel, default_model_path)
 from bertforge.tasks.batching import predict_logits
-from bertforge.tasks.trainer import FeatureBatches, FinetuneArgs, TaskObjective
+from bertforge.tasks.trainer import FeatureBatches, FinetuneArgs, TaskObjective, reinitialise_top_layers
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
 from bertforge.training.engine import SETTINGS_ADDED_LATER, prepare_output_dir
@@ -639,3 +639,31 @@ def test_linear_probe_first_starts_the_classifier_from_a_logistic_regression(tin
                                       "--linear-probe-first"])
     assert result.exit_code == 2 and result.output.startswith("error: --linear-probe-first fits a sentence "
                                                               "classifier's head"), result.output
+
+
+def test_reinit_layers_draws_the_top_layers_afresh_and_keeps_the_rest(tiny_encoder, tmp_path):
+    start = BertModel.from_pretrained(tiny_encoder).state_dict()
+    torch.manual_seed(1)
+    model = reinitialise_top_layers(BertForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2), 1)
+    weights = model.bert.state_dict()
+    top = [name for name in start if name.startswith("encoder.layers.1.")]
+    kept = [name for name in start if name not in top]
+    assert top and all(torch.equal(weights[name], start[name]) for name in kept)
+    assert not any(torch.equal(weights[name], start[name]) for name in top if name.endswith("dense.weight"))
+    for name in top:  # BERT's initialisation: normal(0, 0.02) matrices, zero biases, unit LayerNorm
+        if "norm" in name and name.endswith("weight"):
+            assert torch.equal(weights[name], torch.ones_like(weights[name]))
+        elif name.endswith("bias"):
+            assert torch.equal(weights[name], torch.zeros_like(weights[name]))
+        else:
+            assert abs(weights[name].std().item() - 0.02) < 0.002, name
+
+    output = tmp_path / "reinit"
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "2",
+                                                       "--reinit-layers", "2"))
+    assert result.exit_code == 0, result.output
+    assert json.loads((output / "metrics.json").read_text())["args"]["reinit_layers"] == 2
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "deep", "--reinit-layers", "3"))
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines()[-1] == "error: --reinit-layers 3: the model has only 2 encoder layers"
+    assert not (tmp_path / "deep" / "checkpoint").exists()

@@ -154,6 +154,8 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
 @click.option("--linear-probe-first", is_flag=True,
               help="Start the classifier from a logistic regression on the model's pooled outputs of --train "
                    "(LP-FT; classification and pair-classification).")
+@click.option("--reinit-layers", type=click.IntRange(0), default=0, show_default=True,
+              help="Start the top N encoder layers afresh with BERT's initialisation (Zhang et al., 2021).")
 @click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
               help="Batch examples of similar length together (less padding, faster), or draw batches at random.")
 @click.option("--eval-every", "--eval-steps", "eval_every", type=click.IntRange(1), default=None,

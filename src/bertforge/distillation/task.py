@@ -53,6 +53,9 @@ class DistillArgs(FinetuneArgs):
         if self.linear_probe_first:
             raise ConfigError("linear_probe_first is for fine-tuning on labels; a student's head starts from the "
                               "teacher's or learns from its outputs")
+        if self.reinit_layers:
+            raise ConfigError("reinit_layers is for fine-tuning on labels; a student's layers come from the teacher "
+                              "(--student-layers) or start afresh (--student-size)")
 
 
 class DistillationObjective:

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import write_json
+from bertforge.model.bert import init_weights
 from bertforge.model.heads import IGNORE_INDEX
 from bertforge.tasks.batching import collate, length_bucketed_batches, predict_logits
 from bertforge.tasks.classification import ClassificationTask
@@ -54,6 +55,7 @@ class FinetuneArgs(TrainingArguments):
     label_smoothing_factor: float = 0.0  # share of each label's weight spread evenly over the classes
     freeze_word_embeddings: bool = False  # keep the token embedding table as pre-trained
     linear_probe_first: bool = False  # start a sentence classifier's head from a logistic regression (LP-FT)
+    reinit_layers: int = 0  # the top encoder layers started afresh with BERT's initialisation
     eval_batch_size: int = 64
 
     def __post_init__(self):
@@ -62,6 +64,8 @@ class FinetuneArgs(TrainingArguments):
             raise ConfigError("epochs must be positive")
         if not 0 <= self.label_smoothing_factor < 1:
             raise ConfigError(f"label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
+        if self.reinit_layers < 0:
+            raise ConfigError(f"reinit_layers must be 0 or more, got {self.reinit_layers}")
 
 
 class FeatureBatches:
@@ -167,6 +171,22 @@ def _with_frozen_word_embeddings(build_model: Callable[[], torch.nn.Module]) -> 
     return model
 
 
+def reinitialise_top_layers(model: torch.nn.Module, layers: int) -> torch.nn.Module:
+    """`model` with its top `layers` encoder layers drawn afresh (Zhang et al., 2021, "Revisiting Few-sample
+    BERT Fine-tuning"): the last layers are shaped to pre-training's objectives and may transfer worse than a new
+    start, while the lower layers keep what pre-training taught. The pooler and heads are left as they are."""
+    stack = model.base_model.encoder.layers
+    if layers > len(stack):
+        raise ConfigError(f"--reinit-layers {layers}: the model has only {len(stack)} encoder layers")
+    for layer in stack[len(stack) - layers:]:
+        layer.apply(lambda module: init_weights(module, model.config.initializer_range))
+    return model
+
+
+def _with_reinitialised_top_layers(build_model: Callable[[], torch.nn.Module], layers: int) -> torch.nn.Module:
+    return reinitialise_top_layers(build_model(), layers)
+
+
 def _with_probed_head(build_model: Callable[[], torch.nn.Module], features: list[dict],
                       batch_size: int) -> torch.nn.Module:
     """LP-FT (Kumar et al., 2022): the classifier starts as a logistic regression fitted on the frozen model's
@@ -213,6 +233,9 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
         args = replace(args, learning_rate=default_learning_rate(build_model().config.hidden_size, args.batch_size))
     if args.layer_lr_decay is None:
         args = replace(args, layer_lr_decay=task.default_layer_lr_decay)
+    # Innermost first: the probe reads the model with its layers drawn afresh.
+    if args.reinit_layers:
+        build_model = partial(_with_reinitialised_top_layers, build_model, args.reinit_layers)
     if args.linear_probe_first:
         if not isinstance(task, ClassificationTask):
             raise ConfigError("--linear-probe-first fits a sentence classifier's head: for --task classification "
