@@ -87,7 +87,6 @@ from defaults_sweep import BERTFORGE, LONG_WORDS, SST2_BUDGET_ROWS, one_epoch_ru
 from locations import DATA, REPO
 from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split
 
-from bertforge.errors import ConfigError
 from bertforge.model import BertForPreTraining
 from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.export import export_model
@@ -152,11 +151,11 @@ def with_fresh_top(start: Path, layers: int) -> Path:
     copy = start.parent / (f"{start.name}-fresh-pooler" + (f"-layers{layers}" if layers else ""))
     if not (copy / "model.safetensors").exists():
         model = BertForPreTraining.from_pretrained(start)
+        depth = len(model.base_model.encoder.layers)
+        if layers > depth:
+            sys.exit(f"--fresh-layers {layers}: {start} has only {depth} encoder layers")
         torch.manual_seed(FRESH_LAYERS_SEED)
-        try:
-            reinitialise_top_layers(model, layers)
-        except ConfigError as error:
-            sys.exit(f"{start}: {error}")
+        reinitialise_top_layers(model, layers)
         shutil.copytree(start, copy, dirs_exist_ok=True)  # the tokenizer's files; the weights are replaced
         model.save_pretrained(copy)
         weights = load_file(copy / "model.safetensors")
