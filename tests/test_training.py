@@ -297,6 +297,13 @@ def _finetune_command(encoder: Path, output: Path, *extra: str) -> list[str]:
             "--threads", "1", "--seed", "7", *extra]
 
 
+def _finetuned_args(encoder: Path, output: Path, *extra: str) -> dict:
+    """Fine-tune with `_finetune_command(..., *extra)` and return the settings its metrics.json records."""
+    result = CliRunner().invoke(cli, _finetune_command(encoder, output, *extra))
+    assert result.exit_code == 0, result.output
+    return json.loads((output / "metrics.json").read_text())["args"]
+
+
 def test_finetune_twice_with_the_same_seed_gives_identical_weights(tiny_encoder, tmp_path):
     """The classification head is new (random): it must be drawn after the seed is set. The run
     card made by the first run reruns it to the same weights too."""
@@ -488,11 +495,8 @@ def test_label_smoothing_factor_spreads_the_labels_weight_over_the_classes(tiny_
         gold = -log_p[kept].gather(1, labels[kept, None])[:, 0]
         assert torch.allclose(loss, (0.8 * gold - 0.2 * log_p[kept].mean(1)).mean(), atol=1e-6)
         assert not torch.allclose(loss, model(**batch).loss)
-    output = tmp_path / "smoothed"
-    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "1",
-                                                       "--label-smoothing-factor", "0.1"))
-    assert result.exit_code == 0, result.output
-    assert json.loads((output / "metrics.json").read_text())["args"]["label_smoothing_factor"] == 0.1
+    args = _finetuned_args(tiny_encoder, tmp_path / "smoothed", "--max-steps", "1", "--label-smoothing-factor", "0.1")
+    assert args["label_smoothing_factor"] == 0.1
     result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", "--label-smoothing-factor", "1"))
     assert result.exit_code == 2 and "Invalid value for '--label-smoothing-factor': 1.0 is not in the range 0<=x<1" \
         in result.output
@@ -658,11 +662,8 @@ def test_reinit_layers_draws_the_top_layers_afresh_and_keeps_the_rest(tiny_encod
         else:
             assert abs(weights[name].std().item() - 0.02) < 0.002, name
 
-    output = tmp_path / "reinit"
-    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, output, "--max-steps", "2",
-                                                       "--reinit-layers", "2"))
-    assert result.exit_code == 0, result.output
-    assert json.loads((output / "metrics.json").read_text())["args"]["reinit_layers"] == 2
+    args = _finetuned_args(tiny_encoder, tmp_path / "reinit", "--max-steps", "2", "--reinit-layers", "2")
+    assert args["reinit_layers"] == 2
     result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "deep", "--reinit-layers", "3"))
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == "error: --reinit-layers 3: the model has only 2 encoder layers"
