@@ -646,9 +646,12 @@ def test_linear_probe_first_starts_the_classifier_from_a_logistic_regression(tin
 
 
 def test_reinit_layers_draws_the_top_layers_afresh_and_keeps_the_rest(tiny_encoder, tmp_path):
-    start = BertModel.from_pretrained(tiny_encoder).state_dict()
-    torch.manual_seed(1)
-    model = reinitialise_top_layers(BertForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2), 1)
+    model = BertForSequenceClassification.from_pretrained(tiny_encoder, num_labels=2)
+    with torch.no_grad():  # away from the initialisation everywhere, as a pre-trained model's weights are
+        for parameter in model.parameters():
+            parameter.add_(0.5)
+    start = {name: weight.clone() for name, weight in model.bert.state_dict().items()}
+    reinitialise_top_layers(model, 1)
     weights = model.bert.state_dict()
     top = [name for name in start if name.startswith("encoder.layers.1.")]
     kept = [name for name in start if name not in top]
