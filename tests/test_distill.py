@@ -675,6 +675,9 @@ def test_every_training_option_distill_shows_reaches_the_run(teachers, sst2, tmp
     line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
                            sst2 / "train.tsv", "--reinit-layers", "1", "--output", tmp_path / "reinit")
     assert "reinit_layers is for fine-tuning on labels; a student's layers come from the teacher" in line
+    line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
+                           sst2 / "train.tsv", "--rdrop-alpha", "1", "--output", tmp_path / "rdrop")
+    assert "rdrop_alpha is for fine-tuning on labels; a student learns from the teacher's softened outputs" in line
     line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path,
                            "--freeze-word-embeddings", "--no-group-by-length", "--output", tmp_path / "mlm")
     assert "--freeze-word-embeddings and --no-group-by-length: for task students; --task mlm" in line

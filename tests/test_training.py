@@ -506,6 +506,48 @@ def test_label_smoothing_factor_spreads_the_labels_weight_over_the_classes(tiny_
         DistillArgs(output_dir="x", label_smoothing_factor=0.1)
 
 
+def test_rdrop_adds_the_two_dropout_passes_disagreement_to_their_cross_entropy(tiny_encoder, tmp_path):
+    """R-Drop written out: the batch twice under the same random draws, the mean cross-entropy of both passes +
+    alpha/2 × the symmetric KL per labelled position (NER's -100 positions carry none); without dropout the two
+    passes agree and only the cross-entropy is left; question answering (no `labels`) keeps its loss."""
+    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, hidden_dropout_prob=0.3, initializer_range=0.5,
+                        id2label={0: "a", 1: "b", 2: "c"})
+    torch.manual_seed(0)
+    ids = torch.randint(1, 50, (4, 6))
+    batches = {BertForSequenceClassification: {"input_ids": ids, "labels": torch.tensor([0, 2, 1, 2])},
+               BertForTokenClassification: {"input_ids": ids, "labels": torch.tensor([[0, 1, 2, -100, -100, 1]] * 4)},
+               BertForQuestionAnswering: {"input_ids": ids, "start_positions": torch.tensor([1, 2, 3, 4]),
+                                          "end_positions": torch.tensor([2, 2, 4, 5])}}
+    for head, batch in batches.items():
+        model = head(config).train()
+        torch.manual_seed(1)
+        loss, _ = TaskObjective(rdrop_alpha=0.6).loss(model, batch, [4])
+        torch.manual_seed(1)
+        if "labels" not in batch:
+            assert torch.equal(loss, model(**batch).loss)
+            continue
+        log_p = torch.log_softmax(model(input_ids=torch.cat([ids, ids])).logits, -1)
+        labels = batch["labels"].flatten()
+        kept = labels != -100
+        first, second = (half.flatten(0, -2)[kept] for half in log_p.chunk(2))
+        cross_entropy = -(first.gather(1, labels[kept, None]) + second.gather(1, labels[kept, None])).mean() / 2
+        kl = ((first.exp() * (first - second)).sum(1) + (second.exp() * (second - first)).sum(1)).mean() / 2
+        assert kl > 0.01  # the two passes' dropout masks differ (weights drawn wide: logits far from 0)
+        assert torch.allclose(loss, cross_entropy + 0.3 * kl, atol=1e-6)
+        model.eval()
+        assert torch.allclose(TaskObjective(rdrop_alpha=0.6).loss(model, batch, [4])[0], model(**batch).loss,
+                              atol=1e-6)
+    args = _finetuned_args(tiny_encoder, tmp_path / "rdrop", "--max-steps", "1", "--rdrop-alpha", "1")
+    assert args["rdrop_alpha"] == 1.0
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "bad", "--rdrop-alpha", "-1"))
+    assert result.exit_code == 2 and "Invalid value for '--rdrop-alpha': -1.0 is not in the range x>=0" in result.output
+    with pytest.raises(ConfigError, match="rdrop_alpha must be 0 or more, got -0.5"):
+        FinetuneArgs(output_dir="x", rdrop_alpha=-0.5)
+    with pytest.raises(ConfigError, match="rdrop_alpha is for fine-tuning on labels"):
+        DistillArgs(output_dir="x", rdrop_alpha=1)
+
+
 def test_finetune_without_group_by_length_draws_batches_at_random(tiny_encoder, tmp_path):
     features = [{"input_ids": [0] * n} for n in range(1, 401)]
     spreads = {}

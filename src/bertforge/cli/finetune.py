@@ -149,6 +149,9 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Micro-batches per optimiser step (--batch-size stays the examples per step).")
 @click.option("--label-smoothing-factor", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Spread this share of each label's weight over all classes (not for qa).")
+@click.option("--rdrop-alpha", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="R-Drop (Liang et al., 2021): each batch twice, under two dropout masks, and this weight on the "
+                   "two predictions' disagreement (KL); twice the compute per step (not for qa).")
 @click.option("--freeze-word-embeddings", is_flag=True,
               help="Keep the token embedding table as pre-trained (only the rows of words in --train would move).")
 @click.option("--linear-probe-first", is_flag=True,

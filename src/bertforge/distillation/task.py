@@ -50,6 +50,9 @@ class DistillArgs(FinetuneArgs):
         if self.label_smoothing_factor:
             raise ConfigError("label_smoothing_factor is for fine-tuning on labels; a student learns from the "
                               "teacher's softened outputs (--alpha, --temperature)")
+        if self.rdrop_alpha:
+            raise ConfigError("rdrop_alpha is for fine-tuning on labels; a student learns from the teacher's softened "
+                              "outputs (--alpha, --temperature)")
         if self.linear_probe_first:
             raise ConfigError("linear_probe_first is for fine-tuning on labels; a student's head starts from the "
                               "teacher's or learns from its outputs")

@@ -53,6 +53,7 @@ class FinetuneArgs(TrainingArguments):
     layer_lr_decay: float | None = None  # None: the task's default_layer_lr_decay
     group_by_length: bool = True  # batches of similar-length examples (little padding); False: random batches
     label_smoothing_factor: float = 0.0  # share of each label's weight spread evenly over the classes
+    rdrop_alpha: float = 0.0  # weight of R-Drop's KL between two dropout passes; 0: one pass
     freeze_word_embeddings: bool = False  # keep the token embedding table as pre-trained
     linear_probe_first: bool = False  # start a sentence classifier's head from a logistic regression (LP-FT)
     reinit_layers: int = 0  # the top encoder layers started afresh with BERT's initialisation
@@ -66,6 +67,8 @@ class FinetuneArgs(TrainingArguments):
             raise ConfigError(f"label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
         if self.reinit_layers < 0:
             raise ConfigError(f"reinit_layers must be 0 or more, got {self.reinit_layers}")
+        if self.rdrop_alpha < 0:
+            raise ConfigError(f"rdrop_alpha must be 0 or more, got {self.rdrop_alpha}")
 
 
 class FeatureBatches:
@@ -100,27 +103,44 @@ class FeatureBatches:
 
 
 class TaskObjective:
-    """The head's own loss, weighted by the micro-batch's share of the global batch's examples. With
-    `label_smoothing`, the cross-entropy against smoothed labels instead, for the heads with `labels`
-    (classification, NER; as transformers' Trainer, question answering's spans are not smoothed)."""
+    """The head's own loss, weighted by the micro-batch's share of the global batch's examples. For the heads
+    with `labels` (classification, NER; as transformers' Trainer, question answering's spans are left alone):
+    with `label_smoothing`, the cross-entropy against smoothed labels; with `rdrop_alpha`, R-Drop (Liang et
+    al., 2021): the batch goes through twice, each row under its own dropout masks, and the loss is the two
+    passes' mean cross-entropy + alpha/2 × their symmetric KL per labelled row (the paper's loss halved, so
+    that one pass's scale is kept)."""
 
     statistics = ("loss", "examples")
 
-    def __init__(self, label_smoothing: float = 0.0):
-        self.label_smoothing = label_smoothing
+    def __init__(self, label_smoothing: float = 0.0, rdrop_alpha: float = 0.0):
+        self.label_smoothing, self.rdrop_alpha = label_smoothing, rdrop_alpha
 
     def counts(self, batch):
         return [len(batch["input_ids"])]
 
     def loss(self, model, batch, totals):
         examples = len(batch["input_ids"])
-        if self.label_smoothing and "labels" in batch:
-            logits = model(**{k: v for k, v in batch.items() if k != "labels"}).logits.float()
-            loss = F.cross_entropy(logits.flatten(0, -2), batch["labels"].flatten(), ignore_index=IGNORE_INDEX,
-                                   label_smoothing=self.label_smoothing)
+        if (self.label_smoothing or self.rdrop_alpha) and "labels" in batch:
+            loss = self._labels_loss(model, batch)
         else:
             loss = model(**batch).loss
         return loss * (examples / totals[0]), torch.tensor([loss.item() * examples, examples], dtype=torch.float64)
+
+    def _labels_loss(self, model, batch) -> torch.Tensor:
+        passes = 2 if self.rdrop_alpha else 1
+        # One forward pass over the batch stacked `passes` times: dropout draws its masks row by row.
+        inputs = {k: v.repeat(passes, *[1] * (v.dim() - 1)) for k, v in batch.items() if k != "labels"}
+        logits = model(**inputs).logits.float().flatten(0, -2)  # (passes × labelled positions, classes)
+        labels = batch["labels"].flatten()
+        loss = F.cross_entropy(logits, labels.repeat(passes), ignore_index=IGNORE_INDEX,
+                               label_smoothing=self.label_smoothing)
+        if self.rdrop_alpha:
+            kept = labels != IGNORE_INDEX
+            first, second = (F.log_softmax(half[kept], -1) for half in logits.chunk(2))
+            symmetric_kl = (F.kl_div(first, second, reduction="batchmean", log_target=True) +
+                            F.kl_div(second, first, reduction="batchmean", log_target=True)) / 2
+            loss = loss + self.rdrop_alpha / 2 * symmetric_kl
+        return loss
 
     def summary(self, interval, seconds, cumulative):
         return {"loss": interval["loss"] / max(interval["examples"], 1),
@@ -258,7 +278,7 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
         if eval_set is not None else None
     fingerprint = {**args.settings(), "task": type(task).__name__, "labels": getattr(task, "labels", None),
                    **(about or {}), "train_features": digest(train_features)}
-    objective = objective or TaskObjective(args.label_smoothing_factor)
+    objective = objective or TaskObjective(args.label_smoothing_factor, args.rdrop_alpha)
     result = run(schedule, processes, build_model, source, objective, total_steps, fingerprint, resume_from, keeper,
                  description=name)
     history.update(train_loss=[[int(row["step"]), round(row["loss"], 5)] for row in result.train_log],

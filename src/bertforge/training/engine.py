@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 # Settings added after checkpoints were first written, with the value the runs before them had.
 SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear", "group_by_length": True,
                         "label_smoothing_factor": 0.0, "freeze_word_embeddings": False, "linear_probe_first": False,
-                        "ema_decay": 0.0, "reinit_layers": 0}
+                        "ema_decay": 0.0, "reinit_layers": 0, "rdrop_alpha": 0.0}
 
 
 @dataclass(kw_only=True)
