@@ -42,6 +42,7 @@ import time
 from pathlib import Path
 
 from locations import CORPUS, REPO
+from processes import resident_mb
 sys.path.insert(0, str(REPO / "src"))
 # The commands this script starts run this checkout's bertforge too, not whichever an editable install points at.
 COMMAND_ENV = dict(os.environ,
@@ -108,19 +109,6 @@ def run_stages(corpus: str, splitter: str, megabytes: float, output: str) -> Non
                       "instances": len(rows), "is_next": rows.stats["is_next"] / len(rows)}))
 
 
-def tree_rss_mb(pid: int) -> float:
-    """Resident memory of a process and all its descendants (Linux /proc), in MB."""
-    total, stack = 0, [pid]
-    while stack:
-        current = stack.pop()
-        try:
-            total += int(Path(f"/proc/{current}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-            stack += [int(c) for c in Path(f"/proc/{current}/task/{current}/children").read_text().split()]
-        except (OSError, ValueError):
-            continue  # a worker that just ended
-    return total / 1e6
-
-
 def run_command(corpus: Path, splitter: str, output: Path, workers: int = 1) -> dict:
     """The whole `bertforge pretrain prepare`, as a child process. CPU time is the command's and
     its workers' (wait4 counts the descendants a process waited for, not this script's other
@@ -135,7 +123,7 @@ def run_command(corpus: Path, splitter: str, output: Path, workers: int = 1) -> 
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
-        tree_peak = max(tree_peak, tree_rss_mb(child.pid))
+        tree_peak = max(tree_peak, resident_mb(child.pid))
         time.sleep(0.1)
     if status != 0:
         raise SystemExit(f"bertforge pretrain prepare failed on {corpus}")

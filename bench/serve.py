@@ -40,9 +40,9 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 from locations import CORPUS, REPO
+from processes import cpu_ticks, peak_memory_mb, stolen_share, thread_cpu_seconds, tree_cpu_seconds
 
 WHERE = {"process": "in a child process", "thread": "on a thread of the server"}
 
@@ -91,41 +91,6 @@ def start_server(port: int, batching: bool, max_batch_size: int, max_wait_ms: fl
     raise RuntimeError("server did not start within 120 s")
 
 
-def cpu_seconds(stat_file: Path) -> float:
-    """User + system CPU time so far from a /proc `stat` file (a process's or one thread's)."""
-    fields = stat_file.read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def process_tree(pid: int) -> list[int]:
-    """The server process and its descendants (its inference process)."""
-    tree = [pid]
-    for parent in tree:
-        for task in Path(f"/proc/{parent}/task").iterdir():
-            try:
-                tree += [int(child) for child in (task / "children").read_text().split()]
-            except FileNotFoundError:  # the thread ended meanwhile
-                continue
-    return tree
-
-
-def server_cpu_seconds(pid: int) -> float:
-    """CPU time of the server so far (all threads of it and of its inference process)."""
-    return sum(cpu_seconds(Path(f"/proc/{process}/stat")) for process in process_tree(pid))
-
-
-def thread_cpu_seconds(pid: int) -> dict[str, float]:
-    """CPU seconds so far of each thread of the server and its inference process, by process/thread id."""
-    seconds = {}
-    for process in process_tree(pid):
-        for tid in os.listdir(f"/proc/{process}/task"):
-            try:
-                seconds[f"{process}/{tid}"] = cpu_seconds(Path(f"/proc/{process}/task/{tid}/stat"))
-            except FileNotFoundError:  # the thread ended meanwhile
-                continue
-    return seconds
-
-
 def busiest_threads(before: dict[str, float], after: dict[str, float], wall: float) -> list[float]:
     """The two busiest server threads' share of one core over a load level: the one running the
     model and the event loop. Neither near 100% means the server waits, not computes."""
@@ -140,24 +105,6 @@ def batch_totals(port: int) -> tuple[float, float]:
     values = {name: float(value) for name, value in (line.rsplit(" ", 1) for line in
               connection.getresponse().read().decode().splitlines() if line.startswith("bertforge_batch_size_"))}
     return values.get("bertforge_batch_size_sum", 0.0), values.get("bertforge_batch_size_count", 0.0)
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """(stolen, all) CPU ticks of this machine so far, from /proc/stat: a virtual machine's host may
-    take CPU time from it, which slows every figure."""
-    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return ticks[7], sum(ticks)
-
-
-def stolen_share(before: tuple[int, int]) -> float:
-    (stolen, total), (stolen_before, total_before) = cpu_ticks(), before
-    return (stolen - stolen_before) / max(1, total - total_before)
-
-
-def peak_memory_mb(pid: int) -> float:
-    """The peak resident memory (VmHWM) of the server and its inference process, added up."""
-    return sum(int(line.split()[1]) / 1024 for process in process_tree(pid)
-               for line in Path(f"/proc/{process}/status").read_text().splitlines() if line.startswith("VmHWM:"))
 
 
 def level_texts(sentences: list[str], clients: int, per_client: int) -> list[str]:
@@ -353,12 +300,12 @@ def main() -> None:
             per_client = per_client_requests(args.requests_per_client, clients)
             for _ in range(args.rounds):
                 for label, (port, server) in servers.items():
-                    cpu_before, client_cpu_before = server_cpu_seconds(server.pid), time.process_time()
+                    cpu_before, client_cpu_before = tree_cpu_seconds(server.pid), time.process_time()
                     threads_before, batches_before = thread_cpu_seconds(server.pid), batch_totals(port)
                     result = run_load(port, sentences, clients, per_client, args.encoding)
                     result["threads"] = busiest_threads(threads_before, thread_cpu_seconds(server.pid),
                                                         result["requests"] / result["rps"])  # the level's wall time
-                    result["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / result["requests"]
+                    result["cpu_ms"] = 1000 * (tree_cpu_seconds(server.pid) - cpu_before) / result["requests"]
                     result["client_cpu_ms"] = 1000 * (time.process_time() - client_cpu_before) / result["requests"]
                     result["peak_mb"] = peak_memory_mb(server.pid)
                     (inputs, batches), (inputs_before, count_before) = batch_totals(port), batches_before
@@ -377,11 +324,11 @@ def main() -> None:
                     print(f"offline   texts={top * per_client:5d} {offline_rounds[-1]:7.1f} texts/s", flush=True)
         # The same texts to /v1/tokenize: the HTTP stack, validation and a (small) answer with no model.
         port, server = servers["batching"]
-        cpu_before = server_cpu_seconds(server.pid)
+        cpu_before = tree_cpu_seconds(server.pid)
         # ten times the level's requests: each takes about a millisecond, and CPU time is counted in ticks
         floor = run_load(port, sentences, top, 10 * per_client_requests(args.requests_per_client, top),
                          args.encoding, "/v1/tokenize")
-        floor["cpu_ms"] = 1000 * (server_cpu_seconds(server.pid) - cpu_before) / floor["requests"]
+        floor["cpu_ms"] = 1000 * (tree_cpu_seconds(server.pid) - cpu_before) / floor["requests"]
         print(f"tokenize  clients={top:3d} requests={floor['requests']:5d} {floor['rps']:7.1f} req/s  "
               f"server CPU {floor['cpu_ms']:5.2f} ms/request  errors {floor['errors']}", flush=True)
     finally:

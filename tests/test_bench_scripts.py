@@ -293,3 +293,42 @@ def test_defaults_sweep_on_unseen_sentences_trains_on_the_splits_file_and_scores
     assert calls[-1][1] == ["--seed", "2", "--train", str(split[0])] and default["name"] == "sst2-lrdefault-seed2-unseen"
     another_start = defaults_sweep.run("sst2", "default", ["--model", "runs/minilm-dropout0"], tmp_path, 1, split)
     assert another_start["name"] == "sst2-lrdefault-modelruns-minilm-dropout0-unseen"  # one folder, not a nest
+
+
+def test_the_bench_reads_a_process_with_the_children_its_threads_started(tmp_path):
+    """`serve.py` measures a server with its inference process and `prepare.py` a command with its workers: both walk
+    the process tree, which must reach a child started from a thread other than the main one."""
+    sys.path.insert(0, str(BENCH))
+    from processes import (cpu_ticks, peak_memory_mb, process_tree, resident_mb, stolen_share, thread_cpu_seconds,
+                           tree_cpu_seconds)
+    import subprocess
+    import time
+
+    started = cpu_ticks()
+    parent = subprocess.Popen([sys.executable, "-c", (
+        "import subprocess, sys, threading, time\n"
+        "sleeper = [sys.executable, '-c', 'import time; time.sleep(60)']\n"
+        "threading.Thread(target=subprocess.run, args=(sleeper,)).start()\n"
+        "sum(range(3 * 10 ** 7))\n"
+        "time.sleep(60)\n")])
+    try:
+        deadline = time.monotonic() + 30
+        while len(process_tree(parent.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        tree = process_tree(parent.pid)
+        assert len(tree) == 2 and tree[0] == parent.pid
+        time.sleep(0.2)  # the sum runs after the thread's start
+        while tree_cpu_seconds(parent.pid) < 0.1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert tree_cpu_seconds(parent.pid) >= 0.1
+        threads = thread_cpu_seconds(parent.pid)
+        assert {key.split("/")[0] for key in threads} == {str(pid) for pid in tree} and len(threads) >= 3
+        child_alone = resident_mb(tree[1])
+        assert 0 < child_alone < resident_mb(parent.pid)
+        assert peak_memory_mb(parent.pid) * 2 ** 20 >= resident_mb(parent.pid) * 1e6 * 0.99
+    finally:
+        for pid in process_tree(parent.pid)[::-1]:
+            os.kill(pid, 9)
+        parent.wait()
+    assert process_tree(parent.pid) == [parent.pid] and tree_cpu_seconds(parent.pid) == 0.0  # ended: nothing to read
+    assert 0 <= stolen_share(started) <= 1
