@@ -153,6 +153,12 @@ def test_squad_shape_errors_through_finetune(tmp_path):
     path.write_text(json.dumps(data), encoding="utf-8")
     one_line_error(run("finetune", "--task", "qa", "--train", path, "--output", tmp_path / "out"),
                    f"{path}: data[0].paragraphs[0].qas[0].answers: expected a list, found str")
+    data["data"][0]["paragraphs"][0]["qas"][0]["answers"] = [{"text": "Broncos", "answer_start": 4}]
+    path.write_text(json.dumps(data), encoding="utf-8")
+    for option in ("--rdrop-alpha", "--label-smoothing-factor"):
+        one_line_error(run("finetune", "--task", "qa", "--train", path, option, "0.5", "--output", tmp_path / "out"),
+                       f"{option} works on class labels; --task qa learns answer spans")
+    assert not (tmp_path / "out").exists()
 
 
 @pytest.fixture(scope="module")

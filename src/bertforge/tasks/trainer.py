@@ -248,6 +248,10 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
         raise InputError("the training set is empty")
     if eval_set is not None and not eval_set.features:
         raise InputError("the validation set is empty")
+    if "labels" not in train_features[0]:  # question answering: answer spans, which neither setting reads
+        for option in ("label_smoothing_factor", "rdrop_alpha"):
+            if getattr(args, option):
+                raise ConfigError(f"--{option.replace('_', '-')} works on class labels; --task qa learns answer spans")
     if args.learning_rate is None:
         # The rate depends on the model's width: build it once to read it (cheap beside training).
         args = replace(args, learning_rate=default_learning_rate(build_model().config.hidden_size, args.batch_size))
