@@ -134,6 +134,18 @@ def test_binary_or_non_utf8_training_files(tmp_path):
                    f"{conll}:2: not UTF-8 text")
 
 
+def test_finetune_on_a_file_without_examples_names_it(tmp_path):
+    header_only = tmp_path / "header.tsv"
+    header_only.write_text("sentence\tlabel\n", encoding="utf-8")
+    one_line_error(run("finetune", "--task", "classification", "--train", header_only, "--output", tmp_path / "out"),
+                   f"{header_only}: no training examples in the file")
+    empty = tmp_path / "empty.conll"
+    empty.write_text("\n\n", encoding="utf-8")
+    one_line_error(run("finetune", "--task", "ner", "--train", empty, "--output", tmp_path / "out"),
+                   f"{empty}: no training examples in the file")
+    assert not (tmp_path / "out").exists()
+
+
 def test_probe_with_one_class_or_no_rows(tmp_path):
     one_class = tmp_path / "one.tsv"
     one_class.write_text("sentence\tlabel\n" + "".join(f"text {i}\t1\n" for i in range(20)), encoding="utf-8")

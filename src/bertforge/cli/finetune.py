@@ -64,6 +64,8 @@ def read_splits(task, train_path, validation_path, hold_out, train_limit, option
     if validation_path and hold_out:
         raise ConfigError("give either --validation or --hold-out, not both")
     train_data = read_data(task, train_path, options)
+    if not train_data:
+        raise InputError(f"{train_path}: no training examples in the file")
     if hold_out:
         train_data, validation_data = _hold_out(task, train_data, hold_out, train_path)
     else:
