@@ -134,7 +134,7 @@ def test_binary_or_non_utf8_training_files(tmp_path):
                    f"{conll}:2: not UTF-8 text")
 
 
-def test_finetune_on_a_file_without_examples_names_it(tmp_path):
+def test_training_on_a_file_without_examples_names_it(tmp_path):
     header_only = tmp_path / "header.tsv"
     header_only.write_text("sentence\tlabel\n", encoding="utf-8")
     one_line_error(run("finetune", "--task", "classification", "--train", header_only, "--output", tmp_path / "out"),
@@ -144,6 +144,11 @@ def test_finetune_on_a_file_without_examples_names_it(tmp_path):
     one_line_error(run("finetune", "--task", "ner", "--train", empty, "--output", tmp_path / "out"),
                    f"{empty}: no training examples in the file")
     assert not (tmp_path / "out").exists()
+    blank = tmp_path / "blank.txt"
+    blank.write_text("\n \n", encoding="utf-8")
+    one_line_error(run("train-vocab", "--input", blank, "--output", tmp_path / "vocab"),
+                   f"{blank}: the corpus is empty: no words to learn a vocabulary from")
+    assert not (tmp_path / "vocab").exists()
 
 
 def test_probe_with_one_class_or_no_rows(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from bertforge.errors import InputError
 from bertforge.io.atomic import check_output_dir
 from bertforge.io.readers import read_corpus
 from bertforge.runcard import RunCard
@@ -51,7 +52,10 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
     if limit_alphabet is not None:
         options["limit_alphabet"] = limit_alphabet
     start = time.perf_counter()
-    tokenizer = train(algorithm, corpus, **options)
+    try:
+        tokenizer = train(algorithm, corpus, **options)
+    except InputError as error:  # the trainers see texts, not files: name the files here
+        raise InputError(f"{', '.join(map(str, inputs))}: {error}") from None
     seconds = time.perf_counter() - start
     specials = len(set(options["special_tokens"]))
     if algorithm == "wordpiece":
