@@ -130,7 +130,7 @@ class TaskObjective:
         passes = 2 if self.rdrop_alpha else 1
         # One forward pass over the batch stacked `passes` times: dropout draws its masks row by row.
         inputs = {k: v.repeat(passes, *[1] * (v.dim() - 1)) for k, v in batch.items() if k != "labels"}
-        logits = model(**inputs).logits.float().flatten(0, -2)  # (passes × labelled positions, classes)
+        logits = model(**inputs).logits.float().flatten(0, -2)  # (passes × rows [× tokens for NER], classes)
         labels = batch["labels"].flatten()
         loss = F.cross_entropy(logits, labels.repeat(passes), ignore_index=IGNORE_INDEX,
                                label_smoothing=self.label_smoothing)
