@@ -75,8 +75,6 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
         raise ConfigError("--prune cuts the teacher down to --student-size (e.g. L4-H256): give --student-size, "
                           "not --student-layers")
     target = student_config(teacher.config, None, student_size, save_as)
-    if not calibration:
-        raise ConfigError("--prune needs training inputs to measure what matters; the training set is empty")
     indices = important_layers(teacher, target.num_hidden_layers, calibration) if depth == "importance" else \
         teacher_layer_indices(teacher.config.num_hidden_layers, target.num_hidden_layers)
     wide = type(teacher)(student_config(teacher.config, target.num_hidden_layers, None, save_as))
