@@ -8,7 +8,9 @@ import io
 import json
 import os
 import runpy
+import subprocess
 import sys
+import time
 from pathlib import Path
 from unittest import mock
 
@@ -301,8 +303,6 @@ def test_the_bench_reads_a_process_with_the_children_its_threads_started(tmp_pat
     sys.path.insert(0, str(BENCH))
     from processes import (cpu_ticks, peak_memory_mb, process_tree, resident_mb, stolen_share, thread_cpu_seconds,
                            tree_cpu_seconds)
-    import subprocess
-    import time
 
     started = cpu_ticks()
     parent = subprocess.Popen([sys.executable, "-c", (
