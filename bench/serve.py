@@ -9,8 +9,9 @@ latency, errors, server CPU time per request (and the clients'), the two busiest
 share of a core (the model's and the event loop's), the server's peak memory (VmHWM) per setting,
 and the throughput ratio batching / off. The server's figures cover its inference process too
 (`--inference process`, the default; `--inference thread` runs the models on a thread of the
-server's process instead). `--compare-inference` adds a third server, batching with the other
-`--inference`, taking turns with the two others, and prints its throughput beside theirs; each
+server's process instead). `--compare-inference` adds a server batching with the other
+`--inference`, and `--compare-max-wait MS` one batching with that collector wait, each taking turns with
+the two others and printed beside them (a setting compared in one run meets the same machine); each
 server's start-up time and memory, each level's mean batch (from the server's /metrics) and the
 host's steal are printed too. In each round of the busiest level, after the servers' turns (they
 idle meanwhile), the same texts its clients sent go through the sentence-embedding pipeline in this
@@ -22,7 +23,7 @@ Last, the model's wall time per call alone and beside a thread running Python: w
 with the event loop costs the inference thread.
 
     .venv/bin/python bench/serve.py [--requests-per-client 25] [--concurrency 1 8 32] [--encoding float|base64]
-                                    [--inference process|thread] [--compare-inference]
+                                    [--inference process|thread] [--compare-inference] [--compare-max-wait MS]
 """
 
 from __future__ import annotations
@@ -257,13 +258,15 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=25,
                         help="requests each client sends (at least 200 in total per level)")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=5.0)
+    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the servers' --max-wait-ms (theirs by default)")
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads (default: torch's)")
     parser.add_argument("--inference", choices=["process", "thread"], default="process",
                         help="the server's --inference: the models in a child process, or on a thread of the server")
     parser.add_argument("--compare-inference", action="store_true",
                         help="also run a batching server with the other --inference, taking turns with the two others")
-    parser.add_argument("--rounds", type=int, default=2, help="runs of each setting (alternating the two servers)")
+    parser.add_argument("--compare-max-wait", type=float, default=None, metavar="MS",
+                        help="also run a batching server with this --max-wait-ms, taking turns with the others")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each setting (alternating the servers)")
     parser.add_argument("--encoding", choices=["float", "base64"], default="float",
                         help="the requests' encoding_format (OpenAI's Python client sends base64)")
     args = parser.parse_args()
@@ -279,15 +282,18 @@ def main() -> None:
     # The servers run side by side and take turns, level by level, so that the load other work puts
     # on this machine falls on all alike; each setting runs `--rounds` times.
     other = "thread" if args.inference == "process" else "process"
-    settings = {"batching": (True, args.inference), "off": (False, args.inference)}
+    settings = {"batching": (True, args.inference, args.max_wait_ms), "off": (False, args.inference, args.max_wait_ms)}
     if args.compare_inference:
-        settings[f"on {other}"] = (True, other)
+        settings[f"on {other}"] = (True, other, args.max_wait_ms)
+    waited = f"wait {args.compare_max_wait:g}" if args.compare_max_wait is not None else None
+    if waited:
+        settings[waited] = (True, args.inference, args.compare_max_wait)
     servers, stolen_before = {}, cpu_ticks()
     try:
-        for label, (batching, inference) in settings.items():
+        for label, (batching, inference, max_wait_ms) in settings.items():
             port, started = free_port(), time.perf_counter()
-            server = start_server(port, batching, args.max_batch_size, args.max_wait_ms, args.threads, inference)
-            print(f"# {label} server (models {WHERE[inference]}): answering /health "
+            server = start_server(port, batching, args.max_batch_size, max_wait_ms, args.threads, inference)
+            print(f"# {label} server (models {WHERE[inference]}, max wait {max_wait_ms:g} ms): answering /health "
                   f"{time.perf_counter() - started:.1f} s after launch, {peak_memory_mb(server.pid):.0f} MB", flush=True)
             servers[label] = (port, server)
             run_load(port, sentences, 4, 5, args.encoding)  # warm-up
@@ -298,8 +304,9 @@ def main() -> None:
         embed, offline_rounds = offline_pipeline(args.max_batch_size, args.threads, sentences[:64]), []
         for clients in args.concurrency:
             per_client = per_client_requests(args.requests_per_client, clients)
-            for _ in range(args.rounds):
-                for label, (port, server) in servers.items():
+            for round_ in range(args.rounds):
+                # every other round in reverse order, so that no server always runs just after another
+                for label, (port, server) in list(servers.items())[::-1 if round_ % 2 else 1]:
                     cpu_before, client_cpu_before = tree_cpu_seconds(server.pid), time.process_time()
                     threads_before, batches_before = thread_cpu_seconds(server.pid), batch_totals(port)
                     result = run_load(port, sentences, clients, per_client, args.encoding)
@@ -338,7 +345,8 @@ def main() -> None:
     # per setting: the mean throughput over rounds, the worst p50/p99, all errors
     results = {key: {"rps": statistics.mean(r["rps"] for r in rs), "p50_ms": max(r["p50_ms"] for r in rs),
                      "p99_ms": max(r["p99_ms"] for r in rs), "errors": sum(r["errors"] for r in rs),
-                     "cpu_ms": statistics.mean(r["cpu_ms"] for r in rs), "peak_mb": max(r["peak_mb"] for r in rs)}
+                     "cpu_ms": statistics.mean(r["cpu_ms"] for r in rs), "peak_mb": max(r["peak_mb"] for r in rs),
+                     "mean_batch": statistics.mean(r["mean_batch"] for r in rs)}
                for key, rs in runs.items()}
 
     print("\n| clients | batching req/s | off req/s | ratio | batching p50 / p99 ms | off p50 / p99 ms | "
@@ -370,6 +378,15 @@ def main() -> None:
                   f"p50 / p99 {compared['p50_ms']:.0f} / "
                   f"{compared['p99_ms']:.0f} ms, server CPU {compared['cpu_ms']:.1f} ms/request, "
                   f"peak {compared['peak_mb']:.0f} MB")
+    if waited:
+        for clients in args.concurrency:
+            compared, default = results[(waited, clients)], results[("batching", clients)]
+            print(f"{clients} clients, max wait {args.compare_max_wait:g} ms: {compared['rps']:.1f} req/s, "
+                  f"{compared['rps'] / offline:.2f}x the offline pipeline (max wait {args.max_wait_ms:g} ms: "
+                  f"{default['rps'] / compared['rps']:.2f}x that), p50 / p99 {compared['p50_ms']:.0f} / "
+                  f"{compared['p99_ms']:.0f} ms, server CPU {compared['cpu_ms']:.1f} ms/request, "
+                  f"mean batch {compared['mean_batch']:.1f} (max wait {args.max_wait_ms:g} ms: "
+                  f"{default['mean_batch']:.1f})")
     on, off = results[("batching", lone)], results[("off", lone)]
     print(f"{lone} client(s): p50 latency batching {on['p50_ms']:.1f} ms / off {off['p50_ms']:.1f} ms = "
           f"{on['p50_ms'] / off['p50_ms']:.2f}x (goal <= 1.1x: {'met' if on['p50_ms'] <= 1.1 * off['p50_ms'] else 'NOT met'})")
