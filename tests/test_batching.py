@@ -80,6 +80,22 @@ def test_requests_queued_together_share_a_call_and_company_turns_the_wait_on():
     assert recorder.batches == [["a"], ["b", "c", "d"], ["e", "f", "g"]]
 
 
+def test_without_a_wait_requests_that_queued_while_the_model_was_busy_share_a_call():
+    recorder = Recorder()
+
+    async def clients(batcher):
+        recorder.hold.clear()
+        first = asyncio.ensure_future(batcher.submit(recorder, ["a"], [1]))
+        await asyncio.to_thread(recorder.started.wait, 30)
+        rest = [asyncio.ensure_future(batcher.submit(recorder, [t], [1])) for t in ("b", "c", "d")]
+        await asyncio.sleep(0.05)
+        recorder.hold.set()
+        return [await first] + [await r for r in rest]
+
+    assert run(clients) == [["A"], ["B"], ["C"], ["D"]]  # the default settings: no wait
+    assert recorder.batches == [["a"], ["b", "c", "d"]]
+
+
 def test_a_bad_input_fails_only_its_own_request():
     recorder = Recorder()
 

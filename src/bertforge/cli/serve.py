@@ -55,8 +55,9 @@ def bundled_models() -> list[tuple[str, Path]]:
               help="CPU threads for one model call (default: torch's choice, one per core).")
 @click.option("--max-batch-size", default=32, show_default=True, type=click.IntRange(1, 1024),
               help="Most inputs run through a model together.")
-@click.option("--max-wait-ms", default=5.0, show_default=True, type=click.FloatRange(0, 10_000),
-              help="How long the first queued input waits for others to join its batch.")
+@click.option("--max-wait-ms", default=0.0, show_default=True, type=click.FloatRange(0, 10_000),
+              help="How long the first queued input waits for others to join its batch (0: batches hold what "
+                   "queued while the model was busy).")
 @click.option("--no-batching", is_flag=True, help="Run each request on its own (no dynamic batching).")
 @click.option("--inference", default="process", show_default=True, type=click.Choice(["process", "thread"]),
               help="Where the models run: a child process of their own, beside the HTTP event loop instead of "

@@ -3,7 +3,9 @@
 Every text of every request becomes one queue item. A collector task takes the first waiting
 item, then waits up to `max_wait_ms` (counted from when that item arrived) for the batch to
 fill to `max_batch_size`, also taking whatever else is already queued (up to a few batches'
-worth). It waits only while requests keep company: when the last collection held a single
+worth). The default wait is 0: requests that queued while the model was busy still run together,
+and a wait for more only idled the model in the serving bench. A wait set by the user applies only
+while requests keep company: when the last collection held a single
 request, a lone client would wait for nobody, so the next collection takes what is queued and
 goes at once (as with batching off); the first collection that finds two requests turns the
 wait back on. The items are grouped by the call they ask for (model, task, options), sorted by
@@ -42,7 +44,7 @@ class _Item:
 
 
 class Batcher:
-    def __init__(self, metrics: Metrics, runner, max_batch_size: int = 32, max_wait_ms: float = 5.0,
+    def __init__(self, metrics: Metrics, runner, max_batch_size: int = 32, max_wait_ms: float = 0.0,
                  enabled: bool = True, max_queue: int = 4096):
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be at least 1, got {max_batch_size}")

@@ -17,7 +17,7 @@ CANDIDATE_OVERHEAD = 100  # bytes of a fill-mask candidate besides its sequence:
 @dataclass
 class ServerSettings:
     max_batch_size: int = 32
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0  # collect what is queued and go (docs/benchmarks.md, forty-second session)
     batching: bool = True
     api_key: str | None = None
     max_texts: int = 64  # per request
