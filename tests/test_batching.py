@@ -10,8 +10,10 @@ import time
 
 import pytest
 
+from bertforge.cli.serve import serve
 from bertforge.server.batching import Batcher
 from bertforge.server.inference import InferenceProcess, InferenceThread
+from bertforge.server.limits import ServerSettings
 from bertforge.server.metrics import Metrics
 
 LONG_WAIT_MS = 120_000  # far longer than any test may take: a request that waited for it would time out
@@ -92,7 +94,10 @@ def test_without_a_wait_requests_that_queued_while_the_model_was_busy_share_a_ca
         recorder.hold.set()
         return [await first] + [await r for r in rest]
 
-    assert run(clients) == [["A"], ["B"], ["C"], ["D"]]  # the default settings: no wait
+    defaults = ServerSettings()
+    assert defaults.max_wait_ms == 0  # the server's default, as `serve` gives it
+    assert next(p for p in serve.params if p.name == "max_wait_ms").default == defaults.max_wait_ms
+    assert run(clients, max_wait_ms=defaults.max_wait_ms) == [["A"], ["B"], ["C"], ["D"]]
     assert recorder.batches == [["a"], ["b", "c", "d"]]
 
 
