@@ -46,6 +46,18 @@ def run(coroutine_factory, **batcher_options):
     return asyncio.run(main())
 
 
+async def behind_a_busy_call(batcher, recorder: Recorder, first: str, rest: tuple[str, ...]):
+    """Submits `first`, then each of `rest` as a request of its own while the model holds first's call; then
+    lets the call finish. The requests' futures: (first's, [rest's])."""
+    recorder.hold.clear()
+    busy = asyncio.ensure_future(batcher.submit(recorder, [first], [len(first)]))
+    await asyncio.to_thread(recorder.started.wait, 30)
+    waiting = [asyncio.ensure_future(batcher.submit(recorder, [text], [len(text)])) for text in rest]
+    await asyncio.sleep(0.05)
+    recorder.hold.set()
+    return busy, waiting
+
+
 def test_a_lone_client_does_not_wait_for_company():
     recorder = Recorder()
 
@@ -61,13 +73,8 @@ def test_requests_queued_together_share_a_call_and_company_turns_the_wait_on():
     recorder = Recorder()
 
     async def clients(batcher):
-        recorder.hold.clear()  # the first request occupies the model ...
-        first = asyncio.ensure_future(batcher.submit(recorder, ["a"], [1]))
-        await asyncio.to_thread(recorder.started.wait, 30)
-        # ... while three more arrive: they are collected together when it is free
-        rest = [asyncio.ensure_future(batcher.submit(recorder, [t], [1])) for t in ("b", "c", "d")]
-        await asyncio.sleep(0.05)
-        recorder.hold.set()
+        # the first request occupies the model while three more arrive: they are collected together when it is free
+        first, rest = await behind_a_busy_call(batcher, recorder, "a", ("b", "c", "d"))
         answers = [await first] + [await r for r in rest]
         # That collection held three requests, so the next one waits for company (the batch closes
         # when the third request arrives, well inside the window).
@@ -86,12 +93,7 @@ def test_without_a_wait_requests_that_queued_while_the_model_was_busy_share_a_ca
     recorder = Recorder()
 
     async def clients(batcher):
-        recorder.hold.clear()
-        first = asyncio.ensure_future(batcher.submit(recorder, ["a"], [1]))
-        await asyncio.to_thread(recorder.started.wait, 30)
-        rest = [asyncio.ensure_future(batcher.submit(recorder, [t], [1])) for t in ("b", "c", "d")]
-        await asyncio.sleep(0.05)
-        recorder.hold.set()
+        first, rest = await behind_a_busy_call(batcher, recorder, "a", ("b", "c", "d"))
         return [await first] + [await r for r in rest]
 
     defaults = ServerSettings()
@@ -105,13 +107,7 @@ def test_a_bad_input_fails_only_its_own_request():
     recorder = Recorder()
 
     async def clients(batcher):
-        recorder.hold.clear()
-        busy = asyncio.ensure_future(batcher.submit(recorder, ["x"], [1]))
-        await asyncio.to_thread(recorder.started.wait, 30)
-        good = asyncio.ensure_future(batcher.submit(recorder, ["good"], [4]))
-        bad = asyncio.ensure_future(batcher.submit(recorder, ["bad"], [3]))
-        await asyncio.sleep(0.05)
-        recorder.hold.set()
+        busy, (good, bad) = await behind_a_busy_call(batcher, recorder, "x", ("good", "bad"))
         await busy
         with pytest.raises(ValueError, match="bad bad"):
             await bad
