@@ -472,12 +472,15 @@ def test_freeze_word_embeddings_keeps_the_token_table_and_trains_the_rest(tiny_e
     assert read_card(output)["options"]["freeze_word_embeddings"] is True
 
 
-def _batches_of_each_head() -> tuple[torch.Tensor, dict]:
-    """4 rows of 6 token ids (of a 50-word vocabulary) and a batch of them with targets for each task head: three
-    classes, NER with two positions labelled -100, answer spans."""
+def _batches_of_each_head(**config) -> tuple[BertConfig, torch.Tensor, dict]:
+    """A one-layer config of three classes (`config` overrides its fields), 4 rows of 6 token ids (of its 50-word
+    vocabulary) and a batch of them with targets for each task head: NER with two positions labelled -100, answer
+    spans."""
+    config = BertConfig(**{"vocab_size": 50, "hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2,
+                           "intermediate_size": 32, "id2label": {0: "a", 1: "b", 2: "c"}, **config})
     torch.manual_seed(0)
     ids = torch.randint(1, 50, (4, 6))
-    return ids, {BertForSequenceClassification: {"input_ids": ids, "labels": torch.tensor([0, 2, 1, 2])},
+    return config, ids, {BertForSequenceClassification: {"input_ids": ids, "labels": torch.tensor([0, 2, 1, 2])},
                  BertForTokenClassification: {"input_ids": ids,
                                               "labels": torch.tensor([[0, 1, 2, -100, -100, 1]] * 4)},
                  BertForQuestionAnswering: {"input_ids": ids, "start_positions": torch.tensor([1, 2, 3, 4]),
@@ -487,9 +490,7 @@ def _batches_of_each_head() -> tuple[torch.Tensor, dict]:
 def test_label_smoothing_factor_spreads_the_labels_weight_over_the_classes(tiny_encoder, tmp_path):
     """The smoothed cross-entropy, written out: (1 − ε) of the gold class's −log p and ε of the mean −log p over
     the classes; NER's positions labelled -100 carry none, and question answering (no `labels`) keeps its loss."""
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, id2label={0: "a", 1: "b", 2: "c"})
-    ids, batches = _batches_of_each_head()
+    config, ids, batches = _batches_of_each_head()
     for head, batch in batches.items():
         model = head(config).eval()
         loss, _ = TaskObjective(0.2).loss(model, batch, [4])
@@ -517,10 +518,7 @@ def test_rdrop_adds_the_two_dropout_passes_disagreement_to_their_cross_entropy(t
     """R-Drop written out: the batch twice under the same random draws, the mean cross-entropy of both passes +
     alpha/2 × the symmetric KL per labelled position (NER's -100 positions carry none); without dropout the two
     passes agree and only the cross-entropy is left; question answering (no `labels`) keeps its loss."""
-    config = BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, hidden_dropout_prob=0.3, initializer_range=0.5,
-                        id2label={0: "a", 1: "b", 2: "c"})
-    ids, batches = _batches_of_each_head()
+    config, ids, batches = _batches_of_each_head(hidden_dropout_prob=0.3, initializer_range=0.5)
     for head, batch in batches.items():
         model = head(config).train()
         torch.manual_seed(1)
