@@ -47,18 +47,17 @@ class DistillArgs(FinetuneArgs):
             raise ConfigError(f"--temperature {self.temperature}: must be positive")
         if self.hidden_weight < 0:
             raise ConfigError(f"--hidden-weight {self.hidden_weight}: must be 0 or more")
-        if self.label_smoothing_factor:
-            raise ConfigError("label_smoothing_factor is for fine-tuning on labels; a student learns from the "
-                              "teacher's softened outputs (--alpha, --temperature)")
-        if self.rdrop_alpha:
-            raise ConfigError("rdrop_alpha is for fine-tuning on labels; a student learns from the teacher's softened "
-                              "outputs (--alpha, --temperature)")
-        if self.linear_probe_first:
-            raise ConfigError("linear_probe_first is for fine-tuning on labels; a student's head starts from the "
-                              "teacher's or learns from its outputs")
-        if self.reinit_layers:
-            raise ConfigError("reinit_layers is for fine-tuning on labels; a student's layers come from the teacher "
-                              "(--student-layers) or start afresh (--student-size)")
+        soft_targets = "a student learns from the teacher's softened outputs (--alpha, --temperature)"
+        labels_only = {
+            "label_smoothing_factor": soft_targets,
+            "rdrop_alpha": soft_targets,
+            "linear_probe_first": "a student's head starts from the teacher's or learns from its outputs",
+            "reinit_layers": "a student's layers come from the teacher (--student-layers) or start afresh "
+                             "(--student-size)",
+        }
+        for option, why in labels_only.items():
+            if getattr(self, option):
+                raise ConfigError(f"{option} is for fine-tuning on labels; {why}")
 
 
 class DistillationObjective:
