@@ -220,11 +220,14 @@ def main() -> None:
     # on this machine falls on all alike; each setting runs `--rounds` times.
     other = "thread" if args.inference == "process" else "process"
     settings = {"batching": (True, args.inference, args.max_wait_ms), "off": (False, args.inference, args.max_wait_ms)}
+    compared = {}  # label: (its setting, the default batching server's), printed side by side at the end
     if args.compare_inference:
         settings[f"on {other}"] = (True, other, args.max_wait_ms)
-    waited = f"wait {args.compare_max_wait:g}" if args.compare_max_wait is not None else None
-    if waited:
+        compared[f"on {other}"] = (f"models {WHERE[other]}", f"models {WHERE[args.inference]}")
+    if args.compare_max_wait is not None:
+        waited = f"wait {args.compare_max_wait:g}"
         settings[waited] = (True, args.inference, args.compare_max_wait)
+        compared[waited] = (f"max wait {args.compare_max_wait:g} ms", f"max wait {args.max_wait_ms:g} ms")
     servers, stolen_before = {}, cpu_ticks()
     try:
         for label, (batching, inference, max_wait_ms) in settings.items():
@@ -306,24 +309,14 @@ def main() -> None:
           f"(goal >= 0.9x: {'met' if served['rps'] >= 0.9 * offline else 'NOT met'}), "
           f"p99 {served['p99_ms']:.0f} ms (goal < 1 s: {'met' if served['p99_ms'] < 1000 else 'NOT met'}); "
           f"batching/off throughput {served['rps'] / results[('off', top)]['rps']:.2f}x")
-    if args.compare_inference:
+    for label, (setting, default_setting) in compared.items():
         for clients in args.concurrency:
-            compared = results[(f"on {other}", clients)]
-            print(f"{clients} clients, models {WHERE[other]}: {compared['rps']:.1f} req/s, "
-                  f"{compared['rps'] / offline:.2f}x the offline pipeline (models {WHERE[args.inference]}: "
-                  f"{results[('batching', clients)]['rps'] / compared['rps']:.2f}x that), "
-                  f"p50 / p99 {compared['p50_ms']:.0f} / "
-                  f"{compared['p99_ms']:.0f} ms, server CPU {compared['cpu_ms']:.1f} ms/request, "
-                  f"peak {compared['peak_mb']:.0f} MB")
-    if waited:
-        for clients in args.concurrency:
-            compared, default = results[(waited, clients)], results[("batching", clients)]
-            print(f"{clients} clients, max wait {args.compare_max_wait:g} ms: {compared['rps']:.1f} req/s, "
-                  f"{compared['rps'] / offline:.2f}x the offline pipeline (max wait {args.max_wait_ms:g} ms: "
-                  f"{default['rps'] / compared['rps']:.2f}x that), p50 / p99 {compared['p50_ms']:.0f} / "
-                  f"{compared['p99_ms']:.0f} ms, server CPU {compared['cpu_ms']:.1f} ms/request, "
-                  f"mean batch {compared['mean_batch']:.1f} (max wait {args.max_wait_ms:g} ms: "
-                  f"{default['mean_batch']:.1f})")
+            server, default = results[(label, clients)], results[("batching", clients)]
+            print(f"{clients} clients, {setting}: {server['rps']:.1f} req/s, {server['rps'] / offline:.2f}x the "
+                  f"offline pipeline ({default_setting}: {default['rps'] / server['rps']:.2f}x that), p50 / p99 "
+                  f"{server['p50_ms']:.0f} / {server['p99_ms']:.0f} ms, server CPU {server['cpu_ms']:.1f} ms/request, "
+                  f"mean batch {server['mean_batch']:.1f} ({default_setting}: {default['mean_batch']:.1f}), "
+                  f"peak {server['peak_mb']:.0f} MB")
     on, off = results[("batching", lone)], results[("off", lone)]
     print(f"{lone} client(s): p50 latency batching {on['p50_ms']:.1f} ms / off {off['p50_ms']:.1f} ms = "
           f"{on['p50_ms'] / off['p50_ms']:.2f}x (goal <= 1.1x: {'met' if on['p50_ms'] <= 1.1 * off['p50_ms'] else 'NOT met'})")
