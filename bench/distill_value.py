@@ -28,6 +28,12 @@ alone, the gold labels unused).
 nothing to collect. They are spread evenly over the corpus's sentences of 5 to 40 words and written
 once to RUNS_DIR/gutenberg-sentences-N.tsv.
 
+`--joined-rows N` gives the distilled arm N texts instead, each two of the training rows joined end to end
+(`distill --unlabelled`), labelled by the teacher alone: text from the reviews, as long as their whole
+sentences (the training rows average 9.6 words, the unseen sentences 20.8), where the teacher must weigh
+two phrases' sentiments against each other. The pairs are drawn once (seed 0) from the first --train-limit
+rows and written to RUNS_DIR/joined-rows-N-of-LIMIT.tsv.
+
 `--hidden-weight B` adds the last-hidden-state cosine loss to the distilled arm (`distill --hidden-weight`;
 with `--prune`, on the teacher's channels the student kept). The control stays the labels alone.
 
@@ -55,6 +61,7 @@ import argparse
 import json
 import math
 import os
+import random
 import statistics
 import sys
 from collections.abc import Iterable
@@ -64,6 +71,7 @@ from typing import NamedTuple
 import numpy as np
 
 from bertforge.io.atomic import write_text
+from bertforge.io.datasets import read_text_examples
 from bertforge.pretraining.corpus import read_documents
 from defaults_sweep import BERTFORGE, SST2_BUDGET_ROWS, train_once
 from locations import CORPUS, DATA, REPO
@@ -132,6 +140,19 @@ def unlabelled_sentences(count: int, runs_dir: Path) -> Path:
     return path
 
 
+def joined_rows(count: int, train: Path, train_limit: int, runs_dir: Path) -> Path:
+    """The --unlabelled file of `count` texts, each two different rows of the first `train_limit` of `train`
+    joined, the pairs drawn with seed 0 (so every seed's run reads the same file); written once, atomically."""
+    path = runs_dir / f"joined-rows-{count}-of-{train_limit}.tsv"
+    if not path.is_file():
+        rows = [example.text for example in read_text_examples(train, "sentence")[:train_limit]]
+        rng = random.Random(0)
+        pairs = (rng.sample(range(len(rows)), 2) for _ in range(count))
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        write_text(path, "sentence\n" + "".join(f"{rows[i]} {rows[j]}\n" for i, j in pairs))
+    return path
+
+
 def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tuple[str, ...]]:
     """The distilled arm's epochs and options with `copies` perturbed copies of each row: the control's
     optimiser steps, learning-rate schedule and evaluation points, so the extra inputs buy no extra steps."""
@@ -156,7 +177,8 @@ def arm_folders(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[Path
     hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
     alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
     books = f"-gutenberg{args.unlabelled_sentences}" if args.unlabelled_sentences else ""
-    distilled = f"distilled{alpha}{augment}{books}{hidden}-{setting}-T{args.temperature:g}{schedule}"
+    joined = f"-joined{args.joined_rows}" if args.joined_rows else ""
+    distilled = f"distilled{alpha}{augment}{books}{joined}{hidden}-{setting}-T{args.temperature:g}{schedule}"
     return {"distilled": [runs_dir / f"{distilled}-seed{seed}" for seed in args.seeds],
             "labels alone": [runs_dir / f"labels-alone-{setting}{schedule}-seed{seed}" for seed in args.seeds]}
 
@@ -176,8 +198,10 @@ def train_arms(args: argparse.Namespace, split: Split, outputs: dict[str, list[P
 
 def train_distilled(args: argparse.Namespace, split: Split, outputs: dict[str, list[Path]],
                     student: tuple[str, ...]) -> None:
-    books = (("--unlabelled", str(unlabelled_sentences(args.unlabelled_sentences, outputs["distilled"][0].parent)))
-             if args.unlabelled_sentences else ())
+    runs_dir = outputs["distilled"][0].parent
+    unlabelled = unlabelled_sentences(args.unlabelled_sentences, runs_dir) if args.unlabelled_sentences else \
+        joined_rows(args.joined_rows, split.train, args.train_limit, runs_dir) if args.joined_rows else None
+    unlabelled_option = ("--unlabelled", str(unlabelled)) if unlabelled else ()
     for seed, output, control in zip(args.seeds, outputs["distilled"], outputs["labels alone"]):
         if args.augment_epochs:
             epochs, extra = args.augment_epochs, ("--augment", str(args.augment))
@@ -187,7 +211,7 @@ def train_distilled(args: argparse.Namespace, split: Split, outputs: dict[str, l
             epochs, extra = None, ()
         if args.hidden_weight:
             extra += ("--hidden-weight", f"{args.hidden_weight:g}")
-        extra += books
+        extra += unlabelled_option
         distill(args.teacher, f"{args.alpha:g}", seed, output, args, split, student, epochs, extra)
 
 
@@ -243,6 +267,9 @@ def main() -> None:
     parser.add_argument("--unlabelled-sentences", type=int, default=0, metavar="N",
                         help="the distilled arm also learns the teacher's outputs on N Gutenberg sentences "
                         "(`distill --unlabelled`)")
+    parser.add_argument("--joined-rows", type=int, default=0, metavar="N",
+                        help="the distilled arm also learns the teacher's outputs on N texts of two training rows "
+                        "joined (`distill --unlabelled`)")
     parser.add_argument("--held-apart", choices=["rows", "sentences"], default="rows",
                         help="score on sst2/validation.tsv (rows) or on 1,000 unseen sentences (see above)")
     parser.add_argument("--runs-dir", type=Path,
@@ -264,6 +291,11 @@ def main() -> None:
         parser.error(f"--alpha {args.alpha:g}: the distilled arm's soft-target weight must be in (0, 1]")
     if args.unlabelled_sentences < 0:
         parser.error(f"--unlabelled-sentences must be 0 or more, got {args.unlabelled_sentences}")
+    if args.joined_rows < 0 or (args.joined_rows and args.unlabelled_sentences):
+        parser.error(f"--joined-rows {args.joined_rows}: 0 or more, and not with --unlabelled-sentences (the distilled "
+                     f"arm reads one --unlabelled file)")
+    if args.joined_rows and args.train_limit < 2:
+        parser.error(f"--joined-rows joins two different training rows: --train-limit {args.train_limit} is too few")
     if args.unlabelled_sentences and not CORPUS.is_file():
         parser.error(f"--unlabelled-sentences: {CORPUS} not found (the Gutenberg corpus of the shared data)")
     if args.train_limit < 1:
@@ -324,6 +356,9 @@ def main() -> None:
               f"each row, labelled by the teacher, {steps}")
     if args.unlabelled_sentences:
         print(f"# the distilled arm also on {args.unlabelled_sentences:,} Gutenberg sentences, labelled by the teacher")
+    if args.joined_rows:
+        print(f"# the distilled arm also on {args.joined_rows:,} texts of two training rows joined, labelled by the "
+              f"teacher")
     if args.layer_lr_decay != 1:
         print(f"# both arms with layer-wise learning-rate decay {args.layer_lr_decay:g}")
     if args.hidden_weight:

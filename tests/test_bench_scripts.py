@@ -138,6 +138,13 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--lr=-1e-4"], "--learning-rate must be a positive number, got '-1e-4'"),
     (["--augment=-1"], "--augment must be 0 or more, got -1"),
     (["--unlabelled-sentences=-1"], "--unlabelled-sentences must be 0 or more, got -1"),
+    (["--joined-rows=-1"], "--joined-rows -1: 0 or more, and not with --unlabelled-sentences (the distilled arm reads "
+                           "one --unlabelled file)"),
+    (["--joined-rows", "5", "--unlabelled-sentences", "5"], "--joined-rows 5: 0 or more, and not with "
+                                                            "--unlabelled-sentences (the distilled arm reads one "
+                                                            "--unlabelled file)"),
+    (["--joined-rows", "5", "--train-limit", "1"], "--joined-rows joins two different training rows: --train-limit 1 "
+                                                   "is too few"),
     (["--batch-size", "0"], "--batch-size must be 1 or more, got 0"),
     (["--layer-lr-decay", "0"], "--layer-lr-decay 0: each layer's share of the rate above it, in (0, 1]"),
     (["--layer-lr-decay", "1.2"], "--layer-lr-decay 1.2: each layer's share of the rate above it, in (0, 1]"),
@@ -179,16 +186,23 @@ def test_the_augmented_arm_takes_the_controls_steps_schedule_and_evaluation_poin
     assert augmented_arm(1, tmp_path, 3.0) == (6.0, ("--augment", "1", "--max-steps", "6129", "--eval-every", "2043"))
 
 
-def test_one_control_serves_every_temperature(tmp_path):
+def distill_value_folders(tmp_path: Path, **settings) -> dict[str, list[str]]:
+    """distill_value's run folders per arm, at the best arm's settings (the cut student, 3 copies per row in 2
+    passes, lr 2e-4, T 2, unseen sentences, seeds 42 and 1) but for `settings`."""
     sys.path.insert(0, str(BENCH))
     from distill_value import arm_folders
 
+    args = argparse.Namespace(**{
+        "train_limit": 45075, "learning_rate": "2e-4", "epochs": 3.0, "held_apart": "sentences", "augment": 3,
+        "augment_epochs": 2.0, "hidden_weight": 0.0, "alpha": 0.5, "temperature": 2.0, "seeds": [42, 1],
+        "unlabelled_sentences": 0, "joined_rows": 0, "layer_lr_decay": 1.0, "batch_size": 32, **settings})
+    return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
+
+
+def test_one_control_serves_every_temperature(tmp_path):
     def folders(temperature: float, alpha: float = 0.5, decay: float = 1.0, batch: int = 32) -> dict[str, list[str]]:
-        args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
-                                  augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=alpha,
-                                  temperature=temperature, seeds=[42, 1], unlabelled_sentences=0,
-                                  layer_lr_decay=decay, batch_size=batch)
-        return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
+        return distill_value_folders(tmp_path, temperature=temperature, alpha=alpha, layer_lr_decay=decay,
+                                     batch_size=batch)
 
     # the distilled folders of earlier runs keep their names, so they are found again rather than retrained
     assert folders(2.0) == {
@@ -213,7 +227,7 @@ def test_one_control_serves_every_temperature(tmp_path):
 
 def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path):
     sys.path.insert(0, str(BENCH))
-    from distill_value import arm_folders, spread_sentences
+    from distill_value import spread_sentences
 
     short, long = "too short .", " ".join(["word"] * 41)
     documents = [[f"book {b} sentence {s} of five words" for s in range(10)] + [short, long] for b in range(3)]
@@ -223,12 +237,35 @@ def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path
     with pytest.raises(SystemExit, match="only 30 sentences"):
         spread_sentences(documents, 31)
 
-    args = argparse.Namespace(train_limit=45075, learning_rate="2e-4", epochs=3.0, held_apart="sentences",
-                              augment=3, augment_epochs=2.0, hidden_weight=0.0, alpha=0.5, temperature=2.0,
-                              seeds=[42], unlabelled_sentences=45075, layer_lr_decay=1.0, batch_size=32)
-    assert arm_folders(args, tmp_path)["distilled"][0].name == \
-        "distilled-augment3-passes2-gutenberg45075-rows45075-lr2e-4-T2-epochs3-unseen-seed42"
-    assert arm_folders(args, tmp_path)["labels alone"][0].name == "labels-alone-rows45075-lr2e-4-epochs3-unseen-seed42"
+    folders = distill_value_folders(tmp_path, unlabelled_sentences=45075)
+    assert folders["distilled"][0] == "distilled-augment3-passes2-gutenberg45075-rows45075-lr2e-4-T2-epochs3-unseen-seed42"
+    # the control learns from the labels alone, so the extra texts do not name it: one control serves both arms
+    assert folders["labels alone"] == distill_value_folders(tmp_path)["labels alone"]
+
+
+def test_joined_rows_pair_two_different_training_rows_once_and_name_their_arm(tmp_path):
+    sys.path.insert(0, str(BENCH))
+    from distill_value import joined_rows
+
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(10)))
+    path = joined_rows(200, train, 4, tmp_path / "runs")
+    assert path.name == "joined-rows-200-of-4.tsv"
+    lines = path.read_text().splitlines()
+    assert lines[0] == "sentence" and len(lines) == 201
+    pairs = {tuple(line.split(" row ")) for line in lines[1:]}
+    firsts, seconds = {first for first, _ in pairs}, {f"row {second}" for _, second in pairs}
+    # only the first --train-limit rows, never a row joined to itself, both orders drawn
+    assert firsts == seconds == {f"row {i}" for i in range(4)}
+    assert all(first != f"row {second}" for first, second in pairs) and len(pairs) == 12
+    # written once: every seed's run reads the same file
+    path.write_text("sentence\nkept\n")
+    assert joined_rows(200, train, 4, tmp_path / "runs").read_text() == "sentence\nkept\n"
+
+    folders = distill_value_folders(tmp_path, joined_rows=45075)
+    assert folders["distilled"][0] == "distilled-augment3-passes2-joined45075-rows45075-lr2e-4-T2-epochs3-unseen-seed42"
+    # the control learns from the labels alone, so the extra texts do not name it: one control serves both arms
+    assert folders["labels alone"] == distill_value_folders(tmp_path)["labels alone"]
 
 
 def test_distill_value_reads_the_teachers_training_file_from_its_run_card(tmp_path):
