@@ -227,7 +227,7 @@ def test_one_control_serves_every_temperature(tmp_path):
 
 def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path):
     sys.path.insert(0, str(BENCH))
-    from distill_value import spread_sentences
+    from distill_texts import spread_sentences
 
     short, long = "too short .", " ".join(["word"] * 41)
     documents = [[f"book {b} sentence {s} of five words" for s in range(10)] + [short, long] for b in range(3)]
@@ -245,7 +245,7 @@ def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path
 
 def test_joined_rows_pair_two_different_training_rows_once_and_name_their_arm(tmp_path):
     sys.path.insert(0, str(BENCH))
-    from distill_value import joined_rows
+    from distill_texts import joined_rows
 
     train = tmp_path / "train.tsv"
     train.write_text("sentence\tlabel\n" + "".join(f"row {i}\t{i % 2}\n" for i in range(10)))
