@@ -42,6 +42,7 @@ import sys
 import threading
 import time
 
+from bertforge.server.limits import ServerSettings
 from locations import CORPUS, REPO
 from processes import cpu_ticks, peak_memory_mb, stolen_share, thread_cpu_seconds, tree_cpu_seconds
 from serve_breakdown import print_model_breakdown
@@ -195,7 +196,8 @@ def main() -> None:
     parser.add_argument("--requests-per-client", type=int, default=25,
                         help="requests each client sends (at least 200 in total per level)")
     parser.add_argument("--max-batch-size", type=int, default=32)
-    parser.add_argument("--max-wait-ms", type=float, default=0.0, help="the servers' --max-wait-ms (theirs by default)")
+    parser.add_argument("--max-wait-ms", type=float, default=ServerSettings.max_wait_ms,
+                        help="the servers' --max-wait-ms [default: the server's own]")
     parser.add_argument("--threads", type=int, default=None, help="the server's --threads (default: torch's)")
     parser.add_argument("--inference", choices=["process", "thread"], default="process",
                         help="the server's --inference: the models in a child process, or on a thread of the server")
