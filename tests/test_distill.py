@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import gzip
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -116,14 +117,17 @@ def squad(tmp_path_factory) -> Path:
 def _distill(*arguments) -> dict:
     result = CliRunner().invoke(cli, ["distill", "--threads", "1", "--batch-size", "16", *map(str, arguments)])
     assert result.exit_code == 0, result.output
-    return json.loads(result.stdout.strip().splitlines()[-1].rsplit("\r", 1)[-1])  # after the progress bar
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+PROGRESS_LINE = re.compile(r"[\w ]+: +\d+%\|")
 
 
 def _one_line_error(*arguments) -> str:
     result = CliRunner().invoke(cli, ["distill", "--threads", "1", *map(str, arguments)])
     assert result.exit_code != 0 and "Traceback" not in result.output, result.output
-    # A progress bar (the teacher's pass) redraws its line after carriage returns; the error is the only other line.
-    lines = [line for line in result.output.split("\n") if line.strip() and not line.startswith("\r")]
+    # The teacher's pass shows progress (plain lines here, as in a log file); the error is the only other line.
+    lines = [line for line in result.output.splitlines() if line.strip() and not PROGRESS_LINE.match(line)]
     assert len(lines) == 1 and lines[0].startswith("error: "), result.output
     return lines[0]
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from tqdm import tqdm
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.model.checkpoint import config_path
 from bertforge.model.cpu import cpu_has_any
+from bertforge.progress import progress_bar
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import resolve_device
 
@@ -276,7 +276,8 @@ class Pipeline:
         order = sorted(range(len(items)), key=lambda i: len(items[i].ids))
         batches = [order[start:start + self.batch_size] for start in range(0, len(order), self.batch_size)]
         results: list = [None] * len(items)
-        progress = tqdm(total=len(batches), desc=self.task, unit="batch", disable=not self.progress or len(batches) < 2)
+        progress = progress_bar(total=len(batches), desc=self.task, unit="batch",
+                                disable=not self.progress or len(batches) < 2)
 
         def run(chunk: list[int]) -> None:
             with torch.inference_mode():  # per thread: grad mode is thread-local

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import atomic_directory, check_output_dir, write_json
@@ -25,6 +24,7 @@ from bertforge.pretraining.chunks import STAT_KEYS, ChunkRows, make_chunks, read
 from bertforge.pretraining.corpus import text_size
 from bertforge.pretraining.masking import IGNORE_INDEX, MaskingConfig, mask_batch
 from bertforge.pretraining.parts import FORMAT_VERSION, INDEX_FILE, load_index
+from bertforge.progress import progress_bar
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +147,7 @@ def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: Prepa
     chunk_count = 0
     sizes = [text_size(path) for path in files]
     total = None if None in sizes else sum(sizes)
-    with tqdm(desc="preparing", unit="B", unit_scale=True, total=total, disable=not progress) as bar:
+    with progress_bar(desc="preparing", unit="B", unit_scale=True, total=total, disable=not progress) as bar:
         def counted(chunks):  # every chunk read, this part's or not
             nonlocal chunk_count
             for chunk in chunks:

@@ -7,9 +7,9 @@ import random
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from bertforge.model import IGNORE_INDEX
+from bertforge.progress import progress_bar
 
 # Model inputs padded with zeros; per-token label lists padded with IGNORE_INDEX.
 _INPUTS = ("input_ids", "token_type_ids")
@@ -76,7 +76,7 @@ def predict_logits(model, features: list[dict], batch_size: int = 64, bf16: bool
     order = sorted(range(len(features)), key=lambda i: len(features[i]["input_ids"]))
     out: list = [None] * len(features)
     with model.evaluating():
-        for start in tqdm(range(0, len(order), batch_size), desc=progress, unit="batch", disable=progress is None):
+        for start in progress_bar(range(0, len(order), batch_size), desc=progress, unit="batch", disable=progress is None):
             index = order[start:start + batch_size]
             batch = collate([features[i] for i in index], pad_token_id)
             with autocast(device, bf16):

@@ -7,9 +7,9 @@ import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
-from tqdm.auto import tqdm
 
 from bertforge.errors import ConfigError, InputError
+from bertforge.progress import progress_bar
 from bertforge.tasks.batching import collate
 
 POOLINGS = ("cls", "mean")
@@ -29,7 +29,7 @@ def sentence_features(encoder, tokenizer, texts: list[str], pooling: str = "cls"
                 for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])]
     order = sorted(range(len(texts)), key=lambda i: len(features[i]["input_ids"]))  # little padding per batch
     out = np.zeros((len(texts), bert.config.hidden_size), dtype=np.float32)
-    for start in tqdm(range(0, len(order), batch_size), desc="features", disable=not progress):
+    for start in progress_bar(range(0, len(order), batch_size), desc="features", disable=not progress):
         index = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([features[i] for i in index], tokenizer.pad_token_id).items()}
         hidden = bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).last_hidden_state.float()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import heapq
 from collections import defaultdict
 
-from tqdm.auto import tqdm
+from bertforge.progress import progress_bar
 
 Pair = tuple[int, int]
 CONTINUATION = "##"
@@ -110,7 +110,7 @@ def learn_bpe(pairs: SymbolPairs, vocab: list[str], vocab_size: int, min_frequen
     heap = [(-n, -a, -b) for (a, b), n in pairs.count.items()]
     heapq.heapify(heap)
     merges: list[Pair] = []
-    with tqdm(total=vocab_size - len(vocab), desc="merges", disable=not show_progress) as bar:
+    with progress_bar(total=vocab_size - len(vocab), desc="merges", disable=not show_progress) as bar:
         while len(vocab) < vocab_size and heap:
             neg_count, neg_a, neg_b = heapq.heappop(heap)
             pair = (-neg_a, -neg_b)
@@ -300,7 +300,7 @@ def learn_wordpiece(pairs: SymbolPairs, vocab: list[str], vocab_size: int, min_f
         for symbol in word:
             symbol_count[symbol] += n
     queue = LikelihoodQueue(pairs.count, symbol_count, max(min_frequency, 1))
-    with tqdm(total=vocab_size - len(vocab), desc="merges", disable=not show_progress) as bar:
+    with progress_bar(total=vocab_size - len(vocab), desc="merges", disable=not show_progress) as bar:
         while len(vocab) < vocab_size:
             pair = queue.pop_best()
             if pair is None:

@@ -37,9 +37,9 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-from tqdm.auto import tqdm
 
 from bertforge.errors import ConfigError, InputError
+from bertforge.progress import progress_bar
 from bertforge.tokenization import byte_level
 from bertforge.tokenization.bert_words import BertWords
 from bertforge.tokenization.bert_tokenizer import BertTokenizer
@@ -83,7 +83,7 @@ def count_byte_level_words(texts: Iterable[str], lowercase: bool = False, strip_
 
 def _count_pieces(texts: Iterable[str], split: Callable[[str], list[str]], show_progress: bool) -> Counter[str]:
     counts: Counter[str] = Counter()
-    with tqdm(desc="counting words", unit="char", unit_scale=True, disable=not show_progress) as bar:
+    with progress_bar(desc="counting words", unit="char", unit_scale=True, disable=not show_progress) as bar:
         for text in texts:
             counts.update(split(text))
             bar.update(len(text))

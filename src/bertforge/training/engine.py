@@ -28,9 +28,9 @@ from typing import Callable, Protocol
 import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-from tqdm.auto import tqdm
 
 from bertforge.errors import CheckpointError, ConfigError
+from bertforge.progress import progress_bar
 from bertforge.training import state as checkpoints
 from bertforge.training.distributed import Processes, seed_everything
 from bertforge.training.logs import EVAL_LOG, TRAIN_LOG, CsvLog
@@ -255,7 +255,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
                 "cumulative": cumulative.tolist(), "rng": rng,
                 "evaluator": evaluator.state() if evaluator is not None else None}, averaged)
 
-    bar = tqdm(total=total_steps, initial=step, desc=description, unit="step",
+    bar = progress_bar(total=total_steps, initial=step, desc=description, unit="step",
                disable=not (args.progress and processes.is_main))
     interval, interval_start, last = torch.zeros_like(cumulative), time.perf_counter(), {}
     while step < total_steps:
