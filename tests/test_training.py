@@ -321,6 +321,16 @@ def test_finetune_twice_with_the_same_seed_gives_identical_weights(tiny_encoder,
     assert (tmp_path / "c" / "model.safetensors").read_bytes() == files[0]
 
 
+def test_a_finetune_logged_to_a_file_writes_its_progress_in_a_few_plain_lines(tiny_encoder, tmp_path):
+    """Every step logs its figures; off a terminal (CliRunner's stderr, like a log file) the bar must not redraw
+    for each of them: it shows where it starts and where it ends, each on a line of its own."""
+    result = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "run", "--max-steps", "12"))
+    assert result.exit_code == 0, result.output
+    progress = [line for line in result.stderr.splitlines() if line.startswith("fine-tuning:")]
+    assert "\r" not in result.stderr and 2 <= len(progress) <= 3, result.stderr
+    assert "0/12" in progress[0] and "12/12" in progress[-1] and "loss=" in progress[-1]
+
+
 def test_finetune_without_learning_rate_takes_the_default_for_the_models_width(tiny_encoder, tmp_path):
     """2e-4 at batch 32 (the sweep's choice for 384-wide MiniLM) up to 384 wide, BERT's 3e-5 above; the
     card records the rate the run used, and the run's metrics agree."""

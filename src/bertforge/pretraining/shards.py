@@ -161,7 +161,7 @@ def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: Prepa
             for key in STAT_KEYS:
                 stats[key] += rows.stats[key]
             bar.update(rows.bytes)
-            bar.set_postfix(instances=writer.written + writer.pending_rows)
+            bar.set_postfix(instances=writer.written + writer.pending_rows, refresh=False)
         writer.close()
     if stats["truncated_sentences"]:
         logger.warning("%d sentences were longer than %d tokens and were truncated",

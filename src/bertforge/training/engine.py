@@ -296,7 +296,9 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             last = {"step": step, **values, "learning_rate": learning_rate, "grad_norm": float(grad_norm),
                     "elapsed_seconds": round(elapsed(), 2)}
             logs[0].write(last)
-            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]}, lr=f"{learning_rate:.2e}")
+            # shown at the bar's next timed redraw: a redraw per logged step would flood a log file
+            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]}, lr=f"{learning_rate:.2e}",
+                            refresh=False)
             interval, interval_start = torch.zeros_like(cumulative), time.perf_counter()
         if evaluator is not None and processes.is_main and args.eval_every \
                 and (step % args.eval_every == 0 or step == total_steps):
