@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+import bertforge
 from bertforge.cli.main import COMMANDS, cli
 
 
@@ -49,6 +51,100 @@ def test_a_missing_input_of_a_long_command_is_named(tmp_path, command):
     result = CliRunner().invoke(cli, [a.format(missing=missing, out=tmp_path / "out", corpus=corpus) for a in command])
     assert result.exit_code == 2 and f"error: {missing}: no such file or directory" in result.output, result.output
     assert not (tmp_path / "out").exists()
+
+
+BUNDLED = str(Path(bertforge.__file__).parent / "pretrained")
+
+
+@pytest.mark.parametrize("command, message", [
+    (["tokenize", "--input", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
+     "--output {dir}/in.jsonl: would overwrite the input {dir}/in.jsonl"),
+    (["embed", "--input", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
+     "--output {dir}/in.jsonl: would overwrite the input"),
+    (["embed", "--input", "{dir}/in.jsonl", "--output", "{dir}"], "--output {dir}: would overwrite the input"),
+    (["embed", "--output", "{dir}/other", "hello"],
+     "--output {dir}/other: is not empty and holds no *.parquet, so it is not an earlier output of this command"),
+    (["predict", "--task", "classification", "--model", BUNDLED + "/sst2-distilled", "--input", "{dir}/in.jsonl",
+      "--text-column", "text", "--output", "{dir}/in.jsonl"], "--output {dir}/in.jsonl: would overwrite the input"),
+    (["convert", "{dir}/model", "{dir}/model"], "DESTINATION {dir}/model: would overwrite the input {dir}/model"),
+    (["convert", "{dir}/model", "{dir}/other"], "DESTINATION {dir}/other: is not empty and holds no config.json"),
+    (["pretrain", "prepare", "{dir}/in.jsonl", "{dir}", "--vocab", BUNDLED + "/bertforge-mini"],
+     "{dir}: would overwrite the input {dir}/in.jsonl"),
+], ids=["tokenize-same-file", "embed-same-file", "embed-shards-over-input", "embed-shards-over-other-files",
+        "predict-same-file", "convert-onto-itself", "convert-over-other-files", "prepare-over-its-corpus"])
+def test_an_output_that_would_destroy_an_input_or_other_files_is_refused_and_nothing_changes(tmp_path, command,
+                                                                                               message):
+    """Outputs replace their target whole (a file, or a directory swapped in): where that target is the input,
+    or a directory of files this command did not write, the command must refuse before it loses them."""
+    import shutil
+
+    (tmp_path / "in.jsonl").write_text('{"text": "hello world"}\n', encoding="utf-8")
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("important\n", encoding="utf-8")
+    shutil.copytree(BUNDLED + "/bertforge-mini", tmp_path / "model")
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    result = CliRunner().invoke(cli, [a.format(dir=tmp_path) for a in command])
+    line = result.output.strip()
+    assert result.exit_code == 2 and "\n" not in line and line.startswith("error: " + message.format(dir=tmp_path)), \
+        result.output
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_an_earlier_output_of_the_same_command_is_replaced(tmp_path):
+    """The refusal above must not stop a command writing again where it wrote before."""
+    for _ in range(2):
+        result = CliRunner().invoke(cli, ["embed", "--output", str(tmp_path / "vectors"), "hello"])
+        assert result.exit_code == 0, result.output
+        result = CliRunner().invoke(cli, ["convert", BUNDLED + "/bertforge-mini", str(tmp_path / "model")])
+        assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "vectors").iterdir()) == ["part-00000.parquet"]
+
+
+@pytest.mark.parametrize("task, content", [("classification", "sentence\tlabel\n"), ("ner", ""),
+                                           ("qa", '{"version": "1.1", "data": []}')])
+def test_predict_on_a_file_without_examples_says_so(tmp_path, task, content):
+    models = {"classification": "sst2-distilled", "ner": "conll-distilled", "qa": "minilm-squad"}
+    source = tmp_path / ("in.json" if task == "qa" else "in.tsv" if task == "classification" else "in.txt")
+    source.write_text(content, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["predict", "--task", task, "--model", f"{BUNDLED}/{models[task]}",
+                                      "--input", str(source)])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1].startswith(f"error: {source}"), \
+        result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("task, columns, message", [
+    ("classification", ["--label-column", "sentence"],
+     "--text-column and --label-column both name the column 'sentence'; each must name a column of its own"),
+    ("classification", ["--text-pair-column", "label"],
+     "--text-pair-column label: --task classification reads one text; use --task pair-classification for pairs"),
+    ("pair-classification", ["--text-pair-column", "sentence"],
+     "--text-column and --text-pair-column both name the column 'sentence'"),
+], ids=["label-is-the-text", "pair-column-without-pairs", "pair-is-the-text"])
+def test_columns_that_would_train_on_the_wrong_field_are_refused(tmp_path, task, columns, message):
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\ngood film\t1\nbad film\t0\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["finetune", "--task", task, "--train", str(train), *columns,
+                                      "--output", str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.strip().startswith("error: " + message), result.output
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, content, message", [
+    (["fill-mask", "--input", "{file}"], "Paris is [MASK].\n\nno mask here\n",
+     "{file}:3: no [MASK] token to fill: 'no mask here'"),
+    (["nsp", "--input", "{file}"], "She cooked pasta\tIt was good\nhello\t \n",
+     "{file}:2: the second text of the pair is empty"),
+    (["nsp", "--input", "{file}", "--column", "a", "--pair-column", "c"], '{{"a": "x", "b": "y"}}\n',
+     "{file}:1: no key 'c' (found: a, b); choose it with --pair-column"),
+], ids=["fill-mask-line-without-mask", "nsp-half-a-pair", "nsp-pair-column"])
+def test_an_input_line_at_fault_is_named_with_its_file_and_line(tmp_path, command, content, message):
+    """Line numbers count the file's lines (empty ones too), and the option to change is the one at fault."""
+    source = tmp_path / ("in.jsonl" if content.startswith("{") else "in.txt")
+    source.write_text(content.format(), encoding="utf-8")
+    result = CliRunner().invoke(cli, [a.format(file=source) for a in command])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == "error: " + message.format(file=source), \
+        result.output
 
 
 def test_demo_tells_the_story_end_to_end():

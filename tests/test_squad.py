@@ -10,6 +10,7 @@ from collections import Counter
 import numpy as np
 import pytest
 
+from bertforge.errors import InputError
 from bertforge.io.datasets import SquadExample, read_squad
 from bertforge.tasks.squad import (DOC_STRIDE, MAX_SEQ_LENGTH, QuestionAnsweringTask, add_answer_positions,
                                    best_spans, encode_windows, normalize_answer, squad_evaluate)
@@ -111,6 +112,18 @@ def test_windows_cover_a_long_context_and_label_the_answer(tokenizer):
     # Consecutive windows overlap by doc_stride context tokens.
     first, second = ([o for o in f["offsets"] if o is not None] for f in features[:2])
     assert first[-DOC_STRIDE:] == second[:DOC_STRIDE]
+
+
+def test_a_max_length_with_no_room_beyond_the_doc_stride_names_the_length_to_give(tokenizer):
+    """A window must hold [CLS] question [SEP], more context than the stride overlaps, and [SEP]: below that
+    the message names --max-length and the least that works for these questions, and that length works."""
+    example = long_context_example()
+    pieces = len(tokenizer.tokenize(example.question))
+    enough = pieces + 3 + DOC_STRIDE + 1
+    with pytest.raises(InputError, match=rf"^max length {enough - 1} \(--max-length\) .* question of {pieces} word "
+                                         rf"pieces .* give at least {enough}$"):
+        encode_windows([example.question], [example.context], tokenizer, max_length=enough - 1)
+    assert len(encode_windows([example.question], [example.context], tokenizer, max_length=enough)) > 1
 
 
 def test_span_search_across_windows_finds_the_answer(tokenizer):

@@ -41,7 +41,7 @@ def convert(source, destination, do_lower_case, dtype):
     from bertforge.model import ARCHITECTURES
     from bertforge.tokenization import BertTokenizer
 
-    check_output_dir(destination, "DESTINATION")
+    check_output_dir(destination, "DESTINATION", inputs=(source,), holds="config.json")
     folder = source.parent if source.with_name(source.name + ".index").is_file() else source
     if not folder.is_dir():
         raise CheckpointError(f"{source}: no such checkpoint folder")

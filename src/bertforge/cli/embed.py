@@ -31,15 +31,15 @@ def parse_layers(value: str):
                          f"{', '.join(LAYER_PRESETS)}") from None
 
 
-def output_kind(output: Path | None) -> str | None:
+def output_kind(output: Path | None, input_path: Path | None) -> str | None:
     """None (stdout), "shards" (a directory: an existing one, or a name without a suffix), or the
     file suffix; checked now, before any work."""
     if output is None:
         return None
     if output.is_dir() or not output.suffix:
-        check_output_dir(output, "--output")
+        check_output_dir(output, "--output", inputs=(input_path,), holds="*.parquet")
         return "shards"
-    check_output(output, FILE_SUFFIXES)
+    check_output(output, FILE_SUFFIXES, inputs=(input_path,))
     return output.suffix.lower()
 
 
@@ -87,7 +87,7 @@ def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_ro
       bertforge embed --ray auto --input /shared/corpus/ --id-column id --output /shared/vectors/
       bertforge embed --level word "He got bit by Python"
     """
-    kind = output_kind(output)
+    kind = output_kind(output, input_path)
     if kind in (".npy", ".parquet", "shards") and level != "sentence":
         raise InputError(f"--output {output} holds sentence vectors only; token vectors go to .json or .jsonl")
     chosen = parse_layers(layers)

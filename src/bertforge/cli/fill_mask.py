@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from bertforge.cli.io import check_output, input_options, model_options, pipeline_from_options, read_inputs, with_line_numbers, write_records
+from bertforge.errors import InputError
 
 
 @click.command("fill-mask")
@@ -27,9 +28,15 @@ def fill_mask(texts, top_k, targets, input_path, column, output, **options):
       bertforge fill-mask --model my-bert --top-k 10 --target wind --target air "The [MASK] blew."
       bertforge fill-mask --model my-bert --input masked.txt --output guesses.jsonl
     """
-    check_output(output)
+    check_output(output, inputs=(input_path,))
     items = read_inputs(texts, input_path, [column])
     pipe = pipeline_from_options("fill-mask", options, progress=input_path is not None)
+    if input_path is not None:  # the pipeline counts texts; a file's user needs its line
+        mask = pipe.tokenizer.mask_token
+        for text, line in zip(items.values, items.lines):
+            if mask not in text:
+                where = f"{input_path}:{line}" if items.numbered_by == "line" else f"{input_path}: row {line}"
+                raise InputError(f"{where}: no {mask} token to fill: {text[:80]!r}")
     predictions = pipe(items.values, top_k=top_k, targets=list(targets) or None)
     records = [{"text": t, "predictions": p} for t, p in zip(items.values, predictions)]
     write_records(with_line_numbers(items, records), output)

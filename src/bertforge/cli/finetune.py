@@ -218,7 +218,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
 def evaluate(task, model_dir, validation_path, output_path, max_length, batch_size, device, bf16, threads,
              deterministic, **columns):
     """Score a fine-tuned model on a labelled file (accuracy/F1, entity F1, or SQuAD EM/F1)."""
-    check_output_file(output_path, "--output")  # before the work, not after it
+    check_output_file(output_path, "--output", inputs=(validation_path,))  # before the work, not after it
     configure(threads, deterministic)
     directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
     data = read_data(task, validation_path, columns)
@@ -242,10 +242,12 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
 def predict(task, model_dir, input_path, output_path, max_length, batch_size, device, bf16, threads, deterministic,
             **columns):
     """Predict with a fine-tuned model: one JSON line per input example."""
-    check_output_file(output_path, "--output")
+    check_output_file(output_path, "--output", inputs=(input_path,))
     configure(threads, deterministic)
     directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
     data = read_data(task, input_path, columns, labelled=False)
+    if not data:
+        raise InputError(f"{input_path}: no examples to predict")
     model = task_object.model_class.from_pretrained(directory).to(device_for(device))
     results = task_object.predict(model, data, tokenizer, max_length_for(task, max_length),
                                    batch_size or INFERENCE_BATCH_SIZE)

@@ -38,13 +38,13 @@ def check_texts(texts, what: str = "TEXT argument") -> None:
                              f"check the terminal's encoding") from None
 
 
-def check_output(output: Path | None, suffixes: tuple[str, ...] = RECORD_SUFFIXES) -> None:
-    """Before any work: --output has a known suffix and can be written."""
+def check_output(output: Path | None, suffixes: tuple[str, ...] = RECORD_SUFFIXES, inputs=()) -> None:
+    """Before any work: --output has a known suffix, can be written, and is none of the `inputs`."""
     if output is None:
         return
     if output.suffix.lower() not in suffixes:
         raise InputError(f"--output {output}: use a {' or '.join(suffixes)} file")
-    check_output_file(output, "--output")
+    check_output_file(output, "--output", inputs)
 
 
 def read_inputs(texts: tuple[str, ...], input_path: Path | None, columns: list[str]) -> Items:

@@ -22,7 +22,7 @@ def nsp(sentences, input_path, column, pair_column, output, **options):
       bertforge nsp --model my-bert "She cooked pasta" "It was delicious" "Turn the radio on" "She bought a new hat"
       bertforge nsp --model my-bert --input rte.tsv --column sentence1 --pair-column sentence2 --output scores.jsonl
     """
-    check_output(output)
+    check_output(output, inputs=(input_path,))
     items = read_inputs(sentences, input_path, [column, pair_column])
     pipe = pipeline_from_options("next-sentence", options, progress=input_path is not None)
     scores = pipe(items.values)

@@ -35,7 +35,7 @@ from bertforge.io.atomic import check_output_file, write_text
 def probe(train_path, test_path, test_fraction, limit, text_column, label_column, model_dir, pooling, max_length,
           batch_size, device, threads, seed, output_path):
     """Frozen encoder → [CLS] or mean vectors → logistic regression; prints held-out accuracy."""
-    check_output_file(output_path, "--output")
+    check_output_file(output_path, "--output", inputs=(train_path, test_path))
     import torch
     from sklearn.model_selection import train_test_split
 

@@ -29,7 +29,7 @@ def tokenize(texts, model, max_length, input_path, column, output):
       bertforge tokenize --input sentences.txt --output tokens.jsonl
       bertforge tokenize --input train.tsv --column sentence --max-length 64
     """
-    check_output(output)
+    check_output(output, inputs=(input_path,))
     tokenizer = BertTokenizer.from_pretrained(model)
     items = read_inputs(texts, input_path, [column])
     encoded = tokenizer(items.values, truncation=max_length is not None, max_length=max_length,

@@ -8,7 +8,8 @@ removed and the old file is left as it was. Whole directories (a prepared data s
 beside the target and swapped in at the end.
 
 Commands call `check_output_file` / `check_output_dir` before their work, so a typo in an output
-path is reported at once instead of after an hour of fine-tuning.
+path is reported at once instead of after an hour of fine-tuning, and an output that would replace
+the command's own input, or a directory of someone else's files, is refused before anything is lost.
 """
 
 from __future__ import annotations
@@ -166,24 +167,41 @@ def _check_parent(path: Path, option: str | None) -> None:
         raise InputError(f"{where}: the directory {parent} is not writable")
 
 
-def check_output_file(path: str | Path | None, option: str | None = None) -> None:
-    """Fail now, before any work, if `path` could not be written later (`option` names the
-    command-line option in the message)."""
+def _check_not_an_input(path: Path, option: str | None, inputs: Iterable) -> None:
+    """The output must not be, or hold, a file the command reads: writing it would destroy the input."""
+    target = path.resolve()
+    for source in inputs:
+        if source is not None and (target == Path(source).resolve() or target in Path(source).resolve().parents):
+            raise InputError(f"{_where(path, option)}: would overwrite the input {source}; give another output")
+
+
+def check_output_file(path: str | Path | None, option: str | None = None, inputs: Iterable = ()) -> None:
+    """Fail now, before any work, if `path` could not be written later, or is one of the command's
+    `inputs` (`option` names the command-line option in the message)."""
     if path is None:
         return
     path = Path(path)
     if path.is_dir():
         raise InputError(f"{_where(path, option)}: is a directory, not a file")
     _check_parent(path, option)
+    _check_not_an_input(path, option, inputs)
 
 
-def check_output_dir(path: str | Path | None, option: str | None = None) -> None:
-    """Fail now if the directory `path` could not be created or filled later."""
+def check_output_dir(path: str | Path | None, option: str | None = None, inputs: Iterable = (),
+                     holds: str | None = None) -> None:
+    """Fail now if the directory `path` could not be created or filled later, or holds one of the
+    command's `inputs`. Where the command replaces the whole directory (`atomic_directory`), `holds`
+    is a pattern of the files its output always has (`config.json`, `*.parquet`): a non-empty
+    directory with none is someone else's, and is refused rather than deleted."""
     if path is None:
         return
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"{_where(path, option)}: exists and is not a directory")
+    _check_not_an_input(path, option, inputs)
+    if holds is not None and path.is_dir() and any(path.iterdir()) and next(path.glob(holds), None) is None:
+        raise InputError(f"{_where(path, option)}: is not empty and holds no {holds}, so it is not an earlier output "
+                         f"of this command and would be replaced whole; give a new or empty directory")
     existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise InputError(f"{_where(path, option)}: {existing} is not a directory")

@@ -256,6 +256,11 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
     values, numbers, ids, skipped = [], [], [], 0
     for number, fields, row_id in _item_fields(path, kind, columns, id_column):
         if not all(f.strip() for f in fields):
+            if any(f.strip() for f in fields):  # half a pair is a mistake, not an empty line
+                empty = next(i for i, f in enumerate(fields) if not f.strip())
+                name = ("the first text", "the second text")[empty]
+                name += "" if kind == ".txt" else f" ({columns[empty]!r})"
+                raise input_error(path, f"{name} of the pair is empty", number)
             skipped += 1
             continue
         values.append(fields[0] if len(columns) == 1 else tuple(fields))
@@ -288,7 +293,8 @@ def _item_fields(path: Path, kind: str, columns: list[str],
             raise input_error(path, f"expected a JSON object with {', '.join(map(repr, wanted))}", number)
         absent = [c for c in wanted if c not in row]
         if absent:
-            option = "--id-column" if absent[0] == id_column else "--column"
+            option = "--id-column" if absent[0] == id_column else "--pair-column" if absent[0] in columns[1:] \
+                else "--column"
             raise input_error(path, f"no {'key' if kind == '.jsonl' else 'column'} {absent[0]!r} "
                                     f"(found: {', '.join(map(str, row))}); choose it with {option}", number)
         fields = [row[c] for c in columns]

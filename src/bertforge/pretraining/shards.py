@@ -131,7 +131,7 @@ def prepare(corpus_files: Iterable[str | Path], output_dir: str | Path, tokenize
     files = [check_input_file(f) for f in corpus_files]
     if not files:
         raise InputError("no corpus file given")
-    check_output_dir(output_dir)
+    check_output_dir(output_dir, inputs=files, holds=INDEX_FILE)
     with atomic_directory(output_dir) as build:
         index = _prepare_into(build, files, tokenizer, options, skip_documents, max_documents, progress, workers,
                               part)

@@ -25,6 +25,11 @@ def read_task_data(task: str, path, text_column: str = "sentence", text_pair_col
     if task in ("classification", "pair-classification"):
         if task == "pair-classification" and not text_pair_column:
             raise ConfigError("--task pair-classification needs --text-pair-column")
+        if task == "classification" and text_pair_column:
+            raise ConfigError(f"--text-pair-column {text_pair_column}: --task classification reads one text; "
+                              f"use --task pair-classification for pairs")
+        _check_distinct_columns(text_column=text_column, text_pair_column=text_pair_column,
+                                label_column=label_column if labelled else None)
         return read_text_examples(path, text_column, text_pair_column if task == "pair-classification" else None,
                                   label_column if labelled else None)
     if task == "ner":
@@ -32,6 +37,18 @@ def read_task_data(task: str, path, text_column: str = "sentence", text_pair_col
     if task == "qa":
         return read_squad(path)[0]
     raise ConfigError(f"--task {task!r}: use one of {', '.join(TASK_NAMES)}")
+
+
+def _check_distinct_columns(**columns) -> None:
+    """A column read twice (the label as the text, say) would train on nonsense without a word."""
+    seen = {}
+    for option, column in columns.items():
+        if column is None:
+            continue
+        if column in seen:
+            raise ConfigError(f"--{seen[column].replace('_', '-')} and --{option.replace('_', '-')} both name the "
+                              f"column {column!r}; each must name a column of its own")
+        seen[column] = option
 
 
 def build_task(task: str, train_data=None, id2label: dict | None = None):

@@ -59,18 +59,26 @@ def squad_evaluate(predictions: dict[str, str], references: dict[str, list[str]]
 
 # --- features -------------------------------------------------------------------------------
 
-def _cut_question(question: str, tokenizer, max_query_length: int) -> str:
-    """The question cut to its first `max_query_length` word pieces."""
+def _cut_question(question: str, tokenizer, max_query_length: int) -> tuple[str, int]:
+    """The question cut to its first `max_query_length` word pieces, and how many pieces it keeps."""
     encoded = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
     offsets = encoded["offset_mapping"]
-    return question[:offsets[max_query_length - 1][1]] if len(offsets) > max_query_length else question
+    if len(offsets) > max_query_length:
+        return question[:offsets[max_query_length - 1][1]], max_query_length
+    return question, len(offsets)
 
 
 def encode_windows(questions: list[str], contexts: list[str], tokenizer, max_length: int = MAX_SEQ_LENGTH,
                    doc_stride: int = DOC_STRIDE, max_query_length: int = MAX_QUERY_LENGTH) -> list[dict]:
     """One feature per window of each (question, context): input ids, the sample it came from,
     and each token's character span in the context (None outside the context)."""
-    questions = [_cut_question(q.strip(), tokenizer, max_query_length) for q in questions]
+    cut = [_cut_question(q.strip(), tokenizer, max_query_length) for q in questions]
+    questions = [question for question, _ in cut]
+    longest = max((pieces for _, pieces in cut), default=0)
+    if max_length - longest - 3 <= doc_stride:  # [CLS] question [SEP] context [SEP]
+        raise InputError(f"max length {max_length} (--max-length) leaves no more context beside a question of "
+                         f"{longest} word pieces than the {doc_stride} pieces that windows overlap by (the doc "
+                         f"stride): give at least {longest + 3 + doc_stride + 1}")
     encoded = tokenizer(questions, contexts, truncation="only_second", max_length=max_length, stride=doc_stride,
                         return_overflowing_tokens=True, return_offsets_mapping=True)
     features = []
