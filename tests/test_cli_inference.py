@@ -107,6 +107,18 @@ def test_attention_writes_png_and_html(tmp_path):
     assert "beautiful" in (tmp_path / "a.html").read_text(encoding="utf-8")
 
 
+def test_attention_png_format_follows_the_suffix_and_unknown_ones_are_refused_first(tmp_path):
+    result = run("attention", "Paris", "--png", tmp_path / "grid")
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "grid").read_bytes().startswith(b"\x89PNG")  # no suffix: PNG, whatever the temporary file's
+    assert run("attention", "Paris", "--png", tmp_path / "a.svg").exit_code == 0
+    assert (tmp_path / "a.svg").read_text(encoding="utf-8").lstrip().startswith("<?xml")
+    for name in ("a.xyz", "a.html"):
+        assert_clean_error(run("attention", "Paris", "--png", tmp_path / name, "--html", tmp_path / "page.html"),
+                           f"--png {tmp_path / name}: matplotlib cannot write {name[1:]} files", ".png, .ps, .raw")
+    assert not (tmp_path / "page.html").exists()  # refused before anything was written
+
+
 @pytest.mark.parametrize("name, content, fragments", [
     ("bad.jsonl", '{"text": "fine"}\n{"text": oops}\n', ["bad.jsonl:2: not valid JSON"]),
     ("keys.jsonl", '{"sentence": "x"}\n', ["keys.jsonl:1: no key 'text'"]),

@@ -498,8 +498,9 @@ def test_prune_on_an_empty_training_set_is_refused(wide_teacher, tmp_path):
 
 
 @pytest.mark.parametrize("options, message", [
-    (("--prune",), "give --student-size"),
-    (("--prune", "--student-layers", 2), "give --student-size, not --student-layers"),
+    (("--prune",), "error: --prune needs --student-size, the size to cut the teacher down to (e.g. L4-H256)"),
+    (("--prune", "--student-layers", 2), "error: --student-layers 2 with --prune: --prune cuts the teacher down to a "
+                                         "--student-size (e.g. L4-H256); give --student-size instead"),
     (("--prune", "--student-size", "L2-H128", "--student", "."), "give one of them"),
     (("--prune-depth", "spaced", "--student-size", "L2-H128"), "give --prune too"),
 ])

@@ -220,6 +220,12 @@ def test_cli_errors(tmp_path):
     result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path), str(tmp_path / "run"), "--weight-decay", "-1"])
     assert result.exit_code == 2 and "weight_decay must be 0 or more, got -1.0" in result.output
     assert not (tmp_path / "run").exists()
+    # as in finetune: 0 would freeze the weights, a negative norm means nothing
+    for norm in ("0", "-1"):
+        result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path), str(tmp_path / "run"),
+                                          "--max-grad-norm", norm])
+        assert result.exit_code == 2 and "Invalid value for '--max-grad-norm'" in result.output
+        assert f"{float(norm)} is not in the range x>0" in result.output
 
 
 # --- training -------------------------------------------------------------------------------------
@@ -371,6 +377,30 @@ def test_export_sets_the_dropout_for_fine_tuning(data_dir, tmp_path):
     assert json.loads((tmp_path / "run" / "final" / "config.json").read_text())["hidden_dropout_prob"] == 0.0
     result = CliRunner().invoke(cli, ["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "x"), "--dropout", "1"])
     assert result.exit_code == 2 and "Invalid value for '--dropout'" in result.output and "Traceback" not in result.output
+
+
+def test_export_of_a_run_without_its_checkpoint_points_to_final(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    result = CliRunner().invoke(cli, ["pretrain", "export", str(run), str(tmp_path / "out")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"error: {run}: neither a saved model (no config.json) nor a run directory (no checkpoint/)\n" \
+        in result.output
+    BertForPreTraining(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(run / "final")
+    result = CliRunner().invoke(cli, ["pretrain", "export", str(run), str(tmp_path / "out")])
+    assert result.exit_code == 2 and f"(no checkpoint/); its final model is {run / 'final'}: export that" \
+        in result.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_model_without_pretraining_heads(data_dir, tmp_path):
+    """Random MLM and NSP heads would be scored as if trained: refused as fill-mask and nsp refuse them."""
+    BertModel(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(tmp_path / "encoder")
+    result = CliRunner().invoke(cli, ["pretrain", "evaluate", str(tmp_path / "encoder"), str(data_dir)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"{tmp_path / 'encoder'}: pretrain evaluate needs a masked-language-model head (cls.predictions.*) " \
+           "and a next-sentence-prediction head" in result.output
+    assert "it can do: feature-extraction" in result.output
 
 
 def test_init_from_continues_a_checkpoint_and_refuses_another_vocabulary(data_dir, tmp_path):

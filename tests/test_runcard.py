@@ -6,7 +6,9 @@ import hashlib
 import json
 
 import pytest
+from click.testing import CliRunner
 
+from bertforge.cli.main import cli
 from bertforge.errors import InputError
 from bertforge.runcard import CARD_FILE, SUMMARY_FILE, RunCard, file_fingerprint, read_card, rerun_command
 
@@ -65,8 +67,43 @@ def test_bad_cards_are_named(tmp_path):
     (tmp_path / "other.json").write_text('{"accuracy": 1}')
     with pytest.raises(InputError, match="not a run card"):
         read_card(tmp_path / "other.json")
+    (tmp_path / "inputs.json").write_text('{"command": ["embed"], "output": "out", "inputs": [{"path": "x"}]}')
+    with pytest.raises(InputError, match="not a run card \\('inputs' is not a list of files with their 'path' and"):
+        read_card(tmp_path / "inputs.json")
     with pytest.raises(InputError, match="not in its command line"):
         rerun_command({"command": ["finetune", "--output=out"], "output": "out"}, "again")
+
+
+def _rerun(card: dict, folder, *options):
+    (folder / CARD_FILE).write_text(json.dumps(card))
+    return CliRunner().invoke(cli, ["rerun", str(folder / CARD_FILE), *map(str, options)])
+
+
+def test_rerun_refuses_inputs_that_changed_or_are_gone(tmp_path):
+    data = tmp_path / "train.txt"
+    data.write_text("hello\n")
+    card = {"command": ["-v", "tokenize", "--input", str(data)], "output": "out",
+            "inputs": [file_fingerprint(data)]}
+    result = _rerun(card, tmp_path)
+    assert result.exit_code == 0 and '"hello"' in result.output, result.output  # unchanged: it runs
+    data.write_text("hullo\n")
+    result = _rerun(card, tmp_path, "--output", tmp_path / "again")
+    assert result.exit_code == 2 and f"error: {data}: this input of the run has changed since the run (its SHA-256 " \
+        "is not the card's), so a rerun would not reproduce the run" in result.output
+    data.unlink()
+    result = _rerun(card, tmp_path)
+    assert result.exit_code == 2 and f"error: {data}: this input of the run is gone, so a rerun" in result.output
+
+
+@pytest.mark.parametrize("command, problem", [
+    (["nosuchcmd", "--output", "out"], "'nosuchcmd --output out' is not a bertforge command; rerun cannot run it"),
+    (["rerun", "a/run_card.json", "--output", "out"],
+     "'rerun a/run_card.json --output out' is itself a rerun; rerun the card of the run it repeats"),
+])
+def test_rerun_refuses_a_command_it_cannot_run(tmp_path, command, problem):
+    result = _rerun({"command": command, "output": "out", "inputs": []}, tmp_path, "--output", tmp_path / "again")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert f"error: {tmp_path / CARD_FILE}: the run card's command {problem}" in result.output
 
 
 def test_benchmark_results_are_recorded_with_a_card(tmp_path):

@@ -352,7 +352,8 @@ def test_empty_corpus(algorithm):
 
 
 def test_vocab_size_smaller_than_alphabet():
-    with pytest.raises(ConfigError, match=r"vocab_size 12 .* 5 special tokens plus the 11 symbols .* at least 16"):
+    with pytest.raises(ConfigError, match=r"--vocab-size 12 .* 5 special tokens plus the 11 symbols .* at least 16 "
+                                          r"\(or cap the alphabet with --limit-alphabet\)"):
         train_bpe(SPEC_TEXT, 12)
     with pytest.raises(ConfigError, match="at least 261"):
         train_byte_level_bpe(SPEC_TEXT, 260)
@@ -361,8 +362,12 @@ def test_vocab_size_smaller_than_alphabet():
 def test_unknown_algorithm_and_bad_options():
     with pytest.raises(ConfigError, match="unknown algorithm 'sentencepiece': choose one of wordpiece, bpe, byte-bpe"):
         train_vocab("sentencepiece", SPEC_TEXT)
-    with pytest.raises(ConfigError, match="min_frequency"):
+    with pytest.raises(ConfigError, match="--min-frequency -1: must be an integer, 0 or more"):
         train_bpe(SPEC_TEXT, 100, min_frequency=-1)
+    with pytest.raises(ConfigError, match="--vocab-size 0: must be an integer from 1 to 10,000,000"):
+        train_bpe(SPEC_TEXT, 0)
+    with pytest.raises(ConfigError, match="--limit-alphabet 0: must be a positive integer"):
+        train_wordpiece(SPEC_TEXT, 100, limit_alphabet=0)
     with pytest.raises(ConfigError, match=r"needs the special tokens .* missing: \[MASK\]"):
         train_wordpiece(SPEC_TEXT, 100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
 
@@ -439,3 +444,19 @@ def test_cli_errors(tmp_path):
     assert result.exit_code == 2 and "'unigram' is not one of 'wordpiece', 'bpe', 'byte-bpe'" in result.output
     with pytest.raises(BertforgeError):
         train_vocab("bpe", read_corpus([bad]))
+
+
+def test_cli_names_each_file_once(tmp_path):
+    """Reading errors name their file and line already; only an empty corpus needs the files named."""
+    from bertforge.cli.main import cli
+
+    broken = tmp_path / "bad.jsonl"
+    broken.write_text('{"text": "fine"}\n{"text": oops}\n', encoding="utf-8")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("\n", encoding="utf-8")
+    for path, message in ((broken, f"error: {broken}:2: not valid JSON"),
+                          (empty, f"error: {empty}: the corpus is empty: no words to learn a vocabulary from")):
+        result = CliRunner().invoke(cli, ["train-vocab", "--input", str(path), "--output", str(tmp_path / "out"),
+                                          "--no-progress"])
+        assert result.exit_code == 2 and message in result.output and result.output.count(path.name) == 1, \
+            result.output

@@ -166,7 +166,23 @@ def read_card(path: str | Path) -> dict:
         raise InputError(f"{path}:{e.lineno}: not a run card (invalid JSON: {e.msg})") from None
     if not isinstance(card, dict) or not isinstance(card.get("command"), list) or "output" not in card:
         raise InputError(f"{path}: not a run card (no 'command' list and 'output')")
+    inputs = card.get("inputs", [])
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) and {"path", "sha256"} <= i.keys() for i in inputs):
+        raise InputError(f"{path}: not a run card ('inputs' is not a list of files with their 'path' and 'sha256')")
     return card
+
+
+def check_inputs(card: dict) -> None:
+    """Refuse to rerun a card whose input files are gone or changed: the run would not be reproduced."""
+    for recorded in card.get("inputs") or []:
+        path = Path(recorded["path"])
+        if not path.exists():
+            problem = "is gone"
+        elif file_fingerprint(path)["sha256"] != recorded["sha256"]:
+            problem = "has changed since the run (its SHA-256 is not the card's)"
+        else:
+            continue
+        raise InputError(f"{path}: this input of the run {problem}, so a rerun would not reproduce the run")
 
 
 # Defaults that changed after cards were written (finetune's batch 32 → 16 and layer-wise decay 1 → 0.8
@@ -175,11 +191,16 @@ PINNED_OPTIONS = {"batch_size": "--batch-size", "layer_lr_decay": "--layer-lr-de
 PINNING_COMMANDS = ("finetune", "distill")
 
 
+def command_name(card: dict) -> str | None:
+    """The bertforge command the card ran: the first word that is not an option of `bertforge` itself (-v)."""
+    return next((str(word) for word in card["command"] if not str(word).startswith("-")), None)
+
+
 def rerun_command(card: dict, output: str | Path | None = None) -> list[str]:
     """The card's command line, with its output folder replaced by `output` when given, and the
     PINNED_OPTIONS it left to their defaults given as the card recorded them."""
     command = [str(word) for word in card["command"]]
-    if command and command[0] in PINNING_COMMANDS:
+    if command_name(card) in PINNING_COMMANDS:
         recorded = card.get("options") or {}
         for name, flag in PINNED_OPTIONS.items():
             typed = any(word == flag or word.startswith(flag + "=") for word in command)

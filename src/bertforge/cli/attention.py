@@ -30,6 +30,7 @@ def attention(text, text_pair, png, html, **options):
         raise InputError("choose an output: --png FILE and/or --html FILE")
     check_texts([text, text_pair])
     check_output_file(png, "--png")
+    _check_png_format(png)
     check_output_file(html, "--html")
     maps = pipeline_from_options("attention", options, progress=False)(text, text_pair)
     layers, heads, seq, _ = maps.weights.shape
@@ -40,3 +41,15 @@ def attention(text, text_pair, png, html, **options):
     for path in (png, html):
         if path is not None:
             click.echo(f"wrote {path} ({layers} layers x {heads} heads, {seq} tokens)")
+
+
+def _check_png_format(png: Path | None) -> None:
+    """Refuse a --png suffix matplotlib cannot write before the model runs, not after the HTML is written."""
+    if png is None or not png.suffix:
+        return
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    supported = FigureCanvasBase.get_supported_filetypes()
+    if png.suffix[1:].lower() not in supported:
+        raise InputError(f"--png {png}: matplotlib cannot write {png.suffix} files; use one of: "
+                         f"{', '.join('.' + s for s in sorted(supported))} (or no suffix, for PNG)")

@@ -71,9 +71,11 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
     from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
     from bertforge.distillation.prune import important_layers, pruned_config, prune_width
 
-    if student_size is None or student_layers is not None:
-        raise ConfigError("--prune cuts the teacher down to --student-size (e.g. L4-H256): give --student-size, "
-                          "not --student-layers")
+    if student_layers is not None:
+        raise ConfigError(f"--student-layers {student_layers} with --prune: --prune cuts the teacher down to a "
+                          "--student-size (e.g. L4-H256); give --student-size instead")
+    if student_size is None:
+        raise ConfigError("--prune needs --student-size, the size to cut the teacher down to (e.g. L4-H256)")
     target = student_config(teacher.config, None, student_size, save_as)
     indices = important_layers(teacher, target.num_hidden_layers, calibration) if depth == "importance" else \
         teacher_layer_indices(teacher.config.num_hidden_layers, target.num_hidden_layers)

@@ -113,7 +113,8 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
 @click.option("--warmup-ratio", default=0.01, show_default=True, help="Warm-up as a share of --max-steps.")
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
 @click.option("--weight-decay", default=0.01, show_default=True)
-@click.option("--max-grad-norm", default=1.0, show_default=True)
+@click.option("--max-grad-norm", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
+              help="Clip the gradients' total norm to this before each step.")
 @click.option("--dropout", default=0.1, show_default=True)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (fast on GPUs and CPUs with native bf16).")
 @click.option("--seed", default=42, show_default=True)
@@ -161,13 +162,12 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
 @click.option("--device", default="cpu", show_default=True)
 def evaluate(model_dir, data_dir, instances, batch_size, device):
     """MLM and NSP loss and accuracy of MODEL_DIR on the prepared (held-out) DATA_DIR."""
-    from bertforge.model.heads import BertForPreTraining
-    from bertforge.pretraining.evaluation import evaluate as evaluate_model
+    from bertforge.pretraining.evaluation import evaluate as evaluate_model, load_model
     from bertforge.pretraining.shards import PretrainingData
     from bertforge.training import resolve_device
 
     target = resolve_device(device)
-    model = BertForPreTraining.from_pretrained(model_dir).to(target)
+    model = load_model(model_dir).to(target)
     data = PretrainingData(data_dir)
     if model.config.vocab_size != data.index["vocab_size"]:
         raise ConfigError(f"{data_dir} was prepared with a vocabulary of {data.index['vocab_size']} tokens, "

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import click
 
-from bertforge.runcard import read_card, rerun_command
+from bertforge.errors import InputError
+from bertforge.runcard import check_inputs, command_name, read_card, rerun_command
 
 
 @click.command()
@@ -21,8 +22,15 @@ def rerun(card: Path, output: Path | None):
     Example:
       bertforge rerun sst2-model/run_card.json --output sst2-model-again
     """
-    from bertforge.cli.main import cli
+    from bertforge.cli.main import COMMANDS, cli
 
-    command = rerun_command(read_card(card), output)
+    recorded = read_card(card)
+    name = command_name(recorded)
+    if name == "rerun" or name not in COMMANDS:
+        problem = "is itself a rerun; rerun the card of the run it repeats" if name == "rerun" else \
+            "is not a bertforge command; rerun cannot run it"
+        raise InputError(f"{card}: the run card's command {shlex.join(map(str, recorded['command']))!r} {problem}")
+    check_inputs(recorded)
+    command = rerun_command(recorded, output)
     click.echo("bertforge " + " ".join(shlex.quote(word) for word in command), err=True)
     cli.main(args=command, prog_name="bertforge", standalone_mode=False)

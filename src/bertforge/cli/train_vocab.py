@@ -11,7 +11,8 @@ from bertforge.errors import InputError
 from bertforge.io.atomic import check_output_dir
 from bertforge.io.readers import read_corpus
 from bertforge.runcard import RunCard
-from bertforge.tokenization.trainers import ALGORITHMS, DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE, train_vocab as train
+from bertforge.tokenization.trainers import (ALGORITHMS, DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE, EmptyCorpusError,
+                                             train_vocab as train)
 
 
 @click.command("train-vocab")
@@ -54,7 +55,7 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
     start = time.perf_counter()
     try:
         tokenizer = train(algorithm, corpus, **options)
-    except InputError as error:  # the trainers see texts, not files: name the files here
+    except EmptyCorpusError as error:  # errors of reading a file name it already
         raise InputError(f"{', '.join(map(str, inputs))}: {error}") from None
     seconds = time.perf_counter() - start
     specials = len(set(options["special_tokens"]))

@@ -23,7 +23,8 @@ class AttentionMaps:
     weights: np.ndarray  # (layers, heads, seq, seq): row i = how token i spreads its attention
 
     def save_png(self, path: str | Path, dpi: int = 100) -> Path:
-        """A layers × heads grid of heatmaps; token labels on the first column and bottom row."""
+        """A layers × heads grid of heatmaps; token labels on the first column and bottom row. The suffix
+        of `path` chooses the format (PNG when there is none)."""
         import matplotlib
 
         matplotlib.use("Agg")
@@ -47,7 +48,8 @@ class AttentionMaps:
         fig.subplots_adjust(left=0.03, right=0.99, bottom=0.01, top=1 - 0.9 / (cell * layers), wspace=0.1, hspace=0.25)
         path = Path(path)
         with atomic_path(path) as temporary:
-            fig.savefig(temporary, dpi=dpi)
+            # The format is the target's suffix (PNG without one), never the temporary file's.
+            fig.savefig(temporary, dpi=dpi, format=path.suffix[1:].lower() or "png")
         plt.close(fig)
         return path
 

@@ -28,9 +28,9 @@ class TrainingConfig(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         if not 0.0 <= self.dropout < 1.0:
-            raise ConfigError("dropout must be in [0, 1)")
+            raise ConfigError(f"--dropout {self.dropout}: must be in [0, 1)")
         if self.eval_instances < 1:
-            raise ConfigError("eval_instances must be at least 1")
+            raise ConfigError(f"--eval-instances {self.eval_instances}: must be at least 1")
 
     def fingerprint(self, data) -> dict:
         """What must be equal for a checkpoint to continue this run exactly."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -32,6 +34,18 @@ def averages(totals: dict[str, float]) -> dict[str, float]:
 
 def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str = "cpu") -> dict[str, torch.Tensor]:
     return {key: torch.from_numpy(value).to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def load_model(model_dir: str | Path) -> BertForPreTraining:
+    """The model with both pre-training heads, refused as fill-mask and nsp refuse it when one is
+    missing: random head weights would be scored as if trained."""
+    from bertforge.pipelines.base import load_for_task
+    from bertforge.pipelines.fill_mask import FillMaskPipeline
+    from bertforge.pipelines.next_sentence import NextSentencePipeline
+
+    return load_for_task(BertForPreTraining, Path(model_dir), "pretrain evaluate",
+                         FillMaskPipeline.head_prefix + NextSentencePipeline.head_prefix,
+                         f"{FillMaskPipeline.head_name} and a {NextSentencePipeline.head_name}")
 
 
 @torch.no_grad()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from bertforge.errors import ConfigError
+from bertforge.errors import CheckpointError, ConfigError
+from bertforge.model.checkpoint import config_path
 from bertforge.model.heads import BertForPreTraining
 from bertforge.training.state import Checkpoint, has_checkpoint
 
@@ -30,6 +31,8 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
     model_dir = Path(model_dir)
+    if model_dir.is_dir() and not has_checkpoint(model_dir) and not config_path(model_dir).is_file():
+        raise _neither_model_nor_run(model_dir)
     if has_checkpoint(model_dir) and not (model_dir / "config.json").exists():
         # a run directory: rebuild the model from the run's settings and its latest checkpoint
         checkpoint = Checkpoint(model_dir, option="export")
@@ -46,3 +49,12 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
         tokenizer = BertTokenizer.from_pretrained(model_dir)
     model.to(DTYPES[dtype]).save_pretrained(output_dir, tokenizer)
     return Path(output_dir) / "model.safetensors"
+
+
+def _neither_model_nor_run(model_dir: Path) -> CheckpointError:
+    """A directory with no model and no checkpoint: most often a finished run whose checkpoint/ was
+    removed, whose model is then in final/."""
+    final = model_dir / "final"
+    hint = f"; its final model is {final}: export that" if config_path(final).is_file() else ""
+    return CheckpointError(f"{model_dir}: neither a saved model (no config.json) nor a run directory "
+                           f"(no checkpoint/){hint}")

@@ -51,7 +51,8 @@ class PrepareOptions:
             (self.masking in ("static", "dynamic"), "masking must be 'static' or 'dynamic'"),
             (0.0 < self.masked_lm_prob < 1.0, "masked_lm_prob must be between 0 and 1"),
             (self.max_predictions_per_seq >= 1, "max_predictions_per_seq must be at least 1"),
-            (self.shard_size >= 1 and self.chunk_tokens >= 1, "shard_size and chunk_tokens must be positive"),
+            (self.shard_size >= 1, f"shard_size must be at least 1, got {self.shard_size}"),
+            (self.chunk_tokens >= 1, f"chunk_tokens must be at least 1, got {self.chunk_tokens}"),
         ]
         for ok, message in checks:
             if not ok:

@@ -126,8 +126,8 @@ def _check_size(vocab: list[str], vocab_size: int, special_tokens: Sequence[str]
     if vocab_size < len(vocab):
         specials = len(set(special_tokens))
         raise ConfigError(
-            f"vocab_size {vocab_size} is smaller than the {specials} special tokens plus the "
-            f"{len(vocab) - specials} symbols of the alphabet: raise vocab_size to at least {len(vocab)}{hint}")
+            f"--vocab-size {vocab_size} is smaller than the {specials} special tokens plus the "
+            f"{len(vocab) - specials} symbols of the alphabet: raise it to at least {len(vocab)}{hint}")
 
 
 # --- the trainers ---------------------------------------------------------------------------
@@ -135,18 +135,22 @@ def _check_size(vocab: list[str], vocab_size: int, special_tokens: Sequence[str]
 def _check_options(vocab_size: int, min_frequency: int, special_tokens: Sequence[str],
                    limit_alphabet: int | None) -> None:
     if not isinstance(vocab_size, int) or not 1 <= vocab_size <= MAX_VOCAB_SIZE:
-        raise ConfigError(f"vocab_size must be an integer from 1 to {MAX_VOCAB_SIZE:,}, got {vocab_size!r}")
+        raise ConfigError(f"--vocab-size {vocab_size!r}: must be an integer from 1 to {MAX_VOCAB_SIZE:,}")
     if not isinstance(min_frequency, int) or min_frequency < 0:
-        raise ConfigError(f"min_frequency must be a non-negative integer, got {min_frequency!r}")
+        raise ConfigError(f"--min-frequency {min_frequency!r}: must be an integer, 0 or more")
     if limit_alphabet is not None and (not isinstance(limit_alphabet, int) or limit_alphabet < 1):
-        raise ConfigError(f"limit_alphabet must be a positive integer, got {limit_alphabet!r}")
+        raise ConfigError(f"--limit-alphabet {limit_alphabet!r}: must be a positive integer")
     if isinstance(special_tokens, str) or not all(isinstance(t, str) and t for t in special_tokens):
-        raise ConfigError(f"special_tokens must be a list of non-empty strings, got {special_tokens!r}")
+        raise ConfigError(f"--special-token: each must be a non-empty string, got {special_tokens!r}")
+
+
+class EmptyCorpusError(InputError):
+    """No words in the texts. The trainers see texts, not files: a caller that read files names them."""
 
 
 def _require_words(word_counts: Counter[str]) -> None:
     if not word_counts:
-        raise InputError("the corpus is empty: no words to learn a vocabulary from")
+        raise EmptyCorpusError("the corpus is empty: no words to learn a vocabulary from")
     logger.info("%d words, %d distinct", sum(word_counts.values()), len(word_counts))
 
 
@@ -162,7 +166,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 30_000, *, min_frequency: 
     _require_words(word_counts)
     alphabet = _alphabet(word_counts, limit_alphabet)
     vocab = _initial_vocab(special_tokens, alphabet)
-    _check_size(vocab, vocab_size, special_tokens, " (or cap the alphabet with limit_alphabet)")
+    _check_size(vocab, vocab_size, special_tokens, " (or cap the alphabet with --limit-alphabet)")
     if limit_alphabet is not None:
         pieces: Counter[str] = Counter()
         for word, n in word_counts.items():
@@ -216,7 +220,7 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 30_000, *, min_frequ
         word_counts = Counter({w: n for w, n in word_counts.items() if all(char in alphabet for char in w)})
     symbols = {word[0] for word in word_counts} | {CONTINUATION + char for word in word_counts for char in word[1:]}
     vocab = _initial_vocab(special_tokens, symbols)
-    _check_size(vocab, vocab_size, special_tokens, " (or cap the alphabet with limit_alphabet)")
+    _check_size(vocab, vocab_size, special_tokens, " (or cap the alphabet with --limit-alphabet)")
     pairs = _symbolize(word_counts, vocab, lambda word: [word[0], *(CONTINUATION + char for char in word[1:])])
     learn_wordpiece(pairs, vocab, vocab_size, min_frequency, show_progress)
     extra = [t for t in dict.fromkeys(special_tokens) if t not in DEFAULT_SPECIAL_TOKENS]
