@@ -82,6 +82,17 @@ def test_broken_gzip_names_the_file(tmp_path):
         read_text_examples(path, "text", label_column="label")
 
 
+@pytest.mark.parametrize("row, pair, message", [
+    (b"   \t1\n", None, "empty text in column 'text'"),
+    (b"a fine film\t \t1\n", "pair", "empty text in column 'pair'"),
+], ids=["text", "pair"])
+def test_an_example_without_text_is_named_by_line_and_column(tmp_path, row, pair, message):
+    header = b"text\tpair\tlabel\n" if pair else b"text\tlabel\n"
+    path = write(tmp_path / "train.tsv", header + b"good\t" + (b"fine\t" if pair else b"") + b"1\n" + row)
+    with pytest.raises(InputError, match=rf"^{path}:3: {message}$"):
+        read_text_examples(path, "text", pair, "label")
+
+
 def test_csv_rows_match_the_csv_module(tmp_path):
     text = 'text,label\r\n"a, quoted ""field""",1\n"two\nlines",0\n\nplain,1\n'
     path = write(tmp_path / "data.csv", ("\ufeff" + text).encode("utf-8"))  # with a byte-order mark

@@ -182,6 +182,10 @@ def test_bad_corpus_files(tmp_path, tokenizer, caplog):
     empty.write_text("")
     with pytest.raises(InputError, match="empty.txt"):
         list(read_documents(empty))
+    blank = tmp_path / "blank.jsonl"
+    blank.write_text('{"text": "   "}\n')
+    with pytest.raises(InputError, match=r"blank.jsonl: no text found \(the file is empty or blank\)$"):
+        list(read_documents(blank))
     latin1 = tmp_path / "latin1.txt"
     latin1.write_bytes("caf\xe9 au lait.\n".encode("latin-1"))
     with pytest.raises(InputError, match="latin1.txt.*UTF-8"):
@@ -226,6 +230,9 @@ def test_cli_errors(tmp_path):
                                           "--max-grad-norm", norm])
         assert result.exit_code == 2 and "Invalid value for '--max-grad-norm'" in result.output
         assert f"{float(norm)} is not in the range x>0" in result.output
+    for option, value in (("--skip-documents", "-1"), ("--max-documents", "0")):
+        result = CliRunner().invoke(cli, ["pretrain", "prepare", str(empty), str(tmp_path / "out"), option, value])
+        assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
 
 
 # --- training -------------------------------------------------------------------------------------

@@ -86,6 +86,10 @@ def test_malformed_conll_line_names_file_and_line(tmp_path):
     tags.write_text("EU B-ORG\nrejects O\n\nPeter B-PER\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"tags\.txt:4: tag 'B-PER' was not seen in training"):
         TokenClassificationTask(["O", "B-ORG"]).encode(read_conll(tags), BertTokenizer.from_pretrained(None), 32)
+    for words in (0, -2):  # the words would be learnt as their own tags
+        with pytest.raises(InputError, match=rf"tags\.txt:1: tag column {words} is the words' column \(0\)"):
+            read_conll(tags, tag_column=words)
+    assert len(read_conll(tags, tag_column=0, with_tags=False)) == 2
 
 
 def test_squad_answer_not_at_answer_start_is_skipped_and_counted(tmp_path):

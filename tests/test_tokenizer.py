@@ -119,6 +119,22 @@ def test_save_and_reload(uncased, tmp_path):
     assert (tmp_path / "vocab.txt").read_text(encoding="utf-8").splitlines()[:2] == ["[PAD]", "[unused0]"]
 
 
+@pytest.mark.parametrize("config_name", ["config.json", "bert_config.json"])
+def test_a_vocabulary_larger_than_the_models_embeddings_is_refused_when_loaded(uncased, tmp_path, config_name):
+    """Ids past the embedding table would fail deep inside torch at the first rare word; a smaller
+    vocabulary (a padded embedding table) is fine."""
+    uncased.save_pretrained(tmp_path)
+    (tmp_path / "tokenizer.json").unlink()  # the extra words go into vocab.txt only
+    size = uncased.vocab_size
+    (tmp_path / config_name).write_text(f'{{"vocab_size": {size + 8}}}', encoding="utf-8")
+    assert BertTokenizer.from_pretrained(tmp_path).vocab_size == size
+    with open(tmp_path / "vocab.txt", "a", encoding="utf-8") as f:
+        f.writelines(f"zzword{i}\n" for i in range(10))
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path}: the vocabulary has {size + 10} tokens, more than the "
+                                              rf"{size + 8} word embeddings of the model \({config_name} vocab_size\)"):
+        BertTokenizer.from_pretrained(tmp_path)
+
+
 def test_bad_input_errors(tmp_path, uncased):
     with pytest.raises(CheckpointError, match="nowhere"):
         BertTokenizer.from_pretrained(tmp_path / "nowhere")
@@ -126,6 +142,10 @@ def test_bad_input_errors(tmp_path, uncased):
     bad.write_bytes(b"[PAD]\n\xff\xfe\n")
     with pytest.raises(BertforgeError, match="vocab.txt"):
         BertTokenizer.from_pretrained(bad)
+    words = tmp_path / "words.txt"  # a file, but no vocabulary
+    words.write_text("hello\n", encoding="utf-8")
+    with pytest.raises(CheckpointError, match=rf"^{words}: special tokens missing from the vocabulary: \[CLS\]"):
+        BertTokenizer.from_pretrained(words)
     with pytest.raises(BertforgeError, match="padding"):
         uncased("text", padding="sideways")
     with pytest.raises(BertforgeError, match="text"):

@@ -69,6 +69,13 @@ def test_cosine_schedule_falls_along_half_a_cosine_after_the_same_warm_up():
     assert tuple(choices) == tuple(SCHEDULES)
 
 
+def test_a_batch_that_does_not_split_into_its_micro_batches_is_refused_by_name():
+    """Said before any data is batched (finetune used to report "no batch of at least 8" instead)."""
+    with pytest.raises(ConfigError, match="^--batch-size 4 must be a multiple of --gradient-accumulation-steps 8: "):
+        TrainingArguments(output_dir="x", batch_size=4, gradient_accumulation_steps=8)
+    TrainingArguments(output_dir="x", batch_size=16, gradient_accumulation_steps=8)
+
+
 def test_no_weight_decay_on_biases_and_layer_norm():
     model = tiny_classifier()
     optimizer = build_optimizer(model, 1e-3, weight_decay=0.01)

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import sys
 import time
 from pathlib import Path
 
 import click
 
+from bertforge.cli.io import check_output, write_records
 from bertforge.errors import ConfigError, InputError
-from bertforge.io.atomic import check_output_file, write_jsonl, write_text
+from bertforge.io.atomic import check_output_file, write_text
 
 TASKS = ("classification", "pair-classification", "ner", "qa")
 INFERENCE_BATCH_SIZE = 32
@@ -238,11 +238,12 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
 @click.option("--model", "model_dir", type=click.Path(), required=True, help="A model fine-tuned for TASK.")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
               help="Texts (TSV/CSV/JSONL), CoNLL words (first column) or SQuAD JSON.")
-@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="JSONL [default: stdout].")
+@click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
+              help="A .jsonl file (one JSON line per example) or .json (one array) [default: JSON Lines on stdout].")
 def predict(task, model_dir, input_path, output_path, max_length, batch_size, device, bf16, threads, deterministic,
             **columns):
     """Predict with a fine-tuned model: one JSON line per input example."""
-    check_output_file(output_path, "--output", inputs=(input_path,))
+    check_output(Path(output_path) if output_path else None, inputs=(input_path,))
     configure(threads, deterministic)
     directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
     data = read_data(task, input_path, columns, labelled=False)
@@ -259,11 +260,7 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
             lines.append({"id": example.id, **result})
         else:
             lines.append({"text": example.text, **({"text_pair": example.text_pair} if example.text_pair else {}), **result})
-    if output_path:
-        write_jsonl(output_path, lines)
-    else:
-        for line in lines:
-            sys.stdout.write(json.dumps(line) + "\n")
+    write_records(lines, Path(output_path) if output_path else None)
 
 
 def training_args(kind, **options):

@@ -52,9 +52,9 @@ class PartOfN(click.ParamType):
 @click.option("--chunk-tokens", type=click.IntRange(1), default=5_000_000, show_default=True,
               help="Documents are cut into instances (notNext from the same chunk) in chunks of about this many "
                    "tokens: the unit of --workers and --part.")
-@click.option("--skip-documents", default=0, show_default=True,
+@click.option("--skip-documents", type=click.IntRange(0), default=0, show_default=True,
               help="Leave out the first N documents (JSONL records, blank-line-separated blocks) of each file.")
-@click.option("--max-documents", default=None, type=int, help="Use at most N documents of each file.")
+@click.option("--max-documents", default=None, type=click.IntRange(1), help="Use at most N documents of each file.")
 @click.option("--workers", type=click.IntRange(1), default=1, show_default=True,
               help="Processes splitting and tokenising at once; the output is byte-identical for any number.")
 @click.option("--part", type=PartOfN(), default=None,

@@ -54,10 +54,12 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
             label = str(label).strip()
             if not label:
                 raise input_error(path, f"empty label in column {label_column!r}", number)
-        examples.append(TextExample(
-            text=str(row[text_column]).strip(),
-            text_pair=str(row[text_pair_column]).strip() if text_pair_column else None,
-            label=label, source=location(path, number)))
+        texts = {column: str(row[column]).strip() for column in (text_column, text_pair_column) if column}
+        for column, text in texts.items():
+            if not text:  # nothing to read: as a training row it teaches noise, as an input it gets a made-up label
+                raise input_error(path, f"empty text in column {column!r}", number)
+        examples.append(TextExample(text=texts[text_column], text_pair=texts.get(text_pair_column),
+                                    label=label, source=location(path, number)))
     return examples
 
 
@@ -85,6 +87,9 @@ def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -
             if with_tags and (columns < 2 or not -columns <= tag_column < columns):
                 raise input_error(path, f"{columns} column(s), no tag column {tag_column} (expected 'WORD ... TAG')",
                                   number)
+            if with_tags and tag_column % columns == 0:
+                raise input_error(path, f"tag column {tag_column} is the words' column (0); choose the tags' "
+                                        f"with --tag-column", number)
         elif len(parts) != columns:
             raise input_error(path, f"malformed CoNLL line {line.strip()!r}: {len(parts)} columns, the file's "
                                     f"first token line has {columns}", number)

@@ -110,8 +110,8 @@ def read_raw_documents(path: str | Path, skip: int = 0, limit: int | None = None
         count += 1
         yield document
     if count == 0:
-        raise InputError(f"{path}: no text found (the file is empty"
-                         + (f" or has at most {skip} documents to skip)" if skip else ")"))
+        raise InputError(f"{path}: no text found (the file is empty or blank"
+                         + (f", or has at most {skip} documents to skip)" if skip else ")"))
 
 
 def split_document(document: RawDocument, splitter) -> Document:

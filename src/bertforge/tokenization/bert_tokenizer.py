@@ -51,7 +51,8 @@ class BertTokenizer:
         self.model_max_length = model_max_length
         missing = [t for t in self.all_special_tokens if t not in self.vocab]
         if missing:
-            raise CheckpointError(f"special tokens missing from the vocabulary: {', '.join(missing)}")
+            where = "" if isinstance(vocab, dict) else f"{vocab}: "
+            raise CheckpointError(f"{where}special tokens missing from the vocabulary: {', '.join(missing)}")
         self.basic = BasicTokenizer(do_lower_case, strip_accents, never_split=tuple(self.all_special_tokens))
         self.wordpiece = WordPiece(self.vocab, unk_token, max_input_chars_per_word)
         self.all_special_ids = [self.vocab[t] for t in self.all_special_tokens]
@@ -107,7 +108,9 @@ class BertTokenizer:
                 del settings["model_max_length"]
         settings.update(overrides)
         _check_types(settings, config_file)
-        return cls(vocab, **settings)
+        tokenizer = cls(vocab, **settings)
+        _check_fits_the_model(tokenizer, vocab_file.parent)
+        return tokenizer
 
     def save_pretrained(self, directory: str | Path) -> None:
         directory = Path(directory)
@@ -385,3 +388,19 @@ def _check_types(settings: dict, source: Path) -> None:
     for key, kind in expected.items():
         if key in settings and not isinstance(settings[key], kind):
             raise CheckpointError(f"{source}: {key} has the wrong type ({type(settings[key]).__name__})")
+
+
+def _check_fits_the_model(tokenizer: BertTokenizer, directory: Path) -> None:
+    """A vocabulary with more tokens than the model beside it has word embeddings would give ids with no
+    vector: an IndexError deep inside torch at the first rare word. (Fewer is fine: some checkpoints pad
+    their embedding table.) A config that cannot be read is for the model's loader to report."""
+    for name in ("config.json", "bert_config.json"):  # Hugging Face's, Google's
+        try:
+            size = json.loads((directory / name).read_text(encoding="utf-8")).get("vocab_size")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(size, int) and tokenizer.vocab_size > size:
+            raise CheckpointError(f"{directory}: the vocabulary has {tokenizer.vocab_size} tokens, more than the "
+                                  f"{size} word embeddings of the model ({name} vocab_size): the ids from {size} on "
+                                  f"would have no vector")
+        return

@@ -82,6 +82,9 @@ class TrainingArguments:
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
             (self.gradient_accumulation_steps >= 1, "gradient_accumulation_steps must be at least 1"),
+            (self.gradient_accumulation_steps < 1 or self.batch_size % self.gradient_accumulation_steps == 0,
+             f"--batch-size {self.batch_size} must be a multiple of --gradient-accumulation-steps "
+             f"{self.gradient_accumulation_steps}: each step adds up that many micro-batches of equal size"),
             (self.learning_rate is None or self.learning_rate > 0, "learning_rate must be positive"),
             (0 <= self.warmup_ratio < 1, "warmup_ratio must be in [0, 1)"),
             (self.lr_scheduler_type in SCHEDULES,
