@@ -144,7 +144,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         """Probability that `text_pair` follows `text` (BERT's next-sentence head)."""
         model = pick(body.model, "next-sentence")
         pairs = [(p.text, p.text_pair) for p in as_list(body.input)]
-        check_texts(settings, [t for pair in pairs for t in pair])
+        check_texts(settings, pairs, ("text", "text_pair"))
         results = await run_batched(request, ModelCall(model.name, "run_next_sentence"), pairs,
                                     [len(a) + len(b) for a, b in pairs])
         return await answer(None if results is None else {"model": model.name, "results": results})
@@ -153,8 +153,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def classify(body: ClassifyRequest, request: Request):
         """Every label's probability, best first, from a fine-tuned sequence classifier (texts or pairs)."""
         model = pick(body.model, "classify")
-        items = [(x, None) if isinstance(x, str) else (x.text, x.text_pair) for x in as_list(body.input)]
-        check_texts(settings, [t for item in items for t in item if t is not None])
+        given = [x if isinstance(x, str) else (x.text, x.text_pair) for x in as_list(body.input)]
+        check_texts(settings, given, ("text", "text_pair"))
+        items = [(x, None) if isinstance(x, str) else x for x in given]
         results = await run_batched(request, ModelCall(model.name, "run_classify"), items,
                                     [len(a) + len(b or "") for a, b in items])
         return await answer(None if results is None else {"model": model.name, "results": results})
@@ -173,11 +174,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         """The answer span in each context (a fine-tuned extractive question-answering model)."""
         model = pick(body.model, "qa")
         items = [(x.question, x.context) for x in as_list(body.input)]
-        check_texts(settings, [t for item in items for t in item])
-        for i, (question, context) in enumerate(items):
-            for field, text in (("question", question), ("context", context)):
-                if not text.strip():
-                    raise ApiError(422, "invalid_request_error", f"input[{i}].{field} is empty", f"input[{i}].{field}")
+        check_texts(settings, items, ("question", "context"))
         results = await run_batched(request, ModelCall(model.name, "run_qa"), items,
                                     [len(q) + len(c) for q, c in items])
         return await answer(None if results is None else {"model": model.name, "results": results})
@@ -186,7 +183,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def attention(body: AttentionRequest, request: Request):
         """Attention weights of every layer and head (or the one asked for) over the text's tokens."""
         model = pick(body.model, "attention")
-        check_texts(settings, [body.input])
+        check_texts(settings, body.input)
         result = await batcher.call(ModelCall(model.name, "run_attention"), body.input, body.layer, body.head)
         return await answer({"model": model.name, **result})
 

@@ -48,14 +48,35 @@ class ServerSettings:
         return 2 * self.max_texts * self.max_chars * 6 + 65536
 
 
-def check_texts(settings: ServerSettings, texts: list[str], param: str = "input") -> None:
-    if len(texts) > settings.max_texts:
-        raise limit_exceeded(f"{len(texts)} texts in {param!r}; the limit is max_texts={settings.max_texts}",
-                             "max_texts", settings.max_texts, param)
-    for i, text in enumerate(texts):
+def check_texts(settings: ServerSettings, items: str | list, fields: tuple[str, ...] = ()) -> None:
+    """Before the model runs: the request's texts within the limits, none blank, each valid UTF-8 (a lone
+    surrogate would fail later, in the answer that echoes it). `items` is the one text of `input` or its
+    list of texts and, with `fields`, of objects as tuples of texts (None where an optional one is absent),
+    so that a message names the text as the request wrote it: input, input[i], input[i].field."""
+    if isinstance(items, str):
+        items, named = [items], [("input", items)]
+    else:
+        named = []
+        for i, item in enumerate(items):
+            if isinstance(item, str):
+                named.append((f"input[{i}]", item))
+            else:
+                named += [(f"input[{i}].{field}", text) for field, text in zip(fields, item) if text is not None]
+    if len(named) > settings.max_texts:
+        counted = f"{len(named)} texts" + (f" ({len(items)} items)" if len(named) != len(items) else "")
+        raise limit_exceeded(f"{counted} in 'input'; the limit is max_texts={settings.max_texts}", "max_texts",
+                             settings.max_texts, "input")
+    for where, text in named:
         if len(text) > settings.max_chars:
-            raise limit_exceeded(f"{param}[{i}] has {len(text)} characters; the limit is "
-                                 f"max_chars={settings.max_chars}", "max_chars", settings.max_chars, f"{param}[{i}]")
+            raise limit_exceeded(f"{where} has {len(text)} characters; the limit is max_chars={settings.max_chars}",
+                                 "max_chars", settings.max_chars, where)
+        if not text.strip():
+            raise ApiError(422, "invalid_request_error", f"{where} is empty", where)
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise ApiError(422, "invalid_request_error", f"{where}: character {e.start + 1} is a lone surrogate "
+                           f"(U+{ord(text[e.start]):04X}), not text", where) from None
 
 
 def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, mask_token: str) -> None:
