@@ -344,8 +344,24 @@ def test_bad_call_arguments(extractor, embedder):
         extractor("text", layers=9)
     with pytest.raises(InputError, match="pooling"):
         embedder("text", pooling="median")
-    with pytest.raises(InputError, match="input 1 is a int"):
+    with pytest.raises(InputError, match=r"^inputs\[1\] is a int, expected a string$"):
         embedder(["fine", 3])
+    with pytest.raises(InputError, match="^inputs must be a string or a list of strings, got NoneType$"):
+        embedder(None)
+
+
+def test_fill_mask_refuses_inputs_top_k_and_targets_of_the_wrong_kind(tiny_pretraining_checkpoint):
+    """Each used to fail inside Python or torch (not iterable, topk's argument must be int)."""
+    fill = pipeline("fill-mask", model=tiny_pretraining_checkpoint)
+    for inputs, message in ((None, "inputs must be a string or a list of strings, got NoneType"),
+                            (5, "inputs must be a string or a list of strings, got int"),
+                            (["a [MASK]", None], r"inputs\[1\] is a NoneType, expected a string")):
+        with pytest.raises(InputError, match=f"^{message}$"):
+            fill(inputs)
+    with pytest.raises(InputError, match="^top_k must be a positive integer, got True$"):
+        fill("a [MASK] here", top_k=True)
+    with pytest.raises(InputError, match="^targets must be a string or a list of strings, got int$"):
+        fill("a [MASK] here", targets=5)
 
 
 def test_fill_mask_top_k_beyond_the_vocabulary_is_an_input_error(tiny_pretraining_checkpoint):

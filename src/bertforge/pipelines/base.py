@@ -108,6 +108,18 @@ def apply_dtype(model: nn.Module, dtype: str, device: torch.device) -> nn.Module
     return model.to(device)
 
 
+def as_list(inputs, name: str) -> tuple[list[str], bool]:
+    """(`inputs` as a list of texts, whether one text was given), or an error naming the item at fault."""
+    if isinstance(inputs, str):
+        return [inputs], True
+    if not isinstance(inputs, (list, tuple)):
+        raise InputError(f"{name} must be a string or a list of strings, got {type(inputs).__name__}")
+    for i, text in enumerate(inputs):
+        if not isinstance(text, str):
+            raise InputError(f"{name}[{i}] is a {type(text).__name__}, expected a string")
+    return list(inputs), False
+
+
 def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ...] | None, head_name: str | None):
     """Load `model_class` from `path`; when the task needs a head the checkpoint lacks (its weights
     show up in `missing_keys`), say which head and what this checkpoint can do instead."""

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from bertforge.errors import InputError
-from bertforge.pipelines.base import Encoded, Pipeline, pool_sequences, split_sequences
+from bertforge.pipelines.base import Encoded, Pipeline, as_list, pool_sequences, split_sequences
 
 POOLINGS = ("cls", "mean", "max")
 COMBINATIONS = ("sum", "concat", "mean")
@@ -67,14 +67,6 @@ def _check_return_type(return_tensors: str) -> None:
         raise InputError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
 
 
-def _as_list(inputs) -> tuple[list[str], bool]:
-    if isinstance(inputs, str):
-        return [inputs], True
-    if not isinstance(inputs, (list, tuple)):
-        raise InputError(f"expected a string or a list of strings, got {type(inputs).__name__}")
-    return list(inputs), False
-
-
 class FeatureExtractionPipeline(Pipeline):
     """`pipe(text_or_texts, layers=-1, combine="sum", level="piece"|"word", normalize=False,
     return_tensors="np")` → a TokenFeatures per text."""
@@ -83,7 +75,7 @@ class FeatureExtractionPipeline(Pipeline):
 
     def __call__(self, inputs, layers=-1, combine: str = "sum", level: str = "piece", normalize: bool = False,
                  return_tensors: str = "np"):
-        texts, single = _as_list(inputs)
+        texts, single = as_list(inputs, "inputs")
         if level not in ("piece", "word"):
             raise InputError(f"level must be 'piece' or 'word', got {level!r}")
         _check_return_type(return_tensors)
@@ -159,7 +151,7 @@ class SentenceEmbeddingPipeline(Pipeline):
 
     def __call__(self, inputs, pooling: str | None = None, layers=-1, combine: str = "sum",
                  normalize: bool | None = None, return_tensors: str = "np"):
-        texts, single = _as_list(inputs)
+        texts, single = as_list(inputs, "inputs")
         pooling = self.checkpoint_defaults[0] if pooling is None else pooling
         normalize = self.checkpoint_defaults[1] if normalize is None else normalize
         if pooling not in POOLINGS:

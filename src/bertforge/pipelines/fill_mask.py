@@ -10,7 +10,7 @@ import torch
 from bertforge.errors import InputError
 from bertforge.model import BertForMaskedLM
 from bertforge.paths import default_pretraining_model_path
-from bertforge.pipelines.base import Encoded, Pipeline
+from bertforge.pipelines.base import Encoded, Pipeline, as_list
 
 log = logging.getLogger(__name__)
 
@@ -31,15 +31,14 @@ class FillMaskPipeline(Pipeline):
     default_model = staticmethod(default_pretraining_model_path)
 
     def __call__(self, inputs, top_k: int = 5, targets: str | list[str] | None = None):
-        single = isinstance(inputs, str)
-        texts = [inputs] if single else list(inputs)
-        if not isinstance(top_k, int) or top_k < 1:
+        texts, single = as_list(inputs, "inputs")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
         if top_k > len(self.tokenizer.vocab):
             raise InputError(f"top_k {top_k} is larger than the vocabulary ({len(self.tokenizer.vocab)} tokens)")
         mask_token = self.tokenizer.mask_token
         for i, text in enumerate(texts):
-            if not isinstance(text, str) or mask_token not in text:
+            if mask_token not in text:
                 where = "the text" if single else f"text {i + 1}"
                 raise InputError(f"{where} has no {mask_token} token to fill: {str(text)[:80]!r}")
         target_ids = self.target_ids(targets) if targets is not None else None
@@ -76,7 +75,7 @@ class FillMaskPipeline(Pipeline):
     def target_ids(self, targets) -> torch.Tensor:
         """Vocabulary ids of the targets; a word outside the vocabulary stands for its first piece
         (with a warning), as in the Hugging Face pipeline."""
-        targets = [targets] if isinstance(targets, str) else list(targets)
+        targets, _ = as_list(targets, "targets")
         ids = []
         for target in targets:
             if target in self.tokenizer.vocab:

@@ -8,8 +8,7 @@ from pathlib import Path
 from bertforge.errors import InputError
 from bertforge.model import BertForQuestionAnswering
 from bertforge.paths import bundled_model_path
-from bertforge.pipelines.base import Pipeline
-from bertforge.pipelines.text_classification import as_list
+from bertforge.pipelines.base import Pipeline, as_list
 from bertforge.tasks.batching import predict_logits
 from bertforge.tasks.squad import (DOC_STRIDE, MAX_ANSWER_LENGTH, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH, answer_spans,
                                    encode_windows)

@@ -9,16 +9,7 @@ import torch
 from bertforge.errors import InputError
 from bertforge.model import BertForSequenceClassification
 from bertforge.paths import bundled_model_path
-from bertforge.pipelines.base import Encoded, Pipeline
-
-
-def as_list(inputs, name: str) -> tuple[list, bool]:
-    """(inputs as a list, whether a single item was given)."""
-    if isinstance(inputs, str):
-        return [inputs], True
-    if isinstance(inputs, (list, tuple)) and all(isinstance(x, str) for x in inputs):
-        return list(inputs), False
-    raise InputError(f"{name} must be a string or a list of strings, got {type(inputs).__name__}")
+from bertforge.pipelines.base import Encoded, Pipeline, as_list
 
 
 def default_classification_model_path() -> Path:

@@ -8,8 +8,8 @@ import numpy as np
 
 from bertforge.model import BertForTokenClassification
 from bertforge.paths import bundled_model_path
-from bertforge.pipelines.base import Encoded, Pipeline, split_sequences
-from bertforge.pipelines.text_classification import as_list, label_names
+from bertforge.pipelines.base import Encoded, Pipeline, as_list, split_sequences
+from bertforge.pipelines.text_classification import label_names
 
 
 def group_entities(text: str, words: list[tuple[int, int]], tags: list[str], scores: list[float]) -> list[dict]:
