@@ -328,6 +328,8 @@ BAD_INPUTS = [
     ("lone surrogate before a mask", "/v1/fill-mask", json.dumps({"input": "\ud800 [MASK]"}), 422,
      "input[0]: character 1 is a lone surrogate"),
     ("malformed JSON", "/v1/embeddings", '{"input": ["a", }', 400, "malformed JSON"),
+    ("JSON sent as a form", "/v1/embeddings", ('{"input": "hi"}', "application/x-www-form-urlencoded"), 415,
+     "the body must be JSON, sent with 'Content-Type: application/json' (got application/x-www-form-urlencoded)"),
     ("non-UTF-8 body", "/v1/embeddings", b'{"input": "caf\xe9"}', 400, "not valid UTF-8"),
     ("empty body", "/v1/fill-mask", "", 422, "JSON object body is required"),
     ("JSON array body", "/v1/ner", "[]", 422, "valid dictionary"),
@@ -350,8 +352,10 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("name,path,body,status,words", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_gets_a_clear_json_error(server, name, path, body, status, words):
     url, _ = server
+    body, content_type = body if isinstance(body, tuple) else (body, "application/json")
     raw = body.encode() if isinstance(body, str) else body
-    got, answer = call(url + path, raw=raw, method="GET" if body is None else "POST")
+    got, answer = call(url + path, raw=raw, method="GET" if body is None else "POST",
+                       headers={"Content-Type": content_type})
     assert got == status, answer
     assert answer["error"]["code"] == status and words in answer["error"]["message"], answer
     if status == 404 and "model" in words:

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from bertforge import BertTokenizer
-from bertforge.errors import BertforgeError, CheckpointError
+from bertforge.errors import BertforgeError, CheckpointError, InputError
 from bertforge.tokenization import WordPiece
 from conftest import check_reference, data_file, fixture_gutenberg_lines, gutenberg_lines, reference_tokenizer
 
@@ -148,6 +148,10 @@ def test_bad_input_errors(tmp_path, uncased):
         BertTokenizer.from_pretrained(words)
     with pytest.raises(BertforgeError, match="padding"):
         uncased("text", padding="sideways")
+    for ids, shown in (("abc", "str 'abc'"), (None, "NoneType 'None'"), ([1.5], r"list '\[1.5\]'")):
+        with pytest.raises(InputError, match=rf"^ids must be a list of token ids \(integers\), got {shown}$"):
+            uncased.decode(ids)
+    assert uncased.decode(torch.tensor([7592, 2088])) == uncased.decode((7592, 2088)) == "hello world"
     with pytest.raises(BertforgeError, match="text"):
         uncased(12345)
 

@@ -76,6 +76,26 @@ def test_a_batch_that_does_not_split_into_its_micro_batches_is_refused_by_name()
     TrainingArguments(output_dir="x", batch_size=16, gradient_accumulation_steps=8)
 
 
+@pytest.mark.parametrize("setting, message", [
+    ({"batch_size": "16"}, "batch_size must be int, got '16'"),
+    ({"bf16": "no"}, "bf16 must be bool, got 'no'"),  # a non-empty string would have counted as true
+    ({"max_steps": True}, "max_steps must be int or None, got True"),
+    ({"learning_rate": float("nan")}, "learning_rate must be a finite number, got nan"),
+    ({"output_dir": None}, "output_dir must be str, got None"),
+    ({"adam_beta2": -1}, r"adam_beta1 and adam_beta2 must be in \[0, 1\), got 0.9 and -1"),
+    ({"adam_epsilon": 0}, "adam_epsilon must be positive, got 0"),
+    ({"max_grad_norm": -1.0}, "max_grad_norm must be positive, got -1.0"),
+], ids=lambda value: next(iter(value)) if isinstance(value, dict) else "")
+def test_settings_of_the_wrong_type_or_range_are_refused_from_python(setting, message):
+    with pytest.raises(ConfigError, match=f"^{message}$"):
+        TrainingArguments(**{"output_dir": "x", **setting})
+
+
+def test_settings_take_a_path_for_a_string_and_an_int_for_a_float(tmp_path):
+    settings = TrainingArguments(output_dir=tmp_path, learning_rate=1, warmup_ratio=0)
+    assert settings.output_dir == tmp_path and settings.learning_rate == 1
+
+
 def test_no_weight_decay_on_biases_and_layer_norm():
     model = tiny_classifier()
     optimizer = build_optimizer(model, 1e-3, weight_decay=0.01)

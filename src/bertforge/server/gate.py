@@ -43,6 +43,12 @@ class Gate:
                                         "'Authorization: Bearer KEY' or 'X-API-Key: KEY'")(scope, receive, send)
         if scope["method"] not in ("POST", "PUT", "PATCH"):
             return await self.app(scope, receive, send)
+        media_type = dict(scope["headers"]).get(b"content-type", b"").split(b";")[0].strip().lower()
+        if media_type != b"application/json" and scope["path"] in self.endpoints:
+            # FastAPI would read any other body as no JSON at all and blame the fields
+            return await error_response(415, "invalid_request_error", "the body must be JSON, sent with "
+                                        "'Content-Type: application/json' (got "
+                                        f"{media_type.decode('latin-1') or 'no Content-Type'})")(scope, receive, send)
         body, limit = bytearray(), self.settings.max_body_bytes
         too_large = error_response(413, "limit_exceeded", f"request body over {limit} bytes (max_body_bytes, from "
                                    f"max_texts={self.settings.max_texts} and max_chars={self.settings.max_chars})",

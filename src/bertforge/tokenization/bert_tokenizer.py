@@ -377,9 +377,12 @@ def _joined_extras(offsets_a: list, word_ids_a: list, offsets_b: list | None, wo
 
 
 def _as_int_list(ids) -> list[int]:
+    """Ids from a list, tuple, NumPy array or tensor; anything else (a string, None) named in the error."""
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
-    return [int(i) for i in ids]
+    if not isinstance(ids, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+        raise InputError(f"ids must be a list of token ids (integers), got {type(ids).__name__} {str(ids)[:40]!r}")
+    return list(ids)
 
 
 def _check_types(settings: dict, source: Path) -> None:

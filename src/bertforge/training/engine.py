@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
+import os
 import shutil
 import time
 from dataclasses import asdict, dataclass, fields
@@ -45,6 +47,24 @@ SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear", "g
                         "ema_decay": 0.0, "reinit_layers": 0, "rdrop_alpha": 0.0}
 
 
+# The annotations __post_init__ checks (a settings class's other annotations are its own to check).
+FIELD_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str, os.PathLike)}
+
+
+def _check_types(settings) -> None:
+    """Each setting of the type its annotation names: from Python, "16" would fail deep inside training,
+    bf16="no" would turn bf16 on, and a NaN rate would train to NaN without a word."""
+    for field in fields(settings):
+        value, kinds = getattr(settings, field.name), [kind.strip() for kind in str(field.type).split("|")]
+        if (value is None and "None" in kinds) or any(k not in FIELD_TYPES and k != "None" for k in kinds):
+            continue
+        allowed = tuple(t for kind in kinds for t in FIELD_TYPES.get(kind, ()))
+        if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+            raise ConfigError(f"{field.name} must be {' or '.join(kinds)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{field.name} must be a finite number, got {value}")
+
+
 @dataclass(kw_only=True)
 class TrainingArguments:
     """Settings every trainer shares; the option names are the CLI's (`--batch-size`, ...)."""
@@ -53,12 +73,12 @@ class TrainingArguments:
     max_steps: int | None = None
     batch_size: int = 32  # examples per optimiser step, over all processes and micro-batches
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
+    learning_rate: float | None = 1e-4  # None: the run must pick one (finetune does, from the width)
     warmup_ratio: float = 0.1
     warmup_steps: int | None = None  # overrides warmup_ratio
     lr_scheduler_type: str = "linear"  # the decay after warm-up: "linear" or "cosine" (optim.SCHEDULES)
     weight_decay: float = 0.01
-    layer_lr_decay: float = 1.0  # below 1: each layer below the heads at this times the rate above it
+    layer_lr_decay: float | None = 1.0  # below 1: each layer below the heads at this times the rate above it
     adam_beta1: float = 0.9
     adam_beta2: float = 0.999
     adam_epsilon: float = 1e-6
@@ -78,6 +98,7 @@ class TrainingArguments:
                          "progress")
 
     def __post_init__(self):
+        _check_types(self)
         checks = [
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
             (self.batch_size >= 1, "batch_size must be at least 1"),
@@ -91,6 +112,10 @@ class TrainingArguments:
              f"lr_scheduler_type must be one of {', '.join(SCHEDULES)}, got {self.lr_scheduler_type!r}"),
             (0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}"),
             (self.weight_decay >= 0, f"weight_decay must be 0 or more, got {self.weight_decay}"),
+            (0 <= self.adam_beta1 < 1 and 0 <= self.adam_beta2 < 1,
+             f"adam_beta1 and adam_beta2 must be in [0, 1), got {self.adam_beta1} and {self.adam_beta2}"),
+            (self.adam_epsilon > 0, f"adam_epsilon must be positive, got {self.adam_epsilon}"),
+            (self.max_grad_norm > 0, f"max_grad_norm must be positive, got {self.max_grad_norm}"),
             (self.layer_lr_decay is None or 0 < self.layer_lr_decay <= 1, "layer_lr_decay must be in (0, 1]"),
             (self.warmup_steps is None or self.warmup_steps >= 0, "warmup_steps must be at least 0"),
             (self.eval_every is None or self.eval_every >= 1, "eval_every must be at least 1"),
