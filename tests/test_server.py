@@ -334,7 +334,11 @@ BAD_INPUTS = [
     ("empty body", "/v1/fill-mask", "", 422, "JSON object body is required"),
     ("JSON array body", "/v1/ner", "[]", 422, "valid dictionary"),
     ("number instead of text", "/v1/embeddings", json.dumps({"input": 42}), 422, "valid string"),
-    ("number in the list", "/v1/tokenize", json.dumps({"input": ["a", 3]}), 422, "input"),
+    # named as the request wrote it, not by pydantic's branches of the union (input.list[str].1)
+    ("number in the list", "/v1/tokenize", json.dumps({"input": ["a", 3]}), 422,
+     "input[1]: Input should be a valid string"),
+    ("number as a QA context", "/v1/qa", json.dumps({"input": [{"question": "q", "context": 3}]}), 422,
+     "input[0].context: Input should be a valid string"),
     ("empty list", "/v1/embeddings", json.dumps({"input": []}), 422, "at least 1 item"),
     ("missing field", "/v1/qa", json.dumps({"input": {"question": "who?"}}), 422, "context"),
     ("unknown field", "/v1/fill-mask", json.dumps({"input": "a [MASK]", "topk": 3}), 422, "topk"),

@@ -33,6 +33,18 @@ def error_response(status: int, kind: str, message: str, param: str | None = Non
                         status_code=status)
 
 
+def _place(loc: tuple) -> str:
+    """A validation error's place as the request wrote it (input[1].text), without the names pydantic gives
+    the branches of a union (str, list[str], TextPair)."""
+    place = ""
+    for part in loc[1:]:
+        if isinstance(part, int):
+            place += f"[{part}]"
+        elif part.isidentifier() and part not in ("str", "int", "float", "bool") and not part[:1].isupper():
+            place += f".{part}" if place else part
+    return place or "body"
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(ApiError)
     async def api_error(request, exc: ApiError):
@@ -46,9 +58,10 @@ def install_error_handlers(app: FastAPI) -> None:
             return error_response(400, "invalid_request_error", f"malformed JSON body: {detail}".rstrip(": "))
         if errors[0]["loc"] == ("body",) and errors[0]["type"] == "missing":
             return error_response(422, "invalid_request_error", "a JSON object body is required")
-        problems = [f"{'.'.join(str(p) for p in e['loc'][1:]) or 'body'}: {e['msg']}" for e in errors[:5]]
-        first = ".".join(str(p) for p in errors[0]["loc"][1:]) or None
-        return error_response(422, "invalid_request_error", "; ".join(problems), first)
+        # The deepest place first: of a union's branches, the one that got furthest names the culprit.
+        places = list(dict.fromkeys((_place(e["loc"]), e["msg"]) for e in sorted(errors, key=lambda e: -len(e["loc"]))))
+        problems = [f"{place}: {message}" for place, message in places[:5]]
+        return error_response(422, "invalid_request_error", "; ".join(problems), places[0][0])
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request, exc: StarletteHTTPException):
