@@ -15,6 +15,7 @@ import torch
 from conftest import gutenberg_lines, sst2_sentences
 
 from bertforge.errors import CheckpointError, ConfigError, InputError
+from bertforge.model import BertModel
 from bertforge.pipelines import pipeline
 from bertforge.paths import default_pretraining_model_path
 from bertforge.pipelines.base import pool_sequences, split_sequences
@@ -362,6 +363,22 @@ def test_fill_mask_refuses_inputs_top_k_and_targets_of_the_wrong_kind(tiny_pretr
         fill("a [MASK] here", top_k=True)
     with pytest.raises(InputError, match="^targets must be a string or a list of strings, got int$"):
         fill("a [MASK] here", targets=5)
+
+
+def test_the_argument_at_fault_is_named(tiny_pretraining_checkpoint, tmp_path):
+    """A pair with a None in it, a text that is no string, a file given as a model directory."""
+    pairs = pipeline("next-sentence", model=tiny_pretraining_checkpoint)
+    with pytest.raises(InputError, match=r"^pair 1: expected .*, got \"\('a', None\)\"$"):
+        pairs(("a", None))
+    with pytest.raises(InputError, match=r"^pair 2: expected .*, got \"\('c', None\)\"$"):
+        pairs([("a", "b"), ("c", None)])
+    with pytest.raises(InputError, match="^text must be a string, got NoneType$"):
+        pipeline("attention", model=tiny_pretraining_checkpoint)(None)
+    note = tmp_path / "notes.txt"
+    note.write_text("not a model\n")
+    with pytest.raises(CheckpointError, match=rf"^{note}: a file, not a model directory"):
+        BertModel.from_pretrained(note)
+    assert BertModel.from_pretrained(tiny_pretraining_checkpoint / "config.json").config.hidden_size > 0
 
 
 def test_fill_mask_top_k_beyond_the_vocabulary_is_an_input_error(tiny_pretraining_checkpoint):

@@ -91,6 +91,16 @@ def test_settings_of_the_wrong_type_or_range_are_refused_from_python(setting, me
         TrainingArguments(**{"output_dir": "x", **setting})
 
 
+def test_fine_tuning_settings_are_checked_by_type_and_range_too():
+    from bertforge.tasks import FinetuneArgs
+
+    for setting, message in (({"epochs": float("inf")}, "epochs must be a finite number, got inf"),
+                             ({"reinit_layers": 1.5}, "reinit_layers must be int, got 1.5"),
+                             ({"eval_batch_size": 0}, "eval_batch_size must be at least 1, got 0")):
+        with pytest.raises(ConfigError, match=f"^{message}$"):
+            FinetuneArgs(output_dir="x", **setting)
+
+
 def test_settings_take_a_path_for_a_string_and_an_int_for_a_float(tmp_path):
     settings = TrainingArguments(output_dir=tmp_path, learning_rate=1, warmup_ratio=0)
     assert settings.output_dir == tmp_path and settings.learning_rate == 1

@@ -220,7 +220,9 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     tf_prefix = None
     if directory.with_name(directory.name + ".index").is_file():  # Google's scripts name a checkpoint by prefix
         directory, tf_prefix = directory.parent, directory
-    elif directory.is_file():
+    elif directory.is_file():  # a file of the checkpoint (its config.json, say): the folder it is in
+        if not config_path(directory.parent).is_file():
+            raise CheckpointError(f"{directory}: a file, not a model directory (config.json, model.safetensors)")
         directory = directory.parent
     if not directory.is_dir():
         raise CheckpointError(f"{directory}: model directory not found")

@@ -73,7 +73,9 @@ class AttentionPipeline(Pipeline):
     task = "attention"
 
     def __call__(self, text: str, text_pair: str | None = None) -> AttentionMaps:
-        if not isinstance(text, str) or not text.strip():
+        if not isinstance(text, str):
+            raise InputError(f"text must be a string, got {type(text).__name__}")
+        if not text.strip():
             raise InputError("attention needs a non-empty sentence")
         if text_pair is not None and (not isinstance(text_pair, str) or not text_pair.strip()):
             raise InputError("the second sentence of the pair is empty")

@@ -18,7 +18,9 @@ def _as_pairs(inputs) -> tuple[list[tuple[str, str]], bool]:
                              f"{{'text': A, 'text_pair': B}}, got {str(item)[:80]!r}")
         return tuple(item)
 
-    if isinstance(inputs, dict) or (isinstance(inputs, tuple) and len(inputs) == 2 and all(isinstance(s, str) for s in inputs)):
+    # a tuple of two that are not pairs themselves is one pair, checked (and named) as such
+    if isinstance(inputs, dict) or (isinstance(inputs, tuple) and len(inputs) == 2
+                                    and not any(isinstance(s, (tuple, list, dict)) for s in inputs)):
         return [one(inputs, 0)], True
     if not isinstance(inputs, (list, tuple)):
         raise InputError(f"expected a pair of sentences or a list of pairs, got {type(inputs).__name__}")

@@ -69,6 +69,8 @@ class FinetuneArgs(TrainingArguments):
             raise ConfigError(f"reinit_layers must be 0 or more, got {self.reinit_layers}")
         if self.rdrop_alpha < 0:
             raise ConfigError(f"rdrop_alpha must be 0 or more, got {self.rdrop_alpha}")
+        if self.eval_batch_size < 1:
+            raise ConfigError(f"eval_batch_size must be at least 1, got {self.eval_batch_size}")
 
 
 class FeatureBatches:
