@@ -11,6 +11,13 @@ from pathlib import Path
 from bertforge.errors import CheckpointError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
+GOOGLE_CONFIG_FILE = "bert_config.json"  # Google's TensorFlow releases name their config so
+
+
+def config_path(directory: Path) -> Path:
+    """config.json, or bert_config.json in a folder of Google's (which has no config.json)."""
+    google = directory / GOOGLE_CONFIG_FILE
+    return google if google.exists() and not (directory / "config.json").exists() else directory / "config.json"
 
 
 def default_model_path() -> Path:

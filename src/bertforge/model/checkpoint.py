@@ -23,9 +23,8 @@ from safetensors.torch import load_file, save_file
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import atomic_path
 from bertforge.model.config import BertConfig
-from bertforge.model.tf_checkpoint import CONFIG_FILE as TF_CONFIG_FILE
 from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
-from bertforge.paths import default_model_path
+from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path
 
 log = logging.getLogger(__name__)
 
@@ -196,12 +195,6 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     raise CheckpointError(f"{directory}: no model.safetensors, pytorch_model.bin or TensorFlow checkpoint (.index)")
 
 
-def config_path(directory: Path) -> Path:
-    """config.json, or bert_config.json in a folder of Google's (which has no config.json)."""
-    google = directory / TF_CONFIG_FILE
-    return google if google.exists() and not (directory / "config.json").exists() else directory / "config.json"
-
-
 def _state_dict(model) -> dict[str, torch.Tensor]:
     """The model's weights named as inside a head model (encoder weights under "bert.")."""
     state = model.state_dict()
@@ -229,7 +222,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     config_file = config_path(directory)
     config = BertConfig.from_json_file(config_file)
     hf_weights = read_tf_checkpoint(tf_prefix) if tf_prefix is not None else read_weights(directory)
-    if config_file.name == TF_CONFIG_FILE and config.id2label is None and "classifier.weight" in hf_weights:
+    if config_file.name == GOOGLE_CONFIG_FILE and config.id2label is None and "classifier.weight" in hf_weights:
         # run_classifier.py keeps its labels in code, not in bert_config.json: the head's rows count them.
         config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
                             **config_overrides}

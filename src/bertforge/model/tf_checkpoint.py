@@ -29,7 +29,6 @@ from bertforge.errors import CheckpointError
 
 log = logging.getLogger(__name__)
 
-CONFIG_FILE = "bert_config.json"
 FOOTER_SIZE = 48
 TABLE_MAGIC = 0xDB4775248B80FB57
 # TensorFlow's DataType enum → numpy dtype (little-endian), for the types a BERT checkpoint holds.

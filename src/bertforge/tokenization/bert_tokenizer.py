@@ -19,6 +19,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.io.atomic import write_text
+from bertforge.paths import config_path
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
 from bertforge.tokenization.encoding import BatchEncoding, Encoding, is_batch, to_tensors
@@ -397,13 +398,12 @@ def _check_fits_the_model(tokenizer: BertTokenizer, directory: Path) -> None:
     """A vocabulary with more tokens than the model beside it has word embeddings would give ids with no
     vector: an IndexError deep inside torch at the first rare word. (Fewer is fine: some checkpoints pad
     their embedding table.) A config that cannot be read is for the model's loader to report."""
-    for name in ("config.json", "bert_config.json"):  # Hugging Face's, Google's
-        try:
-            size = json.loads((directory / name).read_text(encoding="utf-8")).get("vocab_size")
-        except (OSError, ValueError, AttributeError):
-            continue
-        if isinstance(size, int) and tokenizer.vocab_size > size:
-            raise CheckpointError(f"{directory}: the vocabulary has {tokenizer.vocab_size} tokens, more than the "
-                                  f"{size} word embeddings of the model ({name} vocab_size): the ids from {size} on "
-                                  f"would have no vector")
+    config = config_path(directory)
+    try:
+        size = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
         return
+    if isinstance(size, int) and tokenizer.vocab_size > size:
+        raise CheckpointError(f"{directory}: the vocabulary has {tokenizer.vocab_size} tokens, more than the "
+                              f"{size} word embeddings of the model ({config.name} vocab_size): the ids from {size} "
+                              f"on would have no vector")
