@@ -263,10 +263,8 @@ class Pipeline:
     # --- tokenizing ------------------------------------------------------------------------
 
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoded]:
-        """Tokenize, truncating to `max_length` and warning with the count of texts that were cut."""
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise InputError(f"input {i} is a {type(text).__name__}, expected a string")
+        """Tokenize, truncating to `max_length` and warning with the count of texts that were cut. Every
+        caller's texts have passed `as_list` (or the pair checks), and the tokenizer checks them again."""
         full = self.tokenizer(list(texts), list(pairs) if pairs is not None else None)
         too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
         rows = list(full.encodings)
