@@ -37,10 +37,10 @@ class FillMaskPipeline(Pipeline):
         if top_k > len(self.tokenizer.vocab):
             raise InputError(f"top_k {top_k} is larger than the vocabulary ({len(self.tokenizer.vocab)} tokens)")
         mask_token = self.tokenizer.mask_token
-        for i, text in enumerate(texts):
-            if mask_token not in text:
-                where = "the text" if single else f"text {i + 1}"
-                raise InputError(f"{where} has no {mask_token} token to fill: {str(text)[:80]!r}")
+        missing = self.first_without_mask(texts)
+        if missing is not None:
+            where = "the text" if single else f"text {missing + 1}"
+            raise InputError(f"{where} has no {mask_token} token to fill: {texts[missing][:80]!r}")
         target_ids = self.target_ids(targets) if targets is not None else None
         encoded = self.encode(texts)
         mask_id = self.tokenizer.mask_token_id
@@ -71,6 +71,10 @@ class FillMaskPipeline(Pipeline):
         for enc, (scores, ids) in zip(encoded, self.in_length_order(encoded, run)):
             results.append(self.propositions(enc, scores.tolist(), ids.tolist()))
         return results[0] if single else results
+
+    def first_without_mask(self, texts: list[str]) -> int | None:
+        """The index of the first text with no mask token to fill, or None when every text has one."""
+        return next((i for i, text in enumerate(texts) if self.tokenizer.mask_token not in text), None)
 
     def target_ids(self, targets) -> torch.Tensor:
         """Vocabulary ids of the targets; a word outside the vocabulary stands for its first piece
