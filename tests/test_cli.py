@@ -70,8 +70,17 @@ BUNDLED = str(Path(bertforge.__file__).parent / "pretrained")
     (["convert", "{dir}/model", "{dir}/other"], "DESTINATION {dir}/other: is not empty and holds no config.json"),
     (["pretrain", "prepare", "{dir}/in.jsonl", "{dir}", "--vocab", BUNDLED + "/bertforge-mini"],
      "{dir}: would overwrite the input {dir}/in.jsonl"),
+    (["fill-mask", "--input", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
+     "--output {dir}/in.jsonl: would overwrite the input"),
+    (["nsp", "--input", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
+     "--output {dir}/in.jsonl: would overwrite the input"),
+    (["evaluate", "--task", "classification", "--model", BUNDLED + "/sst2-distilled", "--validation",
+      "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"], "--output {dir}/in.jsonl: would overwrite the input"),
+    (["probe", "--train", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
+     "--output {dir}/in.jsonl: would overwrite the input"),
 ], ids=["tokenize-same-file", "embed-same-file", "embed-shards-over-input", "embed-shards-over-other-files",
-        "predict-same-file", "convert-onto-itself", "convert-over-other-files", "prepare-over-its-corpus"])
+        "predict-same-file", "convert-onto-itself", "convert-over-other-files", "prepare-over-its-corpus",
+        "fill-mask-same-file", "nsp-same-file", "evaluate-same-file", "probe-same-file"])
 def test_an_output_that_would_destroy_an_input_or_other_files_is_refused_and_nothing_changes(tmp_path, command,
                                                                                                message):
     """Outputs replace their target whole (a file, or a directory swapped in): where that target is the input,
@@ -98,6 +107,15 @@ def test_an_earlier_output_of_the_same_command_is_replaced(tmp_path):
         result = CliRunner().invoke(cli, ["convert", BUNDLED + "/bertforge-mini", str(tmp_path / "model")])
         assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (tmp_path / "vectors").iterdir()) == ["part-00000.parquet"]
+
+
+def test_predict_writes_json_or_jsonl_only(tmp_path):
+    source = tmp_path / "in.tsv"
+    source.write_text("sentence\na fine film\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["predict", "--task", "classification", "--model", f"{BUNDLED}/sst2-distilled",
+                                      "--input", str(source), "--output", str(tmp_path / "out.csv")])
+    assert result.exit_code == 2 and result.output.strip() == f"error: --output {tmp_path / 'out.csv'}: use a .json " \
+        "or .jsonl file", result.output
 
 
 @pytest.mark.parametrize("task, content", [("classification", "sentence\tlabel\n"), ("ner", ""),
