@@ -261,6 +261,17 @@ def test_config_round_trip_keeps_unknown_keys(default_model_dir, tmp_path):
     assert BertConfig.from_json_file(tmp_path / "config.json") == config
 
 
+def test_classifier_pooling_is_written_only_where_it_is_not_berts_and_checked(tmp_path):
+    config = BertConfig.from_size("tiny")
+    assert "classifier_pooling" not in config.to_dict()  # transformers' BERT configs have no such key
+    mean = BertConfig.from_size("tiny", classifier_pooling="mean")
+    mean.save(tmp_path)
+    assert BertConfig.from_json_file(tmp_path / "config.json").classifier_pooling == "mean"
+    (tmp_path / "config.json").write_text(json.dumps({**config.to_dict(), "classifier_pooling": "max"}))
+    with pytest.raises(ConfigError, match=r"config.json: config key 'classifier_pooling' must be one of .*'max'"):
+        BertConfig.from_json_file(tmp_path / "config.json")
+
+
 def test_loading_errors(tmp_path, default_model_dir):
     with pytest.raises(CheckpointError, match="not found"):
         BertModel.from_pretrained(tmp_path / "missing")

@@ -3,8 +3,12 @@ against transformers' BertForSequenceClassification on the padded batch, on real
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
+from safetensors.torch import load_file
 from conftest import reference_tokenizer, sst2_sentences
 
 from bertforge.pipelines import pipeline
@@ -52,9 +56,53 @@ def test_pairs_equal_transformers(model_dir):
                                reference_probabilities(model_dir, firsts, seconds), atol=1e-5, rtol=0)
 
 
+@pytest.fixture(scope="module")
+def mean_pooled_model_dir(model_dir, tmp_path_factory):
+    """The bundled classifier with classifier_pooling "mean": its head then reads each text's mean vector."""
+    directory = tmp_path_factory.mktemp("mean-pooled")
+    shutil.copytree(model_dir, directory, dirs_exist_ok=True)
+    config = json.loads((directory / "config.json").read_text())
+    (directory / "config.json").write_text(json.dumps({**config, "classifier_pooling": "mean"}))
+    return directory
+
+
+def test_mean_pooled_scores_equal_transformers_encoder_mean_and_the_head(model_dir, mean_pooled_model_dir):
+    """transformers' BERT has no mean-pooled classifier: the reference is its BertModel's last layer,
+    averaged over the real tokens, through the checkpoint's classifier weights."""
+    from transformers import BertModel
+
+    encoder = BertModel.from_pretrained(str(mean_pooled_model_dir), dtype=torch.float32).eval()
+    batch = reference_tokenizer(mean_pooled_model_dir)(TEXTS, padding=True, return_tensors="pt")
+    weights = {k: v.float() for k, v in load_file(str(mean_pooled_model_dir / "model.safetensors")).items()}
+    with torch.no_grad():
+        hidden = encoder(**batch).last_hidden_state
+        mask = batch["attention_mask"][..., None].float()
+        logits = ((hidden * mask).sum(1) / mask.sum(1)) @ weights["classifier.weight"].T + weights["classifier.bias"]
+    classify = pipeline("text-classification", model=mean_pooled_model_dir, batch_size=8)
+    mean_pooled = as_matrix(classify(TEXTS), classify.labels)
+    torch.testing.assert_close(mean_pooled, logits.softmax(dim=-1), atol=1e-5, rtol=0)
+    on_cls = pipeline("text-classification", model=model_dir, batch_size=8)
+    assert (as_matrix(on_cls(TEXTS), on_cls.labels) - mean_pooled).abs().max() > 0.01  # the setting is read
+
+
+def test_mean_pooled_training_forward_equals_the_pipeline(mean_pooled_model_dir):
+    """The padded forward that fine-tuning runs pools the same way as the unpadded pipeline."""
+    from bertforge.model import BertForSequenceClassification
+    from bertforge.tasks.batching import collate
+
+    classify = pipeline("text-classification", model=mean_pooled_model_dir, batch_size=8)
+    model = BertForSequenceClassification.from_pretrained(mean_pooled_model_dir).eval()
+    features = [{"input_ids": e.ids, "token_type_ids": e.type_ids} for e in classify.encode(TEXTS)]
+    with torch.no_grad():
+        logits = model(**collate(features, 0)).logits
+    torch.testing.assert_close(as_matrix(classify(TEXTS), classify.labels), logits.softmax(dim=-1), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("pooling", ["cls", "mean"])
 @pytest.mark.parametrize("dtype", ["bfloat16", "int8"])
-def test_reduced_precision_stays_close(model_dir, dtype):
-    exact = pipeline("text-classification", model=model_dir)
-    reduced = pipeline("text-classification", model=model_dir, dtype=dtype)
+def test_reduced_precision_stays_close(model_dir, mean_pooled_model_dir, dtype, pooling):
+    directory = mean_pooled_model_dir if pooling == "mean" else model_dir
+    exact = pipeline("text-classification", model=directory)
+    reduced = pipeline("text-classification", model=directory, dtype=dtype)
     difference = (as_matrix(reduced(TEXTS), exact.labels) - as_matrix(exact(TEXTS), exact.labels)).abs()
     assert difference.mean() < 0.03, difference.mean()

@@ -23,6 +23,7 @@ NAMED_SIZES = {
 GRID_LAYERS = range(2, 13, 2)
 GRID_HIDDEN = (128, 256, 512, 768)
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+CLASSIFIER_POOLINGS = ("cls", "mean")
 # DistilBERT's config.json spells the same hyper-parameters its own way (transformers' DistilBertConfig).
 DISTILBERT_KEYS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
                    "hidden_dim": "intermediate_size", "dropout": "hidden_dropout_prob",
@@ -48,6 +49,9 @@ class BertConfig:
     # "distilbert": the same encoder without token types or pooler (type_vocab_size 0); its
     # checkpoints use their own names, mapped in `checkpoint`.
     model_type: str = "bert"
+    # What a sentence classifier reads: the pooler on [CLS] (BERT's), or the mean of the last layer's
+    # token vectors (transformers' ModernBERT has the same key); BERT in transformers knows only "cls".
+    classifier_pooling: str = "cls"
     # Task heads (fine-tuning): label names in the Hugging Face spelling.
     id2label: dict[int, str] | None = None
     # Keys we do not use (architectures, model_type, transformers_version, ...) are kept
@@ -69,6 +73,9 @@ class BertConfig:
                               f"num_attention_heads {self.num_attention_heads}")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"config key 'hidden_act' must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
+        if self.classifier_pooling not in CLASSIFIER_POOLINGS:
+            raise ConfigError(f"config key 'classifier_pooling' must be one of {CLASSIFIER_POOLINGS}, "
+                              f"got {self.classifier_pooling!r}")
         if self.model_type not in MODEL_TYPES:
             raise ConfigError(f"config key 'model_type' must be one of {MODEL_TYPES}, got {self.model_type!r}")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
@@ -149,6 +156,8 @@ class BertConfig:
         for f in dataclasses.fields(self):
             if f.name not in ("extra", "id2label"):
                 data[f.name] = getattr(self, f.name)
+        if self.classifier_pooling == "cls":
+            del data["classifier_pooling"]  # BERT's own configs have no such key
         if self.is_distilbert:
             ours = {v: k for k, v in DISTILBERT_KEYS.items()}
             data = {ours.get(k, k): v for k, v in data.items() if k not in ("type_vocab_size", "layer_norm_eps")}

@@ -126,8 +126,17 @@ class TaskOutput:
     hidden_states: tuple[torch.Tensor, ...] | None = None  # with output_hidden_states: embeddings + one per layer
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
+    """(batch, seq, hidden) → (batch, hidden): the mean over each sequence's real tokens."""
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    weights = attention_mask[..., None].to(hidden.dtype)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+
+
 class BertForSequenceClassification(BertHeadModel):
-    """[CLS] pooled output → dropout → linear."""
+    """The pooled output ([CLS] through the pooler, or with classifier_pooling "mean" the mean of the
+    last layer's token vectors) → dropout → linear."""
 
     architecture = "BertForSequenceClassification"
 
@@ -141,7 +150,11 @@ class BertForSequenceClassification(BertHeadModel):
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
                 output_hidden_states=False) -> TaskOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
-        logits = self.classifier(self.dropout(out.pooler_output))
+        if self.config.classifier_pooling == "mean":
+            pooled = mean_pool(out.last_hidden_state, attention_mask)
+        else:
+            pooled = out.pooler_output
+        logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
         return TaskOutput(loss, logits, out.hidden_states)
 

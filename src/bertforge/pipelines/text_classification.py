@@ -9,7 +9,7 @@ import torch
 from bertforge.errors import InputError
 from bertforge.model import BertForSequenceClassification
 from bertforge.paths import bundled_model_path
-from bertforge.pipelines.base import Encoded, Pipeline, as_list
+from bertforge.pipelines.base import Encoded, Pipeline, as_list, pool_sequences
 
 
 def default_classification_model_path() -> Path:
@@ -63,7 +63,13 @@ class TextClassificationPipeline(Pipeline):
 
     def probabilities(self, batch: list[Encoded]) -> torch.Tensor:
         """(batch, labels) softmax of BertForSequenceClassification's logits, on the unpadded forward
-        pass (no work on padding) with only the [CLS] rows through pooler and head."""
-        pooled = self.bert.pooler_output_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
+        pass (no work on padding) with only the [CLS] rows through pooler and head (or each sequence's
+        mean, for a classifier trained on it)."""
+        if self.model.config.classifier_pooling == "mean":
+            packed = self.bert.forward_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
+            last = packed.hidden_states[-1]
+            pooled = pool_sequences(packed, last, "mean").to(last.dtype)
+        else:
+            pooled = self.bert.pooler_output_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
         logits = self.model.classifier(self.model.dropout(pooled))
         return logits.float().softmax(dim=-1).cpu()

@@ -9,6 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
 from bertforge.errors import ConfigError, InputError
+from bertforge.model.heads import mean_pool
 from bertforge.progress import progress_bar
 from bertforge.tasks.batching import collate
 
@@ -33,11 +34,7 @@ def sentence_features(encoder, tokenizer, texts: list[str], pooling: str = "cls"
         index = order[start:start + batch_size]
         batch = {k: v.to(device) for k, v in collate([features[i] for i in index], tokenizer.pad_token_id).items()}
         hidden = bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).last_hidden_state.float()
-        if pooling == "cls":
-            vectors = hidden[:, 0]
-        else:
-            mask = batch["attention_mask"].unsqueeze(-1).float()
-            vectors = (hidden * mask).sum(1) / mask.sum(1)
+        vectors = hidden[:, 0] if pooling == "cls" else mean_pool(hidden, batch["attention_mask"])
         out[index] = vectors.cpu().numpy()
     return out
 
