@@ -104,12 +104,13 @@ def distill(teacher: Path, alpha: str, seed: int, output: Path, args: argparse.N
             student: tuple[str, ...], epochs: float | None = None, extra: tuple[str, ...] = ()) -> None:
     """Train one arm into `output` (kept, not repeated, once finished)."""
     decay = ("--layer-lr-decay", f"{args.layer_lr_decay:g}") if args.layer_lr_decay != 1 else ()
+    pooling = ("--classifier-pooling", args.classifier_pooling) if args.classifier_pooling else ()
     train_once([BERTFORGE, "distill", "--task", "classification", "--teacher", str(teacher),
                 "--train", str(split.train), "--train-limit", str(args.train_limit),
                 "--validation", str(split.selection), *student, "--alpha", alpha,
                 "--temperature", str(args.temperature), "--epochs", f"{epochs or args.epochs:g}",
                 "--learning-rate", args.learning_rate, "--batch-size", str(args.batch_size), "--max-length", "64",
-                "--seed", str(seed), "--threads", str(args.threads), *decay, *extra], output)
+                "--seed", str(seed), "--threads", str(args.threads), *decay, *pooling, *extra], output)
 
 
 def augmented_arm(copies: int, control: Path, epochs: float) -> tuple[float, tuple[str, ...]]:
@@ -128,7 +129,8 @@ def arm_folders(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[Path
     control serves every --temperature."""
     setting = f"rows{args.train_limit}-lr{args.learning_rate}" + (
         f"-batch{args.batch_size}" if args.batch_size != 32 else "") + (
-        f"-decay{args.layer_lr_decay:g}" if args.layer_lr_decay != 1 else "")
+        f"-decay{args.layer_lr_decay:g}" if args.layer_lr_decay != 1 else "") + (
+        f"-pool{args.classifier_pooling}" if args.classifier_pooling else "")
     unseen = "-unseen" if args.held_apart == "sentences" else ""
     schedule = (f"-epochs{args.epochs:g}" if args.epochs != 1 else "") + unseen
     passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
@@ -211,6 +213,8 @@ def main() -> None:
     parser.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="G",
                         help="layer-wise learning-rate decay of both arms (`distill --layer-lr-decay`) [default: 1, "
                         "none]")
+    parser.add_argument("--classifier-pooling", choices=["cls", "mean"],
+                        help="both arms' student classifier pooling (`distill --classifier-pooling`; default: the teacher's)")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5,
                         help="the distilled arm's weight on the soft targets (`distill --alpha`; the control has 0)")

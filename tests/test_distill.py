@@ -478,6 +478,24 @@ def test_a_cut_student_learns_the_teachers_hidden_state_on_the_channels_it_kept(
     assert "hidden_loss" not in _train_log_columns(tmp_path / "logits-only")
 
 
+@pytest.mark.parametrize("options", [("--prune", "--student-size", "L2-H128"), ("--student-size", "L2-H128"),
+                                     ("--student-layers", 2)], ids=["cut", "fresh", "teacher-layers"])
+def test_a_students_classifier_pools_as_asked_or_as_its_teacher_does(wide_teacher, sst2, tmp_path, options):
+    common = ("--task", "classification", "--teacher", wide_teacher, "--train", sst2 / "train.tsv", *options,
+              "--max-steps", 1)
+    _distill(*common, "--output", tmp_path / "as-teacher")
+    _distill(*common, "--classifier-pooling", "mean", "--output", tmp_path / "mean")
+    assert BertForSequenceClassification.from_pretrained(tmp_path / "as-teacher").config.classifier_pooling == "cls"
+    assert BertForSequenceClassification.from_pretrained(tmp_path / "mean").config.classifier_pooling == "mean"
+
+
+def test_classifier_pooling_is_refused_for_a_task_without_a_sentence_classifier(teachers, conll, tmp_path):
+    line = _one_line_error("--task", "ner", "--teacher", teachers["ner"], "--train", conll,
+                           "--classifier-pooling", "mean", "--output", tmp_path / "out")
+    assert line == "error: --classifier-pooling is for a sentence classifier's student (--task classification or " \
+                   "pair-classification), not --task ner"
+
+
 @pytest.mark.parametrize("task, options, message", [
     ("classification", ("--student-size", "L2-H128"), "(H128) has no channel-for-channel match in the teacher's (H256)"),
     ("mlm", ("--student-layers", 2), "--task mlm has its own hidden-state cosine loss"),

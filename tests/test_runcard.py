@@ -58,6 +58,19 @@ def test_rerun_keeps_the_batch_and_decay_a_card_recorded():
         ["pretrain", "train", "--output", "out"]
 
 
+def test_rerun_keeps_the_classifier_pooling_a_card_recorded_or_cls_from_before_the_option():
+    """A classifier fine-tuned from all-MiniLM-L6-v2 reads the mean since 2026-12-06; an older card's run read [CLS]."""
+    command = ["finetune", "--task", "classification", "--output", "out"]
+    before = {"command": command, "output": "out", "options": {"task": "classification", "batch_size": 16}}
+    assert rerun_command(before)[-4:] == ["--batch-size", "16", "--classifier-pooling", "cls"]
+    after = {**before, "options": {**before["options"], "classifier_pooling": "mean"}}
+    assert rerun_command(after)[-2:] == ["--classifier-pooling", "mean"]
+    ner = {"command": ["finetune", "--task", "ner", "--output", "out"], "output": "out",
+           "options": {"task": "ner", "classifier_pooling": None}}
+    assert rerun_command(ner) == ["finetune", "--task", "ner", "--output", "out"]  # not a sentence classifier
+    assert rerun_command({**ner, "options": {"task": "ner"}}) == ner["command"]
+
+
 def test_bad_cards_are_named(tmp_path):
     with pytest.raises(InputError, match="cannot read the run card"):
         read_card(tmp_path / "missing.json")

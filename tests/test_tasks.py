@@ -392,3 +392,16 @@ def test_cli_finetune_runs_end_to_end(tmp_path):
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["train_examples"] == 12 and summary["best"]["examples"] == 4
     assert read_task_data("classification", train)[0].label in ("0", "1")
+    # all-MiniLM-L6-v2 pools by the mean (its sentence-transformers modules): the classifier does too by default,
+    # and the run card records the choice for `rerun`
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["classifier_pooling"] == "mean"
+    assert json.loads((tmp_path / "run" / "run_card.json").read_text())["options"]["classifier_pooling"] == "mean"
+    result = CliRunner().invoke(cli, ["finetune", "--task", "classification", "--train", str(train), "--hold-out", "4",
+                                      "--output", str(tmp_path / "cls"), "--max-steps", "1", "--batch-size", "12",
+                                      "--classifier-pooling", "cls"])
+    assert result.exit_code == 0, result.output
+    assert "classifier_pooling" not in json.loads((tmp_path / "cls" / "config.json").read_text())  # BERT's own
+    result = CliRunner().invoke(cli, ["finetune", "--task", "ner", "--train", str(train), "--classifier-pooling",
+                                      "mean", "--output", str(tmp_path / "ner")])
+    assert result.exit_code == 2 and "--classifier-pooling is for a sentence classifier" in result.output, \
+        result.output

@@ -688,9 +688,9 @@ def test_every_option_of_finetune_and_distill_is_a_training_setting_or_the_comma
 
     data = {"task", "train_path", "validation_path", "hold_out", "train_limit", "text_column", "text_pair_column",
             "label_column", "tag_column", "max_length", "resume", "threads", "deterministic"}
-    own = {finetune: data | {"model_dir", "new_head"},
+    own = {finetune: data | {"model_dir", "new_head", "classifier_pooling"},
            distill: data | {"teacher", "unlabelled_path", "augment_copies", "student_layers", "student_size",
-                            "student_dir", "prune", "prune_depth", "save_as"}}
+                            "student_dir", "prune", "prune_depth", "save_as", "classifier_pooling"}}
     for command, settings in ((finetune, FinetuneArgs), (distill, DistillArgs)):
         names = {parameter.name for parameter in command.params}
         assert names - {field.name for field in fields(settings)} == own[command], command.name

@@ -186,9 +186,19 @@ def check_inputs(card: dict) -> None:
 
 
 # Defaults that changed after cards were written (finetune's batch 32 → 16 and layer-wise decay 1 → 0.8
-# for classification, 2026-12-05): the card records the values its run took, and its rerun keeps them.
-PINNED_OPTIONS = {"batch_size": "--batch-size", "layer_lr_decay": "--layer-lr-decay"}
+# for classification, 2026-12-05; the classifier's pooling from all-MiniLM-L6-v2, [CLS] → mean, 2026-12-06):
+# the card records the values its run took, and its rerun keeps them.
+PINNED_OPTIONS = {"batch_size": "--batch-size", "layer_lr_decay": "--layer-lr-decay",
+                  "classifier_pooling": "--classifier-pooling"}
 PINNING_COMMANDS = ("finetune", "distill")
+
+
+def _recorded(card: dict, name: str):
+    options = card.get("options") or {}
+    if name == "classifier_pooling" and name not in options and command_name(card) == "finetune" \
+            and options.get("task") == "classification":
+        return "cls"  # a card from before the option: its classifier read [CLS], whatever it started from
+    return options.get(name)
 
 
 def command_name(card: dict) -> str | None:
@@ -201,11 +211,10 @@ def rerun_command(card: dict, output: str | Path | None = None) -> list[str]:
     PINNED_OPTIONS it left to their defaults given as the card recorded them."""
     command = [str(word) for word in card["command"]]
     if command_name(card) in PINNING_COMMANDS:
-        recorded = card.get("options") or {}
         for name, flag in PINNED_OPTIONS.items():
             typed = any(word == flag or word.startswith(flag + "=") for word in command)
-            if recorded.get(name) is not None and not typed:
-                command += [flag, str(recorded[name])]
+            if _recorded(card, name) is not None and not typed:
+                command += [flag, str(_recorded(card, name))]
     if output is None:
         return command
     if card["output"] not in command:

@@ -98,6 +98,7 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
     heading(f"4. A quick fine-tune: SST-2 sentiment, {steps} steps on 1,000 sentences")
     from bertforge.model import default_model_path
     from bertforge.tasks import FinetuneArgs, build_task, finetune, read_task_data
+    from bertforge.tasks.classification import default_classifier_pooling
 
     train = read_task_data("classification", SST2_SAMPLE / "train.tsv")
     validation = read_task_data("classification", SST2_SAMPLE / "validation.tsv")
@@ -108,7 +109,9 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
                         layer_lr_decay=1.0, max_steps=steps, warmup_ratio=0.1)
     started = time.perf_counter()
     labels = {0: "negative", 1: "positive"}
-    history = finetune(lambda: task.model_class.from_pretrained(default_model_path(), id2label=labels),
+    pooling = default_classifier_pooling(default_model_path())
+    history = finetune(lambda: task.model_class.from_pretrained(default_model_path(), id2label=labels,
+                                                                 classifier_pooling=pooling),
                        task, task.train_features(train, tokenizer, 64),
                        task.eval_set(validation, tokenizer, 64), args, tokenizer)
     best = history["best"]

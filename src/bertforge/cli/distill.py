@@ -19,7 +19,7 @@ from bertforge.errors import ConfigError, InputError
 # Minitron ranks channels on 1,024 samples; the first training rows (labelled ones come first) serve.
 CALIBRATION_ROWS = 1024
 # finetune's options that mean something else here: the model is --teacher, and the task list grows.
-NOT_SHARED = {"task", "train_path", "validation_path", "model_dir", "output_dir", "new_head"}
+NOT_SHARED = {"task", "train_path", "validation_path", "model_dir", "output_dir", "new_head", "classifier_pooling"}
 
 
 def _teacher_dir(teacher: str) -> Path:
@@ -31,7 +31,7 @@ def _teacher_dir(teacher: str) -> Path:
 
 
 def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None, prune=None,
-             calibration=()):
+             calibration=(), classifier_pooling=None):
     """The student factory (called by the engine after seeding), its description, and the teacher's index of each
     of the student's hidden channels (None where they do not match one for one: a narrower fresh or pre-trained
     student)."""
@@ -39,12 +39,12 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
 
     if student_dir is not None:  # not with prune: the command refuses the two together
         return _pretrained_student(teacher, teacher_tokenizer, Path(student_dir), student_layers, student_size,
-                                   save_as)
+                                   save_as, classifier_pooling)
     if prune:
-        return _pruned_student(teacher, student_layers, student_size, save_as, prune, calibration)
+        return _pruned_student(teacher, student_layers, student_size, save_as, prune, calibration, classifier_pooling)
     if student_layers is None and student_size is None:
         student_layers = max(1, teacher.config.num_hidden_layers // 2)  # DistilBERT's choice
-    config = student_config(teacher.config, student_layers, student_size, save_as)
+    config = student_config(teacher.config, student_layers, student_size, save_as, classifier_pooling)
     indices = teacher_layer_indices(teacher.config.num_hidden_layers, student_layers) if student_layers else None
 
     def build():
@@ -64,7 +64,7 @@ def _same_channels(student, teacher):
     return torch.arange(teacher.hidden_size) if student.hidden_size == teacher.hidden_size else None
 
 
-def _pruned_student(teacher, student_layers, student_size, save_as, depth, calibration):
+def _pruned_student(teacher, student_layers, student_size, save_as, depth, calibration, classifier_pooling=None):
     """A --student-size network cut from the teacher: its evenly spaced layers (as --student-layers takes
     them, `depth` "spaced") or the ones that matter most on `calibration` ("importance"), narrowed to the
     size's width by keeping what matters most on `calibration` (Minitron)."""
@@ -76,10 +76,10 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
                           "--student-size (e.g. L4-H256); give --student-size instead")
     if student_size is None:
         raise ConfigError("--prune needs --student-size, the size to cut the teacher down to (e.g. L4-H256)")
-    target = student_config(teacher.config, None, student_size, save_as)
+    target = student_config(teacher.config, None, student_size, save_as, classifier_pooling)
     indices = important_layers(teacher, target.num_hidden_layers, calibration) if depth == "importance" else \
         teacher_layer_indices(teacher.config.num_hidden_layers, target.num_hidden_layers)
-    wide = type(teacher)(student_config(teacher.config, target.num_hidden_layers, None, save_as))
+    wide = type(teacher)(student_config(teacher.config, target.num_hidden_layers, None, save_as, classifier_pooling))
     copy_teacher_weights(teacher, wide, indices)
     config = pruned_config(wide.config, target.hidden_size, target.intermediate_size)
     state, hidden_channels = prune_width(wide, config, calibration)
@@ -95,7 +95,8 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
     return build, description, hidden_channels
 
 
-def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_layers, student_size, save_as):
+def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_layers, student_size, save_as,
+                        classifier_pooling=None):
     """A student that starts from a smaller pre-trained model (Turc et al. 2019, "Well-read students learn
     better") with a fresh task head: its encoder, the teacher's labels. It must read the teacher's word pieces."""
     from bertforge.model import BertConfig
@@ -117,7 +118,8 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
                           f"the word pieces the teacher's outputs were computed on")
 
     def build():
-        return type(teacher).from_pretrained(student_dir, fresh_head=True, id2label=ours.id2label)
+        pooling = {"classifier_pooling": classifier_pooling} if classifier_pooling else {}
+        return type(teacher).from_pretrained(student_dir, fresh_head=True, id2label=ours.id2label, **pooling)
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size, "from_teacher_layers": None,
                    "size": None, "layout": "bert", "pretrained": str(student_dir)}
@@ -243,6 +245,9 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--save-as", type=click.Choice(["bert", "distilbert"]), default="bert", show_default=True,
               help="The student's layout: distilbert trains it without token types and saves it for "
                    "transformers' DistilBert* classes.")
+@click.option("--classifier-pooling", type=click.Choice(["cls", "mean"]), default=None,
+              help="What the student's sentence classifier reads: the pooler on [CLS], or the mean of its last "
+                   "layer's token vectors [default: what the teacher's reads].")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Weight of the teacher's soft targets; 1 − alpha goes to the gold labels. For mlm any "
                    "alpha > 0 uses DistilBERT's 5/2/1 weights; 0 is the control, the MLM loss alone.")
@@ -253,8 +258,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "DistilBERT's L_cos) with this weight, on the teacher's channels the student has: with "
                    "--student-layers, or --prune. The teacher's states are computed once, kept in float16.")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
-            student_size, student_dir, prune, prune_depth, save_as, hold_out, train_limit, resume, max_length, threads,
-            deterministic, **options):
+            student_size, student_dir, prune, prune_depth, save_as, classifier_pooling, hold_out, train_limit, resume,
+            max_length, threads, deterministic, **options):
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
     \b
@@ -289,6 +294,9 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     if task == "mlm" and fine_tuning_only:
         raise ConfigError(f"{' and '.join(fine_tuning_only)}: for task students; --task mlm trains on prepared shards "
                           f"with its own batches and every weight")
+    if classifier_pooling and task not in ("classification", "pair-classification"):
+        raise ConfigError(f"--classifier-pooling is for a sentence classifier's student (--task classification or "
+                          f"pair-classification), not --task {task}")
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
     if prune and student_dir is not None:
@@ -302,7 +310,8 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     # the batch.
     args = training_args(DistillArgs, output_dir=output_dir, **options)
     student_options = {"student_layers": student_layers, "student_size": student_size, "save_as": save_as,
-                       "student_dir": student_dir, "prune": (prune_depth or "spaced") if prune else None}
+                       "student_dir": student_dir, "prune": (prune_depth or "spaced") if prune else None,
+                       "classifier_pooling": classifier_pooling}
     started = time.perf_counter()
     if task == "mlm":
         summary, settings = _distil_general(teacher, train_path, validation_path, args, student_options, resume)

@@ -161,6 +161,12 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
                    "(LP-FT; classification and pair-classification).")
 @click.option("--reinit-layers", type=click.IntRange(0), default=0, show_default=True,
               help="Start the top N encoder layers afresh with BERT's initialisation (Zhang et al., 2021).")
+@click.option("--classifier-pooling", type=click.Choice(["cls", "mean"]), default=None,
+              help="What a sentence classifier reads: the pooler on [CLS] (BERT's; the one transformers' "
+                   "BertForSequenceClassification runs), or the mean of the last layer's token vectors "
+                   "[default for --task classification: mean if --model is a sentence-transformers export that "
+                   "pools by the mean, as the bundled all-MiniLM-L6-v2 is; otherwise the model's own, cls for BERT "
+                   "checkpoints].")
 @click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
               help="Batch examples of similar length together (less padding, faster), or draw batches at random.")
 @click.option("--eval-every", "--eval-steps", "eval_every", type=click.IntRange(1), default=None,
@@ -173,7 +179,7 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
               help="Continue the run whose checkpoint is in this directory (usually --output).")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")
 def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir, output_dir, new_head, resume,
-             max_length, threads, deterministic, **options):
+             max_length, threads, deterministic, classifier_pooling, **options):
     """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output.
 
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
@@ -182,16 +188,25 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     from bertforge.model import default_model_path
     from bertforge.runcard import RunCard
     from bertforge.tasks import FinetuneArgs, build_task, finetune as run
+    from bertforge.tasks.classification import default_classifier_pooling
     from bertforge.training import is_main_process
 
     card = RunCard.start(click.get_current_context().params,
                          [train_path, validation_path, model_dir or default_model_path()], output_dir, options["seed"])
 
+    if classifier_pooling and task not in ("classification", "pair-classification"):
+        raise ConfigError(f"--classifier-pooling is for a sentence classifier (--task classification or "
+                          f"pair-classification), not --task {task}")
     max_length = max_length_for(task, max_length)
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
     task_object = build_task(task, train_data)
     directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
+    if classifier_pooling is None and task == "classification":
+        classifier_pooling = default_classifier_pooling(directory)
+        card.options["classifier_pooling"] = classifier_pooling  # so that `rerun` repeats it if the rule changes
+    if classifier_pooling:
+        overrides["classifier_pooling"] = classifier_pooling
     # None (not given) is FinetuneArgs' own "resolve later" for the rate and the decay.
     args = training_args(FinetuneArgs, output_dir=output_dir, **options)
     started = time.perf_counter()

@@ -39,15 +39,17 @@ def _layout_changes(teacher: BertConfig, layout: str) -> dict:
 
 
 def student_config(teacher: BertConfig, layers: int | None = None, size: str | None = None,
-                   layout: str = "bert") -> BertConfig:
+                   layout: str = "bert", classifier_pooling: str | None = None) -> BertConfig:
     """The student's config: the teacher's with fewer layers (`layers`), or a grid size (`size`,
-    e.g. L4-H256) no larger than the teacher; vocabulary, positions and labels are the teacher's."""
+    e.g. L4-H256) no larger than the teacher; vocabulary, positions and labels are the teacher's, and so is the
+    classifier's pooling unless `classifier_pooling` names another."""
     if (layers is None) == (size is None):
         raise ConfigError("give one of --student-layers (a subset of the teacher's layers) and --student-size "
                           "(a fresh smaller network)")
     shared = {"vocab_size": teacher.vocab_size, "max_position_embeddings": teacher.max_position_embeddings,
               "type_vocab_size": teacher.type_vocab_size, "layer_norm_eps": teacher.layer_norm_eps,
               "hidden_act": teacher.hidden_act, "pad_token_id": teacher.pad_token_id, "id2label": teacher.id2label,
+              "classifier_pooling": classifier_pooling or teacher.classifier_pooling,
               "extra": dict(teacher.extra), "model_type": teacher.model_type}
     if layers is not None:
         teacher_layer_indices(teacher.num_hidden_layers, layers)

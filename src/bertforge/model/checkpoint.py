@@ -10,6 +10,7 @@ in old ones).
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -273,3 +274,26 @@ def save_model(model, directory: str | Path, tokenizer=None) -> None:
     model.config.save(directory, architecture=model.architecture)
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
+
+
+SENTENCE_POOLINGS = ("cls", "mean", "max")
+
+
+def sentence_transformers_pooling(directory: Path) -> tuple[str, bool] | None:
+    """(pooling, normalize) of a sentence-transformers export (the Pooling and Normalize modules its
+    modules.json lists), or None for a checkpoint that is not one or cannot be read."""
+    modules_file = Path(directory) / "modules.json"
+    if not modules_file.is_file():
+        return None
+    try:
+        modules = json.loads(modules_file.read_text(encoding="utf-8"))
+        pooling = "mean"  # sentence-transformers' own default
+        for module in modules:
+            config_file = Path(directory) / module.get("path", "") / "config.json"
+            if module.get("type", "").endswith("Pooling") and config_file.is_file():
+                config = json.loads(config_file.read_text(encoding="utf-8"))
+                pooling = next((name for name in SENTENCE_POOLINGS if config.get(f"pooling_mode_{name}_token")
+                                or config.get(f"pooling_mode_{name}_tokens")), "mean")
+        return pooling, any(m.get("type", "").endswith("Normalize") for m in modules)
+    except (OSError, ValueError, AttributeError):
+        return None

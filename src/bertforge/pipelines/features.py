@@ -6,19 +6,18 @@ L2-normalised, as NumPy arrays or torch tensors.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from functools import cached_property
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from bertforge.errors import InputError
+from bertforge.model.checkpoint import SENTENCE_POOLINGS, sentence_transformers_pooling
 from bertforge.pipelines.base import Encoded, Pipeline, as_list, pool_sequences, split_sequences
 
-POOLINGS = ("cls", "mean", "max")
+POOLINGS = SENTENCE_POOLINGS
 COMBINATIONS = ("sum", "concat", "mean")
 LAYER_PRESETS = {"last": [-1], "last-four": [-4, -3, -2, -1], "embeddings": [0]}
 RETURN_TYPES = ("np", "pt")
@@ -117,26 +116,6 @@ def _pool_words(text: str, enc: Encoded, vectors: torch.Tensor):
     return [text[s:e] for s, e in spans], spans, sums / counts
 
 
-def sentence_transformers_defaults(directory: Path) -> tuple[str, bool]:
-    """(pooling, normalize) of a sentence-transformers export (its Pooling and Normalize modules);
-    mean pooling and L2 normalisation, all-MiniLM-L6-v2's, for any other checkpoint."""
-    modules_file = directory / "modules.json"
-    if not modules_file.is_file():
-        return "mean", True
-    try:
-        modules = json.loads(modules_file.read_text(encoding="utf-8"))
-        pooling = "mean"
-        for module in modules:
-            config_file = directory / module.get("path", "") / "config.json"
-            if module.get("type", "").endswith("Pooling") and config_file.is_file():
-                config = json.loads(config_file.read_text(encoding="utf-8"))
-                pooling = next((name for name in POOLINGS if config.get(f"pooling_mode_{name}_token")
-                                or config.get(f"pooling_mode_{name}_tokens")), "mean")
-        return pooling, any(m.get("type", "").endswith("Normalize") for m in modules)
-    except (OSError, ValueError, AttributeError):
-        return "mean", True  # an unreadable export: the documented defaults
-
-
 class SentenceEmbeddingPipeline(Pipeline):
     """`pipe(text_or_texts, pooling=None, layers=-1, combine="sum", normalize=None,
     return_tensors="np")` → (texts, hidden) array, or (hidden,) for one string. pooling and normalize
@@ -147,7 +126,7 @@ class SentenceEmbeddingPipeline(Pipeline):
 
     @cached_property
     def checkpoint_defaults(self) -> tuple[str, bool]:
-        return sentence_transformers_defaults(self.model_path)
+        return sentence_transformers_pooling(self.model_path) or ("mean", True)
 
     def __call__(self, inputs, pooling: str | None = None, layers=-1, combine: str = "sum",
                  normalize: bool | None = None, return_tensors: str = "np"):

@@ -1,16 +1,30 @@
-"""Sentence and sentence-pair classification (SST-2, MRPC, RTE, SNLI): [CLS] → dropout → linear."""
+"""Sentence and sentence-pair classification (SST-2, MRPC, RTE, SNLI): [CLS] (or the mean) → dropout → linear."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score
 
 from bertforge.errors import InputError
-from bertforge.model import BertForSequenceClassification
+from bertforge.model import BertConfig, BertForSequenceClassification
+from bertforge.model.checkpoint import sentence_transformers_pooling
+from bertforge.paths import config_path
 from bertforge.tasks.batching import predict_logits
 from bertforge.io.datasets import TextExample
+
+
+def default_classifier_pooling(model_dir: str | Path) -> str:
+    """What a single-sentence classifier started from `model_dir` reads by default: "mean" where the
+    checkpoint is a sentence-transformers export that pools by the mean (all-MiniLM-L6-v2), so the head
+    reads the vector the checkpoint was trained to make (SST-2's one-epoch budget: docs/results.md, issue 17);
+    otherwise the checkpoint's own config ("cls", [CLS] through the pooler, for BERT checkpoints)."""
+    declared = sentence_transformers_pooling(Path(model_dir))
+    if declared is not None and declared[0] == "mean":
+        return "mean"
+    return BertConfig.from_json_file(config_path(Path(model_dir))).classifier_pooling
 
 
 def sorted_labels(labels) -> list[str]:
