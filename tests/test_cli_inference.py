@@ -143,6 +143,8 @@ def test_bad_requests_give_clean_errors(tiny_pretraining_checkpoint, default_mod
     assert_clean_error(run("embed"), "give TEXT arguments or --input")
     assert_clean_error(run("embed", "x", "--layers", "top"), "--layers 'top'")
     assert_clean_error(run("embed", "x", "--level", "word", "--output", tmp_path / "w.npy"), "sentence vectors only")
+    assert_clean_error(run("embed", "x", "--level", "word", "--pooling", "cls"),
+                       "error: --pooling cls makes one vector per text; --level word gives one per word, which nothing pools")
     assert_clean_error(run("embed", "x", "--model", tmp_path / "nowhere"), "nowhere")
     assert_clean_error(run("similarity", "--word", "python", "Python is fun", "I like cake"), "'python' does not occur")
     assert_clean_error(run("attention", "hello"), "--png FILE and/or --html FILE")

@@ -421,6 +421,13 @@ def test_init_from_continues_a_checkpoint_and_refuses_another_vocabulary(data_di
     BertForPreTraining(BertConfig.from_size("tiny", vocab_size=100)).save_pretrained(tmp_path / "small-vocab")
     with pytest.raises(ConfigError, match="vocabulary has 100 pieces"):
         train(_config(data_dir, tmp_path / "x", init_from=str(tmp_path / "small-vocab")))
+    # a size typed beside the checkpoint would be ignored: refused before any work
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(data_dir), str(tmp_path / "y"), "--model-size", "base",
+                                      "--init-from", str(tmp_path / "encoder")])
+    assert result.exit_code == 2 and result.output.strip() == \
+        f"error: --model-size base with --init-from {tmp_path / 'encoder'}: the checkpoint's config.json sets the " \
+        "size; give one of them"
+    assert not (tmp_path / "y").exists()
 
 
 def test_existing_run_needs_resume_or_overwrite(data_dir, tmp_path):

@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from bertforge.cli.io import (check_output, input_options, model_options, pipeline_from_options, read_inputs,
-                              with_line_numbers, write_array, write_records)
+                              typed, with_line_numbers, write_array, write_records)
 from bertforge.errors import InputError
 from bertforge.io.atomic import arrow_table, check_output_dir, write_parquet, write_parquet_shards
 from bertforge.io.readers import read_items
@@ -90,6 +90,9 @@ def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_ro
     kind = output_kind(output, input_path)
     if kind in (".npy", ".parquet", "shards") and level != "sentence":
         raise InputError(f"--output {output} holds sentence vectors only; token vectors go to .json or .jsonl")
+    if level != "sentence" and typed("pooling"):
+        raise InputError(f"--pooling {pooling} makes one vector per text; --level {level} gives one per "
+                         f"{level if level == 'word' else 'word piece'}, which nothing pools")
     chosen = parse_layers(layers)
     if ray_address is not None:
         _embed_on_ray(ray_address, ray_actors, texts, input_path, column, id_column, output, kind,

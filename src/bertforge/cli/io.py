@@ -38,6 +38,11 @@ def check_texts(texts, what: str = "TEXT argument") -> None:
                              f"check the terminal's encoding") from None
 
 
+def typed(name: str) -> bool:
+    """Whether the running command's option `name` was given on the command line (not left to its default)."""
+    return click.get_current_context().get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+
+
 def check_output(output: Path | None, suffixes: tuple[str, ...] = RECORD_SUFFIXES, inputs=()) -> None:
     """Before any work: --output has a known suffix, can be written, and is none of the `inputs`."""
     if output is None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from bertforge.cli.io import typed
 from bertforge.errors import ConfigError
 
 
@@ -138,6 +139,9 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
     from bertforge.runcard import RunCard
     from bertforge.training import configure_torch, is_main_process
 
+    if init_from is not None and typed("model_size"):
+        raise ConfigError(f"--model-size {model_size} with --init-from {init_from}: the checkpoint's config.json sets "
+                          f"the size; give one of them")
     threads = configure_torch(threads, deterministic)
     card = RunCard.start(click.get_current_context().params, [data_dir, eval_data, init_from], output_dir, seed)
     config = TrainingConfig(data_dir=data_dir, output_dir=output_dir, model_size=model_size, init_from=init_from,
