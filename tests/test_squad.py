@@ -114,6 +114,19 @@ def test_windows_cover_a_long_context_and_label_the_answer(tokenizer):
     assert first[-DOC_STRIDE:] == second[:DOC_STRIDE]
 
 
+def test_questions_without_an_answer_are_left_out_with_a_warning_that_counts_them(tokenizer, caplog):
+    example = long_context_example()
+    unanswered = SquadExample("q-without", example.title, example.question, example.context, [])
+    task = QuestionAnsweringTask()
+    with caplog.at_level("WARNING", logger="bertforge.tasks.squad"):
+        features = task.train_features([example, unanswered], tokenizer, MAX_SEQ_LENGTH)
+        evaluated = task.eval_set([unanswered, example], tokenizer, MAX_SEQ_LENGTH)
+    assert {f["example"] for f in features} == {0} and evaluated.examples == [example]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"1 of 2 questions have no reference answer and are left out of {use} (first: 'q-without')"
+        for use in ("training", "the evaluation")]
+
+
 def test_a_max_length_with_no_room_beyond_the_doc_stride_names_the_length_to_give(tokenizer):
     """A window must hold [CLS] question [SEP], more context than the stride overlaps, and [SEP]: below that
     the message names --max-length and the least that works for these questions, and that length works."""

@@ -4,6 +4,7 @@ windows, and the official v1.1 exact-match / F1 evaluation."""
 from __future__ import annotations
 
 import collections
+import logging
 import re
 import string
 from dataclasses import dataclass
@@ -14,6 +15,8 @@ from bertforge.errors import InputError
 from bertforge.model import BertForQuestionAnswering
 from bertforge.tasks.batching import predict_logits
 from bertforge.io.datasets import SquadExample
+
+log = logging.getLogger(__name__)
 
 MAX_SEQ_LENGTH, DOC_STRIDE, MAX_QUERY_LENGTH = 384, 128, 64
 N_BEST, MAX_ANSWER_LENGTH = 20, 30
@@ -153,6 +156,16 @@ def answer_spans(contexts: list[str], features: list[dict], logits: list[np.ndar
     return out
 
 
+def _answered(examples: list[SquadExample], use: str) -> list[SquadExample]:
+    """The questions with a reference answer: SQuAD v1.1 training and scoring need one; the others are counted."""
+    answered = [e for e in examples if e.answers]
+    if len(answered) < len(examples):
+        log.warning("%d of %d questions have no reference answer and are left out of %s (first: %r)",
+                    len(examples) - len(answered), len(examples), use,
+                    next(e.id for e in examples if not e.answers))
+    return answered
+
+
 class QuestionAnsweringTask:
     model_class = BertForQuestionAnswering
     metric = "f1"
@@ -168,7 +181,7 @@ class QuestionAnsweringTask:
 
     def train_features(self, examples: list[SquadExample], tokenizer, max_length: int) -> list[dict]:
         """Windows of the questions that have an answer, labelled with the first answer's span."""
-        examples = [e for e in examples if e.answers]
+        examples = _answered(examples, "training")
         features = self.windows(examples, tokenizer, max_length)
         for feature in features:
             answer = examples[feature["example"]].answers[0]
@@ -176,7 +189,7 @@ class QuestionAnsweringTask:
         return features
 
     def eval_set(self, examples, tokenizer, max_length: int) -> EvalSet:
-        examples = [e for e in examples if e.answers]
+        examples = _answered(examples, "the evaluation")
         return EvalSet(self.windows(examples, tokenizer, max_length), examples)
 
     def answers(self, examples, features, logits, top_k: int = 1) -> list[list[dict]]:
