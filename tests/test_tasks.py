@@ -15,7 +15,8 @@ from click.testing import CliRunner
 from bertforge.errors import ConfigError, InputError
 from bertforge.model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification, BertForTokenClassification
 from bertforge.tasks import build_task, check_head, read_task_data
-from bertforge.io.datasets import read_conll, read_squad, read_text_examples
+from bertforge.io.datasets import TextExample, read_conll, read_squad, read_text_examples
+from bertforge.tasks.classification import ClassificationTask
 from bertforge.tasks.ner import TokenClassificationTask, entity_scores
 from bertforge.tasks.trainer import FinetuneArgs, finetune
 from bertforge.tokenization import BertTokenizer
@@ -75,6 +76,21 @@ def test_unseen_label_at_evaluation_names_file_and_line(tmp_path, tokenizer):
     path.write_text('sentence,label\n"good, really",1\nmeh,neutral\n', encoding="utf-8")
     with pytest.raises(InputError, match=r"eval\.csv:3: label 'neutral' was not seen in training"):
         task.eval_set(read_text_examples(path, "sentence", label_column="label"), tokenizer, 32)
+
+
+def test_a_label_too_rare_to_be_a_class_is_named_in_a_warning(caplog):
+    """A typing mistake ("pos" among 0s and 1s) would silently become a class: it still does, but with a warning."""
+    rows = [TextExample(f"text {i}", None, str(i % 2), f"train.tsv:{i + 2}") for i in range(2000)]
+    rows[700] = TextExample("a typo", None, "pos", "train.tsv:702")
+    with caplog.at_level("WARNING", logger="bertforge.tasks.classification"):
+        task = ClassificationTask.from_examples(rows)
+    assert task.labels == ["0", "1", "pos"]
+    assert [r.getMessage() for r in caplog.records] == [
+        "label 'pos' occurs in 1 of 2000 training rows (first at train.tsv:702): a class of its own, or a typing mistake?"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertforge.tasks.classification"):
+        ClassificationTask.from_examples(rows[:1000])  # 1 in 1,000 is a rare class, not named
+    assert not caplog.records
 
 
 def test_malformed_conll_line_names_file_and_line(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import collections
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +16,12 @@ from bertforge.model.checkpoint import sentence_transformers_pooling
 from bertforge.paths import config_path
 from bertforge.tasks.batching import predict_logits
 from bertforge.io.datasets import TextExample
+
+log = logging.getLogger(__name__)
+
+# A label this rare among the training rows is named in a warning: likely a typing mistake ("pos" among 0s
+# and 1s), which would otherwise silently become a class.
+STRAY_LABEL_COUNT, STRAY_LABEL_RATIO = 3, 1000
 
 
 def default_classifier_pooling(model_dir: str | Path) -> str:
@@ -62,6 +70,12 @@ class ClassificationTask:
         if len(set(labels)) < 2:
             where = examples[0].source.rsplit(":", 1)[0] if examples else "training data"
             raise InputError(f"{where}: a classifier needs at least two labels, found {sorted(set(labels))}")
+        counts = collections.Counter(labels)
+        for label, count in counts.items():
+            if count <= STRAY_LABEL_COUNT and count * STRAY_LABEL_RATIO < len(labels):
+                first = next(e.source for e in examples if e.label == label)
+                log.warning("label %r occurs in %d of %d training rows (first at %s): a class of its own, or a "
+                            "typing mistake?", label, count, len(labels), first)
         return cls(sorted_labels(labels), pair)
 
     def label_id(self, example: TextExample) -> int:
