@@ -289,6 +289,14 @@ def test_loading_errors(tmp_path, default_model_dir):
         BertModel.from_pretrained(tmp_path)
     with pytest.raises(CheckpointError, match="shape"):
         BertModel.from_pretrained(default_model_dir, hidden_size=768)
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(hidden_dropout=...\): not a config key of this model; "
+                                          r"did you mean 'hidden_dropout_prob'\?$"):
+        BertModel.from_pretrained(default_model_dir, hidden_dropout=0.2)
+    assert BertModel.from_pretrained(default_model_dir, hidden_dropout_prob=0.2).config.hidden_dropout_prob == 0.2
+    three = BertForSequenceClassification.from_pretrained(default_model_dir, num_labels=3)  # transformers' keyword
+    assert three.classifier.weight.shape[0] == 3 and three.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}
+    with pytest.raises(ConfigError, match=r"num_labels=0\): give a positive whole number"):
+        BertForSequenceClassification.from_pretrained(default_model_dir, num_labels=0)
 
 
 def test_a_head_with_other_labels_is_refused_unless_a_fresh_head_is_asked_for(tmp_path):

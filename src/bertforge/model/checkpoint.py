@@ -10,10 +10,11 @@ in old ones).
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
 
@@ -21,9 +22,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from bertforge.errors import CheckpointError
+from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import atomic_path
-from bertforge.model.config import BertConfig
+from bertforge.model.config import DISTILBERT_KEYS, BertConfig
 from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
 from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path
 
@@ -202,6 +203,16 @@ def _state_dict(model) -> dict[str, torch.Tensor]:
     return {f"bert.{k}": v for k, v in state.items()} if model.base_model is model else state
 
 
+def _check_override_names(config: BertConfig, overrides: dict) -> None:
+    """A mistyped keyword (hidden_dropout=0.2) would land in the config's unused keys and change nothing."""
+    known = {f.name for f in fields(BertConfig)} | set(config.extra) | set(DISTILBERT_KEYS)
+    for name in overrides:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"from_pretrained({name}=...): not a config key of this model{hint}")
+
+
 def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **config_overrides):
     """Build `cls` (a BertPreTrainedModel) from a Hugging Face style checkpoint directory.
 
@@ -227,7 +238,13 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         # run_classifier.py keeps its labels in code, not in bert_config.json: the head's rows count them.
         config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
                             **config_overrides}
+    if "num_labels" in config_overrides:  # transformers' keyword: that many labels, named LABEL_i
+        count = config_overrides.pop("num_labels")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"from_pretrained(num_labels={count!r}): give a positive whole number")
+        config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(count)}, **config_overrides}
     if config_overrides:
+        _check_override_names(config, config_overrides)
         config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(config_file))
     weights, unused = hf_to_bertforge(hf_weights, config.model_type)
     if fresh_head:
