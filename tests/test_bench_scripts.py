@@ -195,7 +195,8 @@ def distill_value_folders(tmp_path: Path, **settings) -> dict[str, list[str]]:
     args = argparse.Namespace(**{
         "train_limit": 45075, "learning_rate": "2e-4", "epochs": 3.0, "held_apart": "sentences", "augment": 3,
         "augment_epochs": 2.0, "hidden_weight": 0.0, "alpha": 0.5, "temperature": 2.0, "seeds": [42, 1],
-        "unlabelled_sentences": 0, "joined_rows": 0, "layer_lr_decay": 1.0, "batch_size": 32, **settings})
+        "unlabelled_sentences": 0, "joined_rows": 0, "layer_lr_decay": 1.0, "batch_size": 32,
+        "classifier_pooling": None, **settings})
     return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
 
 
@@ -219,9 +220,12 @@ def test_one_control_serves_every_temperature(tmp_path):
                       "distilled-augment3-passes2-rows45075-lr2e-4-decay0.8-T2-epochs3-unseen-seed1"],
         "labels alone": ["labels-alone-rows45075-lr2e-4-decay0.8-epochs3-unseen-seed42",
                          "labels-alone-rows45075-lr2e-4-decay0.8-epochs3-unseen-seed1"]}
-    # and so does a batch other than distill's 32
+    # and so does a batch other than distill's 32, and the students' classifier pooling
     assert folders(2.0, batch=16)["distilled"][0] == \
         "distilled-augment3-passes2-rows45075-lr2e-4-batch16-T2-epochs3-unseen-seed42"
+    pooled = distill_value_folders(tmp_path, classifier_pooling="mean")
+    assert pooled["distilled"][0] == "distilled-augment3-passes2-rows45075-lr2e-4-poolmean-T2-epochs3-unseen-seed42"
+    assert pooled["labels alone"][0] == "labels-alone-rows45075-lr2e-4-poolmean-epochs3-unseen-seed42"
     assert folders(2.0, batch=16)["labels alone"][0] == "labels-alone-rows45075-lr2e-4-batch16-epochs3-unseen-seed42"
 
 

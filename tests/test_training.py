@@ -413,7 +413,11 @@ def test_finetune_defaults_batch_16_and_decay_for_single_sentences_only(tiny_enc
         assert settings["learning_rate"] == pytest.approx(2e-4 * 0.5 ** 0.5)
         options = read_card(output)["options"]
         assert (options["batch_size"], options["layer_lr_decay"]) == (16, decay)
-        assert rerun_command(read_card(output))[-4:] == ["--batch-size", "16", "--layer-lr-decay", str(decay)]
+        rerun = rerun_command(read_card(output))
+        pinned = rerun[rerun.index("--batch-size"):]
+        # a sentence classifier also records its pooling: the tiny encoder's own [CLS]
+        assert pinned == ["--batch-size", "16", "--layer-lr-decay", str(decay)] + \
+            (["--classifier-pooling", "cls"] if task == "classification" else [])
 
 
 def test_finetune_layer_lr_decay_moves_the_lower_layers_less(tiny_encoder, tmp_path):
