@@ -63,7 +63,8 @@ def convert(source, destination, do_lower_case, dtype):
 def _head_model(source: Path, folder: Path) -> str:
     """The model class that carries every head the checkpoint has (MLM and NSP → pre-training)."""
     from bertforge.model import BertConfig
-    from bertforge.model.checkpoint import config_path, hf_to_bertforge, read_weights
+    from bertforge.model.checkpoint import hf_to_bertforge, read_weights
+    from bertforge.paths import config_path
     from bertforge.model.tf_checkpoint import read_tf_checkpoint
 
     config_file = config_path(folder)

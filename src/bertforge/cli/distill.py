@@ -100,7 +100,7 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     """A student that starts from a smaller pre-trained model (Turc et al. 2019, "Well-read students learn
     better") with a fresh task head: its encoder, the teacher's labels. It must read the teacher's word pieces."""
     from bertforge.model import BertConfig
-    from bertforge.model.checkpoint import config_path
+    from bertforge.paths import config_path
     from bertforge.tokenization import BertTokenizer
 
     if student_layers is not None or student_size is not None or save_as != "bert":

@@ -90,7 +90,7 @@ def _hold_out(task: str, data: list, count: int, path) -> tuple[list, list]:
 
 def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
     from bertforge.model import default_model_path
-    from bertforge.model.checkpoint import config_path
+    from bertforge.paths import config_path
     from bertforge.tasks import build_task, check_head
     from bertforge.tokenization import BertTokenizer
 

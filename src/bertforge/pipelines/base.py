@@ -18,8 +18,8 @@ from torch import nn
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
-from bertforge.model.checkpoint import config_path
 from bertforge.model.cpu import cpu_has_any
+from bertforge.paths import config_path
 from bertforge.progress import progress_bar
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import resolve_device

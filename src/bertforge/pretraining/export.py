@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 from bertforge.errors import CheckpointError, ConfigError
-from bertforge.model.checkpoint import config_path
 from bertforge.model.heads import BertForPreTraining
+from bertforge.paths import config_path
 from bertforge.training.state import Checkpoint, has_checkpoint
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
