@@ -213,8 +213,9 @@ def rerun_command(card: dict, output: str | Path | None = None) -> list[str]:
     if command_name(card) in PINNING_COMMANDS:
         for name, flag in PINNED_OPTIONS.items():
             typed = any(word == flag or word.startswith(flag + "=") for word in command)
-            if _recorded(card, name) is not None and not typed:
-                command += [flag, str(_recorded(card, name))]
+            value = _recorded(card, name)
+            if value is not None and not typed:
+                command += [flag, str(value)]
     if output is None:
         return command
     if card["output"] not in command:
