@@ -292,6 +292,8 @@ def test_loading_errors(tmp_path, default_model_dir):
     with pytest.raises(ConfigError, match=r"^from_pretrained\(hidden_dropout=...\): not a config key of this model; "
                                           r"did you mean 'hidden_dropout_prob'\?$"):
         BertModel.from_pretrained(default_model_dir, hidden_dropout=0.2)
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(dim=...\): not a config key of this model"):
+        BertModel.from_pretrained(default_model_dir, dim=128)  # DistilBERT's spelling, which a BERT config ignores
     assert BertModel.from_pretrained(default_model_dir, hidden_dropout_prob=0.2).config.hidden_dropout_prob == 0.2
     three = BertForSequenceClassification.from_pretrained(default_model_dir, num_labels=3)  # transformers' keyword
     assert three.classifier.weight.shape[0] == 3 and three.config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"}

@@ -205,7 +205,9 @@ def _state_dict(model) -> dict[str, torch.Tensor]:
 
 def _check_override_names(config: BertConfig, overrides: dict) -> None:
     """A mistyped keyword (hidden_dropout=0.2) would land in the config's unused keys and change nothing."""
-    known = {f.name for f in fields(BertConfig)} | set(config.extra) | set(DISTILBERT_KEYS)
+    # DistilBERT's own spellings (dim, n_layers) only where from_dict maps them: on a DistilBERT config
+    known = {f.name for f in fields(BertConfig)} | set(config.extra) | (set(DISTILBERT_KEYS) if config.is_distilbert
+                                                                         else set())
     for name in overrides:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
