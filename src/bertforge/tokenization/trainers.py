@@ -37,7 +37,6 @@ import logging
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 
-
 from bertforge.errors import ConfigError, InputError
 from bertforge.progress import progress_bar
 from bertforge.tokenization import byte_level
