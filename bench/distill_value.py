@@ -74,6 +74,8 @@ from locations import CORPUS, DATA, REPO
 from pretraining_value import correct_per_sentence, gain_interval, positive_number
 from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split
 
+from bertforge.model.config import CLASSIFIER_POOLINGS
+
 VALIDATION = DATA / "sst2" / "validation.tsv"
 ARMS = ("distilled", "labels alone")
 
@@ -213,7 +215,7 @@ def main() -> None:
     parser.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="G",
                         help="layer-wise learning-rate decay of both arms (`distill --layer-lr-decay`) [default: 1, "
                         "none]")
-    parser.add_argument("--classifier-pooling", choices=["cls", "mean"],
+    parser.add_argument("--classifier-pooling", choices=CLASSIFIER_POOLINGS,
                         help="both arms' student classifier pooling (`distill --classifier-pooling`; default: the teacher's)")
     parser.add_argument("--temperature", type=float, default=2.0)
     parser.add_argument("--alpha", type=float, default=0.5,

@@ -58,6 +58,10 @@ few-sample BERT fine-tuning", re-initialise it). Whether it helps is read on the
 drawn once with a fixed seed), as Zhang et al. do: the top layers of a pre-trained encoder are the most
 specialised to the pre-training task.
 
+`--classifier-pooling mean` fine-tunes both starts with the classifier on the mean of the last layer's
+token vectors instead of the pooler on [CLS] (`bertforge finetune --classifier-pooling`): masked-word
+pre-training trains every token's vector, while only next-sentence prediction trains [CLS] and the pooler.
+
 `RUN` may also be a saved model (a folder with config.json, such as `src/bertforge/pretrained/bertforge-mini`)
 when `--runs-dir` already holds its control in `start-random`.
 
@@ -88,6 +92,7 @@ from locations import DATA, REPO
 from unseen_sentences import UNSEEN_SENTENCES, unseen_sentences_split
 
 from bertforge.model import BertForPreTraining
+from bertforge.model.config import CLASSIFIER_POOLINGS
 from bertforge.pretraining.config import TrainingConfig
 from bertforge.pretraining.export import export_model
 from bertforge.pretraining.shards import PretrainingData
@@ -165,7 +170,7 @@ def with_fresh_top(start: Path, layers: int) -> Path:
 
 def finetune(start: Path, seed: int, rows: int, output: Path, threads: int,
              split: tuple[Path, Path, Path | None] | None, learning_rate: str | None, layer_lr_decay: float,
-             budgets: float) -> dict:
+             budgets: float, classifier_pooling: str | None) -> dict:
     # These come after the budget run's own --train, --train-limit and --epochs 1: the last one given wins.
     data = ["--train", str(split[0])] if split else []
     data += ["--train-limit", str(rows)] if rows != SST2_BUDGET_ROWS else []
@@ -174,6 +179,7 @@ def finetune(start: Path, seed: int, rows: int, output: Path, threads: int,
     # Batch 32 and no decay unless asked: finetune's defaults when these runs were first made.
     rates = ["--learning-rate", learning_rate] if learning_rate else []
     rates += ["--batch-size", "32", "--layer-lr-decay", str(layer_lr_decay)]
+    rates += ["--classifier-pooling", classifier_pooling] if classifier_pooling else []
     return one_epoch_run("sst2", ["--model", str(start), "--seed", str(seed), *data, *rates], output,
                          threads, split[1] if split else None, split[2] if split else None)
 
@@ -231,6 +237,8 @@ def main() -> None:
     parser.add_argument("--fresh-pooler", action="store_true", help="a new pooler for both starts (see above)")
     parser.add_argument("--fresh-layers", type=int, default=0, metavar="N",
                         help="with --fresh-pooler: the top N encoder layers re-initialised too (see above)")
+    parser.add_argument("--classifier-pooling", choices=CLASSIFIER_POOLINGS,
+                        help="what both starts' classifier reads (see above; default: the checkpoint's config, [CLS])")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     if not 1 <= args.labelled_rows <= SST2_BUDGET_ROWS:
@@ -239,6 +247,8 @@ def main() -> None:
         parser.error(f"--fresh-layers must be 0 or more, got {args.fresh_layers}")
     if args.fresh_layers and not args.fresh_pooler:
         parser.error("--fresh-layers re-initialises layers below the pooler: give --fresh-pooler too")
+    if args.fresh_pooler and args.classifier_pooling == "mean":
+        parser.error("--classifier-pooling mean reads no pooler: --fresh-pooler would change nothing")
     if args.selection == "sentences" and args.held_apart != "sentences":
         parser.error("--selection sentences holds sentences apart as --held-apart sentences does: give that too")
     if not 0 < args.layer_lr_decay <= 1:
@@ -267,6 +277,7 @@ def main() -> None:
     suffix += f"-dropout{args.dropout:g}" if args.dropout != FINETUNE_DROPOUT else ""
     suffix += "-fresh-pooler" if args.fresh_pooler else ""
     suffix += f"-layers{args.fresh_layers}" if args.fresh_layers else ""
+    suffix += f"-pool-{args.classifier_pooling}" if args.classifier_pooling else ""
     starts = starting_points(args.run, runs_dir, control_dir)
     if args.dropout != FINETUNE_DROPOUT:
         starts = {name: with_dropout(start, args.dropout) for name, start in starts.items()}
@@ -275,7 +286,7 @@ def main() -> None:
     outputs = {name: [start.parent / f"{name.replace(' ', '-')}{suffix}-seed{seed}" for seed in args.seeds]
                for name, start in starts.items()}
     results = {name: [finetune(starts[name], seed, args.labelled_rows, output, args.threads, split,
-                               args.learning_rate, args.layer_lr_decay, args.budgets)
+                               args.learning_rate, args.layer_lr_decay, args.budgets, args.classifier_pooling)
                       for seed, output in zip(args.seeds, runs)]
                for name, runs in outputs.items()}
 

@@ -47,6 +47,8 @@ def test_pretraining_value_rejects_a_learning_rate_that_is_not_positive(tmp_path
     (["--layer-lr-decay", "1.5"], "--layer-lr-decay must be in (0, 1], got 1.5"),
     (["--dropout", "1"], "--dropout must be in [0, 1), got 1.0"),
     (["--budgets", "0"], "--budgets must be positive, got 0.0"),
+    (["--fresh-pooler", "--classifier-pooling", "mean"],
+     "--classifier-pooling mean reads no pooler: --fresh-pooler would change nothing"),
     (["--selection", "sentences"],
      "--selection sentences holds sentences apart as --held-apart sentences does: give that too"),
 ])
@@ -336,6 +338,19 @@ def test_defaults_sweep_on_unseen_sentences_trains_on_the_splits_file_and_scores
     assert calls[-1][1] == ["--seed", "2", "--train", str(split[0])] and default["name"] == "sst2-lrdefault-seed2-unseen"
     another_start = defaults_sweep.run("sst2", "default", ["--model", "runs/minilm-dropout0"], tmp_path, 1, split)
     assert another_start["name"] == "sst2-lrdefault-modelruns-minilm-dropout0-unseen"  # one folder, not a nest
+
+
+def test_pretraining_value_passes_the_classifier_pooling_to_both_fine_tunings(tmp_path, monkeypatch):
+    sys.path.insert(0, str(BENCH))
+    import pretraining_value
+
+    calls = []
+    monkeypatch.setattr(pretraining_value, "one_epoch_run", lambda *a: calls.append(a) or {})
+    for pooling in ("mean", None):
+        pretraining_value.finetune(tmp_path / "start", 3, 20_000, tmp_path / "out", 1, None, "4e-4", 1.0, 1, pooling)
+    (_, mean_options, *_), (_, config_options, *_) = calls
+    assert mean_options[-2:] == ["--classifier-pooling", "mean"]
+    assert "--classifier-pooling" not in config_options  # the checkpoint's config decides, as before the option
 
 
 def test_the_bench_reads_a_process_with_the_children_its_threads_started(tmp_path):
