@@ -395,6 +395,18 @@ def test_a_student_starts_from_a_smaller_pretrained_model_with_a_fresh_head(teac
     assert BertForSequenceClassification.from_pretrained(output).config.hidden_size == 16
 
 
+def test_a_pretrained_student_pools_as_its_teacher_does_unless_asked(teachers, tokenizer, tmp_path):
+    """--student DIR keeps DIR's encoder, but its classifier reads what the teacher's reads, as the other
+    students' do: the pre-trained model's own config says nothing about the task."""
+    from bertforge.cli.distill import _student
+
+    pretrained = _pretrained(tmp_path / "mini", tokenizer, layers=2, hidden=16)
+    teacher = BertForSequenceClassification.from_pretrained(teachers["classification"], classifier_pooling="mean")
+    for asked, expected in ((None, "mean"), ("cls", "cls")):
+        build, *_ = _student(teacher, None, None, "bert", pretrained, tokenizer, classifier_pooling=asked)
+        assert build().config.classifier_pooling == expected
+
+
 @pytest.fixture(scope="module")
 def wide_teacher(tmp_path_factory, tokenizer) -> Path:
     """A 4-layer, 256-wide classifier (2 heads of 128): wide enough to cut an L2-H128 student from."""

@@ -117,9 +117,9 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
         raise ConfigError(f"--student {student_dir}: its vocabulary differs from the teacher's; a student must read "
                           f"the word pieces the teacher's outputs were computed on")
 
-    def build():
-        pooling = {"classifier_pooling": classifier_pooling} if classifier_pooling else {}
-        return type(teacher).from_pretrained(student_dir, fresh_head=True, id2label=ours.id2label, **pooling)
+    def build():  # the task's settings are the teacher's, as student_config gives the other students
+        return type(teacher).from_pretrained(student_dir, fresh_head=True, id2label=ours.id2label,
+                                             classifier_pooling=classifier_pooling or teacher.config.classifier_pooling)
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size, "from_teacher_layers": None,
                    "size": None, "layout": "bert", "pretrained": str(student_dir)}
