@@ -36,6 +36,8 @@ rows and written to RUNS_DIR/joined-rows-N-of-LIMIT.tsv.
 
 `--hidden-weight B` adds the last-hidden-state cosine loss to the distilled arm (`distill --hidden-weight`;
 with `--prune`, on the teacher's channels the student kept). The control stays the labels alone.
+`--attention-weight G` likewise adds the attention-distribution KL (`distill --attention-weight`: each of the
+student's heads against the teacher head it came from; the teacher runs beside the student on every batch).
 
 `--layer-lr-decay G` trains both arms with layer-wise learning-rate decay G (`distill --layer-lr-decay`; the
 heads at the full rate, each layer below at G times the one above), which fine-tuning's budget run prefers (0.8).
@@ -138,10 +140,11 @@ def arm_folders(args: argparse.Namespace, runs_dir: Path) -> dict[str, list[Path
     passes = f"-passes{args.augment_epochs:g}" if args.augment_epochs else ""
     augment = f"-augment{args.augment}{passes}" if args.augment else ""
     hidden = f"-hidden{args.hidden_weight:g}" if args.hidden_weight else ""
+    attention = f"-attention{args.attention_weight:g}" if args.attention_weight else ""
     alpha = f"-alpha{args.alpha:g}" if args.alpha != 0.5 else ""
     books = f"-gutenberg{args.unlabelled_sentences}" if args.unlabelled_sentences else ""
     joined = f"-joined{args.joined_rows}" if args.joined_rows else ""
-    distilled = f"distilled{alpha}{augment}{books}{joined}{hidden}-{setting}-T{args.temperature:g}{schedule}"
+    distilled = f"distilled{alpha}{augment}{books}{joined}{hidden}{attention}-{setting}-T{args.temperature:g}{schedule}"
     return {"distilled": [runs_dir / f"{distilled}-seed{seed}" for seed in args.seeds],
             "labels alone": [runs_dir / f"labels-alone-{setting}{schedule}-seed{seed}" for seed in args.seeds]}
 
@@ -172,8 +175,9 @@ def train_distilled(args: argparse.Namespace, split: Split, outputs: dict[str, l
             epochs, extra = augmented_arm(args.augment, control, args.epochs)
         else:
             epochs, extra = None, ()
-        if args.hidden_weight:
-            extra += ("--hidden-weight", f"{args.hidden_weight:g}")
+        for option, weight in (("--hidden-weight", args.hidden_weight), ("--attention-weight", args.attention_weight)):
+            if weight:
+                extra += (option, f"{weight:g}")
         extra += unlabelled_option
         distill(args.teacher, f"{args.alpha:g}", seed, output, args, split, student, epochs, extra)
 
@@ -229,6 +233,10 @@ def main() -> None:
     parser.add_argument("--hidden-weight", type=float, default=0.0, metavar="B",
                         help="the distilled arm also learns the teacher's last hidden state with this weight "
                         "(`distill --hidden-weight`; needs --prune with --student-size)")
+    parser.add_argument("--attention-weight", type=float, default=0.0, metavar="G",
+                        help="the distilled arm also learns the attention distributions of the teacher heads its "
+                        "heads came from, with this weight (`distill --attention-weight`; needs --prune or "
+                        "--student-layers)")
     parser.add_argument("--unlabelled-sentences", type=int, default=0, metavar="N",
                         help="the distilled arm also learns the teacher's outputs on N Gutenberg sentences "
                         "(`distill --unlabelled`)")
@@ -281,6 +289,9 @@ def main() -> None:
     if args.hidden_weight < 0 or (args.hidden_weight and not (args.prune or args.student_layers)):
         parser.error(f"--hidden-weight {args.hidden_weight:g}: 0 or more, and with --prune or --student-layers (the "
                      f"student's channels must be the teacher's)")
+    if args.attention_weight < 0 or (args.attention_weight and not (args.prune or args.student_layers)):
+        parser.error(f"--attention-weight {args.attention_weight:g}: 0 or more, and with --prune or --student-layers "
+                     f"(the student's heads must be the teacher's)")
     if args.prune_depth and not args.prune:
         parser.error(f"--prune-depth {args.prune_depth} chooses the layers --prune keeps: give --prune too")
     if args.fresh_runs and not args.student:
@@ -328,6 +339,9 @@ def main() -> None:
         print(f"# both arms with layer-wise learning-rate decay {args.layer_lr_decay:g}")
     if args.hidden_weight:
         print(f"# the distilled arm also learns the teacher's last hidden state (--hidden-weight {args.hidden_weight:g})")
+    if args.attention_weight:
+        print(f"# the distilled arm also learns the teacher heads' attention (--attention-weight "
+              f"{args.attention_weight:g})")
     print("| arm | mean ± sd | per seed |\n| --- | ---: | --- |")
     for arm, alpha in zip(ARMS, (args.alpha, 0)):
         values = [100 * v for v in accuracy[arm]]

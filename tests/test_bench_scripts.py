@@ -158,6 +158,8 @@ def test_gain_interval_is_the_spread_over_resampled_sentences():
     (["--fresh-runs", "runs"], "--fresh-runs compares a pre-trained --student with fresh students: give --student too"),
     (["--hidden-weight", "1"], "--hidden-weight 1: 0 or more, and with --prune or --student-layers (the student's "
                                "channels must be the teacher's)"),
+    (["--attention-weight", "1"], "--attention-weight 1: 0 or more, and with --prune or --student-layers (the "
+                                  "student's heads must be the teacher's)"),
     (["--student-layers", "0"], "--student-layers must be 1 or more, got 0"),
     (["--student-layers", "3", "--prune"], "--student-layers 3 starts the students from the teacher's layers; --prune "
                                            "and --student start them elsewhere: give one"),
@@ -196,7 +198,7 @@ def distill_value_folders(tmp_path: Path, **settings) -> dict[str, list[str]]:
 
     args = argparse.Namespace(**{
         "train_limit": 45075, "learning_rate": "2e-4", "epochs": 3.0, "held_apart": "sentences", "augment": 3,
-        "augment_epochs": 2.0, "hidden_weight": 0.0, "alpha": 0.5, "temperature": 2.0, "seeds": [42, 1],
+        "augment_epochs": 2.0, "hidden_weight": 0.0, "attention_weight": 0.0, "alpha": 0.5, "temperature": 2.0, "seeds": [42, 1],
         "unlabelled_sentences": 0, "joined_rows": 0, "layer_lr_decay": 1.0, "batch_size": 32,
         "classifier_pooling": None, **settings})
     return {arm: [run.name for run in runs] for arm, runs in arm_folders(args, tmp_path).items()}
@@ -229,6 +231,10 @@ def test_one_control_serves_every_temperature(tmp_path):
     assert pooled["distilled"][0] == "distilled-augment3-passes2-rows45075-lr2e-4-poolmean-T2-epochs3-unseen-seed42"
     assert pooled["labels alone"][0] == "labels-alone-rows45075-lr2e-4-poolmean-epochs3-unseen-seed42"
     assert folders(2.0, batch=16)["labels alone"][0] == "labels-alone-rows45075-lr2e-4-batch16-epochs3-unseen-seed42"
+    # a loss only the distilled arm learns names its folder, not the control's
+    attended = distill_value_folders(tmp_path, attention_weight=1.0)
+    assert attended["distilled"][0] == "distilled-augment3-passes2-attention1-rows45075-lr2e-4-T2-epochs3-unseen-seed42"
+    assert attended["labels alone"][0] == "labels-alone-rows45075-lr2e-4-epochs3-unseen-seed42"
 
 
 def test_unlabelled_sentences_spread_over_the_corpus_and_name_their_arm(tmp_path):

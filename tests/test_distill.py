@@ -245,6 +245,51 @@ def test_unlabelled_rows_count_in_the_soft_term_only():
     assert loss.item() == pytest.approx(0.3 * kl + 0.7 * cross_entropy + 0.4 * (1 - cosine).mean(), rel=1e-5)
 
 
+def test_the_attention_loss_compares_each_student_head_with_the_teacher_head_it_came_from():
+    """γ × the mean over real tokens of the KL between the teacher's and the student's attention rows, averaged
+    over the mapped layers and heads, against numpy; padded queries and keys add nothing."""
+    from types import SimpleNamespace
+
+    from bertforge.distillation import DistillationObjective
+
+    torch.manual_seed(0)
+    mask = torch.tensor([[1, 1, 1, 1], [1, 1, 0, 0], [1, 1, 1, 0]])
+
+    def attention(heads):  # rows that sum to 1 over the real keys, 0 on padded ones
+        scores = torch.randn(3, heads, 4, 4).masked_fill(~mask.bool()[:, None, None, :], float("-inf"))
+        return scores.softmax(-1)
+
+    teacher_maps = tuple(attention(3) for _ in range(3))  # a teacher of 3 layers with 3 heads each
+    student_maps = tuple(attention(2) for _ in range(2))  # a student of 2 layers with 2 heads each
+    attention_map = [(0, torch.tensor([0, 2])), (2, torch.tensor([1, 2]))]
+    teacher = torch.nn.Module()
+    teacher.forward = lambda **inputs: SimpleNamespace(attentions=teacher_maps)
+    batch = {"input_ids": torch.ones(3, 4, dtype=torch.long), "attention_mask": mask,
+             "token_type_ids": torch.zeros(3, 4, dtype=torch.long), "labels": torch.tensor([0, 1, -100]),
+             "teacher_logits": torch.zeros(3, 2)}
+    logits = torch.zeros(3, 2)
+    objective = DistillationObjective("sequence", alpha=1.0, temperature=1.0, attention_weight=0.5, teacher=teacher,
+                                      attention_map=attention_map)
+    assert objective.counts(batch) == [3, 2, 9]
+    loss, values = objective.loss(lambda **inputs: SimpleNamespace(logits=logits, attentions=student_maps), batch,
+                                  [3, 2, 9])
+    kl = []
+    for student, (layer, heads) in zip(student_maps, attention_map):
+        for h, teacher_head in enumerate(heads.tolist()):
+            for row, length in enumerate(mask.sum(1).tolist()):
+                t = teacher_maps[layer][row, teacher_head, :length, :length].double().numpy()
+                s = student[row, h, :length, :length].double().numpy()
+                kl.append((t * np.log(t / s)).sum(-1))  # (length,): one per real query token
+    per_token = np.concatenate(kl).reshape(2, 2, 9).mean((0, 1))  # the 9 real tokens, averaged over layers, heads
+    assert loss.item() == pytest.approx(0.5 * per_token.mean(), rel=1e-5)  # the soft term is 0: equal logits
+    assert values[DistillationObjective.statistics.index("attention")].item() == pytest.approx(per_token.sum(),
+                                                                                                rel=1e-5)
+    # the teacher's own maps give no loss
+    same = tuple(teacher_maps[layer][:, heads] for layer, heads in attention_map)
+    loss, _ = objective.loss(lambda **inputs: SimpleNamespace(logits=logits, attentions=same), batch, [3, 2, 9])
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_a_distilbert_student_of_all_layers_computes_what_its_teacher_does(teachers, tokenizer, conll):
     """Folding token type 0 into the positions loses nothing on single sentences: a DistilBERT-layout
     student holding every teacher layer gives the teacher's token logits."""
@@ -377,10 +422,11 @@ def test_a_student_starts_from_a_smaller_pretrained_model_with_a_fresh_head(teac
 
     pretrained = _pretrained(tmp_path / "mini", tokenizer, layers=2, hidden=16)
     teacher = BertForSequenceClassification.from_pretrained(teachers["classification"])
-    build, description, hidden_channels = _student(teacher, None, None, "bert", pretrained, tokenizer)
+    build, description, match = _student(teacher, None, None, "bert", pretrained, tokenizer)
     student, start = build(), BertForPreTraining.from_pretrained(pretrained)
     assert description["pretrained"] == str(pretrained) and description["layers"] == 2
-    assert hidden_channels is None  # 16 channels of its own, no match in the teacher's 32
+    assert match.hidden_channels is None  # 16 channels of its own, no match in the teacher's 32
+    assert match.attention_map is None  # its heads were trained apart from the teacher's
     assert student.config.id2label == teacher.config.id2label and student.classifier.out_features == 2
     for name, tensor in start.bert.state_dict().items():  # the encoder and pooler are the pre-trained model's
         torch.testing.assert_close(student.bert.state_dict()[name], tensor, rtol=0, atol=0)
@@ -473,21 +519,49 @@ def test_prune_keeps_the_layers_that_matter_or_evenly_spaced_ones(wide_teacher, 
     assert len(important["from_teacher_layers"]) == 2 and 0 not in important["from_teacher_layers"]
 
 
-def test_a_cut_student_learns_the_teachers_hidden_state_on_the_channels_it_kept(wide_teacher, sst2, tmp_path):
+@pytest.mark.parametrize("loss", ["hidden", "attention"])
+def test_a_cut_student_learns_the_teachers_hidden_state_or_attention_on_what_it_kept(wide_teacher, sst2, tmp_path,
+                                                                                     loss):
+    """--hidden-weight: the teacher's channels the cut kept; --attention-weight: the teacher heads it kept."""
     common = ("--task", "classification", "--teacher", wide_teacher, "--train", sst2 / "train.tsv", "--student-size",
               "L2-H128", "--prune", "--epochs", 4, "--learning-rate", "1e-3")
-    summary = _distill(*common, "--hidden-weight", 1, "--output", tmp_path / "hidden")
-    assert summary["student"]["hidden_weight"] == 1
+    summary = _distill(*common, f"--{loss}-weight", 1, "--output", tmp_path / "learnt")
+    assert summary["student"][f"{loss}_weight"] == 1
     # the control: the same run with a weight too small to matter, which logs the same distance
-    _distill(*common, "--hidden-weight", "1e-9", "--output", tmp_path / "measured-only")
-    learnt, measured = (_falls(tmp_path / name, "hidden_loss")[1] for name in ("hidden", "measured-only"))
+    _distill(*common, f"--{loss}-weight", "1e-9", "--output", tmp_path / "measured-only")
+    learnt, measured = (_falls(tmp_path / name, f"{loss}_loss")[1] for name in ("learnt", "measured-only"))
     assert learnt < 0.7 * measured, (learnt, measured)
     # the loss is added to the soft and hard terms, never in their place
-    loss, soft, hard, hidden = (_train_log(tmp_path / "hidden", column)[-1]
-                                for column in ("loss", "soft_loss", "hard_loss", "hidden_loss"))
-    assert loss == pytest.approx(0.5 * soft + 0.5 * hard + hidden, rel=1e-3)
+    total, soft, hard, added = (_train_log(tmp_path / "learnt", column)[-1]
+                                for column in ("loss", "soft_loss", "hard_loss", f"{loss}_loss"))
+    assert total == pytest.approx(0.5 * soft + 0.5 * hard + added, rel=1e-3)
     _distill(*common, "--max-steps", 1, "--output", tmp_path / "logits-only")
-    assert "hidden_loss" not in _train_log_columns(tmp_path / "logits-only")
+    assert f"{loss}_loss" not in _train_log_columns(tmp_path / "logits-only")
+
+
+def test_a_student_of_all_the_teachers_layers_has_the_teachers_attention(wide_teacher, tokenizer, sst2):
+    """The map pairs each of the student's heads with the teacher's it was copied from: a student holding every
+    layer attends as the teacher does, so the loss is 0; one holding every other layer pairs layers 0 and 2."""
+    from types import SimpleNamespace
+
+    from bertforge.cli.distill import _student
+    from bertforge.distillation import DistillationObjective
+
+    teacher = BertForSequenceClassification.from_pretrained(wide_teacher).eval()
+    _, _, half = _student(teacher, 2, None, "bert")
+    assert [(layer, heads.tolist()) for layer, heads in half.attention_map] == [(0, [0, 1]), (2, [0, 1])]
+    build, _, match = _student(teacher, 4, None, "bert")
+    student = build().eval()
+    batch = tokenizer([e.text for e in read_task_data("classification", sst2 / "train.tsv")[:8]], padding=True,
+                      return_tensors="pt")
+    batch = {**batch, "labels": torch.zeros(8, dtype=torch.long), "teacher_logits": torch.zeros(8, 2)}
+    objective = DistillationObjective("sequence", 1.0, 1.0, attention_weight=1.0, teacher=teacher,
+                                      attention_map=match.attention_map)
+    with torch.no_grad():
+        loss, values = objective.loss(lambda **inputs: SimpleNamespace(
+            logits=torch.zeros(8, 2), attentions=student(**inputs).attentions), batch,
+            objective.counts(batch))
+    assert values[DistillationObjective.statistics.index("attention")].item() == pytest.approx(0.0, abs=1e-4)
 
 
 @pytest.mark.parametrize("options", [("--prune", "--student-size", "L2-H128"), ("--student-size", "L2-H128"),
@@ -516,6 +590,17 @@ def test_a_hidden_state_loss_without_matching_channels_is_refused(wide_teacher, 
                                                                    message):
     line = _one_line_error("--task", task, "--teacher", wide_teacher, "--train", sst2 / "train.tsv", *options,
                            "--hidden-weight", 1, "--output", tmp_path / "out")
+    assert message in line
+
+
+@pytest.mark.parametrize("task, options, message", [
+    ("classification", ("--student-size", "L2-H128"), "--attention-weight 1: the student's attention heads do not "
+                                                       "come from the teacher's (a fresh or pre-trained student)"),
+    ("mlm", ("--student-layers", 2), "--attention-weight is for task students"),
+])
+def test_an_attention_loss_without_the_teachers_heads_is_refused(wide_teacher, sst2, tmp_path, task, options, message):
+    line = _one_line_error("--task", task, "--teacher", wide_teacher, "--train", sst2 / "train.tsv", *options,
+                           "--attention-weight", 1, "--output", tmp_path / "out")
     assert message in line
 
 
@@ -650,7 +735,20 @@ def test_a_run_continues_only_with_the_same_targets(teachers, sst2, tmp_path):
     assert "lr_scheduler_type: checkpoint 'linear', now 'cosine'" in line
     line = _one_line_error(*arguments, "--resume", output, "--weight-decay", 0)
     assert "weight_decay: checkpoint 0.01, now 0.0" in line
+    _as_written_before_attention_weight(output)
+    assert _one_line_error(*arguments, "--resume", output, "--attention-weight", 1).endswith(
+        "attention_weight: checkpoint 0.0, now 1.0")
     assert _distill(*arguments, "--resume", output)["steps"] == 4
+
+
+def _as_written_before_attention_weight(run: Path) -> None:
+    """Rewrite `run`'s checkpoint as bertforge wrote it before --attention-weight: no such setting, and the
+    objective's statistics without "attention"."""
+    manifest = run / "checkpoint" / "checkpoint.json"
+    state = json.loads(manifest.read_text())
+    del state["run"]["attention_weight"]
+    state["cumulative"] = state["cumulative"][:-1]
+    manifest.write_text(json.dumps(state))
 
 
 @pytest.mark.slow
@@ -673,6 +771,7 @@ def test_distillation_killed_mid_epoch_then_resumed_is_bit_identical(teachers, s
     killed_at = kill_at_first_checkpoint(command(run), run, timeout=300)
     assert not (run / "model.safetensors").exists(), "the run finished before it could be killed"
     assert 0 < killed_at < steps and killed_at % (steps // 2), (killed_at, steps)  # mid-epoch
+    _as_written_before_attention_weight(run)  # an older bertforge's checkpoint continues just the same
     resumed = subprocess.run([*command(run), "--resume", str(run)], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert (run / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()

@@ -45,7 +45,7 @@ def _logits(model, features: list[dict]) -> torch.Tensor:
 
 def _cut(teacher, config: BertConfig, sentences) -> BertForSequenceClassification:
     student = BertForSequenceClassification(config).eval()
-    state, _ = prune_width(teacher, config, sentences)
+    state, *_ = prune_width(teacher, config, sentences)
     student.load_state_dict(state)
     return student
 

@@ -32,10 +32,9 @@ def _teacher_dir(teacher: str) -> Path:
 
 def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None, prune=None,
              calibration=(), classifier_pooling=None):
-    """The student factory (called by the engine after seeding), its description, and the teacher's index of each
-    of the student's hidden channels (None where they do not match one for one: a narrower fresh or pre-trained
-    student)."""
-    from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
+    """The student factory (called by the engine after seeding), its description, and where its hidden channels
+    and attention heads sit in the teacher (`TeacherMatch`)."""
+    from bertforge.distillation import TeacherMatch, copy_teacher_weights, student_config, teacher_layer_indices
 
     if student_dir is not None:  # not with prune: the command refuses the two together
         return _pretrained_student(teacher, teacher_tokenizer, Path(student_dir), student_layers, student_size,
@@ -55,20 +54,24 @@ def _student(teacher, student_layers, student_size, save_as, student_dir=None, t
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
                    "from_teacher_layers": indices, "size": student_size, "layout": save_as}
-    return build, description, _same_channels(config, teacher.config)
+    heads = _same_channels(config.num_attention_heads, teacher.config.num_attention_heads)
+    attention_map = [(i, heads) for i in indices] if indices is not None else None  # each layer has all its heads
+    return build, description, TeacherMatch(_same_channels(config.hidden_size, teacher.config.hidden_size),
+                                            attention_map)
 
 
-def _same_channels(student, teacher):
+def _same_channels(student: int, teacher: int):
+    """The teacher's index of each of the student's channels where the two are as wide: all of them, in order."""
     import torch
 
-    return torch.arange(teacher.hidden_size) if student.hidden_size == teacher.hidden_size else None
+    return torch.arange(teacher) if student == teacher else None
 
 
 def _pruned_student(teacher, student_layers, student_size, save_as, depth, calibration, classifier_pooling=None):
     """A --student-size network cut from the teacher: its evenly spaced layers (as --student-layers takes
     them, `depth` "spaced") or the ones that matter most on `calibration` ("importance"), narrowed to the
     size's width by keeping what matters most on `calibration` (Minitron)."""
-    from bertforge.distillation import copy_teacher_weights, student_config, teacher_layer_indices
+    from bertforge.distillation import TeacherMatch, copy_teacher_weights, student_config, teacher_layer_indices
     from bertforge.distillation.prune import important_layers, pruned_config, prune_width
 
     if student_layers is not None:
@@ -82,7 +85,7 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
     wide = type(teacher)(student_config(teacher.config, target.num_hidden_layers, None, save_as, classifier_pooling))
     copy_teacher_weights(teacher, wide, indices)
     config = pruned_config(wide.config, target.hidden_size, target.intermediate_size)
-    state, hidden_channels = prune_width(wide, config, calibration)
+    state, hidden_channels, heads = prune_width(wide, config, calibration)
 
     def build():
         student = type(teacher)(config)
@@ -92,13 +95,14 @@ def _pruned_student(teacher, student_layers, student_size, save_as, depth, calib
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size,
                    "attention_heads": config.num_attention_heads, "from_teacher_layers": indices,
                    "layers_chosen_by": depth, "size": student_size, "layout": save_as, "pruned_on": len(calibration)}
-    return build, description, hidden_channels
+    return build, description, TeacherMatch(hidden_channels, list(zip(indices, heads)))
 
 
 def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_layers, student_size, save_as,
                         classifier_pooling=None):
     """A student that starts from a smaller pre-trained model (Turc et al. 2019, "Well-read students learn
     better") with a fresh task head: its encoder, the teacher's labels. It must read the teacher's word pieces."""
+    from bertforge.distillation import TeacherMatch
     from bertforge.model import BertConfig
     from bertforge.paths import config_path
     from bertforge.tokenization import BertTokenizer
@@ -123,7 +127,7 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
 
     description = {"layers": config.num_hidden_layers, "hidden_size": config.hidden_size, "from_teacher_layers": None,
                    "size": None, "layout": "bert", "pretrained": str(student_dir)}
-    return build, description, _same_channels(config, ours)
+    return build, description, TeacherMatch(_same_channels(config.hidden_size, ours.hidden_size))
 
 
 def _unknown_labels(task_object, data) -> bool:
@@ -163,19 +167,25 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
         features += unlabelled(extra_features, kind)
     teacher_model = task_object.model_class.from_pretrained(directory)
     # a student it cannot make fails before the pass
-    build, description, hidden_channels = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer,
-                                                   calibration=features[:CALIBRATION_ROWS])
-    if args.hidden_weight and hidden_channels is None:
+    build, description, match = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer,
+                                         calibration=features[:CALIBRATION_ROWS])
+    if args.hidden_weight and match.hidden_channels is None:
         raise ConfigError(f"--hidden-weight {args.hidden_weight:g}: the student's hidden state "
                           f"(H{description['hidden_size']}) has no channel-for-channel match in the teacher's "
                           f"(H{teacher_model.config.hidden_size}); give --student-layers, or --prune with --student-size")
+    if args.attention_weight and match.attention_map is None:
+        raise ConfigError(f"--attention-weight {args.attention_weight:g}: the student's attention heads do not come "
+                          f"from the teacher's (a fresh or pre-trained student); give --student-layers, or --prune "
+                          f"with --student-size")
     add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16,
-                       hidden_channels if args.hidden_weight else None)
-    teacher_model.cpu()  # the student copies its layers when the engine builds it
+                       match.hidden_channels if args.hidden_weight else None)
+    if not args.attention_weight:  # otherwise it runs beside the student on every batch
+        teacher_model.cpu()
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
-                   "hidden_weight": args.hidden_weight, "augment": augment_copies,
-                   "unlabelled_features": len(features) - labelled}
-    history = distil(build, task_object, kind, features, eval_set, args, tokenizer, resume, description)
+                   "hidden_weight": args.hidden_weight, "attention_weight": args.attention_weight,
+                   "augment": augment_copies, "unlabelled_features": len(features) - labelled}
+    history = distil(build, task_object, kind, features, eval_set, args, tokenizer, resume, description,
+                     teacher_model, match.attention_map)
     best = history["best"] or {}
     return {"train_examples": len(train_data), "steps": history["total_steps"], "student": description,
             "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}, history["args"]
@@ -257,6 +267,10 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
               help="Also pull the student's last hidden state towards the teacher's, token by token (1 − cosine, "
                    "DistilBERT's L_cos) with this weight, on the teacher's channels the student has: with "
                    "--student-layers, or --prune. The teacher's states are computed once, kept in float16.")
+@click.option("--attention-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Also teach each student head the attention distributions of the teacher head it came from (KL "
+                   "per token, averaged over layers and heads; MiniLM, TinyBERT) with this weight: with "
+                   "--student-layers, or --prune. The teacher then runs beside the student on every batch.")
 def distill(task, teacher, train_path, validation_path, unlabelled_path, augment_copies, output_dir, student_layers,
             student_size, student_dir, prune, prune_depth, save_as, classifier_pooling, hold_out, train_limit, resume,
             max_length, threads, deterministic, **options):
@@ -286,6 +300,9 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     layer_lr_decay = options["layer_lr_decay"]
     if task == "mlm" and options["hidden_weight"]:
         raise ConfigError("--hidden-weight is for task students; --task mlm has its own hidden-state cosine loss")
+    if task == "mlm" and options["attention_weight"]:
+        raise ConfigError("--attention-weight is for task students; --task mlm learns the teacher's MLM outputs and "
+                          "hidden states")
     if task == "mlm" and layer_lr_decay not in (None, 1):
         raise ConfigError(f"--layer-lr-decay {layer_lr_decay} is for fine-tuning a task student; --task mlm trains "
                           f"all of its layers at one rate")

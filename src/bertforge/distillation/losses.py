@@ -1,6 +1,6 @@
 """Distillation losses: the teacher's temperature-softened distribution as a soft target
-(Hinton et al. 2015), and DistilBERT's cosine loss between hidden states. Each returns a sum over
-rows, so the objectives can divide by the global batch's count."""
+(Hinton et al. 2015), DistilBERT's cosine loss between hidden states, and MiniLM's KL between attention
+distributions. Each returns a sum over rows, so the objectives can divide by the global batch's count."""
 
 from __future__ import annotations
 
@@ -20,3 +20,15 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
 def hidden_cosine(student_hidden: torch.Tensor, teacher_hidden: torch.Tensor) -> torch.Tensor:
     """Σ over token vectors of 1 − cos(student, teacher): DistilBERT's L_cos, aligning directions."""
     return (1 - F.cosine_similarity(student_hidden.float(), teacher_hidden.float(), dim=-1)).sum()
+
+
+def attention_kl(student_weights: torch.Tensor, teacher_weights: torch.Tensor,
+                 query_mask: torch.Tensor) -> torch.Tensor:
+    """Σ over real query tokens of the mean over heads of KL(teacher's row ‖ student's row): each row an
+    attention distribution over the keys (MiniLM's self-attention distillation, Wang et al. 2020). Weights are
+    (batch, heads, seq, seq) with the same heads in the same order; `query_mask` (batch, seq) marks real tokens.
+    Masked keys have weight 0 in both, so they add nothing (0 · log 0 counts as 0)."""
+    teacher, student = teacher_weights.float(), student_weights.float()
+    rows = torch.xlogy(teacher, teacher) - teacher * student.clamp_min(torch.finfo(student.dtype).tiny).log()
+    per_query = rows.sum(-1).mean(1)  # (batch, seq): over the keys, then the heads
+    return per_query[query_mask.bool()].sum()

@@ -132,16 +132,17 @@ def _top(scores: torch.Tensor, count: int) -> torch.Tensor:
 
 
 def prune_width(model: torch.nn.Module, config: BertConfig,
-                calibration: Sequence[dict]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+                calibration: Sequence[dict]) -> tuple[dict[str, torch.Tensor], torch.Tensor, list[torch.Tensor]]:
     """The weights of `type(model)(config)` cut from `model` (same depth, `config` from `pruned_config`): the
-    channels, heads and units that `importance` ranks highest on `calibration`; and the kept hidden channels
-    (the teacher's index of each of the student's, in order)."""
+    channels, heads and units that `importance` ranks highest on `calibration`; the kept hidden channels
+    (the teacher's index of each of the student's, in order); and per layer the kept heads (likewise)."""
     wide = model.config
     scores = importance(model, calibration)
     hidden = _top(scores["hidden"], config.hidden_size)
     head_dim, heads = wide.head_dim, config.num_attention_heads
     # per layer: the kept heads' columns of the context, and their rows in the fused q/k/v projection
-    context = [(_top(s, heads)[:, None] * head_dim + torch.arange(head_dim)).flatten() for s in scores["heads"]]
+    kept_heads = [_top(s, heads) for s in scores["heads"]]
+    context = [(kept[:, None] * head_dim + torch.arange(head_dim)).flatten() for kept in kept_heads]
     qkv = [torch.cat([part * wide.hidden_size + columns for part in range(3)]) for columns in context]
     units = [_top(s, config.intermediate_size) for s in scores["units"]]
 
@@ -170,4 +171,4 @@ def prune_width(model: torch.nn.Module, config: BertConfig,
                 return tensor[hidden]
         raise ConfigError(f"--prune: no rule to cut the teacher's parameter {name!r}")
 
-    return {name: cut(name, tensor) for name, tensor in model.state_dict().items()}, hidden
+    return {name: cut(name, tensor) for name, tensor in model.state_dict().items()}, hidden, kept_heads

@@ -4,6 +4,7 @@ initialisation), or a fresh smaller network from the size grid; in BERT's or Dis
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 import torch
 
@@ -11,6 +12,15 @@ from bertforge.errors import ConfigError
 from bertforge.model import BertConfig
 
 LAYOUTS = ("bert", "distilbert")
+
+
+@dataclass
+class TeacherMatch:
+    """Where the student's parts sit in the teacher, for the losses that compare them; None where they do not
+    match one for one (a narrower fresh or pre-trained student)."""
+
+    hidden_channels: torch.Tensor | None = None  # the teacher's index of each student hidden channel
+    attention_map: list[tuple[int, torch.Tensor]] | None = None  # per student layer: its teacher layer and heads
 
 
 def teacher_layer_indices(teacher_layers: int, student_layers: int) -> list[int]:

@@ -124,6 +124,7 @@ class TaskOutput:
     loss: torch.Tensor | None
     logits: torch.Tensor  # classification: (batch, labels); tokens: (batch, seq, labels); QA: (batch, seq, 2)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # with output_hidden_states: embeddings + one per layer
+    attentions: tuple[torch.Tensor, ...] | None = None  # with output_attentions: (batch, heads, seq, seq) per layer
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -148,15 +149,15 @@ class BertForSequenceClassification(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False) -> TaskOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+                output_hidden_states=False, output_attentions=False) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
         if self.config.classifier_pooling == "mean":
             pooled = mean_pool(out.last_hidden_state, attention_mask)
         else:
             pooled = out.pooler_output
         logits = self.classifier(self.dropout(pooled))
         loss = None if labels is None else F.cross_entropy(logits.float(), labels)
-        return TaskOutput(loss, logits, out.hidden_states)
+        return TaskOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 class BertForTokenClassification(BertHeadModel):
@@ -172,13 +173,13 @@ class BertForTokenClassification(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False) -> TaskOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+                output_hidden_states=False, output_attentions=False) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
-        return TaskOutput(loss, logits, out.hidden_states)
+        return TaskOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 class BertForQuestionAnswering(BertHeadModel):
@@ -194,14 +195,14 @@ class BertForQuestionAnswering(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None,
-                end_positions=None, output_hidden_states=False) -> TaskOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states)
+                end_positions=None, output_hidden_states=False, output_attentions=False) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
         logits = self.qa_outputs(self.dropout(out.last_hidden_state))
         loss = None
         if start_positions is not None and end_positions is not None:
             start_logits, end_logits = logits.float().unbind(-1)
             loss = (F.cross_entropy(start_logits, start_positions) + F.cross_entropy(end_logits, end_positions)) / 2
-        return TaskOutput(loss, logits, out.hidden_states)
+        return TaskOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 ARCHITECTURES = {cls.architecture: cls for cls in (

@@ -44,7 +44,8 @@ logger = logging.getLogger(__name__)
 # Settings added after checkpoints were first written, with the value the runs before them had.
 SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear", "group_by_length": True,
                         "label_smoothing_factor": 0.0, "freeze_word_embeddings": False, "linear_probe_first": False,
-                        "ema_decay": 0.0, "reinit_layers": 0, "rdrop_alpha": 0.0}
+                        "ema_decay": 0.0, "reinit_layers": 0, "rdrop_alpha": 0.0,
+                        "attention_weight": 0.0}
 
 
 # The annotations __post_init__ checks (a settings class's other annotations are its own to check).
@@ -254,7 +255,8 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             logger.info("resuming %d processes' run on %d", len(checkpoint["rng"]), processes.world_size)
             seed_everything(args.seed + processes.rank + checkpoint["step"])
         step, elapsed_before = checkpoint["step"], checkpoint["elapsed_seconds"]
-        cumulative = torch.tensor(checkpoint["cumulative"], dtype=torch.float64)
+        recorded = checkpoint["cumulative"]  # an objective's statistics added later are appended: they start at 0
+        cumulative[:len(recorded)] = torch.tensor(recorded, dtype=torch.float64)
         if evaluator is not None and checkpoint["evaluator"] is not None:
             evaluator.load_state(checkpoint["evaluator"])
 
