@@ -546,16 +546,25 @@ def test_a_student_of_all_the_teachers_layers_has_the_teachers_attention(wide_te
 
     from bertforge.cli.distill import _student
     from bertforge.distillation import DistillationObjective
+    from bertforge.distillation.task import attention_teacher
 
     teacher = BertForSequenceClassification.from_pretrained(wide_teacher).eval()
     _, _, half = _student(teacher, 2, None, "bert")
     assert [(layer, heads.tolist()) for layer, heads in half.attention_map] == [(0, [0, 1]), (2, [0, 1])]
-    build, _, match = _student(teacher, 4, None, "bert")
-    student = build().eval()
     batch = tokenizer([e.text for e in read_task_data("classification", sst2 / "train.tsv")[:8]], padding=True,
                       return_tensors="pt")
+    # beside the student runs the teacher's encoder through layer 2 only, with the teacher's maps there
+    encoder = attention_teacher(teacher, half.attention_map)
+    assert len(encoder.encoder.layers) == 3 and encoder.pooler is None
+    with torch.no_grad():
+        for mine, full in zip(encoder(**batch, output_attentions=True).attentions,
+                              teacher(**batch, output_attentions=True).attentions, strict=False):
+            torch.testing.assert_close(mine, full, rtol=0, atol=0)
+    build, _, match = _student(teacher, 4, None, "bert")
+    student = build().eval()
     batch = {**batch, "labels": torch.zeros(8, dtype=torch.long), "teacher_logits": torch.zeros(8, 2)}
-    objective = DistillationObjective("sequence", 1.0, 1.0, attention_weight=1.0, teacher=teacher,
+    objective = DistillationObjective("sequence", 1.0, 1.0, attention_weight=1.0,
+                                      teacher=attention_teacher(teacher, match.attention_map),
                                       attention_map=match.attention_map)
     with torch.no_grad():
         loss, values = objective.loss(lambda **inputs: SimpleNamespace(

@@ -16,7 +16,7 @@ the best-model keeping are fine-tuning's."""
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from bertforge.distillation.losses import attention_kl, hidden_cosine, soft_target_kl
 from bertforge.distillation.teacher import OUTSIDE, DistillationBatches
 from bertforge.errors import ConfigError
-from bertforge.model import IGNORE_INDEX
+from bertforge.model import IGNORE_INDEX, BertModel
 from bertforge.tasks.trainer import FinetuneArgs, finetune
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -152,6 +152,20 @@ class DistillationObjective:
                 "examples_seen": int(cumulative["examples"])}
 
 
+def attention_teacher(teacher: torch.nn.Module, attention_map: list[tuple[int, torch.Tensor]]) -> BertModel:
+    """The teacher's encoder through the last layer `attention_map` reads, in eval mode: on every batch only those
+    layers' attention maps are needed, not the layers above them nor the pooler and head (the logits are cached)."""
+    bert, last = teacher.base_model, max(layer for layer, _ in attention_map)
+
+    def needed(name: str) -> bool:  # e.g. "encoder.layers.5.attention.qkv.weight", "pooler.dense.bias"
+        parts = name.split(".")
+        return parts[0] != "pooler" and not (parts[:2] == ["encoder", "layers"] and int(parts[2]) > last)
+
+    encoder = BertModel(replace(bert.config, num_hidden_layers=last + 1), add_pooling_layer=False)
+    encoder.load_state_dict({name: tensor for name, tensor in bert.state_dict().items() if needed(name)})
+    return encoder.to(bert.device).eval()
+
+
 def _digest(features: list[dict]) -> str:
     """Identifies the training data and the teacher's outputs on it, so a checkpoint is continued only
     on the same targets."""
@@ -175,6 +189,8 @@ def distil(build_student: Callable[[], torch.nn.Module], task, kind: str, train_
     student was made) goes into metrics.json."""
     return finetune(build_student, task, train_features, eval_set, args, tokenizer, resume_from,
                     objective=DistillationObjective(kind, args.alpha, args.temperature, args.hidden_weight,
-                                                    args.attention_weight, teacher, attention_map),
+                                                    args.attention_weight,
+                                                    attention_teacher(teacher, attention_map)
+                                                    if args.attention_weight else None, attention_map),
                     batches=partial(DistillationBatches, kind=kind), digest=_digest,
                     about={"student": description or {}}, name="distillation")
