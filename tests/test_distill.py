@@ -587,7 +587,7 @@ def test_a_students_classifier_pools_as_asked_or_as_its_teacher_does(wide_teache
 def test_classifier_pooling_is_refused_for_a_task_without_a_sentence_classifier(teachers, conll, tmp_path):
     line = _one_line_error("--task", "ner", "--teacher", teachers["ner"], "--train", conll,
                            "--classifier-pooling", "mean", "--output", tmp_path / "out")
-    assert line == "error: --classifier-pooling is for a sentence classifier's student (--task classification or " \
+    assert line == "error: --classifier-pooling is for a sentence classifier (--task classification or " \
                    "pair-classification), not --task ner"
 
 

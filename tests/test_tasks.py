@@ -421,3 +421,11 @@ def test_cli_finetune_runs_end_to_end(tmp_path):
                                       "mean", "--output", str(tmp_path / "ner")])
     assert result.exit_code == 2 and "--classifier-pooling is for a sentence classifier" in result.output, \
         result.output
+
+
+@pytest.mark.parametrize("command", ["finetune", "distill"])
+def test_classifier_pooling_choices_are_the_configs(command):
+    from bertforge.model.config import CLASSIFIER_POOLINGS
+    from bertforge.cli.main import cli
+    option = next(p for p in cli.get_command(None, command).params if p.name == "classifier_pooling")
+    assert tuple(option.type.choices) == CLASSIFIER_POOLINGS

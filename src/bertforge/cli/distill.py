@@ -11,8 +11,9 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.finetune import (TASKS, configure, device_for, load_task_model, max_length_for, read_data,
-                                   read_splits, training_args)
+from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_classifier_pooling,
+                                   classifier_pooling_option, configure, device_for, load_task_model, max_length_for,
+                                   read_data, read_splits, training_args)
 from bertforge.cli.finetune import finetune as finetune_command
 from bertforge.errors import ConfigError, InputError
 
@@ -179,8 +180,7 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
                           f"with --student-size")
     add_teacher_logits(teacher_model.to(device_for(args.device)), features, args.eval_batch_size, args.bf16,
                        match.hidden_channels if args.hidden_weight else None)
-    if not args.attention_weight:  # otherwise it runs beside the student on every batch
-        teacher_model.cpu()
+    teacher_model.cpu()  # the logits are cached; --attention-weight runs a trimmed copy beside the student
     description = {"teacher": str(directory), **description, "alpha": args.alpha, "temperature": args.temperature,
                    "hidden_weight": args.hidden_weight, "attention_weight": args.attention_weight,
                    "augment": augment_copies, "unlabelled_features": len(features) - labelled}
@@ -255,9 +255,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--save-as", type=click.Choice(["bert", "distilbert"]), default="bert", show_default=True,
               help="The student's layout: distilbert trains it without token types and saves it for "
                    "transformers' DistilBert* classes.")
-@click.option("--classifier-pooling", type=click.Choice(["cls", "mean"]), default=None,
-              help="What the student's sentence classifier reads: the pooler on [CLS], or the mean of its last "
-                   "layer's token vectors [default: what the teacher's reads].")
+@classifier_pooling_option("What the student's sentence classifier reads: the pooler on [CLS], or the mean of its "
+                           "last layer's token vectors [default: what the teacher's reads].")
 @click.option("--alpha", type=click.FloatRange(0, 1), default=0.5, show_default=True,
               help="Weight of the teacher's soft targets; 1 − alpha goes to the gold labels. For mlm any "
                    "alpha > 0 uses DistilBERT's 5/2/1 weights; 0 is the control, the MLM loss alone.")
@@ -293,7 +292,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
         raise ConfigError("give either --validation or --hold-out, not both")
     if task == "mlm" and (hold_out or train_limit or unlabelled_path):
         raise ConfigError("--task mlm reads prepared shards: --hold-out, --train-limit and --unlabelled do not apply")
-    if augment_copies and task not in ("classification", "pair-classification"):
+    if augment_copies and task not in SENTENCE_CLASSIFIER_TASKS:
         raise ConfigError(f"--augment {augment_copies} with --task {task}: perturbed copies serve classification and "
                           f"pair-classification only (they would shift NER tags and QA answer spans; mlm masks "
                           f"its own inputs)")
@@ -311,9 +310,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     if task == "mlm" and fine_tuning_only:
         raise ConfigError(f"{' and '.join(fine_tuning_only)}: for task students; --task mlm trains on prepared shards "
                           f"with its own batches and every weight")
-    if classifier_pooling and task not in ("classification", "pair-classification"):
-        raise ConfigError(f"--classifier-pooling is for a sentence classifier's student (--task classification or "
-                          f"pair-classification), not --task {task}")
+    check_classifier_pooling(task, classifier_pooling)
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")
     if prune and student_dir is not None:

@@ -13,6 +13,10 @@ from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import check_output_file, write_text
 
 TASKS = ("classification", "pair-classification", "ner", "qa")
+SENTENCE_CLASSIFIER_TASKS = ("classification", "pair-classification")
+# BertConfig's CLASSIFIER_POOLINGS, written out: importing bertforge.model would load torch for `--help`
+# (a test keeps the two equal).
+CLASSIFIER_POOLINGS = ("cls", "mean")
 INFERENCE_BATCH_SIZE = 32
 
 
@@ -40,6 +44,16 @@ def data_options(function):
     for option in reversed(options):
         function = option(function)
     return function
+
+
+def classifier_pooling_option(help_text: str):
+    return click.option("--classifier-pooling", type=click.Choice(CLASSIFIER_POOLINGS), default=None, help=help_text)
+
+
+def check_classifier_pooling(task: str, classifier_pooling: str | None) -> None:
+    if classifier_pooling and task not in SENTENCE_CLASSIFIER_TASKS:
+        raise ConfigError(f"--classifier-pooling is for a sentence classifier (--task classification or "
+                          f"pair-classification), not --task {task}")
 
 
 def configure(threads, deterministic) -> int:
@@ -161,12 +175,11 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
                    "(LP-FT; classification and pair-classification).")
 @click.option("--reinit-layers", type=click.IntRange(0), default=0, show_default=True,
               help="Start the top N encoder layers afresh with BERT's initialisation (Zhang et al., 2021).")
-@click.option("--classifier-pooling", type=click.Choice(["cls", "mean"]), default=None,
-              help="What a sentence classifier reads: the pooler on [CLS] (BERT's; the one transformers' "
-                   "BertForSequenceClassification runs), or the mean of the last layer's token vectors "
-                   "[default for --task classification: mean if --model is a sentence-transformers export that "
-                   "pools by the mean, as the bundled all-MiniLM-L6-v2 is; otherwise the model's own, cls for BERT "
-                   "checkpoints].")
+@classifier_pooling_option("What a sentence classifier reads: the pooler on [CLS] (BERT's; the one transformers' "
+                           "BertForSequenceClassification runs), or the mean of the last layer's token vectors "
+                           "[default for --task classification: mean if --model is a sentence-transformers export "
+                           "that pools by the mean, as the bundled all-MiniLM-L6-v2 is; otherwise the model's own, "
+                           "cls for BERT checkpoints].")
 @click.option("--group-by-length/--no-group-by-length", default=True, show_default=True,
               help="Batch examples of similar length together (less padding, faster), or draw batches at random.")
 @click.option("--eval-every", "--eval-steps", "eval_every", type=click.IntRange(1), default=None,
@@ -194,9 +207,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     card = RunCard.start(click.get_current_context().params,
                          [train_path, validation_path, model_dir or default_model_path()], output_dir, options["seed"])
 
-    if classifier_pooling and task not in ("classification", "pair-classification"):
-        raise ConfigError(f"--classifier-pooling is for a sentence classifier (--task classification or "
-                          f"pair-classification), not --task {task}")
+    check_classifier_pooling(task, classifier_pooling)
     max_length = max_length_for(task, max_length)
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
     task_object = build_task(task, train_data)

@@ -133,6 +133,7 @@ class DistillationObjective:
 
     def attention_sum(self, student: tuple[torch.Tensor, ...], inputs: dict) -> torch.Tensor:
         """Σ over real tokens of the attention KL, averaged over the student's layers and heads."""
+        self.teacher.to(inputs["input_ids"].device)  # the batch's device (this process's); a no-op after the first
         with torch.no_grad():
             teacher = self.teacher(**inputs, output_attentions=True).attentions
         return sum(attention_kl(weights, teacher[layer][:, heads], inputs["attention_mask"])
@@ -163,7 +164,7 @@ def attention_teacher(teacher: torch.nn.Module, attention_map: list[tuple[int, t
 
     encoder = BertModel(replace(bert.config, num_hidden_layers=last + 1), add_pooling_layer=False)
     encoder.load_state_dict({name: tensor for name, tensor in bert.state_dict().items() if needed(name)})
-    return encoder.to(bert.device).eval()
+    return encoder.eval()
 
 
 def _digest(features: list[dict]) -> str:
