@@ -24,6 +24,20 @@ def test_every_command_has_help():
         assert result.exit_code == 0, (name, result.output)
 
 
+def test_the_command_listing_loads_no_command_module():
+    """`bertforge --help` lists every command from COMMANDS alone: the embedding commands' options load torch."""
+    script = ("import sys; from bertforge.cli.main import cli; cli(['--help'], standalone_mode=False); "
+              "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('bertforge.cli.') "
+              "and m != 'bertforge.cli.main'))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    *listing, loaded = result.stdout.splitlines()
+    assert loaded == "[]", result.stdout
+    listing = "\n".join(listing)
+    for name, (_, summary) in COMMANDS.items():
+        assert f"  {name} " in listing and summary.split()[0] in listing
+
+
 def test_python_dash_m_and_version():
     result = subprocess.run([sys.executable, "-m", "bertforge", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and "0.1.0" in result.stdout, result.stderr

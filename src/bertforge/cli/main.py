@@ -11,30 +11,31 @@ import click
 
 from bertforge.errors import BertforgeError
 
-# command name -> "module:function" (a click.Command)
+# command name -> ("module:function" of its click.Command, the line `bertforge --help` lists it with). The
+# listing reads these lines rather than the modules: some commands' options load torch.
 COMMANDS = {
-    "demo": "bertforge.cli.demo:demo",
+    "demo": ("bertforge.cli.demo:demo", "Run the BERT story end to end on the bundled models, offline."),
     # inference (pipelines)
-    "tokenize": "bertforge.cli.tokenize_cmd:tokenize",
-    "embed": "bertforge.cli.embed:embed",
-    "fill-mask": "bertforge.cli.fill_mask:fill_mask",
-    "nsp": "bertforge.cli.nsp:nsp",
-    "similarity": "bertforge.cli.similarity:similarity",
-    "attention": "bertforge.cli.attention:attention",
+    "tokenize": ("bertforge.cli.tokenize_cmd:tokenize", "Split texts into WordPiece tokens."),
+    "embed": ("bertforge.cli.embed:embed", "Embed texts: sentence vectors or every token's."),
+    "fill-mask": ("bertforge.cli.fill_mask:fill_mask", "Fill the [MASK] tokens of texts."),
+    "nsp": ("bertforge.cli.nsp:nsp", "Score sentence pairs with the next-sentence head."),
+    "similarity": ("bertforge.cli.similarity:similarity", "Compare a word's vectors in different sentences."),
+    "attention": ("bertforge.cli.attention:attention", "Attention maps of a text, every layer and head."),
     # vocabularies and pre-training
-    "train-vocab": "bertforge.cli.train_vocab:train_vocab",
-    "pretrain": "bertforge.cli.pretrain:pretrain",
+    "train-vocab": ("bertforge.cli.train_vocab:train_vocab", "Train a WordPiece vocabulary on text files."),
+    "pretrain": ("bertforge.cli.pretrain:pretrain", "Pre-train BERT from scratch (MLM + NSP)."),
     # fine-tuning
-    "finetune": "bertforge.cli.finetune:finetune",
-    "distill": "bertforge.cli.distill:distill",
-    "evaluate": "bertforge.cli.finetune:evaluate",
-    "predict": "bertforge.cli.finetune:predict",
-    "probe": "bertforge.cli.probe:probe",
+    "finetune": ("bertforge.cli.finetune:finetune", "Fine-tune BERT on a labelled file."),
+    "distill": ("bertforge.cli.distill:distill", "Distil a teacher into a smaller, faster student."),
+    "evaluate": ("bertforge.cli.finetune:evaluate", "Score a fine-tuned model on a labelled file."),
+    "predict": ("bertforge.cli.finetune:predict", "Predict with a fine-tuned model."),
+    "probe": ("bertforge.cli.probe:probe", "Logistic regression on a frozen encoder's vectors."),
     # serving
-    "serve": "bertforge.cli.serve:serve",
+    "serve": ("bertforge.cli.serve:serve", "Serve the models over HTTP, with a web page."),
     # checkpoints and reproducing a run
-    "convert": "bertforge.cli.convert:convert",
-    "rerun": "bertforge.cli.rerun:rerun",
+    "convert": ("bertforge.cli.convert:convert", "Write a checkpoint in the Hugging Face layout."),
+    "rerun": ("bertforge.cli.rerun:rerun", "Run the command a run card recorded again."),
 }
 
 
@@ -49,8 +50,12 @@ class LazyGroup(click.Group):
     def get_command(self, ctx, name):
         if name not in COMMANDS:
             return None
-        module, attribute = COMMANDS[name].split(":")
+        module, attribute = COMMANDS[name][0].split(":")
         return getattr(importlib.import_module(module), attribute)
+
+    def format_commands(self, ctx, formatter):
+        with formatter.section("Commands"):
+            formatter.write_dl([(name, summary) for name, (_, summary) in sorted(COMMANDS.items())])
 
     def invoke(self, ctx):
         try:
