@@ -286,12 +286,11 @@ def main() -> None:
                      f"--prune and --student start them elsewhere: give one")
     if args.student_layers is not None and args.student_layers < 1:
         parser.error(f"--student-layers must be 1 or more, got {args.student_layers}")
-    if args.hidden_weight < 0 or (args.hidden_weight and not (args.prune or args.student_layers)):
-        parser.error(f"--hidden-weight {args.hidden_weight:g}: 0 or more, and with --prune or --student-layers (the "
-                     f"student's channels must be the teacher's)")
-    if args.attention_weight < 0 or (args.attention_weight and not (args.prune or args.student_layers)):
-        parser.error(f"--attention-weight {args.attention_weight:g}: 0 or more, and with --prune or --student-layers "
-                     f"(the student's heads must be the teacher's)")
+    for option, weight, kept in (("--hidden-weight", args.hidden_weight, "channels"),
+                                 ("--attention-weight", args.attention_weight, "heads")):
+        if weight < 0 or (weight and not (args.prune or args.student_layers)):
+            parser.error(f"{option} {weight:g}: 0 or more, and with --prune or --student-layers (the student's {kept} "
+                         f"must be the teacher's)")
     if args.prune_depth and not args.prune:
         parser.error(f"--prune-depth {args.prune_depth} chooses the layers --prune keeps: give --prune too")
     if args.fresh_runs and not args.student:

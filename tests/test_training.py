@@ -305,6 +305,24 @@ def test_ema_decay_evaluates_and_returns_the_moving_average_of_the_weights(tmp_p
         TrainingArguments(output_dir=str(tmp_path), ema_decay=1.0)
 
 
+def test_an_objective_with_modules_of_its_own_has_them_placed_on_the_process_device_before_the_first_step(tmp_path):
+    # a distillation teacher runs beside the model: the engine, which knows the process's device, places it
+    placed = []
+
+    class WithTeacher(TaskObjective):
+        def to(self, device):
+            placed.append(device)
+
+        def loss(self, model, batch, totals):
+            assert placed == [torch.device("cpu")], "the first step ran before the objective was placed"
+            return super().loss(model, batch, totals)
+
+    model = tiny_classifier()
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2, progress=False)
+    run(args, Processes.start("cpu"), lambda: model, _SameBatch(model), WithTeacher(), 2, {})
+    assert placed == [torch.device("cpu")]
+
+
 def test_output_dir_of_another_run_needs_resume_or_overwrite(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")

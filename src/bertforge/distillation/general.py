@@ -51,6 +51,11 @@ class GeneralDistillationObjective:
         self.teacher, self.temperature = teacher, temperature
         self.weights = WEIGHTS if teacher is not None else {"ce": 0.0, "mlm": 1.0, "cos": 0.0}
 
+    def to(self, device: torch.device) -> None:
+        """The engine's call, once: the teacher runs on every batch, so it goes to the process's device."""
+        if self.teacher is not None:
+            self.teacher.to(device)
+
     def counts(self, batch):
         return [int((batch["labels"] != IGNORE_INDEX).sum()), int(batch["attention_mask"].sum())]
 
@@ -106,7 +111,7 @@ def distil_general(config: GeneralDistillConfig, teacher, build_student, descrip
     processes = Processes.start(config.device)
     data = PretrainingData(config.data_dir)
     check_teacher(teacher, data, description.get("teacher"))
-    teacher = teacher.to(processes.device).eval() if config.with_teacher else None
+    teacher = teacher.eval() if config.with_teacher else None  # the engine moves it to the process's device
     result, scores = train_on_shards(
         config, processes, data, build_student, GeneralDistillationObjective(teacher, config.temperature),
         {**config.fingerprint(data), "student": description}, resume_from, "distillation")

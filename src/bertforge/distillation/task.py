@@ -84,6 +84,12 @@ class DistillationObjective:
                 raise ValueError("attention_weight needs the teacher and the student's attention_map")
             teacher.eval()  # no dropout in the targets
 
+    def to(self, device: torch.device) -> None:
+        """The engine's call, once: the trimmed teacher whose attention maps are the targets runs on the
+        process's device, beside the student."""
+        if self.teacher is not None:
+            self.teacher.to(device)
+
     def counts(self, batch):
         tokens = int(batch["attention_mask"].sum()) if self.hidden_weight or self.attention_weight else 0
         if self.kind == "token":
@@ -133,7 +139,6 @@ class DistillationObjective:
 
     def attention_sum(self, student: tuple[torch.Tensor, ...], inputs: dict) -> torch.Tensor:
         """Σ over real tokens of the attention KL, averaged over the student's layers and heads."""
-        self.teacher.to(inputs["input_ids"].device)  # the batch's device (this process's); a no-op after the first
         with torch.no_grad():
             teacher = self.teacher(**inputs, output_attentions=True).attentions
         return sum(attention_kl(weights, teacher[layer][:, heads], inputs["attention_mask"])

@@ -8,7 +8,8 @@ A trainer supplies four things:
 - a `BatchSource` whose batches are a pure function of the step number: the data position
   of a checkpoint is its step, and a run on N processes sees the data of a run on one;
 - an `Objective`: the loss of a micro-batch as its share of the global batch's mean, and the
-  statistics that are summed and logged;
+  statistics that are summed and logged (an objective that runs a module of its own beside the model,
+  a distillation teacher, also has `to(device)`: the engine puts that module on the process's device);
 - optionally an `Evaluator`, called on the main process every `eval_every` steps.
 
 With `ema_decay`, the model evaluated, returned and checkpointed beside the trained one is the exponential
@@ -156,6 +157,8 @@ class Objective(Protocol):
         """The logged values (the first one is the loss) from the statistics summed over the
         steps since the last log row and over the whole run."""
 
+    # Optional: `to(device: torch.device) -> None`, called once before the first step (see the module's docstring).
+
 
 class Evaluator(Protocol):
     def __call__(self, model, step: int) -> dict:
@@ -237,6 +240,8 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     # The one seeding point: before the model exists, the same in every process (same weights).
     seed_everything(args.seed)
     model = build_model().to(processes.device).train()
+    if hasattr(objective, "to"):  # its own modules (a teacher) run where the model does: this process's device
+        objective.to(processes.device)
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
                                 args.adam_epsilon, layer_lr_decay=args.layer_lr_decay)
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay)) if args.ema_decay else None
