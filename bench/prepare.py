@@ -19,12 +19,17 @@ worker's time went (start-up, tokenising, rows, idle) from a log of its tasks' s
 and how many distinct chunks each process met (each is cut into word pieces once per process;
 with `--timeline 1`, also what cutting that many costs).
 `--two-copies` measures the most two workers could reach here (two independent copies at once).
-Every line gives the load average beside it, as the machine may be shared.
+`--new-words N [N ...]` measures whether memory stays bounded as the corpus grows (issue 16): for each N, a corpus
+of N words in which no word repeats (made up, the worst case for the tokenizer's cache of distinct chunks, which
+starts again empty at `chunk_encoder.CACHE_LIMIT` entries; real text repeats its words), prepared by the whole
+command in one process; the peak RSS must stop growing once N passes the cache's limit. Apart from these memory
+rows, every line gives the load average beside it, as the machine may be shared.
 
     .venv/bin/python bench/prepare.py [--books 20] [--splitters rules pysbd] [--workers 1 2] [--workers-only]
     .venv/bin/python bench/prepare.py --books 176 --workers 1 2 --workers-only   # the 80 MB corpus
     .venv/bin/python bench/prepare.py --books 40 --timeline 2   # per-worker busy and idle time
     .venv/bin/python bench/prepare.py --books 176 --two-copies  # the machine's ceiling for --workers 2
+    .venv/bin/python bench/prepare.py --new-words 500000 1000000 2000000 4000000   # peak memory, corpus size
 """
 
 from __future__ import annotations
@@ -278,6 +283,39 @@ def compare_workers(corpus: Path, megabytes: float, counts: list[int], directory
               f"{result['tree_rss_mb']:.0f} | `{shards_digest(output)[:12]}` | {os.getloadavg()[0]:.1f} |", flush=True)
 
 
+def write_new_words(words: int, path: Path) -> float:
+    """A plain-text corpus of `words` distinct made-up words (the base-26 letters of a counter), 12 a line,
+    50 lines a document; its size in MB."""
+    def word(number: int) -> str:
+        letters = []
+        while number:
+            number, digit = divmod(number, 26)
+            letters.append(chr(ord("a") + digit))
+        return "".join(reversed(letters))
+
+    first = 26 ** 4  # five letters and more: no one-letter words, which the vocabulary holds anyway
+    with open(path, "w", encoding="utf-8") as out:
+        for start in range(first, first + words, 12):
+            out.write(" ".join(word(n) for n in range(start, min(start + 12, first + words))) + " .\n")
+            if (start - first) // 12 % 50 == 49:
+                out.write("\n")
+    return path.stat().st_size / 1e6
+
+
+def memory_by_corpus_size(counts: list[int], directory: Path) -> None:
+    from bertforge.tokenization.chunk_encoder import CACHE_LIMIT
+
+    print(f"\n| new words | MB of text | wall s | peak RSS MB | the tokenizer's cache limit: {CACHE_LIMIT:,} chunks |\n"
+          "| ---: | ---: | ---: | ---: | --- |")
+    for count in counts:
+        corpus = directory / f"new-words-{count}.txt"
+        megabytes = write_new_words(count, corpus)
+        result = run_command(corpus, "rules", directory / f"new-words-{count}")
+        corpus.unlink()
+        print(f"| {count:,} | {megabytes:.1f} | {result['wall_s']:.1f} | {result['peak_rss_mb']:.0f} | "
+              f"{'past the limit' if count > CACHE_LIMIT else ''} |", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--books", type=int, default=20, help="How many books of the corpus (176 = all 80 MB).")
@@ -289,10 +327,18 @@ def main() -> None:
                         help="Only a timeline of the workers' tasks with N workers.")
     parser.add_argument("--two-copies", action="store_true",
                         help="Only the ceiling of --workers 2: one process alone, then two copies on two cores.")
+    parser.add_argument("--new-words", type=int, nargs="+", metavar="N",
+                        help="Only the peak RSS of the whole command on corpora of N words that never repeat.")
     parser.add_argument("--stages", type=json.loads, default=None, help=argparse.SUPPRESS)  # child mode
     args = parser.parse_args()
     if args.stages:
         run_stages(**args.stages)
+        return
+    if args.new_words:
+        if min(args.new_words) < 1000:  # fewer words make too few sentences for an instance
+            parser.error(f"--new-words takes counts of 1000 words or more, got {min(args.new_words)}")
+        with tempfile.TemporaryDirectory() as tmp:
+            memory_by_corpus_size(args.new_words, Path(tmp))
         return
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

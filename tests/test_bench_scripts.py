@@ -394,3 +394,21 @@ def test_the_bench_reads_a_process_with_the_children_its_threads_started(tmp_pat
         parent.wait()
     assert process_tree(parent.pid) == [parent.pid] and tree_cpu_seconds(parent.pid) == 0.0  # ended: nothing to read
     assert 0 <= stolen_share(started) <= 1
+
+
+def test_the_memory_bench_corpus_has_every_word_new_and_reads_as_documents(tmp_path):
+    """`prepare.py --new-words N` times the command on a corpus of N words that never repeat: each must be a word
+    the tokenizer's cache has not met, and the file must read as documents of sentences."""
+    sys.path.insert(0, str(BENCH))
+    from prepare import write_new_words
+
+    from bertforge.pretraining.corpus import read_documents
+
+    corpus = tmp_path / "new.txt"
+    write_new_words(1_234, corpus)
+    documents = list(read_documents(corpus))
+    words = [word for document in documents for line in document for word in line.split() if word != "."]
+    assert len(words) == len(set(words)) == 1_234 and all(len(word) >= 5 and word.isalpha() for word in words)
+    assert [len(document) for document in documents] == [50, 50, 3]  # 103 lines of 12 words or fewer
+    assert stops("prepare.py", "--new-words", 100_000, 10) == (
+        2, "prepare.py: error: --new-words takes counts of 1000 words or more, got 10")
