@@ -229,7 +229,7 @@ def profile_embeddings(args) -> None:
     texts = bench_texts(args)
     pipe = pipeline("sentence-embedding", batch_size=args.batch_size, max_length=args.max_length)
     pipe(texts[:2 * args.batch_size])
-    projections, attention = "attention projections (qkv, out)", "attention (SDPA per length group)"
+    projections, attention = "attention projections (qkv, out)", "attention (one call per length group)"
     spent = {"embeddings": 0.0, projections: 0.0, attention: 0.0, "feed-forward Linears": 0.0}
     parts = [(pipe.bert.embeddings, "embeddings")]
     for layer in pipe.bert.encoder.layers:

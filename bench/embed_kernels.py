@@ -7,29 +7,39 @@ CPUs, `bertforge.model.linear`) against copies of it whose encoder layers run on
 - `mkl-packed`: every Linear on MKL's pre-packed weights (`torch.ops.mkl._mkl_linear`, what Inductor
   emits for float32 Linear layers on CPU);
 - `compiled`: every encoder layer through `torch.compile` (dynamic shapes, weights frozen), which fuses
-  the element-wise work (bias, GELU, residuals, LayerNorm) around the matrix products.
+  the element-wise work (bias, GELU, residuals, LayerNorm) around the matrix products;
+- `fused-attention`: every length group through the fused attention kernel
+  (`F.scaled_dot_product_attention`), also the ones shorter than
+  `bertforge.model.bert.EXPLICIT_ATTENTION_BELOW` tokens, which the pipeline writes out as products and a softmax.
 
 Same texts (corpus lines, as `bench/embed.py --texts short`), same threads, best of `--repeats` per
 round, rounds alternating; the largest difference to the pipeline's vectors is printed too.
 
 `--products` prints instead the GFLOP/s of the model's matrix products alone (MiniLM's shapes, 800
 rows: a batch of 32 corpus lines; forward and both backward products) on `F.linear`/`torch.matmul`
-(MKL) and on oneDNN, one thread: what decides between the two libraries on a given CPU.
+(MKL) and on oneDNN, one thread: what decides between the two libraries on a given CPU. `--attention`
+prints the milliseconds of one length group's attention (MiniLM's 12 heads of 32, some 640 tokens a group)
+through the fused kernel and written out, by length, on `--threads`: what sets `EXPLICIT_ATTENTION_BELOW`.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --sentences 1000 --threads 2
     HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --variants mkl onednn --sentences 4000 --rounds 3
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/embed_kernels.py --variants fused-attention --sentences 4000 --rounds 3
     .venv/bin/python bench/embed_kernels.py --products
+    .venv/bin/python bench/embed_kernels.py --attention
 """
 
 from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from embed import corpus_lines
 
+from bertforge.model import bert
 from bertforge.model.linear import ONEDNN_LINEAR, onednn_linear
 from bertforge.pipelines import pipeline
 
@@ -72,7 +82,44 @@ def variant(name: str, batch_size: int):
         inductor.freezing = True
         for i, layer in enumerate(layers):
             layers[i] = torch.compile(layer, dynamic=True)
+    elif name == "fused-attention":
+        for layer in layers:
+            layer.attention.attend_groups = partial(fused_attend_groups, layer.attention)
     return pipe
+
+
+def fused_attend_groups(attention: bert.BertSelfAttention, qkv: torch.Tensor, groups: bert.LengthGroups):
+    """`BertSelfAttention.attend_groups` with every group on the fused kernel, whatever its length."""
+    context = qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)
+    for first, count, length in groups:
+        rows = slice(first, first + count * length)
+        q, k, v = qkv[rows].view(count, length, 3, attention.num_heads, attention.head_dim).permute(2, 0, 3, 1, 4)
+        context[rows].view(count, length, attention.num_heads, attention.head_dim).copy_(
+            F.scaled_dot_product_attention(q, k, v).transpose(1, 2))
+    return context
+
+
+def print_attention(threads: int, blocks: int = 7, repeats: int = 20, heads: int = 12, head_dim: int = 32) -> None:
+    """Milliseconds of one group's attention, fused kernel against `bert.explicit_attention`, by length."""
+    torch.set_num_threads(threads)
+    print(f"{threads} thread(s), {heads} heads of {head_dim}, float32: ms per group, best of {blocks} blocks of {repeats} "
+          f"(the pipeline writes out groups under {bert.EXPLICIT_ATTENTION_BELOW} tokens)")
+    print("| length | sequences | fused | written out | fused ÷ written out |\n| ---: | ---: | ---: | ---: | ---: |")
+    for length in (8, 16, 24, 32, 48, 64, 96, 128, 256):
+        count = max(1, 640 // length)
+        # views of one (tokens, 3·hidden) projection, as the pipeline's groups are
+        qkv = torch.randn(count * length, 3 * heads * head_dim)
+        q, k, v = qkv.view(count, length, 3, heads, head_dim).permute(2, 0, 3, 1, 4)
+        runs = (lambda: F.scaled_dot_product_attention(q, k, v), lambda: bert.explicit_attention(q, k, v))
+        times = [float("inf")] * 2
+        for _ in range(blocks):  # the two ways take turns; each keeps its best block
+            for i, run in enumerate(runs):
+                run()
+                started = time.perf_counter()
+                for _ in range(repeats):
+                    run()
+                times[i] = min(times[i], (time.perf_counter() - started) / repeats * 1e3)
+        print(f"| {length} | {count} | {times[0]:.3f} | {times[1]:.3f} | {times[0] / times[1]:.2f}× |")
 
 
 def print_products(rows: int = 800, repeats: int = 20) -> None:
@@ -107,9 +154,13 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--products", action="store_true", help="time the matrix products alone")
+    parser.add_argument("--attention", action="store_true", help="time one length group's attention, both ways")
     args = parser.parse_args()
     if args.products:
         print_products()
+        return
+    if args.attention:
+        print_attention(args.threads)
         return
     torch.set_num_threads(args.threads)
     texts = corpus_lines(args.sentences)

@@ -16,6 +16,7 @@ from conftest import gutenberg_lines, sst2_sentences
 
 from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.model import BertModel
+from bertforge.model.bert import EXPLICIT_ATTENTION_BELOW
 from bertforge.pipelines import pipeline
 from bertforge.paths import default_pretraining_model_path
 from bertforge.pipelines.base import pool_sequences, split_sequences
@@ -51,13 +52,16 @@ def masked_sentences(count: int, seed: int = 0) -> list[str]:
 # --- the packed fast path ----------------------------------------------------------------------
 
 def test_unpadded_forward_equals_padded_model(embedder):
-    encoded = embedder.encode(gutenberg_lines(24)[::2] + ["a", "tiny one", "[CLS] odd", "x " * 60])
+    encoded = embedder.encode(gutenberg_lines(24)[::2] + ["a", "tiny one", "[CLS] odd", "x " * 60, "y " * 90])
     encoded.sort(key=lambda e: len(e.ids))
     layers = list(range(embedder.config.num_hidden_layers + 1))
     with torch.inference_mode():
         padded = embedder.bert(**embedder.padded(encoded), output_hidden_states=True).hidden_states
         packed = embedder.bert.forward_unpadded([e.ids for e in encoded], [e.type_ids for e in encoded], layers)
-    assert len({len(e.ids) for e in encoded}) > 8  # many length groups in one batch
+    lengths = {len(e.ids) for e in encoded}
+    assert len(lengths) > 8  # many length groups in one batch
+    # groups on both sides of the switch from written-out attention to the fused kernel
+    assert min(lengths) < EXPLICIT_ATTENTION_BELOW <= max(lengths)
     for layer in layers:
         for row, vectors in enumerate(split_sequences(packed, packed.hidden_states[layer])):
             expected = padded[layer][row, :len(encoded[row].ids)]

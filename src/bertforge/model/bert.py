@@ -98,6 +98,24 @@ class BertEmbeddings(nn.Module):
         return self.dropout(self.norm(x + self.position(position_ids)))
 
 
+# Unpadded float32 groups shorter than this attend through `explicit_attention` on the CPU: the fused kernel's
+# fixed cost per call outweighs its savings on short sequences (on a Zen 4, 8 to 48 tokens: 1.2–2.4× the
+# written-out time, `bench/embed_kernels.py --attention`; short lines embed 1.11× faster). Reduced precision
+# keeps the fused kernel, whose softmax runs in float32; so do GPUs, where this was not measured.
+EXPLICIT_ATTENTION_BELOW = 64
+
+
+def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
+                       dropout_p: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """softmax(q·kᵀ/√d)·v written out, for (batch, heads, seq, head_dim) inputs: the context and the
+    (batch, heads, seq, seq) weights, which the fused kernel never materialises."""
+    scores = (q @ k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = scores.softmax(dim=-1)
+    return F.dropout(weights, dropout_p, dropout_p > 0) @ v, weights
+
+
 class BertSelfAttention(nn.Module):
     """Multi-head self-attention with one fused query/key/value projection."""
 
@@ -116,13 +134,8 @@ class BertSelfAttention(nn.Module):
         q, k, v = qkv.view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         dropout_p = self.dropout_p if self.training else 0.0
         weights = None
-        if return_weights:
-            # The fused kernel never materialises the weights, so compute them explicitly.
-            scores = (q @ k.transpose(-1, -2)) / math.sqrt(self.head_dim)
-            if mask is not None:
-                scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            weights = scores.softmax(dim=-1)
-            context = F.dropout(weights, dropout_p, self.training) @ v
+        if return_weights:  # the fused kernel never materialises the weights
+            context, weights = explicit_attention(q, k, v, mask, dropout_p)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
         return context.transpose(1, 2).reshape(batch, seq, -1), weights
@@ -137,16 +150,19 @@ class BertSelfAttention(nn.Module):
         return self.out(context), weights
 
     def attend_groups(self, qkv: torch.Tensor, groups: LengthGroups) -> torch.Tensor:
-        """(total tokens, 3·hidden) → (total tokens, hidden), one fused attention call per length group.
+        """(total tokens, 3·hidden) → (total tokens, hidden), one attention call per length group.
         Each group's context is written straight into its rows: no per-group reshape copy and no final cat."""
         context = qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)
         for first, count, length in groups:
             rows = slice(first, first + count * length)
             # (count, length, 3, heads, head_dim) → three (count, heads, length, head_dim)
             q, k, v = qkv[rows].view(count, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+            if length < EXPLICIT_ATTENTION_BELOW and qkv.dtype == torch.float32 and qkv.device.type == "cpu":
+                attended = explicit_attention(q, k, v)[0]
+            else:
+                attended = F.scaled_dot_product_attention(q, k, v)
             # (count, heads, length, head_dim) → (count, length, heads, head_dim), copied into its rows
-            context[rows].view(count, length, self.num_heads, self.head_dim).copy_(
-                F.scaled_dot_product_attention(q, k, v).transpose(1, 2))
+            context[rows].view(count, length, self.num_heads, self.head_dim).copy_(attended.transpose(1, 2))
         return context
 
 
