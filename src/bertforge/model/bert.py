@@ -153,11 +153,12 @@ class BertSelfAttention(nn.Module):
         """(total tokens, 3·hidden) → (total tokens, hidden), one attention call per length group.
         Each group's context is written straight into its rows: no per-group reshape copy and no final cat."""
         context = qkv.new_empty(qkv.shape[0], qkv.shape[1] // 3)
+        written_out_below = EXPLICIT_ATTENTION_BELOW if qkv.dtype == torch.float32 and qkv.device.type == "cpu" else 0
         for first, count, length in groups:
             rows = slice(first, first + count * length)
             # (count, length, 3, heads, head_dim) → three (count, heads, length, head_dim)
             q, k, v = qkv[rows].view(count, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
-            if length < EXPLICIT_ATTENTION_BELOW and qkv.dtype == torch.float32 and qkv.device.type == "cpu":
+            if length < written_out_below:
                 attended = explicit_attention(q, k, v)[0]
             else:
                 attended = F.scaled_dot_product_attention(q, k, v)
