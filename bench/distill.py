@@ -71,7 +71,7 @@ CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}  # process_time: 
 def one_round(pipe, texts: list[str], clock) -> tuple[float, list[str]]:
     started = clock()
     results = pipe(texts)
-    return len(texts) / (clock() - started), [r[0]["label"] for r in results]
+    return len(texts) / (clock() - started), [best["label"] for best in results]
 
 
 def main() -> None:

@@ -234,7 +234,8 @@ def test_every_endpoint_answers_as_its_pipeline(server, model_dirs):
     status, body = call(url + "/v1/classify", {"input": [texts[0], {"text": texts[1], "text_pair": texts[2]}, texts[3]]})
     assert status == 200, body
     classify = pipeline("text-classification", model=model_dirs["sentiment"])
-    same(body["results"], [classify(texts[0]), classify(texts[1], text_pair=texts[2]), classify(texts[3])])
+    same(body["results"], [classify(texts[0], top_k=None), classify(texts[1], text_pair=texts[2], top_k=None),
+                           classify(texts[3], top_k=None)])
 
     sentences = ["Jim Henson was a puppeteer from Greenville, Mississippi.", texts[0]]
     status, body = call(url + "/v1/ner", {"input": sentences})

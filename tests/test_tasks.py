@@ -108,6 +108,18 @@ def test_malformed_conll_line_names_file_and_line(tmp_path):
     assert len(read_conll(tags, tag_column=0, with_tags=False)) == 2
 
 
+def test_a_single_label_or_tag_is_refused_with_the_file(tmp_path):
+    """One class to learn is a wrong column or a wrong file: the loss would be 0 and the model useless."""
+    one_tag = tmp_path / "one_tag.txt"
+    one_tag.write_text("EU O\nrejects O\n\nPeter O\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"one_tag\.txt: a tagger needs at least two tags, found \['O'\]"):
+        TokenClassificationTask.from_sentences(read_conll(one_tag))
+    one_label = tmp_path / "one_label.tsv"
+    one_label.write_text("sentence\tlabel\ngood\t1\nfine\t1\n", encoding="utf-8")
+    with pytest.raises(InputError, match=r"one_label\.tsv: a classifier needs at least two labels, found \['1'\]"):
+        ClassificationTask.from_examples(read_text_examples(one_label, "sentence", label_column="label"))
+
+
 def test_squad_answer_not_at_answer_start_is_skipped_and_counted(tmp_path):
     context = "The Broncos beat the Panthers 24-10 in Super Bowl 50."
     data = {"version": "1.1", "data": [{"title": "SB", "paragraphs": [{"context": context, "qas": [
@@ -179,11 +191,12 @@ def test_text_classification_pipeline(sst2_run):
 
     out, _ = sst2_run
     pipe = TextClassificationPipeline(str(out))
-    one = pipe("a gripping film")
+    one = pipe("a gripping film", top_k=None)
     assert [r["label"] for r in one] in (["0", "1"], ["1", "0"])
     assert abs(sum(r["score"] for r in one) - 1) < 1e-5 and one[0]["score"] >= one[1]["score"]
     many = pipe(["a gripping film", "dull"], top_k=1)
     assert len(many) == 2 and len(many[0]) == 1
+    assert pipe(["a gripping film", "dull"]) == [ranked[0] for ranked in many]  # by default: the best label alone
 
 
 @pytest.mark.slow
@@ -392,6 +405,11 @@ def test_cli_finetune_evaluate_predict_and_errors(tmp_path, sst2_run):
     result = runner.invoke(cli, ["finetune", "--task", "classification", "--train", str(validation), "--validation",
                                  str(empty), "--output", str(tmp_path / "x")])
     assert result.exit_code == 2 and "empty.tsv: the validation set is empty" in result.output
+    one_line = tmp_path / "one_line.txt"
+    one_line.write_text("what a film\n", encoding="utf-8")
+    result = runner.invoke(cli, ["predict", "--task", "classification", "--model", str(out), "--input", str(one_line)])
+    assert result.exit_code == 2 and ("one_line.txt: no examples to predict (a table's first line names its columns"
+                                      in result.output)
     unseen = tmp_path / "unseen.tsv"
     unseen.write_text("sentence\tlabel\nfine\t1\nodd\t7\n", encoding="utf-8")
     result = runner.invoke(cli, ["evaluate", "--task", "classification", "--model", str(out), "--validation", str(unseen)])

@@ -11,6 +11,7 @@ import torch
 from safetensors.torch import load_file
 from conftest import reference_tokenizer, sst2_sentences
 
+from bertforge.errors import InputError
 from bertforge.pipelines import pipeline
 from bertforge.pipelines.text_classification import default_classification_model_path
 
@@ -41,17 +42,37 @@ def test_scores_equal_transformers_on_mixed_lengths(model_dir):
     classify = pipeline("text-classification", model=model_dir, batch_size=8)
     lengths = sorted(len(e.ids) for e in classify.encode(TEXTS))
     assert len(set(lengths)) > len(range(0, len(TEXTS), 8)) + 4  # many length groups per batch
-    results = classify(TEXTS)
+    results = classify(TEXTS, top_k=None)
     assert all(row[0]["score"] >= row[-1]["score"] for row in results)  # best first
     torch.testing.assert_close(as_matrix(results, classify.labels), reference_probabilities(model_dir, TEXTS),
                                atol=1e-5, rtol=0)
     assert classify(TEXTS[5], top_k=1) == [results[5][0]]  # one text alone: the same answer
 
 
+def without_scores(results):
+    return json.loads(json.dumps(results), parse_float=lambda _: 0.0)
+
+
+def test_results_are_shaped_as_transformers_shapes_them(model_dir):
+    """Default: each text's best label, one dict per text; top_k given: a list per text (the list itself
+    for one text). A user moving from transformers' pipeline indexes the results the same way."""
+    from transformers import pipeline as hf_pipeline
+    ours = pipeline("text-classification", model=model_dir)
+    theirs = hf_pipeline("text-classification", model=str(model_dir))
+    calls = [((TEXTS[0],), {}), ((TEXTS[:3],), {}), ((TEXTS[0],), {"top_k": None}), ((TEXTS[:3],), {"top_k": None}),
+             ((TEXTS[0],), {"top_k": 1}), ((TEXTS[:3],), {"top_k": 1})]
+    for args, kwargs in calls:
+        mine, reference = ours(*args, **kwargs), theirs(*args, **kwargs)
+        # the same nesting and labels; the scores are compared within 1e-5 by the other tests
+        assert without_scores(mine) == without_scores(reference), (args, kwargs)
+    with pytest.raises(InputError, match="top_k must be a positive integer or None, got True"):
+        ours(TEXTS[0], top_k=True)
+
+
 def test_pairs_equal_transformers(model_dir):
     firsts, seconds = TEXTS[:6], TEXTS[6:12]
     classify = pipeline("text-classification", model=model_dir, batch_size=4)
-    results = classify(firsts, text_pair=seconds)
+    results = classify(firsts, text_pair=seconds, top_k=None)
     torch.testing.assert_close(as_matrix(results, classify.labels),
                                reference_probabilities(model_dir, firsts, seconds), atol=1e-5, rtol=0)
 
@@ -79,10 +100,10 @@ def test_mean_pooled_scores_equal_transformers_encoder_mean_and_the_head(model_d
         mask = batch["attention_mask"][..., None].float()
         logits = ((hidden * mask).sum(1) / mask.sum(1)) @ weights["classifier.weight"].T + weights["classifier.bias"]
     classify = pipeline("text-classification", model=mean_pooled_model_dir, batch_size=8)
-    mean_pooled = as_matrix(classify(TEXTS), classify.labels)
+    mean_pooled = as_matrix(classify(TEXTS, top_k=None), classify.labels)
     torch.testing.assert_close(mean_pooled, logits.softmax(dim=-1), atol=1e-5, rtol=0)
     on_cls = pipeline("text-classification", model=model_dir, batch_size=8)
-    assert (as_matrix(on_cls(TEXTS), on_cls.labels) - mean_pooled).abs().max() > 0.01  # the setting is read
+    assert (as_matrix(on_cls(TEXTS, top_k=None), on_cls.labels) - mean_pooled).abs().max() > 0.01  # the setting is read
 
 
 def test_mean_pooled_training_forward_equals_the_pipeline(mean_pooled_model_dir):
@@ -95,7 +116,8 @@ def test_mean_pooled_training_forward_equals_the_pipeline(mean_pooled_model_dir)
     features = [{"input_ids": e.ids, "token_type_ids": e.type_ids} for e in classify.encode(TEXTS)]
     with torch.no_grad():
         logits = model(**collate(features, 0)).logits
-    torch.testing.assert_close(as_matrix(classify(TEXTS), classify.labels), logits.softmax(dim=-1), atol=1e-5, rtol=0)
+    torch.testing.assert_close(as_matrix(classify(TEXTS, top_k=None), classify.labels), logits.softmax(dim=-1),
+                               atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("pooling", ["cls", "mean"])
@@ -104,5 +126,6 @@ def test_reduced_precision_stays_close(model_dir, mean_pooled_model_dir, dtype, 
     directory = mean_pooled_model_dir if pooling == "mean" else model_dir
     exact = pipeline("text-classification", model=directory)
     reduced = pipeline("text-classification", model=directory, dtype=dtype)
-    difference = (as_matrix(reduced(TEXTS), exact.labels) - as_matrix(exact(TEXTS), exact.labels)).abs()
+    difference = (as_matrix(reduced(TEXTS, top_k=None), exact.labels)
+                  - as_matrix(exact(TEXTS, top_k=None), exact.labels)).abs()
     assert difference.mean() < 0.03, difference.mean()

@@ -125,8 +125,8 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
         click.echo(f"  {text!r:48} -> {top['label']} ({top['score']:.2f})")
     bundled = bertforge.pipeline("text-classification")  # the default: distilled from a full SST-2 fine-tune
     click.echo(f"the bundled classifier, {bundled.model_path.name} ({bundled.config.num_hidden_layers} layers):")
-    for text, result in zip(texts, bundled(list(texts))):
-        click.echo(f"  {text!r:48} -> {result[0]['label']} ({result[0]['score']:.2f})")
+    for text, best in zip(texts, bundled(list(texts))):
+        click.echo(f"  {text!r:48} -> {best['label']} ({best['score']:.2f})")
     show_held_out_figures(bundled.model_path)
     show_checkpoint_formats(workdir / "sst2", classify, texts)
 
@@ -140,7 +140,7 @@ def show_checkpoint_formats(model_dir: Path, classify, texts) -> None:
                "  DistilBERT folders, loaded and saved in DistilBERT's own layout.")
     (model_dir / "vocab.txt").unlink()  # what transformers 5 writes: tokenizer.json only
     again = bertforge.pipeline("text-classification", model=model_dir)(list(texts))
-    same = all(a[0] == b[0] for a, b in zip(again, classify(list(texts))))
+    same = again == classify(list(texts))
     click.echo(f"  the fine-tuned folder without vocab.txt gives {'the same' if same else 'DIFFERENT'} answers")
 
 

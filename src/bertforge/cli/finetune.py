@@ -274,7 +274,9 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
     data = read_data(task, input_path, columns, labelled=False)
     if not data:
-        raise InputError(f"{input_path}: no examples to predict")
+        table = task in ("classification", "pair-classification")
+        raise InputError(f"{input_path}: no examples to predict"
+                         + (" (a table's first line names its columns; the rows come after it)" if table else ""))
     model = task_object.model_class.from_pretrained(directory).to(device_for(device))
     results = task_object.predict(model, data, tokenizer, max_length_for(task, max_length),
                                    batch_size or INFERENCE_BATCH_SIZE)

@@ -26,9 +26,15 @@ def label_names(config) -> list[str]:
     return [f"LABEL_{i}" for i in range(config.num_labels)]
 
 
+# Not passing top_k gives transformers' default: each text's best label as one dict.
+BEST_LABEL = object()
+
+
 class TextClassificationPipeline(Pipeline):
-    """`pipe("a gripping film")` → [{"label": "1", "score": 0.97}, {"label": "0", "score": 0.03}]
-    (every label, best first); a list of texts gives a list of such lists; `text_pair` for pair tasks."""
+    """As transformers' pipeline: `pipe("a gripping film")` → [{"label": "1", "score": 0.97}] (the best
+    label), `pipe([a, b])` → [best of a, best of b]; with `top_k=None` every label, best first
+    (`top_k=2`: the first two), one such list per text (a single text: the list itself). `text_pair`
+    for pair tasks."""
 
     task = "text-classification"
     model_class = BertForSequenceClassification
@@ -41,14 +47,17 @@ class TextClassificationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.labels = label_names(self.config)
 
-    def __call__(self, inputs, text_pair=None, top_k: int | None = None):
+    def __call__(self, inputs, text_pair=None, top_k=BEST_LABEL):
         texts, single = as_list(inputs, "inputs")
         pairs = None
         if text_pair is not None:
             pairs, _ = as_list(text_pair, "text_pair")
             if len(pairs) != len(texts):
                 raise InputError(f"text_pair has {len(pairs)} items, inputs {len(texts)}")
-        if top_k is not None and (not isinstance(top_k, int) or top_k < 1):
+        best_only = top_k is BEST_LABEL
+        if best_only:
+            top_k = 1
+        elif top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
             raise InputError(f"top_k must be a positive integer or None, got {top_k!r}")
         encoded = self.encode(texts, pairs)
 
@@ -59,6 +68,8 @@ class TextClassificationPipeline(Pipeline):
         for row in self.in_length_order(encoded, run):
             ranked = sorted(zip(self.labels, row), key=lambda item: -item[1])[:top_k]
             results.append([{"label": label, "score": score} for label, score in ranked])
+        if best_only:
+            return [ranked[0] for ranked in results]
         return results[0] if single else results
 
     def probabilities(self, batch: list[Encoded]) -> torch.Tensor:

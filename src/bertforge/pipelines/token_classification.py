@@ -40,7 +40,8 @@ def default_token_classification_model_path() -> Path:
 class TokenClassificationPipeline(Pipeline):
     """`pipe("Jeremy lives in Paris")` → [{"entity_group": "PER", "score": 0.99, "word": "Jeremy",
     "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}].
-    Each word takes the tag of its first word piece (as in training)."""
+    Each word takes the tag of its first word piece (as in training): the output of transformers' pipeline
+    with `aggregation_strategy="first"` (its default, "none", lists word pieces instead of entities)."""
 
     task = "token-classification"
     model_class = BertForTokenClassification

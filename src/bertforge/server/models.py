@@ -92,7 +92,8 @@ class ServedModel:
         for has_pair in (False, True):
             rows = [i for i, (_, pair) in enumerate(items) if (pair is not None) == has_pair]
             if rows:
-                answers = classify([items[i][0] for i in rows], [items[i][1] for i in rows] if has_pair else None)
+                answers = classify([items[i][0] for i in rows], [items[i][1] for i in rows] if has_pair else None,
+                                   top_k=None)
                 for i, answer in zip(rows, answers):
                     results[i] = answer
         return results
