@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -203,6 +204,20 @@ def test_bad_corpus_files(tmp_path, tokenizer, caplog):
         index = prepare([one], tmp_path / "one", tokenizer, PrepareOptions(dupe_factor=2), progress=False)
     assert "no blank lines" in caplog.text
     assert 0.3 < index["stats"]["is_next_fraction"] < 0.7
+    assert "end mid-sentence" not in caplog.text  # one sentence a line, as the format asks
+
+
+def test_hard_wrapped_prose_is_named_in_a_warning(tmp_path, caplog):
+    """A book as it is printed (lines wrapped mid-sentence, paragraphs between blank lines) would become
+    fragments as segments and paragraphs as documents: the warning says so and names the JSONL remedy."""
+    words = "Alice was beginning to get very tired of sitting by her sister on the bank, and of having".split()
+    paragraph = "\n".join(" ".join(words[i:i + 6]) for i in range(0, len(words), 6)) + " nothing to do.\n"
+    book = tmp_path / "book.txt"
+    book.write_text("\n".join([paragraph] * 8), encoding="utf-8")
+    with caplog.at_level("WARNING"):
+        assert len(list(read_documents(book))) == 8
+    assert re.search(r"book\.txt: 16 of its 24 lines end mid-sentence, as hard-wrapped prose does.*JSON Lines record",
+                     caplog.text)
 
 
 def test_long_sentences_are_truncated_and_counted(tmp_path, tokenizer):

@@ -51,14 +51,21 @@ def text_size(path: str | Path) -> int | None:
         return None
 
 
+# A line of a one-sentence-a-line file ends a sentence; a hard-wrapped line mostly ends in a word or a comma.
+MID_SENTENCE_END = ",;-\u2013\u2014"
+WRAPPED_SHARE, WRAPPED_MIN_LINES = 0.5, 20
+
+
 def _plain_text_documents(path: Path, on_bytes: ByteCounter) -> Iterator[Document]:
     document: Document = []
-    breaks = size = 0
+    breaks = size = lines = open_lines = 0
     for _, line in decoded_lines(path, keep_ends=True):
         size += len(line.encode("utf-8"))
         line = line.strip()
         if line:
             document.append(line)
+            lines += 1
+            open_lines += line[-1].isalnum() or line[-1] in MID_SENTENCE_END
         elif document:
             breaks += 1
             on_bytes(size)
@@ -66,6 +73,12 @@ def _plain_text_documents(path: Path, on_bytes: ByteCounter) -> Iterator[Documen
             yield document
             document = []
     on_bytes(size)
+    if lines >= WRAPPED_MIN_LINES and open_lines > WRAPPED_SHARE * lines:
+        # Each wrapped line would be a segment and each paragraph a document: fragments, and few isNext pairs.
+        logger.warning("%s: %d of its %d lines end mid-sentence, as hard-wrapped prose does, but a text corpus is "
+                       "read as one sentence a line with a blank line between documents; to have the text split "
+                       "into sentences, give each document as a JSON Lines record {\"text\": ...} in a .jsonl file",
+                       path, open_lines, lines)
     if document:
         if breaks == 0:
             logger.warning("%s has no blank lines between documents: it is read as one document, so "
