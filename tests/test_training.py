@@ -7,8 +7,10 @@ import json
 import os
 import pickle
 import random
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +28,8 @@ from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequen
 from bertforge.tasks.batching import predict_logits
 from bertforge.tasks.trainer import FeatureBatches, FinetuneArgs, TaskObjective, reinitialise_top_layers
 from bertforge.tokenization import BertTokenizer
-from bertforge.training import Processes, TrainingArguments, build_optimizer, learning_rate_factor, run
+from bertforge.training import (Processes, TrainingArguments, TrainingInterrupted, build_optimizer,
+                                learning_rate_factor, run)
 from bertforge.training.engine import SETTINGS_ADDED_LATER, prepare_output_dir
 from bertforge.training.optim import SCHEDULES, set_learning_rate
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
@@ -321,6 +324,46 @@ def test_an_objective_with_modules_of_its_own_has_them_placed_on_the_process_dev
     args = TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2, progress=False)
     run(args, Processes.start("cpu"), lambda: model, _SameBatch(model), WithTeacher(), 2, {})
     assert placed == [torch.device("cpu")]
+
+
+class _SignalAt(_SameBatch):
+    """`_SameBatch`, sending this process SIGINT `times` times as step `at` (0-based) begins."""
+
+    def __init__(self, model, at: int, times: int = 1):
+        super().__init__(model)
+        self.at, self.times = at, times
+
+    def micro_batches(self, step, rank, world_size, accumulation):
+        if step == self.at:
+            for _ in range(self.times):
+                os.kill(os.getpid(), signal.SIGINT)
+        return super().micro_batches(step, rank, world_size, accumulation)
+
+
+def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_the_run_resumes_to_the_same_weights(tmp_path, caplog):
+    def args(name):
+        return TrainingArguments(output_dir=str(tmp_path / name), learning_rate=1e-2, checkpoint_every=100,
+                                 progress=False)
+
+    whole = run(args("whole"), Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()),
+                TaskObjective(), 5, {}).model
+    with caplog.at_level("WARNING"), pytest.raises(TrainingInterrupted, match=(
+            r"stopped at step 3 of 5: the checkpoint is saved in .*stopped[/\\]checkpoint; the same command with "
+            r"--resume .*stopped continues the run")):
+        run(args("stopped"), Processes.start("cpu"), tiny_classifier, _SignalAt(tiny_classifier(), at=2),
+            TaskObjective(), 5, {})
+    assert "SIGINT: the run stops after this step and saves a checkpoint first" in caplog.text
+    assert Checkpoint(tmp_path / "stopped")["step"] == 3  # not the periodic checkpoint's: there was none
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handlers are put back
+    resumed = run(args("stopped"), Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()),
+                  TaskObjective(), 5, {}, resume_from=tmp_path / "stopped").model
+    for name, value in whole.state_dict().items():
+        assert torch.equal(resumed.state_dict()[name], value), name
+    # a second Ctrl-C stops at once, as it would without the engine's handler
+    with pytest.raises(KeyboardInterrupt):
+        run(args("twice"), Processes.start("cpu"), tiny_classifier, _SignalAt(tiny_classifier(), at=1, times=2),
+            TaskObjective(), 5, {})
+    assert not (tmp_path / "twice" / "checkpoint").exists()
 
 
 def test_output_dir_of_another_run_needs_resume_or_overwrite(tmp_path):
@@ -696,6 +739,31 @@ def test_finetune_killed_mid_epoch_then_resumed_is_bit_identical(tiny_encoder, t
         trained = load_file(checkpoint.directory / checkpoint["model_file"])
         assert all(torch.equal(kept[name], averaged[f"module.{name}"]) for name in kept)
         assert not torch.equal(kept["classifier.weight"], trained["classifier.weight"])
+
+
+@pytest.mark.slow
+def test_finetune_stopped_by_ctrl_c_exits_130_and_resumes_bit_identical(tiny_encoder, tmp_path):
+    whole = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "whole"))
+    assert whole.exit_code == 0, whole.output
+    steps = json.loads((tmp_path / "whole" / "metrics.json").read_text())["total_steps"]
+
+    run = tmp_path / "stopped"
+    command = [sys.executable, "-m", "bertforge", *_finetune_command(tiny_encoder, run), "--checkpoint-every", "1000"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    log = run / "train_log.csv"
+    deadline = time.time() + 300
+    while process.poll() is None and time.time() < deadline and not (log.exists() and log.read_text().count("\n") >= 2):
+        time.sleep(0.005)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130, stderr[-2000:]
+    stopped_at = Checkpoint(run)["step"]
+    assert 0 < stopped_at < steps and f"stopped at step {stopped_at} of {steps}" in stderr
+    assert not (run / "model.safetensors").exists()
+
+    resumed = subprocess.run([*command, "--resume", str(run)], capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert (run / "model.safetensors").read_bytes() == (tmp_path / "whole" / "model.safetensors").read_bytes()
 
 
 def test_every_option_of_finetune_and_distill_is_a_training_setting_or_the_commands_own():

@@ -62,7 +62,7 @@ class LazyGroup(click.Group):
             return super().invoke(ctx)
         except BertforgeError as e:
             click.echo(f"error: {e}", err=True)
-            sys.exit(2)
+            sys.exit(getattr(e, "exit_code", 2))
 
 
 @click.group(cls=LazyGroup)

@@ -1,5 +1,5 @@
-"""The one training engine shared by pre-training and fine-tuning (and, later, distillation):
-devices and process groups, optimiser and schedule, atomic checkpoints, logs, and the loop."""
+"""The one training engine shared by pre-training, fine-tuning and distillation: devices and process
+groups, optimiser and schedule, atomic checkpoints, logs, stopping on Ctrl-C, and the loop."""
 
 from bertforge.training.distributed import (
     Processes,
@@ -9,7 +9,9 @@ from bertforge.training.distributed import (
     seed_everything,
 )
 from bertforge.training.engine import BatchSource, Evaluator, Objective, Result, TrainingArguments, run
+from bertforge.training.interrupt import TrainingInterrupted
 from bertforge.training.optim import build_optimizer, learning_rate_factor
 
 __all__ = ["BatchSource", "Evaluator", "Objective", "Processes", "Result", "TrainingArguments", "build_optimizer",
-           "configure_torch", "is_main_process", "learning_rate_factor", "resolve_device", "run", "seed_everything"]
+           "TrainingInterrupted", "configure_torch", "is_main_process", "learning_rate_factor", "resolve_device", "run",
+           "seed_everything"]

@@ -12,6 +12,9 @@ A trainer supplies four things:
   a distillation teacher, also has `to(device)`: the engine puts that module on the process's device);
 - optionally an `Evaluator`, called on the main process every `eval_every` steps.
 
+Ctrl-C (or SIGTERM) finishes the step under way, saves a checkpoint and raises `TrainingInterrupted`
+(`interrupt.py`), so a stopped run resumes where it stopped rather than at its last periodic checkpoint.
+
 With `ema_decay`, the model evaluated, returned and checkpointed beside the trained one is the exponential
 moving average of its weights after each step (torch's `AveragedModel`; the first step's weights start it).
 """
@@ -36,6 +39,7 @@ from bertforge.errors import CheckpointError, ConfigError
 from bertforge.progress import progress_bar
 from bertforge.training import state as checkpoints
 from bertforge.training.distributed import Processes, seed_everything
+from bertforge.training.interrupt import StopRequests, TrainingInterrupted
 from bertforge.training.logs import EVAL_LOG, TRAIN_LOG, CsvLog
 from bertforge.training.optim import SCHEDULES, build_optimizer, learning_rate_factor, set_learning_rate
 
@@ -290,59 +294,74 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
                 "cumulative": cumulative.tolist(), "rng": rng,
                 "evaluator": evaluator.state() if evaluator is not None else None}, averaged)
 
+    def stop_requested() -> bool:
+        """Whether any process was asked to stop: all of them must save and stop after the same step."""
+        if processes.world_size == 1:
+            return stop.requested
+        return bool(processes.all_sum(torch.tensor([float(stop.requested)])).item())
+
     bar = progress_bar(total=total_steps, initial=step, desc=description, unit="step",
                disable=not (args.progress and processes.is_main))
     interval, interval_start, last = torch.zeros_like(cumulative), time.perf_counter(), {}
-    while step < total_steps:
-        micro_batches = [{key: value.to(processes.device, non_blocking=True) for key, value in batch.items()}
-                         for batch in batches.micro_batches(step, processes.rank, processes.world_size,
-                                                            args.gradient_accumulation_steps)]
-        # Each loss is a sum over the global batch divided by its global count, so accumulation and
-        # DDP's gradient averaging (undone by × world size) give the gradient of one big batch.
-        counts = torch.tensor([objective.counts(batch) for batch in micro_batches], dtype=torch.float64).sum(0)
-        totals = processes.all_sum(counts).tolist()
-        statistics = torch.zeros_like(cumulative)
-        for i, batch in enumerate(micro_batches):
-            is_last = i == len(micro_batches) - 1
-            sync = contextlib.nullcontext() if is_last or wrapped is model else wrapped.no_sync()
-            with sync:
-                with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                    loss, values = objective.loss(wrapped, batch, totals)
-                (loss * processes.world_size).backward()
-            statistics += values
-        # The norm before clipping, logged as transformers logs it: how often max_grad_norm cuts the step. It
-        # stays a tensor until a row is logged, so steps that log nothing wait for no device.
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
-        learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps, args.lr_scheduler_type)
-        set_learning_rate(optimizer, learning_rate)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if averaged is not None:
-            averaged.update_parameters(model)
-        step += 1
-        statistics = processes.all_sum(statistics)
-        interval += statistics
-        cumulative += statistics
-        bar.update(1)
+    with StopRequests() as stop:
+        while step < total_steps:
+            micro_batches = [{key: value.to(processes.device, non_blocking=True) for key, value in batch.items()}
+                             for batch in batches.micro_batches(step, processes.rank, processes.world_size,
+                                                                args.gradient_accumulation_steps)]
+            # Each loss is a sum over the global batch divided by its global count, so accumulation and
+            # DDP's gradient averaging (undone by × world size) give the gradient of one big batch.
+            counts = torch.tensor([objective.counts(batch) for batch in micro_batches], dtype=torch.float64).sum(0)
+            totals = processes.all_sum(counts).tolist()
+            statistics = torch.zeros_like(cumulative)
+            for i, batch in enumerate(micro_batches):
+                is_last = i == len(micro_batches) - 1
+                sync = contextlib.nullcontext() if is_last or wrapped is model else wrapped.no_sync()
+                with sync:
+                    with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=args.bf16):
+                        loss, values = objective.loss(wrapped, batch, totals)
+                    (loss * processes.world_size).backward()
+                statistics += values
+            # The norm before clipping, logged as transformers logs it: how often max_grad_norm cuts the step. It
+            # stays a tensor until a row is logged, so steps that log nothing wait for no device.
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
+            learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps, args.lr_scheduler_type)
+            set_learning_rate(optimizer, learning_rate)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if averaged is not None:
+                averaged.update_parameters(model)
+            step += 1
+            statistics = processes.all_sum(statistics)
+            interval += statistics
+            cumulative += statistics
+            bar.update(1)
 
-        if processes.is_main and (step % args.log_every == 0 or step == total_steps):
-            now = time.perf_counter()
-            values = objective.summary(named(interval), now - interval_start, named(cumulative))
-            last = {"step": step, **values, "learning_rate": learning_rate, "grad_norm": float(grad_norm),
-                    "elapsed_seconds": round(elapsed(), 2)}
-            logs[0].write(last)
-            # shown at the bar's next timed redraw: a redraw per logged step would flood a log file
-            bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]}, lr=f"{learning_rate:.2e}",
-                            refresh=False)
-            interval, interval_start = torch.zeros_like(cumulative), time.perf_counter()
-        if evaluator is not None and processes.is_main and args.eval_every \
-                and (step % args.eval_every == 0 or step == total_steps):
-            scores = evaluator(kept, step)
-            logs[1].write({"step": step, **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
-                           "elapsed_seconds": round(elapsed(), 2)})
-            logger.info("step %d evaluation: %s", step, scores)
-        if step % args.checkpoint_every == 0:
-            save()
+            if processes.is_main and (step % args.log_every == 0 or step == total_steps):
+                now = time.perf_counter()
+                values = objective.summary(named(interval), now - interval_start, named(cumulative))
+                last = {"step": step, **values, "learning_rate": learning_rate, "grad_norm": float(grad_norm),
+                        "elapsed_seconds": round(elapsed(), 2)}
+                logs[0].write(last)
+                # shown at the bar's next timed redraw: a redraw per logged step would flood a log file
+                bar.set_postfix({k: f"{v:.4g}" for k, v in list(values.items())[:3]}, lr=f"{learning_rate:.2e}",
+                                refresh=False)
+                interval, interval_start = torch.zeros_like(cumulative), time.perf_counter()
+            if evaluator is not None and processes.is_main and args.eval_every \
+                    and (step % args.eval_every == 0 or step == total_steps):
+                scores = evaluator(kept, step)
+                logs[1].write({"step": step, **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
+                               "elapsed_seconds": round(elapsed(), 2)})
+                logger.info("step %d evaluation: %s", step, scores)
+            if step % args.checkpoint_every == 0:
+                save()
+            if stop_requested():
+                if step % args.checkpoint_every:  # not saved just now
+                    save()
+                bar.close()
+                processes.finish()  # every process is here: the group ends cleanly
+                raise TrainingInterrupted(f"stopped at step {step} of {total_steps}: the checkpoint is saved in "
+                                          f"{output_dir / checkpoints.CHECKPOINT_DIR}; the same command with "
+                                          f"--resume {output_dir} continues the run")
     bar.close()
     processes.barrier()
     return Result(kept, step, last, logs[0].rows() if logs else [], logs[1].rows() if logs else [],
