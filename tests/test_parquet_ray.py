@@ -20,7 +20,7 @@ from conftest import fixture_data
 
 from bertforge.cli.main import cli
 from bertforge.errors import InputError
-from bertforge.io.atomic import arrow_table, write_parquet_shards
+from bertforge.io.atomic import arrow_table, resumable_directory, write_parquet
 from bertforge.io.datasets import read_text_examples
 from bertforge.io.readers import read_items
 
@@ -97,14 +97,32 @@ def test_a_file_that_is_not_parquet_is_named(tmp_path):
         read_text_examples(tmp_path / "x.parquet", "sentence", label_column="label")
 
 
-def test_shards_replace_the_old_directory_whole(tmp_path):
+def test_a_resumable_directory_keeps_finished_files_across_a_failure_and_replaces_the_old_whole(tmp_path, caplog):
     vectors = np.arange(12, dtype=np.float32).reshape(6, 2)
-    assert write_parquet_shards(tmp_path / "out", arrow_table({"line": list(range(6)), "v": vectors}), 2) == 3
-    assert write_parquet_shards(tmp_path / "out", arrow_table({"line": [7], "v": vectors[:1]}), 2) == 1
+    out, partial = tmp_path / "out", tmp_path / ".out.partial"
+    out.mkdir()
+    (out / "part-00009.parquet").write_text("an earlier output")
+    with pytest.raises(RuntimeError), resumable_directory(out, {"rows": 6}) as build:
+        write_parquet(build / "part-00000.parquet", arrow_table({"line": [0, 1], "v": vectors[:2]}))
+        (build / ".part-00001.parquet.x.tmp").write_text("a write cut short")
+        raise RuntimeError("stopped")
+    assert sorted(p.name for p in partial.iterdir()) == [".part-00001.parquet.x.tmp", "_resume.json",
+                                                         "part-00000.parquet"]
+    assert [p.name for p in out.iterdir()] == ["part-00009.parquet"]  # untouched until the end
+    with resumable_directory(out, {"rows": 6}) as build:
+        assert sorted(p.name for p in build.iterdir()) == ["_resume.json", "part-00000.parquet"]
+        write_parquet(build / "part-00001.parquet", arrow_table({"line": [2, 3], "v": vectors[2:4]}))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["part-00000.parquet"]
-    table = pq.read_table(tmp_path / "out")
-    assert table.column("line").to_pylist() == [7] and table.schema.field("v").type == pa.list_(pa.float32(), 2)
+    assert sorted(p.name for p in out.iterdir()) == ["part-00000.parquet", "part-00001.parquet"]
+    table = pq.read_table(out)
+    assert table.column("line").to_pylist() == [0, 1, 2, 3] and table.schema.field("v").type == pa.list_(pa.float32(), 2)
+    # another run's leftovers are not mixed in
+    with pytest.raises(RuntimeError), resumable_directory(out, {"rows": 6}) as build:
+        write_parquet(build / "part-00000.parquet", arrow_table({"line": [0], "v": vectors[:1]}))
+        raise RuntimeError("stopped")
+    with caplog.at_level("WARNING"), resumable_directory(out, {"rows": 7}) as build:
+        assert [p.name for p in build.iterdir()] == ["_resume.json"]
+    assert "holds the unfinished output of another run: it is started afresh" in caplog.text
 
 
 @pytest.fixture(scope="module")
@@ -155,6 +173,33 @@ def test_embed_writes_a_parquet_file_and_shards(tmp_path, sst2_parquet, referenc
     table = pq.read_table(tmp_path / "shards")
     assert table.column("id").to_pylist() == [f"sst2-{i}" for i in range(40)]  # shards in input order
     assert_same_vectors(table, "id", reference_vectors)
+
+
+def test_embed_stopped_midway_continues_with_the_shards_it_had_not_written(tmp_path, sst2_parquet, monkeypatch):
+    from bertforge.pipelines.features import SentenceEmbeddingPipeline
+
+    command = ["embed", "--input", sst2_parquet / "sst2.parquet", "--column", "sentence", "--id-column", "id",
+               "--shard-rows", 15, "--output"]
+    assert run(*command, tmp_path / "whole").exit_code == 0
+    embed, calls = SentenceEmbeddingPipeline.__call__, []
+
+    def stopped_on_the_second_shard(self, texts, **options):
+        calls.append(texts[0])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return embed(self, texts, **options)
+
+    monkeypatch.setattr(SentenceEmbeddingPipeline, "__call__", stopped_on_the_second_shard)
+    assert run(*command, tmp_path / "stopped").exit_code != 0
+    assert not (tmp_path / "stopped").exists()
+    calls.clear()
+    monkeypatch.setattr(SentenceEmbeddingPipeline, "__call__", lambda self, texts, **options: calls.append(texts[0])
+                        or embed(self, texts, **options))
+    result = run(*command, tmp_path / "stopped")
+    assert result.exit_code == 0 and "in 3 Parquet file(s)" in result.output and "(1 kept from the interrupted run)" \
+        in result.output, result.output
+    assert len(calls) == 2  # the first shard was not embedded again
+    assert pq.read_table(tmp_path / "stopped").equals(pq.read_table(tmp_path / "whole"))
 
 
 @pytest.mark.parametrize("args, message", [

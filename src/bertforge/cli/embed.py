@@ -3,6 +3,8 @@ token vectors (JSON Lines)."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import click
@@ -10,7 +12,7 @@ import click
 from bertforge.cli.io import (check_output, input_options, model_options, pipeline_from_options, read_inputs,
                               typed, with_line_numbers, write_array, write_records)
 from bertforge.errors import InputError
-from bertforge.io.atomic import arrow_table, check_output_dir, write_parquet, write_parquet_shards
+from bertforge.io.atomic import arrow_table, check_output_dir, resumable_directory, write_parquet
 from bertforge.io.readers import read_items
 from bertforge.pipelines.features import COMBINATIONS, LAYER_PRESETS, POOLINGS
 
@@ -59,7 +61,8 @@ def output_kind(output: Path | None, input_path: Path | None) -> str | None:
               help="Column (key) of the --input table whose values identify each output row. "
                    "Default: the line number (the row number for Parquet).")
 @click.option("--shard-rows", type=click.IntRange(min=1), default=SHARD_ROWS, show_default=True,
-              help="Rows per Parquet file when --output is a directory.")
+              help="Rows per Parquet file when --output is a directory; each is kept as it is done, so the same "
+                   "command, stopped, continues where it stopped.")
 @click.option("--ray", "ray_address", default=None, metavar="ADDRESS",
               help="Embed on a Ray cluster (pip install 'bertforge[ray]'): auto (the running one), local "
                    "(start one here), or host:port. Reads a Parquet --input (file or directory), needs "
@@ -76,7 +79,8 @@ def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_ro
     array (rows in input order), or to Parquet: an --output .parquet file, or a directory of
     part-NNNNN.parquet shards (--output DIR), with the line number (or the --id-column) and the
     vector on each row. Token vectors go to JSON Lines ({"text", "tokens", "spans", "vectors"}).
-    Every output is written to a temporary name and moved into place when complete.
+    Every output is written to a temporary name and moved into place when complete; shards are kept
+    as each is done (in .DIR.partial), so the same command run again after a stop continues there.
 
     \b
     Examples:
@@ -106,13 +110,18 @@ def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_ro
         items = read_items(input_path, [column], id_column)
     if level == "sentence":
         pipe = pipeline_from_options("sentence-embedding", options, progress=input_path is not None)
-        vectors = pipe(items.values, pooling=pooling, layers=chosen, combine=combine,
-                       normalize=True if normalize is None else normalize)
+        settings = dict(pooling=pooling, layers=chosen, combine=combine, normalize=True if normalize is None else normalize)
+        if kind == "shards":
+            _embed_to_shards(pipe, settings, items, _row_ids(items, id_column, input_path), output, shard_rows,
+                             input_path)
+            return
+        vectors = pipe(items.values, **settings)
         if kind == ".npy":
             write_array(vectors, output)
             return
-        if kind in (".parquet", "shards"):
-            _write_parquet(items, id_column, vectors, output, kind, shard_rows, input_path)
+        if kind == ".parquet":
+            write_parquet(output, _vector_table(_row_ids(items, id_column, input_path), vectors, input_path))
+            click.echo(f"wrote {len(vectors)} vector(s) to {output}", err=True)
             return
         records = [{"text": t, "embedding": v} for t, v in zip(items.values, vectors)]
     else:
@@ -125,25 +134,42 @@ def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_ro
     write_records(with_line_numbers(items, records), output)
 
 
-def _write_parquet(items, id_column, vectors, output: Path, kind: str, shard_rows: int, input_path) -> None:
-    """Rows of (id, embedding): the --id-column's values, else the line (row) numbers, else, for
+def _row_ids(items, id_column, input_path) -> tuple[str, list]:
+    """What identifies each Parquet row: the --id-column's values, else the line (row) numbers, else, for
     TEXT arguments, the texts themselves."""
     if items.ids is not None:
-        ids = {id_column: items.ids}
-    elif input_path is not None:
-        ids = {items.numbered_by: items.lines}
-    else:
-        ids = {"text": items.values}
+        return id_column, items.ids
+    if input_path is not None:
+        return items.numbered_by, items.lines
+    return "text", items.values
+
+
+def _vector_table(ids: tuple[str, list], vectors, input_path):
     try:
-        table = arrow_table({**ids, "embedding": vectors})
+        return arrow_table({ids[0]: ids[1], "embedding": vectors})
     except InputError as e:
         raise InputError(f"{input_path}: {e}") from None
-    if kind == "shards":
-        shards = write_parquet_shards(output, table, shard_rows)
-        click.echo(f"wrote {table.num_rows} vector(s) in {shards} Parquet file(s) to {output}", err=True)
-    else:
-        write_parquet(output, table)
-        click.echo(f"wrote {table.num_rows} vector(s) to {output}", err=True)
+
+
+def _embed_to_shards(pipe, settings: dict, items, ids: tuple[str, list], output: Path, shard_rows: int,
+                     input_path) -> None:
+    """One shard at a time into a directory that outlives an interruption (`resumable_directory`): the same
+    command run again embeds only the shards it had not written, then swaps the whole directory in."""
+    texts = items.values
+    fingerprint = {"rows": len(texts), "shard_rows": shard_rows, "model": str(Path(pipe.model_path).resolve()),
+                   "dtype": str(pipe.dtype), "max_length": pipe.max_length, **settings,
+                   "inputs": hashlib.sha256(json.dumps([ids[0], ids[1], texts], default=str).encode()).hexdigest()}
+    count, kept = max(1, -(-len(texts) // shard_rows)), 0
+    with resumable_directory(output, fingerprint) as build:
+        for shard in range(count):
+            file = build / f"part-{shard:05d}.parquet"
+            if file.exists():
+                kept += 1
+                continue
+            rows = slice(shard * shard_rows, (shard + 1) * shard_rows)
+            write_parquet(file, _vector_table((ids[0], ids[1][rows]), pipe(texts[rows], **settings), input_path))
+    again = f" ({kept} kept from the interrupted run)" if kept else ""
+    click.echo(f"wrote {len(texts)} vector(s) in {count} Parquet file(s) to {output}{again}", err=True)
 
 
 def _embed_on_ray(address, actors, texts, input_path, column, id_column, output, kind, **embedder_options) -> None:

@@ -5,7 +5,8 @@ one file system), flushed to disk with fsync and moved over the target with `os.
 is atomic on POSIX: a reader sees the old file or the new one, never a half-written one. If
 anything fails (a disk full, a text that cannot be encoded, an interrupt), the temporary file is
 removed and the old file is left as it was. Whole directories (a prepared data set) are built
-beside the target and swapped in at the end.
+beside the target and swapped in at the end; for long jobs (`resumable_directory`) the one being built
+survives a failure, so the command run again continues it.
 
 Commands call `check_output_file` / `check_output_dir` before their work, so a typo in an output
 path is reported at once instead of after an hour of fine-tuning, and an output that would replace
@@ -15,6 +16,7 @@ the command's own input, or a directory of someone else's files, is refused befo
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -23,6 +25,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from bertforge.errors import InputError
+
+logger = logging.getLogger(__name__)
 
 
 def _where(path: Path, option: str | None) -> str:
@@ -136,14 +140,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     done = False
     try:
         yield build
-        old = None
-        if path.exists():
-            old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
-            os.replace(path, old / path.name)
-        os.replace(build, path)
-        _fsync_directory(path.parent)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+        _swap_in(build, path)
         done = True
     except OSError as e:
         raise _cannot_write(path, e) from None
@@ -156,6 +153,53 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
                     parent.rmdir()
                 except OSError:
                     break
+
+
+def _swap_in(build: Path, path: Path) -> None:
+    """Two renames: a crash between them leaves the old directory under a `.old` name beside the target."""
+    old = None
+    if path.exists():
+        old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+        os.replace(path, old / path.name)
+    os.replace(build, path)
+    _fsync_directory(path.parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+RESUME_MARKER = "_resume.json"
+
+
+@contextmanager
+def resumable_directory(path: str | Path, fingerprint: dict) -> Iterator[Path]:
+    """`atomic_directory` for long jobs: the directory it builds in keeps its files when the command fails
+    or is stopped. It has a fixed name beside `path` (`.NAME.partial`) and records `fingerprint` (what the
+    files depend on), so the same command run again finds the files it finished and makes only the rest;
+    one made with another fingerprint is emptied first. Each file must appear whole (`atomic_path`)."""
+    path = Path(path).absolute()
+    if path.exists() and not path.is_dir():
+        raise InputError(f"{path}: exists and is not a directory")
+    build, fingerprint = path.parent / f".{path.name}.partial", json.loads(json.dumps(fingerprint))
+    marker = build / RESUME_MARKER
+    try:
+        if build.is_dir():
+            try:
+                same = json.loads(marker.read_text(encoding="utf-8")) == fingerprint
+            except (OSError, ValueError):
+                same = False
+            if not same:
+                logger.warning("%s holds the unfinished output of another run: it is started afresh", build)
+                shutil.rmtree(build)
+        build.mkdir(parents=True, exist_ok=True)
+        for stray in build.glob(".*"):  # an atomic write cut short by a kill
+            stray.unlink()
+        if not marker.exists():
+            write_json(marker, fingerprint)
+        yield build
+        marker.unlink()
+        _swap_in(build, path)
+    except OSError as e:
+        raise _cannot_write(path, e) from None
 
 
 def _check_parent(path: Path, option: str | None) -> None:
@@ -239,21 +283,3 @@ def write_parquet(path: str | Path, table) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
-
-
-def write_parquet_shards(path: str | Path, table, rows_per_shard: int) -> int:
-    """An Arrow table as a directory of Parquet files of at most `rows_per_shard` rows each
-    (`part-00000.parquet`, ... in row order), swapped in whole (`atomic_directory`): a reader given
-    the directory sees the old shards or all of the new ones, never a mix. Returns the shard count."""
-    import pyarrow.parquet as pq
-
-    if rows_per_shard < 1:
-        raise InputError(f"rows per shard must be at least 1, got {rows_per_shard}")
-    count = max(1, -(-table.num_rows // rows_per_shard))
-    with atomic_directory(path) as build:
-        for shard in range(count):
-            file = build / f"part-{shard:05d}.parquet"
-            pq.write_table(table.slice(shard * rows_per_shard, rows_per_shard), file)
-            with open(file, "rb+") as f:  # on disk before the directory is swapped in
-                os.fsync(f.fileno())
-    return count
