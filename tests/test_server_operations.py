@@ -4,6 +4,7 @@ metrics' labels, and the `serve` command (start-up, API key, exposed host, bad d
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -180,6 +181,53 @@ def test_serve_command_starts_a_server_with_the_key_from_the_environment(model_d
         process.wait(30)
     wait_for(lambda: not any(map(running, children)), "the server's children to end")
     assert "tiny: BertForSequenceClassification" in process.stderr.read()
+
+
+def test_serve_command_stopped_with_ctrl_c_ends_cleanly_with_its_children(model_dirs):
+    """Ctrl-C reaches the terminal's whole process group, the inference process included: the server shuts
+    down, stops its child itself, and exits 130 with no traceback from either."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = [sys.executable, "-m", "bertforge", "serve", "--model", f"tiny={model_dirs['sentiment']}",
+               "--port", str(port)]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: call_ok(f"http://127.0.0.1:{port}/health"), "the server to start", seconds=60)
+        children = child_pids(process.pid)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130 and "Traceback" not in stderr, stderr[-3000:]
+    assert f"serving on http://127.0.0.1:{port}" in stderr and stderr.rstrip().endswith("stopped")
+    wait_for(lambda: not any(map(running, children)), "the server's children to end")
+
+
+def call_ok(url: str) -> bool:
+    try:
+        return call(url)[0] == 200
+    except OSError:
+        return False
+
+
+def test_serve_command_refuses_a_port_in_use_or_a_bad_host_before_loading_models(tmp_path):
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    missing = f"x={tmp_path / 'missing'}"  # would fail at loading, after the socket is bound
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(cli, ["serve", "--port", str(port), "--model", missing])
+    assert result.exit_code == 2 and (f"--port {port}: cannot listen on 127.0.0.1:{port} (Address already in use); "
+                                      "another server listens there, choose another --port") in result.output
+    assert "no config.json" not in result.output
+    result = CliRunner().invoke(cli, ["serve", "--host", "no-such-host.invalid", "--api-key", "k", "--model", missing])
+    assert result.exit_code == 2 and "--host no-such-host.invalid: not an address to listen on" in result.output
 
 
 def test_serve_command_reports_bad_model_directories(tmp_path):

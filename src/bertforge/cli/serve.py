@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
+import sys
 from pathlib import Path
 
 import click
@@ -27,6 +30,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:  # a host name: it may resolve to any interface
         return False
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """The server's socket, bound before the models load (minutes, for large ones): a port in use or an
+    address this machine does not have fails at once, naming the option."""
+    try:
+        family, kind, protocol, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                                flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as e:
+        raise ConfigError(f"--host {host}: not an address to listen on ({e.strerror})") from None
+    listening = socket.socket(family, kind, protocol)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: restart at once
+    try:
+        listening.bind(address)
+    except OSError as e:
+        listening.close()
+        hint = "; another server listens there, choose another --port" if e.errno == errno.EADDRINUSE else ""
+        raise ConfigError(f"--port {port}: cannot listen on {host}:{port} ({e.strerror}){hint}") from None
+    return listening
 
 
 def bundled_models() -> list[tuple[str, Path]]:
@@ -101,9 +123,20 @@ def serve(model_options, host, port, device, threads, max_batch_size, max_wait_m
     duplicates = sorted({name for name in names if names.count(name) > 1})
     if duplicates:
         raise ConfigError(f"--model: name(s) {', '.join(duplicates)} given twice; use NAME=DIR to tell them apart")
-    models = []
-    for name, directory in named:
-        model = load_served_model(name, directory, device)
-        click.echo(f"{name}: {model.architecture} from {directory} -> {', '.join(model.tasks)}", err=True)
-        models.append(model)
-    uvicorn.run(create_app(models, settings), host=host, port=port, log_level=log_level)
+    with listen(host, port) as listening:
+        models = []
+        for name, directory in named:
+            model = load_served_model(name, directory, device)
+            click.echo(f"{name}: {model.architecture} from {directory} -> {', '.join(model.tasks)}", err=True)
+            models.append(model)
+        server = uvicorn.Server(uvicorn.Config(create_app(models, settings), log_level=log_level))
+        bound_host, bound_port = listening.getsockname()[:2]
+        click.echo(f"serving on http://{f'[{bound_host}]' if ':' in bound_host else bound_host}:{bound_port} "
+                   f"(Ctrl-C stops)", err=True)
+        try:
+            server.run(sockets=[listening])
+        except KeyboardInterrupt:  # uvicorn raises Ctrl-C again once it has shut down cleanly
+            click.echo("stopped", err=True)
+            sys.exit(130)
+    if not server.started:  # the app's start-up failed (uvicorn has logged why)
+        sys.exit(3)

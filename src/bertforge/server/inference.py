@@ -210,6 +210,9 @@ def _serve_in_child(inbox, outbox, specs: list[tuple[str, str, str, str]], threa
 
     if sys.platform == "linux":  # end with the server, even one killed with no chance to stop us
         ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    # Ctrl-C reaches the terminal's whole process group; the server stops this process itself once its
+    # requests are answered.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     torch.set_num_threads(threads)
     try:
         models = {name: load_served_model(name, directory, device, dtype)
