@@ -190,7 +190,8 @@ def test_embed_stopped_midway_continues_with_the_shards_it_had_not_written(tmp_p
         return embed(self, texts, **options)
 
     monkeypatch.setattr(SentenceEmbeddingPipeline, "__call__", stopped_on_the_second_shard)
-    assert run(*command, tmp_path / "stopped").exit_code != 0
+    stopped = run(*command, tmp_path / "stopped")
+    assert stopped.exit_code != 0 and "stopped: 1 of 3 shard(s) are kept in" in stopped.output, stopped.output
     assert not (tmp_path / "stopped").exists()
     calls.clear()
     monkeypatch.setattr(SentenceEmbeddingPipeline, "__call__", lambda self, texts, **options: calls.append(texts[0])

@@ -174,6 +174,34 @@ def test_read_chunks_cover_the_corpus_and_mark_the_last(corpus, ending):
     assert (len(chunks) > 1) == (ending == "remainder")
 
 
+def test_ctrl_c_stops_prepare_with_workers_and_leaves_nothing_behind(chapters, tmp_path):
+    """Ctrl-C reaches the workers too (one process group); the command must still end, promptly, with no
+    half-built directory left (once, a worker that died between tasks left the pool waiting for ever)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    output = tmp_path / "out" / "data"
+    command = [sys.executable, "-m", "bertforge", "pretrain", "prepare", str(chapters), str(output), "--workers", "2",
+               "--chunk-tokens", "6000", "--dupe-factor", "40", "--max-seq-length", "64"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("out/.data.*.tmp/*")):  # the first shard is being written: workers at work
+            assert process.poll() is None and time.monotonic() < deadline, "prepare ended before it could be stopped"
+            time.sleep(0.01)
+        os.killpg(process.pid, signal.SIGINT)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 1 and "Aborted!" in stderr and "Traceback" not in stderr, stderr[-3000:]
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_workers_write_byte_identical_data(chapters, whole, tokenizer, tmp_path):
     index = json.loads((whole / "index.json").read_text())
     assert index["instances"] > 2 * SPLIT_OPTIONS["shard_size"]  # several shards, several chunks
@@ -349,7 +377,7 @@ class _StepPool:
         self.ran.append(("rows", args[0]) if function.__name__ == "_rows_in_worker" else ("tokenize", args[0][0]))
         future.set_result(result)
 
-    def shutdown(self, cancel_futures=False):
+    def shutdown(self, wait=True, cancel_futures=False):
         pass
 
 

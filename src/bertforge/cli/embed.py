@@ -156,18 +156,26 @@ def _embed_to_shards(pipe, settings: dict, items, ids: tuple[str, list], output:
     """One shard at a time into a directory that outlives an interruption (`resumable_directory`): the same
     command run again embeds only the shards it had not written, then swaps the whole directory in."""
     texts = items.values
+    inputs = hashlib.sha256(ids[0].encode())
+    for row in zip(ids[1], texts):
+        inputs.update(json.dumps(row, default=str).encode())
     fingerprint = {"rows": len(texts), "shard_rows": shard_rows, "model": str(Path(pipe.model_path).resolve()),
-                   "dtype": str(pipe.dtype), "max_length": pipe.max_length, **settings,
-                   "inputs": hashlib.sha256(json.dumps([ids[0], ids[1], texts], default=str).encode()).hexdigest()}
-    count, kept = max(1, -(-len(texts) // shard_rows)), 0
+                   "dtype": str(pipe.dtype), "max_length": pipe.max_length, **settings, "inputs": inputs.hexdigest()}
+    count, kept, done = max(1, -(-len(texts) // shard_rows)), 0, 0
     with resumable_directory(output, fingerprint) as build:
-        for shard in range(count):
-            file = build / f"part-{shard:05d}.parquet"
-            if file.exists():
-                kept += 1
-                continue
-            rows = slice(shard * shard_rows, (shard + 1) * shard_rows)
-            write_parquet(file, _vector_table((ids[0], ids[1][rows]), pipe(texts[rows], **settings), input_path))
+        try:
+            for shard in range(count):
+                file = build / f"part-{shard:05d}.parquet"
+                if file.exists():
+                    kept += 1
+                    continue
+                rows = slice(shard * shard_rows, (shard + 1) * shard_rows)
+                write_parquet(file, _vector_table((ids[0], ids[1][rows]), pipe(texts[rows], **settings), input_path))
+                done += 1
+        except BaseException:
+            click.echo(f"stopped: {kept + done} of {count} shard(s) are kept in {build}; the same command "
+                       f"continues from there", err=True)
+            raise
     again = f" ({kept} kept from the interrupted run)" if kept else ""
     click.echo(f"wrote {len(texts)} vector(s) in {count} Parquet file(s) to {output}{again}", err=True)
 

@@ -15,6 +15,7 @@ import atexit
 import multiprocessing
 import os
 import random
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -255,11 +256,22 @@ def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> It
     # every batch submitted before them.
     outstanding: set[Future] = set()
 
+    def submit(function, *args) -> Future:
+        # Ctrl-C reaches the terminal's whole process group, and a worker interrupted while it starts can
+        # leave the pool's shutdown waiting for it for ever. Workers start here (as the pool needs them),
+        # from a thread with Ctrl-C blocked, and keep it blocked: only this process stops the pool. A Ctrl-C
+        # that comes meanwhile is delivered here when the mask is restored.
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            return pool.submit(function, *args)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+
     def next_rows() -> Future | None:
         for entry in in_flight:
             if entry.rows is None and entry.tokenized():
                 tokenized = [entry.tokenizing[place].result() for place in range(len(entry.tokenizing))]
-                entry.rows = pool.submit(_rows_in_worker, entry.chunk.index, entry.chunk.bytes, tokenized)
+                entry.rows = submit(_rows_in_worker, entry.chunk.index, entry.chunk.bytes, tokenized)
                 entry.chunk.documents, entry.tokenizing = [], {}  # what is sent need not be kept
                 return entry.rows
         return None
@@ -268,7 +280,7 @@ def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> It
         for entry in in_flight:
             if entry.batches:
                 place, documents = entry.batches.pop()
-                entry.tokenizing[place] = pool.submit(_tokenize_in_worker, documents)
+                entry.tokenizing[place] = submit(_tokenize_in_worker, documents)
                 return entry.tokenizing[place]
         return None
 
@@ -284,6 +296,7 @@ def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> It
         while len(outstanding) <= workers and (task := next_task()) is not None:
             outstanding.add(task)
 
+    finished = False
     try:
         while True:
             hand_out()
@@ -291,6 +304,7 @@ def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> It
                 in_flight.append(_InFlight.start(chunk))
                 hand_out()
             if not in_flight:
+                finished = True
                 return
             if in_flight[0].rows is not None and in_flight[0].rows.done():
                 yield in_flight.popleft().rows.result()
@@ -298,7 +312,15 @@ def make_chunks(chunks: Iterable[Chunk], tokenizer, options, workers: int) -> It
             wait(outstanding, return_when=FIRST_COMPLETED)
             outstanding -= {f for f in outstanding if f.done()}
     finally:
-        pool.shutdown(cancel_futures=True)
+        if not finished:
+            # Failed or stopped (Ctrl-C, perhaps twice): the workers are stopped at once rather than told to
+            # finish their tasks, since a graceful shutdown interrupted mid-way can wait for them for ever,
+            # and the exit does not wait to send them the tasks still queued (a large one fills the pipe
+            # that nobody reads any more). The pool has no public way to do either before Python 3.14.
+            for process in list(pool._processes.values()):
+                process.terminate()
+            pool._call_queue.cancel_join_thread()
+        pool.shutdown(wait=finished, cancel_futures=True)
 
 
 def select_part(chunks: Iterable[Chunk], part: tuple[int, int] | None,
