@@ -179,6 +179,23 @@ def test_an_input_line_at_fault_is_named_with_its_file_and_line(tmp_path, comman
         result.output
 
 
+def test_demo_stopped_in_its_fine_tune_does_not_offer_a_resume_it_cannot_do(monkeypatch):
+    """The demo fine-tunes in a temporary directory that goes when it stops: the engine's "--resume DIR"
+    would name a deleted directory and an option the demo does not have."""
+    from bertforge.cli import demo
+    from bertforge.training import TrainingInterrupted
+
+    for step in ("show_tokenization", "show_contextual_embeddings", "show_pretrained_heads"):
+        monkeypatch.setattr(demo, step, lambda *args: None)
+
+    def stopped(workdir, steps):
+        raise TrainingInterrupted(f"stopped at step 3 of {steps}: the same command with --resume {workdir} ...")
+
+    monkeypatch.setattr(demo, "show_quick_finetune", stopped)
+    result = CliRunner().invoke(cli, ["demo"])
+    assert result.exit_code == 130 and result.output.strip() == "demo stopped", result.output
+
+
 def test_demo_tells_the_story_end_to_end():
     """The README's first command: every step runs on the bundled models and data, and the bundled
     QA model finds the answer in the demo's context."""

@@ -8,6 +8,7 @@ and fine-tuned models (`bertforge/pretrained/`) and a small SST-2 sample (`bertf
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import textwrap
 import time
@@ -18,6 +19,7 @@ import numpy as np
 
 import bertforge
 from bertforge.tokenization import BertTokenizer
+from bertforge.training import TrainingInterrupted
 
 PACKAGE = Path(bertforge.__file__).parent
 SST2_SAMPLE = PACKAGE / "data" / "sst2_sample"
@@ -175,7 +177,11 @@ def demo(finetune_steps):
     show_contextual_embeddings()
     show_pretrained_heads()
     with tempfile.TemporaryDirectory(prefix="bertforge-demo-") as workdir:
-        show_quick_finetune(Path(workdir), finetune_steps)
+        try:
+            show_quick_finetune(Path(workdir), finetune_steps)
+        except TrainingInterrupted:  # its checkpoint goes with the temporary directory: nothing to resume
+            click.echo("demo stopped", err=True)
+            sys.exit(130)
     show_question_answering()
     show_named_entities()
     click.echo(f"\ndemo finished in {time.perf_counter() - start:.1f} s")
