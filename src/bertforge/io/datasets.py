@@ -38,6 +38,11 @@ class SquadExample:
     answers: list[dict] = field(default_factory=list)  # {"text", "answer_start"}, checked against context
 
 
+def training_file(examples: list[TextExample] | list[TaggedSentence]) -> str:
+    """The file the examples were read from (each `source` is "FILE:LINE"), for a message about them all."""
+    return examples[0].source.rsplit(":", 1)[0] if examples else "training data"
+
+
 def read_text_examples(path: str | Path, text_column: str, text_pair_column: str | None = None,
                        label_column: str | None = None) -> list[TextExample]:
     """Sentence (pair) examples from a TSV/CSV/JSONL/Parquet table naming the columns.

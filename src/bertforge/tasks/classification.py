@@ -15,7 +15,7 @@ from bertforge.model import BertConfig, BertForSequenceClassification
 from bertforge.model.checkpoint import sentence_transformers_pooling
 from bertforge.paths import config_path
 from bertforge.tasks.batching import predict_logits
-from bertforge.io.datasets import TextExample
+from bertforge.io.datasets import TextExample, training_file
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class ClassificationTask:
     def from_examples(cls, examples: list[TextExample], pair: bool = False) -> "ClassificationTask":
         labels = [e.label for e in examples if e.label is not None]
         if len(set(labels)) < 2:
-            where = examples[0].source.rsplit(":", 1)[0] if examples else "training data"
-            raise InputError(f"{where}: a classifier needs at least two labels, found {sorted(set(labels))}")
+            raise InputError(f"{training_file(examples)}: a classifier needs at least two labels, found "
+                             f"{sorted(set(labels))}")
         counts = collections.Counter(labels)
         for label, count in counts.items():
             if count <= STRAY_LABEL_COUNT and count * STRAY_LABEL_RATIO < len(labels):

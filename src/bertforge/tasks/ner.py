@@ -12,7 +12,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from bertforge.errors import InputError
 from bertforge.model import IGNORE_INDEX, BertForTokenClassification
 from bertforge.tasks.batching import predict_logits
-from bertforge.io.datasets import TaggedSentence
+from bertforge.io.datasets import TaggedSentence, training_file
 
 
 @dataclass
@@ -46,9 +46,8 @@ class TokenClassificationTask:
     def from_sentences(cls, sentences: list[TaggedSentence]) -> "TokenClassificationTask":
         tags = {tag for s in sentences for tag in s.tags}
         if len(tags) < 2:
-            where = sentences[0].source.rsplit(":", 1)[0] if sentences else "training data"
-            raise InputError(f"{where}: a tagger needs at least two tags, found {sorted(tags)}; is the tag column "
-                             "the right one (--tag-column)?")
+            raise InputError(f"{training_file(sentences)}: a tagger needs at least two tags, found {sorted(tags)}; "
+                             "is the tag column the right one (--tag-column)?")
         # "O" first, then the entity types with B- before I-, so id2label reads naturally.
         return cls(sorted(tags, key=lambda t: (t != "O", t[2:], t[:2])))
 

@@ -352,11 +352,10 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
                 logs[1].write({"step": step, **{k: v for k, v in scores.items() if isinstance(v, (int, float))},
                                "elapsed_seconds": round(elapsed(), 2)})
                 logger.info("step %d evaluation: %s", step, scores)
-            if step % args.checkpoint_every == 0:
+            stopping = stop_requested()
+            if step % args.checkpoint_every == 0 or stopping:
                 save()
-            if stop_requested():
-                if step % args.checkpoint_every:  # not saved just now
-                    save()
+            if stopping:
                 bar.close()
                 processes.finish()  # every process is here: the group ends cleanly
                 raise TrainingInterrupted(f"stopped at step {step} of {total_steps}: the checkpoint is saved in "
