@@ -112,6 +112,29 @@ def test_decode_and_conversions(uncased):
     assert uncased.convert_ids_to_tokens(103) == "[MASK]"
 
 
+def test_decode_takes_one_id_and_numpy_or_tensor_integers_as_transformers_does(uncased, uncased_dir):
+    import numpy as np
+
+    reference = reference_tokenizer(uncased_dir)
+    ids = [101, 7592, 1010, 2088, 102]
+    for given in (7592, np.int64(7592), torch.tensor(7592), list(np.array(ids)), np.array(ids), torch.tensor(ids)):
+        assert uncased.decode(given) == reference.decode(given), given
+    assert uncased.convert_ids_to_tokens(np.int64(7592)) == "hello"
+    with pytest.raises(InputError, match="ids must be a list of token ids"):
+        uncased.decode([1.5])
+
+
+def test_max_length_alone_truncates_as_in_transformers(uncased, uncased_dir):
+    """transformers reads max_length without truncation or padding as "cut to this"; with padding=True it
+    ignores max_length (and warns)."""
+    reference = reference_tokenizer(uncased_dir)
+    text, pair = "Hello, World! This is a fairly long first sentence.", "And a second one."
+    for call in (dict(max_length=5), dict(text_pair=pair, max_length=9), dict(max_length=5, truncation=False),
+                 dict(max_length=5, padding="max_length", truncation=True)):
+        assert uncased(text, **call)["input_ids"] == reference(text, **call)["input_ids"], call
+    assert len(uncased(text, max_length=5, padding=True)["input_ids"]) == len(uncased(text)["input_ids"])
+
+
 def test_save_and_reload(uncased, tmp_path):
     uncased.save_pretrained(tmp_path)
     again = BertTokenizer.from_pretrained(tmp_path)

@@ -460,3 +460,24 @@ def test_cli_names_each_file_once(tmp_path):
                                           "--no-progress"])
         assert result.exit_code == 2 and message in result.output and result.output.count(path.name) == 1, \
             result.output
+
+
+def test_cli_refuses_to_overwrite_a_models_vocabulary_and_alphabet_limits_byte_bpe_has_not(tmp_path):
+    """A model's weights are indexed by its vocabulary: a new one written into its folder breaks it."""
+    from bertforge.cli.main import cli
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("the cat sat on the mat\n" * 20, encoding="utf-8")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text("{}", encoding="utf-8")
+    (model / "vocab.txt").write_text("[PAD]\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train-vocab", "--input", str(corpus), "--output", str(model),
+                                      "--vocab-size", "60", "--no-progress"])
+    assert result.exit_code == 2 and f"error: --output {model}: holds a model (config.json)" in result.output
+    assert (model / "vocab.txt").read_text(encoding="utf-8") == "[PAD]\n"
+    result = CliRunner().invoke(cli, ["train-vocab", "--input", str(corpus), "--output", str(tmp_path / "bytes"),
+                                      "--algorithm", "byte-bpe", "--limit-alphabet", "30", "--vocab-size", "300"])
+    assert result.exit_code == 2 and "error: --limit-alphabet applies to wordpiece and bpe" in result.output
+    assert not (tmp_path / "bytes").exists()
+

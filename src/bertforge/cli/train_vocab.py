@@ -41,6 +41,12 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
                 limit_alphabet, progress):
     """Train a vocabulary on the --input files and write it to --output."""
     check_output_dir(output, "--output")
+    model_files = [name for name in ("config.json", "model.safetensors", "pytorch_model.bin") if (output / name).exists()]
+    if model_files:
+        raise InputError(f"--output {output}: holds a model ({model_files[0]}) whose weights are indexed by its own "
+                         f"vocabulary, which a new one would replace; give a new directory")
+    if limit_alphabet is not None and algorithm == "byte-bpe":
+        raise InputError("--limit-alphabet applies to wordpiece and bpe; byte-bpe's alphabet is the 256 bytes")
     card = RunCard.start(click.get_current_context().params, inputs, output)
     corpus = read_corpus(inputs)  # missing --input files are reported here, before the counting starts
     if lowercase is None:

@@ -294,16 +294,22 @@ class BertModel(BertPreTrainedModel):
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False) -> BaseModelOutputWithPooling:
-        if input_ids.dim() != 2:
-            raise InputError(f"input_ids must be (batch, sequence), got shape {tuple(input_ids.shape)}")
-        self._check_length(input_ids.shape[1])
+        self._check_inputs(input_ids, attention_mask, token_type_ids)
         if token_type_ids is None:
             token_type_ids = torch.zeros_like(input_ids)
         # Boolean (batch, 1, 1, seq): True where a key may be attended to. None lets SDPA skip masking.
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]
-        x = self.embeddings(input_ids, token_type_ids)
+        try:
+            x = self.embeddings(input_ids, token_type_ids)
+        except IndexError:  # on the CPU; checked here, not before, so that valid batches pay nothing
+            for name, ids, size in (("input_ids", input_ids, self.config.vocab_size),
+                                    ("token_type_ids", token_type_ids, self.config.type_vocab_size)):
+                if ids.min() < 0 or ids.max() >= size:
+                    raise InputError(f"{name} holds {int(ids.min() if ids.min() < 0 else ids.max())}, outside the "
+                                     f"model's 0..{size - 1}") from None
+            raise
         x, hidden_states, attentions = self.encoder(x, mask, output_hidden_states, output_attentions)
         return BaseModelOutputWithPooling(
             last_hidden_state=x,
@@ -350,6 +356,21 @@ class BertModel(BertPreTrainedModel):
         packed = self.forward_unpadded(input_ids, token_type_ids)
         cls = packed.first_tokens(packed.hidden_states[-1])  # (sequences, hidden)
         return self.pooler(cls[:, None])  # the pooler reads position 0 of (batch, seq, hidden)
+
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids) -> None:
+        """A user's mistake named by argument, before torch fails on it deep inside."""
+        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+            raise InputError(f"input_ids must be a (batch, sequence) tensor (return_tensors='pt'), got "
+                             f"{tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__}")
+        if input_ids.is_floating_point() or input_ids.dtype == torch.bool or input_ids.is_complex():
+            raise InputError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
+        if not input_ids.numel():
+            raise InputError(f"input_ids is empty: shape {tuple(input_ids.shape)}")
+        for name, given in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if given is not None and (not isinstance(given, torch.Tensor) or given.shape != input_ids.shape):
+                raise InputError(f"{name} must have input_ids' shape {tuple(input_ids.shape)}, got "
+                                 f"{tuple(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__}")
+        self._check_length(input_ids.shape[1])
 
     def _check_length(self, length: int) -> None:
         limit = self.config.max_position_embeddings

@@ -44,6 +44,7 @@ NAME_TABLE = [
     ("pooler.dense", "bert.pooler.dense"),
     ("cls.predictions.transform.dense", "mlm.dense"),
     ("cls.predictions.transform.LayerNorm", "mlm.norm"),
+    ("cls.predictions.decoder", "mlm.decoder"),  # only where tie_word_embeddings is false
     ("cls.seq_relationship", "nsp"),
     ("classifier", "classifier"),
     ("qa_outputs", "qa_outputs"),
@@ -62,6 +63,7 @@ DISTILBERT_NAME_TABLE = [
     ("pre_classifier", "bert.pooler.dense"),
     ("vocab_transform", "mlm.dense"),
     ("vocab_layer_norm", "mlm.norm"),
+    ("vocab_projector", "mlm.decoder"),
     ("classifier", "classifier"),
     ("qa_outputs", "qa_outputs"),
 ]
@@ -102,13 +104,12 @@ NAMINGS = {
                    re.compile(r"^encoder\.layer\.(\d+)\.attention\.self\.(query|key|value)\.(weight|bias)$"),
                    "encoder.layer.{layer}.attention.self.{part}.{kind}", ("query", "key", "value"),
                    "cls.predictions.bias",
-                   # a buffer, and the decoder tied to the embeddings
-                   re.compile(r"^(embeddings\.position_ids|cls\.predictions\.decoder\.weight)$")),
+                   re.compile(r"^embeddings\.position_ids$")),  # a buffer
     "distilbert": Naming("distilbert.", ("embeddings.", "transformer."), DISTILBERT_NAME_TABLE,
                          re.compile(r"^transformer\.layer\.(\d+)\.attention\.([qkv]_lin)\.(weight|bias)$"),
                          "transformer.layer.{layer}.attention.{part}.{kind}", ("q_lin", "k_lin", "v_lin"),
                          "vocab_projector.bias",
-                         re.compile(r"^(embeddings\.position_ids|vocab_projector\.weight)$")),
+                         re.compile(r"^embeddings\.position_ids$")),
 }
 
 
@@ -132,7 +133,9 @@ def hf_to_bertforge(state: dict[str, torch.Tensor],
         if naming.ignored.match(name):
             continue
         if name in (naming.mlm_bias, "cls.predictions.decoder.bias"):
-            ours["mlm.bias"] = tensor
+            # Untied, transformers' decoder adds its own bias: that one, where the checkpoint has both.
+            if name != naming.mlm_bias or "cls.predictions.decoder.bias" not in state:
+                ours["mlm.bias"] = tensor
             continue
         match = naming.qkv.match(name)
         if match:
@@ -148,6 +151,10 @@ def hf_to_bertforge(state: dict[str, torch.Tensor],
         if set(parts) != set(naming.qkv_parts):
             raise CheckpointError(f"layer {layer}: attention {kind} has only {sorted(parts)} of "
                                   f"{'/'.join(naming.qkv_parts)}")
+        shapes = {tuple(parts[p].shape) for p in naming.qkv_parts}
+        if len(shapes) > 1:
+            raise CheckpointError(f"layer {layer}: attention {kind} shapes disagree: "
+                                  + ", ".join(f"{p} {tuple(parts[p].shape)}" for p in naming.qkv_parts))
         ours[f"bert.encoder.layers.{layer}.attention.qkv.{kind}"] = torch.cat([parts[p] for p in naming.qkv_parts])
     return ours, unused
 
@@ -163,6 +170,8 @@ def bertforge_to_hf(state: dict[str, torch.Tensor], bare_encoder: bool,
             continue  # tied to bert.embeddings.word, saved once
         if name == "mlm.bias":
             hf[naming.mlm_bias] = tensor
+            if model_type == "bert" and "mlm.decoder.weight" in state:  # untied: the decoder reads its own bias
+                hf["cls.predictions.decoder.bias"] = tensor.clone()
             continue
         qkv = re.match(r"^bert\.encoder\.layers\.(\d+)\.attention\.qkv\.(weight|bias)$", name)
         if qkv:
@@ -215,6 +224,24 @@ def _check_override_names(config: BertConfig, overrides: dict) -> None:
             raise ConfigError(f"from_pretrained({name}=...): not a config key of this model{hint}")
 
 
+MISSING_WEIGHTS = "%s: %d weights not in the checkpoint, initialised randomly: %s"
+
+
+def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:
+    """The folder of a checkpoint given as that folder, a file in it (its config.json, say) or Google's
+    checkpoint prefix (`.../bert_model.ckpt`, as their scripts name one); and that prefix, if given."""
+    path = Path(path)
+    if path.with_name(path.name + ".index").is_file():
+        return path.parent, path
+    if path.is_file():
+        if not config_path(path.parent).is_file():
+            raise CheckpointError(f"{path}: a file, not a model directory (config.json, model.safetensors)")
+        return path.parent, None
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: model directory not found")
+    return path, None
+
+
 def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **config_overrides):
     """Build `cls` (a BertPreTrainedModel) from a Hugging Face style checkpoint directory.
 
@@ -223,16 +250,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     `model.missing_keys` and logged, as fine-tuning expects; `fresh_head` treats every head
     weight of the checkpoint as missing.
     """
-    directory = Path(path) if path is not None else default_model_path()
-    tf_prefix = None
-    if directory.with_name(directory.name + ".index").is_file():  # Google's scripts name a checkpoint by prefix
-        directory, tf_prefix = directory.parent, directory
-    elif directory.is_file():  # a file of the checkpoint (its config.json, say): the folder it is in
-        if not config_path(directory.parent).is_file():
-            raise CheckpointError(f"{directory}: a file, not a model directory (config.json, model.safetensors)")
-        directory = directory.parent
-    if not directory.is_dir():
-        raise CheckpointError(f"{directory}: model directory not found")
+    directory, tf_prefix = checkpoint_location(path if path is not None else default_model_path())
     config_file = config_path(directory)
     config = BertConfig.from_json_file(config_file)
     hf_weights = read_tf_checkpoint(tf_prefix) if tf_prefix is not None else read_weights(directory)
@@ -249,6 +267,8 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         _check_override_names(config, config_overrides)
         config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(config_file))
     weights, unused = hf_to_bertforge(hf_weights, config.model_type)
+    if config.tie_word_embeddings:
+        weights.pop("mlm.decoder.weight", None)  # transformers, too, reads the tied decoder from the embeddings
     if fresh_head:
         weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}
     model = cls(config)
@@ -272,9 +292,15 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     model.load_state_dict(found, strict=False)
     model.missing_keys = missing
     if missing:
-        log.warning("%s: %d weights not in the checkpoint, initialised randomly: %s", directory, len(missing),
+        log.warning(MISSING_WEIGHTS, directory, len(missing),
                     ", ".join(sorted({name.rsplit(".", 1)[0] for name in missing})))
-    if unexpected:
+    # Unused encoder weights mean the config and the checkpoint disagree (a layer more), not a head left out.
+    unused_encoder = [name for name in unexpected if name.startswith(("bert.", *NAMINGS[config.model_type].body_prefixes))
+                      and "pooler" not in name]
+    if unused_encoder:
+        log.warning("%s: %d encoder weights of the checkpoint are not used, e.g. %s; does config.json match the "
+                    "checkpoint (num_hidden_layers)?", directory, len(unused_encoder), unused_encoder[0])
+    elif unexpected:
         log.info("%s: ignored %d weights this model does not use (%s ...)", directory, len(unexpected), unexpected[0])
     return model.float().eval()
 
@@ -290,7 +316,7 @@ def save_model(model, directory: str | Path, tokenizer=None) -> None:
     weights = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}
     with atomic_path(directory / "model.safetensors") as temporary:
         save_file(weights, temporary, metadata={"format": "pt"})
-    model.config.save(directory, architecture=model.architecture)
+    model.config.save(directory, architecture=model.architecture, dtype=str(model.dtype).removeprefix("torch."))
     if tokenizer is not None:
         tokenizer.save_pretrained(directory)
 

@@ -29,6 +29,11 @@ DISTILBERT_KEYS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_hea
                    "hidden_dim": "intermediate_size", "dropout": "hidden_dropout_prob",
                    "attention_dropout": "attention_probs_dropout_prob", "activation": "hidden_act"}
 MODEL_TYPES = ("bert", "distilbert")
+# transformers' keys for variants this encoder does not compute: a checkpoint that sets one is refused,
+# not run as a plain encoder with different outputs. Each maps to the only value supported.
+UNSUPPORTED_VARIANTS = {"is_decoder": False, "add_cross_attention": False, "position_embedding_type": "absolute"}
+# Keys that describe the saved weights, not the network: `checkpoint.save_model` writes the true one.
+WEIGHT_DTYPE_KEYS = ("dtype", "torch_dtype")
 
 
 @dataclass
@@ -59,6 +64,8 @@ class BertConfig:
     extra: dict = field(default_factory=dict, repr=False)
 
     def __post_init__(self):
+        if self.model_type not in MODEL_TYPES:  # first: another family's keys would fail the checks below
+            raise ConfigError(f"config key 'model_type' must be one of {MODEL_TYPES}, got {self.model_type!r}")
         for f in dataclasses.fields(self):
             if f.name in ("extra", "id2label"):
                 continue
@@ -76,15 +83,22 @@ class BertConfig:
         if self.classifier_pooling not in CLASSIFIER_POOLINGS:
             raise ConfigError(f"config key 'classifier_pooling' must be one of {CLASSIFIER_POOLINGS}, "
                               f"got {self.classifier_pooling!r}")
-        if self.model_type not in MODEL_TYPES:
-            raise ConfigError(f"config key 'model_type' must be one of {MODEL_TYPES}, got {self.model_type!r}")
         for name in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1 and not (name == "type_vocab_size" and self.is_distilbert):
                 raise ConfigError(f"config key {name!r} must be positive, got {getattr(self, name)}")
         if self.is_distilbert and self.type_vocab_size:
             raise ConfigError(f"DistilBERT has no token types: type_vocab_size must be 0, got {self.type_vocab_size}")
+        for key, supported in UNSUPPORTED_VARIANTS.items():
+            if self.extra.get(key, supported) != supported:
+                raise ConfigError(f"config key {key!r} is {json.dumps(self.extra[key])}: this variant is not "
+                                  f"supported (bertforge's BERT is an encoder with {key} {json.dumps(supported)})")
+        if not isinstance(self.tie_word_embeddings, bool):
+            raise ConfigError(f"config key 'tie_word_embeddings' must be true or false, got "
+                              f"{self.tie_word_embeddings!r}")
         if self.id2label is not None:
+            if not isinstance(self.id2label, dict) or not all(str(k).lstrip("-").isdigit() for k in self.id2label):
+                raise ConfigError(f"config key 'id2label' must map label numbers to names, got {self.id2label!r}")
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
 
     @property
@@ -94,6 +108,11 @@ class BertConfig:
     @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
+
+    @property
+    def tie_word_embeddings(self) -> bool:
+        """Whether the masked-LM head projects onto the token embeddings (BERT's default) or has its own matrix."""
+        return self.extra.get("tie_word_embeddings", True)
 
     @property
     def num_labels(self) -> int:
@@ -132,7 +151,9 @@ class BertConfig:
                     "layer_norm_eps": 1e-12}
         known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         values = {k: v for k, v in data.items() if k in known}
-        extra = {k: v for k, v in data.items() if k not in known and k != "label2id"}
+        extra = {k: v for k, v in data.items() if k not in known and k not in ("label2id", "num_labels")}
+        if "id2label" not in data and type(data.get("num_labels")) is int and data["num_labels"] >= 1:
+            values["id2label"] = {i: f"LABEL_{i}" for i in range(data["num_labels"])}  # transformers' naming
         try:
             return cls(**values, extra=extra)
         except ConfigError as e:
@@ -152,7 +173,7 @@ class BertConfig:
         return cls.from_dict(data, source=str(path))
 
     def to_dict(self, architecture: str | None = None) -> dict:
-        data = dict(self.extra)
+        data = {k: v for k, v in self.extra.items() if k not in WEIGHT_DTYPE_KEYS}
         for f in dataclasses.fields(self):
             if f.name not in ("extra", "id2label"):
                 data[f.name] = getattr(self, f.name)
@@ -169,6 +190,9 @@ class BertConfig:
             data["architectures"] = [architecture]
         return data
 
-    def save(self, directory: str | Path, architecture: str | None = None) -> None:
-        path = Path(directory) / "config.json"
-        write_text(path, json.dumps(self.to_dict(architecture), indent=2, sort_keys=True) + "\n")
+    def save(self, directory: str | Path, architecture: str | None = None, dtype: str | None = None) -> None:
+        """`dtype` names the saved weights' type ("float16"): transformers 5 loads them as that type."""
+        data = self.to_dict(architecture)
+        if dtype is not None:
+            data["dtype"] = dtype
+        write_text(Path(directory) / "config.json", json.dumps(data, indent=2, sort_keys=True) + "\n")

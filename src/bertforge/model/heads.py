@@ -30,19 +30,24 @@ class BertHeadModel(BertPreTrainedModel):
 
 
 class MaskedLMHead(nn.Module):
-    """dense → activation → LayerNorm → a vocabulary projection tied to the token embeddings."""
+    """dense → activation → LayerNorm → a vocabulary projection tied to the token embeddings, or with
+    `tie_word_embeddings: false` in the config a matrix of its own (`decoder`)."""
 
     def __init__(self, config: BertConfig, word_embeddings: nn.Embedding):
         super().__init__()
         self.dense = Linear(config.hidden_size, config.hidden_size)
         self.activation = ACTIVATION_FUNCTIONS[config.hidden_act]
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.word_embeddings = word_embeddings  # shared, not a copy: the paper ties them
+        if config.tie_word_embeddings:
+            self.word_embeddings = word_embeddings  # shared, not a copy: the paper ties them
+        else:
+            self.decoder = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.norm(self.activation(self.dense(hidden)))
-        return linear(hidden, self.word_embeddings.weight, self.bias)
+        decoder = self.word_embeddings if hasattr(self, "word_embeddings") else self.decoder
+        return linear(hidden, decoder.weight, self.bias)
 
 
 @dataclass
@@ -132,7 +137,7 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     if attention_mask is None:
         return hidden.mean(dim=1)
     weights = attention_mask[..., None].to(hidden.dtype)
-    return (hidden * weights).sum(dim=1) / weights.sum(dim=1)
+    return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # a row with no real token: zeros
 
 
 class BertForSequenceClassification(BertHeadModel):

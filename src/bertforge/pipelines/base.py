@@ -18,6 +18,7 @@ from torch import nn
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
+from bertforge.model.checkpoint import MISSING_WEIGHTS, checkpoint_location
 from bertforge.model.cpu import cpu_has_any
 from bertforge.paths import config_path
 from bertforge.progress import progress_bar
@@ -124,16 +125,19 @@ def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ..
     """Load `model_class` from `path`; when the task needs a head the checkpoint lacks (its weights
     show up in `missing_keys`), say which head and what this checkpoint can do instead."""
     checkpoint_log = logging.getLogger("bertforge.model.checkpoint")
-    level = checkpoint_log.level
     # Missing head weights are our error to report, not a warning about random initialisation.
-    checkpoint_log.setLevel(logging.ERROR)
+    not_missing_weights = lambda record: record.msg != MISSING_WEIGHTS  # noqa: E731
+    checkpoint_log.addFilter(not_missing_weights)
     try:
         model = model_class.from_pretrained(path)
     finally:
-        checkpoint_log.setLevel(level)
-    if head_prefix is not None and any(k.startswith(head_prefix) for k in model.missing_keys):
+        checkpoint_log.removeFilter(not_missing_weights)
+    tasks = checkpoint_tasks(checkpoint_location(path)[0])
+    # The two classifiers share their weights' names: the config's architectures tell them apart.
+    wrong_classifier = task in ("text-classification", "token-classification") and task not in tasks
+    if wrong_classifier or head_prefix is not None and any(k.startswith(head_prefix) for k in model.missing_keys):
         raise CheckpointError(f"{path}: {task} needs a {head_name}, and this checkpoint has none; it can do: "
-                              f"{', '.join(checkpoint_tasks(path))}")
+                              f"{', '.join(tasks)}")
     return model
 
 
@@ -220,13 +224,12 @@ class Pipeline:
             path, self.device, self.dtype, self.tokenizer = loaded.path, loaded.device, loaded.dtype, loaded.tokenizer
             self.model = loaded.model
         else:
-            path = Path(model) if model is not None else self.default_model()
-            if not path.is_dir():
-                raise CheckpointError(f"{path}: model directory not found")
+            given = Path(model) if model is not None else self.default_model()
+            path, _ = checkpoint_location(given)  # a file of the checkpoint, or Google's prefix, names its folder
             self.device = resolve_device(device)
             self.dtype = dtype
             self.tokenizer = BertTokenizer.from_pretrained(path)
-            self.model = apply_dtype(load_for_task(self.model_class, path, self.task, self.head_prefix,
+            self.model = apply_dtype(load_for_task(self.model_class, given, self.task, self.head_prefix,
                                                    self.head_name).eval(), dtype, self.device)
         if parallel_batches > 1 and self.device.type != "cpu":
             raise InputError(f"--parallel-batches runs on the CPU only, got --device {self.device}")

@@ -73,7 +73,7 @@ class TextClassificationPipeline(Pipeline):
         return results[0] if single else results
 
     def probabilities(self, batch: list[Encoded]) -> torch.Tensor:
-        """(batch, labels) softmax of BertForSequenceClassification's logits, on the unpadded forward
+        """(batch, labels) scores of BertForSequenceClassification's logits, on the unpadded forward
         pass (no work on padding) with only the [CLS] rows through pooler and head (or each sequence's
         mean, for a classifier trained on it)."""
         if self.model.config.classifier_pooling == "mean":
@@ -82,5 +82,12 @@ class TextClassificationPipeline(Pipeline):
             pooled = pool_sequences(packed, last, "mean").to(last.dtype)
         else:
             pooled = self.bert.pooler_output_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
-        logits = self.model.classifier(self.model.dropout(pooled))
-        return logits.float().softmax(dim=-1).cpu()
+        logits = self.model.classifier(self.model.dropout(pooled)).float()
+        # transformers' rule: a regression's output as it is, one output or independent labels through a
+        # sigmoid, classes through a softmax
+        problem_type = self.config.extra.get("problem_type")
+        if problem_type == "regression":
+            return logits.cpu()
+        if self.config.num_labels == 1 or problem_type == "multi_label_classification":
+            return logits.sigmoid().cpu()
+        return logits.softmax(dim=-1).cpu()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import gc
 import json
+import numbers
 from collections.abc import Iterable
 from contextlib import contextmanager
 from functools import partial
@@ -156,8 +157,8 @@ class BertTokenizer:
         return [self.vocab.get(t, self.wordpiece.unk_id) for t in tokens]
 
     def convert_ids_to_tokens(self, ids: int | list[int], skip_special_tokens: bool = False):
-        if isinstance(ids, int):
-            return self._id_to_token(ids)
+        if _is_one_id(ids):
+            return self._id_to_token(int(ids))
         return [self._id_to_token(i) for i in _as_int_list(ids) if not (skip_special_tokens and i in self._special_ids)]
 
     def _id_to_token(self, token_id: int) -> str:
@@ -220,7 +221,7 @@ class BertTokenizer:
     # --- the encoding API ----------------------------------------------------------------
 
     def __call__(self, text, text_pair=None, *, add_special_tokens: bool = True, padding=False,
-                 truncation=False, max_length: int | None = None, stride: int = 0,
+                 truncation=None, max_length: int | None = None, stride: int = 0,
                  is_split_into_words: bool = False, return_overflowing_tokens: bool = False,
                  return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
                  return_tensors: str | None = None, num_proc: int | None = None) -> BatchEncoding:
@@ -237,6 +238,8 @@ class BertTokenizer:
             pairs = list(text_pair) if batched else [text_pair]
             if len(pairs) != len(texts):
                 raise InputError(f"text has {len(texts)} items but text_pair has {len(pairs)}")
+        if max_length is not None and padding is False and truncation is None:
+            truncation = "longest_first"  # as in transformers: max_length alone means "cut to this"
         padding = padding_strategy(padding)
         truncation = truncation_strategy(truncation)
         if max_length is None and (truncation or padding == "max_length"):
@@ -323,6 +326,7 @@ class BertTokenizer:
         piece is kept as it is, like the reference decoder); no space is left before `.`,
         `,`, `?` and `!`."""
         text = ""
+        ids = [ids] if _is_one_id(ids) else ids
         for i, token in enumerate(self.convert_ids_to_tokens(ids, skip_special_tokens)):
             if i > 0 and token.startswith(self.wordpiece.prefix):
                 text += token[len(self.wordpiece.prefix):]
@@ -377,13 +381,19 @@ def _joined_extras(offsets_a: list, word_ids_a: list, offsets_b: list | None, wo
     return offsets, word_ids, special, sequence
 
 
+def _is_one_id(ids) -> bool:
+    """A single token id: a Python, NumPy or 0-d tensor integer (not a bool)."""
+    return isinstance(ids, numbers.Integral) and not isinstance(ids, bool) or \
+        getattr(ids, "ndim", None) == 0 and _is_one_id(ids.item())
+
+
 def _as_int_list(ids) -> list[int]:
-    """Ids from a list, tuple, NumPy array or tensor; anything else (a string, None) named in the error."""
+    """Ids from a list, tuple, NumPy array or tensor (of them); anything else (a string, None) named in the error."""
     if hasattr(ids, "tolist"):
         ids = ids.tolist()
-    if not isinstance(ids, (list, tuple)) or not all(isinstance(i, int) and not isinstance(i, bool) for i in ids):
+    if not isinstance(ids, (list, tuple)) or not all(_is_one_id(i) for i in ids):
         raise InputError(f"ids must be a list of token ids (integers), got {type(ids).__name__} {str(ids)[:40]!r}")
-    return list(ids)
+    return [int(i) for i in ids]
 
 
 def _check_types(settings: dict, source: Path) -> None:

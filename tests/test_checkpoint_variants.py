@@ -1,0 +1,203 @@
+"""Checkpoints that are legal in transformers but unusual: each loads to the same outputs as
+transformers gives, or is refused in one line naming the key; never run as something else. And the
+forward pass names the argument at fault when given something it cannot use."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import torch
+import transformers
+
+import bertforge
+from bertforge import BertTokenizer
+from bertforge.errors import CheckpointError, ConfigError, InputError
+from bertforge.model import BertConfig, BertForMaskedLM, BertForPreTraining, BertModel, BertForSequenceClassification
+from bertforge.model.heads import mean_pool
+
+SMALL = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+DISTIL_SMALL = dict(vocab_size=60, dim=32, n_layers=2, n_heads=4, hidden_dim=64)
+
+
+def saved_reference(tmp_path, name: str, config, **kwargs):
+    """A transformers model with random weights and random biases (zeros would hide a bias read from
+    the wrong place), saved to tmp_path/name."""
+    torch.manual_seed(0)
+    model = getattr(transformers, name)(config).eval()
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if parameter_name.endswith("bias"):
+                parameter.normal_()
+    model.save_pretrained(tmp_path / name, **kwargs)
+    return model, tmp_path / name
+
+
+def logits_of(output) -> torch.Tensor:
+    return output.logits if getattr(output, "logits", None) is not None else output.prediction_logits
+
+
+@pytest.mark.parametrize("name", ["BertForPreTraining", "BertForMaskedLM", "DistilBertForMaskedLM"])
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+def test_masked_lm_decoder_tied_or_not_equals_transformers_both_ways(tmp_path, name, tied):
+    config = (transformers.DistilBertConfig(**DISTIL_SMALL, tie_word_embeddings=tied) if name.startswith("Distil")
+              else transformers.BertConfig(**SMALL, tie_word_embeddings=tied))
+    reference, folder = saved_reference(tmp_path, name, config)
+    ours = {"BertForPreTraining": BertForPreTraining}.get(name, BertForMaskedLM).from_pretrained(folder)
+    ids = torch.randint(5, 60, (2, 9), generator=torch.Generator().manual_seed(1))
+    expected = logits_of(reference(input_ids=ids))
+    torch.testing.assert_close(logits_of(ours(ids)), expected, rtol=0, atol=1e-5)
+    ours.save_pretrained(tmp_path / "ours")
+    again = getattr(transformers, name).from_pretrained(tmp_path / "ours").eval()
+    torch.testing.assert_close(logits_of(again(input_ids=ids)), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("key,value", [("is_decoder", True), ("add_cross_attention", True),
+                                       ("position_embedding_type", "relative_key")])
+def test_variants_the_encoder_does_not_compute_are_refused_naming_the_key(tmp_path, key, value):
+    _, folder = saved_reference(tmp_path, "BertModel", transformers.BertConfig(**SMALL))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(ConfigError, match=rf"^{folder}/config.json: config key '{key}' is {json.dumps(value)}: this "
+                                          rf"variant is not supported"):
+        BertModel.from_pretrained(folder)
+
+
+def test_saved_config_names_the_dtype_of_the_saved_weights(tmp_path):
+    _, folder = saved_reference(tmp_path, "BertModel", transformers.BertConfig(**SMALL))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "dtype": "bfloat16", "torch_dtype": "bfloat16"}))
+    model = BertModel.from_pretrained(folder)  # float32, as every load gives
+    model.save_pretrained(tmp_path / "float32")
+    saved = json.loads((tmp_path / "float32" / "config.json").read_text())
+    assert saved["dtype"] == "float32" and "torch_dtype" not in saved
+    assert transformers.BertModel.from_pretrained(tmp_path / "float32").dtype == torch.float32
+    model.half().save_pretrained(tmp_path / "float16")
+    assert json.loads((tmp_path / "float16" / "config.json").read_text())["dtype"] == "float16"
+
+
+def test_num_labels_without_id2label_gives_that_many_labels_as_in_transformers(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({**SMALL, "model_type": "bert", "num_labels": 3}))
+    config = BertConfig.from_json_file(tmp_path / "config.json")
+    assert config.num_labels == transformers.BertConfig.from_pretrained(tmp_path).num_labels == 3
+    assert config.id2label == {0: "LABEL_0", 1: "LABEL_1", 2: "LABEL_2"} and "num_labels" not in config.to_dict()
+
+
+@pytest.mark.parametrize("data,words", [
+    ({"id2label": {"a": "x"}}, "config key 'id2label' must map label numbers to names"),
+    ({"model_type": "gpt2", "pad_token_id": None}, "config key 'model_type' must be one of"),
+    ({"tie_word_embeddings": "no"}, "config key 'tie_word_embeddings' must be true or false"),
+])
+def test_config_mistakes_are_one_line_naming_the_key(tmp_path, data, words):
+    (tmp_path / "config.json").write_text(json.dumps({**SMALL, **data}))
+    with pytest.raises(ConfigError, match=f"^{tmp_path}/config.json: {words}"):
+        BertConfig.from_json_file(tmp_path / "config.json")
+
+
+def test_checkpoint_whose_attention_parts_disagree_in_shape_is_one_line(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    _, folder = saved_reference(tmp_path, "BertModel", transformers.BertConfig(**SMALL))
+    weights = load_file(folder / "model.safetensors")
+    weights["encoder.layer.0.attention.self.query.weight"] = torch.zeros(32, 16)
+    save_file(weights, folder / "model.safetensors")
+    with pytest.raises(CheckpointError, match=r"^layer 0: attention weight shapes disagree: query \(32, 16\), "
+                                              r"key \(32, 32\), value \(32, 32\)$"):
+        BertModel.from_pretrained(folder)
+
+
+def test_encoder_weights_the_config_does_not_use_are_a_warning(tmp_path, caplog):
+    _, folder = saved_reference(tmp_path, "BertModel", transformers.BertConfig(**SMALL))
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "num_hidden_layers": 1}))
+    with caplog.at_level(logging.WARNING, logger="bertforge.model.checkpoint"):
+        BertModel.from_pretrained(folder)
+    assert "encoder weights of the checkpoint are not used, e.g. bert.encoder.layers.1." in caplog.text
+    assert "num_hidden_layers" in caplog.text
+
+
+@pytest.fixture(scope="module")
+def small_with_vocab(tmp_path_factory):
+    """Small random models on the bert-base-uncased vocabulary, for the pipelines."""
+    return tmp_path_factory.mktemp("small"), BertTokenizer.from_pretrained()
+
+
+@pytest.mark.parametrize("problem_type,labels", [("regression", 1), ("multi_label_classification", 4),
+                                                 ("single_label_classification", 3)])
+def test_text_classification_scores_as_transformers_pipeline_does(small_with_vocab, problem_type, labels):
+    root, tokenizer = small_with_vocab
+    config = transformers.BertConfig(**{**SMALL, "vocab_size": 30522}, num_labels=labels, problem_type=problem_type)
+    _, folder = saved_reference(root, "BertForSequenceClassification", config)
+    tokenizer.save_pretrained(folder)
+    reference = transformers.pipeline("text-classification", model=str(folder))
+    text = "A gripping, funny film."
+    ours = bertforge.pipeline("text-classification", model=folder)(text, top_k=None)
+    expected = reference(text, top_k=None)
+    assert [r["label"] for r in ours] == [r["label"] for r in expected]
+    assert [r["score"] for r in ours] == pytest.approx([r["score"] for r in expected], abs=1e-5)
+
+
+def test_pipelines_refuse_the_other_kind_of_classifier(small_with_vocab):
+    root, tokenizer = small_with_vocab
+    for name in ("BertForSequenceClassification", "BertForTokenClassification"):
+        transformers_model = getattr(transformers, name)(transformers.BertConfig(**{**SMALL, "vocab_size": 30522}))
+        transformers_model.save_pretrained(root / name)
+        tokenizer.save_pretrained(root / name)
+    with pytest.raises(CheckpointError, match="token-classification needs a token-classification head.*it can do: "
+                                              ".*text-classification$"):
+        bertforge.pipeline("token-classification", model=root / "BertForSequenceClassification")
+    with pytest.raises(CheckpointError, match="text-classification needs a sequence-classification head.*it can do: "
+                                              ".*token-classification$"):
+        bertforge.pipeline("text-classification", model=root / "BertForTokenClassification")
+
+
+def test_question_answering_defaults_fit_a_model_with_a_short_window(small_with_vocab):
+    root, tokenizer = small_with_vocab
+    config = transformers.BertConfig(**{**SMALL, "vocab_size": 30522}, max_position_embeddings=64)
+    _, folder = saved_reference(root, "BertForQuestionAnswering", config)
+    tokenizer.save_pretrained(folder)
+    qa = bertforge.pipeline("question-answering", model=folder)
+    context = "the cat sat on the mat " * 30  # several windows of 64
+    answer = qa(question="where is the cat", context=context)
+    assert context[answer["start"]:answer["end"]] == answer["answer"]
+    with pytest.raises(InputError, match="the context is empty"):
+        qa(question="where is the cat", context="\u200b\x00 ")  # nothing BERT keeps
+
+
+def test_fill_mask_ranks_only_tokens_the_vocabulary_spells(small_with_vocab):
+    root, tokenizer = small_with_vocab
+    config = transformers.BertConfig(**{**SMALL, "vocab_size": 30528})  # rounded up past vocab.txt's 30,522
+    model, folder = saved_reference(root, "BertForMaskedLM", config)
+    with torch.no_grad():
+        model.cls.predictions.bias[30522:] = 100.0  # the padding rows would win every mask
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    candidates = bertforge.pipeline("fill-mask", model=folder)("the [MASK] sat.", top_k=3)
+    assert len(candidates) == 3 and all(c["token"] < 30522 for c in candidates)
+
+
+@pytest.mark.parametrize("call,words", [
+    (lambda m: m(torch.tensor([[1, 60, 2]])), r"^input_ids holds 60, outside the model's 0..59$"),
+    (lambda m: m(torch.tensor([[1, -1, 2]])), r"^input_ids holds -1, outside the model's 0..59$"),
+    (lambda m: m(torch.tensor([[1, 2]]), token_type_ids=torch.tensor([[0, 2]])),
+     r"^token_type_ids holds 2, outside the model's 0..1$"),
+    (lambda m: m(torch.zeros(0, 5, dtype=torch.long)), r"^input_ids is empty: shape \(0, 5\)$"),
+    (lambda m: m(torch.ones(1, 3)), r"^input_ids must hold integer token ids, got torch.float32$"),
+    (lambda m: m([[1, 2, 3]]), r"^input_ids must be a \(batch, sequence\) tensor \(return_tensors='pt'\), got list$"),
+    (lambda m: m(torch.ones(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 3)),
+     r"^attention_mask must have input_ids' shape \(2, 4\), got \(2, 3\)$"),
+])
+def test_forward_names_the_argument_at_fault(call, words):
+    model = BertModel(BertConfig(**SMALL)).eval()
+    with pytest.raises(InputError, match=words):
+        call(model)
+
+
+def test_mean_of_a_row_with_no_real_token_is_zeros_not_nan():
+    hidden = torch.randn(2, 3, 4)
+    pooled = mean_pool(hidden, torch.tensor([[1, 1, 0], [0, 0, 0]]))
+    torch.testing.assert_close(pooled[0], hidden[0, :2].mean(0))
+    assert torch.equal(pooled[1], torch.zeros(4))
+    classifier = BertForSequenceClassification(BertConfig(**SMALL, classifier_pooling="mean")).eval()
+    assert not classifier(torch.ones(1, 3, dtype=torch.long), attention_mask=torch.zeros(1, 3)).logits.isnan().any()
