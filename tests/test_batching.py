@@ -5,6 +5,7 @@ batches that waited for it run as one model call, and one that fails runs apart.
 from __future__ import annotations
 
 import asyncio
+import os
 import threading
 import time
 
@@ -130,6 +131,36 @@ def whisper(models: dict, payloads: list) -> list:
 def nap(models: dict, seconds: float) -> str:
     time.sleep(seconds)
     return "rested"
+
+
+def touch(models: dict, paths: list) -> list:
+    for path in paths:
+        open(path, "w").close()
+    return paths
+
+
+def test_a_batch_whose_client_has_gone_is_dropped_by_the_inference_process(tmp_path):
+    """Collections go to the child as they come; one whose every client has gone before the child
+    takes it must not run (a client that times out and retries would otherwise multiply the work)."""
+    gone, kept = str(tmp_path / "gone"), str(tmp_path / "kept")
+
+    async def main():
+        runner = InferenceProcess({}, threads=1, max_batch_size=4)
+        batcher = Batcher(Metrics(), runner, max_batch_size=4, max_wait_ms=0)
+        await batcher.start()  # and the runner
+        try:
+            busy = asyncio.ensure_future(batcher.call(nap, 1.0))
+            await asyncio.sleep(0.2)
+            abandoned = asyncio.ensure_future(batcher.submit(touch, [gone], [1]))
+            await asyncio.sleep(0.2)  # sent: it waits in the child's inbox behind the nap
+            abandoned.cancel()
+            assert await busy == "rested"
+            return await batcher.submit(touch, [kept], [1])
+        finally:
+            await batcher.stop()
+
+    assert asyncio.run(asyncio.wait_for(main(), 60)) == [kept]
+    assert os.path.exists(kept) and not os.path.exists(gone)
 
 
 def test_the_inference_process_runs_batches_that_waited_for_it_as_one_call():

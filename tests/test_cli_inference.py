@@ -99,12 +99,33 @@ def test_similarity_prints_a_readable_comparison():
     assert "(further apart)" in result.output
 
 
+def test_similarity_names_a_word_truncation_cut_and_an_unchanged_cosine():
+    assert_clean_error(run("similarity", "--word", "bank", "word " * 300 + "bank", "a bank", "--max-length", 32),
+                       "the word 'bank' lies beyond max_length 32", "where truncation cut it away")
+    result = run("similarity", "--word", "bank", "the bank", "a bank", "--layer", 0)  # context-free on both sides
+    assert result.exit_code == 0 and "context-free 1.000 -> contextual 1.000 (unchanged)" in result.output, result.output
+
+
 def test_attention_writes_png_and_html(tmp_path):
     result = run("attention", "Paris is a beautiful city", "I love Paris", "--png", tmp_path / "a.png",
                  "--html", tmp_path / "a.html")
     assert result.exit_code == 0, result.output
     assert (tmp_path / "a.png").stat().st_size > 20_000
     assert "beautiful" in (tmp_path / "a.html").read_text(encoding="utf-8")
+
+
+def test_attention_refuses_one_file_for_both_outputs(tmp_path):
+    assert_clean_error(run("attention", "Paris", "--png", tmp_path / "a.png", "--html", tmp_path / "a.png"),
+                       "--png and --html name the same file")
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_fill_mask_file_names_the_line_of_a_text_whose_masks_truncation_would_cut(tiny_pretraining_checkpoint,
+                                                                                   tmp_path):
+    path = tmp_path / "masks.txt"
+    path.write_text("a [MASK] here\n\nthe [MASK] sat\n" + "word " * 40 + "[MASK]\n", encoding="utf-8")
+    assert_clean_error(run("fill-mask", "--model", tiny_pretraining_checkpoint, "--max-length", 32, "--input", path),
+                       f"{path}:4: 1 of its 1 [MASK] tokens beyond max_length 32")
 
 
 def test_attention_png_format_follows_the_suffix_and_unknown_ones_are_refused_first(tmp_path):

@@ -290,6 +290,17 @@ def test_fill_mask_without_mask_is_an_input_error(tiny_pretraining_checkpoint):
         fill(["a [MASK] here", "none here"])
 
 
+def test_fill_mask_refuses_a_text_whose_masks_truncation_would_cut(tiny_pretraining_checkpoint):
+    """Cutting some of a text's masks would drop their answers and change the answer's shape."""
+    fill = pipeline("fill-mask", model=tiny_pretraining_checkpoint, max_length=32)
+    long = "The [MASK] sat. " + "word " * 40 + "[MASK]."
+    with pytest.raises(InputError, match=r"^text 2 has 1 of its 2 \[MASK\] tokens beyond max_length 32, where "
+                                         r"truncation cuts them away"):
+        fill(["a [MASK] here", long])
+    assert fill.first_unfillable(["a [MASK]", "none here", long]) == (1, "no [MASK] token to fill: 'none here'")
+    assert fill.first_unfillable(["a [MASK]", long])[0] == 1 and fill.first_unfillable(["a [MASK]"]) is None
+
+
 @pytest.mark.parametrize("task, head", [("fill-mask", "masked-language-model head"),
                                         ("next-sentence", "next-sentence-prediction head")])
 def test_model_without_the_head_says_which_head_and_what_it_can_do(default_model_dir, task, head):

@@ -288,7 +288,7 @@ def test_attention_and_tokenize(server, default_model_dir):
     assert status == 200 and np.array(one["attentions"]).shape == (1, 1, maps.shape[2], maps.shape[3])
     np.testing.assert_allclose(np.array(one["attentions"])[0, 0], maps[3, 5])
     status, error = call(url + "/v1/attention", {"input": text, "layer": 6})
-    assert status == 422 and "layer must be in 0..5" in error["error"]["message"]
+    assert status == 422 and "layer must be in 0..5" in error["error"]["message"] and error["error"]["param"] == "layer"
 
     status, body = call(url + "/v1/tokenize", {"input": ["Hello, wordpieces!", text]})
     assert status == 200
@@ -313,6 +313,12 @@ BAD_INPUTS = [
     ("empty QA context", "/v1/qa", json.dumps({"input": [{"question": "who?", "context": "a"},
                                                         {"question": "who?", "context": " "}]}), 422,
      "input[1].context is empty"),
+    ("QA context of zero-width characters", "/v1/qa",
+     json.dumps({"input": [{"question": "who?", "context": "\u200b\u200b"}]}), 422, "input[0].context is empty"),
+    # the pipeline would count the texts of the batch it ran, not the request's
+    ("mask cut away by truncation", "/v1/fill-mask",
+     json.dumps({"input": ["a [MASK] b", "c [MASK] d", "word " * 700 + "[MASK]"]}), 422,
+     "input[2]: 1 of its 1 [MASK] tokens beyond max_length"),
     ("empty QA question", "/v1/qa", json.dumps({"input": {"question": "", "context": "a"}}), 422,
      "input[0].question is empty"),
     ("a long text named by its object and field", "/v1/qa",
@@ -385,9 +391,12 @@ def test_the_inference_process_answers_as_a_thread_does_and_ends_with_the_server
             pid = getattr(app.state.batcher.runner, "pid", None)
             if inference == "process":
                 assert pid != os.getpid() and Path(f"/proc/{pid}").exists()
+                assert call(url + "/health")[0] == 200
                 os.kill(pid, signal.SIGKILL)  # as the kernel's out-of-memory killer would
                 status, body = call(url + "/v1/embeddings", {"input": "anyone there?"})
                 assert status == 503 and "the inference process has stopped" in body["error"]["message"], body
+                status, body = call(url + "/health")  # so that a supervisor restarts it
+                assert status == 503 and body["status"] == "inference process stopped", body
         if inference == "process":
             assert not Path(f"/proc/{pid}").exists(), "the inference process outlived its server"
     assert answers["process"] == answers["thread"]

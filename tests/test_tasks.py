@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -17,7 +18,7 @@ from bertforge.model import BertConfig, BertForQuestionAnswering, BertForSequenc
 from bertforge.tasks import build_task, check_head, read_task_data
 from bertforge.io.datasets import TextExample, read_conll, read_squad, read_text_examples
 from bertforge.tasks.classification import ClassificationTask
-from bertforge.tasks.ner import TokenClassificationTask, entity_scores
+from bertforge.tasks.ner import TokenClassificationTask, entity_scores, warn_cut_words
 from bertforge.tasks.trainer import FinetuneArgs, finetune
 from bertforge.tokenization import BertTokenizer
 from conftest import fixture_data, require_data
@@ -76,6 +77,47 @@ def test_unseen_label_at_evaluation_names_file_and_line(tmp_path, tokenizer):
     path.write_text('sentence,label\n"good, really",1\nmeh,neutral\n', encoding="utf-8")
     with pytest.raises(InputError, match=r"eval\.csv:3: label 'neutral' was not seen in training"):
         task.eval_set(read_text_examples(path, "sentence", label_column="label"), tokenizer, 32)
+
+
+def test_class_ids_in_a_file_read_as_the_classes_of_a_model_whose_labels_have_names(tmp_path, tokenizer):
+    """SST-2 files label 0 and 1; the bundled classifier names them negative and positive."""
+    task = build_task("classification", id2label={0: "negative", 1: "positive"})
+    path = tmp_path / "eval.tsv"
+    path.write_text("sentence\tlabel\nbad\t0\ngood\t1\nfine\tpositive\nodd\t2\n", encoding="utf-8")
+    examples = read_text_examples(path, "sentence", label_column="label")
+    assert [task.label_id(e) for e in examples[:3]] == [0, 1, 1]
+    with pytest.raises(InputError, match=r"eval\.tsv:5: label '2' was not seen in training"):
+        task.label_id(examples[3])
+    numbered = build_task("classification", id2label={0: "1", 1: "0"})  # ids are not read where labels are numbers
+    with pytest.raises(InputError, match="label '2' was not seen"):
+        numbered.label_id(examples[3])
+    assert numbered.label_id(examples[0]) == 1
+
+
+def test_ner_words_beyond_max_length_are_counted_in_a_warning(tokenizer, caplog):
+    sentences = read_conll(fixture_data("conll2003", "valid.txt"))[:40]
+    task = TokenClassificationTask.from_sentences(sentences)
+    longest = max(range(len(sentences)), key=lambda i: len(sentences[i].words))
+    features = task.encode(sentences, tokenizer, 12)
+    with caplog.at_level("WARNING", logger="bertforge.tasks.ner"):
+        warn_cut_words(features, sentences, 12)
+    cut = sum(max(w for w in f["word_ids"] if w is not None) < len(s.words) - 1 for f, s in zip(features, sentences))
+    assert 0 < cut < len(sentences) and len(sentences[longest].words) > 12
+    assert f"{cut} of 40 sentences are longer than --max-length 12 word pieces" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertforge.tasks.ner"):
+        warn_cut_words(task.encode(sentences, tokenizer, 512), sentences, 512)
+    assert not caplog.records
+
+
+def test_squad_entries_with_nothing_to_read_are_one_line(tmp_path):
+    for field, entry in (("context", {"context": "\u200b ", "qas": []}),
+                         ("question", {"context": "Rollo led them.", "qas": [{"id": "a", "question": " "}]})):
+        path = tmp_path / "squad.json"
+        path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [entry]}]}), encoding="utf-8")
+        where = "data[0].paragraphs[0]" + (".qas[0]" if field == "question" else "")
+        with pytest.raises(InputError, match=rf"squad\.json: {re.escape(where)}\.{field} is empty"):
+            read_squad(path)
 
 
 def test_a_label_too_rare_to_be_a_class_is_named_in_a_warning(caplog):

@@ -112,3 +112,37 @@ def test_page_fill_mask_attention_ner_qa_without_console_errors(page_server, bro
     assert not problems, problems
     assert not requests_outside, requests_outside
     page.close()
+
+
+def test_page_marks_the_characters_the_api_names_in_texts_with_emoji(page_server, browser):
+    """The API counts code points, JavaScript UTF-16 units: before the page cut by code points, each
+    emoji before an entity or answer shifted its mark one character left."""
+    import json
+    import urllib.request
+
+    def api(path: str, body: dict) -> dict:
+        request = urllib.request.Request(page_server + path, json.dumps(body).encode(),
+                                         {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request) as response:
+            return json.load(response)
+
+    text = "🎉 Jim Henson 🎉 met Ann 🎉 Lee in 🎉 Paris and 🎉 Tom 🎉 Hanks in Rome 🎉 today."
+    entities = api("/v1/ner", {"input": text, "model": "ner"})["results"][0]
+    assert entities  # the tiny random tagger's guesses: enough to see where the page puts them
+    page = browser.new_page()
+    page.goto(page_server + "/")
+    page.wait_for_selector("#ner-section:not(.hidden)")
+    page.fill("#ner-input", text)
+    page.click("#ner-run")
+    page.wait_for_selector("#ner-output p")
+    marked = page.locator("#ner-output mark").evaluate_all("marks => marks.map(m => m.firstChild.textContent)")
+    assert marked == [text[e["start"]:e["end"]] for e in entities]
+
+    question, context = "Who?", "🎉🎉 Jim 🎉 Henson 🎉 lives 🎉 in Paris 🎉."
+    answer = api("/v1/qa", {"input": {"question": question, "context": context}, "model": "qa"})["results"][0]
+    page.fill("#qa-question", question)
+    page.fill("#qa-context", context)
+    page.click("#qa-run")
+    page.wait_for_selector("#qa-output .answer")
+    assert page.inner_text("#qa-output .answer") == context[answer["start"]:answer["end"]] == answer["answer"]
+    page.close()

@@ -32,6 +32,8 @@ def attention(text, text_pair, png, html, **options):
     check_output_file(png, "--png")
     _check_png_format(png)
     check_output_file(html, "--html")
+    if png is not None and html is not None and png.resolve() == html.resolve():
+        raise InputError(f"--png and --html name the same file ({png}); give each its own")
     maps = pipeline_from_options("attention", options, progress=False)(text, text_pair)
     layers, heads, seq, _ = maps.weights.shape
     if png is not None:

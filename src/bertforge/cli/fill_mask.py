@@ -31,11 +31,11 @@ def fill_mask(texts, top_k, targets, input_path, column, output, **options):
     check_output(output, inputs=(input_path,))
     items = read_inputs(texts, input_path, [column])
     pipe = pipeline_from_options("fill-mask", options, progress=input_path is not None)
-    missing = pipe.first_without_mask(items.values) if input_path is not None else None
-    if missing is not None:  # the pipeline would count texts; a file's user needs its line
-        line = items.lines[missing]
+    problem = pipe.first_unfillable(items.values) if input_path is not None else None
+    if problem is not None:  # the pipeline would count texts; a file's user needs its line
+        line = items.lines[problem[0]]
         where = f"{input_path}:{line}" if items.numbered_by == "line" else f"{input_path}: row {line}"
-        raise InputError(f"{where}: no {pipe.tokenizer.mask_token} token to fill: {items.values[missing][:80]!r}")
+        raise InputError(f"{where}: {problem[1]}")
     predictions = pipe(items.values, top_k=top_k, targets=list(targets) or None)
     records = [{"text": t, "predictions": p} for t, p in zip(items.values, predictions)]
     write_records(with_line_numbers(items, records), output)

@@ -41,7 +41,8 @@ def similarity(sentences, word, layer, output, **options):
     pairs = result.pairs()
     click.echo(f"cosine similarity of the same word: input embedding (context-free) vs layer {result.layer}")
     for pair in pairs:
-        change = "further apart" if pair["contextual"] < pair["context_free"] else "closer"
+        shift = round(pair["contextual"], 3) - round(pair["context_free"], 3)  # as printed
+        change = "further apart" if shift < 0 else "closer" if shift > 0 else "unchanged"
         click.echo(f"\n  {pair['word']!r}: {pair['a']!r}\n     vs {pair['b']!r}\n"
                    f"     context-free {pair['context_free']:.3f} -> contextual {pair['contextual']:.3f} ({change})")
     if output is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.io.readers import decoded_lines, input_error, location, read_text, table_rows
+from bertforge.tokenization.basic import has_text
 
 log = logging.getLogger(__name__)
 
@@ -130,12 +131,16 @@ def read_squad(path: str | Path) -> tuple[list[SquadExample], int]:
             context, qas = paragraph["context"], paragraph["qas"]
             if not isinstance(context, str):
                 raise input_error(path, f"{where}.context: expected a string, found {type(context).__name__}")
+            if not has_text(context):  # nothing to answer from: every answer would be empty
+                raise input_error(path, f"{where}.context is empty")
             if not isinstance(qas, list):
                 raise input_error(path, f"{where}.qas: expected a list, found {type(qas).__name__}")
             for q, qa in enumerate(qas):
                 entry = f"{where}.qas[{q}]"
                 if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
                     raise input_error(path, f"{entry} lacks a string 'question'")
+                if not has_text(qa["question"]):
+                    raise input_error(path, f"{entry}.question is empty")
                 answers = []
                 for answer in _answers(path, entry, qa.get("answers", [])):
                     text, start = answer["text"], answer["answer_start"]

@@ -36,18 +36,12 @@ class FillMaskPipeline(Pipeline):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
         if top_k > len(self.tokenizer.vocab):
             raise InputError(f"top_k {top_k} is larger than the vocabulary ({len(self.tokenizer.vocab)} tokens)")
-        mask_token = self.tokenizer.mask_token
-        missing = self.first_without_mask(texts)
-        if missing is not None:
-            where = "the text" if single else f"text {missing + 1}"
-            raise InputError(f"{where} has no {mask_token} token to fill: {texts[missing][:80]!r}")
         target_ids = self.target_ids(targets) if targets is not None else None
         encoded = self.encode(texts)
+        problem = self.first_unfillable(texts, [enc.ids for enc in encoded])
+        if problem is not None:
+            raise InputError(f"{'the text' if single else f'text {problem[0] + 1}'} has {problem[1]}")
         mask_id = self.tokenizer.mask_token_id
-        for i, enc in enumerate(encoded):
-            if mask_id not in enc.ids:
-                raise InputError(f"text {i + 1}: every {mask_token} lies beyond max_length {self.max_length} "
-                                 f"and was truncated away")
         k = min(top_k, len(target_ids)) if target_ids is not None else top_k
 
         def run(batch: list[Encoded]) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -60,6 +54,8 @@ class FillMaskPipeline(Pipeline):
                 probs = self.model.mlm(hidden[rows[chunk], positions[chunk]]).float().softmax(dim=-1)
                 if target_ids is not None:
                     probs = probs[:, target_ids]
+                else:  # a vocabulary padded past vocab.txt (vocab_size rounded up) has ids no token spells
+                    probs = probs[:, :len(self.tokenizer.vocab)]
                 chunk_scores, chunk_ids = probs.topk(k)
                 scores.append(chunk_scores)
                 ids.append(target_ids[chunk_ids] if target_ids is not None else chunk_ids)
@@ -72,9 +68,23 @@ class FillMaskPipeline(Pipeline):
             results.append(self.propositions(enc, scores.tolist(), ids.tolist()))
         return results[0] if single else results
 
-    def first_without_mask(self, texts: list[str]) -> int | None:
-        """The index of the first text with no mask token to fill, or None when every text has one."""
-        return next((i for i, text in enumerate(texts) if self.tokenizer.mask_token not in text), None)
+    def first_unfillable(self, texts: list[str], ids: list[list[int]] | None = None) -> tuple[int, str] | None:
+        """The first text that cannot be answered as asked, and what it has (None when all can): no mask
+        token, or masks that truncation to max_length cuts away, which would drop their answers
+        and change the answer's shape. `ids`: the texts' truncated ids, where the caller has them."""
+        mask = self.tokenizer.mask_token
+        for i, text in enumerate(texts):
+            if mask not in text:
+                return i, f"no {mask} token to fill: {text[:80]!r}"
+        if ids is None:
+            ids = self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        for i, (text, kept) in enumerate(zip(texts, ids)):
+            total = text.count(mask)
+            lost = total - kept.count(self.tokenizer.mask_token_id)
+            if lost > 0:
+                return i, (f"{lost} of its {total} {mask} tokens beyond max_length {self.max_length}, where "
+                           f"truncation cuts them away; shorten the text or move the {mask} forward")
+        return None
 
     def target_ids(self, targets) -> torch.Tensor:
         """Vocabulary ids of the targets; a word outside the vocabulary stands for its first piece

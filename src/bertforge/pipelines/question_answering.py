@@ -10,6 +10,7 @@ from bertforge.model import BertForQuestionAnswering
 from bertforge.paths import bundled_model_path
 from bertforge.pipelines.base import Pipeline, as_list
 from bertforge.tasks.batching import predict_logits
+from bertforge.tokenization.basic import has_text
 from bertforge.tasks.squad import (DOC_STRIDE, MAX_ANSWER_LENGTH, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH, answer_spans,
                                    encode_windows)
 
@@ -38,7 +39,7 @@ class QuestionAnsweringPipeline(Pipeline):
     def default_max_length(path: Path, limit: int) -> int:
         return min(MAX_SEQ_LENGTH, limit)  # the window BERT's SQuAD recipe trains and evaluates with
 
-    def __call__(self, question, context, top_k: int = 1, doc_stride: int = DOC_STRIDE,
+    def __call__(self, question, context, top_k: int = 1, doc_stride: int | None = None,
                  max_answer_length: int = MAX_ANSWER_LENGTH, max_question_length: int = MAX_QUERY_LENGTH):
         questions, single = as_list(question, "question")
         contexts, _ = as_list(context, "context")
@@ -46,8 +47,10 @@ class QuestionAnsweringPipeline(Pipeline):
             raise InputError(f"{len(questions)} questions but {len(contexts)} contexts")
         for what, texts in (("question", questions), ("context", contexts)):
             for i, text in enumerate(texts):
-                if not text.strip():
+                if not has_text(text):  # empty, or only spaces and characters BERT drops (control, zero-width)
                     raise InputError(f"the {what} is empty" if single else f"{what} {i + 1} is empty")
+        if doc_stride is None:  # transformers' default, kept below half a window for short-window models
+            doc_stride = min(DOC_STRIDE, self.max_length // 2 - 1)
         for name, value in (("top_k", top_k), ("max_answer_length", max_answer_length),
                             ("max_question_length", max_question_length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

@@ -81,4 +81,7 @@ class ContextualSimilarityPipeline(FeatureExtractionPipeline):
         for i, token in enumerate(tokens):
             if fold(token) == fold(word):
                 return i
+        if self.truncated and fold(word) in fold(sentence).split():
+            raise InputError(f"the word {word!r} lies beyond max_length {self.max_length} in {sentence[:80]!r}..., "
+                             f"where truncation cut it away")
         raise InputError(f"the word {word!r} does not occur in {sentence!r} (its words: {', '.join(tokens)})")

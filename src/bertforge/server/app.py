@@ -14,7 +14,7 @@ from importlib import resources
 
 import torch
 from fastapi import FastAPI, Request
-from fastapi.responses import HTMLResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 
 from bertforge.server.batching import Batcher
 from bertforge.server.errors import ApiError, install_error_handlers
@@ -98,6 +98,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
 
     @app.get("/health", tags=["service"])
     async def health():
+        if not runner.alive:  # a supervisor or load balancer should restart or bypass this server
+            return JSONResponse({"status": "inference process stopped", "models": list(served),
+                                 "queue_depth": batcher.queue_depth}, status_code=503)
         return {"status": "ok", "models": list(served), "queue_depth": batcher.queue_depth}
 
     @app.get("/metrics", tags=["service"], response_class=PlainTextResponse)
@@ -134,7 +137,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         model = pick(body.model, "fill-mask")
         texts = as_list(body.input)
         check_texts(settings, texts)
-        check_fill_mask(settings, texts, body.top_k, model.tokenizer.mask_token)
+        check_fill_mask(settings, texts, body.top_k, model.pipelines["fill-mask"])
         results = await run_batched(request, ModelCall(model.name, "run_fill_mask", (("top_k", body.top_k),)), texts,
                                     [len(t) for t in texts])
         return await answer(None if results is None else {"model": model.name, "results": results})
@@ -184,6 +187,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         """Attention weights of every layer and head (or the one asked for) over the text's tokens."""
         model = pick(body.model, "attention")
         check_texts(settings, body.input)
+        problem = model.check_attention(body.layer, body.head)
+        if problem is not None:
+            raise ApiError(422, "invalid_request_error", problem[1], problem[0])
         result = await batcher.call(ModelCall(model.name, "run_attention"), body.input, body.layer, body.head)
         return await answer({"model": model.name, **result})
 

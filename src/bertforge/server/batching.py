@@ -151,8 +151,20 @@ class Batcher:
         batch = [item for item in batch if not item.future.done()]
         if not batch:
             return
+        call = asyncio.ensure_future(self.runner.run_batch(batch[0].run, [item.payload for item in batch]))
+
+        def client_gone(_) -> None:  # once every client of the batch has gone, the model need not run it
+            if all(item.future.cancelled() for item in batch):
+                call.cancel()
+
+        for item in batch:
+            item.future.add_done_callback(client_gone)
         try:
-            results, size = await self.runner.run_batch(batch[0].run, [item.payload for item in batch])
+            results, size = await call
+        except asyncio.CancelledError:
+            if call.cancelled() and not asyncio.current_task().cancelling():
+                return
+            raise
         except Exception as e:
             if len(batch) == 1:
                 results, size = [e], 0

@@ -60,6 +60,12 @@ class Job(NamedTuple):
         return len(self.inputs[0]) if self.batched else 0
 
 
+class Cancel(NamedTuple):
+    """Sent to the child when every client of a job has gone: the job is dropped if it has not started."""
+
+    id: int
+
+
 @dataclass(frozen=True)
 class ModelCall:
     """`models[model].method(*inputs, **options)`; hashable, so that inputs are grouped by it."""
@@ -83,6 +89,10 @@ class InferenceThread:
 
     async def start(self) -> None:
         pass
+
+    @property
+    def alive(self) -> bool:
+        return True
 
     async def run(self, call, *inputs):
         return await asyncio.get_running_loop().run_in_executor(self.executor, call, self.models, *inputs)
@@ -133,6 +143,10 @@ class InferenceProcess:
             raise outcome
         self.pid = outcome
 
+    @property
+    def alive(self) -> bool:
+        return not self._gone and self.process is not None and self.process.is_alive()
+
     async def run(self, call, *inputs):
         result, _ = await self._send(call, inputs, batched=False)
         return result
@@ -173,7 +187,15 @@ class InferenceProcess:
         except OSError:  # the child has gone and the event loop has not yet heard
             self._waiting.pop(job_id)
             raise InferenceProcessGone() from None
-        outcome, size = await answer
+        try:
+            outcome, size = await answer
+        except asyncio.CancelledError:  # its clients have gone: the child drops it unless it has started
+            self._waiting.pop(job_id, None)
+            try:
+                self._inbox.send(Cancel(job_id))
+            except OSError:
+                pass
+            raise
         if isinstance(outcome, BaseException):
             raise outcome
         return outcome, size
@@ -231,6 +253,11 @@ def _serve_in_child(inbox, outbox, specs: list[tuple[str, str, str, str]], threa
             except (EOFError, OSError):
                 job = None
             with arrived:
+                if isinstance(job, Cancel):
+                    cancelled = next((queued for queued in waiting if queued is not None and queued.id == job.id), None)
+                    if cancelled is not None:
+                        waiting.remove(cancelled)
+                    continue
                 waiting.append(job)
                 arrived.notify()
             if job is None:

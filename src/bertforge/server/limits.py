@@ -10,6 +10,7 @@ from fastapi.responses import Response
 
 from bertforge.errors import ConfigError
 from bertforge.server.errors import ApiError, limit_exceeded
+from bertforge.tokenization.basic import has_text
 
 CANDIDATE_OVERHEAD = 100  # bytes of a fill-mask candidate besides its sequence: score, token, token_str, keys
 
@@ -70,7 +71,7 @@ def check_texts(settings: ServerSettings, items: str | list, fields: tuple[str, 
         if len(text) > settings.max_chars:
             raise limit_exceeded(f"{where} has {len(text)} characters; the limit is max_chars={settings.max_chars}",
                                  "max_chars", settings.max_chars, where)
-        if not text.strip():
+        if not has_text(text):  # as the pipelines judge it: spaces or zero-width characters alone are empty
             raise ApiError(422, "invalid_request_error", f"{where} is empty", where)
         try:
             text.encode("utf-8")
@@ -79,9 +80,11 @@ def check_texts(settings: ServerSettings, items: str | list, fields: tuple[str, 
                            f"(U+{ord(text[e.start]):04X}), not text", where) from None
 
 
-def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, mask_token: str) -> None:
+def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, pipe) -> None:
     """Masks per text, candidates per answer, and the answer's size, before the model runs: each
-    candidate repeats its whole text, so texts × masks × top_k is what a request costs."""
+    candidate repeats its whole text, so texts × masks × top_k is what a request costs. Then the
+    fill-mask pipeline's own check (`pipe.first_unfillable`), so that the error names the input."""
+    mask_token = pipe.tokenizer.mask_token
     masks = [text.count(mask_token) for text in texts]
     for i, count in enumerate(masks):
         if count == 0:
@@ -93,6 +96,10 @@ def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, mask
     if results > settings.max_results:
         raise limit_exceeded(f"{sum(masks)} masks × top_k={top_k} = {results} candidates; the limit is "
                              f"max_results={settings.max_results}", "max_results", settings.max_results, "top_k")
+    problem = pipe.first_unfillable(texts)
+    if problem is not None:
+        raise ApiError(422, "invalid_request_error", f"input[{problem[0]}]: {problem[1]}",
+                       f"input[{problem[0]}]")
     # A decoded sequence is at most about twice its text (spaces around punctuation).
     size = sum(count * top_k * (2 * len(text.encode()) + CANDIDATE_OVERHEAD) for text, count in zip(texts, masks))
     if size > settings.max_response_bytes:

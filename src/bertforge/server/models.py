@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bertforge.errors import InputError
 from bertforge.pipelines import pipeline_class
 from bertforge.pipelines.base import LoadedCheckpoint, Pipeline, load_checkpoint
 from bertforge.pipelines.text_classification import label_names
@@ -105,11 +104,16 @@ class ServedModel:
         return self.pipelines["qa"](question=[q for q, _ in items], context=[c for _, c in items])
 
     # ---- single calls ---------------------------------------------------------------------
-    def run_attention(self, text: str, layer: int | None, head: int | None) -> dict:
+    def check_attention(self, layer: int | None, head: int | None) -> tuple[str, str] | None:
+        """(field, message) for a layer or head this model does not have, else None."""
         for value, limit, what in ((layer, self.config.num_hidden_layers, "layer"),
                                    (head, self.config.num_attention_heads, "head")):
             if value is not None and not 0 <= value < limit:
-                raise InputError(f"{what} must be in 0..{limit - 1} for model {self.name!r}, got {value}")
+                return what, f"{what} must be in 0..{limit - 1} for model {self.name!r}, got {value}"
+        return None
+
+    def run_attention(self, text: str, layer: int | None, head: int | None) -> dict:
+        """The maps of `layer` and `head` (None: all), which `check_attention` has passed."""
         attention = self.pipelines["attention"]
         maps = attention(text)
         layers = list(range(maps.weights.shape[0])) if layer is None else [layer]

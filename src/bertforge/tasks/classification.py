@@ -82,6 +82,11 @@ class ClassificationTask:
         try:
             return self.label2id[example.label]
         except KeyError:
+            # A model whose classes have names ("negative", "positive") read against a file of class ids
+            # (SST-2's 0 and 1): the id is the class, as transformers' label2id/id2label have it.
+            names = not any(label.lstrip("-").isdigit() for label in self.labels)
+            if names and example.label is not None and example.label.isdigit() and int(example.label) < len(self.labels):
+                return int(example.label)
             raise InputError(f"{example.source}: label {example.label!r} was not seen in training "
                              f"(known labels: {', '.join(self.labels)})") from None
 

@@ -4,6 +4,7 @@ with seqeval (the CoNLL standard)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -13,6 +14,8 @@ from bertforge.errors import InputError
 from bertforge.model import IGNORE_INDEX, BertForTokenClassification
 from bertforge.tasks.batching import predict_logits
 from bertforge.io.datasets import TaggedSentence, training_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -80,7 +83,9 @@ class TokenClassificationTask:
         return self.encode(sentences, tokenizer, max_length)
 
     def eval_set(self, sentences, tokenizer, max_length: int) -> EvalSet:
-        return EvalSet(self.encode(sentences, tokenizer, max_length), sentences)
+        features = self.encode(sentences, tokenizer, max_length)
+        warn_cut_words(features, sentences, max_length)
+        return EvalSet(features, sentences)
 
     def word_predictions(self, features: list[dict], logits: list[np.ndarray], sentences) -> list[list[tuple[str, float]]]:
         """(tag, probability) for every word, read from its first piece. Words cut off by
@@ -108,4 +113,15 @@ class TokenClassificationTask:
 
     def predict(self, model, sentences, tokenizer, max_length: int, batch_size: int = 64) -> list[list[tuple[str, float]]]:
         features = self.encode(sentences, tokenizer, max_length, with_labels=False)
+        warn_cut_words(features, sentences, max_length)
         return self.word_predictions(features, predict_logits(model, features, batch_size), sentences)
+
+
+def warn_cut_words(features: list[dict], sentences, max_length: int) -> None:
+    """Say how many sentences lose words to max_length: those words are tagged "O" with probability 0."""
+    cut = [s for f, s in zip(features, sentences) if max((w for w in f["word_ids"] if w is not None), default=-1)
+           < len(s.words) - 1]
+    if cut:
+        log.warning("%d of %d sentences are longer than --max-length %d word pieces (the first at %s): their last "
+                    "words are tagged O with probability 0; a larger --max-length (up to the model's limit) reads them",
+                    len(cut), len(sentences), max_length, cut[0].source)

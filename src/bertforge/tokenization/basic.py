@@ -51,6 +51,12 @@ def is_control(char: str) -> bool:
     return unicodedata.category(char) in ("Cc", "Cf", "Co", "Cs")
 
 
+def has_text(text: str) -> bool:
+    """Whether BERT's cleaning leaves anything of `text`: more than spaces and the control, format
+    (zero-width) and replacement characters it drops."""
+    return any(not (char.isspace() or char in "\x00\ufffd" or is_control(char)) for char in text)
+
+
 def is_punctuation(char: str) -> bool:
     cp = ord(char)
     if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
