@@ -210,6 +210,21 @@ def test_trainers_equal_the_recounting_reference(min_frequency, loose_floors, mo
         pieces, {p: list(p) for p in pieces}, vocab, 256 + 5 + 150, min_frequency, likelihood=False)
 
 
+def test_wordpiece_says_when_the_corpus_commonest_words_stay_split(caplog):
+    """The likelihood score spends a low --min-frequency on rare words: "the" stays in pieces."""
+    from conftest import sst2_sentences
+
+    lines = sst2_sentences(1000)
+    with caplog.at_level("WARNING", logger="bertforge.tokenization.trainers"):
+        split = train_vocab("wordpiece", lines, vocab_size=800, min_frequency=2)
+    assert "the" not in split.vocab
+    assert "wordpiece: 63 of the corpus's 100 most frequent words are not whole tokens ('the', 'and'" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertforge.tokenization.trainers"):
+        whole = train_vocab("wordpiece", lines, vocab_size=800, min_frequency=10)
+    assert "the" in whole.vocab and not caplog.records
+
+
 def test_training_is_deterministic_and_order_free(train_lines):
     lines = train_lines[:5000]
     first = train_wordpiece(lines, 800)

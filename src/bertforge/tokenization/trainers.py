@@ -222,9 +222,27 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 30_000, *, min_frequ
     _check_size(vocab, vocab_size, special_tokens, " (or cap the alphabet with --limit-alphabet)")
     pairs = _symbolize(word_counts, vocab, lambda word: [word[0], *(CONTINUATION + char for char in word[1:])])
     learn_wordpiece(pairs, vocab, vocab_size, min_frequency, show_progress)
+    _warn_frequent_words_split(word_counts, vocab, min_frequency)
     extra = [t for t in dict.fromkeys(special_tokens) if t not in DEFAULT_SPECIAL_TOKENS]
     return BertTokenizer({token: i for i, token in enumerate(vocab)}, do_lower_case=lowercase,
                          strip_accents=strip_accents, additional_special_tokens=extra)
+
+
+# Of the corpus's most frequent words, the share that may stay split before the trainer says so.
+FREQUENT_WORDS, FREQUENT_SPLIT_SHARE = 100, 0.1
+
+
+def _warn_frequent_words_split(word_counts: Counter[str], vocab: list[str], min_frequency: int) -> None:
+    """The likelihood score can leave "the" in pieces while it learns rare words whole (docs/benchmarks.md):
+    say so, with the remedies, rather than hand over a vocabulary that splits the commonest words."""
+    tokens = set(vocab)
+    frequent = [word for word, _ in word_counts.most_common(FREQUENT_WORDS)]
+    split = [word for word in frequent if word not in tokens]
+    if len(split) > FREQUENT_SPLIT_SHARE * len(frequent):
+        logger.warning("wordpiece: %d of the corpus's %d most frequent words are not whole tokens (%s): the likelihood "
+                       "score favours pairs of rare parts; a higher --min-frequency than %d (on 5 MB of books, 50 gave "
+                       "1.5 pieces per word where 2 gave 3.3: docs/benchmarks.md) or --algorithm bpe keeps frequent "
+                       "words whole", len(split), len(frequent), ", ".join(map(repr, split[:5])), min_frequency)
 
 
 def _symbolize(word_counts: Counter[str], vocab: list[str], symbols: Callable[[str], Iterable[str]]) -> SymbolPairs:
