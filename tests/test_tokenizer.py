@@ -135,6 +135,20 @@ def test_max_length_alone_truncates_as_in_transformers(uncased, uncased_dir):
     assert len(uncased(text, max_length=5, padding=True)["input_ids"]) == len(uncased(text)["input_ids"])
 
 
+def test_settings_the_splitter_is_built_from_cannot_change_after(uncased):
+    """Before, `tok.do_lower_case = False` changed pickled copies (worker processes, datasets.map) but not
+    the tokenizer itself: the same text got other ids depending on num_proc."""
+    import pickle
+
+    tokenizer = pickle.loads(pickle.dumps(uncased))
+    for name, value in (("do_lower_case", False), ("mask_token", "[UNK]"), ("vocab", {})):
+        with pytest.raises(InputError, match=rf"^BertTokenizer.{name} is fixed once the tokenizer is built"):
+            setattr(tokenizer, name, value)
+    tokenizer.model_max_length = 128  # read at each call: free to change
+    assert pickle.loads(pickle.dumps(tokenizer)).model_max_length == 128
+    assert tokenizer("Hello")["input_ids"] == pickle.loads(pickle.dumps(tokenizer))("Hello")["input_ids"]
+
+
 def test_save_and_reload(uncased, tmp_path):
     uncased.save_pretrained(tmp_path)
     again = BertTokenizer.from_pretrained(tmp_path)

@@ -31,6 +31,7 @@ from bertforge.tokenization.truncation import pad_and_collate, padding_strategy,
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens")
 
 
 class BertTokenizer:
@@ -62,6 +63,14 @@ class BertTokenizer:
         self._cls_sep = self.vocab[cls_token], self.vocab[sep_token]
         self._chunk_encoder = ChunkEncoder(self.basic, self.wordpiece)
         self._workers: WorkerPool | None = None  # started by the first call with `num_proc`
+
+    def __setattr__(self, name: str, value) -> None:
+        # The normaliser, the splitter and the worker processes are built from these: a change after that
+        # would reach only some of them (pickled copies would see it, this one would not).
+        if name in FIXED_SETTINGS and "_chunk_encoder" in self.__dict__:
+            raise InputError(f"BertTokenizer.{name} is fixed once the tokenizer is built; "
+                             f"BertTokenizer.from_pretrained(path, {name}=...) builds one with another")
+        super().__setattr__(name, value)
 
     def __getstate__(self) -> dict:
         """The settings and vocabulary, not the caches or worker processes: what a worker process
