@@ -207,6 +207,9 @@ def test_writing_into_a_missing_directory_names_the_path(tmp_path):
         check_output_file(target, "--output")
     with pytest.raises(InputError, match="is a directory, not a file"):
         check_output_file(tmp_path, "--output")
+    (tmp_path / "a.npy").write_text("")
+    with pytest.raises(InputError, match=rf"^--output {tmp_path}/a.npy/x.npy: {tmp_path}/a.npy is a file, not a directory$"):
+        check_output_file(tmp_path / "a.npy" / "x.npy", "--output")
     (tmp_path / "file").write_text("")
     with pytest.raises(InputError, match="exists and is not a directory"):
         check_output_dir(tmp_path / "file")

@@ -206,7 +206,8 @@ def _check_parent(path: Path, option: str | None) -> None:
     where = _where(path, option)
     parent = path.parent
     if not parent.is_dir():
-        raise InputError(f"{where}: the directory {parent} does not exist")
+        problem = f"{parent} is a file, not a directory" if parent.exists() else f"the directory {parent} does not exist"
+        raise InputError(f"{where}: {problem}")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{where}: the directory {parent} is not writable")
 
