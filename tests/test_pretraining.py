@@ -228,6 +228,21 @@ def test_long_sentences_are_truncated_and_counted(tmp_path, tokenizer):
     assert PretrainingData(tmp_path / "out").batch(np.arange(index["instances"]), 0)["input_ids"].shape[1] <= 64
 
 
+def test_a_chunk_of_one_document_is_named_in_a_warning(tmp_path, tokenizer, caplog):
+    """Its notNext pairs cannot draw from another document (BERT's tool does the same, silently)."""
+    corpus = tmp_path / "one.txt"
+    corpus.write_text("The cat sat on the mat.\nIt was warm there.\nThe dog barked.\nThen it slept.\n\n"
+                      "A second document.\nWith two lines.\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="bertforge.pretraining.shards"):
+        prepare([corpus], tmp_path / "whole", tokenizer, PrepareOptions(max_seq_length=16), progress=False)
+    assert "single document" not in caplog.text
+    with caplog.at_level("WARNING", logger="bertforge.pretraining.shards"):
+        prepare([corpus], tmp_path / "split", tokenizer, PrepareOptions(max_seq_length=16, chunk_tokens=1),
+                progress=False)
+    assert "2 chunk(s) held a single document, so their notNext pairs take the second segment from that same " \
+           "document" in caplog.text
+
+
 def test_cli_errors(tmp_path):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -470,3 +485,90 @@ def test_evaluate_rejects_zero_batch_size_and_instances(data_dir, tmp_path):
     for option in ("--batch-size", "--instances"):
         result = CliRunner().invoke(cli, ["pretrain", "evaluate", str(tmp_path / "model"), str(data_dir), option, "0"])
         assert result.exit_code == 2 and option in result.output and "0" in result.output, result.output
+
+
+def test_overwrite_never_deletes_what_the_run_reads_and_a_failed_run_keeps_the_old_one(data_dir, tmp_path):
+    """--overwrite deleted OUTPUT_DIR before the run was checked: with its data or --init-from inside, or a
+    bad setting, the old run and the inputs were gone."""
+    import shutil
+
+    run = tmp_path / "run"
+    command = ["pretrain", "train", str(run / "data"), str(run), "--model-size", "tiny", "--batch-size", "8",
+               "--max-steps", "2", "--threads", "1"]
+    shutil.copytree(data_dir, run / "data")
+    (run / "train_log.csv").write_text("step,loss\n")  # an earlier run's log, so --overwrite would delete it
+    result = CliRunner().invoke(cli, [*command, "--overwrite"])
+    assert result.exit_code == 2 and f"error: OUTPUT_DIR {run}: would overwrite the input {run / 'data'}" in result.output
+    assert (run / "data" / "index.json").exists()
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(data_dir), str(run), "--model-size", "tiny",
+                                      "--max-steps", "2", "--warmup-steps", "9", "--overwrite"])
+    assert result.exit_code == 2 and "warmup" in result.output
+    assert (run / "train_log.csv").exists() and (run / "data" / "index.json").exists()
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(data_dir), str(tmp_path / "new" / "run"),
+                                      "--model-size", "tiny", "--max-steps", "2", "--warmup-steps", "9"])
+    assert result.exit_code == 2 and not (tmp_path / "new").exists()
+
+
+def test_a_run_resumes_from_its_data_moved_elsewhere_but_not_into_another_directory(data_dir, tmp_path):
+    import shutil
+
+    train(_config(data_dir, tmp_path / "run", max_steps=4, checkpoint_every=2))
+    moved = shutil.copytree(data_dir, tmp_path / "moved")
+    train(_config(moved, tmp_path / "run", max_steps=4, checkpoint_every=2), resume_from=tmp_path / "run")
+    with pytest.raises(ConfigError, match=r"--resume .*run continues the run in that directory: give it as the output "
+                                          r"directory too"):
+        train(_config(moved, tmp_path / "elsewhere", max_steps=4), resume_from=tmp_path / "run")
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_a_model_on_another_vocabulary_of_the_same_size_is_refused(data_dir, tmp_path, tokenizer):
+    """A reordered vocab.txt has as many tokens: every id would be read as another token."""
+    from bertforge.tokenization import BertTokenizer
+
+    tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
+    shuffled = tokens[:1000] + tokens[1000:][::-1]
+    (tmp_path / "vocab.txt").write_text("\n".join(shuffled) + "\n", encoding="utf-8")
+    BertForPreTraining(BertConfig.from_size("tiny", vocab_size=len(tokens))).save_pretrained(
+        tmp_path / "model", tokenizer=BertTokenizer.from_pretrained(tmp_path / "vocab.txt"))
+    for command in (["pretrain", "train", str(data_dir), str(tmp_path / "run"), "--init-from", str(tmp_path / "model"),
+                     "--max-steps", "2"],
+                    ["pretrain", "evaluate", str(tmp_path / "model"), str(data_dir)]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2 and f"{tmp_path / 'model'}: its vocabulary is not the one {data_dir} was " \
+                                          f"prepared with" in result.output, result.output
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_masking_rate_the_prediction_cap_cuts_is_a_warning(caplog):
+    with caplog.at_level("WARNING", logger="bertforge.pretraining.shards"):
+        PrepareOptions(masked_lm_prob=0.3).validate()
+    assert ("--masked-lm-prob 0.3 of --max-seq-length 128 asks for 38 predictions a sequence, more than "
+            "--max-predictions-per-seq 20: full sequences get 20 (15.6%)") in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="bertforge.pretraining.shards"):
+        PrepareOptions().validate()
+    assert not caplog.records
+
+
+def test_export_and_convert_write_a_new_folder_never_over_their_source_or_others_files(tmp_path):
+    model = tmp_path / "model"
+    BertForPreTraining(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(model)
+    from bertforge.tokenization import BertTokenizer
+
+    BertTokenizer.from_pretrained().save_pretrained(model)
+    weights = (model / "model.safetensors").read_bytes()
+    result = CliRunner().invoke(cli, ["pretrain", "export", str(model), str(model)])
+    assert result.exit_code == 2 and "would overwrite the input" in result.output
+    assert (model / "model.safetensors").read_bytes() == weights
+    run = tmp_path / "finetuned"  # a fine-tuning run's folder: its model beside its logs
+    run.mkdir()
+    for name in ("config.json", "metrics.json", "train_log.csv"):
+        (run / name).write_text("{}")
+    for command in (["pretrain", "export", str(model), str(run)], ["convert", str(model), str(run)]):
+        result = CliRunner().invoke(cli, command)
+        assert result.exit_code == 2 and "holds metrics.json, train_log.csv, which this command does not write" \
+            in result.output, result.output
+    assert sorted(p.name for p in run.iterdir()) == ["config.json", "metrics.json", "train_log.csv"]
+    assert CliRunner().invoke(cli, ["pretrain", "export", str(model), str(tmp_path / "half")]).exit_code == 0
+    assert CliRunner().invoke(cli, ["pretrain", "export", str(model), str(tmp_path / "half"),
+                                    "--dtype", "bfloat16"]).exit_code == 0  # an earlier export is replaced

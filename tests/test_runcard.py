@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -84,7 +85,32 @@ def test_bad_cards_are_named(tmp_path):
     with pytest.raises(InputError, match="not a run card \\('inputs' is not a list of files with their 'path' and"):
         read_card(tmp_path / "inputs.json")
     with pytest.raises(InputError, match="not in its command line"):
-        rerun_command({"command": ["finetune", "--output=out"], "output": "out"}, "again")
+        rerun_command({"command": ["finetune", "--task", "ner"], "output": "out"}, "again")
+
+
+def test_rerun_command_replaces_either_spelling_of_the_output_and_repeats_a_resumed_run_whole():
+    assert rerun_command({"command": ["finetune", "--output=out"], "output": "out"}, "again") == \
+        ["finetune", "--output=again"]
+    resumed = {"command": ["finetune", "--output", "run", "--resume", "run"], "output": "run"}
+    assert rerun_command(resumed, "again") == ["finetune", "--output", "again"]
+    assert rerun_command({**resumed, "command": ["pretrain", "train", "d", "run", "--resume=run"]}, "again") == \
+        ["pretrain", "train", "d", "again"]
+
+
+def test_rerun_finds_relative_inputs_from_where_the_run_started(tmp_path, monkeypatch):
+    """A card records the command as typed: its relative paths start where it ran, not where rerun is run."""
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "train.txt").write_text("hello\n")
+    monkeypatch.chdir(tmp_path / "work")
+    card = RunCard.start({}, ["train.txt"], "out")
+    card.command = ["tokenize", "--input", "train.txt", "--output", "out.jsonl"]
+    card.output = "out.jsonl"
+    card.finish(tmp_path / "work")
+    assert "Rerun: `bertforge rerun out.jsonl --output NEW_FOLDER`" in (tmp_path / "work" / SUMMARY_FILE).read_text()
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["rerun", "work", "--output", "again.jsonl"])
+    assert result.exit_code == 0, result.output
+    assert '"text": "hello"' in (tmp_path / "again.jsonl").read_text() and Path.cwd() == tmp_path
 
 
 def _rerun(card: dict, folder, *options):

@@ -4,6 +4,7 @@ atomic writes, seeding, and exact resume of a fine-tuning run killed mid-epoch."
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 import os
 import pickle
 import random
@@ -30,7 +31,7 @@ from bertforge.tasks.trainer import FeatureBatches, FinetuneArgs, TaskObjective,
 from bertforge.tokenization import BertTokenizer
 from bertforge.training import (Processes, TrainingArguments, TrainingInterrupted, build_optimizer,
                                 learning_rate_factor, run)
-from bertforge.training.engine import SETTINGS_ADDED_LATER, prepare_output_dir
+from bertforge.training.engine import SETTINGS_ADDED_LATER, check_run_directory
 from bertforge.training.optim import SCHEDULES, set_learning_rate
 from bertforge.training.state import Checkpoint, rng_state, save_checkpoint, set_rng_state
 
@@ -370,10 +371,27 @@ def test_output_dir_of_another_run_needs_resume_or_overwrite(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
     with pytest.raises(ConfigError, match="is not empty: give --resume .* or --overwrite"):
-        prepare_output_dir(tmp_path / "notes", None, overwrite=False)
+        check_run_directory(tmp_path / "notes", None, overwrite=False)
     with pytest.raises(ConfigError, match="holds no training run .* not deleted"):
-        prepare_output_dir(tmp_path / "notes", None, overwrite=True)
+        check_run_directory(tmp_path / "notes", None, overwrite=True)
     assert (tmp_path / "notes" / "keep.txt").exists()
+
+
+def test_a_run_that_fails_before_training_creates_nothing_and_overwrites_nothing(tmp_path):
+    """The model is built before the output directory is made (or an earlier run's deleted)."""
+    def no_model():
+        raise ConfigError("no such model size")
+
+    args = TrainingArguments(output_dir=str(tmp_path / "new" / "run"), learning_rate=1e-2, progress=False)
+    with pytest.raises(ConfigError, match="no such model size"):
+        run(args, Processes.start("cpu"), no_model, None, TaskObjective(), 5, {})
+    assert not (tmp_path / "new").exists()
+    earlier = TrainingArguments(output_dir=str(tmp_path / "earlier"), learning_rate=1e-2, progress=False)
+    run(earlier, Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()), TaskObjective(), 1, {})
+    logs = sorted(path.name for path in (tmp_path / "earlier").iterdir())
+    with pytest.raises(ConfigError, match="no such model size"):
+        run(replace(earlier, overwrite=True), Processes.start("cpu"), no_model, None, TaskObjective(), 5, {})
+    assert sorted(path.name for path in (tmp_path / "earlier").iterdir()) == logs and logs
 
 
 # --- fine-tuning: one seeding point, exact resume after SIGKILL -------------------------------------------
@@ -850,3 +868,37 @@ def test_reinit_layers_draws_the_top_layers_afresh_and_keeps_the_rest(tiny_encod
     assert result.exit_code == 2, result.output
     assert result.output.strip().splitlines()[-1] == "error: --reinit-layers 3: the model has only 2 encoder layers"
     assert not (tmp_path / "deep" / "checkpoint").exists()
+
+
+def test_finetune_resume_refuses_a_changed_start_or_validation_set_and_another_output(tiny_encoder, tmp_path):
+    """The best model so far was chosen on the validation set, and the head reads what classifier_pooling
+    says: a resume with either changed trained one model in two ways without a word."""
+    import shutil
+
+    run = tmp_path / "run"
+    validation = tmp_path / "validation.tsv"
+    validation.write_text("sentence\tlabel\n" + "".join(f"{s}\t{i % 2}\n" for i, s in enumerate(
+        ["a fine film", "dull", "moving", "flat", "witty", "tedious"])), encoding="utf-8")
+    other = tmp_path / "other.tsv"
+    other.write_text(validation.read_text(encoding="utf-8").replace("dull", "boring"), encoding="utf-8")
+    common = ["--validation", str(validation), "--max-steps", "4", "--checkpoint-every", "2"]
+    assert CliRunner().invoke(cli, _finetune_command(tiny_encoder, run, *common, "--classifier-pooling",
+                                                     "cls")).exit_code == 0
+    for changed, words in ((["--classifier-pooling", "mean"], "start.classifier_pooling: checkpoint 'cls', now 'mean'"),
+                           (["--validation", str(other)], "eval_features: the validation examples differ (--validation")):
+        result = CliRunner().invoke(cli, [*_finetune_command(tiny_encoder, run, *common, "--classifier-pooling", "cls"),
+                                          *changed, "--resume", str(run)])
+        assert result.exit_code == 2 and "was made with another configuration" in result.output and words in \
+            result.output, result.output
+    elsewhere = shutil.copytree(run, tmp_path / "elsewhere")
+    (elsewhere / "notes.txt").write_text("mine")
+    result = CliRunner().invoke(cli, [*_finetune_command(tiny_encoder, elsewhere, *common, "--classifier-pooling",
+                                                         "cls"), "--resume", str(run)])
+    assert result.exit_code == 2 and "continues the run in that directory" in result.output
+    assert (elsewhere / "notes.txt").read_text() == "mine"
+    inside = shutil.copy(SST2, run / "train.tsv")
+    command = _finetune_command(tiny_encoder, run, *common, "--overwrite")
+    command[command.index("--train") + 1] = str(inside)
+    result = CliRunner().invoke(cli, command)
+    assert result.exit_code == 2 and f"would overwrite the input {inside}" in result.output
+    assert Path(inside).exists() and (run / "metrics.json").exists()

@@ -12,6 +12,9 @@ from bertforge.errors import CheckpointError
 
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 GOOGLE_CONFIG_FILE = "bert_config.json"  # Google's TensorFlow releases name their config so
+# What saving a model writes (`save_pretrained` with its tokenizer), and transformers' older names.
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json",
+               "tokenizer.json", "special_tokens_map.json")
 
 
 def config_path(directory: Path) -> Path:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -111,6 +112,7 @@ class RunCard:
     started: float = field(default_factory=time.time)
     wall_seconds: float | None = None
     figures: dict = field(default_factory=dict)
+    cwd: str = field(default_factory=os.getcwd)  # where the command's relative paths start
 
     @classmethod
     def start(cls, options: dict, inputs, output: str | Path, seed: int | None = None) -> "RunCard":
@@ -144,7 +146,8 @@ class RunCard:
         lines += [f"- `{i['path']}`: {i['bytes']} bytes, sha256 {i['sha256']}" for i in self.inputs]
         if self.figures:
             lines += ["", "Figures:", ""] + [f"- {k}: {v}" for k, v in self.figures.items()]
-        lines += ["", f"Rerun: `bertforge rerun {CARD_FILE}` (same machine and thread count: identical output)."]
+        lines += ["", f"Rerun: `bertforge rerun {_quote(self.output)} --output NEW_FOLDER` (same machine and thread "
+                      f"count: identical output)."]
         return "\n".join(lines) + "\n"
 
 
@@ -208,8 +211,9 @@ def command_name(card: dict) -> str | None:
 
 def rerun_command(card: dict, output: str | Path | None = None) -> list[str]:
     """The card's command line, with its output folder replaced by `output` when given, and the
-    PINNED_OPTIONS it left to their defaults given as the card recorded them."""
-    command = [str(word) for word in card["command"]]
+    PINNED_OPTIONS it left to their defaults given as the card recorded them. A `--resume` is left
+    out: the rerun repeats the whole run, which ends as the resumed one did."""
+    command = _without_resume([str(word) for word in card["command"]])
     if command_name(card) in PINNING_COMMANDS:
         for name, flag in PINNED_OPTIONS.items():
             typed = any(word == flag or word.startswith(flag + "=") for word in command)
@@ -218,6 +222,18 @@ def rerun_command(card: dict, output: str | Path | None = None) -> list[str]:
                 command += [flag, str(value)]
     if output is None:
         return command
-    if card["output"] not in command:
-        raise InputError(f"the run card's output {card['output']!r} is not in its command line; rerun it by hand")
-    return [str(output) if word == card["output"] else word for word in command]
+    written = card["output"]
+    if not any(word == written or word.endswith("=" + written) for word in command):  # --output X or --output=X
+        raise InputError(f"the run card's output {written!r} is not in its command line; rerun it by hand")
+    return [str(output) if word == written else word.removesuffix(written) + str(output)
+            if word.endswith("=" + written) else word for word in command]
+
+
+def _without_resume(command: list[str]) -> list[str]:
+    kept, words = [], iter(command)
+    for word in words:
+        if word == "--resume":
+            next(words, None)  # its folder
+        elif not word.startswith("--resume="):
+            kept.append(word)
+    return kept

@@ -10,6 +10,7 @@ import click
 
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import atomic_directory, check_output_dir
+from bertforge.paths import MODEL_FILES, config_path
 
 log = logging.getLogger("bertforge.cli")
 
@@ -39,12 +40,14 @@ def convert(source, destination, do_lower_case, dtype):
     import torch
 
     from bertforge.model import ARCHITECTURES
+    from bertforge.model.checkpoint import checkpoint_location
     from bertforge.tokenization import BertTokenizer
 
-    check_output_dir(destination, "DESTINATION", inputs=(source,), holds="config.json")
-    folder = source.parent if source.with_name(source.name + ".index").is_file() else source
-    if not folder.is_dir():
-        raise CheckpointError(f"{source}: no such checkpoint folder")
+    check_output_dir(destination, "DESTINATION", inputs=(source,), holds="config.json", only=MODEL_FILES)
+    folder, _ = checkpoint_location(source)
+    if not config_path(folder).is_file() and config_path(folder / "final").is_file():
+        raise CheckpointError(f"{folder}: a training run's folder, with no model of its own; its final model is "
+                              f"{folder / 'final'}: convert that")
     architecture = _head_model(source, folder)
     model = ARCHITECTURES[architecture].from_pretrained(source)
     settings = {}
@@ -64,7 +67,6 @@ def _head_model(source: Path, folder: Path) -> str:
     """The model class that carries every head the checkpoint has (MLM and NSP → pre-training)."""
     from bertforge.model import BertConfig
     from bertforge.model.checkpoint import hf_to_bertforge, read_weights
-    from bertforge.paths import config_path
     from bertforge.model.tf_checkpoint import read_tf_checkpoint
 
     config_file = config_path(folder)

@@ -99,6 +99,7 @@ def show_pretrained_heads() -> None:
 def show_quick_finetune(workdir: Path, steps: int) -> None:
     heading(f"4. A quick fine-tune: SST-2 sentiment, {steps} steps on 1,000 sentences")
     from bertforge.model import default_model_path
+    from bertforge.model.checkpoint import missing_weights_unlogged
     from bertforge.tasks import FinetuneArgs, build_task, finetune, read_task_data
     from bertforge.tasks.classification import default_classifier_pooling
 
@@ -112,10 +113,11 @@ def show_quick_finetune(workdir: Path, steps: int) -> None:
     started = time.perf_counter()
     labels = {0: "negative", 1: "positive"}
     pooling = default_classifier_pooling(default_model_path())
-    history = finetune(lambda: task.model_class.from_pretrained(default_model_path(), id2label=labels,
-                                                                 classifier_pooling=pooling),
-                       task, task.train_features(train, tokenizer, 64),
-                       task.eval_set(validation, tokenizer, 64), args, tokenizer)
+    with missing_weights_unlogged():  # the new classifier head is meant to start from random weights
+        history = finetune(lambda: task.model_class.from_pretrained(default_model_path(), id2label=labels,
+                                                                     classifier_pooling=pooling),
+                           task, task.train_features(train, tokenizer, 64),
+                           task.eval_set(validation, tokenizer, 64), args, tokenizer)
     best = history["best"]
     click.echo(f"validation accuracy {best['accuracy']:.1%} on {len(validation)} held-out sentences "
                f"(chance {max(np.mean([e.label == '1' for e in validation]), 0.5):.1%}), "

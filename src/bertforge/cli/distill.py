@@ -16,6 +16,7 @@ from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_clas
                                    read_data, read_splits, training_args)
 from bertforge.cli.finetune import finetune as finetune_command
 from bertforge.errors import ConfigError, InputError
+from bertforge.io.atomic import check_output_dir
 
 # Minitron ranks channels on 1,024 samples; the first training rows (labelled ones come first) serve.
 CALIBRATION_ROWS = 1024
@@ -194,6 +195,7 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
 def _distil_general(teacher, train_path, validation_path, args, student_options, resume):
     from bertforge.distillation import GeneralDistillConfig, distil_general
     from bertforge.model import BertForPreTraining
+    from bertforge.model.checkpoint import missing_weights_unlogged
     from bertforge.pretraining.shards import PretrainingData
     from bertforge.tasks import default_learning_rate
     from bertforge.training.engine import TrainingArguments
@@ -203,7 +205,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
         raise ConfigError("--task mlm: the student starts from the teacher's layers (--student-layers), "
                           "not --student-size, --student or --prune")
     directory = _teacher_dir(teacher)
-    teacher_model = BertForPreTraining.from_pretrained(directory)
+    with missing_weights_unlogged():  # a teacher without the MLM head is refused with its own message
+        teacher_model = BertForPreTraining.from_pretrained(directory)
     build, description, _ = _student(teacher_model, **student_options)
     max_steps = args.max_steps or max(1, round(args.epochs * len(PretrainingData(train_path)) / args.batch_size))
     # Every setting the two trainers share is finetune's option, so a new one needs no line here; the
@@ -319,6 +322,8 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     card = RunCard.start(click.get_current_context().params,
                          [train_path, validation_path, unlabelled_path, teacher, student_dir], output_dir,
                          options["seed"])
+    check_output_dir(output_dir, "--output", inputs=(train_path, validation_path, unlabelled_path, teacher,
+                                                     student_dir))  # --overwrite deletes the output
     _teacher_dir(teacher)  # a teacher without config.json fails before the data is read
     # A rate of None (not given) is resolved from the student the run builds: finetune's rule, by its width and
     # the batch.

@@ -10,7 +10,7 @@ import click
 
 from bertforge.cli.io import check_output, write_records
 from bertforge.errors import ConfigError, InputError
-from bertforge.io.atomic import check_output_file, write_text
+from bertforge.io.atomic import check_output_dir, check_output_file, write_text
 
 TASKS = ("classification", "pair-classification", "ner", "qa")
 SENTENCE_CLASSIFIER_TASKS = ("classification", "pair-classification")
@@ -206,6 +206,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
 
     card = RunCard.start(click.get_current_context().params,
                          [train_path, validation_path, model_dir or default_model_path()], output_dir, options["seed"])
+    check_output_dir(output_dir, "--output", inputs=(train_path, validation_path, model_dir))  # --overwrite deletes it
 
     check_classifier_pooling(task, classifier_pooling)
     max_length = max_length_for(task, max_length)
@@ -225,7 +226,8 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     eval_set = task_object.eval_set(validation_data, tokenizer, max_length) if validation_data else None
     # The model is built by the trainer after it seeds, so a fresh head is the same in every run.
     history = run(lambda: task_object.model_class.from_pretrained(directory, fresh_head=new_head, **overrides),
-                  task_object, train_features, eval_set, args, tokenizer, resume_from=resume)
+                  task_object, train_features, eval_set, args, tokenizer, resume_from=resume,
+                  about={"start": {"new_head": new_head, "classifier_pooling": classifier_pooling}})
     card.options.update({name: history["args"][name] for name in FinetuneArgs.RESOLVED_DEFAULTS})
     best = history["best"] or {}
     summary = {"output": output_dir, "train_examples": len(train_data), "steps": history["total_steps"],

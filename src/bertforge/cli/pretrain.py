@@ -9,6 +9,7 @@ import click
 
 from bertforge.cli.io import typed
 from bertforge.errors import ConfigError
+from bertforge.io.atomic import check_output_dir
 
 
 @click.group()
@@ -144,6 +145,7 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
                           f"the size; give one of them")
     threads = configure_torch(threads, deterministic)
     card = RunCard.start(click.get_current_context().params, [data_dir, eval_data, init_from], output_dir, seed)
+    check_output_dir(output_dir, "OUTPUT_DIR", inputs=(data_dir, eval_data, init_from))  # --overwrite would delete them
     config = TrainingConfig(data_dir=data_dir, output_dir=output_dir, model_size=model_size, init_from=init_from,
                             max_steps=max_steps, batch_size=batch_size,
                             gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
@@ -176,6 +178,7 @@ def evaluate(model_dir, data_dir, instances, batch_size, device):
     if model.config.vocab_size != data.index["vocab_size"]:
         raise ConfigError(f"{data_dir} was prepared with a vocabulary of {data.index['vocab_size']} tokens, "
                           f"but {model_dir} has {model.config.vocab_size}")
+    data.check_vocabulary(model_dir, "MODEL_DIR")
     scores = evaluate_model(model, data, target, batch_size, instances)
     click.echo(json.dumps({"instances": min(instances, len(data)), **scores}, indent=2))
 

@@ -40,7 +40,7 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
     from sklearn.model_selection import train_test_split
 
     from bertforge.model import BertModel
-    from bertforge.io.datasets import read_text_examples
+    from bertforge.tasks import read_task_data
     from bertforge.tasks.probe import run_probe, sentence_features
     from bertforge.training import resolve_device
     from bertforge.tokenization import BertTokenizer
@@ -48,10 +48,10 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
-    train = read_text_examples(train_path, text_column, label_column=label_column)[:limit]
+    train = read_task_data("classification", train_path, text_column, label_column=label_column)[:limit]
     _check_classes(train_path, train)
     if test_path:
-        test = read_text_examples(test_path, text_column, label_column=label_column)
+        test = read_task_data("classification", test_path, text_column, label_column=label_column)
     else:
         try:
             train, test = train_test_split(train, test_size=test_fraction, random_state=seed,

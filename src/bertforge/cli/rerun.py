@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shlex
 from pathlib import Path
 
@@ -30,7 +31,16 @@ def rerun(card: Path, output: Path | None):
         problem = "is itself a rerun; rerun the card of the run it repeats" if name == "rerun" else \
             "is not a bertforge command; rerun cannot run it"
         raise InputError(f"{card}: the run card's command {shlex.join(map(str, recorded['command']))!r} {problem}")
-    check_inputs(recorded)
-    command = rerun_command(recorded, output)
-    click.echo("bertforge " + " ".join(shlex.quote(word) for word in command), err=True)
-    cli.main(args=command, prog_name="bertforge", standalone_mode=False)
+    # The command's relative paths start where it ran (cards before this was recorded: here).
+    started_in = Path(recorded.get("cwd") or Path.cwd())
+    if not started_in.is_dir():
+        raise InputError(f"{card}: the run started in {started_in}, which is gone; its relative paths cannot be found")
+    here, output = Path.cwd(), output.absolute() if output is not None else None
+    os.chdir(started_in)
+    try:
+        check_inputs(recorded)
+        command = rerun_command(recorded, output)
+        click.echo(f"(in {started_in}) bertforge " + " ".join(shlex.quote(word) for word in command), err=True)
+        cli.main(args=command, prog_name="bertforge", standalone_mode=False)
+    finally:
+        os.chdir(here)

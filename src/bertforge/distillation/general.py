@@ -94,6 +94,7 @@ def check_teacher(teacher, data: PretrainingData, source) -> None:
     if teacher.config.vocab_size != data.tokenizer().vocab_size:
         raise ConfigError(f"--teacher {source}: its vocabulary has {teacher.config.vocab_size} pieces, the "
                           f"prepared data {data.tokenizer().vocab_size}; prepare the data with its vocab.txt")
+    data.check_vocabulary(source, "--teacher")
 
 
 def masked_lm_student(student) -> BertForMaskedLM:

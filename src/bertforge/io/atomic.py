@@ -233,11 +233,12 @@ def check_output_file(path: str | Path | None, option: str | None = None, inputs
 
 
 def check_output_dir(path: str | Path | None, option: str | None = None, inputs: Iterable = (),
-                     holds: str | None = None) -> None:
+                     holds: str | None = None, only: Iterable[str] = ()) -> None:
     """Fail now if the directory `path` could not be created or filled later, or holds one of the
     command's `inputs`. Where the command replaces the whole directory (`atomic_directory`), `holds`
     is a pattern of the files its output always has (`config.json`, `*.parquet`): a non-empty
-    directory with none is someone else's, and is refused rather than deleted."""
+    directory with none is someone else's, and is refused rather than deleted. With `only` (file
+    names), a directory holding anything else is refused too: replacing it would delete that."""
     if path is None:
         return
     path = Path(path)
@@ -247,6 +248,12 @@ def check_output_dir(path: str | Path | None, option: str | None = None, inputs:
     if holds is not None and path.is_dir() and any(path.iterdir()) and next(path.glob(holds), None) is None:
         raise InputError(f"{_where(path, option)}: is not empty and holds no {holds}, so it is not an earlier output "
                          f"of this command and would be replaced whole; give a new or empty directory")
+    only = set(only)
+    foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in only) if only and path.is_dir() else []
+    if foreign:
+        raise InputError(f"{_where(path, option)}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
+                         f"which this command does not write; replacing the directory would delete it: give a new or "
+                         f"empty directory")
     existing = next(p for p in (path.absolute(), *path.absolute().parents) if p.exists())
     if not existing.is_dir():
         raise InputError(f"{_where(path, option)}: {existing} is not a directory")

@@ -14,6 +14,7 @@ import difflib
 import json
 import logging
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from functools import cached_property
 from pathlib import Path
@@ -225,6 +226,20 @@ def _check_override_names(config: BertConfig, overrides: dict) -> None:
 
 
 MISSING_WEIGHTS = "%s: %d weights not in the checkpoint, initialised randomly: %s"
+
+
+@contextmanager
+def missing_weights_unlogged():
+    """Loads inside it do not warn of weights initialised randomly, for callers that expect them (a new
+    head) or report them their own way."""
+    def other_messages(record) -> bool:
+        return record.msg != MISSING_WEIGHTS
+
+    log.addFilter(other_messages)
+    try:
+        yield
+    finally:
+        log.removeFilter(other_messages)
 
 
 def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:

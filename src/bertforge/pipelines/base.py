@@ -18,7 +18,7 @@ from torch import nn
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
-from bertforge.model.checkpoint import MISSING_WEIGHTS, checkpoint_location
+from bertforge.model.checkpoint import checkpoint_location, missing_weights_unlogged
 from bertforge.model.cpu import cpu_has_any
 from bertforge.paths import config_path
 from bertforge.progress import progress_bar
@@ -124,14 +124,8 @@ def as_list(inputs, name: str) -> tuple[list[str], bool]:
 def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ...] | None, head_name: str | None):
     """Load `model_class` from `path`; when the task needs a head the checkpoint lacks (its weights
     show up in `missing_keys`), say which head and what this checkpoint can do instead."""
-    checkpoint_log = logging.getLogger("bertforge.model.checkpoint")
-    # Missing head weights are our error to report, not a warning about random initialisation.
-    not_missing_weights = lambda record: record.msg != MISSING_WEIGHTS  # noqa: E731
-    checkpoint_log.addFilter(not_missing_weights)
-    try:
+    with missing_weights_unlogged():  # missing head weights are our error to report, below
         model = model_class.from_pretrained(path)
-    finally:
-        checkpoint_log.removeFilter(not_missing_weights)
     tasks = checkpoint_tasks(checkpoint_location(path)[0])
     # The two classifiers share their weights' names: the config's architectures tell them apart.
     wrong_classifier = task in ("text-classification", "token-classification") and task not in tasks

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 from bertforge.errors import ConfigError
 from bertforge.training.engine import TrainingArguments
@@ -23,7 +22,8 @@ class TrainingConfig(TrainingArguments):
     eval_instances: int = 2000
     log_every: int = 10
 
-    RESUMABLE_CHANGES = TrainingArguments.RESUMABLE_CHANGES + ("eval_data_dir", "eval_instances")
+    # The data is recognised by what it holds (`fingerprint`), not where it is: a run resumes after a move.
+    RESUMABLE_CHANGES = TrainingArguments.RESUMABLE_CHANGES + ("data_dir", "eval_data_dir", "eval_instances")
 
     def __post_init__(self):
         super().__post_init__()
@@ -35,6 +35,5 @@ class TrainingConfig(TrainingArguments):
     def fingerprint(self, data) -> dict:
         """What must be equal for a checkpoint to continue this run exactly."""
         settings = self.settings()
-        settings["data_dir"] = str(Path(self.data_dir).resolve())
         settings["data"] = {key: data.index[key] for key in ("instances", "vocab_fingerprint", "options")}
         return settings

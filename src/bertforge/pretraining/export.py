@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from bertforge.errors import CheckpointError, ConfigError
+from bertforge.io.atomic import atomic_directory, check_output_dir
 from bertforge.model.heads import BertForPreTraining
-from bertforge.paths import config_path
+from bertforge.paths import MODEL_FILES, config_path
 from bertforge.training.state import Checkpoint, has_checkpoint
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -31,6 +32,8 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
     if dropout is not None and not 0.0 <= dropout < 1.0:
         raise ConfigError(f"dropout must be in [0, 1), got {dropout}")
     model_dir = Path(model_dir)
+    # Written whole into a new folder, swapped in at the end: never over the model it reads, nor over files of others.
+    check_output_dir(output_dir, "OUTPUT_DIR", inputs=(model_dir,), holds="config.json", only=MODEL_FILES)
     if model_dir.is_dir() and not has_checkpoint(model_dir) and not config_path(model_dir).is_file():
         raise _neither_model_nor_run(model_dir)
     if has_checkpoint(model_dir) and not (model_dir / "config.json").exists():
@@ -47,7 +50,8 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
         overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         model = BertForPreTraining.from_pretrained(model_dir, **overrides)
         tokenizer = BertTokenizer.from_pretrained(model_dir)
-    model.to(DTYPES[dtype]).save_pretrained(output_dir, tokenizer)
+    with atomic_directory(output_dir) as build:
+        model.to(DTYPES[dtype]).save_pretrained(build, tokenizer)
     return Path(output_dir) / "model.safetensors"
 
 

@@ -57,6 +57,13 @@ class PrepareOptions:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        wanted = round(self.max_seq_length * self.masked_lm_prob)
+        if wanted > self.max_predictions_per_seq:  # allowed, as in Google's tool, but rarely meant
+            logger.warning("--masked-lm-prob %g of --max-seq-length %d asks for %d predictions a sequence, more than "
+                           "--max-predictions-per-seq %d: full sequences get %d (%.1f%%); give --max-predictions-per-seq "
+                           "%d for the rate asked", self.masked_lm_prob, self.max_seq_length, wanted,
+                           self.max_predictions_per_seq, self.max_predictions_per_seq,
+                           100 * self.max_predictions_per_seq / self.max_seq_length, wanted)
 
     def masking_config(self, tokenizer) -> MaskingConfig:
         return MaskingConfig.for_tokenizer(tokenizer, masked_lm_prob=self.masked_lm_prob,
@@ -145,7 +152,7 @@ def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: Prepa
                   max_documents: int | None, progress: bool, workers: int, part: tuple[int, int] | None) -> dict:
     writer = _ShardWriter(output_dir, options.shard_size)
     stats = dict.fromkeys(STAT_KEYS, 0)
-    chunk_count = 0
+    chunk_count, lone_documents = 0, 0
     sizes = [text_size(path) for path in files]
     total = None if None in sizes else sum(sizes)
     with progress_bar(desc="preparing", unit="B", unit_scale=True, total=total, disable=not progress) as bar:
@@ -161,12 +168,16 @@ def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: Prepa
             writer.add(rows)
             for key in STAT_KEYS:
                 stats[key] += rows.stats[key]
+            lone_documents += rows.stats["documents"] == 1
             bar.update(rows.bytes)
             bar.set_postfix(instances=writer.written + writer.pending_rows, refresh=False)
         writer.close()
     if stats["truncated_sentences"]:
         logger.warning("%d sentences were longer than %d tokens and were truncated",
                        stats["truncated_sentences"], options.max_seq_length - 3)
+    if lone_documents:  # a random next sentence is drawn from the other documents of the chunk, as in BERT's tool
+        logger.warning("%d chunk(s) held a single document, so their notNext pairs take the second segment from "
+                       "that same document; give more documents, or a larger --chunk-tokens", lone_documents)
     if writer.written == 0:
         if part is not None and chunk_count < part[1]:
             raise InputError(f"--part {part[0]}/{part[1]}: the corpus makes only {chunk_count} chunk(s) of about "
@@ -217,6 +228,17 @@ class PretrainingData:
         # Parts hold the same vocabulary (checked when they are merged): the first part's will do.
         parts = self.index.get("parts")
         return BertTokenizer.from_pretrained(self.directory / parts[0] if parts else self.directory)
+
+    def check_vocabulary(self, model_dir: str | Path, option: str) -> None:
+        """The model at `model_dir` must read the ids this data holds: the same vocabulary, not only as many
+        tokens (a reordered vocab.txt would train or score every token as another)."""
+        from bertforge.tokenization import BertTokenizer
+
+        if not any((Path(model_dir) / name).is_file() for name in ("vocab.txt", "tokenizer.json")):
+            return  # weights alone (an encoder saved without its tokenizer): only their sizes can be checked
+        if vocab_fingerprint(BertTokenizer.from_pretrained(model_dir)) != self.index["vocab_fingerprint"]:
+            raise ConfigError(f"{option} {model_dir}: its vocabulary is not the one {self.directory} was prepared "
+                              f"with; prepare the data with its vocab.txt")
 
     def _gather(self, indices: np.ndarray) -> dict[str, np.ndarray]:
         shard_of = np.searchsorted(self.shard_starts, indices, side="right") - 1

@@ -283,7 +283,9 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
     keeper = BestModelKeeper(task, eval_set, schedule, source.steps_per_epoch, tokenizer, history) \
         if eval_set is not None else None
     fingerprint = {**args.settings(), "task": type(task).__name__, "labels": getattr(task, "labels", None),
-                   **(about or {}), "train_features": digest(train_features)}
+                   **(about or {}), "train_features": digest(train_features),
+                   # the best model so far was chosen on these: other ones would compare unlike scores
+                   "eval_features": _digest(eval_set.features) if eval_set is not None else None}
     objective = objective or TaskObjective(args.label_smoothing_factor, args.rdrop_alpha)
     result = run(schedule, processes, build_model, source, objective, total_steps, fingerprint, resume_from, keeper,
                  description=name)

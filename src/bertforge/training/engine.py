@@ -53,6 +53,10 @@ SETTINGS_ADDED_LATER = {"layer_lr_decay": 1.0, "lr_scheduler_type": "linear", "g
                         "attention_weight": 0.0}
 
 
+# Recorded in checkpoints only since: one without them resumes whatever they are now.
+RECORDED_LATER = ("eval_features", "start")
+
+
 # The annotations __post_init__ checks (a settings class's other annotations are its own to check).
 FIELD_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str, os.PathLike)}
 
@@ -173,17 +177,24 @@ class Evaluator(Protocol):
     def load_state(self, state: dict) -> None: ...
 
 
+# Digests whose two values would tell a user nothing: what differs instead.
+DIGESTS = {"train_features": "the training examples differ (--train, --train-limit, --hold-out, --max-length)",
+           "eval_features": "the validation examples differ (--validation, --hold-out, --max-length)"}
+
+
 def _differences(old, new, prefix="") -> list[str]:
     if isinstance(old, dict) and isinstance(new, dict):
         return [d for key in sorted(set(old) | set(new))
                 for d in _differences(old.get(key), new.get(key), f"{prefix}{key}.")]
-    return [] if old == new else [f"{prefix.rstrip('.')}: checkpoint {old!r}, now {new!r}"]
+    name = prefix.rstrip(".")
+    if old == new:
+        return []
+    return [f"{name}: {DIGESTS[name]}" if name in DIGESTS and old and new else f"{name}: checkpoint {old!r}, now {new!r}"]
 
 
-def prepare_output_dir(output_dir: str | Path, resume_from, overwrite: bool) -> Path:
+def check_run_directory(output_dir: Path, resume_from, overwrite: bool) -> bool:
     """A new run needs an empty (or absent) directory: another run's checkpoints and logs are only
-    continued with --resume, or deleted with --overwrite."""
-    output_dir = Path(output_dir)
+    continued with --resume, or deleted with --overwrite. Whether the directory is to be deleted."""
     if resume_from is None and output_dir.is_dir() and any(output_dir.iterdir()):
         is_run = (output_dir / TRAIN_LOG).exists() or checkpoints.has_checkpoint(output_dir)
         if not overwrite:
@@ -193,9 +204,8 @@ def prepare_output_dir(output_dir: str | Path, resume_from, overwrite: bool) -> 
         if not is_run:
             raise ConfigError(f"--overwrite {output_dir}: it holds no training run (no {TRAIN_LOG}, no "
                               f"{checkpoints.CHECKPOINT_DIR}/), so it is not deleted")
-        shutil.rmtree(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
+        return True
+    return False
 
 
 @dataclass
@@ -223,9 +233,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
         raise ConfigError(f"--batch-size {args.batch_size} must be a multiple of processes × --gradient-accumulation-"
                           f"steps ({processes.world_size} × {args.gradient_accumulation_steps})")
     output_dir = Path(args.output_dir)
-    if processes.is_main:
-        prepare_output_dir(output_dir, resume_from, args.overwrite)
-    processes.barrier()
+    replace = check_run_directory(output_dir, resume_from, args.overwrite)
     # The process count is not part of it: batches are split by rank from one global order, so a run
     # continues on more or fewer processes (or machines) with the same data and optimiser state.
     fingerprint = {**fingerprint, "total_steps": total_steps}
@@ -234,12 +242,17 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     checkpoint = None
     if resume_from is not None:  # read first: a wrong --resume fails before any work
         checkpoint = checkpoints.Checkpoint(resume_from)
-        saved = {k: v for k, v in checkpoint["run"].items() if k != "world_size"}  # recorded by earlier versions
+        # world_size and the settings now free to change (data_dir) were recorded by earlier versions
+        saved = {k: v for k, v in checkpoint["run"].items()
+                 if k != "world_size" and (k in fingerprint or k not in args.RESUMABLE_CHANGES)}
         saved = {**{k: v for k, v in SETTINGS_ADDED_LATER.items() if k in fingerprint}, **saved}
-        differences = _differences(saved, fingerprint)
+        differences = _differences(saved, {k: v for k, v in fingerprint.items() if k in saved or k not in RECORDED_LATER})
         if differences:
             raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
                                   + "; ".join(differences))
+        if Path(resume_from).resolve() != output_dir.resolve():  # its best model and logs are there, not here
+            raise ConfigError(f"--resume {resume_from} continues the run in that directory: give it as the output "
+                              f"directory too ({output_dir} is another), or copy the run there first")
 
     # The one seeding point: before the model exists, the same in every process (same weights).
     seed_everything(args.seed)
@@ -249,6 +262,13 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
                                 args.adam_epsilon, layer_lr_decay=args.layer_lr_decay)
     averaged = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(args.ema_decay)) if args.ema_decay else None
+    # Only now, when the settings, the checkpoint and the model have all been accepted: a run that fails
+    # before leaves no empty directory behind, and an --overwrite deletes nothing.
+    if processes.is_main:
+        if replace:
+            shutil.rmtree(output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+    processes.barrier()
     kept = averaged.module if averaged is not None else model  # what is evaluated and returned
     seed_everything(args.seed + processes.rank)  # dropout differs between processes
     step, elapsed_before = 0, 0.0
