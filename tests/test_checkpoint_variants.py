@@ -201,3 +201,16 @@ def test_mean_of_a_row_with_no_real_token_is_zeros_not_nan():
     assert torch.equal(pooled[1], torch.zeros(4))
     classifier = BertForSequenceClassification(BertConfig(**SMALL, classifier_pooling="mean")).eval()
     assert not classifier(torch.ones(1, 3, dtype=torch.long), attention_mask=torch.zeros(1, 3)).logits.isnan().any()
+
+
+def test_from_pretrained_takes_transformers_dtype_keyword(tmp_path):
+    """Code ported from transformers passes dtype= (or torch_dtype=): it was refused as an unknown config key."""
+    model = BertModel(BertConfig(**SMALL))
+    model.half().save_pretrained(tmp_path / "half")
+    assert BertModel.from_pretrained(tmp_path / "half").dtype == torch.float32  # bertforge's own default
+    assert BertModel.from_pretrained(tmp_path / "half", dtype=torch.bfloat16).dtype == torch.bfloat16
+    assert BertModel.from_pretrained(tmp_path / "half", torch_dtype="float32").dtype == torch.float32
+    assert BertModel.from_pretrained(tmp_path / "half", dtype="auto").dtype == torch.float16  # as saved
+    assert transformers.BertModel.from_pretrained(tmp_path / "half", dtype="auto").dtype == torch.float16
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(dtype=...\): give torch.float32, torch.bfloat16"):
+        BertModel.from_pretrained(tmp_path / "half", dtype=torch.int8)

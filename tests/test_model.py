@@ -140,6 +140,28 @@ def test_linear_without_gradients_equals_f_linear(onednn_linear_on, rows):
                 assert max_diff(ours, theirs) < rounding_bound(theirs.abs().max().item(), 384)
 
 
+def test_linear_under_torch_compile_takes_f_linear(onednn_linear_on, monkeypatch):
+    """Inductor lowers oneDNN's product only for frozen weights: on CPUs that take oneDNN, a compiled model
+    crashed on its first call (by hand on a Zen 4: `torch.compile(model)(ids)` now equals eager within 1e-6)."""
+    from bertforge.model import linear
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(linear, "onednn_linear", lambda *args: pytest.fail("oneDNN's product inside torch.compile"))
+    layer = linear.Linear(8, 4)
+    x = torch.randn(3, 8)
+    with torch.no_grad():
+        assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
+
+
+def test_an_int8_model_is_not_saved_as_if_it_were_float(tmp_path, default_model_dir):
+    import bertforge
+
+    with pytest.raises(CheckpointError, match=r"an int8 model is not saved .*save the float32 model it was made from"):
+        bertforge.pipeline("sentence-embedding", dtype="int8").model.save_pretrained(tmp_path / "int8")
+    assert not (tmp_path / "int8").exists()
+    assert bertforge.pipeline("sentence-embedding", dtype="auto").dtype in ("bfloat16", "float32")  # what runs
+
+
 def test_linear_gradients_equal_f_linears(onednn_linear_on):
     """Training takes oneDNN too (`OneDNNLinear`: a backward made of the same op). Its gradients equal
     `F.linear`'s within float32 rounding, with no autograd warning; under autocast the product is

@@ -268,4 +268,8 @@ def test_mistakes_on_ray_are_one_line(tmp_path, ray_cluster, sst2_parquet):
     result = run("embed", "--ray", "auto", "--input", source, "--column", "label", "--id-column", "id",
                  "--output", tmp_path / "out")
     assert result.exit_code == 2 and "column 'label' holds int64 values, expected text" in result.output
+    # Ray would wait for ever for a GPU the cluster does not have
+    result = run("embed", "--ray", "auto", "--input", source, "--column", "sentence", "--id-column", "id",
+                 "--output", tmp_path / "out", "--device", "cuda")
+    assert result.exit_code == 2 and "--device cuda: the Ray cluster has no GPU" in result.output, result.output
     assert not (tmp_path / "out").exists()

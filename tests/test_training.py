@@ -902,3 +902,17 @@ def test_finetune_resume_refuses_a_changed_start_or_validation_set_and_another_o
     result = CliRunner().invoke(cli, command)
     assert result.exit_code == 2 and f"would overwrite the input {inside}" in result.output
     assert Path(inside).exists() and (run / "metrics.json").exists()
+
+
+def test_a_resumed_log_keeps_the_rows_before_the_checkpoint_as_they_were_written(tmp_path):
+    """Rows were read back as floats and rewritten: a count of 200 became 200.0 after a resume."""
+    from bertforge.training.logs import CsvLog
+
+    log = CsvLog(tmp_path / "eval_log.csv", None)
+    for step in (2, 4, 6):
+        log.write({"step": step, "accuracy": 0.5 + step / 100, "examples": 200})
+    written = (tmp_path / "eval_log.csv").read_text().splitlines()
+    resumed = CsvLog(tmp_path / "eval_log.csv", keep_through_step=4)  # the checkpoint was at step 4
+    assert (tmp_path / "eval_log.csv").read_text().splitlines() == written[:3]
+    resumed.write({"step": 6, "accuracy": 0.56, "examples": 200})
+    assert (tmp_path / "eval_log.csv").read_text().splitlines() == written

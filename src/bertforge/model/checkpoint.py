@@ -273,6 +273,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         # run_classifier.py keeps its labels in code, not in bert_config.json: the head's rows count them.
         config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
                             **config_overrides}
+    dtype = _load_dtype(config_overrides.pop("dtype", config_overrides.pop("torch_dtype", torch.float32)), config)
     if "num_labels" in config_overrides:  # transformers' keyword: that many labels, named LABEL_i
         count = config_overrides.pop("num_labels")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
@@ -317,7 +318,20 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
                     "checkpoint (num_hidden_layers)?", directory, len(unused_encoder), unused_encoder[0])
     elif unexpected:
         log.info("%s: ignored %d weights this model does not use (%s ...)", directory, len(unexpected), unexpected[0])
-    return model.float().eval()
+    return model.to(dtype).eval()
+
+
+def _load_dtype(dtype, config: BertConfig) -> torch.dtype:
+    """transformers' `dtype=` (or `torch_dtype=`) keyword: a floating torch dtype or its name, or "auto" for
+    the type the weights were saved in (config.json's `dtype`; float32 where it says none)."""
+    if dtype == "auto":
+        dtype = config.extra.get("dtype") or config.extra.get("torch_dtype") or "float32"
+    if isinstance(dtype, str):
+        dtype = getattr(torch, dtype, None)
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ConfigError(f"from_pretrained(dtype=...): give torch.float32, torch.bfloat16, torch.float16 or "
+                          f"\"auto\", got {dtype!r}")
+    return dtype
 
 
 def save_model(model, directory: str | Path, tokenizer=None) -> None:
@@ -325,6 +339,9 @@ def save_model(model, directory: str | Path, tokenizer=None) -> None:
     are stored in the model's own dtype, as transformers does: `model.half().save_pretrained(...)`
     halves the file, and loaders cast back to float32."""
     directory = Path(directory)
+    if any(name.endswith("weight_scale") for name in model.state_dict()):
+        raise CheckpointError(f"{directory}: an int8 model is not saved (its weights are packed for this CPU's "
+                              f"kernels); save the float32 model it was made from")
     directory.mkdir(parents=True, exist_ok=True)
     weights = bertforge_to_hf(_state_dict(model), bare_encoder=model.base_model is model,
                               model_type=model.config.model_type)

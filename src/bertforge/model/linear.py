@@ -66,9 +66,10 @@ class OneDNNLinear(torch.autograd.Function):
 
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x·weightᵀ + bias, as `F.linear`: (..., in) → (..., out). Under autocast `F.linear` runs, so
-    that it casts to bfloat16 as usual; so it does for no rows, which oneDNN's reduction refuses."""
+    that it casts to bfloat16 as usual; so it does for no rows, which oneDNN's reduction refuses,
+    and under `torch.compile`, whose inductor lowers oneDNN's product only for frozen weights."""
     if not (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and x.numel()):
+            and not torch.is_autocast_enabled("cpu") and x.numel() and not torch.compiler.is_compiling()):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return OneDNNLinear.apply(x, weight, bias)

@@ -126,12 +126,13 @@ def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ..
     show up in `missing_keys`), say which head and what this checkpoint can do instead."""
     with missing_weights_unlogged():  # missing head weights are our error to report, below
         model = model_class.from_pretrained(path)
-    tasks = checkpoint_tasks(checkpoint_location(path)[0])
+    missing_head = head_prefix is not None and any(k.startswith(head_prefix) for k in model.missing_keys)
     # The two classifiers share their weights' names: the config's architectures tell them apart.
-    wrong_classifier = task in ("text-classification", "token-classification") and task not in tasks
-    if wrong_classifier or head_prefix is not None and any(k.startswith(head_prefix) for k in model.missing_keys):
-        raise CheckpointError(f"{path}: {task} needs a {head_name}, and this checkpoint has none; it can do: "
-                              f"{', '.join(tasks)}")
+    if missing_head or task in ("text-classification", "token-classification"):
+        tasks = checkpoint_tasks(checkpoint_location(path)[0])
+        if missing_head or task not in tasks:
+            raise CheckpointError(f"{path}: {task} needs a {head_name}, and this checkpoint has none; it can do: "
+                                  f"{', '.join(tasks)}")
     return model
 
 
@@ -221,7 +222,7 @@ class Pipeline:
             given = Path(model) if model is not None else self.default_model()
             path, _ = checkpoint_location(given)  # a file of the checkpoint, or Google's prefix, names its folder
             self.device = resolve_device(device)
-            self.dtype = dtype
+            self.dtype = resolve_dtype(dtype, self.device)  # what runs ("auto" says bfloat16 or float32)
             self.tokenizer = BertTokenizer.from_pretrained(path)
             self.model = apply_dtype(load_for_task(self.model_class, given, self.task, self.head_prefix,
                                                    self.head_name).eval(), dtype, self.device)

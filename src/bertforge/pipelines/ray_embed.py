@@ -101,6 +101,8 @@ def embed_with_ray(address: str, source: str | Path, output: str | Path, id_colu
         _check_columns(rows.schema(), source, id_column, text_column)
         gpu = str(embedder_options.get("device", "cpu")).startswith("cuda")
         resources = ray.cluster_resources()
+        if gpu and resources.get("GPU", 0) < 1:  # Ray would wait for one for ever
+            raise InputError(f"--device {embedder_options['device']}: the Ray cluster has no GPU")
         spare_cpus = resources.get("CPU", 0) - 1
         if spare_cpus <= 0:
             raise InputError(f"--ray: the cluster has {resources.get('CPU', 0):g} CPU(s); it needs at least 2, "

@@ -25,11 +25,13 @@ class CsvLog:
         """Start afresh, or (resuming) keep only the rows up to the checkpoint's step: rows the
         interrupted run wrote after it are dropped so that the log matches the weights."""
         self.path, self.columns = Path(path), None
-        rows = [row for row in read_log(self.path) if row["step"] <= keep_through_step] \
-            if keep_through_step is not None else []
+        rows = []
+        if keep_through_step is not None and self.path.exists():
+            with open(self.path, newline="") as f:  # as written: a count stays "200", not "200.0"
+                rows = [row for row in csv.DictReader(f) if float(row["step"]) <= keep_through_step]
         self.path.unlink(missing_ok=True)
         for row in rows:
-            self.write({**row, "step": int(row["step"])})
+            self.write(row)
 
     def write(self, row: dict) -> None:
         new = self.columns is None
