@@ -124,6 +124,27 @@ def test_decode_takes_one_id_and_numpy_or_tensor_integers_as_transformers_does(u
         uncased.decode([1.5])
 
 
+def test_vocabulary_accessors_equal_transformers(uncased, uncased_dir):
+    reference = reference_tokenizer(uncased_dir)
+    assert uncased.get_vocab() == reference.get_vocab() and len(uncased) == len(reference)
+    assert uncased.special_tokens_map == reference.special_tokens_map
+
+
+@pytest.mark.parametrize("options", [{}, {"pad_to_multiple_of": 8}, {"padding": "max_length", "max_length": 16}])
+def test_data_collator_with_padding_gives_what_it_gives_with_the_reference(uncased, uncased_dir, options):
+    """transformers' DataCollatorWithPadding calls tokenizer.pad: a training loop ported from transformers
+    gets the same batches with our tokenizer."""
+    from transformers import DataCollatorWithPadding
+
+    reference = reference_tokenizer(uncased_dir)
+    texts = ["a short one", "a somewhat longer sentence to pad against", "mid length text"]
+    ours = DataCollatorWithPadding(uncased, **options)([dict(uncased(t), label=i) for i, t in enumerate(texts)])
+    theirs = DataCollatorWithPadding(reference, **options)([dict(reference(t), label=i) for i, t in enumerate(texts)])
+    assert sorted(ours) == sorted(theirs) and all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    with pytest.raises(InputError, match="pad: give a list of feature dicts with 'input_ids'"):
+        uncased.pad([{"text": "no ids"}])
+
+
 def test_max_length_alone_truncates_as_in_transformers(uncased, uncased_dir):
     """transformers reads max_length without truncation or padding as "cut to this"; with padding=True it
     ignores max_length (and warns)."""

@@ -27,7 +27,8 @@ from bertforge.tokenization.encoding import BatchEncoding, Encoding, is_batch, t
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 from bertforge.tokenization.tokenizer_json import read_tokenizer_json, write_tokenizer_json
-from bertforge.tokenization.truncation import pad_and_collate, padding_strategy, truncate, truncation_strategy
+from bertforge.tokenization.truncation import (pad_and_collate, pad_features, padding_strategy, truncate,
+                                               truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -153,6 +154,21 @@ class BertTokenizer:
 
     def __len__(self) -> int:
         return len(self.vocab)
+
+    def pad(self, encoded_inputs, padding=True, max_length: int | None = None, pad_to_multiple_of: int | None = None,
+            return_tensors: str | None = None) -> dict:
+        """Pad features made earlier (`pad_features`), as transformers' DataCollatorWithPadding asks."""
+        data = pad_features(encoded_inputs, self.vocab[self.pad_token], padding, max_length, pad_to_multiple_of)
+        return to_tensors(data, return_tensors) if return_tensors is not None else data
+
+    def get_vocab(self) -> dict[str, int]:
+        return dict(self.vocab)
+
+    @property
+    def special_tokens_map(self) -> dict:
+        return {**{key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS},
+                **({"additional_special_tokens": list(self.additional_special_tokens)}
+                   if self.additional_special_tokens else {})}
 
     def __getattr__(self, name):
         # cls_token_id, sep_token_id, pad_token_id, mask_token_id, unk_token_id

@@ -89,3 +89,36 @@ def pad_and_collate(rows: list[Encoding], target: int | None, pad_id: int, offse
         if n:
             row.pad_word_and_sequence_ids(n)
     return data
+
+
+# What `pad_features` fills each token-level field with; input_ids take the vocabulary's [PAD].
+PAD_FILL = {"token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1}
+
+
+def pad_features(features, pad_id: int, padding=True, max_length: int | None = None,
+                 pad_to_multiple_of: int | None = None) -> dict[str, list]:
+    """transformers' `tokenizer.pad`, which its DataCollatorWithPadding calls: feature dicts (or one dict of
+    lists) as one dict of lists, the token-level fields padded on the right and an attention_mask added
+    where there was none; other fields (labels) as they are."""
+    if isinstance(features, dict):
+        features = [dict(zip(features, values)) for values in zip(*features.values())]
+    if not features or not all(isinstance(f, dict) and "input_ids" in f for f in features):
+        raise InputError("pad: give a list of feature dicts with 'input_ids' (or one dict of lists)")
+    as_list = lambda row: row.tolist() if hasattr(row, "tolist") else list(row)  # noqa: E731
+    data = {key: [f[key] for f in features] for key in features[0]}
+    for key in ("input_ids", *PAD_FILL):
+        if key in data:
+            data[key] = [as_list(row) for row in data[key]]
+    data.setdefault("attention_mask", [[1] * len(row) for row in data["input_ids"]])
+    padding = padding_strategy(padding)
+    if padding == "max_length" and max_length is None:
+        raise InputError("pad: padding='max_length' needs max_length")
+    target = max(map(len, data["input_ids"])) if padding == "longest" else max_length if padding else None
+    if target is not None and pad_to_multiple_of:
+        target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
+    for key in ("input_ids", *PAD_FILL):
+        if key in data and target is not None:
+            fill = pad_id if key == "input_ids" else PAD_FILL[key]
+            data[key] = [row + [fill] * (target - len(row)) for row in data[key]]
+    return data
+
