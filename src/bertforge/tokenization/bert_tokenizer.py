@@ -10,7 +10,6 @@ are those of the Hugging Face tokenizers users know.
 from __future__ import annotations
 
 import gc
-import json
 import numbers
 from collections.abc import Iterable
 from contextlib import contextmanager
@@ -19,19 +18,16 @@ from itertools import chain, repeat
 from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
-from bertforge.io.atomic import write_text
-from bertforge.paths import config_path
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
 from bertforge.tokenization.encoding import BatchEncoding, Encoding, is_batch, to_tensors
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
-from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
-from bertforge.tokenization.tokenizer_json import read_tokenizer_json, write_tokenizer_json
+from bertforge.tokenization.folder import (SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings, read_folder,
+                                           write_folder)
 from bertforge.tokenization.truncation import (pad_and_collate, pad_features, padding_strategy, truncate,
                                                truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
-SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens")
 
 
@@ -89,57 +85,21 @@ class BertTokenizer:
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, **overrides) -> "BertTokenizer":
-        """Load from a model directory (`vocab.txt` + optional `tokenizer_config.json`) or a
-        `vocab.txt` file. With no path, the default model's tokenizer."""
+        """Load from a model directory (`vocab.txt` + optional `tokenizer_config.json`, or transformers 5's
+        `tokenizer.json`) or a `vocab.txt` file. With no path, the default model's tokenizer."""
         if path is None:
             from bertforge.paths import default_model_path
             path = default_model_path()
-        path = Path(path)
-        if path.is_dir():
-            vocab_file, config_file = path / cls.vocab_file_name, path / cls.config_file_name
-        elif path.exists():
-            vocab_file, config_file = path, path.parent / cls.config_file_name
-        else:
-            raise CheckpointError(f"tokenizer not found: {path} is neither a directory nor a vocab.txt file")
-        vocab, settings = vocab_file, {}
-        if not vocab_file.exists():  # transformers 5 saves tokenizer.json and no vocab.txt
-            if not (vocab_file.parent / TOKENIZER_JSON).exists():
-                raise CheckpointError(f"{path} has no {cls.vocab_file_name} or {TOKENIZER_JSON}")
-            vocab, settings = read_tokenizer_json(vocab_file.parent / TOKENIZER_JSON)
-        if config_file.exists():
-            try:
-                config = json.loads(config_file.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as e:
-                raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
-            for key in ("do_lower_case", "strip_accents", "model_max_length", *SPECIAL_TOKEN_KEYS):
-                if config.get(key) is not None:
-                    settings[key] = config[key]
-            if isinstance(config.get("additional_special_tokens"), list):
-                settings["additional_special_tokens"] = config["additional_special_tokens"]
-            if settings.get("model_max_length", 0) > 1_000_000:  # "unlimited" in transformers' files
-                del settings["model_max_length"]
+        vocab, settings, config_file = read_folder(Path(path), cls.vocab_file_name, cls.config_file_name)
         settings.update(overrides)
-        _check_types(settings, config_file)
+        check_settings(settings, config_file)
         tokenizer = cls(vocab, **settings)
-        _check_fits_the_model(tokenizer, vocab_file.parent)
+        check_fits_the_model(tokenizer.vocab_size, config_file.parent)
         return tokenizer
 
     def save_pretrained(self, directory: str | Path) -> None:
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        tokens = sorted(self.vocab, key=self.vocab.__getitem__)
-        write_text(directory / self.vocab_file_name, "".join(t + "\n" for t in tokens))
-        config = {
-            "tokenizer_class": "BertTokenizer",
-            "do_lower_case": self.do_lower_case,
-            "strip_accents": self.basic.strip_accents,
-            "model_max_length": self.model_max_length,
-            **{key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS},
-        }
-        if self.additional_special_tokens:
-            config["additional_special_tokens"] = self.additional_special_tokens
-        write_text(directory / self.config_file_name, json.dumps(config, indent=2) + "\n")
-        write_tokenizer_json(self, directory)  # what transformers 5 and `tokenizers` read first
+        """vocab.txt and tokenizer_config.json, which transformers 4 reads, and tokenizer.json for transformers 5."""
+        write_folder(self, Path(directory))
 
     # --- vocabulary ----------------------------------------------------------------------
 
@@ -419,26 +379,3 @@ def _as_int_list(ids) -> list[int]:
     if not isinstance(ids, (list, tuple)) or not all(_is_one_id(i) for i in ids):
         raise InputError(f"ids must be a list of token ids (integers), got {type(ids).__name__} {str(ids)[:40]!r}")
     return [int(i) for i in ids]
-
-
-def _check_types(settings: dict, source: Path) -> None:
-    expected = {"do_lower_case": bool, "strip_accents": (bool, type(None)), "model_max_length": int,
-                **{key: str for key in SPECIAL_TOKEN_KEYS}}
-    for key, kind in expected.items():
-        if key in settings and not isinstance(settings[key], kind):
-            raise CheckpointError(f"{source}: {key} has the wrong type ({type(settings[key]).__name__})")
-
-
-def _check_fits_the_model(tokenizer: BertTokenizer, directory: Path) -> None:
-    """A vocabulary with more tokens than the model beside it has word embeddings would give ids with no
-    vector: an IndexError deep inside torch at the first rare word. (Fewer is fine: some checkpoints pad
-    their embedding table.) A config that cannot be read is for the model's loader to report."""
-    config = config_path(directory)
-    try:
-        size = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
-    except (OSError, ValueError, AttributeError):
-        return
-    if isinstance(size, int) and tokenizer.vocab_size > size:
-        raise CheckpointError(f"{directory}: the vocabulary has {tokenizer.vocab_size} tokens, more than the "
-                              f"{size} word embeddings of the model ({config.name} vocab_size): the ids from {size} "
-                              f"on would have no vector")

@@ -1,0 +1,84 @@
+"""A tokenizer's files in a model folder: `vocab.txt` and `tokenizer_config.json` (transformers 4's),
+and `tokenizer.json` (transformers 5 saves only that one), read and written for `BertTokenizer`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bertforge.errors import CheckpointError
+from bertforge.io.atomic import write_text
+from bertforge.paths import config_path
+from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
+from bertforge.tokenization.tokenizer_json import read_tokenizer_json, write_tokenizer_json
+
+SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+
+
+def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tuple[Path | dict, dict, Path]:
+    """(the vocabulary: its vocab.txt, or the tokens of tokenizer.json; the settings the files give;
+    the tokenizer_config.json they are named by, present or not) of a folder or a vocab.txt file."""
+    if path.is_dir():
+        vocab_file, config_file = path / vocab_file_name, path / config_file_name
+    elif path.exists():
+        vocab_file, config_file = path, path.parent / config_file_name
+    else:
+        raise CheckpointError(f"tokenizer not found: {path} is neither a directory nor a vocab.txt file")
+    vocab, settings = vocab_file, {}
+    if not vocab_file.exists():  # transformers 5 saves tokenizer.json and no vocab.txt
+        if not (vocab_file.parent / TOKENIZER_JSON).exists():
+            raise CheckpointError(f"{path} has no {vocab_file_name} or {TOKENIZER_JSON}")
+        vocab, settings = read_tokenizer_json(vocab_file.parent / TOKENIZER_JSON)
+    if config_file.exists():
+        try:
+            config = json.loads(config_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+        for key in ("do_lower_case", "strip_accents", "model_max_length", *SPECIAL_TOKEN_KEYS):
+            if config.get(key) is not None:
+                settings[key] = config[key]
+        if isinstance(config.get("additional_special_tokens"), list):
+            settings["additional_special_tokens"] = config["additional_special_tokens"]
+        if settings.get("model_max_length", 0) > 1_000_000:  # "unlimited" in transformers' files
+            del settings["model_max_length"]
+    return vocab, settings, config_file
+
+
+def write_folder(tokenizer, directory: Path) -> None:
+    directory.mkdir(parents=True, exist_ok=True)
+    tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.__getitem__)
+    write_text(directory / tokenizer.vocab_file_name, "".join(t + "\n" for t in tokens))
+    config = {
+        "tokenizer_class": "BertTokenizer",
+        "do_lower_case": tokenizer.do_lower_case,
+        "strip_accents": tokenizer.basic.strip_accents,
+        "model_max_length": tokenizer.model_max_length,
+        **{key: getattr(tokenizer, key) for key in SPECIAL_TOKEN_KEYS},
+    }
+    if tokenizer.additional_special_tokens:
+        config["additional_special_tokens"] = tokenizer.additional_special_tokens
+    write_text(directory / tokenizer.config_file_name, json.dumps(config, indent=2) + "\n")
+    write_tokenizer_json(tokenizer, directory)  # what transformers 5 and `tokenizers` read first
+
+
+def check_settings(settings: dict, source: Path) -> None:
+    expected = {"do_lower_case": bool, "strip_accents": (bool, type(None)), "model_max_length": int,
+                **{key: str for key in SPECIAL_TOKEN_KEYS}}
+    for key, kind in expected.items():
+        if key in settings and not isinstance(settings[key], kind):
+            raise CheckpointError(f"{source}: {key} has the wrong type ({type(settings[key]).__name__})")
+
+
+def check_fits_the_model(vocab_size: int, directory: Path) -> None:
+    """A vocabulary with more tokens than the model beside it has word embeddings would give ids with no
+    vector: an IndexError deep inside torch at the first rare word. (Fewer is fine: some checkpoints pad
+    their embedding table.) A config that cannot be read is for the model's loader to report."""
+    config = config_path(directory)
+    try:
+        size = json.loads(config.read_text(encoding="utf-8")).get("vocab_size")
+    except (OSError, ValueError, AttributeError):
+        return
+    if isinstance(size, int) and vocab_size > size:
+        raise CheckpointError(f"{directory}: the vocabulary has {vocab_size} tokens, more than the "
+                              f"{size} word embeddings of the model ({config.name} vocab_size): the ids from {size} "
+                              f"on would have no vector")
