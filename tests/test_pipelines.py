@@ -343,6 +343,7 @@ def test_one_precision_rule_for_every_pipeline(task):
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"dtype": "float16"}, InputError, "--dtype must be one of"),
     ({"batch_size": 0}, InputError, "--batch-size"),
+    ({"batch_size": True}, InputError, "--batch-size must be a positive integer, got True"),
     ({"parallel_batches": 0}, InputError, "--parallel-batches must be a positive integer"),
     ({"max_length": 5000}, InputError, "--max-length"),
     # one device rule for pipelines and training (bertforge.training.resolve_device)
@@ -360,6 +361,9 @@ def test_bad_call_arguments(extractor, embedder):
         extractor("text", layers=9)
     with pytest.raises(InputError, match="pooling"):
         embedder("text", pooling="median")
+    for pipe in (embedder, extractor):
+        with pytest.raises(InputError, match="^normalize must be True or False, got 'yes'$"):
+            pipe("text", normalize="yes")
     with pytest.raises(InputError, match=r"^inputs\[1\] is a int, expected a string$"):
         embedder(["fine", 3])
     with pytest.raises(InputError, match="^inputs must be a string or a list of strings, got NoneType$"):

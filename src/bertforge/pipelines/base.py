@@ -205,7 +205,7 @@ class Pipeline:
     def __init__(self, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False,
                  loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1):
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
         if isinstance(parallel_batches, bool) or not isinstance(parallel_batches, int) or parallel_batches < 1:
             raise InputError(f"--parallel-batches must be a positive integer, got {parallel_batches!r}")

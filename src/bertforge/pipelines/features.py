@@ -61,6 +61,11 @@ def combine_layers(states: list[torch.Tensor], combine: str) -> torch.Tensor:
     return stacked.sum(dim=0) if combine == "sum" else stacked.mean(dim=0)
 
 
+def _check_normalize(normalize) -> None:
+    if not isinstance(normalize, bool):  # "no" would be true
+        raise InputError(f"normalize must be True or False, got {normalize!r}")
+
+
 def _check_return_type(return_tensors: str) -> None:
     if return_tensors not in RETURN_TYPES:
         raise InputError(f"return_tensors must be 'np' or 'pt', got {return_tensors!r}")
@@ -77,6 +82,7 @@ class FeatureExtractionPipeline(Pipeline):
         texts, single = as_list(inputs, "inputs")
         if level not in ("piece", "word"):
             raise InputError(f"level must be 'piece' or 'word', got {level!r}")
+        _check_normalize(normalize)
         _check_return_type(return_tensors)
         chosen = resolve_layers(layers, self.config.num_hidden_layers)
         combine_layers([torch.zeros(1)], combine)  # validates `combine` before any work
@@ -135,6 +141,7 @@ class SentenceEmbeddingPipeline(Pipeline):
         normalize = self.checkpoint_defaults[1] if normalize is None else normalize
         if pooling not in POOLINGS:
             raise InputError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
+        _check_normalize(normalize)
         _check_return_type(return_tensors)
         chosen = resolve_layers(layers, self.config.num_hidden_layers)
         combine_layers([torch.zeros(1)], combine)
