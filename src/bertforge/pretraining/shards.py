@@ -233,8 +233,9 @@ class PretrainingData:
         """The model at `model_dir` must read the ids this data holds: the same vocabulary, not only as many
         tokens (a reordered vocab.txt would train or score every token as another)."""
         from bertforge.tokenization import BertTokenizer
+        from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 
-        if not any((Path(model_dir) / name).is_file() for name in ("vocab.txt", "tokenizer.json")):
+        if not any((Path(model_dir) / name).is_file() for name in (BertTokenizer.vocab_file_name, TOKENIZER_JSON)):
             return  # weights alone (an encoder saved without its tokenizer): only their sizes can be checked
         if vocab_fingerprint(BertTokenizer.from_pretrained(model_dir)) != self.index["vocab_fingerprint"]:
             raise ConfigError(f"{option} {model_dir}: its vocabulary is not the one {self.directory} was prepared "

@@ -35,10 +35,14 @@ def default_classifier_pooling(model_dir: str | Path) -> str:
     return BertConfig.from_json_file(config_path(Path(model_dir))).classifier_pooling
 
 
+def is_number(label: str) -> bool:
+    return label.lstrip("-").isdigit()
+
+
 def sorted_labels(labels) -> list[str]:
     """Label names in a stable order: numerically when they are all integers ('0' < '1' < '10')."""
     unique = set(labels)
-    if all(label.lstrip("-").isdigit() for label in unique):
+    if all(map(is_number, unique)):
         return sorted(unique, key=int)
     return sorted(unique)
 
@@ -84,7 +88,7 @@ class ClassificationTask:
         except KeyError:
             # A model whose classes have names ("negative", "positive") read against a file of class ids
             # (SST-2's 0 and 1): the id is the class, as transformers' label2id/id2label have it.
-            names = not any(label.lstrip("-").isdigit() for label in self.labels)
+            names = not any(map(is_number, self.labels))
             if names and example.label is not None and example.label.isdigit() and int(example.label) < len(self.labels):
                 return int(example.label)
             raise InputError(f"{example.source}: label {example.label!r} was not seen in training "
