@@ -214,3 +214,21 @@ def test_from_pretrained_takes_transformers_dtype_keyword(tmp_path):
     assert transformers.BertModel.from_pretrained(tmp_path / "half", dtype="auto").dtype == torch.float16
     with pytest.raises(ConfigError, match=r"^from_pretrained\(dtype=...\): give torch.float32, torch.bfloat16"):
         BertModel.from_pretrained(tmp_path / "half", dtype=torch.int8)
+
+
+def test_pipelines_and_convert_take_a_checkpoint_as_from_pretrained_does(default_model_dir, tmp_path):
+    """A file of the checkpoint names its folder, as in from_pretrained; a training run's folder names its model."""
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    texts = ["A man is playing a guitar."]
+    by_file = bertforge.pipeline("sentence-embedding", model=default_model_dir / "config.json")
+    assert by_file.model_path == default_model_dir
+    assert (by_file(texts) == bertforge.pipeline("sentence-embedding", model=default_model_dir)(texts)).all()
+    run = tmp_path / "run"
+    BertModel(BertConfig(**SMALL)).save_pretrained(run / "final")
+    (run / "train_log.csv").write_text("step,loss\n")
+    result = CliRunner().invoke(cli, ["convert", str(run), str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.strip() == \
+        f"error: {run}: a training run's folder, with no model of its own; its final model is {run / 'final'}: convert that"
