@@ -232,3 +232,11 @@ def test_pipelines_and_convert_take_a_checkpoint_as_from_pretrained_does(default
     result = CliRunner().invoke(cli, ["convert", str(run), str(tmp_path / "out")])
     assert result.exit_code == 2 and result.output.strip() == \
         f"error: {run}: a training run's folder, with no model of its own; its final model is {run / 'final'}: convert that"
+
+
+def test_a_model_that_is_not_a_path_is_refused_naming_what_it_got():
+    """Before, from_pretrained(123) and pipeline(model=123) ended in pathlib's TypeError."""
+    for load in (BertModel.from_pretrained, BertTokenizer.from_pretrained,
+                 lambda model: bertforge.pipeline("feature-extraction", model=model)):
+        with pytest.raises(CheckpointError, match=r"a model is given as a folder path .*got int 123"):
+            load(123)

@@ -237,7 +237,7 @@ def test_the_map_batches_class_as_documented(ray_cluster, sst2_parquet, referenc
     rows = ray_cluster.data.from_arrow([pq.read_table(shard) for shard in sorted((sst2_parquet / "shards").iterdir())])
     vectors = rows.map_batches(SentenceEmbedder, batch_format="pyarrow", batch_size=10,
                                fn_constructor_kwargs={"id_column": "id", "text_column": "sentence", "threads": 1},
-                               concurrency=2, num_cpus=0.5)
+                               compute=ray_cluster.data.ActorPoolStrategy(size=2), num_cpus=0.5)
     table = pa.concat_tables(ray_cluster.get(vectors.to_arrow_refs()))
     assert table.column_names == ["id", "embedding"]
     assert_same_vectors(table, "id", reference_vectors)

@@ -145,6 +145,37 @@ def test_data_collator_with_padding_gives_what_it_gives_with_the_reference(uncas
         uncased.pad([{"text": "no ids"}])
 
 
+OUTPUT_OPTIONS = [
+    dict(padding=True, pad_to_multiple_of=8, return_length=True),
+    dict(pad_to_multiple_of=8, return_length=True),  # no padding: the multiple is not used
+    dict(return_attention_mask=False, return_token_type_ids=False, return_length=True),
+    dict(text_pair="and a pair", padding="max_length", max_length=12, pad_to_multiple_of=4, return_token_type_ids=False),
+    dict(truncation=True, max_length=6, stride=1, return_overflowing_tokens=True, return_length=True, padding=True),
+    dict(padding=True, return_length=True, return_attention_mask=False, return_tensors="np"),
+]
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize("options", OUTPUT_OPTIONS)
+def test_output_options_give_what_the_reference_gives(uncased, uncased_dir, options, batched):
+    """pad_to_multiple_of, return_length, return_attention_mask and return_token_type_ids as transformers'
+    fast tokenizer has them (`length` is a list even for one text, and counts the padding)."""
+    reference = reference_tokenizer(uncased_dir)
+    texts = ["a b c a b c a b c", "hello world"] if batched else "a b c a b c a b c"
+    if batched and "text_pair" in options:
+        options = dict(options, text_pair=[options["text_pair"]] * 2)
+    ours, theirs = uncased(texts, **options), reference(texts, **options)
+    assert sorted(ours) == sorted(theirs)
+    assert all(str(ours[key]) == str(theirs[key]) for key in theirs), options
+
+
+def test_pad_to_multiple_of_is_checked_against_max_length(uncased):
+    with pytest.raises(InputError, match=r"max_length \(10\) must be a multiple of pad_to_multiple_of \(4\)"):
+        uncased("a b c", truncation=True, max_length=10, padding=True, pad_to_multiple_of=4)
+    with pytest.raises(InputError, match="pad_to_multiple_of must be a positive integer, got -3"):
+        uncased("a b c", padding=True, pad_to_multiple_of=-3)
+
+
 def test_max_length_alone_truncates_as_in_transformers(uncased, uncased_dir):
     """transformers reads max_length without truncation or padding as "cut to this"; with padding=True it
     ignores max_length (and warns)."""

@@ -6,6 +6,7 @@ of a second) just to learn it would make every tokenizer-only command slow to st
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from bertforge.errors import CheckpointError
@@ -15,6 +16,13 @@ GOOGLE_CONFIG_FILE = "bert_config.json"  # Google's TensorFlow releases name the
 # What saving a model writes (`save_pretrained` with its tokenizer), and transformers' older names.
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json",
                "tokenizer.json", "special_tokens_map.json")
+
+
+def model_path(value) -> Path:
+    """A model given as a path (str or os.PathLike); anything else is refused naming what it got."""
+    if isinstance(value, (str, os.PathLike)):
+        return Path(value)
+    raise CheckpointError(f"a model is given as a folder path (str or pathlib.Path), got {type(value).__name__} {value!r}")
 
 
 def config_path(directory: Path) -> Path:

@@ -27,7 +27,7 @@ from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import atomic_path
 from bertforge.model.config import DISTILBERT_KEYS, BertConfig
 from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
-from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path
+from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path, model_path
 
 log = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def missing_weights_unlogged():
 def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:
     """The folder of a checkpoint given as that folder, a file in it (its config.json, say) or Google's
     checkpoint prefix (`.../bert_model.ckpt`, as their scripts name one); and that prefix, if given."""
-    path = Path(path)
+    path = model_path(path)
     if path.with_name(path.name + ".index").is_file():
         return path.parent, path
     if path.is_file():

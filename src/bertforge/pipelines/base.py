@@ -20,7 +20,7 @@ from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.model.checkpoint import checkpoint_location, missing_weights_unlogged
 from bertforge.model.cpu import cpu_has_any
-from bertforge.paths import config_path
+from bertforge.paths import config_path, model_path
 from bertforge.progress import progress_bar
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import resolve_device
@@ -164,7 +164,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     """Load a model directory with the head model that carries all of its heads."""
     from bertforge.model import ARCHITECTURES
 
-    path = Path(path)
+    path = model_path(path)
     if not config_path(path).is_file():  # config.json, or Google's bert_config.json
         raise CheckpointError(f"{path}: no config.json (is it a model directory?)")
     device = resolve_device(device)
@@ -219,7 +219,7 @@ class Pipeline:
             path, self.device, self.dtype, self.tokenizer = loaded.path, loaded.device, loaded.dtype, loaded.tokenizer
             self.model = loaded.model
         else:
-            given = Path(model) if model is not None else self.default_model()
+            given = model_path(model) if model is not None else self.default_model()
             path, _ = checkpoint_location(given)  # a file of the checkpoint, or Google's prefix, names its folder
             self.device = resolve_device(device)
             self.dtype = resolve_dtype(dtype, self.device)  # what runs ("auto" says bfloat16 or float32)

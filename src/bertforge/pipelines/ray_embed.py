@@ -12,10 +12,10 @@ process:
     rows = ray.data.read_parquet("corpus/")      # columns "id" and "text"
     vectors = rows.map_batches(SentenceEmbedder, batch_format="pyarrow", batch_size=1024,
                                fn_constructor_kwargs={"id_column": "id", "text_column": "text", "threads": 1},
-                               concurrency=4, num_cpus=1)
+                               compute=ray.data.ActorPoolStrategy(size=4), num_cpus=1)
     vectors.write_parquet("vectors/")            # columns "id" and "embedding" (a fixed-size list of floats)
 
-Leave Ray a CPU (concurrency × num_cpus below the cluster's CPUs): its tasks that list, read and
+Leave Ray a CPU (actors × num_cpus below the cluster's CPUs): its tasks that list, read and
 write the files need one, and actors holding them all would wait for rows forever.
 
 `embed_with_ray` is what `bertforge embed --ray` runs: the same, with the output directory
@@ -110,7 +110,8 @@ def embed_with_ray(address: str, source: str | Path, output: str | Path, id_colu
         if actors is None:
             actors = max(1, int(resources.get("GPU", 0) if gpu else spare_cpus))
         vectors = rows.select_columns([id_column, text_column]).map_batches(
-            SentenceEmbedder, batch_format="pyarrow", batch_size=RAY_BATCH_ROWS, concurrency=actors,
+            SentenceEmbedder, batch_format="pyarrow", batch_size=RAY_BATCH_ROWS,
+            compute=ray.data.ActorPoolStrategy(size=actors),
             num_cpus=min(1.0, spare_cpus / actors), num_gpus=1 if gpu else 0,
             fn_constructor_kwargs={"id_column": id_column, "text_column": text_column,
                                    "threads": None if gpu else 1, **embedder_options})

@@ -18,14 +18,15 @@ from itertools import chain, repeat
 from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
+from bertforge.paths import default_model_path, model_path
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
 from bertforge.tokenization.encoding import BatchEncoding, Encoding, is_batch, to_tensors
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
 from bertforge.tokenization.folder import (SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings, read_folder,
                                            write_folder)
-from bertforge.tokenization.truncation import (pad_and_collate, pad_features, padding_strategy, truncate,
-                                               truncation_strategy)
+from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and_collate, pad_features, padded_length,
+                                               padding_strategy, truncate, truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
 FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens")
@@ -88,9 +89,8 @@ class BertTokenizer:
         """Load from a model directory (`vocab.txt` + optional `tokenizer_config.json`, or transformers 5's
         `tokenizer.json`) or a `vocab.txt` file. With no path, the default model's tokenizer."""
         if path is None:
-            from bertforge.paths import default_model_path
             path = default_model_path()
-        vocab, settings, config_file = read_folder(Path(path), cls.vocab_file_name, cls.config_file_name)
+        vocab, settings, config_file = read_folder(model_path(path), cls.vocab_file_name, cls.config_file_name)
         settings.update(overrides)
         check_settings(settings, config_file)
         tokenizer = cls(vocab, **settings)
@@ -208,7 +208,9 @@ class BertTokenizer:
     def __call__(self, text, text_pair=None, *, add_special_tokens: bool = True, padding=False,
                  truncation=None, max_length: int | None = None, stride: int = 0,
                  is_split_into_words: bool = False, return_overflowing_tokens: bool = False,
-                 return_offsets_mapping: bool = False, return_special_tokens_mask: bool = False,
+                 pad_to_multiple_of: int | None = None, return_token_type_ids: bool | None = None,
+                 return_attention_mask: bool | None = None, return_offsets_mapping: bool = False,
+                 return_special_tokens_mask: bool = False, return_length: bool = False,
                  return_tensors: str | None = None, num_proc: int | None = None) -> BatchEncoding:
         """Encode a text, a pair, or a batch of either, as transformers' tokenizers do. With
         `num_proc` (the name `datasets.Dataset.map` gives it), a large batch is tokenized in that
@@ -236,6 +238,7 @@ class BertTokenizer:
         if return_tensors not in (None, "pt", "np"):
             raise InputError(f"return_tensors must be None, 'pt' or 'np', got {return_tensors!r}")
         check_num_proc(num_proc)
+        check_pad_to_multiple_of(pad_to_multiple_of, padding, truncation, max_length)
 
         with _collector_paused():
             rows, sample_mapping = self._rows(texts, pairs, is_split_into_words, add_special_tokens, truncation,
@@ -245,14 +248,19 @@ class BertTokenizer:
                 target = max(len(r) for r in rows)
             elif padding == "max_length":
                 target = max_length
-            data = pad_and_collate(rows, target, self.vocab[self.pad_token], return_offsets_mapping,
-                                   return_special_tokens_mask)
+            data = pad_and_collate(rows, padded_length(target, pad_to_multiple_of), self.vocab[self.pad_token],
+                                   return_offsets_mapping, return_special_tokens_mask)
+        for key, wanted in (("token_type_ids", return_token_type_ids), ("attention_mask", return_attention_mask)):
+            if wanted is False:
+                del data[key]
+        if return_length:  # a list even for one text, as transformers' fast tokenizers give it
+            data["length"] = [len(ids) for ids in data["input_ids"]]
         if return_overflowing_tokens:
             data["overflow_to_sample_mapping"] = sample_mapping
         # Tensors always carry a batch dimension, as in the reference.
         batched_output = batched or return_overflowing_tokens or return_tensors is not None
         if not batched_output:
-            data = {k: v[0] for k, v in data.items()}
+            data = {k: v if k == "length" else v[0] for k, v in data.items()}
         if return_tensors is not None:
             data = to_tensors(data, return_tensors)
         return BatchEncoding(data, rows, batched_output)

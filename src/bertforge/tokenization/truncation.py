@@ -73,6 +73,20 @@ def longest_first_lengths(n1: int, n2: int, budget: int) -> tuple[int, int]:
     return (short, long_) if n1 <= n2 else (long_, short)
 
 
+def check_pad_to_multiple_of(multiple, padding: str | None, truncation: str | None, max_length: int | None) -> None:
+    if multiple is not None and (not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 0):
+        raise InputError(f"pad_to_multiple_of must be a positive integer, got {multiple!r}")
+    if multiple and padding and truncation and max_length is not None and max_length % multiple:
+        # Rounding the padded length up would overrun the length the rows were cut to (the reference refuses too).
+        raise InputError(f"max_length ({max_length}) must be a multiple of pad_to_multiple_of ({multiple}) "
+                         f"when truncation and padding are both on")
+
+
+def padded_length(target: int | None, multiple: int | None) -> int | None:
+    """`target` rounded up to a multiple of `multiple` (None or 0: as it is)."""
+    return -(-target // multiple) * multiple if target is not None and multiple else target
+
+
 def pad_and_collate(rows: list[Encoding], target: int | None, pad_id: int, offsets: bool, special_mask: bool) -> dict:
     """The rows as a dict of lists, each padded with `pad_id` to `target` tokens (if given)."""
     n_pads = [max(0, target - len(row)) for row in rows] if target else [0] * len(rows)
@@ -113,9 +127,9 @@ def pad_features(features, pad_id: int, padding=True, max_length: int | None = N
     padding = padding_strategy(padding)
     if padding == "max_length" and max_length is None:
         raise InputError("pad: padding='max_length' needs max_length")
+    check_pad_to_multiple_of(pad_to_multiple_of, None, None, None)
     target = max(map(len, data["input_ids"])) if padding == "longest" else max_length if padding else None
-    if target is not None and pad_to_multiple_of:
-        target = -(-target // pad_to_multiple_of) * pad_to_multiple_of
+    target = padded_length(target, pad_to_multiple_of)
     for key in ("input_ids", *PAD_FILL):
         if key in data and target is not None:
             fill = pad_id if key == "input_ids" else PAD_FILL[key]
