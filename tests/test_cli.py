@@ -132,6 +132,23 @@ def test_predict_writes_json_or_jsonl_only(tmp_path):
         "or .jsonl file", result.output
 
 
+def test_predict_ner_tags_the_sentences_of_a_table_and_warns_on_a_lone_conll_sentence(tmp_path, caplog):
+    """Before, a file of sentences a line was read as CoNLL: one "sentence" of each line's first word."""
+    import json
+
+    table, lines = tmp_path / "in.csv", tmp_path / "in.txt"
+    table.write_text("sentence\nJohn lives in Paris\nMary works at Google\n", encoding="utf-8")
+    lines.write_text("John lives in Paris\nMary works at Google\n", encoding="utf-8")
+    command = ["predict", "--task", "ner", "--model", f"{BUNDLED}/conll-distilled", "--input"]
+    result = CliRunner().invoke(cli, [*command, str(table)])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["words"] for line in result.output.splitlines()] == \
+        [["John", "lives", "in", "Paris"], ["Mary", "works", "at", "Google"]]
+    assert CliRunner().invoke(cli, [*command, str(lines)]).exit_code == 0
+    assert "read as CoNLL (a word a line, in its first column): one sentence of 2 words from 2 lines of 4 " \
+           "columns" in caplog.text
+
+
 @pytest.mark.parametrize("task, content", [("classification", "sentence\tlabel\n"), ("ner", ""),
                                            ("qa", '{"version": "1.1", "data": []}')])
 def test_predict_on_a_file_without_examples_says_so(tmp_path, task, content):

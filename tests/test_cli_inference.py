@@ -45,9 +45,15 @@ def test_tokenize_prints_pieces_ids_and_offsets():
 
 
 @pytest.mark.parametrize("parallel_batches", [1, 2])
-def test_embed_file_to_npy_skips_and_counts_empty_lines(tmp_path, caplog, parallel_batches):
+def test_embed_file_to_npy_skips_and_counts_empty_lines_at_the_end_only(tmp_path, caplog, parallel_batches):
+    """A .npy has no line numbers: an empty line before the last text would shift every vector after it
+    (before, it did so with a warning)."""
     source = tmp_path / "sentences.txt"
     source.write_text("A cat sat on the mat.\n\n   \nThe dog slept.\n", encoding="utf-8")
+    assert_clean_error(run("embed", "--input", source, "--output", tmp_path / "vectors.npy"),
+                       f"error: {source}:2: an empty line: a .npy has a row per vector and no line numbers")
+    assert not (tmp_path / "vectors.npy").exists()
+    source.write_text("A cat sat on the mat.\nThe dog slept.\n\n   \n", encoding="utf-8")
     with caplog.at_level(logging.WARNING):
         result = run("embed", "--input", source, "--output", tmp_path / "vectors.npy", "--batch-size", 1,
                      "--parallel-batches", parallel_batches)

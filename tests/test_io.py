@@ -8,6 +8,7 @@ import csv
 import gzip
 import json
 import os
+import re
 import stat
 
 import numpy as np
@@ -98,7 +99,7 @@ def test_csv_rows_match_the_csv_module(tmp_path):
     path = write(tmp_path / "data.csv", ("\ufeff" + text).encode("utf-8"))  # with a byte-order mark
     expected = [dict(zip(["text", "label"], row)) for row in list(csv.reader(text.splitlines(keepends=True)))[1:] if row]
     assert [row for _, row in table_rows(path)] == expected
-    assert [n for n, _ in table_rows(path)] == [2, 4, 6]  # csv's line numbers: a quoted newline counts
+    assert [n for n, _ in table_rows(path)] == [2, 3, 6]  # a record's first line: a quoted newline counts
 
 
 def test_gzipped_tables_read_as_plain_ones(tmp_path):
@@ -162,6 +163,106 @@ def test_squad_invalid_json_names_the_line(tmp_path):
     path.write_text('{"data": [\n  {"title": "x",\n  oops}\n]}\n', encoding="utf-8")
     with pytest.raises(InputError, match=rf"^{path}:3: not valid JSON"):
         read_squad(path)
+
+
+def test_squad_as_json_lines_from_datasets_reads_as_the_json_file_does(tmp_path):
+    """Hugging Face datasets exports SQuAD a question per line, with answers as two lists."""
+    context = "The Broncos beat the Panthers."
+    path = tmp_path / "squad.jsonl"
+    path.write_text(json.dumps({"id": "q1", "title": "t", "context": context, "question": "Who won?",
+                                "answers": {"text": ["Broncos"], "answer_start": [4]}}) + "\n", encoding="utf-8")
+    assert read_squad(path) == read_squad(squad(tmp_path, [{"text": "Broncos", "answer_start": 4}]))
+    with pytest.raises(InputError, match=r"squad\.json:2: not valid JSON \(Extra data\); a question per line is read "
+                                         r"from a \.jsonl file"):
+        read_squad(write(tmp_path / "squad.json", path.read_bytes() * 2))
+
+
+def test_squad_question_ids_must_be_unique(tmp_path):
+    """Before, two questions with one id were scored as one, the other's answer lost."""
+    path = squad(tmp_path, [])
+    data = json.loads(path.read_text())
+    qas = data["data"][0]["paragraphs"][0]["qas"]
+    qas.append(dict(qas[0], question="Who lost?"))
+    path.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(InputError, match=r"qas\[1\]: question id 'q1' is also data\[0\]\.paragraphs\[0\]\.qas\[0\]'s"):
+        read_squad(path)
+
+
+@pytest.mark.parametrize("value, message", [
+    (None, "empty text in column 'text'"), (float("nan"), "empty text in column 'text'"),
+    (["a", "list"], "column 'text' holds a list, not text"),
+])
+def test_a_text_that_is_not_text_is_refused_not_spelt_out(tmp_path, value, message):
+    """Before, JSON null, NaN and lists were read as the texts "None", "nan" and "['a', 'list']"."""
+    path = tmp_path / "data.jsonl"
+    path.write_text(json.dumps({"text": "fine", "label": 1}) + "\n" + json.dumps({"text": value, "label": 0}) + "\n")
+    with pytest.raises(InputError, match=rf"^{path}:2: {re.escape(message)}$"):
+        read_text_examples(path, "text", label_column="label")
+
+
+def test_labels_of_one_value_are_one_class_and_a_missing_one_is_empty(tmp_path):
+    """pandas stores an int column with a missing value as floats: label 1.0 is class "1"."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "data.parquet"
+    pq.write_table(pa.table({"text": ["good", "bad", "fine"], "label": [1.0, 0.0, 1.0]}), path)
+    assert [e.label for e in read_text_examples(path, "text", label_column="label")] == ["1", "0", "1"]
+    rows = [{"text": "good", "label": 1}, {"text": "meh", "label": None}]
+    jsonl = write(tmp_path / "null.jsonl", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    with pytest.raises(InputError, match=rf"^{jsonl}:2: empty label in column 'label'$"):
+        read_text_examples(jsonl, "text", label_column="label")
+
+
+@pytest.mark.parametrize("name, content", [("dup.tsv", b"text\tlabel\tlabel\ngood\t1\tnegative\n"),
+                                           ("dup.csv", b"text,label,text\ngood,1,bad\n")])
+def test_a_column_named_twice_is_refused(tmp_path, name, content):
+    """Before, the last column of the name was read without a word."""
+    path = write(tmp_path / name, content)
+    with pytest.raises(InputError, match=rf"^{path}:1: the column '(label|text)' appears twice in the header"):
+        read_text_examples(path, "text", label_column="label")
+
+
+def test_a_record_is_named_by_its_first_line_and_a_quote_left_open_is_suspected(tmp_path):
+    path = write(tmp_path / "open.csv", b'text,label\n"the movie was great,1\nbad film,0\nfine,0\n')
+    with pytest.raises(InputError, match=rf"^{path}:2: 1 fields, the header has 2 \(the record runs to line 4: "
+                                         r"a quote left open\?\)$"):
+        read_text_examples(path, "text", label_column="label")
+    tsv = write(tmp_path / "pandas.tsv", b'text\tlabel\n"first line\nsecond line"\t1\n')
+    with pytest.raises(InputError, match=r"pandas\.tsv:2: 1 fields, the header has 2 \(a quoted field with a line "
+                                         r"break\? TSV files are read a line at a time"):
+        read_text_examples(tsv, "text", label_column="label")
+
+
+def test_old_mac_line_endings_are_named(tmp_path):
+    """Before, a file of carriage returns alone read as one header line: "no training examples"."""
+    path = write(tmp_path / "cr.tsv", b"text\tlabel\rgood\t1\rbad\t0\r")
+    with pytest.raises(InputError, match=rf"^{path}:1: lines end in a carriage return alone"):
+        read_text_examples(path, "text", label_column="label")
+
+
+def test_json_is_read_as_json_lines_everywhere_and_a_json_document_is_named(tmp_path):
+    """Before, train-vocab read a .json corpus as plain text (learning its braces and keys), and
+    embed refused .json that finetune read."""
+    rows = [{"text": "the cat sat"}, {"text": "on the mat"}]
+    path = write(tmp_path / "corpus.json", "".join(json.dumps(r) + "\n" for r in rows).encode())
+    assert list(read_corpus([path])) == ["the cat sat", "on the mat"]
+    assert read_items(path, ["text"]).values == ["the cat sat", "on the mat"]
+    document = write(tmp_path / "records.json", json.dumps(rows).encode())
+    with pytest.raises(InputError, match=r"records\.json:1: expected a JSON object per line, found list; JSON Lines "
+                                         r"hold one object per line"):
+        read_text_examples(document, "text")
+
+
+def test_an_empty_id_is_refused(tmp_path):
+    """Before, a Parquet null id was written as "" (and a Parquet output then failed after the work)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "ids.parquet"
+    pq.write_table(pa.table({"id": [1, None, 3], "text": ["a", "b", "c"]}), path)
+    with pytest.raises(InputError, match=rf"^{path}: row 2: empty id in column 'id'"):
+        read_items(path, ["text"], id_column="id")
 
 
 # --- the atomic writer ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from bertforge.cli.io import (check_output, input_options, model_options, pipeli
                               typed, with_line_numbers, write_array, write_records)
 from bertforge.errors import InputError
 from bertforge.io.atomic import arrow_table, check_output_dir, resumable_directory, write_parquet
-from bertforge.io.readers import read_items
+from bertforge.io.readers import input_error, read_items
 from bertforge.pipelines.features import COMBINATIONS, LAYER_PRESETS, POOLINGS
 
 FILE_SUFFIXES = (".npy", ".json", ".jsonl", ".parquet")
@@ -108,6 +108,11 @@ def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_ro
         items = read_inputs(texts, input_path, [column])
     else:
         items = read_items(input_path, [column], id_column)
+    if kind == ".npy" and items.first_gap is not None:
+        raise input_error(input_path, f"an empty {items.numbered_by}: a .npy has a row per vector and no line numbers, "
+                                      f"so the rows after it would not line up with the input's; remove the empty "
+                                      f"{items.numbered_by}s, or write .parquet or .jsonl, which carry each "
+                                      f"{items.numbered_by}'s number", items.first_gap)
     if level == "sentence":
         pipe = pipeline_from_options("sentence-embedding", options, progress=input_path is not None)
         settings = dict(pooling=pooling, layers=chosen, combine=combine, normalize=True if normalize is None else normalize)

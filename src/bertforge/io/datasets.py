@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertforge.io.readers import decoded_lines, input_error, location, read_text, table_rows
+from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_text,
+                                  table_rows)
 from bertforge.tokenization.basic import has_text
 
 log = logging.getLogger(__name__)
@@ -55,18 +57,37 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
         for column in wanted:
             if column not in row:
                 raise input_error(path, f"no column {column!r} (columns: {', '.join(map(str, row))})", number)
-        label = row[label_column] if label_column else None
-        if label is not None:
-            label = str(label).strip()
+        label = None
+        if label_column:
+            label = _cell(path, number, label_column, row[label_column])
             if not label:
                 raise input_error(path, f"empty label in column {label_column!r}", number)
-        texts = {column: str(row[column]).strip() for column in (text_column, text_pair_column) if column}
+        texts = {column: _cell(path, number, column, row[column]) for column in (text_column, text_pair_column) if column}
         for column, text in texts.items():
             if not text:  # nothing to read: as a training row it teaches noise, as an input it gets a made-up label
                 raise input_error(path, f"empty text in column {column!r}", number)
         examples.append(TextExample(text=texts[text_column], text_pair=texts.get(text_pair_column),
                                     label=label, source=location(path, number)))
     return examples
+
+
+def _cell(path: Path, number: int, column: str, value) -> str:
+    """A table cell as text. JSON's null and NaN (pandas' missing value) are empty; a whole float is the
+    integer it holds, so that labels 1 and 1.0 (an int column with a missing value, in pandas) are
+    one class; lists, objects and bytes are refused rather than read as their Python spelling."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if not isinstance(value, (str, int, float)):
+        raise input_error(path, f"column {column!r} holds a {type(value).__name__}, not text", number)
+    return str(value).strip()
+
+
+def read_sentences(path: str | Path, text_column: str) -> list[TaggedSentence]:
+    """Sentences to tag from a table's text column, cut into words at white space (the words a CoNLL file
+    would give a line each)."""
+    return [TaggedSentence(e.text.split(), None, e.source) for e in read_text_examples(path, text_column)]
 
 
 def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:
@@ -105,21 +126,70 @@ def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -
         if with_tags:
             tags.append(parts[tag_column])
     flush()
+    if not with_tags and len(sentences) == 1 and columns > 1 and len(sentences[0].words) > 1:
+        log.warning("%s: read as CoNLL (a word a line, in its first column): one sentence of %d words from %d lines of "
+                    "%d columns. Sentences of several words a line are read from a table (.jsonl, .csv, .parquet) "
+                    "with --text-column", path, len(sentences[0].words), len(sentences[0].words), columns)
     return sentences
 
 
 def read_squad(path: str | Path) -> tuple[list[SquadExample], int]:
-    """Questions of a SQuAD v1.1 JSON file (optionally .gz). Reference answers whose text is not at
-    `answer_start` in the context are dropped, counted and logged; the count is returned. An
-    `answer_start` written as an integer-valued string ("42") is read as that integer."""
+    """Questions of a SQuAD v1.1 JSON file, or of JSON Lines with a question per line as Hugging Face
+    `datasets` exports SQuAD (`"answers": {"text": [...], "answer_start": [...]}`); optionally .gz.
+    Reference answers whose text is not at `answer_start` in the context are dropped, counted and
+    logged; the count is returned. An `answer_start` written as an integer-valued string ("42") is
+    read as that integer. Question ids must be unique: predictions are keyed by them."""
     path = Path(path)
+    examples, skipped, seen = [], 0, {}
+    for where, qa, context, title in _squad_questions(path):
+        if not isinstance(qa.get("question"), str):
+            raise input_error(path, f"{where} lacks a string 'question'")
+        if not has_text(qa["question"]):
+            raise input_error(path, f"{where}.question is empty")
+        question_id = str(qa.get("id", where))
+        if question_id in seen:
+            raise input_error(path, f"{where}: question id {question_id!r} is also {seen[question_id]}'s; "
+                                    f"ids must be unique (answers are matched to questions by id)")
+        seen[question_id] = where
+        answers = []
+        for answer in _answers(path, where, qa.get("answers", [])):
+            text, start = answer["text"], answer["answer_start"]
+            if context[start:start + len(text)] != text:
+                skipped += 1
+                log.info("%s: %s (id %s): answer %r is not at answer_start %d; skipped",
+                         path, where, question_id, text, start)
+                continue
+            answers.append(answer)
+        examples.append(SquadExample(question_id, str(title or ""), qa["question"], context, answers))
+    if skipped:
+        log.warning("%s: %d reference answers skipped: their text is not at their answer_start", path, skipped)
+    return examples, skipped
+
+
+def _squad_questions(path: Path):
+    """(where the question is, the question's object, its context, its article's title) for each question
+    of the file: `data[0].paragraphs[1].qas[2]`, or `line 3` of JSON Lines. Contexts are checked here,
+    a paragraph without questions included."""
+    if file_format(path) == ".jsonl":
+        for number, record in jsonl_records(path):
+            where = f"line {number}"
+            if not isinstance(record, dict):
+                raise input_error(path, "expected a JSON object (a question) per line", number)
+            answers = record.get("answers", [])
+            if isinstance(answers, dict):  # datasets' columns: {"text": [...], "answer_start": [...]}
+                texts, starts = answers.get("text"), answers.get("answer_start")
+                if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
+                    raise input_error(path, "answers: expected lists 'text' and 'answer_start' of one length", number)
+                record = dict(record, answers=[{"text": t, "answer_start": a} for t, a in zip(texts, starts)])
+            yield where, record, _context(path, where, record.get("context")), record.get("title")
+        return
     try:
         data = json.loads(read_text(path))
     except json.JSONDecodeError as e:
-        raise input_error(path, f"not valid JSON ({e.msg})", e.lineno) from None
+        hint = "; a question per line is read from a .jsonl file" if e.msg == "Extra data" else ""
+        raise input_error(path, f"not valid JSON ({e.msg}){hint}", e.lineno) from None
     if not isinstance(data, dict) or not isinstance(data.get("data"), list):
         raise input_error(path, "not SQuAD JSON (expected an object with a 'data' list)")
-    examples, skipped = [], 0
     for a, article in enumerate(data["data"]):
         paragraphs = article.get("paragraphs") if isinstance(article, dict) else None
         if not isinstance(paragraphs, list):
@@ -128,33 +198,21 @@ def read_squad(path: str | Path) -> tuple[list[SquadExample], int]:
             where = f"data[{a}].paragraphs[{p}]"
             if not isinstance(paragraph, dict) or "context" not in paragraph or "qas" not in paragraph:
                 raise input_error(path, f"{where} lacks 'context' or 'qas'")
-            context, qas = paragraph["context"], paragraph["qas"]
-            if not isinstance(context, str):
-                raise input_error(path, f"{where}.context: expected a string, found {type(context).__name__}")
-            if not has_text(context):  # nothing to answer from: every answer would be empty
-                raise input_error(path, f"{where}.context is empty")
-            if not isinstance(qas, list):
-                raise input_error(path, f"{where}.qas: expected a list, found {type(qas).__name__}")
-            for q, qa in enumerate(qas):
-                entry = f"{where}.qas[{q}]"
-                if not isinstance(qa, dict) or not isinstance(qa.get("question"), str):
-                    raise input_error(path, f"{entry} lacks a string 'question'")
-                if not has_text(qa["question"]):
-                    raise input_error(path, f"{entry}.question is empty")
-                answers = []
-                for answer in _answers(path, entry, qa.get("answers", [])):
-                    text, start = answer["text"], answer["answer_start"]
-                    if context[start:start + len(text)] != text:
-                        skipped += 1
-                        log.info("%s: %s (id %s): answer %r is not at answer_start %d; skipped",
-                                 path, entry, qa.get("id"), text, start)
-                        continue
-                    answers.append(answer)
-                examples.append(SquadExample(str(qa.get("id", f"{a}-{p}-{q}")), str(article.get("title", "")),
-                                             qa["question"], context, answers))
-    if skipped:
-        log.warning("%s: %d reference answers skipped: their text is not at their answer_start", path, skipped)
-    return examples, skipped
+            context = _context(path, where, paragraph["context"])
+            if not isinstance(paragraph["qas"], list):
+                raise input_error(path, f"{where}.qas: expected a list, found {type(paragraph['qas']).__name__}")
+            for q, qa in enumerate(paragraph["qas"]):
+                if not isinstance(qa, dict):
+                    raise input_error(path, f"{where}.qas[{q}] lacks a string 'question'")
+                yield f"{where}.qas[{q}]", qa, context, article.get("title")
+
+
+def _context(path: Path, where: str, context) -> str:
+    if not isinstance(context, str):
+        raise input_error(path, f"{where}.context: expected a string, found {type(context).__name__}")
+    if not has_text(context):  # nothing to answer from: every answer would be empty
+        raise input_error(path, f"{where}.context is empty")
+    return context
 
 
 def _answers(path: Path, entry: str, answers) -> list[dict]:

@@ -33,6 +33,8 @@ TEXT_CHUNK_BYTES = 1 << 20
 # A TSV field wrapped in quotes with inner quotes doubled (pandas' default export, e.g. GLUE RTE).
 _CSV_QUOTED = re.compile(r'^"((?:[^"]|"")*)"$')
 _GZIP_ERRORS = (gzip.BadGzipFile, EOFError, zlib.error)
+JSON_LINES_HINT = ("; JSON Lines hold one object per line, and this looks like one JSON document: pandas "
+                   "writes JSON Lines with to_json(orient='records', lines=True)")
 # Parquet is read a record batch at a time: memory stays flat however large the file.
 PARQUET_BATCH_ROWS = 8192
 
@@ -97,8 +99,11 @@ def decoded_lines(path: str | Path, keep_ends: bool = False) -> Iterator[tuple[i
     path = Path(path)
     with _open_bytes(path) as f:
         for number, raw in enumerate(f, start=1):
-            if number == 1 and raw.startswith(UTF8_BOM):
-                raw = raw[len(UTF8_BOM):]
+            if number == 1:
+                raw = raw.removeprefix(UTF8_BOM)
+                if b"\r" in raw.rstrip(b"\r\n"):  # read as one line, every row would run together
+                    raise input_error(path, "lines end in a carriage return alone (old Mac line endings); "
+                                            "save the file with \\n or \\r\\n line endings", number)
             text = _decode(raw, path, number)
             yield number, text if keep_ends else text.rstrip("\r\n")
 
@@ -119,7 +124,8 @@ def jsonl_records(path: str | Path) -> Iterator[tuple[int, object]]:
         try:
             yield number, json.loads(line)
         except json.JSONDecodeError as e:
-            raise input_error(path, f"not valid JSON ({e.msg})", number) from None
+            hint = JSON_LINES_HINT if line.strip() in ("[", "{") else ""
+            raise input_error(path, f"not valid JSON ({e.msg}){hint}", number) from None
 
 
 def table_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -135,19 +141,22 @@ def table_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     elif kind in (".jsonl", ".json"):
         for number, row in jsonl_records(path):
             if not isinstance(row, dict):
-                raise input_error(path, f"expected a JSON object, found {type(row).__name__}", number)
+                hint = JSON_LINES_HINT if number == 1 and isinstance(row, list) else ""
+                raise input_error(path, f"expected a JSON object per line, found {type(row).__name__}{hint}", number)
             yield number, row
     elif kind == ".csv":
         reader = csv.reader(line for _, line in decoded_lines(path, keep_ends=True))
-        header = None
+        header, start = None, 1
         try:
             for cells in reader:
+                # A record is named by its first line: a quote left open runs it over the lines after.
+                first, start = start, reader.line_num + 1
                 if not cells:
                     continue
                 if header is None:
-                    header = [cell.strip() for cell in cells]
+                    header = _header(path, cells, first)
                     continue
-                yield reader.line_num, _row_dict(path, reader.line_num, header, cells)
+                yield first, _row_dict(path, first, header, cells, reader.line_num)
         except csv.Error as e:
             raise input_error(path, f"not valid CSV ({e})", reader.line_num) from None
     else:
@@ -157,7 +166,7 @@ def table_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
                 continue
             cells = [_unquote(cell) for cell in line.split("\t")]
             if header is None:
-                header = [cell.strip() for cell in cells]
+                header = _header(path, cells, number)
                 continue
             yield number, _row_dict(path, number, header, cells)
 
@@ -171,8 +180,9 @@ def parquet_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
     path = check_input_file(path)
     number = 0
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS)
-        for batch in batches:
+        parquet = pq.ParquetFile(path)
+        check_unique_columns(path, parquet.schema_arrow.names)
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
             for row in batch.to_pylist():
                 number += 1
                 yield number, {column: "" if value is None else value for column, value in row.items()}
@@ -186,9 +196,30 @@ def _unquote(cell: str) -> str:
     return match.group(1).replace('""', '"') if match else cell
 
 
-def _row_dict(path: Path, number: int, header: list[str], cells: list[str]) -> dict:
+def _header(path: Path, cells: list[str], number: int) -> list[str]:
+    header = [cell.strip() for cell in cells]
+    check_unique_columns(path, header, number)
+    return header
+
+
+def check_unique_columns(path: Path, names: list[str], number: int | None = None) -> None:
+    """A column named twice: a dict of the row would keep the last one without a word."""
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise input_error(path, f"the column {twice!r} appears twice in the header; give each column its own name",
+                          number)
+
+
+def _row_dict(path: Path, number: int, header: list[str], cells: list[str], last_line: int | None = None) -> dict:
     if len(cells) != len(header):
-        raise input_error(path, f"{len(cells)} fields, the header has {len(header)}", number)
+        if last_line is not None and last_line > number:
+            hint = f" (the record runs to line {last_line}: a quote left open?)"
+        elif len(cells) < len(header) and '"' in cells[-1]:
+            hint = (" (a quoted field with a line break? TSV files are read a line at a time: "
+                    "write such texts as CSV, JSON Lines or Parquet)")
+        else:
+            hint = ""
+        raise input_error(path, f"{len(cells)} fields, the header has {len(header)}{hint}", number)
     return dict(zip(header, cells))
 
 
@@ -196,14 +227,14 @@ def _row_dict(path: Path, number: int, header: list[str], cells: list[str]) -> d
 
 def read_corpus(paths: Iterable[str | Path]) -> Iterator[str]:
     """The texts of every file in `paths`, in order: pieces of whole lines for text files, the
-    `text` field of each record for `.jsonl` files. Any other extension is read as plain text.
+    `text` field of each record for `.jsonl` and `.json` files (JSON Lines). Any other extension is read as plain text.
     Missing files are reported at once, before anything is read."""
     paths = [check_input_file(path) for path in paths]
     return (text for path in paths for text in _corpus_texts(path))
 
 
 def _corpus_texts(path: Path) -> Iterator[str]:
-    if file_format(path) == ".jsonl":
+    if is_jsonl(path):
         for number, record in jsonl_records(path):
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise input_error(path, 'expected a JSON object with a string "text" field', number)
@@ -226,7 +257,7 @@ def is_jsonl(path: str | Path) -> bool:
 
 # --- inference inputs ---------------------------------------------------------------------------
 
-INPUT_SUFFIXES = (".txt", ".jsonl", ".tsv", ".csv", ".parquet")
+INPUT_SUFFIXES = (".txt", ".jsonl", ".json", ".tsv", ".csv", ".parquet")
 
 
 @dataclass
@@ -237,11 +268,12 @@ class Items:
     skipped: int = 0
     numbered_by: str = "line"  # what `lines` count: "line", or "row" for a Parquet file
     ids: list | None = None  # the values of the id column, when one was asked for
+    first_gap: int | None = None  # the first empty line (row) skipped before a kept one: later items shift up
 
 
 def read_items(path: str | Path, columns: list[str], id_column: str | None = None) -> Items:
     """`columns` (one → strings, two → pairs) of a `.txt` (one item a line; a pair is two
-    tab-separated sentences), `.jsonl` (objects, or JSON strings for single texts), `.tsv`,
+    tab-separated sentences), `.jsonl`/`.json` (objects, or JSON strings for single texts), `.tsv`,
     `.csv` (a header row names the columns) or `.parquet` file. Empty lines and values are
     skipped, counted and logged, so a blank line at the end of a file is harmless. `id_column`
     (tables only) is carried along as is, for outputs keyed by the input's own ids."""
@@ -253,7 +285,7 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
         raise input_error(path, f"a .txt file has no columns, so no id column {id_column!r}: its line numbers "
                                 f"are the ids; use a table ({', '.join(INPUT_SUFFIXES[1:])}) for ids of your own")
     numbered_by = "row" if kind == ".parquet" else "line"
-    values, numbers, ids, skipped = [], [], [], 0
+    values, numbers, ids, skipped, pending_gap, first_gap = [], [], [], 0, None, None
     for number, fields, row_id in _item_fields(path, kind, columns, id_column):
         if not all(f.strip() for f in fields):
             if any(f.strip() for f in fields):  # half a pair is a mistake, not an empty line
@@ -262,7 +294,9 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
                 name += "" if kind == ".txt" else f" ({columns[empty]!r})"
                 raise input_error(path, f"{name} of the pair is empty", number)
             skipped += 1
+            pending_gap = pending_gap or number
             continue
+        first_gap = first_gap or pending_gap
         values.append(fields[0] if len(columns) == 1 else tuple(fields))
         numbers.append(number)
         ids.append(row_id)
@@ -270,7 +304,7 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
         log.warning("%s: skipped %d empty %s(s)", path, skipped, numbered_by)
     if not values:
         raise input_error(path, f"no input (the file has no non-empty {numbered_by}s)")
-    return Items(values, numbers, skipped, numbered_by, ids if id_column is not None else None)
+    return Items(values, numbers, skipped, numbered_by, ids if id_column is not None else None, first_gap)
 
 
 def _item_fields(path: Path, kind: str, columns: list[str],
@@ -283,7 +317,7 @@ def _item_fields(path: Path, kind: str, columns: list[str],
                 raise input_error(path, f"expected {len(columns)} tab-separated sentences, found {len(fields)}", number)
             yield number, fields, None
         return
-    rows = jsonl_records(path) if kind == ".jsonl" else table_rows(path)
+    rows = jsonl_records(path) if is_jsonl(path) else table_rows(path)
     wanted = [*columns, id_column] if id_column is not None else columns
     for number, row in rows:
         if isinstance(row, str) and id_column is None and len(columns) == 1:
@@ -295,9 +329,12 @@ def _item_fields(path: Path, kind: str, columns: list[str],
         if absent:
             option = "--id-column" if absent[0] == id_column else "--pair-column" if absent[0] in columns[1:] \
                 else "--column"
-            raise input_error(path, f"no {'key' if kind == '.jsonl' else 'column'} {absent[0]!r} "
+            raise input_error(path, f"no {'key' if is_jsonl(path) else 'column'} {absent[0]!r} "
                                     f"(found: {', '.join(map(str, row))}); choose it with {option}", number)
         fields = [row[c] for c in columns]
         if not all(isinstance(f, str) for f in fields):
             raise input_error(path, f"the value of {', '.join(columns)} must be a string", number)
-        yield number, fields, row[id_column] if id_column is not None else None
+        row_id = row[id_column] if id_column is not None else None
+        if id_column is not None and (row_id is None or row_id == ""):  # a Parquet null reads as ""
+            raise input_error(path, f"empty id in column {id_column!r}: each row needs one", number)
+        yield number, fields, row_id

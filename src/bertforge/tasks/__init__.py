@@ -8,7 +8,8 @@ from pathlib import Path
 
 from bertforge.errors import ConfigError
 from bertforge.tasks.classification import ClassificationTask
-from bertforge.io.datasets import read_conll, read_squad, read_text_examples
+from bertforge.io.datasets import read_conll, read_sentences, read_squad, read_text_examples
+from bertforge.io.readers import file_format
 from bertforge.tasks.ner import TokenClassificationTask
 from bertforge.tasks.squad import QuestionAnsweringTask
 from bertforge.tasks.trainer import FinetuneArgs, default_learning_rate, finetune
@@ -17,6 +18,9 @@ TASK_NAMES = ("classification", "pair-classification", "ner", "qa")
 HEAD_OF_TASK = {"classification": "BertForSequenceClassification", "pair-classification": "BertForSequenceClassification",
                 "ner": "BertForTokenClassification", "qa": "BertForQuestionAnswering"}
 TASK_HEADS = set(HEAD_OF_TASK.values())
+# Tables whose rows are sentences to tag; other files given to NER are CoNLL (a token a line), .tsv
+# included: CoNLL files are often named so.
+SENTENCE_TABLES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def read_task_data(task: str, path, text_column: str = "sentence", text_pair_column: str | None = None,
@@ -33,6 +37,8 @@ def read_task_data(task: str, path, text_column: str = "sentence", text_pair_col
         return read_text_examples(path, text_column, text_pair_column if task == "pair-classification" else None,
                                   label_column if labelled else None)
     if task == "ner":
+        if not labelled and file_format(path) in SENTENCE_TABLES:
+            return read_sentences(path, text_column)
         return read_conll(path, tag_column, with_tags=labelled)
     if task == "qa":
         return read_squad(path)[0]
