@@ -254,6 +254,12 @@ def test_json_is_read_as_json_lines_everywhere_and_a_json_document_is_named(tmp_
         read_text_examples(document, "text")
 
 
+def test_a_table_of_only_a_header_says_so(tmp_path):
+    path = write(tmp_path / "header.tsv", b"sentence\tlabel\n")
+    with pytest.raises(InputError, match=rf"^{path}: no input \(the file has no rows after its header line\)$"):
+        read_items(path, ["text"])
+
+
 def test_an_empty_id_is_refused(tmp_path):
     """Before, a Parquet null id was written as "" (and a Parquet output then failed after the work)."""
     import pyarrow as pa

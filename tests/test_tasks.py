@@ -120,6 +120,19 @@ def test_squad_entries_with_nothing_to_read_are_one_line(tmp_path):
             read_squad(path)
 
 
+def test_qa_training_on_questions_without_answers_says_why(tmp_path):
+    """Before, it ended in "the training set is empty", naming neither the file nor the reason."""
+    entry = {"context": "Rollo led them.", "qas": [{"id": "a", "question": "Who led them?", "answers": []}]}
+    path = tmp_path / "noans.json"
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [entry]}]}), encoding="utf-8")
+    from bertforge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["finetune", "--task", "qa", "--train", str(path), "--output", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.output.strip().endswith(
+        "error: none of the 1 questions has a reference answer, and training needs them (SQuAD v1.1: questions "
+        "without one, as in SQuAD 2.0, are left out)"), result.output
+
+
 def test_a_label_too_rare_to_be_a_class_is_named_in_a_warning(caplog):
     """A typing mistake ("pos" among 0s and 1s) would silently become a class: it still does, but with a warning."""
     rows = [TextExample(f"text {i}", None, str(i % 2), f"train.tsv:{i + 2}") for i in range(2000)]
@@ -148,6 +161,19 @@ def test_malformed_conll_line_names_file_and_line(tmp_path):
         with pytest.raises(InputError, match=rf"tags\.txt:1: tag column {words} is the words' column \(0\)"):
             read_conll(tags, tag_column=words)
     assert len(read_conll(tags, tag_column=0, with_tags=False)) == 2
+
+
+def test_a_tag_outside_the_iob_scheme_is_named_in_a_warning(tmp_path, caplog):
+    """A header line ("word tag") became a class "tag" without a word; CoNLL-2003's own tags do not warn."""
+    tagged = tmp_path / "header.txt"
+    tagged.write_text("word tag\nJohn B-PER\nlives O\n\nParis B-LOC\n", encoding="utf-8")
+    with caplog.at_level("WARNING", logger="bertforge.tasks.ner"):
+        TokenClassificationTask.from_sentences(read_conll(fixture_data("conll2003", "train.txt")))
+        assert not caplog.records
+        task = TokenClassificationTask.from_sentences(read_conll(tagged))
+    assert "tag" in task.labels
+    assert f"1 tag(s) outside the IOB scheme (O, B-TYPE, I-TYPE): 'tag', first in the sentence at {tagged}:1" \
+        in caplog.text
 
 
 def test_a_single_label_or_tag_is_refused_with_the_file(tmp_path):

@@ -303,7 +303,9 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
     if skipped:
         log.warning("%s: skipped %d empty %s(s)", path, skipped, numbered_by)
     if not values:
-        raise input_error(path, f"no input (the file has no non-empty {numbered_by}s)")
+        header_only = not skipped and kind in (".tsv", ".csv")  # its columns were never looked at
+        raise input_error(path, "no input (the file has " + ("no rows after its header line)" if header_only
+                                                            else f"no non-empty {numbered_by}s)"))
     return Items(values, numbers, skipped, numbered_by, ids if id_column is not None else None, first_gap)
 
 

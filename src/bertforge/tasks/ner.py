@@ -5,6 +5,7 @@ with seqeval (the CoNLL standard)."""
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -16,6 +17,8 @@ from bertforge.tasks.batching import predict_logits
 from bertforge.io.datasets import TaggedSentence, training_file
 
 log = logging.getLogger(__name__)
+# Tags seqeval reads as entity chunks: O, or a prefix of the IOB/IOBES schemes and a type (B-PER).
+SCHEME_TAG = re.compile(r"^(O|[BIESLU]-.+)$")
 
 
 @dataclass
@@ -51,6 +54,12 @@ class TokenClassificationTask:
         if len(tags) < 2:
             raise InputError(f"{training_file(sentences)}: a tagger needs at least two tags, found {sorted(tags)}; "
                              "is the tag column the right one (--tag-column)?")
+        odd = sorted(tag for tag in tags if not SCHEME_TAG.match(tag))
+        if odd:  # a header line ("word tag") or a column slip; entity F1 would not count them as entities
+            first = next(s for s in sentences if odd[0] in s.tags)
+            log.warning("%d tag(s) outside the IOB scheme (O, B-TYPE, I-TYPE): %s, first in the sentence at %s; "
+                        "a header line or the wrong --tag-column?", len(odd), ", ".join(map(repr, odd[:5])),
+                        first.source)
         # "O" first, then the entity types with B- before I-, so id2label reads naturally.
         return cls(sorted(tags, key=lambda t: (t != "O", t[2:], t[:2])))
 

@@ -159,6 +159,9 @@ def answer_spans(contexts: list[str], features: list[dict], logits: list[np.ndar
 def _answered(examples: list[SquadExample], use: str) -> list[SquadExample]:
     """The questions with a reference answer: SQuAD v1.1 training and scoring need one; the others are counted."""
     answered = [e for e in examples if e.answers]
+    if examples and not answered:  # else the run would end in "the training set is empty", not saying why
+        raise InputError(f"none of the {len(examples)} questions has a reference answer, and {use} needs them "
+                         f"(SQuAD v1.1: questions without one, as in SQuAD 2.0, are left out)")
     if len(answered) < len(examples):
         log.warning("%d of %d questions have no reference answer and are left out of %s (first: %r)",
                     len(examples) - len(answered), len(examples), use,
