@@ -71,3 +71,21 @@ def test_question_answering_reads_a_long_context_in_windows(reader):
 def test_question_answering_refuses_empty_input(reader, question, context, message):
     with pytest.raises(InputError, match=message):
         reader(question=question, context=context)
+
+
+def test_question_answering_takes_transformers_input_forms(reader):
+    """A {"question", "context"} dict, a list of them, one context for several questions, and the argument
+    names max_answer_len / max_question_len give what the question=/context= call gives."""
+    context = "The Broncos beat the Panthers 24 to 10 in Santa Clara, California."
+    questions = ["Who won the game?", "Where was the game played?"]
+    expected = reader(questions, [context] * 2)
+    assert reader({"question": questions[0], "context": context}) == expected[0]
+    assert reader([{"question": q, "context": context} for q in questions]) == expected
+    assert reader(questions, context) == expected
+    assert reader(questions[1], context, max_answer_len=1, max_question_len=8) == \
+        reader(questions[1], context, max_answer_length=1, max_question_length=8)
+    with pytest.raises(InputError, match=r"question\[0\]: expected \{'question': ..., 'context': ...\}, got the keys "
+                                         r"\['q'\]"):
+        reader([{"q": "Who?"}])
+    with pytest.raises(InputError, match="give a question and a context"):
+        reader(questions[0])

@@ -422,3 +422,33 @@ def test_pipelines_sharing_one_loaded_checkpoint_answer_as_separate_ones(tiny_pr
     assert nsp(pairs) == pipeline("next-sentence", model=tiny_pretraining_checkpoint)(pairs)
     with pytest.raises(CheckpointError, match="question-answering needs a question-answering head"):
         pipeline_class("question-answering")(loaded=shared)
+
+
+def test_token_classification_aggregates_as_transformers_does():
+    """Every aggregation_strategy of transformers' pipeline, on CoNLL-2003 sentences and words of several
+    pieces: the same entities, spans, piece indices and scores (an entity's `word` is the text it spans,
+    not transformers' joined pieces, except for "none", where both give the piece)."""
+    from conftest import fixture_data
+    from transformers import pipeline as reference_pipeline
+
+    from bertforge.io.datasets import read_conll
+    from bertforge.pipelines.token_classification import AGGREGATION_STRATEGIES, default_token_classification_model_path
+
+    model = default_token_classification_model_path()
+    texts = [" ".join(s.words) for s in read_conll(fixture_data("conll2003", "valid.txt"))[:20]]
+    texts += ["Angela Merkel met Emmanuel Macron in Strasbourg.", "José Müller works for the U.S. Army in Besançon."]
+    reference = reference_pipeline("token-classification", model=str(model), dtype=torch.float32)
+    tagger = pipeline("token-classification", model=model)
+    for strategy in AGGREGATION_STRATEGIES:
+        ours = tagger(texts, aggregation_strategy=strategy)
+        key = "entity" if strategy == "none" else "entity_group"
+        for text, mine in zip(texts, ours):
+            theirs = reference(text, aggregation_strategy=strategy)
+            fields = lambda rows: [(e[key], e["start"], e["end"], e.get("index"),  # noqa: E731
+                                    e["word"] if strategy == "none" else text[e["start"]:e["end"]]) for e in rows]
+            assert fields(mine) == fields(theirs), (strategy, text)
+            np.testing.assert_allclose([e["score"] for e in mine], [float(e["score"]) for e in theirs], atol=1e-5)
+        assert any(ours), "no entity found: the comparison would be empty"
+    with pytest.raises(InputError, match="aggregation_strategy must be one of first, average, max, simple, none, "
+                                         "got 'mean'"):
+        tagger("Paris", aggregation_strategy="mean")

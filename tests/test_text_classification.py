@@ -4,7 +4,10 @@ against transformers' BertForSequenceClassification on the padded batch, on real
 from __future__ import annotations
 
 import json
+import re
 import shutil
+
+import numpy as np
 
 import pytest
 import torch
@@ -75,6 +78,28 @@ def test_pairs_equal_transformers(model_dir):
     results = classify(firsts, text_pair=seconds, top_k=None)
     torch.testing.assert_close(as_matrix(results, classify.labels),
                                reference_probabilities(model_dir, firsts, seconds), atol=1e-5, rtol=0)
+
+
+def test_pair_dicts_and_function_to_apply_as_transformers_has_them(model_dir):
+    """transformers' pair form ({"text", "text_pair"}, alone or in a list) and its function_to_apply:
+    the same nesting, labels and scores."""
+    from transformers import pipeline as hf_pipeline
+    ours = pipeline("text-classification", model=model_dir)
+    theirs = hf_pipeline("text-classification", model=str(model_dir), dtype=torch.float32)
+    pairs = [{"text": a, "text_pair": b} for a, b in zip(TEXTS[:3], TEXTS[3:6])]
+    calls = [((pairs[0],), {}), ((pairs,), {}), ((pairs,), {"top_k": None}), (({"text": TEXTS[0]},), {}),
+             ((TEXTS[:3],), {"function_to_apply": "none", "top_k": None}),
+             ((TEXTS[0],), {"function_to_apply": "sigmoid"})]
+    for args, kwargs in calls:
+        mine, reference = ours(*args, **kwargs), theirs(*args, **kwargs)
+        assert without_scores(mine) == without_scores(reference), (args, kwargs)
+        scores = lambda results: re.findall(r"'score': (-?[0-9.e-]+)", str(results))  # noqa: E731
+        np.testing.assert_allclose(np.array(scores(mine), float), np.array(scores(reference), float), atol=1e-5)
+    with pytest.raises(InputError, match=r"inputs\[0\]: a pair is \{'text': ..., 'text_pair': ...\}, got the keys "
+                                         r"\['sentence'\]"):
+        ours([{"sentence": "a"}])
+    with pytest.raises(InputError, match="function_to_apply must be one of softmax, sigmoid, none, got 'relu'"):
+        ours(TEXTS[0], function_to_apply="relu")
 
 
 @pytest.fixture(scope="module")

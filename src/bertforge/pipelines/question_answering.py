@@ -23,7 +23,9 @@ def default_qa_model_path() -> Path:
 class QuestionAnsweringPipeline(Pipeline):
     """`pipe(question="Who ...?", context="...")` → {"answer", "score", "start", "end"} (character
     span in the context); `top_k=3` gives a list of the 3 best. Lists of questions and contexts give
-    one result per pair. Contexts longer than one window are read in windows overlapping by
+    one result per pair (one context for all the questions: each is asked of it); transformers' forms
+    work too: `pipe({"question": q, "context": c})`, a list of such, and its argument names
+    `max_answer_len` and `max_question_len`. Contexts longer than one window are read in windows overlapping by
     `doc_stride` tokens; the question is cut to `max_question_length` pieces; the best span by
     summed start and end logits over all windows wins (score: softmax over the 20 best)."""
 
@@ -39,10 +41,16 @@ class QuestionAnsweringPipeline(Pipeline):
     def default_max_length(path: Path, limit: int) -> int:
         return min(MAX_SEQ_LENGTH, limit)  # the window BERT's SQuAD recipe trains and evaluates with
 
-    def __call__(self, question, context, top_k: int = 1, doc_stride: int | None = None,
-                 max_answer_length: int = MAX_ANSWER_LENGTH, max_question_length: int = MAX_QUERY_LENGTH):
+    def __call__(self, question=None, context=None, top_k: int = 1, doc_stride: int | None = None,
+                 max_answer_length: int = MAX_ANSWER_LENGTH, max_question_length: int = MAX_QUERY_LENGTH, *,
+                 max_answer_len: int | None = None, max_question_len: int | None = None):
+        question, context = questions_of_dicts(question, context)
+        max_answer_length = max_answer_len if max_answer_len is not None else max_answer_length
+        max_question_length = max_question_len if max_question_len is not None else max_question_length
         questions, single = as_list(question, "question")
         contexts, _ = as_list(context, "context")
+        if isinstance(context, str) and not single:
+            contexts = contexts * len(questions)
         if len(questions) != len(contexts):
             raise InputError(f"{len(questions)} questions but {len(contexts)} contexts")
         for what, texts in (("question", questions), ("context", contexts)):
@@ -65,3 +73,20 @@ class QuestionAnsweringPipeline(Pipeline):
             answers = [{"answer": s["answer"], "score": s["score"], "start": s["start"], "end": s["end"]} for s in spans]
             results.append(answers[0] if top_k == 1 and answers else answers)
         return results[0] if single else results
+
+
+def questions_of_dicts(question, context):
+    """transformers' form, {"question": q, "context": c} or a list of such, as (questions, contexts)."""
+    rows = [question] if isinstance(question, dict) else question
+    if not isinstance(rows, (list, tuple)) or not rows or not all(isinstance(row, dict) for row in rows):
+        if question is None or context is None:
+            raise InputError("give a question and a context (or {'question': ..., 'context': ...})")
+        return question, context
+    if context is not None:
+        raise InputError("give context= or {'question': ..., 'context': ...} inputs, not both")
+    for i, row in enumerate(rows):
+        if set(row) != {"question", "context"}:
+            raise InputError(f"question[{i}]: expected {{'question': ..., 'context': ...}}, got the keys {sorted(row)}")
+    if isinstance(question, dict):
+        return question["question"], question["context"]
+    return [row["question"] for row in rows], [row["context"] for row in rows]

@@ -28,13 +28,15 @@ def label_names(config) -> list[str]:
 
 # Not passing top_k gives transformers' default: each text's best label as one dict.
 BEST_LABEL = object()
+FUNCTIONS = ("softmax", "sigmoid", "none")
 
 
 class TextClassificationPipeline(Pipeline):
     """As transformers' pipeline: `pipe("a gripping film")` → [{"label": "1", "score": 0.97}] (the best
     label), `pipe([a, b])` → [best of a, best of b]; with `top_k=None` every label, best first
-    (`top_k=2`: the first two), one such list per text (a single text: the list itself). `text_pair`
-    for pair tasks."""
+    (`top_k=2`: the first two), one such list per text (a single text: the list itself). Pairs as
+    `text_pair=` or, as transformers has them, `{"text": a, "text_pair": b}` (or a list of such).
+    `function_to_apply` ("softmax", "sigmoid", "none") overrides the one the model's config implies."""
 
     task = "text-classification"
     model_class = BertForSequenceClassification
@@ -47,7 +49,11 @@ class TextClassificationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.labels = label_names(self.config)
 
-    def __call__(self, inputs, text_pair=None, top_k=BEST_LABEL):
+    def __call__(self, inputs, text_pair=None, top_k=BEST_LABEL, function_to_apply: str | None = None):
+        if function_to_apply is not None and function_to_apply not in FUNCTIONS:
+            raise InputError(f"function_to_apply must be one of {', '.join(FUNCTIONS)}, got {function_to_apply!r}")
+        one_dict = isinstance(inputs, dict)
+        inputs, text_pair = pairs_of_dicts(inputs, text_pair)
         texts, single = as_list(inputs, "inputs")
         pairs = None
         if text_pair is not None:
@@ -62,20 +68,20 @@ class TextClassificationPipeline(Pipeline):
         encoded = self.encode(texts, pairs)
 
         def run(batch: list[Encoded]) -> list[list[float]]:
-            return self.probabilities(batch).tolist()  # one conversion per batch, not per text
+            return self.probabilities(batch, function_to_apply).tolist()  # one conversion per batch, not per text
 
         results = []
         for row in self.in_length_order(encoded, run):
             ranked = sorted(zip(self.labels, row), key=lambda item: -item[1])[:top_k]
             results.append([{"label": label, "score": score} for label, score in ranked])
-        if best_only:
-            return [ranked[0] for ranked in results]
+        if best_only:  # transformers' quirk, kept: a list even for one text, but not for one dict
+            return results[0][0] if one_dict else [ranked[0] for ranked in results]
         return results[0] if single else results
 
-    def probabilities(self, batch: list[Encoded]) -> torch.Tensor:
+    def probabilities(self, batch: list[Encoded], function_to_apply: str | None = None) -> torch.Tensor:
         """(batch, labels) scores of BertForSequenceClassification's logits, on the unpadded forward
         pass (no work on padding) with only the [CLS] rows through pooler and head (or each sequence's
-        mean, for a classifier trained on it)."""
+        mean, for a classifier trained on it), through `function_to_apply` or the one the config implies."""
         if self.model.config.classifier_pooling == "mean":
             packed = self.bert.forward_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
             last = packed.hidden_states[-1]
@@ -83,11 +89,34 @@ class TextClassificationPipeline(Pipeline):
         else:
             pooled = self.bert.pooler_output_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
         logits = self.model.classifier(self.model.dropout(pooled)).float()
-        # transformers' rule: a regression's output as it is, one output or independent labels through a
-        # sigmoid, classes through a softmax
+        function = function_to_apply or self.default_function()
+        if function == "none":
+            return logits.cpu()
+        return (logits.sigmoid() if function == "sigmoid" else logits.softmax(dim=-1)).cpu()
+
+    def default_function(self) -> str:
+        """transformers' rule: a regression's output as it is, one output or independent labels through a
+        sigmoid, classes through a softmax."""
         problem_type = self.config.extra.get("problem_type")
         if problem_type == "regression":
-            return logits.cpu()
-        if self.config.num_labels == 1 or problem_type == "multi_label_classification":
-            return logits.sigmoid().cpu()
-        return logits.softmax(dim=-1).cpu()
+            return "none"
+        return "sigmoid" if self.config.num_labels == 1 or problem_type == "multi_label_classification" else "softmax"
+
+
+def pairs_of_dicts(inputs, text_pair):
+    """transformers' pair form, {"text": a, "text_pair": b} or a list of such, as (texts, pairs)."""
+    rows = [inputs] if isinstance(inputs, dict) else inputs
+    if not isinstance(rows, (list, tuple)) or not rows or not all(isinstance(row, dict) for row in rows):
+        return inputs, text_pair
+    if text_pair is not None:
+        raise InputError("give text_pair= or {'text': ..., 'text_pair': ...} inputs, not both")
+    for i, row in enumerate(rows):
+        if "text" not in row or set(row) - {"text", "text_pair"}:
+            raise InputError(f"inputs[{i}]: a pair is {{'text': ..., 'text_pair': ...}}, got the keys {sorted(row)}")
+    if len({"text_pair" in row for row in rows}) > 1:
+        raise InputError("some inputs have a text_pair and some have none")
+    texts = [row["text"] for row in rows]
+    pairs = [row["text_pair"] for row in rows] if "text_pair" in rows[0] else None
+    if isinstance(inputs, dict):
+        return texts[0], pairs[0] if pairs else None
+    return texts, pairs

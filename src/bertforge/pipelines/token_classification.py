@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from bertforge.errors import InputError
 from bertforge.model import BertForTokenClassification
 from bertforge.paths import bundled_model_path
 from bertforge.pipelines.base import Encoded, Pipeline, as_list, split_sequences
@@ -37,11 +38,18 @@ def default_token_classification_model_path() -> Path:
                               "finetune --task ner` or `bertforge distill --task ner`, or a transformers checkpoint)")
 
 
+# transformers' aggregation strategies: a word's tag from its first piece, from the mean of its pieces'
+# probabilities, or from its surest piece; "simple" groups pieces, not words; "none" lists the pieces.
+AGGREGATION_STRATEGIES = ("first", "average", "max", "simple", "none")
+
+
 class TokenClassificationPipeline(Pipeline):
     """`pipe("Jeremy lives in Paris")` → [{"entity_group": "PER", "score": 0.99, "word": "Jeremy",
-    "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}].
-    Each word takes the tag of its first word piece (as in training): the output of transformers' pipeline
-    with `aggregation_strategy="first"` (its default, "none", lists word pieces instead of entities)."""
+    "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}]:
+    transformers' pipeline output for each `aggregation_strategy` (default "first": each word takes the
+    tag of its first word piece, as in training; "none" lists the word pieces, as transformers' own
+    default does), "O" left out. One difference, on purpose: an entity's `word` is the text it spans
+    ("José Müller"), where transformers joins its pieces ("jose muller")."""
 
     task = "token-classification"
     model_class = BertForTokenClassification
@@ -54,30 +62,56 @@ class TokenClassificationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.labels = label_names(self.config)
 
-    def __call__(self, inputs):
+    def __call__(self, inputs, aggregation_strategy: str = "first"):
+        if aggregation_strategy not in AGGREGATION_STRATEGIES:
+            raise InputError(f"aggregation_strategy must be one of {', '.join(AGGREGATION_STRATEGIES)}, "
+                             f"got {aggregation_strategy!r}")
         texts, single = as_list(inputs, "inputs")
         encoded = self.encode(texts)
 
-        def run(batch: list[Encoded]) -> list[tuple[list[float], list[int]]]:
+        def run(batch: list[Encoded]) -> list[list[list[float]]]:
             # Unpadded: the encoder and the head see the real tokens only, (total tokens, hidden).
             packed = self.bert.forward_unpadded([e.ids for e in batch], [e.type_ids for e in batch])
             logits = self.model.classifier(self.model.dropout(packed.hidden_states[-1]))
-            best_scores, best_labels = logits.float().softmax(dim=-1).max(dim=-1)  # (total tokens,) each
-            # Python lists per sequence: the per-word loop below then does no tensor work.
-            return [(scores.tolist(), labels.tolist()) for scores, labels
-                    in zip(split_sequences(packed, best_scores), split_sequences(packed, best_labels))]
+            # Python lists per sequence, (length, labels): the per-word loops below do no tensor work.
+            return [p.tolist() for p in split_sequences(packed, logits.float().softmax(dim=-1))]
 
         results = []
-        for text, enc, (best_scores, best_labels) in zip(texts, encoded, self.in_length_order(encoded, run)):
-            spans, tags, scores = {}, {}, {}
-            for position, (word, offset) in enumerate(zip(enc.word_ids, enc.offsets)):
-                if word is None:
-                    continue
-                if word not in spans:  # first piece: the word's tag
-                    tags[word], scores[word] = self.labels[best_labels[position]], best_scores[position]
-                    spans[word] = [offset[0], offset[1]]
-                spans[word][1] = offset[1]
-            order = sorted(spans)
-            results.append(group_entities(text, [tuple(spans[w]) for w in order], [tags[w] for w in order],
-                                          [scores[w] for w in order]))
+        for text, enc, probabilities in zip(texts, encoded, self.in_length_order(encoded, run)):
+            if aggregation_strategy == "none":
+                results.append(self.pieces(enc, probabilities))
+                continue
+            units = {}  # word (or piece, for "simple") → its positions in the sequence
+            for position, word in enumerate(enc.word_ids):
+                if word is not None:
+                    units.setdefault(position if aggregation_strategy == "simple" else word, []).append(position)
+            spans, tags, scores = [], [], []
+            for positions in units.values():
+                label, score = self.best_label([probabilities[i] for i in positions], aggregation_strategy)
+                spans.append((enc.offsets[positions[0]][0], enc.offsets[positions[-1]][1]))
+                tags.append(label)
+                scores.append(score)
+            results.append(group_entities(text, spans, tags, scores))
         return results[0] if single else results
+
+    def best_label(self, pieces: list[list[float]], strategy: str) -> tuple[str, float]:
+        """A word's tag and score from its pieces' probabilities (one piece for "simple")."""
+        if strategy == "average":
+            chosen = np.mean(pieces, axis=0)
+        elif strategy == "max":
+            chosen = max(pieces, key=max)
+        else:
+            chosen = pieces[0]
+        best = int(np.argmax(chosen))
+        return self.labels[best], float(chosen[best])
+
+    def pieces(self, enc: Encoded, probabilities: list[list[float]]) -> list[dict]:
+        """Each word piece not tagged "O": transformers' output without aggregation."""
+        out = []
+        for index, (word, token_id, offset, row) in enumerate(zip(enc.word_ids, enc.ids, enc.offsets, probabilities)):
+            best = int(np.argmax(row))
+            if word is not None and self.labels[best] != "O":
+                out.append({"entity": self.labels[best], "score": float(row[best]), "index": index,
+                            "word": self.tokenizer.convert_ids_to_tokens(token_id), "start": offset[0],
+                            "end": offset[1]})
+        return out
