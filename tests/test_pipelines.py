@@ -452,3 +452,19 @@ def test_token_classification_aggregates_as_transformers_does():
     with pytest.raises(InputError, match="aggregation_strategy must be one of first, average, max, simple, none, "
                                          "got 'mean'"):
         tagger("Paris", aggregation_strategy="mean")
+
+
+def test_options_given_when_the_pipeline_is_made_are_its_call_defaults():
+    """transformers' pipeline(task, aggregation_strategy=..., top_k=...) form, its device=-1 and a torch dtype;
+    a call's own option still wins, and a subclass calling its parent's call does not pass its defaults on."""
+    text = "Angela Merkel visited Paris."
+    tagger = pipeline("token-classification", aggregation_strategy="none", device=-1, dtype=torch.float32)
+    assert tagger(text) == pipeline("token-classification")(text, aggregation_strategy="none")
+    assert tagger(text, aggregation_strategy="first") == pipeline("token-classification")(text)
+    fill = pipeline("fill-mask", top_k=2)
+    assert len(fill("Paris is the capital of [MASK].")) == 2
+    similarity = pipeline("contextual-similarity", layer=-2)  # its call reaches feature-extraction's, without layer=
+    assert repr(similarity()) == repr(pipeline("contextual-similarity")(layer=-2))
+    with pytest.raises(InputError, match=r"pipeline\('fill-mask'\) got 'topk', which neither the pipeline nor its "
+                                         r"call takes; its call takes: inputs, top_k, targets"):
+        pipeline("fill-mask", topk=2)

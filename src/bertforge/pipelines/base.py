@@ -6,6 +6,8 @@ sequence.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -65,6 +67,10 @@ def checkpoint_tasks(directory: Path) -> list[str]:
         token_level = any("TokenClassification" in a for a in architectures)
         tasks.append("token-classification" if token_level else "text-classification")
     return tasks
+
+
+# dtype= given as transformers takes it, a torch dtype.
+TORCH_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
 
 def check_dtype(dtype: str) -> None:
@@ -202,9 +208,26 @@ class Pipeline:
     default_model: Callable[[], Path] = staticmethod(default_model_path)
     side_by_side = True  # batches go through `in_length_order`, which can run them at once
 
+    def __init_subclass__(cls, **kwargs):
+        """Each task's `__call__` takes the options given when the pipeline was made as its defaults, as
+        transformers' `pipeline("token-classification", aggregation_strategy="simple")` does."""
+        super().__init_subclass__(**kwargs)
+        call = cls.__dict__.get("__call__")
+        if call is not None:
+            @functools.wraps(call)
+            def with_defaults(self, *args, **options):
+                if type(self).__call__ is with_defaults:  # not a subclass's super().__call__, which has its own
+                    options = {**self.call_defaults, **options}
+                return call(self, *args, **options)
+            cls.__call__ = with_defaults
+
     def __init__(self, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False,
-                 loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1):
+                 loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1, **call_defaults):
+        self.call_defaults = self.check_call_defaults(call_defaults)
+        if isinstance(device, int) and not isinstance(device, bool):  # transformers' numbering: -1 is the CPU
+            device = "cpu" if device < 0 else f"cuda:{device}"
+        dtype = TORCH_DTYPE_NAMES.get(dtype, dtype)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
         if isinstance(parallel_batches, bool) or not isinstance(parallel_batches, int) or parallel_batches < 1:
@@ -242,6 +265,15 @@ class Pipeline:
         self.progress = progress
         self.truncated = 0  # texts truncated by the last call
         self.token_counts: list[int] = []  # tokens each text of the last call gave the model, after truncation
+
+    def check_call_defaults(self, options: dict) -> dict:
+        accepted = inspect.signature(inspect.unwrap(type(self).__call__)).parameters
+        unknown = [name for name in options if name not in accepted or name == "self"
+                   or accepted[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
+        if unknown:
+            raise InputError(f"pipeline({self.task!r}) got {unknown[0]!r}, which neither the pipeline nor its call "
+                             f"takes; its call takes: {', '.join(n for n in accepted if n != 'self')}")
+        return options
 
     @staticmethod
     def default_max_length(path: Path, limit: int) -> int:
