@@ -89,3 +89,23 @@ def test_question_answering_takes_transformers_input_forms(reader):
         reader([{"q": "Who?"}])
     with pytest.raises(InputError, match="give a question and a context"):
         reader(questions[0])
+
+
+def test_no_answer_competes_with_the_lowest_cls_score_of_the_windows_when_asked(reader):
+    """Google's SQuAD 2.0 rule: the null answer's logit is [CLS]'s start + end in the window where it is lowest."""
+    import numpy as np
+
+    from bertforge.tasks.squad import best_spans
+
+    context = "The Broncos won."
+    features = [{"offsets": [None, (4, 11), (12, 15)]}] * 2
+    span = np.array([[0.0, 0.0], [1.0, 0.0], [0.0, 1.0]])  # "Broncos won": start 1 + end 1 = 2
+    for cls_sums, expected in (((3.0, 1.0), "Broncos won"), ((5.0, 4.0), "")):
+        logits = [span + np.array([[total, 0.0], [0, 0], [0, 0]]) for total in cls_sums]
+        assert best_spans(context, features, logits)[0]["answer"] == "Broncos won"
+        best = best_spans(context, features, logits, handle_impossible_answer=True)[0]
+        assert best["answer"] == expected and best["logit"] == (min(cls_sums) if expected == "" else 2.0)
+    question, unrelated = "What is the capital of Mars?", "The cat sat on the mat."
+    assert reader(question, unrelated)["answer"] != ""
+    result = reader(question, unrelated, handle_impossible_answer=True)
+    assert (result["answer"], result["start"], result["end"]) == ("", 0, 0) and 0.5 < result["score"] <= 1

@@ -25,7 +25,8 @@ class QuestionAnsweringPipeline(Pipeline):
     span in the context); `top_k=3` gives a list of the 3 best. Lists of questions and contexts give
     one result per pair (one context for all the questions: each is asked of it); transformers' forms
     work too: `pipe({"question": q, "context": c})`, a list of such, and its argument names
-    `max_answer_len` and `max_question_len`. Contexts longer than one window are read in windows overlapping by
+    `max_answer_len` and `max_question_len`. `handle_impossible_answer=True` lets "no answer" ({"answer":
+    "", "start": 0, "end": 0}) compete, for models trained on SQuAD 2.0's unanswerable questions. Contexts longer than one window are read in windows overlapping by
     `doc_stride` tokens; the question is cut to `max_question_length` pieces; the best span by
     summed start and end logits over all windows wins (score: softmax over the 20 best)."""
 
@@ -43,7 +44,8 @@ class QuestionAnsweringPipeline(Pipeline):
 
     def __call__(self, question=None, context=None, top_k: int = 1, doc_stride: int | None = None,
                  max_answer_length: int = MAX_ANSWER_LENGTH, max_question_length: int = MAX_QUERY_LENGTH, *,
-                 max_answer_len: int | None = None, max_question_len: int | None = None):
+                 max_answer_len: int | None = None, max_question_len: int | None = None,
+                 handle_impossible_answer: bool = False):
         question, context = questions_of_dicts(question, context)
         max_answer_length = max_answer_len if max_answer_len is not None else max_answer_length
         max_question_length = max_question_len if max_question_len is not None else max_question_length
@@ -69,7 +71,10 @@ class QuestionAnsweringPipeline(Pipeline):
         features = encode_windows(questions, contexts, self.tokenizer, self.max_length, doc_stride, max_question_length)
         logits = predict_logits(self.model, features, self.batch_size, pad_token_id=self.tokenizer.pad_token_id)
         results = []
-        for spans in answer_spans(contexts, features, logits, top_k, max_answer_length=max_answer_length):
+        if not isinstance(handle_impossible_answer, bool):
+            raise InputError(f"handle_impossible_answer must be True or False, got {handle_impossible_answer!r}")
+        for spans in answer_spans(contexts, features, logits, top_k, max_answer_length=max_answer_length,
+                                  handle_impossible_answer=handle_impossible_answer):
             answers = [{"answer": s["answer"], "score": s["score"], "start": s["start"], "end": s["end"]} for s in spans]
             results.append(answers[0] if top_k == 1 and answers else answers)
         return results[0] if single else results

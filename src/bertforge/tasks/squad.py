@@ -113,11 +113,15 @@ class EvalSet:
 
 
 def best_spans(example_context: str, features: list[dict], logits: list[np.ndarray], n_best: int = N_BEST,
-               max_answer_length: int = MAX_ANSWER_LENGTH) -> list[dict]:
+               max_answer_length: int = MAX_ANSWER_LENGTH, handle_impossible_answer: bool = False) -> list[dict]:
     """The n best answer spans over all windows of one example, best first: text cut from the
     original context, char start/end, the summed start+end logits and a probability (softmax over
-    the n best, as in the original BERT code). The same span from two windows is kept once."""
+    the n best, as in the original BERT code). The same span from two windows is kept once. With
+    `handle_impossible_answer`, "no answer" (the empty span at 0) competes too, its logit [CLS]'s
+    start + end in the window where that is lowest, as in Google's SQuAD 2.0 code."""
     candidates = {}
+    if handle_impossible_answer and logits:
+        candidates[(0, 0)] = min(float(row[0, 0] + row[0, 1]) for row in logits)
     for feature, row in zip(features, logits):
         offsets = feature["offsets"]
         start_logits, end_logits = row[:, 0], row[:, 1]
@@ -142,7 +146,8 @@ def best_spans(example_context: str, features: list[dict], logits: list[np.ndarr
 
 
 def answer_spans(contexts: list[str], features: list[dict], logits: list[np.ndarray], top_k: int = 1,
-                 n_best: int = N_BEST, max_answer_length: int = MAX_ANSWER_LENGTH) -> list[list[dict]]:
+                 n_best: int = N_BEST, max_answer_length: int = MAX_ANSWER_LENGTH,
+                 handle_impossible_answer: bool = False) -> list[list[dict]]:
     """The `top_k` best spans of each context from the logits of all its windows: the one answer
     algorithm of `evaluate`, the question-answering pipeline and the server."""
     by_example = collections.defaultdict(list)
@@ -151,7 +156,8 @@ def answer_spans(contexts: list[str], features: list[dict], logits: list[np.ndar
     out = []
     for i, context in enumerate(contexts):
         pairs = by_example.get(i, [])
-        spans = best_spans(context, [f for f, _ in pairs], [r for _, r in pairs], max(n_best, top_k), max_answer_length)
+        spans = best_spans(context, [f for f, _ in pairs], [r for _, r in pairs], max(n_best, top_k), max_answer_length,
+                           handle_impossible_answer)
         out.append(spans[:top_k])
     return out
 
