@@ -425,8 +425,8 @@ def test_pipelines_sharing_one_loaded_checkpoint_answer_as_separate_ones(tiny_pr
 
 
 def test_token_classification_aggregates_as_transformers_does():
-    """Every aggregation_strategy of transformers' pipeline, on CoNLL-2003 sentences and words of several
-    pieces: the same entities, spans, piece indices and scores (an entity's `word` is the text it spans,
+    """Every aggregation_strategy of transformers' pipeline (and ignore_labels=[], which keeps "O" groups), on
+    CoNLL-2003 sentences and words of several pieces: the same entities, spans, piece indices and scores (an entity's `word` is the text it spans,
     not transformers' joined pieces, except for "none", where both give the piece)."""
     from conftest import fixture_data
     from transformers import pipeline as reference_pipeline
@@ -439,11 +439,11 @@ def test_token_classification_aggregates_as_transformers_does():
     texts += ["Angela Merkel met Emmanuel Macron in Strasbourg.", "José Müller works for the U.S. Army in Besançon."]
     reference = reference_pipeline("token-classification", model=str(model), dtype=torch.float32)
     tagger = pipeline("token-classification", model=model)
-    for strategy in AGGREGATION_STRATEGIES:
-        ours = tagger(texts, aggregation_strategy=strategy)
+    for strategy, ignore in [(strategy, ["O"]) for strategy in AGGREGATION_STRATEGIES] + [("first", []), ("none", [])]:
+        ours = tagger(texts, aggregation_strategy=strategy, ignore_labels=ignore)
         key = "entity" if strategy == "none" else "entity_group"
         for text, mine in zip(texts, ours):
-            theirs = reference(text, aggregation_strategy=strategy)
+            theirs = reference(text, aggregation_strategy=strategy, ignore_labels=ignore)
             fields = lambda rows: [(e[key], e["start"], e["end"], e.get("index"),  # noqa: E731
                                     e["word"] if strategy == "none" else text[e["start"]:e["end"]]) for e in rows]
             assert fields(mine) == fields(theirs), (strategy, text)

@@ -13,22 +13,22 @@ from bertforge.pipelines.base import Encoded, Pipeline, as_list, split_sequences
 from bertforge.pipelines.text_classification import label_names
 
 
-def group_entities(text: str, words: list[tuple[int, int]], tags: list[str], scores: list[float]) -> list[dict]:
-    """Merge word-level BIO tags into entities: a `B-X` (or an `I-X` after another type) opens an
-    entity, `I-X` extends it. Each entity has its type, the mean word score, its text and span."""
+def group_entities(text: str, words: list[tuple[int, int]], tags: list[str], scores: list[float],
+                   ignore_labels=("O",)) -> list[dict]:
+    """Merge word-level BIO tags into entities as transformers does: `B-X` opens an entity, `I-X` extends
+    one of type X (any other tag, "O" included, is its own type, extended by the next word of the same
+    tag). Each entity has its type, the mean word score, its text and span; types in `ignore_labels`
+    are left out."""
     entities, current = [], None
     for (start, end), tag, score in zip(words, tags, scores):
-        prefix, _, kind = tag.partition("-") if "-" in tag else ("I", "", tag)
-        if tag == "O":
-            current = None
-            continue
+        prefix, kind = (tag[0], tag[2:]) if tag.startswith(("B-", "I-")) else ("I", tag)
         if current is None or prefix == "B" or kind != current["entity_group"]:
             current = {"entity_group": kind, "scores": [], "start": start, "end": end}
             entities.append(current)
         current["end"] = end
         current["scores"].append(score)
     return [{"entity_group": e["entity_group"], "score": float(np.mean(e["scores"])), "word": text[e["start"]:e["end"]],
-             "start": e["start"], "end": e["end"]} for e in entities]
+             "start": e["start"], "end": e["end"]} for e in entities if e["entity_group"] not in ignore_labels]
 
 
 def default_token_classification_model_path() -> Path:
@@ -48,7 +48,7 @@ class TokenClassificationPipeline(Pipeline):
     "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}]:
     transformers' pipeline output for each `aggregation_strategy` (default "first": each word takes the
     tag of its first word piece, as in training; "none" lists the word pieces, as transformers' own
-    default does), "O" left out. One difference, on purpose: an entity's `word` is the text it spans
+    default does), the tags in `ignore_labels` left out ("O"). One difference, on purpose: an entity's `word` is the text it spans
     ("José Müller"), where transformers joins its pieces ("jose muller")."""
 
     task = "token-classification"
@@ -62,7 +62,9 @@ class TokenClassificationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.labels = label_names(self.config)
 
-    def __call__(self, inputs, aggregation_strategy: str = "first"):
+    def __call__(self, inputs, aggregation_strategy: str = "first", ignore_labels=("O",)):
+        if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
+            raise InputError(f"ignore_labels must be a list of labels, got {ignore_labels!r}")
         if aggregation_strategy not in AGGREGATION_STRATEGIES:
             raise InputError(f"aggregation_strategy must be one of {', '.join(AGGREGATION_STRATEGIES)}, "
                              f"got {aggregation_strategy!r}")
@@ -79,7 +81,7 @@ class TokenClassificationPipeline(Pipeline):
         results = []
         for text, enc, probabilities in zip(texts, encoded, self.in_length_order(encoded, run)):
             if aggregation_strategy == "none":
-                results.append(self.pieces(enc, probabilities))
+                results.append(self.pieces(enc, probabilities, ignore_labels))
                 continue
             units = {}  # word (or piece, for "simple") → its positions in the sequence
             for position, word in enumerate(enc.word_ids):
@@ -91,7 +93,7 @@ class TokenClassificationPipeline(Pipeline):
                 spans.append((enc.offsets[positions[0]][0], enc.offsets[positions[-1]][1]))
                 tags.append(label)
                 scores.append(score)
-            results.append(group_entities(text, spans, tags, scores))
+            results.append(group_entities(text, spans, tags, scores, ignore_labels))
         return results[0] if single else results
 
     def best_label(self, pieces: list[list[float]], strategy: str) -> tuple[str, float]:
@@ -105,12 +107,12 @@ class TokenClassificationPipeline(Pipeline):
         best = int(np.argmax(chosen))
         return self.labels[best], float(chosen[best])
 
-    def pieces(self, enc: Encoded, probabilities: list[list[float]]) -> list[dict]:
-        """Each word piece not tagged "O": transformers' output without aggregation."""
+    def pieces(self, enc: Encoded, probabilities: list[list[float]], ignore_labels) -> list[dict]:
+        """Each word piece whose tag is not in `ignore_labels`: transformers' output without aggregation."""
         out = []
         for index, (word, token_id, offset, row) in enumerate(zip(enc.word_ids, enc.ids, enc.offsets, probabilities)):
             best = int(np.argmax(row))
-            if word is not None and self.labels[best] != "O":
+            if word is not None and self.labels[best] not in ignore_labels:
                 out.append({"entity": self.labels[best], "score": float(row[best]), "index": index,
                             "word": self.tokenizer.convert_ids_to_tokens(token_id), "start": offset[0],
                             "end": offset[1]})
