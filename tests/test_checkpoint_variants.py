@@ -240,3 +240,31 @@ def test_a_model_that_is_not_a_path_is_refused_naming_what_it_got():
                  lambda model: bertforge.pipeline("feature-extraction", model=model)):
         with pytest.raises(CheckpointError, match=r"a model is given as a folder path .*got int 123"):
             load(123)
+
+
+@pytest.mark.parametrize("num_labels, problem_type, labels", [
+    (1, None, torch.tensor([0.5, -1.0, 2.0])),                          # regression: mean squared error
+    (3, None, torch.tensor([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])),  # multi-hot: binary CE
+    (3, None, torch.tensor([2, 0, 1])),                                  # class ids: cross-entropy
+    (3, "regression", torch.tensor([[0.1, 0.2, 0.3]] * 3)),
+], ids=["regression", "multi-label", "single-label", "regression-set"])
+def test_sequence_classification_loss_follows_transformers_problem_type_rule(tmp_path, num_labels, problem_type,
+                                                                             labels):
+    """Before, every label was read by cross-entropy: a multi-hot label gave a soft-target loss (1.38 where
+    transformers gives 0.70) and a regression model raised."""
+    config = transformers.BertConfig(**SMALL, num_labels=num_labels, problem_type=problem_type)
+    reference, folder = saved_reference(tmp_path, "BertForSequenceClassification", config)
+    ids = torch.randint(5, 60, (3, 7), generator=torch.Generator().manual_seed(1))
+    ours = BertForSequenceClassification.from_pretrained(folder).eval()
+    torch.testing.assert_close(ours(ids, labels=labels).loss, reference(input_ids=ids, labels=labels).loss,
+                               rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["BertForSequenceClassification", "BertForTokenClassification"])
+def test_classifier_dropout_is_read_as_transformers_reads_it(tmp_path, name):
+    """Before, transformers' classifier_dropout key was ignored: the head took hidden_dropout_prob."""
+    _, folder = saved_reference(tmp_path, name, transformers.BertConfig(**SMALL, classifier_dropout=0.7))
+    ours = getattr(bertforge.model, name).from_pretrained(folder)
+    assert ours.dropout.p == getattr(transformers, name).from_pretrained(folder).dropout.p == 0.7
+    _, plain = saved_reference(tmp_path / "plain", name, transformers.BertConfig(**SMALL))
+    assert getattr(bertforge.model, name).from_pretrained(plain).dropout.p == 0.1

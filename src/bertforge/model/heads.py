@@ -140,6 +140,31 @@ def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torc
     return (hidden * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)  # a row with no real token: zeros
 
 
+def classifier_dropout(config: BertConfig, distilbert_key: str | None = None) -> float:
+    """The classifier's dropout: transformers' `classifier_dropout` where set, DistilBERT's own key, else
+    the hidden layers' rate."""
+    extra = config.extra
+    if extra.get("classifier_dropout") is not None:
+        return extra["classifier_dropout"]
+    return extra.get(distilbert_key, config.hidden_dropout_prob) if distilbert_key else config.hidden_dropout_prob
+
+
+def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """transformers' rule: the config's `problem_type`, else regression (mean squared error) for one
+    output, single-label cross-entropy for integer labels, multi-label binary cross-entropy for float ones."""
+    problem_type = config.extra.get("problem_type")
+    if problem_type is None:
+        problem_type = ("regression" if config.num_labels == 1 else "single_label_classification"
+                        if not labels.is_floating_point() else "multi_label_classification")
+    if problem_type == "regression":
+        if config.num_labels == 1:
+            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+        return F.mse_loss(logits, labels.to(logits.dtype))
+    if problem_type == "multi_label_classification":
+        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+    return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
+
+
 class BertForSequenceClassification(BertHeadModel):
     """The pooled output ([CLS] through the pooler, or with classifier_pooling "mean" the mean of the
     last layer's token vectors) → dropout → linear."""
@@ -148,8 +173,7 @@ class BertForSequenceClassification(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        # DistilBERT configs name their classifier's own dropout
-        self.dropout = nn.Dropout(config.extra.get("seq_classif_dropout", config.hidden_dropout_prob))
+        self.dropout = nn.Dropout(classifier_dropout(config, "seq_classif_dropout"))
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
@@ -161,7 +185,7 @@ class BertForSequenceClassification(BertHeadModel):
         else:
             pooled = out.pooler_output
         logits = self.classifier(self.dropout(pooled))
-        loss = None if labels is None else F.cross_entropy(logits.float(), labels)
+        loss = None if labels is None else sequence_classification_loss(self.config, logits.float(), labels)
         return TaskOutput(loss, logits, out.hidden_states, out.attentions)
 
 
@@ -173,7 +197,7 @@ class BertForTokenClassification(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = nn.Dropout(classifier_dropout(config))
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 

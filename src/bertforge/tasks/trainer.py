@@ -104,29 +104,40 @@ class FeatureBatches:
         return [collate([self.features[j] for j in mine[i::accumulation]]) for i in range(accumulation)]
 
 
+def loss_units(batch) -> int:
+    """What a head's loss is a mean over: the labelled tokens of token-level labels (NER), else the rows."""
+    labels = batch.get("labels")
+    if labels is not None and labels.dim() > 1:
+        return int((labels != IGNORE_INDEX).sum())
+    return len(batch["input_ids"])
+
+
 class TaskObjective:
-    """The head's own loss, weighted by the micro-batch's share of the global batch's examples. For the heads
+    """The head's own loss, weighted by the micro-batch's share of what the global batch's loss is a mean over:
+    its examples, or for NER its labelled tokens (the head's loss is a mean over those), so that gradient
+    accumulation and several processes give one big batch's gradient. For the heads
     with `labels` (classification, NER; as transformers' Trainer, question answering's spans are left alone):
     with `label_smoothing`, the cross-entropy against smoothed labels; with `rdrop_alpha`, R-Drop (Liang et
     al., 2021): the batch goes through twice, each row under its own dropout masks, and the loss is the two
     passes' mean cross-entropy + alpha/2 × their symmetric KL per labelled row (the paper's loss halved, so
     that one pass's scale is kept)."""
 
-    statistics = ("loss", "examples")
+    statistics = ("loss", "examples", "loss_units")
 
     def __init__(self, label_smoothing: float = 0.0, rdrop_alpha: float = 0.0):
         self.label_smoothing, self.rdrop_alpha = label_smoothing, rdrop_alpha
 
     def counts(self, batch):
-        return [len(batch["input_ids"])]
+        return [loss_units(batch)]
 
     def loss(self, model, batch, totals):
-        examples = len(batch["input_ids"])
+        units = loss_units(batch)
         if (self.label_smoothing or self.rdrop_alpha) and "labels" in batch:
             loss = self._labels_loss(model, batch)
         else:
             loss = model(**batch).loss
-        return loss * (examples / totals[0]), torch.tensor([loss.item() * examples, examples], dtype=torch.float64)
+        return loss * (units / totals[0]), torch.tensor([loss.item() * units, len(batch["input_ids"]), units],
+                                                        dtype=torch.float64)
 
     def _labels_loss(self, model, batch) -> torch.Tensor:
         passes = 2 if self.rdrop_alpha else 1
@@ -145,7 +156,7 @@ class TaskObjective:
         return loss
 
     def summary(self, interval, seconds, cumulative):
-        return {"loss": interval["loss"] / max(interval["examples"], 1),
+        return {"loss": interval["loss"] / max(interval["loss_units"], 1),
                 "examples_per_second": interval["examples"] / max(seconds, 1e-9),
                 "examples_seen": int(cumulative["examples"])}
 
