@@ -169,6 +169,32 @@ def test_output_options_give_what_the_reference_gives(uncased, uncased_dir, opti
     assert all(str(ours[key]) == str(theirs[key]) for key in theirs), options
 
 
+def test_an_empty_pair_a_cjk_setting_and_decode_clean_up_as_in_transformers(uncased, uncased_dir, tmp_path):
+    """From a fuzz against transformers: an empty text_pair of one text is no pair; tokenizer_config.json's
+    clean_up_tokenization_spaces joins contractions in decode; tokenize_chinese_chars=false, which we do not
+    compute, is refused (it was ignored)."""
+    import json
+    import shutil
+
+    reference = reference_tokenizer(uncased_dir)
+    assert uncased("hello", "")["input_ids"] == reference("hello", "")["input_ids"] == [101, 7592, 102]
+    assert uncased(["hello"], [""])["input_ids"] == reference(["hello"], [""])["input_ids"]
+    folder = tmp_path / "clean"
+    shutil.copytree(uncased_dir, folder)
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "clean_up_tokenization_spaces": True}))
+    ids = reference("it's a test , ok? don't you're")["input_ids"]
+    assert BertTokenizer.from_pretrained(folder).decode(ids) == reference_tokenizer(folder).decode(ids) == \
+        "[CLS] it's a test, ok? don't you're [SEP]"
+    assert uncased.decode(ids) == reference.decode(ids) == "[CLS] it ' s a test, ok? don ' t you ' re [SEP]"
+    assert uncased.decode(ids, clean_up_tokenization_spaces=True) == "[CLS] it's a test, ok? don't you're [SEP]"
+    BertTokenizer.from_pretrained(folder).save_pretrained(tmp_path / "saved")
+    assert BertTokenizer.from_pretrained(tmp_path / "saved").clean_up_tokenization_spaces is True
+    (folder / "tokenizer_config.json").write_text(json.dumps({**config, "tokenize_chinese_chars": False}))
+    with pytest.raises(CheckpointError, match="tokenize_chinese_chars=false is not supported"):
+        BertTokenizer.from_pretrained(folder)
+
+
 def test_pad_to_multiple_of_is_checked_against_max_length(uncased):
     with pytest.raises(InputError, match=r"max_length \(10\) must be a multiple of pad_to_multiple_of \(4\)"):
         uncased("a b c", truncation=True, max_length=10, padding=True, pad_to_multiple_of=4)

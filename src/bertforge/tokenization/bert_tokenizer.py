@@ -29,6 +29,8 @@ from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and
                                                padding_strategy, truncate, truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
+# transformers' clean_up_tokenization, after the punctuation every decode joins.
+CONTRACTIONS = ((" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens")
 
 
@@ -42,7 +44,7 @@ class BertTokenizer:
                  strip_accents: bool | None = None, unk_token: str = "[UNK]", sep_token: str = "[SEP]",
                  pad_token: str = "[PAD]", cls_token: str = "[CLS]", mask_token: str = "[MASK]",
                  additional_special_tokens: tuple[str, ...] | list[str] = (), model_max_length: int = 512,
-                 max_input_chars_per_word: int = 100):
+                 max_input_chars_per_word: int = 100, clean_up_tokenization_spaces: bool = False):
         self.vocab = dict(vocab) if isinstance(vocab, dict) else load_vocab(vocab)
         self.ids_to_tokens = {i: t for t, i in self.vocab.items()}
         self.do_lower_case = do_lower_case
@@ -50,6 +52,7 @@ class BertTokenizer:
         self.cls_token, self.mask_token = cls_token, mask_token
         self.additional_special_tokens = list(additional_special_tokens)
         self.model_max_length = model_max_length
+        self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         missing = [t for t in self.all_special_tokens if t not in self.vocab]
         if missing:
             where = "" if isinstance(vocab, dict) else f"{vocab}: "
@@ -77,7 +80,8 @@ class BertTokenizer:
                 **{key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS},
                 "additional_special_tokens": self.additional_special_tokens,
                 "model_max_length": self.model_max_length,
-                "max_input_chars_per_word": self.wordpiece.max_input_chars_per_word}
+                "max_input_chars_per_word": self.wordpiece.max_input_chars_per_word,
+                "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
@@ -217,7 +221,7 @@ class BertTokenizer:
         many worker processes (see `bertforge.tokenization.processes`), with the same result."""
         batched = is_batch(text, is_split_into_words)
         texts = list(text) if batched else [text]
-        if text_pair is None:
+        if text_pair is None or (not batched and not text_pair):  # an empty pair is no pair, as in transformers
             pairs = []
         else:
             if is_batch(text_pair, is_split_into_words) != batched:
@@ -314,10 +318,11 @@ class BertTokenizer:
 
     # --- decoding ------------------------------------------------------------------------
 
-    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Join pieces back into text: `##` pieces glue to the previous one (a leading `##`
         piece is kept as it is, like the reference decoder); no space is left before `.`,
-        `,`, `?` and `!`."""
+        `,`, `?` and `!`. With `clean_up_tokenization_spaces` (default: the tokenizer's setting, from
+        its tokenizer_config.json) English contractions are joined too ("it ' s" → "it's")."""
         text = ""
         ids = [ids] if _is_one_id(ids) else ids
         for i, token in enumerate(self.convert_ids_to_tokens(ids, skip_special_tokens)):
@@ -326,10 +331,14 @@ class BertTokenizer:
                 continue
             token = token if i == 0 else " " + token
             text += token.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
+        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
+            for spaced, joined in CONTRACTIONS:
+                text = text.replace(spaced, joined)
         return text
 
-    def batch_decode(self, batch, skip_special_tokens: bool = False) -> list[str]:
-        return [self.decode(ids, skip_special_tokens) for ids in batch]
+    def batch_decode(self, batch, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in batch]
 
 
 @contextmanager

@@ -34,7 +34,11 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
             config = json.loads(config_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
-        for key in ("do_lower_case", "strip_accents", "model_max_length", *SPECIAL_TOKEN_KEYS):
+        if config.get("tokenize_chinese_chars") is False:  # as tokenizer.json's handle_chinese_chars=false
+            raise CheckpointError(f"{config_file}: tokenize_chinese_chars=false is not supported (BERT's "
+                                  f"tokenizer makes each CJK character a word)")
+        for key in ("do_lower_case", "strip_accents", "model_max_length", "clean_up_tokenization_spaces",
+                    *SPECIAL_TOKEN_KEYS):
             if config.get(key) is not None:
                 settings[key] = config[key]
         if isinstance(config.get("additional_special_tokens"), list):
@@ -53,6 +57,7 @@ def write_folder(tokenizer, directory: Path) -> None:
         "do_lower_case": tokenizer.do_lower_case,
         "strip_accents": tokenizer.basic.strip_accents,
         "model_max_length": tokenizer.model_max_length,
+        "clean_up_tokenization_spaces": tokenizer.clean_up_tokenization_spaces,
         **{key: getattr(tokenizer, key) for key in SPECIAL_TOKEN_KEYS},
     }
     if tokenizer.additional_special_tokens:
@@ -63,6 +68,7 @@ def write_folder(tokenizer, directory: Path) -> None:
 
 def check_settings(settings: dict, source: Path) -> None:
     expected = {"do_lower_case": bool, "strip_accents": (bool, type(None)), "model_max_length": int,
+                "clean_up_tokenization_spaces": bool,
                 **{key: str for key in SPECIAL_TOKEN_KEYS}}
     for key, kind in expected.items():
         if key in settings and not isinstance(settings[key], kind):
