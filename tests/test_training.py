@@ -663,7 +663,7 @@ def test_label_smoothing_factor_spreads_the_labels_weight_over_the_classes(tiny_
     config, ids, batches = _batches_of_each_head()
     for head, batch in batches.items():
         model = head(config).eval()
-        loss, _ = TaskObjective(0.2).loss(model, batch, [4])
+        loss, _ = TaskObjective(0.2).loss(model, batch, TaskObjective().counts(batch))  # the whole global batch
         if "labels" not in batch:
             assert torch.equal(loss, model(**batch).loss)
             continue
@@ -692,7 +692,7 @@ def test_rdrop_adds_the_two_dropout_passes_disagreement_to_their_cross_entropy(t
     for head, batch in batches.items():
         model = head(config).train()
         torch.manual_seed(1)
-        loss, _ = TaskObjective(rdrop_alpha=0.6).loss(model, batch, [4])
+        loss, _ = TaskObjective(rdrop_alpha=0.6).loss(model, batch, TaskObjective().counts(batch))
         torch.manual_seed(1)
         if "labels" not in batch:
             assert torch.equal(loss, model(**batch).loss)
@@ -706,7 +706,7 @@ def test_rdrop_adds_the_two_dropout_passes_disagreement_to_their_cross_entropy(t
         assert kl > 0.01  # the two passes' dropout masks differ (weights drawn wide: logits far from 0)
         assert torch.allclose(loss, cross_entropy + 0.3 * kl, atol=1e-6)
         model.eval()
-        assert torch.allclose(TaskObjective(rdrop_alpha=0.6).loss(model, batch, [4])[0], model(**batch).loss,
+        assert torch.allclose(TaskObjective(rdrop_alpha=0.6).loss(model, batch, TaskObjective().counts(batch))[0], model(**batch).loss,
                               atol=1e-6)
     args = _finetuned_args(tiny_encoder, tmp_path / "rdrop", "--max-steps", "1", "--rdrop-alpha", "1")
     assert args["rdrop_alpha"] == 1.0
