@@ -195,6 +195,25 @@ def test_an_empty_pair_a_cjk_setting_and_decode_clean_up_as_in_transformers(unca
         BertTokenizer.from_pretrained(folder)
 
 
+def test_a_pair_overflowing_with_longest_first_gives_the_references_windows(uncased, uncased_dir):
+    """Before, refused; the reference combines the two sides' windows in tokenizers' own order."""
+    import random
+
+    reference = reference_tokenizer(uncased_dir)
+    rng, words = random.Random(0), "the cat sat on a mat unaffable embeddings , . !".split()
+    settings = dict(truncation="longest_first", return_overflowing_tokens=True, return_offsets_mapping=True)
+    for _ in range(300):
+        a, b = (" ".join(rng.choice(words) for _ in range(rng.randint(1, 12))) for _ in range(2))
+        length = rng.randint(6, 16)
+        stride = rng.randint(0, min(3, (length - 3) // 2 - 1)) if length > 8 else 0
+        ours, theirs = uncased(a, b, max_length=length, stride=stride, **settings), \
+            reference(a, b, max_length=length, stride=stride, **settings)
+        assert dict(ours) == dict(theirs), (a, b, length, stride)
+    with pytest.raises(InputError, match=r"stride \(3\) must be smaller than the room max_length leaves for the pair "
+                                         r"\(1 tokens\)"):
+        uncased("cat", "cat", max_length=4, stride=3, **settings)
+
+
 def test_pad_to_multiple_of_is_checked_against_max_length(uncased):
     with pytest.raises(InputError, match=r"max_length \(10\) must be a multiple of pad_to_multiple_of \(4\)"):
         uncased("a b c", truncation=True, max_length=10, padding=True, pad_to_multiple_of=4)

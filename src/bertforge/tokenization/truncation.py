@@ -42,11 +42,16 @@ def truncate(a: Encoding, b: Encoding | None, budget: int, strategy: str, stride
             raise InputError("truncation='only_second' needs a text pair")
         return [(w, None) for w in a.windows(budget, stride)]
     if strategy == "longest_first":
-        if overflow and len(a) + len(b) > budget:
-            raise InputError("overflowing tokens of a pair need truncation='only_first' or 'only_second', "
-                             "not 'longest_first'")
+        if overflow and stride >= budget and len(a) + len(b) > budget:  # the reference panics here
+            raise InputError(f"stride ({stride}) must be smaller than the room max_length leaves for the pair "
+                             f"({budget} tokens)")
         n1, n2 = longest_first_lengths(len(a), len(b), budget)
-        return [(a.windows(n1, stride)[0], b.windows(n2, stride)[0])]
+        firsts, seconds = a.windows(n1, stride), b.windows(n2, stride)
+        # The reference's order (tokenizers' Encoding.merge_with): the two first windows; each later first
+        # window with the first second window, then with each later one; the first with each later second.
+        return [(firsts[0], seconds[0]),
+                *[pair for later in firsts[1:] for pair in [(later, seconds[0]), *[(later, s) for s in seconds[1:]]]],
+                *[(firsts[0], s) for s in seconds[1:]]]
     if strategy == "only_first":
         room = budget - len(b)
         if room <= 0 and len(a) + len(b) > budget:
