@@ -22,7 +22,8 @@ def model_path(value) -> Path:
     """A model given as a path (str or os.PathLike); anything else is refused naming what it got."""
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
-    raise CheckpointError(f"a model is given as a folder path (str or pathlib.Path), got {type(value).__name__} {value!r}")
+    raise CheckpointError(f"a model is given as a folder path (str or pathlib.Path), "
+                          f"got {type(value).__name__} {value!r}")
 
 
 def config_path(directory: Path) -> Path:

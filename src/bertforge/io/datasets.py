@@ -62,7 +62,8 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
             label = _cell(path, number, label_column, row[label_column])
             if not label:
                 raise input_error(path, f"empty label in column {label_column!r}", number)
-        texts = {column: _cell(path, number, column, row[column]) for column in (text_column, text_pair_column) if column}
+        texts = {column: _cell(path, number, column, row[column])
+                 for column in (text_column, text_pair_column) if column}
         for column, text in texts.items():
             if not text:  # nothing to read: as a training row it teaches noise, as an input it gets a made-up label
                 raise input_error(path, f"empty text in column {column!r}", number)

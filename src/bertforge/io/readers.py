@@ -227,8 +227,8 @@ def _row_dict(path: Path, number: int, header: list[str], cells: list[str], last
 
 def read_corpus(paths: Iterable[str | Path]) -> Iterator[str]:
     """The texts of every file in `paths`, in order: pieces of whole lines for text files, the
-    `text` field of each record for `.jsonl` and `.json` files (JSON Lines). Any other extension is read as plain text.
-    Missing files are reported at once, before anything is read."""
+    `text` field of each record for `.jsonl` and `.json` files (JSON Lines). Any other extension is
+    read as plain text. Missing files are reported at once, before anything is read."""
     paths = [check_input_file(path) for path in paths]
     return (text for path in paths for text in _corpus_texts(path))
 

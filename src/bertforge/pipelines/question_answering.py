@@ -25,10 +25,11 @@ class QuestionAnsweringPipeline(Pipeline):
     span in the context); `top_k=3` gives a list of the 3 best. Lists of questions and contexts give
     one result per pair (one context for all the questions: each is asked of it); transformers' forms
     work too: `pipe({"question": q, "context": c})`, a list of such, and its argument names
-    `max_answer_len` and `max_question_len`. `handle_impossible_answer=True` lets "no answer" ({"answer":
-    "", "start": 0, "end": 0}) compete, for models trained on SQuAD 2.0's unanswerable questions. Contexts longer than one window are read in windows overlapping by
-    `doc_stride` tokens; the question is cut to `max_question_length` pieces; the best span by
-    summed start and end logits over all windows wins (score: softmax over the 20 best)."""
+    `max_answer_len` and `max_question_len`. Contexts longer than one window are read in windows
+    overlapping by `doc_stride` tokens; the question is cut to `max_question_length` pieces; the best
+    span by summed start and end logits over all windows wins (score: softmax over the 20 best).
+    `handle_impossible_answer=True` lets "no answer" ({"answer": "", "start": 0, "end": 0}) compete,
+    for models trained on SQuAD 2.0's unanswerable questions."""
 
     task = "question-answering"
     model_class = BertForQuestionAnswering

@@ -48,8 +48,8 @@ class TokenClassificationPipeline(Pipeline):
     "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}]:
     transformers' pipeline output for each `aggregation_strategy` (default "first": each word takes the
     tag of its first word piece, as in training; "none" lists the word pieces, as transformers' own
-    default does), the tags in `ignore_labels` left out ("O"). One difference, on purpose: an entity's `word` is the text it spans
-    ("José Müller"), where transformers joins its pieces ("jose muller")."""
+    default does), the tags in `ignore_labels` left out ("O"). One difference, on purpose: an entity's
+    `word` is the text it spans ("José Müller"), where transformers joins its pieces ("jose muller")."""
 
     task = "token-classification"
     model_class = BertForTokenClassification
