@@ -268,3 +268,48 @@ def test_classifier_dropout_is_read_as_transformers_reads_it(tmp_path, name):
     assert ours.dropout.p == getattr(transformers, name).from_pretrained(folder).dropout.p == 0.7
     _, plain = saved_reference(tmp_path / "plain", name, transformers.BertConfig(**SMALL))
     assert getattr(bertforge.model, name).from_pretrained(plain).dropout.p == 0.1
+
+
+def test_outputs_index_as_transformers_tuples_do(tmp_path):
+    """A ported script's out[0], out["logits"], loss, logits = out[:2] and to_tuple(), in transformers' field order;
+    QA's start_logits / end_logits; and QA positions outside the sequence clamped and ignored as transformers does."""
+    ids = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(1))
+    for name, labels in (("BertForSequenceClassification", {"labels": torch.tensor([0, 2])}),
+                         ("BertForQuestionAnswering", {"start_positions": torch.tensor([1, 20]),
+                                                       "end_positions": torch.tensor([[3], [-1]])}),
+                         ("BertForPreTraining", {"labels": ids, "next_sentence_label": torch.tensor([0, 1])}),
+                         ("BertModel", {})):
+        config = transformers.BertConfig(**SMALL, num_labels=3 if name == "BertForSequenceClassification" else 2)
+        reference, folder = saved_reference(tmp_path, name, config)
+        ours = getattr(bertforge.model, name).from_pretrained(folder).eval()
+        output, theirs = ours(ids, **labels), reference(input_ids=ids, **labels, return_dict=False)
+        mine = output.to_tuple()
+        assert len(output) == len(mine) == len(theirs) and list(output) == output.keys(), name
+        if name == "BertForPreTraining":  # with labels ours keeps only the labelled rows' predictions
+            mine, theirs = (output[0], output[2]), (theirs[0], theirs[2])
+        for a, b in zip(mine, theirs):
+            torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
+        if labels:
+            loss, _ = ours(ids, **labels)[:2]
+            torch.testing.assert_close(loss, theirs[0], rtol=0, atol=1e-5)
+    with pytest.raises(KeyError, match="loss"):
+        ours(ids)["loss"]
+
+
+def test_problem_type_and_label2id_as_transformers_code_sets_them(tmp_path):
+    """Before, config.problem_type set after loading was ignored (and from_pretrained refused it and label2id)."""
+    reference, folder = saved_reference(tmp_path, "BertForSequenceClassification",
+                                        transformers.BertConfig(**SMALL, num_labels=3))
+    ids, targets = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(1)), torch.rand(2, 3)
+    ours = BertForSequenceClassification.from_pretrained(folder).eval()
+    ours.config.problem_type = reference.config.problem_type = "regression"
+    torch.testing.assert_close(ours(ids, labels=targets).loss, reference(input_ids=ids, labels=targets).loss,
+                               rtol=0, atol=1e-5)
+    labels = {0: "neg", 1: "neu", 2: "pos"}
+    loaded = BertForSequenceClassification.from_pretrained(folder, id2label=labels, problem_type="regression",
+                                                           label2id={v: k for k, v in labels.items()})
+    assert loaded.config.problem_type == "regression" and loaded.config.id2label == labels
+    with pytest.raises(ConfigError, match=r"label2id=...\) must be the inverse of id2label"):
+        BertForSequenceClassification.from_pretrained(folder, id2label=labels, label2id={"neg": 1})
+    with pytest.raises(ConfigError, match="config key 'problem_type' must be one of"):
+        ours.config.problem_type = "ranking"

@@ -27,6 +27,7 @@ from torch import nn
 from bertforge.errors import InputError
 from bertforge.model.config import BertConfig
 from bertforge.model.linear import Linear
+from bertforge.model.outputs import ModelOutput
 
 
 def gelu(x: torch.Tensor, inplace: bool = False, approximate: str = "none") -> torch.Tensor:
@@ -43,7 +44,7 @@ LengthGroups = list[tuple[int, int, int]]
 
 
 @dataclass
-class BaseModelOutputWithPooling:
+class BaseModelOutputWithPooling(ModelOutput):
     last_hidden_state: torch.Tensor  # (batch, seq, hidden)
     pooler_output: torch.Tensor | None  # (batch, hidden)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # embeddings + one per layer

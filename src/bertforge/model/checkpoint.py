@@ -213,11 +213,15 @@ def _state_dict(model) -> dict[str, torch.Tensor]:
     return {f"bert.{k}": v for k, v in state.items()} if model.base_model is model else state
 
 
+# transformers' keys that a head reads from the config's unused keys (from_pretrained may set them)
+TRANSFORMERS_HEAD_KEYS = ("problem_type", "classifier_dropout")
+
+
 def _check_override_names(config: BertConfig, overrides: dict) -> None:
     """A mistyped keyword (hidden_dropout=0.2) would land in the config's unused keys and change nothing."""
     # DistilBERT's own spellings (dim, n_layers) only where from_dict maps them: on a DistilBERT config
-    known = {f.name for f in fields(BertConfig)} | set(config.extra) | (set(DISTILBERT_KEYS) if config.is_distilbert
-                                                                         else set())
+    known = ({f.name for f in fields(BertConfig)} | set(config.extra) | set(TRANSFORMERS_HEAD_KEYS)
+             | (set(DISTILBERT_KEYS) if config.is_distilbert else set()))
     for name in overrides:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -279,6 +283,12 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:
             raise ConfigError(f"from_pretrained(num_labels={count!r}): give a positive whole number")
         config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(count)}, **config_overrides}
+    if "label2id" in config_overrides:  # transformers' course passes both; the names come from id2label
+        label2id = config_overrides.pop("label2id")
+        id2label = config_overrides.get("id2label", config.id2label) or {}
+        if not isinstance(label2id, dict) or {str(k): v for k, v in label2id.items()} != \
+                {str(name): int(i) for i, name in dict(id2label).items()}:
+            raise ConfigError("from_pretrained(label2id=...) must be the inverse of id2label (give id2label alone)")
     if config_overrides:
         _check_override_names(config, config_overrides)
         config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(config_file))

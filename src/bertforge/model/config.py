@@ -23,6 +23,7 @@ NAMED_SIZES = {
 GRID_LAYERS = range(2, 13, 2)
 GRID_HIDDEN = (128, 256, 512, 768)
 ACTIVATIONS = ("gelu", "gelu_new", "gelu_pytorch_tanh", "relu")
+PROBLEM_TYPES = ("regression", "single_label_classification", "multi_label_classification")
 CLASSIFIER_POOLINGS = ("cls", "mean")
 # DistilBERT's config.json spells the same hyper-parameters its own way (transformers' DistilBertConfig).
 DISTILBERT_KEYS = {"dim": "hidden_size", "n_layers": "num_hidden_layers", "n_heads": "num_attention_heads",
@@ -93,6 +94,7 @@ class BertConfig:
             if self.extra.get(key, supported) != supported:
                 raise ConfigError(f"config key {key!r} is {json.dumps(self.extra[key])}: this variant is not "
                                   f"supported (bertforge's BERT is an encoder with {key} {json.dumps(supported)})")
+        self.problem_type = self.extra.get("problem_type")  # checked by the setter
         if not isinstance(self.tie_word_embeddings, bool):
             raise ConfigError(f"config key 'tie_word_embeddings' must be true or false, got "
                               f"{self.tie_word_embeddings!r}")
@@ -113,6 +115,20 @@ class BertConfig:
     def tie_word_embeddings(self) -> bool:
         """Whether the masked-LM head projects onto the token embeddings (BERT's default) or has its own matrix."""
         return self.extra.get("tie_word_embeddings", True)
+
+    @property
+    def problem_type(self) -> str | None:
+        """transformers' key: how a sequence classifier reads its labels (None: from the labels' type)."""
+        return self.extra.get("problem_type")
+
+    @problem_type.setter
+    def problem_type(self, value: str | None) -> None:
+        if value is not None and value not in PROBLEM_TYPES:
+            raise ConfigError(f"config key 'problem_type' must be one of {PROBLEM_TYPES} or None, got {value!r}")
+        if value is None:
+            self.extra.pop("problem_type", None)
+        else:
+            self.extra["problem_type"] = value
 
     @property
     def num_labels(self) -> int:

@@ -15,6 +15,7 @@ from torch import nn
 from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, BertPreTrainedModel
 from bertforge.model.config import BertConfig
 from bertforge.model.linear import Linear, linear
+from bertforge.model.outputs import ModelOutput
 
 IGNORE_INDEX = -100  # label value for positions that carry no loss (as in PyTorch and transformers)
 
@@ -51,7 +52,7 @@ class MaskedLMHead(nn.Module):
 
 
 @dataclass
-class PreTrainingOutput:
+class PreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None
     mlm_loss: torch.Tensor | None
     nsp_loss: torch.Tensor | None
@@ -60,6 +61,7 @@ class PreTrainingOutput:
     mlm_labels: torch.Tensor | None  # the labels of the rows of prediction_logits (when given)
     seq_relationship_logits: torch.Tensor | None
     hidden_states: tuple | None = None
+    tuple_fields = ("loss", "prediction_logits", "seq_relationship_logits", "hidden_states")
     attentions: tuple | None = None
 
 
@@ -125,11 +127,26 @@ class BertForNextSentencePrediction(BertHeadModel):
 
 
 @dataclass
-class TaskOutput:
+class TaskOutput(ModelOutput):
     loss: torch.Tensor | None
     logits: torch.Tensor  # classification: (batch, labels); tokens: (batch, seq, labels); QA: (batch, seq, 2)
     hidden_states: tuple[torch.Tensor, ...] | None = None  # with output_hidden_states: embeddings + one per layer
     attentions: tuple[torch.Tensor, ...] | None = None  # with output_attentions: (batch, heads, seq, seq) per layer
+
+
+@dataclass
+class QuestionAnsweringOutput(TaskOutput):
+    """`logits` (batch, seq, 2), and its two columns as transformers names them."""
+
+    tuple_fields = ("loss", "start_logits", "end_logits", "hidden_states", "attentions")
+
+    @property
+    def start_logits(self) -> torch.Tensor:
+        return self.logits[..., 0]
+
+    @property
+    def end_logits(self) -> torch.Tensor:
+        return self.logits[..., 1]
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
@@ -152,7 +169,7 @@ def classifier_dropout(config: BertConfig, distilbert_key: str | None = None) ->
 def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """transformers' rule: the config's `problem_type`, else regression (mean squared error) for one
     output, single-label cross-entropy for integer labels, multi-label binary cross-entropy for float ones."""
-    problem_type = config.extra.get("problem_type")
+    problem_type = config.problem_type
     if problem_type is None:
         problem_type = ("regression" if config.num_labels == 1 else "single_label_classification"
                         if not labels.is_floating_point() else "multi_label_classification")
@@ -229,9 +246,13 @@ class BertForQuestionAnswering(BertHeadModel):
         logits = self.qa_outputs(self.dropout(out.last_hidden_state))
         loss = None
         if start_positions is not None and end_positions is not None:
+            # transformers' rule: a position outside the sequence (an answer cut off) is clamped to its
+            # length and ignored
+            outside = logits.size(1)
             start_logits, end_logits = logits.float().unbind(-1)
-            loss = (F.cross_entropy(start_logits, start_positions) + F.cross_entropy(end_logits, end_positions)) / 2
-        return TaskOutput(loss, logits, out.hidden_states, out.attentions)
+            loss = sum(F.cross_entropy(side, positions.reshape(-1).clamp(0, outside), ignore_index=outside)
+                       for side, positions in ((start_logits, start_positions), (end_logits, end_positions))) / 2
+        return QuestionAnsweringOutput(loss, logits, out.hidden_states, out.attentions)
 
 
 ARCHITECTURES = {cls.architecture: cls for cls in (

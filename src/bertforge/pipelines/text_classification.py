@@ -97,7 +97,7 @@ class TextClassificationPipeline(Pipeline):
     def default_function(self) -> str:
         """transformers' rule: a regression's output as it is, one output or independent labels through a
         sigmoid, classes through a softmax."""
-        problem_type = self.config.extra.get("problem_type")
+        problem_type = self.config.problem_type
         if problem_type == "regression":
             return "none"
         return "sigmoid" if self.config.num_labels == 1 or problem_type == "multi_label_classification" else "softmax"
