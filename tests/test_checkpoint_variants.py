@@ -294,6 +294,13 @@ def test_outputs_index_as_transformers_tuples_do(tmp_path):
             torch.testing.assert_close(loss, theirs[0], rtol=0, atol=1e-5)
     with pytest.raises(KeyError, match="loss"):
         ours(ids)["loss"]
+    for name, labels in (("BertForMaskedLM", {}), ("BertForNextSentencePrediction", {"labels": torch.tensor([0, 1])})):
+        reference, folder = saved_reference(tmp_path, name, transformers.BertConfig(**SMALL))
+        mine, theirs = getattr(bertforge.model, name).from_pretrained(folder)(ids, **labels), \
+            reference(input_ids=ids, **labels)
+        torch.testing.assert_close(mine.logits, theirs.logits, rtol=0, atol=1e-5)
+        if labels:
+            torch.testing.assert_close(mine.loss, theirs.loss, rtol=0, atol=1e-5)
 
 
 def test_problem_type_and_label2id_as_transformers_code_sets_them(tmp_path):

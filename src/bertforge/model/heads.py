@@ -62,6 +62,11 @@ class PreTrainingOutput(ModelOutput):
     seq_relationship_logits: torch.Tensor | None
     hidden_states: tuple | None = None
     tuple_fields = ("loss", "prediction_logits", "seq_relationship_logits", "hidden_states")
+
+    @property
+    def logits(self) -> torch.Tensor | None:
+        """transformers' name in BertForMaskedLM's and BertForNextSentencePrediction's outputs."""
+        return self.prediction_logits if self.prediction_logits is not None else self.seq_relationship_logits
     attentions: tuple | None = None
 
 
@@ -120,7 +125,9 @@ class BertForNextSentencePrediction(BertHeadModel):
         self.nsp = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, next_sentence_label=None) -> PreTrainingOutput:
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, next_sentence_label=None,
+                labels=None) -> PreTrainingOutput:
+        next_sentence_label = labels if next_sentence_label is None else next_sentence_label  # transformers 5's name
         logits = self.nsp(self.bert(input_ids, attention_mask, token_type_ids).pooler_output)
         loss = None if next_sentence_label is None else F.cross_entropy(logits.float(), next_sentence_label)
         return PreTrainingOutput(loss, None, loss, None, None, logits)
