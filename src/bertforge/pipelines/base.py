@@ -69,10 +69,6 @@ def checkpoint_tasks(directory: Path) -> list[str]:
     return tasks
 
 
-# dtype= given as transformers takes it, a torch dtype.
-TORCH_DTYPE_NAMES = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
-
-
 def check_dtype(dtype: str) -> None:
     if dtype not in DTYPES:
         raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
@@ -227,7 +223,8 @@ class Pipeline:
         self.call_defaults = self.check_call_defaults(call_defaults)
         if isinstance(device, int) and not isinstance(device, bool):  # transformers' numbering: -1 is the CPU
             device = "cpu" if device < 0 else f"cuda:{device}"
-        dtype = TORCH_DTYPE_NAMES.get(dtype, dtype)
+        if isinstance(dtype, torch.dtype):  # as transformers takes it: torch.float32 is "float32"
+            dtype = str(dtype).removeprefix("torch.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
         if isinstance(parallel_batches, bool) or not isinstance(parallel_batches, int) or parallel_batches < 1:

@@ -48,9 +48,8 @@ def truncate(a: Encoding, b: Encoding | None, budget: int, strategy: str, stride
         n1, n2 = longest_first_lengths(len(a), len(b), budget)
         firsts, seconds = a.windows(n1, stride), b.windows(n2, stride)
         # The reference's order (tokenizers' Encoding.merge_with): the two first windows; each later first
-        # window with the first second window, then with each later one; the first with each later second.
-        return [(firsts[0], seconds[0]),
-                *[pair for later in firsts[1:] for pair in [(later, seconds[0]), *[(later, s) for s in seconds[1:]]]],
+        # window with every second window in turn; then the first with each later second.
+        return [(firsts[0], seconds[0]), *[(later, s) for later in firsts[1:] for s in seconds],
                 *[(firsts[0], s) for s in seconds[1:]]]
     if strategy == "only_first":
         room = budget - len(b)
