@@ -172,6 +172,12 @@ def test_squad_as_json_lines_from_datasets_reads_as_the_json_file_does(tmp_path)
     path.write_text(json.dumps({"id": "q1", "title": "t", "context": context, "question": "Who won?",
                                 "answers": {"text": ["Broncos"], "answer_start": [4]}}) + "\n", encoding="utf-8")
     assert read_squad(path) == read_squad(squad(tmp_path, [{"text": "Broncos", "answer_start": 4}]))
+    uneven = write(tmp_path / "uneven.jsonl", (json.dumps({"id": "q1", "context": context, "question": "Who won?",
+                                                           "answers": {"text": ["Broncos"], "answer_start": []}})
+                                               + "\n").encode())
+    with pytest.raises(InputError, match=rf"^{uneven}:1: answers: expected lists 'text' and 'answer_start' of one "
+                                         r"length$"):
+        read_squad(uneven)
     with pytest.raises(InputError, match=r"squad\.json:2: not valid JSON \(Extra data\); a question per line is read "
                                          r"from a \.jsonl file"):
         read_squad(write(tmp_path / "squad.json", path.read_bytes() * 2))

@@ -89,6 +89,10 @@ def test_question_answering_takes_transformers_input_forms(reader):
         reader([{"q": "Who?"}])
     with pytest.raises(InputError, match="give a question and a context"):
         reader(questions[0])
+    with pytest.raises(InputError, match=r"give context= or \{'question': ..., 'context': ...\} inputs, not both"):
+        reader({"question": questions[0], "context": context}, context)
+    with pytest.raises(InputError, match="handle_impossible_answer must be True or False, got 'yes'"):
+        reader(questions[0], context, handle_impossible_answer="yes")
 
 
 def test_no_answer_competes_with_the_lowest_cls_score_of_the_windows_when_asked(reader):

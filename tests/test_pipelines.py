@@ -452,6 +452,8 @@ def test_token_classification_aggregates_as_transformers_does():
     with pytest.raises(InputError, match="aggregation_strategy must be one of first, average, max, simple, none, "
                                          "got 'mean'"):
         tagger("Paris", aggregation_strategy="mean")
+    with pytest.raises(InputError, match="ignore_labels must be a list of labels, got 'O'"):
+        tagger("Paris", ignore_labels="O")
 
 
 def test_options_given_when_the_pipeline_is_made_are_its_call_defaults():

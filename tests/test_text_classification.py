@@ -100,6 +100,10 @@ def test_pair_dicts_and_function_to_apply_as_transformers_has_them(model_dir):
         ours([{"sentence": "a"}])
     with pytest.raises(InputError, match="function_to_apply must be one of softmax, sigmoid, none, got 'relu'"):
         ours(TEXTS[0], function_to_apply="relu")
+    with pytest.raises(InputError, match=r"give text_pair= or \{'text': ..., 'text_pair': ...\} inputs, not both"):
+        ours(pairs[0], text_pair="another")
+    with pytest.raises(InputError, match="some inputs have a text_pair and some have none"):
+        ours([pairs[0], {"text": TEXTS[0]}])
 
 
 @pytest.fixture(scope="module")
