@@ -4,9 +4,9 @@ from bertforge.model.bert import (
     BaseModelOutputWithPooling,
     BertEncoder,
     BertModel,
-    BertPreTrainedModel,
     UnpaddedOutput,
 )
+from bertforge.model.pretrained import BertPreTrainedModel
 from bertforge.model.checkpoint import default_model_path, load_model, save_model
 from bertforge.model.config import BertConfig
 from bertforge.model.heads import (

@@ -1,8 +1,8 @@
 """The BERT encoder, top to bottom: embeddings → L × (self-attention, feed-forward) → pooler.
 
 Class names mean what they mean in transformers: `BertModel` is the bare, loadable encoder,
-`BertEncoder` its stack of layers, `BertPreTrainedModel` the base that loads and saves every
-model. Parameter names are our own and short; `bertforge.model.checkpoint` maps them to and
+`BertEncoder` its stack of layers; `BertPreTrainedModel` (pretrained.py) is the base that loads
+and saves every model. Parameter names are our own and short; `bertforge.model.checkpoint` maps them to and
 from the Hugging Face names, so published checkpoints load unchanged.
 
 One forward path, two layouts: a padded (batch, seq, hidden) tensor with a mask (training,
@@ -15,10 +15,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -28,6 +26,7 @@ from bertforge.errors import InputError
 from bertforge.model.config import BertConfig
 from bertforge.model.linear import Linear
 from bertforge.model.outputs import ModelOutput
+from bertforge.model.pretrained import BertPreTrainedModel, init_weights
 
 
 def gelu(x: torch.Tensor, inplace: bool = False, approximate: str = "none") -> torch.Tensor:
@@ -225,59 +224,6 @@ class BertPooler(nn.Module):
         return self.activation(self.dense(hidden[:, 0]))
 
 
-class BertPreTrainedModel(nn.Module):
-    """What every model shares: `from_pretrained`/`save_pretrained` in the Hugging Face layout
-    (see `bertforge.model.checkpoint`), BERT's initialisation, and `base_model` (the `BertModel`)."""
-
-    architecture = "BertModel"  # the transformers class a saved checkpoint loads into
-    base_model_prefix = "bert"
-
-    def __init__(self, config: BertConfig):
-        super().__init__()
-        self.config = config
-
-    @classmethod
-    def from_pretrained(cls, path: str | Path | None = None, *, fresh_head: bool = False, **config_overrides):
-        """Load from a Hugging Face style directory (`config.json` + `model.safetensors` or
-        `pytorch_model.bin`); None loads the bundled default model. `fresh_head` keeps only the
-        encoder's weights, so a model fine-tuned for one task can start another."""
-        from bertforge.model.checkpoint import load_model
-
-        return load_model(cls, path, fresh_head=fresh_head, **config_overrides)
-
-    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
-        from bertforge.model.checkpoint import save_model
-
-        save_model(self, directory, tokenizer)
-
-    def init_head_weights(self) -> None:
-        for name, module in self.named_children():
-            if name != self.base_model_prefix:
-                module.apply(lambda m: init_weights(m, self.config.initializer_range))
-
-    @contextmanager
-    def evaluating(self):
-        """Eval mode (no dropout) inside the block; the caller's mode, training or not, after it."""
-        was_training = self.training
-        self.eval()
-        try:
-            yield self
-        finally:
-            self.train(was_training)
-
-    @property
-    def base_model(self) -> "BertModel":
-        return getattr(self, self.base_model_prefix, self)
-
-    @property
-    def device(self) -> torch.device:
-        return self.base_model.embeddings.word.weight.device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return self.base_model.embeddings.word.weight.dtype
-
-
 class BertModel(BertPreTrainedModel):
     """The bare encoder: embeddings, the layer stack and (optionally) the pooler."""
 
@@ -378,19 +324,3 @@ class BertModel(BertPreTrainedModel):
         if length > limit:
             raise InputError(f"sequence of {length} tokens is longer than the model's "
                              f"max_position_embeddings ({limit}); truncate it (max_length={limit})")
-
-
-def init_weights(module: nn.Module, std: float) -> None:
-    """BERT's initialisation: normal(0, 0.02) weights, zero biases, unit LayerNorm."""
-    if isinstance(module, nn.Linear):
-        nn.init.normal_(module.weight, std=std)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
-    elif isinstance(module, nn.Embedding):
-        nn.init.normal_(module.weight, std=std)
-        if module.padding_idx is not None:
-            with torch.no_grad():
-                module.weight[module.padding_idx].zero_()
-    elif isinstance(module, nn.LayerNorm):
-        nn.init.ones_(module.weight)
-        nn.init.zeros_(module.bias)

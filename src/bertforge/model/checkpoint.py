@@ -261,6 +261,31 @@ def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:
     return path, None
 
 
+def with_overrides(config: BertConfig, config_file: Path, overrides: dict) -> BertConfig:
+    """`config` with from_pretrained's keywords applied, by transformers' rules for num_labels and label2id."""
+    if "num_labels" in overrides:  # transformers' keyword: that many labels, named LABEL_i
+        count = overrides.pop("num_labels")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"from_pretrained(num_labels={count!r}): give a positive whole number")
+        overrides = {"id2label": {i: f"LABEL_{i}" for i in range(count)}, **overrides}
+    if "label2id" in overrides:  # transformers' course passes both; the names come from id2label
+        label2id = overrides.pop("label2id")
+        id2label = overrides.get("id2label", config.id2label) or {}
+        if not isinstance(label2id, dict) or {str(k): v for k, v in label2id.items()} != \
+                {str(name): int(i) for i, name in dict(id2label).items()}:
+            raise ConfigError("from_pretrained(label2id=...) must be the inverse of id2label (give id2label alone)")
+    if not overrides:
+        return config
+    _check_override_names(config, overrides)
+    return BertConfig.from_dict({**config.to_dict(), **overrides}, source=str(config_file))
+
+
+def load_config(path: str | Path | None = None, **overrides) -> BertConfig:
+    """The config `load_model` builds its model from (`BertConfig.from_pretrained`)."""
+    config_file = config_path(checkpoint_location(path if path is not None else default_model_path())[0])
+    return with_overrides(BertConfig.from_json_file(config_file), config_file, dict(overrides))
+
+
 def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **config_overrides):
     """Build `cls` (a BertPreTrainedModel) from a Hugging Face style checkpoint directory.
 
@@ -278,20 +303,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
                             **config_overrides}
     dtype = _load_dtype(config_overrides.pop("dtype", config_overrides.pop("torch_dtype", torch.float32)), config)
-    if "num_labels" in config_overrides:  # transformers' keyword: that many labels, named LABEL_i
-        count = config_overrides.pop("num_labels")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ConfigError(f"from_pretrained(num_labels={count!r}): give a positive whole number")
-        config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(count)}, **config_overrides}
-    if "label2id" in config_overrides:  # transformers' course passes both; the names come from id2label
-        label2id = config_overrides.pop("label2id")
-        id2label = config_overrides.get("id2label", config.id2label) or {}
-        if not isinstance(label2id, dict) or {str(k): v for k, v in label2id.items()} != \
-                {str(name): int(i) for i, name in dict(id2label).items()}:
-            raise ConfigError("from_pretrained(label2id=...) must be the inverse of id2label (give id2label alone)")
-    if config_overrides:
-        _check_override_names(config, config_overrides)
-        config = BertConfig.from_dict({**config.to_dict(), **config_overrides}, source=str(config_file))
+    config = with_overrides(config, config_file, config_overrides)
     weights, unused = hf_to_bertforge(hf_weights, config.model_type)
     if config.tie_word_embeddings:
         weights.pop("mlm.decoder.weight", None)  # transformers, too, reads the tied decoder from the embeddings

@@ -188,6 +188,14 @@ class BertConfig:
             raise ConfigError(f"{path}: expected a JSON object")
         return cls.from_dict(data, source=str(path))
 
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, **overrides) -> "BertConfig":
+        """The config of a model directory (or a file in it), with from_pretrained's keywords applied as a
+        model's `from_pretrained` applies them; None: the bundled default model's."""
+        from bertforge.model.checkpoint import load_config
+
+        return load_config(path, **overrides)
+
     def to_dict(self, architecture: str | None = None) -> dict:
         data = {k: v for k, v in self.extra.items() if k not in WEIGHT_DTYPE_KEYS}
         for f in dataclasses.fields(self):

@@ -12,10 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, BertPreTrainedModel
+from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel
 from bertforge.model.config import BertConfig
 from bertforge.model.linear import Linear, linear
 from bertforge.model.outputs import ModelOutput
+from bertforge.model.pretrained import BertPreTrainedModel, resized_rows
 
 IGNORE_INDEX = -100  # label value for positions that carry no loss (as in PyTorch and transformers)
 
@@ -44,6 +45,14 @@ class MaskedLMHead(nn.Module):
         else:
             self.decoder = Linear(config.hidden_size, config.vocab_size, bias=False)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+
+    def resize_vocabulary(self, rows: int, mean_resizing: bool, std: float) -> None:
+        """Follow `resize_token_embeddings`: the bias, and an untied decoder, to `rows` rows. As in transformers,
+        a tied head's new bias entries are zeros (its tying pads them) and an untied head's follow `mean_resizing`."""
+        self.bias = resized_rows(self.bias, rows, mean_resizing and hasattr(self, "decoder"), std)
+        if hasattr(self, "decoder"):
+            self.decoder.weight = resized_rows(self.decoder.weight, rows, mean_resizing, std)
+            self.decoder.out_features = rows
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.norm(self.activation(self.dense(hidden)))

@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import write_json
-from bertforge.model.bert import init_weights
+from bertforge.model.pretrained import init_weights
 from bertforge.model.heads import IGNORE_INDEX
 from bertforge.tasks.batching import collate, length_bucketed_batches, predict_logits
 from bertforge.tasks.classification import ClassificationTask

@@ -1,0 +1,141 @@
+"""What every model shares, as in transformers' `PreTrainedModel`: loading and saving in the Hugging
+Face layout, BERT's initialisation, and the embedding-table calls users port from transformers
+(`get_input_embeddings`, `resize_token_embeddings`, `num_parameters`)."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from bertforge.errors import ConfigError
+from bertforge.model.config import BertConfig
+
+if TYPE_CHECKING:
+    from bertforge.model.bert import BertModel
+
+
+class BertPreTrainedModel(nn.Module):
+    """The base of every model: `from_pretrained`/`save_pretrained` (see `bertforge.model.checkpoint`),
+    BERT's initialisation, and `base_model` (the `BertModel`)."""
+
+    architecture = "BertModel"  # the transformers class a saved checkpoint loads into
+    base_model_prefix = "bert"
+
+    def __init__(self, config: BertConfig):
+        super().__init__()
+        self.config = config
+
+    @classmethod
+    def from_pretrained(cls, path: str | Path | None = None, *, fresh_head: bool = False, **config_overrides):
+        """Load from a Hugging Face style directory (`config.json` + `model.safetensors` or
+        `pytorch_model.bin`); None loads the bundled default model. `fresh_head` keeps only the
+        encoder's weights, so a model fine-tuned for one task can start another."""
+        from bertforge.model.checkpoint import load_model
+
+        return load_model(cls, path, fresh_head=fresh_head, **config_overrides)
+
+    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+        from bertforge.model.checkpoint import save_model
+
+        save_model(self, directory, tokenizer)
+
+    def init_head_weights(self) -> None:
+        for name, module in self.named_children():
+            if name != self.base_model_prefix:
+                module.apply(lambda m: init_weights(m, self.config.initializer_range))
+
+    @contextmanager
+    def evaluating(self):
+        """Eval mode (no dropout) inside the block; the caller's mode, training or not, after it."""
+        was_training = self.training
+        self.eval()
+        try:
+            yield self
+        finally:
+            self.train(was_training)
+
+    @property
+    def base_model(self) -> BertModel:
+        return getattr(self, self.base_model_prefix, self)
+
+    @property
+    def device(self) -> torch.device:
+        return self.get_input_embeddings().weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.get_input_embeddings().weight.dtype
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        """The token embedding table, (vocab_size, hidden)."""
+        return self.base_model.embeddings.word
+
+    def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
+        """Parameters counted once each (a tied MLM decoder is the embedding table), as transformers counts."""
+        embeddings = {id(module.weight) for module in self.modules() if isinstance(module, nn.Embedding)}
+        return sum(p.numel() for p in self.parameters()
+                   if (p.requires_grad or not only_trainable) and not (exclude_embeddings and id(p) in embeddings))
+
+    def resize_token_embeddings(self, new_num_tokens: int | None = None, pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """Give the vocabulary `new_num_tokens` rows (rounded up to `pad_to_multiple_of`), as transformers does
+        after `tokenizer.add_tokens`: old rows are kept, rows past the end dropped, and new rows set to the mean
+        of the old ones (`mean_resizing`; transformers adds a spread of about 1e-9 of their covariance) or drawn
+        from normal(0, initializer_range). An MLM head's output bias and untied decoder follow."""
+        embeddings = self.get_input_embeddings()
+        for name, value in (("new_num_tokens", new_num_tokens), ("pad_to_multiple_of", pad_to_multiple_of)):
+            if value is not None and (type(value) is not int or value < 1):
+                raise ConfigError(f"resize_token_embeddings({name}={value!r}): give a positive whole number")
+        rows = embeddings.num_embeddings if new_num_tokens is None else new_num_tokens
+        if pad_to_multiple_of is not None:
+            rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of
+        if rows == embeddings.num_embeddings:
+            return embeddings
+        std = self.config.initializer_range
+        embeddings.weight = resized_rows(embeddings.weight, rows, mean_resizing, std)
+        embeddings.num_embeddings = rows
+        if embeddings.padding_idx is not None and embeddings.padding_idx >= rows:
+            embeddings.padding_idx = None
+        for module in self.modules():
+            if hasattr(module, "resize_vocabulary"):  # a head projecting onto the vocabulary (heads.py)
+                module.resize_vocabulary(rows, mean_resizing, std)
+        self.config.vocab_size = rows
+        return embeddings
+
+
+def resized_rows(weight: nn.Parameter, rows: int, mean_resizing: bool, std: float) -> nn.Parameter:
+    """`weight` cut or grown to `rows` rows. New rows: the old rows' mean, or else normal(0, std) for a
+    matrix and zeros for a bias (transformers' two initialisations)."""
+    added = rows - weight.shape[0]
+    with torch.no_grad():
+        if added <= 0:
+            data = weight[:rows].clone()
+        else:
+            if mean_resizing:
+                new = weight.float().mean(0).expand(added, *weight.shape[1:]).to(weight.dtype)
+            elif weight.dim() > 1:
+                new = weight.new_empty(added, *weight.shape[1:]).normal_(0.0, std)
+            else:
+                new = weight.new_zeros(added)
+            data = torch.cat([weight, new])
+    return nn.Parameter(data, requires_grad=weight.requires_grad)
+
+
+def init_weights(module: nn.Module, std: float) -> None:
+    """BERT's initialisation: normal(0, 0.02) weights, zero biases, unit LayerNorm."""
+    if isinstance(module, nn.Linear):
+        nn.init.normal_(module.weight, std=std)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, std=std)
+        if module.padding_idx is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx].zero_()
+    elif isinstance(module, nn.LayerNorm):
+        nn.init.ones_(module.weight)
+        nn.init.zeros_(module.bias)

@@ -1,0 +1,90 @@
+"""The calls users port from transformers' PreTrainedModel and PretrainedConfig, compared with transformers."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers
+
+from bertforge.errors import ConfigError
+from bertforge.model import BertConfig, BertForMaskedLM, BertForPreTraining, BertForSequenceClassification, BertModel
+
+SMALL = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+
+
+def saved_reference(tmp_path, name: str, **config):
+    """A transformers model with random weights and random MLM bias, saved by transformers."""
+    torch.manual_seed(0)
+    model = getattr(transformers, name)(transformers.BertConfig(**{**SMALL, **config})).eval()
+    with torch.no_grad():
+        for parameter_name, parameter in model.named_parameters():
+            if parameter_name.endswith("bias"):
+                parameter.normal_()
+    model.save_pretrained(tmp_path / name)
+    return model, tmp_path / name
+
+
+@pytest.mark.parametrize("tied", [True, False], ids=["tied", "untied"])
+@pytest.mark.parametrize("new_size", [75, 50])
+def test_resize_token_embeddings_gives_transformers_logits_and_saves_for_it(tmp_path, tied, new_size):
+    reference, folder = saved_reference(tmp_path, "BertForMaskedLM", tie_word_embeddings=tied)
+    ours = BertForMaskedLM.from_pretrained(folder)
+    torch.manual_seed(1)
+    reference.resize_token_embeddings(new_size)
+    returned = ours.resize_token_embeddings(new_size)
+    assert returned is ours.get_input_embeddings() and returned.weight.shape == (new_size, 32)
+    assert ours.config.vocab_size == new_size
+    ids = torch.randint(0, min(new_size, 60), (2, 9), generator=torch.Generator().manual_seed(2))
+    expected = reference(input_ids=ids).logits  # (2, 9, new_size)
+    # transformers draws the new rows around the old rows' mean with a spread of 1e-9 of their covariance
+    torch.testing.assert_close(ours(ids).logits, expected, rtol=0, atol=1e-4)
+    torch.testing.assert_close(ours(ids).logits[..., :min(new_size, 60)], expected[..., :min(new_size, 60)],
+                               rtol=0, atol=1e-5)
+    ours.save_pretrained(tmp_path / "ours")
+    again = transformers.BertForMaskedLM.from_pretrained(tmp_path / "ours").eval()
+    torch.testing.assert_close(again(input_ids=ids).logits, ours(ids).logits, rtol=0, atol=1e-5)
+    assert torch.equal(BertForMaskedLM.from_pretrained(tmp_path / "ours")(ids).logits, ours(ids).logits)
+
+
+def test_resize_keeps_the_tie_and_pads_to_a_multiple(tmp_path):
+    model = BertForPreTraining(BertConfig(**SMALL))
+    model.resize_token_embeddings(61, pad_to_multiple_of=16)
+    assert model.config.vocab_size == 64 and model.mlm.bias.shape == (64,)
+    assert model.mlm.word_embeddings is model.get_input_embeddings()
+    old = model.get_input_embeddings().weight[:60].clone()
+    model.resize_token_embeddings(70, mean_resizing=False)
+    assert torch.equal(model.get_input_embeddings().weight[:60], old)
+    assert torch.equal(model.mlm.bias[64:], torch.zeros(6))  # transformers' zero bias without mean resizing
+    loss = model(torch.tensor([[2, 69, 3]]), labels=torch.tensor([[-100, 69, -100]])).loss
+    loss.backward()  # the new rows are parameters that train
+    assert model.get_input_embeddings().weight.grad[69].abs().sum() > 0
+
+
+@pytest.mark.parametrize("value", [0, -3, 2.5, "64"])
+def test_resize_refuses_a_size_that_is_not_a_positive_whole_number(value):
+    with pytest.raises(ConfigError, match=r"resize_token_embeddings\(new_num_tokens=.*positive whole number"):
+        BertModel(BertConfig(**SMALL)).resize_token_embeddings(value)
+
+
+def test_num_parameters_counts_as_transformers_counts(tmp_path):
+    for name, ours_class in (("BertForMaskedLM", BertForMaskedLM), ("BertForSequenceClassification",
+                                                                   BertForSequenceClassification)):
+        reference, folder = saved_reference(tmp_path, name)
+        ours = ours_class.from_pretrained(folder)
+        for model in (reference, ours):
+            model.get_input_embeddings().weight.requires_grad_(False)
+        for options in ({}, {"exclude_embeddings": True}, {"only_trainable": True}):
+            assert ours.num_parameters(**options) == reference.num_parameters(**options), (name, options)
+
+
+def test_config_from_pretrained_applies_keywords_as_the_model_does(tmp_path):
+    _, folder = saved_reference(tmp_path, "BertForSequenceClassification")
+    config = BertConfig.from_pretrained(folder, num_labels=3, hidden_dropout_prob=0.2)
+    reference = transformers.BertConfig.from_pretrained(folder, num_labels=3, hidden_dropout_prob=0.2)
+    assert (config.num_labels, config.id2label, config.hidden_dropout_prob, config.hidden_size) == \
+           (reference.num_labels, reference.id2label, reference.hidden_dropout_prob, reference.hidden_size)
+    assert BertConfig.from_pretrained(folder / "config.json").to_dict() == BertConfig.from_pretrained(folder).to_dict()
+    assert BertConfig.from_pretrained().hidden_size == 384  # the bundled default model
+    with pytest.raises(ConfigError, match=r"from_pretrained\(hidden_dropout=...\): not a config key.*"
+                                          r"'hidden_dropout_prob'"):
+        BertConfig.from_pretrained(folder, hidden_dropout=0.2)
