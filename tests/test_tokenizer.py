@@ -278,7 +278,7 @@ def test_bad_input_errors(tmp_path, uncased):
         BertTokenizer.from_pretrained(bad)
     words = tmp_path / "words.txt"  # a file, but no vocabulary
     words.write_text("hello\n", encoding="utf-8")
-    with pytest.raises(CheckpointError, match=rf"^{words}: special tokens missing from the vocabulary: \[CLS\]"):
+    with pytest.raises(CheckpointError, match=rf"^{words}: special tokens missing from the vocabulary: \[UNK\], \[SEP\], \[PAD\], \[CLS\], \[MASK\]$"):
         BertTokenizer.from_pretrained(words)
     with pytest.raises(BertforgeError, match="padding"):
         uncased("text", padding="sideways")

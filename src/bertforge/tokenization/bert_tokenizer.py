@@ -10,18 +10,18 @@ are those of the Hugging Face tokenizers users know.
 from __future__ import annotations
 
 import gc
-import numbers
 from collections.abc import Iterable
 from contextlib import contextmanager
 from functools import partial
-from itertools import chain, repeat
+from itertools import chain
 from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.paths import default_model_path, model_path
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
-from bertforge.tokenization.encoding import BatchEncoding, Encoding, is_batch, to_tensors
+from bertforge.tokenization.encoding import (BatchEncoding, Encoding, as_int_list, encodings_extras, is_batch, is_flat,
+                                             is_one_id, joined_extras, to_tensors)
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
 from bertforge.tokenization.folder import (SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings, read_folder,
                                            write_folder)
@@ -32,6 +32,9 @@ from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 # transformers' clean_up_tokenization, after the punctuation every decode joins.
 CONTRACTIONS = ((" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens")
+# transformers' loading keywords that ask for what loading here always is: local files, no remote code.
+NO_OP_LOADING_KEYWORDS = ("use_fast", "local_files_only", "trust_remote_code")
+RIGHT_ONLY = ("padding_side", "truncation_side")
 
 
 class BertTokenizer:
@@ -39,6 +42,7 @@ class BertTokenizer:
 
     vocab_file_name = "vocab.txt"
     config_file_name = "tokenizer_config.json"
+    padding_side = truncation_side = "right"  # BERT reads [CLS] first: padding and cuts go at the end
 
     def __init__(self, vocab: dict[str, int] | str | Path, do_lower_case: bool = True,
                  strip_accents: bool | None = None, unk_token: str = "[UNK]", sep_token: str = "[SEP]",
@@ -71,6 +75,9 @@ class BertTokenizer:
         if name in FIXED_SETTINGS and "_chunk_encoder" in self.__dict__:
             raise InputError(f"BertTokenizer.{name} is fixed once the tokenizer is built; "
                              f"BertTokenizer.from_pretrained(path, {name}=...) builds one with another")
+        if name in RIGHT_ONLY and value != "right":
+            raise InputError(f"BertTokenizer.{name}={value!r}: bertforge pads and truncates on the right only, "
+                             f"where BERT's checkpoints were trained to find them")
         super().__setattr__(name, value)
 
     def __getstate__(self) -> dict:
@@ -95,10 +102,13 @@ class BertTokenizer:
         if path is None:
             path = default_model_path()
         vocab, settings, config_file = read_folder(model_path(path), cls.vocab_file_name, cls.config_file_name)
-        settings.update(overrides)
+        sides = {key: overrides.pop(key) for key in RIGHT_ONLY if key in overrides}
+        settings.update({key: value for key, value in overrides.items() if key not in NO_OP_LOADING_KEYWORDS})
         check_settings(settings, config_file)
         tokenizer = cls(vocab, **settings)
         check_fits_the_model(tokenizer.vocab_size, config_file.parent)
+        for key, value in sides.items():
+            setattr(tokenizer, key, value)
         return tokenizer
 
     def save_pretrained(self, directory: str | Path) -> None:
@@ -109,8 +119,7 @@ class BertTokenizer:
 
     @property
     def all_special_tokens(self) -> list[str]:
-        return [self.cls_token, self.sep_token, self.pad_token, self.mask_token, self.unk_token,
-                *self.additional_special_tokens]
+        return [*(getattr(self, key) for key in SPECIAL_TOKEN_KEYS), *self.additional_special_tokens]
 
     @property
     def vocab_size(self) -> int:
@@ -120,10 +129,25 @@ class BertTokenizer:
         return len(self.vocab)
 
     def pad(self, encoded_inputs, padding=True, max_length: int | None = None, pad_to_multiple_of: int | None = None,
-            return_tensors: str | None = None) -> dict:
-        """Pad features made earlier (`pad_features`), as transformers' DataCollatorWithPadding asks."""
-        data = pad_features(encoded_inputs, self.vocab[self.pad_token], padding, max_length, pad_to_multiple_of)
-        return to_tensors(data, return_tensors) if return_tensors is not None else data
+            return_tensors: str | None = None) -> BatchEncoding:
+        """Pad features made earlier (`pad_features`), as transformers' DataCollatorWithPadding asks; one
+        feature dict gives one padded dict. padding="max_length" with no max_length pads to model_max_length."""
+        one = isinstance(encoded_inputs, dict) and is_flat(encoded_inputs.get("input_ids"))
+        if padding_strategy(padding) == "max_length" and max_length is None:
+            max_length = self.model_max_length
+        data = pad_features([encoded_inputs] if one else encoded_inputs, self.vocab[self.pad_token], padding,
+                            max_length, pad_to_multiple_of)
+        if one and return_tensors is None:
+            data = {key: rows[0] for key, rows in data.items()}
+        return BatchEncoding(to_tensors(data, return_tensors) if return_tensors is not None else data, [],
+                             not one or return_tensors is not None, self.ids_to_tokens)
+
+    def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens: bool = False):
+        """1 where a special token is, or where encoding the ids would add one (transformers' MLM collator asks)."""
+        if already_has_special_tokens:
+            return [int(i in self._special_ids) for i in as_int_list(token_ids_0)]
+        mask = [1] + [0] * len(token_ids_0) + [1]
+        return mask if token_ids_1 is None else mask + [0] * len(token_ids_1) + [1]
 
     def get_vocab(self) -> dict[str, int]:
         return dict(self.vocab)
@@ -146,9 +170,9 @@ class BertTokenizer:
         return [self.vocab.get(t, self.wordpiece.unk_id) for t in tokens]
 
     def convert_ids_to_tokens(self, ids: int | list[int], skip_special_tokens: bool = False):
-        if _is_one_id(ids):
+        if is_one_id(ids):
             return self._id_to_token(int(ids))
-        return [self._id_to_token(i) for i in _as_int_list(ids) if not (skip_special_tokens and i in self._special_ids)]
+        return [self._id_to_token(i) for i in as_int_list(ids) if not (skip_special_tokens and i in self._special_ids)]
 
     def _id_to_token(self, token_id: int) -> str:
         try:
@@ -204,9 +228,6 @@ class BertTokenizer:
     def tokenize(self, text: str) -> list[str]:
         return [self.ids_to_tokens[i] for i in self.token_ids([text])[0]]
 
-    def encode(self, text: str, text_pair: str | None = None, **kwargs) -> list[int]:
-        return self(text, text_pair, **kwargs)["input_ids"]
-
     # --- the encoding API ----------------------------------------------------------------
 
     def __call__(self, text, text_pair=None, *, add_special_tokens: bool = True, padding=False,
@@ -221,6 +242,9 @@ class BertTokenizer:
         many worker processes (see `bertforge.tokenization.processes`), with the same result."""
         batched = is_batch(text, is_split_into_words)
         texts = list(text) if batched else [text]
+        if batched and text_pair is None and not is_split_into_words and texts and \
+                all(isinstance(t, (tuple, list)) and len(t) == 2 for t in texts):  # a batch of (text, pair)
+            texts, text_pair = [t[0] for t in texts], [t[1] for t in texts]
         if text_pair is None or (not batched and not text_pair):  # an empty pair is no pair, as in transformers
             pairs = []
         else:
@@ -267,7 +291,7 @@ class BertTokenizer:
             data = {k: v if k == "length" else v[0] for k, v in data.items()}
         if return_tensors is not None:
             data = to_tensors(data, return_tensors)
-        return BatchEncoding(data, rows, batched_output)
+        return BatchEncoding(data, rows, batched_output, self.ids_to_tokens)
 
     def _rows(self, texts: list, pairs: list, is_split_into_words: bool, add_special_tokens: bool,
               truncation: str | None, max_length: int | None, stride: int, return_overflowing_tokens: bool,
@@ -303,7 +327,7 @@ class BertTokenizer:
                 for ids, text in zip(self._ids(texts, num_proc), texts)]
 
     def _single_row_extras(self, text: str, add_special_tokens: bool) -> tuple:
-        return _joined_extras(*self._chunk_encoder.offsets_and_word_ids(text), None, None, add_special_tokens)
+        return joined_extras(*self._chunk_encoder.offsets_and_word_ids(text), None, None, add_special_tokens)
 
     def _with_special_tokens(self, a: Encoding, b: Encoding | None, add_special_tokens: bool) -> Encoding:
         """[CLS] A [SEP] (B [SEP]): ids and type ids now (this runs once per row), the rest if read."""
@@ -314,26 +338,30 @@ class BertTokenizer:
             tail = [sep_id] if add_special_tokens else []
             ids += b.ids + tail
             type_ids += [1] * (len(b.ids) + len(tail))
-        return Encoding(ids, partial(_encodings_extras, a, b, add_special_tokens), type_ids)
+        return Encoding(ids, partial(encodings_extras, a, b, add_special_tokens), type_ids)
 
     # --- decoding ------------------------------------------------------------------------
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
-        """Join pieces back into text: `##` pieces glue to the previous one (a leading `##`
-        piece is kept as it is, like the reference decoder); no space is left before `.`,
-        `,`, `?` and `!`. With `clean_up_tokenization_spaces` (default: the tokenizer's setting, from
-        its tokenizer_config.json) English contractions are joined too ("it ' s" → "it's")."""
+        """Join the ids' pieces (`convert_tokens_to_string`). With `clean_up_tokenization_spaces` (default: the
+        tokenizer's setting, from its tokenizer_config.json) English contractions are joined too ("it ' s" → "it's")."""
+        ids = [ids] if is_one_id(ids) else ids
+        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
+        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
+            for spaced, joined in CONTRACTIONS:
+                text = text.replace(spaced, joined)
+        return text
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Pieces back into text: `##` pieces glue to the previous one (a leading `##` piece is kept as it is,
+        like the reference decoder); no space is left before `.`, `,`, `?` and `!`."""
         text = ""
-        ids = [ids] if _is_one_id(ids) else ids
-        for i, token in enumerate(self.convert_ids_to_tokens(ids, skip_special_tokens)):
+        for i, token in enumerate(tokens):
             if i > 0 and token.startswith(self.wordpiece.prefix):
                 text += token[len(self.wordpiece.prefix):]
                 continue
             token = token if i == 0 else " " + token
             text += token.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
-        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
-            for spaced, joined in CONTRACTIONS:
-                text = text.replace(spaced, joined)
         return text
 
     def batch_decode(self, batch, skip_special_tokens: bool = False,
@@ -354,45 +382,3 @@ def _collector_paused():
         yield
     finally:
         gc.enable()
-
-
-def _encodings_extras(a: Encoding, b: Encoding | None, add_special_tokens: bool) -> tuple:
-    return _joined_extras(a.offsets, a.word_ids, None if b is None else b.offsets, None if b is None else b.word_ids,
-                          add_special_tokens)
-
-
-def _joined_extras(offsets_a: list, word_ids_a: list, offsets_b: list | None, word_ids_b: list | None,
-                   add_special_tokens: bool) -> tuple:
-    """Offsets, word ids, special-token mask and sequence ids of [CLS] A [SEP] (B [SEP]), from the
-    offsets and word ids of A (and B)."""
-    n_a = len(offsets_a)
-    if add_special_tokens:
-        offsets = [(0, 0), *offsets_a, (0, 0)]
-        word_ids = [None, *word_ids_a, None]
-        special = [1, *repeat(0, n_a), 1]
-        sequence = [None, *repeat(0, n_a), None]
-    else:
-        offsets, word_ids, special, sequence = list(offsets_a), list(word_ids_a), [0] * n_a, [0] * n_a
-    if offsets_b is not None:
-        n_b = len(offsets_b)
-        tail = 1 if add_special_tokens else 0
-        offsets += offsets_b + [(0, 0)] * tail
-        word_ids += word_ids_b + [None] * tail
-        special += [0] * n_b + [1] * tail
-        sequence += [1] * n_b + [None] * tail
-    return offsets, word_ids, special, sequence
-
-
-def _is_one_id(ids) -> bool:
-    """A single token id: a Python, NumPy or 0-d tensor integer (not a bool)."""
-    return isinstance(ids, numbers.Integral) and not isinstance(ids, bool) or \
-        getattr(ids, "ndim", None) == 0 and _is_one_id(ids.item())
-
-
-def _as_int_list(ids) -> list[int]:
-    """Ids from a list, tuple, NumPy array or tensor (of them); anything else (a string, None) named in the error."""
-    if hasattr(ids, "tolist"):
-        ids = ids.tolist()
-    if not isinstance(ids, (list, tuple)) or not all(_is_one_id(i) for i in ids):
-        raise InputError(f"ids must be a list of token ids (integers), got {type(ids).__name__} {str(ids)[:40]!r}")
-    return [int(i) for i in ids]

@@ -3,7 +3,10 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
+from itertools import repeat
+from typing import NamedTuple
 
 from bertforge.errors import InputError
 
@@ -86,14 +89,54 @@ class Encoding:
         return result
 
 
-class BatchEncoding(dict):
-    """The tokenizer's output: a dict of lists (or tensors) with attribute access and the
-    per-row `word_ids` / `sequence_ids` of the encodings behind it."""
+def encodings_extras(a: Encoding, b: Encoding | None, add_special_tokens: bool) -> tuple:
+    return joined_extras(a.offsets, a.word_ids, None if b is None else b.offsets, None if b is None else b.word_ids,
+                          add_special_tokens)
 
-    def __init__(self, data: dict, encodings: list[Encoding], batched: bool):
+
+def joined_extras(offsets_a: list, word_ids_a: list, offsets_b: list | None, word_ids_b: list | None,
+                   add_special_tokens: bool) -> tuple:
+    """Offsets, word ids, special-token mask and sequence ids of [CLS] A [SEP] (B [SEP]), from the
+    offsets and word ids of A (and B)."""
+    n_a = len(offsets_a)
+    if add_special_tokens:
+        offsets = [(0, 0), *offsets_a, (0, 0)]
+        word_ids = [None, *word_ids_a, None]
+        special = [1, *repeat(0, n_a), 1]
+        sequence = [None, *repeat(0, n_a), None]
+    else:
+        offsets, word_ids, special, sequence = list(offsets_a), list(word_ids_a), [0] * n_a, [0] * n_a
+    if offsets_b is not None:
+        n_b = len(offsets_b)
+        tail = 1 if add_special_tokens else 0
+        offsets += offsets_b + [(0, 0)] * tail
+        word_ids += word_ids_b + [None] * tail
+        special += [0] * n_b + [1] * tail
+        sequence += [1] * n_b + [None] * tail
+    return offsets, word_ids, special, sequence
+
+
+class CharSpan(NamedTuple):
+    start: int
+    end: int
+
+
+class TokenSpan(NamedTuple):
+    start: int
+    end: int
+
+
+class BatchEncoding(dict):
+    """The tokenizer's output: a dict of lists (or tensors) with attribute access, and transformers'
+    calls between tokens, words and characters, read from the encodings behind it. As there, each call
+    takes `(batch_index, index)`, or the index alone for row 0; words and characters count within the
+    text (`sequence_index` 0) or the pair (1); a token, word or character with no counterpart gives None."""
+
+    def __init__(self, data: dict, encodings: list[Encoding], batched: bool, ids_to_tokens: dict | None = None):
         super().__init__(data)
         self.encodings = encodings
         self.is_batched = batched
+        self._ids_to_tokens = ids_to_tokens
 
     def __getattr__(self, name):
         try:
@@ -106,6 +149,65 @@ class BatchEncoding(dict):
 
     def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
         return self.encodings[batch_index].sequence_ids
+
+    def tokens(self, batch_index: int = 0) -> list[str]:
+        """The row's pieces as strings, padding included."""
+        ids = self["input_ids"]
+        ids = ids.tolist() if hasattr(ids, "tolist") else ids
+        return [self._ids_to_tokens[i] for i in (ids[batch_index] if self.is_batched else ids)]
+
+    @property
+    def n_sequences(self) -> int:
+        return 1 + max((s for s in self.encodings[0].sequence_ids if s is not None), default=0)
+
+    def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        row, token = self._row_and_index(batch_or_token_index, token_index)
+        return row.sequence_ids[token] if token < len(row.sequence_ids) else None
+
+    def token_to_word(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
+        row, token = self._row_and_index(batch_or_token_index, token_index)
+        return row.word_ids[token] if token < len(row.word_ids) else None
+
+    def token_to_chars(self, batch_or_token_index: int, token_index: int | None = None) -> CharSpan | None:
+        row, token = self._row_and_index(batch_or_token_index, token_index)
+        if token >= len(row.ids) or row.sequence_ids[token] is None:
+            return None
+        return CharSpan(*row.offsets[token])
+
+    def char_to_token(self, batch_or_char_index: int, char_index: int | None = None,
+                      sequence_index: int = 0) -> int | None:
+        row, char = self._row_and_index(batch_or_char_index, char_index)
+        return next((token for token, ((start, end), sequence) in enumerate(zip(row.offsets, row.sequence_ids))
+                     if sequence == sequence_index and start <= char < end), None)
+
+    def char_to_word(self, batch_or_char_index: int, char_index: int | None = None,
+                     sequence_index: int = 0) -> int | None:
+        batch, char = (0, batch_or_char_index) if char_index is None else (batch_or_char_index, char_index)
+        token = self.char_to_token(batch, char, sequence_index)
+        return None if token is None else self.encodings[batch].word_ids[token]
+
+    def word_to_tokens(self, batch_or_word_index: int, word_index: int | None = None,
+                       sequence_index: int = 0) -> TokenSpan | None:
+        row, word = self._row_and_index(batch_or_word_index, word_index)
+        tokens = [token for token, (w, sequence) in enumerate(zip(row.word_ids, row.sequence_ids))
+                  if w == word and sequence == sequence_index]
+        return TokenSpan(tokens[0], tokens[-1] + 1) if tokens else None
+
+    def word_to_chars(self, batch_or_word_index: int, word_index: int | None = None,
+                      sequence_index: int = 0) -> CharSpan | None:
+        batch, word = (0, batch_or_word_index) if word_index is None else (batch_or_word_index, word_index)
+        span = self.word_to_tokens(batch, word, sequence_index)
+        offsets = self.encodings[batch].offsets
+        return None if span is None else CharSpan(offsets[span.start][0], offsets[span.end - 1][1])
+
+    def _row_and_index(self, batch_or_index: int, index: int | None) -> tuple[Encoding, int]:
+        batch, index = (0, batch_or_index) if index is None else (batch_or_index, index)
+        for name, value in (("batch index", batch), ("index", index)):
+            if type(value) is not int or value < 0:
+                raise InputError(f"BatchEncoding: {name} must be a whole number >= 0, got {value!r}")
+        if batch >= len(self.encodings):
+            raise InputError(f"BatchEncoding: batch index {batch} is past the {len(self.encodings)} rows")
+        return self.encodings[batch], index
 
     def to(self, device) -> "BatchEncoding":
         for key, value in self.items():
@@ -122,6 +224,26 @@ def is_batch(value, split_into_words: bool) -> bool:
     if split_into_words:
         return bool(value) and isinstance(value[0], (list, tuple))
     return True
+
+
+def is_one_id(ids) -> bool:
+    """A single token id: a Python, NumPy or 0-d tensor integer (not a bool)."""
+    return isinstance(ids, numbers.Integral) and not isinstance(ids, bool) or \
+        getattr(ids, "ndim", None) == 0 and is_one_id(ids.item())
+
+
+def is_flat(ids) -> bool:
+    """One sequence's ids (a list of ints or a 1-d array), not a batch of them."""
+    return getattr(ids, "ndim", None) == 1 or isinstance(ids, (list, tuple)) and bool(ids) and is_one_id(ids[0])
+
+
+def as_int_list(ids) -> list[int]:
+    """Ids from a list, tuple, NumPy array or tensor (of them); anything else (a string, None) named in the error."""
+    if hasattr(ids, "tolist"):
+        ids = ids.tolist()
+    if not isinstance(ids, (list, tuple)) or not all(is_one_id(i) for i in ids):
+        raise InputError(f"ids must be a list of token ids (integers), got {type(ids).__name__} {str(ids)[:40]!r}")
+    return [int(i) for i in ids]
 
 
 def to_tensors(data: dict, kind: str) -> dict:

@@ -1,0 +1,122 @@
+"""The tokenizer calls users port from transformers beyond the encoding itself, compared with transformers'
+fast tokenizer: the token/word/character maps of the output, the MLM and token-classification collators,
+batches of (text, pair) tuples, `pad` on one feature dict, and the padding side."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from bertforge import BertTokenizer
+from bertforge.errors import InputError
+from bertforge.io.datasets import read_squad
+from conftest import fixture_data, reference_tokenizer
+
+MAPS = ("token_to_chars", "token_to_word", "token_to_sequence", "char_to_token", "char_to_word", "word_to_tokens",
+        "word_to_chars")
+
+
+@pytest.fixture(scope="module")
+def tokenizers(uncased_dir):
+    return BertTokenizer.from_pretrained(uncased_dir), reference_tokenizer(uncased_dir)
+
+
+def answers(encoding, batch: int, call: str, text_lengths: tuple[int, int], n_tokens: int) -> list:
+    """Every answer of one map for one row: each index the row can be asked about, and a few past it."""
+    name = call.split("_")[0]
+    out = []
+    for sequence in ((0, 1) if call in ("char_to_token", "char_to_word", "word_to_tokens", "word_to_chars") else (None,)):
+        limit = {"token": n_tokens, "char": text_lengths[sequence or 0], "word": n_tokens}[name] + 3
+        for index in range(limit):
+            options = {} if sequence is None else {"sequence_index": sequence}
+            try:
+                value = getattr(encoding, call)(batch, index, **options)
+            except TypeError:  # transformers' word_to_chars of a word the row lacks
+                value = None
+            out.append(None if value is None else tuple(value) if isinstance(value, tuple) else value)
+    return out
+
+
+def test_token_word_and_character_maps_equal_transformers_on_squad_windows(tokenizers):
+    """SQuAD preprocessing as transformers' course writes it: question + context windows with a stride,
+    `char_to_token(i, start, sequence_index=1)` finding the answer's tokens in each window."""
+    ours, reference = tokenizers
+    examples, _ = read_squad(fixture_data("squad", "squad-v1.1-dev-part-train.json.gz"))
+    examples = examples[:6]
+    options = dict(truncation="only_second", max_length=96, stride=24, return_overflowing_tokens=True,
+                   return_offsets_mapping=True, padding="max_length")
+    questions, contexts = [e.question for e in examples], [e.context for e in examples]
+    ours_out, theirs = ours(questions, contexts, **options), reference(questions, contexts, **options)
+    assert ours_out["overflow_to_sample_mapping"] == theirs["overflow_to_sample_mapping"]
+    for batch, sample in enumerate(theirs["overflow_to_sample_mapping"]):
+        lengths = (len(questions[sample]), len(contexts[sample]))
+        assert ours_out.tokens(batch) == theirs.tokens(batch)
+        for call in MAPS:
+            assert answers(ours_out, batch, call, lengths, 96) == answers(theirs, batch, call, lengths, 96), call
+    one = "Jeremy lives in Paris, un-believably."
+    assert ours(one).char_to_token(24) == reference(one).char_to_token(24) == 6  # the row alone: (index)
+    assert ours(one, "and a pair").n_sequences == 2 and ours(one).n_sequences == 1
+
+
+def test_a_map_asked_about_a_row_the_batch_lacks_names_it(tokenizers):
+    ours, _ = tokenizers
+    with pytest.raises(InputError, match="batch index 3 is past the 2 rows"):
+        ours(["a", "b"]).token_to_word(3, 0)
+    with pytest.raises(InputError, match="index must be a whole number >= 0, got -1"):
+        ours("a b").char_to_token(-1)
+
+
+def test_mlm_and_token_classification_collators_work_as_with_transformers_tokenizer(tokenizers):
+    from transformers import DataCollatorForLanguageModeling, DataCollatorForTokenClassification
+
+    ours, reference = tokenizers
+    texts = ["a short one", "a somewhat longer sentence to pad against"]
+    for collator, features in (
+            (DataCollatorForLanguageModeling, lambda tok: [tok(t) for t in texts]),
+            (DataCollatorForTokenClassification, lambda tok: [dict(tok(t), labels=list(range(len(tok(t)["input_ids"]))))
+                                                              for t in texts])):
+        batches = []
+        for tokenizer in (ours, reference):
+            torch.manual_seed(0)
+            batches.append(collator(tokenizer)(features(tokenizer)))
+        assert sorted(batches[0]) == sorted(batches[1])
+        assert all(torch.equal(batches[0][key], batches[1][key]) for key in batches[1]), collator.__name__
+    ids = ours("a b", "c")["input_ids"]
+    assert ours.get_special_tokens_mask(ids, already_has_special_tokens=True) == \
+        reference.get_special_tokens_mask(ids, already_has_special_tokens=True) == [1, 0, 0, 1, 0, 1]
+    # transformers 5 leaves the mask of ids not yet encoded unimplemented; BERT's rule: [CLS] A [SEP] B [SEP]
+    assert ours.get_special_tokens_mask([7, 8], [9]) == [1, 0, 0, 1, 0, 1]
+
+
+def test_batches_of_pair_tuples_special_token_order_and_token_strings_as_transformers(tokenizers):
+    ours, reference = tokenizers
+    batch = [("a b", "c"), ["Paris is big.", "It is."]]
+    assert ours(batch)["input_ids"] == reference(batch)["input_ids"]
+    assert ours(batch)["token_type_ids"] == reference(batch)["token_type_ids"]
+    assert ours.all_special_tokens == reference.all_special_tokens
+    assert ours.all_special_ids == reference.all_special_ids
+    for text in ("Unbelievably, tokenizers are fun!", "it's a do not, don't! you're [CLS]", "##ing starts"):
+        pieces = reference.tokenize(text) + ["notinthevocabulary"]
+        assert ours.convert_tokens_to_string(pieces) == reference.convert_tokens_to_string(pieces)
+
+
+def test_pad_as_transformers_pads_one_dict_and_to_model_max_length(tokenizers):
+    ours, reference = tokenizers
+    one = {"input_ids": [101, 1037, 102]}
+    for options in ({"padding": "max_length", "max_length": 5}, {"padding": "max_length"}, {}):
+        got, expected = ours.pad(dict(one), **options), reference.pad(dict(one), **options)
+        assert dict(got) == dict(expected), options
+    padded = ours.pad([ours("a b c"), ours("d")], return_tensors="pt")
+    assert torch.equal(padded.input_ids, reference.pad([reference("a b c"), reference("d")],
+                                                       return_tensors="pt").input_ids)
+
+
+def test_only_the_right_side_is_taken_and_loading_keywords_that_change_nothing_are_accepted(uncased_dir):
+    tokenizer = BertTokenizer.from_pretrained(uncased_dir, use_fast=True, local_files_only=True, padding_side="right")
+    assert tokenizer.padding_side == tokenizer.truncation_side == "right"
+    for side in ("padding_side", "truncation_side"):
+        with pytest.raises(InputError, match=rf"BertTokenizer.{side}='left': bertforge pads and truncates on the "
+                                             r"right only"):
+            setattr(tokenizer, side, "left")
+        with pytest.raises(InputError, match=rf"{side}='left'"):
+            BertTokenizer.from_pretrained(uncased_dir, **{side: "left"})
