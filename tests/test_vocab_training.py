@@ -437,6 +437,14 @@ def test_cli_trains_and_writes_files(tmp_path):
     assert result.exit_code == 0, result.output
     assert "bpe: 15 tokens (1 special, 11 alphabet, 3 merges)" in result.output
     assert (tmp_path / "bpe" / "merges.txt").read_text().split("\n")[1:4] == ["s t", "m e", "me n"]
+    # the SPEC's encoding example, from the command line, and a clear word where a BERT model is expected
+    from bertforge.cli.main import cli
+
+    result = CliRunner().invoke(cli, ["tokenize", "--model", str(tmp_path / "bpe"), "mean bear"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["tokens"] == ["me", "a", "n", "b", "e", "a", "[UNK]"]
+    with pytest.raises(BertforgeError, match=r"no vocab.txt or tokenizer.json: it holds a BPE vocabulary"):
+        BertTokenizer.from_pretrained(tmp_path / "bpe")
 
     result = CliRunner().invoke(command, ["--input", str(corpus), "--output", str(tmp_path / "wp"),
                                           "--vocab-size", "100", "--min-frequency", "1", "--no-progress"])

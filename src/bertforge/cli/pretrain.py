@@ -109,7 +109,8 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
                    "starting from random weights; its config.json sets the size.")
 @click.option("--max-steps", type=click.IntRange(1), default=1000, show_default=True)
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True,
-              help="Instances per optimiser step (all processes and accumulation micro-batches together).")
+              help="Instances per optimiser step (all processes and accumulation micro-batches together). BERT's "
+                   "paper used 256; 32 suits a CPU, and --gradient-accumulation-steps keeps memory flat at 256.")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True)
 @click.option("--learning-rate", "--lr", "learning_rate", default=1e-4, show_default=True)
 @click.option("--warmup-ratio", default=0.01, show_default=True, help="Warm-up as a share of --max-steps.")

@@ -9,6 +9,7 @@ import click
 
 from bertforge.cli.io import check_output, input_options, read_inputs, with_line_numbers, write_records
 from bertforge.tokenization import BertTokenizer
+from bertforge.tokenization.bpe import is_merges_folder, load_merges_tokenizer
 
 log = logging.getLogger("bertforge.cli")
 
@@ -16,12 +17,13 @@ log = logging.getLogger("bertforge.cli")
 @click.command()
 @click.argument("texts", nargs=-1)
 @click.option("--model", "model", type=click.Path(path_type=Path), default=None,
-              help="Model directory or vocab.txt. Default: the bundled MiniLM model's (uncased) vocabulary.")
+              help="Model directory or vocab.txt, or a BPE folder of `train-vocab`. Default: the bundled MiniLM "
+                   "model's (uncased) vocabulary.")
 @click.option("--max-length", type=click.IntRange(min=3), default=None,
               help="Truncate to this many tokens (with a warning counting the texts cut).")
 @input_options()
 def tokenize(texts, model, max_length, input_path, column, output):
-    """Split TEXTS (or the lines of --input) into WordPiece tokens.
+    """Split TEXTS (or the lines of --input) into WordPiece tokens (or the pieces of a BPE vocabulary).
 
     \b
     Examples:
@@ -30,6 +32,9 @@ def tokenize(texts, model, max_length, input_path, column, output):
       bertforge tokenize --input train.tsv --column sentence --max-length 64
     """
     check_output(output, inputs=(input_path,))
+    if model is not None and is_merges_folder(model):
+        return tokenize_with_merges(load_merges_tokenizer(model), read_inputs(texts, input_path, [column]),
+                                    max_length, output)
     tokenizer = BertTokenizer.from_pretrained(model)
     items = read_inputs(texts, input_path, [column])
     encoded = tokenizer(items.values, truncation=max_length is not None, max_length=max_length,
@@ -43,4 +48,15 @@ def tokenize(texts, model, max_length, input_path, column, output):
     records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids,
                 "offsets": [list(span) for span in offsets]}
                for text, ids, offsets in zip(items.values, encoded["input_ids"], encoded["offset_mapping"])]
+    write_records(with_line_numbers(items, records), output)
+
+
+def tokenize_with_merges(tokenizer, items, max_length: int | None, output) -> None:
+    """A BPE vocabulary's pieces and ids: no special tokens are added, and no offsets are kept."""
+    encoded = [tokenizer.encode(text) for text in items.values]
+    cut = 0 if max_length is None else sum(len(ids) > max_length for ids in encoded)
+    if cut:
+        log.warning("%d of %d texts were longer than %d tokens and were truncated", cut, len(encoded), max_length)
+    records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids[:max_length]), "input_ids": ids[:max_length]}
+               for text, ids in zip(items.values, encoded)]
     write_records(with_line_numbers(items, records), output)

@@ -113,7 +113,10 @@ def create_instances_from_document(all_documents: list[list[np.ndarray]], docume
                     tokens_b = np.concatenate(pieces)
                     # The original puts the chunk's unused sentences back for the next instance,
                     # which makes about two notNext instances for each isNext one; leaving them to
-                    # the other dupe_factor passes keeps the 50/50 balance the paper describes.
+                    # the other dupe_factor passes brings the balance near the paper's 50/50, not to
+                    # it: a chunk of one sentence (a short target, a long sentence) can only be
+                    # notNext, as in the original (isNext 0.44 on the Gutenberg books by default;
+                    # `pretrain prepare` prints is_next_fraction).
                 else:
                     label = IS_NEXT
                     tokens_b = np.concatenate(current_chunk[a_end:])

@@ -181,6 +181,21 @@ class _MergeEncoder:
         return {renamed.get(key, key): value for key, value in settings.items()}
 
 
+def is_merges_folder(path: Path) -> bool:
+    """A folder `train-vocab --algorithm bpe|byte-bpe` wrote (vocab.json + merges.txt)."""
+    return (path / MERGES_FILE).is_file() and (path / VOCAB_FILE).is_file()
+
+
+def load_merges_tokenizer(directory: Path) -> "BPE | ByteLevelBPE":
+    """The BPE or byte-level BPE tokenizer of such a folder, as its tokenizer_config.json names it."""
+    config_file = directory / CONFIG_FILE
+    name = _read_json(config_file).get("tokenizer_class", "BPE") if config_file.exists() else "BPE"
+    classes = {cls.tokenizer_class: cls for cls in (BPE, ByteLevelBPE)}
+    if name not in classes:
+        raise CheckpointError(f"{config_file}: tokenizer_class {name!r} is not one of {', '.join(classes)}")
+    return classes[name].from_pretrained(directory)
+
+
 class BPE(_MergeEncoder):
     """Character-level BPE over the words of BERT's basic tokenizer (the same normalisation:
     lower-casing, accent stripping, punctuation and CJK characters split off)."""
