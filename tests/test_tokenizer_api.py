@@ -120,3 +120,52 @@ def test_only_the_right_side_is_taken_and_loading_keywords_that_change_nothing_a
             setattr(tokenizer, side, "left")
         with pytest.raises(InputError, match=rf"{side}='left'"):
             BertTokenizer.from_pretrained(uncased_dir, **{side: "left"})
+
+
+def test_added_special_tokens_encode_decode_and_save_as_transformers_does(uncased_dir, tmp_path):
+    """Entity markers added as transformers' users add them, then the model resized to the tokenizer."""
+    from transformers import AutoTokenizer
+
+    from bertforge.model import BertConfig, BertForMaskedLM
+
+    ours, reference = BertTokenizer.from_pretrained(uncased_dir), reference_tokenizer(uncased_dir)
+    for tokenizer in (ours, reference):
+        assert tokenizer.add_tokens(["[E1]", "[/E1]"], special_tokens=True) == 2
+        assert tokenizer.add_special_tokens({"additional_special_tokens": ["<ent>", "[E1]"]}) == 1
+    assert len(ours) == len(reference) == 30525
+    texts = ["He met [E1]Bill Gates[/E1] at <ent>Microsoft<ENT> x[E1]y", "[/E1][E1] plain", "no markers here"]
+
+    def encoded(tokenizer):
+        out = tokenizer(texts, return_offsets_mapping=True)
+        return (out["input_ids"], [list(map(tuple, row)) for row in out["offset_mapping"]],
+                [out.word_ids(i) for i in range(len(texts))], [out.tokens(i) for i in range(len(texts))],
+                [tokenizer.decode(ids, skip_special_tokens=skip) for ids in out["input_ids"] for skip in (False, True)])
+
+    expected = encoded(reference)
+    assert encoded(ours) == expected
+    assert expected[0][0][3] == 30522 and expected[0][0][-3] == 30522  # "[E1]" whole, inside a word too
+    ours.save_pretrained(tmp_path / "ours")
+    reference.save_pretrained(tmp_path / "theirs")
+    assert encoded(AutoTokenizer.from_pretrained(tmp_path / "ours")) == expected
+    assert encoded(BertTokenizer.from_pretrained(tmp_path / "ours"))[0] == expected[0]
+    assert encoded(BertTokenizer.from_pretrained(tmp_path / "theirs"))[0] == expected[0]
+    model = BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=64))
+    model.resize_token_embeddings(len(ours))
+    assert model(ours(texts[0], return_tensors="pt")["input_ids"]).logits.shape == (1, 18, 30525)
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda t: t.add_tokens(["covid19"]), r"add_tokens: bertforge adds tokens as special tokens only"),
+    (lambda t: t.add_tokens(["a b"], special_tokens=True), r"token 'a b' holds whitespace"),
+    (lambda t: t.add_tokens([""], special_tokens=True), r"a token must be a non-empty string, got ''"),
+    (lambda t: t.add_special_tokens({"pad_token": "<pad>"}), r"add_special_tokens\(pad_token='<pad>'\): the "
+                                                             r"tokenizer's pad_token is '\[PAD\]' and is fixed"),
+    (lambda t: t.add_special_tokens({"bos_token": "<s>"}), r"'bos_token' is not one of unk_token"),
+    (lambda t: t.add_special_tokens(["[E1]"]), r"add_special_tokens takes a dict"),
+])
+def test_tokens_that_cannot_be_added_as_asked_are_refused_naming_why(uncased_dir, call, message):
+    tokenizer = BertTokenizer.from_pretrained(uncased_dir)
+    with pytest.raises(InputError, match=message):
+        call(tokenizer)
+    assert len(tokenizer) == 30522

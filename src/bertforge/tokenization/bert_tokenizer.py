@@ -18,8 +18,10 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.paths import default_model_path, model_path
+from bertforge.tokenization.added_tokens import special_tokens_of, token_contents, with_special_tokens
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
+from bertforge.tokenization.decoding import Decoding
 from bertforge.tokenization.encoding import (BatchEncoding, Encoding, as_int_list, encodings_extras, is_batch, is_flat,
                                              is_one_id, joined_extras, to_tensors)
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
@@ -29,15 +31,13 @@ from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and
                                                padding_strategy, truncate, truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
-# transformers' clean_up_tokenization, after the punctuation every decode joins.
-CONTRACTIONS = ((" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
 FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens")
 # transformers' loading keywords that ask for what loading here always is: local files, no remote code.
 NO_OP_LOADING_KEYWORDS = ("use_fast", "local_files_only", "trust_remote_code")
 RIGHT_ONLY = ("padding_side", "truncation_side")
 
 
-class BertTokenizer:
+class BertTokenizer(Decoding):
     """WordPiece tokenizer with BERT's normalisation and special tokens."""
 
     vocab_file_name = "vocab.txt"
@@ -92,6 +92,27 @@ class BertTokenizer:
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
+
+    def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        """Add tokens as special tokens (see `added_tokens`); the number new to the vocabulary, whose ids follow
+        its last. Give the model as many rows: `model.resize_token_embeddings(len(tokenizer))`."""
+        if not special_tokens:
+            raise InputError("add_tokens: bertforge adds tokens as special tokens only (matched whole in the raw "
+                             "text, never split); call add_tokens(tokens, special_tokens=True)")
+        return self._rebuild(*with_special_tokens(self.__getstate__(), token_contents(new_tokens, "add_tokens")))
+
+    def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
+        """transformers' call with {"additional_special_tokens": [...]}: as `add_tokens(..., special_tokens=True)`.
+        Tokens added before stay special (transformers, too, keeps matching them whole)."""
+        state = self.__getstate__()
+        return self._rebuild(*with_special_tokens(state, special_tokens_of(special_tokens_dict, state)))
+
+    def _rebuild(self, state: dict, added: int) -> int:
+        if self._workers is not None:
+            self._workers.close()  # they hold the old vocabulary
+        self.__dict__.clear()
+        self.__init__(**state)
+        return added
 
     # --- loading and saving -------------------------------------------------------------
 
@@ -339,34 +360,6 @@ class BertTokenizer:
             ids += b.ids + tail
             type_ids += [1] * (len(b.ids) + len(tail))
         return Encoding(ids, partial(encodings_extras, a, b, add_special_tokens), type_ids)
-
-    # --- decoding ------------------------------------------------------------------------
-
-    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
-        """Join the ids' pieces (`convert_tokens_to_string`). With `clean_up_tokenization_spaces` (default: the
-        tokenizer's setting, from its tokenizer_config.json) English contractions are joined too ("it ' s" → "it's")."""
-        ids = [ids] if is_one_id(ids) else ids
-        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
-        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
-            for spaced, joined in CONTRACTIONS:
-                text = text.replace(spaced, joined)
-        return text
-
-    def convert_tokens_to_string(self, tokens: list[str]) -> str:
-        """Pieces back into text: `##` pieces glue to the previous one (a leading `##` piece is kept as it is,
-        like the reference decoder); no space is left before `.`, `,`, `?` and `!`."""
-        text = ""
-        for i, token in enumerate(tokens):
-            if i > 0 and token.startswith(self.wordpiece.prefix):
-                text += token[len(self.wordpiece.prefix):]
-                continue
-            token = token if i == 0 else " " + token
-            text += token.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
-        return text
-
-    def batch_decode(self, batch, skip_special_tokens: bool = False,
-                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
-        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in batch]
 
 
 @contextmanager

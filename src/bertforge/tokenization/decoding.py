@@ -1,0 +1,40 @@
+"""ids → text: `decode`, `batch_decode` and `convert_tokens_to_string` of a WordPiece tokenizer, joined as
+transformers' WordPiece decoder joins them."""
+
+from __future__ import annotations
+
+from bertforge.tokenization.encoding import is_one_id
+
+# transformers' clean_up_tokenization, after the punctuation every decode joins.
+CONTRACTIONS = ((" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+
+
+class Decoding:
+    """The decoding half of `BertTokenizer`: it reads `convert_ids_to_tokens`, `wordpiece.prefix` and
+    `clean_up_tokenization_spaces` from it."""
+
+    def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
+        """Join the ids' pieces (`convert_tokens_to_string`). With `clean_up_tokenization_spaces` (default: the
+        tokenizer's setting, from its tokenizer_config.json) English contractions are joined too ("it ' s" → "it's")."""
+        ids = [ids] if is_one_id(ids) else ids
+        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
+        if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
+            for spaced, joined in CONTRACTIONS:
+                text = text.replace(spaced, joined)
+        return text
+
+    def convert_tokens_to_string(self, tokens: list[str]) -> str:
+        """Pieces back into text: `##` pieces glue to the previous one (a leading `##` piece is kept as it is,
+        like the reference decoder); no space is left before `.`, `,`, `?` and `!`."""
+        text = ""
+        for i, token in enumerate(tokens):
+            if i > 0 and token.startswith(self.wordpiece.prefix):
+                text += token[len(self.wordpiece.prefix):]
+                continue
+            token = token if i == 0 else " " + token
+            text += token.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
+        return text
+
+    def batch_decode(self, batch, skip_special_tokens: bool = False,
+                     clean_up_tokenization_spaces: bool | None = None) -> list[str]:
+        return [self.decode(ids, skip_special_tokens, clean_up_tokenization_spaces) for ids in batch]
