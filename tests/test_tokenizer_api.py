@@ -10,7 +10,7 @@ import torch
 from bertforge import BertTokenizer
 from bertforge.errors import InputError
 from bertforge.io.datasets import read_squad
-from conftest import fixture_data, reference_tokenizer
+from conftest import fixture_data, fixture_gutenberg_lines, reference_tokenizer
 
 MAPS = ("token_to_chars", "token_to_word", "token_to_sequence", "char_to_token", "char_to_word", "word_to_tokens",
         "word_to_chars")
@@ -156,7 +156,6 @@ def test_added_special_tokens_encode_decode_and_save_as_transformers_does(uncase
 
 
 @pytest.mark.parametrize("call,message", [
-    (lambda t: t.add_tokens(["covid19"]), r"add_tokens: bertforge adds tokens as special tokens only"),
     (lambda t: t.add_tokens(["a b"], special_tokens=True), r"token 'a b' holds whitespace"),
     (lambda t: t.add_tokens([""], special_tokens=True), r"a token must be a non-empty string, got ''"),
     (lambda t: t.add_special_tokens({"pad_token": "<pad>"}), r"add_special_tokens\(pad_token='<pad>'\): the "
@@ -169,3 +168,41 @@ def test_tokens_that_cannot_be_added_as_asked_are_refused_naming_why(uncased_dir
     with pytest.raises(InputError, match=message):
         call(tokenizer)
     assert len(tokenizer) == 30522
+
+
+ADDED = ["covid19", "Ing", "[e1]", "don't", "café", "hello", "mask", "e1]x", "ÉTÉ", "北京", "naïve"]
+ADDED_TEXTS = ["COVID19 and Covid19s spread; xcovid19y", "[E1]x[/E1] [MASK] mask [mask]", "Café CAFÉ cafe naïve été",
+               "I don't know, DON'T! Singing ING ing", "hellohello he\x00llo 北京欢迎你", "ab\u0301c Ｃｏｖｉｄ19"]
+
+
+@pytest.mark.parametrize("casing", ["uncased", "cased"])
+def test_added_tokens_are_found_in_the_normalised_text_as_transformers_finds_them(casing, request, tmp_path):
+    """transformers' add_tokens (not special): found in the lower-cased, accent-stripped text where the tokenizer
+    normalises, inside words too, longest first; then saved and loaded both ways."""
+    from transformers import AutoTokenizer
+
+    directory = request.getfixturevalue(f"{casing}_dir")
+    ours, reference = BertTokenizer.from_pretrained(directory), reference_tokenizer(directory)
+    assert ours.add_tokens(ADDED) == reference.add_tokens(ADDED)
+    assert ours.add_tokens(["hello", "[E1]"], special_tokens=True) == reference.add_tokens(["hello", "[E1]"],
+                                                                                           special_tokens=True)
+    assert len(ours) == len(reference)
+    texts = ADDED_TEXTS + fixture_gutenberg_lines()[:400]
+
+    def encoded(tokenizer):
+        out = tokenizer(texts, return_offsets_mapping=True)
+        return (out["input_ids"], [list(map(tuple, row)) for row in out["offset_mapping"]],
+                [out.word_ids(i) for i in range(len(texts))],
+                [tokenizer.decode(ids, skip_special_tokens=True) for ids in out["input_ids"]])
+
+    expected = encoded(reference)
+    got = encoded(ours)
+    for part, name in enumerate(("ids", "offsets", "word ids", "decoding")):
+        differ = [texts[i] for i in range(len(texts)) if got[part][i] != expected[part][i]]
+        assert not differ, (name, differ[:3])
+    assert sum(row.count(ours.vocab["covid19"]) for row in expected[0]) >= (3 if casing == "uncased" else 1)
+    ours.save_pretrained(tmp_path / "ours")
+    reference.save_pretrained(tmp_path / "theirs")
+    assert encoded(AutoTokenizer.from_pretrained(tmp_path / "ours"))[0] == expected[0]
+    assert encoded(BertTokenizer.from_pretrained(tmp_path / "ours"))[0] == expected[0]
+    assert encoded(BertTokenizer.from_pretrained(tmp_path / "theirs"))[0] == expected[0]

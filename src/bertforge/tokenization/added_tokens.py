@@ -1,14 +1,17 @@
 """Tokens added after a tokenizer was made, as transformers' `add_tokens` / `add_special_tokens` add them.
 
-An added token here is a special token: matched whole in the raw text (inside a word too, case and
-accents as written), never normalised or split, skipped by `decode(skip_special_tokens=True)`, and
-given the next free id. transformers' non-special added tokens are matched in the normalised text
-instead, which this tokenizer's splitter does not do: they are refused, not approximated.
+Each is kept whole wherever it occurs, inside a word too, and new ones take the next free ids. A special
+token is matched in the raw text (case and accents as written) and skipped by
+`decode(skip_special_tokens=True)`; any other added token is matched in the normalised text (lower-cased
+and without accents where the tokenizer does that), after the special tokens, as transformers does.
 """
 
 from __future__ import annotations
 
+import re
+
 from bertforge.errors import InputError
+from bertforge.tokenization.basic import is_cjk, normalize_with_alignment
 from bertforge.tokenization.folder import SPECIAL_TOKEN_KEYS
 
 # transformers 5 names the list extra_special_tokens; 4 named it additional_special_tokens.
@@ -47,12 +50,62 @@ def special_tokens_of(special_tokens_dict: dict, state: dict) -> list[str]:
     return tokens
 
 
-def with_special_tokens(state: dict, tokens: list[str]) -> tuple[dict, int]:
-    """The tokenizer's state (`__getstate__`) with `tokens` as extra special tokens, those new to the vocabulary
-    at the next ids, in order; and how many were new."""
+def with_added_tokens(state: dict, tokens: list[str], special: bool) -> tuple[dict, int]:
+    """The tokenizer's state (`__getstate__`) with `tokens` added, those new to the vocabulary at the next ids in
+    order; and how many were not added tokens before (transformers' count)."""
     vocab = dict(state["vocab"])
-    new = [token for token in dict.fromkeys(tokens) if token not in vocab]
-    vocab.update({token: i for i, token in enumerate(new, start=len(vocab))})
-    named = {state[key] for key in SPECIAL_TOKEN_KEYS}
-    extra = list(dict.fromkeys([*state["additional_special_tokens"], *(t for t in tokens if t not in named)]))
-    return {**state, "vocab": vocab, "additional_special_tokens": extra}, len(new)
+    vocab.update({token: i for i, token in enumerate((t for t in dict.fromkeys(tokens) if t not in vocab),
+                                                     start=len(vocab))})
+    specials = {state[key] for key in SPECIAL_TOKEN_KEYS} | set(state["additional_special_tokens"])
+    known = specials if special else specials | set(state["added_tokens"])  # a token made special counts as new
+    new = [token for token in dict.fromkeys(tokens) if token not in known]
+    if special:
+        extra = [*state["additional_special_tokens"], *(t for t in tokens if t not in specials)]
+        added = [t for t in state["added_tokens"] if t not in tokens]  # made special: matched as written
+    else:
+        extra, added = state["additional_special_tokens"], [*state["added_tokens"], *new]
+    return {**state, "vocab": vocab, "additional_special_tokens": list(dict.fromkeys(extra)), "added_tokens": added}, \
+        len(new)
+
+
+class AddedTokens:
+    """Finds the non-special added tokens of a chunk of text: in its normalised form, longest first at the
+    leftmost place, outside the special tokens; `split` gives the chunk's spans in order."""
+
+    def __init__(self, tokens: list[str], vocab: dict[str, int], special_tokens: list[str], lowercase: bool,
+                 strip_accents: bool):
+        self.lowercase, self.strip_accents = lowercase, strip_accents
+        self.ids = {self.normalize(token): vocab[token] for token in reversed(tokens)}  # the first wins a tie
+        self.ids.pop("", None)
+        # What transformers gives back for their ids (and so decodes): the normalised form, CJK characters spaced
+        self.tokens_by_id = {vocab[token]: "".join(f" {c} " if is_cjk(c) else c for c in self.normalize(token))
+                             for token in tokens}
+        by_length = sorted(self.ids, key=len, reverse=True)
+        self.pattern = re.compile("|".join(map(re.escape, by_length))) if by_length else None
+        specials = sorted(special_tokens, key=len, reverse=True)
+        self.specials = re.compile("|".join(map(re.escape, specials))) if specials else None
+
+    def normalize(self, text: str) -> str:
+        return normalize_with_alignment(text, self.lowercase, self.strip_accents)[0]
+
+    def may_occur_in(self, chunk: str) -> bool:
+        if self.pattern is None:
+            return False
+        plain = chunk.isascii() and chunk.isprintable()  # then normalising only lower-cases
+        text = (chunk.lower() if self.lowercase else chunk) if plain else self.normalize(chunk)
+        return self.pattern.search(text) is not None
+
+    def split(self, chunk: str) -> list[tuple[int, int, int | None]]:
+        """(start, end, id) for each added token of `chunk` and (start, end, None) for the text between."""
+        spans, start = [], 0
+        segments = [] if self.specials is None else [m.span() for m in self.specials.finditer(chunk)]
+        for segment_start, segment_end in [*segments, (len(chunk), len(chunk))]:
+            base = start
+            text, alignment = normalize_with_alignment(chunk[base:segment_start], self.lowercase, self.strip_accents)
+            for match in self.pattern.finditer(text):
+                first, last = base + alignment[match.start()], base + alignment[match.end() - 1] + 1
+                spans += [(start, first, None), (first, last, self.ids[match.group()])]
+                start = last
+            spans.append((start, segment_end, None))  # the rest, and the special token (split by the encoder)
+            start = segment_end
+        return [span for span in spans if span[0] < span[1]]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.paths import default_model_path, model_path
-from bertforge.tokenization.added_tokens import special_tokens_of, token_contents, with_special_tokens
+from bertforge.tokenization.added_tokens import AddedTokens, special_tokens_of, token_contents, with_added_tokens
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
 from bertforge.tokenization.decoding import Decoding
@@ -31,7 +31,7 @@ from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and
                                                padding_strategy, truncate, truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
-FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens")
+FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens", "added_tokens")
 # transformers' loading keywords that ask for what loading here always is: local files, no remote code.
 NO_OP_LOADING_KEYWORDS = ("use_fast", "local_files_only", "trust_remote_code")
 RIGHT_ONLY = ("padding_side", "truncation_side")
@@ -48,7 +48,8 @@ class BertTokenizer(Decoding):
                  strip_accents: bool | None = None, unk_token: str = "[UNK]", sep_token: str = "[SEP]",
                  pad_token: str = "[PAD]", cls_token: str = "[CLS]", mask_token: str = "[MASK]",
                  additional_special_tokens: tuple[str, ...] | list[str] = (), model_max_length: int = 512,
-                 max_input_chars_per_word: int = 100, clean_up_tokenization_spaces: bool = False):
+                 max_input_chars_per_word: int = 100, clean_up_tokenization_spaces: bool = False,
+                 added_tokens: tuple[str, ...] | list[str] = ()):
         self.vocab = dict(vocab) if isinstance(vocab, dict) else load_vocab(vocab)
         self.ids_to_tokens = {i: t for t, i in self.vocab.items()}
         self.do_lower_case = do_lower_case
@@ -57,7 +58,8 @@ class BertTokenizer(Decoding):
         self.additional_special_tokens = list(additional_special_tokens)
         self.model_max_length = model_max_length
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
-        missing = [t for t in self.all_special_tokens if t not in self.vocab]
+        self.added_tokens = list(added_tokens)  # not special: see `added_tokens`
+        missing = [t for t in [*self.all_special_tokens, *self.added_tokens] if t not in self.vocab]
         if missing:
             where = "" if isinstance(vocab, dict) else f"{vocab}: "
             raise CheckpointError(f"{where}special tokens missing from the vocabulary: {', '.join(missing)}")
@@ -66,7 +68,10 @@ class BertTokenizer(Decoding):
         self.all_special_ids = [self.vocab[t] for t in self.all_special_tokens]
         self._special_ids = set(self.all_special_ids)
         self._cls_sep = self.vocab[cls_token], self.vocab[sep_token]
-        self._chunk_encoder = ChunkEncoder(self.basic, self.wordpiece)
+        added = AddedTokens(self.added_tokens, self.vocab, self.all_special_tokens, do_lower_case,
+                            self.basic.strip_accents)
+        self.ids_to_tokens.update(added.tokens_by_id)
+        self._chunk_encoder = ChunkEncoder(self.basic, self.wordpiece, added)
         self._workers: WorkerPool | None = None  # started by the first call with `num_proc`
 
     def __setattr__(self, name: str, value) -> None:
@@ -88,24 +93,22 @@ class BertTokenizer(Decoding):
                 "additional_special_tokens": self.additional_special_tokens,
                 "model_max_length": self.model_max_length,
                 "max_input_chars_per_word": self.wordpiece.max_input_chars_per_word,
-                "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces}
+                "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, "added_tokens": self.added_tokens}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
 
     def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
-        """Add tokens as special tokens (see `added_tokens`); the number new to the vocabulary, whose ids follow
-        its last. Give the model as many rows: `model.resize_token_embeddings(len(tokenizer))`."""
-        if not special_tokens:
-            raise InputError("add_tokens: bertforge adds tokens as special tokens only (matched whole in the raw "
-                             "text, never split); call add_tokens(tokens, special_tokens=True)")
-        return self._rebuild(*with_special_tokens(self.__getstate__(), token_contents(new_tokens, "add_tokens")))
+        """Keep tokens whole (see `added_tokens`); those new to the vocabulary take the ids after its last: give the
+        model as many rows, `model.resize_token_embeddings(len(tokenizer))`. Returns how many were not added before."""
+        tokens = token_contents(new_tokens, "add_tokens")
+        return self._rebuild(*with_added_tokens(self.__getstate__(), tokens, special=bool(special_tokens)))
 
     def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
         """transformers' call with {"additional_special_tokens": [...]}: as `add_tokens(..., special_tokens=True)`.
         Tokens added before stay special (transformers, too, keeps matching them whole)."""
         state = self.__getstate__()
-        return self._rebuild(*with_special_tokens(state, special_tokens_of(special_tokens_dict, state)))
+        return self._rebuild(*with_added_tokens(state, special_tokens_of(special_tokens_dict, state), special=True))
 
     def _rebuild(self, state: dict, added: int) -> int:
         if self._workers is not None:

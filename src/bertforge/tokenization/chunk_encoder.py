@@ -16,6 +16,7 @@ from itertools import chain
 from operator import itemgetter
 
 from bertforge.errors import InputError
+from bertforge.tokenization.added_tokens import AddedTokens
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.wordpiece import WordPiece
 
@@ -37,10 +38,11 @@ ChunkEntry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int,
 
 
 class ChunkEncoder:
-    def __init__(self, basic: BasicTokenizer, wordpiece: WordPiece):
+    def __init__(self, basic: BasicTokenizer, wordpiece: WordPiece, added: AddedTokens | None = None):
         self.basic = basic
         self.wordpiece = wordpiece
         self.vocab = wordpiece.vocab
+        self.added = added if added is not None and added.pattern is not None else None
         self._cache: dict[str, ChunkEntry] = {}
 
     def ids(self, texts: list[str]) -> list[list[int]]:
@@ -96,6 +98,12 @@ class ChunkEncoder:
         return entries
 
     def _encode_chunk(self, chunk: str) -> ChunkEntry:
+        if self.added is not None and self.added.may_occur_in(chunk):
+            return self._encode_with_added_tokens(chunk)
+        return self._encode_words(chunk)
+
+    def _encode_words(self, chunk: str) -> ChunkEntry:
+        """The chunk's words (special tokens whole) cut into WordPiece pieces."""
         if _PLAIN_CHUNK.fullmatch(chunk) and not any(t in chunk for t in self.basic.never_split):
             return self._encode_plain(chunk)
         ids, starts, ends, words, n_words = [], [], [], [], 0
@@ -120,8 +128,21 @@ class ChunkEncoder:
             n_words += len(normalized)
         return tuple(ids), tuple(starts), tuple(ends), tuple(words), n_words
 
+    def _encode_with_added_tokens(self, chunk: str) -> ChunkEntry:
+        """`_encode_chunk` of the text between the added tokens, each added token one word of one piece."""
+        ids, starts, ends, words, n_words = [], [], [], [], 0
+        for start, end, token_id in self.added.split(chunk):
+            part = ((token_id,), (0,), (end - start,), (0,), 1) if token_id is not None else \
+                self._encode_words(chunk[start:end])
+            ids += part[0]
+            starts += [start + s for s in part[1]]
+            ends += [start + e for e in part[2]]
+            words += [n_words + w for w in part[3]]
+            n_words += part[4]
+        return tuple(ids), tuple(starts), tuple(ends), tuple(words), n_words
+
     def _encode_plain(self, chunk: str) -> ChunkEntry:
-        """`_encode_chunk` of a `_PLAIN_CHUNK` holding no special token (nearly every chunk of
+        """`_encode_words` of a `_PLAIN_CHUNK` holding no special token (nearly every chunk of
         English), without looking characters up in the Unicode tables."""
         text = chunk.lower() if self.basic.do_lower_case else chunk
         vocab, max_chars = self.vocab, self.wordpiece.max_input_chars_per_word

@@ -10,7 +10,8 @@ from bertforge.errors import CheckpointError
 from bertforge.io.atomic import write_text
 from bertforge.paths import config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
-from bertforge.tokenization.tokenizer_json import read_tokenizer_json, write_tokenizer_json
+from bertforge.tokenization.tokenizer_json import (added_token_entries, non_special_added_tokens, read_tokenizer_json,
+                                                   write_tokenizer_json)
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
@@ -46,6 +47,9 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
                 settings[key] = config[key]
         if isinstance(config.get("additional_special_tokens"), list):
             settings["additional_special_tokens"] = config["additional_special_tokens"]
+        if isinstance(config.get("added_tokens_decoder"), dict):
+            entries = [{**entry, "id": int(i)} for i, entry in config["added_tokens_decoder"].items()]
+            settings["added_tokens"] = non_special_added_tokens(entries, config_file)
         if settings.get("model_max_length", 0) > 1_000_000:  # "unlimited" in transformers' files
             del settings["model_max_length"]
     return vocab, settings, config_file
@@ -65,6 +69,9 @@ def write_folder(tokenizer, directory: Path) -> None:
     }
     if tokenizer.additional_special_tokens:
         config["additional_special_tokens"] = tokenizer.additional_special_tokens
+    if tokenizer.added_tokens:  # transformers' record of them, which it reads from tokenizer.json too
+        config["added_tokens_decoder"] = {str(entry["id"]): {k: v for k, v in entry.items() if k != "id"}
+                                          for entry in added_token_entries(tokenizer)}
     write_text(directory / tokenizer.config_file_name, json.dumps(config, indent=2) + "\n")
     write_tokenizer_json(tokenizer, directory)  # what transformers 5 and `tokenizers` read first
 

@@ -54,14 +54,13 @@ def read_tokenizer_json(path: Path) -> tuple[dict[str, int], dict]:
         content, token_id = entry.get("content"), entry.get("id")
         if not isinstance(content, str) or not isinstance(token_id, int):
             raise CheckpointError(f"{path}: added_tokens entry {entry!r} lacks a string content or an integer id")
-        if not entry.get("special"):
-            # bertforge matches added tokens only as special tokens (never normalised, never split).
-            raise CheckpointError(f"{path}: added token {content!r} is not special; only special added "
-                                  "tokens are supported")
         if vocab.setdefault(content, token_id) != token_id:
             raise CheckpointError(f"{path}: added token {content!r} has id {token_id}, the vocabulary "
                                   f"gives {vocab[content]}")
-        added.append(content)
+        if entry.get("special"):
+            added.append(content)
+    if data.get("added_tokens"):
+        settings["added_tokens"] = non_special_added_tokens(data["added_tokens"], path)
     named = {settings.get(key, default) for key, default in DEFAULT_SPECIAL_TOKENS.items()}
     additional = [token for token in added if token not in named]
     if additional:
@@ -125,13 +124,11 @@ def tokenizer_json(tokenizer) -> dict:
         return {"Sequence": {"id": name, "type_id": type_id}}
 
     cls, sep = tokenizer.cls_token, tokenizer.sep_token
-    specials = sorted(set(tokenizer.all_special_tokens), key=tokenizer.vocab.__getitem__)
     return {
         "version": "1.0",
         "truncation": None,
         "padding": None,
-        "added_tokens": [{"id": tokenizer.vocab[token], "content": token, "single_word": False, "lstrip": False,
-                          "rstrip": False, "normalized": False, "special": True} for token in specials],
+        "added_tokens": added_token_entries(tokenizer),
         "normalizer": {"type": "BertNormalizer", "clean_text": True, "handle_chinese_chars": True,
                        "strip_accents": tokenizer.basic.strip_accents, "lowercase": tokenizer.do_lower_case},
         "pre_tokenizer": {"type": "BertPreTokenizer"},
@@ -147,6 +144,28 @@ def tokenizer_json(tokenizer) -> dict:
                   "max_input_chars_per_word": tokenizer.wordpiece.max_input_chars_per_word,
                   "vocab": dict(sorted(tokenizer.vocab.items(), key=lambda item: item[1]))},
     }
+
+
+def added_token_entries(tokenizer) -> list[dict]:
+    """tokenizers' record of each added token, by id: the special ones matched as written, the others in the
+    normalised text."""
+    specials = set(tokenizer.all_special_tokens)
+    return [{"id": tokenizer.vocab[token], "content": token, "single_word": False, "lstrip": False, "rstrip": False,
+             "normalized": token not in specials, "special": token in specials}
+            for token in sorted(specials | set(tokenizer.added_tokens), key=tokenizer.vocab.__getitem__)]
+
+
+def non_special_added_tokens(entries: list[dict], path: Path) -> list[str]:
+    """The added tokens that are not special; one matched in the raw text without being special is refused,
+    as the tokenizer matches added tokens only in the normalised text or as special tokens."""
+    tokens = []
+    for entry in entries:
+        if not entry.get("special"):
+            if not entry.get("normalized", True):
+                raise CheckpointError(f"{path}: added token {entry.get('content')!r} is neither special nor "
+                                      "normalized; bertforge matches an added token as one or the other")
+            tokens.append(entry.get("content"))
+    return tokens
 
 
 def write_tokenizer_json(tokenizer, directory: Path) -> None:
