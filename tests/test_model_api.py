@@ -60,10 +60,22 @@ def test_resize_keeps_the_tie_and_pads_to_a_multiple(tmp_path):
     assert model.get_input_embeddings().weight.grad[69].abs().sum() > 0
 
 
-@pytest.mark.parametrize("value", [0, -3, 2.5, "64"])
+@pytest.mark.parametrize("value", [0, -3, 2.5, "64", True])
 def test_resize_refuses_a_size_that_is_not_a_positive_whole_number(value):
     with pytest.raises(ConfigError, match=r"resize_token_embeddings\(new_num_tokens=.*positive whole number"):
         BertModel(BertConfig(**SMALL)).resize_token_embeddings(value)
+
+
+def test_resize_takes_numpy_and_tensor_sizes_and_keeps_the_padding_token():
+    import numpy as np
+
+    model = BertModel(BertConfig(**SMALL, pad_token_id=50))
+    assert model.resize_token_embeddings(np.int64(64)).num_embeddings == 64
+    assert model.resize_token_embeddings(torch.tensor(70)).num_embeddings == 70
+    with pytest.raises(ConfigError, match=r"resize_token_embeddings\(40\): the vocabulary would lose its padding "
+                                          r"token \(pad_token_id 50\)"):
+        model.resize_token_embeddings(40)
+    assert model.config.vocab_size == 70
 
 
 def test_num_parameters_counts_as_transformers_counts(tmp_path):
@@ -88,3 +100,33 @@ def test_config_from_pretrained_applies_keywords_as_the_model_does(tmp_path):
     with pytest.raises(ConfigError, match=r"from_pretrained\(hidden_dropout=...\): not a config key.*"
                                           r"'hidden_dropout_prob'"):
         BertConfig.from_pretrained(folder, hidden_dropout=0.2)
+
+
+@pytest.mark.parametrize("name,ours_class", [("BertModel", BertModel), ("BertForMaskedLM", BertForMaskedLM),
+                                             ("BertForSequenceClassification", BertForSequenceClassification)])
+def test_return_dict_false_gives_transformers_tuple(tmp_path, name, ours_class):
+    reference, folder = saved_reference(tmp_path, name)
+    ours = ours_class.from_pretrained(folder)
+    ids = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(3))
+    labels = {"BertModel": {}, "BertForMaskedLM": {}, "BertForSequenceClassification": {"labels": torch.tensor([0, 1])}}
+    expected = reference(input_ids=ids, return_dict=False, **labels[name])
+    got = ours(ids, return_dict=False, **labels[name])
+    assert type(got) is tuple and len(got) == len(expected)
+    for mine, theirs in zip(got, expected):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+    assert not isinstance(ours(ids, return_dict=True), tuple)
+
+
+def test_from_pretrained_takes_a_config_and_names_forward_keywords(tmp_path):
+    _, folder = saved_reference(tmp_path, "BertModel")  # an encoder, given a head of three labels
+    config = BertConfig.from_pretrained(folder, num_labels=3)
+    model = BertForSequenceClassification.from_pretrained(folder, config=config, attn_implementation="eager")
+    assert model.config is config and model.classifier.weight.shape == (3, 32)
+    with pytest.raises(ConfigError, match=r"from_pretrained\(output_hidden_states=...\): bertforge models take it "
+                                          r"in the call, model\(\*\*inputs, output_hidden_states=True\)"):
+        BertConfig.from_pretrained(folder, output_hidden_states=True)
+    with pytest.raises(ConfigError, match=r"from_pretrained\(config=...\) takes a bertforge BertConfig, got dict"):
+        BertModel.from_pretrained(folder, config={"hidden_size": 32})
+    with pytest.raises(ConfigError, match=r"BertConfig.from_pretrained\(dtype=...\): the weights' type is the "
+                                          r"model's to load"):
+        BertConfig.from_pretrained(folder, dtype=torch.bfloat16)

@@ -55,7 +55,8 @@ def test_token_word_and_character_maps_equal_transformers_on_squad_windows(token
             assert answers(ours_out, batch, call, lengths, 96) == answers(theirs, batch, call, lengths, 96), call
     one = "Jeremy lives in Paris, un-believably."
     assert ours(one).char_to_token(24) == reference(one).char_to_token(24) == 6  # the row alone: (index)
-    assert ours(one, "and a pair").n_sequences == 2 and ours(one).n_sequences == 1
+    for args in ((one, "and a pair"), (one,), (["a b", "c"], ["", "d"]), ([one], [""])):
+        assert ours(*args).n_sequences == reference(*args).n_sequences, args
 
 
 def test_a_map_asked_about_a_row_the_batch_lacks_names_it(tokenizers):
@@ -64,6 +65,10 @@ def test_a_map_asked_about_a_row_the_batch_lacks_names_it(tokenizers):
         ours(["a", "b"]).token_to_word(3, 0)
     with pytest.raises(InputError, match="index must be a whole number >= 0, got -1"):
         ours("a b").char_to_token(-1)
+    padded = ours.pad([ours("a b"), ours("c")])
+    assert padded.n_sequences is None
+    with pytest.raises(InputError, match=r"made by pad\(\), which keeps no encodings"):
+        padded.word_ids(1)
 
 
 def test_mlm_and_token_classification_collators_work_as_with_transformers_tokenizer(tokenizers):
@@ -86,6 +91,8 @@ def test_mlm_and_token_classification_collators_work_as_with_transformers_tokeni
         reference.get_special_tokens_mask(ids, already_has_special_tokens=True) == [1, 0, 0, 1, 0, 1]
     # transformers 5 leaves the mask of ids not yet encoded unimplemented; BERT's rule: [CLS] A [SEP] B [SEP]
     assert ours.get_special_tokens_mask([7, 8], [9]) == [1, 0, 0, 1, 0, 1]
+    with pytest.raises(InputError, match="ids that hold their special tokens are one list"):
+        ours.get_special_tokens_mask(ids, [0, 102], already_has_special_tokens=True)
 
 
 def test_batches_of_pair_tuples_special_token_order_and_token_strings_as_transformers(tokenizers):
@@ -98,6 +105,8 @@ def test_batches_of_pair_tuples_special_token_order_and_token_strings_as_transfo
     for text in ("Unbelievably, tokenizers are fun!", "it's a do not, don't! you're [CLS]", "##ing starts"):
         pieces = reference.tokenize(text) + ["notinthevocabulary"]
         assert ours.convert_tokens_to_string(pieces) == reference.convert_tokens_to_string(pieces)
+    pieces = ["i", "'m", "x", "'ve", "y", "'re", "do", "not", "z", "'", "s", "a", "'s", "b", "n't", "'ll"]
+    assert ours.convert_tokens_to_string(pieces) == reference.convert_tokens_to_string(pieces)
 
 
 def test_pad_as_transformers_pads_one_dict_and_to_model_max_length(tokenizers):
@@ -106,6 +115,9 @@ def test_pad_as_transformers_pads_one_dict_and_to_model_max_length(tokenizers):
     for options in ({"padding": "max_length", "max_length": 5}, {"padding": "max_length"}, {}):
         got, expected = ours.pad(dict(one), **options), reference.pad(dict(one), **options)
         assert dict(got) == dict(expected), options
+        got, expected = ours.pad(dict(one), **options, return_tensors="pt"), reference.pad(dict(one), **options,
+                                                                                           return_tensors="pt")
+        assert all(torch.equal(got[key], expected[key]) for key in expected), options
     padded = ours.pad([ours("a b c"), ours("d")], return_tensors="pt")
     assert torch.equal(padded.input_ids, reference.pad([reference("a b c"), reference("d")],
                                                        return_tensors="pt").input_ids)

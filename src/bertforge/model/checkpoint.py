@@ -10,12 +10,11 @@ in old ones).
 
 from __future__ import annotations
 
-import difflib
 import json
 import logging
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import atomic_path
-from bertforge.model.config import DISTILBERT_KEYS, BertConfig
+from bertforge.model.config import BertConfig, with_overrides
 from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
 from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path, model_path
 
@@ -213,22 +212,6 @@ def _state_dict(model) -> dict[str, torch.Tensor]:
     return {f"bert.{k}": v for k, v in state.items()} if model.base_model is model else state
 
 
-# transformers' keys that a head reads from the config's unused keys (from_pretrained may set them)
-TRANSFORMERS_HEAD_KEYS = ("problem_type", "classifier_dropout")
-
-
-def _check_override_names(config: BertConfig, overrides: dict) -> None:
-    """A mistyped keyword (hidden_dropout=0.2) would land in the config's unused keys and change nothing."""
-    # DistilBERT's own spellings (dim, n_layers) only where from_dict maps them: on a DistilBERT config
-    known = ({f.name for f in fields(BertConfig)} | set(config.extra) | set(TRANSFORMERS_HEAD_KEYS)
-             | (set(DISTILBERT_KEYS) if config.is_distilbert else set()))
-    for name in overrides:
-        if name not in known:
-            close = difflib.get_close_matches(name, sorted(known), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"from_pretrained({name}=...): not a config key of this model{hint}")
-
-
 MISSING_WEIGHTS = "%s: %d weights not in the checkpoint, initialised randomly: %s"
 
 
@@ -261,28 +244,13 @@ def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:
     return path, None
 
 
-def with_overrides(config: BertConfig, config_file: Path, overrides: dict) -> BertConfig:
-    """`config` with from_pretrained's keywords applied, by transformers' rules for num_labels and label2id."""
-    if "num_labels" in overrides:  # transformers' keyword: that many labels, named LABEL_i
-        count = overrides.pop("num_labels")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ConfigError(f"from_pretrained(num_labels={count!r}): give a positive whole number")
-        overrides = {"id2label": {i: f"LABEL_{i}" for i in range(count)}, **overrides}
-    if "label2id" in overrides:  # transformers' course passes both; the names come from id2label
-        label2id = overrides.pop("label2id")
-        id2label = overrides.get("id2label", config.id2label) or {}
-        if not isinstance(label2id, dict) or {str(k): v for k, v in label2id.items()} != \
-                {str(name): int(i) for i, name in dict(id2label).items()}:
-            raise ConfigError("from_pretrained(label2id=...) must be the inverse of id2label (give id2label alone)")
-    if not overrides:
-        return config
-    _check_override_names(config, overrides)
-    return BertConfig.from_dict({**config.to_dict(), **overrides}, source=str(config_file))
-
-
 def load_config(path: str | Path | None = None, **overrides) -> BertConfig:
     """The config `load_model` builds its model from (`BertConfig.from_pretrained`)."""
     config_file = config_path(checkpoint_location(path if path is not None else default_model_path())[0])
+    for key in ("dtype", "torch_dtype"):
+        if key in overrides:
+            raise ConfigError(f"BertConfig.from_pretrained({key}=...): the weights' type is the model's to load: "
+                              f"Model.from_pretrained(path, {key}=...)")
     return with_overrides(BertConfig.from_json_file(config_file), config_file, dict(overrides))
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -220,3 +221,50 @@ class BertConfig:
         if dtype is not None:
             data["dtype"] = dtype
         write_text(Path(directory) / "config.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+# transformers' keys that a head reads from the config's unused keys (from_pretrained may set them)
+TRANSFORMERS_HEAD_KEYS = ("problem_type", "classifier_dropout")
+# transformers' from_pretrained keywords that set what bertforge's forward call takes
+FORWARD_KEYWORDS = ("output_hidden_states", "output_attentions", "return_dict")
+
+
+def _check_override_names(config: BertConfig, overrides: dict) -> None:
+    """A mistyped keyword (hidden_dropout=0.2) would land in the config's unused keys and change nothing."""
+    # DistilBERT's own spellings (dim, n_layers) only where from_dict maps them: on a DistilBERT config
+    known = ({f.name for f in dataclasses.fields(BertConfig)} | set(config.extra) | set(TRANSFORMERS_HEAD_KEYS)
+             | (set(DISTILBERT_KEYS) if config.is_distilbert else set()))
+    for name in overrides:
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"from_pretrained({name}=...): not a config key of this model{hint}")
+
+
+def with_overrides(config: BertConfig, config_file: Path, overrides: dict) -> BertConfig:
+    """`config` with from_pretrained's keywords applied, by transformers' rules for num_labels and label2id.
+    `config=` replaces the file's config, as there; attn_implementation changes nothing (the model picks)."""
+    if "config" in overrides:
+        config = overrides.pop("config")
+        if not isinstance(config, BertConfig):
+            raise ConfigError(f"from_pretrained(config=...) takes a bertforge BertConfig, got {type(config).__name__}")
+    overrides.pop("attn_implementation", None)
+    for key in FORWARD_KEYWORDS:
+        if key in overrides:
+            raise ConfigError(f"from_pretrained({key}=...): bertforge models take it in the call, "
+                              f"model(**inputs, {key}={overrides[key]!r})")
+    if "num_labels" in overrides:  # transformers' keyword: that many labels, named LABEL_i
+        count = overrides.pop("num_labels")
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"from_pretrained(num_labels={count!r}): give a positive whole number")
+        overrides = {"id2label": {i: f"LABEL_{i}" for i in range(count)}, **overrides}
+    if "label2id" in overrides:  # transformers' course passes both; the names come from id2label
+        label2id = overrides.pop("label2id")
+        id2label = overrides.get("id2label", config.id2label) or {}
+        if not isinstance(label2id, dict) or {str(k): v for k, v in label2id.items()} != \
+                {str(name): int(i) for i, name in dict(id2label).items()}:
+            raise ConfigError("from_pretrained(label2id=...) must be the inverse of id2label (give id2label alone)")
+    if not overrides:
+        return config
+    _check_override_names(config, overrides)
+    return BertConfig.from_dict({**config.to_dict(), **overrides}, source=str(config_file))

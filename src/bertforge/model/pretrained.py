@@ -1,9 +1,11 @@
 """What every model shares, as in transformers' `PreTrainedModel`: loading and saving in the Hugging
-Face layout, BERT's initialisation, and the embedding-table calls users port from transformers
-(`get_input_embeddings`, `resize_token_embeddings`, `num_parameters`)."""
+Face layout, BERT's initialisation, and the calls users port from transformers (`get_input_embeddings`,
+`resize_token_embeddings`, `num_parameters`, `return_dict=False` in every model's forward)."""
 
 from __future__ import annotations
 
+import functools
+import operator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,6 +30,11 @@ class BertPreTrainedModel(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.config = config
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "forward" in cls.__dict__:
+            cls.forward = _taking_return_dict(cls.__dict__["forward"])
 
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, *, fresh_head: bool = False, **config_overrides):
@@ -87,24 +94,47 @@ class BertPreTrainedModel(nn.Module):
         of the old ones (`mean_resizing`; transformers adds a spread of about 1e-9 of their covariance) or drawn
         from normal(0, initializer_range). An MLM head's output bias and untied decoder follow."""
         embeddings = self.get_input_embeddings()
-        for name, value in (("new_num_tokens", new_num_tokens), ("pad_to_multiple_of", pad_to_multiple_of)):
-            if value is not None and (type(value) is not int or value < 1):
-                raise ConfigError(f"resize_token_embeddings({name}={value!r}): give a positive whole number")
+        new_num_tokens, pad_to_multiple_of = (_positive_int(value, name, "resize_token_embeddings") for name, value in
+                                              (("new_num_tokens", new_num_tokens), ("pad_to_multiple_of", pad_to_multiple_of)))
         rows = embeddings.num_embeddings if new_num_tokens is None else new_num_tokens
         if pad_to_multiple_of is not None:
             rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of
+        if embeddings.padding_idx is not None and rows <= embeddings.padding_idx:
+            raise ConfigError(f"resize_token_embeddings({rows}): the vocabulary would lose its padding token "
+                              f"(pad_token_id {embeddings.padding_idx}), and the saved model could not be loaded")
         if rows == embeddings.num_embeddings:
             return embeddings
         std = self.config.initializer_range
         embeddings.weight = resized_rows(embeddings.weight, rows, mean_resizing, std)
         embeddings.num_embeddings = rows
-        if embeddings.padding_idx is not None and embeddings.padding_idx >= rows:
-            embeddings.padding_idx = None
         for module in self.modules():
             if hasattr(module, "resize_vocabulary"):  # a head projecting onto the vocabulary (heads.py)
                 module.resize_vocabulary(rows, mean_resizing, std)
         self.config.vocab_size = rows
         return embeddings
+
+
+def _positive_int(value, name: str, call: str) -> int | None:
+    """None, or a whole number >= 1 given as a Python, NumPy or 0-d tensor integer."""
+    if value is None:
+        return None
+    try:
+        number = operator.index(value) if not isinstance(value, bool) else None
+    except TypeError:
+        number = None
+    if number is None or number < 1:
+        raise ConfigError(f"{call}({name}={value!r}): give a positive whole number")
+    return number
+
+
+def _taking_return_dict(forward):
+    """transformers' `return_dict=False`: the output as a plain tuple of its fields that are set (`to_tuple`)."""
+    @functools.wraps(forward)
+    def forward_taking_return_dict(self, *args, return_dict: bool | None = None, **kwargs):
+        out = forward(self, *args, **kwargs)
+        return out.to_tuple() if return_dict is False else out
+
+    return forward_taking_return_dict
 
 
 def resized_rows(weight: nn.Parameter, rows: int, mean_resizing: bool, std: float) -> nn.Parameter:

@@ -161,14 +161,17 @@ class BertTokenizer(Decoding):
             max_length = self.model_max_length
         data = pad_features([encoded_inputs] if one else encoded_inputs, self.vocab[self.pad_token], padding,
                             max_length, pad_to_multiple_of)
-        if one and return_tensors is None:
+        if one:
             data = {key: rows[0] for key, rows in data.items()}
-        return BatchEncoding(to_tensors(data, return_tensors) if return_tensors is not None else data, [],
-                             not one or return_tensors is not None, self.ids_to_tokens)
+        return BatchEncoding(to_tensors(data, return_tensors) if return_tensors is not None else data, [], not one,
+                             self.ids_to_tokens, n_sequences=None)
 
     def get_special_tokens_mask(self, token_ids_0, token_ids_1=None, already_has_special_tokens: bool = False):
         """1 where a special token is, or where encoding the ids would add one (transformers' MLM collator asks)."""
         if already_has_special_tokens:
+            if token_ids_1 is not None:
+                raise InputError("get_special_tokens_mask: ids that hold their special tokens are one list (the pair "
+                                 "encoded with them), not two")
             return [int(i in self._special_ids) for i in as_int_list(token_ids_0)]
         mask = [1] + [0] * len(token_ids_0) + [1]
         return mask if token_ids_1 is None else mask + [0] * len(token_ids_1) + [1]
@@ -315,7 +318,7 @@ class BertTokenizer(Decoding):
             data = {k: v if k == "length" else v[0] for k, v in data.items()}
         if return_tensors is not None:
             data = to_tensors(data, return_tensors)
-        return BatchEncoding(data, rows, batched_output, self.ids_to_tokens)
+        return BatchEncoding(data, rows, batched_output, self.ids_to_tokens, n_sequences=2 if pairs else 1)
 
     def _rows(self, texts: list, pairs: list, is_split_into_words: bool, add_special_tokens: bool,
               truncation: str | None, max_length: int | None, stride: int, return_overflowing_tokens: bool,

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from bertforge.tokenization.encoding import is_one_id
 
-# transformers' clean_up_tokenization, after the punctuation every decode joins.
-CONTRACTIONS = ((" ' ", "'"), (" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+# What tokenizers' WordPiece decoder joins after the punctuation, in every decode; transformers'
+# clean_up_tokenization (`clean_up_tokenization_spaces`) joins " ' " as well.
+DECODER_CLEANUP = ((" n't", "n't"), (" 'm", "'m"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re"))
+CONTRACTIONS = ((" ' ", "'"), *DECODER_CLEANUP)
 
 
 class Decoding:
@@ -25,7 +27,7 @@ class Decoding:
 
     def convert_tokens_to_string(self, tokens: list[str]) -> str:
         """Pieces back into text: `##` pieces glue to the previous one (a leading `##` piece is kept as it is,
-        like the reference decoder); no space is left before `.`, `,`, `?` and `!`."""
+        like the reference decoder); no space is left before `.`, `,`, `?`, `!` and the pieces of DECODER_CLEANUP."""
         text = ""
         for i, token in enumerate(tokens):
             if i > 0 and token.startswith(self.wordpiece.prefix):
@@ -33,6 +35,8 @@ class Decoding:
                 continue
             token = token if i == 0 else " " + token
             text += token.replace(" .", ".").replace(" ?", "?").replace(" !", "!").replace(" ,", ",")
+        for spaced, joined in DECODER_CLEANUP:
+            text = text.replace(spaced, joined)
         return text
 
     def batch_decode(self, batch, skip_special_tokens: bool = False,

@@ -132,10 +132,12 @@ class BatchEncoding(dict):
     takes `(batch_index, index)`, or the index alone for row 0; words and characters count within the
     text (`sequence_index` 0) or the pair (1); a token, word or character with no counterpart gives None."""
 
-    def __init__(self, data: dict, encodings: list[Encoding], batched: bool, ids_to_tokens: dict | None = None):
+    def __init__(self, data: dict, encodings: list[Encoding], batched: bool, ids_to_tokens: dict | None = None,
+                 n_sequences: int | None = None):
         super().__init__(data)
-        self.encodings = encodings
+        self.encodings = encodings  # none after `pad`, as in transformers: the maps then have nothing to read
         self.is_batched = batched
+        self.n_sequences = n_sequences
         self._ids_to_tokens = ids_to_tokens
 
     def __getattr__(self, name):
@@ -145,20 +147,16 @@ class BatchEncoding(dict):
             raise AttributeError(name) from None
 
     def word_ids(self, batch_index: int = 0) -> list[int | None]:
-        return self.encodings[batch_index].word_ids
+        return self._row_and_index(batch_index, 0)[0].word_ids
 
     def sequence_ids(self, batch_index: int = 0) -> list[int | None]:
-        return self.encodings[batch_index].sequence_ids
+        return self._row_and_index(batch_index, 0)[0].sequence_ids
 
     def tokens(self, batch_index: int = 0) -> list[str]:
         """The row's pieces as strings, padding included."""
         ids = self["input_ids"]
         ids = ids.tolist() if hasattr(ids, "tolist") else ids
         return [self._ids_to_tokens[i] for i in (ids[batch_index] if self.is_batched else ids)]
-
-    @property
-    def n_sequences(self) -> int:
-        return 1 + max((s for s in self.encodings[0].sequence_ids if s is not None), default=0)
 
     def token_to_sequence(self, batch_or_token_index: int, token_index: int | None = None) -> int | None:
         row, token = self._row_and_index(batch_or_token_index, token_index)
@@ -205,6 +203,9 @@ class BatchEncoding(dict):
         for name, value in (("batch index", batch), ("index", index)):
             if type(value) is not int or value < 0:
                 raise InputError(f"BatchEncoding: {name} must be a whole number >= 0, got {value!r}")
+        if not self.encodings:
+            raise InputError("BatchEncoding: made by pad(), which keeps no encodings to map tokens, words and "
+                             "characters with; ask the tokenizer's output")
         if batch >= len(self.encodings):
             raise InputError(f"BatchEncoding: batch index {batch} is past the {len(self.encodings)} rows")
         return self.encodings[batch], index
