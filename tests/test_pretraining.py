@@ -448,6 +448,9 @@ def test_init_from_continues_a_checkpoint_and_refuses_another_vocabulary(data_di
     train(_config(data_dir, tmp_path / "run", max_steps=2, learning_rate=1e-5, init_from=str(tmp_path / "encoder")))
     continued = BertForPreTraining.from_pretrained(tmp_path / "run" / "final")
     assert (continued.bert.embeddings.word.weight - start).abs().max() < 1e-3
+    encoder.resize_token_embeddings(pad_to_multiple_of=64)  # 30528 rows: a padded table still holds the data's ids
+    encoder.save_pretrained(tmp_path / "padded")
+    train(_config(data_dir, tmp_path / "padded-run", max_steps=2, init_from=str(tmp_path / "padded")))
     BertForPreTraining(BertConfig.from_size("tiny", vocab_size=100)).save_pretrained(tmp_path / "small-vocab")
     with pytest.raises(ConfigError, match="vocabulary has 100 pieces"):
         train(_config(data_dir, tmp_path / "x", init_from=str(tmp_path / "small-vocab")))
