@@ -437,3 +437,16 @@ def test_workers_cut_rows_before_later_batches_with_two_chunks_in_memory(chapter
     monkeypatch.undo()
     prepare_split(chapters, tmp_path / "one", tokenizer, workers=1, chunk_tokens=12000)
     assert files_of(tmp_path / "one") == files_of(tmp_path / "two")
+
+
+def test_added_tokens_reach_the_shards_and_the_vocabulary_size(corpus, tmp_path):
+    """A tokenizer given tokens of its own (as transformers' add_tokens): the data holds their ids, and its
+    vocabulary size, which the model's embedding table is built from, counts them."""
+    tokenizer = BertTokenizer.from_pretrained()
+    tokenizer.add_tokens(["winkle"])  # in the corpus as "Winkle"
+    index = prepare([corpus], tmp_path / "data", tokenizer, PrepareOptions(**OPTIONS), progress=False)
+    assert index["vocab_size"] == len(tokenizer) == 30523
+    data = PretrainingData(tmp_path / "data")
+    ids = data.batch(np.arange(len(data)), 0)["input_ids"]
+    assert (ids == 30522).any()
+    assert BertTokenizer.from_pretrained(tmp_path / "data")("Mr. Winkle")["input_ids"] == [101, 2720, 1012, 30522, 102]

@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from tokenizers import AddedToken
+
 from bertforge import BertTokenizer
 from bertforge.errors import InputError
 from bertforge.io.datasets import read_squad
@@ -174,6 +176,8 @@ def test_added_special_tokens_encode_decode_and_save_as_transformers_does(uncase
                                                              r"tokenizer's pad_token is '\[PAD\]' and is fixed"),
     (lambda t: t.add_special_tokens({"bos_token": "<s>"}), r"'bos_token' is not one of unk_token"),
     (lambda t: t.add_special_tokens(["[E1]"]), r"add_special_tokens takes a dict"),
+    (lambda t: t.add_tokens([AddedToken("ab", single_word=True)]), r"asks for options this tokenizer does not apply"),
+    (lambda t: t.add_tokens([AddedToken("[E9]", special=True)]), r"an added token is not special \(matched normalised\)"),
 ])
 def test_tokens_that_cannot_be_added_as_asked_are_refused_naming_why(uncased_dir, call, message):
     tokenizer = BertTokenizer.from_pretrained(uncased_dir)
@@ -182,9 +186,10 @@ def test_tokens_that_cannot_be_added_as_asked_are_refused_naming_why(uncased_dir
     assert len(tokenizer) == 30522
 
 
-ADDED = ["covid19", "Ing", "[e1]", "don't", "café", "hello", "mask", "e1]x", "ÉTÉ", "北京", "naïve"]
+ADDED = ["covid19", "Ing", "[e1]", "don't", "café", "hello", "mask", "e1]x", "ÉTÉ", "北京", "naïve", "->", "##qz"]
 ADDED_TEXTS = ["COVID19 and Covid19s spread; xcovid19y", "[E1]x[/E1] [MASK] mask [mask]", "Café CAFÉ cafe naïve été",
-               "I don't know, DON'T! Singing ING ing", "hellohello he\x00llo 北京欢迎你", "ab\u0301c Ｃｏｖｉｄ19"]
+               "I don't know, DON'T! Singing ING ing", "hellohello he\x00llo 北京欢迎你", "ab\u0301c Ｃｏｖｉｄ19",
+               "x->y\x0b 北京\x0c [E1]\x85", "QZX Qzxing aqz Éqzx"]  # control characters; an added token is no piece
 
 
 @pytest.mark.parametrize("casing", ["uncased", "cased"])
@@ -196,9 +201,9 @@ def test_added_tokens_are_found_in_the_normalised_text_as_transformers_finds_the
     directory = request.getfixturevalue(f"{casing}_dir")
     ours, reference = BertTokenizer.from_pretrained(directory), reference_tokenizer(directory)
     assert ours.add_tokens(ADDED) == reference.add_tokens(ADDED)
-    assert ours.add_tokens(["hello", "[E1]"], special_tokens=True) == reference.add_tokens(["hello", "[E1]"],
-                                                                                           special_tokens=True)
-    assert len(ours) == len(reference)
+    assert ours.add_tokens(["hello", "[E1]", "qzx"], special_tokens=True) == \
+        reference.add_tokens(["hello", "[E1]", "qzx"], special_tokens=True)
+    assert (len(ours), ours.vocab_size) == (len(reference), reference.vocab_size) == (30535, 30522)
     texts = ADDED_TEXTS + fixture_gutenberg_lines()[:400]
 
     def encoded(tokenizer):

@@ -59,7 +59,7 @@ def convert(source, destination, do_lower_case, dtype):
     with atomic_directory(destination) as build:
         model.to(getattr(torch, dtype)).save_pretrained(build, tokenizer=tokenizer)
     click.echo(f"{destination}: {architecture}, {model.config.num_hidden_layers} layers, hidden "
-               f"{model.config.hidden_size}, vocabulary {tokenizer.vocab_size}"
+               f"{model.config.hidden_size}, vocabulary {len(tokenizer)}"
                + ("" if tokenizer.do_lower_case else ", cased"))
 
 

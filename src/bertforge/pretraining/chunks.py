@@ -129,7 +129,7 @@ class ChunkMaker:
         self.tokenizer, self.options = tokenizer, options
         self.splitter = make_splitter(options.splitter)
         self.masking = options.masking_config(tokenizer)
-        self.token_dtype = np.uint16 if tokenizer.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
+        self.token_dtype = np.uint16 if len(tokenizer) <= np.iinfo(np.uint16).max + 1 else np.int32
 
     def __call__(self, chunk: Chunk) -> ChunkRows:
         return self.rows(chunk.index, chunk.bytes, self.tokenize(chunk.documents))

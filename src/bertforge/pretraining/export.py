@@ -44,7 +44,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
             config = dataclasses.replace(config, dropout=dropout)
         data = PretrainingData(config.data_dir)
         tokenizer = data.tokenizer()
-        model = build_model(config, tokenizer.vocab_size, data.options.max_seq_length)
+        model = build_model(config, len(tokenizer), data.options.max_seq_length)
         checkpoint.load_model(model)
     else:
         overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}

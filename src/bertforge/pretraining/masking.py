@@ -28,11 +28,11 @@ class MaskingConfig:
 
     @classmethod
     def for_tokenizer(cls, tokenizer, **options) -> "MaskingConfig":
-        continuation = np.zeros(tokenizer.vocab_size, dtype=bool)
+        continuation = np.zeros(len(tokenizer), dtype=bool)
         for token, index in tokenizer.vocab.items():
             continuation[index] = token.startswith("##")
         special = (tokenizer.cls_token_id, tokenizer.sep_token_id, tokenizer.pad_token_id)
-        return cls(tokenizer.mask_token_id, tokenizer.vocab_size, special, continuation, **options)
+        return cls(tokenizer.mask_token_id, len(tokenizer), special, continuation, **options)
 
 
 def choose_positions(tokens: np.ndarray, config: MaskingConfig, rng: np.random.Generator) -> np.ndarray:

@@ -185,7 +185,7 @@ def _prepare_into(output_dir: Path, files: list[Path], tokenizer, options: Prepa
                              "use fewer parts or smaller chunks")
         raise InputError(f"no instances could be made from {', '.join(map(str, files))}")
     tokenizer.save_pretrained(output_dir)
-    index = {"format_version": FORMAT_VERSION, "options": asdict(options), "vocab_size": tokenizer.vocab_size,
+    index = {"format_version": FORMAT_VERSION, "options": asdict(options), "vocab_size": len(tokenizer),
              "vocab_fingerprint": vocab_fingerprint(tokenizer), "corpus": [str(f) for f in files],
              "skip_documents": skip_documents, "max_documents": max_documents,
              "part": None if part is None else {"index": part[0], "count": part[1], "corpus_chunks": chunk_count},

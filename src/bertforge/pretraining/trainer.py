@@ -144,7 +144,7 @@ def train(config: TrainingConfig, resume_from: str | Path | None = None) -> dict
     if config.init_from is not None:
         data.check_vocabulary(config.init_from, "--init-from")
     result, scores = train_on_shards(
-        config, processes, data, lambda: build_model(config, tokenizer.vocab_size, data.options.max_seq_length),
+        config, processes, data, lambda: build_model(config, len(tokenizer), data.options.max_seq_length),
         PretrainingObjective(), config.fingerprint(data), resume_from, "pre-training")
 
     output_dir = Path(config.output_dir)

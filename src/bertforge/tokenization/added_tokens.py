@@ -18,9 +18,16 @@ from bertforge.tokenization.folder import SPECIAL_TOKEN_KEYS
 EXTRA_KEYS = ("additional_special_tokens", "extra_special_tokens")
 
 
-def token_contents(tokens, call: str) -> list[str]:
-    """Strings, or transformers' `AddedToken`s (their `content`), each checked."""
+def token_contents(tokens, call: str, special: bool) -> list[str]:
+    """Strings, or transformers' `AddedToken`s (their `content`) that ask for what this call does, each checked."""
     tokens = [tokens] if isinstance(tokens, str) or hasattr(tokens, "content") else list(tokens)
+    for token in tokens:
+        options = {name: getattr(token, name, False) for name in ("single_word", "lstrip", "rstrip")}
+        if hasattr(token, "content") and (any(options.values()) or getattr(token, "special", special) != special
+                                          or getattr(token, "normalized", not special) == special):
+            raise InputError(f"{call}: {token!r} asks for options this tokenizer does not apply; an added token is "
+                             f"{'special (matched as written)' if special else 'not special (matched normalised)'} "
+                             f"here, with no single_word, lstrip or rstrip")
     contents = [getattr(token, "content", token) for token in tokens]
     for content in contents:
         if not isinstance(content, str) or not content:
@@ -40,13 +47,24 @@ def special_tokens_of(special_tokens_dict: dict, state: dict) -> list[str]:
     tokens = []
     for key, value in special_tokens_dict.items():
         if key in EXTRA_KEYS:
-            tokens += token_contents(value, "add_special_tokens")
+            tokens += token_contents(value, "add_special_tokens", special=True)
         elif key in SPECIAL_TOKEN_KEYS:
             if getattr(value, "content", value) != state[key]:
                 raise InputError(f"add_special_tokens({key}={value!r}): the tokenizer's {key} is {state[key]!r} and "
                                  f"is fixed; BertTokenizer.from_pretrained(path, {key}=...) builds one with another")
         else:
             raise InputError(f"add_special_tokens: {key!r} is not one of {', '.join(SPECIAL_TOKEN_KEYS + EXTRA_KEYS)}")
+    return tokens
+
+
+def added_only(vocab: dict[str, int], added: set[str]) -> set[str]:
+    """The added tokens that are not the model's own pieces: those at the end of the vocabulary, where adding puts
+    them (a token added that the vocabulary had keeps its place, and stays a WordPiece piece, as in transformers)."""
+    tokens = set()
+    for token in sorted(vocab, key=vocab.__getitem__, reverse=True):
+        if token not in added:
+            break
+        tokens.add(token)
     return tokens
 
 

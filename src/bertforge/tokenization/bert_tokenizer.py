@@ -18,7 +18,8 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.paths import default_model_path, model_path
-from bertforge.tokenization.added_tokens import AddedTokens, special_tokens_of, token_contents, with_added_tokens
+from bertforge.tokenization.added_tokens import (AddedTokens, added_only, special_tokens_of, token_contents,
+                                                 with_added_tokens)
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
 from bertforge.tokenization.decoding import Decoding
@@ -64,14 +65,18 @@ class BertTokenizer(Decoding):
             where = "" if isinstance(vocab, dict) else f"{vocab}: "
             raise CheckpointError(f"{where}special tokens missing from the vocabulary: {', '.join(missing)}")
         self.basic = BasicTokenizer(do_lower_case, strip_accents, never_split=tuple(self.all_special_tokens))
-        self.wordpiece = WordPiece(self.vocab, unk_token, max_input_chars_per_word)
+        # Added tokens are found before WordPiece runs, never as pieces of a word
+        added_only_tokens = added_only(self.vocab, {*self.additional_special_tokens, *self.added_tokens})
+        self.wordpiece = WordPiece({t: i for t, i in self.vocab.items() if t not in added_only_tokens}, unk_token,
+                                   max_input_chars_per_word)
         self.all_special_ids = [self.vocab[t] for t in self.all_special_tokens]
         self._special_ids = set(self.all_special_ids)
         self._cls_sep = self.vocab[cls_token], self.vocab[sep_token]
         added = AddedTokens(self.added_tokens, self.vocab, self.all_special_tokens, do_lower_case,
                             self.basic.strip_accents)
         self.ids_to_tokens.update(added.tokens_by_id)
-        self._chunk_encoder = ChunkEncoder(self.basic, self.wordpiece, added)
+        self._chunk_encoder = ChunkEncoder(self.basic, self.wordpiece, dict(zip(self.all_special_tokens,
+                                                                                self.all_special_ids)), added)
         self._workers: WorkerPool | None = None  # started by the first call with `num_proc`
 
     def __setattr__(self, name: str, value) -> None:
@@ -101,7 +106,7 @@ class BertTokenizer(Decoding):
     def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
         """Keep tokens whole (see `added_tokens`); those new to the vocabulary take the ids after its last: give the
         model as many rows, `model.resize_token_embeddings(len(tokenizer))`. Returns how many were not added before."""
-        tokens = token_contents(new_tokens, "add_tokens")
+        tokens = token_contents(new_tokens, "add_tokens", special=bool(special_tokens))
         return self._rebuild(*with_added_tokens(self.__getstate__(), tokens, special=bool(special_tokens)))
 
     def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
@@ -130,7 +135,7 @@ class BertTokenizer(Decoding):
         settings.update({key: value for key, value in overrides.items() if key not in NO_OP_LOADING_KEYWORDS})
         check_settings(settings, config_file)
         tokenizer = cls(vocab, **settings)
-        check_fits_the_model(tokenizer.vocab_size, config_file.parent)
+        check_fits_the_model(len(tokenizer), config_file.parent)
         for key, value in sides.items():
             setattr(tokenizer, key, value)
         return tokenizer
@@ -147,7 +152,8 @@ class BertTokenizer(Decoding):
 
     @property
     def vocab_size(self) -> int:
-        return len(self.vocab)
+        """The model's own pieces, as in transformers; `len(tokenizer)` counts added tokens too."""
+        return len(self.wordpiece.vocab)
 
     def __len__(self) -> int:
         return len(self.vocab)

@@ -17,13 +17,14 @@ from operator import itemgetter
 
 from bertforge.errors import InputError
 from bertforge.tokenization.added_tokens import AddedTokens
-from bertforge.tokenization.basic import BasicTokenizer
+from bertforge.tokenization.basic import WHITESPACE, BasicTokenizer
 from bertforge.tokenization.wordpiece import WordPiece
 
 CACHE_LIMIT = 1_000_000  # entries; the cache starts again empty beyond it, bounding memory on any corpus
 # Characters Python's str.split() treats as whitespace but BERT treats as control characters
 # (removed, so they glue their neighbours together): text holding one takes the regex path.
 _SPLIT_UNSAFE = re.compile("[\x0b\x0c\x1c-\x1f\x85]")
+_BERT_SPACE = re.compile(f"[{WHITESPACE}]+")
 # Printable ASCII and typeset English's punctuation (curly quotes, dashes, the ellipsis), which
 # normalising leaves as it is: in such a chunk (without special tokens) only case changes, and
 # every character that is not a letter or digit is punctuation, a word of its own (see basic.py).
@@ -38,10 +39,12 @@ ChunkEntry = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], tuple[int,
 
 
 class ChunkEncoder:
-    def __init__(self, basic: BasicTokenizer, wordpiece: WordPiece, added: AddedTokens | None = None):
+    def __init__(self, basic: BasicTokenizer, wordpiece: WordPiece, special_ids: dict[str, int],
+                 added: AddedTokens | None = None):
         self.basic = basic
         self.wordpiece = wordpiece
-        self.vocab = wordpiece.vocab
+        self.vocab = wordpiece.vocab  # the pieces of words; special tokens, added or not, in `special_ids`
+        self.special_ids = special_ids
         self.added = added if added is not None and added.pattern is not None else None
         self._cache: dict[str, ChunkEntry] = {}
 
@@ -84,7 +87,11 @@ class ChunkEncoder:
     def _chunks(self, text: str) -> list[str]:
         """Whitespace-separated chunks where Python's whitespace is BERT's (`str.split`, at C
         speed); otherwise the regex's runs and special tokens."""
-        return [m.group() for m in self.basic.finditer(text)] if _SPLIT_UNSAFE.search(text) else text.split()
+        if not _SPLIT_UNSAFE.search(text):
+            return text.split()
+        if self.added is not None:  # an added token may span the regex's runs ("->"): BERT's whitespace only
+            return _BERT_SPACE.split(text.strip(WHITESPACE)) if text.strip(WHITESPACE) else []
+        return [m.group() for m in self.basic.finditer(text)]
 
     def _entries(self, chunks: list[str]) -> list[ChunkEntry]:
         cache = self._cache
@@ -110,7 +117,7 @@ class ChunkEncoder:
         for match in self.basic.finditer(chunk):
             start = match.start()
             if match.lastgroup == "special":
-                ids.append(self.vocab[match.group()])
+                ids.append(self.special_ids[match.group()])
                 starts.append(start)
                 ends.append(match.end())
                 words.append(n_words)

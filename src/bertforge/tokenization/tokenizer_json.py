@@ -142,7 +142,8 @@ def tokenizer_json(tokenizer) -> dict:
         "decoder": {"type": "WordPiece", "prefix": "##", "cleanup": True},
         "model": {"type": "WordPiece", "unk_token": tokenizer.unk_token, "continuing_subword_prefix": "##",
                   "max_input_chars_per_word": tokenizer.wordpiece.max_input_chars_per_word,
-                  "vocab": dict(sorted(tokenizer.vocab.items(), key=lambda item: item[1]))},
+                  # the model's pieces; tokens added after it are in added_tokens only, as transformers saves them
+                  "vocab": dict(sorted(tokenizer.wordpiece.vocab.items(), key=lambda item: item[1]))},
     }
 
 
