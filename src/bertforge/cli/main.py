@@ -23,7 +23,8 @@ COMMANDS = {
     "similarity": ("bertforge.cli.similarity:similarity", "Compare a word's vectors in different sentences."),
     "attention": ("bertforge.cli.attention:attention", "Attention maps of a text, every layer and head."),
     # vocabularies and pre-training
-    "train-vocab": ("bertforge.cli.train_vocab:train_vocab", "Train a WordPiece, BPE or byte-level BPE vocabulary on text files."),
+    "train-vocab": ("bertforge.cli.train_vocab:train_vocab",
+                    "Train a WordPiece, BPE or byte-level BPE vocabulary on text files."),
     "pretrain": ("bertforge.cli.pretrain:pretrain", "Pre-train BERT from scratch (MLM + NSP)."),
     # fine-tuning
     "finetune": ("bertforge.cli.finetune:finetune", "Fine-tune BERT on a labelled file."),

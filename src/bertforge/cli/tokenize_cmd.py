@@ -57,6 +57,7 @@ def tokenize_with_merges(tokenizer, items, max_length: int | None, output) -> No
     cut = 0 if max_length is None else sum(len(ids) > max_length for ids in encoded)
     if cut:
         log.warning("%d of %d texts were longer than %d tokens and were truncated", cut, len(encoded), max_length)
-    records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids[:max_length]), "input_ids": ids[:max_length]}
-               for text, ids in zip(items.values, encoded)]
+    kept = [ids[:max_length] for ids in encoded]
+    records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids}
+               for text, ids in zip(items.values, kept)]
     write_records(with_line_numbers(items, records), output)

@@ -94,8 +94,8 @@ class BertPreTrainedModel(nn.Module):
         of the old ones (`mean_resizing`; transformers adds a spread of about 1e-9 of their covariance) or drawn
         from normal(0, initializer_range). An MLM head's output bias and untied decoder follow."""
         embeddings = self.get_input_embeddings()
-        new_num_tokens, pad_to_multiple_of = (_positive_int(value, name, "resize_token_embeddings") for name, value in
-                                              (("new_num_tokens", new_num_tokens), ("pad_to_multiple_of", pad_to_multiple_of)))
+        new_num_tokens = _positive_int(new_num_tokens, "new_num_tokens", "resize_token_embeddings")
+        pad_to_multiple_of = _positive_int(pad_to_multiple_of, "pad_to_multiple_of", "resize_token_embeddings")
         rows = embeddings.num_embeddings if new_num_tokens is None else new_num_tokens
         if pad_to_multiple_of is not None:
             rows = -(-rows // pad_to_multiple_of) * pad_to_multiple_of

@@ -17,7 +17,7 @@ class Decoding:
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Join the ids' pieces (`convert_tokens_to_string`). With `clean_up_tokenization_spaces` (default: the
-        tokenizer's setting, from its tokenizer_config.json) English contractions are joined too ("it ' s" → "it's")."""
+        tokenizer's setting, from its tokenizer_config.json) " ' " is joined too ("it ' s" → "it's")."""
         ids = [ids] if is_one_id(ids) else ids
         text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
         if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:

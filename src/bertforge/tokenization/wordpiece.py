@@ -3,8 +3,9 @@
 `stem` with the vocabulary {a,b,c,e,l,m,o,s,t,u,st} becomes `st ##e ##m`: take the longest
 prefix that is in the vocabulary, then the longest `##`-prefixed piece of what is left, and so
 on. A piece inside a word must be in the vocabulary with its `##`, as in Google's vocabularies:
-the example's set needs `##e` and `##m` beside `e` and `m` (tests/test_tokenizer.py). If some remainder has no piece at all, the whole word becomes `[UNK]` (not just that part),
-as in Google's original.
+the example's set needs `##e` and `##m` beside `e` and `m` (tests/test_tokenizer.py). If some
+remainder has no piece at all, the whole word becomes `[UNK]` (not just that part), as in Google's
+original.
 """
 
 from __future__ import annotations
