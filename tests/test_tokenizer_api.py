@@ -102,6 +102,9 @@ def test_batches_of_pair_tuples_special_token_order_and_token_strings_as_transfo
     batch = [("a b", "c"), ["Paris is big.", "It is."]]
     assert ours(batch)["input_ids"] == reference(batch)["input_ids"]
     assert ours(batch)["token_type_ids"] == reference(batch)["token_type_ids"]
+    for args, options in ((("Paris is big.",), {}), (("Paris is big.", "It is."), {"max_length": 6}),
+                          (("a b",), {"add_special_tokens": False, "return_tensors": "pt"})):
+        assert str(ours.encode(*args, **options)) == str(reference.encode(*args, **options))
     assert ours.all_special_tokens == reference.all_special_tokens
     assert ours.all_special_ids == reference.all_special_ids
     for text in ("Unbelievably, tokenizers are fun!", "it's a do not, don't! you're [CLS]", "##ing starts"):

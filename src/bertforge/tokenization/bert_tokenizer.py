@@ -261,6 +261,9 @@ class BertTokenizer(Decoding):
     def tokenize(self, text: str) -> list[str]:
         return [self.ids_to_tokens[i] for i in self.token_ids([text])[0]]
 
+    def encode(self, text: str, text_pair: str | None = None, **kwargs) -> list[int]:
+        return self(text, text_pair, **kwargs)["input_ids"]
+
     # --- the encoding API ----------------------------------------------------------------
 
     def __call__(self, text, text_pair=None, *, add_special_tokens: bool = True, padding=False,
