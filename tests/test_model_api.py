@@ -130,3 +130,29 @@ def test_from_pretrained_takes_a_config_and_names_forward_keywords(tmp_path):
     with pytest.raises(ConfigError, match=r"BertConfig.from_pretrained\(dtype=...\): the weights' type is the "
                                           r"model's to load"):
         BertConfig.from_pretrained(folder, dtype=torch.bfloat16)
+
+
+def test_calls_of_ported_training_scripts(tmp_path):
+    """What transformers' Trainer, Accelerate's loop and the course call on a model and its config."""
+    reference, folder = saved_reference(tmp_path, "BertForSequenceClassification")
+    model = BertForSequenceClassification.from_pretrained(folder, num_labels=3, ignore_mismatched_sizes=True)
+    assert model.classifier.weight.shape == (3, 32) and "classifier.weight" in model.missing_keys
+    torch.testing.assert_close(model.bert.embeddings.word.weight, reference.bert.embeddings.word_embeddings.weight)
+    assert model.config.get_text_config() is model.config
+    model.save_pretrained(tmp_path / "not-main", is_main_process=False)
+    assert not (tmp_path / "not-main").exists()
+    model.save_pretrained(tmp_path / "main", save_function=torch.save, max_shard_size="5GB")
+    assert BertForSequenceClassification.from_pretrained(tmp_path / "main").config.num_labels == 3
+    with pytest.raises(ConfigError, match=r"save_pretrained\(safe_serialization=False\): bertforge writes "
+                                          r"model.safetensors only"):
+        model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+
+
+def test_masked_lm_gives_hidden_states_and_attentions_as_transformers(tmp_path):
+    reference, folder = saved_reference(tmp_path, "BertForMaskedLM")
+    ours = BertForMaskedLM.from_pretrained(folder)
+    ids = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(4))
+    expected = reference(input_ids=ids, output_hidden_states=True, output_attentions=True)
+    got = ours(ids, output_hidden_states=True, output_attentions=True)
+    for mine, theirs in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)

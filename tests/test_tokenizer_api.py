@@ -226,3 +226,19 @@ def test_added_tokens_are_found_in_the_normalised_text_as_transformers_finds_the
     assert encoded(AutoTokenizer.from_pretrained(tmp_path / "ours"))[0] == expected[0]
     assert encoded(BertTokenizer.from_pretrained(tmp_path / "ours"))[0] == expected[0]
     assert encoded(BertTokenizer.from_pretrained(tmp_path / "theirs"))[0] == expected[0]
+
+
+def test_what_transformers_training_code_reads_off_a_tokenizer_and_its_batches(tokenizers):
+    from bertforge.pipelines import pipeline_class
+    from bertforge.tokenization import BatchEncoding
+
+    ours, reference = tokenizers
+    for name in ("is_fast", "model_input_names", "max_len_single_sentence", "max_len_sentences_pair"):
+        assert getattr(ours, name) == getattr(reference, name), name
+    assert [ours.num_special_tokens_to_add(pair) for pair in (False, True)] == \
+        [reference.num_special_tokens_to_add(pair=pair) for pair in (False, True)]
+    batch = ours(["a b", "c"], padding=True, return_tensors="pt")
+    rebuilt = type(batch)({key: value + 0 for key, value in batch.items()})  # how transformers' Trainer moves one
+    assert isinstance(rebuilt, BatchEncoding) and torch.equal(rebuilt.input_ids, batch.input_ids)
+    assert pipeline_class("sentiment-analysis") is pipeline_class("text-classification")
+    assert pipeline_class("ner") is pipeline_class("token-classification")

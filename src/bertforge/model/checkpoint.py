@@ -271,6 +271,8 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
                             **config_overrides}
     dtype = _load_dtype(config_overrides.pop("dtype", config_overrides.pop("torch_dtype", torch.float32)), config)
+    # transformers' keyword: weights whose shape the config changed (a head of other labels) start afresh
+    ignore_mismatched_sizes = bool(config_overrides.pop("ignore_mismatched_sizes", False))
     config = with_overrides(config, config_file, config_overrides)
     weights, unused = hf_to_bertforge(hf_weights, config.model_type)
     if config.tie_word_embeddings:
@@ -279,6 +281,9 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}
     model = cls(config)
     expected = {k: v for k, v in _state_dict(model).items() if k != "mlm.word_embeddings.weight"}
+    if ignore_mismatched_sizes:
+        weights = {name: tensor for name, tensor in weights.items()
+                   if name not in expected or expected[name].shape == tensor.shape}
     for name, tensor in weights.items():
         if name in expected and expected[name].shape != tensor.shape:
             hint = (" (a different number of labels? `bertforge finetune --new-head`, or fresh_head=True in"

@@ -189,6 +189,10 @@ class BertConfig:
             raise ConfigError(f"{path}: expected a JSON object")
         return cls.from_dict(data, source=str(path))
 
+    def get_text_config(self, decoder: bool = False) -> "BertConfig":
+        """transformers' accessor for multimodal configs, which its Trainer calls: a BERT config is all text."""
+        return self
+
     @classmethod
     def from_pretrained(cls, path: str | Path | None = None, **overrides) -> "BertConfig":
         """The config of a model directory (or a file in it), with from_pretrained's keywords applied as a

@@ -120,10 +120,11 @@ class BertForMaskedLM(BertHeadModel):
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> PreTrainingOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids)
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=False, output_attentions=False) -> PreTrainingOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
         logits, targets, loss = _masked_lm(self.mlm, out.last_hidden_state, labels)
-        return PreTrainingOutput(loss, loss, None, logits, targets, None)
+        return PreTrainingOutput(loss, loss, None, logits, targets, None, out.hidden_states, out.attentions)
 
 
 class BertForNextSentencePrediction(BertHeadModel):

@@ -45,10 +45,19 @@ class BertPreTrainedModel(nn.Module):
 
         return load_model(cls, path, fresh_head=fresh_head, **config_overrides)
 
-    def save_pretrained(self, directory: str | Path, tokenizer=None) -> None:
+    def save_pretrained(self, directory: str | Path, tokenizer=None, *, is_main_process: bool = True,
+                        safe_serialization: bool = True, **writer_options) -> None:
+        """config.json and model.safetensors (see `checkpoint.save_model`). transformers' `is_main_process` is
+        honoured; `save_function` and `max_shard_size` (Accelerate's loop passes them) change nothing here, as
+        the weights are always one safetensors file."""
         from bertforge.model.checkpoint import save_model
 
-        save_model(self, directory, tokenizer)
+        unknown = set(writer_options) - {"save_function", "max_shard_size"}
+        if unknown or not safe_serialization:
+            raise ConfigError(f"save_pretrained({', '.join(sorted(unknown)) or 'safe_serialization=False'}): "
+                              f"bertforge writes model.safetensors only")
+        if is_main_process:
+            save_model(self, directory, tokenizer)
 
     def init_head_weights(self) -> None:
         for name, module in self.named_children():

@@ -26,7 +26,12 @@ TASKS = {
 }
 
 
+# transformers' other names for the same tasks
+TASK_ALIASES = {"sentiment-analysis": "text-classification", "ner": "token-classification"}
+
+
 def pipeline_class(task: str) -> type[Pipeline]:
+    task = TASK_ALIASES.get(task, task)
     if task not in TASKS:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASKS)}")
     module, name = TASKS[task].split(":")

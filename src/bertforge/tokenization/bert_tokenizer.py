@@ -44,6 +44,8 @@ class BertTokenizer(Decoding):
     vocab_file_name = "vocab.txt"
     config_file_name = "tokenizer_config.json"
     padding_side = truncation_side = "right"  # BERT reads [CLS] first: padding and cuts go at the end
+    model_input_names = ["input_ids", "token_type_ids", "attention_mask"]
+    is_fast = True  # what transformers' code checks before it asks for offsets and word ids, which this gives
 
     def __init__(self, vocab: dict[str, int] | str | Path, do_lower_case: bool = True,
                  strip_accents: bool | None = None, unk_token: str = "[UNK]", sep_token: str = "[SEP]",
@@ -157,6 +159,12 @@ class BertTokenizer(Decoding):
 
     def __len__(self) -> int:
         return len(self.vocab)
+
+    def num_special_tokens_to_add(self, pair: bool = False) -> int:
+        return 3 if pair else 2
+
+    max_len_single_sentence = property(lambda self: self.model_max_length - 2)
+    max_len_sentences_pair = property(lambda self: self.model_max_length - 3)
 
     def pad(self, encoded_inputs, padding=True, max_length: int | None = None, pad_to_multiple_of: int | None = None,
             return_tensors: str | None = None) -> BatchEncoding:

@@ -132,10 +132,11 @@ class BatchEncoding(dict):
     takes `(batch_index, index)`, or the index alone for row 0; words and characters count within the
     text (`sequence_index` 0) or the pair (1); a token, word or character with no counterpart gives None."""
 
-    def __init__(self, data: dict, encodings: list[Encoding], batched: bool, ids_to_tokens: dict | None = None,
-                 n_sequences: int | None = None):
-        super().__init__(data)
-        self.encodings = encodings  # none after `pad`, as in transformers: the maps then have nothing to read
+    def __init__(self, data: dict | None = None, encodings: list[Encoding] = (), batched: bool = True,
+                 ids_to_tokens: dict | None = None, n_sequences: int | None = None):
+        # A dict alone is how transformers' Trainer rebuilds a batch it moves: `type(batch)({...})`
+        super().__init__(data or {})
+        self.encodings = list(encodings)  # none after `pad`, as in transformers: the maps then have nothing to read
         self.is_batched = batched
         self.n_sequences = n_sequences
         self._ids_to_tokens = ids_to_tokens
