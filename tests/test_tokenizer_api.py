@@ -242,3 +242,15 @@ def test_what_transformers_training_code_reads_off_a_tokenizer_and_its_batches(t
     assert isinstance(rebuilt, BatchEncoding) and torch.equal(rebuilt.input_ids, batch.input_ids)
     assert pipeline_class("sentiment-analysis") is pipeline_class("text-classification")
     assert pipeline_class("ner") is pipeline_class("token-classification")
+
+
+def test_pipeline_takes_transformers_tokenizer_keyword(uncased_dir):
+    import bertforge
+    from bertforge.model import default_model_path
+
+    embed = bertforge.pipeline("sentence-embedding", model=default_model_path(), tokenizer=default_model_path())
+    assert embed(["a tokenizer given as transformers takes it"]).shape == (1, 384)
+    grown = BertTokenizer.from_pretrained(uncased_dir)
+    grown.add_tokens(["[E1]"], special_tokens=True)
+    with pytest.raises(InputError, match=r"tokenizer: 30523 tokens, more than the model's 30522 embeddings"):
+        bertforge.pipeline("sentence-embedding", tokenizer=grown)

@@ -219,7 +219,8 @@ class Pipeline:
 
     def __init__(self, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False,
-                 loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1, **call_defaults):
+                 loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1,
+                 tokenizer: str | Path | BertTokenizer | None = None, **call_defaults):
         self.call_defaults = self.check_call_defaults(call_defaults)
         if isinstance(device, int) and not isinstance(device, bool):  # transformers' numbering: -1 is the CPU
             device = "cpu" if device < 0 else f"cuda:{device}"
@@ -246,6 +247,12 @@ class Pipeline:
             self.tokenizer = BertTokenizer.from_pretrained(path)
             self.model = apply_dtype(load_for_task(self.model_class, given, self.task, self.head_prefix,
                                                    self.head_name).eval(), dtype, self.device)
+        if tokenizer is not None:  # transformers' keyword: a tokenizer other than the model folder's
+            self.tokenizer = tokenizer if isinstance(tokenizer, BertTokenizer) else \
+                BertTokenizer.from_pretrained(model_path(tokenizer))
+            if len(self.tokenizer) > self.model.config.vocab_size:
+                raise InputError(f"tokenizer: {len(self.tokenizer)} tokens, more than the model's "
+                                 f"{self.model.config.vocab_size} embeddings (resize_token_embeddings)")
         if parallel_batches > 1 and self.device.type != "cpu":
             raise InputError(f"--parallel-batches runs on the CPU only, got --device {self.device}")
         self.parallel_batches = parallel_batches
