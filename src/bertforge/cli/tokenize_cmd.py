@@ -40,11 +40,7 @@ def tokenize(texts, model, max_length, input_path, column, output):
     encoded = tokenizer(items.values, truncation=max_length is not None, max_length=max_length,
                         return_offsets_mapping=True)
     if max_length is not None:
-        full_lengths = [len(ids) for ids in tokenizer(items.values)["input_ids"]]
-        cut = sum(n > max_length for n in full_lengths)
-        if cut:
-            log.warning("%d of %d texts were longer than %d tokens and were truncated", cut, len(full_lengths),
-                        max_length)
+        warn_truncated([len(ids) for ids in tokenizer(items.values)["input_ids"]], max_length)
     records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids,
                 "offsets": [list(span) for span in offsets]}
                for text, ids, offsets in zip(items.values, encoded["input_ids"], encoded["offset_mapping"])]
@@ -54,10 +50,15 @@ def tokenize(texts, model, max_length, input_path, column, output):
 def tokenize_with_merges(tokenizer, items, max_length: int | None, output) -> None:
     """A BPE vocabulary's pieces and ids: no special tokens are added, and no offsets are kept."""
     encoded = [tokenizer.encode(text) for text in items.values]
-    cut = 0 if max_length is None else sum(len(ids) > max_length for ids in encoded)
-    if cut:
-        log.warning("%d of %d texts were longer than %d tokens and were truncated", cut, len(encoded), max_length)
+    if max_length is not None:
+        warn_truncated([len(ids) for ids in encoded], max_length)
     kept = [ids[:max_length] for ids in encoded]
     records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids}
                for text, ids in zip(items.values, kept)]
     write_records(with_line_numbers(items, records), output)
+
+
+def warn_truncated(full_lengths: list[int], max_length: int) -> None:
+    cut = sum(n > max_length for n in full_lengths)
+    if cut:
+        log.warning("%d of %d texts were longer than %d tokens and were truncated", cut, len(full_lengths), max_length)

@@ -70,13 +70,13 @@ class PreTrainingOutput(ModelOutput):
     mlm_labels: torch.Tensor | None  # the labels of the rows of prediction_logits (when given)
     seq_relationship_logits: torch.Tensor | None
     hidden_states: tuple | None = None
+    attentions: tuple | None = None
     tuple_fields = ("loss", "prediction_logits", "seq_relationship_logits", "hidden_states")
 
     @property
     def logits(self) -> torch.Tensor | None:
         """transformers' name in BertForMaskedLM's and BertForNextSentencePrediction's outputs."""
         return self.prediction_logits if self.prediction_logits is not None else self.seq_relationship_logits
-    attentions: tuple | None = None
 
 
 def _masked_lm(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor | None):

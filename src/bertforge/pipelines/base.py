@@ -244,7 +244,8 @@ class Pipeline:
             path, _ = checkpoint_location(given)  # a file of the checkpoint, or Google's prefix, names its folder
             self.device = resolve_device(device)
             self.dtype = resolve_dtype(dtype, self.device)  # what runs ("auto" says bfloat16 or float32)
-            self.tokenizer = BertTokenizer.from_pretrained(path)
+            if tokenizer is None:
+                self.tokenizer = BertTokenizer.from_pretrained(path)
             self.model = apply_dtype(load_for_task(self.model_class, given, self.task, self.head_prefix,
                                                    self.head_name).eval(), dtype, self.device)
         if tokenizer is not None:  # transformers' keyword: a tokenizer other than the model folder's

@@ -169,12 +169,10 @@ class BertTokenizer(Decoding):
     def pad(self, encoded_inputs, padding=True, max_length: int | None = None, pad_to_multiple_of: int | None = None,
             return_tensors: str | None = None) -> BatchEncoding:
         """Pad features made earlier (`pad_features`), as transformers' DataCollatorWithPadding asks; one
-        feature dict gives one padded dict. padding="max_length" with no max_length pads to model_max_length."""
+        feature dict gives one padded dict."""
         one = isinstance(encoded_inputs, dict) and is_flat(encoded_inputs.get("input_ids"))
-        if padding_strategy(padding) == "max_length" and max_length is None:
-            max_length = self.model_max_length
-        data = pad_features([encoded_inputs] if one else encoded_inputs, self.vocab[self.pad_token], padding,
-                            max_length, pad_to_multiple_of)
+        data = pad_features([encoded_inputs] if one else encoded_inputs, self.vocab[self.pad_token],
+                            self.model_max_length, padding, max_length, pad_to_multiple_of)
         if one:
             data = {key: rows[0] for key, rows in data.items()}
         return BatchEncoding(to_tensors(data, return_tensors) if return_tensors is not None else data, [], not one,

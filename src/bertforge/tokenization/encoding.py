@@ -181,9 +181,8 @@ class BatchEncoding(dict):
 
     def char_to_word(self, batch_or_char_index: int, char_index: int | None = None,
                      sequence_index: int = 0) -> int | None:
-        batch, char = (0, batch_or_char_index) if char_index is None else (batch_or_char_index, char_index)
-        token = self.char_to_token(batch, char, sequence_index)
-        return None if token is None else self.encodings[batch].word_ids[token]
+        token = self.char_to_token(batch_or_char_index, char_index, sequence_index)
+        return None if token is None else self._row_and_index(batch_or_char_index, char_index)[0].word_ids[token]
 
     def word_to_tokens(self, batch_or_word_index: int, word_index: int | None = None,
                        sequence_index: int = 0) -> TokenSpan | None:
@@ -194,9 +193,8 @@ class BatchEncoding(dict):
 
     def word_to_chars(self, batch_or_word_index: int, word_index: int | None = None,
                       sequence_index: int = 0) -> CharSpan | None:
-        batch, word = (0, batch_or_word_index) if word_index is None else (batch_or_word_index, word_index)
-        span = self.word_to_tokens(batch, word, sequence_index)
-        offsets = self.encodings[batch].offsets
+        span = self.word_to_tokens(batch_or_word_index, word_index, sequence_index)
+        offsets = self._row_and_index(batch_or_word_index, word_index)[0].offsets
         return None if span is None else CharSpan(offsets[span.start][0], offsets[span.end - 1][1])
 
     def _row_and_index(self, batch_or_index: int, index: int | None) -> tuple[Encoding, int]:

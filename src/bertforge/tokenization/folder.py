@@ -28,9 +28,11 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
     vocab, settings = vocab_file, {}
     if not vocab_file.exists():  # transformers 5 saves tokenizer.json and no vocab.txt
         if not (vocab_file.parent / TOKENIZER_JSON).exists():
+            from bertforge.tokenization.bpe import is_merges_folder  # only on this error: BPE stays off start-up
+
             hint = (": it holds a BPE vocabulary (vocab.json, merges.txt), which BERT models do not read; "
                     "`bertforge tokenize --model DIR` shows its pieces, bertforge.tokenization.BPE.from_pretrained "
-                    "loads it") if (vocab_file.parent / "merges.txt").is_file() else ""
+                    "loads it") if is_merges_folder(vocab_file.parent) else ""
             raise CheckpointError(f"{path} has no {vocab_file_name} or {TOKENIZER_JSON}{hint}")
         vocab, settings = read_tokenizer_json(vocab_file.parent / TOKENIZER_JSON)
     if config_file.exists():

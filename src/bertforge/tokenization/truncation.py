@@ -113,11 +113,12 @@ def pad_and_collate(rows: list[Encoding], target: int | None, pad_id: int, offse
 PAD_FILL = {"token_type_ids": 0, "attention_mask": 0, "special_tokens_mask": 1}
 
 
-def pad_features(features, pad_id: int, padding=True, max_length: int | None = None,
+def pad_features(features, pad_id: int, model_max_length: int, padding=True, max_length: int | None = None,
                  pad_to_multiple_of: int | None = None) -> dict[str, list]:
     """transformers' `tokenizer.pad`, which its DataCollatorWithPadding calls: feature dicts (or one dict of
     lists) as one dict of lists, the token-level fields padded on the right and an attention_mask added
-    where there was none; other fields (labels) as they are."""
+    where there was none; other fields (labels) as they are. padding="max_length" with no max_length pads
+    to `model_max_length`, as there."""
     if isinstance(features, dict):
         features = [dict(zip(features, values)) for values in zip(*features.values())]
     if not features or not all(isinstance(f, dict) and "input_ids" in f for f in features):
@@ -130,7 +131,7 @@ def pad_features(features, pad_id: int, padding=True, max_length: int | None = N
     data.setdefault("attention_mask", [[1] * len(row) for row in data["input_ids"]])
     padding = padding_strategy(padding)
     if padding == "max_length" and max_length is None:
-        raise InputError("pad: padding='max_length' needs max_length")
+        max_length = model_max_length
     check_pad_to_multiple_of(pad_to_multiple_of, None, None, None)
     target = max(map(len, data["input_ids"])) if padding == "longest" else max_length if padding else None
     target = padded_length(target, pad_to_multiple_of)
