@@ -156,3 +156,10 @@ def test_masked_lm_gives_hidden_states_and_attentions_as_transformers(tmp_path):
     got = ours(ids, output_hidden_states=True, output_attentions=True)
     for mine, theirs in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+    # the same as transformers' tuple: (logits, attentions)
+    got = ours(ids, output_attentions=True, return_dict=False)
+    expected = reference(input_ids=ids, output_attentions=True, return_dict=False)
+    assert len(got) == len(expected) == 2
+    torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-5)
+    for mine, theirs in zip(got[1], expected[1]):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)

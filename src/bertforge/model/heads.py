@@ -71,7 +71,7 @@ class PreTrainingOutput(ModelOutput):
     seq_relationship_logits: torch.Tensor | None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
-    tuple_fields = ("loss", "prediction_logits", "seq_relationship_logits", "hidden_states")
+    tuple_fields = ("loss", "prediction_logits", "seq_relationship_logits", "hidden_states", "attentions")
 
     @property
     def logits(self) -> torch.Tensor | None:
