@@ -57,11 +57,13 @@ def special_tokens_of(special_tokens_dict: dict, state: dict) -> list[str]:
     return tokens
 
 
-def added_only(vocab: dict[str, int], added: set[str]) -> set[str]:
+def added_only(ids_to_tokens: dict[int, str], added: set[str]) -> set[str]:
     """The added tokens that are not the model's own pieces: those at the end of the vocabulary, where adding puts
-    them (a token added that the vocabulary had keeps its place, and stays a WordPiece piece, as in transformers)."""
+    them (a token added that the vocabulary had keeps its place, and stays a WordPiece piece, as in transformers).
+    Read from the last id down, so a tokenizer without added tokens pays one look-up for it."""
     tokens = set()
-    for token in sorted(vocab, key=vocab.__getitem__, reverse=True):
+    for token_id in range(len(ids_to_tokens) - 1, -1, -1):
+        token = ids_to_tokens.get(token_id)  # None past a gap in a vocabulary given as a dict
         if token not in added:
             break
         tokens.add(token)

@@ -68,9 +68,9 @@ class BertTokenizer(Decoding):
             raise CheckpointError(f"{where}special tokens missing from the vocabulary: {', '.join(missing)}")
         self.basic = BasicTokenizer(do_lower_case, strip_accents, never_split=tuple(self.all_special_tokens))
         # Added tokens are found before WordPiece runs, never as pieces of a word
-        added_only_tokens = added_only(self.vocab, {*self.additional_special_tokens, *self.added_tokens})
-        self.wordpiece = WordPiece({t: i for t, i in self.vocab.items() if t not in added_only_tokens}, unk_token,
-                                   max_input_chars_per_word)
+        added_only_tokens = added_only(self.ids_to_tokens, {*self.additional_special_tokens, *self.added_tokens})
+        pieces = {t: i for t, i in self.vocab.items() if t not in added_only_tokens} if added_only_tokens else self.vocab
+        self.wordpiece = WordPiece(pieces, unk_token, max_input_chars_per_word)
         self.all_special_ids = [self.vocab[t] for t in self.all_special_tokens]
         self._special_ids = set(self.all_special_ids)
         self._cls_sep = self.vocab[cls_token], self.vocab[sep_token]

@@ -90,7 +90,8 @@ class ChunkEncoder:
         if not _SPLIT_UNSAFE.search(text):
             return text.split()
         if self.added is not None:  # an added token may span the regex's runs ("->"): BERT's whitespace only
-            return _BERT_SPACE.split(text.strip(WHITESPACE)) if text.strip(WHITESPACE) else []
+            text = text.strip(WHITESPACE)
+            return _BERT_SPACE.split(text) if text else []
         return [m.group() for m in self.basic.finditer(text)]
 
     def _entries(self, chunks: list[str]) -> list[ChunkEntry]:
