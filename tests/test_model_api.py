@@ -146,6 +146,8 @@ def test_calls_of_ported_training_scripts(tmp_path):
     with pytest.raises(ConfigError, match=r"save_pretrained\(safe_serialization=False\): bertforge writes "
                                           r"model.safetensors only"):
         model.save_pretrained(tmp_path / "bin", safe_serialization=False)
+    with pytest.raises(ConfigError, match=r"save_pretrained\(push_to_hub\): bertforge writes model.safetensors only"):
+        model.save_pretrained(tmp_path / "hub", push_to_hub=True)
 
 
 def test_masked_lm_gives_hidden_states_and_attentions_as_transformers(tmp_path):

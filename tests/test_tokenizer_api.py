@@ -10,7 +10,7 @@ import torch
 from tokenizers import AddedToken
 
 from bertforge import BertTokenizer
-from bertforge.errors import InputError
+from bertforge.errors import CheckpointError, InputError
 from bertforge.io.datasets import read_squad
 from conftest import fixture_data, fixture_gutenberg_lines, reference_tokenizer
 
@@ -254,3 +254,25 @@ def test_pipeline_takes_transformers_tokenizer_keyword(uncased_dir):
     grown.add_tokens(["[E1]"], special_tokens=True)
     with pytest.raises(InputError, match=r"tokenizer: 30523 tokens, more than the model's 30522 embeddings"):
         bertforge.pipeline("sentence-embedding", tokenizer=grown)
+
+
+@pytest.mark.parametrize("file_name", ["tokenizer.json", "tokenizer_config.json"])
+def test_an_added_token_matched_as_written_but_not_special_is_refused_naming_it(uncased_dir, tmp_path, file_name):
+    """transformers can add a token that is neither special nor normalised; bertforge matches an added token
+    one way or the other, so such a folder is refused rather than read as something else."""
+    import json
+
+    tokenizer = BertTokenizer.from_pretrained(uncased_dir)
+    tokenizer.add_tokens(["covid19"])
+    tokenizer.save_pretrained(tmp_path)
+    path = tmp_path / file_name
+    data = json.loads(path.read_text())
+    entries = data["added_tokens"] if file_name == "tokenizer.json" else data["added_tokens_decoder"].values()
+    for entry in entries:
+        if entry["content"] == "covid19":
+            entry["normalized"] = False
+    path.write_text(json.dumps(data))
+    # each file is read where it is the one that says: tokenizer.json without vocab.txt (transformers 5's folder)
+    (tmp_path / ("tokenizer.json" if file_name == "tokenizer_config.json" else "vocab.txt")).unlink()
+    with pytest.raises(CheckpointError, match=rf"{path}: added token 'covid19' is neither special nor normalized"):
+        BertTokenizer.from_pretrained(tmp_path)

@@ -445,6 +445,11 @@ def test_cli_trains_and_writes_files(tmp_path):
     assert json.loads(result.output)["tokens"] == ["me", "a", "n", "b", "e", "a", "[UNK]"]
     with pytest.raises(BertforgeError, match=r"no vocab.txt or tokenizer.json: it holds a BPE vocabulary"):
         BertTokenizer.from_pretrained(tmp_path / "bpe")
+    config = tmp_path / "bpe" / "tokenizer_config.json"
+    config.write_text(json.dumps({**json.loads(config.read_text()), "tokenizer_class": "Unigram"}))
+    result = CliRunner().invoke(cli, ["tokenize", "--model", str(tmp_path / "bpe"), "mean"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert f"{config}: tokenizer_class 'Unigram' is not one of BPE, ByteLevelBPE" in result.output
 
     result = CliRunner().invoke(command, ["--input", str(corpus), "--output", str(tmp_path / "wp"),
                                           "--vocab-size", "100", "--min-frequency", "1", "--no-progress"])
