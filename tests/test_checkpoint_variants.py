@@ -187,6 +187,18 @@ def test_fill_mask_ranks_only_tokens_the_vocabulary_spells(small_with_vocab):
     (lambda m: m([[1, 2, 3]]), r"^input_ids must be a \(batch, sequence\) tensor \(return_tensors='pt'\), got list$"),
     (lambda m: m(torch.ones(2, 4, dtype=torch.long), attention_mask=torch.ones(2, 3)),
      r"^attention_mask must have input_ids' shape \(2, 4\), got \(2, 3\)$"),
+    (lambda m: m(torch.ones(2, 4, dtype=torch.long), inputs_embeds=torch.zeros(2, 4, 32)),
+     r"^give input_ids or inputs_embeds \(the token vectors\), not both$"),
+    (lambda m: m(), r"^give input_ids, or inputs_embeds \(the token vectors\)$"),
+    (lambda m: m(inputs_embeds=torch.zeros(2, 4, 5)),
+     r"^inputs_embeds must be a floating \(batch, sequence, 32\) tensor, got \(2, 4, 5\) torch.float32$"),
+    (lambda m: m(inputs_embeds=torch.zeros(2, 4, 32), token_type_ids=torch.zeros(2, 3, dtype=torch.long)),
+     r"^token_type_ids must have inputs_embeds' shape \(2, 4\), got \(2, 3\)$"),
+    (lambda m: m(torch.ones(2, 4, dtype=torch.long), position_ids=torch.arange(3)),
+     r"^position_ids must be integers shaped \(sequence,\), \(1, sequence\) or \(2, 4\), got \(3,\) "
+     r"torch.int64$"),
+    (lambda m: m(torch.ones(1, 3, dtype=torch.long), position_ids=torch.tensor([0, 1, 512])),
+     r"^position_ids holds 512, outside the model's 0..511$"),
 ])
 def test_forward_names_the_argument_at_fault(call, words):
     model = BertModel(BertConfig(**SMALL)).eval()

@@ -165,3 +165,124 @@ def test_masked_lm_gives_hidden_states_and_attentions_as_transformers(tmp_path):
     torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-5)
     for mine, theirs in zip(got[1], expected[1]):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+
+
+def test_inputs_embeds_and_position_ids_give_transformers_outputs_and_input_gradients(default_model_dir, tokenizer):
+    """What attribution methods (integrated gradients) do: scaled token vectors in, gradients w.r.t. them out;
+    and positions that do not start at 0. On the bundled all-MiniLM-L6-v2 and Gutenberg lines."""
+    from tests.conftest import gutenberg_lines
+
+    ours = BertModel.from_pretrained(default_model_dir).eval()
+    reference = transformers.BertModel.from_pretrained(str(default_model_dir)).eval()
+    batch = tokenizer(gutenberg_lines(4, skip=200), padding=True, truncation=True, max_length=48,
+                      return_tensors="pt")
+    real = batch["attention_mask"].bool()
+    positions = torch.arange(5, 5 + batch["input_ids"].shape[1]).expand_as(batch["input_ids"])
+    results = []
+    for model in (ours, reference):
+        scaled = (model.get_input_embeddings()(batch["input_ids"]) * 0.7).detach().requires_grad_()
+        out = model(inputs_embeds=scaled, attention_mask=batch["attention_mask"],
+                    token_type_ids=batch["token_type_ids"], position_ids=positions)
+        out.last_hidden_state[real].sum().backward()
+        results.append((out.last_hidden_state[real], out.pooler_output, scaled.grad[real]))
+    for mine, theirs in zip(*results):  # the gradients (up to ~40) within 1e-5 of the largest: float32 sums
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5 * max(1.0, theirs.abs().max().item()))
+    # the vectors the ids look up give what the ids give
+    with torch.no_grad():
+        from_ids = ours(**batch).last_hidden_state
+        from_vectors = ours(inputs_embeds=ours.get_input_embeddings()(batch["input_ids"]),
+                            attention_mask=batch["attention_mask"]).last_hidden_state
+    torch.testing.assert_close(from_vectors[real], from_ids[real], rtol=0, atol=1e-6)
+
+
+def test_every_head_takes_inputs_embeds_as_transformers(tmp_path):
+    ids = torch.randint(5, 60, (2, 6), generator=torch.Generator().manual_seed(2))
+    for name, ours_class in (("BertForSequenceClassification", BertForSequenceClassification),
+                             ("BertForMaskedLM", BertForMaskedLM), ("BertForPreTraining", BertForPreTraining)):
+        reference, folder = saved_reference(tmp_path, name)
+        ours = ours_class.from_pretrained(folder).eval()
+        vectors = reference.get_input_embeddings()(ids).detach()
+        with torch.no_grad():
+            mine, theirs = ours(inputs_embeds=vectors, return_dict=False), reference(inputs_embeds=vectors,
+                                                                                    return_dict=False)
+        for got, expected in zip(mine, theirs):
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_output_embeddings_and_retying_as_transformers(tmp_path):
+    reference, folder = saved_reference(tmp_path, "BertForMaskedLM")
+    ours = BertForMaskedLM.from_pretrained(folder).eval()
+    assert ours.get_output_embeddings().weight is ours.get_input_embeddings().weight
+    assert BertForSequenceClassification(BertConfig(**SMALL)).get_output_embeddings() is None
+    untied = BertForMaskedLM.from_pretrained(saved_reference(tmp_path, "BertForMaskedLM",
+                                                             tie_word_embeddings=False)[1])
+    assert untied.get_output_embeddings().weight is not untied.get_input_embeddings().weight
+    torch.manual_seed(3)
+    table = torch.nn.Embedding(60, 32, padding_idx=0)
+    ids = torch.randint(5, 60, (2, 6), generator=torch.Generator().manual_seed(2))
+    for model in (ours, reference):
+        model.set_input_embeddings(table)
+    # until tie_weights() the head still projects with the old table, in transformers too
+    assert ours.get_output_embeddings().weight is not table.weight
+    for model in (ours, reference):
+        model.tie_weights()
+    assert ours.get_output_embeddings().weight is table.weight
+    with torch.no_grad():
+        torch.testing.assert_close(ours(ids).logits, reference(input_ids=ids).logits, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"^set_input_embeddings: give an nn.Embedding of width 32 \(hidden_size\), "
+                                          r"got Embedding\(60, 16\)$"):
+        ours.set_input_embeddings(torch.nn.Embedding(60, 16))
+
+
+def test_activation_checkpointing_recomputes_layers_and_keeps_the_gradients():
+    """Each checkpointed layer runs twice (forward, then again in the backward pass); the loss and every
+    gradient are those of the plain run, dropout included (its random state is replayed)."""
+    model = BertForSequenceClassification(BertConfig(**{**SMALL, "num_hidden_layers": 4})).train()
+    ids = torch.randint(5, 60, (3, 9), generator=torch.Generator().manual_seed(1))
+    calls = []
+    for index, layer in enumerate(model.bert.encoder.layers):
+        # a pre-hook: the recomputation stops once it has what the backward pass needs (torch's early stop)
+        layer.register_forward_pre_hook(lambda module, args, index=index: calls.append(index))
+
+    def step():
+        model.zero_grad()
+        calls.clear()
+        torch.manual_seed(0)
+        loss = model(ids, labels=torch.tensor([0, 1, 1])).loss
+        loss.backward()
+        return loss, [p.grad.clone() for p in model.parameters()], sorted(calls)
+
+    plain_loss, plain_grads, plain_calls = step()
+    assert plain_calls == [0, 1, 2, 3] and not model.is_gradient_checkpointing
+    for enable, expected_calls in (
+            (lambda: model.gradient_checkpointing_enable(), [0, 0, 1, 1, 2, 2, 3, 3]),
+            (lambda: model.activation_checkpointing_enable({"use_reentrant": True}, every_n_layers=2),
+             [0, 0, 1, 2, 2, 3])):
+        enable()
+        loss, grads, layer_calls = step()
+        assert layer_calls == expected_calls and model.is_activation_checkpointing
+        torch.testing.assert_close(loss, plain_loss, rtol=0, atol=0)
+        for got, expected in zip(grads, plain_grads):
+            torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
+    model.gradient_checkpointing_disable()
+    assert step()[2] == plain_calls and not model.is_activation_checkpointing
+    model.gradient_checkpointing_enable()
+    with torch.no_grad():  # nothing to recompute without gradients, nor in eval mode
+        calls.clear()
+        model(ids)
+        assert sorted(calls) == plain_calls
+    with pytest.raises(ConfigError, match=r"^activation_checkpointing_enable\(every_n_layers=0\): give a positive "
+                                          r"whole number$"):
+        model.activation_checkpointing_enable(every_n_layers=0)
+
+
+def test_transformers_trainer_turns_activation_checkpointing_on(tmp_path):
+    model = BertForSequenceClassification(BertConfig(**SMALL))
+    rows = [{"input_ids": torch.randint(5, 60, (8,), generator=torch.Generator().manual_seed(i)),
+             "labels": torch.tensor(i % 2)} for i in range(8)]
+    args = transformers.TrainingArguments(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=4,
+                                          activation_checkpointing=True, report_to=[], use_cpu=True,
+                                          save_strategy="no", logging_strategy="no")
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=rows)
+    trainer.train()
+    assert model.is_activation_checkpointing and trainer.state.global_step == 2

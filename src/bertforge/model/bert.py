@@ -88,11 +88,12 @@ class BertEmbeddings(nn.Module):
             self.position.weight[:, 0::2] = torch.sin(angles[:, 0::2]).float()
             self.position.weight[:, 1::2] = torch.cos(angles[:, 1::2]).float()
 
-    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor | None,
-                position_ids: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, input_ids: torch.Tensor | None, token_type_ids: torch.Tensor | None,
+                position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+        """Token ids (…, seq), or their vectors already looked up (`inputs_embeds`, …, seq, hidden)."""
+        x = self.word(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
-            position_ids = torch.arange(input_ids.shape[-1], device=input_ids.device)
-        x = self.word(input_ids)
+            position_ids = torch.arange(x.shape[-2], device=x.device)
         if self.token_type is not None:  # without segments (DistilBERT) token types are ignored
             x = x + self.token_type(token_type_ids)
         return self.dropout(self.norm(x + self.position(position_ids)))
@@ -197,13 +198,21 @@ class BertEncoder(nn.Module):
     def __init__(self, config: BertConfig):
         super().__init__()
         self.layers = nn.ModuleList(BertLayer(config) for _ in range(config.num_hidden_layers))
+        # Activation checkpointing (`activation_checkpointing_enable`): the function that runs a layer keeping
+        # only its input (recomputing the rest in the backward pass), and which layers it runs.
+        self.checkpoint = None
+        self.checkpoint_every_n_layers = 1
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False, groups: LengthGroups | None = None):
         hidden_states = [x] if output_hidden_states else None
         attentions = [] if output_attentions else None
-        for layer in self.layers:
-            x, weights = layer(x, mask, output_attentions, groups)
+        checkpointing = self.checkpoint is not None and self.training and torch.is_grad_enabled()
+        for index, layer in enumerate(self.layers):
+            if checkpointing and index % self.checkpoint_every_n_layers == 0:
+                x, weights = self.checkpoint(layer, x, mask, output_attentions, groups)
+            else:
+                x, weights = layer(x, mask, output_attentions, groups)
             if output_hidden_states:
                 hidden_states.append(x)
             if output_attentions:
@@ -238,22 +247,24 @@ class BertModel(BertPreTrainedModel):
         if self.embeddings.sinusoidal:
             self.embeddings.reset_sinusoidal_positions()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False) -> BaseModelOutputWithPooling:
-        self._check_inputs(input_ids, attention_mask, token_type_ids)
+                output_attentions: bool = False, *, position_ids: torch.Tensor | None = None,
+                inputs_embeds: torch.Tensor | None = None) -> BaseModelOutputWithPooling:
+        shape = self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
         if token_type_ids is None:
-            token_type_ids = torch.zeros_like(input_ids)
+            token_type_ids = torch.zeros(shape, dtype=torch.long, device=self.device)
         # Boolean (batch, 1, 1, seq): True where a key may be attended to. None lets SDPA skip masking.
         mask = None
         if attention_mask is not None and not bool(attention_mask.all()):
             mask = attention_mask.bool()[:, None, None, :]
         try:
-            x = self.embeddings(input_ids, token_type_ids)
+            x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
         except IndexError:  # on the CPU; checked here, not before, so that valid batches pay nothing
             for name, ids, size in (("input_ids", input_ids, self.config.vocab_size),
-                                    ("token_type_ids", token_type_ids, self.config.type_vocab_size)):
-                if ids.min() < 0 or ids.max() >= size:
+                                    ("token_type_ids", token_type_ids, self.config.type_vocab_size),
+                                    ("position_ids", position_ids, self.config.max_position_embeddings)):
+                if ids is not None and (ids.min() < 0 or ids.max() >= size):
                     raise InputError(f"{name} holds {int(ids.min() if ids.min() < 0 else ids.max())}, outside the "
                                      f"model's 0..{size - 1}") from None
             raise
@@ -304,23 +315,48 @@ class BertModel(BertPreTrainedModel):
         cls = packed.first_tokens(packed.hidden_states[-1])  # (sequences, hidden)
         return self.pooler(cls[:, None])  # the pooler reads position 0 of (batch, seq, hidden)
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids) -> None:
-        """A user's mistake named by argument, before torch fails on it deep inside."""
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds) -> torch.Size:
+        """A user's mistake named by argument, before torch fails on it deep inside; the (batch, seq) shape."""
+        if (input_ids is None) == (inputs_embeds is None):
+            raise InputError("give input_ids or inputs_embeds (the token vectors), not both" if input_ids is not None
+                             else "give input_ids, or inputs_embeds (the token vectors)")
+        name, given = ("input_ids", input_ids) if inputs_embeds is None else ("inputs_embeds", inputs_embeds)
+        if inputs_embeds is not None:
+            hidden = self.config.hidden_size
+            if (not isinstance(inputs_embeds, torch.Tensor) or inputs_embeds.dim() != 3
+                    or inputs_embeds.shape[-1] != hidden or not inputs_embeds.is_floating_point()):
+                raise InputError(f"inputs_embeds must be a floating (batch, sequence, {hidden}) tensor, got "
+                                 + (f"{_shape(inputs_embeds)} {inputs_embeds.dtype}"
+                                    if isinstance(inputs_embeds, torch.Tensor) else _shape(inputs_embeds)))
+        elif not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise InputError(f"input_ids must be a (batch, sequence) tensor (return_tensors='pt'), got "
-                             f"{tuple(input_ids.shape) if isinstance(input_ids, torch.Tensor) else type(input_ids).__name__}")
-        if input_ids.is_floating_point() or input_ids.dtype == torch.bool or input_ids.is_complex():
+                             f"{_shape(input_ids)}")
+        elif input_ids.is_floating_point() or input_ids.dtype == torch.bool or input_ids.is_complex():
             raise InputError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
-        if not input_ids.numel():
-            raise InputError(f"input_ids is empty: shape {tuple(input_ids.shape)}")
-        for name, given in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
-            if given is not None and (not isinstance(given, torch.Tensor) or given.shape != input_ids.shape):
-                raise InputError(f"{name} must have input_ids' shape {tuple(input_ids.shape)}, got "
-                                 f"{tuple(given.shape) if isinstance(given, torch.Tensor) else type(given).__name__}")
-        self._check_length(input_ids.shape[1])
+        shape = given.shape[:2]
+        if not shape.numel():
+            raise InputError(f"{name} is empty: shape {tuple(given.shape)}")
+        for other, value in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
+            if value is not None and (not isinstance(value, torch.Tensor) or value.shape != shape):
+                raise InputError(f"{other} must have {name}' shape {tuple(shape)}, got {_shape(value)}")
+        if position_ids is not None and (
+                not isinstance(position_ids, torch.Tensor) or position_ids.is_floating_point()
+                or position_ids.dim() not in (1, 2) or position_ids.shape[-1] != shape[1]
+                or (position_ids.dim() == 2 and position_ids.shape[0] not in (1, shape[0]))):
+            raise InputError(f"position_ids must be integers shaped (sequence,), (1, sequence) or {tuple(shape)}, "
+                             f"got {_shape(position_ids)}"
+                             + (f" {position_ids.dtype}" if isinstance(position_ids, torch.Tensor) else ""))
+        self._check_length(shape[1])
+        return shape
 
     def _check_length(self, length: int) -> None:
         limit = self.config.max_position_embeddings
         if length > limit:
             raise InputError(f"sequence of {length} tokens is longer than the model's "
                              f"max_position_embeddings ({limit}); truncate it (max_length={limit})")
+
+
+
+def _shape(value) -> str:
+    """A tensor's shape, or the type of what was given instead."""
+    return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

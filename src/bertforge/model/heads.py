@@ -100,9 +100,11 @@ class BertForPreTraining(BertHeadModel):
         self.nsp = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                next_sentence_label=None, output_hidden_states=False, output_attentions=False) -> PreTrainingOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                next_sentence_label=None, output_hidden_states=False, output_attentions=False,
+                position_ids=None, inputs_embeds=None) -> PreTrainingOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        position_ids=position_ids, inputs_embeds=inputs_embeds)
         logits, targets, mlm_loss = _masked_lm(self.mlm, out.last_hidden_state, labels)
         nsp_logits = self.nsp(out.pooler_output)
         nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits.float(), next_sentence_label)
@@ -120,9 +122,11 @@ class BertForMaskedLM(BertHeadModel):
         self.mlm = MaskedLMHead(config, self.bert.embeddings.word)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False) -> PreTrainingOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=False, output_attentions=False,
+                position_ids=None, inputs_embeds=None) -> PreTrainingOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        position_ids=position_ids, inputs_embeds=inputs_embeds)
         logits, targets, loss = _masked_lm(self.mlm, out.last_hidden_state, labels)
         return PreTrainingOutput(loss, loss, None, logits, targets, None, out.hidden_states, out.attentions)
 
@@ -135,10 +139,12 @@ class BertForNextSentencePrediction(BertHeadModel):
         self.nsp = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, next_sentence_label=None,
-                labels=None) -> PreTrainingOutput:
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, next_sentence_label=None,
+                labels=None, position_ids=None, inputs_embeds=None) -> PreTrainingOutput:
         next_sentence_label = labels if next_sentence_label is None else next_sentence_label  # transformers 5's name
-        logits = self.nsp(self.bert(input_ids, attention_mask, token_type_ids).pooler_output)
+        out = self.bert(input_ids, attention_mask, token_type_ids, position_ids=position_ids,
+                        inputs_embeds=inputs_embeds)
+        logits = self.nsp(out.pooler_output)
         loss = None if next_sentence_label is None else F.cross_entropy(logits.float(), next_sentence_label)
         return PreTrainingOutput(loss, None, loss, None, None, logits)
 
@@ -211,9 +217,11 @@ class BertForSequenceClassification(BertHeadModel):
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False) -> TaskOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=False, output_attentions=False,
+                position_ids=None, inputs_embeds=None) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        position_ids=position_ids, inputs_embeds=inputs_embeds)
         if self.config.classifier_pooling == "mean":
             pooled = mean_pool(out.last_hidden_state, attention_mask)
         else:
@@ -235,9 +243,11 @@ class BertForTokenClassification(BertHeadModel):
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False) -> TaskOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
+                output_hidden_states=False, output_attentions=False,
+                position_ids=None, inputs_embeds=None) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        position_ids=position_ids, inputs_embeds=inputs_embeds)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
@@ -257,9 +267,11 @@ class BertForQuestionAnswering(BertHeadModel):
         self.qa_outputs = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
-    def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None,
-                end_positions=None, output_hidden_states=False, output_attentions=False) -> TaskOutput:
-        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions)
+    def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, start_positions=None,
+                end_positions=None, output_hidden_states=False, output_attentions=False,
+                position_ids=None, inputs_embeds=None) -> TaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
+                        position_ids=position_ids, inputs_embeds=inputs_embeds)
         logits = self.qa_outputs(self.dropout(out.last_hidden_state))
         loss = None
         if start_positions is not None and end_positions is not None:

@@ -1,6 +1,7 @@
 """What every model shares, as in transformers' `PreTrainedModel`: loading and saving in the Hugging
-Face layout, BERT's initialisation, and the calls users port from transformers (`get_input_embeddings`,
-`resize_token_embeddings`, `num_parameters`, `return_dict=False` in every model's forward)."""
+Face layout, BERT's initialisation, and the calls users port from transformers (the embedding tables,
+`resize_token_embeddings`, `num_parameters`, activation checkpointing, `return_dict=False` in every model's
+forward)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from bertforge.errors import ConfigError
 from bertforge.model.config import BertConfig
@@ -89,6 +91,63 @@ class BertPreTrainedModel(nn.Module):
     def get_input_embeddings(self) -> nn.Embedding:
         """The token embedding table, (vocab_size, hidden)."""
         return self.base_model.embeddings.word
+
+    def set_input_embeddings(self, embeddings: nn.Embedding) -> None:
+        """Replace the token embedding table. As in transformers, a tied MLM head keeps the old one until
+        `tie_weights()`."""
+        if not isinstance(embeddings, nn.Embedding) or embeddings.embedding_dim != self.config.hidden_size:
+            raise ConfigError(f"set_input_embeddings: give an nn.Embedding of width {self.config.hidden_size} "
+                              f"(hidden_size), got {embeddings!r}")
+        self.base_model.embeddings.word = embeddings
+
+    def get_output_embeddings(self) -> nn.Module | None:
+        """The module whose `weight` (vocab_size, hidden) projects onto the vocabulary: the token embedding table
+        where the MLM head is tied to it, else the head's own decoder; None for a model without an MLM head."""
+        head = next((module for module in self.modules() if hasattr(module, "resize_vocabulary")), None)
+        if head is None:
+            return None
+        return head.word_embeddings if hasattr(head, "word_embeddings") else head.decoder
+
+    def tie_weights(self, **_) -> None:
+        """Tie the MLM head to the current token embedding table again (after `set_input_embeddings`); with
+        `tie_word_embeddings: false` in the config the head keeps its own decoder."""
+        for module in self.modules():
+            if hasattr(module, "word_embeddings"):
+                module.word_embeddings = self.get_input_embeddings()
+
+    supports_gradient_checkpointing = True
+
+    def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
+                                        every_n_layers: int = 1, offload: bool = False) -> None:
+        """Keep only each layer's input during the forward pass and recompute the rest in the backward pass:
+        memory for one layer's activations instead of all of them, for about a third more time per step.
+        `activation_checkpointing_kwargs` go to `torch.utils.checkpoint.checkpoint` (non-reentrant by default,
+        which needs no input gradients); `every_n_layers` checkpoints every n-th layer; `offload` keeps the
+        saved inputs in host memory. transformers' call, and its older name `gradient_checkpointing_enable`."""
+        options = {"use_reentrant": False, **(activation_checkpointing_kwargs or {})}
+        every_n_layers = _positive_int(every_n_layers, "every_n_layers", "activation_checkpointing_enable")
+
+        def run_checkpointed(layer, *inputs):
+            if not offload:
+                return checkpoint(layer, *inputs, **options)
+            with torch.autograd.graph.save_on_cpu(pin_memory=torch.cuda.is_available()):
+                return checkpoint(layer, *inputs, **options)
+
+        self.base_model.encoder.checkpoint = run_checkpointed
+        self.base_model.encoder.checkpoint_every_n_layers = every_n_layers
+
+    def activation_checkpointing_disable(self) -> None:
+        self.base_model.encoder.checkpoint = None
+
+    @property
+    def is_activation_checkpointing(self) -> bool:
+        return self.base_model.encoder.checkpoint is not None
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict | None = None, **options) -> None:
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **options)
+
+    gradient_checkpointing_disable = activation_checkpointing_disable
+    is_gradient_checkpointing = is_activation_checkpointing
 
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameters counted once each (a tied MLM decoder is the embedding table), as transformers counts."""
