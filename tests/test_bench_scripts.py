@@ -412,3 +412,13 @@ def test_the_memory_bench_corpus_has_every_word_new_and_reads_as_documents(tmp_p
     assert [len(document) for document in documents] == [50, 50, 3]  # 103 lines of 12 words or fewer
     assert stops("prepare.py", "--new-words", 100_000, 10) == (
         2, "prepare.py: error: --new-words takes counts of 1000 words or more, got 10")
+
+
+@pytest.mark.parametrize("arguments,message", [
+    (("--steps", "1"), "--steps must be at least 2 (the first is a warm-up), got 1"),
+    (("--seq-length", "600"), "--batch-size and --threads must be at least 1, --seq-length 1 to 512"),
+    (("--size", "huge"), "unknown model size 'huge'"),
+])
+def test_activation_checkpointing_bench_names_a_wrong_option(arguments, message):
+    code, line = stops("activation_checkpointing.py", *arguments)
+    assert code == 2 and line.startswith(f"activation_checkpointing.py: error: {message}"), line

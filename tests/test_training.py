@@ -477,6 +477,28 @@ def test_finetune_twice_with_the_same_seed_gives_identical_weights(tiny_encoder,
     assert (tmp_path / "c" / "model.safetensors").read_bytes() == files[0]
 
 
+
+def test_gradient_checkpointing_trains_the_same_weights_and_may_change_on_resume(tiny_encoder, tmp_path,
+                                                                                 monkeypatch):
+    """Recomputing the layers in the backward pass (dropout's random state replayed) changes memory, not the run:
+    the same weights, bit for bit, and a run may be resumed with it switched."""
+    import bertforge.model.pretrained as pretrained
+
+    plain = CliRunner().invoke(cli, _finetune_command(tiny_encoder, tmp_path / "plain", "--max-steps", "3"))
+    assert plain.exit_code == 0, plain.output
+    checkpointed = []
+    monkeypatch.setattr(pretrained, "checkpoint", lambda layer, *inputs, **options: (
+        checkpointed.append(options), torch.utils.checkpoint.checkpoint(layer, *inputs, **options))[1])
+    command = _finetune_command(tiny_encoder, tmp_path / "recomputed", "--max-steps", "3", "--gradient-checkpointing")
+    recomputed = CliRunner().invoke(cli, command)
+    assert recomputed.exit_code == 0, recomputed.output
+    layers = BertConfig.from_json_file(tiny_encoder / "config.json").num_hidden_layers
+    assert checkpointed == [{"use_reentrant": False}] * 3 * 2 * layers  # every layer of every micro-batch
+    assert (tmp_path / "recomputed" / "model.safetensors").read_bytes() == \
+        (tmp_path / "plain" / "model.safetensors").read_bytes()
+    # what a checkpoint must match to be resumed leaves it out
+    assert FinetuneArgs(output_dir="a", gradient_checkpointing=True).settings() == FinetuneArgs(output_dir="a").settings()
+
 def test_a_finetune_logged_to_a_file_writes_its_progress_in_a_few_plain_lines(tiny_encoder, tmp_path):
     """Every step logs its figures; off a terminal (CliRunner's stderr, like a log file) the bar must not redraw
     for each of them: it shows where it starts and where it ends, each on a line of its own."""

@@ -163,6 +163,9 @@ def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
                    "it with weight 1 - this (0: the last weights).")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True,
               help="Micro-batches per optimiser step (--batch-size stays the examples per step).")
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute each layer's activations in the backward pass instead of keeping them: the same "
+                   "run in a fraction of the memory, for about a fifth more time per step (docs/benchmarks.md).")
 @click.option("--label-smoothing-factor", type=click.FloatRange(0, 1, max_open=True), default=0.0,
               show_default=True, help="Spread this share of each label's weight over all classes (not for qa).")
 @click.option("--rdrop-alpha", type=click.FloatRange(0), default=0.0, show_default=True,

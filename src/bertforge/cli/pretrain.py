@@ -112,6 +112,9 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
               help="Instances per optimiser step (all processes and accumulation micro-batches together). BERT's "
                    "paper used 256; 32 suits a CPU, and --gradient-accumulation-steps keeps memory flat at 256.")
 @click.option("--gradient-accumulation-steps", type=click.IntRange(1), default=1, show_default=True)
+@click.option("--gradient-checkpointing", is_flag=True,
+              help="Recompute each layer's activations in the backward pass instead of keeping them: the same "
+                   "run in a fraction of the memory, for about a fifth more time per step (docs/benchmarks.md).")
 @click.option("--learning-rate", "--lr", "learning_rate", default=1e-4, show_default=True)
 @click.option("--warmup-ratio", default=0.01, show_default=True, help="Warm-up as a share of --max-steps.")
 @click.option("--warmup-steps", type=click.IntRange(0), default=None, help="Warm-up steps (overrides --warmup-ratio).")
@@ -131,9 +134,10 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
 @click.option("--overwrite", is_flag=True, help="Replace the run already in OUTPUT_DIR.")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch (default: torch's choice).")
 @click.option("--deterministic", is_flag=True, help="Deterministic algorithms only (identical runs on a GPU too; slower).")
-def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gradient_accumulation_steps, learning_rate,
-          warmup_ratio, warmup_steps, weight_decay, max_grad_norm, dropout, bf16, seed, device, eval_data, eval_every,
-          eval_instances, checkpoint_every, log_every, resume, overwrite, threads, deterministic):
+def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gradient_accumulation_steps,
+          gradient_checkpointing, learning_rate, warmup_ratio, warmup_steps, weight_decay, max_grad_norm, dropout, bf16,
+          seed, device, eval_data, eval_every, eval_instances, checkpoint_every, log_every, resume, overwrite, threads,
+          deterministic):
     """Pre-train a BertForPreTraining on the prepared DATA_DIR, logging and checkpointing into
     OUTPUT_DIR; the final model is saved to OUTPUT_DIR/final in the Hugging Face layout."""
     from bertforge.pretraining.config import TrainingConfig
@@ -149,7 +153,8 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
     check_output_dir(output_dir, "OUTPUT_DIR", inputs=(data_dir, eval_data, init_from))  # --overwrite would delete them
     config = TrainingConfig(data_dir=data_dir, output_dir=output_dir, model_size=model_size, init_from=init_from,
                             max_steps=max_steps, batch_size=batch_size,
-                            gradient_accumulation_steps=gradient_accumulation_steps, learning_rate=learning_rate,
+                            gradient_accumulation_steps=gradient_accumulation_steps,
+                            gradient_checkpointing=gradient_checkpointing, learning_rate=learning_rate,
                             warmup_ratio=warmup_ratio, warmup_steps=warmup_steps, weight_decay=weight_decay,
                             max_grad_norm=max_grad_norm, dropout=dropout, bf16=bf16, seed=seed, device=device,
                             eval_data_dir=eval_data, eval_every=eval_every, eval_instances=eval_instances,

@@ -95,6 +95,9 @@ class TrainingArguments:
     max_grad_norm: float = 1.0
     ema_decay: float = 0.0  # above 0: evaluate and keep the moving average of the weights, not the last ones
     bf16: bool = False
+    # Keep only each layer's input in the forward pass and recompute the rest in the backward pass: the same
+    # weights (dropout's random state is replayed) in less memory, for more time per step.
+    gradient_checkpointing: bool = False
     seed: int = 42
     device: str = "cpu"
     eval_every: int | None = None
@@ -105,7 +108,7 @@ class TrainingArguments:
 
     # Settings that may change between a run and its resumption (they do not change the weights).
     RESUMABLE_CHANGES = ("output_dir", "device", "eval_every", "log_every", "checkpoint_every", "overwrite",
-                         "progress")
+                         "progress", "gradient_checkpointing")
 
     def __post_init__(self):
         _check_types(self)
@@ -257,6 +260,8 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     # The one seeding point: before the model exists, the same in every process (same weights).
     seed_everything(args.seed)
     model = build_model().to(processes.device).train()
+    if args.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
     if hasattr(objective, "to"):  # its own modules (a teacher) run where the model does: this process's device
         objective.to(processes.device)
     optimizer = build_optimizer(model, args.learning_rate, args.weight_decay, (args.adam_beta1, args.adam_beta2),
