@@ -172,6 +172,51 @@ def test_added_special_tokens_encode_decode_and_save_as_transformers_does(uncase
     assert model(ours(texts[0], return_tensors="pt")["input_ids"]).logits.shape == (1, 18, 30525)
 
 
+
+def test_listed_and_unlisted_special_tokens_as_transformers_5(uncased_dir, tmp_path):
+    """add_tokens(special_tokens=True) makes a token special (matched as written, skipped by decode) without listing
+    it in all_special_tokens, so the MLM collator's mask leaves it maskable; add_special_tokens replaces the listed
+    extra tokens unless told to extend them; a token leaving the list stays special; an unlisted special token added
+    again as a plain one becomes plain. Then both tokenizers save, and each reads the other's folder."""
+    from transformers import AutoTokenizer
+
+    text = "a <x> <A> <a> <c> <d> b <b> [E1]"
+
+    def steps(tokenizer):
+        seen = [tokenizer.add_tokens(["<x>"], special_tokens=True), tokenizer.all_special_tokens, len(tokenizer)]
+        seen += [tokenizer.add_special_tokens({"additional_special_tokens": ["<a>", "<b>"]}),
+                 tokenizer.all_special_tokens, tokenizer.add_special_tokens({"extra_special_tokens": ["<c>"]}),
+                 tokenizer.all_special_tokens, tokenizer.extra_special_tokens]
+        seen += [tokenizer.add_special_tokens({"extra_special_tokens": ["<d>"]}, replace_extra_special_tokens=False),
+                 tokenizer.add_special_tokens({"pad_token": "[PAD]"}), tokenizer.add_tokens(["[E1]"]),
+                 tokenizer.add_tokens(["<c>"], special_tokens=True), tokenizer.all_special_tokens,
+                 tokenizer.all_special_ids, tokenizer.special_tokens_map]
+        return seen + encoded(tokenizer)
+
+    def encoded(tokenizer):
+        ids = tokenizer(text)["input_ids"]
+        return [ids, tokenizer.get_special_tokens_mask(ids, already_has_special_tokens=True),
+                tokenizer.convert_ids_to_tokens(ids, skip_special_tokens=True),
+                tokenizer.decode(ids, skip_special_tokens=True), tokenizer.decode(ids)]
+
+    ours, reference = BertTokenizer.from_pretrained(uncased_dir), reference_tokenizer(uncased_dir)
+    expected = steps(reference)
+    assert steps(ours) == expected
+    assert expected[12] == ["[UNK]", "[SEP]", "[PAD]", "[CLS]", "[MASK]", "<c>", "<d>"]  # <x>, <a>, <b> unlisted
+    assert expected[-2] == "a < a > b [e1]"  # ... yet skipped by decode ("<A>" is not "<a>": cut up)
+    ours.save_pretrained(tmp_path / "ours")
+    reference.save_pretrained(tmp_path / "theirs")
+    for folder in ("ours", "theirs"):
+        for load in (AutoTokenizer.from_pretrained, BertTokenizer.from_pretrained):
+            assert encoded(load(tmp_path / folder)) == expected[-5:], (folder, load)
+    for tokenizer in (ours, reference):  # an unlisted special token made plain: matched lower-cased from now on
+        assert tokenizer.add_tokens(["<a>"]) == 1
+    assert ours(text)["input_ids"] == reference(text)["input_ids"]
+    assert ours(text)["input_ids"][3:5] == [30523, 30523]
+    ours.save_pretrained(tmp_path / "plain")
+    assert encoded(AutoTokenizer.from_pretrained(tmp_path / "plain")) == encoded(ours)
+
+
 @pytest.mark.parametrize("call,message", [
     (lambda t: t.add_tokens(["a b"], special_tokens=True), r"token 'a b' holds whitespace"),
     (lambda t: t.add_tokens([""], special_tokens=True), r"a token must be a non-empty string, got ''"),

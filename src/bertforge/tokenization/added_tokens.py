@@ -4,6 +4,8 @@ Each is kept whole wherever it occurs, inside a word too, and new ones take the 
 token is matched in the raw text (case and accents as written) and skipped by
 `decode(skip_special_tokens=True)`; any other added token is matched in the normalised text (lower-cased
 and without accents where the tokenizer does that), after the special tokens, as transformers does.
+Only the special tokens `add_special_tokens` lists (`additional_special_tokens`) are in `all_special_tokens`
+and the special-token mask; those of `add_tokens(..., special_tokens=True)` are not, as in transformers 5.
 """
 
 from __future__ import annotations
@@ -38,16 +40,16 @@ def token_contents(tokens, call: str, special: bool) -> list[str]:
     return contents
 
 
-def special_tokens_of(special_tokens_dict: dict, state: dict) -> list[str]:
-    """The extra special tokens of `add_special_tokens`' dict; a named special token (pad_token, ...) may only
-    be the one the tokenizer has, as the splitter and the model's ids are built around it."""
+def special_tokens_of(special_tokens_dict: dict, state: dict) -> list[str] | None:
+    """The extra special tokens of `add_special_tokens`' dict (None where it names none); a named special token
+    (pad_token, ...) may only be the one the tokenizer has, as the splitter and the model's ids are built around it."""
     if not isinstance(special_tokens_dict, dict):
         raise InputError(f"add_special_tokens takes a dict such as {{'additional_special_tokens': ['[E1]']}}, "
                          f"got {type(special_tokens_dict).__name__}")
-    tokens = []
+    tokens = None
     for key, value in special_tokens_dict.items():
         if key in EXTRA_KEYS:
-            tokens += token_contents(value, "add_special_tokens", special=True)
+            tokens = [*(tokens or []), *token_contents(value, "add_special_tokens", special=True)]
         elif key in SPECIAL_TOKEN_KEYS:
             if getattr(value, "content", value) != state[key]:
                 raise InputError(f"add_special_tokens({key}={value!r}): the tokenizer's {key} is {state[key]!r} and "
@@ -70,22 +72,65 @@ def added_only(ids_to_tokens: dict[int, str], added: set[str]) -> set[str]:
     return tokens
 
 
-def with_added_tokens(state: dict, tokens: list[str], special: bool) -> tuple[dict, int]:
+def with_added_tokens(state: dict, tokens: list[str], special: bool,
+                      listed: list[str] | None = None) -> tuple[dict, int]:
     """The tokenizer's state (`__getstate__`) with `tokens` added, those new to the vocabulary at the next ids in
-    order; and how many were not added tokens before (transformers' count)."""
+    order; and how many were not added tokens before (transformers' count). `listed`: the new extra special
+    tokens (`additional_special_tokens`) where `add_special_tokens` sets them; a token leaving that list stays
+    special, as in transformers."""
     vocab = dict(state["vocab"])
     vocab.update({token: i for i, token in enumerate((t for t in dict.fromkeys(tokens) if t not in vocab),
                                                      start=len(vocab))})
-    specials = {state[key] for key in SPECIAL_TOKEN_KEYS} | set(state["additional_special_tokens"])
-    known = specials if special else specials | set(state["added_tokens"])  # a token made special counts as new
+    extra, unlisted = state["additional_special_tokens"], state["special_added_tokens"]
+    specials = {state[key] for key in SPECIAL_TOKEN_KEYS} | set(extra) | set(unlisted)
+    # A token that changes kind counts as new: made special, or an unlisted special one made plain
+    known = specials if special else specials - set(unlisted) | set(state["added_tokens"])
     new = [token for token in dict.fromkeys(tokens) if token not in known]
+    added = state["added_tokens"]
     if special:
-        extra = [*state["additional_special_tokens"], *(t for t in tokens if t not in specials)]
-        added = [t for t in state["added_tokens"] if t not in tokens]  # made special: matched as written
+        added = [t for t in added if t not in tokens]  # matched as written from now on
+        if listed is not None:
+            extra, unlisted = listed, [*unlisted, *extra]
+        unlisted = [*unlisted, *tokens]  # the constructor leaves out those listed
     else:
-        extra, added = state["additional_special_tokens"], [*state["added_tokens"], *new]
-    return {**state, "vocab": vocab, "additional_special_tokens": list(dict.fromkeys(extra)), "added_tokens": added}, \
-        len(new)
+        added, unlisted = [*added, *new], [t for t in unlisted if t not in tokens]
+    return {**state, "vocab": vocab, "additional_special_tokens": list(dict.fromkeys(extra)),
+            "special_added_tokens": unlisted, "added_tokens": added}, len(new)
+
+
+class AddingTokens:
+    """`add_tokens` and `add_special_tokens`, the half of `BertTokenizer` that rebuilds it from its state
+    (`__getstate__`) with more tokens."""
+
+    def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
+        """Keep tokens whole (see `added_tokens`); those new to the vocabulary take the ids after its last: give the
+        model as many rows, `model.resize_token_embeddings(len(tokenizer))`. Returns how many were not added before.
+        Special ones are matched as written and skipped by `decode(skip_special_tokens=True)`, but, as in
+        transformers, not listed in `all_special_tokens` (so an MLM collator masks them like other tokens)."""
+        tokens = token_contents(new_tokens, "add_tokens", special=bool(special_tokens))
+        return self._rebuild(*with_added_tokens(self.__getstate__(), tokens, special=bool(special_tokens)))
+
+    def add_special_tokens(self, special_tokens_dict: dict, replace_extra_special_tokens: bool = True,
+                           replace_additional_special_tokens: bool | None = None) -> int:
+        """transformers' call with {"extra_special_tokens": [...]} (transformers 4: "additional_special_tokens"):
+        as `add_tokens(..., special_tokens=True)`, and the tokens become `additional_special_tokens`, in place of
+        those listed before unless `replace_extra_special_tokens=False` (transformers 4's keyword
+        `replace_additional_special_tokens`). Tokens no longer listed stay special: matched whole, skipped by
+        decode."""
+        if replace_additional_special_tokens is not None:
+            replace_extra_special_tokens = replace_additional_special_tokens
+        state = self.__getstate__()
+        tokens = special_tokens_of(special_tokens_dict, state)
+        listed = tokens if tokens is None or replace_extra_special_tokens else [
+            *state["additional_special_tokens"], *tokens]
+        return self._rebuild(*with_added_tokens(state, tokens or [], special=True, listed=listed))
+
+    def _rebuild(self, state: dict, added: int) -> int:
+        if self._workers is not None:
+            self._workers.close()  # they hold the old vocabulary
+        self.__dict__.clear()
+        self.__init__(**state)
+        return added
 
 
 class AddedTokens:

@@ -18,8 +18,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.paths import default_model_path, model_path
-from bertforge.tokenization.added_tokens import (AddedTokens, added_only, special_tokens_of, token_contents,
-                                                 with_added_tokens)
+from bertforge.tokenization.added_tokens import AddedTokens, AddingTokens, added_only
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
 from bertforge.tokenization.decoding import Decoding
@@ -32,13 +31,14 @@ from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and
                                                padding_strategy, truncate, truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
-FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens", "added_tokens")
+FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens", "special_added_tokens",
+                  "added_tokens")
 # transformers' loading keywords that ask for what loading here always is: local files, no remote code.
 NO_OP_LOADING_KEYWORDS = ("use_fast", "local_files_only", "trust_remote_code")
 RIGHT_ONLY = ("padding_side", "truncation_side")
 
 
-class BertTokenizer(Decoding):
+class BertTokenizer(AddingTokens, Decoding):
     """WordPiece tokenizer with BERT's normalisation and special tokens."""
 
     vocab_file_name = "vocab.txt"
@@ -52,7 +52,8 @@ class BertTokenizer(Decoding):
                  pad_token: str = "[PAD]", cls_token: str = "[CLS]", mask_token: str = "[MASK]",
                  additional_special_tokens: tuple[str, ...] | list[str] = (), model_max_length: int = 512,
                  max_input_chars_per_word: int = 100, clean_up_tokenization_spaces: bool = False,
-                 added_tokens: tuple[str, ...] | list[str] = ()):
+                 added_tokens: tuple[str, ...] | list[str] = (),
+                 special_added_tokens: tuple[str, ...] | list[str] = ()):
         self.vocab = dict(vocab) if isinstance(vocab, dict) else load_vocab(vocab)
         self.ids_to_tokens = {i: t for t, i in self.vocab.items()}
         self.do_lower_case = do_lower_case
@@ -62,23 +63,25 @@ class BertTokenizer(Decoding):
         self.model_max_length = model_max_length
         self.clean_up_tokenization_spaces = clean_up_tokenization_spaces
         self.added_tokens = list(added_tokens)  # not special: see `added_tokens`
-        missing = [t for t in [*self.all_special_tokens, *self.added_tokens] if t not in self.vocab]
+        # Special (matched as written, skipped by decode) but not listed in all_special_tokens: see `added_tokens`
+        self.special_added_tokens = [t for t in dict.fromkeys(special_added_tokens) if t not in self.all_special_tokens]
+        matched_whole = [*self.all_special_tokens, *self.special_added_tokens]
+        missing = [t for t in [*matched_whole, *self.added_tokens] if t not in self.vocab]
         if missing:
             where = "" if isinstance(vocab, dict) else f"{vocab}: "
             raise CheckpointError(f"{where}special tokens missing from the vocabulary: {', '.join(missing)}")
-        self.basic = BasicTokenizer(do_lower_case, strip_accents, never_split=tuple(self.all_special_tokens))
+        self.basic = BasicTokenizer(do_lower_case, strip_accents, never_split=tuple(matched_whole))
         # Added tokens are found before WordPiece runs, never as pieces of a word
-        added_only_tokens = added_only(self.ids_to_tokens, {*self.additional_special_tokens, *self.added_tokens})
+        added_only_tokens = added_only(self.ids_to_tokens, {*matched_whole, *self.added_tokens})
         pieces = {t: i for t, i in self.vocab.items() if t not in added_only_tokens} if added_only_tokens else self.vocab
         self.wordpiece = WordPiece(pieces, unk_token, max_input_chars_per_word)
         self.all_special_ids = [self.vocab[t] for t in self.all_special_tokens]
         self._special_ids = set(self.all_special_ids)
+        self._decode_skips = {self.vocab[t] for t in matched_whole}
         self._cls_sep = self.vocab[cls_token], self.vocab[sep_token]
-        added = AddedTokens(self.added_tokens, self.vocab, self.all_special_tokens, do_lower_case,
-                            self.basic.strip_accents)
+        added = AddedTokens(self.added_tokens, self.vocab, matched_whole, do_lower_case, self.basic.strip_accents)
         self.ids_to_tokens.update(added.tokens_by_id)
-        self._chunk_encoder = ChunkEncoder(self.basic, self.wordpiece, dict(zip(self.all_special_tokens,
-                                                                                self.all_special_ids)), added)
+        self._chunk_encoder = ChunkEncoder(self.basic, self.wordpiece, {t: self.vocab[t] for t in matched_whole}, added)
         self._workers: WorkerPool | None = None  # started by the first call with `num_proc`
 
     def __setattr__(self, name: str, value) -> None:
@@ -100,29 +103,11 @@ class BertTokenizer(Decoding):
                 "additional_special_tokens": self.additional_special_tokens,
                 "model_max_length": self.model_max_length,
                 "max_input_chars_per_word": self.wordpiece.max_input_chars_per_word,
-                "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, "added_tokens": self.added_tokens}
+                "clean_up_tokenization_spaces": self.clean_up_tokenization_spaces, "added_tokens": self.added_tokens,
+                "special_added_tokens": self.special_added_tokens}
 
     def __setstate__(self, state: dict) -> None:
         self.__init__(**state)
-
-    def add_tokens(self, new_tokens, special_tokens: bool = False) -> int:
-        """Keep tokens whole (see `added_tokens`); those new to the vocabulary take the ids after its last: give the
-        model as many rows, `model.resize_token_embeddings(len(tokenizer))`. Returns how many were not added before."""
-        tokens = token_contents(new_tokens, "add_tokens", special=bool(special_tokens))
-        return self._rebuild(*with_added_tokens(self.__getstate__(), tokens, special=bool(special_tokens)))
-
-    def add_special_tokens(self, special_tokens_dict: dict, replace_additional_special_tokens: bool = True) -> int:
-        """transformers' call with {"additional_special_tokens": [...]}: as `add_tokens(..., special_tokens=True)`.
-        Tokens added before stay special (transformers, too, keeps matching them whole)."""
-        state = self.__getstate__()
-        return self._rebuild(*with_added_tokens(state, special_tokens_of(special_tokens_dict, state), special=True))
-
-    def _rebuild(self, state: dict, added: int) -> int:
-        if self._workers is not None:
-            self._workers.close()  # they hold the old vocabulary
-        self.__dict__.clear()
-        self.__init__(**state)
-        return added
 
     # --- loading and saving -------------------------------------------------------------
 
@@ -193,9 +178,10 @@ class BertTokenizer(Decoding):
 
     @property
     def special_tokens_map(self) -> dict:
-        return {**{key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS},
-                **({"additional_special_tokens": list(self.additional_special_tokens)}
-                   if self.additional_special_tokens else {})}
+        """The named special tokens, as transformers 5 gives them (the extra ones are `extra_special_tokens`)."""
+        return {key: getattr(self, key) for key in SPECIAL_TOKEN_KEYS}
+
+    extra_special_tokens = property(lambda self: list(self.additional_special_tokens))  # transformers 5's name
 
     def __getattr__(self, name):
         # cls_token_id, sep_token_id, pad_token_id, mask_token_id, unk_token_id

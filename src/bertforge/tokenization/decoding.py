@@ -3,7 +3,7 @@ transformers' WordPiece decoder joins them."""
 
 from __future__ import annotations
 
-from bertforge.tokenization.encoding import is_one_id
+from bertforge.tokenization.encoding import as_int_list, is_one_id
 
 # What tokenizers' WordPiece decoder joins after the punctuation, in every decode; transformers'
 # clean_up_tokenization (`clean_up_tokenization_spaces`) joins " ' " as well.
@@ -12,14 +12,16 @@ CONTRACTIONS = ((" ' ", "'"), *DECODER_CLEANUP)
 
 
 class Decoding:
-    """The decoding half of `BertTokenizer`: it reads `convert_ids_to_tokens`, `wordpiece.prefix` and
-    `clean_up_tokenization_spaces` from it."""
+    """The decoding half of `BertTokenizer`: it reads `convert_ids_to_tokens`, `wordpiece.prefix`,
+    `clean_up_tokenization_spaces` and the ids `decode(skip_special_tokens=True)` leaves out from it."""
 
     def decode(self, ids, skip_special_tokens: bool = False, clean_up_tokenization_spaces: bool | None = None) -> str:
         """Join the ids' pieces (`convert_tokens_to_string`). With `clean_up_tokenization_spaces` (default: the
         tokenizer's setting, from its tokenizer_config.json) " ' " is joined too ("it ' s" → "it's")."""
-        ids = [ids] if is_one_id(ids) else ids
-        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids, skip_special_tokens))
+        ids = [int(ids)] if is_one_id(ids) else as_int_list(ids)
+        if skip_special_tokens:  # every special added token, listed in all_special_tokens or not (transformers')
+            ids = [i for i in ids if i not in self._decode_skips]
+        text = self.convert_tokens_to_string(self.convert_ids_to_tokens(ids))
         if self.clean_up_tokenization_spaces if clean_up_tokenization_spaces is None else clean_up_tokenization_spaces:
             for spaced, joined in CONTRACTIONS:
                 text = text.replace(spaced, joined)

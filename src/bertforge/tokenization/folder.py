@@ -47,11 +47,14 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
                     *SPECIAL_TOKEN_KEYS):
             if config.get(key) is not None:
                 settings[key] = config[key]
-        if isinstance(config.get("additional_special_tokens"), list):
-            settings["additional_special_tokens"] = config["additional_special_tokens"]
+        for key in ("additional_special_tokens", "extra_special_tokens"):  # transformers 4's name, then 5's
+            if isinstance(config.get(key), list):
+                settings["additional_special_tokens"] = config[key]
         if isinstance(config.get("added_tokens_decoder"), dict):
             entries = [{**entry, "id": int(i)} for i, entry in config["added_tokens_decoder"].items()]
             settings["added_tokens"] = non_special_added_tokens(entries, config_file)
+            # the named ones and those listed as extra are left out by the tokenizer
+            settings["special_added_tokens"] = [entry.get("content") for entry in entries if entry.get("special")]
         if settings.get("model_max_length", 0) > 1_000_000:  # "unlimited" in transformers' files
             del settings["model_max_length"]
     return vocab, settings, config_file
@@ -71,7 +74,7 @@ def write_folder(tokenizer, directory: Path) -> None:
     }
     if tokenizer.additional_special_tokens:
         config["additional_special_tokens"] = tokenizer.additional_special_tokens
-    if tokenizer.added_tokens:  # transformers' record of them, which it reads from tokenizer.json too
+    if tokenizer.added_tokens or tokenizer.special_added_tokens:  # transformers' record, also in tokenizer.json
         config["added_tokens_decoder"] = {str(entry["id"]): {k: v for k, v in entry.items() if k != "id"}
                                           for entry in added_token_entries(tokenizer)}
     write_text(directory / tokenizer.config_file_name, json.dumps(config, indent=2) + "\n")

@@ -62,9 +62,9 @@ def read_tokenizer_json(path: Path) -> tuple[dict[str, int], dict]:
     if data.get("added_tokens"):
         settings["added_tokens"] = non_special_added_tokens(data["added_tokens"], path)
     named = {settings.get(key, default) for key, default in DEFAULT_SPECIAL_TOKENS.items()}
-    additional = [token for token in added if token not in named]
-    if additional:
-        settings["additional_special_tokens"] = additional
+    special_added = [token for token in added if token not in named]
+    if special_added:  # listed in all_special_tokens only where tokenizer_config.json's extra_special_tokens says
+        settings["special_added_tokens"] = special_added
     if sorted(vocab.values()) != list(range(len(vocab))):
         raise CheckpointError(f"{path}: token ids are not 0..{len(vocab) - 1} without gaps or repeats")
     return vocab, settings
@@ -150,7 +150,7 @@ def tokenizer_json(tokenizer) -> dict:
 def added_token_entries(tokenizer) -> list[dict]:
     """tokenizers' record of each added token, by id: the special ones matched as written, the others in the
     normalised text."""
-    specials = set(tokenizer.all_special_tokens)
+    specials = {*tokenizer.all_special_tokens, *tokenizer.special_added_tokens}
     return [{"id": tokenizer.vocab[token], "content": token, "single_word": False, "lstrip": False, "rstrip": False,
              "normalized": token not in specials, "special": token in specials}
             for token in sorted(specials | set(tokenizer.added_tokens), key=tokenizer.vocab.__getitem__)]
