@@ -470,3 +470,49 @@ def test_options_given_when_the_pipeline_is_made_are_its_call_defaults():
     with pytest.raises(InputError, match=r"pipeline\('fill-mask'\) got 'topk', which neither the pipeline nor its "
                                          r"call takes; its call takes: inputs, top_k, targets"):
         pipeline("fill-mask", topk=2)
+
+
+def test_a_model_in_memory_with_its_tokenizer_answers_as_its_saved_folder(tmp_path):
+    """transformers' `pipeline(task, model=model, tokenizer=tokenizer)` right after fine-tuning: the object, still in
+    training mode, gives what its saved folder gives (dropout off), and on its own device."""
+    from bertforge.model import BertForPreTraining, BertForSequenceClassification
+    from bertforge.pipelines.text_classification import default_classification_model_path
+    from bertforge.tokenization import BertTokenizer
+
+    folder = default_classification_model_path()
+    model, tokenizer = BertForSequenceClassification.from_pretrained(folder).train(), BertTokenizer.from_pretrained(folder)
+    texts = sst2_sentences(16, "validation")
+    in_memory = pipeline("text-classification", model=model, tokenizer=tokenizer)
+    assert in_memory(texts, top_k=None) == pipeline("text-classification", model=folder)(texts, top_k=None)
+    assert not model.training and in_memory.device == torch.device("cpu") and in_memory.model_path is None
+    vectors = pipeline("sentence-embedding", model=model, tokenizer=tokenizer)(texts)  # any model: its encoder
+    np.testing.assert_array_equal(vectors, pipeline("sentence-embedding", model=folder)(texts))
+    pretrained = BertForPreTraining.from_pretrained(default_pretraining_model_path())
+    fill = pipeline("fill-mask", model=pretrained, tokenizer=tokenizer)  # a pre-training model has the MLM head
+    assert fill("Paris is the capital of [MASK].") == pipeline("fill-mask")("Paris is the capital of [MASK].")
+
+
+@pytest.mark.parametrize("task,given,message", [
+    ("token-classification", "classifier", r"^model: token-classification needs a token-classification head "
+     r"\(classifier\.\*\), and this BertForSequenceClassification has none; it can do: feature-extraction, "
+     r"sentence-embedding, contextual-similarity, attention, text-classification$"),
+    ("text-classification", "no tokenizer", r"^pipeline\('text-classification', model=<a "
+     r"BertForSequenceClassification>\) needs tokenizer= too \(a BertTokenizer or its folder\): a model in memory "
+     r"has no folder to read one from$"),
+    ("text-classification", "bfloat16", r"^dtype='bfloat16' applies to a model the pipeline loads; convert a model "
+     r"in memory yourself \(model.to\(torch.bfloat16\)\)$"),
+    ("feature-extraction", "linear", r"^model: give a bertforge model \(BertModel, BertForSequenceClassification, "
+     r"\.\.\.\) or its folder, got Linear$"),
+])
+def test_a_model_in_memory_that_cannot_serve_the_task_is_refused_naming_why(task, given, message):
+    from bertforge.model import BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1,
+                                                     num_attention_heads=2, intermediate_size=64))
+    options = {"model": torch.nn.Linear(2, 2) if given == "linear" else model, "tokenizer": "unused"}
+    if given == "no tokenizer":
+        del options["tokenizer"]
+    if given == "bfloat16":
+        options["dtype"] = "bfloat16"
+    with pytest.raises(InputError, match=message):
+        pipeline(task, **options)

@@ -7,10 +7,14 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from bertforge.errors import InputError
 from bertforge.paths import default_pretraining_model_path
 from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, Pipeline
+
+if TYPE_CHECKING:
+    from torch import nn
 
 # task name -> "module:class"
 TASKS = {
@@ -38,9 +42,12 @@ def pipeline_class(task: str) -> type[Pipeline]:
     return getattr(importlib.import_module(module), name)
 
 
-def pipeline(task: str, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
-             batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, **kwargs) -> Pipeline:
-    """A pipeline for `task` on the checkpoint directory `model` (None: the task's default model).
+def pipeline(task: str, model: str | Path | nn.Module | None = None, device: str | None = None,
+             dtype: str = "float32", batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None,
+             **kwargs) -> Pipeline:
+    """A pipeline for `task` on the checkpoint directory `model` (None: the task's default model), or on a
+    model in memory (one just fine-tuned) with its `tokenizer=`, as transformers takes them: used as it is, in
+    eval mode, on its own device unless `device` is given.
 
     dtype: "float32" (exact), "bfloat16", "int8" (CPU) or "auto" (bfloat16 on native-BF16 CPUs). max_length:
     longer inputs are truncated with a warning that counts them (None: the model's limit).

@@ -149,6 +149,19 @@ HEAD_MODELS = (
 )
 
 
+def model_tasks(model: nn.Module) -> list[str]:
+    """The tasks a model in memory can serve, judged by its heads (`checkpoint_tasks` for a folder)."""
+    from bertforge.model import BertForSequenceClassification, BertForTokenClassification
+
+    heads = {"mlm": "fill-mask", "nsp": "next-sentence", "qa_outputs": "question-answering"}
+    tasks = [*ENCODER_TASKS, *(task for attribute, task in heads.items() if hasattr(model, attribute))]
+    if isinstance(model, BertForSequenceClassification):
+        tasks.append("text-classification")
+    if isinstance(model, BertForTokenClassification):
+        tasks.append("token-classification")
+    return tasks
+
+
 @dataclass
 class LoadedCheckpoint:
     """A checkpoint loaded once, in its precision and on its device, for several pipelines to share
@@ -217,9 +230,9 @@ class Pipeline:
                 return call(self, *args, **options)
             cls.__call__ = with_defaults
 
-    def __init__(self, model: str | Path | None = None, device: str = "cpu", dtype: str = "float32",
-                 batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None, progress: bool = False,
-                 loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1,
+    def __init__(self, model: str | Path | nn.Module | None = None, device: str | None = None,
+                 dtype: str = "float32", batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None,
+                 progress: bool = False, loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1,
                  tokenizer: str | Path | BertTokenizer | None = None, **call_defaults):
         self.call_defaults = self.check_call_defaults(call_defaults)
         if isinstance(device, int) and not isinstance(device, bool):  # transformers' numbering: -1 is the CPU
@@ -239,10 +252,13 @@ class Pipeline:
                                       f"has none; it can do: {', '.join(loaded.tasks)}")
             path, self.device, self.dtype, self.tokenizer = loaded.path, loaded.device, loaded.dtype, loaded.tokenizer
             self.model = loaded.model
+        elif isinstance(model, nn.Module):
+            path = None
+            self.model, self.device, self.dtype = self.model_in_memory(model, device, dtype, tokenizer)
         else:
             given = model_path(model) if model is not None else self.default_model()
             path, _ = checkpoint_location(given)  # a file of the checkpoint, or Google's prefix, names its folder
-            self.device = resolve_device(device)
+            self.device = resolve_device(device or "cpu")
             self.dtype = resolve_dtype(dtype, self.device)  # what runs ("auto" says bfloat16 or float32)
             if tokenizer is None:
                 self.tokenizer = BertTokenizer.from_pretrained(path)
@@ -271,6 +287,28 @@ class Pipeline:
         self.truncated = 0  # texts truncated by the last call
         self.token_counts: list[int] = []  # tokens each text of the last call gave the model, after truncation
 
+    def model_in_memory(self, model: nn.Module, device, dtype: str, tokenizer) -> tuple[nn.Module, torch.device, str]:
+        """transformers' `pipeline(task, model=model, tokenizer=tokenizer)` with a model object (one just
+        fine-tuned): used as it is, in eval mode, moved only where `device` is given."""
+        from bertforge.model import BertPreTrainedModel
+
+        if not isinstance(model, BertPreTrainedModel):
+            raise InputError(f"model: give a bertforge model (BertModel, BertForSequenceClassification, ...) or its "
+                             f"folder, got {type(model).__name__}")
+        tasks = model_tasks(model)
+        if self.task not in tasks:
+            raise InputError(f"model: {self.task} needs a {self.head_name}, and this {type(model).__name__} has "
+                             f"none; it can do: {', '.join(tasks)}")
+        if tokenizer is None:
+            raise InputError(f"pipeline({self.task!r}, model=<a {type(model).__name__}>) needs tokenizer= too (a "
+                             f"BertTokenizer or its folder): a model in memory has no folder to read one from")
+        if dtype != "float32":
+            raise InputError(f"dtype={dtype!r} applies to a model the pipeline loads; convert a model in memory "
+                             f"yourself (model.to(torch.bfloat16))")
+        device = model.device if device is None else resolve_device(device)
+        model = model.to(device).eval()
+        return model, device, "bfloat16" if model.dtype == torch.bfloat16 else "float32"
+
     def check_call_defaults(self, options: dict) -> dict:
         accepted = inspect.signature(inspect.unwrap(type(self).__call__)).parameters
         unknown = [name for name in options if name not in accepted or name == "self"
@@ -281,10 +319,10 @@ class Pipeline:
         return options
 
     @staticmethod
-    def default_max_length(path: Path, limit: int) -> int:
+    def default_max_length(path: Path | None, limit: int) -> int:
         """The model's own limit, or a sentence-transformers model's max_seq_length where it has one."""
-        config = path / "sentence_bert_config.json"
-        if config.exists():
+        config = path / "sentence_bert_config.json" if path is not None else None
+        if config is not None and config.exists():
             try:
                 return min(int(json.loads(config.read_text(encoding="utf-8"))["max_seq_length"]), limit)
             except (KeyError, ValueError, json.JSONDecodeError):

@@ -132,7 +132,7 @@ class SentenceEmbeddingPipeline(Pipeline):
 
     @cached_property
     def checkpoint_defaults(self) -> tuple[str, bool]:
-        return sentence_transformers_pooling(self.model_path) or ("mean", True)
+        return (self.model_path and sentence_transformers_pooling(self.model_path)) or ("mean", True)
 
     def __call__(self, inputs, pooling: str | None = None, layers=-1, combine: str = "sum",
                  normalize: bool | None = None, return_tensors: str = "np"):
