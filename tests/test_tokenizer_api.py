@@ -4,6 +4,8 @@ batches of (text, pair) tuples, `pad` on one feature dict, and the padding side.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -321,3 +323,23 @@ def test_an_added_token_matched_as_written_but_not_special_is_refused_naming_it(
     (tmp_path / ("tokenizer.json" if file_name == "tokenizer_config.json" else "vocab.txt")).unlink()
     with pytest.raises(CheckpointError, match=rf"{path}: added token 'covid19' is neither special nor normalized"):
         BertTokenizer.from_pretrained(tmp_path)
+
+
+def test_save_pretrained_returns_its_files_and_save_vocabulary_writes_vocab_txt(uncased_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    tokenizer = BertTokenizer.from_pretrained(uncased_dir)
+    tokenizer.add_tokens(["covid19"])
+    files = tokenizer.save_pretrained(tmp_path / "saved")
+    assert files == tuple(str(tmp_path / "saved" / name) for name in ("tokenizer_config.json", "vocab.txt",
+                                                                       "tokenizer.json"))
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == sorted(Path(f).name for f in files)
+    for prefix, name in ((None, "vocab.txt"), ("mine", "mine-vocab.txt")):
+        (written,) = tokenizer.save_vocabulary(tmp_path, filename_prefix=prefix)
+        assert written == str(tmp_path / name)
+        assert Path(written).read_text(encoding="utf-8").splitlines() == \
+            sorted(tokenizer.get_vocab(), key=tokenizer.get_vocab().get)
+    assert AutoTokenizer.from_pretrained(tmp_path / "saved")("a covid19 case")["input_ids"] == \
+        tokenizer("a covid19 case")["input_ids"]
+    with pytest.raises(InputError, match=r"^save_vocabulary: .*missing is not a directory$"):
+        tokenizer.save_vocabulary(tmp_path / "missing")

@@ -26,7 +26,7 @@ from bertforge.tokenization.encoding import (BatchEncoding, Encoding, as_int_lis
                                              is_one_id, joined_extras, to_tensors)
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
 from bertforge.tokenization.folder import (SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings, read_folder,
-                                           write_folder)
+                                           write_folder, write_vocab)
 from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and_collate, pad_features, padded_length,
                                                padding_strategy, truncate, truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
@@ -127,9 +127,18 @@ class BertTokenizer(AddingTokens, Decoding):
             setattr(tokenizer, key, value)
         return tokenizer
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """vocab.txt and tokenizer_config.json, which transformers 4 reads, and tokenizer.json for transformers 5."""
-        write_folder(self, Path(directory))
+    def save_pretrained(self, directory: str | Path) -> tuple[str, ...]:
+        """vocab.txt and tokenizer_config.json, which transformers 4 reads, and tokenizer.json for transformers 5;
+        the files' paths."""
+        return write_folder(self, Path(directory))
+
+    def save_vocabulary(self, save_directory: str | Path, filename_prefix: str | None = None) -> tuple[str]:
+        """vocab.txt alone (`PREFIX-vocab.txt` with a prefix) in an existing directory, as transformers 4 wrote it."""
+        if not Path(save_directory).is_dir():
+            raise InputError(f"save_vocabulary: {save_directory} is not a directory")
+        path = Path(save_directory) / f"{filename_prefix + '-' if filename_prefix else ''}{self.vocab_file_name}"
+        write_vocab(self, path)
+        return (str(path),)
 
     # --- vocabulary ----------------------------------------------------------------------
 

@@ -60,10 +60,15 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
     return vocab, settings, config_file
 
 
-def write_folder(tokenizer, directory: Path) -> None:
+def write_vocab(tokenizer, path: Path) -> None:
+    """vocab.txt: one token per line, in id order (added tokens too)."""
+    write_text(path, "".join(t + "\n" for t in sorted(tokenizer.vocab, key=tokenizer.vocab.__getitem__)))
+
+
+def write_folder(tokenizer, directory: Path) -> tuple[str, ...]:
+    """The tokenizer's files in `directory`; their paths, as transformers' `save_pretrained` returns them."""
     directory.mkdir(parents=True, exist_ok=True)
-    tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.__getitem__)
-    write_text(directory / tokenizer.vocab_file_name, "".join(t + "\n" for t in tokens))
+    write_vocab(tokenizer, directory / tokenizer.vocab_file_name)
     config = {
         "tokenizer_class": "BertTokenizer",
         "do_lower_case": tokenizer.do_lower_case,
@@ -79,6 +84,8 @@ def write_folder(tokenizer, directory: Path) -> None:
                                           for entry in added_token_entries(tokenizer)}
     write_text(directory / tokenizer.config_file_name, json.dumps(config, indent=2) + "\n")
     write_tokenizer_json(tokenizer, directory)  # what transformers 5 and `tokenizers` read first
+    return tuple(str(directory / name) for name in (tokenizer.config_file_name, tokenizer.vocab_file_name,
+                                                    TOKENIZER_JSON))
 
 
 def check_settings(settings: dict, source: Path) -> None:
