@@ -286,3 +286,24 @@ def test_transformers_trainer_turns_activation_checkpointing_on(tmp_path):
     trainer = transformers.Trainer(model=model, args=args, train_dataset=rows)
     trainer.train()
     assert model.is_activation_checkpointing and trainer.state.global_step == 2
+
+
+@pytest.mark.parametrize("name", ["BertModel", "BertForMaskedLM", "BertForPreTraining", "BertForSequenceClassification",
+                                  "BertForQuestionAnswering"])
+def test_load_state_dict_takes_transformers_names(tmp_path, name):
+    """`model.load_state_dict(torch.load("pytorch_model.bin"))` with transformers' weights, as a ported script
+    loads them: the same outputs; our own names still load; a name neither knows is reported as torch reports it."""
+    from bertforge.model import ARCHITECTURES
+
+    reference, _ = saved_reference(tmp_path, name)
+    ours = ARCHITECTURES[name](BertConfig(**SMALL)).eval()
+    assert not ours.load_state_dict(reference.state_dict()).missing_keys
+    ids = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        for mine, theirs in zip(ours(ids, return_dict=False), reference(input_ids=ids, return_dict=False)):
+            torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
+    copy = ARCHITECTURES[name](BertConfig(**SMALL))
+    copy.load_state_dict(ours.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), ours.state_dict().values()))
+    with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "extra.weight"'):
+        ours.load_state_dict({**reference.state_dict(), "extra.weight": torch.zeros(1)})

@@ -186,6 +186,21 @@ def bertforge_to_hf(state: dict[str, torch.Tensor], bare_encoder: bool,
     return hf
 
 
+def from_hf_state_dict(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' state dict of the model's class → `model`'s own names (a tied MLM decoder read from the token
+    embeddings, as `load_model` reads it); names with no counterpart are kept as they are, for
+    `load_state_dict(strict=True)` to list."""
+    weights, unused = hf_to_bertforge(state, model.config.model_type)
+    if model.config.tie_word_embeddings:
+        weights.pop("mlm.decoder.weight", None)
+        if "bert.embeddings.word.weight" in weights and "mlm.word_embeddings.weight" in _state_dict(model):
+            weights["mlm.word_embeddings.weight"] = weights["bert.embeddings.word.weight"]
+    if model.base_model is model:  # a bare BertModel: its own names lack the "bert." prefix
+        weights = {name.removeprefix("bert."): tensor for name, tensor in weights.items()}
+    prefix = NAMINGS[model.config.model_type].prefix
+    return {**weights, **{name: state[name] if name in state else state[prefix + name] for name in unused}}
+
+
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:
     safetensors_file = directory / "model.safetensors"
     bin_file = directory / "pytorch_model.bin"

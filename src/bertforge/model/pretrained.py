@@ -61,6 +61,18 @@ class BertPreTrainedModel(nn.Module):
         if is_main_process:
             save_model(self, directory, tokenizer)
 
+    def load_state_dict(self, state_dict, strict: bool = True, assign: bool = False):
+        """Our parameter names, or transformers' (the state dict of transformers' model of this class, e.g. its
+        `pytorch_model.bin` read with `torch.load`), converted as `from_pretrained` converts a folder."""
+        from bertforge.model.checkpoint import from_hf_state_dict
+
+        own = set(self.state_dict())
+        if not set(state_dict) <= own:  # some names are not ours: transformers' if converting them finds more
+            converted = from_hf_state_dict(self, state_dict)
+            if len(own.intersection(converted)) > len(own.intersection(state_dict)):
+                state_dict = converted
+        return super().load_state_dict(state_dict, strict=strict, assign=assign)
+
     def init_head_weights(self) -> None:
         for name, module in self.named_children():
             if name != self.base_model_prefix:
