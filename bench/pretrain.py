@@ -117,8 +117,10 @@ def peers_for(size: str, vocab_size: int, variants: dict[str, tuple[bool, bool]]
 
 def step(peer: Peer, batch: dict[str, torch.Tensor]) -> float:
     """One training step; returns the number of (non-padding) tokens it processed."""
+    # bertforge as its trainer runs it: vocabulary logits at the masked positions only
+    options = {"labelled_logits_only": True} if peer.library == "bertforge" else {}
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=peer.bf16):
-        output = peer.model(**batch)
+        output = peer.model(**batch, **options)
     output.loss.backward()
     torch.nn.utils.clip_grad_norm_(peer.model.parameters(), 1.0)
     peer.optimizer.step()
@@ -145,7 +147,7 @@ def held_out_mlm_loss(peer: Peer, batches: list[dict[str, torch.Tensor]]) -> flo
     for batch in batches:
         inputs = {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
         if peer.library == "bertforge":
-            output = model(**inputs, labels=batch["labels"])
+            output = model(**inputs, labels=batch["labels"], labelled_logits_only=True)
             logits, targets = output.prediction_logits, output.mlm_labels
         else:
             selected = batch["labels"] != IGNORE_INDEX

@@ -225,14 +225,18 @@ def test_transformers_pretraining_checkpoint_loads(tiny_pretraining_checkpoint):
 
 
 def test_masked_positions_only(tiny_pretraining_checkpoint):
-    """With labels, logits are computed only where a label is set, and equal the full logits there."""
+    """With labels and labelled_logits_only (the trainers' call), logits are computed only where a label is set,
+    and equal the full logits there; without it, the full logits and the same loss, as in transformers."""
     model = BertForPreTraining.from_pretrained(tiny_pretraining_checkpoint)
     ids = torch.tensor([[101, 1045, 103, 3000, 102], [101, 103, 2293, 103, 102]])
     labels = torch.full_like(ids, IGNORE_INDEX)
     labels[0, 2], labels[1, 1], labels[1, 3] = 2293, 1045, 3000
     with torch.inference_mode():
         full = model(ids).prediction_logits
-        out = model(ids, labels=labels, next_sentence_label=torch.tensor([0, 1]))
+        out = model(ids, labels=labels, next_sentence_label=torch.tensor([0, 1]), labelled_logits_only=True)
+        whole = model(ids, labels=labels, next_sentence_label=torch.tensor([0, 1]))
+    assert whole.prediction_logits.shape == (2, 5, 30522) and whole.mlm_labels is None
+    assert max_diff(whole.prediction_logits, full) < UNIT and abs(whole.loss.item() - out.loss.item()) < UNIT
     assert out.prediction_logits.shape == (3, 30522)
     assert max_diff(out.prediction_logits, full[labels != IGNORE_INDEX]) < UNIT
     expected_mlm = torch.nn.functional.cross_entropy(full[labels != IGNORE_INDEX], labels[labels != IGNORE_INDEX])

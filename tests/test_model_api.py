@@ -307,3 +307,20 @@ def test_load_state_dict_takes_transformers_names(tmp_path, name):
     assert all(torch.equal(a, b) for a, b in zip(copy.state_dict().values(), ours.state_dict().values()))
     with pytest.raises(RuntimeError, match=r'Unexpected key\(s\) in state_dict: "extra.weight"'):
         ours.load_state_dict({**reference.state_dict(), "extra.weight": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("name,ours_class", [("BertForMaskedLM", BertForMaskedLM),
+                                             ("BertForPreTraining", BertForPreTraining)])
+def test_masked_lm_with_labels_gives_transformers_loss_and_every_logit(tmp_path, name, ours_class):
+    """What transformers' run_mlm.py metrics read: (batch, seq, vocab) logits beside the labels."""
+    reference, folder = saved_reference(tmp_path, name)
+    ours = ours_class.from_pretrained(folder)
+    ids = torch.randint(5, 60, (3, 8), generator=torch.Generator().manual_seed(5))
+    labels = torch.where(torch.rand(3, 8, generator=torch.Generator().manual_seed(6)) < 0.3, ids, -100)
+    extra = {"next_sentence_label": torch.tensor([0, 1, 0])} if name == "BertForPreTraining" else {}
+    with torch.no_grad():
+        mine, theirs = ours(ids, labels=labels, return_dict=False, **extra), \
+            reference(input_ids=ids, labels=labels, return_dict=False, **extra)
+    assert len(mine) == len(theirs) and mine[1].shape == (3, 8, 60)
+    for got, expected in zip(mine, theirs):
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)

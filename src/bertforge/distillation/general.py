@@ -62,14 +62,14 @@ class GeneralDistillationObjective:
     def loss(self, model, batch, totals):
         masked_total, token_total = totals
         inputs = {k: batch[k] for k in INPUTS}
-        student = model(**inputs, output_hidden_states=True)
+        student = model(**inputs, output_hidden_states=True, labelled_logits_only=True)
         masked = student.mlm_labels.numel()
         real = batch["attention_mask"].bool()
         mlm = student.mlm_loss * masked
         ce = cos = torch.zeros(())
         if self.teacher is not None:
             with torch.no_grad():
-                teacher = self.teacher(**inputs, output_hidden_states=True)
+                teacher = self.teacher(**inputs, output_hidden_states=True, labelled_logits_only=True)
             ce = soft_target_kl(student.prediction_logits, teacher.prediction_logits, self.temperature)
             cos = hidden_cosine(student.hidden_states[-1][real], teacher.hidden_states[-1][real])
         w = self.weights

@@ -65,9 +65,9 @@ class PreTrainingOutput(ModelOutput):
     loss: torch.Tensor | None
     mlm_loss: torch.Tensor | None
     nsp_loss: torch.Tensor | None
-    # (batch, seq, vocab) without labels; with labels only the labelled positions: (n, vocab)
+    # (batch, seq, vocab); with labels and labelled_logits_only, the labelled positions' alone: (n, vocab)
     prediction_logits: torch.Tensor | None
-    mlm_labels: torch.Tensor | None  # the labels of the rows of prediction_logits (when given)
+    mlm_labels: torch.Tensor | None  # with labelled_logits_only: the labels of prediction_logits' rows
     seq_relationship_logits: torch.Tensor | None
     hidden_states: tuple | None = None
     attentions: tuple | None = None
@@ -79,16 +79,20 @@ class PreTrainingOutput(ModelOutput):
         return self.prediction_logits if self.prediction_logits is not None else self.seq_relationship_logits
 
 
-def _masked_lm(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor | None):
-    """Vocabulary logits, only at labelled positions when labels are given: the projection
-    to 30k words is the most expensive matrix in a small BERT, and ~85% of its rows are wasted."""
+def _masked_lm(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor | None, labelled_only: bool):
+    """Vocabulary logits (batch, seq, vocab) and, with labels, the loss over the labelled positions, as in
+    transformers. `labelled_only` (pre-training's and distillation's choice): the logits of the labelled positions
+    alone, (n, vocab), with their labels: the projection to 30k words is the most expensive matrix in a small BERT,
+    and ~85% of its rows would be wasted."""
     if labels is None:
         return head(hidden), None, None
     selected = labels != IGNORE_INDEX
-    logits = head(hidden[selected])
+    logits = head(hidden[selected] if labelled_only else hidden)
     targets = labels[selected]
-    loss = F.cross_entropy(logits.float(), targets) if targets.numel() else logits.sum() * 0.0
-    return logits, targets, loss
+    if not targets.numel():
+        return logits, targets if labelled_only else None, logits.sum() * 0.0  # no label: no loss, not NaN
+    scored = logits if labelled_only else logits[selected]
+    return logits, targets if labelled_only else None, F.cross_entropy(scored.float(), targets)
 
 
 class BertForPreTraining(BertHeadModel):
@@ -102,10 +106,10 @@ class BertForPreTraining(BertHeadModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 next_sentence_label=None, output_hidden_states=False, output_attentions=False,
-                position_ids=None, inputs_embeds=None) -> PreTrainingOutput:
+                position_ids=None, inputs_embeds=None, labelled_logits_only=False) -> PreTrainingOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                         position_ids=position_ids, inputs_embeds=inputs_embeds)
-        logits, targets, mlm_loss = _masked_lm(self.mlm, out.last_hidden_state, labels)
+        logits, targets, mlm_loss = _masked_lm(self.mlm, out.last_hidden_state, labels, labelled_logits_only)
         nsp_logits = self.nsp(out.pooler_output)
         nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits.float(), next_sentence_label)
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
@@ -124,10 +128,10 @@ class BertForMaskedLM(BertHeadModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
                 output_hidden_states=False, output_attentions=False,
-                position_ids=None, inputs_embeds=None) -> PreTrainingOutput:
+                position_ids=None, inputs_embeds=None, labelled_logits_only=False) -> PreTrainingOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
                         position_ids=position_ids, inputs_embeds=inputs_embeds)
-        logits, targets, loss = _masked_lm(self.mlm, out.last_hidden_state, labels)
+        logits, targets, loss = _masked_lm(self.mlm, out.last_hidden_state, labels, labelled_logits_only)
         return PreTrainingOutput(loss, loss, None, logits, targets, None, out.hidden_states, out.attentions)
 
 

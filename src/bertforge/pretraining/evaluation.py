@@ -62,6 +62,6 @@ def evaluate(model: BertForPreTraining, data: PretrainingData, device: torch.dev
         for start in range(0, count, batch_size):
             batch = to_tensors(data.batch(np.arange(start, min(start + batch_size, count)), epoch=0), device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                output = model(**batch)
+                output = model(**batch, labelled_logits_only=True)
             totals += step_statistics(output, batch)
     return averages(dict(zip(STATISTICS, totals.tolist())))

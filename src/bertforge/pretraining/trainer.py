@@ -68,7 +68,7 @@ class PretrainingObjective:
 
     def loss(self, model, batch, totals):
         masked_total, sequences_total = totals
-        output = model(**batch)
+        output = model(**batch, labelled_logits_only=True)
         loss = (output.mlm_loss * (output.mlm_labels.numel() / max(masked_total, 1))
                 + output.nsp_loss * (len(batch["next_sentence_label"]) / sequences_total))
         return loss, step_statistics(output, batch)
