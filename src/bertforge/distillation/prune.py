@@ -108,7 +108,7 @@ def important_layers(model: torch.nn.Module, count: int, calibration: Sequence[d
             total, tokens = 0.0, 0
             for x, groups, target in batches:
                 for i in kept:
-                    x, _ = layers[i](x, None, False, groups)
+                    x = layers[i](x, None, False, groups)
                 total += hidden_cosine(x, target).item()
                 tokens += len(target)
             return total / tokens

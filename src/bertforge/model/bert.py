@@ -24,7 +24,7 @@ from torch import nn
 
 from bertforge.errors import InputError
 from bertforge.model.config import BertConfig
-from bertforge.model.linear import Linear
+from bertforge.model.linear import Linear, capturing_graph
 from bertforge.model.outputs import ModelOutput
 from bertforge.model.pretrained import BertPreTrainedModel, init_weights
 
@@ -88,13 +88,16 @@ class BertEmbeddings(nn.Module):
             self.position.weight[:, 0::2] = torch.sin(angles[:, 0::2]).float()
             self.position.weight[:, 1::2] = torch.cos(angles[:, 1::2]).float()
 
-    def forward(self, input_ids: torch.Tensor | None, token_type_ids: torch.Tensor | None,
+    def forward(self, input_ids: torch.Tensor | None = None, token_type_ids: torch.Tensor | None = None,
                 position_ids: torch.Tensor | None = None, inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
-        """Token ids (…, seq), or their vectors already looked up (`inputs_embeds`, …, seq, hidden)."""
+        """Token ids (…, seq), or their vectors already looked up (`inputs_embeds`, …, seq, hidden); token types
+        default to segment 0 and positions to 0..seq-1."""
         x = self.word(input_ids) if inputs_embeds is None else inputs_embeds
         if position_ids is None:
             position_ids = torch.arange(x.shape[-2], device=x.device)
         if self.token_type is not None:  # without segments (DistilBERT) token types are ignored
+            if token_type_ids is None:
+                token_type_ids = torch.zeros(x.shape[:-1], dtype=torch.long, device=x.device)
             x = x + self.token_type(token_type_ids)
         return self.dropout(self.norm(x + self.position(position_ids)))
 
@@ -189,7 +192,7 @@ class BertLayer(nn.Module):
         # `intermediate` sees it change): one (tokens, intermediate) block less to allocate per layer.
         hidden = self.activation(self.intermediate(x), inplace=not torch.is_grad_enabled())
         x = self.output_norm(x + self.dropout(self.output(hidden)))
-        return x, weights
+        return (x, weights) if return_weights else x  # a tensor, as transformers' layer gives (attribution hooks)
 
 
 class BertEncoder(nn.Module):
@@ -210,13 +213,14 @@ class BertEncoder(nn.Module):
         checkpointing = self.checkpoint is not None and self.training and torch.is_grad_enabled()
         for index, layer in enumerate(self.layers):
             if checkpointing and index % self.checkpoint_every_n_layers == 0:
-                x, weights = self.checkpoint(layer, x, mask, output_attentions, groups)
+                x = self.checkpoint(layer, x, mask, output_attentions, groups)
             else:
-                x, weights = layer(x, mask, output_attentions, groups)
+                x = layer(x, mask, output_attentions, groups)
+            if output_attentions:
+                x, weights = x
+                attentions.append(weights)
             if output_hidden_states:
                 hidden_states.append(x)
-            if output_attentions:
-                attentions.append(weights)
         return x, hidden_states, attentions
 
 
@@ -251,12 +255,11 @@ class BertModel(BertPreTrainedModel):
                 token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
                 output_attentions: bool = False, *, position_ids: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None) -> BaseModelOutputWithPooling:
-        shape = self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
-        if token_type_ids is None:
-            token_type_ids = torch.zeros(shape, dtype=torch.long, device=self.device)
-        # Boolean (batch, 1, 1, seq): True where a key may be attended to. None lets SDPA skip masking.
+        self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        # Boolean (batch, 1, 1, seq): True where a key may be attended to. None lets SDPA skip masking; a captured
+        # graph keeps the mask, as it must serve padded batches too.
         mask = None
-        if attention_mask is not None and not bool(attention_mask.all()):
+        if attention_mask is not None and (capturing_graph() or not bool(attention_mask.all())):
             mask = attention_mask.bool()[:, None, None, :]
         try:
             x = self.embeddings(input_ids, token_type_ids, position_ids, inputs_embeds)
@@ -315,12 +318,14 @@ class BertModel(BertPreTrainedModel):
         cls = packed.first_tokens(packed.hidden_states[-1])  # (sequences, hidden)
         return self.pooler(cls[:, None])  # the pooler reads position 0 of (batch, seq, hidden)
 
-    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds) -> torch.Size:
-        """A user's mistake named by argument, before torch fails on it deep inside; the (batch, seq) shape."""
+    def _check_inputs(self, input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds) -> None:
+        """A user's mistake named by argument, before torch fails on it deep inside."""
         if (input_ids is None) == (inputs_embeds is None):
             raise InputError("give input_ids or inputs_embeds (the token vectors), not both" if input_ids is not None
                              else "give input_ids, or inputs_embeds (the token vectors)")
         name, given = ("input_ids", input_ids) if inputs_embeds is None else ("inputs_embeds", inputs_embeds)
+        if capturing_graph():  # the inputs are examples: checking their sizes would fix them in the graph
+            return
         if inputs_embeds is not None:
             hidden = self.config.hidden_size
             if (not isinstance(inputs_embeds, torch.Tensor) or inputs_embeds.dim() != 3
@@ -347,7 +352,6 @@ class BertModel(BertPreTrainedModel):
                              f"got {_shape(position_ids)}"
                              + (f" {position_ids.dtype}" if isinstance(position_ids, torch.Tensor) else ""))
         self._check_length(shape[1])
-        return shape
 
     def _check_length(self, length: int) -> None:
         limit = self.config.max_position_embeddings

@@ -64,12 +64,19 @@ class OneDNNLinear(torch.autograd.Function):
         return grad_x, grad_weight, grad_bias
 
 
+def capturing_graph() -> bool:
+    """Whether torch.compile, torch.export (and the ONNX exporter built on it) or torch.jit.trace (the older ONNX
+    exporter) is recording the model: the model then takes no branch on tensor values and no op these lack."""
+    return torch.compiler.is_compiling() or torch.jit.is_tracing()
+
+
 def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
     """x·weightᵀ + bias, as `F.linear`: (..., in) → (..., out). Under autocast `F.linear` runs, so
     that it casts to bfloat16 as usual; so it does for no rows, which oneDNN's reduction refuses,
-    and under `torch.compile`, whose inductor lowers oneDNN's product only for frozen weights."""
+    and while a graph is captured: inductor lowers oneDNN's product only for frozen weights, and the
+    tracer and the ONNX exporters know no such op."""
     if not (ONEDNN_LINEAR and x.device.type == "cpu" and x.dtype == weight.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and x.numel() and not torch.compiler.is_compiling()):
+            and not torch.is_autocast_enabled("cpu") and x.numel() and not capturing_graph()):
         return F.linear(x, weight, bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
         return OneDNNLinear.apply(x, weight, bias)

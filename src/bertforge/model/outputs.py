@@ -6,11 +6,21 @@ Our outputs are plain dataclasses; this mixin adds that indexing, in transformer
 from __future__ import annotations
 
 import dataclasses
+import functools
+
+from torch.utils import _pytree as pytree  # transformers registers its outputs the same way
 
 
 class ModelOutput:
     # The fields transformers' tuple holds, in its order; None: every field of the dataclass.
     tuple_fields: tuple[str, ...] | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        """Each output is a pytree node, as transformers' are: torch.export and the ONNX exporter built on it
+        return it from a captured graph."""
+        super().__init_subclass__(**kwargs)
+        pytree.register_pytree_node(cls, _flatten, functools.partial(_unflatten, cls),
+                                    serialized_type_name=f"{cls.__module__}.{cls.__qualname__}")
 
     def keys(self) -> list[str]:
         """The fields that are set, in transformers' order: what iterating over the output gives, as there."""
@@ -32,3 +42,12 @@ class ModelOutput:
                 raise KeyError(key)
             return getattr(self, key)
         return self.to_tuple()[key]
+
+
+def _flatten(output: ModelOutput) -> tuple[list, list[str]]:
+    names = [field.name for field in dataclasses.fields(output)]
+    return [getattr(output, name) for name in names], names
+
+
+def _unflatten(cls, values, names: list[str]) -> ModelOutput:
+    return cls(**dict(zip(names, values)))
