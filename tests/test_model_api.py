@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 import transformers
@@ -122,9 +124,6 @@ def test_from_pretrained_takes_a_config_and_names_forward_keywords(tmp_path):
     config = BertConfig.from_pretrained(folder, num_labels=3)
     model = BertForSequenceClassification.from_pretrained(folder, config=config, attn_implementation="eager")
     assert model.config is config and model.classifier.weight.shape == (3, 32)
-    with pytest.raises(ConfigError, match=r"from_pretrained\(output_hidden_states=...\): bertforge models take it "
-                                          r"in the call, model\(\*\*inputs, output_hidden_states=True\)"):
-        BertConfig.from_pretrained(folder, output_hidden_states=True)
     with pytest.raises(ConfigError, match=r"from_pretrained\(config=...\) takes a bertforge BertConfig, got dict"):
         BertModel.from_pretrained(folder, config={"hidden_size": 32})
     with pytest.raises(ConfigError, match=r"BertConfig.from_pretrained\(dtype=...\): the weights' type is the "
@@ -324,3 +323,72 @@ def test_masked_lm_with_labels_gives_transformers_loss_and_every_logit(tmp_path,
     assert len(mine) == len(theirs) and mine[1].shape == (3, 8, 60)
     for got, expected in zip(mine, theirs):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+
+
+def test_output_flags_in_the_config_are_the_calls_defaults_as_in_transformers(tmp_path):
+    """bertviz's form, from_pretrained(path, output_attentions=True), and config attributes set after loading."""
+    reference_class, folder = saved_reference(tmp_path, "BertForSequenceClassification")
+    ids = torch.randint(5, 60, (2, 6), generator=torch.Generator().manual_seed(3))
+    ours = BertForSequenceClassification.from_pretrained(folder, output_attentions=True)
+    theirs = transformers.BertForSequenceClassification.from_pretrained(folder, output_attentions=True).eval()
+    with torch.no_grad():
+        for mine, expected in zip(ours(ids).attentions, theirs(input_ids=ids).attentions):
+            torch.testing.assert_close(mine, expected, rtol=0, atol=1e-5)
+        for model in (ours, theirs):
+            model.config.output_hidden_states = True
+        assert len(ours(ids).hidden_states) == len(theirs(input_ids=ids).hidden_states) == 3
+        assert ours(ids, output_hidden_states=False).hidden_states is None  # the call's value wins
+        for model in (ours, theirs):
+            model.config.return_dict = False
+        assert len(ours(ids)) == len(theirs(input_ids=ids)) == 3 and isinstance(ours(ids), tuple)
+    ours.config.return_dict = True
+    ours.save_pretrained(tmp_path / "flags")
+    assert transformers.BertConfig.from_pretrained(tmp_path / "flags").output_hidden_states
+
+
+def test_config_and_model_attributes_that_tools_read_as_in_transformers(tmp_path):
+    _, folder = saved_reference(tmp_path, "BertForSequenceClassification")
+    ours = BertForSequenceClassification.from_pretrained(folder, device_map="cpu")
+    theirs = transformers.BertForSequenceClassification.from_pretrained(folder, device_map="cpu")
+    for name in ("is_decoder", "is_encoder_decoder", "add_cross_attention",
+                 "output_attentions", "output_hidden_states", "use_return_dict", "classifier_dropout",
+                 "architectures", "num_labels"):
+        assert getattr(ours.config, name) == getattr(theirs.config, name), name
+    for name in ("name_or_path", "main_input_name", "can_generate"):
+        mine, expected = getattr(ours, name), getattr(theirs, name)
+        assert (mine() if callable(mine) else mine) == (expected() if callable(expected) else expected), name
+    # transformers counts two index buffers (position and token-type ids, 512 each) that bertforge does not hold
+    assert ours.get_memory_footprint() == theirs.get_memory_footprint() - 2 * 512 * 8 == 4 * ours.num_parameters()
+    ours.config.num_labels = theirs.config.num_labels = 4
+    assert ours.config.id2label == theirs.config.id2label
+    ours.config.update({"hidden_dropout_prob": 0.3})
+    ours.config.save_pretrained(tmp_path / "config")
+    loaded = transformers.BertConfig.from_pretrained(tmp_path / "config")
+    assert loaded.hidden_dropout_prob == 0.3 and loaded.num_labels == 4
+    assert BertConfig.from_json_file(tmp_path / "config" / "config.json").to_json_string() == \
+        ours.config.to_json_string()
+    with pytest.raises(ConfigError, match=r"^config: config key 'hidden_size' must be int, got 'x'$"):
+        ours.config.update({"hidden_size": "x"})
+    with pytest.raises(ConfigError, match=r"^config.is_decoder = True: this variant is not supported"):
+        ours.config.is_decoder = True
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map=\{'bert': 0\}\): give one device "
+                                          r'\("cpu", "cuda:0"\) or "auto"; bertforge does not split a model'):
+        BertForSequenceClassification.from_pretrained(folder, device_map={"bert": 0})
+
+
+def test_enable_input_require_grads_lets_reentrant_checkpointing_train_behind_frozen_embeddings():
+    """The PEFT recipe: frozen base, reentrant checkpointing; without the hook no gradient reaches the layers."""
+    model = BertForSequenceClassification(BertConfig(**SMALL)).train()
+    for parameter in model.bert.embeddings.parameters():
+        parameter.requires_grad_(False)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": True})
+    ids = torch.randint(5, 60, (2, 6), generator=torch.Generator().manual_seed(3))
+    layer_weight = model.bert.encoder.layers[0].intermediate.weight
+    for enabled in (False, True):
+        if enabled:
+            model.enable_input_require_grads()
+        model.zero_grad()
+        with pytest.warns(UserWarning) if not enabled else contextlib.nullcontext():
+            model(ids, labels=torch.tensor([0, 1])).loss.backward()
+        assert (layer_weight.grad is not None and bool(layer_weight.grad.any())) == enabled
+    model.disable_input_require_grads()

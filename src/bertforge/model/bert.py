@@ -252,10 +252,15 @@ class BertModel(BertPreTrainedModel):
             self.embeddings.reset_sinusoidal_positions()
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
-                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool = False,
-                output_attentions: bool = False, *, position_ids: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, output_hidden_states: bool | None = None,
+                output_attentions: bool | None = None, *, position_ids: torch.Tensor | None = None,
                 inputs_embeds: torch.Tensor | None = None) -> BaseModelOutputWithPooling:
+        """None for an output flag: the config's (False unless set, as in transformers)."""
         self._check_inputs(input_ids, attention_mask, token_type_ids, position_ids, inputs_embeds)
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
         # Boolean (batch, 1, 1, seq): True where a key may be attended to. None lets SDPA skip masking; a captured
         # graph keeps the mask, as it must serve padded batches too.
         mask = None

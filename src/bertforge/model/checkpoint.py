@@ -286,6 +286,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
                             **config_overrides}
     dtype = _load_dtype(config_overrides.pop("dtype", config_overrides.pop("torch_dtype", torch.float32)), config)
+    device = _load_device(config_overrides.pop("device_map", None))
     # transformers' keyword: weights whose shape the config changed (a head of other labels) start afresh
     ignore_mismatched_sizes = bool(config_overrides.pop("ignore_mismatched_sizes", False))
     config = with_overrides(config, config_file, config_overrides)
@@ -328,7 +329,24 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
                     "checkpoint (num_hidden_layers)?", directory, len(unused_encoder), unused_encoder[0])
     elif unexpected:
         log.info("%s: ignored %d weights this model does not use (%s ...)", directory, len(unexpected), unexpected[0])
-    return model.to(dtype).eval()
+    model.name_or_path = str(path if path is not None else directory)
+    return model.to(dtype=dtype, device=device).eval()
+
+
+def _load_device(device_map) -> torch.device:
+    """transformers' `device_map=`: one device for the whole model ("cpu", "cuda:0", 0, a torch.device), or "auto":
+    the GPU where there is one. A map of module names to devices (a model split over devices) is refused."""
+    if device_map is None:
+        return torch.device("cpu")
+    if device_map == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if isinstance(device_map, int) and not isinstance(device_map, bool):
+        device_map = f"cuda:{device_map}"
+    try:
+        return torch.device(device_map)
+    except (TypeError, RuntimeError):
+        raise ConfigError(f"from_pretrained(device_map={device_map!r}): give one device (\"cpu\", \"cuda:0\") or "
+                          f"\"auto\"; bertforge does not split a model over devices") from None
 
 
 def _load_dtype(dtype, config: BertConfig) -> torch.dtype:

@@ -36,6 +36,11 @@ MODEL_TYPES = ("bert", "distilbert")
 UNSUPPORTED_VARIANTS = {"is_decoder": False, "add_cross_attention": False, "position_embedding_type": "absolute"}
 # Keys that describe the saved weights, not the network: `checkpoint.save_model` writes the true one.
 WEIGHT_DTYPE_KEYS = ("dtype", "torch_dtype")
+# transformers' config attributes that ported code and tools read, with transformers' values where config.json does
+# not set them; kept among the unused keys. The output flags are the forward calls' defaults, as there.
+TRANSFORMERS_ATTRIBUTES = {"output_attentions": False, "output_hidden_states": False, "return_dict": True,
+                           "is_encoder_decoder": False, "use_cache": True, "classifier_dropout": None,
+                           "architectures": None, **UNSUPPORTED_VARIANTS}
 
 
 @dataclass
@@ -104,6 +109,22 @@ class BertConfig:
                 raise ConfigError(f"config key 'id2label' must map label numbers to names, got {self.id2label!r}")
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
 
+    def __getattr__(self, name: str):  # only where the attribute is not found otherwise
+        if name in TRANSFORMERS_ATTRIBUTES:
+            return self.__dict__.get("extra", {}).get(name, TRANSFORMERS_ATTRIBUTES[name])
+        raise AttributeError(f"'BertConfig' object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in TRANSFORMERS_ATTRIBUTES:
+            if name in UNSUPPORTED_VARIANTS and value != UNSUPPORTED_VARIANTS[name]:
+                raise ConfigError(f"config.{name} = {value!r}: this variant is not supported (bertforge's BERT is "
+                                  f"an encoder with {name} {json.dumps(UNSUPPORTED_VARIANTS[name])})")
+            self.extra[name] = value
+        else:
+            super().__setattr__(name, value)
+
+    use_return_dict = property(lambda self: self.return_dict)
+
     @property
     def is_distilbert(self) -> bool:
         return self.model_type == "distilbert"
@@ -134,6 +155,13 @@ class BertConfig:
     @property
     def num_labels(self) -> int:
         return len(self.id2label) if self.id2label else 2
+
+    @num_labels.setter
+    def num_labels(self, count: int) -> None:
+        """transformers' rule: that many labels, named LABEL_i (a head built after it has that many outputs)."""
+        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+            raise ConfigError(f"config.num_labels = {count!r}: give a positive whole number")
+        self.id2label = {i: f"LABEL_{i}" for i in range(count)}
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -219,6 +247,22 @@ class BertConfig:
             data["architectures"] = [architecture]
         return data
 
+    def to_json_string(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+
+    def to_json_file(self, path: str | Path) -> None:
+        write_text(path, self.to_json_string())
+
+    def save_pretrained(self, directory: str | Path) -> None:
+        """config.json in `directory` (made if missing), as transformers' config saves itself."""
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.to_json_file(Path(directory) / "config.json")
+
+    def update(self, values: dict) -> None:
+        """Set several keys at once, each checked as when the config is read."""
+        updated = BertConfig.from_dict({**self.to_dict(), **values})
+        self.__dict__.update(updated.__dict__)
+
     def save(self, directory: str | Path, architecture: str | None = None, dtype: str | None = None) -> None:
         """`dtype` names the saved weights' type ("float16"): transformers 5 loads them as that type."""
         data = self.to_dict(architecture)
@@ -227,17 +271,13 @@ class BertConfig:
         write_text(Path(directory) / "config.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
 
 
-# transformers' keys that a head reads from the config's unused keys (from_pretrained may set them)
-TRANSFORMERS_HEAD_KEYS = ("problem_type", "classifier_dropout")
-# transformers' from_pretrained keywords that set what bertforge's forward call takes
-FORWARD_KEYWORDS = ("output_hidden_states", "output_attentions", "return_dict")
 
 
 def _check_override_names(config: BertConfig, overrides: dict) -> None:
     """A mistyped keyword (hidden_dropout=0.2) would land in the config's unused keys and change nothing."""
     # DistilBERT's own spellings (dim, n_layers) only where from_dict maps them: on a DistilBERT config
-    known = ({f.name for f in dataclasses.fields(BertConfig)} | set(config.extra) | set(TRANSFORMERS_HEAD_KEYS)
-             | (set(DISTILBERT_KEYS) if config.is_distilbert else set()))
+    known = ({f.name for f in dataclasses.fields(BertConfig)} | set(config.extra) | set(TRANSFORMERS_ATTRIBUTES)
+             | {"problem_type"} | (set(DISTILBERT_KEYS) if config.is_distilbert else set()))
     for name in overrides:
         if name not in known:
             close = difflib.get_close_matches(name, sorted(known), n=1)
@@ -253,10 +293,6 @@ def with_overrides(config: BertConfig, config_file: Path, overrides: dict) -> Be
         if not isinstance(config, BertConfig):
             raise ConfigError(f"from_pretrained(config=...) takes a bertforge BertConfig, got {type(config).__name__}")
     overrides.pop("attn_implementation", None)
-    for key in FORWARD_KEYWORDS:
-        if key in overrides:
-            raise ConfigError(f"from_pretrained({key}=...): bertforge models take it in the call, "
-                              f"model(**inputs, {key}={overrides[key]!r})")
     if "num_labels" in overrides:  # transformers' keyword: that many labels, named LABEL_i
         count = overrides.pop("num_labels")
         if not isinstance(count, int) or isinstance(count, bool) or count < 1:

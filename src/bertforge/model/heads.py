@@ -105,10 +105,10 @@ class BertForPreTraining(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                next_sentence_label=None, output_hidden_states=False, output_attentions=False,
+                next_sentence_label=None, output_hidden_states=None, output_attentions=None,
                 position_ids=None, inputs_embeds=None, labelled_logits_only=False) -> PreTrainingOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
-                        position_ids=position_ids, inputs_embeds=inputs_embeds)
+                        position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
         logits, targets, mlm_loss = _masked_lm(self.mlm, out.last_hidden_state, labels, labelled_logits_only)
         nsp_logits = self.nsp(out.pooler_output)
         nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits.float(), next_sentence_label)
@@ -127,10 +127,10 @@ class BertForMaskedLM(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False,
+                output_hidden_states=None, output_attentions=None,
                 position_ids=None, inputs_embeds=None, labelled_logits_only=False) -> PreTrainingOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
-                        position_ids=position_ids, inputs_embeds=inputs_embeds)
+                        position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
         logits, targets, loss = _masked_lm(self.mlm, out.last_hidden_state, labels, labelled_logits_only)
         return PreTrainingOutput(loss, loss, None, logits, targets, None, out.hidden_states, out.attentions)
 
@@ -147,7 +147,7 @@ class BertForNextSentencePrediction(BertHeadModel):
                 labels=None, position_ids=None, inputs_embeds=None) -> PreTrainingOutput:
         next_sentence_label = labels if next_sentence_label is None else next_sentence_label  # transformers 5's name
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids=position_ids,
-                        inputs_embeds=inputs_embeds)
+                        inputs_embeds=inputs_embeds, return_dict=True)
         logits = self.nsp(out.pooler_output)
         loss = None if next_sentence_label is None else F.cross_entropy(logits.float(), next_sentence_label)
         return PreTrainingOutput(loss, None, loss, None, None, logits)
@@ -222,10 +222,10 @@ class BertForSequenceClassification(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False,
+                output_hidden_states=None, output_attentions=None,
                 position_ids=None, inputs_embeds=None) -> TaskOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
-                        position_ids=position_ids, inputs_embeds=inputs_embeds)
+                        position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
         if self.config.classifier_pooling == "mean":
             pooled = mean_pool(out.last_hidden_state, attention_mask)
         else:
@@ -248,10 +248,10 @@ class BertForTokenClassification(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, labels=None,
-                output_hidden_states=False, output_attentions=False,
+                output_hidden_states=None, output_attentions=None,
                 position_ids=None, inputs_embeds=None) -> TaskOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
-                        position_ids=position_ids, inputs_embeds=inputs_embeds)
+                        position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
@@ -272,10 +272,10 @@ class BertForQuestionAnswering(BertHeadModel):
         self.init_head_weights()
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, start_positions=None,
-                end_positions=None, output_hidden_states=False, output_attentions=False,
+                end_positions=None, output_hidden_states=None, output_attentions=None,
                 position_ids=None, inputs_embeds=None) -> TaskOutput:
         out = self.bert(input_ids, attention_mask, token_type_ids, output_hidden_states, output_attentions,
-                        position_ids=position_ids, inputs_embeds=inputs_embeds)
+                        position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
         logits = self.qa_outputs(self.dropout(out.last_hidden_state))
         loss = None
         if start_positions is not None and end_positions is not None:

@@ -28,6 +28,9 @@ class BertPreTrainedModel(nn.Module):
 
     architecture = "BertModel"  # the transformers class a saved checkpoint loads into
     base_model_prefix = "bert"
+    config_class = BertConfig
+    main_input_name = "input_ids"
+    name_or_path = ""  # the folder `from_pretrained` read
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -161,6 +164,27 @@ class BertPreTrainedModel(nn.Module):
     gradient_checkpointing_disable = activation_checkpointing_disable
     is_gradient_checkpointing = is_activation_checkpointing
 
+    def can_generate(self) -> bool:
+        return False  # an encoder: no text generation
+
+    def get_memory_footprint(self) -> int:
+        """Bytes of the parameters and buffers, each counted once."""
+        tensors = {id(t): t for t in (*self.parameters(), *self.buffers())}
+        return sum(t.numel() * t.element_size() for t in tensors.values())
+
+    def enable_input_require_grads(self) -> None:
+        """The token vectors require gradients even where the embeddings are frozen (adapters such as LoRA), so
+        that reentrant activation checkpointing passes gradients back through the layers; as in transformers."""
+        def requiring_grad(module, inputs, output):
+            output.requires_grad_(True)
+
+        self._input_grads_hook = self.get_input_embeddings().register_forward_hook(requiring_grad)
+
+    def disable_input_require_grads(self) -> None:
+        hook = self.__dict__.pop("_input_grads_hook", None)
+        if hook is not None:
+            hook.remove()
+
     def num_parameters(self, only_trainable: bool = False, exclude_embeddings: bool = False) -> int:
         """Parameters counted once each (a tied MLM decoder is the embedding table), as transformers counts."""
         embeddings = {id(module.weight) for module in self.modules() if isinstance(module, nn.Embedding)}
@@ -208,11 +232,12 @@ def _positive_int(value, name: str, call: str) -> int | None:
 
 
 def _taking_return_dict(forward):
-    """transformers' `return_dict=False`: the output as a plain tuple of its fields that are set (`to_tuple`)."""
+    """transformers' `return_dict=False` (or the config's): the output as a plain tuple of its fields that are set
+    (`to_tuple`)."""
     @functools.wraps(forward)
     def forward_taking_return_dict(self, *args, return_dict: bool | None = None, **kwargs):
         out = forward(self, *args, **kwargs)
-        return out.to_tuple() if return_dict is False else out
+        return out if (self.config.return_dict if return_dict is None else return_dict) else out.to_tuple()
 
     return forward_taking_return_dict
 
