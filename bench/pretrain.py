@@ -49,7 +49,7 @@ from locations import CORPUS, DATA
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 
 from bertforge.model.heads import IGNORE_INDEX  # noqa: E402
-from bertforge.pipelines.base import cpu_has_native_bf16  # noqa: E402
+from bertforge.pipelines.loading import cpu_has_native_bf16  # noqa: E402
 from bertforge.pretraining.shards import PrepareOptions, PretrainingData, prepare  # noqa: E402
 from bertforge.pretraining.config import TrainingConfig  # noqa: E402
 from bertforge.pretraining.trainer import BatchOrder, build_model  # noqa: E402

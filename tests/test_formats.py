@@ -425,7 +425,7 @@ def test_cli_convert_and_fill_mask_on_a_distilbert_folder(distilbert_folder, tmp
 
 
 def test_serve_loads_google_and_distilbert_folders_with_their_heads(distilbert_folder):
-    from bertforge.pipelines.base import load_checkpoint
+    from bertforge.pipelines.loading import load_checkpoint
 
     google = load_checkpoint(TF_FIXTURE / "google")
     assert {"fill-mask", "next-sentence"} <= set(google.tasks) and type(google.model).__name__ == "BertForPreTraining"

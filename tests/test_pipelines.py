@@ -310,7 +310,7 @@ def test_model_without_the_head_says_which_head_and_what_it_can_do(default_model
 
 
 def test_bundled_default_models_have_the_heads_their_tasks_need():
-    from bertforge.pipelines.base import checkpoint_tasks
+    from bertforge.pipelines.loading import checkpoint_tasks
     from bertforge.pipelines.question_answering import default_qa_model_path
 
     assert {"fill-mask", "next-sentence"} <= set(checkpoint_tasks(default_pretraining_model_path()))
@@ -409,7 +409,7 @@ def test_fill_mask_top_k_beyond_the_vocabulary_is_an_input_error(tiny_pretrainin
 
 def test_pipelines_sharing_one_loaded_checkpoint_answer_as_separate_ones(tiny_pretraining_checkpoint):
     from bertforge.pipelines import pipeline_class
-    from bertforge.pipelines.base import load_checkpoint
+    from bertforge.pipelines.loading import load_checkpoint
 
     shared = load_checkpoint(tiny_pretraining_checkpoint)
     assert type(shared.model).__name__ == "BertForPreTraining"  # both heads of the checkpoint, loaded once

@@ -1,4 +1,4 @@
-"""Reduced precision for inference (`bertforge.pipelines.base.apply_dtype`): int8 on supported ops,
+"""Reduced precision for inference (`bertforge.pipelines.loading.apply_dtype`): int8 on supported ops,
 close to float32 on real text, with no torch.ao and no deprecation warning; `auto` picks bfloat16
 exactly where the CPU has native BF16."""
 
@@ -21,7 +21,7 @@ from bertforge.model import BertConfig, BertModel
 from bertforge.model.quantize import (EXACT_FLOAT32_TERMS, Int8Linear, exact_integer_product, onednn_available,
                                       onednn_int8_exact, quantize_encoder)
 from bertforge.pipelines import pipeline
-from bertforge.pipelines import base
+from bertforge.pipelines import loading
 from conftest import gutenberg_lines
 
 CPU = torch.device("cpu")
@@ -103,9 +103,9 @@ def test_int8_takes_onednn_only_on_cpus_with_vnni_or_amx(monkeypatch, flags, one
 def test_int8_on_a_cpu_without_vnni_says_float32_is_faster(monkeypatch, caplog, flags, slow):
     """There int8 is slower than float32 (exact float32 products plus the quantisation): the user is told."""
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: flags)
-    with caplog.at_level("WARNING", logger="bertforge.pipelines.base"):
-        base.apply_dtype(BertModel(BertConfig.from_size("tiny")).eval(), "int8", CPU)
-    said = [r.getMessage() for r in caplog.records if r.name == "bertforge.pipelines.base"]
+    with caplog.at_level("WARNING", logger="bertforge.pipelines.loading"):
+        loading.apply_dtype(BertModel(BertConfig.from_size("tiny")).eval(), "int8", CPU)
+    said = [r.getMessage() for r in caplog.records if r.name == "bertforge.pipelines.loading"]
     if slow or not onednn_available():
         assert said == ["--dtype int8: this CPU has none of avx512_vnni, avx_vnni, amx_int8, so the int8 products "
                         "are computed exactly in float32, with the quantisation's cost on top (docs/benchmarks.md); "
@@ -125,7 +125,7 @@ def test_int8_needs_no_torch_ao_and_warns_nothing(monkeypatch):
     model = BertModel(BertConfig.from_size("tiny")).eval()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # any warning, deprecation or other, fails the test
-        quantized = base.apply_dtype(model, "int8", CPU)
+        quantized = loading.apply_dtype(model, "int8", CPU)
         with torch.inference_mode():
             out = quantized.forward_unpadded([[101, 2023, 102]], [[0, 0, 0]])
     assert out.hidden_states[0].shape == (3, 128)
@@ -138,7 +138,7 @@ def test_int8_pipeline_imports_no_torch_ao_quantisation_module():
         import sys, torch
         before = {m for m in sys.modules if m.startswith("torch.ao.quantization")}
         from bertforge.model import BertConfig, BertModel
-        from bertforge.pipelines.base import apply_dtype
+        from bertforge.pipelines.loading import apply_dtype
         model = apply_dtype(BertModel(BertConfig.from_size("tiny")).eval(), "int8", torch.device("cpu"))
         with torch.inference_mode():
             model.forward_unpadded([[101, 102]], [[0, 0]])
@@ -152,7 +152,7 @@ def test_int8_pipeline_imports_no_torch_ao_quantisation_module():
 def test_int8_is_refused_off_the_cpu_with_the_device_named():
     model = BertModel(BertConfig.from_size("tiny"))
     with pytest.raises(InputError, match="--dtype int8 runs on the CPU only, got --device meta"):
-        base.apply_dtype(model, "int8", torch.device("meta"))
+        loading.apply_dtype(model, "int8", torch.device("meta"))
 
 
 def test_int8_leaves_the_heads_float32():
@@ -165,11 +165,11 @@ def test_int8_leaves_the_heads_float32():
 
 @pytest.mark.parametrize("native", [True, False])
 def test_auto_is_bfloat16_exactly_where_the_cpu_has_native_bf16(monkeypatch, native):
-    monkeypatch.setattr(base, "cpu_has_native_bf16", lambda: native)
-    model = base.apply_dtype(BertModel(BertConfig.from_size("tiny")).eval(), "auto", CPU)
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: native)
+    model = loading.apply_dtype(BertModel(BertConfig.from_size("tiny")).eval(), "auto", CPU)
     assert model.dtype == (torch.bfloat16 if native else torch.float32)
-    assert base.resolve_dtype("auto", torch.device("cuda")) == "float32"  # CPU capabilities say nothing of a GPU
-    assert base.resolve_dtype("float32", CPU) == "float32" and base.resolve_dtype("int8", CPU) == "int8"
+    assert loading.resolve_dtype("auto", torch.device("cuda")) == "float32"  # CPU capabilities say nothing of a GPU
+    assert loading.resolve_dtype("float32", CPU) == "float32" and loading.resolve_dtype("int8", CPU) == "int8"
 
 
 @pytest.mark.parametrize("capabilities, native", [
@@ -180,7 +180,7 @@ def test_auto_is_bfloat16_exactly_where_the_cpu_has_native_bf16(monkeypatch, nat
 ])
 def test_native_bf16_means_amx_or_avx512_bf16(monkeypatch, capabilities, native):
     monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: capabilities)
-    assert base.cpu_has_native_bf16() is native
+    assert loading.cpu_has_native_bf16() is native
 
 
 @pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="the kernel's CPU flags are read from Linux's /proc")
@@ -189,11 +189,11 @@ def test_native_bf16_agrees_with_the_kernels_cpu_flags():
     for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("flags"):
             flags |= set(line.split(":", 1)[1].split())
-    assert base.cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
+    assert loading.cpu_has_native_bf16() == bool({"amx_bf16", "avx512_bf16"} & flags)
 
 
 def test_auto_is_accepted_on_the_command_line(tmp_path, monkeypatch):
-    monkeypatch.setattr(base, "cpu_has_native_bf16", lambda: False)  # float32: the vectors are then exact
+    monkeypatch.setattr(loading, "cpu_has_native_bf16", lambda: False)  # float32: the vectors are then exact
     source = tmp_path / "sentences.txt"
     source.write_text("A cat sat on the mat.\nThe dog slept.\n", encoding="utf-8")
     result = CliRunner().invoke(cli, ["embed", "--input", str(source), "--output", str(tmp_path / "v.npy"),

@@ -102,7 +102,8 @@ def with_line_numbers(items: Items, records: list[dict]) -> list[dict]:
 
 def model_options(function):
     """--model, --batch-size, --parallel-batches, --max-length, --device, --dtype."""
-    from bertforge.pipelines.base import DEFAULT_BATCH_SIZE, DTYPES  # torch: only for the model commands
+    from bertforge.pipelines.base import DEFAULT_BATCH_SIZE  # torch: only for the model commands
+    from bertforge.pipelines.loading import DTYPES
 
     options = [
         click.option("--model", "model", type=click.Path(path_type=Path), default=None,

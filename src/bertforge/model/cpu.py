@@ -1,5 +1,5 @@
 """What the CPU offers, as PyTorch's own probe (`torch.cpu.get_capabilities`) reads it: the one place
-where the speed and precision rules (`linear`, `quantize`, `pipelines.base`) ask for instruction sets
+where the speed and precision rules (`linear`, `quantize`, `pipelines.loading`) ask for instruction sets
 and the CPU's brand. Read at each call, not cached, so a test can stand in another CPU."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What every pipeline shares: loading a model and its tokenizer, precision and device, batching
+"""What every pipeline shares: a model and its tokenizer (loaded as `loading` says), batching
 by length (outputs come back in input order; optionally several batches at once on the CPU), truncation
 that is counted and reported, and pooling of the unpadded forward pass (`BertModel.forward_unpadded`) per
 sequence.
@@ -20,95 +20,17 @@ from torch import nn
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
-from bertforge.model.checkpoint import checkpoint_location, missing_weights_unlogged
-from bertforge.model.cpu import cpu_has_any
-from bertforge.paths import config_path, model_path
+from bertforge.model.checkpoint import checkpoint_location
+from bertforge.paths import model_path
+from bertforge.pipelines.loading import (LoadedCheckpoint, apply_dtype, check_dtype, load_for_task, model_tasks,
+                                         resolve_dtype)
 from bertforge.progress import progress_bar
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import resolve_device
 
 log = logging.getLogger(__name__)
 
-DTYPES = ("float32", "bfloat16", "int8", "auto")
 DEFAULT_BATCH_SIZE = 32
-
-# Weight-name prefixes (Hugging Face spelling) that give a checkpoint each ability.
-HEAD_TASKS = {
-    "cls.predictions.": "fill-mask",
-    "vocab_transform.": "fill-mask",  # DistilBERT's MLM head
-    "cls.seq_relationship.": "next-sentence",
-    "qa_outputs.": "question-answering",
-}
-ENCODER_TASKS = ["feature-extraction", "sentence-embedding", "contextual-similarity", "attention"]
-
-
-def checkpoint_tasks(directory: Path) -> list[str]:
-    """The tasks a checkpoint directory can serve, judged by the names of the weights it holds."""
-    safetensors_file = directory / "model.safetensors"
-    if safetensors_file.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(safetensors_file), framework="pt") as f:
-            names = list(f.keys())
-    else:
-        from bertforge.model.checkpoint import read_weights
-
-        names = list(read_weights(directory))
-    names = [n.removeprefix("bert.") for n in names]
-    tasks = list(ENCODER_TASKS)
-    for prefix, task in HEAD_TASKS.items():
-        if any(n.startswith(prefix) for n in names):
-            tasks.append(task)
-    if any(n.startswith("classifier.") for n in names):
-        try:
-            architectures = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("architectures") or []
-        except (OSError, json.JSONDecodeError):
-            architectures = []
-        token_level = any("TokenClassification" in a for a in architectures)
-        tasks.append("token-classification" if token_level else "text-classification")
-    return tasks
-
-
-def check_dtype(dtype: str) -> None:
-    if dtype not in DTYPES:
-        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}")
-
-
-def cpu_has_native_bf16() -> bool:
-    """AMX or AVX-512 BF16, as PyTorch's CPU probe reports them. (oneDNN's own bf16 check,
-    `torch.ops.mkldnn._is_mkldnn_bf16_supported`, also says yes where bfloat16 is only emulated.)"""
-    return cpu_has_any("amx_bf16", "avx512_bf16")
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> str:
-    """`auto`: bfloat16 on a CPU with native BF16, where it is faster at nearly the same vectors;
-    float32 everywhere else. Opt-in: a default that changes the numbers with the machine would
-    make outputs differ between machines with no option changed."""
-    check_dtype(dtype)
-    if dtype != "auto":
-        return dtype
-    return "bfloat16" if device.type == "cpu" and cpu_has_native_bf16() else "float32"
-
-
-def apply_dtype(model: nn.Module, dtype: str, device: torch.device) -> nn.Module:
-    """The one precision rule of every pipeline: float32 (exact), bfloat16 weights, int8 (the
-    encoder's Linear layers on the CPU, see `bertforge.model.quantize`), or `auto` (`resolve_dtype`).
-    float16 is not offered: its narrow range can overflow attention scores, and bfloat16 saves the
-    same memory with float32's range."""
-    dtype = resolve_dtype(dtype, device)
-    if dtype == "bfloat16":
-        return model.to(device=device, dtype=torch.bfloat16)
-    if dtype == "int8":
-        if device.type != "cpu":
-            raise InputError(f"--dtype int8 runs on the CPU only, got --device {device}")
-        from bertforge.model.quantize import INT8_EXACT_FLAGS, onednn_int8_exact, quantize_encoder
-
-        if not onednn_int8_exact():
-            log.warning("--dtype int8: this CPU has none of %s, so the int8 products are computed exactly in "
-                        "float32, with the quantisation's cost on top (docs/benchmarks.md); --dtype float32 is "
-                        "faster here", ", ".join(INT8_EXACT_FLAGS))
-        return quantize_encoder(model.to(device))
-    return model.to(device)
 
 
 def as_list(inputs, name: str) -> tuple[list[str], bool]:
@@ -121,73 +43,6 @@ def as_list(inputs, name: str) -> tuple[list[str], bool]:
         if not isinstance(text, str):
             raise InputError(f"{name}[{i}] is a {type(text).__name__}, expected a string")
     return list(inputs), False
-
-
-def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ...] | None, head_name: str | None):
-    """Load `model_class` from `path`; when the task needs a head the checkpoint lacks (its weights
-    show up in `missing_keys`), say which head and what this checkpoint can do instead."""
-    with missing_weights_unlogged():  # missing head weights are our error to report, below
-        model = model_class.from_pretrained(path)
-    missing_head = head_prefix is not None and any(k.startswith(head_prefix) for k in model.missing_keys)
-    # The two classifiers share their weights' names: the config's architectures tell them apart.
-    if missing_head or task in ("text-classification", "token-classification"):
-        tasks = checkpoint_tasks(checkpoint_location(path)[0])
-        if missing_head or task not in tasks:
-            raise CheckpointError(f"{path}: {task} needs a {head_name}, and this checkpoint has none; it can do: "
-                                  f"{', '.join(tasks)}")
-    return model
-
-
-# The head model that holds every head a checkpoint's weights give it (see `checkpoint_tasks`).
-HEAD_MODELS = (
-    ({"fill-mask", "next-sentence"}, "BertForPreTraining"),
-    ({"fill-mask"}, "BertForMaskedLM"),
-    ({"next-sentence"}, "BertForNextSentencePrediction"),
-    ({"question-answering"}, "BertForQuestionAnswering"),
-    ({"text-classification"}, "BertForSequenceClassification"),
-    ({"token-classification"}, "BertForTokenClassification"),
-)
-
-
-def model_tasks(model: nn.Module) -> list[str]:
-    """The tasks a model in memory can serve, judged by its heads (`checkpoint_tasks` for a folder)."""
-    from bertforge.model import BertForSequenceClassification, BertForTokenClassification
-
-    heads = {"mlm": "fill-mask", "nsp": "next-sentence", "qa_outputs": "question-answering"}
-    tasks = [*ENCODER_TASKS, *(task for attribute, task in heads.items() if hasattr(model, attribute))]
-    if isinstance(model, BertForSequenceClassification):
-        tasks.append("text-classification")
-    if isinstance(model, BertForTokenClassification):
-        tasks.append("token-classification")
-    return tasks
-
-
-@dataclass
-class LoadedCheckpoint:
-    """A checkpoint loaded once, in its precision and on its device, for several pipelines to share
-    (the server answers every task of a model directory from one copy of its weights)."""
-
-    path: Path
-    model: nn.Module
-    tokenizer: BertTokenizer
-    device: torch.device
-    dtype: str
-    tasks: list[str]
-
-
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> LoadedCheckpoint:
-    """Load a model directory with the head model that carries all of its heads."""
-    from bertforge.model import ARCHITECTURES
-
-    path = model_path(path)
-    if not config_path(path).is_file():  # config.json, or Google's bert_config.json
-        raise CheckpointError(f"{path}: no config.json (is it a model directory?)")
-    device = resolve_device(device)
-    tasks = checkpoint_tasks(path)
-    architecture = next((name for heads, name in HEAD_MODELS if heads <= set(tasks)), "BertModel")
-    model = load_for_task(ARCHITECTURES.get(architecture, BertModel), path, "any task", None, None)
-    return LoadedCheckpoint(path, apply_dtype(model.eval(), dtype, device), BertTokenizer.from_pretrained(path),
-                            device, dtype, tasks)
 
 
 @dataclass

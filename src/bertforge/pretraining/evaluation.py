@@ -39,7 +39,7 @@ def to_tensors(batch: dict[str, np.ndarray], device: torch.device | str = "cpu")
 def load_model(model_dir: str | Path) -> BertForPreTraining:
     """The model with both pre-training heads, refused as fill-mask and nsp refuse it when one is
     missing: random head weights would be scored as if trained."""
-    from bertforge.pipelines.base import load_for_task
+    from bertforge.pipelines.loading import load_for_task
     from bertforge.pipelines.fill_mask import FillMaskPipeline
     from bertforge.pipelines.next_sentence import NextSentencePipeline
 

@@ -1,6 +1,6 @@
 """A served model directory: its checkpoint loaded once and one pipeline per task it can do.
 
-What a directory can do is decided in one place, `pipelines.base.checkpoint_tasks` (by the head
+What a directory can do is decided in one place, `pipelines.loading.checkpoint_tasks` (by the head
 weights it holds: a randomly initialised head would answer nonsense); every model also embeds,
 tokenizes and shows attention maps. Each `run_*` method takes one micro-batch of inputs (from
 one or several requests) and returns one result per input: the pipeline's own answer, so the
@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from bertforge.pipelines import pipeline_class
-from bertforge.pipelines.base import LoadedCheckpoint, Pipeline, load_checkpoint
+from bertforge.pipelines.base import Pipeline
+from bertforge.pipelines.loading import LoadedCheckpoint, load_checkpoint
 from bertforge.pipelines.text_classification import label_names
 
 # endpoint -> pipeline task; /v1/tokenize needs only the tokenizer, which every model has
