@@ -374,6 +374,10 @@ def test_config_and_model_attributes_that_tools_read_as_in_transformers(tmp_path
     with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map=\{'bert': 0\}\): give one device "
                                           r'\("cpu", "cuda:0"\) or "auto"; bertforge does not split a model'):
         BertForSequenceClassification.from_pretrained(folder, device_map={"bert": 0})
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map=0\): CUDA is not available on this "
+                                              r"machine$"):
+            BertForSequenceClassification.from_pretrained(folder, device_map=0)
 
 
 def test_enable_input_require_grads_lets_reentrant_checkpointing_train_behind_frozen_embeddings():

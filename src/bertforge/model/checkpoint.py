@@ -340,13 +340,15 @@ def _load_device(device_map) -> torch.device:
         return torch.device("cpu")
     if device_map == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if isinstance(device_map, int) and not isinstance(device_map, bool):
-        device_map = f"cuda:{device_map}"
     try:
-        return torch.device(device_map)
+        device = torch.device(f"cuda:{device_map}" if isinstance(device_map, int) and not isinstance(device_map, bool)
+                              else device_map)
     except (TypeError, RuntimeError):
         raise ConfigError(f"from_pretrained(device_map={device_map!r}): give one device (\"cpu\", \"cuda:0\") or "
                           f"\"auto\"; bertforge does not split a model over devices") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"from_pretrained(device_map={device_map!r}): CUDA is not available on this machine")
+    return device
 
 
 def _load_dtype(dtype, config: BertConfig) -> torch.dtype:

@@ -31,6 +31,7 @@ class BertPreTrainedModel(nn.Module):
     config_class = BertConfig
     main_input_name = "input_ids"
     name_or_path = ""  # the folder `from_pretrained` read
+    supports_gradient_checkpointing = True
 
     def __init__(self, config: BertConfig):
         super().__init__()
@@ -130,12 +131,11 @@ class BertPreTrainedModel(nn.Module):
             if hasattr(module, "word_embeddings"):
                 module.word_embeddings = self.get_input_embeddings()
 
-    supports_gradient_checkpointing = True
-
     def activation_checkpointing_enable(self, activation_checkpointing_kwargs: dict | None = None,
                                         every_n_layers: int = 1, offload: bool = False) -> None:
         """Keep only each layer's input during the forward pass and recompute the rest in the backward pass:
-        memory for one layer's activations instead of all of them, for about a third more time per step.
+        memory for one layer's activations instead of all of them, for about a fifth more time per step
+        (BERT-base: docs/benchmarks.md).
         `activation_checkpointing_kwargs` go to `torch.utils.checkpoint.checkpoint` (non-reentrant by default,
         which needs no input gradients); `every_n_layers` checkpoints every n-th layer; `offload` keeps the
         saved inputs in host memory. transformers' call, and its older name `gradient_checkpointing_enable`."""
