@@ -24,7 +24,7 @@ from safetensors.torch import load_file, save_file
 
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import atomic_path
-from bertforge.model.config import BertConfig, with_overrides
+from bertforge.model.config import BertConfig, numbered_labels, with_overrides
 from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
 from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path, model_path
 
@@ -186,15 +186,21 @@ def bertforge_to_hf(state: dict[str, torch.Tensor], bare_encoder: bool,
     return hf
 
 
+def _ours(hf_weights: dict[str, torch.Tensor], config: BertConfig) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """`hf_to_bertforge` for this config: a tied decoder is read from the token embeddings, as transformers reads it."""
+    weights, unused = hf_to_bertforge(hf_weights, config.model_type)
+    if config.tie_word_embeddings:
+        weights.pop("mlm.decoder.weight", None)
+    return weights, unused
+
+
 def from_hf_state_dict(model, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """transformers' state dict of the model's class → `model`'s own names (a tied MLM decoder read from the token
     embeddings, as `load_model` reads it); names with no counterpart are kept as they are, for
     `load_state_dict(strict=True)` to list."""
-    weights, unused = hf_to_bertforge(state, model.config.model_type)
-    if model.config.tie_word_embeddings:
-        weights.pop("mlm.decoder.weight", None)
-        if "bert.embeddings.word.weight" in weights and "mlm.word_embeddings.weight" in _state_dict(model):
-            weights["mlm.word_embeddings.weight"] = weights["bert.embeddings.word.weight"]
+    weights, unused = _ours(state, model.config)
+    if "bert.embeddings.word.weight" in weights and hasattr(getattr(model, "mlm", None), "word_embeddings"):
+        weights["mlm.word_embeddings.weight"] = weights["bert.embeddings.word.weight"]
     if model.base_model is model:  # a bare BertModel: its own names lack the "bert." prefix
         weights = {name.removeprefix("bert."): tensor for name, tensor in weights.items()}
     prefix = NAMINGS[model.config.model_type].prefix
@@ -283,16 +289,14 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     hf_weights = read_tf_checkpoint(tf_prefix) if tf_prefix is not None else read_weights(directory)
     if config_file.name == GOOGLE_CONFIG_FILE and config.id2label is None and "classifier.weight" in hf_weights:
         # run_classifier.py keeps its labels in code, not in bert_config.json: the head's rows count them.
-        config_overrides = {"id2label": {i: f"LABEL_{i}" for i in range(len(hf_weights["classifier.weight"]))},
+        config_overrides = {"id2label": numbered_labels(len(hf_weights["classifier.weight"]), str(config_file)),
                             **config_overrides}
     dtype = _load_dtype(config_overrides.pop("dtype", config_overrides.pop("torch_dtype", torch.float32)), config)
     device = _load_device(config_overrides.pop("device_map", None))
     # transformers' keyword: weights whose shape the config changed (a head of other labels) start afresh
     ignore_mismatched_sizes = bool(config_overrides.pop("ignore_mismatched_sizes", False))
     config = with_overrides(config, config_file, config_overrides)
-    weights, unused = hf_to_bertforge(hf_weights, config.model_type)
-    if config.tie_word_embeddings:
-        weights.pop("mlm.decoder.weight", None)  # transformers, too, reads the tied decoder from the embeddings
+    weights, unused = _ours(hf_weights, config)
     if fresh_head:
         weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}
     model = cls(config)

@@ -43,6 +43,17 @@ TRANSFORMERS_ATTRIBUTES = {"output_attentions": False, "output_hidden_states": F
                            "architectures": None, **UNSUPPORTED_VARIANTS}
 
 
+def numbered_labels(count, call: str) -> dict[int, str]:
+    """transformers' labels for a count alone: LABEL_0 .. LABEL_{count-1}; `call` names the caller in the error."""
+    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+        raise ConfigError(f"{call}: give a positive whole number")
+    return {i: f"LABEL_{i}" for i in range(count)}
+
+
+def _as_json(data: dict) -> str:
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
 @dataclass
 class BertConfig:
     vocab_size: int = 30522
@@ -159,9 +170,7 @@ class BertConfig:
     @num_labels.setter
     def num_labels(self, count: int) -> None:
         """transformers' rule: that many labels, named LABEL_i (a head built after it has that many outputs)."""
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ConfigError(f"config.num_labels = {count!r}: give a positive whole number")
-        self.id2label = {i: f"LABEL_{i}" for i in range(count)}
+        self.id2label = numbered_labels(count, f"config.num_labels = {count!r}")
 
     @property
     def label2id(self) -> dict[str, int]:
@@ -198,7 +207,7 @@ class BertConfig:
         values = {k: v for k, v in data.items() if k in known}
         extra = {k: v for k, v in data.items() if k not in known and k not in ("label2id", "num_labels")}
         if "id2label" not in data and type(data.get("num_labels")) is int and data["num_labels"] >= 1:
-            values["id2label"] = {i: f"LABEL_{i}" for i in range(data["num_labels"])}  # transformers' naming
+            values["id2label"] = numbered_labels(data["num_labels"], source)
         try:
             return cls(**values, extra=extra)
         except ConfigError as e:
@@ -248,7 +257,7 @@ class BertConfig:
         return data
 
     def to_json_string(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n"
+        return _as_json(self.to_dict())
 
     def to_json_file(self, path: str | Path) -> None:
         write_text(path, self.to_json_string())
@@ -268,9 +277,7 @@ class BertConfig:
         data = self.to_dict(architecture)
         if dtype is not None:
             data["dtype"] = dtype
-        write_text(Path(directory) / "config.json", json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
+        write_text(Path(directory) / "config.json", _as_json(data))
 
 
 def _check_override_names(config: BertConfig, overrides: dict) -> None:
@@ -295,9 +302,7 @@ def with_overrides(config: BertConfig, config_file: Path, overrides: dict) -> Be
     overrides.pop("attn_implementation", None)
     if "num_labels" in overrides:  # transformers' keyword: that many labels, named LABEL_i
         count = overrides.pop("num_labels")
-        if not isinstance(count, int) or isinstance(count, bool) or count < 1:
-            raise ConfigError(f"from_pretrained(num_labels={count!r}): give a positive whole number")
-        overrides = {"id2label": {i: f"LABEL_{i}" for i in range(count)}, **overrides}
+        overrides = {"id2label": numbered_labels(count, f"from_pretrained(num_labels={count!r})"), **overrides}
     if "label2id" in overrides:  # transformers' course passes both; the names come from id2label
         label2id = overrides.pop("label2id")
         id2label = overrides.get("id2label", config.id2label) or {}

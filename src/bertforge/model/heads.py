@@ -54,10 +54,15 @@ class MaskedLMHead(nn.Module):
             self.decoder.weight = resized_rows(self.decoder.weight, rows, mean_resizing, std)
             self.decoder.out_features = rows
 
+    @property
+    def projection(self) -> nn.Module:
+        """The module whose `weight` (vocab_size, hidden) projects onto the vocabulary: the token embeddings or
+        the decoder (transformers' `get_output_embeddings`)."""
+        return self.word_embeddings if hasattr(self, "word_embeddings") else self.decoder
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         hidden = self.norm(self.activation(self.dense(hidden)))
-        decoder = self.word_embeddings if hasattr(self, "word_embeddings") else self.decoder
-        return linear(hidden, decoder.weight, self.bias)
+        return linear(hidden, self.projection.weight, self.bias)
 
 
 @dataclass
@@ -89,10 +94,9 @@ def _masked_lm(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor | 
     selected = labels != IGNORE_INDEX
     logits = head(hidden[selected] if labelled_only else hidden)
     targets = labels[selected]
-    if not targets.numel():
-        return logits, targets if labelled_only else None, logits.sum() * 0.0  # no label: no loss, not NaN
     scored = logits if labelled_only else logits[selected]
-    return logits, targets if labelled_only else None, F.cross_entropy(scored.float(), targets)
+    loss = F.cross_entropy(scored.float(), targets) if targets.numel() else logits.sum() * 0.0  # no label: not NaN
+    return logits, targets if labelled_only else None, loss
 
 
 class BertForPreTraining(BertHeadModel):

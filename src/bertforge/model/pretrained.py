@@ -120,9 +120,7 @@ class BertPreTrainedModel(nn.Module):
         """The module whose `weight` (vocab_size, hidden) projects onto the vocabulary: the token embedding table
         where the MLM head is tied to it, else the head's own decoder; None for a model without an MLM head."""
         head = next((module for module in self.modules() if hasattr(module, "resize_vocabulary")), None)
-        if head is None:
-            return None
-        return head.word_embeddings if hasattr(head, "word_embeddings") else head.decoder
+        return None if head is None else head.projection
 
     def tie_weights(self, **_) -> None:
         """Tie the MLM head to the current token embedding table again (after `set_input_embeddings`); with

@@ -68,7 +68,6 @@ class Pipeline:
     model_class = BertModel
     head_prefix: tuple[str, ...] | None = None  # a missing weight with one of these prefixes: no head
     head_name: str | None = None
-    head_attribute: str | None = None  # the module a shared model must have for this task
     default_model: Callable[[], Path] = staticmethod(default_model_path)
     side_by_side = True  # batches go through `in_length_order`, which can run them at once
 
@@ -102,7 +101,7 @@ class Pipeline:
             raise InputError(f"--parallel-batches: {self.task} runs one batch at a time")
         check_dtype(dtype)  # before the loading, which can take a while
         if loaded is not None:
-            if self.head_attribute is not None and not hasattr(loaded.model, self.head_attribute):
+            if self.task not in model_tasks(loaded.model):
                 raise CheckpointError(f"{loaded.path}: {self.task} needs a {self.head_name}, and this checkpoint "
                                       f"has none; it can do: {', '.join(loaded.tasks)}")
             path, self.device, self.dtype, self.tokenizer = loaded.path, loaded.device, loaded.dtype, loaded.tokenizer

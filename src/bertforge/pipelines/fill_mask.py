@@ -27,7 +27,6 @@ class FillMaskPipeline(Pipeline):
     model_class = BertForMaskedLM
     head_prefix = ("mlm.",)
     head_name = "masked-language-model head (cls.predictions.*)"
-    head_attribute = "mlm"
     default_model = staticmethod(default_pretraining_model_path)
 
     def __call__(self, inputs, top_k: int = 5, targets: str | list[str] | None = None):

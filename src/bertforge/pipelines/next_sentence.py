@@ -35,7 +35,6 @@ class NextSentencePipeline(Pipeline):
     model_class = BertForNextSentencePrediction
     head_prefix = ("nsp.", "bert.pooler.")
     head_name = "next-sentence-prediction head (cls.seq_relationship.* and the pooler)"
-    head_attribute = "nsp"
     default_model = staticmethod(default_pretraining_model_path)
 
     def __call__(self, inputs):

@@ -35,7 +35,6 @@ class QuestionAnsweringPipeline(Pipeline):
     model_class = BertForQuestionAnswering
     head_prefix = ("qa_outputs.",)
     head_name = "question-answering head (qa_outputs.*)"
-    head_attribute = "qa_outputs"
     default_model = staticmethod(default_qa_model_path)
     side_by_side = False  # its windows go through predict_logits, the evaluation's batching
 

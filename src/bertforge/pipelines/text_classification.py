@@ -42,7 +42,6 @@ class TextClassificationPipeline(Pipeline):
     model_class = BertForSequenceClassification
     head_prefix = ("classifier.",)
     head_name = "sequence-classification head (classifier.*)"
-    head_attribute = "classifier"
     default_model = staticmethod(default_classification_model_path)
 
     def __init__(self, *args, **kwargs):

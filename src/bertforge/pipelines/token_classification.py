@@ -55,7 +55,6 @@ class TokenClassificationPipeline(Pipeline):
     model_class = BertForTokenClassification
     head_prefix = ("classifier.",)
     head_name = "token-classification head (classifier.*)"
-    head_attribute = "classifier"
     default_model = staticmethod(default_token_classification_model_path)
 
     def __init__(self, *args, **kwargs):
