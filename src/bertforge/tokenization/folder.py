@@ -10,7 +10,7 @@ from bertforge.errors import CheckpointError
 from bertforge.io.atomic import write_text
 from bertforge.paths import config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
-from bertforge.tokenization.tokenizer_json import (added_token_entries, non_special_added_tokens, read_tokenizer_json,
+from bertforge.tokenization.tokenizer_json import (added_token_entries, added_token_kinds, read_tokenizer_json,
                                                    write_tokenizer_json)
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
@@ -52,9 +52,8 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
                 settings["additional_special_tokens"] = config[key]
         if isinstance(config.get("added_tokens_decoder"), dict):
             entries = [{**entry, "id": int(i)} for i, entry in config["added_tokens_decoder"].items()]
-            settings["added_tokens"] = non_special_added_tokens(entries, config_file)
-            # the named ones and those listed as extra are left out by the tokenizer
-            settings["special_added_tokens"] = [entry.get("content") for entry in entries if entry.get("special")]
+            # of the special ones, the named and those listed as extra are left out by the tokenizer
+            settings["added_tokens"], settings["special_added_tokens"] = added_token_kinds(entries, config_file)
         if settings.get("model_max_length", 0) > 1_000_000:  # "unlimited" in transformers' files
             del settings["model_max_length"]
     return vocab, settings, config_file

@@ -49,7 +49,6 @@ def read_tokenizer_json(path: Path) -> tuple[dict[str, int], dict]:
     padding = data.get("padding")
     if isinstance(padding, dict) and isinstance(padding.get("pad_token"), str):
         settings["pad_token"] = padding["pad_token"]
-    added = []
     for entry in data.get("added_tokens") or []:
         content, token_id = entry.get("content"), entry.get("id")
         if not isinstance(content, str) or not isinstance(token_id, int):
@@ -57,14 +56,12 @@ def read_tokenizer_json(path: Path) -> tuple[dict[str, int], dict]:
         if vocab.setdefault(content, token_id) != token_id:
             raise CheckpointError(f"{path}: added token {content!r} has id {token_id}, the vocabulary "
                                   f"gives {vocab[content]}")
-        if entry.get("special"):
-            added.append(content)
     if data.get("added_tokens"):
-        settings["added_tokens"] = non_special_added_tokens(data["added_tokens"], path)
-    named = {settings.get(key, default) for key, default in DEFAULT_SPECIAL_TOKENS.items()}
-    special_added = [token for token in added if token not in named]
-    if special_added:  # listed in all_special_tokens only where tokenizer_config.json's extra_special_tokens says
-        settings["special_added_tokens"] = special_added
+        settings["added_tokens"], special = added_token_kinds(data["added_tokens"], path)
+        named = {settings.get(key, default) for key, default in DEFAULT_SPECIAL_TOKENS.items()}
+        special_added = [token for token in special if token not in named]
+        if special_added:  # listed in all_special_tokens only where tokenizer_config.json's extra_special_tokens says
+            settings["special_added_tokens"] = special_added
     if sorted(vocab.values()) != list(range(len(vocab))):
         raise CheckpointError(f"{path}: token ids are not 0..{len(vocab) - 1} without gaps or repeats")
     return vocab, settings
@@ -156,17 +153,19 @@ def added_token_entries(tokenizer) -> list[dict]:
             for token in sorted(specials | set(tokenizer.added_tokens), key=tokenizer.vocab.__getitem__)]
 
 
-def non_special_added_tokens(entries: list[dict], path: Path) -> list[str]:
-    """The added tokens that are not special; one matched in the raw text without being special is refused,
-    as the tokenizer matches added tokens only in the normalised text or as special tokens."""
-    tokens = []
+def added_token_kinds(entries: list[dict], path: Path) -> tuple[list[str], list[str]]:
+    """(the plain added tokens, the special ones) of tokenizers' added-token records; a plain one matched in the
+    raw text is refused, as the tokenizer matches added tokens only in the normalised text or as special tokens."""
+    plain, special = [], []
     for entry in entries:
-        if not entry.get("special"):
-            if not entry.get("normalized", True):
-                raise CheckpointError(f"{path}: added token {entry.get('content')!r} is neither special nor "
-                                      "normalized; bertforge matches an added token as one or the other")
-            tokens.append(entry.get("content"))
-    return tokens
+        if entry.get("special"):
+            special.append(entry.get("content"))
+            continue
+        if not entry.get("normalized", True):
+            raise CheckpointError(f"{path}: added token {entry.get('content')!r} is neither special nor "
+                                  "normalized; bertforge matches an added token as one or the other")
+        plain.append(entry.get("content"))
+    return plain, special
 
 
 def write_tokenizer_json(tokenizer, directory: Path) -> None:
