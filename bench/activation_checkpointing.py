@@ -44,9 +44,7 @@ def one_run(peer: str, checkpointing: bool, args) -> dict:
     else:
         import transformers
 
-        model = transformers.BertForSequenceClassification(transformers.BertConfig(
-            vocab_size=config.vocab_size, hidden_size=config.hidden_size, num_hidden_layers=config.num_hidden_layers,
-            num_attention_heads=config.num_attention_heads, intermediate_size=config.intermediate_size))
+        model = transformers.BertForSequenceClassification(transformers.BertConfig(**config.to_dict()))
     model.train()
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
