@@ -371,6 +371,9 @@ def test_config_and_model_attributes_that_tools_read_as_in_transformers(tmp_path
         ours.config.update({"hidden_size": "x"})
     with pytest.raises(ConfigError, match=r"^config.is_decoder = True: this variant is not supported"):
         ours.config.is_decoder = True
+    for count in (0, 2.5, True):
+        with pytest.raises(ConfigError, match=rf"^config.num_labels = {count!r}: give a positive whole number$"):
+            ours.config.num_labels = count
     with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map=\{'bert': 0\}\): give one device "
                                           r'\("cpu", "cuda:0"\) or "auto"; bertforge does not split a model'):
         BertForSequenceClassification.from_pretrained(folder, device_map={"bert": 0})
