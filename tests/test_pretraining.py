@@ -524,22 +524,30 @@ def test_a_run_resumes_from_its_data_moved_elsewhere_but_not_into_another_direct
     assert not (tmp_path / "elsewhere").exists()
 
 
-def test_a_model_on_another_vocabulary_of_the_same_size_is_refused(data_dir, tmp_path, tokenizer):
-    """A reordered vocab.txt has as many tokens: every id would be read as another token."""
+def test_a_model_on_another_vocabulary_is_refused_by_every_command_that_reads_shards(data_dir, tmp_path, tokenizer):
+    """A reordered vocab.txt has as many tokens: every id would be read as another token. A smaller table
+    cannot hold the data's ids at all. pretrain train --init-from, pretrain evaluate and distill --task mlm
+    check both with PretrainingData.check_vocabulary, so they say the same."""
     from bertforge.tokenization import BertTokenizer
 
     tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
     shuffled = tokens[:1000] + tokens[1000:][::-1]
     (tmp_path / "vocab.txt").write_text("\n".join(shuffled) + "\n", encoding="utf-8")
     BertForPreTraining(BertConfig.from_size("tiny", vocab_size=len(tokens))).save_pretrained(
-        tmp_path / "model", tokenizer=BertTokenizer.from_pretrained(tmp_path / "vocab.txt"))
-    for command in (["pretrain", "train", str(data_dir), str(tmp_path / "run"), "--init-from", str(tmp_path / "model"),
-                     "--max-steps", "2"],
-                    ["pretrain", "evaluate", str(tmp_path / "model"), str(data_dir)]):
-        result = CliRunner().invoke(cli, command)
-        assert result.exit_code == 2 and f"{tmp_path / 'model'}: its vocabulary is not the one {data_dir} was " \
-                                          f"prepared with" in result.output, result.output
-    assert not (tmp_path / "run").exists()
+        tmp_path / "reordered", tokenizer=BertTokenizer.from_pretrained(tmp_path / "vocab.txt"))
+    BertForPreTraining(BertConfig.from_size("tiny", vocab_size=100)).save_pretrained(tmp_path / "small")
+    for model, message in (("reordered", f"its vocabulary is not the one {data_dir} was prepared with"),
+                           ("small", f"its vocabulary has 100 pieces, the prepared data {len(tokenizer)}")):
+        model = tmp_path / model
+        for option, command in (
+                ("--init-from", ["pretrain", "train", data_dir, tmp_path / "run", "--init-from", model,
+                                 "--max-steps", "2"]),
+                ("MODEL_DIR", ["pretrain", "evaluate", model, data_dir]),
+                ("--teacher", ["distill", "--task", "mlm", "--teacher", model, "--train", data_dir,
+                               "--output", tmp_path / "student", "--max-steps", "2"])):
+            result = CliRunner().invoke(cli, list(map(str, command)))
+            assert result.exit_code == 2 and f"{option} {model}: {message}" in result.output, result.output
+    assert not (tmp_path / "run").exists() and not (tmp_path / "student").exists()
 
 
 def test_a_masking_rate_the_prediction_cap_cuts_is_a_warning(caplog):

@@ -230,11 +230,17 @@ class PretrainingData:
         return BertTokenizer.from_pretrained(self.directory / parts[0] if parts else self.directory)
 
     def check_vocabulary(self, model_dir: str | Path, option: str) -> None:
-        """The model at `model_dir` must read the ids this data holds: the same vocabulary, not only as many
-        tokens (a reordered vocab.txt would train or score every token as another)."""
+        """The model at `model_dir` (named by `option` in errors) must read the ids this data holds: a row for
+        each of its tokens (more rows are fine: a table padded by resize_token_embeddings), and the same
+        vocabulary, not only as many tokens (a reordered vocab.txt would train or score every token as another)."""
+        from bertforge.model.config import BertConfig
         from bertforge.tokenization import BertTokenizer
         from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 
+        rows, tokens = BertConfig.from_pretrained(model_dir).vocab_size, len(self.tokenizer())
+        if rows < tokens:
+            raise ConfigError(f"{option} {model_dir}: its vocabulary has {rows} pieces, the prepared data "
+                              f"{tokens}; prepare the data with its vocab.txt")
         if not any((Path(model_dir) / name).is_file() for name in (BertTokenizer.vocab_file_name, TOKENIZER_JSON)):
             return  # weights alone (an encoder saved without its tokenizer): only their sizes can be checked
         if vocab_fingerprint(BertTokenizer.from_pretrained(model_dir)) != self.index["vocab_fingerprint"]:

@@ -98,9 +98,6 @@ def build_model(config: TrainingConfig, vocab_size: int, max_seq_length: int) ->
         # the seeded initialisation, so the run stays deterministic.
         model = BertForPreTraining.from_pretrained(config.init_from, hidden_dropout_prob=config.dropout,
                                                    attention_probs_dropout_prob=config.dropout)
-        if model.config.vocab_size < vocab_size:  # more rows are fine: a table padded by resize_token_embeddings
-            raise ConfigError(f"--init-from {config.init_from}: its vocabulary has {model.config.vocab_size} "
-                              f"pieces, the prepared data {vocab_size}; prepare the data with its vocab.txt")
         if model.config.max_position_embeddings < max_seq_length:
             raise ConfigError(f"--init-from {config.init_from}: {model.config.max_position_embeddings} positions, "
                               f"fewer than the data's max_seq_length {max_seq_length}")
