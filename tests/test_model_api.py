@@ -377,6 +377,13 @@ def test_config_and_model_attributes_that_tools_read_as_in_transformers(tmp_path
     with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map=\{'bert': 0\}\): give one device "
                                           r'\("cpu", "cuda:0"\) or "auto"; bertforge does not split a model'):
         BertForSequenceClassification.from_pretrained(folder, device_map={"bert": 0})
+    # the one device check of --device and pipeline(device=), named after the keyword given
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map='gpu7'\): not a torch device \(use cpu, "
+                                          r"cuda or cuda:N\)$"):
+        BertForSequenceClassification.from_pretrained(folder, device_map="gpu7")
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map='mps'\): bertforge runs on cpu, cuda or "
+                                          r"cuda:N$"):
+        BertForSequenceClassification.from_pretrained(folder, device_map="mps")
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match=r"^from_pretrained\(device_map=0\): CUDA is not available on this "
                                               r"machine$"):

@@ -240,4 +240,4 @@ def test_serve_command_reports_bad_model_directories(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--model", f"a={tmp_path}", "--model", f"a={tmp_path}"])
     assert result.exit_code == 2 and "given twice" in result.output
     result = CliRunner().invoke(cli, ["serve", "--device", "gpu7"])
-    assert result.exit_code == 2 and "--device 'gpu7' is not a torch device" in result.output
+    assert result.exit_code == 2 and "--device gpu7: not a torch device (use cpu, cuda or cuda:N)" in result.output

@@ -165,8 +165,10 @@ def test_unavailable_or_unknown_device_is_a_clear_error(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(ConfigError, match="--device cuda: CUDA is not available"):
         Processes.start("cuda")
-    with pytest.raises(ConfigError, match="--device 'gpu0'"):
+    with pytest.raises(ConfigError, match=r"^--device gpu0: not a torch device \(use cpu, cuda or cuda:N\)$"):
         Processes.start("gpu0")
+    with pytest.raises(ConfigError, match="^--device mps: bertforge runs on cpu, cuda or cuda:N$"):
+        Processes.start("mps")
 
 
 # --- checkpoints ------------------------------------------------------------------------------------

@@ -340,19 +340,16 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
 def _load_device(device_map) -> torch.device:
     """transformers' `device_map=`: one device for the whole model ("cpu", "cuda:0", 0, a torch.device), or "auto":
     the GPU where there is one. A map of module names to devices (a model split over devices) is refused."""
+    from bertforge.training.distributed import resolve_device
+
     if device_map is None:
         return torch.device("cpu")
     if device_map == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(f"cuda:{device_map}" if isinstance(device_map, int) and not isinstance(device_map, bool)
-                              else device_map)
-    except (TypeError, RuntimeError):
+    if not isinstance(device_map, (str, int, torch.device)) or isinstance(device_map, bool):
         raise ConfigError(f"from_pretrained(device_map={device_map!r}): give one device (\"cpu\", \"cuda:0\") or "
-                          f"\"auto\"; bertforge does not split a model over devices") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"from_pretrained(device_map={device_map!r}): CUDA is not available on this machine")
-    return device
+                          f"\"auto\"; bertforge does not split a model over devices")
+    return resolve_device(device_map, argument=f"from_pretrained(device_map={device_map!r})")
 
 
 def _load_dtype(dtype, config: BertConfig) -> torch.dtype:

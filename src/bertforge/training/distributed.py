@@ -13,17 +13,19 @@ import torch.distributed as dist
 from bertforge.errors import ConfigError
 
 
-def resolve_device(name: str | torch.device, local_rank: int = 0) -> torch.device:
-    """`cpu`, `cuda` (this process's GPU under torchrun) or `cuda:N`; a clear error otherwise."""
-    try:
-        device = torch.device(name)
+def resolve_device(name: str | int | torch.device, local_rank: int = 0, argument: str | None = None) -> torch.device:
+    """`cpu`, `cuda` (this process's GPU under torchrun) or `cuda:N`; a clear error otherwise, naming
+    `argument` (default: `--device NAME`)."""
+    argument = argument or f"--device {name}"
+    try:  # a number is a GPU's, as in transformers (torch.device(0) asks for the machine's accelerator)
+        device = torch.device(f"cuda:{name}" if isinstance(name, int) and not isinstance(name, bool) else name)
     except (RuntimeError, TypeError):
-        raise ConfigError(f"--device {name!r} is not a torch device (use cpu, cuda or cuda:N)") from None
+        raise ConfigError(f"{argument}: not a torch device (use cpu, cuda or cuda:N)") from None
     if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+        raise ConfigError(f"{argument}: bertforge runs on cpu, cuda or cuda:N")
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine")
+            raise ConfigError(f"{argument}: CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", local_rank)
     return device
