@@ -182,3 +182,33 @@ def test_long_inputs_are_truncated_with_a_warning(caplog):
         result = run("embed", "short", "many words " * 50, "--max-length", 32)
     assert result.exit_code == 0
     assert "1 of 2 inputs were longer than 32 tokens and were truncated" in caplog.text
+
+
+def test_embed_takes_the_models_sentence_transformers_pooling_as_the_pipeline_does(tiny_pretraining_checkpoint,
+                                                                                   tmp_path):
+    """A sentence-transformers export with [CLS] pooling and no Normalize module: `bertforge embed`, with no
+    --pooling or --normalize, gives sentence-transformers' vectors, as the pipeline (and so the server) does."""
+    import shutil
+
+    from sentence_transformers import SentenceTransformer
+
+    folder = tmp_path / "cls-model"
+    shutil.copytree(tiny_pretraining_checkpoint, folder)
+    (folder / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    (folder / "1_Pooling").mkdir()
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 128,
+                                                                   "pooling_mode_cls_token": True,
+                                                                   "pooling_mode_mean_tokens": False}))
+    texts = ["A cat sat on the mat.", "The dog slept by the fire all afternoon."]
+    reference = SentenceTransformer(str(folder), device="cpu").encode(texts)
+    assert np.linalg.norm(reference, axis=1).min() > 1.5  # not normalised: the test can tell
+    result = run("embed", *texts, "--model", str(folder))
+    assert result.exit_code == 0, result.output
+    ours = np.array([row["embedding"] for row in json_lines(result.output)])
+    np.testing.assert_allclose(ours, reference, atol=1e-5)
+    np.testing.assert_allclose(pipeline("sentence-embedding", model=folder)(texts), reference, atol=1e-5)
+    mean = np.array([row["embedding"] for row in json_lines(run("embed", *texts, "--model", str(folder),
+                                                                "--pooling", "mean", "--normalize").output)])
+    assert np.abs(mean - reference).max() > 0.1 and np.allclose(np.linalg.norm(mean, axis=1), 1)

@@ -49,14 +49,16 @@ def output_kind(output: Path | None, input_path: Path | None) -> str | None:
 @click.argument("texts", nargs=-1)
 @click.option("--level", type=click.Choice(["sentence", "word", "piece"]), default="sentence", show_default=True,
               help="One vector per text, per word (pieces averaged, with character spans) or per word piece.")
-@click.option("--pooling", type=click.Choice(POOLINGS), default="mean", show_default=True,
-              help="Sentence vector: [CLS], mean over the tokens, or max.")
+@click.option("--pooling", type=click.Choice(POOLINGS), default=None,
+              help="Sentence vector: [CLS], mean over the tokens, or max. Default: the model's sentence-transformers "
+                   "pooling where it has one, else mean.")
 @click.option("--layers", default="-1", show_default=True,
               help="Hidden state(s): 0 = input embeddings, -1 = last; several as -4,-3,-2,-1; or last-four.")
 @click.option("--combine", type=click.Choice(COMBINATIONS), default="sum", show_default=True,
               help="How several layers are combined.")
 @click.option("--normalize/--no-normalize", default=None,
-              help="L2-normalise the vectors. Default: on for sentences, off for tokens.")
+              help="L2-normalise the vectors. Default: off for tokens; for sentences, the model's "
+                   "sentence-transformers setting where it has one, else on.")
 @click.option("--id-column", default=None,
               help="Column (key) of the --input table whose values identify each output row. "
                    "Default: the line number (the row number for Parquet).")
@@ -115,7 +117,10 @@ def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_ro
                                       f"{items.numbered_by}'s number", items.first_gap)
     if level == "sentence":
         pipe = pipeline_from_options("sentence-embedding", options, progress=input_path is not None)
-        settings = dict(pooling=pooling, layers=chosen, combine=combine, normalize=True if normalize is None else normalize)
+        # the pipeline's defaults, named here so that the shards' fingerprint records what ran
+        default_pooling, default_normalize = pipe.checkpoint_defaults
+        settings = dict(pooling=pooling or default_pooling, layers=chosen, combine=combine,
+                        normalize=default_normalize if normalize is None else normalize)
         if kind == "shards":
             _embed_to_shards(pipe, settings, items, _row_ids(items, id_column, input_path), output, shard_rows,
                              input_path)
@@ -198,7 +203,6 @@ def _embed_on_ray(address, actors, texts, input_path, column, id_column, output,
                          "--ray-actors sets how many embed at once")
     from bertforge.pipelines.ray_embed import embed_with_ray
 
-    embedder_options["normalize"] = True if embedder_options["normalize"] is None else embedder_options["normalize"]
     rows, shards = embed_with_ray(address, input_path, output, id_column=id_column, text_column=column,
                                   actors=actors, **embedder_options)
     click.echo(f"wrote {rows} vector(s) in {shards} Parquet file(s) to {output}", err=True)
