@@ -184,9 +184,11 @@ def test_columns_that_would_train_on_the_wrong_field_are_refused(tmp_path, task,
      "{file}:3: no [MASK] token to fill: 'no mask here'"),
     (["nsp", "--input", "{file}"], "She cooked pasta\tIt was good\nhello\t \n",
      "{file}:2: the second text of the pair is empty"),
+    (["nsp", "--input", "{file}"], "She cooked pasta\tIt was good\nhello\t\u200b\u200b\n",
+     "{file}:2: the second text of the pair is empty"),
     (["nsp", "--input", "{file}", "--column", "a", "--pair-column", "c"], '{{"a": "x", "b": "y"}}\n',
      "{file}:1: no key 'c' (found: a, b); choose it with --pair-column"),
-], ids=["fill-mask-line-without-mask", "nsp-half-a-pair", "nsp-pair-column"])
+], ids=["fill-mask-line-without-mask", "nsp-half-a-pair", "nsp-half-a-pair-zero-width", "nsp-pair-column"])
 def test_an_input_line_at_fault_is_named_with_its_file_and_line(tmp_path, command, content, message):
     """Line numbers count the file's lines (empty ones too), and the option to change is the one at fault."""
     source = tmp_path / ("in.jsonl" if content.startswith("{") else "in.txt")

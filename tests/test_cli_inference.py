@@ -212,3 +212,20 @@ def test_embed_takes_the_models_sentence_transformers_pooling_as_the_pipeline_do
     mean = np.array([row["embedding"] for row in json_lines(run("embed", *texts, "--model", str(folder),
                                                                 "--pooling", "mean", "--normalize").output)])
     assert np.abs(mean - reference).max() > 0.1 and np.allclose(np.linalg.norm(mean, axis=1), 1)
+
+
+def test_a_text_bert_reads_nothing_of_is_empty_everywhere(tmp_path, caplog):
+    """Zero-width and control characters are dropped by BERT's cleaning: such a text is empty for the
+    command line, the input readers and the attention pipeline, as it is for the server and QA."""
+    from bertforge.errors import InputError
+
+    assert_clean_error(run("embed", "a cat", "\u200b\u200d"), "error: an empty TEXT argument was given")
+    source = tmp_path / "in.txt"
+    source.write_text("A cat sat.\n\u200b\nThe dog slept.\n", encoding="utf-8")
+    with caplog.at_level(logging.INFO):
+        result = run("embed", "--input", source)
+    assert result.exit_code == 0 and [r["line"] for r in json_lines(result.output)] == [1, 3], result.output
+    with pytest.raises(InputError, match="^attention needs a non-empty sentence$"):
+        pipeline("attention")("\u200b")
+    with pytest.raises(InputError, match="^the second sentence of the pair is empty$"):
+        pipeline("attention")("A cat sat.", "\x00")

@@ -86,7 +86,8 @@ def test_broken_gzip_names_the_file(tmp_path):
 @pytest.mark.parametrize("row, pair, message", [
     (b"   \t1\n", None, "empty text in column 'text'"),
     (b"a fine film\t \t1\n", "pair", "empty text in column 'pair'"),
-], ids=["text", "pair"])
+    ("\u200b\t1\n".encode(), None, "empty text in column 'text'"),  # BERT reads nothing of a zero-width space
+], ids=["text", "pair", "zero-width"])
 def test_an_example_without_text_is_named_by_line_and_column(tmp_path, row, pair, message):
     header = b"text\tpair\tlabel\n" if pair else b"text\tlabel\n"
     path = write(tmp_path / "train.tsv", header + b"good\t" + (b"fine\t" if pair else b"") + b"1\n" + row)

@@ -16,6 +16,7 @@ import click
 from bertforge.errors import InputError
 from bertforge.io.atomic import check_output_file, save_npy, write_json, write_jsonl
 from bertforge.io.readers import Items, read_items
+from bertforge.tokenization.basic import has_text
 
 log = logging.getLogger("bertforge.cli")
 
@@ -60,7 +61,7 @@ def read_inputs(texts: tuple[str, ...], input_path: Path | None, columns: list[s
         return read_items(input_path, columns)
     if not texts:
         raise InputError("nothing to do: give TEXT arguments or --input FILE (see --help)")
-    if any(not t.strip() for t in texts):
+    if any(not has_text(t) for t in texts):
         raise InputError("an empty TEXT argument was given")
     check_texts(texts)
     if len(columns) == 2:

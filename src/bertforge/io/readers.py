@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bertforge.errors import InputError
+from bertforge.tokenization.basic import has_text
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +288,9 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
     numbered_by = "row" if kind == ".parquet" else "line"
     values, numbers, ids, skipped, pending_gap, first_gap = [], [], [], 0, None, None
     for number, fields, row_id in _item_fields(path, kind, columns, id_column):
-        if not all(f.strip() for f in fields):
-            if any(f.strip() for f in fields):  # half a pair is a mistake, not an empty line
-                empty = next(i for i, f in enumerate(fields) if not f.strip())
+        if not all(map(has_text, fields)):
+            if any(map(has_text, fields)):  # half a pair is a mistake, not an empty line
+                empty = next(i for i, f in enumerate(fields) if not has_text(f))
                 name = ("the first text", "the second text")[empty]
                 name += "" if kind == ".txt" else f" ({columns[empty]!r})"
                 raise input_error(path, f"{name} of the pair is empty", number)

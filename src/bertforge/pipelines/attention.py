@@ -14,6 +14,7 @@ import numpy as np
 from bertforge.errors import InputError
 from bertforge.io.atomic import atomic_path, write_text
 from bertforge.pipelines.base import Pipeline
+from bertforge.tokenization.basic import has_text
 
 
 @dataclass
@@ -75,9 +76,9 @@ class AttentionPipeline(Pipeline):
     def __call__(self, text: str, text_pair: str | None = None) -> AttentionMaps:
         if not isinstance(text, str):
             raise InputError(f"text must be a string, got {type(text).__name__}")
-        if not text.strip():
+        if not has_text(text):
             raise InputError("attention needs a non-empty sentence")
-        if text_pair is not None and (not isinstance(text_pair, str) or not text_pair.strip()):
+        if text_pair is not None and (not isinstance(text_pair, str) or not has_text(text_pair)):
             raise InputError("the second sentence of the pair is empty")
         encoded = self.encode([text], [text_pair] if text_pair is not None else None)[0]
 

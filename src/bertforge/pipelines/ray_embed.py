@@ -37,6 +37,7 @@ from bertforge.io.atomic import arrow_table, atomic_directory
 from bertforge.io.readers import input_error
 from bertforge.pipelines import pipeline
 from bertforge.pipelines.base import DEFAULT_BATCH_SIZE
+from bertforge.tokenization.basic import has_text
 
 # Rows handed to one actor call: enough for the pipeline to sort them into length-matched
 # forward passes, few enough that the pool's actors share a small input.
@@ -73,7 +74,7 @@ class SentenceEmbedder:
         wrong = next((t for t in texts if t is not None and not isinstance(t, str)), None)
         if wrong is not None:
             raise InputError(f"column {self.text_column!r} holds {type(wrong).__name__} values, expected text")
-        keep = [t is not None and bool(t.strip()) for t in texts]
+        keep = [t is not None and has_text(t) for t in texts]
         vectors = self.pipe([t for t, k in zip(texts, keep) if k], **self.options)
         table = arrow_table({EMBEDDING_COLUMN: vectors})
         return table.add_column(0, self.id_column, batch.column(self.id_column).filter(pa.array(keep)))
