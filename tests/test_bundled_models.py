@@ -327,7 +327,7 @@ def test_transformers_reads_the_bundled_classifier_with_the_same_scores():
 
 def test_serve_loads_the_bundled_classifier_by_default():
     from bertforge.cli.serve import bundled_models
-    from bertforge.pipelines.loading import checkpoint_tasks
+    from bertforge.model.capabilities import checkpoint_tasks
 
     served = dict(bundled_models())
     assert served["sst2-distilled"] == bundled_model_path("sst2-distilled", "unused")

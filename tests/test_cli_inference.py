@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import numpy as np
 import pytest
@@ -13,7 +14,6 @@ from click.testing import CliRunner
 from bertforge.cli.main import cli
 from bertforge.pipelines import pipeline
 
-INFERENCE_COMMANDS = ["tokenize", "embed", "fill-mask", "nsp", "similarity", "attention"]
 
 
 def run(*args):
@@ -31,10 +31,30 @@ def assert_clean_error(result, *fragments):
         assert fragment in result.output, result.output
 
 
-@pytest.mark.parametrize("command", INFERENCE_COMMANDS)
-def test_help_has_examples(command):
-    result = run(command, "--help")
-    assert result.exit_code == 0 and "Examples:" in result.output and "bertforge " + command in result.output
+def _commands(group, path=()):
+    import click
+
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+@pytest.mark.parametrize("path, command", list(_commands(cli)), ids=lambda value: " ".join(value)
+                         if isinstance(value, tuple) else "")
+def test_every_command_has_help_with_examples_that_use_its_options(path, command):
+    result = run(*path, "--help")
+    assert result.exit_code == 0 and "Examples:" in result.output, result.output
+    name = "bertforge " + " ".join(path) + " "
+    examples = [line.strip() for line in command.help.replace("\\\n", " ").splitlines() if name in line]
+    assert examples, result.output
+    options = {option for parameter in command.params for option in (*parameter.opts, *parameter.secondary_opts)}
+    for example in examples:
+        flags = re.findall(r"(?<!\S)--[a-z0-9-]+", example.split("#")[0])
+        assert set(flags) <= options, (example, set(flags) - options)
 
 
 def test_tokenize_prints_pieces_ids_and_offsets():

@@ -705,7 +705,7 @@ def test_a_pretrained_student_must_fit_its_teacher(teachers, sst2, tokenizer, tm
     line = _one_line_error(*start, "--student", other, "--student-size", "L2-H16", "--output", tmp_path / "out")
     assert "without --student-layers, --student-size and --save-as" in line
     line = _one_line_error(*start, "--student", tmp_path, "--output", tmp_path / "out")
-    assert f"--student {tmp_path}: no config.json there (a pre-trained model directory)" in line
+    assert f"--student {tmp_path}: no config.json (or Google's bert_config.json) there" in line
     line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--student", other,
                            "--output", tmp_path / "out")
     assert "--task mlm: the student starts from the teacher's layers (--student-layers), not --student-size, " \

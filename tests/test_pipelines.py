@@ -310,7 +310,7 @@ def test_model_without_the_head_says_which_head_and_what_it_can_do(default_model
 
 
 def test_bundled_default_models_have_the_heads_their_tasks_need():
-    from bertforge.pipelines.loading import checkpoint_tasks
+    from bertforge.model.capabilities import checkpoint_tasks
     from bertforge.pipelines.question_answering import default_qa_model_path
 
     assert {"fill-mask", "next-sentence"} <= set(checkpoint_tasks(default_pretraining_model_path()))

@@ -65,23 +65,9 @@ def convert(source, destination, do_lower_case, dtype):
 
 def _head_model(source: Path, folder: Path) -> str:
     """The model class that carries every head the checkpoint has (MLM and NSP → pre-training)."""
-    from bertforge.model import BertConfig
-    from bertforge.model.checkpoint import hf_to_bertforge, read_weights
+    from bertforge.model.capabilities import architectures_of, head_model, weight_tasks
+    from bertforge.model.checkpoint import read_weights
     from bertforge.model.tf_checkpoint import read_tf_checkpoint
 
-    config_file = config_path(folder)
-    config = BertConfig.from_json_file(config_file)
     weights = read_tf_checkpoint(source) if folder != source else read_weights(folder)
-    heads = {name.split(".")[0] for name in hf_to_bertforge(weights, config.model_type)[0]}
-    if {"mlm", "nsp"} <= heads:
-        return "BertForPreTraining"
-    if "classifier" in heads:
-        token_level = any("TokenClassification" in name for name in config.extra.get("architectures") or [])
-        heads.add("token_classifier" if token_level else "sequence_classifier")
-    for head, architecture in (("mlm", "BertForMaskedLM"), ("nsp", "BertForNextSentencePrediction"),
-                               ("qa_outputs", "BertForQuestionAnswering"),
-                               ("token_classifier", "BertForTokenClassification"),
-                               ("sequence_classifier", "BertForSequenceClassification")):
-        if head in heads:
-            return architecture
-    return "BertModel"
+    return head_model(weight_tasks(weights, architectures_of(folder)))

@@ -173,7 +173,13 @@ def show_named_entities() -> None:
 @click.option("--finetune-steps", type=click.IntRange(1), default=60, show_default=True,
               help="Optimiser steps of the quick SST-2 fine-tune (batch 32).")
 def demo(finetune_steps):
-    """Run the BERT story end to end on the bundled models and data (no network)."""
+    """Run the BERT story end to end on the bundled models and data (no network).
+
+    \b
+    Examples:
+      bertforge demo
+      bertforge demo --finetune-steps 200
+    """
     start = time.perf_counter()
     show_tokenization(BertTokenizer.from_pretrained())
     show_contextual_embeddings()

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_classifier_pooling,
+from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_classifier_pooling, checkpoint_option,
                                    classifier_pooling_option, configure, device_for, load_task_model, max_length_for,
                                    read_data, read_splits, training_args)
 from bertforge.cli.finetune import finetune as finetune_command
@@ -22,14 +22,6 @@ from bertforge.io.atomic import check_output_dir
 CALIBRATION_ROWS = 1024
 # finetune's options that mean something else here: the model is --teacher, and the task list grows.
 NOT_SHARED = {"task", "train_path", "validation_path", "model_dir", "output_dir", "new_head", "classifier_pooling"}
-
-
-def _teacher_dir(teacher: str) -> Path:
-    directory = Path(teacher)
-    if not (directory / "config.json").is_file():
-        raise ConfigError(f"--teacher {directory}: no config.json there (a fine-tuned model directory, or for "
-                          f"--task mlm a pre-trained one)")
-    return directory
 
 
 def _student(teacher, student_layers, student_size, save_as, student_dir=None, teacher_tokenizer=None, prune=None,
@@ -106,19 +98,17 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     better") with a fresh task head: its encoder, the teacher's labels. It must read the teacher's word pieces."""
     from bertforge.distillation import TeacherMatch
     from bertforge.model import BertConfig
-    from bertforge.paths import config_path
     from bertforge.tokenization import BertTokenizer
 
     if student_layers is not None or student_size is not None or save_as != "bert":
         raise ConfigError("--student starts from its own pre-trained weights, in its own layout: give it without "
                           "--student-layers, --student-size and --save-as")
-    if not config_path(student_dir).is_file():
-        raise ConfigError(f"--student {student_dir}: no config.json there (a pre-trained model directory)")
-    config, ours = BertConfig.from_json_file(config_path(student_dir)), teacher.config
+    student_dir, folder = checkpoint_option(student_dir, "--student")
+    config, ours = BertConfig.from_pretrained(student_dir), teacher.config
     if config.hidden_size > ours.hidden_size or config.num_hidden_layers > ours.num_hidden_layers:
         raise ConfigError(f"--student {student_dir}: the student (L{config.num_hidden_layers}-H{config.hidden_size}) "
                           f"is larger than its teacher (L{ours.num_hidden_layers}-H{ours.hidden_size})")
-    words = BertTokenizer.from_pretrained(student_dir)
+    words = BertTokenizer.from_pretrained(folder)
     if (words.vocab, words.do_lower_case) != (teacher_tokenizer.vocab, teacher_tokenizer.do_lower_case):
         raise ConfigError(f"--student {student_dir}: its vocabulary differs from the teacher's; a student must read "
                           f"the word pieces the teacher's outputs were computed on")
@@ -145,7 +135,7 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
                  options, args, max_length, student_options, resume):
     from bertforge.distillation import add_teacher_logits, augment, distil, output_kind, unlabelled
 
-    directory, task_object, tokenizer = load_task_model(task, teacher, fine_tuned=True)
+    directory, task_object, tokenizer, teacher_model = load_task_model(task, teacher, option="--teacher")
     kind = output_kind(task_object)
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
     try:
@@ -167,7 +157,6 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
         extra_features = task_object.windows(extra, tokenizer, max_length) if kind == "span" else \
             task_object.encode(extra, tokenizer, max_length, with_labels=False)
         features += unlabelled(extra_features, kind)
-    teacher_model = task_object.model_class.from_pretrained(directory)
     # a student it cannot make fails before the pass
     build, description, match = _student(teacher_model, **student_options, teacher_tokenizer=tokenizer,
                                          calibration=features[:CALIBRATION_ROWS])
@@ -204,7 +193,7 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
             student_options["prune"]:
         raise ConfigError("--task mlm: the student starts from the teacher's layers (--student-layers), "
                           "not --student-size, --student or --prune")
-    directory = _teacher_dir(teacher)
+    directory = checkpoint_option(teacher, "--teacher")[0]
     with missing_weights_unlogged():  # a teacher without the MLM head is refused with its own message
         teacher_model = BertForPreTraining.from_pretrained(directory)
     build, description, _ = _student(teacher_model, **student_options)
@@ -279,6 +268,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     """Distil a TEACHER into a smaller student and keep the best student in --output.
 
     \b
+    Examples:
     bertforge distill --task classification --teacher sst2-model --train train.tsv \\
         --validation dev.tsv --student-layers 3 --output sst2-student
     bertforge distill --task ner --teacher conll-model --train train.conll --hold-out 200 \\
@@ -324,7 +314,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                          options["seed"])
     check_output_dir(output_dir, "--output", inputs=(train_path, validation_path, unlabelled_path, teacher,
                                                      student_dir))  # --overwrite deletes the output
-    _teacher_dir(teacher)  # a teacher without config.json fails before the data is read
+    checkpoint_option(teacher, "--teacher")  # a teacher without config.json fails before the data is read
     # A rate of None (not given) is resolved from the student the run builds: finetune's rule, by its width and
     # the batch.
     args = training_args(DistillArgs, output_dir=output_dir, **options)
@@ -337,7 +327,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     else:
         summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit,
                                          unlabelled_path, augment_copies, options, args,
-                                         max_length_for(task, max_length), student_options, resume)
+                                         max_length_for(task, max_length, teacher), student_options, resume)
     card.options.update({name: settings[name] for name in DistillArgs.RESOLVED_DEFAULTS})
     summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
     if is_main_process():

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from bertforge.cli.io import check_output, write_records
-from bertforge.errors import ConfigError, InputError
+from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.atomic import check_output_dir, check_output_file, write_text
 
 TASKS = ("classification", "pair-classification", "ner", "qa")
@@ -62,8 +62,17 @@ def configure(threads, deterministic) -> int:
     return configure_torch(threads, deterministic)
 
 
-def max_length_for(task: str, max_length: int | None) -> int:
-    return max_length or (384 if task == "qa" else 128)
+def max_length_for(task: str, max_length: int | None, model) -> int:
+    """--max-length, else the task's window (128; 384 for qa) cut to the positions of `model` (a path), as
+    the QA pipeline cuts its own; a length past the model's positions is refused, as the pipelines refuse it."""
+    from bertforge.model import BertConfig
+
+    positions = BertConfig.from_pretrained(model).max_position_embeddings
+    if max_length is None:
+        return min(384 if task == "qa" else 128, positions)
+    if max_length > positions:
+        raise InputError(f"--max-length {max_length}: the model {model} has {positions} positions")
+    return max_length
 
 
 def read_data(task, path, options, labelled=True):
@@ -102,25 +111,46 @@ def _hold_out(task: str, data: list, count: int, path) -> tuple[list, list]:
     return [e for e in data if e.title not in held], [e for e in data if e.title in held]
 
 
-def load_task_model(task_name: str, model_dir, fine_tuned: bool, **overrides):
-    from bertforge.model import default_model_path
+def checkpoint_option(path: str | Path, option: str) -> tuple[Path, Path]:
+    """(what to load, its folder) for a model given to `option` as its folder, a file in it or Google's
+    checkpoint prefix, as the pipelines take one; errors name `option`."""
+    from bertforge.model.checkpoint import checkpoint_location
     from bertforge.paths import config_path
-    from bertforge.tasks import build_task, check_head
+
+    try:
+        folder, prefix = checkpoint_location(path)
+    except CheckpointError as e:
+        raise ConfigError(f"{option} {e}") from None
+    if not config_path(folder).is_file():
+        raise ConfigError(f"{option} {folder}: no config.json (or Google's bert_config.json) there")
+    return prefix or folder, folder
+
+
+def start_model(task_name: str, model_dir) -> tuple[Path, object]:
+    """(what to load, its tokenizer) to fine-tune `model_dir` (None: the bundled model) for `task_name`: an
+    encoder, a pre-training checkpoint or a model already fine-tuned for this task."""
+    from bertforge.model import default_model_path
+    from bertforge.tasks import check_head
     from bertforge.tokenization import BertTokenizer
 
-    directory = Path(model_dir) if model_dir else default_model_path()
-    if not config_path(directory).is_file():  # config.json, or Google's bert_config.json
-        raise ConfigError(f"--model {directory}: no config.json (or Google's bert_config.json) there")
-    check_head(task_name, directory, fine_tuned)
-    task = build_task(task_name, id2label=None) if task_name == "qa" else None
-    if fine_tuned and task is None:
-        from bertforge.model import BertConfig
+    load, folder = checkpoint_option(model_dir or default_model_path(), "--model")
+    check_head(task_name, folder, fine_tuned=False)
+    return load, BertTokenizer.from_pretrained(folder)
 
-        id2label = BertConfig.from_json_file(directory / "config.json").id2label
-        if not id2label:
-            raise ConfigError(f"--model {directory}: config.json has no id2label; was it fine-tuned by bertforge?")
-        task = build_task(task_name, id2label=id2label)
-    return directory, task, BertTokenizer.from_pretrained(directory)
+
+def load_task_model(task_name: str, model_dir, option: str = "--model"):
+    """(what was loaded, the task, the tokenizer, the model) of a model fine-tuned for `task_name`; a
+    classifier without label names has transformers' LABEL_i, as in the pipelines (as many as its head has)."""
+    from bertforge.model import ARCHITECTURES
+    from bertforge.pipelines.text_classification import label_names
+    from bertforge.tasks import HEAD_OF_TASK, build_task, check_head
+    from bertforge.tokenization import BertTokenizer
+
+    load, folder = checkpoint_option(model_dir, option)
+    check_head(task_name, folder, fine_tuned=True)
+    model = ARCHITECTURES[HEAD_OF_TASK[task_name]].from_pretrained(load)
+    task = build_task(task_name, id2label=None if task_name == "qa" else dict(enumerate(label_names(model.config))))
+    return load, task, BertTokenizer.from_pretrained(folder), model
 
 
 @click.command()
@@ -199,7 +229,15 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     """Fine-tune a pre-trained BERT on a labelled TASK file and keep the best model in --output.
 
     --batch-size is the number of examples per optimiser step, over all processes (torchrun) and
-    accumulation micro-batches together."""
+    accumulation micro-batches together.
+
+    \b
+    Examples:
+      bertforge finetune --task classification --train train.tsv --validation dev.tsv --output sst2-model
+      bertforge finetune --task ner --train train.conll --validation valid.conll --epochs 3 --output conll-model
+      bertforge finetune --task qa --train squad.json --hold-out 5 --output qa-model
+      bertforge finetune --task classification --train train.tsv --output sst2-model --resume sst2-model
+    """
     threads = configure(threads, deterministic)
     from bertforge.model import default_model_path
     from bertforge.runcard import RunCard
@@ -212,10 +250,10 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     check_output_dir(output_dir, "--output", inputs=(train_path, validation_path, model_dir))  # --overwrite deletes it
 
     check_classifier_pooling(task, classifier_pooling)
-    max_length = max_length_for(task, max_length)
+    directory, tokenizer = start_model(task, model_dir)
+    max_length = max_length_for(task, max_length, directory)
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
     task_object = build_task(task, train_data)
-    directory, _, tokenizer = load_task_model(task, model_dir, fine_tuned=False)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}
     if classifier_pooling is None and task == "classification":
         classifier_pooling = default_classifier_pooling(directory)
@@ -248,15 +286,21 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the metrics JSON here too.")
 def evaluate(task, model_dir, validation_path, output_path, max_length, batch_size, device, bf16, threads,
              deterministic, **columns):
-    """Score a fine-tuned model on a labelled file (accuracy/F1, entity F1, or SQuAD EM/F1)."""
+    """Score a fine-tuned model on a labelled file (accuracy/F1, entity F1, or SQuAD EM/F1).
+
+    \b
+    Examples:
+      bertforge evaluate --task classification --model sst2-model --validation dev.tsv
+      bertforge evaluate --task ner --model conll-model --validation test.conll --output scores.json
+    """
     check_output_file(output_path, "--output", inputs=(validation_path,))  # before the work, not after it
     configure(threads, deterministic)
-    directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
+    directory, task_object, tokenizer, model = load_task_model(task, model_dir)
     data = read_data(task, validation_path, columns)
     if not data:
         raise InputError(f"{validation_path}: the validation set is empty")
-    model = task_object.model_class.from_pretrained(directory).to(device_for(device))
-    eval_set = task_object.eval_set(data, tokenizer, max_length_for(task, max_length))
+    eval_set = task_object.eval_set(data, tokenizer, max_length_for(task, max_length, directory))
+    model = model.to(device_for(device))
     metrics = task_object.evaluate(model, eval_set, batch_size or INFERENCE_BATCH_SIZE, bf16)
     text = json.dumps(metrics, indent=2)
     if output_path:
@@ -274,18 +318,29 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
               help="A .jsonl file (one JSON line per example) or .json (one array) [default: JSON Lines on stdout].")
 def predict(task, model_dir, input_path, output_path, max_length, batch_size, device, bf16, threads, deterministic,
             **columns):
-    """Predict with a fine-tuned model: one JSON line per input example."""
+    """Predict with a fine-tuned model: one JSON line per input example. Classifiers score as the
+    text-classification pipeline does: texts up to the model's length, through the function its config
+    implies (softmax; sigmoid for independent labels; a regression's value as it is).
+
+    \b
+    Examples:
+      bertforge predict --task classification --model sst2-model --input texts.tsv --output predictions.jsonl
+      bertforge predict --task qa --model qa-model --input questions.json
+    """
     check_output(Path(output_path) if output_path else None, inputs=(input_path,))
     configure(threads, deterministic)
-    directory, task_object, tokenizer = load_task_model(task, model_dir, fine_tuned=True)
+    directory, task_object, tokenizer, model = load_task_model(task, model_dir)
     data = read_data(task, input_path, columns, labelled=False)
+    table = task in ("classification", "pair-classification")
     if not data:
-        table = task in ("classification", "pair-classification")
         raise InputError(f"{input_path}: no examples to predict"
                          + (" (a table's first line names its columns; the rows come after it)" if table else ""))
-    model = task_object.model_class.from_pretrained(directory).to(device_for(device))
-    results = task_object.predict(model, data, tokenizer, max_length_for(task, max_length),
-                                   batch_size or INFERENCE_BATCH_SIZE)
+    batch_size = batch_size or INFERENCE_BATCH_SIZE
+    if table:  # the text-classification pipeline's scores and lengths, as `pipeline()` and the server give
+        results = classify(directory, data, device, bf16, batch_size, max_length)
+    else:
+        results = task_object.predict(model.to(device_for(device)), data, tokenizer,
+                                      max_length_for(task, max_length, directory), batch_size, bf16)
     lines = []
     for example, result in zip(data, results):
         if task == "ner":
@@ -295,6 +350,22 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
         else:
             lines.append({"text": example.text, **({"text_pair": example.text_pair} if example.text_pair else {}), **result})
     write_records(lines, Path(output_path) if output_path else None)
+
+
+def classify(model: Path, examples, device: str, bf16: bool, batch_size: int, max_length: int | None):
+    """{"label", "score", "scores"} for each example, from the text-classification pipeline: scores through
+    the function the model's config implies (a regression's value as it is), texts up to the model's length."""
+    from bertforge.pipelines import pipeline
+
+    pipe = pipeline("text-classification", model=model, device=device,
+                    dtype="bfloat16" if bf16 else "float32", batch_size=batch_size, max_length=max_length)
+    pairs = [e.text_pair for e in examples] if examples[0].text_pair is not None else None
+    results = []
+    for ranked in pipe([e.text for e in examples], text_pair=pairs, top_k=None):
+        scores = {item["label"]: item["score"] for item in ranked}
+        results.append({"label": ranked[0]["label"], "score": ranked[0]["score"],
+                        "scores": {label: scores[label] for label in pipe.labels}})
+    return results
 
 
 def training_args(kind, **options):

@@ -72,6 +72,7 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
     `text` field per document) into masked pre-training instances stored as shards in OUTPUT_DIR.
 
     \b
+    Examples:
     bertforge pretrain prepare corpus.jsonl.gz data/ --workers 4
     On N machines, each with its own I (the parts together hold the instances of one whole run):
     bertforge pretrain prepare corpus.jsonl.gz data/part-I --part I/N
@@ -139,7 +140,14 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
           seed, device, eval_data, eval_every, eval_instances, checkpoint_every, log_every, resume, overwrite, threads,
           deterministic):
     """Pre-train a BertForPreTraining on the prepared DATA_DIR, logging and checkpointing into
-    OUTPUT_DIR; the final model is saved to OUTPUT_DIR/final in the Hugging Face layout."""
+    OUTPUT_DIR; the final model is saved to OUTPUT_DIR/final in the Hugging Face layout.
+
+    \b
+    Examples:
+      bertforge pretrain train data/ run/ --model-size mini --max-steps 10000 --eval-data held-out/
+      bertforge pretrain train data/ run/ --max-steps 10000 --resume run/
+      bertforge pretrain train data/ run/ --init-from my-bert --max-steps 2000 --lr 1e-4
+    """
     from bertforge.pretraining.config import TrainingConfig
     from bertforge.pretraining.trainer import train as run_training
     from bertforge.runcard import RunCard
@@ -173,7 +181,12 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
 @click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 def evaluate(model_dir, data_dir, instances, batch_size, device):
-    """MLM and NSP loss and accuracy of MODEL_DIR on the prepared (held-out) DATA_DIR."""
+    """MLM and NSP loss and accuracy of MODEL_DIR on the prepared (held-out) DATA_DIR.
+
+    \b
+    Examples:
+      bertforge pretrain evaluate run/final held-out/ --instances 4000
+    """
     from bertforge.pretraining.evaluation import evaluate as evaluate_model, load_model
     from bertforge.pretraining.shards import PretrainingData
     from bertforge.training import resolve_device
@@ -195,7 +208,12 @@ def evaluate(model_dir, data_dir, instances, batch_size, device):
               help="Hidden and attention dropout saved in config.json for fine-tuning [default: the model's].")
 def export(model_dir, output_dir, dtype, dropout):
     """Copy a trained MODEL_DIR (a saved model, or a run directory: its latest checkpoint) to
-    OUTPUT_DIR with its weights stored as DTYPE, halving the file for float16/bfloat16."""
+    OUTPUT_DIR with its weights stored as DTYPE, halving the file for float16/bfloat16.
+
+    \b
+    Examples:
+      bertforge pretrain export run/final my-bert --dtype float16 --dropout 0.1
+    """
     from bertforge.pretraining.export import export_model
 
     path = export_model(model_dir, output_dir, dtype, dropout)

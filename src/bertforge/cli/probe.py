@@ -34,7 +34,13 @@ from bertforge.io.atomic import check_output_file, write_text
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here too.")
 def probe(train_path, test_path, test_fraction, limit, text_column, label_column, model_dir, pooling, max_length,
           batch_size, device, threads, seed, output_path):
-    """Frozen encoder → [CLS] or mean vectors → logistic regression; prints held-out accuracy."""
+    """Frozen encoder → [CLS] or mean vectors → logistic regression; prints held-out accuracy.
+
+    \b
+    Examples:
+      bertforge probe --train train.tsv --test dev.tsv --pooling mean
+      bertforge probe --train train.tsv --limit 2000 --model my-bert --pooling cls
+    """
     check_output_file(output_path, "--output", inputs=(train_path, test_path))
     import torch
     from sklearn.model_selection import train_test_split

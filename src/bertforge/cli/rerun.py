@@ -20,7 +20,7 @@ def rerun(card: Path, output: Path | None):
     """Run the command recorded in CARD (a run_card.json, or the folder holding one) again.
 
     \b
-    Example:
+    Examples:
       bertforge rerun sst2-model/run_card.json --output sst2-model-again
     """
     from bertforge.cli.main import COMMANDS, cli

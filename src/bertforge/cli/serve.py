@@ -101,7 +101,13 @@ def bundled_models() -> list[tuple[str, Path]]:
 def serve(model_options, host, port, device, threads, max_batch_size, max_wait_ms, no_batching, inference, api_key,
           max_texts, max_chars, max_masks, max_results, max_response_mb, log_level):
     """Serve models over HTTP: OpenAI-style /v1/embeddings, fill-mask, next-sentence, classify, ner, qa,
-    attention and tokenize, with /health, /metrics, OpenAPI docs at /docs and a web page at /."""
+    attention and tokenize, with /health, /metrics, OpenAPI docs at /docs and a web page at /.
+
+    \b
+    Examples:
+      bertforge serve
+      bertforge serve --model qa=qa-model --model sst2=sst2-model --port 8080
+    """
     import torch
     import uvicorn
 

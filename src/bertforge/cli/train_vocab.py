@@ -39,7 +39,13 @@ from bertforge.tokenization.trainers import (ALGORITHMS, DEFAULT_SPECIAL_TOKENS,
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars.")
 def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase, strip_accents, special_tokens,
                 limit_alphabet, progress):
-    """Train a vocabulary on the --input files and write it to --output."""
+    """Train a vocabulary on the --input files and write it to --output.
+
+    \b
+    Examples:
+      bertforge train-vocab --algorithm wordpiece --vocab-size 30000 --input corpus.txt.gz --output my-vocab
+      bertforge train-vocab --algorithm byte-bpe --vocab-size 8000 --input books.jsonl --output my-bpe
+    """
     check_output_dir(output, "--output")
     model_files = [name for name in ("config.json", "model.safetensors", "pytorch_model.bin") if (output / name).exists()]
     if model_files:

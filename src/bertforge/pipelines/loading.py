@@ -5,7 +5,6 @@ loaded once for several pipelines to share (the server's).
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch import nn
 
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel
+from bertforge.model.capabilities import ENCODER_TASKS, checkpoint_tasks, head_model
 from bertforge.model.checkpoint import checkpoint_location, missing_weights_unlogged
 from bertforge.model.cpu import cpu_has_any
 from bertforge.paths import config_path, model_path
@@ -24,42 +24,6 @@ from bertforge.training.distributed import resolve_device
 log = logging.getLogger(__name__)
 
 DTYPES = ("float32", "bfloat16", "int8", "auto")
-
-# Weight-name prefixes (Hugging Face spelling) that give a checkpoint each ability.
-HEAD_TASKS = {
-    "cls.predictions.": "fill-mask",
-    "vocab_transform.": "fill-mask",  # DistilBERT's MLM head
-    "cls.seq_relationship.": "next-sentence",
-    "qa_outputs.": "question-answering",
-}
-ENCODER_TASKS = ["feature-extraction", "sentence-embedding", "contextual-similarity", "attention"]
-
-
-def checkpoint_tasks(directory: Path) -> list[str]:
-    """The tasks a checkpoint directory can serve, judged by the names of the weights it holds."""
-    safetensors_file = directory / "model.safetensors"
-    if safetensors_file.exists():
-        from safetensors import safe_open
-
-        with safe_open(str(safetensors_file), framework="pt") as f:
-            names = list(f.keys())
-    else:
-        from bertforge.model.checkpoint import read_weights
-
-        names = list(read_weights(directory))
-    names = [n.removeprefix("bert.") for n in names]
-    tasks = list(ENCODER_TASKS)
-    for prefix, task in HEAD_TASKS.items():
-        if any(n.startswith(prefix) for n in names):
-            tasks.append(task)
-    if any(n.startswith("classifier.") for n in names):
-        try:
-            architectures = json.loads((directory / "config.json").read_text(encoding="utf-8")).get("architectures") or []
-        except (OSError, json.JSONDecodeError):
-            architectures = []
-        token_level = any("TokenClassification" in a for a in architectures)
-        tasks.append("token-classification" if token_level else "text-classification")
-    return tasks
 
 
 def check_dtype(dtype: str) -> None:
@@ -120,17 +84,6 @@ def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ..
     return model
 
 
-# The head model that holds every head a checkpoint's weights give it (see `checkpoint_tasks`).
-HEAD_MODELS = (
-    ({"fill-mask", "next-sentence"}, "BertForPreTraining"),
-    ({"fill-mask"}, "BertForMaskedLM"),
-    ({"next-sentence"}, "BertForNextSentencePrediction"),
-    ({"question-answering"}, "BertForQuestionAnswering"),
-    ({"text-classification"}, "BertForSequenceClassification"),
-    ({"token-classification"}, "BertForTokenClassification"),
-)
-
-
 def model_tasks(model: nn.Module) -> list[str]:
     """The tasks a model in memory can serve, judged by its heads (`checkpoint_tasks` for a folder)."""
     from bertforge.model import BertForSequenceClassification, BertForTokenClassification
@@ -166,7 +119,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
         raise CheckpointError(f"{path}: no config.json (is it a model directory?)")
     device = resolve_device(device)
     tasks = checkpoint_tasks(path)
-    architecture = next((name for heads, name in HEAD_MODELS if heads <= set(tasks)), "BertModel")
+    architecture = head_model(tasks)
     model = load_for_task(ARCHITECTURES.get(architecture, BertModel), path, "any task", None, None)
     return LoadedCheckpoint(path, apply_dtype(model.eval(), dtype, device), BertTokenizer.from_pretrained(path),
                             device, dtype, tasks)

@@ -11,8 +11,8 @@ from bertforge.paths import bundled_model_path
 from bertforge.pipelines.base import Pipeline, as_list
 from bertforge.tasks.batching import predict_logits
 from bertforge.tokenization.basic import has_text
-from bertforge.tasks.squad import (DOC_STRIDE, MAX_ANSWER_LENGTH, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH, answer_spans,
-                                   encode_windows)
+from bertforge.tasks.squad import (MAX_ANSWER_LENGTH, MAX_QUERY_LENGTH, MAX_SEQ_LENGTH, answer_spans,
+                                   doc_stride_for, encode_windows)
 
 
 def default_qa_model_path() -> Path:
@@ -59,8 +59,8 @@ class QuestionAnsweringPipeline(Pipeline):
             for i, text in enumerate(texts):
                 if not has_text(text):  # empty, or only spaces and characters BERT drops (control, zero-width)
                     raise InputError(f"the {what} is empty" if single else f"{what} {i + 1} is empty")
-        if doc_stride is None:  # transformers' default, kept below half a window for short-window models
-            doc_stride = min(DOC_STRIDE, self.max_length // 2 - 1)
+        if doc_stride is None:
+            doc_stride = doc_stride_for(self.max_length)
         for name, value in (("top_k", top_k), ("max_answer_length", max_answer_length),
                             ("max_question_length", max_question_length)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:

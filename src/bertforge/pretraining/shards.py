@@ -233,6 +233,7 @@ class PretrainingData:
         """The model at `model_dir` (named by `option` in errors) must read the ids this data holds: a row for
         each of its tokens (more rows are fine: a table padded by resize_token_embeddings), and the same
         vocabulary, not only as many tokens (a reordered vocab.txt would train or score every token as another)."""
+        from bertforge.model.checkpoint import checkpoint_location
         from bertforge.model.config import BertConfig
         from bertforge.tokenization import BertTokenizer
         from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
@@ -241,9 +242,10 @@ class PretrainingData:
         if rows < tokens:
             raise ConfigError(f"{option} {model_dir}: its vocabulary has {rows} pieces, the prepared data "
                               f"{tokens}; prepare the data with its vocab.txt")
-        if not any((Path(model_dir) / name).is_file() for name in (BertTokenizer.vocab_file_name, TOKENIZER_JSON)):
+        folder = checkpoint_location(model_dir)[0]
+        if not any((folder / name).is_file() for name in (BertTokenizer.vocab_file_name, TOKENIZER_JSON)):
             return  # weights alone (an encoder saved without its tokenizer): only their sizes can be checked
-        if vocab_fingerprint(BertTokenizer.from_pretrained(model_dir)) != self.index["vocab_fingerprint"]:
+        if vocab_fingerprint(BertTokenizer.from_pretrained(folder)) != self.index["vocab_fingerprint"]:
             raise ConfigError(f"{option} {model_dir}: its vocabulary is not the one {self.directory} was prepared "
                               f"with; prepare the data with its vocab.txt")
 

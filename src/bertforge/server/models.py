@@ -1,6 +1,6 @@
 """A served model directory: its checkpoint loaded once and one pipeline per task it can do.
 
-What a directory can do is decided in one place, `pipelines.loading.checkpoint_tasks` (by the head
+What a directory can do is decided in one place, `model.capabilities.checkpoint_tasks` (by the head
 weights it holds: a randomly initialised head would answer nonsense); every model also embeds,
 tokenizes and shows attention maps. Each `run_*` method takes one micro-batch of inputs (from
 one or several requests) and returns one result per input: the pipeline's own answer, so the

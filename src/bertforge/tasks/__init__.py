@@ -3,7 +3,6 @@ and the trainer they share. `build_task` and `read_task_data` connect them to fi
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from bertforge.errors import ConfigError
@@ -17,7 +16,9 @@ from bertforge.tasks.trainer import FinetuneArgs, default_learning_rate, finetun
 TASK_NAMES = ("classification", "pair-classification", "ner", "qa")
 HEAD_OF_TASK = {"classification": "BertForSequenceClassification", "pair-classification": "BertForSequenceClassification",
                 "ner": "BertForTokenClassification", "qa": "BertForQuestionAnswering"}
-TASK_HEADS = set(HEAD_OF_TASK.values())
+# The pipeline task (`model.capabilities`) each head serves.
+PIPELINE_TASK = {"classification": "text-classification", "pair-classification": "text-classification",
+                 "ner": "token-classification", "qa": "question-answering"}
 # Tables whose rows are sentences to tag; other files given to NER are CoNLL (a token a line), .tsv
 # included: CoNLL files are often named so.
 SENTENCE_TABLES = (".jsonl", ".json", ".csv", ".parquet")
@@ -70,26 +71,19 @@ def build_task(task: str, train_data=None, id2label: dict | None = None):
     raise ConfigError(f"--task {task!r}: use one of {', '.join(TASK_NAMES)}")
 
 
-def model_architecture(model_dir) -> str | None:
-    """The architecture named in a checkpoint's config.json (None when absent or unreadable)."""
-    path = Path(model_dir) / "config.json"
-    try:
-        architectures = json.loads(path.read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, json.JSONDecodeError, AttributeError):
-        return None
-    return architectures[0].removeprefix("Distil") if architectures else None  # DistilBERT shares BERT's heads
-
-
-def check_head(task: str, model_dir, fine_tuned: bool) -> None:
+def check_head(task: str, model_dir: Path, fine_tuned: bool) -> None:
     """A fine-tuned model must carry the head of `task`; starting a fine-tuning run from another
-    task's fine-tuned head is refused as well (an encoder or pre-training checkpoint is fine)."""
-    architecture = model_architecture(model_dir)
-    expected = HEAD_OF_TASK[task]
-    if architecture == expected:
+    task's fine-tuned head is refused as well (an encoder or pre-training checkpoint is fine). Judged
+    by the weights, as the pipelines judge (`checkpoint_tasks`), so Google's folders count too."""
+    from bertforge.model.capabilities import checkpoint_tasks, head_model
+
+    tasks = checkpoint_tasks(model_dir)
+    if PIPELINE_TASK[task] in tasks:
         return
-    if fine_tuned or architecture in TASK_HEADS:
-        raise ConfigError(f"--task {task} needs a {expected} model, but {Path(model_dir) / 'config.json'} "
-                          f"describes {architecture or 'no architecture'}")
+    other = next((t for t in PIPELINE_TASK.values() if t in tasks), None)
+    if fine_tuned or other:
+        raise ConfigError(f"--task {task} needs a {HEAD_OF_TASK[task]} model, but {model_dir} holds "
+                          f"{'the head of a ' + head_model([other]) if other else 'no task head'}")
 
 
 __all__ = ["TASK_NAMES", "ClassificationTask", "FinetuneArgs", "default_learning_rate", "QuestionAnsweringTask", "TokenClassificationTask",

@@ -12,7 +12,7 @@ from sklearn.metrics import accuracy_score, f1_score
 
 from bertforge.errors import InputError
 from bertforge.model import BertConfig, BertForSequenceClassification
-from bertforge.model.checkpoint import sentence_transformers_pooling
+from bertforge.model.checkpoint import checkpoint_location, sentence_transformers_pooling
 from bertforge.paths import config_path
 from bertforge.tasks.batching import predict_logits
 from bertforge.io.datasets import TextExample, training_file
@@ -29,10 +29,11 @@ def default_classifier_pooling(model_dir: str | Path) -> str:
     checkpoint is a sentence-transformers export that pools by the mean (all-MiniLM-L6-v2), so the head
     reads the vector the checkpoint was trained to make (SST-2's one-epoch budget: docs/results.md, issue 17);
     otherwise the checkpoint's own config ("cls", [CLS] through the pooler, for BERT checkpoints)."""
-    declared = sentence_transformers_pooling(Path(model_dir))
+    folder = checkpoint_location(model_dir)[0]
+    declared = sentence_transformers_pooling(folder)
     if declared is not None and declared[0] == "mean":
         return "mean"
-    return BertConfig.from_json_file(config_path(Path(model_dir))).classifier_pooling
+    return BertConfig.from_json_file(config_path(folder)).classifier_pooling
 
 
 def is_number(label: str) -> bool:
@@ -126,10 +127,3 @@ class ClassificationTask:
         gold = np.array([f["labels"] for f in eval_set.features])
         return self.metrics(logits.argmax(-1), gold)
 
-    def predict(self, model, examples, tokenizer, max_length: int, batch_size: int = 64) -> list[dict]:
-        features = self.encode(examples, tokenizer, max_length, with_labels=False)
-        logits = np.stack(predict_logits(model, features, batch_size))
-        probabilities = np.exp(logits - logits.max(-1, keepdims=True))
-        probabilities /= probabilities.sum(-1, keepdims=True)
-        return [{"label": self.labels[int(p.argmax())], "score": float(p.max()),
-                 "scores": {label: float(s) for label, s in zip(self.labels, p)}} for p in probabilities]

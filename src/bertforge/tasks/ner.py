@@ -120,10 +120,11 @@ class TokenClassificationTask:
         gold = [s.tags for s in eval_set.sentences]
         return {**entity_scores(gold, predicted), "sentences": len(gold)}
 
-    def predict(self, model, sentences, tokenizer, max_length: int, batch_size: int = 64) -> list[list[tuple[str, float]]]:
+    def predict(self, model, sentences, tokenizer, max_length: int, batch_size: int = 64,
+                bf16: bool = False) -> list[list[tuple[str, float]]]:
         features = self.encode(sentences, tokenizer, max_length, with_labels=False)
         warn_cut_words(features, sentences, max_length)
-        return self.word_predictions(features, predict_logits(model, features, batch_size), sentences)
+        return self.word_predictions(features, predict_logits(model, features, batch_size, bf16), sentences)
 
 
 def warn_cut_words(features: list[dict], sentences, max_length: int) -> None:

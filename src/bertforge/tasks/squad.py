@@ -62,6 +62,12 @@ def squad_evaluate(predictions: dict[str, str], references: dict[str, list[str]]
 
 # --- features -------------------------------------------------------------------------------
 
+def doc_stride_for(max_length: int) -> int:
+    """How far windows of `max_length` overlap by default: transformers' 128, kept below half a window
+    for short-window models."""
+    return min(DOC_STRIDE, max_length // 2 - 1)
+
+
 def _cut_question(question: str, tokenizer, max_query_length: int) -> tuple[str, int]:
     """The question cut to its first `max_query_length` word pieces, and how many pieces it keeps."""
     encoded = tokenizer(question, add_special_tokens=False, return_offsets_mapping=True)
@@ -181,12 +187,12 @@ class QuestionAnsweringTask:
     labels = None
     default_layer_lr_decay = 1.0  # the bundled QA recipe was measured without decay
 
-    def __init__(self, doc_stride: int = DOC_STRIDE, max_query_length: int = MAX_QUERY_LENGTH):
-        self.doc_stride, self.max_query_length = doc_stride, max_query_length
+    def __init__(self, doc_stride: int | None = None, max_query_length: int = MAX_QUERY_LENGTH):
+        self.doc_stride, self.max_query_length = doc_stride, max_query_length  # None: doc_stride_for(max_length)
 
     def windows(self, examples: list[SquadExample], tokenizer, max_length: int) -> list[dict]:
         return encode_windows([e.question for e in examples], [e.context for e in examples], tokenizer,
-                              max_length, self.doc_stride, self.max_query_length)
+                              max_length, self.doc_stride or doc_stride_for(max_length), self.max_query_length)
 
     def train_features(self, examples: list[SquadExample], tokenizer, max_length: int) -> list[dict]:
         """Windows of the questions that have an answer, labelled with the first answer's span."""
@@ -211,7 +217,8 @@ class QuestionAnsweringTask:
         references = {e.id: [a["text"] for a in e.answers] for e in eval_set.examples}
         return {**squad_evaluate(predictions, references), "questions": len(references)}
 
-    def predict(self, model, examples, tokenizer, max_length: int, batch_size: int = 64) -> list[dict]:
+    def predict(self, model, examples, tokenizer, max_length: int, batch_size: int = 64,
+                bf16: bool = False) -> list[dict]:
         features = self.windows(examples, tokenizer, max_length)
-        answers = self.answers(examples, features, predict_logits(model, features, batch_size))
+        answers = self.answers(examples, features, predict_logits(model, features, batch_size, bf16))
         return [a[0] if a else {"answer": "", "start": 0, "end": 0, "logit": 0.0, "score": 0.0} for a in answers]

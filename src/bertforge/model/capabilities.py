@@ -1,0 +1,71 @@
+"""What a checkpoint can do, judged by the weights it holds: the one answer that pipelines, the server,
+`finetune`/`evaluate`/`predict` and `convert` share (a config's `architectures` may be missing, as in
+Google's folders, or name less than the weights carry)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from bertforge.paths import config_path
+
+# Weight-name prefixes (Hugging Face spelling) that give a checkpoint each ability.
+HEAD_TASKS = {
+    "cls.predictions.": "fill-mask",
+    "vocab_transform.": "fill-mask",  # DistilBERT's MLM head
+    "cls.seq_relationship.": "next-sentence",
+    "qa_outputs.": "question-answering",
+}
+ENCODER_TASKS = ["feature-extraction", "sentence-embedding", "contextual-similarity", "attention"]
+# The head model that holds every head a checkpoint's weights give it.
+HEAD_MODELS = (
+    ({"fill-mask", "next-sentence"}, "BertForPreTraining"),
+    ({"fill-mask"}, "BertForMaskedLM"),
+    ({"next-sentence"}, "BertForNextSentencePrediction"),
+    ({"question-answering"}, "BertForQuestionAnswering"),
+    ({"text-classification"}, "BertForSequenceClassification"),
+    ({"token-classification"}, "BertForTokenClassification"),
+)
+
+
+def weight_tasks(names: Iterable[str], architectures: list[str]) -> list[str]:
+    """The tasks of a checkpoint whose weights (Hugging Face names) are `names`. The two classifiers share
+    their weights' names: the config's `architectures` tell them apart (a sequence classifier when silent)."""
+    names = [n.removeprefix("bert.") for n in names]
+    tasks = list(ENCODER_TASKS)
+    for prefix, task in HEAD_TASKS.items():
+        if any(n.startswith(prefix) for n in names):
+            tasks.append(task)
+    if any(n.startswith("classifier.") for n in names):
+        token_level = any("TokenClassification" in a for a in architectures)
+        tasks.append("token-classification" if token_level else "text-classification")
+    return tasks
+
+
+def checkpoint_tasks(directory: Path) -> list[str]:
+    """The tasks a checkpoint directory can serve."""
+    safetensors_file = directory / "model.safetensors"
+    if safetensors_file.exists():
+        from safetensors import safe_open
+
+        with safe_open(str(safetensors_file), framework="pt") as f:
+            names = list(f.keys())
+    else:
+        from bertforge.model.checkpoint import read_weights
+
+        names = list(read_weights(directory))
+    return weight_tasks(names, architectures_of(directory))
+
+
+def architectures_of(directory: Path) -> list[str]:
+    """The config's `architectures` (config.json, or Google's bert_config.json, which has none)."""
+    try:
+        return json.loads(config_path(directory).read_text(encoding="utf-8")).get("architectures") or []
+    except (OSError, json.JSONDecodeError, AttributeError):
+        return []
+
+
+def head_model(tasks: list[str]) -> str:
+    """The architecture that carries every head of `tasks` (MLM and NSP: BertForPreTraining)."""
+    return next((name for heads, name in HEAD_MODELS if heads <= set(tasks)), "BertModel")

@@ -1,0 +1,101 @@
+"""`bertforge predict` and `evaluate` read a model as the pipelines (and so the server) read it: Google's folders
+and checkpoint prefixes, label names, the scores a model's config implies, and windows a short model holds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from bertforge.cli.main import cli
+from bertforge.model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
+from bertforge.pipelines import pipeline
+from conftest import REPO
+
+TF_FIXTURE = REPO / "tests" / "fixtures" / "tf_checkpoint"
+TEXTS = ["A gripping, beautifully acted film.", "A dull and far too long film that goes nowhere at all."]
+CONTEXT = ("The Seine is a river in northern France. Paris, the capital of France, lies on it. The river rises "
+           "near Dijon and flows into the English Channel at Le Havre, more than seven hundred kilometres away.")
+
+
+def _predict(*arguments) -> list[dict]:
+    result = CliRunner().invoke(cli, ["predict", *map(str, arguments)])
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.output.splitlines() if line.startswith("{")]
+
+
+def _texts(tmp_path):
+    path = tmp_path / "texts.tsv"
+    path.write_text("sentence\n" + "\n".join(TEXTS) + "\n", encoding="utf-8")
+    return path
+
+
+def _squad(tmp_path):
+    path = tmp_path / "squad.json"
+    questions = [{"id": "q1", "question": "Which river flows through Paris?", "answers": []},
+                 {"id": "q2", "question": "Where does the river flow into the sea?", "answers": []}]
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": CONTEXT, "qas": questions}]}]}))
+    return path
+
+
+def test_predict_and_evaluate_read_googles_folders_and_prefixes(tmp_path):
+    """Google's run_classifier output (3 classes, no label names in bert_config.json) and a run_squad prefix:
+    the pipelines read them, and so do predict and evaluate, with the same answers."""
+    classifier = TF_FIXTURE / "classifier"
+    expected = pipeline("text-classification", model=classifier)(TEXTS, top_k=None)
+    for model in (classifier, classifier / "model.ckpt-12", classifier / "bert_config.json"):
+        lines = _predict("--task", "classification", "--model", model, "--input", _texts(tmp_path))
+        assert [line["label"] for line in lines] == [ranked[0]["label"] for ranked in expected]
+        for line, ranked in zip(lines, expected):
+            assert set(line["scores"]) == {"LABEL_0", "LABEL_1", "LABEL_2"}
+            assert all(line["scores"][item["label"]] == pytest.approx(item["score"], abs=1e-6) for item in ranked)
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("sentence\tlabel\n" + "".join(f"{t}\tLABEL_{i}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "classification", "--model", str(classifier),
+                                      "--validation", str(gold)])
+    assert result.exit_code == 0 and json.loads(result.output)["examples"] == 2, result.output
+    prefix = TF_FIXTURE / "squad" / "model.ckpt-88"
+    answers = pipeline("question-answering", model=prefix)(
+        ["Which river flows through Paris?", "Where does the river flow into the sea?"], CONTEXT)
+    lines = _predict("--task", "qa", "--model", prefix, "--input", _squad(tmp_path))
+    assert [(line["answer"], line["start"]) for line in lines] == [(a["answer"], a["start"]) for a in answers]
+
+
+def test_predict_scores_as_the_models_config_implies(tmp_path, tokenizer):
+    """A regression model's output is its value, not a softmax over one class (always 1.0); a multi-label
+    model's scores are independent sigmoids: transformers' rule, which the pipeline follows."""
+    torch.manual_seed(0)
+    for problem_type, labels in (("regression", 1), ("multi_label_classification", 3)):
+        folder = tmp_path / problem_type
+        config = BertConfig.from_size("tiny", vocab_size=len(tokenizer), id2label={i: f"L{i}" for i in range(labels)})
+        config.problem_type = problem_type
+        BertForSequenceClassification(config).save_pretrained(folder, tokenizer=tokenizer)
+        expected = pipeline("text-classification", model=folder)(TEXTS, top_k=None)
+        lines = _predict("--task", "classification", "--model", folder, "--input", _texts(tmp_path))
+        for line, ranked in zip(lines, expected):
+            assert line["score"] == pytest.approx(ranked[0]["score"], abs=1e-6)
+            assert line["scores"] == pytest.approx({item["label"]: item["score"] for item in ranked}, abs=1e-6)
+        if problem_type == "regression":
+            assert all(line["score"] != pytest.approx(1.0) for line in lines)
+        else:
+            assert all(not np.isclose(sum(line["scores"].values()), 1.0) for line in lines)
+
+
+def test_a_short_window_qa_model_is_read_in_windows_it_can_hold(tmp_path, tokenizer):
+    """A QA model of 64 positions: the task's window (384) and doc stride (128) are cut to fit, as the
+    pipeline cuts them, instead of failing; a --max-length past its positions is refused in one line."""
+    torch.manual_seed(0)
+    folder = tmp_path / "short"
+    config = BertConfig.from_size("tiny", vocab_size=len(tokenizer), max_position_embeddings=64)
+    BertForQuestionAnswering(config).save_pretrained(folder, tokenizer=tokenizer)
+    answers = pipeline("question-answering", model=folder)(
+        ["Which river flows through Paris?", "Where does the river flow into the sea?"], CONTEXT)
+    lines = _predict("--task", "qa", "--model", folder, "--input", _squad(tmp_path))
+    assert [(line["answer"], line["start"]) for line in lines] == [(a["answer"], a["start"]) for a in answers]
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "qa", "--model", str(folder), "--validation",
+                                      str(_squad(tmp_path)), "--max-length", "128"])
+    assert result.exit_code == 2 and result.output.strip() == \
+        f"error: --max-length 128: the model {folder} has 64 positions", result.output
