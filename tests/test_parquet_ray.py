@@ -218,6 +218,19 @@ def test_embed_parquet_and_ray_mistakes_are_one_line(tmp_path, args, message):
     assert result.exit_code == 2 and "Traceback" not in result.output and message in result.output, result.output
 
 
+def test_ray_auto_without_a_running_cluster_is_one_line(tmp_path, sst2_parquet, monkeypatch):
+    """Before the module's cluster starts (tests run in file order): `--ray auto` finds no cluster."""
+    ray = pytest.importorskip("ray", reason="pip install 'bertforge[ray]' (CI installs it: a skip fails there)")
+    assert not ray.is_initialized()
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    result = run("embed", "--ray", "auto", "--input", sst2_parquet / "shards", "--column", "sentence", "--id-column",
+                 "id", "--output", tmp_path / "out")
+    assert result.exit_code == 2 and result.output.startswith("error: --ray auto: no Ray cluster found (Could not "
+                                                              "find any running Ray instance"), result.output
+    assert "or give --ray local to start one for this run" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()
+
+
 # --- Ray ------------------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")

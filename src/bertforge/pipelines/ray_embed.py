@@ -96,7 +96,11 @@ def embed_with_ray(address: str, source: str | Path, output: str | Path, id_colu
     _check_options(id_column, text_column, embedder_options)
     started = not ray.is_initialized()
     if started:
-        ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        try:
+            ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
+        except ConnectionError as e:  # no cluster at that address: a user's mistake, not a crash
+            raise InputError(f"--ray {address}: no Ray cluster found ({str(e).splitlines()[0]}); start one with "
+                             f"`ray start --head`, or give --ray local to start one for this run") from None
     try:
         rows = ray.data.read_parquet(str(source))
         _check_columns(rows.schema(), source, id_column, text_column)
