@@ -31,7 +31,8 @@ def data_options(function):
         click.option("--tag-column", type=int, default=-1, show_default=True,
                      help="CoNLL column of the tag (0-based; negative counts from the end)."),
         click.option("--max-length", type=click.IntRange(8, 512), default=None,
-                     help="Longest input in word pieces [default: 128; 384 for qa]."),
+                     help="Longest input in word pieces [default: 128, 384 for qa, cut to the model's "
+                          "positions; predict's classifiers read up to the model's length, as the pipeline]."),
         click.option("--batch-size", type=click.IntRange(1), default=None,
                      help="Examples per optimiser step (finetune: all processes together) or per inference batch "
                           "[default: 16 to fine-tune, 32 to distil and for inference]."),
