@@ -825,3 +825,23 @@ def test_every_training_option_distill_shows_reaches_the_run(teachers, sst2, tmp
     line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path,
                            "--freeze-word-embeddings", "--no-group-by-length", "--output", tmp_path / "mlm")
     assert "--freeze-word-embeddings and --no-group-by-length: for task students; --task mlm" in line
+
+
+def test_a_resumed_distillation_sees_every_change_of_its_targets():
+    """Distillation identifies its training data by fine-tuning's digest plus the teacher's outputs, so a
+    change of any target (a QA answer's end, the segment ids) or of the teacher's logits is seen."""
+    import numpy as np
+
+    from bertforge.tasks.trainer import features_digest
+
+    def digest(**change):
+        feature = {"input_ids": [101, 2054, 102, 3000, 102], "token_type_ids": [0, 0, 0, 1, 1], "start_positions": 3,
+                   "end_positions": 3, "teacher_logits": np.zeros((5, 2), dtype=np.float32), **change}
+        return features_digest([feature], arrays=("teacher_logits", "teacher_hidden"))
+
+    same = digest()
+    assert digest() == same
+    for change in ({"end_positions": 4}, {"start_positions": 4}, {"token_type_ids": [0, 0, 0, 0, 1]},
+                   {"teacher_logits": np.ones((5, 2), dtype=np.float32)},
+                   {"teacher_hidden": np.zeros((5, 4), dtype=np.float32)}):
+        assert digest(**change) != same, change

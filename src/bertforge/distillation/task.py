@@ -15,7 +15,6 @@ the best-model keeping are fine-tuning's."""
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -28,7 +27,7 @@ from bertforge.distillation.losses import attention_kl, hidden_cosine, soft_targ
 from bertforge.distillation.teacher import OUTSIDE, DistillationBatches
 from bertforge.errors import ConfigError
 from bertforge.model import IGNORE_INDEX, BertModel
-from bertforge.tasks.trainer import FinetuneArgs, finetune
+from bertforge.tasks.trainer import FinetuneArgs, features_digest, finetune
 
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
@@ -172,18 +171,6 @@ def attention_teacher(teacher: torch.nn.Module, attention_map: list[tuple[int, t
     return encoder.eval()
 
 
-def _digest(features: list[dict]) -> str:
-    """Identifies the training data and the teacher's outputs on it, so a checkpoint is continued only
-    on the same targets."""
-    digest = hashlib.sha256()
-    for feature in features:
-        digest.update(repr((feature["input_ids"], feature.get("labels"), feature.get("start_positions"))).encode())
-        digest.update(feature["teacher_logits"].tobytes())
-        if "teacher_hidden" in feature:
-            digest.update(feature["teacher_hidden"].tobytes())
-    return digest.hexdigest()
-
-
 def distil(build_student: Callable[[], torch.nn.Module], task, kind: str, train_features: list[dict], eval_set,
            args: DistillArgs, tokenizer=None, resume_from: str | Path | None = None,
            description: dict | None = None, teacher: torch.nn.Module | None = None,
@@ -198,5 +185,6 @@ def distil(build_student: Callable[[], torch.nn.Module], task, kind: str, train_
                                                     args.attention_weight,
                                                     attention_teacher(teacher, attention_map)
                                                     if args.attention_weight else None, attention_map),
-                    batches=partial(DistillationBatches, kind=kind), digest=_digest,
+                    batches=partial(DistillationBatches, kind=kind),
+                    digest=partial(features_digest, arrays=("teacher_logits", "teacher_hidden")),
                     about={"student": description or {}}, name="distillation")

@@ -188,11 +188,17 @@ class BestModelKeeper:
         self.history.update(state)
 
 
-def _digest(features: list[dict]) -> str:
-    """Identifies the training data, so a checkpoint is not continued on other examples."""
+def features_digest(features: list[dict], arrays: tuple[str, ...] = ()) -> str:
+    """Identifies training features (their ids and targets, and the NumPy `arrays` they carry, e.g. a
+    teacher's outputs), so a checkpoint is not continued on other examples or targets."""
     content = [(f["input_ids"], f["token_type_ids"], f.get("labels"), f.get("start_positions"),
                 f.get("end_positions")) for f in features]
-    return hashlib.sha256(json.dumps(content, default=int).encode()).hexdigest()
+    digest = hashlib.sha256(json.dumps(content, default=int).encode())
+    for feature in features:
+        for name in arrays:
+            if name in feature:
+                digest.update(feature[name].tobytes())
+    return digest.hexdigest()
 
 
 def _with_frozen_word_embeddings(build_model: Callable[[], torch.nn.Module]) -> torch.nn.Module:
@@ -247,7 +253,7 @@ def _with_probed_head(build_model: Callable[[], torch.nn.Module], features: list
 
 def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: list[dict], eval_set,
              args: FinetuneArgs, tokenizer=None, resume_from: str | Path | None = None, *, objective=None,
-             batches: Callable[..., FeatureBatches] = FeatureBatches, digest: Callable[[list[dict]], str] = _digest,
+             batches: Callable[..., FeatureBatches] = FeatureBatches, digest: Callable[[list[dict]], str] = features_digest,
              about: dict | None = None, name: str = "fine-tuning") -> dict:
     """Train `build_model()` (a task head from bertforge.model, built after seeding) on
     `train_features`; evaluate `eval_set` with `task.evaluate`, keep the best model by `task.metric`
@@ -296,7 +302,7 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
     fingerprint = {**args.settings(), "task": type(task).__name__, "labels": getattr(task, "labels", None),
                    **(about or {}), "train_features": digest(train_features),
                    # the best model so far was chosen on these: other ones would compare unlike scores
-                   "eval_features": _digest(eval_set.features) if eval_set is not None else None}
+                   "eval_features": features_digest(eval_set.features) if eval_set is not None else None}
     objective = objective or TaskObjective(args.label_smoothing_factor, args.rdrop_alpha)
     result = run(schedule, processes, build_model, source, objective, total_steps, fingerprint, resume_from, keeper,
                  description=name)
