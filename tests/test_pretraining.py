@@ -193,8 +193,14 @@ def test_bad_corpus_files(tmp_path, tokenizer, caplog):
         list(read_documents(latin1))
     bad_json = tmp_path / "bad.jsonl"
     bad_json.write_text('{"text": "fine."}\n{"txt": "no text field"}\n')
-    with pytest.raises(InputError, match="bad.jsonl:2"):
+    # the reader train-vocab uses too: the same messages, and a JSON document is named as one
+    with pytest.raises(InputError, match=r"bad\.jsonl:2: expected a JSON object with a string \"text\" field$"):
         list(read_documents(bad_json))
+    document = tmp_path / "document.jsonl"
+    document.write_text('[\n  {"text": "fine."}\n]\n')
+    with pytest.raises(InputError, match=r"document\.jsonl:1: not valid JSON \(.*\); JSON Lines hold one object "
+                                         r"per line, and this looks like one JSON document"):
+        list(read_documents(document))
     with pytest.raises(InputError, match="missing.txt: no such file"):
         list(read_documents(tmp_path / "missing.txt"))
     # no document breaks: a warning, and NSP instances are still made

@@ -17,7 +17,7 @@ import json
 import logging
 import re
 import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,13 +120,16 @@ def read_text(path: str | Path) -> str:
 def jsonl_records(path: str | Path) -> Iterator[tuple[int, object]]:
     """(line number, value) for each non-blank line of a JSON Lines file."""
     for number, line in decoded_lines(path):
-        if not line.strip():
-            continue
-        try:
-            yield number, json.loads(line)
-        except json.JSONDecodeError as e:
-            hint = JSON_LINES_HINT if line.strip() in ("[", "{") else ""
-            raise input_error(path, f"not valid JSON ({e.msg}){hint}", number) from None
+        if line.strip():
+            yield number, _json_line(path, number, line)
+
+
+def _json_line(path, number: int, line: str) -> object:
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError as e:
+        hint = JSON_LINES_HINT if line.strip() in ("[", "{") else ""
+        raise input_error(path, f"not valid JSON ({e.msg}){hint}", number) from None
 
 
 def table_rows(path: str | Path) -> Iterator[tuple[int, dict]]:
@@ -234,12 +237,29 @@ def read_corpus(paths: Iterable[str | Path]) -> Iterator[str]:
     return (text for path in paths for text in _corpus_texts(path))
 
 
+def corpus_jsonl_texts(path: Path, skip: int = 0, on_bytes: Callable[[int], None] | None = None) -> Iterator[str]:
+    """The `text` of each record of a JSON Lines corpus that has any (`train-vocab` and `pretrain prepare`
+    read it alike), after the first `skip` records, which are passed over unparsed; `on_bytes` is told
+    the size of each line read (progress)."""
+    records = 0
+    for number, line in decoded_lines(path, keep_ends=True):
+        if on_bytes is not None:
+            on_bytes(len(line.encode("utf-8")))
+        if not line.strip():
+            continue
+        records += 1
+        if records <= skip:
+            continue
+        record = _json_line(path, number, line)
+        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+            raise input_error(path, 'expected a JSON object with a string "text" field', number)
+        if record["text"].strip():
+            yield record["text"]
+
+
 def _corpus_texts(path: Path) -> Iterator[str]:
     if is_jsonl(path):
-        for number, record in jsonl_records(path):
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise input_error(path, 'expected a JSON object with a string "text" field', number)
-            yield record["text"]
+        yield from corpus_jsonl_texts(path)
         return
     with _open_bytes(path) as f:
         line = 1

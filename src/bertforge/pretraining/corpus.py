@@ -12,14 +12,13 @@ megabytes: one Gutenberg document is a whole book, so counting documents says li
 
 from __future__ import annotations
 
-import json
 import logging
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from bertforge.errors import InputError
-from bertforge.io.readers import check_input_file, decoded_lines, is_jsonl
+from bertforge.io.readers import check_input_file, corpus_jsonl_texts, decoded_lines, is_jsonl
 from bertforge.pretraining.sentences import make_splitter
 
 logger = logging.getLogger(__name__)
@@ -86,34 +85,13 @@ def _plain_text_documents(path: Path, on_bytes: ByteCounter) -> Iterator[Documen
         yield document
 
 
-def _jsonl_texts(path: Path, skip: int, on_bytes: ByteCounter) -> Iterator[str]:
-    """The `text` of each JSON Lines record that has any; the first `skip` records are passed over
-    unparsed."""
-    records = 0
-    for line_number, line in decoded_lines(path, keep_ends=True):
-        on_bytes(len(line.encode("utf-8")))
-        if not line.strip():
-            continue
-        records += 1
-        if records <= skip:
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{line_number}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-            raise InputError(f"{path}:{line_number}: expected an object with a string field 'text'")
-        if record["text"].strip():
-            yield record["text"]
-
-
 def read_raw_documents(path: str | Path, skip: int = 0, limit: int | None = None,
                        on_bytes: ByteCounter = _ignore) -> Iterator[RawDocument]:
     """`read_documents` without the sentence splitting, which is most of the work: what the chunks
     of `pretrain prepare` are cut from before any process splits them."""
     path = check_input_file(path)
     if is_jsonl(path):
-        documents = _jsonl_texts(path, skip, on_bytes)
+        documents = corpus_jsonl_texts(path, skip, on_bytes)
     else:
         documents = (doc for index, doc in enumerate(_plain_text_documents(path, on_bytes)) if index >= skip)
     count = 0
