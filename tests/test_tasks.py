@@ -431,12 +431,14 @@ def test_qa_loss_falls_on_real_squad(tmp_path, tokenizer):
 
 def test_probe_on_frozen_features_beats_chance(tmp_path, tokenizer):
     from bertforge.model import BertModel
+    from bertforge.pipelines import pipeline
     from bertforge.tasks.probe import run_probe, sentence_features
 
     train = read_text_examples(sst2_slice(tmp_path, 400), "sentence", label_column="label")
     test = read_text_examples(fixture_data("sst2", "validation.tsv"), "sentence", label_column="label")[:200]
     encoder = BertModel.from_pretrained(None)
-    vectors = [sentence_features(encoder, tokenizer, [e.text for e in split], "mean", 64, 64) for split in (train, test)]
+    embedder = pipeline("sentence-embedding", max_length=64)
+    vectors = [sentence_features(embedder, [e.text for e in split], "mean") for split in (train, test)]
     # Mean pooling must equal the masked average of the encoder's own last layer, padding excluded.
     one = tokenizer([train[0].text], return_tensors="pt")
     with torch.no_grad():

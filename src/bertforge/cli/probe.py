@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 
 import click
 
@@ -45,17 +44,15 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
     import torch
     from sklearn.model_selection import train_test_split
 
-    from bertforge.model import BertModel
+    from bertforge.pipelines import pipeline
     from bertforge.tasks import read_task_data
-    from bertforge.tasks.probe import run_probe, sentence_features
-    from bertforge.training import resolve_device
-    from bertforge.tokenization import BertTokenizer
+    from bertforge.tasks.probe import check_classes, run_probe, sentence_features
 
     if threads:
         torch.set_num_threads(threads)
     started = time.perf_counter()
     train = read_task_data("classification", train_path, text_column, label_column=label_column)[:limit]
-    _check_classes(train_path, train)
+    check_classes([e.label for e in train], train_path)
     if test_path:
         test = read_task_data("classification", test_path, text_column, label_column=label_column)
     else:
@@ -65,16 +62,15 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
         except ValueError as e:  # too few rows of some label for a stratified split
             raise InputError(f"{train_path}: cannot hold out --test-fraction {test_fraction} of "
                              f"{len(train)} rows with every label on both sides ({e}); give --test") from None
-        _check_classes(train_path, train)
+        check_classes([e.label for e in train], train_path)
     if not train or not test:
         raise InputError(f"{test_path or train_path}: no examples to {'test' if train else 'train'} on")
     unseen = next((e for e in test if e.label not in {t.label for t in train}), None)
     if unseen:
         raise InputError(f"{unseen.source}: label {unseen.label!r} does not occur in the training texts")
-    encoder = BertModel.from_pretrained(model_dir).to(resolve_device(device, 0))
-    tokenizer = BertTokenizer.from_pretrained(model_dir)
-    vectors = [sentence_features(encoder, tokenizer, [e.text for e in split], pooling, batch_size, max_length,
-                                 progress=True) for split in (train, test)]
+    embedder = pipeline("sentence-embedding", model=model_dir, device=device, batch_size=batch_size,
+                        max_length=max_length, progress=True)
+    vectors = [sentence_features(embedder, [e.text for e in split], pooling) for split in (train, test)]
     result = run_probe(vectors[0], [e.label for e in train], vectors[1], [e.label for e in test], seed)
     result.update(pooling=pooling, wall_seconds=round(time.perf_counter() - started, 1))
     text = json.dumps(result)
@@ -82,13 +78,3 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
         write_text(output_path, text + "\n")
     click.echo(text)
 
-
-def _check_classes(path, examples) -> None:
-    """A logistic regression needs rows of at least two labels (scikit-learn would fail later)."""
-    counts = Counter(e.label for e in examples)
-    if not counts:
-        raise InputError(f"{path}: no labelled rows to train on")
-    if len(counts) < 2:
-        (label, count), = counts.items()
-        raise InputError(f"{path}: all {count} training rows have the label {label!r}; a probe needs at least "
-                         f"two classes")

@@ -3,40 +3,34 @@ and a scikit-learn logistic regression learns the labels from them."""
 
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
-import torch
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score
 
-from bertforge.errors import ConfigError, InputError
-from bertforge.model.heads import mean_pool
-from bertforge.progress import progress_bar
-from bertforge.tasks.batching import collate
+from bertforge.errors import InputError
 
 POOLINGS = ("cls", "mean")
 
 
-@torch.no_grad()
-def sentence_features(encoder, tokenizer, texts: list[str], pooling: str = "cls", batch_size: int = 64,
-                      max_length: int = 128, progress: bool = False) -> np.ndarray:
-    """(len(texts), hidden) float32 vectors from the last layer of a frozen BertModel."""
+def sentence_features(embedder, texts: list[str], pooling: str = "cls") -> np.ndarray:
+    """(len(texts), hidden) float32 vectors of the last layer, from the sentence-embedding pipeline
+    `embedder` (the frozen encoder, unnormalised: the regression sees the layer's own scale)."""
     if pooling not in POOLINGS:
-        raise ConfigError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
-    encoder.eval()
-    bert = encoder.base_model
-    device = next(bert.parameters()).device
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
-    features = [{"input_ids": ids, "token_type_ids": types}
-                for ids, types in zip(encoded["input_ids"], encoded["token_type_ids"])]
-    order = sorted(range(len(texts)), key=lambda i: len(features[i]["input_ids"]))  # little padding per batch
-    out = np.zeros((len(texts), bert.config.hidden_size), dtype=np.float32)
-    for start in progress_bar(range(0, len(order), batch_size), desc="features", disable=not progress):
-        index = order[start:start + batch_size]
-        batch = {k: v.to(device) for k, v in collate([features[i] for i in index], tokenizer.pad_token_id).items()}
-        hidden = bert(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"]).last_hidden_state.float()
-        vectors = hidden[:, 0] if pooling == "cls" else mean_pool(hidden, batch["attention_mask"])
-        out[index] = vectors.cpu().numpy()
-    return out
+        raise InputError(f"pooling {pooling!r}: use one of {', '.join(POOLINGS)}")
+    return embedder(texts, pooling=pooling, normalize=False)
+
+
+def check_classes(labels, source) -> None:
+    """A logistic regression needs rows of at least two labels (scikit-learn would fail later)."""
+    counts = Counter(labels)
+    if not counts:
+        raise InputError(f"{source}: no labelled rows to train on")
+    if len(counts) < 2:
+        (label, count), = counts.items()
+        raise InputError(f"{source}: all {count} training rows have the label {label!r}; a probe needs at least "
+                         f"two classes")
 
 
 def fit_probe(train_x: np.ndarray, train_y, seed: int = 0, max_iter: int = 2000) -> LogisticRegression:
@@ -48,8 +42,7 @@ def run_probe(train_x: np.ndarray, train_y, test_x: np.ndarray, test_y, seed: in
     """Fit a logistic regression on the training vectors; accuracy on both splits."""
     if len(train_y) == 0 or len(test_y) == 0:
         raise InputError(f"a probe needs training and test rows, got {len(train_y)} and {len(test_y)}")
-    if len(set(train_y)) < 2:
-        raise InputError(f"a probe needs at least two classes in the training labels, got only {set(train_y)}")
+    check_classes(train_y, "the training labels")
     classifier = fit_probe(train_x, train_y, seed, max_iter)
     return {"train_accuracy": float(accuracy_score(train_y, classifier.predict(train_x))),
             "test_accuracy": float(accuracy_score(test_y, classifier.predict(test_x))),
