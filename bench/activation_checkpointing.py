@@ -1,7 +1,7 @@
 """Memory and time of a training step with and without activation checkpointing (`--gradient-checkpointing`,
 `model.gradient_checkpointing_enable()`): bertforge against transformers' BertForSequenceClassification, the same
 configuration with random weights, the same random batch. Each of the four runs is a process of its own, so
-that its peak resident memory (`ru_maxrss`) is its own; the first step is a warm-up, the median of the others
+that its peak resident memory (VmHWM) is its own; the first step is a warm-up, the median of the others
 counts.
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/activation_checkpointing.py [--size base] [--batch-size 8]
@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -25,6 +24,7 @@ import time
 import torch
 
 from locations import REPO
+from processes import own_peak_memory_mib
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(REPO / "src"))
 
@@ -51,7 +51,7 @@ def one_run(peer: str, checkpointing: bool, args) -> dict:
     ids = torch.randint(1000, config.vocab_size, (args.batch_size, args.seq_length),
                         generator=torch.Generator().manual_seed(1))
     labels = torch.zeros(args.batch_size, dtype=torch.long)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    before = own_peak_memory_mib()
     times = []
     for _ in range(args.steps):
         started = time.perf_counter()
@@ -59,8 +59,7 @@ def one_run(peer: str, checkpointing: bool, args) -> dict:
         times.append(time.perf_counter() - started)
     return {"peer": peer, "checkpointing": checkpointing, "size": args.size,
             "batch": [args.batch_size, args.seq_length], "threads": args.threads,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
-            "rss_before_steps_mib": before // 1024, "seconds_per_step": round(statistics.median(times[1:]), 2)}
+            "peak_rss_mib": round(own_peak_memory_mib()), "rss_before_steps_mib": round(before), "seconds_per_step": round(statistics.median(times[1:]), 2)}
 
 
 def main() -> None:

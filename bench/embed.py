@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from locations import CORPUS
+from processes import own_peak_memory_mib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -161,8 +162,7 @@ def embed_worker(engine: str, dtype: str, parallel_batches: int, args) -> None:
     vectors = embed(lines)
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     np.save(args.save, np.asarray(vectors, dtype=np.float32))
-    # VmHWM, not ru_maxrss: Linux carries ru_maxrss over from the parent across exec.
-    peak_mib = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM")) / 1024
+    peak_mib = own_peak_memory_mib()
     print(json.dumps({"seconds": seconds, "cpu_seconds": cpu_seconds, "peak_mib": peak_mib}))
 
 

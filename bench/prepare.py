@@ -47,7 +47,7 @@ import time
 from pathlib import Path
 
 from locations import CORPUS, REPO
-from processes import resident_mb
+from processes import largest_peak_memory_mb, own_peak_memory_mib, resident_mb
 sys.path.insert(0, str(REPO / "src"))
 # The commands this script starts run this checkout's bertforge too, not whichever an editable install points at.
 COMMAND_ENV = dict(os.environ,
@@ -75,7 +75,7 @@ def write_slice(books: int, directory: Path, split: bool = True) -> tuple[Path, 
 
 
 def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return own_peak_memory_mib() * 2**20 / 1e6
 
 
 def run_stages(corpus: str, splitter: str, megabytes: float, output: str) -> None:
@@ -117,23 +117,25 @@ def run_stages(corpus: str, splitter: str, megabytes: float, output: str) -> Non
 def run_command(corpus: Path, splitter: str, output: Path, workers: int = 1) -> dict:
     """The whole `bertforge pretrain prepare`, as a child process. CPU time is the command's and
     its workers' (wait4 counts the descendants a process waited for, not this script's other
-    children); "peak RSS" is the largest single process's high-water mark, "peak tree RSS" the
-    most the command and its workers held together, sampled every 0.1 s."""
+    children); "peak RSS" is the largest single process's high-water mark (VmHWM: ru_maxrss would carry
+    this script's own peak into the child), "peak tree RSS" the most the command and its workers held
+    together, both sampled every 0.1 s."""
     wall = time.perf_counter()
     child = subprocess.Popen([sys.executable, "-m", "bertforge", "pretrain", "prepare", str(corpus), str(output),
                               "--dupe-factor", "1", "--splitter", splitter, "--workers", str(workers)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=COMMAND_ENV)
-    tree_peak = 0.0
+    tree_peak = largest = 0.0
     while True:
         pid, status, usage = os.wait4(child.pid, os.WNOHANG)
         if pid:
             break
         tree_peak = max(tree_peak, resident_mb(child.pid))
+        largest = max(largest, largest_peak_memory_mb(child.pid))
         time.sleep(0.1)
     if status != 0:
         raise SystemExit(f"bertforge pretrain prepare failed on {corpus}")
     return {"cpu_s": usage.ru_utime + usage.ru_stime, "wall_s": time.perf_counter() - wall,
-            "peak_rss_mb": usage.ru_maxrss / 1024, "tree_rss_mb": tree_peak}
+            "peak_rss_mb": largest, "tree_rss_mb": tree_peak}
 
 
 def shards_digest(directory: Path, with_index: bool = True) -> str:

@@ -136,7 +136,8 @@ def starting_points(run: Path, runs_dir: Path, control_dir: Path) -> dict[str, P
         config = TrainingConfig(**json.loads((from_scratch_run(run) / "training_config.json").read_text()))
         seed_everything(config.seed)  # as the engine does right before building the model
         data = PretrainingData(config.data_dir)
-        build_model(dataclasses.replace(config, dropout=FINETUNE_DROPOUT), tokenizer.vocab_size,
+        # the size `pretrain train` builds from: every token of the data's tokenizer, added ones included
+        build_model(dataclasses.replace(config, dropout=FINETUNE_DROPOUT), len(data.tokenizer()),
                     data.options.max_seq_length).save_pretrained(starts["random weights"], tokenizer)
     return starts
 

@@ -57,22 +57,36 @@ def thread_cpu_seconds(pid: int) -> dict[str, float]:
     return seconds
 
 
+def _field_kib(process: int | str, field: str) -> int:
+    """A memory field of /proc/PROCESS/status in KiB (0 for a process that ended meanwhile)."""
+    try:
+        lines = Path(f"/proc/{process}/status").read_text().splitlines()
+    except FileNotFoundError:
+        return 0
+    return sum(int(line.split()[1]) for line in lines if line.startswith(f"{field}:"))
+
+
 def _status_kib(pid: int, field: str) -> int:
     """A memory field of /proc/PID/status (in KiB) added up over the process and its descendants."""
-    total = 0
-    for process in process_tree(pid):
-        try:
-            lines = Path(f"/proc/{process}/status").read_text().splitlines()
-        except FileNotFoundError:
-            continue
-        total += sum(int(line.split()[1]) for line in lines if line.startswith(f"{field}:"))
-    return total
+    return sum(_field_kib(process, field) for process in process_tree(pid))
 
 
 def peak_memory_mb(pid: int) -> float:
     """Each process's peak resident memory (VmHWM), added up over the process and its descendants, in MiB
     (the serving tables' "MB")."""
     return _status_kib(pid, "VmHWM") / 1024
+
+
+def largest_peak_memory_mb(pid: int) -> float:
+    """The largest peak resident memory (VmHWM) of one process among the process and its descendants, in MB
+    of 10^6 bytes (the `prepare` tables' unit)."""
+    return max(_field_kib(process, "VmHWM") for process in process_tree(pid)) * 1024 / 1e6
+
+
+def own_peak_memory_mib() -> float:
+    """This process's peak resident memory (VmHWM), in MiB. Not `ru_maxrss`: Linux carries it over from the
+    parent across fork and exec, so a child that a large process started would report that process's peak."""
+    return _field_kib("self", "VmHWM") / 1024
 
 
 def resident_mb(pid: int) -> float:

@@ -22,7 +22,6 @@ import json
 import math
 import os
 import platform
-import resource
 import subprocess
 import sys
 import tempfile
@@ -30,6 +29,7 @@ import time
 from pathlib import Path
 
 from locations import CORPUS, REPO
+from processes import own_peak_memory_mib
 ALGORITHMS = ("wordpiece", "bpe", "byte-bpe")
 PEERS = ("bertforge", "tokenizers", "tokenizers-1-thread")
 SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -122,7 +122,7 @@ def worker(algorithm: str, peer: str, args) -> dict:
     else:
         tokenizer = train_tokenizers(algorithm, books, args)
     seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak = own_peak_memory_mib()
     words = sum(len(line.split()) for line in heldout)
     result = {"algorithm": algorithm, "peer": peer, "seconds": seconds, "peak_rss_mb": peak,
               "rss_after_loading_mb": rss_loaded, "train_mb": sum(len(b.encode("utf-8")) for b in books) / 1e6,
