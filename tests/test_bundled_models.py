@@ -322,7 +322,7 @@ def test_transformers_reads_the_bundled_classifier_with_the_same_scores():
     assert names == ["negative", "positive"]
     for row, result in zip(probabilities, classify(texts, top_k=None)):
         ours = {item["label"]: item["score"] for item in result}
-        torch.testing.assert_close(torch.tensor([ours[name] for name in names]), row, atol=1e-4, rtol=0)
+        torch.testing.assert_close(torch.tensor([ours[name] for name in names]), row, atol=1e-5, rtol=0)
 
 
 def test_serve_loads_the_bundled_classifier_by_default():

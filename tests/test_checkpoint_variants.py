@@ -299,7 +299,7 @@ def test_outputs_index_as_transformers_tuples_do(tmp_path):
         assert len(output) == len(mine) == len(theirs) and list(output) == output.keys(), name
         if name == "BertForPreTraining":  # with labels ours keeps only the labelled rows' predictions
             mine, theirs = (output[0], output[2]), (theirs[0], theirs[2])
-        for a, b in zip(mine, theirs):
+        for a, b in zip(mine, theirs, strict=True):
             torch.testing.assert_close(a, b, rtol=0, atol=1e-5, msg=name)
         if labels:
             loss, _ = ours(ids, **labels)[:2]

@@ -58,10 +58,10 @@ def test_parity_on_sst2(encoder, reference_encoder, full):
             worst["last"] = max(worst["last"], max_diff(ours.last_hidden_state[real], theirs.last_hidden_state[real]))
             worst["pooler"] = max(worst["pooler"], max_diff(ours.pooler_output, theirs.pooler_output))
             assert len(ours.hidden_states) == len(theirs.hidden_states) == 7
-            for a, b in zip(ours.hidden_states, theirs.hidden_states):
+            for a, b in zip(ours.hidden_states, theirs.hidden_states, strict=True):
                 worst["hidden"] = max(worst["hidden"], max_diff(a[real], b[real]))
             assert len(ours.attentions) == len(theirs.attentions) == 6
-            for a, b in zip(ours.attentions, theirs.attentions):
+            for a, b in zip(ours.attentions, theirs.attentions, strict=True):
                 worst["attention"] = max(worst["attention"], max_diff(a, b))
     bounds = {"last": HIDDEN_STATES, "pooler": UNIT, "hidden": HIDDEN_STATES, "attention": ATTENTION}
     assert all(worst[name] < bounds[name] for name in worst), (worst, bounds)

@@ -114,7 +114,7 @@ def test_return_dict_false_gives_transformers_tuple(tmp_path, name, ours_class):
     expected = reference(input_ids=ids, return_dict=False, **labels[name])
     got = ours(ids, return_dict=False, **labels[name])
     assert type(got) is tuple and len(got) == len(expected)
-    for mine, theirs in zip(got, expected):
+    for mine, theirs in zip(got, expected, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
     assert not isinstance(ours(ids, return_dict=True), tuple)
 
@@ -150,19 +150,23 @@ def test_calls_of_ported_training_scripts(tmp_path):
 
 
 def test_masked_lm_gives_hidden_states_and_attentions_as_transformers(tmp_path):
-    reference, folder = saved_reference(tmp_path, "BertForMaskedLM")
+    _, folder = saved_reference(tmp_path, "BertForMaskedLM")
+    # eager attention: transformers' SDPA path returns no attention weights (the comparison would be empty)
+    reference = transformers.BertForMaskedLM.from_pretrained(folder, attn_implementation="eager").eval()
     ours = BertForMaskedLM.from_pretrained(folder)
     ids = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(4))
     expected = reference(input_ids=ids, output_hidden_states=True, output_attentions=True)
+    assert len(expected.attentions) == ours.config.num_hidden_layers > 0
     got = ours(ids, output_hidden_states=True, output_attentions=True)
-    for mine, theirs in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions):
+    for mine, theirs in zip(got.hidden_states + got.attentions, expected.hidden_states + expected.attentions,
+                            strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
     # the same as transformers' tuple: (logits, attentions)
     got = ours(ids, output_attentions=True, return_dict=False)
     expected = reference(input_ids=ids, output_attentions=True, return_dict=False)
     assert len(got) == len(expected) == 2
     torch.testing.assert_close(got[0], expected[0], rtol=0, atol=1e-5)
-    for mine, theirs in zip(got[1], expected[1]):
+    for mine, theirs in zip(got[1], expected[1], strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
 
 
@@ -184,7 +188,8 @@ def test_inputs_embeds_and_position_ids_give_transformers_outputs_and_input_grad
                     token_type_ids=batch["token_type_ids"], position_ids=positions)
         out.last_hidden_state[real].sum().backward()
         results.append((out.last_hidden_state[real], out.pooler_output, scaled.grad[real]))
-    for mine, theirs in zip(*results):  # the gradients (up to ~40) within 1e-5 of the largest: float32 sums
+    # the gradients (up to ~40) within 1e-5 of the largest: float32 sums
+    for mine, theirs in zip(*results, strict=True):
         torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5 * max(1.0, theirs.abs().max().item()))
     # the vectors the ids look up give what the ids give
     with torch.no_grad():
@@ -204,7 +209,7 @@ def test_every_head_takes_inputs_embeds_as_transformers(tmp_path):
         with torch.no_grad():
             mine, theirs = ours(inputs_embeds=vectors, return_dict=False), reference(inputs_embeds=vectors,
                                                                                     return_dict=False)
-        for got, expected in zip(mine, theirs):
+        for got, expected in zip(mine, theirs, strict=True):
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
@@ -261,7 +266,7 @@ def test_activation_checkpointing_recomputes_layers_and_keeps_the_gradients():
         loss, grads, layer_calls = step()
         assert layer_calls == expected_calls and model.is_activation_checkpointing
         torch.testing.assert_close(loss, plain_loss, rtol=0, atol=0)
-        for got, expected in zip(grads, plain_grads):
+        for got, expected in zip(grads, plain_grads, strict=True):
             torch.testing.assert_close(got, expected, rtol=0, atol=1e-7)
     model.gradient_checkpointing_disable()
     assert step()[2] == plain_calls and not model.is_activation_checkpointing
@@ -299,7 +304,7 @@ def test_load_state_dict_takes_transformers_names(tmp_path, name):
     assert not ours.load_state_dict(reference.state_dict()).missing_keys
     ids = torch.randint(5, 60, (2, 7), generator=torch.Generator().manual_seed(4))
     with torch.no_grad():
-        for mine, theirs in zip(ours(ids, return_dict=False), reference(input_ids=ids, return_dict=False)):
+        for mine, theirs in zip(ours(ids, return_dict=False), reference(input_ids=ids, return_dict=False), strict=True):
             torch.testing.assert_close(mine, theirs, rtol=0, atol=1e-5)
     copy = ARCHITECTURES[name](BertConfig(**SMALL))
     copy.load_state_dict(ours.state_dict())
@@ -321,7 +326,7 @@ def test_masked_lm_with_labels_gives_transformers_loss_and_every_logit(tmp_path,
         mine, theirs = ours(ids, labels=labels, return_dict=False, **extra), \
             reference(input_ids=ids, labels=labels, return_dict=False, **extra)
     assert len(mine) == len(theirs) and mine[1].shape == (3, 8, 60)
-    for got, expected in zip(mine, theirs):
+    for got, expected in zip(mine, theirs, strict=True):
         torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
 
 
@@ -332,7 +337,7 @@ def test_output_flags_in_the_config_are_the_calls_defaults_as_in_transformers(tm
     ours = BertForSequenceClassification.from_pretrained(folder, output_attentions=True)
     theirs = transformers.BertForSequenceClassification.from_pretrained(folder, output_attentions=True).eval()
     with torch.no_grad():
-        for mine, expected in zip(ours(ids).attentions, theirs(input_ids=ids).attentions):
+        for mine, expected in zip(ours(ids).attentions, theirs(input_ids=ids).attentions, strict=True):
             torch.testing.assert_close(mine, expected, rtol=0, atol=1e-5)
         for model in (ours, theirs):
             model.config.output_hidden_states = True

@@ -302,8 +302,8 @@ def test_fifty_steps_on_real_text_loss_falls(data_dir, tmp_path):
     with torch.no_grad():
         expected = reference(**inputs)
         actual = ours(**inputs)
-    torch.testing.assert_close(actual.prediction_logits, expected.prediction_logits, atol=1e-4, rtol=1e-4)
-    torch.testing.assert_close(actual.seq_relationship_logits, expected.seq_relationship_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(actual.prediction_logits, expected.prediction_logits, atol=1e-5, rtol=0)
+    torch.testing.assert_close(actual.seq_relationship_logits, expected.seq_relationship_logits, atol=1e-5, rtol=0)
 
 
 def test_resume_refuses_another_configuration(data_dir, tmp_path):

@@ -38,7 +38,7 @@ def test_boundaries_agree_with_pysbd(paragraphs, reference):
     splitter = RuleSplitter()
     shared = either = 0
     differing = []
-    for paragraph, expected in zip(paragraphs, reference):
+    for paragraph, expected in zip(paragraphs, reference, strict=True):
         ours, theirs = boundaries(paragraph, splitter.split(paragraph)), boundaries(paragraph, expected)
         shared += len(ours & theirs)
         either += len(ours | theirs)

@@ -49,7 +49,7 @@ def test_predict_and_evaluate_read_googles_folders_and_prefixes(tmp_path):
     for model in (classifier, classifier / "model.ckpt-12", classifier / "bert_config.json"):
         lines = _predict("--task", "classification", "--model", model, "--input", _texts(tmp_path))
         assert [line["label"] for line in lines] == [ranked[0]["label"] for ranked in expected]
-        for line, ranked in zip(lines, expected):
+        for line, ranked in zip(lines, expected, strict=True):
             assert set(line["scores"]) == {"LABEL_0", "LABEL_1", "LABEL_2"}
             assert all(line["scores"][item["label"]] == pytest.approx(item["score"], abs=1e-6) for item in ranked)
     gold = tmp_path / "gold.tsv"
@@ -75,7 +75,7 @@ def test_predict_scores_as_the_models_config_implies(tmp_path, tokenizer):
         BertForSequenceClassification(config).save_pretrained(folder, tokenizer=tokenizer)
         expected = pipeline("text-classification", model=folder)(TEXTS, top_k=None)
         lines = _predict("--task", "classification", "--model", folder, "--input", _texts(tmp_path))
-        for line, ranked in zip(lines, expected):
+        for line, ranked in zip(lines, expected, strict=True):
             assert line["score"] == pytest.approx(ranked[0]["score"], abs=1e-6)
             assert line["scores"] == pytest.approx({item["label"]: item["score"] for item in ranked}, abs=1e-6)
         if problem_type == "regression":
