@@ -430,9 +430,19 @@ def test_cli_convert_and_fill_mask_on_a_distilbert_folder(distilbert_folder, tmp
 
 
 def test_serve_loads_google_and_distilbert_folders_with_their_heads(distilbert_folder):
+    from bertforge.pipelines import pipeline
     from bertforge.pipelines.loading import load_checkpoint
+    from bertforge.server.models import load_served_model
 
     google = load_checkpoint(TF_FIXTURE / "google")
     assert {"fill-mask", "next-sentence"} <= set(google.tasks) and type(google.model).__name__ == "BertForPreTraining"
     distilbert = load_checkpoint(distilbert_folder)
     assert "fill-mask" in distilbert.tasks and type(distilbert.model).__name__ == "BertForMaskedLM"
+    # a training run's prefix and a file of the folder, as the pipelines take them
+    squad = load_checkpoint(TF_FIXTURE / "squad" / "model.ckpt-88")
+    assert "question-answering" in squad.tasks and squad.path == TF_FIXTURE / "squad"
+    answer = pipeline("question-answering", model=TF_FIXTURE / "squad" / "model.ckpt-88")(
+        "Where is Paris?", "Paris lies on the Seine in northern France.")
+    served = load_served_model("squad", TF_FIXTURE / "squad" / "bert_config.json")
+    assert served.run_qa([("Where is Paris?", "Paris lies on the Seine in northern France.")])[0]["answer"] == \
+        answer["answer"]

@@ -111,16 +111,17 @@ class LoadedCheckpoint:
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype: str = "float32") -> LoadedCheckpoint:
-    """Load a model directory with the head model that carries all of its heads."""
+    """Load a model directory (or a file in it, or Google's checkpoint prefix, as pipelines take one) with the
+    head model that carries all of its heads."""
     from bertforge.model import ARCHITECTURES
 
-    path = model_path(path)
-    if not config_path(path).is_file():  # config.json, or Google's bert_config.json
-        raise CheckpointError(f"{path}: no config.json (is it a model directory?)")
+    given = model_path(path)
+    folder, _ = checkpoint_location(given)
+    if not config_path(folder).is_file():  # config.json, or Google's bert_config.json
+        raise CheckpointError(f"{folder}: no config.json (is it a model directory?)")
     device = resolve_device(device)
-    tasks = checkpoint_tasks(path)
-    architecture = head_model(tasks)
-    model = load_for_task(ARCHITECTURES.get(architecture, BertModel), path, "any task", None, None)
-    return LoadedCheckpoint(path, apply_dtype(model.eval(), dtype, device), BertTokenizer.from_pretrained(path),
+    tasks = checkpoint_tasks(folder)
+    model = load_for_task(ARCHITECTURES.get(head_model(tasks), BertModel), given, "any task", None, None)
+    return LoadedCheckpoint(folder, apply_dtype(model.eval(), dtype, device), BertTokenizer.from_pretrained(folder),
                             device, dtype, tasks)
 
