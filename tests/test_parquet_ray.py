@@ -217,10 +217,20 @@ def test_embed_parquet_and_ray_mistakes_are_one_line(tmp_path, args, message):
 
 
 def test_ray_auto_without_a_running_cluster_is_one_line(tmp_path, sst2_parquet, monkeypatch):
-    """Before the module's cluster starts (tests run in file order): `--ray auto` finds no cluster."""
+    """Before the module's cluster starts (tests run in file order): `--ray auto` finds no cluster. Ray looks
+    for one among the machine's processes, so another job's cluster would be found: its two look-ups are made
+    to find none, and Ray's own code raises its error."""
     ray = pytest.importorskip("ray", reason="pip install 'bertforge[ray]' (CI installs it: a skip fails there)")
+    from ray._private import services
+
     assert not ray.is_initialized()
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    def no_cluster():
+        return frozenset()
+
+    no_cluster.cache_clear = lambda: None  # as Ray's own function has
+    monkeypatch.setattr(services, "find_gcs_addresses", no_cluster)
+    monkeypatch.setattr(services, "find_bootstrap_address", lambda temp_dir: None)
     result = run("embed", "--ray", "auto", "--input", sst2_parquet / "shards", "--column", "sentence", "--id-column",
                  "id", "--output", tmp_path / "out")
     assert result.exit_code == 2 and result.output.startswith("error: --ray auto: no Ray cluster found (Could not "
