@@ -463,7 +463,11 @@ def test_options_given_when_the_pipeline_is_made_are_its_call_defaults():
     a call's own option still wins, and a subclass calling its parent's call does not pass its defaults on."""
     text = "Angela Merkel visited Paris."
     tagger = pipeline("token-classification", aggregation_strategy="none", device=-1, dtype=torch.float32)
+    assert tagger.device == torch.device("cpu")
     assert tagger(text) == pipeline("token-classification")(text, aggregation_strategy="none")
+    if not torch.cuda.is_available():  # another number is a GPU's: 0 is not the default device
+        with pytest.raises(ConfigError, match="^--device 0: CUDA is not available on this machine$"):
+            pipeline("token-classification", device=0)
     assert tagger(text, aggregation_strategy="first") == pipeline("token-classification")(text)
     fill = pipeline("fill-mask", top_k=2)
     assert len(fill("Paris is the capital of [MASK].")) == 2

@@ -89,8 +89,8 @@ class Pipeline:
                  progress: bool = False, loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1,
                  tokenizer: str | Path | BertTokenizer | None = None, **call_defaults):
         self.call_defaults = self.check_call_defaults(call_defaults)
-        if isinstance(device, int) and not isinstance(device, bool):  # transformers' numbering: -1 is the CPU
-            device = "cpu" if device < 0 else f"cuda:{device}"
+        if isinstance(device, int) and not isinstance(device, bool) and device < 0:  # transformers' -1: the CPU
+            device = "cpu"  # (another number is a GPU's, as resolve_device reads it)
         if isinstance(dtype, torch.dtype):  # as transformers takes it: torch.float32 is "float32"
             dtype = str(dtype).removeprefix("torch.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -112,7 +112,7 @@ class Pipeline:
         else:
             given = model_path(model) if model is not None else self.default_model()
             path, _ = checkpoint_location(given)  # a file of the checkpoint, or Google's prefix, names its folder
-            self.device = resolve_device(device or "cpu")
+            self.device = resolve_device("cpu" if device is None else device)
             self.dtype = resolve_dtype(dtype, self.device)  # what runs ("auto" says bfloat16 or float32)
             if tokenizer is None:
                 self.tokenizer = BertTokenizer.from_pretrained(path)
