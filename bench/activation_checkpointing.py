@@ -59,7 +59,8 @@ def one_run(peer: str, checkpointing: bool, args) -> dict:
         times.append(time.perf_counter() - started)
     return {"peer": peer, "checkpointing": checkpointing, "size": args.size,
             "batch": [args.batch_size, args.seq_length], "threads": args.threads,
-            "peak_rss_mib": round(own_peak_memory_mib()), "rss_before_steps_mib": round(before), "seconds_per_step": round(statistics.median(times[1:]), 2)}
+            "peak_rss_mib": round(own_peak_memory_mib()), "rss_before_steps_mib": round(before),
+            "seconds_per_step": round(statistics.median(times[1:]), 2)}
 
 
 def main() -> None:

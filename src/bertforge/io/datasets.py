@@ -65,7 +65,8 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
         texts = {column: _cell(path, number, column, row[column])
                  for column in (text_column, text_pair_column) if column}
         for column, text in texts.items():
-            if not has_text(text):  # nothing to read: as a training row it teaches noise, as an input it gets a made-up label
+            # nothing to read: as a training row it teaches noise, as an input it gets a made-up label
+            if not has_text(text):
                 raise input_error(path, f"empty text in column {column!r}", number)
         examples.append(TextExample(text=texts[text_column], text_pair=texts.get(text_pair_column),
                                     label=label, source=location(path, number)))

@@ -365,7 +365,6 @@ class BertModel(BertPreTrainedModel):
                              f"max_position_embeddings ({limit}); truncate it (max_length={limit})")
 
 
-
 def _shape(value) -> str:
     """A tensor's shape, or the type of what was given instead."""
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

@@ -253,7 +253,8 @@ def _with_probed_head(build_model: Callable[[], torch.nn.Module], features: list
 
 def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: list[dict], eval_set,
              args: FinetuneArgs, tokenizer=None, resume_from: str | Path | None = None, *, objective=None,
-             batches: Callable[..., FeatureBatches] = FeatureBatches, digest: Callable[[list[dict]], str] = features_digest,
+             batches: Callable[..., FeatureBatches] = FeatureBatches,
+             digest: Callable[[list[dict]], str] = features_digest,
              about: dict | None = None, name: str = "fine-tuning") -> dict:
     """Train `build_model()` (a task head from bertforge.model, built after seeding) on
     `train_features`; evaluate `eval_set` with `task.evaluate`, keep the best model by `task.metric`
