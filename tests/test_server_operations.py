@@ -238,7 +238,8 @@ def test_serve_command_reports_bad_model_directories(tmp_path):
     result = CliRunner().invoke(cli, ["serve", "--model", f"x={tmp_path / 'missing'}"])
     assert result.exit_code == 2 and f"{tmp_path / 'missing'}: model directory not found" in result.output
     result = CliRunner().invoke(cli, ["serve", "--model", f"x={tmp_path}"])
-    assert result.exit_code == 2 and f"{tmp_path}: no config.json (is it a model directory?)" in result.output
+    assert result.exit_code == 2 and f"{tmp_path}: no config.json (or Google's bert_config.json) there" in \
+        result.output
     result = CliRunner().invoke(cli, ["serve", "--model", f"a={tmp_path}", "--model", f"a={tmp_path}"])
     assert result.exit_code == 2 and "given twice" in result.output
     result = CliRunner().invoke(cli, ["serve", "--device", "gpu7"])

@@ -115,27 +115,32 @@ def _hold_out(task: str, data: list, count: int, path) -> tuple[list, list]:
 def checkpoint_option(path: str | Path, option: str) -> tuple[Path, Path]:
     """(what to load, its folder) for a model given to `option` as its folder, a file in it or Google's
     checkpoint prefix, as the pipelines take one; errors name `option`."""
-    from bertforge.model.checkpoint import checkpoint_location
-    from bertforge.paths import config_path
+    from bertforge.model.checkpoint import model_folder
 
     try:
-        folder, prefix = checkpoint_location(path)
+        folder, prefix = model_folder(path)
     except CheckpointError as e:
         raise ConfigError(f"{option} {e}") from None
-    if not config_path(folder).is_file():
-        raise ConfigError(f"{option} {folder}: no config.json (or Google's bert_config.json) there")
     return prefix or folder, folder
 
 
-def start_model(task_name: str, model_dir) -> tuple[Path, object]:
-    """(what to load, its tokenizer) to fine-tune `model_dir` (None: the bundled model) for `task_name`: an
-    encoder, a pre-training checkpoint or a model already fine-tuned for this task."""
-    from bertforge.model import default_model_path
+def task_checkpoint(task_name: str, model_dir, fine_tuned: bool,
+                    option: str = "--model") -> tuple[Path, Path]:
+    """(what to load, its folder) of `model_dir` for `task_name`: fine-tuned for it, or (not `fine_tuned`) a start
+    for it, an encoder, a pre-training checkpoint or a model already fine-tuned for this task (`check_head`)."""
     from bertforge.tasks import check_head
+
+    load, folder = checkpoint_option(model_dir, option)
+    check_head(task_name, folder, fine_tuned)
+    return load, folder
+
+
+def start_model(task_name: str, model_dir) -> tuple[Path, object]:
+    """(what to load, its tokenizer) to fine-tune `model_dir` (None: the bundled model) for `task_name`."""
+    from bertforge.model import default_model_path
     from bertforge.tokenization import BertTokenizer
 
-    load, folder = checkpoint_option(model_dir or default_model_path(), "--model")
-    check_head(task_name, folder, fine_tuned=False)
+    load, folder = task_checkpoint(task_name, model_dir or default_model_path(), fine_tuned=False)
     return load, BertTokenizer.from_pretrained(folder)
 
 
@@ -144,11 +149,10 @@ def load_task_model(task_name: str, model_dir, option: str = "--model"):
     classifier without label names has transformers' LABEL_i, as in the pipelines (as many as its head has)."""
     from bertforge.model import ARCHITECTURES
     from bertforge.pipelines.text_classification import label_names
-    from bertforge.tasks import HEAD_OF_TASK, build_task, check_head
+    from bertforge.tasks import HEAD_OF_TASK, build_task
     from bertforge.tokenization import BertTokenizer
 
-    load, folder = checkpoint_option(model_dir, option)
-    check_head(task_name, folder, fine_tuned=True)
+    load, folder = task_checkpoint(task_name, model_dir, fine_tuned=True, option=option)
     model = ARCHITECTURES[HEAD_OF_TASK[task_name]].from_pretrained(load)
     task = build_task(task_name, id2label=None if task_name == "qa" else dict(enumerate(label_names(model.config))))
     return load, task, BertTokenizer.from_pretrained(folder), model
@@ -330,14 +334,17 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     """
     check_output(Path(output_path) if output_path else None, inputs=(input_path,))
     configure(threads, deterministic)
-    directory, task_object, tokenizer, model = load_task_model(task, model_dir)
-    data = read_data(task, input_path, columns, labelled=False)
     table = task in ("classification", "pair-classification")
+    if table:  # the text-classification pipeline loads the model: its scores and lengths, as `pipeline()` gives
+        directory = task_checkpoint(task, model_dir, fine_tuned=True)[0]
+    else:
+        directory, task_object, tokenizer, model = load_task_model(task, model_dir)
+    data = read_data(task, input_path, columns, labelled=False)
     if not data:
         raise InputError(f"{input_path}: no examples to predict"
                          + (" (a table's first line names its columns; the rows come after it)" if table else ""))
     batch_size = batch_size or INFERENCE_BATCH_SIZE
-    if table:  # the text-classification pipeline's scores and lengths, as `pipeline()` and the server give
+    if table:
         results = classify(directory, data, device, bf16, batch_size, max_length)
     else:
         results = task_object.predict(model.to(device_for(device)), data, tokenizer,

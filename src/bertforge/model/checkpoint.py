@@ -265,6 +265,14 @@ def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:
     return path, None
 
 
+def model_folder(path: str | Path) -> tuple[Path, Path | None]:
+    """`checkpoint_location` of a saved model, whose folder must hold config.json (or Google's bert_config.json)."""
+    folder, prefix = checkpoint_location(path)
+    if not config_path(folder).is_file():
+        raise CheckpointError(f"{folder}: no config.json (or Google's bert_config.json) there")
+    return folder, prefix
+
+
 def load_config(path: str | Path | None = None, **overrides) -> BertConfig:
     """The config `load_model` builds its model from (`BertConfig.from_pretrained`)."""
     config_file = config_path(checkpoint_location(path if path is not None else default_model_path())[0])

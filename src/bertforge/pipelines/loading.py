@@ -15,9 +15,9 @@ from torch import nn
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel
 from bertforge.model.capabilities import ENCODER_TASKS, checkpoint_tasks, head_model
-from bertforge.model.checkpoint import checkpoint_location, missing_weights_unlogged
+from bertforge.model.checkpoint import checkpoint_location, missing_weights_unlogged, model_folder
 from bertforge.model.cpu import cpu_has_any
-from bertforge.paths import config_path, model_path
+from bertforge.paths import model_path
 from bertforge.tokenization import BertTokenizer
 from bertforge.training.distributed import resolve_device
 
@@ -68,7 +68,6 @@ def apply_dtype(model: nn.Module, dtype: str, device: torch.device) -> nn.Module
     return model.to(device)
 
 
-
 def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ...] | None, head_name: str | None):
     """Load `model_class` from `path`; when the task needs a head the checkpoint lacks (its weights
     show up in `missing_keys`), say which head and what this checkpoint can do instead."""
@@ -116,9 +115,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     from bertforge.model import ARCHITECTURES
 
     given = model_path(path)
-    folder, _ = checkpoint_location(given)
-    if not config_path(folder).is_file():  # config.json, or Google's bert_config.json
-        raise CheckpointError(f"{folder}: no config.json (is it a model directory?)")
+    folder, _ = model_folder(given)
     device = resolve_device(device)
     tasks = checkpoint_tasks(folder)
     model = load_for_task(ARCHITECTURES.get(head_model(tasks), BertModel), given, "any task", None, None)
