@@ -3,7 +3,8 @@
 Both models get the same configuration, the same initial weights, the same optimiser settings
 (AdamW, weight decay off for biases and LayerNorm), the same batches (batch 32, sequences of up to
 128 tokens from the Gutenberg corpus, dynamic masks) and the same thread count, in this one run.
-All the models train in alternating blocks of steps so that load from other processes on a
+bertforge's step is the training engine's own (`optimizer_step`, with `pretrain train`'s objective and its
+statistics). All the models train in alternating blocks of steps so that load from other processes on a
 shared machine falls on all alike.
 
 bertforge runs once per `--variants` entry, a `+`-joined set of levers (issue 16):
@@ -52,10 +53,12 @@ from bertforge.model.heads import IGNORE_INDEX  # noqa: E402
 from bertforge.pipelines.loading import cpu_has_native_bf16  # noqa: E402
 from bertforge.pretraining.shards import PrepareOptions, PretrainingData, prepare  # noqa: E402
 from bertforge.pretraining.config import TrainingConfig  # noqa: E402
-from bertforge.pretraining.trainer import BatchOrder, build_model  # noqa: E402
+from bertforge.pretraining.trainer import BatchOrder, PretrainingObjective, build_model  # noqa: E402
 from bertforge.runcard import cpu_description  # noqa: E402
 from bertforge.tokenization import BertTokenizer  # noqa: E402
 from bertforge.training import build_optimizer  # noqa: E402
+from bertforge.training.distributed import Processes  # noqa: E402
+from bertforge.training.engine import optimizer_step  # noqa: E402
 
 BLOCK = 2  # steps each model takes before the next one's turn
 LEVERS = ("fp32", "fused", "bf16")  # fp32 alone: no lever
@@ -117,14 +120,16 @@ def peers_for(size: str, vocab_size: int, variants: dict[str, tuple[bool, bool]]
 
 def step(peer: Peer, batch: dict[str, torch.Tensor]) -> float:
     """One training step; returns the number of (non-padding) tokens it processed."""
-    # bertforge as its trainer runs it: vocabulary logits at the masked positions only
-    options = {"labelled_logits_only": True} if peer.library == "bertforge" else {}
-    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=peer.bf16):
-        output = peer.model(**batch, **options)
-    output.loss.backward()
-    torch.nn.utils.clip_grad_norm_(peer.model.parameters(), 1.0)
-    peer.optimizer.step()
-    peer.optimizer.zero_grad(set_to_none=True)
+    if peer.library == "bertforge":  # the step `pretrain train` takes: the engine's, with the trainer's objective
+        optimizer_step(peer.model, peer.optimizer, [batch], PretrainingObjective(), Processes(torch.device("cpu")),
+                       peer.bf16, max_grad_norm=1.0)
+    else:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=peer.bf16):
+            output = peer.model(**batch)
+        output.loss.backward()
+        torch.nn.utils.clip_grad_norm_(peer.model.parameters(), 1.0)
+        peer.optimizer.step()
+        peer.optimizer.zero_grad(set_to_none=True)
     return float(batch["attention_mask"].sum())
 
 

@@ -222,6 +222,33 @@ class Result:
     seconds: float  # training time, this session and the ones it resumed
 
 
+def optimizer_step(wrapped, optimizer: torch.optim.Optimizer, micro_batches: list[dict[str, torch.Tensor]],
+                   objective: Objective, processes: Processes, bf16: bool, max_grad_norm: float
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on this process's micro-batches (`wrapped`: the model, or its DDP wrapper), at the
+    learning rate the optimiser holds. Returns the step's statistics summed over all processes and the
+    gradient norm before clipping (logged as transformers logs it: how often max_grad_norm cuts the step;
+    it stays a tensor, so steps that log nothing wait for no device)."""
+    model = wrapped.module if isinstance(wrapped, DistributedDataParallel) else wrapped
+    # Each loss is a sum over the global batch divided by its global count, so accumulation and
+    # DDP's gradient averaging (undone by × world size) give the gradient of one big batch.
+    counts = torch.tensor([objective.counts(batch) for batch in micro_batches], dtype=torch.float64).sum(0)
+    totals = processes.all_sum(counts).tolist()
+    statistics = torch.zeros(len(objective.statistics), dtype=torch.float64)
+    for i, batch in enumerate(micro_batches):
+        is_last = i == len(micro_batches) - 1
+        sync = contextlib.nullcontext() if is_last or wrapped is model else wrapped.no_sync()
+        with sync:
+            with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=bf16):
+                loss, values = objective.loss(wrapped, batch, totals)
+            (loss * processes.world_size).backward()
+        statistics += values
+    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return processes.all_sum(statistics), grad_norm
+
+
 def run(args: TrainingArguments, processes: Processes, build_model: Callable[[], torch.nn.Module],
         batches: BatchSource, objective: Objective, total_steps: int, fingerprint: dict,
         resume_from: str | Path | None = None, evaluator: Evaluator | None = None,
@@ -333,30 +360,13 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
             micro_batches = [{key: value.to(processes.device, non_blocking=True) for key, value in batch.items()}
                              for batch in batches.micro_batches(step, processes.rank, processes.world_size,
                                                                 args.gradient_accumulation_steps)]
-            # Each loss is a sum over the global batch divided by its global count, so accumulation and
-            # DDP's gradient averaging (undone by × world size) give the gradient of one big batch.
-            counts = torch.tensor([objective.counts(batch) for batch in micro_batches], dtype=torch.float64).sum(0)
-            totals = processes.all_sum(counts).tolist()
-            statistics = torch.zeros_like(cumulative)
-            for i, batch in enumerate(micro_batches):
-                is_last = i == len(micro_batches) - 1
-                sync = contextlib.nullcontext() if is_last or wrapped is model else wrapped.no_sync()
-                with sync:
-                    with torch.autocast(processes.device.type, dtype=torch.bfloat16, enabled=args.bf16):
-                        loss, values = objective.loss(wrapped, batch, totals)
-                    (loss * processes.world_size).backward()
-                statistics += values
-            # The norm before clipping, logged as transformers logs it: how often max_grad_norm cuts the step. It
-            # stays a tensor until a row is logged, so steps that log nothing wait for no device.
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), args.max_grad_norm)
             learning_rate = args.learning_rate * learning_rate_factor(step, warmup, total_steps, args.lr_scheduler_type)
             set_learning_rate(optimizer, learning_rate)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            statistics, grad_norm = optimizer_step(wrapped, optimizer, micro_batches, objective, processes, args.bf16,
+                                                   args.max_grad_norm)
             if averaged is not None:
                 averaged.update_parameters(model)
             step += 1
-            statistics = processes.all_sum(statistics)
             interval += statistics
             cumulative += statistics
             bar.update(1)
