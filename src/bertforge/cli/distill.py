@@ -97,6 +97,7 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     """A student that starts from a smaller pre-trained model (Turc et al. 2019, "Well-read students learn
     better") with a fresh task head: its encoder, the teacher's labels. It must read the teacher's word pieces."""
     from bertforge.distillation import TeacherMatch
+    from bertforge.distillation.student import check_not_larger
     from bertforge.model import BertConfig
     from bertforge.tokenization import BertTokenizer
 
@@ -105,9 +106,7 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
                           "--student-layers, --student-size and --save-as")
     student_dir, folder = checkpoint_option(student_dir, "--student")
     config, ours = BertConfig.from_pretrained(student_dir), teacher.config
-    if config.hidden_size > ours.hidden_size or config.num_hidden_layers > ours.num_hidden_layers:
-        raise ConfigError(f"--student {student_dir}: the student (L{config.num_hidden_layers}-H{config.hidden_size}) "
-                          f"is larger than its teacher (L{ours.num_hidden_layers}-H{ours.hidden_size})")
+    check_not_larger(config, ours, f"--student {student_dir}")
     words = BertTokenizer.from_pretrained(folder)
     if (words.vocab, words.do_lower_case) != (teacher_tokenizer.vocab, teacher_tokenizer.do_lower_case):
         raise ConfigError(f"--student {student_dir}: its vocabulary differs from the teacher's; a student must read "

@@ -48,6 +48,13 @@ def _layout_changes(teacher: BertConfig, layout: str) -> dict:
     return {"model_type": "distilbert", "type_vocab_size": 0, "extra": extra}
 
 
+def check_not_larger(student: BertConfig, teacher: BertConfig, option: str) -> None:
+    """A student is no deeper and no wider than its teacher (`option` names the argument that chose it)."""
+    if student.hidden_size > teacher.hidden_size or student.num_hidden_layers > teacher.num_hidden_layers:
+        raise ConfigError(f"{option}: the student (L{student.num_hidden_layers}-H{student.hidden_size}) "
+                          f"is larger than its teacher (L{teacher.num_hidden_layers}-H{teacher.hidden_size})")
+
+
 def student_config(teacher: BertConfig, layers: int | None = None, size: str | None = None,
                    layout: str = "bert", classifier_pooling: str | None = None) -> BertConfig:
     """The student's config: the teacher's with fewer layers (`layers`), or a grid size (`size`,
@@ -69,9 +76,7 @@ def student_config(teacher: BertConfig, layers: int | None = None, size: str | N
         config = BertConfig(**base, **shared, num_hidden_layers=layers)
     else:
         config = BertConfig.from_size(size, **shared)
-        if config.hidden_size > teacher.hidden_size or config.num_hidden_layers > teacher.num_hidden_layers:
-            raise ConfigError(f"--student-size {size}: the student (L{config.num_hidden_layers}-H{config.hidden_size}) "
-                              f"is larger than its teacher (L{teacher.num_hidden_layers}-H{teacher.hidden_size})")
+        check_not_larger(config, teacher, f"--student-size {size}")
     changes = _layout_changes(teacher, layout)
     return BertConfig(**{**{k: getattr(config, k) for k in config.__dataclass_fields__}, **changes})
 
