@@ -16,6 +16,7 @@ from bertforge.pipelines import pipeline
 from conftest import REPO
 
 TF_FIXTURE = REPO / "tests" / "fixtures" / "tf_checkpoint"
+BUNDLED = REPO / "src" / "bertforge" / "pretrained"
 TEXTS = ["A gripping, beautifully acted film.", "A dull and far too long film that goes nowhere at all."]
 CONTEXT = ("The Seine is a river in northern France. Paris, the capital of France, lies on it. The river rises "
            "near Dijon and flows into the English Channel at Le Havre, more than seven hundred kilometres away.")
@@ -99,3 +100,41 @@ def test_a_short_window_qa_model_is_read_in_windows_it_can_hold(tmp_path, tokeni
                                       str(_squad(tmp_path)), "--max-length", "128"])
     assert result.exit_code == 2 and result.output.strip() == \
         f"error: --max-length 128: the model {folder} has 64 positions", result.output
+
+
+def test_predict_tags_and_answers_as_the_pipelines_do(tmp_path, tokenizer):
+    """`predict --task ner` on sentences cuts them into BERT's words and reads the model's whole length, as the
+    token-classification pipeline (and the server) do: before, "Paris." was one word and pieces past 128 were
+    tagged O. `predict --task qa` reads the windows the QA pipeline reads, within the tokenizer's
+    model_max_length (before, 384 whatever the tokenizer said)."""
+    texts = ["Angela Merkel visited Paris.", "東京 Tokyo is in Japan, said John Smith.",
+             " ".join(["The quick brown fox from London met Mary Jones in Berlin."] * 20)]
+    table = tmp_path / "sentences.jsonl"
+    table.write_text("".join(json.dumps({"sentence": text}) + "\n" for text in texts), encoding="utf-8")
+    tagger = pipeline("token-classification", model=BUNDLED / "conll-distilled")
+    assert len(tagger.tokenizer(texts[2])["input_ids"]) > 128
+    lines = _predict("--task", "ner", "--model", BUNDLED / "conll-distilled", "--input", table)
+    for text, line in zip(texts, lines, strict=True):
+        first_pieces = {piece["start"]: piece for piece in tagger(text, aggregation_strategy="none", ignore_labels=[])}
+        position = 0
+        for word, tag, score in zip(line["words"], line["tags"], line["scores"], strict=True):
+            start = text.index(word, position)
+            position = start + len(word)
+            assert first_pieces[start]["word"].startswith(word[0].lower()), (word, first_pieces[start])
+            assert (first_pieces[start]["entity"], first_pieces[start]["score"]) == (tag, pytest.approx(score, abs=1e-5))
+        assert position == len(text.rstrip())
+    assert lines[0]["words"][-2:] == ["Paris", "."]
+
+    torch.manual_seed(0)
+    folder = tmp_path / "qa128"
+    short = type(tokenizer).from_pretrained(model_max_length=128)
+    config = BertConfig.from_size("tiny", vocab_size=len(short))
+    BertForQuestionAnswering(config).save_pretrained(folder, tokenizer=short)
+    context = " ".join([CONTEXT] * 4)
+    squad = tmp_path / "long.json"
+    squad.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [{"context": context, "qas": [
+        {"id": "q1", "question": "Which river flows through Paris?", "answers": []}]}]}]}))
+    answers = pipeline("question-answering", model=folder)(question="Which river flows through Paris?", context=context)
+    lines = _predict("--task", "qa", "--model", folder, "--input", squad)
+    assert [(line["answer"], line["start"], line["score"]) for line in lines] == \
+        [(answers["answer"], answers["start"], pytest.approx(answers["score"], abs=1e-5))]

@@ -32,7 +32,7 @@ def data_options(function):
                      help="CoNLL column of the tag (0-based; negative counts from the end)."),
         click.option("--max-length", type=click.IntRange(8, 512), default=None,
                      help="Longest input in word pieces [default: 128, 384 for qa, cut to the model's "
-                          "positions; predict's classifiers read up to the model's length, as the pipeline]."),
+                          "positions; predict reads what the task's pipeline reads: the model's length, 384 for qa]."),
         click.option("--batch-size", type=click.IntRange(1), default=None,
                      help="Examples per optimiser step (finetune: all processes together) or per inference batch "
                           "[default: 16 to fine-tune, 32 to distil and for inference]."),
@@ -63,12 +63,20 @@ def configure(threads, deterministic) -> int:
     return configure_torch(threads, deterministic)
 
 
-def max_length_for(task: str, max_length: int | None, model) -> int:
-    """--max-length, else the task's window (128; 384 for qa) cut to the positions of `model` (a path), as
-    the QA pipeline cuts its own; a length past the model's positions is refused, as the pipelines refuse it."""
+def max_length_for(task: str, max_length: int | None, model, tokenizer=None) -> int:
+    """--max-length, else the task's window cut to the positions of `model` (a path): with `tokenizer`
+    (prediction) the window the task's pipeline reads, within the tokenizer's model_max_length, so that
+    `predict` answers as pipeline() and the server do; without (training, evaluation) 128, 384 for qa. A
+    length past the model's positions is refused, as the pipelines refuse it."""
     from bertforge.model import BertConfig
+    from bertforge.model.checkpoint import checkpoint_location
+    from bertforge.pipelines import pipeline_class
+    from bertforge.tasks import PIPELINE_TASK
 
     positions = BertConfig.from_pretrained(model).max_position_embeddings
+    if max_length is None and tokenizer is not None:
+        limit = min(positions, tokenizer.model_max_length)
+        return pipeline_class(PIPELINE_TASK[task]).default_max_length(checkpoint_location(model)[0], limit)
     if max_length is None:
         return min(384 if task == "qa" else 128, positions)
     if max_length > positions:
@@ -348,7 +356,7 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
         results = classify(directory, data, device, bf16, batch_size, max_length)
     else:
         results = task_object.predict(model.to(device_for(device)), data, tokenizer,
-                                      max_length_for(task, max_length, directory), batch_size, bf16)
+                                      max_length_for(task, max_length, directory, tokenizer), batch_size, bf16)
     lines = []
     for example, result in zip(data, results):
         if task == "ner":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_text,
                                   table_rows)
-from bertforge.tokenization.basic import has_text
+from bertforge.tokenization.basic import has_text, word_pattern
 
 log = logging.getLogger(__name__)
 
@@ -87,9 +87,10 @@ def _cell(path: Path, number: int, column: str, value) -> str:
 
 
 def read_sentences(path: str | Path, text_column: str) -> list[TaggedSentence]:
-    """Sentences to tag from a table's text column, cut into words at white space (the words a CoNLL file
-    would give a line each)."""
-    return [TaggedSentence(e.text.split(), None, e.source) for e in read_text_examples(path, text_column)]
+    """Sentences to tag from a table's text column, cut into BERT's words (punctuation and CJK characters
+    apart, as a CoNLL file gives them a line each): the words the token-classification pipeline tags."""
+    words = word_pattern()
+    return [TaggedSentence(words.findall(e.text), None, e.source) for e in read_text_examples(path, text_column)]
 
 
 def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:
