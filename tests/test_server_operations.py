@@ -244,3 +244,28 @@ def test_serve_command_reports_bad_model_directories(tmp_path):
     assert result.exit_code == 2 and "given twice" in result.output
     result = CliRunner().invoke(cli, ["serve", "--device", "gpu7"])
     assert result.exit_code == 2 and "--device gpu7: not a torch device (use cpu, cuda or cuda:N)" in result.output
+
+
+def test_a_checkpoint_with_heads_no_one_model_carries_serves_those_it_loads(tmp_path, caplog):
+    """QA weights beside MLM weights: the server loads the masked-LM model, serves what it carries and says
+    what it leaves out (it failed before, with an error listing question-answering as a task it could do);
+    the QA pipeline still reads the folder's QA head."""
+    from safetensors.torch import load_file, save_file
+
+    from bertforge.model import BertForMaskedLM, BertForQuestionAnswering
+    from bertforge.pipelines import pipeline
+
+    torch.manual_seed(0)
+    tokenizer, folder = BertTokenizer.from_pretrained(), tmp_path / "two-heads"
+    BertForQuestionAnswering(BertConfig.from_size("tiny")).save_pretrained(folder, tokenizer=tokenizer)
+    BertForMaskedLM(BertConfig.from_size("tiny")).save_pretrained(tmp_path / "mlm", tokenizer=tokenizer)
+    mlm = {k: v for k, v in load_file(tmp_path / "mlm" / "model.safetensors").items() if k.startswith("cls.")}
+    save_file({**load_file(folder / "model.safetensors"), **mlm}, folder / "model.safetensors")
+
+    served = load_served_model("both", folder)
+    assert "fill-mask" in served.tasks and "question-answering" not in served.tasks
+    assert f"{folder}: its weights hold heads for question-answering, which BertForMaskedLM does not carry; " \
+           f"it serves " in caplog.text
+    assert served.run_fill_mask(["Paris is the [MASK] of France."], top_k=2)
+    answer = pipeline("question-answering", model=folder)(question="Who?", context="Rollo led the Norse.")
+    assert answer["answer"]

@@ -117,8 +117,12 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu", dtype:
     given = model_path(path)
     folder, _ = model_folder(given)
     device = resolve_device(device)
-    tasks = checkpoint_tasks(folder)
-    model = load_for_task(ARCHITECTURES.get(head_model(tasks), BertModel), given, "any task", None, None)
+    held = checkpoint_tasks(folder)
+    model = load_for_task(ARCHITECTURES.get(head_model(held), BertModel), given, "any task", None, None)
+    tasks = [task for task in held if task in model_tasks(model)]
+    if len(tasks) < len(held):  # heads no one architecture carries together (MLM and QA, say): the first wins
+        log.warning("%s: its weights hold heads for %s, which %s does not carry; it serves %s", folder,
+                    ", ".join(t for t in held if t not in tasks), type(model).__name__, ", ".join(tasks))
     return LoadedCheckpoint(folder, apply_dtype(model.eval(), dtype, device), BertTokenizer.from_pretrained(folder),
                             device, dtype, tasks)
 
