@@ -197,14 +197,21 @@ def test_squad_question_ids_must_be_unique(tmp_path):
 
 @pytest.mark.parametrize("value, message", [
     (None, "empty text in column 'text'"), (float("nan"), "empty text in column 'text'"),
-    (["a", "list"], "column 'text' holds a list, not text"),
+    (["a", "list"], "column 'text' holds a list, not text"), (5, "column 'text' holds an int, not text"),
 ])
-def test_a_text_that_is_not_text_is_refused_not_spelt_out(tmp_path, value, message):
-    """Before, JSON null, NaN and lists were read as the texts "None", "nan" and "['a', 'list']"."""
+def test_a_text_that_is_not_text_is_refused_not_spelt_out(tmp_path, value, message, caplog):
+    """Before, JSON null, NaN and lists were read as the texts "None", "nan" and "['a', 'list']". The readers of
+    training rows and of inference inputs take a text cell by one rule: a number was the text "5" in one and
+    refused in the other, a null refused where an empty line is skipped."""
     path = tmp_path / "data.jsonl"
     path.write_text(json.dumps({"text": "fine", "label": 1}) + "\n" + json.dumps({"text": value, "label": 0}) + "\n")
     with pytest.raises(InputError, match=rf"^{path}:2: {re.escape(message)}$"):
         read_text_examples(path, "text", label_column="label")
+    if message.startswith("empty"):
+        assert read_items(path, ["text"]).values == ["fine"] and "skipped 1 empty line(s)" in caplog.text
+    else:
+        with pytest.raises(InputError, match=rf"^{path}:2: {re.escape(message)}$"):
+            read_items(path, ["text"])
 
 
 def test_labels_of_one_value_are_one_class_and_a_missing_one_is_empty(tmp_path):

@@ -79,7 +79,7 @@ def test_parquet_items_and_ids_match_the_tsv(tmp_path, caplog):
 @pytest.mark.parametrize("columns, read_as, message", [
     ({"text": ["a", "b"]}, ["sentence"],
      "x.parquet: row 1: no column 'sentence' (found: text); choose it with --column"),
-    ({"text": [1, 2]}, ["text"], "x.parquet: row 1: the value of text must be a string"),
+    ({"text": [1, 2]}, ["text"], "x.parquet: row 1: column 'text' holds an int, not text"),
 ])
 def test_parquet_errors_name_the_file_row_and_column(tmp_path, columns, read_as, message):
     pq.write_table(pa.table(columns), tmp_path / "x.parquet")

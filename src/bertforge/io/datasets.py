@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_text,
-                                  table_rows)
+                                  table_rows, text_cell)
 from bertforge.tokenization.basic import has_text, word_pattern
 
 log = logging.getLogger(__name__)
@@ -59,10 +59,10 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
                 raise input_error(path, f"no column {column!r} (columns: {', '.join(map(str, row))})", number)
         label = None
         if label_column:
-            label = _cell(path, number, label_column, row[label_column])
+            label = _label_cell(path, number, label_column, row[label_column])
             if not label:
                 raise input_error(path, f"empty label in column {label_column!r}", number)
-        texts = {column: _cell(path, number, column, row[column])
+        texts = {column: text_cell(path, number, column, row[column]).strip()
                  for column in (text_column, text_pair_column) if column}
         for column, text in texts.items():
             # nothing to read: as a training row it teaches noise, as an input it gets a made-up label
@@ -73,17 +73,14 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
     return examples
 
 
-def _cell(path: Path, number: int, column: str, value) -> str:
-    """A table cell as text. JSON's null and NaN (pandas' missing value) are empty; a whole float is the
-    integer it holds, so that labels 1 and 1.0 (an int column with a missing value, in pandas) are
-    one class; lists, objects and bytes are refused rather than read as their Python spelling."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
+def _label_cell(path: Path, number: int, column: str, value) -> str:
+    """A label cell as text: numbers are labels too, and a whole float is the integer it holds, so that
+    labels 1 and 1.0 (an int column with a missing value, in pandas) are one class."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    if not isinstance(value, (str, int, float)):
-        raise input_error(path, f"column {column!r} holds a {type(value).__name__}, not text", number)
-    return str(value).strip()
+    if isinstance(value, int) or (isinstance(value, float) and not math.isnan(value)):
+        return str(value)
+    return text_cell(path, number, column, value).strip()
 
 
 def read_sentences(path: str | Path, text_column: str) -> list[TaggedSentence]:

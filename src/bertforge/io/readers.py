@@ -15,6 +15,7 @@ import csv
 import gzip
 import json
 import logging
+import math
 import re
 import zlib
 from collections.abc import Callable, Iterable, Iterator
@@ -330,6 +331,19 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
     return Items(values, numbers, skipped, numbered_by, ids if id_column is not None else None, first_gap)
 
 
+def text_cell(path: Path, number: int, column: str, value) -> str:
+    """A table cell that holds a text, as every reader of texts takes one: a string; JSON's null and NaN
+    (pandas' missing value) are empty; numbers, lists and objects are refused rather than read as their
+    Python spelling (a column of them is the wrong column)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    if not isinstance(value, str):
+        kind = type(value).__name__
+        raise input_error(path, f"column {column!r} holds {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not text",
+                          number)
+    return value
+
+
 def _item_fields(path: Path, kind: str, columns: list[str],
                  id_column: str | None) -> Iterator[tuple[int, list[str], object]]:
     """(line number, the texts of `columns`, the value of `id_column` or None) for each record."""
@@ -354,9 +368,7 @@ def _item_fields(path: Path, kind: str, columns: list[str],
                 else "--column"
             raise input_error(path, f"no {'key' if is_jsonl(path) else 'column'} {absent[0]!r} "
                                     f"(found: {', '.join(map(str, row))}); choose it with {option}", number)
-        fields = [row[c] for c in columns]
-        if not all(isinstance(f, str) for f in fields):
-            raise input_error(path, f"the value of {', '.join(columns)} must be a string", number)
+        fields = [text_cell(path, number, c, row[c]) for c in columns]
         row_id = row[id_column] if id_column is not None else None
         if id_column is not None and (row_id is None or row_id == ""):  # a Parquet null reads as ""
             raise input_error(path, f"empty id in column {id_column!r}: each row needs one", number)
