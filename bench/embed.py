@@ -21,7 +21,6 @@ Then times the fill-mask pipeline against transformers' `pipeline("fill-mask")` 
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import os
 import random
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from locations import CORPUS
+from locations import corpus_books
 from processes import own_peak_memory_mib
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -43,25 +42,23 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def corpus_lines(count: int) -> list[str]:
     lines = []
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
-        for record in f:
-            lines += [line.strip() for line in json.loads(record)["text"].splitlines() if line.strip()]
-            if len(lines) >= count:
-                return lines[:count]
+    for book in corpus_books():
+        lines += [line.strip() for line in book.splitlines() if line.strip()]
+        if len(lines) >= count:
+            return lines[:count]
     return lines
 
 
 def corpus_paragraphs(count: int) -> list[str]:
     """The books' paragraphs (blocks between blank lines), their hard line breaks joined."""
     paragraphs = []
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
-        for record in f:
-            for block in json.loads(record)["text"].split("\n\n"):
-                text = " ".join(block.split())
-                if text:
-                    paragraphs.append(text)
-            if len(paragraphs) >= count:
-                return paragraphs[:count]
+    for book in corpus_books():
+        for block in book.split("\n\n"):
+            text = " ".join(block.split())
+            if text:
+                paragraphs.append(text)
+        if len(paragraphs) >= count:
+            return paragraphs[:count]
     return paragraphs
 
 

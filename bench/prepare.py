@@ -35,7 +35,6 @@ rows, every line gives the load average beside it, as the machine may be shared.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import os
@@ -46,7 +45,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from locations import CORPUS, REPO
+from locations import REPO, corpus_books
 from processes import largest_peak_memory_mb, own_peak_memory_mib, resident_mb
 sys.path.insert(0, str(REPO / "src"))
 # The commands this script starts run this checkout's bertforge too, not whichever an editable install points at.
@@ -61,12 +60,10 @@ def write_slice(books: int, directory: Path, split: bool = True) -> tuple[Path, 
 
     jsonl, presplit = directory / "books.jsonl", directory / "books-presplit.txt"
     splitter, size = RuleSplitter(), 0
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f, \
-            open(jsonl, "w", encoding="utf-8") as out, open(presplit, "w", encoding="utf-8") as lines:
-        for number, line in enumerate(f):
+    with open(jsonl, "w", encoding="utf-8") as out, open(presplit, "w", encoding="utf-8") as lines:
+        for number, text in enumerate(corpus_books()):
             if number >= books:
                 break
-            text = json.loads(line)["text"]
             size += len(text.encode("utf-8"))
             out.write(json.dumps({"text": text}) + "\n")
             if split:

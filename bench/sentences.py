@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import argparse
 import collections
-import gzip
 import json
 import random
 import re
 import sys
 import time
 
-from locations import CORPUS, REPO
+from locations import REPO, corpus_books
 sys.path.insert(0, str(REPO / "src"))
 
 from bertforge.pretraining.sentence_periods import ABBREVIATIONS  # noqa: E402
@@ -33,13 +32,12 @@ def held_apart_paragraphs(count: int, seed: int) -> list[str]:
     fixture = REPO / "tests" / "fixtures" / "sentences" / "paragraphs.jsonl"
     excluded = {" ".join(json.loads(line)["text"].split()) for line in fixture.read_text(encoding="utf-8").splitlines()}
     rng, pool = random.Random(seed), []
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
-        for number, line in enumerate(f):
-            if number < 20:
-                continue
-            paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", json.loads(line)["text"])]
-            paragraphs = [p for p in paragraphs if p and p not in excluded]
-            pool += rng.sample(paragraphs, min(max(15, count // 150), len(paragraphs)))
+    for number, book in enumerate(corpus_books()):
+        if number < 20:
+            continue
+        paragraphs = [" ".join(p.split()) for p in re.split(r"\n\s*\n", book)]
+        paragraphs = [p for p in paragraphs if p and p not in excluded]
+        pool += rng.sample(paragraphs, min(max(15, count // 150), len(paragraphs)))
     return rng.sample(pool, count)
 
 

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import gzip
 import http.client
 import json
 import os
@@ -43,7 +42,7 @@ import threading
 import time
 
 from bertforge.server.limits import ServerSettings
-from locations import CORPUS, REPO
+from locations import REPO, corpus_books
 from processes import cpu_ticks, peak_memory_mb, stolen_share, thread_cpu_seconds, tree_cpu_seconds
 from serve_breakdown import print_model_breakdown
 
@@ -53,14 +52,13 @@ WHERE = {"process": "in a child process", "thread": "on a thread of the server"}
 def corpus_sentences(limit: int) -> list[str]:
     """Lines of 40-300 characters from the corpus (typical embedding inputs)."""
     sentences = []
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
-        for record in f:
-            for line in json.loads(record)["text"].splitlines():
-                line = line.strip()
-                if 40 <= len(line) <= 300:
-                    sentences.append(line)
-                    if len(sentences) == limit:
-                        return sentences
+    for book in corpus_books():
+        for line in book.splitlines():
+            line = line.strip()
+            if 40 <= len(line) <= 300:
+                sentences.append(line)
+                if len(sentences) == limit:
+                    return sentences
     return sentences
 
 

@@ -29,7 +29,6 @@ same run.
 from __future__ import annotations
 
 import argparse
-import gzip
 import hashlib
 import json
 import multiprocessing
@@ -41,21 +40,20 @@ import tempfile
 import time
 from pathlib import Path
 
-from locations import CORPUS, DATA, REPO
+from locations import DATA, REPO, corpus_books
 PEERS = ["bertforge", "bertforge-offsets", "bertforge-token-ids", "bertforge-num-proc", "tokenizers-1-thread",
          "tokenizers-all-threads", "transformers-fast", "legacy-python"]
 
 
 def corpus_lines(megabytes: float) -> list[str]:
     lines, size, budget = [], 0, megabytes * 1_000_000
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
-        for record in f:
-            for line in json.loads(record)["text"].splitlines():
-                if line.strip():
-                    lines.append(line)
-                    size += len(line.encode("utf-8")) + 1
-                    if size >= budget:
-                        return lines
+    for book in corpus_books():
+        for line in book.splitlines():
+            if line.strip():
+                lines.append(line)
+                size += len(line.encode("utf-8")) + 1
+                if size >= budget:
+                    return lines
     return lines
 
 

@@ -17,7 +17,6 @@ other books, or a prefix of them with --limit-mb.
 from __future__ import annotations
 
 import argparse
-import gzip
 import json
 import math
 import os
@@ -28,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from locations import CORPUS, REPO
+from locations import REPO, corpus_books
 from processes import own_peak_memory_mib
 ALGORITHMS = ("wordpiece", "bpe", "byte-bpe")
 PEERS = ("bertforge", "tokenizers", "tokenizers-1-thread")
@@ -38,8 +37,7 @@ HELDOUT_FRACTION = 0.05
 
 def load_books(limit_mb: float | None) -> tuple[list[str], list[str]]:
     """(training books, held-out lines)."""
-    with gzip.open(CORPUS, "rt", encoding="utf-8") as f:
-        books = [json.loads(line)["text"] for line in f]
+    books = list(corpus_books())
     cut = len(books) - math.ceil(len(books) * HELDOUT_FRACTION)
     train, heldout = books[:cut], books[cut:]
     if limit_mb is not None:
