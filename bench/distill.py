@@ -40,8 +40,10 @@ def sst2_validation(limit: int) -> tuple[list[str], list[str]]:
     path = DATA / "sst2" / "validation.tsv"
     if not path.exists():
         path = REPO / "src" / "bertforge" / "data" / "sst2_sample" / "validation.tsv"
-    rows = [row.split("\t") for row in path.read_text(encoding="utf-8").splitlines()[1:limit + 1]]
-    return [text.strip() for text, _ in rows], [label.strip() for _, label in rows]
+    from bertforge.io.datasets import read_text_examples
+
+    rows = read_text_examples(path, "sentence", label_column="label")[:limit]
+    return [row.text for row in rows], [row.label for row in rows]
 
 
 def shape_models(directory: Path) -> dict[str, Path]:
