@@ -246,3 +246,17 @@ def test_tokenize_does_not_import_torch(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
     assert (tmp_path / "o.jsonl").read_text(encoding="utf-8").count("\n") == 1
+
+
+@pytest.mark.parametrize("command", [["finetune", "--task", "classification", "--train", "x.tsv", "--output", "o"],
+                                     ["distill", "--task", "classification", "--teacher", "t", "--train", "x.tsv",
+                                      "--student-layers", "1", "--output", "o"],
+                                     ["pretrain", "prepare", "c.txt", "o"], ["pretrain", "train", "d", "o"],
+                                     ["probe", "--train", "x.tsv"]])
+def test_a_seed_out_of_range_is_refused_by_its_option(command):
+    """Before, -1 or 2**64 reached torch's or scikit-learn's seeding: a ValueError traceback once training began
+    (finetune, distill, pretrain) or a message about --test-fraction (probe)."""
+    for seed in ("-1", str(2**64)):
+        result = CliRunner().invoke(cli, [*command, "--seed", seed])
+        assert result.exit_code == 2 and f"Invalid value for '--seed': {seed} is not in the range 0<=x<=4294967295" \
+            in result.output, result.output

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.io import check_output, write_records
+from bertforge.cli.io import SEED, check_output, write_records
 from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.atomic import check_output_dir, check_output_file, write_text
 
@@ -233,7 +233,7 @@ def load_task_model(task_name: str, model_dir, option: str = "--model"):
 @click.option("--max-steps", type=click.IntRange(1), default=None, help="Stop after N optimiser steps.")
 @click.option("--checkpoint-every", type=click.IntRange(1), default=500, show_default=True,
               help="Steps between checkpoints (for --resume).")
-@click.option("--seed", type=int, default=42, show_default=True)
+@click.option("--seed", type=SEED, default=42, show_default=True)
 @click.option("--resume", default=None, type=click.Path(file_okay=False),
               help="Continue the run whose checkpoint is in this directory (usually --output).")
 @click.option("--overwrite", is_flag=True, help="Replace the run already in --output.")

@@ -21,6 +21,7 @@ from bertforge.tokenization.basic import has_text
 log = logging.getLogger("bertforge.cli")
 
 RECORD_SUFFIXES = (".json", ".jsonl")
+SEED = click.IntRange(0, 2**32 - 1)  # the seeds torch, numpy and scikit-learn take
 
 
 def check_texts(texts, what: str = "TEXT argument") -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.io import typed
+from bertforge.cli.io import SEED, typed
 from bertforge.errors import ConfigError
 from bertforge.io.atomic import check_output_dir
 
@@ -49,7 +49,7 @@ class PartOfN(click.ParamType):
 @click.option("--masked-lm-prob", default=0.15, show_default=True)
 @click.option("--max-predictions-per-seq", default=20, show_default=True)
 @click.option("--whole-word-mask", is_flag=True, help="Mask all pieces of a word together.")
-@click.option("--seed", default=12345, show_default=True)
+@click.option("--seed", type=SEED, default=12345, show_default=True)
 @click.option("--shard-size", default=100_000, show_default=True, help="Instances per shard file.")
 @click.option("--chunk-tokens", type=click.IntRange(1), default=5_000_000, show_default=True,
               help="Documents are cut into instances (notNext from the same chunk) in chunks of about this many "
@@ -124,7 +124,7 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
               help="Clip the gradients' total norm to this before each step.")
 @click.option("--dropout", default=0.1, show_default=True)
 @click.option("--bf16", is_flag=True, help="bfloat16 autocast (fast on GPUs and CPUs with native bf16).")
-@click.option("--seed", default=42, show_default=True)
+@click.option("--seed", type=SEED, default=42, show_default=True)
 @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
 @click.option("--eval-data", default=None, type=click.Path(file_okay=False), help="A prepared held-out data directory.")
 @click.option("--eval-every", type=click.IntRange(1), default=500, show_default=True)

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from bertforge.cli.io import SEED
 from bertforge.errors import InputError
 from bertforge.io.atomic import check_output_file, write_text
 
@@ -29,7 +30,7 @@ from bertforge.io.atomic import check_output_file, write_text
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=SEED, default=0, show_default=True)
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None, help="Write the result JSON here too.")
 def probe(train_path, test_path, test_fraction, limit, text_column, label_column, model_dir, pooling, max_length,
           batch_size, device, threads, seed, output_path):
