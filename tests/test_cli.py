@@ -260,3 +260,16 @@ def test_a_seed_out_of_range_is_refused_by_its_option(command):
         result = CliRunner().invoke(cli, [*command, "--seed", seed])
         assert result.exit_code == 2 and f"Invalid value for '--seed': {seed} is not in the range 0<=x<=4294967295" \
             in result.output, result.output
+
+
+@pytest.mark.parametrize("command", [["evaluate", "--task", "classification", "--model", f"{BUNDLED}/sst2-distilled",
+                                      "--validation"], ["probe", "--train"]])
+def test_a_json_report_is_not_written_over_a_data_file(tmp_path, command):
+    """Before, `evaluate ... --output test.tsv` (and probe's) replaced the data file with the metrics, exit 0."""
+    data, victim = tmp_path / "data.tsv", tmp_path / "victim.tsv"
+    for path in (data, victim):
+        path.write_text("sentence\tlabel\ngood\t1\nbad\t0\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, [*command, str(data), "--output", str(victim)])
+    assert result.exit_code == 2 and result.output.strip() == f"error: --output {victim}: use a .json file", \
+        result.output
+    assert victim.read_text(encoding="utf-8") == "sentence\tlabel\ngood\t1\nbad\t0\n"

@@ -140,10 +140,14 @@ def test_attention_writes_png_and_html(tmp_path):
     assert "beautiful" in (tmp_path / "a.html").read_text(encoding="utf-8")
 
 
-def test_attention_refuses_one_file_for_both_outputs(tmp_path):
-    assert_clean_error(run("attention", "Paris", "--png", tmp_path / "a.png", "--html", tmp_path / "a.png"),
-                       "--png and --html name the same file")
-    assert not (tmp_path / "a.png").exists()
+def test_attention_html_must_be_a_page_so_a_data_file_is_not_overwritten(tmp_path):
+    """Before, `--html train.tsv` replaced the training data with the page. (One file for both outputs cannot
+    pass either: matplotlib writes no .html, and the page no image format.)"""
+    data = tmp_path / "train.tsv"
+    data.write_text("sentence\tlabel\nfine\t1\n", encoding="utf-8")
+    for html in (data, tmp_path / "a.png"):
+        assert_clean_error(run("attention", "Paris", "--html", html), f"--html {html}: use a .html or .htm file")
+    assert data.read_text(encoding="utf-8") == "sentence\tlabel\nfine\t1\n" and not (tmp_path / "a.png").exists()
 
 
 def test_fill_mask_file_names_the_line_of_a_text_whose_masks_truncation_would_cut(tiny_pretraining_checkpoint,

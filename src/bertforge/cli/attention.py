@@ -6,9 +6,9 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.io import check_texts, model_options, pipeline_from_options
-from bertforge.io.atomic import check_output_file
+from bertforge.cli.io import check_output, check_texts, model_options, pipeline_from_options
 from bertforge.errors import InputError
+from bertforge.io.atomic import check_output_file
 
 
 @click.command()
@@ -29,11 +29,9 @@ def attention(text, text_pair, png, html, **options):
     if png is None and html is None:
         raise InputError("choose an output: --png FILE and/or --html FILE")
     check_texts([text, text_pair])
-    check_output_file(png, "--png")
+    check_output_file(png, "--png")  # any format matplotlib writes: _check_png_format
     _check_png_format(png)
-    check_output_file(html, "--html")
-    if png is not None and html is not None and png.resolve() == html.resolve():
-        raise InputError(f"--png and --html name the same file ({png}); give each its own")
+    check_output(html, (".html", ".htm"), option="--html")
     maps = pipeline_from_options("attention", options, progress=False)(text, text_pair)
     layers, heads, seq, _ = maps.weights.shape
     if png is not None:

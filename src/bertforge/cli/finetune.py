@@ -10,7 +10,7 @@ import click
 
 from bertforge.cli.io import SEED, check_output, write_records
 from bertforge.errors import CheckpointError, ConfigError, InputError
-from bertforge.io.atomic import check_output_dir, check_output_file, write_text
+from bertforge.io.atomic import check_output_dir, write_text
 
 TASKS = ("classification", "pair-classification", "ner", "qa")
 SENTENCE_CLASSIFIER_TASKS = ("classification", "pair-classification")
@@ -306,7 +306,7 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
       bertforge evaluate --task classification --model sst2-model --validation dev.tsv
       bertforge evaluate --task ner --model conll-model --validation test.conll --output scores.json
     """
-    check_output_file(output_path, "--output", inputs=(validation_path,))  # before the work, not after it
+    check_output(output_path, (".json",), inputs=(validation_path,))  # before the work, not after it
     configure(threads, deterministic)
     directory, task_object, tokenizer, model = load_task_model(task, model_dir)
     data = read_data(task, validation_path, columns)

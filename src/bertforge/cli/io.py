@@ -45,13 +45,15 @@ def typed(name: str) -> bool:
     return click.get_current_context().get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
 
 
-def check_output(output: Path | None, suffixes: tuple[str, ...] = RECORD_SUFFIXES, inputs=()) -> None:
-    """Before any work: --output has a known suffix, can be written, and is none of the `inputs`."""
+def check_output(output: str | Path | None, suffixes: tuple[str, ...] = RECORD_SUFFIXES, inputs=(),
+                 option: str = "--output") -> None:
+    """Before any work: the output file `option` names has a known suffix (so that a data file given by
+    mistake is not overwritten), can be written, and is none of the `inputs`."""
     if output is None:
         return
-    if output.suffix.lower() not in suffixes:
-        raise InputError(f"--output {output}: use a {' or '.join(suffixes)} file")
-    check_output_file(output, "--output", inputs)
+    if Path(output).suffix.lower() not in suffixes:
+        raise InputError(f"{option} {output}: use a {' or '.join(suffixes)} file")
+    check_output_file(output, option, inputs)
 
 
 def read_inputs(texts: tuple[str, ...], input_path: Path | None, columns: list[str]) -> Items:

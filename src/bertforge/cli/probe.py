@@ -7,9 +7,9 @@ import time
 
 import click
 
-from bertforge.cli.io import SEED
+from bertforge.cli.io import SEED, check_output
 from bertforge.errors import InputError
-from bertforge.io.atomic import check_output_file, write_text
+from bertforge.io.atomic import write_text
 
 
 @click.command()
@@ -41,7 +41,7 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
       bertforge probe --train train.tsv --test dev.tsv --pooling mean
       bertforge probe --train train.tsv --limit 2000 --model my-bert --pooling cls
     """
-    check_output_file(output_path, "--output", inputs=(train_path, test_path))
+    check_output(output_path, (".json",), inputs=(train_path, test_path))
     import torch
     from sklearn.model_selection import train_test_split
 
