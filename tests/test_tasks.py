@@ -21,7 +21,7 @@ from bertforge.tasks.classification import ClassificationTask
 from bertforge.tasks.ner import TokenClassificationTask, entity_scores, warn_cut_words
 from bertforge.tasks.trainer import FinetuneArgs, finetune
 from bertforge.tokenization import BertTokenizer
-from conftest import fixture_data, require_data
+from conftest import REPO, fixture_data, require_data
 
 torch.set_num_threads(2)
 # Two of MiniLM's six pre-trained layers (real weights, a third of the cost) without dropout, so that
@@ -129,8 +129,16 @@ def test_qa_training_on_questions_without_answers_says_why(tmp_path):
 
     result = CliRunner().invoke(cli, ["finetune", "--task", "qa", "--train", str(path), "--output", str(tmp_path / "run")])
     assert result.exit_code == 2 and result.output.strip().endswith(
-        "error: none of the 1 questions has a reference answer, and training needs them (SQuAD v1.1: questions "
-        "without one, as in SQuAD 2.0, are left out)"), result.output
+        f"error: {path}: none of the 1 questions has a reference answer, and training needs them (SQuAD v1.1: "
+        f"questions without one, as in SQuAD 2.0, are left out)"), result.output
+    # answers given, but none where its answer_start says: the message says so, not that none were given
+    entry["qas"][0]["answers"] = [{"text": "Rollo", "answer_start": 3}]
+    path.write_text(json.dumps({"data": [{"title": "t", "paragraphs": [entry]}]}), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "qa", "--model", str(REPO / "src" / "bertforge" /
+                                      "pretrained" / "minilm-squad"), "--validation", str(path)])
+    assert result.exit_code == 2 and result.output.strip().endswith(
+        f"error: {path}: none of the 1 questions has a reference answer, and the evaluation needs them (the text "
+        f"of all 1 given is not at its answer_start in the context)"), result.output
 
 
 def test_a_label_too_rare_to_be_a_class_is_named_in_a_warning(caplog):

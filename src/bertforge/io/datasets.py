@@ -39,6 +39,8 @@ class SquadExample:
     question: str
     context: str
     answers: list[dict] = field(default_factory=list)  # {"text", "answer_start"}, checked against context
+    source: str = ""  # the file it was read from, for messages about the questions
+    misplaced: int = 0  # reference answers skipped: their text is not at their answer_start
 
 
 def training_file(examples: list[TextExample] | list[TaggedSentence]) -> str:
@@ -142,6 +144,7 @@ def read_squad(path: str | Path) -> tuple[list[SquadExample], int]:
     path = Path(path)
     examples, skipped, seen = [], 0, {}
     for where, qa, context, title in _squad_questions(path):
+        misplaced = skipped
         if not isinstance(qa.get("question"), str):
             raise input_error(path, f"{where} lacks a string 'question'")
         if not has_text(qa["question"]):
@@ -160,7 +163,8 @@ def read_squad(path: str | Path) -> tuple[list[SquadExample], int]:
                          path, where, question_id, text, start)
                 continue
             answers.append(answer)
-        examples.append(SquadExample(question_id, str(title or ""), qa["question"], context, answers))
+        examples.append(SquadExample(question_id, str(title or ""), qa["question"], context, answers, str(path),
+                                     skipped - misplaced))
     if skipped:
         log.warning("%s: %d reference answers skipped: their text is not at their answer_start", path, skipped)
     return examples, skipped

@@ -172,8 +172,11 @@ def _answered(examples: list[SquadExample], use: str) -> list[SquadExample]:
     """The questions with a reference answer: SQuAD v1.1 training and scoring need one; the others are counted."""
     answered = [e for e in examples if e.answers]
     if examples and not answered:  # else the run would end in "the training set is empty", not saying why
-        raise InputError(f"none of the {len(examples)} questions has a reference answer, and {use} needs them "
-                         f"(SQuAD v1.1: questions without one, as in SQuAD 2.0, are left out)")
+        misplaced = sum(e.misplaced for e in examples)
+        why = (f"the text of all {misplaced} given is not at its answer_start in the context" if misplaced else
+               "SQuAD v1.1: questions without one, as in SQuAD 2.0, are left out")
+        raise InputError(f"{examples[0].source or 'SQuAD data'}: none of the {len(examples)} questions has a "
+                         f"reference answer, and {use} needs them ({why})")
     if len(answered) < len(examples):
         log.warning("%d of %d questions have no reference answer and are left out of %s (first: %r)",
                     len(examples) - len(answered), len(examples), use,
