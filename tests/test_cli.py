@@ -273,3 +273,15 @@ def test_a_json_report_is_not_written_over_a_data_file(tmp_path, command):
     assert result.exit_code == 2 and result.output.strip() == f"error: --output {victim}: use a .json file", \
         result.output
     assert victim.read_text(encoding="utf-8") == "sentence\tlabel\ngood\t1\nbad\t0\n"
+
+
+def test_convert_refuses_a_case_option_a_folder_contradicts(tmp_path):
+    """Before, `--no-do-lower-case` on a folder whose tokenizer_config.json records lower-casing was ignored, exit 0."""
+    source = Path(BUNDLED) / "sst2-distilled"
+    result = CliRunner().invoke(cli, ["convert", str(source), str(tmp_path / "out"), "--no-do-lower-case"])
+    assert result.exit_code == 2 and result.output.strip() == (
+        f"error: --no-do-lower-case: {source} records do_lower_case true in tokenizer_config.json, which its model "
+        f"was trained with; the option is for folders that do not record it"), result.output
+    assert not (tmp_path / "out").exists()
+    result = CliRunner().invoke(cli, ["convert", str(source), str(tmp_path / "out"), "--do-lower-case"])
+    assert result.exit_code == 0, result.output

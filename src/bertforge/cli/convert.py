@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from bertforge.errors import CheckpointError
+from bertforge.errors import CheckpointError, InputError
 from bertforge.io.atomic import atomic_directory, check_output_dir
 from bertforge.paths import MODEL_FILES, config_path
 
@@ -19,7 +19,7 @@ log = logging.getLogger("bertforge.cli")
 @click.argument("source", type=click.Path(path_type=Path))
 @click.argument("destination", type=click.Path(path_type=Path))
 @click.option("--do-lower-case/--no-do-lower-case", default=None,
-              help="Google folders only (they do not record it): lower-case text? Default: from the folder "
+              help="For folders that do not record it (Google's): lower-case text? Default: from the folder "
                    "name, as Google's tokenization.py decides (cased_L-12_H-768_A-12 → no).")
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float32", show_default=True,
               help="Storage type of the weights: float16 halves the file (loaders cast back to float32).")
@@ -48,13 +48,18 @@ def convert(source, destination, do_lower_case, dtype):
     if not config_path(folder).is_file() and config_path(folder / "final").is_file():
         raise CheckpointError(f"{folder}: a training run's folder, with no model of its own; its final model is "
                               f"{folder / 'final'}: convert that")
+    settings = {}
+    if not (folder / BertTokenizer.config_file_name).exists():  # Google's folders, and others that do not record it
+        if do_lower_case is None and (folder / "bert_config.json").exists():
+            do_lower_case = re.search(r"(^|[_-])cased", folder.name) is None
+        if do_lower_case is not None:
+            settings["do_lower_case"] = do_lower_case
+    elif do_lower_case is not None and BertTokenizer.from_pretrained(folder).do_lower_case != do_lower_case:
+        raise InputError(f"--{'' if do_lower_case else 'no-'}do-lower-case: {folder} records do_lower_case "
+                         f"{str(not do_lower_case).lower()} in {BertTokenizer.config_file_name}, which its model "
+                         f"was trained with; the option is for folders that do not record it")
     architecture = _head_model(source, folder)
     model = ARCHITECTURES[architecture].from_pretrained(source)
-    settings = {}
-    if not (folder / BertTokenizer.config_file_name).exists() and (folder / "bert_config.json").exists():
-        if do_lower_case is None:
-            do_lower_case = re.search(r"(^|[_-])cased", folder.name) is None
-        settings["do_lower_case"] = do_lower_case
     tokenizer = BertTokenizer.from_pretrained(folder, **settings)
     with atomic_directory(destination) as build:
         model.to(getattr(torch, dtype)).save_pretrained(build, tokenizer=tokenizer)
