@@ -253,3 +253,12 @@ def test_a_text_bert_reads_nothing_of_is_empty_everywhere(tmp_path, caplog):
         pipeline("attention")("\u200b")
     with pytest.raises(InputError, match="^the second sentence of the pair is empty$"):
         pipeline("attention")("A cat sat.", "\x00")
+
+
+def test_a_pair_needs_room_for_both_sentences(tiny_pretraining_checkpoint):
+    """Before, `nsp --max-length 3` cut both sentences away and still printed a score, exit 0; 5 keeps a piece
+    of each."""
+    pair = ["The cat sat on the mat.", "It was very comfortable there."]
+    assert_clean_error(run("nsp", *pair, "--model", tiny_pretraining_checkpoint, "--max-length", 4),
+                       "--max-length 4: a pair of sentences needs at least 5 tokens ([CLS] A [SEP] B [SEP])")
+    assert run("nsp", *pair, "--model", tiny_pretraining_checkpoint, "--max-length", 5).exit_code == 0

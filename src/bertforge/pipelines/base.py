@@ -192,6 +192,9 @@ class Pipeline:
     def encode(self, texts: Sequence[str], pairs: Sequence[str] | None = None) -> list[Encoded]:
         """Tokenize, truncating to `max_length` and warning with the count of texts that were cut. Every
         caller's texts have passed `as_list` (or the pair checks), and the tokenizer checks them again."""
+        if pairs is not None and self.max_length < 5:  # truncation would leave a sentence with no piece at all
+            raise InputError(f"--max-length {self.max_length}: a pair of sentences needs at least 5 tokens "
+                             f"([CLS] A [SEP] B [SEP])")
         full = self.tokenizer(list(texts), list(pairs) if pairs is not None else None)
         too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
         rows = list(full.encodings)
