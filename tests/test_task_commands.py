@@ -138,3 +138,36 @@ def test_predict_tags_and_answers_as_the_pipelines_do(tmp_path, tokenizer):
     lines = _predict("--task", "qa", "--model", folder, "--input", squad)
     assert [(line["answer"], line["start"], line["score"]) for line in lines] == \
         [(answers["answer"], answers["start"], pytest.approx(answers["score"], abs=1e-5))]
+
+
+def test_another_tasks_model_starts_a_run_with_new_head_and_a_regression_model_is_named(tmp_path, tokenizer):
+    """A sentence classifier's encoder starts an NER run with --new-head (refused before, the help's advice
+    notwithstanding), and without it the refusal says so. A regression model is named as one where class labels
+    are trained or scored: evaluate said its labels were unknown, finetune blamed config.json's sizes."""
+    from conftest import fixture_data
+
+    conll = fixture_data("conll2003", "train.txt")
+    start = ["finetune", "--task", "ner", "--model", str(BUNDLED / "sst2-distilled"), "--train", str(conll),
+             "--train-limit", "4", "--max-steps", "1", "--batch-size", "2", "--output"]
+    result = CliRunner().invoke(cli, [*start, str(tmp_path / "refused")])
+    assert result.exit_code == 2 and result.output.strip().endswith(
+        "holds the head of a BertForSequenceClassification; give --new-head to start from its encoder"), result.output
+    result = CliRunner().invoke(cli, [*start, str(tmp_path / "ner"), "--new-head"])
+    assert result.exit_code == 0, result.output
+
+    torch.manual_seed(0)
+    regression, table = tmp_path / "regression", tmp_path / "scores.tsv"
+    config = BertConfig.from_size("tiny", vocab_size=len(tokenizer), id2label={0: "L0"})
+    config.problem_type = "regression"
+    BertForSequenceClassification(config).save_pretrained(regression, tokenizer=tokenizer)
+    table.write_text("sentence\tlabel\ngood\t3.5\nbad\t1.0\nfine\t2\n", encoding="utf-8")
+    refusal = f"{regression}: a regression model (problem_type regression, one output); --task classification " \
+              f"trains and scores class labels; "
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "classification", "--model", str(regression),
+                                      "--validation", str(table)])
+    assert result.exit_code == 2 and result.output.strip() == \
+        f"error: --model {refusal}`bertforge predict` gives its values", result.output
+    result = CliRunner().invoke(cli, ["finetune", "--task", "classification", "--model", str(regression), "--train",
+                                      str(table), "--output", str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.output.strip().endswith(
+        f"--model {refusal}give --new-head to train a classifier on its encoder"), result.output

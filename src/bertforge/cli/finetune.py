@@ -132,23 +132,37 @@ def checkpoint_option(path: str | Path, option: str) -> tuple[Path, Path]:
     return prefix or folder, folder
 
 
-def task_checkpoint(task_name: str, model_dir, fine_tuned: bool,
-                    option: str = "--model") -> tuple[Path, Path]:
+def task_checkpoint(task_name: str, model_dir, fine_tuned: bool, option: str = "--model",
+                    new_head: bool = False) -> tuple[Path, Path]:
     """(what to load, its folder) of `model_dir` for `task_name`: fine-tuned for it, or (not `fine_tuned`) a start
-    for it, an encoder, a pre-training checkpoint or a model already fine-tuned for this task (`check_head`)."""
+    for it, an encoder, a pre-training checkpoint or a model already fine-tuned for this task (`check_head`); with
+    `new_head`, any checkpoint's encoder."""
     from bertforge.tasks import check_head
 
     load, folder = checkpoint_option(model_dir, option)
-    check_head(task_name, folder, fine_tuned)
+    if not new_head:
+        check_head(task_name, folder, fine_tuned)
     return load, folder
 
 
-def start_model(task_name: str, model_dir) -> tuple[Path, object]:
+def check_class_labels(task_name: str, config, model_dir, option: str, hint: str) -> None:
+    """Fine-tuning, evaluation and distillation train and score class labels: a regression head (transformers'
+    rule: problem_type regression, or one output) would make every label but its own unknown."""
+    regression = config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
+    if task_name in ("classification", "pair-classification") and regression:
+        raise ConfigError(f"{option} {model_dir}: a regression model (problem_type regression, one output); "
+                          f"--task {task_name} trains and scores class labels; {hint}")
+
+
+def start_model(task_name: str, model_dir, new_head: bool = False) -> tuple[Path, object]:
     """(what to load, its tokenizer) to fine-tune `model_dir` (None: the bundled model) for `task_name`."""
-    from bertforge.model import default_model_path
+    from bertforge.model import BertConfig, default_model_path
     from bertforge.tokenization import BertTokenizer
 
-    load, folder = task_checkpoint(task_name, model_dir or default_model_path(), fine_tuned=False)
+    load, folder = task_checkpoint(task_name, model_dir or default_model_path(), False, new_head=new_head)
+    if not new_head:
+        check_class_labels(task_name, BertConfig.from_pretrained(load), model_dir, "--model",
+                           "give --new-head to train a classifier on its encoder")
     return load, BertTokenizer.from_pretrained(folder)
 
 
@@ -162,6 +176,7 @@ def load_task_model(task_name: str, model_dir, option: str = "--model"):
 
     load, folder = task_checkpoint(task_name, model_dir, fine_tuned=True, option=option)
     model = ARCHITECTURES[HEAD_OF_TASK[task_name]].from_pretrained(load)
+    check_class_labels(task_name, model.config, model_dir, option, "`bertforge predict` gives its values")
     task = build_task(task_name, id2label=None if task_name == "qa" else dict(enumerate(label_names(model.config))))
     return load, task, BertTokenizer.from_pretrained(folder), model
 
@@ -263,7 +278,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     check_output_dir(output_dir, "--output", inputs=(train_path, validation_path, model_dir))  # --overwrite deletes it
 
     check_classifier_pooling(task, classifier_pooling)
-    directory, tokenizer = start_model(task, model_dir)
+    directory, tokenizer = start_model(task, model_dir, new_head)
     max_length = max_length_for(task, max_length, directory)
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
     task_object = build_task(task, train_data)

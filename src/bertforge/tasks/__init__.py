@@ -83,7 +83,8 @@ def check_head(task: str, model_dir: Path, fine_tuned: bool) -> None:
     other = next((t for t in PIPELINE_TASK.values() if t in tasks), None)
     if fine_tuned or other:
         raise ConfigError(f"--task {task} needs a {HEAD_OF_TASK[task]} model, but {model_dir} holds "
-                          f"{'the head of a ' + head_model([other]) if other else 'no task head'}")
+                          f"{'the head of a ' + head_model([other]) if other else 'no task head'}"
+                          + ("" if fine_tuned else "; give --new-head to start from its encoder"))
 
 
 __all__ = ["TASK_NAMES", "ClassificationTask", "FinetuneArgs", "default_learning_rate", "QuestionAnsweringTask", "TokenClassificationTask",
