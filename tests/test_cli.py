@@ -90,9 +90,9 @@ BUNDLED = str(Path(bertforge.__file__).parent / "pretrained")
     (["nsp", "--input", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
      "--output {dir}/in.jsonl: would overwrite the input"),
     (["evaluate", "--task", "classification", "--model", BUNDLED + "/sst2-distilled", "--validation",
-      "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"], "--output {dir}/in.jsonl: would overwrite the input"),
-    (["probe", "--train", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
-     "--output {dir}/in.jsonl: would overwrite the input"),
+      "{dir}/in.json", "--output", "{dir}/in.json"], "--output {dir}/in.json: would overwrite the input"),
+    (["probe", "--train", "{dir}/in.json", "--output", "{dir}/in.json"],
+     "--output {dir}/in.json: would overwrite the input"),
 ], ids=["tokenize-same-file", "embed-same-file", "embed-shards-over-input", "embed-shards-over-other-files",
         "predict-same-file", "convert-onto-itself", "convert-over-other-files", "prepare-over-its-corpus",
         "fill-mask-same-file", "nsp-same-file", "evaluate-same-file", "probe-same-file"])
@@ -102,7 +102,8 @@ def test_an_output_that_would_destroy_an_input_or_other_files_is_refused_and_not
     or a directory of files this command did not write, the command must refuse before it loses them."""
     import shutil
 
-    (tmp_path / "in.jsonl").write_text('{"text": "hello world"}\n', encoding="utf-8")
+    for name in ("in.jsonl", "in.json"):  # a JSON report (evaluate, probe) can only be written over a .json
+        (tmp_path / name).write_text('{"text": "hello world"}\n', encoding="utf-8")
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "notes.txt").write_text("important\n", encoding="utf-8")
     shutil.copytree(BUNDLED + "/bertforge-mini", tmp_path / "model")
