@@ -29,8 +29,8 @@ COMMANDS = {
     # fine-tuning
     "finetune": ("bertforge.cli.finetune:finetune", "Fine-tune BERT on a labelled file."),
     "distill": ("bertforge.cli.distill:distill", "Distil a teacher into a smaller, faster student."),
-    "evaluate": ("bertforge.cli.finetune:evaluate", "Score a fine-tuned model on a labelled file."),
-    "predict": ("bertforge.cli.finetune:predict", "Predict with a fine-tuned model."),
+    "evaluate": ("bertforge.cli.predict:evaluate", "Score a fine-tuned model on a labelled file."),
+    "predict": ("bertforge.cli.predict:predict", "Predict with a fine-tuned model."),
     "probe": ("bertforge.cli.probe:probe", "Logistic regression on a frozen encoder's vectors."),
     # serving
     "serve": ("bertforge.cli.serve:serve", "Serve the models over HTTP, with a web page."),
