@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import socket
 
 import numpy as np
 import pyarrow as pa
@@ -237,6 +238,20 @@ def test_ray_auto_without_a_running_cluster_is_one_line(tmp_path, sst2_parquet, 
                                                               "find any running Ray instance"), result.output
     assert "or give --ray local to start one for this run" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()
+
+
+def test_a_ray_address_nothing_answers_at_is_one_line_at_once(tmp_path, sst2_parquet):
+    """Before, Ray retried such an address for minutes, printing only its retries."""
+    pytest.importorskip("ray", reason="pip install 'bertforge[ray]' (CI installs it: a skip fails there)")
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}", f"no-such-host.invalid:{port}"):
+        result = run("embed", "--ray", address, "--input", sst2_parquet / "shards", "--column", "sentence",
+                     "--id-column", "id", "--output", tmp_path / "out")
+        assert result.exit_code == 2 and result.output.startswith(f"error: --ray {address}: nothing answers there ("), \
+            result.output
+        assert result.output.strip().endswith("or give --ray local to start one for this run"), result.output
 
 
 # --- Ray ------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ node, on a file system they share. Ray itself is imported by `embed_with_ray` on
 from __future__ import annotations
 
 import logging
+import socket
 from pathlib import Path
 
 import pyarrow as pa
@@ -43,6 +44,7 @@ from bertforge.tokenization.basic import has_text
 # forward passes, few enough that the pool's actors share a small input.
 RAY_BATCH_ROWS = 1024
 EMBEDDING_COLUMN = "embedding"
+CONNECT_TIMEOUT_S = 5  # to a --ray host:port, before Ray is asked to join it
 
 
 class SentenceEmbedder:
@@ -96,6 +98,7 @@ def embed_with_ray(address: str, source: str | Path, output: str | Path, id_colu
     _check_options(id_column, text_column, embedder_options)
     started = not ray.is_initialized()
     if started:
+        _check_reachable(address)
         try:
             ray.init(address=address, include_dashboard=False, logging_level=logging.WARNING)
         except ConnectionError as e:  # no cluster at that address: a user's mistake, not a crash
@@ -129,6 +132,18 @@ def embed_with_ray(address: str, source: str | Path, output: str | Path, id_colu
     finally:
         if started:
             ray.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """A host:port that nothing answers at: Ray would retry it for minutes, printing only its retries."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # auto, local, or a spelling Ray itself judges
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as e:
+        raise InputError(f"--ray {address}: nothing answers there ({e.strerror or e}); start a cluster with "
+                         f"`ray start --head`, or give --ray local to start one for this run") from None
 
 
 def _import_ray():
