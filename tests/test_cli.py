@@ -286,3 +286,20 @@ def test_convert_refuses_a_case_option_a_folder_contradicts(tmp_path):
     assert not (tmp_path / "out").exists()
     result = CliRunner().invoke(cli, ["convert", str(source), str(tmp_path / "out"), "--do-lower-case"])
     assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("arguments, line", [
+    (["finetune", "--task", "classification", "--train", "{sst2}", "--output", "{tmp}/run", "--learning-rate", "-1"],
+     "error: --learning-rate must be positive"),
+    (["finetune", "--task", "classification", "--train", "{sst2}", "--output", "{tmp}/run", "--warmup-ratio", "2"],
+     "error: --warmup-ratio must be in [0, 1)"),
+    (["fill-mask", "--top-k", "100000", "Paris is the [MASK] of France."],
+     "error: --top-k 100000 is larger than the vocabulary (30522 tokens)"),
+])
+def test_a_setting_is_named_by_the_commands_option(tmp_path, arguments, line):
+    """The checks are the Python API's (learning_rate must be positive); the command line names its own option."""
+    from conftest import fixture_data
+
+    sst2 = fixture_data("sst2", "train.tsv")
+    result = CliRunner().invoke(cli, [a.format(sst2=sst2, tmp=tmp_path) for a in arguments])
+    assert result.exit_code == 2 and result.output.strip() == line, result.output

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import re
 import sys
 
 import click
@@ -62,8 +63,27 @@ class LazyGroup(click.Group):
         try:
             return super().invoke(ctx)
         except BertforgeError as e:
-            click.echo(f"error: {e}", err=True)
+            click.echo(f"error: {in_flags(str(e), self.command_of(ctx.meta['bertforge.argv']))}", err=True)
             sys.exit(getattr(e, "exit_code", 2))
+
+    def command_of(self, argv: list[str]) -> click.Command | None:
+        """The (sub)command that `argv` ran: its names are the first words that are not options."""
+        command = self
+        for word in (w for w in argv if not w.startswith("-")):
+            if not isinstance(command, click.Group):
+                break
+            command = command.get_command(None, word)
+        return command
+
+
+def in_flags(message: str, command: click.Command | None) -> str:
+    """A setting named first as the Python API spells it ("learning_rate must be positive") is named as the
+    command's option (--learning-rate) where the command has that option."""
+    match = re.match(r"[a-z][a-z0-9]*(_[a-z0-9]+)+\b", message)
+    if match is None or command is None:
+        return message
+    flag = "--" + match.group().replace("_", "-")
+    return flag + message[match.end():] if any(flag in p.opts for p in command.params) else message
 
 
 @click.group(cls=LazyGroup)
