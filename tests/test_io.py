@@ -357,3 +357,14 @@ def test_atomic_directory_swaps_only_when_complete(tmp_path):
         with atomic_directory(tmp_path / "a" / "b" / "data"):
             raise RuntimeError
     assert sorted(os.listdir(tmp_path)) == ["data"]  # no empty parents left behind
+
+
+def test_a_table_written_with_the_other_separator_is_named(tmp_path):
+    """Before, a comma-separated .tsv said only "no column 'sentence' (columns: sentence,label)"."""
+    commas, tabs = tmp_path / "train.tsv", tmp_path / "train.csv"
+    commas.write_text("sentence,label\ngood,1\n", encoding="utf-8")
+    tabs.write_text("sentence\tlabel\ngood\t1\n", encoding="utf-8")
+    with pytest.raises(InputError, match=re.escape("(the header holds commas: is it a .csv file?)")):
+        read_text_examples(commas, "sentence", label_column="label")
+    with pytest.raises(InputError, match=re.escape("(the header holds tabs: is it a .tsv file?)")):
+        read_items(tabs, ["sentence"])

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_text,
-                                  table_rows, text_cell)
+                                  other_separator_hint, table_rows, text_cell)
 from bertforge.tokenization.basic import has_text, word_pattern
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,8 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
     for number, row in table_rows(path):
         for column in wanted:
             if column not in row:
-                raise input_error(path, f"no column {column!r} (columns: {', '.join(map(str, row))})", number)
+                raise input_error(path, f"no column {column!r} (columns: {', '.join(map(str, row))})"
+                                  + other_separator_hint(path, row), number)
         label = None
         if label_column:
             label = _label_cell(path, number, label_column, row[label_column])

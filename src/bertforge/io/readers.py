@@ -207,6 +207,19 @@ def _header(path: Path, cells: list[str], number: int) -> list[str]:
     return header
 
 
+def other_separator_hint(path: Path, row: dict) -> str:
+    """For a missing column: a tab-separated file whose one column holds commas was written as CSV (and the
+    other way round)."""
+    if len(row) != 1:
+        return ""
+    name = str(next(iter(row)))
+    if file_format(path) == ".csv" and "\t" in name:
+        return " (the header holds tabs: is it a .tsv file?)"
+    if file_format(path) not in (".csv", ".jsonl", ".json", ".parquet") and "," in name:
+        return " (the header holds commas: is it a .csv file?)"
+    return ""
+
+
 def check_unique_columns(path: Path, names: list[str], number: int | None = None) -> None:
     """A column named twice: a dict of the row would keep the last one without a word."""
     twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
@@ -367,7 +380,8 @@ def _item_fields(path: Path, kind: str, columns: list[str],
             option = "--id-column" if absent[0] == id_column else "--pair-column" if absent[0] in columns[1:] \
                 else "--column"
             raise input_error(path, f"no {'key' if is_jsonl(path) else 'column'} {absent[0]!r} "
-                                    f"(found: {', '.join(map(str, row))}); choose it with {option}", number)
+                                    f"(found: {', '.join(map(str, row))}); choose it with {option}"
+                                    + other_separator_hint(path, row), number)
         fields = [text_cell(path, number, c, row[c]) for c in columns]
         row_id = row[id_column] if id_column is not None else None
         if id_column is not None and (row_id is None or row_id == ""):  # a Parquet null reads as ""
