@@ -295,6 +295,10 @@ def test_convert_refuses_a_case_option_a_folder_contradicts(tmp_path):
      "error: --warmup-ratio must be in [0, 1)"),
     (["fill-mask", "--top-k", "100000", "Paris is the [MASK] of France."],
      "error: --top-k 100000 is larger than the vocabulary (30522 tokens)"),
+    (["similarity", "--word", "bank", "a bank", "the bank", "--layer", "99"],
+     "error: --layer: 99 is not a layer of this model (0 = embeddings .. 6, or negative from the last)"),
+    (["embed", "--layers", "9", "a bank"],
+     "error: --layers: 9 is not a layer of this model (0 = embeddings .. 6, or negative from the last)"),
 ])
 def test_a_setting_is_named_by_the_commands_option(tmp_path, arguments, line):
     """The checks are the Python API's (learning_rate must be positive); the command line names its own option."""

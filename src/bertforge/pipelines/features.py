@@ -33,19 +33,20 @@ class TokenFeatures:
     vectors: np.ndarray | torch.Tensor  # (tokens, hidden) or (tokens, hidden × layers) with concat
 
 
-def resolve_layers(layers, num_layers: int) -> list[int]:
-    """An int, a list of ints, or a preset name → hidden-state indices (0 = input embeddings)."""
+def resolve_layers(layers, num_layers: int, keyword: str = "layers") -> list[int]:
+    """An int, a list of ints, or a preset name → hidden-state indices (0 = input embeddings); `keyword` is the
+    argument errors name."""
     if isinstance(layers, str):
         if layers not in LAYER_PRESETS:
-            raise InputError(f"layers: unknown preset {layers!r}; use an index, a list of indices or one of "
+            raise InputError(f"{keyword}: unknown preset {layers!r}; use an index, a list of indices or one of "
                              f"{', '.join(LAYER_PRESETS)}")
         layers = LAYER_PRESETS[layers]
     chosen = [layers] if isinstance(layers, int) else list(layers)
     if not chosen:
-        raise InputError("layers: choose at least one layer")
+        raise InputError(f"{keyword}: choose at least one layer")
     for layer in chosen:
         if isinstance(layer, bool) or not isinstance(layer, int) or not -(num_layers + 1) <= layer <= num_layers:
-            raise InputError(f"layers: {layer!r} is not a layer of this model (0 = embeddings .. {num_layers}, "
+            raise InputError(f"{keyword}: {layer!r} is not a layer of this model (0 = embeddings .. {num_layers}, "
                              f"or negative from the last)")
     return chosen
 
