@@ -271,6 +271,40 @@ def test_cli_errors(tmp_path):
         assert result.exit_code == 2 and f"Invalid value for '{option}'" in result.output, result.output
 
 
+def test_a_damaged_data_directory_is_named_when_it_is_opened(data_dir, tmp_path):
+    """A damaged or hand-edited index.json raised a JSONDecodeError, AttributeError or KeyError, and a shard
+    shorter than its index said an IndexError in the middle of training; a truncated shard named only the folder."""
+    import shutil
+
+    def damaged(name, change) -> Path:
+        directory = shutil.copytree(data_dir, tmp_path / name)
+        index = json.loads((directory / "index.json").read_text())
+        written = change(directory, index)
+        (directory / "index.json").write_text(written if isinstance(written, str) else json.dumps(index))
+        return directory
+
+    shard = json.loads((data_dir / "index.json").read_text())["shards"][0]
+    for name, change, message in (
+            ("brace", lambda d, i: "{bad", "index.json: not valid JSON (Expecting property name"),
+            ("empty", lambda d, i: "", "index.json: not valid JSON (Expecting value: line 1 column 1"),
+            ("list", lambda d, i: "[]", "index.json: a JSON list, not the object `pretrain prepare` writes"),
+            ("no-options", lambda d, i: i.pop("options"), "index.json: no 'options'"),
+            ("shards", lambda d, i: i.update(shards={}), "index.json: 'shards' is {}, not a list"),
+            ("more", lambda d, i: i["shards"][0].update(instances=shard["instances"] + 1),
+             f"shard-00000.input_ids.npy: holds {shard['instances']} instances where its index.json counts "
+             f"{shard['instances'] + 1}"),
+            ("truncated", lambda d, i: (d / "shard-00000.lengths.npy").write_bytes(b"\x93NUMPY"),
+             "shard-00000.lengths.npy: a shard file is damaged")):
+        directory = damaged(name, change)
+        with pytest.raises(InputError) as error:
+            PretrainingData(directory)
+        assert str(error.value).startswith(str(directory / message.split(":")[0])), error.value
+        assert message in str(error.value) and str(error.value).endswith("; prepare the data again")
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path / "empty"), str(tmp_path / "run")])
+    assert result.exit_code == 2 and result.output.startswith(f"error: {tmp_path / 'empty' / 'index.json'}: not valid")
+    assert not (tmp_path / "run").exists()
+
+
 # --- training -------------------------------------------------------------------------------------
 
 def _config(data_dir, output_dir, **overrides):

@@ -27,12 +27,48 @@ _SHARED = [
 ]
 
 
+# The keys of an index the readers use, with the JSON type each must have.
+_KEYS = {"options": (dict, "an object"), "vocab_fingerprint": (str, "a string"), "corpus": (list, "a list"),
+         "instances": (int, "a whole number"), "shards": (list, "a list"), "stats": (dict, "an object")}
+
+
+def _damaged(index_path: Path, problem: str) -> InputError:
+    return InputError(f"{index_path}: {problem}; prepare the data again")
+
+
+def _is_count(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 def read_index(directory: Path) -> dict:
+    """A data directory's index, checked for the keys the readers use: a damaged or hand-edited one is
+    refused here, naming the key, not found out by a KeyError or an IndexError in the middle of training."""
     index_path = directory / INDEX_FILE
-    index = json.loads(index_path.read_text())
+    try:
+        index = json.loads(index_path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise InputError(f"{index_path}: cannot read ({e.strerror or e})") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise _damaged(index_path, f"not valid JSON ({e})") from None
+    if not isinstance(index, dict):
+        raise _damaged(index_path, f"a JSON {type(index).__name__}, not the object `pretrain prepare` writes")
     if index.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{index_path}: format version {index.get('format_version')} is not "
                          f"{FORMAT_VERSION}; prepare the data again")
+    for key, (kind, what) in _KEYS.items():
+        if key not in index:
+            raise _damaged(index_path, f"no {key!r}")
+        if not isinstance(index[key], kind) or isinstance(index[key], bool):
+            raise _damaged(index_path, f"{key!r} is {json.dumps(index[key])[:40]}, not {what}")
+    part = index.get("part")
+    if part is not None and not (isinstance(part, dict)
+                                 and all(_is_count(part.get(key)) for key in ("index", "count", "corpus_chunks"))):
+        raise _damaged(index_path, "'part' is not null nor an object of its index, count and corpus_chunks")
+    for number, shard in enumerate(index["shards"]):
+        # a plain file name: the shard's files are read from this directory, nowhere else
+        if not (isinstance(shard, dict) and isinstance(shard.get("name"), str) and shard["name"]
+                and Path(shard["name"]).name == shard["name"] and _is_count(shard.get("instances"))):
+            raise _damaged(index_path, f"shards[{number}] is not a shard's file name and number of instances")
     return index
 
 

@@ -203,17 +203,32 @@ class PretrainingData:
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
         self.index = load_index(self.directory)
-        self.options = PrepareOptions(**self.index["options"])
+        try:
+            self.options = PrepareOptions(**self.index["options"])
+        except TypeError as e:  # an option this version does not know
+            index_path = self.directory / (self.index["parts"][0] if self.index.get("parts") else "") / INDEX_FILE
+            raise InputError(f"{index_path}: 'options' are not those of `pretrain prepare` ({e}); prepare the data "
+                             "again") from None
         self.fields = ["input_ids", "lengths", "segment_b_starts", "next_sentence_labels"]
         if self.options.masking == "static":
             self.fields += ["mlm_positions", "mlm_ids"]
-        try:
-            self.shards = [{field: np.load(self.directory / f"{shard['name']}.{field}.npy", mmap_mode="r")
-                            for field in self.fields} for shard in self.index["shards"]]
-        except (OSError, ValueError) as e:
-            raise InputError(f"{self.directory}: a shard file is missing or damaged ({e})") from None
+        self.shards = [{field: self._open(shard, field) for field in self.fields} for shard in self.index["shards"]]
         self.shard_starts = np.cumsum([0] + [s["instances"] for s in self.index["shards"]])
         self._masking: MaskingConfig | None = None
+
+    def _open(self, shard: dict, field: str) -> np.ndarray:
+        """One field of a shard, memory-mapped; its rows must be the instances the index counts, or a batch
+        would read past its end in the middle of training."""
+        path = self.directory / f"{shard['name']}.{field}.npy"
+        try:
+            array = np.load(path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            problem = "missing" if isinstance(e, FileNotFoundError) else f"damaged ({getattr(e, 'strerror', None) or e})"
+            raise InputError(f"{path}: a shard file is {problem}; prepare the data again") from None
+        if array.shape[:1] != (shard["instances"],):
+            raise InputError(f"{path}: holds {array.shape[0] if array.ndim else 'no'} instances where its {INDEX_FILE} "
+                             f"counts {shard['instances']}; prepare the data again")
+        return array
 
     def __len__(self) -> int:
         return int(self.shard_starts[-1])
