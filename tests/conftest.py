@@ -229,6 +229,18 @@ def tokenizer():
     return BertTokenizer.from_pretrained()
 
 
+@pytest.fixture
+def unwritable(tmp_path) -> Path:
+    """A directory where nothing can be made: /sys as root (whom os.access lets write anywhere, as on a
+    read-only mount), a read-only directory otherwise."""
+    if os.geteuid() != 0:
+        (tmp_path / "read-only").mkdir(mode=0o555)
+        return tmp_path / "read-only"
+    if not os.path.isdir("/sys"):
+        pytest.skip("no /sys to stand for a read-only directory")
+    return Path("/sys")
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """Training tests on the 2 shared cores: one torch thread per process avoids oversubscription."""

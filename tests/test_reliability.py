@@ -112,6 +112,23 @@ def test_output_in_a_missing_directory_is_reported_before_the_work(tmp_path):
     one_line_error(run("probe", "--train", tmp_path / "t.tsv", "--output", missing), f"--output {missing}")
 
 
+def test_an_unwritable_output_directory_is_refused_before_the_work(tmp_path, unwritable):
+    """finetune, distill and pretrain train failed with a PermissionError from the engine's mkdir, train-vocab
+    only once the vocabulary was learned."""
+    texts = tmp_path / "train.tsv"
+    texts.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(8)), encoding="utf-8")
+    out = unwritable / "bertforge-output"
+    for command, option in ((["finetune", "--task", "classification", "--train", texts, "--output", out], "--output"),
+                            (["distill", "--task", "classification", "--teacher", tmp_path, "--train", texts,
+                              "--output", out], "--output"),
+                            (["pretrain", "train", tmp_path, out], "OUTPUT_DIR"),
+                            (["train-vocab", "--input", texts, "--output", out, "--no-progress"], "--output")):
+        result = run(*command)
+        one_line_error(result, f"{option} {out}: cannot write in {unwritable} (")
+        assert len(result.output.strip().splitlines()) == 1, result.output  # no training began
+    assert not out.exists()
+
+
 def test_input_that_is_a_directory_says_so(tmp_path):
     one_line_error(run("embed", "--input", tmp_path), f"{tmp_path}: is a directory, not a file")
     one_line_error(run("train-vocab", "--input", tmp_path, "--output", tmp_path / "v"), "is a directory")

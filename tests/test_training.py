@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 
 from bertforge.cli.main import cli
 from bertforge.runcard import CARD_FILE, read_card, rerun_command
-from bertforge.errors import CheckpointError, ConfigError
+from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.distillation.task import DistillArgs
 from bertforge.model import (BertConfig, BertForQuestionAnswering, BertForSequenceClassification,
                              BertForTokenClassification, BertModel, default_model_path)
@@ -434,6 +434,13 @@ def test_a_run_that_fails_before_training_creates_nothing_and_overwrites_nothing
     with pytest.raises(ConfigError, match="no such model size"):
         run(replace(earlier, overwrite=True), Processes.start("cpu"), no_model, None, TaskObjective(), 5, {})
     assert sorted(path.name for path in (tmp_path / "earlier").iterdir()) == logs and logs
+
+
+def test_a_run_whose_output_directory_cannot_be_made_says_so(unwritable):
+    """Called from Python, with no command's check before it: the engine's mkdir raised a PermissionError."""
+    args = TrainingArguments(output_dir=str(unwritable / "run"), learning_rate=1e-2, progress=False)
+    with pytest.raises(InputError, match=rf"^{unwritable / 'run'}: cannot write \("):
+        run(args, Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()), TaskObjective(), 1, {})
 
 
 # --- fine-tuning: one seeding point, exact resume after SIGKILL -------------------------------------------

@@ -202,14 +202,30 @@ def resumable_directory(path: str | Path, fingerprint: dict) -> Iterator[Path]:
         raise _cannot_write(path, e) from None
 
 
+def _check_writable(directory: Path, where: str) -> None:
+    """Make and remove an entry in `directory`: os.access reads only the permission bits, which pass for
+    root on a read-only mount or in /sys, where the command's own mkdir then failed after its work."""
+    try:
+        os.rmdir(tempfile.mkdtemp(dir=directory, prefix=".bertforge-", suffix=".probe"))
+    except OSError as e:
+        raise InputError(f"{where}: cannot write in {directory} ({e.strerror or e})") from None
+
+
+def make_directory(path: str | Path) -> None:
+    """`mkdir -p`, failing as the writers here fail: the path and the reason, not a PermissionError."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise _cannot_write(Path(path), e) from None
+
+
 def _check_parent(path: Path, option: str | None) -> None:
     where = _where(path, option)
     parent = path.parent
     if not parent.is_dir():
         problem = f"{parent} is a file, not a directory" if parent.exists() else f"the directory {parent} does not exist"
         raise InputError(f"{where}: {problem}")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise InputError(f"{where}: the directory {parent} is not writable")
+    _check_writable(parent, where)
 
 
 def _check_not_an_input(path: Path, option: str | None, inputs: Iterable) -> None:
@@ -258,10 +274,10 @@ def check_output_dir(path: str | Path | None, option: str | None = None, inputs:
     if not existing.is_dir():
         raise InputError(f"{_where(path, option)}: {existing} is not a directory")
     # Creating `path` (or, for `atomic_directory`, the new one beside it) needs write access to
-    # the nearest existing directory above it.
+    # the nearest existing directory above it; an existing `path` is written in (a run) or moved (a swap).
     above = existing if existing != path.absolute() else existing.parent
-    if not os.access(above, os.W_OK | os.X_OK):
-        raise InputError(f"{_where(path, option)}: the directory {above} is not writable")
+    for directory in (above, *([path] if path.is_dir() else [])):
+        _check_writable(directory, _where(path, option))
 
 
 # --- Parquet --------------------------------------------------------------------------------------

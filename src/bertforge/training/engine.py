@@ -36,6 +36,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from bertforge.errors import CheckpointError, ConfigError
+from bertforge.io.atomic import make_directory
 from bertforge.progress import progress_bar
 from bertforge.training import state as checkpoints
 from bertforge.training.distributed import Processes, seed_everything
@@ -299,7 +300,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
     if processes.is_main:
         if replace:
             shutil.rmtree(output_dir)
-        output_dir.mkdir(parents=True, exist_ok=True)
+        make_directory(output_dir)
     processes.barrier()
     kept = averaged.module if averaged is not None else model  # what is evaluated and returned
     seed_everything(args.seed + processes.rank)  # dropout differs between processes
