@@ -410,13 +410,28 @@ def test_ctrl_c_finishes_the_step_saves_a_checkpoint_and_the_run_resumes_to_the_
 
 
 def test_output_dir_of_another_run_needs_resume_or_overwrite(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "train_log.csv").write_text("step,loss\n")
+    with pytest.raises(ConfigError, match="run holds a training run: give --resume .* or --overwrite"):
+        check_run_directory(tmp_path / "run", None, overwrite=False)
+    assert check_run_directory(tmp_path / "run", None, overwrite=True)
+
+
+def test_a_folder_that_is_not_a_run_is_not_offered_resume_or_overwrite(tmp_path):
+    """A folder of other files was told to give --resume (then: no checkpoint found) or --overwrite (then:
+    not deleted)."""
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "keep.txt").write_text("mine")
-    with pytest.raises(ConfigError, match="is not empty: give --resume .* or --overwrite"):
-        check_run_directory(tmp_path / "notes", None, overwrite=False)
-    with pytest.raises(ConfigError, match="holds no training run .* not deleted"):
-        check_run_directory(tmp_path / "notes", None, overwrite=True)
-    assert (tmp_path / "notes" / "keep.txt").exists()
+    message = (f"{tmp_path / 'notes'} is not empty and holds no training run (no train_log.csv, no checkpoint/), so "
+               "it is neither continued nor deleted: give a new or empty directory")
+    for overwrite in (False, True):
+        with pytest.raises(ConfigError) as error:
+            check_run_directory(tmp_path / "notes", None, overwrite=overwrite)
+        assert str(error.value) == message
+    result = CliRunner().invoke(cli, ["finetune", "--task", "classification", "--train",
+                                      str(fixture_data("sst2", "train.tsv")), "--output", str(tmp_path / "notes")])
+    assert result.exit_code == 2 and result.output == f"error: {message}\n", result.output
+    assert (tmp_path / "notes" / "keep.txt").read_text() == "mine"
 
 
 def test_a_run_that_fails_before_training_creates_nothing_and_overwrites_nothing(tmp_path):

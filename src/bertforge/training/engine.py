@@ -200,14 +200,14 @@ def check_run_directory(output_dir: Path, resume_from, overwrite: bool) -> bool:
     """A new run needs an empty (or absent) directory: another run's checkpoints and logs are only
     continued with --resume, or deleted with --overwrite. Whether the directory is to be deleted."""
     if resume_from is None and output_dir.is_dir() and any(output_dir.iterdir()):
-        is_run = (output_dir / TRAIN_LOG).exists() or checkpoints.has_checkpoint(output_dir)
+        # --resume and --overwrite both need a run there: neither is offered for someone else's files
+        if not ((output_dir / TRAIN_LOG).exists() or checkpoints.has_checkpoint(output_dir)):
+            raise ConfigError(f"{output_dir} is not empty and holds no training run (no {TRAIN_LOG}, no "
+                              f"{checkpoints.CHECKPOINT_DIR}/), so it is neither continued nor deleted: give a new or "
+                              f"empty directory")
         if not overwrite:
-            what = "holds a training run" if is_run else "is not empty"
-            raise ConfigError(f"{output_dir} {what}: give --resume {output_dir} to continue it, "
+            raise ConfigError(f"{output_dir} holds a training run: give --resume {output_dir} to continue it, "
                               f"or --overwrite to replace it")
-        if not is_run:
-            raise ConfigError(f"--overwrite {output_dir}: it holds no training run (no {TRAIN_LOG}, no "
-                              f"{checkpoints.CHECKPOINT_DIR}/), so it is not deleted")
         return True
     return False
 
