@@ -590,6 +590,22 @@ def test_a_model_on_another_vocabulary_is_refused_by_every_command_that_reads_sh
     assert not (tmp_path / "run").exists() and not (tmp_path / "student").exists()
 
 
+def test_a_model_with_fewer_positions_than_the_data_is_refused_naming_both(data_dir, tmp_path):
+    """pretrain evaluate said `sequence of 128 tokens is longer than the model's max_position_embeddings (64);
+    truncate it (max_length=64)`: neither folder, and an option the command lacks."""
+    model = tmp_path / "short"
+    BertForPreTraining(BertConfig.from_size("tiny", vocab_size=30522, max_position_embeddings=64)).save_pretrained(model)
+    for option, command in (("MODEL_DIR", ["pretrain", "evaluate", model, data_dir]),
+                            ("--init-from", ["pretrain", "train", data_dir, tmp_path / "run", "--init-from", model,
+                                             "--max-steps", "2"])):
+        result = CliRunner().invoke(cli, list(map(str, command)))
+        assert result.exit_code == 2 and result.output == (
+            f"error: {option} {model}: it has 64 positions (max_position_embeddings), fewer than the 128 tokens "
+            f"{data_dir} was prepared for; prepare the data with --max-seq-length 64, or use a model with more "
+            "positions\n"), result.output
+    assert not (tmp_path / "run").exists()
+
+
 def test_a_masking_rate_the_prediction_cap_cuts_is_a_warning(caplog):
     with caplog.at_level("WARNING", logger="bertforge.pretraining.shards"):
         PrepareOptions(masked_lm_prob=0.3).validate()

@@ -247,16 +247,23 @@ class PretrainingData:
     def check_vocabulary(self, model_dir: str | Path, option: str) -> None:
         """The model at `model_dir` (named by `option` in errors) must read the ids this data holds: a row for
         each of its tokens (more rows are fine: a table padded by resize_token_embeddings), and the same
-        vocabulary, not only as many tokens (a reordered vocab.txt would train or score every token as another)."""
+        vocabulary, not only as many tokens (a reordered vocab.txt would train or score every token as another).
+        It must also have a position for each token of the longest instance the data was prepared to hold."""
         from bertforge.model.checkpoint import checkpoint_location
         from bertforge.model.config import BertConfig
         from bertforge.tokenization import BertTokenizer
         from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 
-        rows, tokens = BertConfig.from_pretrained(model_dir).vocab_size, len(self.tokenizer())
+        config = BertConfig.from_pretrained(model_dir)
+        rows, tokens = config.vocab_size, len(self.tokenizer())
         if rows < tokens:
             raise ConfigError(f"{option} {model_dir}: its vocabulary has {rows} pieces, the prepared data "
                               f"{tokens}; prepare the data with its vocab.txt")
+        positions, length = config.max_position_embeddings, self.options.max_seq_length
+        if positions < length:  # caught later only by the model, in the middle of the work, naming neither folder
+            raise ConfigError(f"{option} {model_dir}: it has {positions} positions (max_position_embeddings), "
+                              f"fewer than the {length} tokens {self.directory} was prepared for; prepare the data "
+                              f"with --max-seq-length {positions}, or use a model with more positions")
         folder = checkpoint_location(model_dir)[0]
         if not any((folder / name).is_file() for name in (BertTokenizer.vocab_file_name, TOKENIZER_JSON)):
             return  # weights alone (an encoder saved without its tokenizer): only their sizes can be checked
