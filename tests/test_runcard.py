@@ -88,6 +88,22 @@ def test_bad_cards_are_named(tmp_path):
         rerun_command({"command": ["finetune", "--task", "ner"], "output": "out"}, "again")
 
 
+@pytest.mark.parametrize("change, message", [
+    ({"output": 5}, "the run card's 'output' is 5, not a folder name"),
+    ({"cwd": ["here"]}, "the run card's 'cwd' is [\"here\"], not a folder name"),
+    ({"options": []}, "the run card's 'options' is [], not an object of options"),
+])
+def test_a_hand_edited_card_value_of_the_wrong_type_is_named(tmp_path, monkeypatch, change, message):
+    """`"output": 5` in a card raised a TypeError from `bertforge rerun` (with --output, or a 'cwd' of a list)."""
+    monkeypatch.chdir(tmp_path)  # where a rerun would write
+    card = tmp_path / CARD_FILE
+    card.write_text(json.dumps({"command": ["tokenize", "hello", "--output", "out.json"], "output": "out.json",
+                                "inputs": [], **change}))
+    for extra in ([], ["--output", str(tmp_path / "again.json")]):
+        result = CliRunner().invoke(cli, ["rerun", str(card), *extra])
+        assert result.exit_code == 2 and result.output == f"error: {card}: {message}\n", result.output
+
+
 def test_rerun_command_replaces_either_spelling_of_the_output_and_repeats_a_resumed_run_whole():
     assert rerun_command({"command": ["finetune", "--output=out"], "output": "out"}, "again") == \
         ["finetune", "--output=again"]

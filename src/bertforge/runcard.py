@@ -169,6 +169,12 @@ def read_card(path: str | Path) -> dict:
         raise InputError(f"{path}:{e.lineno}: not a run card (invalid JSON: {e.msg})") from None
     if not isinstance(card, dict) or not isinstance(card.get("command"), list) or "output" not in card:
         raise InputError(f"{path}: not a run card (no 'command' list and 'output')")
+    # hand-edited values of the wrong type: named here, not a TypeError once the rerun is under way
+    for key, kind, what in (("output", str, "a folder name"), ("cwd", str, "a folder name"),
+                            ("options", dict, "an object of options")):
+        value = card.get(key)
+        if not isinstance(value, kind) and (value is not None or key == "output"):  # older cards lack cwd, options
+            raise InputError(f"{path}: the run card's {key!r} is {json.dumps(value)[:40]}, not {what}")
     inputs = card.get("inputs", [])
     if not isinstance(inputs, list) or not all(isinstance(i, dict) and {"path", "sha256"} <= i.keys() for i in inputs):
         raise InputError(f"{path}: not a run card ('inputs' is not a list of files with their 'path' and 'sha256')")
