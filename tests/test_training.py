@@ -451,6 +451,22 @@ def test_a_run_that_fails_before_training_creates_nothing_and_overwrites_nothing
     assert sorted(path.name for path in (tmp_path / "earlier").iterdir()) == logs and logs
 
 
+def test_a_hand_edited_checkpoint_manifest_is_named_on_resume(tmp_path):
+    """A checkpoint.json with `"step": "x"` raised a TypeError on --resume, one without "rng" a KeyError."""
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2, checkpoint_every=1, progress=False)
+    run(args, Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()), TaskObjective(), 2, {})
+    manifest = tmp_path / "run" / "checkpoint" / "checkpoint.json"
+    saved = json.loads(manifest.read_text())
+    for edited, message in (({**saved, "step": "x"}, "'step' is \"x\", not a whole number"),
+                            ({k: v for k, v in saved.items() if k != "rng"}, "no 'rng'; the checkpoint cannot be "
+                                                                               "continued")):
+        manifest.write_text(json.dumps(edited))
+        with pytest.raises(CheckpointError) as error:
+            run(args, Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()), TaskObjective(), 2, {},
+                resume_from=tmp_path / "run")
+        assert str(error.value) == f"--resume {tmp_path / 'run'}: {manifest}: {message}"
+
+
 def test_a_run_whose_output_directory_cannot_be_made_says_so(unwritable):
     """Called from Python, with no command's check before it: the engine's mkdir raised a PermissionError."""
     args = TrainingArguments(output_dir=str(unwritable / "run"), learning_rate=1e-2, progress=False)

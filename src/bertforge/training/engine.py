@@ -272,7 +272,7 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
 
     checkpoint = None
     if resume_from is not None:  # read first: a wrong --resume fails before any work
-        checkpoint = checkpoints.Checkpoint(resume_from)
+        checkpoint = checkpoints.Checkpoint(resume_from, state=checkpoints.RUN_STATE)
         # world_size and the settings now free to change (data_dir) were recorded by earlier versions
         saved = {k: v for k, v in checkpoint["run"].items()
                  if k != "world_size" and (k in fingerprint or k not in args.RESUMABLE_CHANGES)}

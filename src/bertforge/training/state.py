@@ -119,10 +119,32 @@ def has_checkpoint(location: str | Path) -> bool:
     return (checkpoint_directory(location) / MANIFEST).is_file()
 
 
-class Checkpoint:
-    """A checkpoint read back: its JSON manifest, and loaders for the tensors it names."""
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
-    def __init__(self, location: str | Path, option: str = "--resume"):
+
+def _generator_states(value) -> bool:
+    return isinstance(value, list) and all(isinstance(state, dict) and {"python", "numpy", "torch"} <= state.keys()
+                                           for state in value)
+
+
+# What the training loop keeps in a manifest beside its tensor files (engine.run), as (test, what it must be): a
+# hand-edited manifest is refused when it is opened, naming the key, not by a TypeError or KeyError mid-run.
+RUN_STATE = {
+    "step": (lambda value: _number(value) and isinstance(value, int) and value >= 0, "a whole number"),
+    "run": (lambda value: isinstance(value, dict), "an object"),
+    "elapsed_seconds": (_number, "a number"),
+    "cumulative": (lambda value: isinstance(value, list) and all(map(_number, value)), "a list of numbers"),
+    "rng": (_generator_states, "a list of each process's random generator states"),
+    "evaluator": (lambda value: value is None or isinstance(value, dict), "an object or null"),
+}
+
+
+class Checkpoint:
+    """A checkpoint read back: its JSON manifest, and loaders for the tensors it names. `state` (as RUN_STATE)
+    names keys the manifest must hold, each with the test its value must pass."""
+
+    def __init__(self, location: str | Path, option: str = "--resume", state: dict | None = None):
         self.directory = checkpoint_directory(location)
         self.name = f"{option} {location}"
         manifest = self.directory / MANIFEST
@@ -137,6 +159,12 @@ class Checkpoint:
             raise CheckpointError(f"{self.name}: {manifest} is not a checkpoint manifest ({e})") from None
         if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
             raise CheckpointError(f"{self.name}: {manifest} is not a {FORMAT} manifest")
+        for key, (valid, what) in (state or {}).items():
+            if key not in self.manifest:
+                raise CheckpointError(f"{self.name}: {manifest}: no {key!r}; the checkpoint cannot be continued")
+            if not valid(self.manifest[key]):
+                raise CheckpointError(f"{self.name}: {manifest}: {key!r} is {json.dumps(self.manifest[key])[:40]}, "
+                                      f"not {what}")
 
     def __getitem__(self, key: str):
         return self.manifest[key]
