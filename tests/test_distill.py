@@ -812,16 +812,16 @@ def test_every_training_option_distill_shows_reaches_the_run(teachers, sst2, tmp
     assert torch.equal(student, teacher)  # frozen from the teacher's table
     line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
                            sst2 / "train.tsv", "--label-smoothing-factor", "0.1", "--output", tmp_path / "smooth")
-    assert "label_smoothing_factor is for fine-tuning on labels" in line
+    assert "error: --label-smoothing-factor is for fine-tuning on labels" in line
     line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
                            sst2 / "train.tsv", "--linear-probe-first", "--output", tmp_path / "probe")
-    assert "linear_probe_first is for fine-tuning on labels" in line
+    assert "error: --linear-probe-first is for fine-tuning on labels" in line
     line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
                            sst2 / "train.tsv", "--reinit-layers", "1", "--output", tmp_path / "reinit")
-    assert "reinit_layers is for fine-tuning on labels; a student's layers come from the teacher" in line
+    assert "error: --reinit-layers is for fine-tuning on labels; a student's layers come from the teacher" in line
     line = _one_line_error("--task", "classification", "--teacher", teachers["classification"], "--train",
                            sst2 / "train.tsv", "--rdrop-alpha", "1", "--output", tmp_path / "rdrop")
-    assert "rdrop_alpha is for fine-tuning on labels; a student learns from the teacher's softened outputs" in line
+    assert "error: --rdrop-alpha is for fine-tuning on labels; a student learns from the teacher's softened outputs" in line
     line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path,
                            "--freeze-word-embeddings", "--no-group-by-length", "--output", tmp_path / "mlm")
     assert "--freeze-word-embeddings and --no-group-by-length: for task students; --task mlm" in line

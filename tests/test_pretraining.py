@@ -258,7 +258,7 @@ def test_cli_errors(tmp_path):
     assert result.exit_code == 2 and "not a prepared data directory" in result.output
     # the engine's check of the settings, before any data is read or anything written
     result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path), str(tmp_path / "run"), "--weight-decay", "-1"])
-    assert result.exit_code == 2 and "weight_decay must be 0 or more, got -1.0" in result.output
+    assert result.exit_code == 2 and "error: --weight-decay must be 0 or more, got -1.0" in result.output
     assert not (tmp_path / "run").exists()
     # as in finetune: 0 would freeze the weights, a negative norm means nothing
     for norm in ("0", "-1"):
