@@ -107,6 +107,23 @@ def test_checkpoint_whose_attention_parts_disagree_in_shape_is_one_line(tmp_path
         BertModel.from_pretrained(folder)
 
 
+def test_unreadable_safetensors_is_one_line_when_judging_the_checkpoints_tasks(tmp_path):
+    """What predict, finetune, evaluate, distill and serve ask of a folder before loading it, as embed's loading says."""
+    from bertforge.model.capabilities import checkpoint_tasks
+
+    _, folder = saved_reference(tmp_path, "BertForSequenceClassification", transformers.BertConfig(**SMALL))
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    message = rf"^{weights}: cannot read safetensors weights \(.*\)$"
+    for judge in (checkpoint_tasks, BertModel.from_pretrained):
+        with pytest.raises(CheckpointError, match=message):
+            judge(folder)
+    weights.unlink()
+    weights.mkdir()
+    with pytest.raises(CheckpointError, match=rf"^{weights}: "):
+        checkpoint_tasks(folder)
+
+
 def test_encoder_weights_the_config_does_not_use_are_a_warning(tmp_path, caplog):
     _, folder = saved_reference(tmp_path, "BertModel", transformers.BertConfig(**SMALL))
     config = json.loads((folder / "config.json").read_text())

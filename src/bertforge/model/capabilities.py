@@ -45,17 +45,9 @@ def weight_tasks(names: Iterable[str], architectures: list[str]) -> list[str]:
 
 def checkpoint_tasks(directory: Path) -> list[str]:
     """The tasks a checkpoint directory can serve."""
-    safetensors_file = directory / "model.safetensors"
-    if safetensors_file.exists():
-        from safetensors import safe_open
+    from bertforge.model.weight_files import weight_names  # imports torch: only once a folder is judged
 
-        with safe_open(str(safetensors_file), framework="pt") as f:
-            names = list(f.keys())
-    else:
-        from bertforge.model.checkpoint import read_weights
-
-        names = list(read_weights(directory))
-    return weight_tasks(names, architectures_of(directory))
+    return weight_tasks(weight_names(directory), architectures_of(directory))
 
 
 def architectures_of(directory: Path) -> list[str]:

@@ -19,13 +19,13 @@ from functools import cached_property
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import atomic_path
 from bertforge.model.config import BertConfig, numbered_labels, with_overrides
-from bertforge.model.tf_checkpoint import find_checkpoint, read_tf_checkpoint
+from bertforge.model.tf_checkpoint import read_tf_checkpoint
+from bertforge.model.weight_files import read_weights
 from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path, model_path
 
 log = logging.getLogger(__name__)
@@ -205,26 +205,6 @@ def from_hf_state_dict(model, state: dict[str, torch.Tensor]) -> dict[str, torch
         weights = {name.removeprefix("bert."): tensor for name, tensor in weights.items()}
     prefix = NAMINGS[model.config.model_type].prefix
     return {**weights, **{name: state[name] if name in state else state[prefix + name] for name in unused}}
-
-
-def read_weights(directory: Path) -> dict[str, torch.Tensor]:
-    safetensors_file = directory / "model.safetensors"
-    bin_file = directory / "pytorch_model.bin"
-    if safetensors_file.exists():
-        try:
-            return load_file(str(safetensors_file))
-        except (SafetensorError, OSError) as e:
-            raise CheckpointError(f"{safetensors_file}: cannot read safetensors weights ({e})") from None
-    if bin_file.exists():
-        try:
-            # weights_only: a checkpoint from the internet must not run code when loaded.
-            return torch.load(bin_file, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for a corrupt pickle
-            raise CheckpointError(f"{bin_file}: cannot read PyTorch weights ({e})") from None
-    prefix = find_checkpoint(directory)
-    if prefix is not None:
-        return read_tf_checkpoint(prefix)
-    raise CheckpointError(f"{directory}: no model.safetensors, pytorch_model.bin or TensorFlow checkpoint (.index)")
 
 
 def _state_dict(model) -> dict[str, torch.Tensor]:
