@@ -88,11 +88,25 @@ def test_num_labels_without_id2label_gives_that_many_labels_as_in_transformers(t
     ({"id2label": {"a": "x"}}, "config key 'id2label' must map label numbers to names"),
     ({"model_type": "gpt2", "pad_token_id": None}, "config key 'model_type' must be one of"),
     ({"tie_word_embeddings": "no"}, "config key 'tie_word_embeddings' must be true or false"),
+    ({"hidden_dropout_prob": 1.5}, r"config key 'hidden_dropout_prob' must be in \[0, 1\), got 1.5$"),
+    ({"attention_probs_dropout_prob": -0.1},
+     r"config key 'attention_probs_dropout_prob' must be in \[0, 1\), got -0.1$"),
+    ({"classifier_dropout": 1}, r"config key 'classifier_dropout' must be in \[0, 1\), got 1$"),
+    ({"layer_norm_eps": -1}, "config key 'layer_norm_eps' must be positive, got -1.0$"),
+    ({"initializer_range": -0.02}, "config key 'initializer_range' must not be negative, got -0.02$"),
+    ({"pad_token_id": 99999}, "config key 'pad_token_id' must be a token id below vocab_size 60, got 99999$"),
 ])
 def test_config_mistakes_are_one_line_naming_the_key(tmp_path, data, words):
     (tmp_path / "config.json").write_text(json.dumps({**SMALL, **data}))
     with pytest.raises(ConfigError, match=f"^{tmp_path}/config.json: {words}"):
         BertConfig.from_json_file(tmp_path / "config.json")
+
+
+def test_a_config_without_a_padding_token_builds_no_padding_row_as_in_transformers(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({**SMALL, "model_type": "bert", "pad_token_id": None}))
+    ours = BertModel(BertConfig.from_json_file(tmp_path / "config.json"))
+    theirs = transformers.BertModel(transformers.BertConfig.from_pretrained(tmp_path))
+    assert ours.embeddings.word.padding_idx is theirs.embeddings.word_embeddings.padding_idx is None
 
 
 def test_checkpoint_whose_attention_parts_disagree_in_shape_is_one_line(tmp_path):
@@ -108,7 +122,7 @@ def test_checkpoint_whose_attention_parts_disagree_in_shape_is_one_line(tmp_path
 
 
 def test_unreadable_safetensors_is_one_line_when_judging_the_checkpoints_tasks(tmp_path):
-    """What predict, finetune, evaluate, distill and serve ask of a folder before loading it, as embed's loading says."""
+    """What predict, finetune, evaluate, distill and serve ask of a folder before loading it, said as embed says it."""
     from bertforge.model.capabilities import checkpoint_tasks
 
     _, folder = saved_reference(tmp_path, "BertForSequenceClassification", transformers.BertConfig(**SMALL))

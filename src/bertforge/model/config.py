@@ -38,6 +38,8 @@ UNSUPPORTED_VARIANTS = {"is_decoder": False, "add_cross_attention": False, "posi
 WEIGHT_DTYPE_KEYS = ("dtype", "torch_dtype")
 # transformers' config attributes that ported code and tools read, with transformers' values where config.json does
 # not set them; kept among the unused keys. The output flags are the forward calls' defaults, as there.
+# Dropout rates of the heads, checked where config.json sets them: transformers' key, then DistilBERT's.
+HEAD_DROPOUT_KEYS = ("classifier_dropout", "seq_classif_dropout", "qa_dropout")
 TRANSFORMERS_ATTRIBUTES = {"output_attentions": False, "output_hidden_states": False, "return_dict": True,
                            "is_encoder_decoder": False, "use_cache": True, "classifier_dropout": None,
                            "architectures": None, **UNSUPPORTED_VARIANTS}
@@ -88,6 +90,8 @@ class BertConfig:
             if f.name in ("extra", "id2label"):
                 continue
             value = getattr(self, f.name)
+            if f.name == "pad_token_id" and value is None:  # no padding row, as transformers builds it
+                continue
             expected = {"int": int, "float": (int, float), "str": str}[f.type]
             if isinstance(value, bool) or not isinstance(value, expected):
                 raise ConfigError(f"config key {f.name!r} must be {f.type}, got {value!r}")
@@ -105,6 +109,19 @@ class BertConfig:
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1 and not (name == "type_vocab_size" and self.is_distilbert):
                 raise ConfigError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+        # Out of range, these fail deep inside torch (nn.Dropout, nn.Embedding) or give NaN vectors (eps).
+        rates = {name: getattr(self, name) for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
+        rates.update({key: self.extra[key] for key in HEAD_DROPOUT_KEYS if self.extra.get(key) is not None})
+        for name, rate in rates.items():
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise ConfigError(f"config key {name!r} must be in [0, 1), got {rate!r}")
+        if not self.layer_norm_eps > 0:
+            raise ConfigError(f"config key 'layer_norm_eps' must be positive, got {self.layer_norm_eps!r}")
+        if self.initializer_range < 0:
+            raise ConfigError(f"config key 'initializer_range' must not be negative, got {self.initializer_range!r}")
+        if self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+            raise ConfigError(f"config key 'pad_token_id' must be a token id below vocab_size {self.vocab_size}, "
+                              f"got {self.pad_token_id}")
         if self.is_distilbert and self.type_vocab_size:
             raise ConfigError(f"DistilBERT has no token types: type_vocab_size must be 0, got {self.type_vocab_size}")
         for key, supported in UNSUPPORTED_VARIANTS.items():
