@@ -343,3 +343,21 @@ def test_save_pretrained_returns_its_files_and_save_vocabulary_writes_vocab_txt(
         tokenizer("a covid19 case")["input_ids"]
     with pytest.raises(InputError, match=r"^save_vocabulary: .*missing is not a directory$"):
         tokenizer.save_vocabulary(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("config,message", [
+    ('{"model_max_length": "512"}', r'model_max_length must be a whole number of at least 3 \(.*\), got "512"$'),
+    ('{"model_max_length": 0}', r"model_max_length must be a whole number of at least 3 \(.*\), got 0$"),
+    ("[]", "expected a JSON object$"),
+], ids=["string", "zero", "list"])
+def test_a_tokenizer_config_that_cannot_be_used_is_one_line_naming_the_file_and_key(uncased_dir, tmp_path, config,
+                                                                                      message):
+    import shutil
+
+    shutil.copy(uncased_dir / "vocab.txt", tmp_path)
+    (tmp_path / "tokenizer_config.json").write_text(config)
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / 'tokenizer_config.json'}: {message}"):
+        BertTokenizer.from_pretrained(tmp_path)
+    # transformers writes "no limit" as a huge number, integer or not: the default is kept
+    (tmp_path / "tokenizer_config.json").write_text('{"model_max_length": 1e30}')
+    assert BertTokenizer.from_pretrained(tmp_path).model_max_length == 512

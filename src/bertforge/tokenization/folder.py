@@ -40,6 +40,8 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
             config = json.loads(config_file.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
+        if not isinstance(config, dict):
+            raise CheckpointError(f"{config_file}: expected a JSON object")
         if config.get("tokenize_chinese_chars") is False:  # as tokenizer.json's handle_chinese_chars=false
             raise CheckpointError(f"{config_file}: tokenize_chinese_chars=false is not supported (BERT's "
                                   f"tokenizer makes each CJK character a word)")
@@ -54,8 +56,13 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
             entries = [{**entry, "id": int(i)} for i, entry in config["added_tokens_decoder"].items()]
             # of the special ones, the named and those listed as extra are left out by the tokenizer
             settings["added_tokens"], settings["special_added_tokens"] = added_token_kinds(entries, config_file)
-        if settings.get("model_max_length", 0) > 1_000_000:  # "unlimited" in transformers' files
+        length = settings.get("model_max_length")
+        if type(length) in (int, float) and length > 1_000_000:  # "unlimited" in transformers' files
             del settings["model_max_length"]
+        elif length is not None and (type(length) is not int or length < 3):
+            # left for later, a bad one would be blamed on --max-length, which the user may not have given
+            raise CheckpointError(f"{config_file}: model_max_length must be a whole number of at least 3 "
+                                  f"([CLS], a token, [SEP]), got {json.dumps(length)}")
     return vocab, settings, config_file
 
 
