@@ -134,8 +134,21 @@ def test_unreadable_safetensors_is_one_line_when_judging_the_checkpoints_tasks(t
             judge(folder)
     weights.unlink()
     weights.mkdir()
-    with pytest.raises(CheckpointError, match=rf"^{weights}: "):
-        checkpoint_tasks(folder)
+    for judge in (checkpoint_tasks, BertModel.from_pretrained):
+        with pytest.raises(CheckpointError, match=rf"^{weights}: is a directory, not a file$"):
+            judge(folder)
+
+
+def test_a_config_json_that_is_a_directory_is_one_line_naming_it(tmp_path):
+    from bertforge.model.checkpoint import model_folder
+
+    _, folder = saved_reference(tmp_path, "BertModel", transformers.BertConfig(**SMALL))
+    (folder / "config.json").unlink()
+    (folder / "config.json").mkdir()
+    with pytest.raises(ConfigError, match=rf"^{folder / 'config.json'}: is a directory, not a file$"):
+        BertModel.from_pretrained(folder)
+    with pytest.raises(CheckpointError, match=rf"^{folder / 'config.json'}: is a directory, not a file$"):
+        model_folder(folder)  # how predict, finetune and the pipelines find a model's folder
 
 
 def test_encoder_weights_the_config_does_not_use_are_a_warning(tmp_path, caplog):

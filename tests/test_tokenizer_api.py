@@ -361,3 +361,14 @@ def test_a_tokenizer_config_that_cannot_be_used_is_one_line_naming_the_file_and_
     # transformers writes "no limit" as a huge number, integer or not: the default is kept
     (tmp_path / "tokenizer_config.json").write_text('{"model_max_length": 1e30}')
     assert BertTokenizer.from_pretrained(tmp_path).model_max_length == 512
+
+
+@pytest.mark.parametrize("file_name", ["vocab.txt", "tokenizer_config.json", "tokenizer.json"])
+def test_a_tokenizer_file_that_is_a_directory_is_one_line_naming_it(uncased_dir, tmp_path, file_name):
+    BertTokenizer.from_pretrained(uncased_dir).save_pretrained(tmp_path)
+    if file_name == "tokenizer.json":
+        (tmp_path / "vocab.txt").unlink()  # transformers 5's folder: tokenizer.json is read only without vocab.txt
+    (tmp_path / file_name).unlink()
+    (tmp_path / file_name).mkdir()
+    with pytest.raises(CheckpointError, match=rf"^{tmp_path / file_name}: is a directory, not a file$"):
+        BertTokenizer.from_pretrained(tmp_path)

@@ -248,7 +248,10 @@ def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:
 def model_folder(path: str | Path) -> tuple[Path, Path | None]:
     """`checkpoint_location` of a saved model, whose folder must hold config.json (or Google's bert_config.json)."""
     folder, prefix = checkpoint_location(path)
-    if not config_path(folder).is_file():
+    config = config_path(folder)
+    if config.is_dir():
+        raise CheckpointError(f"{config}: is a directory, not a file")
+    if not config.is_file():
         raise CheckpointError(f"{folder}: no config.json (or Google's bert_config.json) there")
     return folder, prefix
 

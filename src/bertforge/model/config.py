@@ -237,6 +237,8 @@ class BertConfig:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             raise ConfigError(f"{path}: no such file") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{path}: is a directory, not a file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ConfigError(f"{path}: not valid JSON ({e})") from None
         if not isinstance(data, dict):

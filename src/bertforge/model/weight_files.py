@@ -20,7 +20,8 @@ def _reading_safetensors(path: Path):
     try:
         yield
     except (SafetensorError, OSError) as e:
-        raise CheckpointError(f"{path}: cannot read safetensors weights ({e})") from None
+        reason = "is a directory, not a file" if path.is_dir() else f"cannot read safetensors weights ({e})"
+        raise CheckpointError(f"{path}: {reason}") from None
 
 
 def read_weights(directory: Path) -> dict[str, torch.Tensor]:

@@ -38,6 +38,8 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
     if config_file.exists():
         try:
             config = json.loads(config_file.read_text(encoding="utf-8"))
+        except IsADirectoryError:
+            raise CheckpointError(f"{config_file}: is a directory, not a file") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
         if not isinstance(config, dict):

@@ -27,6 +27,8 @@ def read_tokenizer_json(path: Path) -> tuple[dict[str, int], dict]:
     """(vocabulary, `BertTokenizer` keyword arguments) from a WordPiece `tokenizer.json`."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a file") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise CheckpointError(f"{path}: not valid JSON ({e})") from None
     model = data.get("model") if isinstance(data, dict) else None

@@ -23,6 +23,8 @@ def load_vocab(path: str | Path) -> dict[str, int]:
             tokens = f.read().split("\n")
     except FileNotFoundError:
         raise CheckpointError(f"vocabulary file not found: {path}") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{path}: is a directory, not a file") from None
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
     if tokens and tokens[-1] == "":
