@@ -139,6 +139,28 @@ def test_unreadable_safetensors_is_one_line_when_judging_the_checkpoints_tasks(t
             judge(folder)
 
 
+@pytest.mark.parametrize("content,message", [
+    ([1, 2, 3], r"not a state dict of tensors \(it holds an object of type list\); save model.state_dict\(\)$"),
+    ({"embeddings.word_embeddings.weight": 3}, r"not a state dict of tensors \('embeddings.word_embeddings.weight' "
+                                                r"holds an object of type int\); save model.state_dict\(\)$"),
+    (torch.nn.Linear(2, 2), r"not a state dict of tensors \(it holds a pickled torch.nn.modules.linear.Linear, not "
+                            r"unpickled as that could run code\); save model.state_dict\(\)$"),
+    (b"not a pickle", r"not a PyTorch weights file \(not a pickle of tensors\)$"),
+], ids=["list", "not a tensor", "module", "garbage"])
+def test_a_pytorch_model_bin_that_is_no_state_dict_is_one_line_naming_it(tmp_path, content, message):
+    reference, folder = saved_reference(tmp_path, "BertModel", transformers.BertConfig(**SMALL))
+    (folder / "model.safetensors").unlink()
+    weights = folder / "pytorch_model.bin"
+    torch.save(reference.state_dict(), weights)  # transformers' older layout still loads
+    assert BertModel.from_pretrained(folder).missing_keys == []
+    if isinstance(content, bytes):
+        weights.write_bytes(content)
+    else:
+        torch.save(content, weights)
+    with pytest.raises(CheckpointError, match=rf"^{weights}: {message}"):
+        BertModel.from_pretrained(folder)
+
+
 def test_a_config_json_that_is_a_directory_is_one_line_naming_it(tmp_path):
     from bertforge.model.checkpoint import model_folder
 

@@ -3,6 +3,8 @@ with every way the file can be unreadable told in one line naming it."""
 
 from __future__ import annotations
 
+import pickle
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -31,15 +33,37 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
         with _reading_safetensors(safetensors_file):
             return load_file(str(safetensors_file))
     if bin_file.exists():
-        try:
-            # weights_only: a checkpoint from the internet must not run code when loaded.
-            return torch.load(bin_file, map_location="cpu", weights_only=True)
-        except Exception as e:  # torch raises many types for a corrupt pickle
-            raise CheckpointError(f"{bin_file}: cannot read PyTorch weights ({e})") from None
+        return _read_bin(bin_file)
     prefix = find_checkpoint(directory)
     if prefix is not None:
         return read_tf_checkpoint(prefix)
     raise CheckpointError(f"{directory}: no model.safetensors, pytorch_model.bin or TensorFlow checkpoint (.index)")
+
+
+def _read_bin(path: Path) -> dict[str, torch.Tensor]:
+    """pytorch_model.bin, which must hold a state dict. torch's own errors run to many lines, and those of
+    weights_only advise turning it off, which is not for a file from the internet."""
+    def not_a_state_dict(what: str) -> CheckpointError:
+        return CheckpointError(f"{path}: not a state dict of tensors ({what}); save model.state_dict()")
+
+    try:
+        # weights_only: a checkpoint from the internet must not run code when loaded.
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:  # what weights_only refuses: anything but tensors and plain containers
+        found = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise not_a_state_dict(f"it holds a pickled {found[1]}, not unpickled as that could run code") from None
+        raise CheckpointError(f"{path}: not a PyTorch weights file (not a pickle of tensors)") from None
+    except Exception as e:  # a cut-off archive, a folder of that name: torch raises many types
+        reason = "is a directory, not a file" if path.is_dir() else \
+            f"not a PyTorch weights file ({str(e).splitlines()[0].split('. ')[0]})"
+        raise CheckpointError(f"{path}: {reason}") from None
+    if not isinstance(state, dict):
+        raise not_a_state_dict(f"it holds an object of type {type(state).__name__}")
+    for name, value in state.items():
+        if not isinstance(value, torch.Tensor):
+            raise not_a_state_dict(f"{name!r} holds an object of type {type(value).__name__}")
+    return state
 
 
 def weight_names(directory: Path) -> list[str]:
