@@ -372,3 +372,12 @@ def test_a_tokenizer_file_that_is_a_directory_is_one_line_naming_it(uncased_dir,
     (tmp_path / file_name).mkdir()
     with pytest.raises(CheckpointError, match=rf"^{tmp_path / file_name}: is a directory, not a file$"):
         BertTokenizer.from_pretrained(tmp_path)
+
+
+def test_a_vocab_txt_that_starts_with_a_byte_order_mark_is_refused_naming_its_first_line(uncased_dir, tmp_path):
+    """transformers (and tokenizers) read the mark as part of the first token, '\\ufeff[PAD]', so no [PAD]: a
+    tokenizer that dropped it would give other ids than theirs for the same folder."""
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_bytes(b"\xef\xbb\xbf" + (uncased_dir / "vocab.txt").read_bytes())
+    with pytest.raises(CheckpointError, match=rf"^{vocab}:1: starts with a byte-order mark, .*; save it without one$"):
+        BertTokenizer.from_pretrained(tmp_path)

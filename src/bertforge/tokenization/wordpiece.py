@@ -29,6 +29,9 @@ def load_vocab(path: str | Path) -> dict[str, int]:
         raise CheckpointError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
     if tokens and tokens[-1] == "":
         tokens.pop()
+    if tokens and tokens[0].startswith("\ufeff"):  # not dropped: transformers would read a different first token
+        raise CheckpointError(f"{path}:1: starts with a byte-order mark, which transformers reads as part of the "
+                              f"first token; save it without one")
     tokens = [token.rstrip("\r") for token in tokens]
     # One dict comprehension (C speed: loading is on every tokenizer's start-up path); a repeated
     # token makes the dict shorter than the list, and only then is the repeat looked for.
