@@ -39,7 +39,7 @@ class SquadExample:
     question: str
     context: str
     answers: list[dict] = field(default_factory=list)  # {"text", "answer_start"}, checked against context
-    source: str = ""  # the file it was read from, for messages about the questions
+    source: str = field(default="", compare=False)  # the file it was read from, for messages about the questions
     misplaced: int = 0  # reference answers skipped: their text is not at their answer_start
 
 
