@@ -36,10 +36,10 @@ MODEL_TYPES = ("bert", "distilbert")
 UNSUPPORTED_VARIANTS = {"is_decoder": False, "add_cross_attention": False, "position_embedding_type": "absolute"}
 # Keys that describe the saved weights, not the network: `checkpoint.save_model` writes the true one.
 WEIGHT_DTYPE_KEYS = ("dtype", "torch_dtype")
-# transformers' config attributes that ported code and tools read, with transformers' values where config.json does
-# not set them; kept among the unused keys. The output flags are the forward calls' defaults, as there.
 # Dropout rates of the heads, checked where config.json sets them: transformers' key, then DistilBERT's.
 HEAD_DROPOUT_KEYS = ("classifier_dropout", "seq_classif_dropout", "qa_dropout")
+# transformers' config attributes that ported code and tools read, with transformers' values where config.json does
+# not set them; kept among the unused keys. The output flags are the forward calls' defaults, as there.
 TRANSFORMERS_ATTRIBUTES = {"output_attentions": False, "output_hidden_states": False, "return_dict": True,
                            "is_encoder_decoder": False, "use_cache": True, "classifier_dropout": None,
                            "architectures": None, **UNSUPPORTED_VARIANTS}
