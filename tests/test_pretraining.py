@@ -439,6 +439,20 @@ def test_export_run_directory_as_float16(data_dir, tmp_path):
     assert result.exit_code == 0 and 0.0 <= json.loads(result.output)["mlm_accuracy"] <= 1.0
 
 
+def test_export_of_a_run_whose_checkpoint_was_hand_edited_names_the_file(data_dir, tmp_path):
+    """Before, settings that are not a run's (a key TrainingConfig lacks, or no object at all) ended in a TypeError
+    or KeyError from rebuilding the model."""
+    train(_config(data_dir, tmp_path / "run", max_steps=2, checkpoint_every=2))
+    manifest = tmp_path / "run" / "checkpoint" / "checkpoint.json"
+    state = json.loads(manifest.read_text())
+    for args, words in (({**state["args"], "layers": 3}, "its 'args' are not a pretrain train run's settings ("),
+                        ([1, 2], "'args' is [1, 2], not an object")):
+        manifest.write_text(json.dumps({**state, "args": args}))
+        result = CliRunner().invoke(cli, ["pretrain", "export", str(tmp_path / "run"), str(tmp_path / "out")])
+        assert result.exit_code == 2 and result.output.startswith(f"error: export {tmp_path / 'run'}: ") \
+            and f"{manifest}: " in result.output and words in result.output, result.output
+
+
 def test_export_sets_the_dropout_for_fine_tuning(data_dir, tmp_path):
     """A run pre-trained without dropout exports with the dropout fine-tuning wants; the weights are unchanged."""
     train(_config(data_dir, tmp_path / "run", max_steps=2, checkpoint_every=2, dropout=0.0))

@@ -12,7 +12,7 @@ from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import atomic_directory, check_output_dir
 from bertforge.model.heads import BertForPreTraining
 from bertforge.paths import MODEL_FILES, config_path
-from bertforge.training.state import Checkpoint, has_checkpoint
+from bertforge.training.state import MANIFEST, Checkpoint, has_checkpoint
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -38,8 +38,13 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
         raise _neither_model_nor_run(model_dir)
     if has_checkpoint(model_dir) and not (model_dir / "config.json").exists():
         # a run directory: rebuild the model from the run's settings and its latest checkpoint
-        checkpoint = Checkpoint(model_dir, option="export")
-        config = TrainingConfig(**checkpoint["args"])
+        checkpoint = Checkpoint(model_dir, option="export",
+                                state={"args": (lambda value: isinstance(value, dict), "an object")})
+        try:
+            config = TrainingConfig(**checkpoint["args"])
+        except TypeError as e:  # a hand-edited or foreign manifest: a key TrainingConfig does not have, or lacks
+            raise CheckpointError(f"export {model_dir}: {checkpoint.directory / MANIFEST}: its 'args' are not a "
+                                  f"pretrain train run's settings ({e})") from None
         if dropout is not None:
             config = dataclasses.replace(config, dropout=dropout)
         data = PretrainingData(config.data_dir)
