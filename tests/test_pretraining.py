@@ -581,7 +581,7 @@ def test_a_run_resumes_from_its_data_moved_elsewhere_but_not_into_another_direct
 def test_a_model_on_another_vocabulary_is_refused_by_every_command_that_reads_shards(data_dir, tmp_path, tokenizer):
     """A reordered vocab.txt has as many tokens: every id would be read as another token. A smaller table
     cannot hold the data's ids at all. pretrain train --init-from, pretrain evaluate and distill --task mlm
-    check both with PretrainingData.check_vocabulary, so they say the same."""
+    check both with PretrainingData.check_model, so they say the same."""
     from bertforge.tokenization import BertTokenizer
 
     tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)

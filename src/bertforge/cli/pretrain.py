@@ -194,7 +194,7 @@ def evaluate(model_dir, data_dir, instances, batch_size, device):
     target = resolve_device(device)
     model = load_model(model_dir).to(target)
     data = PretrainingData(data_dir)
-    data.check_vocabulary(model_dir, "MODEL_DIR")
+    data.check_model(model_dir, "MODEL_DIR")
     scores = evaluate_model(model, data, target, batch_size, instances)
     click.echo(json.dumps({"instances": min(instances, len(data)), **scores}, indent=2))
 

@@ -91,7 +91,7 @@ def check_teacher(teacher, data: PretrainingData, source) -> None:
     """The teacher must have been pre-trained with an MLM head, on the data's vocabulary."""
     if any(name.startswith("mlm.") for name in teacher.missing_keys):
         raise ConfigError(f"--teacher {source}: the checkpoint has no masked-LM head to distil from")
-    data.check_vocabulary(source, "--teacher")
+    data.check_model(source, "--teacher")
 
 
 def masked_lm_student(student) -> BertForMaskedLM:

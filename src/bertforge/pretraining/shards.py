@@ -244,11 +244,11 @@ class PretrainingData:
         parts = self.index.get("parts")
         return BertTokenizer.from_pretrained(self.directory / parts[0] if parts else self.directory)
 
-    def check_vocabulary(self, model_dir: str | Path, option: str) -> None:
-        """The model at `model_dir` (named by `option` in errors) must read the ids this data holds: a row for
-        each of its tokens (more rows are fine: a table padded by resize_token_embeddings), and the same
-        vocabulary, not only as many tokens (a reordered vocab.txt would train or score every token as another).
-        It must also have a position for each token of the longest instance the data was prepared to hold."""
+    def check_model(self, model_dir: str | Path, option: str) -> None:
+        """The model at `model_dir` (named by `option` in errors) must fit this data. It must read the ids the data
+        holds: a row for each of its tokens (more rows are fine: a table padded by resize_token_embeddings), and the
+        same vocabulary, not only as many tokens (a reordered vocab.txt would train or score every token as
+        another). It must also have a position for each token of the longest instance the data was prepared to hold."""
         from bertforge.model.checkpoint import checkpoint_location
         from bertforge.model.config import BertConfig
         from bertforge.tokenization import BertTokenizer

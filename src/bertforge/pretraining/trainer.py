@@ -139,7 +139,7 @@ def train(config: TrainingConfig, resume_from: str | Path | None = None) -> dict
     data = PretrainingData(config.data_dir)
     tokenizer = data.tokenizer()
     if config.init_from is not None:
-        data.check_vocabulary(config.init_from, "--init-from")
+        data.check_model(config.init_from, "--init-from")
     result, scores = train_on_shards(
         config, processes, data, lambda: build_model(config, len(tokenizer), data.options.max_seq_length),
         PretrainingObjective(), config.fingerprint(data), resume_from, "pre-training")
