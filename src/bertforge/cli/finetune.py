@@ -150,7 +150,7 @@ def check_class_labels(task_name: str, config, model_dir, option: str, hint: str
     """Fine-tuning, evaluation and distillation train and score class labels: a regression head (transformers'
     rule: problem_type regression, or one output) would make every label but its own unknown."""
     regression = config.problem_type == "regression" or (config.problem_type is None and config.num_labels == 1)
-    if task_name in ("classification", "pair-classification") and regression:
+    if task_name in SENTENCE_CLASSIFIER_TASKS and regression:
         raise ConfigError(f"{option} {model_dir}: a regression model (problem_type regression, one output); "
                           f"--task {task_name} trains and scores class labels; {hint}")
 

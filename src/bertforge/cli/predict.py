@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.finetune import (INFERENCE_BATCH_SIZE, configure, data_options, device_for, load_task_model,
-                                    max_length_for, read_data, task_checkpoint)
+from bertforge.cli.finetune import (INFERENCE_BATCH_SIZE, SENTENCE_CLASSIFIER_TASKS, configure, data_options, device_for,
+                                    load_task_model, max_length_for, read_data, task_checkpoint)
 from bertforge.cli.io import check_output, write_records
 from bertforge.errors import InputError
 from bertforge.io.atomic import write_text
@@ -65,7 +65,7 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     """
     check_output(Path(output_path) if output_path else None, inputs=(input_path,))
     configure(threads, deterministic)
-    table = task in ("classification", "pair-classification")
+    table = task in SENTENCE_CLASSIFIER_TASKS
     if table:  # the text-classification pipeline loads the model: its scores and lengths, as `pipeline()` gives
         directory = task_checkpoint(task, model_dir, fine_tuned=True)[0]
     else:
