@@ -61,6 +61,7 @@ from bertforge.training.distributed import Processes  # noqa: E402
 from bertforge.training.engine import optimizer_step  # noqa: E402
 
 BLOCK = 2  # steps each model takes before the next one's turn
+OBJECTIVE, ONE_CPU_PROCESS = PretrainingObjective(), Processes(torch.device("cpu"))  # pretrain train's, built once
 LEVERS = ("fp32", "fused", "bf16")  # fp32 alone: no lever
 REFERENCE = "transformers"
 
@@ -121,8 +122,7 @@ def peers_for(size: str, vocab_size: int, variants: dict[str, tuple[bool, bool]]
 def step(peer: Peer, batch: dict[str, torch.Tensor]) -> float:
     """One training step; returns the number of (non-padding) tokens it processed."""
     if peer.library == "bertforge":  # the step `pretrain train` takes: the engine's, with the trainer's objective
-        optimizer_step(peer.model, peer.optimizer, [batch], PretrainingObjective(), Processes(torch.device("cpu")),
-                       peer.bf16, max_grad_norm=1.0)
+        optimizer_step(peer.model, peer.optimizer, [batch], OBJECTIVE, ONE_CPU_PROCESS, peer.bf16, max_grad_norm=1.0)
     else:
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=peer.bf16):
             output = peer.model(**batch)
