@@ -171,3 +171,23 @@ def test_another_tasks_model_starts_a_run_with_new_head_and_a_regression_model_i
                                       str(table), "--output", str(tmp_path / "run")])
     assert result.exit_code == 2 and result.output.strip().endswith(
         f"--model {refusal}give --new-head to train a classifier on its encoder"), result.output
+
+
+def test_evaluate_scores_what_predict_labels(tmp_path):
+    """`evaluate` reads texts up to the model's length, as `predict` and the pipeline do: before, it cut them at
+    128 pieces, so reviews whose verdict comes after a long summary all scored as their summary."""
+    summary = " ".join(["The film follows a family over three summers in a small town by the sea."] * 9)
+    texts = [f"{summary} In the end it is a wonderful, moving and beautifully acted film.",
+             f"{summary} In the end it is a dull, clumsy and painfully boring film."]
+    table = tmp_path / "reviews.tsv"
+    table.write_text("sentence\n" + "\n".join(texts) + "\n", encoding="utf-8")
+    model = BUNDLED / "sst2-distilled"
+    assert len(pipeline("text-classification", model=model).tokenizer(summary)["input_ids"]) > 128
+    labels = [line["label"] for line in _predict("--task", "classification", "--model", model, "--input", table)]
+    assert len(set(labels)) == 2, labels  # the verdict decides: the reviews differ only there
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("sentence\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in zip(texts, labels)), encoding="utf-8")
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "classification", "--model", str(model),
+                                      "--validation", str(gold)])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output[result.output.index("{"):])["accuracy"] == 1.0, result.output

@@ -32,8 +32,9 @@ def data_options(function):
         click.option("--tag-column", type=int, default=-1, show_default=True,
                      help="CoNLL column of the tag (0-based; negative counts from the end)."),
         click.option("--max-length", type=click.IntRange(8, 512), default=None,
-                     help="Longest input in word pieces [default: 128, 384 for qa, cut to the model's "
-                          "positions; predict reads what the task's pipeline reads: the model's length, 384 for qa]."),
+                     help="Longest input in word pieces [default: to train, 128, 384 for qa, cut to the model's "
+                          "positions; evaluate and predict read what the task's pipeline reads: the model's "
+                          "length, 384 for qa]."),
         click.option("--batch-size", type=click.IntRange(1), default=None,
                      help="Examples per optimiser step (finetune: all processes together) or per inference batch "
                           "[default: 16 to fine-tune, 32 to distil and for inference]."),
@@ -66,8 +67,8 @@ def configure(threads, deterministic) -> int:
 
 def max_length_for(task: str, max_length: int | None, model, tokenizer=None) -> int:
     """--max-length, else the task's window cut to the positions of `model` (a path): with `tokenizer`
-    (prediction) the window the task's pipeline reads, within the tokenizer's model_max_length, so that
-    `predict` answers as pipeline() and the server do; without (training, evaluation) 128, 384 for qa. A
+    (evaluation, prediction) the window the task's pipeline reads, within the tokenizer's model_max_length, so
+    that `evaluate` scores what `predict`, pipeline() and the server answer; without (training) 128, 384 for qa. A
     length past the model's positions is refused, as the pipelines refuse it."""
     from bertforge.model import BertConfig
     from bertforge.model.checkpoint import checkpoint_location

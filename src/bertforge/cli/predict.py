@@ -35,7 +35,7 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
     data = read_data(task, validation_path, columns)
     if not data:
         raise InputError(f"{validation_path}: the validation set is empty")
-    eval_set = task_object.eval_set(data, tokenizer, max_length_for(task, max_length, directory))
+    eval_set = task_object.eval_set(data, tokenizer, max_length_for(task, max_length, directory, tokenizer))
     model = model.to(device_for(device))
     metrics = task_object.evaluate(model, eval_set, batch_size or INFERENCE_BATCH_SIZE, bf16)
     text = json.dumps(metrics, indent=2)
@@ -66,10 +66,10 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     check_output(Path(output_path) if output_path else None, inputs=(input_path,))
     configure(threads, deterministic)
     table = task in SENTENCE_CLASSIFIER_TASKS
-    if table:  # the text-classification pipeline loads the model: its scores and lengths, as `pipeline()` gives
-        directory = task_checkpoint(task, model_dir, fine_tuned=True)[0]
-    else:
+    if task == "ner":  # words already split: the task tags them as the token-classification pipeline would
         directory, task_object, tokenizer, model = load_task_model(task, model_dir)
+    else:  # the task's pipeline loads the model: its scores and lengths, as `pipeline()` gives
+        directory = task_checkpoint(task, model_dir, fine_tuned=True)[0]
     data = read_data(task, input_path, columns, labelled=False)
     if not data:
         raise InputError(f"{input_path}: no examples to predict"
@@ -77,6 +77,8 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     batch_size = batch_size or INFERENCE_BATCH_SIZE
     if table:
         results = classify(directory, data, device, bf16, batch_size, max_length)
+    elif task == "qa":
+        results = answer(directory, data, device, bf16, batch_size, max_length)
     else:
         results = task_object.predict(model.to(device_for(device)), data, tokenizer,
                                       max_length_for(task, max_length, directory, tokenizer), batch_size, bf16)
@@ -105,3 +107,14 @@ def classify(model: Path, examples, device: str, bf16: bool, batch_size: int, ma
         results.append({"label": ranked[0]["label"], "score": ranked[0]["score"],
                         "scores": {label: scores[label] for label in pipe.labels}})
     return results
+
+
+def answer(model: Path, examples, device: str, bf16: bool, batch_size: int, max_length: int | None):
+    """{"answer", "score", "start", "end"} for each question, from the question-answering pipeline; nulls
+    where no span of the context can be an answer (the pipeline gives no answer there)."""
+    from bertforge.pipelines import pipeline
+
+    pipe = pipeline("question-answering", model=model, device=device,
+                    dtype="bfloat16" if bf16 else "float32", batch_size=batch_size, max_length=max_length)
+    answers = pipe(question=[e.question for e in examples], context=[e.context for e in examples])
+    return [a or dict.fromkeys(("answer", "score", "start", "end")) for a in answers]

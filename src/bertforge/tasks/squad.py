@@ -210,18 +210,9 @@ class QuestionAnsweringTask:
         examples = _answered(examples, "the evaluation")
         return EvalSet(self.windows(examples, tokenizer, max_length), examples)
 
-    def answers(self, examples, features, logits, top_k: int = 1) -> list[list[dict]]:
-        return answer_spans([e.context for e in examples], features, logits, top_k)
-
     def evaluate(self, model, eval_set: EvalSet, batch_size: int = 64, bf16: bool = False) -> dict:
         logits = predict_logits(model, eval_set.features, batch_size, bf16)
-        answers = self.answers(eval_set.examples, eval_set.features, logits)
+        answers = answer_spans([e.context for e in eval_set.examples], eval_set.features, logits)
         predictions = {e.id: (a[0]["answer"] if a else "") for e, a in zip(eval_set.examples, answers)}
         references = {e.id: [a["text"] for a in e.answers] for e in eval_set.examples}
         return {**squad_evaluate(predictions, references), "questions": len(references)}
-
-    def predict(self, model, examples, tokenizer, max_length: int, batch_size: int = 64,
-                bf16: bool = False) -> list[dict]:
-        features = self.windows(examples, tokenizer, max_length)
-        answers = self.answers(examples, features, predict_logits(model, features, batch_size, bf16))
-        return [a[0] if a else {"answer": "", "start": 0, "end": 0, "logit": 0.0, "score": 0.0} for a in answers]
