@@ -525,3 +525,11 @@ def test_classifier_pooling_choices_are_the_configs(command):
     from bertforge.cli.main import cli
     option = next(p for p in cli.get_command(None, command).params if p.name == "classifier_pooling")
     assert tuple(option.type.choices) == CLASSIFIER_POOLINGS
+
+
+def test_the_commands_task_names_are_the_tasks():
+    """The CLI spells the task names out (importing bertforge.tasks would load torch for `--help`)."""
+    from bertforge import tasks
+    from bertforge.cli import finetune
+
+    assert (finetune.TASKS, finetune.SENTENCE_CLASSIFIER_TASKS) == (tasks.TASK_NAMES, tasks.SENTENCE_CLASSIFIER_TASKS)

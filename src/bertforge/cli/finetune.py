@@ -13,8 +13,9 @@ from bertforge.cli.io import SEED
 from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.atomic import check_output_dir
 
+# bertforge.tasks' TASK_NAMES and SENTENCE_CLASSIFIER_TASKS, written out as CLASSIFIER_POOLINGS below is.
 TASKS = ("classification", "pair-classification", "ner", "qa")
-SENTENCE_CLASSIFIER_TASKS = ("classification", "pair-classification")
+SENTENCE_CLASSIFIER_TASKS = TASKS[:2]
 # BertConfig's CLASSIFIER_POOLINGS, written out: importing bertforge.model would load torch for `--help`
 # (a test keeps the two equal).
 CLASSIFIER_POOLINGS = ("cls", "mean")

@@ -13,7 +13,8 @@ from bertforge.tasks.ner import TokenClassificationTask
 from bertforge.tasks.squad import QuestionAnsweringTask
 from bertforge.tasks.trainer import FinetuneArgs, default_learning_rate, finetune
 
-TASK_NAMES = ("classification", "pair-classification", "ner", "qa")
+SENTENCE_CLASSIFIER_TASKS = ("classification", "pair-classification")
+TASK_NAMES = (*SENTENCE_CLASSIFIER_TASKS, "ner", "qa")
 HEAD_OF_TASK = {"classification": "BertForSequenceClassification", "pair-classification": "BertForSequenceClassification",
                 "ner": "BertForTokenClassification", "qa": "BertForQuestionAnswering"}
 # The pipeline task (`model.capabilities`) each head serves.
@@ -27,7 +28,7 @@ SENTENCE_TABLES = (".jsonl", ".json", ".csv", ".parquet")
 def read_task_data(task: str, path, text_column: str = "sentence", text_pair_column: str | None = None,
                    label_column: str | None = "label", tag_column: int = -1, labelled: bool = True) -> list:
     """Examples of `task` from `path`; `labelled=False` reads prediction input (no labels)."""
-    if task in ("classification", "pair-classification"):
+    if task in SENTENCE_CLASSIFIER_TASKS:
         if task == "pair-classification" and not text_pair_column:
             raise ConfigError("--task pair-classification needs --text-pair-column")
         if task == "classification" and text_pair_column:
@@ -61,7 +62,7 @@ def _check_distinct_columns(**columns) -> None:
 def build_task(task: str, train_data=None, id2label: dict | None = None):
     """The task object, its labels read from the training data or (for a fine-tuned model) its id2label."""
     labels = [id2label[i] for i in sorted(id2label)] if id2label else None
-    if task in ("classification", "pair-classification"):
+    if task in SENTENCE_CLASSIFIER_TASKS:
         pair = task == "pair-classification"
         return ClassificationTask(labels, pair) if labels else ClassificationTask.from_examples(train_data, pair)
     if task == "ner":
@@ -87,5 +88,5 @@ def check_head(task: str, model_dir: Path, fine_tuned: bool) -> None:
                           + ("" if fine_tuned else "; give --new-head to start from its encoder"))
 
 
-__all__ = ["TASK_NAMES", "ClassificationTask", "FinetuneArgs", "default_learning_rate", "QuestionAnsweringTask", "TokenClassificationTask",
+__all__ = ["SENTENCE_CLASSIFIER_TASKS", "TASK_NAMES", "ClassificationTask", "FinetuneArgs", "default_learning_rate", "QuestionAnsweringTask", "TokenClassificationTask",
            "build_task", "check_head", "finetune", "read_task_data"]
