@@ -20,3 +20,9 @@ class ConfigError(BertforgeError):
 
 class InputError(BertforgeError):
     """Text or data given to a tokenizer, pipeline or trainer that cannot be used."""
+
+
+def is_whole_number(value, minimum: int = 0) -> bool:
+    """An int of at least `minimum`, as an option or a file's key must be: a bool is not one (Python counts
+    True as 1, and JSON's true reads as True), nor is a float."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum

@@ -10,6 +10,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bertforge.errors import is_whole_number
 from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_text,
                                   other_separator_hint, table_rows, text_cell)
 from bertforge.tokenization.basic import has_text, word_pattern
@@ -232,7 +233,7 @@ def _answers(path: Path, entry: str, answers) -> list[dict]:
         start = answer.get("answer_start")
         if isinstance(start, str) and start.strip().isdigit():
             start = int(start)
-        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        if not is_whole_number(start):
             raise input_error(path, f"{where}.answer_start: expected a character offset (an integer >= 0), "
                                     f"found {start!r}")
         checked.append({"text": answer["text"], "answer_start": start})

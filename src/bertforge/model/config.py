@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertforge.errors import ConfigError
+from bertforge.errors import ConfigError, is_whole_number
 from bertforge.io.atomic import write_text
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
@@ -47,7 +47,7 @@ TRANSFORMERS_ATTRIBUTES = {"output_attentions": False, "output_hidden_states": F
 
 def numbered_labels(count, call: str) -> dict[int, str]:
     """transformers' labels for a count alone: LABEL_0 .. LABEL_{count-1}; `call` names the caller in the error."""
-    if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+    if not is_whole_number(count, 1):
         raise ConfigError(f"{call}: give a positive whole number")
     return {i: f"LABEL_{i}" for i in range(count)}
 

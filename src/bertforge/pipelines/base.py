@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from bertforge.errors import CheckpointError, InputError
+from bertforge.errors import CheckpointError, InputError, is_whole_number
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.model.checkpoint import checkpoint_location
 from bertforge.paths import model_path
@@ -93,9 +93,9 @@ class Pipeline:
             device = "cpu"  # (another number is a GPU's, as resolve_device reads it)
         if isinstance(dtype, torch.dtype):  # as transformers takes it: torch.float32 is "float32"
             dtype = str(dtype).removeprefix("torch.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if not is_whole_number(batch_size, 1):
             raise InputError(f"--batch-size must be a positive integer, got {batch_size!r}")
-        if isinstance(parallel_batches, bool) or not isinstance(parallel_batches, int) or parallel_batches < 1:
+        if not is_whole_number(parallel_batches, 1):
             raise InputError(f"--parallel-batches must be a positive integer, got {parallel_batches!r}")
         if parallel_batches > 1 and not self.side_by_side:
             raise InputError(f"--parallel-batches: {self.task} runs one batch at a time")

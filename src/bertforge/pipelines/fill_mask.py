@@ -7,7 +7,7 @@ import logging
 
 import torch
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, is_whole_number
 from bertforge.model import BertForMaskedLM
 from bertforge.paths import default_pretraining_model_path
 from bertforge.pipelines.base import Encoded, Pipeline, as_list
@@ -31,7 +31,7 @@ class FillMaskPipeline(Pipeline):
 
     def __call__(self, inputs, top_k: int = 5, targets: str | list[str] | None = None):
         texts, single = as_list(inputs, "inputs")
-        if not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1:
+        if not is_whole_number(top_k, 1):
             raise InputError(f"top_k must be a positive integer, got {top_k!r}")
         if top_k > len(self.tokenizer.vocab):
             raise InputError(f"top_k {top_k} is larger than the vocabulary ({len(self.tokenizer.vocab)} tokens)")

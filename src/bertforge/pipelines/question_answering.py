@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, is_whole_number
 from bertforge.model import BertForQuestionAnswering
 from bertforge.paths import bundled_model_path
 from bertforge.pipelines.base import Pipeline, as_list
@@ -63,7 +63,7 @@ class QuestionAnsweringPipeline(Pipeline):
             doc_stride = doc_stride_for(self.max_length)
         for name, value in (("top_k", top_k), ("max_answer_length", max_answer_length),
                             ("max_question_length", max_question_length)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_whole_number(value, 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(doc_stride, int) or not 0 < doc_stride < self.max_length // 2:
             raise InputError(f"doc_stride {doc_stride!r} must be positive and less than half of max_length "

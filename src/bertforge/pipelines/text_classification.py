@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, is_whole_number
 from bertforge.model import BertForSequenceClassification
 from bertforge.paths import bundled_model_path
 from bertforge.pipelines.base import Encoded, Pipeline, as_list, pool_sequences
@@ -62,7 +62,7 @@ class TextClassificationPipeline(Pipeline):
         best_only = top_k is BEST_LABEL
         if best_only:
             top_k = 1
-        elif top_k is not None and (not isinstance(top_k, int) or isinstance(top_k, bool) or top_k < 1):
+        elif top_k is not None and not is_whole_number(top_k, 1):
             raise InputError(f"top_k must be a positive integer or None, got {top_k!r}")
         encoded = self.encode(texts, pairs)
 

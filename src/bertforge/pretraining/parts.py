@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, is_whole_number
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
@@ -36,10 +36,6 @@ def _damaged(index_path: Path, problem: str) -> InputError:
     return InputError(f"{index_path}: {problem}; prepare the data again")
 
 
-def _is_count(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
-
-
 def read_index(directory: Path) -> dict:
     """A data directory's index, checked for the keys the readers use: a damaged or hand-edited one is
     refused here, naming the key, not found out by a KeyError or an IndexError in the middle of training."""
@@ -62,12 +58,12 @@ def read_index(directory: Path) -> dict:
             raise _damaged(index_path, f"{key!r} is {json.dumps(index[key])[:40]}, not {what}")
     part = index.get("part")
     if part is not None and not (isinstance(part, dict)
-                                 and all(_is_count(part.get(key)) for key in ("index", "count", "corpus_chunks"))):
+                                 and all(is_whole_number(part.get(key)) for key in ("index", "count", "corpus_chunks"))):
         raise _damaged(index_path, "'part' is not null nor an object of its index, count and corpus_chunks")
     for number, shard in enumerate(index["shards"]):
         # a plain file name: the shard's files are read from this directory, nowhere else
         if not (isinstance(shard, dict) and isinstance(shard.get("name"), str) and shard["name"]
-                and Path(shard["name"]).name == shard["name"] and _is_count(shard.get("instances"))):
+                and Path(shard["name"]).name == shard["name"] and is_whole_number(shard.get("instances"))):
             raise _damaged(index_path, f"shards[{number}] is not a shard's file name and number of instances")
     return index
 

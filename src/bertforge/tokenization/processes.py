@@ -19,7 +19,7 @@ from array import array
 from collections.abc import Iterator
 from itertools import accumulate, chain
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, is_whole_number
 
 # The fewest texts sent to a worker at once. A slice of 1,000 Gutenberg lines takes about 6 ms to
 # tokenize, twice what the round trip to a worker added (2-3 ms, measured on 500 lines): smaller
@@ -32,7 +32,7 @@ _worker_tokenizer = None  # the tokenizer of this worker process
 
 
 def check_num_proc(num_proc) -> None:
-    if num_proc is not None and (isinstance(num_proc, bool) or not isinstance(num_proc, int) or num_proc < 1):
+    if num_proc is not None and not is_whole_number(num_proc, 1):
         raise InputError(f"num_proc must be a positive number of worker processes (or None), got {num_proc!r}")
 
 

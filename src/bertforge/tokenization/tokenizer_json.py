@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bertforge.errors import CheckpointError
+from bertforge.errors import CheckpointError, is_whole_number
 from bertforge.io.atomic import write_text
 
 FILE_NAME = "tokenizer.json"
@@ -78,7 +78,7 @@ def _string(section: dict, key: str, path: Path, default: str) -> str:
 
 def _int(section: dict, key: str, path: Path, default: int) -> int:
     value = section.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if not is_whole_number(value, 1):
         raise CheckpointError(f"{path}: {key} must be a positive integer, got {value!r}")
     return value
 

@@ -4,7 +4,7 @@ fit (with overflowing windows), and how rows are padded into the output lists.""
 
 from __future__ import annotations
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, is_whole_number
 from bertforge.tokenization.encoding import Encoding
 
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
@@ -78,7 +78,7 @@ def longest_first_lengths(n1: int, n2: int, budget: int) -> tuple[int, int]:
 
 
 def check_pad_to_multiple_of(multiple, padding: str | None, truncation: str | None, max_length: int | None) -> None:
-    if multiple is not None and (not isinstance(multiple, int) or isinstance(multiple, bool) or multiple < 0):
+    if multiple is not None and not is_whole_number(multiple):
         raise InputError(f"pad_to_multiple_of must be a positive integer, got {multiple!r}")
     if multiple and padding and truncation and max_length is not None and max_length % multiple:
         # Rounding the padded length up would overrun the length the rows were cut to (the reference refuses too).
