@@ -348,7 +348,7 @@ def test_save_pretrained_returns_its_files_and_save_vocabulary_writes_vocab_txt(
 @pytest.mark.parametrize("config,message", [
     ('{"model_max_length": "512"}', r'model_max_length must be a whole number of at least 3 \(.*\), got "512"$'),
     ('{"model_max_length": 0}', r"model_max_length must be a whole number of at least 3 \(.*\), got 0$"),
-    ("[]", "expected a JSON object$"),
+    ("[]", "a JSON list, not a JSON object$"),
 ], ids=["string", "zero", "list"])
 def test_a_tokenizer_config_that_cannot_be_used_is_one_line_naming_the_file_and_key(uncased_dir, tmp_path, config,
                                                                                       message):

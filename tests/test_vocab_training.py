@@ -344,6 +344,24 @@ def test_save_and_load_round_trip(tmp_path):
     assert loaded.tokenize("Café camel") == bpe.tokenize("Café camel")
 
 
+def test_a_damaged_bpe_folder_is_named(tmp_path):
+    """A BPE folder's JSON files are read as every settings file is: a directory where vocab.json should be
+    was an IsADirectoryError, a tokenizer_config.json holding a list an AttributeError."""
+    from bertforge.errors import CheckpointError
+    from bertforge.tokenization.bpe import load_merges_tokenizer
+
+    bpe = train_bpe(SPEC_TEXT, 30, min_frequency=1)
+    for name, damage, message in (("vocab", lambda f: (f / "vocab.json").unlink() or (f / "vocab.json").mkdir(),
+                                   "vocab.json: is a directory, not a file"),
+                                  ("config", lambda f: (f / "tokenizer_config.json").write_text("[]"),
+                                   "tokenizer_config.json: a JSON list, not a JSON object")):
+        folder = tmp_path / name
+        bpe.save_pretrained(folder)
+        damage(folder)
+        with pytest.raises(CheckpointError, match=f"^{folder}/{message}$"):
+            load_merges_tokenizer(folder)
+
+
 def test_limit_alphabet(tmp_path):
     text = ["aaaa bbb cc d ab ab abd"]
     bpe = train_bpe(text, 20, limit_alphabet=2, special_tokens=["[UNK]"], min_frequency=1)

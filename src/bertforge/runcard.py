@@ -24,6 +24,7 @@ from pathlib import Path
 
 from bertforge.errors import InputError
 from bertforge.io.atomic import write_json, write_text
+from bertforge.io.json_files import read_json_object
 from bertforge.io.readers import input_error
 
 CARD_FILE = "run_card.json"
@@ -161,13 +162,8 @@ def read_card(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / CARD_FILE
-    try:
-        card = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"{path}: cannot read the run card ({e.strerror or e})") from None
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}:{e.lineno}: not a run card (invalid JSON: {e.msg})") from None
-    if not isinstance(card, dict) or not isinstance(card.get("command"), list) or "output" not in card:
+    card = read_json_object(path, what="a run card")
+    if not isinstance(card.get("command"), list) or "output" not in card:
         raise InputError(f"{path}: not a run card (no 'command' list and 'output')")
     # hand-edited values of the wrong type: named here, not a TypeError once the rerun is under way
     for key, kind, what in (("output", str, "a folder name"), ("cwd", str, "a folder name"),

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from bertforge.errors import ConfigError, is_whole_number
 from bertforge.io.atomic import write_text
+from bertforge.io.json_files import read_json_object
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
 NAMED_SIZES = {
@@ -232,18 +233,7 @@ class BertConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "BertConfig":
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: no such file") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{path}: is a directory, not a file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ConfigError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: expected a JSON object")
-        return cls.from_dict(data, source=str(path))
+        return cls.from_dict(read_json_object(path, ConfigError), source=str(path))
 
     def get_text_config(self, decoder: bool = False) -> "BertConfig":
         """transformers' accessor for multimodal configs, which its Trainer calls: a BERT config is all text."""

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 from bertforge.errors import InputError, is_whole_number
+from bertforge.io.json_files import read_json_object
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
@@ -41,13 +42,9 @@ def read_index(directory: Path) -> dict:
     refused here, naming the key, not found out by a KeyError or an IndexError in the middle of training."""
     index_path = directory / INDEX_FILE
     try:
-        index = json.loads(index_path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise InputError(f"{index_path}: cannot read ({e.strerror or e})") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _damaged(index_path, f"not valid JSON ({e})") from None
-    if not isinstance(index, dict):
-        raise _damaged(index_path, f"a JSON {type(index).__name__}, not the object `pretrain prepare` writes")
+        index = read_json_object(index_path, what="the object `pretrain prepare` writes")
+    except InputError as e:
+        raise InputError(f"{e}; prepare the data again") from None
     if index.get("format_version") != FORMAT_VERSION:
         raise InputError(f"{index_path}: format version {index.get('format_version')} is not "
                          f"{FORMAT_VERSION}; prepare the data again")

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import write_text
+from bertforge.io.json_files import read_json_object
 from bertforge.tokenization import byte_level
 from bertforge.tokenization.bert_words import BertWords
 
@@ -163,7 +164,7 @@ class _MergeEncoder:
         settings = {}
         config_file = directory / CONFIG_FILE
         if config_file.exists():
-            config = _read_json(config_file)
+            config = read_json_object(config_file, CheckpointError)
             settings = {key: config[key] for key in cls._config_keys() if key in config}
         settings.update(overrides)
         try:
@@ -189,7 +190,7 @@ def is_merges_folder(path: Path) -> bool:
 def load_merges_tokenizer(directory: Path) -> "BPE | ByteLevelBPE":
     """The BPE or byte-level BPE tokenizer of such a folder, as its tokenizer_config.json names it."""
     config_file = directory / CONFIG_FILE
-    name = _read_json(config_file).get("tokenizer_class", "BPE") if config_file.exists() else "BPE"
+    name = read_json_object(config_file, CheckpointError).get("tokenizer_class", "BPE") if config_file.exists() else "BPE"
     classes = {cls.tokenizer_class: cls for cls in (BPE, ByteLevelBPE)}
     if name not in classes:
         raise CheckpointError(f"{config_file}: tokenizer_class {name!r} is not one of {', '.join(classes)}")
@@ -282,18 +283,9 @@ class ByteLevelBPE(_MergeEncoder):
         return data.decode("utf-8", errors="replace")
 
 
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
 def _read_vocab(path: Path) -> dict[str, int]:
-    vocab = _read_json(path)
-    if not isinstance(vocab, dict) or not all(isinstance(i, int) for i in vocab.values()):
+    vocab = read_json_object(path, CheckpointError, "an object mapping tokens to integer ids")
+    if not all(isinstance(i, int) for i in vocab.values()):
         raise CheckpointError(f"{path}: expected a JSON object mapping tokens to integer ids")
     if len(set(vocab.values())) != len(vocab):
         raise CheckpointError(f"{path}: two tokens share an id")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import write_text
+from bertforge.io.json_files import read_json_object
 from bertforge.paths import config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 from bertforge.tokenization.tokenizer_json import (added_token_entries, added_token_kinds, read_tokenizer_json,
@@ -36,14 +37,7 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
             raise CheckpointError(f"{path} has no {vocab_file_name} or {TOKENIZER_JSON}{hint}")
         vocab, settings = read_tokenizer_json(vocab_file.parent / TOKENIZER_JSON)
     if config_file.exists():
-        try:
-            config = json.loads(config_file.read_text(encoding="utf-8"))
-        except IsADirectoryError:
-            raise CheckpointError(f"{config_file}: is a directory, not a file") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise CheckpointError(f"{config_file}: not valid JSON ({e})") from None
-        if not isinstance(config, dict):
-            raise CheckpointError(f"{config_file}: expected a JSON object")
+        config = read_json_object(config_file, CheckpointError)
         if config.get("tokenize_chinese_chars") is False:  # as tokenizer.json's handle_chinese_chars=false
             raise CheckpointError(f"{config_file}: tokenize_chinese_chars=false is not supported (BERT's "
                                   f"tokenizer makes each CJK character a word)")

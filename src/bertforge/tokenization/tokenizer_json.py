@@ -15,6 +15,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, is_whole_number
 from bertforge.io.atomic import write_text
+from bertforge.io.json_files import read_json_object
 
 FILE_NAME = "tokenizer.json"
 # The special tokens tokenizer.json does not name itself ([MASK], and [PAD] without padding) keep
@@ -25,13 +26,8 @@ DEFAULT_SPECIAL_TOKENS = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token
 
 def read_tokenizer_json(path: Path) -> tuple[dict[str, int], dict]:
     """(vocabulary, `BertTokenizer` keyword arguments) from a WordPiece `tokenizer.json`."""
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a file") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    model = data.get("model") if isinstance(data, dict) else None
+    data = read_json_object(path, CheckpointError, "a tokenizer")
+    model = data.get("model")
     if not isinstance(model, dict) or model.get("type") != "WordPiece":
         kind = model.get("type") if isinstance(model, dict) else None
         raise CheckpointError(f"{path}: model type is {kind!r}, not WordPiece; bertforge reads only BERT's "

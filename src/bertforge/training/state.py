@@ -21,6 +21,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from bertforge.errors import BertforgeError, CheckpointError
 from bertforge.io.atomic import atomic_path, write_json
+from bertforge.io.json_files import read_json_object
 
 CHECKPOINT_DIR, MANIFEST = "checkpoint", "checkpoint.json"
 FORMAT = "bertforge-checkpoint/1"
@@ -153,11 +154,8 @@ class Checkpoint:
             hint = (f"; {', '.join(pickled)} is a pickle, which is never loaded (unpickling runs code)"
                     if pickled else "")
             raise CheckpointError(f"{self.name}: no checkpoint found (expected {manifest}){hint}")
-        try:
-            self.manifest = json.loads(manifest.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise CheckpointError(f"{self.name}: {manifest} is not a checkpoint manifest ({e})") from None
-        if not isinstance(self.manifest, dict) or self.manifest.get("format") != FORMAT:
+        self.manifest = read_json_object(manifest, CheckpointError, f"a {FORMAT} manifest")
+        if self.manifest.get("format") != FORMAT:
             raise CheckpointError(f"{self.name}: {manifest} is not a {FORMAT} manifest")
         for key, (valid, what) in (state or {}).items():
             if key not in self.manifest:
