@@ -99,7 +99,7 @@ def test_a_short_window_qa_model_is_read_in_windows_it_can_hold(tmp_path, tokeni
     result = CliRunner().invoke(cli, ["evaluate", "--task", "qa", "--model", str(folder), "--validation",
                                       str(_squad(tmp_path)), "--max-length", "128"])
     assert result.exit_code == 2 and result.output.strip() == \
-        f"error: --max-length 128: the model {folder} has 64 positions", result.output
+        f"error: --max-length 128: the model {folder} reads 3 to 64 tokens", result.output
 
 
 def test_predict_tags_and_answers_as_the_pipelines_do(tmp_path, tokenizer):
@@ -191,3 +191,31 @@ def test_evaluate_scores_what_predict_labels(tmp_path):
                                       "--validation", str(gold)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["accuracy"] == 1.0, result.output
+
+
+def test_a_length_past_the_model_is_one_message_in_every_command(tmp_path, tokenizer):
+    """--max-length is checked by one rule: predict on a classifier (through the pipeline) and evaluate said a
+    length past the model's positions two ways, and data commands refused lengths below 8 that embed took.
+    A sentence-transformers max_seq_length that cannot be a length is named with its file: it blamed the
+    --max-length no one gave."""
+    from bertforge.errors import CheckpointError
+
+    torch.manual_seed(0)
+    folder = tmp_path / "short"
+    config = BertConfig.from_size("tiny", vocab_size=len(tokenizer), max_position_embeddings=64,
+                                  id2label={0: "LABEL_0", 1: "LABEL_1"})
+    BertForSequenceClassification(config).save_pretrained(folder, tokenizer=tokenizer)
+    gold = tmp_path / "gold.tsv"
+    gold.write_text("sentence\tlabel\n" + "".join(f"{t}\tLABEL_{i}\n" for i, t in enumerate(TEXTS)), encoding="utf-8")
+    expected = f"error: --max-length 100: the model {folder} reads 3 to 64 tokens"
+    for command in (["predict", "--input", _texts(tmp_path)], ["evaluate", "--validation", gold],
+                    ["embed", "--input", _texts(tmp_path), "--column", "sentence"]):
+        result = CliRunner().invoke(cli, [*map(str, command), "--model", str(folder), "--max-length", "100"]
+                                    + (["--task", "classification"] if command[0] != "embed" else []))
+        assert result.exit_code == 2 and result.output.strip() == expected, (command, result.output)
+    assert len(_predict("--task", "classification", "--model", folder, "--input", _texts(tmp_path),
+                        "--max-length", "5")) == 2
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 0}')
+    with pytest.raises(CheckpointError, match=rf"^{folder / 'sentence_bert_config.json'}: max_seq_length must be a "
+                                              r"whole number of at least 3, got 0$"):
+        pipeline("sentence-embedding", model=folder)

@@ -326,7 +326,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     else:
         summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit,
                                          unlabelled_path, augment_copies, options, args,
-                                         max_length_for(task, max_length, teacher), student_options, resume)
+                                         max_length_for(task, max_length, teacher, training=True), student_options, resume)
     card.options.update({name: settings[name] for name in DistillArgs.RESOLVED_DEFAULTS})
     summary = {"output": output_dir, **summary, "wall_seconds": round(time.perf_counter() - started, 1)}
     if is_main_process():

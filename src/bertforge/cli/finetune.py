@@ -32,7 +32,7 @@ def data_options(function):
         click.option("--label-column", default="label", show_default=True, help="Column of the label."),
         click.option("--tag-column", type=int, default=-1, show_default=True,
                      help="CoNLL column of the tag (0-based; negative counts from the end)."),
-        click.option("--max-length", type=click.IntRange(8, 512), default=None,
+        click.option("--max-length", type=click.IntRange(min=3), default=None,
                      help="Longest input in word pieces [default: to train, 128, 384 for qa, cut to the model's "
                           "positions; evaluate and predict read what the task's pipeline reads: the model's "
                           "length, 384 for qa]."),
@@ -66,25 +66,23 @@ def configure(threads, deterministic) -> int:
     return configure_torch(threads, deterministic)
 
 
-def max_length_for(task: str, max_length: int | None, model, tokenizer=None) -> int:
-    """--max-length, else the task's window cut to the positions of `model` (a path): with `tokenizer`
-    (evaluation, prediction) the window the task's pipeline reads, within the tokenizer's model_max_length, so
-    that `evaluate` scores what `predict`, pipeline() and the server answer; without (training) 128, 384 for qa. A
-    length past the model's positions is refused, as the pipelines refuse it."""
+def max_length_for(task: str, max_length: int | None, model, tokenizer=None, training: bool = False) -> int:
+    """--max-length, checked as the pipelines check it, else a window within the positions of `model` (a path)
+    and the `tokenizer`'s model_max_length: to train, 128 (384 for qa); to evaluate and predict, the window the
+    task's pipeline reads, so that `evaluate` scores what `predict`, pipeline() and the server answer."""
     from bertforge.model import BertConfig
     from bertforge.model.checkpoint import checkpoint_location
     from bertforge.pipelines import pipeline_class
+    from bertforge.pipelines.base import check_max_length
     from bertforge.tasks import PIPELINE_TASK
 
     positions = BertConfig.from_pretrained(model).max_position_embeddings
-    if max_length is None and tokenizer is not None:
-        limit = min(positions, tokenizer.model_max_length)
-        return pipeline_class(PIPELINE_TASK[task]).default_max_length(checkpoint_location(model)[0], limit)
-    if max_length is None:
-        return min(384 if task == "qa" else 128, positions)
-    if max_length > positions:
-        raise InputError(f"--max-length {max_length}: the model {model} has {positions} positions")
-    return max_length
+    if max_length is not None:
+        return check_max_length(max_length, positions, model)
+    limit = positions if tokenizer is None else min(positions, tokenizer.model_max_length)
+    if training:
+        return min(384 if task == "qa" else 128, limit)
+    return pipeline_class(PIPELINE_TASK[task]).default_max_length(checkpoint_location(model)[0], limit)
 
 
 def read_data(task, path, options, labelled=True):
@@ -282,7 +280,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
 
     check_classifier_pooling(task, classifier_pooling)
     directory, tokenizer = start_model(task, model_dir, new_head)
-    max_length = max_length_for(task, max_length, directory)
+    max_length = max_length_for(task, max_length, directory, tokenizer, training=True)
     train_data, validation_data = read_splits(task, train_path, validation_path, hold_out, train_limit, options)
     task_object = build_task(task, train_data)
     overrides = {"id2label": dict(enumerate(task_object.labels))} if task_object.labels else {}

@@ -26,7 +26,8 @@ from bertforge.io.atomic import write_text
 @click.option("--model", "model_dir", type=click.Path(), default=None,
               help="Encoder checkpoint [default: the bundled all-MiniLM-L6-v2].")
 @click.option("--pooling", type=click.Choice(["cls", "mean"]), default="cls", show_default=True)
-@click.option("--max-length", type=click.IntRange(8, 512), default=128, show_default=True)
+@click.option("--max-length", type=click.IntRange(min=3), default=None,
+              help="Truncate longer texts (with a warning counting them) [default: the model's limit].")
 @click.option("--batch-size", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")

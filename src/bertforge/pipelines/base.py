@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import json
 import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +18,7 @@ import torch
 from torch import nn
 
 from bertforge.errors import CheckpointError, InputError, is_whole_number
+from bertforge.io.json_files import read_json_object
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.model.checkpoint import checkpoint_location
 from bertforge.paths import model_path
@@ -53,6 +53,14 @@ class Encoded:
     type_ids: list[int]
     offsets: list[tuple[int, int]]
     word_ids: list[int | None]
+
+
+def check_max_length(max_length, positions: int, model) -> int:
+    """--max-length as every command and pipeline takes it: [CLS], a piece and [SEP] at least, and no more
+    than the positions of `model` (its folder, named in the message)."""
+    if not is_whole_number(max_length, 3) or max_length > positions:
+        raise InputError(f"--max-length {max_length!r}: the model {model} reads 3 to {positions} tokens")
+    return max_length
 
 
 class Pipeline:
@@ -132,10 +140,8 @@ class Pipeline:
         limit = min(self.config.max_position_embeddings, self.tokenizer.model_max_length)
         if max_length is None:
             max_length = self.default_max_length(path, limit)
-        if not isinstance(max_length, int) or not 2 < max_length <= self.config.max_position_embeddings:
-            raise InputError(f"--max-length must be between 3 and the model's limit "
-                             f"{self.config.max_position_embeddings}, got {max_length!r}")
-        self.max_length = max_length
+        self.max_length = check_max_length(max_length, self.config.max_position_embeddings,
+                                           path if path is not None else "in memory")
         self.batch_size = batch_size
         self.progress = progress
         self.truncated = 0  # texts truncated by the last call
@@ -176,12 +182,12 @@ class Pipeline:
     def default_max_length(path: Path | None, limit: int) -> int:
         """The model's own limit, or a sentence-transformers model's max_seq_length where it has one."""
         config = path / "sentence_bert_config.json" if path is not None else None
-        if config is not None and config.exists():
-            try:
-                return min(int(json.loads(config.read_text(encoding="utf-8"))["max_seq_length"]), limit)
-            except (KeyError, ValueError, json.JSONDecodeError):
-                pass
-        return limit
+        if config is None or not config.exists():
+            return limit
+        length = read_json_object(config, CheckpointError).get("max_seq_length", limit)
+        if not is_whole_number(length, 3):
+            raise CheckpointError(f"{config}: max_seq_length must be a whole number of at least 3, got {length!r}")
+        return min(length, limit)
 
     @property
     def bert(self) -> BertModel:
