@@ -328,7 +328,7 @@ def test_a_missing_bundled_model_says_what_to_pass():
 
 def test_long_texts_are_truncated_with_a_counted_warning(embedder, caplog):
     short = pipeline("sentence-embedding", max_length=16)
-    with caplog.at_level(logging.WARNING, logger="bertforge.pipelines.base"):
+    with caplog.at_level(logging.WARNING, logger="bertforge.tokenization.truncation"):
         vectors = short(["one two three", "word " * 40, "more words " * 30])
     assert vectors.shape == (3, 384) and short.truncated == 2
     assert "2 of 3 inputs were longer than 16 tokens" in caplog.text

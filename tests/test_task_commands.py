@@ -173,9 +173,10 @@ def test_another_tasks_model_starts_a_run_with_new_head_and_a_regression_model_i
         f"--model {refusal}give --new-head to train a classifier on its encoder"), result.output
 
 
-def test_evaluate_scores_what_predict_labels(tmp_path):
+def test_evaluate_scores_what_predict_labels(tmp_path, caplog):
     """`evaluate` reads texts up to the model's length, as `predict` and the pipeline do: before, it cut them at
-    128 pieces, so reviews whose verdict comes after a long summary all scored as their summary."""
+    128 pieces, so reviews whose verdict comes after a long summary all scored as their summary. Texts cut by
+    a shorter --max-length are counted in a warning, as the pipelines count them (before, in silence)."""
     summary = " ".join(["The film follows a family over three summers in a small town by the sea."] * 9)
     texts = [f"{summary} In the end it is a wonderful, moving and beautifully acted film.",
              f"{summary} In the end it is a dull, clumsy and painfully boring film."]
@@ -191,6 +192,9 @@ def test_evaluate_scores_what_predict_labels(tmp_path):
                                       "--validation", str(gold)])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output[result.output.index("{"):])["accuracy"] == 1.0, result.output
+    result = CliRunner().invoke(cli, ["evaluate", "--task", "classification", "--model", str(model),
+                                      "--validation", str(gold), "--max-length", "128"])
+    assert result.exit_code == 0 and "2 of 2 inputs were longer than 128 tokens and were truncated" in caplog.text
 
 
 def test_a_length_past_the_model_is_one_message_in_every_command(tmp_path, tokenizer):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import click
@@ -10,8 +9,8 @@ import click
 from bertforge.cli.io import check_output, input_options, read_inputs, with_line_numbers, write_records
 from bertforge.tokenization import BertTokenizer
 from bertforge.tokenization.bpe import is_merges_folder, load_merges_tokenizer
+from bertforge.tokenization.truncation import warn_truncated
 
-log = logging.getLogger("bertforge.cli")
 
 
 @click.command()
@@ -40,7 +39,8 @@ def tokenize(texts, model, max_length, input_path, column, output):
     encoded = tokenizer(items.values, truncation=max_length is not None, max_length=max_length,
                         return_offsets_mapping=True)
     if max_length is not None:
-        warn_truncated([len(ids) for ids in tokenizer(items.values)["input_ids"]], max_length)
+        warn_truncated(sum(len(ids) > max_length for ids in tokenizer(items.values)["input_ids"]), len(items.values),
+                       max_length)
     records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids,
                 "offsets": [list(span) for span in offsets]}
                for text, ids, offsets in zip(items.values, encoded["input_ids"], encoded["offset_mapping"])]
@@ -51,14 +51,8 @@ def tokenize_with_merges(tokenizer, items, max_length: int | None, output) -> No
     """A BPE vocabulary's pieces and ids: no special tokens are added, and no offsets are kept."""
     encoded = [tokenizer.encode(text) for text in items.values]
     if max_length is not None:
-        warn_truncated([len(ids) for ids in encoded], max_length)
+        warn_truncated(sum(len(ids) > max_length for ids in encoded), len(encoded), max_length)
     kept = [ids[:max_length] for ids in encoded]
     records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids}
                for text, ids in zip(items.values, kept)]
     write_records(with_line_numbers(items, records), output)
-
-
-def warn_truncated(full_lengths: list[int], max_length: int) -> None:
-    cut = sum(n > max_length for n in full_lengths)
-    if cut:
-        log.warning("%d of %d texts were longer than %d tokens and were truncated", cut, len(full_lengths), max_length)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -26,9 +25,9 @@ from bertforge.pipelines.loading import (LoadedCheckpoint, apply_dtype, check_dt
                                          resolve_dtype)
 from bertforge.progress import progress_bar
 from bertforge.tokenization import BertTokenizer
+from bertforge.tokenization.truncation import encode_within
 from bertforge.training.distributed import resolve_device
 
-log = logging.getLogger(__name__)
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -201,17 +200,7 @@ class Pipeline:
         if pairs is not None and self.max_length < 5:  # truncation would leave a sentence with no piece at all
             raise InputError(f"--max-length {self.max_length}: a pair of sentences needs at least 5 tokens "
                              f"([CLS] A [SEP] B [SEP])")
-        full = self.tokenizer(list(texts), list(pairs) if pairs is not None else None)
-        too_long = [i for i, ids in enumerate(full["input_ids"]) if len(ids) > self.max_length]
-        rows = list(full.encodings)
-        if too_long:
-            cut = self.tokenizer([texts[i] for i in too_long], [pairs[i] for i in too_long] if pairs is not None else None,
-                                 truncation=True, max_length=self.max_length)
-            for i, row in zip(too_long, cut.encodings):
-                rows[i] = row
-            log.warning("%d of %d inputs were longer than %d tokens and were truncated", len(too_long), len(texts),
-                        self.max_length)
-        self.truncated = len(too_long)
+        rows, self.truncated = encode_within(self.tokenizer, texts, pairs, self.max_length)
         self.token_counts = [len(r.ids) for r in rows]
         return [Encoded(r.ids, r.type_ids, r.offsets, r.word_ids) for r in rows]
 

@@ -15,6 +15,7 @@ from bertforge.model import BertConfig, BertForSequenceClassification
 from bertforge.model.checkpoint import checkpoint_location, sentence_transformers_pooling
 from bertforge.paths import config_path
 from bertforge.tasks.batching import predict_logits
+from bertforge.tokenization.truncation import encode_within
 from bertforge.io.datasets import TextExample, training_file
 
 log = logging.getLogger(__name__)
@@ -98,11 +99,11 @@ class ClassificationTask:
     def encode(self, examples: list[TextExample], tokenizer, max_length: int, with_labels: bool = True) -> list[dict]:
         if self.pair and any(e.text_pair is None for e in examples):
             raise InputError("pair classification needs a second text column (--text-pair-column)")
-        encoded = tokenizer([e.text for e in examples], [e.text_pair for e in examples] if self.pair else None,
-                            truncation=True, max_length=max_length)
+        rows, _ = encode_within(tokenizer, [e.text for e in examples],
+                                [e.text_pair for e in examples] if self.pair else None, max_length)
         features = []
-        for i, example in enumerate(examples):
-            feature = {"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i]}
+        for row, example in zip(rows, examples):
+            feature = {"input_ids": row.ids, "token_type_ids": row.type_ids}
             if with_labels:
                 feature["labels"] = self.label_id(example)
             features.append(feature)

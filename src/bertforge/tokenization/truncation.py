@@ -4,8 +4,12 @@ fit (with overflowing windows), and how rows are padded into the output lists.""
 
 from __future__ import annotations
 
+import logging
+
 from bertforge.errors import InputError, is_whole_number
 from bertforge.tokenization.encoding import Encoding
+
+log = logging.getLogger(__name__)
 
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
@@ -141,3 +145,22 @@ def pad_features(features, pad_id: int, model_max_length: int, padding=True, max
             data[key] = [row + [fill] * (target - len(row)) for row in data[key]]
     return data
 
+
+
+def encode_within(tokenizer, texts, pairs, max_length: int) -> tuple[list[Encoding], int]:
+    """The encodings of `texts` (and `pairs`) cut to `max_length` tokens, and how many were cut, with a warning
+    counting them: how pipelines, evaluation and fine-tuning read texts. Only the long ones are encoded twice."""
+    rows = list(tokenizer(list(texts), list(pairs) if pairs is not None else None).encodings)
+    too_long = [i for i, row in enumerate(rows) if len(row.ids) > max_length]
+    if too_long:
+        cut = tokenizer([texts[i] for i in too_long], [pairs[i] for i in too_long] if pairs is not None else None,
+                        truncation=True, max_length=max_length)
+        for i, row in zip(too_long, cut.encodings):
+            rows[i] = row
+    warn_truncated(len(too_long), len(rows), max_length)
+    return rows, len(too_long)
+
+
+def warn_truncated(cut: int, total: int, max_length: int) -> None:
+    if cut:
+        log.warning("%d of %d inputs were longer than %d tokens and were truncated", cut, total, max_length)
