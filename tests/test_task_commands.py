@@ -223,3 +223,19 @@ def test_a_length_past_the_model_is_one_message_in_every_command(tmp_path, token
     with pytest.raises(CheckpointError, match=rf"^{folder / 'sentence_bert_config.json'}: max_seq_length must be a "
                                               r"whole number of at least 3, got 0$"):
         pipeline("sentence-embedding", model=folder)
+
+
+def test_bf16_is_the_pipelines_bfloat16_in_predict_and_evaluate(tmp_path):
+    """--bf16 in predict and evaluate runs bfloat16 weights, as pipeline(dtype="bfloat16") and predict for
+    classifiers do: NER and evaluate ran float32 weights under autocast, so the same flag gave other scores."""
+    table = tmp_path / "sentences.jsonl"
+    table.write_text(json.dumps({"sentence": "Angela Merkel visited Paris with John Smith."}) + "\n", encoding="utf-8")
+    tagger = pipeline("token-classification", model=BUNDLED / "conll-distilled", dtype="bfloat16")
+    pieces = {p["start"]: p for p in tagger("Angela Merkel visited Paris with John Smith.", aggregation_strategy="none",
+                                            ignore_labels=[])}
+    line, = _predict("--task", "ner", "--model", BUNDLED / "conll-distilled", "--input", table, "--bf16")
+    position = 0
+    for word, tag, score in zip(line["words"], line["tags"], line["scores"], strict=True):
+        start = "Angela Merkel visited Paris with John Smith.".index(word, position)
+        position = start + len(word)
+        assert (pieces[start]["entity"], pieces[start]["score"]) == (tag, pytest.approx(score, abs=1e-6)), word

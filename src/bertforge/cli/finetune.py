@@ -40,7 +40,8 @@ def data_options(function):
                      help="Examples per optimiser step (finetune: all processes together) or per inference batch "
                           "[default: 16 to fine-tune, 32 to distil and for inference]."),
         click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N."),
-        click.option("--bf16", is_flag=True, help="bfloat16 autocast (on CPUs with AMX or on GPUs)."),
+        click.option("--bf16", is_flag=True, help="bfloat16: autocast to train; to evaluate and predict, bfloat16 "
+                     "weights as pipeline(dtype=\"bfloat16\") (faster on CPUs with AVX-512 BF16 or AMX, and GPUs)."),
         click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch."),
         click.option("--deterministic", is_flag=True,
                      help="Deterministic algorithms only (identical runs on a GPU too; slower)."),

@@ -36,8 +36,7 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
     if not data:
         raise InputError(f"{validation_path}: the validation set is empty")
     eval_set = task_object.eval_set(data, tokenizer, max_length_for(task, max_length, directory, tokenizer))
-    model = model.to(device_for(device))
-    metrics = task_object.evaluate(model, eval_set, batch_size or INFERENCE_BATCH_SIZE, bf16)
+    metrics = task_object.evaluate(inference_model(model, device, bf16), eval_set, batch_size or INFERENCE_BATCH_SIZE)
     text = json.dumps(metrics, indent=2)
     if output_path:
         write_text(output_path, text + "\n")
@@ -80,8 +79,8 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     elif task == "qa":
         results = answer(directory, data, device, bf16, batch_size, max_length)
     else:
-        results = task_object.predict(model.to(device_for(device)), data, tokenizer,
-                                      max_length_for(task, max_length, directory, tokenizer), batch_size, bf16)
+        results = task_object.predict(inference_model(model, device, bf16), data, tokenizer,
+                                      max_length_for(task, max_length, directory, tokenizer), batch_size)
     lines = []
     for example, result in zip(data, results):
         if task == "ner":
@@ -91,6 +90,13 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
         else:
             lines.append({"text": example.text, **({"text_pair": example.text_pair} if example.text_pair else {}), **result})
     write_records(lines, Path(output_path) if output_path else None)
+
+
+def inference_model(model, device: str, bf16: bool):
+    """`model` on `device` as the pipelines run it: --bf16 means bfloat16 weights, their dtype="bfloat16"."""
+    from bertforge.pipelines.loading import apply_dtype
+
+    return apply_dtype(model, "bfloat16" if bf16 else "float32", device_for(device))
 
 
 def classify(model: Path, examples, device: str, bf16: bool, batch_size: int, max_length: int | None):
