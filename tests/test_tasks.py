@@ -527,9 +527,12 @@ def test_classifier_pooling_choices_are_the_configs(command):
     assert tuple(option.type.choices) == CLASSIFIER_POOLINGS
 
 
-def test_the_commands_task_names_are_the_tasks():
-    """The CLI spells the task names out (importing bertforge.tasks would load torch for `--help`)."""
+def test_the_commands_task_names_and_batch_size_are_the_librarys():
+    """The CLI spells the task names and the inference batch out (importing bertforge.tasks or the pipelines
+    would load torch for `--help`)."""
     from bertforge import tasks
     from bertforge.cli import finetune
+    from bertforge.pipelines.base import DEFAULT_BATCH_SIZE
 
     assert (finetune.TASKS, finetune.SENTENCE_CLASSIFIER_TASKS) == (tasks.TASK_NAMES, tasks.SENTENCE_CLASSIFIER_TASKS)
+    assert finetune.INFERENCE_BATCH_SIZE == DEFAULT_BATCH_SIZE

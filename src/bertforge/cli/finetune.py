@@ -19,7 +19,7 @@ SENTENCE_CLASSIFIER_TASKS = TASKS[:2]
 # BertConfig's CLASSIFIER_POOLINGS, written out: importing bertforge.model would load torch for `--help`
 # (a test keeps the two equal).
 CLASSIFIER_POOLINGS = ("cls", "mean")
-INFERENCE_BATCH_SIZE = 32
+INFERENCE_BATCH_SIZE = 32  # the pipelines' DEFAULT_BATCH_SIZE, written out as the names above
 
 
 def data_options(function):
