@@ -263,9 +263,11 @@ def test_json_is_read_as_json_lines_everywhere_and_a_json_document_is_named(tmp_
     assert list(read_corpus([path])) == ["the cat sat", "on the mat"]
     assert read_items(path, ["text"]).values == ["the cat sat", "on the mat"]
     document = write(tmp_path / "records.json", json.dumps(rows).encode())
-    with pytest.raises(InputError, match=r"records\.json:1: expected a JSON object per line, found list; JSON Lines "
-                                         r"hold one object per line"):
-        read_text_examples(document, "text")
+    for read in (lambda: read_text_examples(document, "text", label_column="label"),
+                 lambda: read_text_examples(document, "text")):
+        with pytest.raises(InputError, match=r"records\.json:1: expected a JSON object (with 'text' )?per line, found "
+                                             r"list; JSON Lines hold one object per line"):
+            read()
 
 
 def test_a_table_of_only_a_header_says_so(tmp_path):

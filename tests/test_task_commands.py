@@ -239,3 +239,20 @@ def test_bf16_is_the_pipelines_bfloat16_in_predict_and_evaluate(tmp_path):
         start = "Angela Merkel visited Paris with John Smith.".index(word, position)
         position = start + len(word)
         assert (pieces[start]["entity"], pieces[start]["score"]) == (tag, pytest.approx(score, abs=1e-6)), word
+
+
+def test_predict_reads_its_input_as_embed_does(tmp_path):
+    """predict read texts with the training reader: a .txt file of texts was a table whose first line named
+    its columns, and an empty line stopped it. It now reads input as embed does (a text a line, empty lines
+    skipped and counted), and each output line says which input line it answers, as embed's do."""
+    texts = tmp_path / "texts.txt"
+    texts.write_text(f"{TEXTS[0]}\n\n{TEXTS[1]}\n", encoding="utf-8")
+    model = BUNDLED / "sst2-distilled"
+    lines = _predict("--task", "classification", "--model", model, "--input", texts)
+    assert [(line["line"], line["text"]) for line in lines] == [(1, TEXTS[0]), (3, TEXTS[1])]
+    expected = pipeline("text-classification", model=model)(TEXTS)
+    assert [line["label"] for line in lines] == [e["label"] for e in expected]
+    table = tmp_path / "sentences.jsonl"
+    table.write_text("".join(json.dumps({"sentence": t}) + "\n" for t in ("", "John Smith lives in Paris.")))
+    line, = _predict("--task", "ner", "--model", BUNDLED / "conll-distilled", "--input", table)
+    assert line["line"] == 2 and line["words"][:2] == ["John", "Smith"]

@@ -486,8 +486,9 @@ def test_cli_finetune_evaluate_predict_and_errors(tmp_path, sst2_run):
     one_line = tmp_path / "one_line.txt"
     one_line.write_text("what a film\n", encoding="utf-8")
     result = runner.invoke(cli, ["predict", "--task", "classification", "--model", str(out), "--input", str(one_line)])
-    assert result.exit_code == 2 and ("one_line.txt: no examples to predict (a table's first line names its columns"
-                                      in result.output)
+    assert result.exit_code == 0 and json.loads(result.output.splitlines()[-1])["text"] == "what a film", result.output
+    result = runner.invoke(cli, ["predict", "--task", "classification", "--model", str(out), "--input", str(empty)])
+    assert result.exit_code == 2 and "empty.tsv: no input (the file has no rows after its header line)" in result.output
     unseen = tmp_path / "unseen.tsv"
     unseen.write_text("sentence\tlabel\nfine\t1\nodd\t7\n", encoding="utf-8")
     result = runner.invoke(cli, ["evaluate", "--task", "classification", "--model", str(out), "--validation", str(unseen)])

@@ -13,6 +13,7 @@ from bertforge.cli.finetune import (INFERENCE_BATCH_SIZE, SENTENCE_CLASSIFIER_TA
 from bertforge.cli.io import check_output, write_records
 from bertforge.errors import InputError
 from bertforge.io.atomic import write_text
+from bertforge.io.readers import file_format
 
 
 @click.command()
@@ -70,9 +71,8 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     else:  # the task's pipeline loads the model: its scores and lengths, as `pipeline()` gives
         directory = task_checkpoint(task, model_dir, fine_tuned=True)[0]
     data = read_data(task, input_path, columns, labelled=False)
-    if not data:
-        raise InputError(f"{input_path}: no examples to predict"
-                         + (" (a table's first line names its columns; the rows come after it)" if table else ""))
+    if not data:  # a CoNLL file without sentences, or SQuAD without questions (texts' readers say so themselves)
+        raise InputError(f"{input_path}: no examples to predict")
     batch_size = batch_size or INFERENCE_BATCH_SIZE
     if table:
         results = classify(directory, data, device, bf16, batch_size, max_length)
@@ -81,14 +81,19 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
     else:
         results = task_object.predict(inference_model(model, device, bf16), data, tokenizer,
                                       max_length_for(task, max_length, directory, tokenizer), batch_size)
+    numbered_by = "row" if file_format(input_path) == ".parquet" else "line"
     lines = []
     for example, result in zip(data, results):
+        # where a text came from, as embed and the other inference commands say it: empty lines are skipped
+        where = {numbered_by: example.line} if task != "qa" and example.line is not None else {}
         if task == "ner":
-            lines.append({"words": example.words, "tags": [t for t, _ in result], "scores": [s for _, s in result]})
+            lines.append({**where, "words": example.words, "tags": [t for t, _ in result],
+                          "scores": [s for _, s in result]})
         elif task == "qa":
             lines.append({"id": example.id, **result})
         else:
-            lines.append({"text": example.text, **({"text_pair": example.text_pair} if example.text_pair else {}), **result})
+            lines.append({**where, "text": example.text,
+                          **({"text_pair": example.text_pair} if example.text_pair else {}), **result})
     write_records(lines, Path(output_path) if output_path else None)
 
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.errors import is_whole_number
-from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_text,
-                                  other_separator_hint, table_rows, text_cell)
+from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_items,
+                                  read_text, other_separator_hint, table_rows, text_cell)
 from bertforge.tokenization.basic import has_text, word_pattern
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ class TextExample:
     text_pair: str | None
     label: str | None
     source: str  # "file:line" ("file: row N" for Parquet), for error messages
+    line: int | None = field(default=None, compare=False)  # of a text to predict on, for its output record
 
 
 @dataclass
@@ -31,6 +32,7 @@ class TaggedSentence:
     words: list[str]
     tags: list[str] | None
     source: str
+    line: int | None = field(default=None, compare=False)  # of a sentence to tag from a table, as above
 
 
 @dataclass
@@ -51,9 +53,15 @@ def training_file(examples: list[TextExample] | list[TaggedSentence]) -> str:
 
 def read_text_examples(path: str | Path, text_column: str, text_pair_column: str | None = None,
                        label_column: str | None = None) -> list[TextExample]:
-    """Sentence (pair) examples from a TSV/CSV/JSONL/Parquet table naming the columns.
-    Without `label_column` the labels are None (prediction input)."""
+    """Sentence (pair) examples from a TSV/CSV/JSONL/Parquet table naming the columns. Without
+    `label_column` (texts to predict on) the labels are None and the file is read as every inference
+    command reads its input (`read_items`): a .txt file too, empty lines skipped and counted."""
     path = Path(path)
+    if label_column is None:
+        columns = [text_column, text_pair_column] if text_pair_column else [text_column]
+        items = read_items(path, columns)
+        return [TextExample(*((value, None) if isinstance(value, str) else value), None, location(path, line), line)
+                for value, line in zip(items.values, items.lines)]
     wanted = [c for c in (text_column, text_pair_column, label_column) if c]
     examples = []
     for number, row in table_rows(path):
@@ -91,7 +99,7 @@ def read_sentences(path: str | Path, text_column: str) -> list[TaggedSentence]:
     """Sentences to tag from a table's text column, cut into BERT's words (punctuation and CJK characters
     apart, as a CoNLL file gives them a line each): the words the token-classification pipeline tags."""
     words = word_pattern()
-    return [TaggedSentence(words.findall(e.text), None, e.source) for e in read_text_examples(path, text_column)]
+    return [TaggedSentence(words.findall(e.text), None, e.source, e.line) for e in read_text_examples(path, text_column)]
 
 
 def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:

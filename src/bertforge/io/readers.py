@@ -374,7 +374,9 @@ def _item_fields(path: Path, kind: str, columns: list[str],
             yield number, [row], None
             continue
         if not isinstance(row, dict):
-            raise input_error(path, f"expected a JSON object with {', '.join(map(repr, wanted))}", number)
+            hint = JSON_LINES_HINT if number == 1 and isinstance(row, list) else ""
+            raise input_error(path, f"expected a JSON object with {', '.join(map(repr, wanted))} per line, found "
+                                    f"{type(row).__name__}{hint}", number)
         absent = [c for c in wanted if c not in row]
         if absent:
             option = "--id-column" if absent[0] == id_column else "--pair-column" if absent[0] in columns[1:] \
