@@ -80,7 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--teacher", default=None, help="A fine-tuned teacher (default: MiniLM shapes, untrained).")
     parser.add_argument("--student", action="append", default=[], help="A student of --teacher (repeatable).")
-    parser.add_argument("--sentences", type=int, default=872, help="SST-2 validation sentences (872 in all).")
+    parser.add_argument("--sentences", type=int, default=872, help="SST-2 validation sentences, the first N of the file's.")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)

@@ -70,7 +70,8 @@ def output_kind(output: Path | None, input_path: Path | None) -> str | None:
                    "(start one here), or host:port. Reads a Parquet --input (file or directory), needs "
                    "--id-column and an --output directory.")
 @click.option("--ray-actors", type=click.IntRange(min=1), default=None,
-              help="Ray actors, each with the model loaded once. Default: one per CPU of the cluster.")
+              help="Ray actors, each with the model loaded once. Default: one per CPU of the cluster but one "
+                   "(which reads and writes the files), or one per GPU.")
 @model_options
 @input_options()
 def embed(texts, level, pooling, layers, combine, normalize, id_column, shard_rows, ray_address, ray_actors,

@@ -143,7 +143,8 @@ def input_options(default_column: str = "text", pair_column: str | None = None):
             options.append(click.option("--pair-column", default=pair_column, show_default=True,
                                         help="Column or key holding the second sentence."))
         options.append(click.option("--output", type=click.Path(path_type=Path), default=None,
-                                    help="Write to a .json or .jsonl file (default: JSON Lines on stdout)."))
+                                    help="Write to a .json or .jsonl file (embed: also .npy, .parquet, or a folder "
+                                         "of Parquet shards) [default: JSON Lines on stdout]."))
         for option in reversed(options):
             function = option(function)
         return function

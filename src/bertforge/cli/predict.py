@@ -48,7 +48,8 @@ def evaluate(task, model_dir, validation_path, output_path, max_length, batch_si
 @data_options
 @click.option("--model", "model_dir", type=click.Path(), required=True, help="A model fine-tuned for TASK.")
 @click.option("--input", "input_path", type=click.Path(dir_okay=False), required=True,
-              help="Texts (TSV/CSV/JSONL/Parquet), SQuAD JSON, or for ner CoNLL words (first column) or "
+              help="Texts (a .txt file, a text a line, or a TSV/CSV/JSONL/Parquet table), SQuAD JSON, or for ner "
+                   "CoNLL words (first column) or "
                    "sentences (a .jsonl/.csv/.parquet table's --text-column).")
 @click.option("--output", "output_path", type=click.Path(dir_okay=False), default=None,
               help="A .jsonl file (one JSON line per example) or .json (one array) [default: JSON Lines on stdout].")

@@ -14,7 +14,7 @@ from bertforge.io.atomic import write_text
 
 @click.command()
 @click.option("--train", "train_path", type=click.Path(dir_okay=False), required=True,
-              help="Labelled texts (TSV/CSV/JSONL with a header).")
+              help="Labelled texts (a TSV/CSV/JSONL/Parquet table).")
 @click.option("--test", "test_path", type=click.Path(dir_okay=False), default=None,
               help="Held-out labelled texts [default: --test-fraction of --train].")
 @click.option("--test-fraction", type=click.FloatRange(0.01, 0.9), default=0.2, show_default=True,
