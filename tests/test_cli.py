@@ -293,6 +293,8 @@ def test_convert_refuses_a_case_option_a_folder_contradicts(tmp_path):
      "error: --learning-rate must be positive"),
     (["finetune", "--task", "classification", "--train", "{sst2}", "--output", "{tmp}/run", "--warmup-ratio", "2"],
      "error: --warmup-ratio must be in [0, 1)"),
+    (["finetune", "--task", "classification", "--train", "{sst2}", "--output", "{tmp}/run", "--epochs", "0"],
+     "error: --epochs must be positive, got 0.0"),
     (["fill-mask", "--top-k", "100000", "Paris is the [MASK] of France."],
      "error: --top-k 100000 is larger than the vocabulary (30522 tokens)"),
     (["similarity", "--word", "bank", "a bank", "the bank", "--layer", "99"],

@@ -78,8 +78,9 @@ class LazyGroup(click.Group):
 
 def in_flags(message: str, command: click.Command | None) -> str:
     """A setting named first as the Python API spells it ("learning_rate must be positive", "layer: 99 is not
-    ...") is named as the command's option (--learning-rate, --layer) where the command has that option."""
-    match = re.match(r"[a-z][a-z0-9]*(_[a-z0-9]+)+\b|[a-z][a-z0-9]*(?=:)", message)
+    ...", "epochs must be ...") is named as the command's option (--learning-rate, --layer, --epochs) where
+    the command has that option."""
+    match = re.match(r"[a-z][a-z0-9]*(_[a-z0-9]+)+\b|[a-z][a-z0-9]*(?=:| must )", message)
     if match is None or command is None:
         return message
     flag = "--" + match.group().replace("_", "-")

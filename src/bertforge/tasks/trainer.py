@@ -62,7 +62,7 @@ class FinetuneArgs(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         if self.epochs <= 0:
-            raise ConfigError("epochs must be positive")
+            raise ConfigError(f"epochs must be positive, got {self.epochs}")
         if not 0 <= self.label_smoothing_factor < 1:
             raise ConfigError(f"label_smoothing_factor must be in [0, 1), got {self.label_smoothing_factor}")
         if self.reinit_layers < 0:
