@@ -309,7 +309,7 @@ def test_pipelines_and_convert_take_a_checkpoint_as_from_pretrained_does(default
     (run / "train_log.csv").write_text("step,loss\n")
     result = CliRunner().invoke(cli, ["convert", str(run), str(tmp_path / "out")])
     assert result.exit_code == 2 and result.output.strip() == \
-        f"error: {run}: a training run's folder, with no model of its own; its final model is {run / 'final'}: convert that"
+        f"error: {run}: a training run's folder, with no model of its own; its final model is {run / 'final'}: use that"
 
 
 def test_a_model_that_is_not_a_path_is_refused_naming_what_it_got():

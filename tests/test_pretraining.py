@@ -475,12 +475,11 @@ def test_export_of_a_run_without_its_checkpoint_points_to_final(tmp_path):
     run.mkdir()
     result = CliRunner().invoke(cli, ["pretrain", "export", str(run), str(tmp_path / "out")])
     assert result.exit_code == 2 and "Traceback" not in result.output
-    assert f"error: {run}: neither a saved model (no config.json) nor a run directory (no checkpoint/)\n" \
-        in result.output
+    assert f"error: {run}: no config.json (or Google's bert_config.json) there\n" in result.output
     BertForPreTraining(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(run / "final")
     result = CliRunner().invoke(cli, ["pretrain", "export", str(run), str(tmp_path / "out")])
-    assert result.exit_code == 2 and f"(no checkpoint/); its final model is {run / 'final'}: export that" \
-        in result.output
+    assert result.exit_code == 2 and f"{run}: a training run's folder, with no model of its own; its final model " \
+        f"is {run / 'final'}: use that" in result.output
     assert not (tmp_path / "out").exists()
 
 

@@ -221,3 +221,27 @@ def test_predict_with_a_non_utf8_input_keeps_the_previous_output(tmp_path, class
     one_line_error(run("predict", "--task", "classification", "--model", classifier_dir, "--input", texts,
                        "--output", output), f"{texts}:2: not UTF-8 text")
     assert output.read_bytes() == before and hidden_files(tmp_path) == []
+
+
+def test_every_command_points_from_a_training_runs_folder_to_its_final_model(tmp_path):
+    """One check decides whether a folder holds a model. Before, a run's folder (its model in final/) got five
+    messages: convert's and export's, each its own; `tokenizer has no vocab.txt` from fill-mask and embed;
+    `no config.json there` from predict, finetune and serve; `run/config.json: no such file` from pretrain evaluate."""
+    from bertforge.model import BertConfig, BertForPreTraining
+
+    run_dir = tmp_path / "run"
+    BertForPreTraining(BertConfig.from_size("tiny")).save_pretrained(run_dir / "final")
+    (run_dir / "train_log.csv").write_text("step,loss\n")
+    texts = tmp_path / "texts.tsv"
+    texts.write_text("sentence\tlabel\nA fine film.\tpos\n", encoding="utf-8")
+    message = f"{run_dir}: a training run's folder, with no model of its own; its final model is " \
+              f"{run_dir / 'final'}: use that"
+    for command in (("convert", run_dir, tmp_path / "out"), ("pretrain", "export", run_dir, tmp_path / "out"),
+                    ("pretrain", "evaluate", run_dir, tmp_path), ("fill-mask", "--model", run_dir, "a [MASK]."),
+                    ("embed", "--model", run_dir, "a text"), ("serve", "--model", f"run={run_dir}"),
+                    ("predict", "--task", "classification", "--model", run_dir, "--input", texts),
+                    ("finetune", "--task", "classification", "--model", run_dir, "--train", texts,
+                     "--output", tmp_path / "out")):
+        line = one_line_error(run(*command))
+        assert line in (f"error: {message}", f"error: --model {message}"), (command, line)
+    assert not (tmp_path / "out").exists()

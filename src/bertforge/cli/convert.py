@@ -8,9 +8,9 @@ from pathlib import Path
 
 import click
 
-from bertforge.errors import CheckpointError, InputError
+from bertforge.errors import InputError
 from bertforge.io.atomic import atomic_directory, check_output_dir
-from bertforge.paths import MODEL_FILES, config_path
+from bertforge.paths import MODEL_FILES
 
 log = logging.getLogger("bertforge.cli")
 
@@ -40,14 +40,11 @@ def convert(source, destination, do_lower_case, dtype):
     import torch
 
     from bertforge.model import ARCHITECTURES
-    from bertforge.model.checkpoint import checkpoint_location
+    from bertforge.model.checkpoint import model_folder
     from bertforge.tokenization import BertTokenizer
 
     check_output_dir(destination, "DESTINATION", inputs=(source,), holds="config.json", only=MODEL_FILES)
-    folder, _ = checkpoint_location(source)
-    if not config_path(folder).is_file() and config_path(folder / "final").is_file():
-        raise CheckpointError(f"{folder}: a training run's folder, with no model of its own; its final model is "
-                              f"{folder / 'final'}: convert that")
+    folder, _ = model_folder(source)
     settings = {}
     if not (folder / BertTokenizer.config_file_name).exists():  # Google's folders, and others that do not record it
         if do_lower_case is None and (folder / "bert_config.json").exists():

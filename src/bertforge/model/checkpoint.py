@@ -252,7 +252,10 @@ def model_folder(path: str | Path) -> tuple[Path, Path | None]:
     if config.is_dir():
         raise CheckpointError(f"{config}: is a directory, not a file")
     if not config.is_file():
-        raise CheckpointError(f"{folder}: no config.json (or Google's bert_config.json) there")
+        final = folder / "final"  # where `pretrain train` and `distill` save a run's model
+        raise CheckpointError(f"{folder}: a training run's folder, with no model of its own; its final model is "
+                              f"{final}: use that" if config_path(final).is_file() else
+                              f"{folder}: no config.json (or Google's bert_config.json) there")
     return folder, prefix
 
 

@@ -19,7 +19,7 @@ from torch import nn
 from bertforge.errors import CheckpointError, InputError, is_whole_number
 from bertforge.io.json_files import read_json_object
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
-from bertforge.model.checkpoint import checkpoint_location
+from bertforge.model.checkpoint import model_folder
 from bertforge.paths import model_path
 from bertforge.pipelines.loading import (LoadedCheckpoint, apply_dtype, check_dtype, load_for_task, model_tasks,
                                          resolve_dtype)
@@ -118,7 +118,7 @@ class Pipeline:
             self.model, self.device, self.dtype = self.model_in_memory(model, device, dtype, tokenizer)
         else:
             given = model_path(model) if model is not None else self.default_model()
-            path, _ = checkpoint_location(given)  # a file of the checkpoint, or Google's prefix, names its folder
+            path, _ = model_folder(given)  # before its tokenizer; a file of it, or Google's prefix, names the folder
             self.device = resolve_device("cpu" if device is None else device)
             self.dtype = resolve_dtype(dtype, self.device)  # what runs ("auto" says bfloat16 or float32)
             if tokenizer is None:

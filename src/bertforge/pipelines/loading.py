@@ -15,7 +15,7 @@ from torch import nn
 from bertforge.errors import CheckpointError, InputError
 from bertforge.model import BertModel
 from bertforge.model.capabilities import ENCODER_TASKS, checkpoint_tasks, head_model
-from bertforge.model.checkpoint import checkpoint_location, missing_weights_unlogged, model_folder
+from bertforge.model.checkpoint import missing_weights_unlogged, model_folder
 from bertforge.model.cpu import cpu_has_any
 from bertforge.paths import model_path
 from bertforge.tokenization import BertTokenizer
@@ -71,12 +71,13 @@ def apply_dtype(model: nn.Module, dtype: str, device: torch.device) -> nn.Module
 def load_for_task(model_class, path: Path, task: str, head_prefix: tuple[str, ...] | None, head_name: str | None):
     """Load `model_class` from `path`; when the task needs a head the checkpoint lacks (its weights
     show up in `missing_keys`), say which head and what this checkpoint can do instead."""
+    folder, _ = model_folder(path)
     with missing_weights_unlogged():  # missing head weights are our error to report, below
         model = model_class.from_pretrained(path)
     missing_head = head_prefix is not None and any(k.startswith(head_prefix) for k in model.missing_keys)
     # The two classifiers share their weights' names: the config's architectures tell them apart.
     if missing_head or task in ("text-classification", "token-classification"):
-        tasks = checkpoint_tasks(checkpoint_location(path)[0])
+        tasks = checkpoint_tasks(folder)
         if missing_head or task not in tasks:
             raise CheckpointError(f"{path}: {task} needs a {head_name}, and this checkpoint has none; it can do: "
                                   f"{', '.join(tasks)}")

@@ -10,8 +10,9 @@ import torch
 
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import atomic_directory, check_output_dir
+from bertforge.model.checkpoint import model_folder
 from bertforge.model.heads import BertForPreTraining
-from bertforge.paths import MODEL_FILES, config_path
+from bertforge.paths import MODEL_FILES
 from bertforge.training.state import MANIFEST, Checkpoint, has_checkpoint
 
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -34,8 +35,6 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
     model_dir = Path(model_dir)
     # Written whole into a new folder, swapped in at the end: never over the model it reads, nor over files of others.
     check_output_dir(output_dir, "OUTPUT_DIR", inputs=(model_dir,), holds="config.json", only=MODEL_FILES)
-    if model_dir.is_dir() and not has_checkpoint(model_dir) and not config_path(model_dir).is_file():
-        raise _neither_model_nor_run(model_dir)
     if has_checkpoint(model_dir) and not (model_dir / "config.json").exists():
         # a run directory: rebuild the model from the run's settings and its latest checkpoint
         checkpoint = Checkpoint(model_dir, option="export",
@@ -52,6 +51,7 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
         model = build_model(config, len(tokenizer), data.options.max_seq_length)
         checkpoint.load_model(model)
     else:
+        model_folder(model_dir)  # the message every command gives a folder with no model (a run's: its final/)
         overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         model = BertForPreTraining.from_pretrained(model_dir, **overrides)
         tokenizer = BertTokenizer.from_pretrained(model_dir)
@@ -59,11 +59,3 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
         model.to(DTYPES[dtype]).save_pretrained(build, tokenizer)
     return Path(output_dir) / "model.safetensors"
 
-
-def _neither_model_nor_run(model_dir: Path) -> CheckpointError:
-    """A directory with no model and no checkpoint: most often a finished run whose checkpoint/ was
-    removed, whose model is then in final/."""
-    final = model_dir / "final"
-    hint = f"; its final model is {final}: export that" if config_path(final).is_file() else ""
-    return CheckpointError(f"{model_dir}: neither a saved model (no config.json) nor a run directory "
-                           f"(no checkpoint/){hint}")
