@@ -845,3 +845,13 @@ def test_a_resumed_distillation_sees_every_change_of_its_targets():
                    {"teacher_logits": np.ones((5, 2), dtype=np.float32)},
                    {"teacher_hidden": np.zeros((5, 4), dtype=np.float32)}):
         assert digest(**change) != same, change
+
+
+def test_teacher_and_student_are_taken_as_a_file_of_their_folder_as_predict_takes_a_model(teachers, sst2, tokenizer,
+                                                                                          tmp_path):
+    """--teacher and --student were click directories: given model/config.json, which predict --model takes, they
+    stopped at click's `Directory '.../config.json' is a file.`"""
+    wide = _pretrained(tmp_path / "wide", tokenizer, layers=2, hidden=64)
+    line = _one_line_error("--task", "classification", "--teacher", teachers["classification"] / "config.json",
+                           "--train", sst2 / "train.tsv", "--student", wide / "config.json", "--output", tmp_path / "out")
+    assert f"--student {wide}: the student (L2-H64) is larger than its teacher (L4-H32)" in line

@@ -652,3 +652,23 @@ def test_export_and_convert_write_a_new_folder_never_over_their_source_or_others
     assert CliRunner().invoke(cli, ["pretrain", "export", str(model), str(tmp_path / "half")]).exit_code == 0
     assert CliRunner().invoke(cli, ["pretrain", "export", str(model), str(tmp_path / "half"),
                                     "--dtype", "bfloat16"]).exit_code == 0  # an earlier export is replaced
+
+
+def test_every_command_that_reads_a_model_takes_a_file_of_its_folder(data_dir, tmp_path):
+    """pretrain train --init-from and the MODEL_DIR of pretrain evaluate and export were click directories: given
+    model/config.json, which predict --model takes, they stopped at click's `Directory '.../config.json' is a file.`
+    convert took the file but read it as a TensorFlow checkpoint (`config.json.index: cannot read`)."""
+    from bertforge.tokenization import BertTokenizer
+
+    model = tmp_path / "model"
+    BertForPreTraining(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(model, BertTokenizer.from_pretrained())
+    config_file = str(model / "config.json")
+    result = CliRunner().invoke(cli, ["pretrain", "evaluate", config_file, str(data_dir), "--instances", "8"])
+    assert result.exit_code == 0 and json.loads(result.output)["instances"] == 8, result.output
+    for command in (["pretrain", "export", "--dtype", "float32"], ["convert"]):
+        result = CliRunner().invoke(cli, [*command, config_file, str(tmp_path / "out")])
+        assert result.exit_code == 0, (command, result.output)
+        assert load_file(tmp_path / "out" / "model.safetensors").keys() == load_file(model / "model.safetensors").keys()
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(data_dir), str(tmp_path / "run"), "--init-from",
+                                      config_file, "--max-steps", "1", "--batch-size", "2"])
+    assert result.exit_code == 0 and (tmp_path / "run" / "final" / "config.json").is_file(), result.output

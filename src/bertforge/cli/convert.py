@@ -44,7 +44,7 @@ def convert(source, destination, do_lower_case, dtype):
     from bertforge.tokenization import BertTokenizer
 
     check_output_dir(destination, "DESTINATION", inputs=(source,), holds="config.json", only=MODEL_FILES)
-    folder, _ = model_folder(source)
+    folder, prefix = model_folder(source)
     settings = {}
     if not (folder / BertTokenizer.config_file_name).exists():  # Google's folders, and others that do not record it
         if do_lower_case is None and (folder / "bert_config.json").exists():
@@ -55,7 +55,7 @@ def convert(source, destination, do_lower_case, dtype):
         raise InputError(f"--{'' if do_lower_case else 'no-'}do-lower-case: {folder} records do_lower_case "
                          f"{str(not do_lower_case).lower()} in {BertTokenizer.config_file_name}, which its model "
                          f"was trained with; the option is for folders that do not record it")
-    architecture = _head_model(source, folder)
+    architecture = _head_model(prefix, folder)
     model = ARCHITECTURES[architecture].from_pretrained(source)
     tokenizer = BertTokenizer.from_pretrained(folder, **settings)
     with atomic_directory(destination) as build:
@@ -65,11 +65,11 @@ def convert(source, destination, do_lower_case, dtype):
                + ("" if tokenizer.do_lower_case else ", cased"))
 
 
-def _head_model(source: Path, folder: Path) -> str:
+def _head_model(prefix: Path | None, folder: Path) -> str:
     """The model class that carries every head the checkpoint has (MLM and NSP → pre-training)."""
     from bertforge.model.capabilities import architectures_of, head_model, weight_tasks
     from bertforge.model.checkpoint import read_weights
     from bertforge.model.tf_checkpoint import read_tf_checkpoint
 
-    weights = read_tf_checkpoint(source) if folder != source else read_weights(folder)
+    weights = read_tf_checkpoint(prefix) if prefix is not None else read_weights(folder)
     return head_model(weight_tasks(weights, architectures_of(folder)))

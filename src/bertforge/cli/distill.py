@@ -212,7 +212,7 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
 @click.option("--task", type=click.Choice(TASKS + ("mlm",)), required=True,
               help="classification, pair-classification, ner or qa from a teacher fine-tuned for it; mlm: general "
                    "distillation of a pre-trained teacher on `bertforge pretrain prepare` shards.")
-@click.option("--teacher", type=click.Path(file_okay=False), required=True,
+@click.option("--teacher", type=click.Path(), required=True,
               help="The teacher: a model fine-tuned for TASK (for mlm: a pre-trained model with its MLM head).")
 @click.option("--train", "train_path", type=click.Path(), required=True,
               help="Training file (for mlm: a prepared data directory).")
@@ -231,7 +231,7 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
                    "other one as in DistilBERT (6 → 3 takes layers 0, 2, 4) [default: half the teacher's].")
 @click.option("--student-size", default=None,
               help="A fresh, smaller network from the grid instead (e.g. L4-H256), no larger than the teacher.")
-@click.option("--student", "student_dir", type=click.Path(file_okay=False), default=None,
+@click.option("--student", "student_dir", type=click.Path(), default=None,
               help="Or start the student from this smaller pre-trained model (e.g. the bundled bertforge-mini) with a "
                    "fresh task head; it must have the teacher's vocabulary.")
 @click.option("--prune", is_flag=True,

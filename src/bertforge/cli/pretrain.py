@@ -105,7 +105,7 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--model-size", default="mini", show_default=True, help="tiny, mini, small, medium, base, large or L<n>-H<n>.")
-@click.option("--init-from", default=None, type=click.Path(file_okay=False, exists=True),
+@click.option("--init-from", default=None, type=click.Path(),
               help="Continue pre-training this checkpoint directory (e.g. a published BERT) instead of "
                    "starting from random weights; its config.json sets the size.")
 @click.option("--max-steps", type=click.IntRange(1), default=1000, show_default=True)
@@ -148,6 +148,7 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
       bertforge pretrain train data/ run/ --max-steps 10000 --resume run/
       bertforge pretrain train data/ run/ --init-from my-bert --max-steps 2000 --lr 1e-4
     """
+    from bertforge.cli.finetune import checkpoint_option
     from bertforge.pretraining.config import TrainingConfig
     from bertforge.pretraining.trainer import train as run_training
     from bertforge.runcard import RunCard
@@ -156,6 +157,8 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
     if init_from is not None and typed("model_size"):
         raise ConfigError(f"--model-size {model_size} with --init-from {init_from}: the checkpoint's config.json sets "
                           f"the size; give one of them")
+    if init_from is not None:  # before the card fingerprints it: a run's folder, say, with all its checkpoints
+        checkpoint_option(init_from, "--init-from")
     threads = configure_torch(threads, deterministic)
     card = RunCard.start(click.get_current_context().params, [data_dir, eval_data, init_from], output_dir, seed)
     check_output_dir(output_dir, "OUTPUT_DIR", inputs=(data_dir, eval_data, init_from))  # --overwrite would delete them
@@ -174,7 +177,7 @@ def train(data_dir, output_dir, model_size, init_from, max_steps, batch_size, gr
 
 
 @pretrain.command()
-@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("model_dir", type=click.Path())
 @click.argument("data_dir", type=click.Path(file_okay=False))
 @click.option("--instances", type=click.IntRange(1), default=2000, show_default=True,
               help="Evaluate on the first N instances.")
@@ -200,7 +203,7 @@ def evaluate(model_dir, data_dir, instances, batch_size, device):
 
 
 @pretrain.command()
-@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.argument("model_dir", type=click.Path())
 @click.argument("output_dir", type=click.Path(file_okay=False))
 @click.option("--dtype", type=click.Choice(["float32", "float16", "bfloat16"]), default="float16", show_default=True,
               help="Storage type of the weights (loaders cast back to float32).")

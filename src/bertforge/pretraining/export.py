@@ -51,10 +51,10 @@ def export_model(model_dir: str | Path, output_dir: str | Path, dtype: str = "fl
         model = build_model(config, len(tokenizer), data.options.max_seq_length)
         checkpoint.load_model(model)
     else:
-        model_folder(model_dir)  # the message every command gives a folder with no model (a run's: its final/)
+        folder, _ = model_folder(model_dir)  # or a file in it, as every command takes a model
         overrides = {} if dropout is None else {"hidden_dropout_prob": dropout, "attention_probs_dropout_prob": dropout}
         model = BertForPreTraining.from_pretrained(model_dir, **overrides)
-        tokenizer = BertTokenizer.from_pretrained(model_dir)
+        tokenizer = BertTokenizer.from_pretrained(folder)
     with atomic_directory(output_dir) as build:
         model.to(DTYPES[dtype]).save_pretrained(build, tokenizer)
     return Path(output_dir) / "model.safetensors"
