@@ -855,3 +855,24 @@ def test_teacher_and_student_are_taken_as_a_file_of_their_folder_as_predict_take
     line = _one_line_error("--task", "classification", "--teacher", teachers["classification"] / "config.json",
                            "--train", sst2 / "train.tsv", "--student", wide / "config.json", "--output", tmp_path / "out")
     assert f"--student {wide}: the student (L2-H64) is larger than its teacher (L4-H32)" in line
+
+
+def test_a_general_teacher_without_an_mlm_head_is_refused_as_fill_mask_refuses_it(tokenizer, tmp_path):
+    """distill --task mlm had its own check (`the checkpoint has no masked-LM head to distil from`) beside the one
+    fill-mask and pretrain evaluate share; it now loads its teacher through that one."""
+    from bertforge.model import BertModel
+    from bertforge.pretraining.shards import PrepareOptions, prepare
+
+    encoder = _teacher(tmp_path / "encoder", BertModel, tokenizer)
+    (tmp_path / "books.txt").write_text("It was a bright cold day.\nThe clocks were striking.\n\nCall me Ishmael.\n"
+                                        "Some years ago I went to sea.\n", encoding="utf-8")
+    prepare([tmp_path / "books.txt"], tmp_path / "shards", tokenizer, PrepareOptions(max_seq_length=32, dupe_factor=1),
+            progress=False)
+    line = _one_line_error("--task", "mlm", "--teacher", encoder, "--train", tmp_path / "shards", "--output",
+                           tmp_path / "out")
+    head = ("needs a masked-language-model head (cls.predictions.*), and this checkpoint has none; it can do: "
+            "feature-extraction, sentence-embedding, contextual-similarity, attention")
+    assert line == f"error: --teacher {encoder}: distill --task mlm {head}"
+    fill_mask = CliRunner().invoke(cli, ["fill-mask", "--model", str(encoder), "a [MASK] day"])
+    assert fill_mask.output.strip().splitlines()[-1] == f"error: {encoder}: fill-mask {head}"
+    assert not (tmp_path / "out").exists()

@@ -15,7 +15,7 @@ from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_clas
                                    classifier_pooling_option, configure, device_for, load_task_model, max_length_for,
                                    read_data, read_splits, training_args)
 from bertforge.cli.finetune import finetune as finetune_command
-from bertforge.errors import ConfigError, InputError
+from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.atomic import check_output_dir
 
 # Minitron ranks channels on 1,024 samples; the first training rows (labelled ones come first) serve.
@@ -183,7 +183,8 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
 def _distil_general(teacher, train_path, validation_path, args, student_options, resume):
     from bertforge.distillation import GeneralDistillConfig, distil_general
     from bertforge.model import BertForPreTraining
-    from bertforge.model.checkpoint import missing_weights_unlogged
+    from bertforge.pipelines.fill_mask import FillMaskPipeline
+    from bertforge.pipelines.loading import load_for_task
     from bertforge.pretraining.shards import PretrainingData
     from bertforge.tasks import default_learning_rate
     from bertforge.training.engine import TrainingArguments
@@ -193,8 +194,11 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
         raise ConfigError("--task mlm: the student starts from the teacher's layers (--student-layers), "
                           "not --student-size, --student or --prune")
     directory = checkpoint_option(teacher, "--teacher")[0]
-    with missing_weights_unlogged():  # a teacher without the MLM head is refused with its own message
-        teacher_model = BertForPreTraining.from_pretrained(directory)
+    try:  # refused without an MLM head as fill-mask and pretrain evaluate refuse one; named as checkpoint_option does
+        teacher_model = load_for_task(BertForPreTraining, directory, "distill --task mlm", FillMaskPipeline.head_prefix,
+                                      FillMaskPipeline.head_name)
+    except CheckpointError as e:
+        raise ConfigError(f"--teacher {e}") from None
     build, description, _ = _student(teacher_model, **student_options)
     max_steps = args.max_steps or max(1, round(args.epochs * len(PretrainingData(train_path)) / args.batch_size))
     # Every setting the two trainers share is finetune's option, so a new one needs no line here; the

@@ -87,13 +87,6 @@ class GeneralDistillationObjective:
                 "tokens_per_second": interval["tokens"] / max(seconds, 1e-9), "tokens_seen": int(cumulative["tokens"])}
 
 
-def check_teacher(teacher, data: PretrainingData, source) -> None:
-    """The teacher must have been pre-trained with an MLM head, on the data's vocabulary."""
-    if any(name.startswith("mlm.") for name in teacher.missing_keys):
-        raise ConfigError(f"--teacher {source}: the checkpoint has no masked-LM head to distil from")
-    data.check_model(source, "--teacher")
-
-
 def masked_lm_student(student) -> BertForMaskedLM:
     """The student as a BertForMaskedLM (no NSP head, no pooler): the model a DistilBERT is."""
     model = BertForMaskedLM(student.config)
@@ -104,11 +97,12 @@ def masked_lm_student(student) -> BertForMaskedLM:
 
 def distil_general(config: GeneralDistillConfig, teacher, build_student, description: dict,
                    resume_from: str | Path | None = None) -> dict:
-    """Train `build_student()` (a BertForPreTraining, built after seeding) against `teacher` on the
-    prepared shards of `config.data_dir`; the student is saved as a masked LM in `output_dir/final`."""
+    """Train `build_student()` (a BertForPreTraining, built after seeding) against `teacher` (with its trained MLM
+    head: `load_for_task` refuses one without) on the prepared shards of `config.data_dir`, on whose vocabulary it
+    must have been trained; the student is saved as a masked LM in `output_dir/final`."""
     processes = Processes.start(config.device)
     data = PretrainingData(config.data_dir)
-    check_teacher(teacher, data, description.get("teacher"))
+    data.check_model(description.get("teacher"), "--teacher")
     teacher = teacher.eval() if config.with_teacher else None  # the engine moves it to the process's device
     result, scores = train_on_shards(
         config, processes, data, build_student, GeneralDistillationObjective(teacher, config.temperature),
