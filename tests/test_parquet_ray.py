@@ -296,7 +296,7 @@ def test_mistakes_on_ray_are_one_line(tmp_path, ray_cluster, sst2_parquet):
     # Checked on the driver before any actor starts: in an actor Ray would keep only a traceback's text.
     result = run("embed", "--ray", "auto", "--model", tmp_path, "--input", source, "--column", "sentence",
                  "--id-column", "id", "--output", tmp_path / "out")
-    assert result.exit_code == 2 and "has no vocab.txt" in result.output, result.output
+    assert result.exit_code == 2 and "no config.json (or Google's bert_config.json) there" in result.output, result.output
     result = run("embed", "--ray", "auto", "--input", source, "--column", "text", "--id-column", "id",
                  "--output", tmp_path / "out")
     assert result.exit_code == 2, result.output

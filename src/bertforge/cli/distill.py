@@ -224,7 +224,8 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
               help="Validation file, evaluated every epoch, the best student kept (for mlm: a prepared held-out "
                    "directory, MLM accuracy at the end or every --eval-every steps).")
 @click.option("--unlabelled", "unlabelled_path", type=click.Path(dir_okay=False), default=None,
-              help="More inputs without labels (same format as --train), labelled by the teacher alone.")
+              help="More inputs without labels, labelled by the teacher alone: --train's format, or for sentence "
+                   "classifiers also a .txt file, a text a line (empty lines skipped).")
 @click.option("--augment", "augment_copies", type=click.IntRange(0), default=0, show_default=True,
               help="Add N perturbed copies of each training text, labelled by the teacher alone (Tang et al. 2019: "
                    "words masked or swapped for other training words, 1-5 word n-grams); classification tasks only.")
