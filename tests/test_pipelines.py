@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import gutenberg_lines, sst2_sentences
+from conftest import REPO, gutenberg_lines, sst2_sentences
 
 from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.model import BertModel
@@ -522,3 +522,34 @@ def test_a_model_in_memory_that_cannot_serve_the_task_is_refused_naming_why(task
         options["dtype"] = "bfloat16"
     with pytest.raises(InputError, match=message):
         pipeline(task, **options)
+
+
+def test_python_mistakes_in_a_call_are_named_with_what_is_taken():
+    """From an audit of the Python API as a careless user writes it: transformers' call options
+    (truncation=True) were a bare TypeError; layers=None a TypeError from iterating it and NumPy's ints were
+    refused; a similarity over several layers silently used the first; ignore_labels=None (transformers'
+    default) a TypeError; a transformers tokenizer was called "a model"; a QA max_length too short for
+    windows blamed a doc_stride no one gave."""
+    from transformers import AutoTokenizer
+
+    bundled = REPO / "src" / "bertforge" / "pretrained"
+    sentiment = bundled / "sst2-distilled"
+    classify = pipeline("text-classification", model=sentiment)
+    with pytest.raises(InputError, match=r"^pipeline\('text-classification'\) got 'truncation' in its call, which does "
+                                         r"not take it; its call takes: inputs, .*; every text is cut to the pipeline's "
+                                         r"max_length \(pipeline\(\.\.\., max_length=N\)\), with a warning counting them$"):
+        classify("a fine film", truncation=True)
+    features = pipeline("feature-extraction")
+    with pytest.raises(InputError, match=r"^layers: None is not a layer of this model"):
+        features("a bank", layers=None)
+    assert np.array_equal(features("a bank", layers=np.int64(2)).vectors, features("a bank", layers=2).vectors)
+    similarity = pipeline("contextual-similarity")
+    with pytest.raises(InputError, match=r"^layer: choose one layer, got 'last-four'$"):
+        similarity(layer="last-four")
+    tagger = pipeline("token-classification", model=bundled / "conll-distilled")
+    assert tagger("John lives in Paris.", ignore_labels=None) == tagger("John lives in Paris.")
+    with pytest.raises(InputError, match=r"^tokenizer: give a bertforge BertTokenizer or its folder path, got a "
+                                         r"BertTokenizer of transformers$"):
+        pipeline("text-classification", model=sentiment, tokenizer=AutoTokenizer.from_pretrained(sentiment))
+    with pytest.raises(InputError, match=r"^max_length 3 is too short for question answering"):
+        pipeline("question-answering", max_length=3)(question="Where?", context="Paris is in France.")

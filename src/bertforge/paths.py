@@ -22,8 +22,16 @@ def model_path(value) -> Path:
     """A model given as a path (str or os.PathLike); anything else is refused naming what it got."""
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
-    raise CheckpointError(f"a model is given as a folder path (str or pathlib.Path), "
-                          f"got {type(value).__name__} {value!r}")
+    raise CheckpointError(f"a model is given as a folder path (str or pathlib.Path), got {described(value)}")
+
+
+def described(value) -> str:
+    """What a wrong argument is, in a line: `int 123`, or `a BertTokenizer of transformers` (whose repr runs to
+    many lines, and whose class name alone would read as bertforge's)."""
+    module = type(value).__module__.split(".")[0]
+    if module == "builtins":
+        return f"{type(value).__name__} {value!r}"[:80]
+    return f"a {type(value).__name__} of {module}"
 
 
 def config_path(directory: Path) -> Path:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from bertforge.errors import CheckpointError, InputError, is_whole_number
 from bertforge.io.json_files import read_json_object
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.model.checkpoint import model_folder
-from bertforge.paths import model_path
+from bertforge.paths import described, model_path
 from bertforge.pipelines.loading import (LoadedCheckpoint, apply_dtype, check_dtype, load_for_task, model_tasks,
                                          resolve_dtype)
 from bertforge.progress import progress_bar
@@ -62,6 +63,10 @@ def check_max_length(max_length, positions: int, model) -> int:
     return max_length
 
 
+# transformers' pipelines pass these on to their tokenizer; ours read every text within max_length.
+TOKENIZER_OPTIONS = ("truncation", "padding", "max_length")
+
+
 class Pipeline:
     """Base class: subclasses set `task`, `model_class`, the head they need, and implement `__call__`.
 
@@ -87,6 +92,7 @@ class Pipeline:
             @functools.wraps(call)
             def with_defaults(self, *args, **options):
                 if type(self).__call__ is with_defaults:  # not a subclass's super().__call__, which has its own
+                    self.check_call_options(options, at_call=True)
                     options = {**self.call_defaults, **options}
                 return call(self, *args, **options)
             cls.__call__ = with_defaults
@@ -95,7 +101,7 @@ class Pipeline:
                  dtype: str = "float32", batch_size: int = DEFAULT_BATCH_SIZE, max_length: int | None = None,
                  progress: bool = False, loaded: LoadedCheckpoint | None = None, parallel_batches: int = 1,
                  tokenizer: str | Path | BertTokenizer | None = None, **call_defaults):
-        self.call_defaults = self.check_call_defaults(call_defaults)
+        self.call_defaults = self.check_call_options(call_defaults, at_call=False)
         if isinstance(device, int) and not isinstance(device, bool) and device < 0:  # transformers' -1: the CPU
             device = "cpu"  # (another number is a GPU's, as resolve_device reads it)
         if isinstance(dtype, torch.dtype):  # as transformers takes it: torch.float32 is "float32"
@@ -126,8 +132,10 @@ class Pipeline:
             self.model = apply_dtype(load_for_task(self.model_class, given, self.task, self.head_prefix,
                                                    self.head_name).eval(), dtype, self.device)
         if tokenizer is not None:  # transformers' keyword: a tokenizer other than the model folder's
-            self.tokenizer = tokenizer if isinstance(tokenizer, BertTokenizer) else \
-                BertTokenizer.from_pretrained(model_path(tokenizer))
+            if not isinstance(tokenizer, (BertTokenizer, str, os.PathLike)):
+                raise InputError(f"tokenizer: give a bertforge BertTokenizer or its folder path, got "
+                                 f"{described(tokenizer)}")
+            self.tokenizer = tokenizer if isinstance(tokenizer, BertTokenizer) else BertTokenizer.from_pretrained(tokenizer)
             if len(self.tokenizer) > self.model.config.vocab_size:
                 raise InputError(f"tokenizer: {len(self.tokenizer)} tokens, more than the model's "
                                  f"{self.model.config.vocab_size} embeddings (resize_token_embeddings)")
@@ -168,13 +176,20 @@ class Pipeline:
         model = model.to(device).eval()
         return model, device, "bfloat16" if model.dtype == torch.bfloat16 else "float32"
 
-    def check_call_defaults(self, options: dict) -> dict:
+    def check_call_options(self, options: dict, at_call: bool) -> dict:
+        """Options of the call, given to the call or as the pipeline's defaults: an unknown one is named with
+        those it takes (a TypeError from Python's call would not say them)."""
+        if not options:
+            return options
         accepted = inspect.signature(inspect.unwrap(type(self).__call__)).parameters
         unknown = [name for name in options if name not in accepted or name == "self"
                    or accepted[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
         if unknown:
-            raise InputError(f"pipeline({self.task!r}) got {unknown[0]!r}, which neither the pipeline nor its call "
-                             f"takes; its call takes: {', '.join(n for n in accepted if n != 'self')}")
+            which = " in its call, which does not take it" if at_call else ", which neither the pipeline nor its call takes"
+            hint = ("; every text is cut to the pipeline's max_length (pipeline(..., max_length=N)), with a warning "
+                    "counting them" if unknown[0] in TOKENIZER_OPTIONS else "")
+            raise InputError(f"pipeline({self.task!r}) got {unknown[0]!r}{which}; its call takes: "
+                             f"{', '.join(n for n in accepted if n != 'self')}{hint}")
         return options
 
     @staticmethod

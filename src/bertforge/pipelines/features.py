@@ -6,6 +6,7 @@ L2-normalised, as NumPy arrays or torch tensors.
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -34,21 +35,34 @@ class TokenFeatures:
 
 
 def resolve_layers(layers, num_layers: int, keyword: str = "layers") -> list[int]:
-    """An int, a list of ints, or a preset name → hidden-state indices (0 = input embeddings); `keyword` is the
-    argument errors name."""
+    """An int (Python's, NumPy's or a 0-d tensor's), a list or tuple of them, or a preset name → hidden-state
+    indices (0 = input embeddings); `keyword` is the argument errors name."""
     if isinstance(layers, str):
         if layers not in LAYER_PRESETS:
             raise InputError(f"{keyword}: unknown preset {layers!r}; use an index, a list of indices or one of "
                              f"{', '.join(LAYER_PRESETS)}")
         layers = LAYER_PRESETS[layers]
-    chosen = [layers] if isinstance(layers, int) else list(layers)
+    chosen = list(layers) if isinstance(layers, (list, tuple)) else [layers]
     if not chosen:
         raise InputError(f"{keyword}: choose at least one layer")
+    indices = []
     for layer in chosen:
-        if isinstance(layer, bool) or not isinstance(layer, int) or not -(num_layers + 1) <= layer <= num_layers:
+        index = _index(layer)
+        if index is None or not -(num_layers + 1) <= index <= num_layers:
             raise InputError(f"{keyword}: {layer!r} is not a layer of this model (0 = embeddings .. {num_layers}, "
                              f"or negative from the last)")
-    return chosen
+        indices.append(index)
+    return indices
+
+
+def _index(value) -> int | None:
+    """A whole number as Python, NumPy or a 0-d tensor hold one (not a bool, a float or a container)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return operator.index(value)
+    except TypeError:
+        return None
 
 
 def combine_layers(states: list[torch.Tensor], combine: str) -> torch.Tensor:

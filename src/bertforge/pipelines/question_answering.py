@@ -61,6 +61,9 @@ class QuestionAnsweringPipeline(Pipeline):
                     raise InputError(f"the {what} is empty" if single else f"{what} {i + 1} is empty")
         if doc_stride is None:
             doc_stride = doc_stride_for(self.max_length)
+            if doc_stride < 1:  # not the user's doc_stride to blame
+                raise InputError(f"max_length {self.max_length} is too short for question answering: windows that "
+                                 f"overlap need at least 4 tokens")
         for name, value in (("top_k", top_k), ("max_answer_length", max_answer_length),
                             ("max_question_length", max_question_length)):
             if not is_whole_number(value, 1):

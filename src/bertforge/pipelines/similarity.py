@@ -65,7 +65,10 @@ class ContextualSimilarityPipeline(FeatureExtractionPipeline):
             if not (isinstance(example, (tuple, list)) and len(example) == 2 and all(isinstance(s, str) for s in example)):
                 raise InputError(f"example {i + 1}: expected (sentence, word), got {str(example)[:80]!r}")
         sentences, words = [s for s, _ in examples], [w for _, w in examples]
-        layer = resolve_layers(layer, self.config.num_hidden_layers, keyword="layer")[0]
+        chosen = resolve_layers(layer, self.config.num_hidden_layers, keyword="layer")
+        if len(chosen) != 1:  # a word's vector compared across sentences comes from one layer
+            raise InputError(f"layer: choose one layer, got {layer!r}")
+        layer = chosen[0]
         context_free = super().__call__(sentences, layers=0, level="word", return_tensors="pt")
         contextual = super().__call__(sentences, layers=layer, level="word", return_tensors="pt")
         rows = [self.word_index(features.tokens, sentence, word)

@@ -62,6 +62,7 @@ class TokenClassificationPipeline(Pipeline):
         self.labels = label_names(self.config)
 
     def __call__(self, inputs, aggregation_strategy: str = "first", ignore_labels=("O",)):
+        ignore_labels = ("O",) if ignore_labels is None else ignore_labels  # transformers' None: its default
         if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
             raise InputError(f"ignore_labels must be a list of labels, got {ignore_labels!r}")
         if aggregation_strategy not in AGGREGATION_STRATEGIES:
