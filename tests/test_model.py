@@ -4,6 +4,7 @@ tolerances.py), checkpoint round trips in both directions, configuration and loa
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,6 +20,7 @@ from bertforge.model import (
     BertForSequenceClassification,
     BertForTokenClassification,
 )
+from bertforge.paths import PRETRAINED_DIR
 from conftest import sst2_sentences
 from tolerances import ATTENTION, F32_EPS, HIDDEN_STATES, UNIT, rounding_bound
 
@@ -344,3 +346,13 @@ def test_sequence_longer_than_positions_is_a_clear_error():
     model = BertModel(BertConfig.from_size("tiny", max_position_embeddings=16))
     with pytest.raises(InputError, match="max_position_embeddings"):
         model(torch.ones(1, 17, dtype=torch.long))
+
+
+def test_the_current_folder_loads_as_transformers_loads_it(monkeypatch):
+    monkeypatch.chdir(PRETRAINED_DIR / "sst2-distilled")
+    for path in (".", "./", Path(".")):
+        assert BertForSequenceClassification.from_pretrained(path).config.num_labels == 2
+    with pytest.raises(CheckpointError, match=r"^model path '' is empty: give a model folder"):
+        BertForSequenceClassification.from_pretrained("")
+    with pytest.raises(ConfigError, match=r"^/config.json: no such file$"):
+        BertForSequenceClassification.from_pretrained("/")
