@@ -93,6 +93,7 @@ def test_num_labels_without_id2label_gives_that_many_labels_as_in_transformers(t
      r"config key 'attention_probs_dropout_prob' must be in \[0, 1\), got -0.1$"),
     ({"classifier_dropout": 1}, r"config key 'classifier_dropout' must be in \[0, 1\), got 1$"),
     ({"layer_norm_eps": -1}, "config key 'layer_norm_eps' must be positive, got -1.0$"),
+    ({"num_attention_heads": 0}, "config key 'num_attention_heads' must be positive, got 0$"),  # not a modulo by 0
     ({"initializer_range": -0.02}, "config key 'initializer_range' must not be negative, got -0.02$"),
     ({"pad_token_id": 99999}, "config key 'pad_token_id' must be a token id below vocab_size 60, got 99999$"),
 ])

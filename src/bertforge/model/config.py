@@ -98,9 +98,6 @@ class BertConfig:
                 raise ConfigError(f"config key {f.name!r} must be {f.type}, got {value!r}")
             if f.type == "float":
                 setattr(self, f.name, float(value))
-        if self.hidden_size % self.num_attention_heads:
-            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
-                              f"num_attention_heads {self.num_attention_heads}")
         if self.hidden_act not in ACTIVATIONS:
             raise ConfigError(f"config key 'hidden_act' must be one of {ACTIVATIONS}, got {self.hidden_act!r}")
         if self.classifier_pooling not in CLASSIFIER_POOLINGS:
@@ -110,6 +107,9 @@ class BertConfig:
                      "intermediate_size", "max_position_embeddings", "type_vocab_size"):
             if getattr(self, name) < 1 and not (name == "type_vocab_size" and self.is_distilbert):
                 raise ConfigError(f"config key {name!r} must be positive, got {getattr(self, name)}")
+        if self.hidden_size % self.num_attention_heads:
+            raise ConfigError(f"hidden_size {self.hidden_size} is not a multiple of "
+                              f"num_attention_heads {self.num_attention_heads}")
         # Out of range, these fail deep inside torch (nn.Dropout, nn.Embedding) or give NaN vectors (eps).
         rates = {name: getattr(self, name) for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
         rates.update({key: self.extra[key] for key in HEAD_DROPOUT_KEYS if self.extra.get(key) is not None})
