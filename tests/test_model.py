@@ -356,3 +356,15 @@ def test_the_current_folder_loads_as_transformers_loads_it(monkeypatch):
         BertForSequenceClassification.from_pretrained("")
     with pytest.raises(ConfigError, match=r"^/config.json: no such file$"):
         BertForSequenceClassification.from_pretrained("/")
+
+
+def test_the_config_takes_num_labels_and_keeps_unknown_keys_as_transformers_does():
+    import transformers
+
+    ours, theirs = BertConfig(num_labels=3, foo=1), transformers.BertConfig(num_labels=3, foo=1)
+    assert ours.id2label == theirs.id2label and ours.label2id == theirs.label2id and ours.foo == theirs.foo == 1
+    ours.foo = 2
+    assert ours.to_dict()["foo"] == 2 and "num_labels" not in ours.to_dict()
+    assert BertForSequenceClassification(BertConfig.from_size("tiny", num_labels=5)).classifier.out_features == 5
+    with pytest.raises(ConfigError, match=r"^BertConfig\(num_labels=0\): give a positive whole number$"):
+        BertConfig(num_labels=0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -139,12 +140,15 @@ class BertConfig:
             self.id2label = {int(k): str(v) for k, v in self.id2label.items()}
 
     def __getattr__(self, name: str):  # only where the attribute is not found otherwise
-        if name in TRANSFORMERS_ATTRIBUTES:
-            return self.__dict__.get("extra", {}).get(name, TRANSFORMERS_ATTRIBUTES[name])
+        extra = self.__dict__.get("extra", {})
+        if name in extra or name in TRANSFORMERS_ATTRIBUTES:  # transformers reads every key as an attribute
+            return extra.get(name, TRANSFORMERS_ATTRIBUTES.get(name))
         raise AttributeError(f"'BertConfig' object has no attribute {name!r}")
 
     def __setattr__(self, name: str, value) -> None:
-        if name in TRANSFORMERS_ATTRIBUTES:
+        # an unused key changed as an attribute is saved changed (a property's setter checks its own)
+        unused_key = name in self.__dict__.get("extra", ()) and not hasattr(BertConfig, name)
+        if name in TRANSFORMERS_ATTRIBUTES or unused_key:
             if name in UNSUPPORTED_VARIANTS and value != UNSUPPORTED_VARIANTS[name]:
                 raise ConfigError(f"config.{name} = {value!r}: this variant is not supported (bertforge's BERT is "
                                   f"an encoder with {name} {json.dumps(UNSUPPORTED_VARIANTS[name])})")
@@ -221,9 +225,7 @@ class BertConfig:
             # DistilBERT fixes what its config does not name: no token types, LayerNorm eps 1e-12.
             data = {**{DISTILBERT_KEYS.get(k, k): v for k, v in data.items()}, "type_vocab_size": 0,
                     "layer_norm_eps": 1e-12}
-        known = {f.name for f in dataclasses.fields(cls)} - {"extra"}
-        values = {k: v for k, v in data.items() if k in known}
-        extra = {k: v for k, v in data.items() if k not in known and k not in ("label2id", "num_labels")}
+        values, extra = _fields_and_extra(data)
         if "id2label" not in data and type(data.get("num_labels")) is int and data["num_labels"] >= 1:
             values["id2label"] = numbered_labels(data["num_labels"], source)
         try:
@@ -287,6 +289,30 @@ class BertConfig:
         if dtype is not None:
             data["dtype"] = dtype
         write_text(Path(directory) / "config.json", _as_json(data))
+
+
+def _fields_and_extra(data: dict) -> tuple[dict, dict]:
+    """Keys of config.json or of the constructor: (BertConfig's fields, the others, kept in `extra` and saved
+    back); num_labels and label2id are id2label's to give, never kept."""
+    known = {f.name for f in dataclasses.fields(BertConfig)} - {"extra"}
+    values = {k: v for k, v in data.items() if k in known}
+    return values, {k: v for k, v in data.items() if k not in known and k not in ("label2id", "num_labels")}
+
+
+def _taking_any_key(init):
+    """BertConfig(num_labels=3, foo=1) as transformers' constructor takes it: num_labels gives LABEL_0 .. LABEL_2
+    (where id2label is not given), other keys are kept as a loaded config.json's unused keys are."""
+    @functools.wraps(init)
+    def __init__(self, *args, extra: dict | None = None, **keys):
+        values, unused = _fields_and_extra(keys)
+        if "num_labels" in keys and keys.get("id2label") is None:
+            values["id2label"] = numbered_labels(keys["num_labels"], f"BertConfig(num_labels={keys['num_labels']!r})")
+        init(self, *args, **values, extra={**unused, **(extra or {})})
+
+    return __init__
+
+
+BertConfig.__init__ = _taking_any_key(BertConfig.__init__)
 
 
 def _check_override_names(config: BertConfig, overrides: dict) -> None:
