@@ -368,3 +368,19 @@ def test_the_config_takes_num_labels_and_keeps_unknown_keys_as_transformers_does
     assert BertForSequenceClassification(BertConfig.from_size("tiny", num_labels=5)).classifier.out_features == 5
     with pytest.raises(ConfigError, match=r"^BertConfig\(num_labels=0\): give a positive whole number$"):
         BertConfig(num_labels=0)
+
+
+@pytest.mark.parametrize("keywords,message", [
+    ({"hidden_size": "x"}, r"hidden_size='x'\): must be int, got 'x'"),
+    ({"hidden_dropout_prob": 1.5}, r"hidden_dropout_prob=1.5\): must be in \[0, 1\), got 1.5"),
+    ({"hidden_act": "swish"}, r"hidden_act='swish'\): must be one of \(.*\), got 'swish'"),
+    ({"problem_type": "bogus"}, r"problem_type='bogus'\): must be one of \(.*\) or None, got 'bogus'"),
+    ({"id2label": ["a", "b"]}, r"id2label=\['a', 'b'\]\): must map label numbers to names"),
+    ({"hidden_size": 40, "num_attention_heads": 5, "vocab_size": 0}, r"vocab_size=0\): must be positive, got 0"),
+    ({"pad_token_id": 5, "vocab_size": 3}, r"pad_token_id=5, vocab_size=3\): config key 'pad_token_id' must be a "),
+])
+def test_a_bad_from_pretrained_keyword_is_named_as_the_callers_not_the_files(default_model_dir, keywords, message):
+    with pytest.raises(ConfigError, match=rf"^from_pretrained\({message}"):
+        BertForSequenceClassification.from_pretrained(default_model_dir, **keywords)
+    with pytest.raises(ConfigError, match=rf"^from_pretrained\({message}"):
+        BertConfig.from_pretrained(default_model_dir, **keywords)

@@ -12,7 +12,7 @@ import torch
 from tokenizers import AddedToken
 
 from bertforge import BertTokenizer
-from bertforge.errors import CheckpointError, InputError
+from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.datasets import read_squad
 from conftest import fixture_data, fixture_gutenberg_lines, reference_tokenizer
 
@@ -388,3 +388,13 @@ def test_the_current_folder_loads_and_an_empty_path_is_refused(uncased_dir, monk
     assert BertTokenizer.from_pretrained(".").tokenize("Hello") == ["hello"]
     with pytest.raises(CheckpointError, match=r"^tokenizer path '' is empty: give a model folder"):
         BertTokenizer.from_pretrained("")
+
+
+@pytest.mark.parametrize("keywords,message", [
+    ({"do_lower_case": "no"}, r"do_lower_case='no'\): must be True or False"),
+    ({"additional_special_tokens": "[unused0]"}, r"additional_special_tokens='\[unused0\]'\): must be a list of str"),
+    ({"max_input_chars_per_word": "x"}, r"max_input_chars_per_word='x'\): must be an int"),
+])
+def test_a_bad_from_pretrained_keyword_is_named_as_the_callers_not_the_files(uncased_dir, keywords, message):
+    with pytest.raises(ConfigError, match=rf"^from_pretrained\({message}$"):
+        BertTokenizer.from_pretrained(uncased_dir, **keywords)

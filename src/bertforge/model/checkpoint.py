@@ -268,7 +268,7 @@ def load_config(path: str | Path | None = None, **overrides) -> BertConfig:
         if key in overrides:
             raise ConfigError(f"BertConfig.from_pretrained({key}=...): the weights' type is the model's to load: "
                               f"Model.from_pretrained(path, {key}=...)")
-    return with_overrides(BertConfig.from_json_file(config_file), config_file, dict(overrides))
+    return with_overrides(BertConfig.from_json_file(config_file), dict(overrides))
 
 
 def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **config_overrides):
@@ -291,7 +291,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     device = _load_device(config_overrides.pop("device_map", None))
     # transformers' keyword: weights whose shape the config changed (a head of other labels) start afresh
     ignore_mismatched_sizes = bool(config_overrides.pop("ignore_mismatched_sizes", False))
-    config = with_overrides(config, config_file, config_overrides)
+    config = with_overrides(config, config_overrides)
     weights, unused = _ours(hf_weights, config)
     if fresh_head:
         weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}

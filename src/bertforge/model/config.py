@@ -327,7 +327,7 @@ def _check_override_names(config: BertConfig, overrides: dict) -> None:
             raise ConfigError(f"from_pretrained({name}=...): not a config key of this model{hint}")
 
 
-def with_overrides(config: BertConfig, config_file: Path, overrides: dict) -> BertConfig:
+def with_overrides(config: BertConfig, overrides: dict) -> BertConfig:
     """`config` with from_pretrained's keywords applied, by transformers' rules for num_labels and label2id.
     `config=` replaces the file's config, as there; attn_implementation changes nothing (the model picks)."""
     if "config" in overrides:
@@ -347,4 +347,21 @@ def with_overrides(config: BertConfig, config_file: Path, overrides: dict) -> Be
     if not overrides:
         return config
     _check_override_names(config, overrides)
-    return BertConfig.from_dict({**config.to_dict(), **overrides}, source=str(config_file))
+    try:
+        return BertConfig.from_dict({**config.to_dict(), **overrides})
+    except ConfigError as error:  # the file's config was valid: the caller's keywords are at fault
+        raise _override_error(config, overrides, error) from None
+
+
+def _override_error(config: BertConfig, overrides: dict, error: ConfigError) -> ConfigError:
+    """`error` named as the caller's keyword that gives it alone, else as all of them (they disagree together)."""
+    message = str(error).removeprefix("config: ")  # from_dict's name for a config read from no file
+    for name, value in overrides.items():
+        try:
+            BertConfig.from_dict({**config.to_dict(), name: value})
+        except ConfigError as alone:
+            if str(alone) == str(error):
+                return ConfigError(f"from_pretrained({name}={value!r}): "
+                                   + message.removeprefix(f"config key {name!r} "))
+    given = ", ".join(f"{name}={value!r}" for name, value in overrides.items())
+    return ConfigError(f"from_pretrained({given}): {message}")

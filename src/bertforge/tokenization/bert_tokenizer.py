@@ -121,8 +121,10 @@ class BertTokenizer(AddingTokens, Decoding):
             raise CheckpointError(f"tokenizer path {path!r} is empty: give a model folder (\".\" for the current one)")
         vocab, settings, config_file = read_folder(model_path(path), cls.vocab_file_name, cls.config_file_name)
         sides = {key: overrides.pop(key) for key in RIGHT_ONLY if key in overrides}
-        settings.update({key: value for key, value in overrides.items() if key not in NO_OP_LOADING_KEYWORDS})
+        overrides = {key: value for key, value in overrides.items() if key not in NO_OP_LOADING_KEYWORDS}
         check_settings(settings, config_file)
+        check_settings(overrides, None)  # the caller's keywords, not the file, are at fault
+        settings.update(overrides)
         tokenizer = cls(vocab, **settings)
         check_fits_the_model(len(tokenizer), config_file.parent)
         for key, value in sides.items():

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bertforge.errors import CheckpointError
+from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import write_text
 from bertforge.io.json_files import read_json_object
 from bertforge.paths import config_path
@@ -90,13 +90,30 @@ def write_folder(tokenizer, directory: Path) -> tuple[str, ...]:
                                                     TOKENIZER_JSON))
 
 
-def check_settings(settings: dict, source: Path) -> None:
-    expected = {"do_lower_case": bool, "strip_accents": (bool, type(None)), "model_max_length": int,
-                "clean_up_tokenization_spaces": bool,
-                **{key: str for key in SPECIAL_TOKEN_KEYS}}
-    for key, kind in expected.items():
-        if key in settings and not isinstance(settings[key], kind):
+TOKEN_LISTS = (list, tuple)
+SETTING_TYPES = {"do_lower_case": bool, "strip_accents": (bool, type(None)), "model_max_length": int,
+                 "clean_up_tokenization_spaces": bool, "max_input_chars_per_word": int,
+                 **{key: str for key in SPECIAL_TOKEN_KEYS},
+                 **{key: TOKEN_LISTS for key in ("additional_special_tokens", "added_tokens", "special_added_tokens")}}
+TYPE_NAMES = {bool: "True or False", (bool, type(None)): "True, False or None", int: "an int", str: "a str",
+              TOKEN_LISTS: "a list of str"}
+
+
+def _of_type(value, kind) -> bool:
+    if kind == TOKEN_LISTS:
+        return isinstance(value, kind) and all(isinstance(token, str) for token in value)
+    return isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+
+
+def check_settings(settings: dict, source: Path | None) -> None:
+    """The settings of the tokenizer's files (`source`, named in the error) or, with no source, the caller's
+    from_pretrained keywords (named as given), each of the type the tokenizer takes."""
+    for key, kind in SETTING_TYPES.items():
+        if key not in settings or _of_type(settings[key], kind):
+            continue
+        if source is not None:
             raise CheckpointError(f"{source}: {key} has the wrong type ({type(settings[key]).__name__})")
+        raise ConfigError(f"from_pretrained({key}={settings[key]!r}): must be {TYPE_NAMES[kind]}")
 
 
 def check_fits_the_model(vocab_size: int, directory: Path) -> None:
