@@ -384,3 +384,12 @@ def test_a_bad_from_pretrained_keyword_is_named_as_the_callers_not_the_files(def
         BertForSequenceClassification.from_pretrained(default_model_dir, **keywords)
     with pytest.raises(ConfigError, match=rf"^from_pretrained\({message}"):
         BertConfig.from_pretrained(default_model_dir, **keywords)
+
+
+def test_hub_keywords_change_nothing_for_models_and_tokenizers_alike_and_other_keywords_are_named(default_model_dir):
+    hub = dict(cache_dir="/nowhere", revision="main", local_files_only=True, trust_remote_code=False, use_fast=True)
+    assert BertModel.from_pretrained(default_model_dir, **hub).config == BertConfig.from_pretrained(default_model_dir)
+    assert BertTokenizer.from_pretrained(default_model_dir, **hub).tokenize("Hello") == ["hello"]
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(lowercase=...\): not a setting of BertTokenizer; "
+                                          r"did you mean 'do_lower_case'\?$"):
+        BertTokenizer.from_pretrained(default_model_dir, lowercase=True)

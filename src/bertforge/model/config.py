@@ -13,6 +13,7 @@ from pathlib import Path
 from bertforge.errors import ConfigError, is_whole_number
 from bertforge.io.atomic import write_text
 from bertforge.io.json_files import read_json_object
+from bertforge.tokenization.folder import HUB_KEYWORDS
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
 NAMED_SIZES = {
@@ -329,12 +330,14 @@ def _check_override_names(config: BertConfig, overrides: dict) -> None:
 
 def with_overrides(config: BertConfig, overrides: dict) -> BertConfig:
     """`config` with from_pretrained's keywords applied, by transformers' rules for num_labels and label2id.
-    `config=` replaces the file's config, as there; attn_implementation changes nothing (the model picks)."""
+    `config=` replaces the file's config, as there; attn_implementation (the model picks) and the hub keywords
+    (the folder is local) change nothing, as the tokenizer's."""
     if "config" in overrides:
         config = overrides.pop("config")
         if not isinstance(config, BertConfig):
             raise ConfigError(f"from_pretrained(config=...) takes a bertforge BertConfig, got {type(config).__name__}")
-    overrides.pop("attn_implementation", None)
+    for key in ("attn_implementation", *HUB_KEYWORDS):
+        overrides.pop(key, None)
     if "num_labels" in overrides:  # transformers' keyword: that many labels, named LABEL_i
         count = overrides.pop("num_labels")
         overrides = {"id2label": numbered_labels(count, f"from_pretrained(num_labels={count!r})"), **overrides}

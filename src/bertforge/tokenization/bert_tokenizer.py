@@ -25,16 +25,14 @@ from bertforge.tokenization.decoding import Decoding
 from bertforge.tokenization.encoding import (BatchEncoding, Encoding, as_int_list, encodings_extras, is_batch, is_flat,
                                              is_one_id, joined_extras, to_tensors)
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
-from bertforge.tokenization.folder import (SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings, read_folder,
-                                           write_folder, write_vocab)
+from bertforge.tokenization.folder import (HUB_KEYWORDS, SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings,
+                                           read_folder, write_folder, write_vocab)
 from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and_collate, pad_features, padded_length,
                                                padding_strategy, truncate, truncation_strategy)
 from bertforge.tokenization.wordpiece import WordPiece, load_vocab
 
 FIXED_SETTINGS = ("vocab", "do_lower_case", *SPECIAL_TOKEN_KEYS, "additional_special_tokens", "special_added_tokens",
                   "added_tokens")
-# transformers' loading keywords that ask for what loading here always is: local files, no remote code.
-NO_OP_LOADING_KEYWORDS = ("use_fast", "local_files_only", "trust_remote_code")
 RIGHT_ONLY = ("padding_side", "truncation_side")
 
 
@@ -121,7 +119,7 @@ class BertTokenizer(AddingTokens, Decoding):
             raise CheckpointError(f"tokenizer path {path!r} is empty: give a model folder (\".\" for the current one)")
         vocab, settings, config_file = read_folder(model_path(path), cls.vocab_file_name, cls.config_file_name)
         sides = {key: overrides.pop(key) for key in RIGHT_ONLY if key in overrides}
-        overrides = {key: value for key, value in overrides.items() if key not in NO_OP_LOADING_KEYWORDS}
+        overrides = {key: value for key, value in overrides.items() if key not in HUB_KEYWORDS}
         check_settings(settings, config_file)
         check_settings(overrides, None)  # the caller's keywords, not the file, are at fault
         settings.update(overrides)

@@ -3,6 +3,7 @@ and `tokenizer.json` (transformers 5 saves only that one), read and written for 
 
 from __future__ import annotations
 
+import difflib
 import json
 from pathlib import Path
 
@@ -15,6 +16,9 @@ from bertforge.tokenization.tokenizer_json import (added_token_entries, added_to
                                                    write_tokenizer_json)
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
+# transformers' hub keywords, which models' and tokenizers' from_pretrained take and ignore: they ask for a
+# download or remote code, and bertforge reads local folders only (as transformers, given a folder, ignores them).
+HUB_KEYWORDS = ("cache_dir", "revision", "local_files_only", "trust_remote_code", "use_fast")
 
 
 def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tuple[Path | dict, dict, Path]:
@@ -108,6 +112,11 @@ def _of_type(value, kind) -> bool:
 def check_settings(settings: dict, source: Path | None) -> None:
     """The settings of the tokenizer's files (`source`, named in the error) or, with no source, the caller's
     from_pretrained keywords (named as given), each of the type the tokenizer takes."""
+    unknown = sorted(set(settings) - set(SETTING_TYPES)) if source is None else []
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], sorted(SETTING_TYPES), n=1)
+        raise ConfigError(f"from_pretrained({unknown[0]}=...): not a setting of BertTokenizer"
+                          + (f"; did you mean {close[0]!r}?" if close else ""))
     for key, kind in SETTING_TYPES.items():
         if key not in settings or _of_type(settings[key], kind):
             continue
