@@ -393,3 +393,19 @@ def test_hub_keywords_change_nothing_for_models_and_tokenizers_alike_and_other_k
     with pytest.raises(ConfigError, match=r"^from_pretrained\(lowercase=...\): not a setting of BertTokenizer; "
                                           r"did you mean 'do_lower_case'\?$"):
         BertTokenizer.from_pretrained(default_model_dir, lowercase=True)
+
+
+def test_save_pretrained_refuses_a_place_it_cannot_write_naming_it_before_writing_anything(tmp_path):
+    model, file = BertModel(BertConfig.from_size("tiny")), tmp_path / "file"
+    file.write_text("kept")
+    for target, message in ((file, f"save_pretrained {file}: exists and is not a directory"),
+                            (file / "sub", f"save_pretrained {file}/sub: {file} is not a directory"),
+                            (5, r"save_pretrained\(5\): give a folder path \(str or pathlib.Path\)"),
+                            ("", r"save_pretrained\(''\): an empty path")):
+        for save in (model.save_pretrained, model.config.save_pretrained):
+            with pytest.raises(InputError, match=f"^{message}"):
+                save(target)
+    assert file.read_text() == "kept"
+    with pytest.raises(InputError, match=r"^save_pretrained\(tokenizer='x'\): give the model's tokenizer"):
+        model.save_pretrained(tmp_path / "out", tokenizer="x")
+    assert not (tmp_path / "out").exists()

@@ -398,3 +398,14 @@ def test_the_current_folder_loads_and_an_empty_path_is_refused(uncased_dir, monk
 def test_a_bad_from_pretrained_keyword_is_named_as_the_callers_not_the_files(uncased_dir, keywords, message):
     with pytest.raises(ConfigError, match=rf"^from_pretrained\({message}$"):
         BertTokenizer.from_pretrained(uncased_dir, **keywords)
+
+
+def test_save_pretrained_refuses_a_place_it_cannot_write_naming_it(uncased_dir, tmp_path):
+    tokenizer, file = BertTokenizer.from_pretrained(uncased_dir), tmp_path / "file"
+    file.write_text("kept")
+    for target, message in ((file, f"save_pretrained {file}: exists and is not a directory"),
+                            (file / "sub", f"save_pretrained {file}/sub: {file} is not a directory"),
+                            (5, r"save_pretrained\(5\): give a folder path")):
+        with pytest.raises(InputError, match=f"^{message}"):
+            tokenizer.save_pretrained(target)
+    assert file.read_text() == "kept"

@@ -21,12 +21,13 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from bertforge.errors import CheckpointError, ConfigError
+from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.atomic import atomic_path
 from bertforge.model.config import BertConfig, numbered_labels, with_overrides
 from bertforge.model.tf_checkpoint import read_tf_checkpoint
 from bertforge.model.weight_files import read_weights
 from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path, model_path
+from bertforge.tokenization.folder import output_folder
 
 log = logging.getLogger(__name__)
 
@@ -365,11 +366,13 @@ def save_model(model, directory: str | Path, tokenizer=None) -> None:
     """Write config.json, model.safetensors (atomically) and, given a tokenizer, vocab.txt. Weights
     are stored in the model's own dtype, as transformers does: `model.half().save_pretrained(...)`
     halves the file, and loaders cast back to float32."""
-    directory = Path(directory)
+    if tokenizer is not None and not callable(getattr(tokenizer, "save_pretrained", None)):  # before any file
+        raise InputError(f"save_pretrained(tokenizer={tokenizer!r}): give the model's tokenizer (a BertTokenizer) "
+                         f"or None")
     if any(name.endswith("weight_scale") for name in model.state_dict()):
         raise CheckpointError(f"{directory}: an int8 model is not saved (its weights are packed for this CPU's "
                               f"kernels); save the float32 model it was made from")
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = output_folder(directory)
     weights = bertforge_to_hf(_state_dict(model), bare_encoder=model.base_model is model,
                               model_type=model.config.model_type)
     weights = {name: tensor.detach().contiguous().cpu() for name, tensor in weights.items()}

@@ -13,7 +13,7 @@ from pathlib import Path
 from bertforge.errors import ConfigError, is_whole_number
 from bertforge.io.atomic import write_text
 from bertforge.io.json_files import read_json_object
-from bertforge.tokenization.folder import HUB_KEYWORDS
+from bertforge.tokenization.folder import HUB_KEYWORDS, output_folder
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
 NAMED_SIZES = {
@@ -276,8 +276,7 @@ class BertConfig:
 
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json in `directory` (made if missing), as transformers' config saves itself."""
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.to_json_file(Path(directory) / "config.json")
+        self.to_json_file(output_folder(directory) / "config.json")
 
     def update(self, values: dict) -> None:
         """Set several keys at once, each checked as when the config is read."""

@@ -132,7 +132,7 @@ class BertTokenizer(AddingTokens, Decoding):
     def save_pretrained(self, directory: str | Path) -> tuple[str, ...]:
         """vocab.txt and tokenizer_config.json, which transformers 4 reads, and tokenizer.json for transformers 5;
         the files' paths."""
-        return write_folder(self, Path(directory))
+        return write_folder(self, directory)
 
     def save_vocabulary(self, save_directory: str | Path, filename_prefix: str | None = None) -> tuple[str]:
         """vocab.txt alone (`PREFIX-vocab.txt` with a prefix) in an existing directory, as transformers 4 wrote it."""

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import difflib
 import json
+import os
 from pathlib import Path
 
-from bertforge.errors import CheckpointError, ConfigError
-from bertforge.io.atomic import write_text
+from bertforge.errors import CheckpointError, ConfigError, InputError
+from bertforge.io.atomic import check_output_dir, make_directory, write_text
 from bertforge.io.json_files import read_json_object
 from bertforge.paths import config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
@@ -66,14 +67,26 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
     return vocab, settings, config_file
 
 
+def output_folder(directory, call: str = "save_pretrained") -> Path:
+    """`directory`, made for `call` to write in; not a path, empty, a file or under one, an InputError naming it
+    before anything is written."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise InputError(f"{call}({directory!r}): give a folder path (str or pathlib.Path)")
+    if not str(directory).strip():  # Path("") is ".": the files would land wherever this runs
+        raise InputError(f"{call}({directory!r}): an empty path; give a folder (\".\" for the current one)")
+    check_output_dir(Path(directory), call)
+    make_directory(directory)
+    return Path(directory)
+
+
 def write_vocab(tokenizer, path: Path) -> None:
     """vocab.txt: one token per line, in id order (added tokens too)."""
     write_text(path, "".join(t + "\n" for t in sorted(tokenizer.vocab, key=tokenizer.vocab.__getitem__)))
 
 
-def write_folder(tokenizer, directory: Path) -> tuple[str, ...]:
+def write_folder(tokenizer, directory) -> tuple[str, ...]:
     """The tokenizer's files in `directory`; their paths, as transformers' `save_pretrained` returns them."""
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = output_folder(directory)
     write_vocab(tokenizer, directory / tokenizer.vocab_file_name)
     config = {
         "tokenizer_class": "BertTokenizer",
