@@ -553,3 +553,5 @@ def test_python_mistakes_in_a_call_are_named_with_what_is_taken():
         pipeline("text-classification", model=sentiment, tokenizer=AutoTokenizer.from_pretrained(sentiment))
     with pytest.raises(InputError, match=r"^max_length 3 is too short for question answering"):
         pipeline("question-answering", max_length=3)(question="Where?", context="Paris is in France.")
+    with pytest.raises(CheckpointError, match=r"^model path '' is empty"):  # it loaded the folder it ran in
+        pipeline("text-classification", model="")

@@ -386,7 +386,7 @@ def test_a_vocab_txt_that_starts_with_a_byte_order_mark_is_refused_naming_its_fi
 def test_the_current_folder_loads_and_an_empty_path_is_refused(uncased_dir, monkeypatch):
     monkeypatch.chdir(uncased_dir)
     assert BertTokenizer.from_pretrained(".").tokenize("Hello") == ["hello"]
-    with pytest.raises(CheckpointError, match=r"^tokenizer path '' is empty: give a model folder"):
+    with pytest.raises(CheckpointError, match=r"^model path '' is empty: give a model folder"):
         BertTokenizer.from_pretrained("")
 
 

@@ -20,6 +20,8 @@ MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.t
 
 def model_path(value) -> Path:
     """A model given as a path (str or os.PathLike); anything else is refused naming what it got."""
+    if isinstance(value, str) and not value.strip():  # Path("") is ".": it would load whatever folder this runs in
+        raise CheckpointError(f"model path {value!r} is empty: give a model folder (\".\" for the current one)")
     if isinstance(value, (str, os.PathLike)):
         return Path(value)
     raise CheckpointError(f"a model is given as a folder path (str or pathlib.Path), got {described(value)}")

@@ -234,8 +234,6 @@ def missing_weights_unlogged():
 def checkpoint_location(path: str | Path) -> tuple[Path, Path | None]:
     """The folder of a checkpoint given as that folder, a file in it (its config.json, say) or Google's
     checkpoint prefix (`.../bert_model.ckpt`, as their scripts name one); and that prefix, if given."""
-    if isinstance(path, str) and not path.strip():  # Path("") is ".": it would load whatever folder this runs in
-        raise CheckpointError(f"model path {path!r} is empty: give a model folder (\".\" for the current one)")
     path = model_path(path)
     if path.name and path.with_name(path.name + ".index").is_file():  # ".", "/" have no name: folders only
         return path.parent, path

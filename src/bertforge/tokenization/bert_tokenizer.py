@@ -115,8 +115,6 @@ class BertTokenizer(AddingTokens, Decoding):
         `tokenizer.json`) or a `vocab.txt` file. With no path, the default model's tokenizer."""
         if path is None:
             path = default_model_path()
-        if isinstance(path, str) and not path.strip():  # Path("") is ".": it would read whatever folder this runs in
-            raise CheckpointError(f"tokenizer path {path!r} is empty: give a model folder (\".\" for the current one)")
         vocab, settings, config_file = read_folder(model_path(path), cls.vocab_file_name, cls.config_file_name)
         sides = {key: overrides.pop(key) for key in RIGHT_ONLY if key in overrides}
         overrides = {key: value for key, value in overrides.items() if key not in HUB_KEYWORDS}
