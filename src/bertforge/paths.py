@@ -17,6 +17,10 @@ GOOGLE_CONFIG_FILE = "bert_config.json"  # Google's TensorFlow releases name the
 MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json",
                "tokenizer.json", "special_tokens_map.json")
 
+# transformers' hub keywords, which models' and tokenizers' from_pretrained take and ignore: they ask for a
+# download or remote code, and bertforge reads local folders only (as transformers, given a folder, ignores them).
+HUB_KEYWORDS = ("cache_dir", "revision", "local_files_only", "trust_remote_code", "use_fast")
+
 
 def model_path(value) -> Path:
     """A model given as a path (str or os.PathLike); anything else is refused naming what it got."""

@@ -307,3 +307,15 @@ def write_parquet(path: str | Path, table) -> None:
 
     with atomic_path(path) as tmp:
         pq.write_table(table, tmp)
+
+
+def output_folder(directory, call: str = "save_pretrained") -> Path:
+    """`directory`, made for `call` to write in; not a path, empty, a file or under one, an InputError naming it
+    before anything is written."""
+    if not isinstance(directory, (str, os.PathLike)):
+        raise InputError(f"{call}({directory!r}): give a folder path (str or pathlib.Path)")
+    if not str(directory).strip():  # Path("") is ".": the files would land wherever this runs
+        raise InputError(f"{call}({directory!r}): an empty path; give a folder (\".\" for the current one)")
+    check_output_dir(Path(directory), call)
+    make_directory(directory)
+    return Path(directory)

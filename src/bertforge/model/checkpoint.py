@@ -22,12 +22,11 @@ import torch
 from safetensors.torch import save_file
 
 from bertforge.errors import CheckpointError, ConfigError, InputError
-from bertforge.io.atomic import atomic_path
+from bertforge.io.atomic import atomic_path, output_folder
 from bertforge.model.config import BertConfig, numbered_labels, with_overrides
 from bertforge.model.tf_checkpoint import read_tf_checkpoint
 from bertforge.model.weight_files import read_weights
 from bertforge.paths import GOOGLE_CONFIG_FILE, config_path, default_model_path, model_path
-from bertforge.tokenization.folder import output_folder
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bertforge.errors import ConfigError, is_whole_number
-from bertforge.io.atomic import write_text
+from bertforge.io.atomic import output_folder, write_text
 from bertforge.io.json_files import read_json_object
-from bertforge.tokenization.folder import HUB_KEYWORDS, output_folder
+from bertforge.paths import HUB_KEYWORDS
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
 NAMED_SIZES = {

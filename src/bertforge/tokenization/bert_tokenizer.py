@@ -17,7 +17,7 @@ from itertools import chain
 from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
-from bertforge.paths import default_model_path, model_path
+from bertforge.paths import HUB_KEYWORDS, default_model_path, model_path
 from bertforge.tokenization.added_tokens import AddedTokens, AddingTokens, added_only
 from bertforge.tokenization.basic import BasicTokenizer
 from bertforge.tokenization.chunk_encoder import ChunkEncoder
@@ -25,7 +25,7 @@ from bertforge.tokenization.decoding import Decoding
 from bertforge.tokenization.encoding import (BatchEncoding, Encoding, as_int_list, encodings_extras, is_batch, is_flat,
                                              is_one_id, joined_extras, to_tensors)
 from bertforge.tokenization.processes import WorkerPool, check_num_proc, use_processes
-from bertforge.tokenization.folder import (HUB_KEYWORDS, SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings,
+from bertforge.tokenization.folder import (SPECIAL_TOKEN_KEYS, check_fits_the_model, check_settings,
                                            read_folder, write_folder, write_vocab)
 from bertforge.tokenization.truncation import (check_pad_to_multiple_of, pad_and_collate, pad_features, padded_length,
                                                padding_strategy, truncate, truncation_strategy)

@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import difflib
 import json
-import os
 from pathlib import Path
 
-from bertforge.errors import CheckpointError, ConfigError, InputError
-from bertforge.io.atomic import check_output_dir, make_directory, write_text
+from bertforge.errors import CheckpointError, ConfigError
+from bertforge.io.atomic import output_folder, write_text
 from bertforge.io.json_files import read_json_object
 from bertforge.paths import config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
@@ -17,9 +16,6 @@ from bertforge.tokenization.tokenizer_json import (added_token_entries, added_to
                                                    write_tokenizer_json)
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
-# transformers' hub keywords, which models' and tokenizers' from_pretrained take and ignore: they ask for a
-# download or remote code, and bertforge reads local folders only (as transformers, given a folder, ignores them).
-HUB_KEYWORDS = ("cache_dir", "revision", "local_files_only", "trust_remote_code", "use_fast")
 
 
 def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tuple[Path | dict, dict, Path]:
@@ -65,18 +61,6 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
             raise CheckpointError(f"{config_file}: model_max_length must be a whole number of at least 3 "
                                   f"([CLS], a token, [SEP]), got {json.dumps(length)}")
     return vocab, settings, config_file
-
-
-def output_folder(directory, call: str = "save_pretrained") -> Path:
-    """`directory`, made for `call` to write in; not a path, empty, a file or under one, an InputError naming it
-    before anything is written."""
-    if not isinstance(directory, (str, os.PathLike)):
-        raise InputError(f"{call}({directory!r}): give a folder path (str or pathlib.Path)")
-    if not str(directory).strip():  # Path("") is ".": the files would land wherever this runs
-        raise InputError(f"{call}({directory!r}): an empty path; give a folder (\".\" for the current one)")
-    check_output_dir(Path(directory), call)
-    make_directory(directory)
-    return Path(directory)
 
 
 def write_vocab(tokenizer, path: Path) -> None:
