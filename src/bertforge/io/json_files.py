@@ -1,6 +1,6 @@
-"""Reading the JSON files bertforge keeps settings in (config.json, tokenizer files, run cards, checkpoint
-manifests, prepared data's index): every reason a file cannot be had is one line naming it, in the error
-class of the caller's concern. Data files in JSON (SQuAD, JSON Lines) are `readers`' concern."""
+"""Reading the files bertforge keeps settings in (config.json, tokenizer files and vocab.txt, run cards,
+checkpoint manifests, prepared data's index): every reason a file cannot be had is one line naming it, in the
+error class of the caller's concern. Data files (SQuAD, JSON Lines, tables) are `readers`' concern."""
 
 from __future__ import annotations
 
@@ -10,12 +10,10 @@ from pathlib import Path
 from bertforge.errors import BertforgeError, InputError
 
 
-def read_json_object(path: str | Path, error: type[BertforgeError] = InputError, what: str = "a JSON object") -> dict:
-    """The object in the JSON file `path`; missing, a directory, unreadable, not UTF-8, not JSON, or JSON but
-    not an object (`what` says what it should be), it is an `error` reading "path: reason"."""
-    path = Path(path)
+def read_settings_text(path: str | Path, error: type[BertforgeError] = InputError) -> str:
+    """The text of `path`; missing, a directory, unreadable or not UTF-8, it is an `error` reading "path: reason"."""
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        return Path(path).read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -24,6 +22,14 @@ def read_json_object(path: str | Path, error: type[BertforgeError] = InputError,
         raise error(f"{path}: cannot read ({e.strerror or e})") from None
     except UnicodeDecodeError as e:
         raise error(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+
+
+def read_json_object(path: str | Path, error: type[BertforgeError] = InputError, what: str = "a JSON object") -> dict:
+    """The object in the JSON file `path`; unreadable (`read_settings_text`), not JSON, or JSON but not an
+    object (`what` says what it should be), it is an `error` reading "path: reason"."""
+    path = Path(path)
+    try:
+        data = json.loads(read_settings_text(path, error))
     except json.JSONDecodeError as e:
         raise error(f"{path}: not valid JSON ({e})") from None
     if not isinstance(data, dict):

@@ -13,26 +13,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
+from bertforge.io.json_files import read_settings_text
 
 
 def load_vocab(path: str | Path) -> dict[str, int]:
     """Read a `vocab.txt`: one token per line, the 0-based line number is its id."""
     path = Path(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            tokens = f.read().split("\n")
-    except FileNotFoundError:
-        raise CheckpointError(f"vocabulary file not found: {path}") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{path}: is a directory, not a file") from None
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+    # line ends as Python's text mode reads them (\r\n and \r too), as transformers' load_vocab reads the file
+    tokens = read_settings_text(path, CheckpointError).replace("\r\n", "\n").replace("\r", "\n").split("\n")
     if tokens and tokens[-1] == "":
         tokens.pop()
     if tokens and tokens[0].startswith("\ufeff"):  # not dropped: transformers would read a different first token
         raise CheckpointError(f"{path}:1: starts with a byte-order mark, which transformers reads as part of the "
                               f"first token; save it without one")
-    tokens = [token.rstrip("\r") for token in tokens]
     # One dict comprehension (C speed: loading is on every tokenizer's start-up path); a repeated
     # token makes the dict shorter than the list, and only then is the repeat looked for.
     vocab = {token: index for index, token in enumerate(tokens)}
