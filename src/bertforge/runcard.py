@@ -24,7 +24,7 @@ from pathlib import Path
 
 from bertforge.errors import InputError
 from bertforge.io.atomic import write_json, write_text
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 from bertforge.io.readers import input_error
 
 CARD_FILE = "run_card.json"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bertforge.errors import ConfigError, is_whole_number
 from bertforge.io.atomic import output_folder, write_text
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 from bertforge.paths import HUB_KEYWORDS
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from bertforge.errors import CheckpointError, InputError, is_whole_number
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 from bertforge.model import BertModel, UnpaddedOutput, default_model_path
 from bertforge.model.checkpoint import model_folder
 from bertforge.paths import described, model_path

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 from bertforge.errors import InputError, is_whole_number
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"

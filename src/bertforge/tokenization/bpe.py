@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import write_text
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 from bertforge.tokenization import byte_level
 from bertforge.tokenization.bert_words import BertWords
 

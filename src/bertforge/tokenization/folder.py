@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import output_folder, write_text
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 from bertforge.paths import config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 from bertforge.tokenization.tokenizer_json import (added_token_entries, added_token_kinds, read_tokenizer_json,

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError, is_whole_number
 from bertforge.io.atomic import write_text
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 
 FILE_NAME = "tokenizer.json"
 # The special tokens tokenizer.json does not name itself ([MASK], and [PAD] without padding) keep

@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bertforge.errors import CheckpointError, InputError
-from bertforge.io.json_files import read_settings_text
+from bertforge.io.settings_files import read_settings_text
 
 
 def load_vocab(path: str | Path) -> dict[str, int]:

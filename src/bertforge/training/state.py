@@ -21,7 +21,7 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from bertforge.errors import BertforgeError, CheckpointError
 from bertforge.io.atomic import atomic_path, write_json
-from bertforge.io.json_files import read_json_object
+from bertforge.io.settings_files import read_json_object
 
 CHECKPOINT_DIR, MANIFEST = "checkpoint", "checkpoint.json"
 FORMAT = "bertforge-checkpoint/1"
