@@ -409,3 +409,18 @@ def test_save_pretrained_refuses_a_place_it_cannot_write_naming_it(uncased_dir, 
         with pytest.raises(InputError, match=f"^{message}"):
             tokenizer.save_pretrained(target)
     assert file.read_text() == "kept"
+
+
+def test_a_file_of_the_model_folder_names_its_folder_and_a_short_length_is_refused_when_given(uncased_dir, tmp_path):
+    """BertTokenizer.from_pretrained(DIR/config.json) read config.json as a vocabulary ("line 20: token '  },'
+    repeats line 14"), where the models read the folder; model_max_length=0 was taken and failed at the first call."""
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(uncased_dir, folder)
+    (folder / "config.json").write_text('{"model_type": "bert"}\n')
+    expected = BertTokenizer.from_pretrained(folder)("I love Paris")["input_ids"]
+    assert BertTokenizer.from_pretrained(folder / "config.json")("I love Paris")["input_ids"] == expected
+    assert BertTokenizer.from_pretrained(folder / "vocab.txt")("I love Paris")["input_ids"] == expected
+    with pytest.raises(ConfigError, match=r"^from_pretrained\(model_max_length=0\): must be at least 3"):
+        BertTokenizer.from_pretrained(folder, model_max_length=0)

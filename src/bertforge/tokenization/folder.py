@@ -10,7 +10,7 @@ from pathlib import Path
 from bertforge.errors import CheckpointError, ConfigError
 from bertforge.io.atomic import output_folder, write_text
 from bertforge.io.settings_files import read_json_object
-from bertforge.paths import config_path
+from bertforge.paths import MODEL_FILES, config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 from bertforge.tokenization.tokenizer_json import (added_token_entries, added_token_kinds, read_tokenizer_json,
                                                    write_tokenizer_json)
@@ -20,7 +20,10 @@ SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_
 
 def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tuple[Path | dict, dict, Path]:
     """(the vocabulary: its vocab.txt, or the tokens of tokenizer.json; the settings the files give;
-    the tokenizer_config.json they are named by, present or not) of a folder or a vocab.txt file."""
+    the tokenizer_config.json they are named by, present or not) of a folder or a vocab.txt file. Another
+    file of a model folder (its config.json, say) names its folder, as it does for the model."""
+    if path.is_file() and path.name in MODEL_FILES and path.name != vocab_file_name:
+        path = path.parent
     if path.is_dir():
         vocab_file, config_file = path / vocab_file_name, path / config_file_name
     elif path.exists():
@@ -120,6 +123,9 @@ def check_settings(settings: dict, source: Path | None) -> None:
         if source is not None:
             raise CheckpointError(f"{source}: {key} has the wrong type ({type(settings[key]).__name__})")
         raise ConfigError(f"from_pretrained({key}={settings[key]!r}): must be {TYPE_NAMES[kind]}")
+    if source is None and settings.get("model_max_length", 3) < 3:  # as tokenizer_config.json's is checked
+        raise ConfigError(f"from_pretrained(model_max_length={settings['model_max_length']!r}): must be at least 3 "
+                          f"([CLS], a token, [SEP])")
 
 
 def check_fits_the_model(vocab_size: int, directory: Path) -> None:
