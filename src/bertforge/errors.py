@@ -26,3 +26,8 @@ def is_whole_number(value, minimum: int = 0) -> bool:
     """An int of at least `minimum`, as an option or a file's key must be: a bool is not one (Python counts
     True as 1, and JSON's true reads as True), nor is a float."""
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def is_number(value) -> bool:
+    """An int or a float, as a rate or a count in a file must be: a bool is not one (JSON's true reads as True)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bertforge.errors import ConfigError, is_whole_number
+from bertforge.errors import ConfigError, is_number, is_whole_number
 from bertforge.io.atomic import output_folder, write_text
 from bertforge.io.settings_files import read_json_object
 from bertforge.paths import HUB_KEYWORDS
@@ -116,7 +116,7 @@ class BertConfig:
         rates = {name: getattr(self, name) for name in ("hidden_dropout_prob", "attention_probs_dropout_prob")}
         rates.update({key: self.extra[key] for key in HEAD_DROPOUT_KEYS if self.extra.get(key) is not None})
         for name, rate in rates.items():
-            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            if not is_number(rate) or not 0 <= rate < 1:
                 raise ConfigError(f"config key {name!r} must be in [0, 1), got {rate!r}")
         if not self.layer_norm_eps > 0:
             raise ConfigError(f"config key 'layer_norm_eps' must be positive, got {self.layer_norm_eps!r}")

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from bertforge.errors import BertforgeError, CheckpointError
+from bertforge.errors import BertforgeError, CheckpointError, is_number, is_whole_number
 from bertforge.io.atomic import atomic_path, write_json
 from bertforge.io.settings_files import read_json_object
 
@@ -120,10 +120,6 @@ def has_checkpoint(location: str | Path) -> bool:
     return (checkpoint_directory(location) / MANIFEST).is_file()
 
 
-def _number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _generator_states(value) -> bool:
     return isinstance(value, list) and all(isinstance(state, dict) and {"python", "numpy", "torch"} <= state.keys()
                                            for state in value)
@@ -132,10 +128,10 @@ def _generator_states(value) -> bool:
 # What the training loop keeps in a manifest beside its tensor files (engine.run), as (test, what it must be): a
 # hand-edited manifest is refused when it is opened, naming the key, not by a TypeError or KeyError mid-run.
 RUN_STATE = {
-    "step": (lambda value: _number(value) and isinstance(value, int) and value >= 0, "a whole number"),
+    "step": (is_whole_number, "a whole number"),
     "run": (lambda value: isinstance(value, dict), "an object"),
-    "elapsed_seconds": (_number, "a number"),
-    "cumulative": (lambda value: isinstance(value, list) and all(map(_number, value)), "a list of numbers"),
+    "elapsed_seconds": (is_number, "a number"),
+    "cumulative": (lambda value: isinstance(value, list) and all(map(is_number, value)), "a list of numbers"),
     "rng": (_generator_states, "a list of each process's random generator states"),
     "evaluator": (lambda value: value is None or isinstance(value, dict), "an object or null"),
 }
