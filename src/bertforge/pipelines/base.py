@@ -89,6 +89,7 @@ class Pipeline:
         super().__init_subclass__(**kwargs)
         call = cls.__dict__.get("__call__")
         if call is not None:
+            cls.call_parameters = inspect.signature(call).parameters  # once: the check runs on every call
             @functools.wraps(call)
             def with_defaults(self, *args, **options):
                 if type(self).__call__ is with_defaults:  # not a subclass's super().__call__, which has its own
@@ -181,7 +182,7 @@ class Pipeline:
         those it takes (a TypeError from Python's call would not say them)."""
         if not options:
             return options
-        accepted = inspect.signature(inspect.unwrap(type(self).__call__)).parameters
+        accepted = self.call_parameters
         unknown = [name for name in options if name not in accepted or name == "self"
                    or accepted[name].kind in (inspect.Parameter.VAR_POSITIONAL, inspect.Parameter.VAR_KEYWORD)]
         if unknown:
