@@ -146,7 +146,6 @@ def pad_features(features, pad_id: int, model_max_length: int, padding=True, max
     return data
 
 
-
 def encode_within(tokenizer, texts, pairs, max_length: int) -> tuple[list[Encoding], int]:
     """The encodings of `texts` (and `pairs`) cut to `max_length` tokens, and how many were cut, with a warning
     counting them: how pipelines, evaluation and fine-tuning read texts. Only the long ones are encoded twice."""
