@@ -26,7 +26,7 @@ from bertforge.pipelines.loading import (LoadedCheckpoint, apply_dtype, check_dt
                                          resolve_dtype)
 from bertforge.progress import progress_bar
 from bertforge.tokenization import BertTokenizer
-from bertforge.tokenization.truncation import encode_within
+from bertforge.tokenization.truncation import MIN_LENGTH, encode_within, is_sequence_length
 from bertforge.training.distributed import resolve_device
 
 
@@ -58,8 +58,8 @@ class Encoded:
 def check_max_length(max_length, positions: int, model) -> int:
     """--max-length as every command and pipeline takes it: [CLS], a piece and [SEP] at least, and no more
     than the positions of `model` (its folder, named in the message)."""
-    if not is_whole_number(max_length, 3) or max_length > positions:
-        raise InputError(f"--max-length {max_length!r}: the model {model} reads 3 to {positions} tokens")
+    if not is_sequence_length(max_length) or max_length > positions:
+        raise InputError(f"--max-length {max_length!r}: the model {model} reads {MIN_LENGTH} to {positions} tokens")
     return max_length
 
 
@@ -200,8 +200,9 @@ class Pipeline:
         if config is None or not config.exists():
             return limit
         length = read_json_object(config, CheckpointError).get("max_seq_length", limit)
-        if not is_whole_number(length, 3):
-            raise CheckpointError(f"{config}: max_seq_length must be a whole number of at least 3, got {length!r}")
+        if not is_sequence_length(length):
+            raise CheckpointError(f"{config}: max_seq_length must be a whole number of at least {MIN_LENGTH}, "
+                                  f"got {length!r}")
         return min(length, limit)
 
     @property

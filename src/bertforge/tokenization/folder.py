@@ -14,6 +14,7 @@ from bertforge.paths import MODEL_FILES, config_path
 from bertforge.tokenization.tokenizer_json import FILE_NAME as TOKENIZER_JSON
 from bertforge.tokenization.tokenizer_json import (added_token_entries, added_token_kinds, read_tokenizer_json,
                                                    write_tokenizer_json)
+from bertforge.tokenization.truncation import MIN_LENGTH, is_sequence_length
 
 SPECIAL_TOKEN_KEYS = ("unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
@@ -59,9 +60,9 @@ def read_folder(path: Path, vocab_file_name: str, config_file_name: str) -> tupl
         length = settings.get("model_max_length")
         if type(length) in (int, float) and length > 1_000_000:  # "unlimited" in transformers' files
             del settings["model_max_length"]
-        elif length is not None and (type(length) is not int or length < 3):
+        elif length is not None and not is_sequence_length(length):
             # left for later, a bad one would be blamed on --max-length, which the user may not have given
-            raise CheckpointError(f"{config_file}: model_max_length must be a whole number of at least 3 "
+            raise CheckpointError(f"{config_file}: model_max_length must be a whole number of at least {MIN_LENGTH} "
                                   f"([CLS], a token, [SEP]), got {json.dumps(length)}")
     return vocab, settings, config_file
 
@@ -123,9 +124,9 @@ def check_settings(settings: dict, source: Path | None) -> None:
         if source is not None:
             raise CheckpointError(f"{source}: {key} has the wrong type ({type(settings[key]).__name__})")
         raise ConfigError(f"from_pretrained({key}={settings[key]!r}): must be {TYPE_NAMES[kind]}")
-    if source is None and settings.get("model_max_length", 3) < 3:  # as tokenizer_config.json's is checked
-        raise ConfigError(f"from_pretrained(model_max_length={settings['model_max_length']!r}): must be at least 3 "
-                          f"([CLS], a token, [SEP])")
+    if source is None and "model_max_length" in settings and not is_sequence_length(settings["model_max_length"]):
+        raise ConfigError(f"from_pretrained(model_max_length={settings['model_max_length']!r}): must be at least "
+                          f"{MIN_LENGTH} ([CLS], a token, [SEP])")  # as tokenizer_config.json's is checked
 
 
 def check_fits_the_model(vocab_size: int, directory: Path) -> None:

@@ -14,6 +14,14 @@ log = logging.getLogger(__name__)
 TRUNCATION_STRATEGIES = ("longest_first", "only_first", "only_second")
 PADDING_STRATEGIES = ("longest", "max_length", "do_not_pad")
 
+# [CLS], a token, [SEP]: a shorter length (model_max_length, --max-length, max_seq_length) holds no text
+MIN_LENGTH = 3
+
+
+def is_sequence_length(value) -> bool:
+    """Whether `value` can be a length to cut texts to: a whole number (no bool or float) of at least MIN_LENGTH."""
+    return is_whole_number(value, MIN_LENGTH)
+
 
 def padding_strategy(padding) -> str | None:
     if padding is True:
