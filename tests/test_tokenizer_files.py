@@ -133,3 +133,27 @@ def test_a_file_of_the_model_folder_names_its_folder_and_a_short_length_is_refus
     assert BertTokenizer.from_pretrained(folder / "vocab.txt")("I love Paris")["input_ids"] == expected
     with pytest.raises(ConfigError, match=r"^from_pretrained\(model_max_length=0\): must be at least 3"):
         BertTokenizer.from_pretrained(folder, model_max_length=0)
+
+
+def test_a_text_file_that_cannot_be_a_vocabulary_is_refused_naming_its_line(tmp_path):
+    """A README that even lists the special tokens loaded as a vocabulary and gave [UNK] for every word (one
+    without them was refused for a repeated empty line). A token holds no whitespace: a line of words is refused;
+    the vocabularies bertforge ships and Google's test checkpoints' still load, as does a token of whitespace alone
+    or at an end, which the tokenizer never gives and which harms nothing."""
+    import re
+
+    import bertforge
+    from bertforge.tokenization import load_vocab
+    from conftest import REPO
+
+    readme = tmp_path / "README.md"
+    readme.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n# tiny-bert\n\nA model card.\n")
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(readme))}, line 6: '# tiny-bert' holds whitespace, "
+                                              r"which no token does: this is not a vocab.txt \(one WordPiece token"):
+        BertTokenizer.from_pretrained(readme)
+    vocabularies = [*(Path(bertforge.__file__).parent / "pretrained").glob("*/vocab.txt"),
+                    *(REPO / "tests" / "fixtures" / "tf_checkpoint").glob("*/vocab.txt")]
+    assert len(vocabularies) >= 8 and all(len(load_vocab(path)) > 80 for path in vocabularies)
+    odd = tmp_path / "vocab.txt"
+    odd.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n\u3000\nend \n hello\nhello\n", encoding="utf-8")
+    assert BertTokenizer.from_pretrained(odd).tokenize("Hello end") == ["hello", "[UNK]"]
