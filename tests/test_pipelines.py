@@ -387,14 +387,19 @@ def test_fill_mask_refuses_inputs_top_k_and_targets_of_the_wrong_kind(tiny_pretr
 
 
 def test_the_argument_at_fault_is_named(tiny_pretraining_checkpoint, tmp_path):
-    """A pair with a None in it, a text that is no string, a file given as a model directory."""
+    """A pair with a None in it, a text or text_pair that is no string, a file given as a model directory."""
     pairs = pipeline("next-sentence", model=tiny_pretraining_checkpoint)
     with pytest.raises(InputError, match=r"^pair 1: expected .*, got \"\('a', None\)\"$"):
         pairs(("a", None))
     with pytest.raises(InputError, match=r"^pair 2: expected .*, got \"\('c', None\)\"$"):
         pairs([("a", "b"), ("c", None)])
+    attention = pipeline("attention", model=tiny_pretraining_checkpoint)
     with pytest.raises(InputError, match="^text must be a string, got NoneType$"):
-        pipeline("attention", model=tiny_pretraining_checkpoint)(None)
+        attention(None)
+    with pytest.raises(InputError, match="^text_pair must be a string, got int$"):  # it said the pair was empty
+        attention("a", text_pair=5)
+    with pytest.raises(InputError, match="^the second sentence of the pair is empty$"):
+        attention("a", text_pair=" ")
     note = tmp_path / "notes.txt"
     note.write_text("not a model\n")
     with pytest.raises(CheckpointError, match=rf"^{note}: a file, not a model directory"):

@@ -78,8 +78,11 @@ class AttentionPipeline(Pipeline):
             raise InputError(f"text must be a string, got {type(text).__name__}")
         if not has_text(text):
             raise InputError("attention needs a non-empty sentence")
-        if text_pair is not None and (not isinstance(text_pair, str) or not has_text(text_pair)):
-            raise InputError("the second sentence of the pair is empty")
+        if text_pair is not None:
+            if not isinstance(text_pair, str):
+                raise InputError(f"text_pair must be a string, got {type(text_pair).__name__}")
+            if not has_text(text_pair):
+                raise InputError("the second sentence of the pair is empty")
         encoded = self.encode([text], [text_pair] if text_pair is not None else None)[0]
 
         def run(batch):
