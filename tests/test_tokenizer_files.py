@@ -157,3 +157,15 @@ def test_a_text_file_that_cannot_be_a_vocabulary_is_refused_naming_its_line(tmp_
     odd = tmp_path / "vocab.txt"
     odd.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n\u3000\nend \n hello\nhello\n", encoding="utf-8")
     assert BertTokenizer.from_pretrained(odd).tokenize("Hello end") == ["hello", "[UNK]"]
+
+
+def test_a_vocabulary_with_its_unknown_token_last_reads_as_transformers_reads_it(tmp_path):
+    """The special tokens at the end of vocab.txt were taken for added tokens, [UNK] among them, and WordPiece,
+    which needs [UNK], refused the file: "the unknown token '[UNK]' is not in the vocabulary" (it is)."""
+    from transformers import BertTokenizerFast
+
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("hello\nworld\n##s\n[PAD]\n[CLS]\n[SEP]\n[MASK]\n[UNK]\n")
+    ours, reference = BertTokenizer.from_pretrained(vocab), BertTokenizerFast(str(vocab))
+    for text in ("Hello worlds there", "[MASK] hello [UNK]"):
+        assert ours(text)["input_ids"] == reference(text)["input_ids"], text

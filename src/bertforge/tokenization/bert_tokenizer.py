@@ -69,8 +69,9 @@ class BertTokenizer(AddingTokens, Decoding):
             where = "" if isinstance(vocab, dict) else f"{vocab}: "
             raise CheckpointError(f"{where}special tokens missing from the vocabulary: {', '.join(missing)}")
         self.basic = BasicTokenizer(do_lower_case, strip_accents, never_split=tuple(matched_whole))
-        # Added tokens are found before WordPiece runs, never as pieces of a word
-        added_only_tokens = added_only(self.ids_to_tokens, {*matched_whole, *self.added_tokens})
+        # Added tokens are found before WordPiece runs, never as pieces of a word; [UNK] is WordPiece's answer for a
+        # word it cannot split, wherever the vocabulary puts it (some put the special tokens last)
+        added_only_tokens = added_only(self.ids_to_tokens, {*matched_whole, *self.added_tokens}) - {unk_token}
         pieces = {t: i for t, i in self.vocab.items() if t not in added_only_tokens} if added_only_tokens else self.vocab
         self.wordpiece = WordPiece(pieces, unk_token, max_input_chars_per_word)
         self.all_special_ids = [self.vocab[t] for t in self.all_special_tokens]
