@@ -113,3 +113,12 @@ def test_no_answer_competes_with_the_lowest_cls_score_of_the_windows_when_asked(
     assert reader(question, unrelated)["answer"] != ""
     result = reader(question, unrelated, handle_impossible_answer=True)
     assert (result["answer"], result["start"], result["end"]) == ("", 0, 0) and 0.5 < result["score"] <= 1
+
+
+def test_a_question_too_long_for_the_model_names_max_question_len(reader):
+    """No max_length the model takes fits a 400-word question beside the context: the message names the lever
+    that can help (it asked for a --max-length above the model's 512 positions)."""
+    question = " ".join(["why"] * 400) + "?"
+    with pytest.raises(InputError, match=r"a question of 401 word pieces leaves no room for context in the model's "
+                                         r"512 tokens .* cut questions to 380 pieces \(max_question_len\)"):
+        reader(question=question, context=QA_CONTEXT, max_question_len=100000)

@@ -85,6 +85,11 @@ def encode_windows(questions: list[str], contexts: list[str], tokenizer, max_len
     questions = [question for question, _ in cut]
     longest = max((pieces for _, pieces in cut), default=0)
     if max_length - longest - 3 <= doc_stride:  # [CLS] question [SEP] context [SEP]
+        room = tokenizer.model_max_length - 4 - doc_stride  # pieces of question a window of the model's length fits
+        if 0 < room < longest:  # no --max-length the model takes would do: the question is what must give
+            raise InputError(f"a question of {longest} word pieces leaves no room for context in the model's "
+                             f"{tokenizer.model_max_length} tokens beside the {doc_stride} that windows overlap by "
+                             f"(the doc stride): cut questions to {room} pieces (max_question_len)")
         raise InputError(f"max length {max_length} (--max-length) leaves no more context beside a question of "
                          f"{longest} word pieces than the {doc_stride} pieces that windows overlap by (the doc "
                          f"stride): give at least {longest + 3 + doc_stride + 1}")
