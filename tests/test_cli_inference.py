@@ -255,6 +255,15 @@ def test_a_text_bert_reads_nothing_of_is_empty_everywhere(tmp_path, caplog):
         pipeline("attention")("A cat sat.", "\x00")
 
 
+def test_a_text_argument_that_is_no_text_names_its_character():
+    """The shell's undecodable bytes (surrogate-escaped) are named as bytes, any other lone surrogate as one: the
+    description the server's check gives (it said "code point")."""
+    assert_clean_error(run("tokenize", "ok", "caf\udce9"),
+                       "error: TEXT argument 2 is not valid UTF-8 text (byte 0xe9 at character 4); check the")
+    assert_clean_error(run("tokenize", "x\ud800"),
+                       "error: TEXT argument 1 is not valid UTF-8 text (lone surrogate U+D800 at character 2); check")
+
+
 def test_a_pair_needs_room_for_both_sentences(tiny_pretraining_checkpoint):
     """Before, `nsp --max-length 3` cut both sentences away and still printed a score, exit 0; 5 keeps a piece
     of each."""

@@ -31,3 +31,18 @@ def is_whole_number(value, minimum: int = 0) -> bool:
 def is_number(value) -> bool:
     """An int or a float, as a rate or a count in a file must be: a bool is not one (JSON's true reads as True)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def first_non_text(text: str, escaped_bytes: bool = False) -> tuple[int, str] | None:
+    """The first character of `text` that is no text (UTF-8 cannot hold it) as (its number, counted from 1, and
+    what it is), or None. In a str such a character is a lone surrogate; with `escaped_bytes` (text the command
+    line decoded with surrogateescape) one standing for an undecodable byte is described as that byte."""
+    try:
+        text.encode("utf-8")
+        return None
+    except UnicodeEncodeError as e:
+        code = ord(text[e.start])
+        # Python's surrogateescape keeps an undecodable byte b as the code point U+DC00 + b.
+        if escaped_bytes and 0xDC80 <= code <= 0xDCFF:
+            return e.start + 1, f"byte 0x{code - 0xDC00:02x}"
+        return e.start + 1, f"lone surrogate U+{code:04X}"

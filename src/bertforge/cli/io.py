@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, first_non_text
 from bertforge.io.atomic import check_output_file, save_npy, write_json, write_jsonl
 from bertforge.io.readers import Items, read_items
 from bertforge.tokenization.basic import has_text
@@ -30,14 +30,10 @@ def check_texts(texts, what: str = "TEXT argument") -> None:
     for number, text in enumerate(texts, start=1):
         if text is None:
             continue
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            code = ord(text[e.start])
-            # Python's surrogateescape keeps an undecodable byte b as the code point U+DC00 + b.
-            shown = f"byte 0x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"code point U+{code:04X}"
-            raise InputError(f"{what} {number} is not valid UTF-8 text ({shown} at character {e.start + 1}); "
-                             f"check the terminal's encoding") from None
+        found = first_non_text(text, escaped_bytes=True)
+        if found is not None:
+            raise InputError(f"{what} {number} is not valid UTF-8 text ({found[1]} at character {found[0]}); "
+                             f"check the terminal's encoding")
 
 
 def typed(name: str) -> bool:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from fastapi.responses import Response
 
-from bertforge.errors import ConfigError
+from bertforge.errors import ConfigError, first_non_text
 from bertforge.server.errors import ApiError, limit_exceeded
 from bertforge.tokenization.basic import has_text
 
@@ -73,11 +73,10 @@ def check_texts(settings: ServerSettings, items: str | list, fields: tuple[str, 
                                  "max_chars", settings.max_chars, where)
         if not has_text(text):  # as the pipelines judge it: spaces or zero-width characters alone are empty
             raise ApiError(422, "invalid_request_error", f"{where} is empty", where)
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ApiError(422, "invalid_request_error", f"{where}: character {e.start + 1} is a lone surrogate "
-                           f"(U+{ord(text[e.start]):04X}), not text", where) from None
+        found = first_non_text(text)
+        if found is not None:
+            raise ApiError(422, "invalid_request_error", f"{where}: character {found[0]} is a {found[1]}, not text",
+                           where)
 
 
 def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, pipe) -> None:
