@@ -46,18 +46,19 @@ def convert(source, destination, do_lower_case, dtype):
     check_output_dir(destination, "DESTINATION", inputs=(source,), holds="config.json", only=MODEL_FILES)
     folder, prefix = model_folder(source)
     settings = {}
-    if not (folder / BertTokenizer.config_file_name).exists():  # Google's folders, and others that do not record it
+    recorded = (folder / BertTokenizer.config_file_name).exists()
+    if not recorded:  # Google's folders, and others that do not record it
         if do_lower_case is None and (folder / "bert_config.json").exists():
             do_lower_case = re.search(r"(^|[_-])cased", folder.name) is None
         if do_lower_case is not None:
             settings["do_lower_case"] = do_lower_case
-    elif do_lower_case is not None and BertTokenizer.from_pretrained(folder).do_lower_case != do_lower_case:
+    tokenizer = BertTokenizer.from_pretrained(folder, **settings)
+    if recorded and do_lower_case is not None and tokenizer.do_lower_case != do_lower_case:
         raise InputError(f"--{'' if do_lower_case else 'no-'}do-lower-case: {folder} records do_lower_case "
                          f"{str(not do_lower_case).lower()} in {BertTokenizer.config_file_name}, which its model "
                          f"was trained with; the option is for folders that do not record it")
     architecture = _head_model(prefix, folder)
     model = ARCHITECTURES[architecture].from_pretrained(source)
-    tokenizer = BertTokenizer.from_pretrained(folder, **settings)
     with atomic_directory(destination) as build:
         model.to(getattr(torch, dtype)).save_pretrained(build, tokenizer=tokenizer)
     click.echo(f"{destination}: {architecture}, {model.config.num_hidden_layers} layers, hidden "
