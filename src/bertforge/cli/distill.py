@@ -180,7 +180,8 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
             "best": {k: v for k, v in best.items() if not isinstance(v, dict)}}, history["args"]
 
 
-def _distil_general(teacher, train_path, validation_path, args, student_options, resume):
+def _distil_general(directory, train_path, validation_path, args, student_options, resume):
+    """`directory`: the --teacher as `checkpoint_option` resolved it, which the command has done."""
     from bertforge.distillation import GeneralDistillConfig, distil_general
     from bertforge.model import BertForPreTraining
     from bertforge.pipelines.fill_mask import FillMaskPipeline
@@ -193,7 +194,6 @@ def _distil_general(teacher, train_path, validation_path, args, student_options,
             student_options["prune"]:
         raise ConfigError("--task mlm: the student starts from the teacher's layers (--student-layers), "
                           "not --student-size, --student or --prune")
-    directory = checkpoint_option(teacher, "--teacher")[0]
     try:  # refused without an MLM head as fill-mask and pretrain evaluate refuse one; named as checkpoint_option does
         teacher_model = load_for_task(BertForPreTraining, directory, "distill --task mlm", FillMaskPipeline.head_prefix,
                                       FillMaskPipeline.head_name)
@@ -318,7 +318,8 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                          options["seed"])
     check_output_dir(output_dir, "--output", inputs=(train_path, validation_path, unlabelled_path, teacher,
                                                      student_dir))  # --overwrite deletes the output
-    checkpoint_option(teacher, "--teacher")  # a teacher without config.json fails before the data is read
+    # A teacher without config.json fails before the data is read.
+    teacher_path = checkpoint_option(teacher, "--teacher")[0]
     # A rate of None (not given) is resolved from the student the run builds: finetune's rule, by its width and
     # the batch.
     args = training_args(DistillArgs, output_dir=output_dir, **options)
@@ -327,7 +328,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
                        "classifier_pooling": classifier_pooling}
     started = time.perf_counter()
     if task == "mlm":
-        summary, settings = _distil_general(teacher, train_path, validation_path, args, student_options, resume)
+        summary, settings = _distil_general(teacher_path, train_path, validation_path, args, student_options, resume)
     else:
         summary, settings = _distil_task(task, teacher, train_path, validation_path, hold_out, train_limit,
                                          unlabelled_path, augment_copies, options, args,
