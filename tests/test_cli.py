@@ -276,6 +276,24 @@ def test_a_json_report_is_not_written_over_a_data_file(tmp_path, command):
     assert victim.read_text(encoding="utf-8") == "sentence\tlabel\ngood\t1\nbad\t0\n"
 
 
+def test_predict_ner_keeps_a_special_token_one_word_as_the_pipeline_does(tmp_path):
+    """A table's sentences are cut into the words the model's tokenizer reads: "[MASK]" was three words, "[",
+    "MASK" and "]", each tagged, where the token-classification pipeline tags one."""
+    import json
+
+    from bertforge.pipelines import pipeline
+
+    model, text = BUNDLED + "/conll-distilled", "John [MASK] lives in Paris."
+    table = tmp_path / "sentences.jsonl"
+    table.write_text(json.dumps({"sentence": text}) + "\n", encoding="utf-8")
+    result = CliRunner().invoke(cli, ["predict", "--task", "ner", "--model", model, "--input", str(table)])
+    assert result.exit_code == 0, result.output
+    line = json.loads(result.stdout.strip().splitlines()[-1])
+    assert line["words"] == ["John", "[MASK]", "lives", "in", "Paris", "."]
+    pieces = pipeline("token-classification", model=model)(text, aggregation_strategy="none", ignore_labels=[])
+    assert line["tags"] == [piece["entity"] for piece in pieces]  # a piece a word here
+
+
 def test_convert_refuses_a_case_option_a_folder_contradicts(tmp_path):
     """Before, `--no-do-lower-case` on a folder whose tokenizer_config.json records lower-casing was ignored, exit 0."""
     source = Path(BUNDLED) / "sst2-distilled"

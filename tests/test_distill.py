@@ -399,6 +399,15 @@ def test_ner_student_of_a_fresh_smaller_network_learns(teachers, conll, tmp_path
     assert "f1" in summary["best"]
 
 
+def test_ner_sentences_without_tags_are_cut_into_the_teachers_words(teachers, conll, tmp_path):
+    """--unlabelled sentences from a table are cut into words by the teacher's tokenizer, as predict cuts them."""
+    unlabelled = tmp_path / "sentences.jsonl"
+    unlabelled.write_text('{"sentence": "John [MASK] lives in Paris."}\n{"sentence": "Rain in Spain."}\n')
+    summary = _distill("--task", "ner", "--teacher", teachers["ner"], "--train", conll, "--train-limit", 4,
+                       "--unlabelled", unlabelled, "--student-layers", 1, "--max-steps", 1, "--output", tmp_path / "out")
+    assert summary["student"]["unlabelled_features"] == 2
+
+
 def test_qa_student_learns_start_and_end_distributions(teachers, squad, tmp_path):
     output = tmp_path / "qa-student"
     _distill("--task", "qa", "--teacher", teachers["qa"], "--train", squad, "--max-length", 192,

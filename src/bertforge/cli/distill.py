@@ -147,7 +147,7 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
     labelled = len(features)
     extra = []  # inputs the teacher alone labels: --unlabelled's, then --augment's
     if unlabelled_path:
-        extra = read_data(task, unlabelled_path, options, labelled=False)
+        extra = read_data(task, unlabelled_path, options, labelled=False, tokenizer=tokenizer)
         if not extra:
             raise InputError(f"--unlabelled {unlabelled_path}: no examples")
     if augment_copies:

@@ -86,11 +86,15 @@ def max_length_for(task: str, max_length: int | None, model, tokenizer=None, tra
     return pipeline_class(PIPELINE_TASK[task]).default_max_length(checkpoint_location(model)[0], limit)
 
 
-def read_data(task, path, options, labelled=True):
+def read_data(task, path, options, labelled=True, tokenizer=None):
+    """`task`'s examples in `path`; NER sentences to tag from a table are cut into the words of `tokenizer`,
+    the model's."""
     from bertforge.tasks import read_task_data
+    from bertforge.tasks.ner import cut_into_words
 
-    return read_task_data(task, path, options["text_column"], options["text_pair_column"], options["label_column"],
+    data = read_task_data(task, path, options["text_column"], options["text_pair_column"], options["label_column"],
                           options["tag_column"], labelled)
+    return cut_into_words(data, tokenizer) if task == "ner" else data
 
 
 def read_splits(task, train_path, validation_path, hold_out, train_limit, options) -> tuple[list, list | None]:

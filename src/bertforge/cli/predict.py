@@ -71,7 +71,7 @@ def predict(task, model_dir, input_path, output_path, max_length, batch_size, de
         directory, task_object, tokenizer, model = load_task_model(task, model_dir)
     else:  # the task's pipeline loads the model: its scores and lengths, as `pipeline()` gives
         directory = task_checkpoint(task, model_dir, fine_tuned=True)[0]
-    data = read_data(task, input_path, columns, labelled=False)
+    data = read_data(task, input_path, columns, labelled=False, tokenizer=tokenizer if task == "ner" else None)
     if not data:  # a CoNLL file without sentences, or SQuAD without questions (texts' readers say so themselves)
         raise InputError(f"{input_path}: no examples to predict")
     batch_size = batch_size or INFERENCE_BATCH_SIZE

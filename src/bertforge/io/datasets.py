@@ -13,7 +13,7 @@ from pathlib import Path
 from bertforge.errors import is_whole_number
 from bertforge.io.readers import (decoded_lines, file_format, input_error, jsonl_records, location, read_items,
                                   read_text, other_separator_hint, table_rows, text_cell)
-from bertforge.tokenization.basic import has_text, word_pattern
+from bertforge.tokenization.basic import has_text
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +29,11 @@ class TextExample:
 
 @dataclass
 class TaggedSentence:
-    words: list[str]
+    words: list[str] | None  # None: a table's sentence, not yet cut into its tagger's words (see `text`)
     tags: list[str] | None
     source: str
     line: int | None = field(default=None, compare=False)  # of a sentence to tag from a table, as above
+    text: str | None = field(default=None, compare=False)  # a table's sentence as written
 
 
 @dataclass
@@ -96,10 +97,9 @@ def _label_cell(path: Path, number: int, column: str, value) -> str:
 
 
 def read_sentences(path: str | Path, text_column: str) -> list[TaggedSentence]:
-    """Sentences to tag from a table's text column, cut into BERT's words (punctuation and CJK characters
-    apart, as a CoNLL file gives them a line each): the words the token-classification pipeline tags."""
-    words = word_pattern()
-    return [TaggedSentence(words.findall(e.text), None, e.source, e.line) for e in read_text_examples(path, text_column)]
+    """Sentences to tag from a table's text column, as written: which words they hold is the model's tokenizer's
+    to say (its special tokens stay whole), so `tasks.ner.cut_into_words` cuts them once it is loaded."""
+    return [TaggedSentence(None, None, e.source, e.line, e.text) for e in read_text_examples(path, text_column)]
 
 
 def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:

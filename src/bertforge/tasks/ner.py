@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
@@ -36,6 +36,24 @@ def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict:
     return {"precision": float(precision_score(gold, predicted, zero_division=0)),
             "recall": float(recall_score(gold, predicted, zero_division=0)),
             "f1": float(f1_score(gold, predicted, zero_division=0)), "per_type": per_type}
+
+
+def cut_into_words(sentences: list[TaggedSentence], tokenizer) -> list[TaggedSentence]:
+    """Each sentence of a table (`text`, no words yet) with the words `tokenizer` cuts it into, as written in it:
+    the words the token-classification pipeline tags (punctuation and CJK characters apart, special tokens
+    whole), read from the tokenizer's own word ids and offsets. Sentences with their words (CoNLL) stay as they are."""
+    texts = [s.text for s in sentences if s.words is None]
+    if not texts:
+        return sentences
+    encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
+    words = []
+    for i, text in enumerate(texts):
+        spans = {}  # word index → (start of its first piece, end of its last)
+        for word, (start, end) in zip(encoded.word_ids(i), encoded["offset_mapping"][i]):
+            spans[word] = (spans.get(word, (start,))[0], end)
+        words.append([text[start:end] for start, end in spans.values()])
+    cut = iter(words)
+    return [replace(s, words=next(cut)) if s.words is None else s for s in sentences]
 
 
 class TokenClassificationTask:
