@@ -711,6 +711,10 @@ def test_a_pretrained_student_must_fit_its_teacher(teachers, sst2, tokenizer, tm
     (other / "vocab.txt").write_text("\n".join(words[:2000] + ["notaword"] + words[2001:]) + "\n", encoding="utf-8")
     line = _one_line_error(*start, "--student", other, "--output", tmp_path / "out")
     assert f"--student {other}: its vocabulary differs from the teacher's" in line
+    cased = _pretrained(tmp_path / "cased", type(tokenizer).from_pretrained(do_lower_case=False), layers=2, hidden=16)
+    line = _one_line_error(*start, "--student", cased, "--output", tmp_path / "out")  # it said "vocabulary differs"
+    assert line == f"error: --student {cased}: its tokenizer has do_lower_case false, the teacher's true; a student " \
+                   "must have been pre-trained on text cased as the teacher's inputs are"
     line = _one_line_error(*start, "--student", other, "--student-size", "L2-H16", "--output", tmp_path / "out")
     assert "without --student-layers, --student-size and --save-as" in line
     line = _one_line_error(*start, "--student", tmp_path, "--output", tmp_path / "out")

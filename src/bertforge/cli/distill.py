@@ -99,6 +99,7 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     from bertforge.distillation import TeacherMatch
     from bertforge.distillation.student import check_not_larger
     from bertforge.model import BertConfig
+    from bertforge.pretraining.shards import vocab_fingerprint
     from bertforge.tokenization import BertTokenizer
 
     if student_layers is not None or student_size is not None or save_as != "bert":
@@ -108,9 +109,13 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     config, ours = BertConfig.from_pretrained(student_dir), teacher.config
     check_not_larger(config, ours, f"--student {student_dir}")
     words = BertTokenizer.from_pretrained(folder)
-    if (words.vocab, words.do_lower_case) != (teacher_tokenizer.vocab, teacher_tokenizer.do_lower_case):
+    if vocab_fingerprint(words) != vocab_fingerprint(teacher_tokenizer):  # the rule prepared shards' ids follow
         raise ConfigError(f"--student {student_dir}: its vocabulary differs from the teacher's; a student must read "
                           f"the word pieces the teacher's outputs were computed on")
+    if words.do_lower_case != teacher_tokenizer.do_lower_case:  # the same pieces, from text cased otherwise
+        student_case, teacher_case = (str(t.do_lower_case).lower() for t in (words, teacher_tokenizer))
+        raise ConfigError(f"--student {student_dir}: its tokenizer has do_lower_case {student_case}, the teacher's "
+                          f"{teacher_case}; a student must have been pre-trained on text cased as the teacher's inputs are")
 
     def build():  # the task's settings are the teacher's, as student_config gives the other students
         return type(teacher).from_pretrained(student_dir, fresh_head=True, id2label=ours.id2label,

@@ -72,6 +72,9 @@ class PrepareOptions:
 
 
 def vocab_fingerprint(tokenizer) -> str:
+    """What "the same vocabulary" means everywhere: the same tokens in id order, so that every id means the same
+    token (prepared shards' ids, a model or a distilled student reading them). Kept in every prepared index.json:
+    changing how it is computed would refuse all data prepared before."""
     tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
     return hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:16]
 
