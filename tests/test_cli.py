@@ -294,6 +294,25 @@ def test_predict_ner_keeps_a_special_token_one_word_as_the_pipeline_does(tmp_pat
     assert line["tags"] == [piece["entity"] for piece in pieces]  # a piece a word here
 
 
+def test_reading_sentences_to_tag_from_python_takes_the_tokenizer(tmp_path):
+    """read_task_data cuts a table's sentences as predict does; without the tokenizer it says what it needs (it
+    gave sentences without words, which failed later in the tokenizer)."""
+    import json
+
+    from bertforge.errors import ConfigError
+    from bertforge.tasks import read_task_data
+    from bertforge.tokenization import BertTokenizer
+
+    table = tmp_path / "sentences.jsonl"
+    table.write_text(json.dumps({"sentence": "John [MASK] lives in Paris."}) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizer.from_pretrained(BUNDLED + "/conll-distilled")
+    sentences = read_task_data("ner", table, labelled=False, tokenizer=tokenizer)
+    assert [s.words for s in sentences] == [["John", "[MASK]", "lives", "in", "Paris", "."]]
+    with pytest.raises(ConfigError, match=r"sentences.jsonl: sentences to tag are cut into the words of the model's "
+                                          r"tokenizer: give tokenizer="):
+        read_task_data("ner", table, labelled=False)
+
+
 def test_convert_refuses_a_case_option_a_folder_contradicts(tmp_path):
     """Before, `--no-do-lower-case` on a folder whose tokenizer_config.json records lower-casing was ignored, exit 0."""
     source = Path(BUNDLED) / "sst2-distilled"

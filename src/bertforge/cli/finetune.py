@@ -90,11 +90,9 @@ def read_data(task, path, options, labelled=True, tokenizer=None):
     """`task`'s examples in `path`; NER sentences to tag from a table are cut into the words of `tokenizer`,
     the model's."""
     from bertforge.tasks import read_task_data
-    from bertforge.tasks.ner import cut_into_words
 
-    data = read_task_data(task, path, options["text_column"], options["text_pair_column"], options["label_column"],
-                          options["tag_column"], labelled)
-    return cut_into_words(data, tokenizer) if task == "ner" else data
+    return read_task_data(task, path, options["text_column"], options["text_pair_column"], options["label_column"],
+                          options["tag_column"], labelled, tokenizer)
 
 
 def read_splits(task, train_path, validation_path, hold_out, train_limit, options) -> tuple[list, list | None]:

@@ -9,7 +9,7 @@ from bertforge.errors import ConfigError
 from bertforge.tasks.classification import ClassificationTask
 from bertforge.io.datasets import read_conll, read_sentences, read_squad, read_text_examples
 from bertforge.io.readers import file_format
-from bertforge.tasks.ner import TokenClassificationTask
+from bertforge.tasks.ner import TokenClassificationTask, cut_into_words
 from bertforge.tasks.squad import QuestionAnsweringTask
 from bertforge.tasks.trainer import FinetuneArgs, default_learning_rate, finetune
 
@@ -26,8 +26,10 @@ SENTENCE_TABLES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def read_task_data(task: str, path, text_column: str = "sentence", text_pair_column: str | None = None,
-                   label_column: str | None = "label", tag_column: int = -1, labelled: bool = True) -> list:
-    """Examples of `task` from `path`; `labelled=False` reads prediction input (no labels)."""
+                   label_column: str | None = "label", tag_column: int = -1, labelled: bool = True,
+                   tokenizer=None) -> list:
+    """Examples of `task` from `path`; `labelled=False` reads prediction input (no labels). NER sentences to tag
+    from a table are cut into the words of `tokenizer`, the model's (as the token-classification pipeline cuts)."""
     if task in SENTENCE_CLASSIFIER_TASKS:
         if task == "pair-classification" and not text_pair_column:
             raise ConfigError("--task pair-classification needs --text-pair-column")
@@ -40,7 +42,10 @@ def read_task_data(task: str, path, text_column: str = "sentence", text_pair_col
                                   label_column if labelled else None)
     if task == "ner":
         if not labelled and file_format(path) in SENTENCE_TABLES:
-            return read_sentences(path, text_column)
+            if tokenizer is None:
+                raise ConfigError(f"{path}: sentences to tag are cut into the words of the model's tokenizer: "
+                                  f"give tokenizer=")
+            return cut_into_words(read_sentences(path, text_column), tokenizer)
         return read_conll(path, tag_column, with_tags=labelled)
     if task == "qa":
         return read_squad(path)[0]
