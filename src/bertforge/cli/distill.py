@@ -99,7 +99,7 @@ def _pretrained_student(teacher, teacher_tokenizer, student_dir: Path, student_l
     from bertforge.distillation import TeacherMatch
     from bertforge.distillation.student import check_not_larger
     from bertforge.model import BertConfig
-    from bertforge.pretraining.shards import vocab_fingerprint
+    from bertforge.tokenization.wordpiece import vocab_fingerprint
     from bertforge.tokenization import BertTokenizer
 
     if student_layers is not None or student_size is not None or save_as != "bert":

@@ -9,7 +9,6 @@ if asked, or one part of the chunks per machine (`parts.py` reads the parts back
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -25,6 +24,7 @@ from bertforge.pretraining.corpus import text_size
 from bertforge.pretraining.masking import IGNORE_INDEX, MaskingConfig, mask_batch
 from bertforge.pretraining.parts import FORMAT_VERSION, INDEX_FILE, load_index
 from bertforge.progress import progress_bar
+from bertforge.tokenization.wordpiece import vocab_fingerprint
 
 logger = logging.getLogger(__name__)
 
@@ -69,14 +69,6 @@ class PrepareOptions:
         return MaskingConfig.for_tokenizer(tokenizer, masked_lm_prob=self.masked_lm_prob,
                                            max_predictions_per_seq=self.max_predictions_per_seq,
                                            whole_word_mask=self.whole_word_mask)
-
-
-def vocab_fingerprint(tokenizer) -> str:
-    """What "the same vocabulary" means everywhere: the same tokens in id order, so that every id means the same
-    token (prepared shards' ids, a model or a distilled student reading them). Kept in every prepared index.json:
-    changing how it is computed would refuse all data prepared before."""
-    tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
-    return hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:16]
 
 
 class _ShardWriter:

@@ -10,6 +10,7 @@ original.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from pathlib import Path
 
@@ -52,6 +53,14 @@ def load_vocab(path: str | Path) -> dict[str, int]:
     if not vocab:
         raise CheckpointError(f"{path}: the vocabulary is empty")
     return vocab
+
+
+def vocab_fingerprint(tokenizer) -> str:
+    """What "the same vocabulary" means everywhere: the same tokens in id order, so that every id means the same
+    token (prepared shards' ids, a model or a distilled student reading them). Kept in every prepared index.json:
+    changing how it is computed would refuse all data prepared before."""
+    tokens = sorted(tokenizer.vocab, key=tokenizer.vocab.get)
+    return hashlib.sha256("\n".join(tokens).encode()).hexdigest()[:16]
 
 
 class WordPiece:
