@@ -336,11 +336,11 @@ class BertModel(BertPreTrainedModel):
             if (not isinstance(inputs_embeds, torch.Tensor) or inputs_embeds.dim() != 3
                     or inputs_embeds.shape[-1] != hidden or not inputs_embeds.is_floating_point()):
                 raise InputError(f"inputs_embeds must be a floating (batch, sequence, {hidden}) tensor, got "
-                                 + (f"{_shape(inputs_embeds)} {inputs_embeds.dtype}"
-                                    if isinstance(inputs_embeds, torch.Tensor) else _shape(inputs_embeds)))
+                                 + (f"{shape_of(inputs_embeds)} {inputs_embeds.dtype}"
+                                    if isinstance(inputs_embeds, torch.Tensor) else shape_of(inputs_embeds)))
         elif not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2:
             raise InputError(f"input_ids must be a (batch, sequence) tensor (return_tensors='pt'), got "
-                             f"{_shape(input_ids)}")
+                             f"{shape_of(input_ids)}")
         elif input_ids.is_floating_point() or input_ids.dtype == torch.bool or input_ids.is_complex():
             raise InputError(f"input_ids must hold integer token ids, got {input_ids.dtype}")
         shape = given.shape[:2]
@@ -348,13 +348,13 @@ class BertModel(BertPreTrainedModel):
             raise InputError(f"{name} is empty: shape {tuple(given.shape)}")
         for other, value in (("attention_mask", attention_mask), ("token_type_ids", token_type_ids)):
             if value is not None and (not isinstance(value, torch.Tensor) or value.shape != shape):
-                raise InputError(f"{other} must have {name}' shape {tuple(shape)}, got {_shape(value)}")
+                raise InputError(f"{other} must have {name}' shape {tuple(shape)}, got {shape_of(value)}")
         if position_ids is not None and (
                 not isinstance(position_ids, torch.Tensor) or position_ids.is_floating_point()
                 or position_ids.dim() not in (1, 2) or position_ids.shape[-1] != shape[1]
                 or (position_ids.dim() == 2 and position_ids.shape[0] not in (1, shape[0]))):
             raise InputError(f"position_ids must be integers shaped (sequence,), (1, sequence) or {tuple(shape)}, "
-                             f"got {_shape(position_ids)}"
+                             f"got {shape_of(position_ids)}"
                              + (f" {position_ids.dtype}" if isinstance(position_ids, torch.Tensor) else ""))
         self._check_length(shape[1])
 
@@ -365,6 +365,6 @@ class BertModel(BertPreTrainedModel):
                              f"max_position_embeddings ({limit}); truncate it (max_length={limit})")
 
 
-def _shape(value) -> str:
+def shape_of(value) -> str:
     """A tensor's shape, or the type of what was given instead."""
     return str(tuple(value.shape)) if isinstance(value, torch.Tensor) else type(value).__name__

@@ -6,19 +6,45 @@ checkpoints load in transformers' class of the same name and the other way round
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel
+from bertforge.errors import InputError
+from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, shape_of
 from bertforge.model.config import BertConfig
-from bertforge.model.linear import Linear, linear
+from bertforge.model.linear import Linear, capturing_graph, linear
 from bertforge.model.outputs import ModelOutput
 from bertforge.model.pretrained import BertPreTrainedModel, resized_rows
 
 IGNORE_INDEX = -100  # label value for positions that carry no loss (as in PyTorch and transformers)
+
+
+def check_labels(name: str, labels, shape: tuple[int, ...], classes: int | None = None, *, flat: bool = False,
+                 ids: bool = True) -> None:
+    """Labels given to a head's forward, named before torch's loss fails on them deep inside.
+
+    `shape`: what the loss reads; `flat`: the loss reads them flattened (transformers' view(-1)), so any layout of
+    as many entries will do. `ids`: integers as torch's cross-entropy takes them (int64 or uint8), each below
+    `classes` where given or IGNORE_INDEX (no loss); else any numbers (regression, multi-label). Values are read on
+    the CPU only: on a GPU reading them would wait for the device at every step (torch's device assert stops a bad
+    one there), and not while a graph is captured, whose inputs are examples."""
+    if capturing_graph():
+        return
+    if not isinstance(labels, torch.Tensor) or (labels.numel() != math.prod(shape) if flat else labels.shape != shape):
+        raise InputError(f"{name} must be a tensor shaped {tuple(shape)}, got {shape_of(labels)}")
+    if not ids:
+        return
+    if labels.dtype not in (torch.long, torch.uint8):
+        raise InputError(f"{name} must hold integer ids (torch.long), got {labels.dtype}")
+    if classes is not None and labels.device.type == "cpu":
+        outside = labels[(labels >= classes) | (labels < 0) & (labels != IGNORE_INDEX)]
+        if outside.numel():
+            raise InputError(f"{name} holds {int(outside[0])}, outside 0..{classes - 1} "
+                             f"(or {IGNORE_INDEX} for no loss)")
 
 
 class BertHeadModel(BertPreTrainedModel):
@@ -91,12 +117,21 @@ def _masked_lm(head: MaskedLMHead, hidden: torch.Tensor, labels: torch.Tensor | 
     and ~85% of its rows would be wasted."""
     if labels is None:
         return head(hidden), None, None
+    check_labels("labels", labels, hidden.shape[:2], head.bias.shape[0])
     selected = labels != IGNORE_INDEX
     logits = head(hidden[selected] if labelled_only else hidden)
     targets = labels[selected]
     scored = logits if labelled_only else logits[selected]
     loss = F.cross_entropy(scored.float(), targets) if targets.numel() else logits.sum() * 0.0  # no label: not NaN
     return logits, targets if labelled_only else None, loss
+
+
+def _next_sentence_loss(logits: torch.Tensor, label: torch.Tensor | None, name: str = "next_sentence_label"):
+    """NSP's loss, None without a label: 0 (B follows A) or 1 (B is random) per pair."""
+    if label is None:
+        return None
+    check_labels(name, label, logits.shape[:1], 2)
+    return F.cross_entropy(logits.float(), label)
 
 
 class BertForPreTraining(BertHeadModel):
@@ -115,7 +150,7 @@ class BertForPreTraining(BertHeadModel):
                         position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True)
         logits, targets, mlm_loss = _masked_lm(self.mlm, out.last_hidden_state, labels, labelled_logits_only)
         nsp_logits = self.nsp(out.pooler_output)
-        nsp_loss = None if next_sentence_label is None else F.cross_entropy(nsp_logits.float(), next_sentence_label)
+        nsp_loss = _next_sentence_loss(nsp_logits, next_sentence_label)
         losses = [x for x in (mlm_loss, nsp_loss) if x is not None]
         return PreTrainingOutput(sum(losses) if losses else None, mlm_loss, nsp_loss, logits, targets,
                                  nsp_logits, out.hidden_states, out.attentions)
@@ -149,11 +184,13 @@ class BertForNextSentencePrediction(BertHeadModel):
 
     def forward(self, input_ids=None, attention_mask=None, token_type_ids=None, next_sentence_label=None,
                 labels=None, position_ids=None, inputs_embeds=None) -> PreTrainingOutput:
-        next_sentence_label = labels if next_sentence_label is None else next_sentence_label  # transformers 5's name
         out = self.bert(input_ids, attention_mask, token_type_ids, position_ids=position_ids,
                         inputs_embeds=inputs_embeds, return_dict=True)
         logits = self.nsp(out.pooler_output)
-        loss = None if next_sentence_label is None else F.cross_entropy(logits.float(), next_sentence_label)
+        if next_sentence_label is None:  # transformers 5's name
+            loss = _next_sentence_loss(logits, labels, "labels")
+        else:
+            loss = _next_sentence_loss(logits, next_sentence_label)
         return PreTrainingOutput(loss, None, loss, None, None, logits)
 
 
@@ -201,15 +238,19 @@ def sequence_classification_loss(config: BertConfig, logits: torch.Tensor, label
     """transformers' rule: the config's `problem_type`, else regression (mean squared error) for one
     output, single-label cross-entropy for integer labels, multi-label binary cross-entropy for float ones."""
     problem_type = config.problem_type
+    floats = isinstance(labels, torch.Tensor) and labels.is_floating_point()
     if problem_type is None:
-        problem_type = ("regression" if config.num_labels == 1 else "single_label_classification"
-                        if not labels.is_floating_point() else "multi_label_classification")
-    if problem_type == "regression":
-        if config.num_labels == 1:
-            return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
-        return F.mse_loss(logits, labels.to(logits.dtype))
-    if problem_type == "multi_label_classification":
-        return F.binary_cross_entropy_with_logits(logits, labels.to(logits.dtype))
+        problem_type = ("regression" if config.num_labels == 1 else "multi_label_classification" if floats
+                        else "single_label_classification")
+    if problem_type == "regression" and config.num_labels == 1:
+        check_labels("labels", labels, logits.shape[:1], flat=True, ids=False)
+        return F.mse_loss(logits.squeeze(), labels.squeeze().to(logits.dtype))
+    if problem_type != "single_label_classification":  # one value per label
+        read_as = "" if config.problem_type else " (floats, so one 0/1 per label: multi-label)"
+        check_labels("labels" + read_as, labels, logits.shape, ids=False)
+        loss = F.mse_loss if problem_type == "regression" else F.binary_cross_entropy_with_logits
+        return loss(logits, labels.to(logits.dtype))
+    check_labels("labels", labels, logits.shape[:1], config.num_labels, flat=True)
     return F.cross_entropy(logits.view(-1, config.num_labels), labels.view(-1))
 
 
@@ -259,6 +300,7 @@ class BertForTokenClassification(BertHeadModel):
         logits = self.classifier(self.dropout(out.last_hidden_state))
         loss = None
         if labels is not None:
+            check_labels("labels", labels, logits.shape[:2], self.config.num_labels, flat=True)
             loss = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX)
         return TaskOutput(loss, logits, out.hidden_states, out.attentions)
 
@@ -284,7 +326,9 @@ class BertForQuestionAnswering(BertHeadModel):
         loss = None
         if start_positions is not None and end_positions is not None:
             # transformers' rule: a position outside the sequence (an answer cut off) is clamped to its
-            # length and ignored
+            # length and ignored, a negative one to 0
+            for name, positions in (("start_positions", start_positions), ("end_positions", end_positions)):
+                check_labels(name, positions, logits.shape[:1], flat=True)
             outside = logits.size(1)
             start_logits, end_logits = logits.float().unbind(-1)
             loss = sum(F.cross_entropy(side, positions.reshape(-1).clamp(0, outside), ignore_index=outside)
