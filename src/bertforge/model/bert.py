@@ -2,7 +2,7 @@
 
 Class names mean what they mean in transformers: `BertModel` is the bare, loadable encoder,
 `BertEncoder` its stack of layers; `BertPreTrainedModel` (pretrained.py) is the base that loads
-and saves every model. Parameter names are our own and short; `bertforge.model.checkpoint` maps them to and
+and saves every model. Parameter names are our own and short; `bertforge.model.weight_names` maps them to and
 from the Hugging Face names, so published checkpoints load unchanged.
 
 One forward path, two layouts: a padded (batch, seq, hidden) tensor with a mask (training,

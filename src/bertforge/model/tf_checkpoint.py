@@ -8,7 +8,7 @@ the bytes. The data shards are raw little-endian arrays. Both are parsed here wi
 numpy, nothing is unpickled or executed, and every block and tensor CRC is checked (masked as
 TensorFlow masks them).
 
-`read_tf_checkpoint` returns the weights under Hugging Face names (`checkpoint.hf_to_bertforge`
+`read_tf_checkpoint` returns the weights under Hugging Face names (`weight_names.hf_to_bertforge`
 does the rest): Google stores dense kernels `[in, out]`, PyTorch `[out, in]`, so kernels are
 transposed; `output_weights` matrices are already `[out, in]`. Optimiser slots, the step
 counter and any other variable are skipped without reading their bytes.
