@@ -193,7 +193,7 @@ def _distil_general(directory, train_path, validation_path, args, student_option
     from bertforge.pipelines.loading import load_for_task
     from bertforge.pretraining.shards import PretrainingData
     from bertforge.tasks import default_learning_rate
-    from bertforge.training.engine import TrainingArguments
+    from bertforge.training.arguments import TrainingArguments
 
     if student_options["student_size"] is not None or student_options["student_dir"] is not None or \
             student_options["prune"]:

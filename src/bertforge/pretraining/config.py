@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bertforge.errors import ConfigError
-from bertforge.training.engine import TrainingArguments
+from bertforge.training.arguments import TrainingArguments
 
 
 @dataclass(kw_only=True)

@@ -8,7 +8,8 @@ from bertforge.training.distributed import (
     resolve_device,
     seed_everything,
 )
-from bertforge.training.engine import BatchSource, Evaluator, Objective, Result, TrainingArguments, run
+from bertforge.training.arguments import TrainingArguments
+from bertforge.training.engine import BatchSource, Evaluator, Objective, Result, run
 from bertforge.training.interrupt import TrainingInterrupted
 from bertforge.training.optim import build_optimizer, learning_rate_factor
 
