@@ -76,10 +76,13 @@ class FinetuneArgs(TrainingArguments):
 class FeatureBatches:
     """Global batches of similar-length features (or random ones without `group_by_length`), a fresh
     order each epoch seeded by (seed + epoch), so the batch of a step is a pure function of the step;
-    each global batch is split over processes, then over accumulation micro-batches."""
+    each global batch is split over processes, then over accumulation micro-batches, padded with `pad_token_id`
+    (the tokenizer's [PAD], as transformers pads: question answering's softmax runs over padded positions too)."""
 
-    def __init__(self, features: list[dict], batch_size: int, seed: int, smallest: int, group_by_length: bool = True):
+    def __init__(self, features: list[dict], batch_size: int, seed: int, smallest: int, group_by_length: bool = True,
+                 pad_token_id: int = 0):
         self.features, self.batch_size, self.seed, self.smallest = features, batch_size, seed, smallest
+        self.pad_token_id = pad_token_id
         # A window of one batch sorts only within the batch: the batches are then random draws.
         self.bucket_batches = 50 if group_by_length else 1
         self.lengths = [len(f["input_ids"]) for f in features]
@@ -101,7 +104,8 @@ class FeatureBatches:
         epoch, position = divmod(step, self.steps_per_epoch)
         batch = self._epoch_batches(epoch)[position]
         mine = [batch[i::world_size] for i in range(world_size)][rank]
-        return [collate([self.features[j] for j in mine[i::accumulation]]) for i in range(accumulation)]
+        return [collate([self.features[j] for j in mine[i::accumulation]], self.pad_token_id)
+                for i in range(accumulation)]
 
 
 def loss_units(batch) -> int:
@@ -253,17 +257,17 @@ def _with_probed_head(build_model: Callable[[], torch.nn.Module], features: list
 
 def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: list[dict], eval_set,
              args: FinetuneArgs, tokenizer=None, resume_from: str | Path | None = None, *, objective=None,
-             batches: Callable[..., FeatureBatches] = FeatureBatches,
+             batches: Callable[..., FeatureBatches] | None = None,
              digest: Callable[[list[dict]], str] = features_digest,
              about: dict | None = None, name: str = "fine-tuning") -> dict:
     """Train `build_model()` (a task head from bertforge.model, built after seeding) on
     `train_features`; evaluate `eval_set` with `task.evaluate`, keep the best model by `task.metric`
     in `args.output_dir` (the last one without `eval_set`), and write metrics.json and curves.png
-    there. Returns the metrics dictionary.
+    there. Returns the metrics dictionary. Batches are padded with the tokenizer's [PAD] (0 without one).
 
     Distillation runs here too, with its own `objective` (default: the head's loss), `batches`
-    (features with the teacher's outputs), `digest` of the training targets, and `about` (how
-    the student was made, recorded in metrics.json and the checkpoint's fingerprint)."""
+    (default: `FeatureBatches`; distillation's carry the teacher's outputs), `digest` of the training
+    targets, and `about` (how the student was made, recorded in metrics.json and the checkpoint's fingerprint)."""
     if not train_features:
         raise InputError("the training set is empty")
     if eval_set is not None and not eval_set.features:
@@ -288,6 +292,7 @@ def finetune(build_model: Callable[[], torch.nn.Module], task, train_features: l
     if args.freeze_word_embeddings:
         build_model = partial(_with_frozen_word_embeddings, build_model)
     processes = Processes.start(args.device)
+    batches = batches or partial(FeatureBatches, pad_token_id=tokenizer.pad_token_id if tokenizer is not None else 0)
     source = batches(train_features, args.batch_size, args.seed,
                      processes.world_size * args.gradient_accumulation_steps, group_by_length=args.group_by_length)
     total_steps = max(1, round(source.steps_per_epoch * args.epochs))
