@@ -40,3 +40,17 @@ def test_question_answering_batches_are_padded_with_the_tokenizers_pad_id(tmp_pa
         output_dir=str(tmp_path), max_steps=2, batch_size=4, learning_rate=1e-3, progress=False), tokenizer,
         objective=objective)
     assert objective.padding == {4}  # it was {0}
+
+
+def test_distillation_batches_are_padded_with_the_tokenizers_pad_id():
+    """Task distillation runs on fine-tuning's loop with its own batches (the teacher's outputs beside the inputs):
+    they pad with the same id."""
+    import numpy as np
+
+    from bertforge.distillation.teacher import DistillationBatches
+
+    features = [dict(input_ids=[1, 5, 6, 7, 2, 8, 9, 2][:length], token_type_ids=[0] * length,
+                     start_positions=1, end_positions=1, teacher_logits=np.zeros((length, 2), dtype=np.float32))
+                for length in (8, 5)]
+    batch = DistillationBatches(features, 2, seed=0, smallest=1, kind="span", pad_token_id=4).micro_batches(0, 0, 1, 1)[0]
+    assert set(batch["input_ids"][batch["attention_mask"] == 0].tolist()) == {4}

@@ -185,6 +185,7 @@ def distil(build_student: Callable[[], torch.nn.Module], task, kind: str, train_
                                                     args.attention_weight,
                                                     attention_teacher(teacher, attention_map)
                                                     if args.attention_weight else None, attention_map),
-                    batches=partial(DistillationBatches, kind=kind),
+                    batches=partial(DistillationBatches, kind=kind,
+                                    pad_token_id=tokenizer.pad_token_id if tokenizer is not None else 0),
                     digest=partial(features_digest, arrays=("teacher_logits", "teacher_hidden")),
                     about={"student": description or {}}, name="distillation")

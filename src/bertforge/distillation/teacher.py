@@ -60,11 +60,11 @@ def first_pieces(word_ids: list[int | None]) -> list[bool]:
     return [word is not None and (i == 0 or word != word_ids[i - 1]) for i, word in enumerate(word_ids)]
 
 
-def collate_with_teacher(features: list[dict], kind: str) -> dict[str, torch.Tensor]:
+def collate_with_teacher(features: list[dict], kind: str, pad_token_id: int = 0) -> dict[str, torch.Tensor]:
     """The usual padded batch plus `teacher_logits` (padded; QA padding is OUTSIDE), `teacher_hidden`
     where the features carry it and, per token, `soft_mask`: the positions whose teacher distribution is
     a target."""
-    batch = collate(features)
+    batch = collate(features, pad_token_id)
     if "teacher_hidden" in features[0]:  # padded rows are zeros; the loss reads attention_mask
         hidden = np.zeros((*batch["input_ids"].shape, features[0]["teacher_hidden"].shape[-1]), dtype=np.float16)
         for row, feature in enumerate(features):
@@ -89,12 +89,9 @@ class DistillationBatches(FeatureBatches):
     """Fine-tuning's batches, step-addressed the same way, carrying the teacher's logits."""
 
     def __init__(self, features: list[dict], batch_size: int, seed: int, smallest: int, kind: str,
-                 group_by_length: bool = True):
-        super().__init__(features, batch_size, seed, smallest, group_by_length)
+                 group_by_length: bool = True, pad_token_id: int = 0):
+        super().__init__(features, batch_size, seed, smallest, group_by_length, pad_token_id)
         self.kind = kind
 
-    def micro_batches(self, step: int, rank: int, world_size: int, accumulation: int) -> list[dict[str, torch.Tensor]]:
-        epoch, position = divmod(step, self.steps_per_epoch)
-        mine = self._epoch_batches(epoch)[position][rank::world_size]
-        return [collate_with_teacher([self.features[j] for j in mine[i::accumulation]], self.kind)
-                for i in range(accumulation)]
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        return collate_with_teacher(features, self.kind, self.pad_token_id)

@@ -103,9 +103,11 @@ class FeatureBatches:
     def micro_batches(self, step: int, rank: int, world_size: int, accumulation: int) -> list[dict[str, torch.Tensor]]:
         epoch, position = divmod(step, self.steps_per_epoch)
         batch = self._epoch_batches(epoch)[position]
-        mine = [batch[i::world_size] for i in range(world_size)][rank]
-        return [collate([self.features[j] for j in mine[i::accumulation]], self.pad_token_id)
-                for i in range(accumulation)]
+        mine = batch[rank::world_size]
+        return [self.collate([self.features[j] for j in mine[i::accumulation]]) for i in range(accumulation)]
+
+    def collate(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        return collate(features, self.pad_token_id)
 
 
 def loss_units(batch) -> int:
