@@ -24,6 +24,7 @@ from torch import nn
 
 from bertforge.errors import InputError
 from bertforge.model.config import BertConfig
+from bertforge.model.dropout import Dropout, dropout
 from bertforge.model.linear import Linear, capturing_graph
 from bertforge.model.outputs import ModelOutput
 from bertforge.model.pretrained import BertPreTrainedModel, init_weights
@@ -74,7 +75,7 @@ class BertEmbeddings(nn.Module):
         self.position = nn.Embedding(config.max_position_embeddings, config.hidden_size)
         self.token_type = nn.Embedding(config.type_vocab_size, config.hidden_size) if config.type_vocab_size else None
         self.norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
         self.sinusoidal = bool(config.extra.get("sinusoidal_pos_embds"))
         if self.sinusoidal:
             self.position.weight.requires_grad_(False)  # fixed, as in DistilBERT; saved like a learned table
@@ -117,7 +118,7 @@ def explicit_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: 
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     weights = scores.softmax(dim=-1)
-    return F.dropout(weights, dropout_p, dropout_p > 0) @ v, weights
+    return dropout(weights, dropout_p) @ v, weights
 
 
 class BertSelfAttention(nn.Module):
@@ -138,11 +139,13 @@ class BertSelfAttention(nn.Module):
         q, k, v = qkv.view(batch, seq, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         dropout_p = self.dropout_p if self.training else 0.0
         weights = None
-        if return_weights:  # the fused kernel never materialises the weights
+        # The fused kernel never materialises the weights. With dropout on the CPU it writes them out itself,
+        # with torch's slower dropout mask (see model/dropout.py).
+        if return_weights or (dropout_p and qkv.device.type == "cpu"):
             context, weights = explicit_attention(q, k, v, mask, dropout_p)
         else:
             context = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
-        return context.transpose(1, 2).reshape(batch, seq, -1), weights
+        return context.transpose(1, 2).reshape(batch, seq, -1), weights if return_weights else None
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, return_weights: bool = False,
                 groups: LengthGroups | None = None):
@@ -182,7 +185,7 @@ class BertLayer(nn.Module):
         self.output = Linear(config.intermediate_size, config.hidden_size)
         self.output_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.activation = ACTIVATION_FUNCTIONS[config.hidden_act]
-        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.dropout = Dropout(config.hidden_dropout_prob)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, return_weights: bool = False,
                 groups: LengthGroups | None = None):

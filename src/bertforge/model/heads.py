@@ -16,6 +16,7 @@ from torch import nn
 from bertforge.errors import InputError
 from bertforge.model.bert import ACTIVATION_FUNCTIONS, BertModel, shape_of
 from bertforge.model.config import BertConfig
+from bertforge.model.dropout import Dropout
 from bertforge.model.linear import Linear, capturing_graph, linear
 from bertforge.model.outputs import ModelOutput
 from bertforge.model.pretrained import BertPreTrainedModel, resized_rows
@@ -262,7 +263,7 @@ class BertForSequenceClassification(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.dropout = nn.Dropout(classifier_dropout(config, "seq_classif_dropout"))
+        self.dropout = Dropout(classifier_dropout(config, "seq_classif_dropout"))
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
@@ -288,7 +289,7 @@ class BertForTokenClassification(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.dropout = nn.Dropout(classifier_dropout(config))
+        self.dropout = Dropout(classifier_dropout(config))
         self.classifier = Linear(config.hidden_size, config.num_labels)
         self.init_head_weights()
 
@@ -313,7 +314,7 @@ class BertForQuestionAnswering(BertHeadModel):
 
     def __init__(self, config: BertConfig):
         super().__init__(config)
-        self.dropout = nn.Dropout(config.extra.get("qa_dropout", 0.0))  # DistilBERT's; BERT's QA head has none
+        self.dropout = Dropout(config.extra.get("qa_dropout", 0.0))  # DistilBERT's; BERT's QA head has none
         self.qa_outputs = Linear(config.hidden_size, 2)
         self.init_head_weights()
 
