@@ -22,6 +22,7 @@ the most it could save.
 1. tokens/s over `--steps` timed training steps (after `--warmup` untimed ones);
 2. the held-out MLM loss each reaches after `--budget` seconds of training time (measured in
    float32 for all, so that it compares what the weights learned).
+`--profile STEPS` also prints where bertforge's step spends its time, op by op (those steps are not timed).
 
     .venv/bin/python bench/pretrain.py [--sizes tiny mini] [--variants fp32 fused bf16+fused]
         [--steps 12] [--budget 90] [--threads 1] [--dropout 0.1]
@@ -37,6 +38,7 @@ import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -163,6 +165,18 @@ def held_out_mlm_loss(peer: Peer, batches: list[dict[str, torch.Tensor]]) -> flo
     return total / count
 
 
+def profile_steps(name: str, run) -> None:
+    """The ops that take the most of `run`'s time, on stderr (the table is stdout)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as profiler:
+        run()
+    events = sorted(profiler.key_averages(), key=lambda e: -e.self_cpu_time_total)
+    total = sum(e.self_cpu_time_total for e in events)
+    print(f"# profile of {name}: " + ", ".join(f"{e.key} {e.self_cpu_time_total / total:.0%}" for e in events[:12]),
+          file=sys.stderr)
+
+
 def run_size(size: str, data: PretrainingData, held_out: list, args, workdir: Path) -> dict:
     peers = peers_for(size, data.index["vocab_size"], args.variants, args.lr, args.dropout, workdir)
     order = BatchOrder(len(data), 32, seed=1)
@@ -179,6 +193,10 @@ def run_size(size: str, data: PretrainingData, held_out: list, args, workdir: Pa
 
     for peer in peers.values():
         advance(peer, args.warmup, timed=False)
+    for name, peer in peers.items():  # every model takes the profiled steps, so that all train as many
+        if args.profile:
+            steps = partial(advance, peer, args.profile, timed=False)
+            profile_steps(name, steps) if peer.library == "bertforge" else steps()
     for _ in range(0, args.steps, BLOCK):
         for peer in peers.values():
             advance(peer, BLOCK, timed=True)
@@ -214,6 +232,8 @@ def main():
     parser.add_argument("--eval-batches", type=int, default=8)
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "bertforge-bench-pretrain")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
+                        help="also profile this many of each bertforge model's steps (torch.profiler): where its time goes")
     args = parser.parse_args()
     args.variants = {variant: parse_variant(variant) for variant in args.variants}
     torch.set_num_threads(args.threads)

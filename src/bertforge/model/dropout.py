@@ -3,7 +3,8 @@
 torch's CPU dropout draws one Bernoulli sample per element; here each element takes half of a 64-bit random
 integer, compared against a threshold, which is faster to draw. Attention with dropout is written out on the CPU
 (`bert.explicit_attention`) to take this mask: SDPA's CPU kernel materialises the weights when it drops out, with
-torch's mask. A BERT-mini pre-training step gained about 4% on a Zen 4 (docs/benchmarks.md, `bench/pretrain.py`).
+torch's mask. BERT-mini pre-training went from 2.79× to 2.96× transformers' tokens/s on a Zen 4 (means of two
+`bench/pretrain.py` runs each, docs/benchmarks.md).
 The mask keeps each element with probability 1 - p to 2^-32, the survivors scaled by 1 / (1 - p), as torch's;
 the numbers come from torch's generator, so a seed, and a resumed run's saved generator state, give the same
 masks. GPUs keep torch's fused dropout, and a graph being captured sees `F.dropout`.
