@@ -9,7 +9,7 @@ import click
 from bertforge.cli.io import check_output, input_options, read_inputs, with_line_numbers, write_records
 from bertforge.tokenization import BertTokenizer
 from bertforge.tokenization.bpe import is_merges_folder, load_merges_tokenizer
-from bertforge.tokenization.truncation import warn_truncated
+from bertforge.tokenization.truncation import encode_within, warn_truncated
 
 
 
@@ -36,14 +36,11 @@ def tokenize(texts, model, max_length, input_path, column, output):
                                     max_length, output)
     tokenizer = BertTokenizer.from_pretrained(model)
     items = read_inputs(texts, input_path, [column])
-    encoded = tokenizer(items.values, truncation=max_length is not None, max_length=max_length,
-                        return_offsets_mapping=True)
-    if max_length is not None:
-        warn_truncated(sum(len(ids) > max_length for ids in tokenizer(items.values)["input_ids"]), len(items.values),
-                       max_length)
-    records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(ids), "input_ids": ids,
-                "offsets": [list(span) for span in offsets]}
-               for text, ids, offsets in zip(items.values, encoded["input_ids"], encoded["offset_mapping"])]
+    # cut to --max-length as the pipelines cut, with their warning: only the long texts are encoded twice
+    rows = tokenizer(items.values).encodings if max_length is None else \
+        encode_within(tokenizer, items.values, None, max_length)[0]
+    records = [{"text": text, "tokens": tokenizer.convert_ids_to_tokens(row.ids), "input_ids": row.ids,
+                "offsets": [list(span) for span in row.offsets]} for text, row in zip(items.values, rows)]
     write_records(with_line_numbers(items, records), output)
 
 
