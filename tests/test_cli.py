@@ -346,3 +346,15 @@ def test_a_setting_is_named_by_the_commands_option(tmp_path, arguments, line):
     sst2 = fixture_data("sst2", "train.tsv")
     result = CliRunner().invoke(cli, [a.format(sst2=sst2, tmp=tmp_path) for a in arguments])
     assert result.exit_code == 2 and result.output.strip() == line, result.output
+
+
+def test_tokenize_cuts_to_max_length_and_counts_the_cut_texts(caplog):
+    import json
+
+    result = CliRunner().invoke(cli, ["tokenize", "Let us start pretraining the model.", "short", "--max-length", "6"])
+    assert result.exit_code == 0, result.output
+    assert "1 of 2 inputs were longer than 6 tokens and were truncated" in caplog.text
+    first, second = (json.loads(line) for line in result.stdout.strip().splitlines())
+    assert first["tokens"] == ["[CLS]", "let", "us", "start", "pre", "[SEP]"]
+    assert first["offsets"] == [[0, 0], [0, 3], [4, 6], [7, 12], [13, 16], [0, 0]]
+    assert second["tokens"] == ["[CLS]", "short", "[SEP]"]
