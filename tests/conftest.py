@@ -182,6 +182,21 @@ def tiny_pretraining_checkpoint(tmp_path_factory, default_model_dir) -> Path:
     return directory
 
 
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A tiny random encoder with the default model's vocabulary: fine-tuning starts from it."""
+    import torch
+
+    from bertforge.model import BertConfig, BertModel, default_model_path
+    from bertforge.tokenization import BertTokenizer
+
+    directory = tmp_path_factory.mktemp("tiny-encoder")
+    torch.manual_seed(0)
+    BertModel(BertConfig.from_size("tiny", vocab_size=30522)).save_pretrained(
+        directory, BertTokenizer.from_pretrained(default_model_path()))
+    return directory
+
+
 # --- CI strictness and the data summary -----------------------------------------------------------
 
 @pytest.hookimpl(wrapper=True)
