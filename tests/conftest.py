@@ -108,6 +108,23 @@ def sst2_sentences(limit: int | None = None, split: str = "train", full: bool = 
     return [row.split("\t")[0] for row in rows[:limit]]
 
 
+# The vocabulary tests' slices of the Gutenberg fixture (three books), so that they run the same everywhere: the
+# lines the vocabularies are trained on, and the lines after them to check on.
+TRAIN_LINES = 4_000  # about 230 kB
+CHECK_LINES = 1_900
+
+
+@pytest.fixture(scope="module")
+def train_lines() -> list[str]:
+    return gutenberg_lines(TRAIN_LINES)
+
+
+@pytest.fixture(scope="module")
+def check_lines() -> list[str]:
+    """Lines the vocabularies were not trained on."""
+    return gutenberg_lines(CHECK_LINES, skip=TRAIN_LINES)
+
+
 @pytest.fixture(scope="session")
 def default_model_dir() -> Path:
     from bertforge.model import default_model_path
