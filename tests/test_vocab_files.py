@@ -16,7 +16,7 @@ from vocab_helpers import HARD_STRINGS, SPEC_TEXT
 
 @pytest.fixture(scope="module")
 def trained(train_lines, tmp_path_factory) -> dict[str, Path]:
-    """A 2,000-piece vocabulary of each kind, trained on the first 40,000 lines and saved."""
+    """A 2,000-piece vocabulary of each kind, trained on the first 4,000 lines (TRAIN_LINES) and saved."""
     directories = {}
     for algorithm in ("bpe", "byte-bpe", "wordpiece"):
         directory = tmp_path_factory.mktemp(algorithm)
