@@ -1,6 +1,8 @@
 """Shared fixtures: the data (the small copies in tests/fixtures/data, the full files beside the
 repo), the default checkpoint, reference tokenizers and a small randomly initialised transformers
-checkpoint with pre-training heads.
+checkpoint with pre-training heads; and the fixtures that the files testing one command share:
+`bertforge distill`'s tiny teachers and slices of SST-2, CoNLL and SQuAD (tests/test_distill*.py, whose
+helpers are in distill_helpers.py).
 
 Tests that need the full ../shared/data call `require_data`: it skips where the data is absent,
 fails under CI=true, and the run ends with one line saying how many tests needed it. Under CI=true
@@ -299,3 +301,62 @@ def kill_at_first_checkpoint(command: list[str], run: Path, timeout: float) -> i
     process.send_signal(signal.SIGKILL)
     process.wait()
     return json.loads(manifest.read_text())["step"]
+
+
+# --- bertforge distill: the teachers and slices of data tests/test_distill*.py share --------------
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory, tokenizer) -> dict[str, Path]:
+    from bertforge.model import BertForPreTraining, BertForQuestionAnswering, BertForTokenClassification
+    from bertforge.tasks import TokenClassificationTask, read_task_data
+    from distill_helpers import _fine_tuned_sst2_teacher, _teacher
+
+    root = tmp_path_factory.mktemp("teachers")
+    ner_tags = TokenClassificationTask.from_sentences(read_task_data("ner", fixture_data("conll2003", "train.txt"))).labels
+    return {"classification": _fine_tuned_sst2_teacher(root / "sst2", tokenizer),
+            "ner": _teacher(root / "ner", BertForTokenClassification, tokenizer, hidden=128,
+                            id2label=dict(enumerate(ner_tags))),
+            "qa": _teacher(root / "qa", BertForQuestionAnswering, tokenizer, hidden=128),
+            "mlm": _teacher(root / "mlm", BertForPreTraining, tokenizer)}
+
+
+@pytest.fixture(scope="module")
+def sst2(tmp_path_factory) -> dict[str, Path]:
+    """Slices of SST-2: 96 training and 32 validation sentences."""
+    root = tmp_path_factory.mktemp("sst2")
+    lines = fixture_data("sst2", "train.tsv").read_text(encoding="utf-8").splitlines()
+    (root / "train.tsv").write_text("\n".join(lines[:97]) + "\n", encoding="utf-8")
+    (root / "dev.tsv").write_text("\n".join([lines[0]] + lines[97:129]) + "\n", encoding="utf-8")
+    (root / "unlabelled.tsv").write_text("sentence\n" + "\n".join(l.split("\t")[0] for l in lines[129:161]) + "\n",
+                                         encoding="utf-8")
+    return root
+
+
+@pytest.fixture(scope="module")
+def conll(tmp_path_factory) -> Path:
+    """The first 60 sentences of the CoNLL-2003 fixture."""
+    text = fixture_data("conll2003", "train.txt").read_text(encoding="utf-8")
+    path = tmp_path_factory.mktemp("conll") / "train.txt"
+    path.write_text("\n\n".join(text.strip().split("\n\n")[:60]) + "\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def squad(tmp_path_factory) -> Path:
+    """Two articles of the SQuAD fixture, their first 3 paragraphs."""
+    with gzip.open(fixture_data("squad", "squad-v1.1-dev-part-train.json.gz"), "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    data["data"] = [{**article, "paragraphs": article["paragraphs"][:3]} for article in data["data"][:2]]
+    path = tmp_path_factory.mktemp("squad") / "squad.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def wide_teacher(tmp_path_factory, tokenizer) -> Path:
+    """A 4-layer, 256-wide classifier (2 heads of 128): wide enough to cut an L2-H128 student from."""
+    from bertforge.model import BertForSequenceClassification
+    from distill_helpers import SST2_LABELS, _teacher
+
+    return _teacher(tmp_path_factory.mktemp("wide") / "sst2", BertForSequenceClassification, tokenizer, hidden=256,
+                    id2label=SST2_LABELS)

@@ -2,7 +2,7 @@
 real SST-2 sentences: the layers that change nothing are the ones that leave, dropping parts that carry nothing leaves
 the teacher's outputs unchanged, the parts with no activation are the ones dropped and every kept weight is the
 teacher's own, and a width that is not whole heads is refused.
-The command (`distill --prune`) is tested with the other students in test_distill.py."""
+The command (`distill --prune`) is tested in test_distill_prune.py."""
 
 from __future__ import annotations
 
