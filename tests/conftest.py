@@ -2,7 +2,7 @@
 repo), the default checkpoint, reference tokenizers and a small randomly initialised transformers
 checkpoint with pre-training heads; and the fixtures that the files testing one command share:
 `bertforge distill`'s tiny teachers and slices of SST-2, CoNLL and SQuAD (tests/test_distill*.py, whose
-helpers are in distill_helpers.py).
+helpers are in distill_helpers.py), pre-training's corpus and prepared shards (tests/test_pretraining*.py).
 
 Tests that need the full ../shared/data call `require_data`: it skips where the data is absent,
 fails under CI=true, and the run ends with one line saying how many tests needed it. Under CI=true
@@ -360,3 +360,29 @@ def wide_teacher(tmp_path_factory, tokenizer) -> Path:
 
     return _teacher(tmp_path_factory.mktemp("wide") / "sst2", BertForSequenceClassification, tokenizer, hidden=256,
                     id2label=SST2_LABELS)
+
+
+# --- pre-training: a corpus and its shards, which tests/test_pretraining*.py share ----------------
+
+@pytest.fixture(scope="module")
+def corpus_file(tmp_path_factory) -> Path:
+    """Six documents of real text: slices of the first Gutenberg books, as JSON Lines."""
+    records = []
+    with gzip.open(fixture_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
+        for line in f:
+            text = json.loads(line)["text"]
+            records += [text[start:start + 25_000] for start in (20_000, 60_000, 100_000)]
+            if len(records) >= 6:
+                break
+    path = tmp_path_factory.mktemp("corpus") / "books.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory, corpus_file, tokenizer) -> Path:
+    from bertforge.pretraining import PrepareOptions, prepare
+
+    directory = tmp_path_factory.mktemp("data")
+    prepare([corpus_file], directory, tokenizer, PrepareOptions(dupe_factor=5, shard_size=500), progress=False)
+    return directory
