@@ -4,7 +4,7 @@ Parquet inputs are written here with pyarrow from rows the csv module reads out 
 TSV files, so the reference is independent of bertforge's own TSV reader; they must give the same
 examples as the TSV does. Vectors written by `bertforge embed` (one process, or a local
 two-worker Ray cluster) are checked against the in-process sentence-embedding pipeline, whose
-vectors are themselves checked against sentence-transformers in test_pipelines.py."""
+vectors are themselves checked against sentence-transformers in test_pipeline_features.py."""
 
 from __future__ import annotations
 
