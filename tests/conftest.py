@@ -21,6 +21,9 @@ from pathlib import Path
 
 import pytest
 
+# The helper modules' asserts report as a test's own do (pytest rewrites only test modules by itself).
+pytest.register_assert_rewrite("distill_helpers", "server_helpers", "training_helpers")
+
 REPO = Path(__file__).resolve().parents[1]
 # BERTFORGE_DATA points elsewhere (or nowhere, to see what a fresh clone runs).
 DATA = Path(os.environ.get("BERTFORGE_DATA") or REPO.parent / "shared" / "data").resolve()
