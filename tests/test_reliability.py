@@ -82,9 +82,7 @@ def test_train_vocab_rejects_a_huge_vocab_size_before_reading():
 
 
 def test_prepare_with_a_bad_corpus_keeps_the_prepared_data(tmp_path):
-    corpus = tmp_path / "corpus.txt"
-    corpus.write_text("\n\n".join("\n".join(f"Sentence {d} {s} is about the topic number {d}." for s in range(6))
-                                  for d in range(8)) + "\n", encoding="utf-8")
+    corpus = small_corpus(tmp_path / "corpus.txt")
     data = tmp_path / "data"
     options = ["--max-seq-length", 32, "--dupe-factor", 1]
     first = run("pretrain", "prepare", corpus, data, *options)
@@ -98,6 +96,46 @@ def test_prepare_with_a_bad_corpus_keeps_the_prepared_data(tmp_path):
     assert hidden_files(tmp_path) == []
     one_line_error(run("pretrain", "prepare", bad, tmp_path / "fresh" / "data", *options), f"{bad}:2")
     assert not (tmp_path / "fresh").exists()
+
+
+def small_corpus(path):
+    path.write_text("\n\n".join("\n".join(f"Sentence {d} {s} is about the topic number {d}." for s in range(6))
+                                for d in range(8)) + "\n", encoding="utf-8")
+    return path
+
+
+def test_train_vocab_refuses_a_folder_whose_files_it_would_break(tmp_path):
+    """It writes into --output beside what is there: into a prepared data set it replaced the vocab.txt its
+    shards' ids are of (training then failed on the first batch: `input_ids holds 28026, outside the model's
+    0..25`), and a WordPiece vocabulary beside a BPE one left a folder neither tokenizer reads."""
+    corpus = small_corpus(tmp_path / "corpus.txt")
+    data, bpe = tmp_path / "data", tmp_path / "bpe"
+    assert run("pretrain", "prepare", corpus, data, "--max-seq-length", 32, "--dupe-factor", 1).exit_code == 0
+    assert run("train-vocab", "--algorithm", "bpe", "--input", corpus, "--output", bpe, "--no-progress").exit_code == 0
+    before = {path: path.read_bytes() for path in [*data.iterdir(), *bpe.iterdir()]}
+    for output, algorithm, message in (
+            (data, "wordpiece", f"--output {data}: holds a prepared data set (index.json)"),
+            (bpe, "wordpiece", f"--output {bpe}: holds a BPE vocabulary (vocab.json)"),
+            (tmp_path, "byte-bpe", None)):
+        if message is None:  # a WordPiece vocabulary written, then a byte-level one asked for in the same folder
+            assert run("train-vocab", "--input", corpus, "--output", output, "--no-progress").exit_code == 0
+            message = f"--output {output}: holds a WordPiece vocabulary (vocab.txt)"
+        one_line_error(run("train-vocab", "--algorithm", algorithm, "--input", corpus, "--output", output,
+                           "--no-progress"), message, "give a new directory")
+    assert {path: path.read_bytes() for path in [*data.iterdir(), *bpe.iterdir()]} == before
+
+
+def test_a_prepared_data_set_whose_vocabulary_was_replaced_names_its_vocab_txt(tmp_path):
+    from bertforge.errors import InputError
+    from bertforge.pretraining.shards import PretrainingData
+
+    corpus, data = small_corpus(tmp_path / "corpus.txt"), tmp_path / "data"
+    assert run("pretrain", "prepare", corpus, data, "--max-seq-length", 32, "--dupe-factor", 1).exit_code == 0
+    assert run("train-vocab", "--input", corpus, "--output", tmp_path / "vocab", "--no-progress").exit_code == 0
+    (data / "vocab.txt").write_bytes((tmp_path / "vocab" / "vocab.txt").read_bytes())
+    with pytest.raises(InputError, match=f"^{data / 'vocab.txt'}: not the vocabulary {data / 'index.json'} was "
+                                         f"prepared with"):
+        PretrainingData(data).tokenizer()
 
 
 # --- messages instead of tracebacks ---------------------------------------------------------------

@@ -10,7 +10,9 @@ import click
 from bertforge.errors import InputError
 from bertforge.io.atomic import check_output_dir
 from bertforge.io.readers import read_corpus
+from bertforge.pretraining.parts import INDEX_FILE
 from bertforge.runcard import RunCard
+from bertforge.tokenization.bpe import MERGES_FILE, VOCAB_FILE
 from bertforge.tokenization.trainers import (ALGORITHMS, DEFAULT_SPECIAL_TOKENS, MAX_VOCAB_SIZE, EmptyCorpusError,
                                              train_vocab as train)
 
@@ -47,10 +49,7 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
       bertforge train-vocab --algorithm byte-bpe --vocab-size 8000 --input books.jsonl --output my-bpe
     """
     check_output_dir(output, "--output")
-    model_files = [name for name in ("config.json", "model.safetensors", "pytorch_model.bin") if (output / name).exists()]
-    if model_files:
-        raise InputError(f"--output {output}: holds a model ({model_files[0]}) whose weights are indexed by its own "
-                         f"vocabulary, which a new one would replace; give a new directory")
+    check_vocab_output(output, algorithm)
     if limit_alphabet is not None and algorithm == "byte-bpe":
         raise InputError("--limit-alphabet applies to wordpiece and bpe; byte-bpe's alphabet is the 256 bytes")
     card = RunCard.start(click.get_current_context().params, inputs, output)
@@ -87,3 +86,24 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
                    f"--vocab-size {vocab_size:,}")
     card.finish(output, {"vocab_size": len(tokenizer.vocab), "seconds": round(seconds, 1)})
     click.echo(f"wrote {', '.join(files)} and the run card to {output}")
+
+
+def check_vocab_output(output: Path, algorithm: str) -> None:
+    """The files are written into --output beside what it holds: refuse a folder whose files a vocabulary would
+    break (a model's weights and a prepared data set's shards hold ids of their own vocabulary), or one holding
+    another kind of vocabulary, beside which the new one would leave a folder that reads as neither."""
+    def first(*names: str) -> str | None:
+        return next((name for name in names if (output / name).exists()), None)
+
+    found = first("config.json", "model.safetensors", "pytorch_model.bin")
+    if found:
+        raise InputError(f"--output {output}: holds a model ({found}) whose weights are indexed by its own "
+                         f"vocabulary, which a new one would replace; give a new directory")
+    if first(INDEX_FILE):
+        raise InputError(f"--output {output}: holds a prepared data set ({INDEX_FILE}) whose shards are ids of its "
+                         f"own vocabulary, which a new one would replace; give a new directory")
+    found = first(VOCAB_FILE, MERGES_FILE) if algorithm == "wordpiece" else first("vocab.txt")
+    if found:
+        kind = "a BPE" if algorithm == "wordpiece" else "a WordPiece"
+        raise InputError(f"--output {output}: holds {kind} vocabulary ({found}), beside which the files of "
+                         f"--algorithm {algorithm} would make a folder that reads as neither; give a new directory")

@@ -237,7 +237,14 @@ class PretrainingData:
 
         # Parts hold the same vocabulary (checked when they are merged): the first part's will do.
         parts = self.index.get("parts")
-        return BertTokenizer.from_pretrained(self.directory / parts[0] if parts else self.directory)
+        folder = self.directory / parts[0] if parts else self.directory
+        tokenizer = BertTokenizer.from_pretrained(folder)
+        # its shards are ids of the vocabulary they were made with: another one (a vocab.txt replaced by hand) made
+        # the model refuse the first batch, naming neither the file nor the data set
+        if vocab_fingerprint(tokenizer) != self.index["vocab_fingerprint"]:
+            raise InputError(f"{folder / BertTokenizer.vocab_file_name}: not the vocabulary {folder / INDEX_FILE} was "
+                             f"prepared with (its vocab_fingerprint); put that one back, or prepare the data again")
+        return tokenizer
 
     def check_model(self, model_dir: str | Path, option: str) -> None:
         """The model at `model_dir` (named by `option` in errors) must fit this data. It must read the ids the data
