@@ -104,6 +104,20 @@ def small_corpus(path):
     return path
 
 
+def test_prepare_again_refuses_a_data_directory_holding_files_it_did_not_write(tmp_path):
+    """The data directory is replaced whole: a file the user put there (notes, the held-out corpus) was deleted
+    with the old shards, without a word, because the directory held an index.json."""
+    corpus, data = small_corpus(tmp_path / "corpus.txt"), tmp_path / "data"
+    options = ["--max-seq-length", 32, "--dupe-factor", 1]
+    assert run("pretrain", "prepare", corpus, data, *options).exit_code == 0
+    assert run("pretrain", "prepare", corpus, data, *options, "--masking", "static").exit_code == 0  # its own files
+    (data / "NOTES.md").write_text("how the corpus was cleaned\n")
+    before = {name: (data / name).read_bytes() for name in os.listdir(data)}
+    one_line_error(run("pretrain", "prepare", corpus, data, *options),
+                   f"{data}: holds NOTES.md, which this command does not write; replacing the directory would delete it")
+    assert {name: (data / name).read_bytes() for name in os.listdir(data)} == before
+
+
 def test_train_vocab_refuses_a_folder_whose_files_it_would_break(tmp_path):
     """It writes into --output beside what is there: into a prepared data set it replaced the vocab.txt its
     shards' ids are of (training then failed on the first batch: `input_ids holds 28026, outside the model's

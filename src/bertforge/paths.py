@@ -14,8 +14,8 @@ from bertforge.errors import CheckpointError
 PRETRAINED_DIR = Path(__file__).resolve().parent / "pretrained"
 GOOGLE_CONFIG_FILE = "bert_config.json"  # Google's TensorFlow releases name their config so
 # What saving a model writes (`save_pretrained` with its tokenizer), and transformers' older names.
-MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", "vocab.txt", "tokenizer_config.json",
-               "tokenizer.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("vocab.txt", "tokenizer_config.json", "tokenizer.json", "special_tokens_map.json")
+MODEL_FILES = ("config.json", "model.safetensors", "pytorch_model.bin", *TOKENIZER_FILES)
 
 # transformers' hub keywords, which models' and tokenizers' from_pretrained take and ignore: they ask for a
 # download or remote code, and bertforge reads local folders only (as transformers, given a folder, ignores them).

@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
+from fnmatch import fnmatchcase
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -254,7 +255,8 @@ def check_output_dir(path: str | Path | None, option: str | None = None, inputs:
     command's `inputs`. Where the command replaces the whole directory (`atomic_directory`), `holds`
     is a pattern of the files its output always has (`config.json`, `*.parquet`): a non-empty
     directory with none is someone else's, and is refused rather than deleted. With `only` (file
-    names), a directory holding anything else is refused too: replacing it would delete that."""
+    names or patterns, `shard-*.npy`), a directory holding anything else is refused too: replacing it
+    would delete that."""
     if path is None:
         return
     path = Path(path)
@@ -264,8 +266,9 @@ def check_output_dir(path: str | Path | None, option: str | None = None, inputs:
     if holds is not None and path.is_dir() and any(path.iterdir()) and next(path.glob(holds), None) is None:
         raise InputError(f"{_where(path, option)}: is not empty and holds no {holds}, so it is not an earlier output "
                          f"of this command and would be replaced whole; give a new or empty directory")
-    only = set(only)
-    foreign = sorted(entry.name for entry in path.iterdir() if entry.name not in only) if only and path.is_dir() else []
+    only = tuple(only)
+    foreign = sorted(entry.name for entry in path.iterdir() if not any(fnmatchcase(entry.name, name) for name in only)) \
+        if only and path.is_dir() else []
     if foreign:
         raise InputError(f"{_where(path, option)}: holds {', '.join(foreign[:3])}{' ...' if len(foreign) > 3 else ''}, "
                          f"which this command does not write; replacing the directory would delete it: give a new or "

@@ -23,10 +23,15 @@ from bertforge.pretraining.chunks import STAT_KEYS, ChunkRows, make_chunks, read
 from bertforge.pretraining.corpus import text_size
 from bertforge.pretraining.masking import IGNORE_INDEX, MaskingConfig, mask_batch
 from bertforge.pretraining.parts import FORMAT_VERSION, INDEX_FILE, load_index
+from bertforge.paths import TOKENIZER_FILES
 from bertforge.progress import progress_bar
+from bertforge.runcard import CARD_FILE, SUMMARY_FILE
 from bertforge.tokenization.wordpiece import vocab_fingerprint
 
 logger = logging.getLogger(__name__)
+# What a prepared data directory holds: the shards, their index, the tokenizer's files and the run card. The
+# directory is replaced whole, so one that holds anything else is refused rather than deleted with it.
+DATA_FILES = (INDEX_FILE, "shard-*.npy", *TOKENIZER_FILES, CARD_FILE, SUMMARY_FILE)
 
 
 @dataclass
@@ -134,7 +139,7 @@ def prepare(corpus_files: Iterable[str | Path], output_dir: str | Path, tokenize
     files = [check_input_file(f) for f in corpus_files]
     if not files:
         raise InputError("no corpus file given")
-    check_output_dir(output_dir, inputs=files, holds=INDEX_FILE)
+    check_output_dir(output_dir, inputs=files, holds=INDEX_FILE, only=DATA_FILES)
     with atomic_directory(output_dir) as build:
         index = _prepare_into(build, files, tokenizer, options, skip_documents, max_documents, progress, workers,
                               part)
