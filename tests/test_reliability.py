@@ -297,3 +297,17 @@ def test_every_command_points_from_a_training_runs_folder_to_its_final_model(tmp
         line = one_line_error(run(*command))
         assert line in (f"error: {message}", f"error: --model {message}"), (command, line)
     assert not (tmp_path / "out").exists()
+
+
+def test_resume_and_overwrite_together_are_refused_and_the_run_is_kept(tmp_path):
+    """--resume won and the --overwrite was dropped without a word: which one was meant is the user's to say."""
+    data, output = tmp_path / "data", tmp_path / "run"
+    assert run("pretrain", "prepare", small_corpus(tmp_path / "corpus.txt"), data, "--max-seq-length", 32,
+               "--dupe-factor", 1).exit_code == 0
+    options = ["pretrain", "train", data, output, "--model-size", "tiny", "--max-steps", 2, "--batch-size", 4,
+               "--checkpoint-every", 1]
+    assert run(*options).exit_code == 0
+    before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
+    one_line_error(run(*options, "--resume", output, "--overwrite"),
+                   f"--resume {output} continues the run, --overwrite deletes it and starts afresh: give one of them")
+    assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before

@@ -106,6 +106,9 @@ def _differences(old, new, prefix="") -> list[str]:
 def check_run_directory(output_dir: Path, resume_from, overwrite: bool) -> bool:
     """A new run needs an empty (or absent) directory: another run's checkpoints and logs are only
     continued with --resume, or deleted with --overwrite. Whether the directory is to be deleted."""
+    if resume_from is not None and overwrite:  # --resume went first and the --overwrite was silently dropped
+        raise ConfigError(f"--resume {resume_from} continues the run, --overwrite deletes it and starts afresh: "
+                          f"give one of them")
     if resume_from is None and output_dir.is_dir() and any(output_dir.iterdir()):
         # --resume and --overwrite both need a run there: neither is offered for someone else's files
         if not ((output_dir / TRAIN_LOG).exists() or checkpoints.has_checkpoint(output_dir)):
