@@ -161,6 +161,19 @@ def test_rerun_refuses_a_command_it_cannot_run(tmp_path, command, problem):
     assert f"error: {tmp_path / CARD_FILE}: the run card's command {problem}" in result.output
 
 
+@pytest.mark.parametrize("extra, problem", [
+    (["--no-such-option"], "No such option '--no-such-option'."),
+    (["--max-length", "0"], "Invalid value for '--max-length': 0 is not in the range x>=3."),
+])
+def test_a_card_command_its_command_refuses_names_the_card(tmp_path, extra, problem):
+    """An option this version lacks, or a hand-edited value: click's `Error: No such option` named no card."""
+    command = ["tokenize", "hello", "--output", "out.json", *extra]
+    result = _rerun({"command": command, "output": "out.json", "inputs": []}, tmp_path, "--output", tmp_path / "a.json")
+    assert result.exit_code == 2, result.output
+    assert result.output.splitlines()[-1] == \
+        f"error: {tmp_path / CARD_FILE}: the run card's command does not run here: {problem}"
+
+
 def test_benchmark_results_are_recorded_with_a_card(tmp_path):
     import subprocess
     import sys

@@ -41,6 +41,9 @@ def rerun(card: Path, output: Path | None):
         check_inputs(recorded)
         command = rerun_command(recorded, output)
         click.echo(f"(in {started_in}) bertforge " + " ".join(shlex.quote(word) for word in command), err=True)
-        cli.main(args=command, prog_name="bertforge", standalone_mode=False)
+        try:
+            cli.main(args=command, prog_name="bertforge", standalone_mode=False)
+        except click.UsageError as e:  # a hand-edited card, or one of a version with other options
+            raise InputError(f"{card}: the run card's command does not run here: {e.format_message()}") from None
     finally:
         os.chdir(here)
