@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -299,15 +301,41 @@ def test_every_command_points_from_a_training_runs_folder_to_its_final_model(tmp
     assert not (tmp_path / "out").exists()
 
 
-def test_resume_and_overwrite_together_are_refused_and_the_run_is_kept(tmp_path):
-    """--resume won and the --overwrite was dropped without a word: which one was meant is the user's to say."""
-    data, output = tmp_path / "data", tmp_path / "run"
-    assert run("pretrain", "prepare", small_corpus(tmp_path / "corpus.txt"), data, "--max-seq-length", 32,
+@pytest.fixture(scope="module")
+def pretraining_run(tmp_path_factory):
+    """The `pretrain train` command of a finished 2-step run (a checkpoint at each step), and its folder."""
+    directory = tmp_path_factory.mktemp("pretraining")
+    data, output = directory / "data", directory / "run"
+    assert run("pretrain", "prepare", small_corpus(directory / "corpus.txt"), data, "--max-seq-length", 32,
                "--dupe-factor", 1).exit_code == 0
-    options = ["pretrain", "train", data, output, "--model-size", "tiny", "--max-steps", 2, "--batch-size", 4,
+    command = ["pretrain", "train", data, output, "--model-size", "tiny", "--max-steps", 2, "--batch-size", 4,
                "--checkpoint-every", 1]
-    assert run(*options).exit_code == 0
+    assert run(*command).exit_code == 0
+    return command, output
+
+
+def copy_of_run(pretraining_run, tmp_path) -> tuple[list, Path]:
+    command, output = pretraining_run
+    shutil.copytree(output, tmp_path / "run")
+    return [tmp_path / "run" if word == output else word for word in command], tmp_path / "run"
+
+
+def test_resume_and_overwrite_together_are_refused_and_the_run_is_kept(pretraining_run, tmp_path):
+    """--resume won and the --overwrite was dropped without a word: which one was meant is the user's to say."""
+    command, output = copy_of_run(pretraining_run, tmp_path)
     before = {path: path.read_bytes() for path in output.rglob("*") if path.is_file()}
-    one_line_error(run(*options, "--resume", output, "--overwrite"),
+    one_line_error(run(*command, "--resume", output, "--overwrite"),
                    f"--resume {output} continues the run, --overwrite deletes it and starts afresh: give one of them")
     assert {path: path.read_bytes() for path in output.rglob("*") if path.is_file()} == before
+
+
+def test_a_checkpoint_manifest_without_the_optimizer_settings_is_named(pretraining_run, tmp_path):
+    """It blamed the optimiser's tensor file: `optimizer-000000002.safetensors does not hold this optimiser's
+    state ('optimizer')`."""
+    command, output = copy_of_run(pretraining_run, tmp_path)
+    manifest = output / "checkpoint" / "checkpoint.json"
+    saved = json.loads(manifest.read_text())
+    for edited, problem in (({k: v for k, v in saved.items() if k != "optimizer"}, "no 'optimizer'"),
+                            ({**saved, "optimizer": []}, "'optimizer' is [], not an object with the optimiser's")):
+        manifest.write_text(json.dumps(edited))
+        one_line_error(run(*command, "--resume", output), f"--resume {output}: {manifest}: {problem}")

@@ -134,6 +134,9 @@ RUN_STATE = {
     "cumulative": (lambda value: isinstance(value, list) and all(map(is_number, value)), "a list of numbers"),
     "rng": (_generator_states, "a list of each process's random generator states"),
     "evaluator": (lambda value: value is None or isinstance(value, dict), "an object or null"),
+    # the optimiser's settings and scalars (its tensors are in optimizer_file, once blamed when these were amiss)
+    "optimizer": (lambda value: isinstance(value, dict) and {"param_groups", "scalars"} <= value.keys(),
+                  "an object with the optimiser's 'param_groups' and 'scalars'"),
 }
 
 
