@@ -166,6 +166,15 @@ def test_squad_invalid_json_names_the_line(tmp_path):
         read_squad(path)
 
 
+def test_a_json_lines_question_without_a_context_says_so(tmp_path):
+    """A line of some other JSON Lines file (a corpus's {"text": ...}) said `line 1.context: expected a string,
+    found NoneType`."""
+    path = tmp_path / "corpus.jsonl"
+    path.write_text(json.dumps({"text": "A book."}) + "\n", encoding="utf-8")
+    with pytest.raises(InputError, match=rf"^{path}: line 1 lacks a string 'context'$"):
+        read_squad(path)
+
+
 def test_squad_as_json_lines_from_datasets_reads_as_the_json_file_does(tmp_path):
     """Hugging Face datasets exports SQuAD a question per line, with answers as two lists."""
     context = "The Broncos beat the Panthers."

@@ -222,6 +222,8 @@ def _squad_questions(path: Path):
 
 
 def _context(path: Path, where: str, context) -> str:
+    if context is None:  # no key (JSON Lines): named as a missing question is, not as Python's "found NoneType"
+        raise input_error(path, f"{where} lacks a string 'context'")
     if not isinstance(context, str):
         raise input_error(path, f"{where}.context: expected a string, found {type(context).__name__}")
     if not has_text(context):  # nothing to answer from: every answer would be empty
