@@ -232,6 +232,9 @@ def test_probe_with_one_class_or_no_rows(tmp_path):
     rare = tmp_path / "rare.tsv"
     rare.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{int(i == 0)}\n" for i in range(10)), encoding="utf-8")
     one_line_error(run("probe", "--train", rare), f"{rare}: cannot hold out --test-fraction")
+    # with --test, a --test-fraction was ignored without a word
+    one_line_error(run("probe", "--train", rare, "--test", rare, "--test-fraction", 0.5),
+                   "--test-fraction 0.5 holds out part of --train when there is no --test; give one of them")
 
 
 def test_squad_shape_errors_through_finetune(tmp_path):

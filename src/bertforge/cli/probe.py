@@ -7,7 +7,7 @@ import time
 
 import click
 
-from bertforge.cli.io import SEED, check_output
+from bertforge.cli.io import SEED, check_output, typed
 from bertforge.errors import InputError
 from bertforge.io.atomic import write_text
 
@@ -43,6 +43,9 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
       bertforge probe --train train.tsv --limit 2000 --model my-bert --pooling cls
     """
     check_output(output_path, (".json",), inputs=(train_path, test_path))
+    if test_path and typed("test_fraction"):  # it would be ignored: --test is the held-out set
+        raise InputError(f"--test-fraction {test_fraction} holds out part of --train when there is no --test; "
+                         f"give one of them")
     import torch
     from sklearn.model_selection import train_test_split
 
