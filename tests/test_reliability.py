@@ -342,3 +342,18 @@ def test_a_checkpoint_manifest_without_the_optimizer_settings_is_named(pretraini
                             ({**saved, "optimizer": []}, "'optimizer' is [], not an object with the optimiser's")):
         manifest.write_text(json.dumps(edited))
         one_line_error(run(*command, "--resume", output), f"--resume {output}: {manifest}: {problem}")
+
+
+def test_a_run_stopped_before_its_model_was_saved_says_how_to_continue_it(tmp_path):
+    """Its folder holds only checkpoint/: `no config.json (or Google's bert_config.json) there` hid that."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoint").mkdir(parents=True)
+    (run_dir / "checkpoint" / "checkpoint.json").write_text("{}")
+    message = f"{run_dir}: a training run's folder, stopped before it saved a model (its checkpoint is in " \
+              f"{run_dir / 'checkpoint'}): continue it with its command and --resume {run_dir}, or make a model " \
+              f"of a pre-training run's checkpoint with `bertforge pretrain export {run_dir} NEW_FOLDER`"
+    for command in (("convert", run_dir, tmp_path / "out"), ("pretrain", "evaluate", run_dir, tmp_path),
+                    ("finetune", "--task", "classification", "--model", run_dir, "--train", run_dir / "checkpoint" /
+                     "checkpoint.json", "--output", tmp_path / "out")):
+        line = one_line_error(run(*command))
+        assert line in (f"error: {message}", f"error: --model {message}"), (command, line)

@@ -93,10 +93,18 @@ def model_folder(path: str | Path) -> tuple[Path, Path | None]:
     if config.is_dir():
         raise CheckpointError(f"{config}: is a directory, not a file")
     if not config.is_file():
+        from bertforge.training.state import checkpoint_directory, has_checkpoint  # (training imports this module)
+
         final = folder / "final"  # where `pretrain train` and `distill` save a run's model
-        raise CheckpointError(f"{folder}: a training run's folder, with no model of its own; its final model is "
-                              f"{final}: use that" if config_path(final).is_file() else
-                              f"{folder}: no config.json (or Google's bert_config.json) there")
+        if config_path(final).is_file():
+            raise CheckpointError(f"{folder}: a training run's folder, with no model of its own; its final model is "
+                                  f"{final}: use that")
+        if has_checkpoint(folder):  # a run stopped (Ctrl-C, a crash) before it saved a model
+            raise CheckpointError(f"{folder}: a training run's folder, stopped before it saved a model (its checkpoint "
+                                  f"is in {checkpoint_directory(folder)}): continue it with its command and --resume "
+                                  f"{folder}, or make a model of a pre-training run's checkpoint with `bertforge "
+                                  f"pretrain export {folder} NEW_FOLDER`")
+        raise CheckpointError(f"{folder}: no config.json (or Google's bert_config.json) there")
     return folder, prefix
 
 
