@@ -21,8 +21,8 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
-from fnmatch import fnmatchcase
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 from bertforge.errors import InputError

@@ -19,11 +19,11 @@ import numpy as np
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import atomic_directory, check_output_dir, write_json
 from bertforge.io.readers import check_input_file
+from bertforge.paths import TOKENIZER_FILES
 from bertforge.pretraining.chunks import STAT_KEYS, ChunkRows, make_chunks, read_chunks, select_part
 from bertforge.pretraining.corpus import text_size
 from bertforge.pretraining.masking import IGNORE_INDEX, MaskingConfig, mask_batch
 from bertforge.pretraining.parts import FORMAT_VERSION, INDEX_FILE, load_index
-from bertforge.paths import TOKENIZER_FILES
 from bertforge.progress import progress_bar
 from bertforge.runcard import CARD_FILE, SUMMARY_FILE
 from bertforge.tokenization.wordpiece import vocab_fingerprint
