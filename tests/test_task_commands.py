@@ -11,6 +11,7 @@ import torch
 from click.testing import CliRunner
 
 from bertforge.cli.main import cli
+from bertforge.errors import ConfigError
 from bertforge.model import BertConfig, BertForQuestionAnswering, BertForSequenceClassification
 from bertforge.pipelines import pipeline
 from conftest import REPO
@@ -256,3 +257,25 @@ def test_predict_reads_its_input_as_embed_does(tmp_path):
     table.write_text("".join(json.dumps({"sentence": t}) + "\n" for t in ("", "John Smith lives in Paris.")))
     line, = _predict("--task", "ner", "--model", BUNDLED / "conll-distilled", "--input", table)
     assert line["line"] == 2 and line["words"][:2] == ["John", "Smith"]
+
+
+def test_a_damaged_config_is_named_not_taken_for_another_head(tmp_path):
+    """Which classifier a folder holds is read from config.json's architectures: a config that was not JSON
+    made predict say the token classifier held a sequence classifier's head, and a string where a list belongs
+    made the pipeline say the folder had no token-classification head."""
+    texts = tmp_path / "texts.jsonl"
+    texts.write_text(json.dumps({"sentence": "John Smith lives in Paris."}) + "\n", encoding="utf-8")
+    source = BUNDLED / "conll-distilled"
+    for name, damage in (("cut", lambda text: text[:40]),
+                         ("string", lambda text: json.dumps({**json.loads(text), "architectures": "BertForTokenClassification"}))):
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in source.iterdir():
+            (folder / file.name).symlink_to(file)
+        (folder / "config.json").unlink()
+        (folder / "config.json").write_text(damage((source / "config.json").read_text()), encoding="utf-8")
+        result = CliRunner().invoke(cli, ["predict", "--task", "ner", "--model", str(folder), "--input", str(texts)])
+        assert result.exit_code == 2 and result.output.startswith(f"error: {folder}/config.json: "), result.output
+        assert "head" not in result.output, result.output
+    with pytest.raises(ConfigError, match="'architectures' must be a list of class names"):
+        pipeline("token-classification", model=tmp_path / "string")

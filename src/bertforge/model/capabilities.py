@@ -4,10 +4,11 @@ Google's folders, or name less than the weights carry)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 
+from bertforge.errors import ConfigError
+from bertforge.io.settings_files import read_json_object
 from bertforge.paths import config_path
 
 # Weight-name prefixes (Hugging Face spelling) that give a checkpoint each ability.
@@ -51,11 +52,16 @@ def checkpoint_tasks(directory: Path) -> list[str]:
 
 
 def architectures_of(directory: Path) -> list[str]:
-    """The config's `architectures` (config.json, or Google's bert_config.json, which has none)."""
-    try:
-        return json.loads(config_path(directory).read_text(encoding="utf-8")).get("architectures") or []
-    except (OSError, json.JSONDecodeError, AttributeError):
+    """The config's `architectures` (config.json, or Google's bert_config.json, which has none). A config that
+    cannot be read is named here: judged without it, a token classifier would pass for a sequence classifier."""
+    path = config_path(directory)
+    if not path.exists():  # loading the folder names what is missing
         return []
+    architectures = read_json_object(path, ConfigError).get("architectures") or []
+    if not (isinstance(architectures, list) and all(isinstance(a, str) for a in architectures)):
+        raise ConfigError(f"{path}: 'architectures' must be a list of class names (e.g. "
+                          f"[\"BertForTokenClassification\"]), got {architectures!r}")
+    return architectures
 
 
 def head_model(tasks: list[str]) -> str:
