@@ -279,3 +279,18 @@ def test_a_damaged_config_is_named_not_taken_for_another_head(tmp_path):
         assert "head" not in result.output, result.output
     with pytest.raises(ConfigError, match="'architectures' must be a list of class names"):
         pipeline("token-classification", model=tmp_path / "string")
+
+
+def test_a_missing_column_names_predicts_own_option(tmp_path):
+    """predict chooses its columns with --text-column and --text-pair-column; a missing one told the user to
+    choose it with --column or --pair-column, embed's options, which predict does not take."""
+    table = tmp_path / "pairs.tsv"
+    table.write_text("premise\thypothesis\na cat\tan animal\n", encoding="utf-8")
+    model = str(BUNDLED / "sst2-distilled")
+    for task, columns, option in (("classification", [], "--text-column"),
+                                  ("pair-classification", ["--text-column", "premise", "--text-pair-column", "claim"],
+                                   "--text-pair-column")):
+        result = CliRunner().invoke(cli, ["predict", "--task", task, "--model", model, "--input", str(table), *columns])
+        assert result.exit_code == 2 and result.output.endswith(
+            f"pairs.tsv:2: no column '{columns[-1] if columns else 'sentence'}' (found: premise, hypothesis); "
+            f"choose it with {option}\n"), result.output

@@ -60,7 +60,8 @@ def read_text_examples(path: str | Path, text_column: str, text_pair_column: str
     path = Path(path)
     if label_column is None:
         columns = [text_column, text_pair_column] if text_pair_column else [text_column]
-        items = read_items(path, columns)
+        # predict, the one reader of texts without labels, chooses the columns with these options
+        items = read_items(path, columns, options=("--text-column", "--text-pair-column"))
         return [TextExample(*((value, None) if isinstance(value, str) else value), None, location(path, line), line)
                 for value, line in zip(items.values, items.lines)]
     wanted = [c for c in (text_column, text_pair_column, label_column) if c]

@@ -306,12 +306,14 @@ class Items:
     first_gap: int | None = None  # the first empty line (row) skipped before a kept one: later items shift up
 
 
-def read_items(path: str | Path, columns: list[str], id_column: str | None = None) -> Items:
+def read_items(path: str | Path, columns: list[str], id_column: str | None = None,
+               options: tuple[str, str] = ("--column", "--pair-column")) -> Items:
     """`columns` (one → strings, two → pairs) of a `.txt` (one item a line; a pair is two
     tab-separated sentences), `.jsonl`/`.json` (objects, or JSON strings for single texts), `.tsv`,
     `.csv` (a header row names the columns) or `.parquet` file. Empty lines and values are
     skipped, counted and logged, so a blank line at the end of a file is harmless. `id_column`
-    (tables only) is carried along as is, for outputs keyed by the input's own ids."""
+    (tables only) is carried along as is, for outputs keyed by the input's own ids. `options` are the
+    command's options that choose the columns, which a missing column's message names."""
     path = check_input_file(path)
     kind = file_format(path)
     if kind not in INPUT_SUFFIXES:
@@ -321,7 +323,7 @@ def read_items(path: str | Path, columns: list[str], id_column: str | None = Non
                                 f"are the ids; use a table ({', '.join(INPUT_SUFFIXES[1:])}) for ids of your own")
     numbered_by = "row" if kind == ".parquet" else "line"
     values, numbers, ids, skipped, pending_gap, first_gap = [], [], [], 0, None, None
-    for number, fields, row_id in _item_fields(path, kind, columns, id_column):
+    for number, fields, row_id in _item_fields(path, kind, columns, id_column, options):
         if not all(map(has_text, fields)):
             if any(map(has_text, fields)):  # half a pair is a mistake, not an empty line
                 empty = next(i for i, f in enumerate(fields) if not has_text(f))
@@ -357,8 +359,8 @@ def text_cell(path: Path, number: int, column: str, value) -> str:
     return value
 
 
-def _item_fields(path: Path, kind: str, columns: list[str],
-                 id_column: str | None) -> Iterator[tuple[int, list[str], object]]:
+def _item_fields(path: Path, kind: str, columns: list[str], id_column: str | None,
+                 options: tuple[str, str]) -> Iterator[tuple[int, list[str], object]]:
     """(line number, the texts of `columns`, the value of `id_column` or None) for each record."""
     if kind == ".txt":
         for number, line in decoded_lines(path):
@@ -379,8 +381,7 @@ def _item_fields(path: Path, kind: str, columns: list[str],
                                     f"{type(row).__name__}{hint}", number)
         absent = [c for c in wanted if c not in row]
         if absent:
-            option = "--id-column" if absent[0] == id_column else "--pair-column" if absent[0] in columns[1:] \
-                else "--column"
+            option = "--id-column" if absent[0] == id_column else options[absent[0] in columns[1:]]
             raise input_error(path, f"no {'key' if is_jsonl(path) else 'column'} {absent[0]!r} "
                                     f"(found: {', '.join(map(str, row))}); choose it with {option}"
                                     + other_separator_hint(path, row), number)
