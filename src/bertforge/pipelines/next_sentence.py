@@ -6,6 +6,7 @@ from bertforge.errors import InputError
 from bertforge.model import BertForNextSentencePrediction
 from bertforge.paths import default_pretraining_model_path
 from bertforge.pipelines.base import Encoded, Pipeline
+from bertforge.tokenization.basic import has_text
 
 
 def _as_pairs(inputs) -> tuple[list[tuple[str, str]], bool]:
@@ -16,6 +17,9 @@ def _as_pairs(inputs) -> tuple[list[tuple[str, str]], bool]:
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(s, str) for s in item)):
             raise InputError(f"pair {index + 1}: expected (sentence A, sentence B) or "
                              f"{{'text': A, 'text_pair': B}}, got {str(item)[:80]!r}")
+        for name, sentence in zip("AB", item):  # as BERT reads it: spaces or zero-width characters alone are empty
+            if not has_text(sentence):
+                raise InputError(f"pair {index + 1}: sentence {name} is empty; the head scores whether B follows A")
         return tuple(item)
 
     # a tuple of two that are not pairs themselves is one pair, checked (and named) as such

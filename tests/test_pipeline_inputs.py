@@ -1,0 +1,28 @@
+"""What the pipelines refuse in their inputs, and how the message names it: the one check every caller (the
+command line, the server, a script) goes through."""
+
+from __future__ import annotations
+
+import pytest
+
+from bertforge.errors import InputError
+from bertforge.pipelines import pipeline
+from conftest import REPO
+
+BUNDLED = REPO / "src" / "bertforge" / "pretrained"
+
+
+@pytest.fixture(scope="module")
+def mini():
+    return BUNDLED / "bertforge-mini"
+
+
+def test_next_sentence_refuses_an_empty_sentence(mini):
+    """The command line and the server refused a pair with an empty half; the pipeline scored it (a
+    probability that nothing follows a sentence, or that a sentence follows nothing)."""
+    nsp = pipeline("next-sentence", model=mini)
+    with pytest.raises(InputError, match=r"^pair 1: sentence B is empty; the head scores whether B follows A$"):
+        nsp(("The man went to the store.", ""))
+    with pytest.raises(InputError, match=r"^pair 2: sentence A is empty"):
+        nsp([("a", "b"), {"text": " \u200b", "text_pair": "He bought milk."}])
+    assert nsp(("The man went to the store.", "He bought milk."))["label"] in ("isNext", "notNext")
