@@ -26,3 +26,16 @@ def test_next_sentence_refuses_an_empty_sentence(mini):
     with pytest.raises(InputError, match=r"^pair 2: sentence A is empty"):
         nsp([("a", "b"), {"text": " \u200b", "text_pair": "He bought milk."}])
     assert nsp(("The man went to the store.", "He bought milk."))["label"] in ("isNext", "notNext")
+
+
+def test_contextual_similarity_names_examples_that_are_no_list(mini):
+    """A number failed in list() with a TypeError; a string was read a character at a time ("example 1:
+    expected (sentence, word), got 'a'"), a dict by its keys; one pair alone was taken for two examples."""
+    similarity = pipeline("contextual-similarity", model=mini)
+    for given, kind in ((5, "int"), ("a bank", "str"), ({"a bank": "bank", "the bank": "bank"}, "dict")):
+        with pytest.raises(InputError, match=rf"^examples must be a list of \(sentence, word\) pairs, got {kind}$"):
+            similarity(given)
+    with pytest.raises(InputError, match=r"^contextual similarity needs at least two \(sentence, word\) examples$"):
+        similarity(("We sat on the bank", "bank"))
+    pair, = similarity([("We sat on the bank", "bank"), ("She went to the bank", "bank")]).pairs()
+    assert pair["word"] == "bank"

@@ -58,7 +58,11 @@ class ContextualSimilarityPipeline(FeatureExtractionPipeline):
     task = "contextual-similarity"
 
     def __call__(self, examples=None, layer: int = -1):
-        examples = list(DEMO_EXAMPLES if examples is None else examples)
+        examples = DEMO_EXAMPLES if examples is None else examples
+        if isinstance(examples, tuple) and len(examples) == 2 and all(isinstance(s, str) for s in examples):
+            examples = [examples]  # one (sentence, word) alone, as next-sentence reads a tuple of two
+        if not isinstance(examples, (list, tuple)):  # a str would be read a character at a time
+            raise InputError(f"examples must be a list of (sentence, word) pairs, got {type(examples).__name__}")
         if len(examples) < 2:
             raise InputError("contextual similarity needs at least two (sentence, word) examples")
         for i, example in enumerate(examples):
