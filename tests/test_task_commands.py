@@ -294,3 +294,25 @@ def test_a_missing_column_names_predicts_own_option(tmp_path):
         assert result.exit_code == 2 and result.output.endswith(
             f"pairs.tsv:2: no column '{columns[-1] if columns else 'sentence'}' (found: premise, hypothesis); "
             f"choose it with {option}\n"), result.output
+
+
+def test_a_text_a_line_given_to_predict_ner_is_refused_not_cut_to_first_words(tmp_path):
+    """A .txt file is CoNLL to predict --task ner. One sentence a line tagged each line's first word alone
+    ('Angela'), without a word, when there was one line or blank lines between them; lines of other lengths
+    were a malformed CoNLL line with no hint of the table that reads sentences."""
+    command = ["predict", "--task", "ner", "--model", str(BUNDLED / "conll-distilled"), "--input"]
+    hint = "; sentences of several words a line are read from a table (.jsonl, .csv, .parquet) with --text-column\n"
+    for name, text, message in (
+            ("one.txt", "Angela Merkel visited Paris\n", "one.txt:1: read as CoNLL (a word a line, in its first "
+                                                         "column), every sentence is one line of 4 words, and only its "
+                                                         "first word would be tagged"),
+            ("spaced.txt", "Angela Merkel visited Paris\n\nBob lives in London\n", "spaced.txt:1: read as CoNLL"),
+            ("ragged.txt", "Angela Merkel visited Paris\nBob lives in big London\n",
+             "ragged.txt:2: malformed CoNLL line 'Bob lives in big London': 5 columns, the file's first token line "
+             "has 4")):
+        (tmp_path / name).write_text(text, encoding="utf-8")
+        result = CliRunner().invoke(cli, [*command, str(tmp_path / name)])
+        assert result.exit_code == 2 and result.output.startswith(f"error: {tmp_path / message}"), result.output
+        assert result.output.endswith(hint), result.output
+    (tmp_path / "words.conll").write_text("EU NNP\nrejects VBZ\n\nParis NNP\n", encoding="utf-8")
+    assert [line["words"] for line in _predict(*command[1:], tmp_path / "words.conll")] == [["EU", "rejects"], ["Paris"]]

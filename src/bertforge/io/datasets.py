@@ -103,6 +103,10 @@ def read_sentences(path: str | Path, text_column: str) -> list[TaggedSentence]:
     return [TaggedSentence(None, None, e.source, e.line, e.text) for e in read_text_examples(path, text_column)]
 
 
+# Where a file meant as a text a line is read as CoNLL: predict --task ner tags a table's sentences.
+SENTENCE_TABLES_HINT = "; sentences of several words a line are read from a table (.jsonl, .csv, .parquet) with --text-column"
+
+
 def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -> list[TaggedSentence]:
     """Sentences of a CoNLL file (one token per line, whitespace-separated columns, blank line
     between sentences, `-DOCSTART-` lines skipped). Every token line must have as many columns
@@ -132,17 +136,23 @@ def read_conll(path: str | Path, tag_column: int = -1, with_tags: bool = True) -
                                         f"with --tag-column", number)
         elif len(parts) != columns:
             raise input_error(path, f"malformed CoNLL line {line.strip()!r}: {len(parts)} columns, the file's "
-                                    f"first token line has {columns}", number)
+                                    f"first token line has {columns}" + ("" if with_tags else SENTENCE_TABLES_HINT),
+                              number)
         if not words:
             start = number
         words.append(parts[0])
         if with_tags:
             tags.append(parts[tag_column])
     flush()
-    if not with_tags and len(sentences) == 1 and columns > 1 and len(sentences[0].words) > 1:
+    if not with_tags and sentences and columns > 1 and all(len(s.words) == 1 for s in sentences):
+        # a text a line (as predict reads texts to classify), blank lines between: no CoNLL sentence is one word
+        raise input_error(path, f"read as CoNLL (a word a line, in its first column), every sentence is one line of "
+                                f"{columns} words, and only its first word would be tagged" + SENTENCE_TABLES_HINT,
+                          int(sentences[0].source.rsplit(":", 1)[1]))
+    if not with_tags and len(sentences) == 1 and columns > 1:
         log.warning("%s: read as CoNLL (a word a line, in its first column): one sentence of %d words from %d lines of "
-                    "%d columns. Sentences of several words a line are read from a table (.jsonl, .csv, .parquet) "
-                    "with --text-column", path, len(sentences[0].words), len(sentences[0].words), columns)
+                    "%d columns%s", path, len(sentences[0].words), len(sentences[0].words), columns,
+                    SENTENCE_TABLES_HINT)
     return sentences
 
 
