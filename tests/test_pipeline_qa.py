@@ -122,3 +122,10 @@ def test_a_question_too_long_for_the_model_names_max_question_len(reader):
     with pytest.raises(InputError, match=r"a question of 401 word pieces leaves no room for context in the model's "
                                          r"512 tokens .* cut questions to 380 pieces \(max_question_len\)"):
         reader(question=question, context=QA_CONTEXT, max_question_len=100000)
+
+
+def test_a_bad_limit_is_named_as_the_caller_spelled_it(reader):
+    """max_answer_len=0 (transformers' name) was refused as max_answer_length, a keyword the caller never gave."""
+    for name in ("max_answer_len", "max_answer_length", "max_question_len", "max_question_length"):
+        with pytest.raises(InputError, match=rf"^{name} must be a positive integer, got 0$"):
+            reader(question=QA_QUESTIONS[1], context=QA_CONTEXT, **{name: 0})

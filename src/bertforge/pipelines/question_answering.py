@@ -47,8 +47,12 @@ class QuestionAnsweringPipeline(Pipeline):
                  max_answer_len: int | None = None, max_question_len: int | None = None,
                  handle_impossible_answer: bool = False):
         question, context = questions_of_dicts(question, context)
-        max_answer_length = max_answer_len if max_answer_len is not None else max_answer_length
-        max_question_length = max_question_len if max_question_len is not None else max_question_length
+        # transformers' names, where given, are the ones a message names
+        answer_limit = ("max_answer_len", max_answer_len) if max_answer_len is not None else \
+            ("max_answer_length", max_answer_length)
+        question_limit = ("max_question_len", max_question_len) if max_question_len is not None else \
+            ("max_question_length", max_question_length)
+        max_answer_length, max_question_length = answer_limit[1], question_limit[1]
         questions, single = as_list(question, "question")
         contexts, _ = as_list(context, "context")
         if isinstance(context, str) and not single:
@@ -64,8 +68,7 @@ class QuestionAnsweringPipeline(Pipeline):
             if doc_stride < 1:  # not the user's doc_stride to blame
                 raise InputError(f"max_length {self.max_length} is too short for question answering: windows that "
                                  f"overlap need at least 4 tokens")
-        for name, value in (("top_k", top_k), ("max_answer_length", max_answer_length),
-                            ("max_question_length", max_question_length)):
+        for name, value in (("top_k", top_k), answer_limit, question_limit):
             if not is_whole_number(value, 1):
                 raise InputError(f"{name} must be a positive integer, got {value!r}")
         if not isinstance(doc_stride, int) or not 0 < doc_stride < self.max_length // 2:
