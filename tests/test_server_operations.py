@@ -269,3 +269,16 @@ def test_a_checkpoint_with_heads_no_one_model_carries_serves_those_it_loads(tmp_
     assert served.run_fill_mask(["Paris is the [MASK] of France."], top_k=2)
     answer = pipeline("question-answering", model=folder)(question="Who?", context="Rollo led the Norse.")
     assert answer["answer"]
+
+
+def test_serve_names_a_model_after_its_folder(monkeypatch, tiny_pretraining_checkpoint):
+    """`serve --model .` was refused ("expected DIR or NAME=DIR": "." has no name), and a file of the folder
+    named the model after itself ("config.json")."""
+    from bertforge.cli.serve import parse_model_option
+
+    folder = Path(tiny_pretraining_checkpoint)
+    monkeypatch.chdir(folder)
+    assert parse_model_option(".") == (folder.resolve().name, Path("."))
+    assert parse_model_option(str(folder / "config.json")) == (folder.resolve().name, folder / "config.json")
+    assert parse_model_option("mine=.") == ("mine", Path("."))
+    assert parse_model_option("missing") == ("missing", Path("missing"))  # loading names it, after the checks

@@ -14,10 +14,17 @@ from bertforge.errors import ConfigError
 
 
 def parse_model_option(value: str) -> tuple[str, Path]:
-    """"NAME=DIR" or "DIR" (named after the directory)."""
+    """"NAME=DIR" or "DIR", named after the model's folder: "." and a file in it ("DIR/config.json") too."""
+    from bertforge.errors import CheckpointError
+    from bertforge.model.checkpoint import checkpoint_location
+
     name, sep, directory = value.partition("=")
     if not sep:
-        name, directory = Path(value).name, value
+        try:
+            name = checkpoint_location(value)[0].resolve().name
+        except CheckpointError:  # not there: loading says so, after the start-up checks
+            name = Path(value).name
+        directory = value
     if not name or not directory:
         raise ConfigError(f"--model {value!r}: expected DIR or NAME=DIR")
     return name, Path(directory)
