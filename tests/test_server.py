@@ -4,6 +4,7 @@ results checked against transformers / sentence-transformers, and every kind of 
 from __future__ import annotations
 
 import base64
+import gzip
 import json
 import os
 import signal
@@ -338,6 +339,10 @@ BAD_INPUTS = [
     ("JSON sent as a form", "/v1/embeddings", ('{"input": "hi"}', "application/x-www-form-urlencoded"), 415,
      "the body must be JSON, sent with 'Content-Type: application/json' (got application/x-www-form-urlencoded)"),
     ("non-UTF-8 body", "/v1/embeddings", b'{"input": "caf\xe9"}', 400, "not valid UTF-8"),
+    # it was read as it came, and refused as "not valid UTF-8 (byte 1: invalid start byte)"
+    ("compressed body", "/v1/embeddings", (gzip.compress(b'{"input": "hi"}'), "application/json",
+                                           {"Content-Encoding": "gzip"}), 415,
+     "Content-Encoding gzip: the body must be sent uncompressed"),
     ("empty body", "/v1/fill-mask", "", 422, "JSON object body is required"),
     ("JSON array body", "/v1/ner", "[]", 422, "valid dictionary"),
     ("number instead of text", "/v1/embeddings", json.dumps({"input": 42}), 422, "valid string"),
@@ -363,10 +368,10 @@ BAD_INPUTS = [
 @pytest.mark.parametrize("name,path,body,status,words", BAD_INPUTS, ids=[case[0] for case in BAD_INPUTS])
 def test_bad_input_gets_a_clear_json_error(server, name, path, body, status, words):
     url, _ = server
-    body, content_type = body if isinstance(body, tuple) else (body, "application/json")
+    body, content_type, *headers = body if isinstance(body, tuple) else (body, "application/json")
     raw = body.encode() if isinstance(body, str) else body
     got, answer = call(url + path, raw=raw, method="GET" if body is None else "POST",
-                       headers={"Content-Type": content_type})
+                       headers={"Content-Type": content_type, **(headers[0] if headers else {})})
     assert got == status, answer
     assert answer["error"]["code"] == status and words in answer["error"]["message"], answer
     if status == 404 and "model" in words:

@@ -49,6 +49,12 @@ class Gate:
             return await error_response(415, "invalid_request_error", "the body must be JSON, sent with "
                                         "'Content-Type: application/json' (got "
                                         f"{media_type.decode('latin-1') or 'no Content-Type'})")(scope, receive, send)
+        encoding = dict(scope["headers"]).get(b"content-encoding", b"identity").strip().lower()
+        if encoding not in (b"", b"identity") and scope["path"] in self.endpoints:
+            # the body would be read as it came, and a compressed one blamed for not being UTF-8
+            return await error_response(415, "invalid_request_error", f"Content-Encoding "
+                                        f"{encoding.decode('latin-1')}: the body must be sent uncompressed"
+                                        )(scope, receive, send)
         body, limit = bytearray(), self.settings.max_body_bytes
         too_large = error_response(413, "limit_exceeded", f"request body over {limit} bytes (max_body_bytes, from "
                                    f"max_texts={self.settings.max_texts} and max_chars={self.settings.max_chars})",
