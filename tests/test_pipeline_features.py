@@ -175,7 +175,7 @@ def test_bad_call_arguments(extractor, embedder):
     for pipe in (embedder, extractor):
         with pytest.raises(InputError, match="^normalize must be True or False, got 'yes'$"):
             pipe("text", normalize="yes")
-    with pytest.raises(InputError, match=r"^inputs\[1\] is a int, expected a string$"):
+    with pytest.raises(InputError, match=r"^inputs\[1\]: expected a string, got int$"):
         embedder(["fine", 3])
     with pytest.raises(InputError, match="^inputs must be a string or a list of strings, got NoneType$"):
         embedder(None)

@@ -109,7 +109,7 @@ def test_fill_mask_refuses_inputs_top_k_and_targets_of_the_wrong_kind(tiny_pretr
     fill = pipeline("fill-mask", model=tiny_pretraining_checkpoint)
     for inputs, message in ((None, "inputs must be a string or a list of strings, got NoneType"),
                             (5, "inputs must be a string or a list of strings, got int"),
-                            (["a [MASK]", None], r"inputs\[1\] is a NoneType, expected a string")):
+                            (["a [MASK]", None], r"inputs\[1\]: expected a string, got NoneType")):
         with pytest.raises(InputError, match=f"^{message}$"):
             fill(inputs)
     with pytest.raises(InputError, match="^top_k must be a positive integer, got True$"):

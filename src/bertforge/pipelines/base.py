@@ -41,7 +41,7 @@ def as_list(inputs, name: str) -> tuple[list[str], bool]:
         raise InputError(f"{name} must be a string or a list of strings, got {type(inputs).__name__}")
     for i, text in enumerate(inputs):
         if not isinstance(text, str):
-            raise InputError(f"{name}[{i}] is a {type(text).__name__}, expected a string")
+            raise InputError(f"{name}[{i}]: expected a string, got {type(text).__name__}")
     return list(inputs), False
 
 
