@@ -221,6 +221,20 @@ class Pipeline:
         self.token_counts = [len(r.ids) for r in rows]
         return [Encoded(r.ids, r.type_ids, r.offsets, r.word_ids) for r in rows]
 
+    def encode_windows(self, texts: Sequence[str], stride: int) -> list[list[Encoded]]:
+        """Each text as windows of `max_length` tokens, each window's text overlapping the one before by
+        `stride` pieces: the tokenizer's own overflowing windows (`return_overflowing_tokens`, as transformers'
+        pipelines read long texts), offsets and word ids counted in the whole text. A text that fits is one
+        window; nothing is cut."""
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.max_length, stride=stride,
+                                 return_overflowing_tokens=True)
+        windows: list[list[Encoded]] = [[] for _ in texts]
+        for text, row in zip(encoded["overflow_to_sample_mapping"], encoded.encodings):
+            windows[text].append(Encoded(row.ids, row.type_ids, row.offsets, row.word_ids))
+        self.truncated = 0
+        self.token_counts = [sum(len(w.ids) for w in text_windows) for text_windows in windows]
+        return windows
+
     # --- batching ----------------------------------------------------------------------------
 
     def in_length_order(self, items: list[Encoded], run_batch: Callable[[list[Encoded]], list]) -> list:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bertforge.errors import InputError
+from bertforge.errors import InputError, is_whole_number
 from bertforge.model import BertForTokenClassification
 from bertforge.paths import bundled_model_path
 from bertforge.pipelines.base import Encoded, Pipeline, as_list, split_sequences
@@ -31,6 +31,22 @@ def group_entities(text: str, words: list[tuple[int, int]], tags: list[str], sco
              "start": e["start"], "end": e["end"]} for e in entities if e["entity_group"] not in ignore_labels]
 
 
+def aggregate_overlapping_entities(entities: list[dict]) -> list[dict]:
+    """The entities of a text's overlapping windows as one list, by transformers' rule (its pipeline's
+    `aggregate_overlapping_entities`, so that `stride` answers as there): in order of start, an entity that
+    starts inside the one kept before it replaces it if it is longer, or as long and surer. An entity that
+    a window's edge cuts is shorter than the same entity read whole by the window that overlaps it, so the
+    whole one wins; of two readings of the same words, the surer one."""
+    kept: list[dict] = []
+    for entity in sorted(entities, key=lambda e: e["start"]):  # stable: of equal starts, the earlier window first
+        last = kept[-1] if kept else None
+        if last is None or not last["start"] <= entity["start"] < last["end"]:
+            kept.append(entity)
+        elif (entity["end"] - entity["start"], entity["score"]) > (last["end"] - last["start"], last["score"]):
+            kept[-1] = entity
+    return kept
+
+
 def default_token_classification_model_path() -> Path:
     """bertforge's bundled named-entity tagger: a 3-layer student distilled from all-MiniLM-L6-v2
     fine-tuned on CoNLL-2003 (see its README)."""
@@ -48,8 +64,11 @@ class TokenClassificationPipeline(Pipeline):
     "start": 0, "end": 6}, {"entity_group": "LOC", ..., "word": "Paris", "start": 16, "end": 21}]:
     transformers' pipeline output for each `aggregation_strategy` (default "first": each word takes the
     tag of its first word piece, as in training; "none" lists the word pieces, as transformers' own
-    default does), the tags in `ignore_labels` left out ("O"). One difference, on purpose: an entity's
-    `word` is the text it spans ("José Müller"), where transformers joins its pieces ("jose muller")."""
+    default does), the tags in `ignore_labels` left out ("O"). A text longer than `max_length` is cut there,
+    with a warning, unless `stride=N` is given: then it is read whole, in windows of `max_length` whose text
+    overlaps the previous window's by N pieces (transformers' `stride`, refused with "none" as there).
+    One difference, on purpose: an entity's `word` is the text it spans ("José Müller"), where transformers
+    joins its pieces ("jose muller")."""
 
     task = "token-classification"
     model_class = BertForTokenClassification
@@ -61,15 +80,18 @@ class TokenClassificationPipeline(Pipeline):
         super().__init__(*args, **kwargs)
         self.labels = label_names(self.config)
 
-    def __call__(self, inputs, aggregation_strategy: str = "first", ignore_labels=("O",)):
+    def __call__(self, inputs, aggregation_strategy: str = "first", ignore_labels=("O",), stride: int | None = None):
         ignore_labels = ("O",) if ignore_labels is None else ignore_labels  # transformers' None: its default
         if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
             raise InputError(f"ignore_labels must be a list of labels, got {ignore_labels!r}")
         if aggregation_strategy not in AGGREGATION_STRATEGIES:
             raise InputError(f"aggregation_strategy must be one of {', '.join(AGGREGATION_STRATEGIES)}, "
                              f"got {aggregation_strategy!r}")
+        if stride is not None:
+            self.check_stride(stride, aggregation_strategy)
         texts, single = as_list(inputs, "inputs")
-        encoded = self.encode(texts)
+        # each text's windows: one, cut to max_length (with a warning), without a stride
+        windows = [[e] for e in self.encode(texts)] if stride is None else self.encode_windows(texts, stride)
 
         def run(batch: list[Encoded]) -> list[list[list[float]]]:
             # Unpadded: the encoder and the head see the real tokens only, (total tokens, hidden).
@@ -78,23 +100,41 @@ class TokenClassificationPipeline(Pipeline):
             # Python lists per sequence, (length, labels): the per-word loops below do no tensor work.
             return [p.tolist() for p in split_sequences(packed, logits.float().softmax(dim=-1))]
 
+        probabilities = iter(self.in_length_order([w for text_windows in windows for w in text_windows], run))
         results = []
-        for text, enc, probabilities in zip(texts, encoded, self.in_length_order(encoded, run)):
-            if aggregation_strategy == "none":
-                results.append(self.pieces(enc, probabilities, ignore_labels))
-                continue
-            units = {}  # word (or piece, for "simple") → its positions in the sequence
-            for position, word in enumerate(enc.word_ids):
-                if word is not None:
-                    units.setdefault(position if aggregation_strategy == "simple" else word, []).append(position)
-            spans, tags, scores = [], [], []
-            for positions in units.values():
-                label, score = self.best_label([probabilities[i] for i in positions], aggregation_strategy)
-                spans.append((enc.offsets[positions[0]][0], enc.offsets[positions[-1]][1]))
-                tags.append(label)
-                scores.append(score)
-            results.append(group_entities(text, spans, tags, scores, ignore_labels))
+        for text, text_windows in zip(texts, windows):
+            found = [entity for window in text_windows for entity in
+                     self.entities(text, window, next(probabilities), aggregation_strategy, ignore_labels)]
+            results.append(aggregate_overlapping_entities(found) if len(text_windows) > 1 else found)
         return results[0] if single else results
+
+    def check_stride(self, stride, aggregation_strategy: str) -> None:
+        """transformers' refusals of `stride`: as long as a window's text or longer, and with "none", whose
+        pieces of overlapping windows cannot be merged."""
+        room = self.max_length - 2  # pieces of text a window holds beside [CLS] and [SEP]
+        if not is_whole_number(stride) or stride >= room:
+            raise InputError(f"stride must be a whole number of word pieces from 0 to {room - 1} (windows of "
+                             f"max_length {self.max_length} hold {room} beside [CLS] and [SEP]), got {stride!r}")
+        if aggregation_strategy == "none":
+            raise InputError("stride reads overlapping windows, whose word pieces aggregation_strategy 'none' cannot "
+                             "merge: give first, average, max or simple")
+
+    def entities(self, text: str, enc: Encoded, probabilities: list[list[float]], aggregation_strategy: str,
+                 ignore_labels) -> list[dict]:
+        """The entities of one window (its pieces for "none"), with spans in the whole text."""
+        if aggregation_strategy == "none":
+            return self.pieces(enc, probabilities, ignore_labels)
+        units = {}  # word (or piece, for "simple") → its positions in the window
+        for position, word in enumerate(enc.word_ids):
+            if word is not None:
+                units.setdefault(position if aggregation_strategy == "simple" else word, []).append(position)
+        spans, tags, scores = [], [], []
+        for positions in units.values():
+            label, score = self.best_label([probabilities[i] for i in positions], aggregation_strategy)
+            spans.append((enc.offsets[positions[0]][0], enc.offsets[positions[-1]][1]))
+            tags.append(label)
+            scores.append(score)
+        return group_entities(text, spans, tags, scores, ignore_labels)
 
     def best_label(self, pieces: list[list[float]], strategy: str) -> tuple[str, float]:
         """A word's tag and score from its pieces' probabilities (one piece for "simple")."""
