@@ -1,5 +1,6 @@
 """Token classification of texts longer than the model's length: `stride=N` reads them in overlapping windows
-(transformers' option, its merge of the windows' entities and its refusals). On the bundled CoNLL-2003 tagger and the CoNLL-2003 fixture's sentences."""
+(transformers' option, its merge of the windows' entities and its refusals), and `/v1/ner` answers on the whole
+text. On the bundled CoNLL-2003 tagger and the CoNLL-2003 fixture's sentences."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import fixture_data
+from server_helpers import call
 
 from bertforge.errors import InputError
 from bertforge.io.datasets import read_conll
@@ -82,6 +84,22 @@ def test_windows_give_transformers_entities(tagger, sentences, count, stride, st
     theirs = reference(text, stride=stride, aggregation_strategy=strategy)
     assert len(ours) > 100 and spans(ours) == [(e["entity_group"], e["start"], e["end"]) for e in theirs]
     np.testing.assert_allclose([e["score"] for e in ours], [float(e["score"]) for e in theirs], atol=1e-4, rtol=0)
+
+
+def test_ner_endpoint_answers_on_the_whole_text(sentences):
+    from bertforge.server import ServerSettings, background_server, create_app, load_served_model
+
+    served = load_served_model("conll", default_token_classification_model_path())
+    text = " ".join(sentences[:60])[:4900]  # under the server's 5,000 characters
+    app = create_app([served], ServerSettings(inference="thread", max_wait_ms=5))
+    with background_server(app) as url:
+        status, body = call(url + "/v1/ner", {"input": [COMMAS, text, "Angela Merkel visited Paris"]})
+    assert status == 200, body
+    commas, long_text, short = body["results"]
+    assert spans(commas) == MERKEL_PARIS
+    tagger = served.pipelines["ner"]
+    assert long_text == tagger(text, stride=128) and long_text[-1]["end"] > 4500
+    assert short == tagger("Angela Merkel visited Paris")
 
 
 @pytest.mark.parametrize("call_options, message", [

@@ -165,7 +165,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
 
     @app.post("/v1/ner", tags=["inference"])
     async def ner(body: NerRequest, request: Request):
-        """Named entities with character offsets (a fine-tuned token classifier)."""
+        """Named entities with character offsets (a fine-tuned token classifier), over the whole text: one
+        longer than the model's length is read in windows overlapping by 128 word pieces (the pipeline's
+        `stride=128`)."""
         model = pick(body.model, "ner")
         texts = as_list(body.input)
         check_texts(settings, texts)

@@ -18,6 +18,7 @@ from bertforge.pipelines import pipeline_class
 from bertforge.pipelines.base import Pipeline
 from bertforge.pipelines.loading import LoadedCheckpoint, load_checkpoint
 from bertforge.pipelines.text_classification import label_names
+from bertforge.tasks.squad import doc_stride_for
 
 # endpoint -> pipeline task; /v1/tokenize needs only the tokenizer, which every model has
 ENDPOINT_TASKS = {
@@ -99,7 +100,11 @@ class ServedModel:
         return results
 
     def run_ner(self, texts: list[str]) -> list[list[dict]]:
-        return self.pipelines["ner"](texts)
+        """Entities of each whole text: one longer than the model's length is read in windows overlapping by
+        128 pieces (fewer for a short-window model), the stride of the QA windows, so that no entity is lost
+        to a cut that the answer could not show."""
+        ner = self.pipelines["ner"]
+        return ner(texts, stride=doc_stride_for(ner.max_length))
 
     def run_qa(self, items: list[tuple[str, str]]) -> list[dict]:
         return self.pipelines["qa"](question=[q for q, _ in items], context=[c for _, c in items])
