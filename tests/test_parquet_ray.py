@@ -209,11 +209,12 @@ def test_embed_stopped_midway_continues_with_the_shards_it_had_not_written(tmp_p
     (["--input", "in.parquet", "--ray", "auto", "--id-column", "id", "--output", "v.parquet"],
      "--ray writes a directory of Parquet shards"),
     (["x", "--ray", "auto", "--output", "out"], "--ray reads an --input Parquet file or directory"),
+    (["x", "--output", ".npy"], "/.npy: a suffix alone"),  # Python reads no suffix in it: was a directory
     (["--input", "in.parquet", "--ray", "auto", "--id-column", "id", "--output", "out", "--parallel-batches", "2"],
      "with --ray, --ray-actors sets how many embed at once"),
 ])
 def test_embed_parquet_and_ray_mistakes_are_one_line(tmp_path, args, message):
-    result = run("embed", *[tmp_path / a if a.endswith((".parquet", "out")) else a for a in args])
+    result = run("embed", *[tmp_path / a if a.endswith((".parquet", "out", ".npy")) else a for a in args])
     assert result.exit_code == 2 and "Traceback" not in result.output and message in result.output, result.output
 
 

@@ -38,6 +38,8 @@ def output_kind(output: Path | None, input_path: Path | None) -> str | None:
     file suffix; checked now, before any work."""
     if output is None:
         return None
+    if output.name.lower() in FILE_SUFFIXES:  # Python reads no suffix in ".npy": it would name a directory of shards
+        raise InputError(f"--output {output}: a suffix alone; give a file name before it (vectors{output.name})")
     if output.is_dir() or not output.suffix:
         check_output_dir(output, "--output", inputs=(input_path,), holds="*.parquet")
         return "shards"
