@@ -12,6 +12,7 @@ from click.testing import CliRunner
 
 import bertforge
 from bertforge.cli.main import COMMANDS, cli
+from conftest import fixture_data
 
 
 def test_every_command_has_help():
@@ -171,7 +172,9 @@ def test_predict_on_a_file_without_examples_says_so(tmp_path, task, content):
      "--text-pair-column label: --task classification reads one text; use --task pair-classification for pairs"),
     ("pair-classification", ["--text-pair-column", "sentence"],
      "--text-column and --text-pair-column both name the column 'sentence'"),
-], ids=["label-is-the-text", "pair-column-without-pairs", "pair-is-the-text"])
+    ("classification", ["--tag-column", "2"],
+     "--tag-column 2: --task classification reads no CoNLL tags; the option is for --task ner"),
+], ids=["label-is-the-text", "pair-column-without-pairs", "pair-is-the-text", "tag-column-without-tags"])
 def test_columns_that_would_train_on_the_wrong_field_are_refused(tmp_path, task, columns, message):
     train = tmp_path / "train.tsv"
     train.write_text("sentence\tlabel\ngood film\t1\nbad film\t0\n", encoding="utf-8")
@@ -179,6 +182,23 @@ def test_columns_that_would_train_on_the_wrong_field_are_refused(tmp_path, task,
                                       "--output", str(tmp_path / "out")])
     assert result.exit_code == 2 and result.output.strip().startswith("error: " + message), result.output
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command, message", [
+    (["predict", "--task", "qa", "--model", f"{BUNDLED}/minilm-squad", "--input", "{data}/squad/"
+      "squad-v1.1-dev-part-heldout.json.gz"], "--tag-column 1: --task qa reads no CoNLL tags; the option is for --task ner"),
+    (["predict", "--task", "ner", "--model", f"{BUNDLED}/conll-distilled", "--input", "{data}/conll2003/valid.txt"],
+     "--tag-column 1: {data}/conll2003/valid.txt is read for its words to tag, not for tags; the option is for labelled "
+     "CoNLL files"),
+    (["distill", "--task", "mlm", "--teacher", "teacher", "--train", "shards", "--output", "out"],
+     "--tag-column: for a task's data files; --task mlm reads prepared shards"),
+], ids=["predict-qa", "predict-ner", "distill-mlm"])
+def test_a_tag_column_that_would_not_be_read_is_refused(command, message):
+    """--tag-column names the tags of labelled CoNLL files: elsewhere it was ignored without a word."""
+    data = fixture_data()
+    result = CliRunner().invoke(cli, [*(a.format(data=data) for a in command), "--tag-column", "1"])
+    assert result.exit_code == 2 and result.output.strip().splitlines()[-1] == "error: " + message.format(data=data), \
+        result.output
 
 
 @pytest.mark.parametrize("command, content, message", [

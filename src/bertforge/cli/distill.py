@@ -15,6 +15,7 @@ from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_clas
                                    classifier_pooling_option, configure, device_for, load_task_model, max_length_for,
                                    read_data, read_splits, training_args)
 from bertforge.cli.finetune import finetune as finetune_command
+from bertforge.cli.io import typed
 from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.atomic import check_output_dir
 
@@ -152,7 +153,8 @@ def _distil_task(task, teacher, train_path, validation_path, hold_out, train_lim
     labelled = len(features)
     extra = []  # inputs the teacher alone labels: --unlabelled's, then --augment's
     if unlabelled_path:
-        extra = read_data(task, unlabelled_path, options, labelled=False, tokenizer=tokenizer)
+        # --tag-column is --train's (and --validation's): no tags are read here
+        extra = read_data(task, unlabelled_path, {**options, "tag_column": None}, labelled=False, tokenizer=tokenizer)
         if not extra:
             raise InputError(f"--unlabelled {unlabelled_path}: no examples")
     if augment_copies:
@@ -312,6 +314,10 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     if task == "mlm" and fine_tuning_only:
         raise ConfigError(f"{' and '.join(fine_tuning_only)}: for task students; --task mlm trains on prepared shards "
                           f"with its own batches and every weight")
+    columns = [f"--{name.replace('_', '-')}" for name in ("text_column", "text_pair_column", "label_column",
+                                                          "tag_column") if typed(name)]
+    if task == "mlm" and columns:
+        raise ConfigError(f"{' and '.join(columns)}: for a task's data files; --task mlm reads prepared shards")
     check_classifier_pooling(task, classifier_pooling)
     if prune_depth and not prune:
         raise ConfigError(f"--prune-depth {prune_depth} chooses the layers --prune keeps: give --prune too")

@@ -30,8 +30,9 @@ def data_options(function):
         click.option("--text-column", default="sentence", show_default=True, help="Column of the (first) text."),
         click.option("--text-pair-column", default=None, help="Column of the second text (pair-classification)."),
         click.option("--label-column", default="label", show_default=True, help="Column of the label."),
-        click.option("--tag-column", type=int, default=-1, show_default=True,
-                     help="CoNLL column of the tag (0-based; negative counts from the end)."),
+        click.option("--tag-column", type=int, default=None,
+                     help="CoNLL column of the tag, for ner (0-based; negative counts from the end) [default: the "
+                          "last]."),
         click.option("--max-length", type=click.IntRange(min=3), default=None,
                      help="Longest input in word pieces [default: to train, 128, 384 for qa, cut to the model's "
                           "positions; evaluate and predict read what the task's pipeline reads: the model's "

@@ -26,10 +26,17 @@ SENTENCE_TABLES = (".jsonl", ".json", ".csv", ".parquet")
 
 
 def read_task_data(task: str, path, text_column: str = "sentence", text_pair_column: str | None = None,
-                   label_column: str | None = "label", tag_column: int = -1, labelled: bool = True,
+                   label_column: str | None = "label", tag_column: int | None = None, labelled: bool = True,
                    tokenizer=None) -> list:
     """Examples of `task` from `path`; `labelled=False` reads prediction input (no labels). NER sentences to tag
-    from a table are cut into the words of `tokenizer`, the model's (as the token-classification pipeline cuts)."""
+    from a table are cut into the words of `tokenizer`, the model's (as the token-classification pipeline cuts).
+    `tag_column` is the CoNLL tags' column (None: the last), for ner only."""
+    # A tag column that is not read would be ignored without a word.
+    if tag_column is not None and task != "ner":
+        raise ConfigError(f"--tag-column {tag_column}: --task {task} reads no CoNLL tags; the option is for --task ner")
+    if tag_column is not None and not labelled:
+        raise ConfigError(f"--tag-column {tag_column}: {path} is read for its words to tag, not for tags; the option "
+                          f"is for labelled CoNLL files")
     if task in SENTENCE_CLASSIFIER_TASKS:
         if task == "pair-classification" and not text_pair_column:
             raise ConfigError("--task pair-classification needs --text-pair-column")
@@ -46,7 +53,7 @@ def read_task_data(task: str, path, text_column: str = "sentence", text_pair_col
                 raise ConfigError(f"{path}: sentences to tag are cut into the words of the model's tokenizer: "
                                   f"give tokenizer=")
             return cut_into_words(read_sentences(path, text_column), tokenizer)
-        return read_conll(path, tag_column, with_tags=labelled)
+        return read_conll(path, -1 if tag_column is None else tag_column, with_tags=labelled)
     if task == "qa":
         return read_squad(path)[0]
     raise ConfigError(f"--task {task!r}: use one of {', '.join(TASK_NAMES)}")
