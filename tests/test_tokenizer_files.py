@@ -83,6 +83,25 @@ def test_a_tokenizer_file_that_is_a_directory_is_one_line_naming_it(uncased_dir,
         BertTokenizer.from_pretrained(tmp_path)
 
 
+@pytest.mark.parametrize("file_name, content, message", [
+    ("tokenizer_config.json", b'{\n "do_lower_case": true,\n "x": "caf\xe9"\n}\n',
+     ":3: not UTF-8 text (byte 0xe9 at byte 11 of the line); is it a text file? Save it as UTF-8"),
+    ("vocab.txt", b"[PAD]\n[UNK]\ncaf\xe9\n", ":3: not UTF-8 text (byte 0xe9 at byte 4 of the line)"),
+    ("vocab.txt", b"[PAD]\n[UNK]\nhello\n[CLS]\nhello\n", ":5: token 'hello' repeats line 3"),
+], ids=["config-not-utf8", "vocab-not-utf8", "vocab-repeat"])
+def test_a_settings_file_is_named_with_its_line_as_data_files_are(uncased_dir, tmp_path, file_name, content,
+                                                                   message):
+    """FILE:LINE, as `io.readers` names a data file's line: a settings file that was not UTF-8 said "(byte offset
+    N)" and no line, vocab.txt's lines were "FILE, line N"."""
+    import shutil
+
+    shutil.copy(uncased_dir / "vocab.txt", tmp_path)
+    (tmp_path / file_name).write_bytes(content)
+    with pytest.raises(CheckpointError) as caught:
+        BertTokenizer.from_pretrained(tmp_path)
+    assert str(caught.value).startswith(f"{tmp_path / file_name}{message}"), caught.value
+
+
 def test_a_vocab_txt_that_starts_with_a_byte_order_mark_is_refused_naming_its_first_line(uncased_dir, tmp_path):
     """transformers (and tokenizers) read the mark as part of the first token, '\\ufeff[PAD]', so no [PAD]: a
     tokenizer that dropped it would give other ids than theirs for the same folder."""
@@ -148,7 +167,7 @@ def test_a_text_file_that_cannot_be_a_vocabulary_is_refused_naming_its_line(tmp_
 
     readme = tmp_path / "README.md"
     readme.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\n# tiny-bert\n\nA model card.\n")
-    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(readme))}, line 6: '# tiny-bert' holds whitespace, "
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(readme))}:6: '# tiny-bert' holds whitespace, "
                                               r"which no token does: this is not a vocab.txt \(one WordPiece token"):
         BertTokenizer.from_pretrained(readme)
     vocabularies = [*(Path(bertforge.__file__).parent / "pretrained").glob("*/vocab.txt"),

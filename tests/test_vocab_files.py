@@ -101,8 +101,9 @@ def test_save_and_load_round_trip(tmp_path):
 
 
 def test_a_damaged_bpe_folder_is_named(tmp_path):
-    """A BPE folder's JSON files are read as every settings file is: a directory where vocab.json should be
-    was an IsADirectoryError, a tokenizer_config.json holding a list an AttributeError."""
+    """A BPE folder's files are read as every settings file is: a directory where vocab.json should be was an
+    IsADirectoryError, a tokenizer_config.json holding a list an AttributeError; merges.txt's lines were "FILE, line
+    N", one not UTF-8 "(byte offset N)"."""
     from bertforge.errors import CheckpointError
     from bertforge.tokenization.bpe import load_merges_tokenizer
 
@@ -110,7 +111,12 @@ def test_a_damaged_bpe_folder_is_named(tmp_path):
     for name, damage, message in (("vocab", lambda f: (f / "vocab.json").unlink() or (f / "vocab.json").mkdir(),
                                    "vocab.json: is a directory, not a file"),
                                   ("config", lambda f: (f / "tokenizer_config.json").write_text("[]"),
-                                   "tokenizer_config.json: a JSON list, not a JSON object")):
+                                   "tokenizer_config.json: a JSON list, not a JSON object"),
+                                  # FILE:LINE, as the data files' readers name a line
+                                  ("merges", lambda f: (f / "merges.txt").write_bytes(b"#version: 0.2\nc \xe9\n"),
+                                   r"merges.txt:2: not UTF-8 text \(byte 0xe9 at byte 3 of the line\); .*"),
+                                  ("merge", lambda f: (f / "merges.txt").write_text("#version: 0.2\na b\nab\n"),
+                                   "merges.txt:3: expected two tokens separated by one space, got 'ab'")):
         folder = tmp_path / name
         bpe.save_pretrained(folder)
         damage(folder)

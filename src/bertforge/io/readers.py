@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from bertforge.errors import InputError
+from bertforge.errors import BertforgeError, InputError
 from bertforge.tokenization.basic import has_text
 
 log = logging.getLogger(__name__)
@@ -84,15 +84,16 @@ def _open_bytes(path: Path):
         raise input_error(path, f"not a valid gzip file ({e})") from None
 
 
-def _decode(data: bytes, path: Path, first_line: int = 1) -> str:
-    """`data` (starting at line `first_line` of the file) as text, or an error naming the line."""
+def decode_text(data: bytes, path: str | Path, first_line: int = 1, error: type[BertforgeError] = InputError) -> str:
+    """`data` (starting at line `first_line` of the file `path`) as text, or an `error` naming the line: the one
+    not-UTF-8 message, for data and settings files alike."""
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line_start = data.rfind(b"\n", 0, e.start) + 1
         line = first_line + data.count(b"\n", 0, e.start)
-        raise input_error(path, f"not UTF-8 text (byte 0x{data[e.start]:02x} at byte {e.start - line_start + 1} "
-                                f"of the line); is it a text file? Save it as UTF-8", line) from None
+        raise error(f"{location(path, line)}: not UTF-8 text (byte 0x{data[e.start]:02x} at byte "
+                    f"{e.start - line_start + 1} of the line); is it a text file? Save it as UTF-8") from None
 
 
 def decoded_lines(path: str | Path, keep_ends: bool = False) -> Iterator[tuple[int, str]]:
@@ -106,7 +107,7 @@ def decoded_lines(path: str | Path, keep_ends: bool = False) -> Iterator[tuple[i
                 if b"\r" in raw.rstrip(b"\r\n"):  # read as one line, every row would run together
                     raise input_error(path, "lines end in a carriage return alone (old Mac line endings); "
                                             "save the file with \\n or \\r\\n line endings", number)
-            text = _decode(raw, path, number)
+            text = decode_text(raw, path, number)
             yield number, text if keep_ends else text.rstrip("\r\n")
 
 
@@ -115,7 +116,7 @@ def read_text(path: str | Path) -> str:
     path = Path(path)
     with _open_bytes(path) as f:
         data = f.read()
-    return _decode(data.removeprefix(UTF8_BOM), path)
+    return decode_text(data.removeprefix(UTF8_BOM), path)
 
 
 def jsonl_records(path: str | Path) -> Iterator[tuple[int, object]]:
@@ -281,7 +282,7 @@ def _corpus_texts(path: Path) -> Iterator[str]:
             data = b"".join(lines)
             if line == 1 and data.startswith(UTF8_BOM):
                 data = data[len(UTF8_BOM):]
-            yield _decode(data, path, line)
+            yield decode_text(data, path, line)
             line += len(lines)
 
 

@@ -8,20 +8,21 @@ import json
 from pathlib import Path
 
 from bertforge.errors import BertforgeError, InputError
+from bertforge.io.readers import decode_text
 
 
 def read_settings_text(path: str | Path, error: type[BertforgeError] = InputError) -> str:
-    """The text of `path`; missing, a directory, unreadable or not UTF-8, it is an `error` reading "path: reason"."""
+    """The text of `path`; missing, a directory or unreadable, it is an `error` reading "path: reason"; not UTF-8,
+    "path:line: reason", as every reader says it (`readers.decode_text`)."""
     try:
-        return Path(path).read_bytes().decode("utf-8")
+        data = Path(path).read_bytes()
     except FileNotFoundError:
         raise error(f"{path}: no such file") from None
     except IsADirectoryError:
         raise error(f"{path}: is a directory, not a file") from None
     except OSError as e:
         raise error(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError as e:
-        raise error(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+    return decode_text(data, path, error=error)
 
 
 def read_json_object(path: str | Path, error: type[BertforgeError] = InputError, what: str = "a JSON object") -> dict:

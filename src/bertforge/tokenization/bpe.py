@@ -34,7 +34,7 @@ from pathlib import Path
 
 from bertforge.errors import CheckpointError
 from bertforge.io.atomic import write_text
-from bertforge.io.settings_files import read_json_object
+from bertforge.io.settings_files import read_json_object, read_settings_text
 from bertforge.tokenization import byte_level
 from bertforge.tokenization.bert_words import BertWords
 
@@ -293,12 +293,7 @@ def _read_vocab(path: Path) -> dict[str, int]:
 
 
 def _read_merges(path: Path) -> list[tuple[str, str]]:
-    try:
-        lines = path.read_text(encoding="utf-8").split("\n")
-    except FileNotFoundError:
-        raise CheckpointError(f"{path} not found") from None
-    except UnicodeDecodeError as e:
-        raise CheckpointError(f"{path}: not UTF-8 text (byte offset {e.start})") from None
+    lines = read_settings_text(path, CheckpointError).split("\n")
     merges = []
     for line_number, line in enumerate(lines, start=1):
         line = line.rstrip("\r")
@@ -306,7 +301,7 @@ def _read_merges(path: Path) -> list[tuple[str, str]]:
             continue
         parts = line.split(" ")
         if len(parts) != 2 or not all(parts):
-            raise CheckpointError(f"{path}, line {line_number}: expected two tokens separated by one space, "
+            raise CheckpointError(f"{path}:{line_number}: expected two tokens separated by one space, "
                                   f"got {line!r}")
         merges.append((parts[0], parts[1]))
     return merges

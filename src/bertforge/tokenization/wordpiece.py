@@ -39,7 +39,7 @@ def load_vocab(path: str | Path) -> dict[str, int]:
     words = WORDS_ON_A_LINE.search(text)  # one search of the whole text: loading is on every start-up path
     if words:
         line_number = text.count("\n", 0, words.start()) + 1
-        raise CheckpointError(f"{path}, line {line_number}: {tokens[line_number - 1][:60]!r} holds whitespace, which "
+        raise CheckpointError(f"{path}:{line_number}: {tokens[line_number - 1][:60]!r} holds whitespace, which "
                               f"no token does: this is not a vocab.txt (one WordPiece token a line)")
     # One dict comprehension (C speed: loading is on every tokenizer's start-up path); a repeated
     # token makes the dict shorter than the list, and only then is the repeat looked for.
@@ -48,7 +48,7 @@ def load_vocab(path: str | Path) -> dict[str, int]:
         first: dict[str, int] = {}
         for line_number, token in enumerate(tokens, start=1):
             if token in first:
-                raise CheckpointError(f"{path}, line {line_number}: token {token!r} repeats line {first[token]}")
+                raise CheckpointError(f"{path}:{line_number}: token {token!r} repeats line {first[token]}")
             first[token] = line_number
     if not vocab:
         raise CheckpointError(f"{path}: the vocabulary is empty")
