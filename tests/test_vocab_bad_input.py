@@ -46,6 +46,26 @@ def test_unknown_algorithm_and_bad_options():
         train_wordpiece(SPEC_TEXT, 100, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]"])
 
 
+@pytest.mark.parametrize("algorithm, tokens, message", [
+    ("bpe", ["x"], "--special-token x: BPE needs its unknown token [UNK] among the special tokens; give "
+                   "--special-token [UNK] too"),
+    ("wordpiece", ["x", "[PAD]"], "--special-token x [PAD]: a WordPiece vocabulary for BertTokenizer needs the "
+                                  "special tokens [PAD] [UNK] [CLS] [SEP] [MASK]; missing: [UNK] [CLS] [SEP] [MASK]"),
+])
+def test_special_tokens_that_cannot_make_the_vocabulary_name_the_option(tmp_path, algorithm, tokens, message):
+    """The BPE message said "the special tokens ['x']", naming no option."""
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(SPEC_TEXT[0], encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train-vocab", "--algorithm", algorithm, "--input", str(corpus), "--output",
+                                      str(tmp_path / "out"), *(a for token in tokens for a in ("--special-token", token))])
+    assert result.exit_code == 2 and result.output.strip() == f"error: {message}", result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_non_utf8_file_names_file_and_offset(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("first line\nna\u00efve\n".encode("latin-1"))

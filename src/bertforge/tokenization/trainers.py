@@ -160,7 +160,8 @@ def train_bpe(texts: Iterable[str], vocab_size: int = 30_000, *, min_frequency: 
     """Character-level BPE over BERT's words (`strip_accents=None` follows `lowercase`)."""
     _check_options(vocab_size, min_frequency, special_tokens, limit_alphabet)
     if unk_token not in special_tokens:
-        raise ConfigError(f"BPE needs its unknown token {unk_token!r} among the special tokens {list(special_tokens)}")
+        raise ConfigError(f"--special-token {' '.join(special_tokens)}: BPE needs its unknown token {unk_token} among "
+                          f"the special tokens; give --special-token {unk_token} too")
     word_counts = count_bert_words(texts, lowercase, strip_accents, show_progress)
     _require_words(word_counts)
     alphabet = _alphabet(word_counts, limit_alphabet)
@@ -210,8 +211,8 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 30_000, *, min_frequ
     _check_options(vocab_size, min_frequency, special_tokens, limit_alphabet)
     missing = [t for t in DEFAULT_SPECIAL_TOKENS if t not in special_tokens]
     if missing:
-        raise ConfigError(f"a WordPiece vocabulary for BertTokenizer needs the special tokens "
-                          f"{' '.join(DEFAULT_SPECIAL_TOKENS)}; missing: {' '.join(missing)}")
+        raise ConfigError(f"--special-token {' '.join(special_tokens)}: a WordPiece vocabulary for BertTokenizer "
+                          f"needs the special tokens {' '.join(DEFAULT_SPECIAL_TOKENS)}; missing: {' '.join(missing)}")
     word_counts = count_bert_words(texts, lowercase, strip_accents, show_progress)
     _require_words(word_counts)
     alphabet = _alphabet(word_counts, limit_alphabet)
