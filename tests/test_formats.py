@@ -300,8 +300,8 @@ def test_config_sizes_that_disagree_with_the_arrays_are_one_line_naming_the_file
     config_file = google_copy / "bert_config.json"
     config = json.loads(config_file.read_text())
     config_file.write_text(json.dumps({**config, "intermediate_size": 128}))
-    _one_line_error(["convert", str(google_copy), str(tmp_path / "out")], str(config_file), "intermediate",
-                    "sizes disagree")
+    _one_line_error(["convert", str(google_copy), str(tmp_path / "out")], str(config_file),
+                    f"intermediate_size is 128, but the weights beside it hold {config['intermediate_size']}")
 
 
 def test_cased_google_folder_name_keeps_case(tmp_path):

@@ -62,7 +62,7 @@ def test_loading_errors(tmp_path, default_model_dir):
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="model.safetensors"):
         BertModel.from_pretrained(tmp_path)
-    with pytest.raises(CheckpointError, match="shape"):
+    with pytest.raises(CheckpointError, match=r"^from_pretrained\(hidden_size=768\): the weights of .* hold 384$"):
         BertModel.from_pretrained(default_model_dir, hidden_size=768)
     with pytest.raises(ConfigError, match=r"^from_pretrained\(hidden_dropout=...\): not a config key of this model; "
                                           r"did you mean 'hidden_dropout_prob'\?$"):
@@ -165,3 +165,23 @@ def test_an_int8_model_is_not_saved_as_if_it_were_float(tmp_path, default_model_
         bertforge.pipeline("sentence-embedding", dtype="int8").model.save_pretrained(tmp_path / "int8")
     assert not (tmp_path / "int8").exists()
     assert bertforge.pipeline("sentence-embedding", dtype="auto").dtype in ("bfloat16", "float32")  # what runs
+
+
+@pytest.mark.parametrize("key, value, held", [("num_hidden_layers", 4, 2), ("hidden_size", 64, 32),
+                                              ("intermediate_size", 128, 64), ("vocab_size", 70, 60),
+                                              ("max_position_embeddings", 128, 512)])
+def test_config_sizes_that_disagree_with_the_weights_name_the_key_and_both_values(tmp_path, key, value, held):
+    """It said "the checkpoint lacks 16 encoder weights, e.g. [...]; is it a BERT checkpoint?" (more layers) or
+    named a weight's shape (the other sizes), never the key to correct."""
+    sizes = dict(vocab_size=60, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64)
+    BertModel(BertConfig(**sizes)).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**config, key: value}))
+    with pytest.raises(CheckpointError) as caught:
+        BertModel.from_pretrained(tmp_path)
+    assert str(caught.value) == f"{tmp_path / 'config.json'}: {key} is {value}, but the weights beside it hold " \
+                                f"{held}; the config must describe these weights"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=rf"^from_pretrained\({key}={value}\): the weights of {tmp_path} hold "
+                                              rf"{held}$"):
+        BertModel.from_pretrained(tmp_path, **{key: value})

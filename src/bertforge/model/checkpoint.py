@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from safetensors.torch import save_file
 
 from bertforge.errors import CheckpointError, ConfigError, InputError
 from bertforge.io.atomic import atomic_path, output_folder
-from bertforge.model.config import BertConfig, numbered_labels, with_overrides
+from bertforge.model.config import DISTILBERT_KEYS, BertConfig, numbered_labels, with_overrides
 from bertforge.model.tf_checkpoint import read_tf_checkpoint
 from bertforge.model.weight_files import read_weights
 from bertforge.model.weight_names import NAMINGS, bertforge_to_hf, hf_to_bertforge
@@ -140,6 +141,7 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
     ignore_mismatched_sizes = bool(config_overrides.pop("ignore_mismatched_sizes", False))
     config = with_overrides(config, config_overrides)
     weights, unused = _ours(hf_weights, config)
+    _check_sizes(config, weights, config_file, config_overrides, shapes=not ignore_mismatched_sizes)
     if fresh_head:
         weights = {name: tensor for name, tensor in weights.items() if name.startswith("bert.")}
     model = cls(config)
@@ -178,6 +180,37 @@ def load_model(cls, path: str | Path | None = None, fresh_head: bool = False, **
         log.info("%s: ignored %d weights this model does not use (%s ...)", directory, len(unexpected), unexpected[0])
     model.name_or_path = str(path if path is not None else directory)
     return model.to(dtype=dtype, device=device).eval()
+
+
+# The config's sizes that the weights hold too: (weight, dimension) of each.
+SIZES_IN_WEIGHTS = {"vocab_size": ("bert.embeddings.word.weight", 0), "hidden_size": ("bert.embeddings.word.weight", 1),
+                    "max_position_embeddings": ("bert.embeddings.position.weight", 0),
+                    "type_vocab_size": ("bert.embeddings.token_type.weight", 0),
+                    "intermediate_size": ("bert.encoder.layers.0.intermediate.weight", 0)}
+_LAYER = re.compile(r"^bert\.encoder\.layers\.(\d+)\.")
+
+
+def _check_sizes(config: BertConfig, weights: dict[str, torch.Tensor], config_file: Path, overrides: dict,
+                 shapes: bool = True) -> None:
+    """A size the config gives that the weights do not hold names the config's key and both values (a weight's
+    shape, or "lacks 36 encoder weights", named no key); one the caller gave is named as its keyword. Fewer layers
+    than the weights hold is a warning (a model cut to its first layers), and `shapes=False`
+    (ignore_mismatched_sizes) starts weights of other shapes afresh. num_attention_heads cannot be checked: the
+    weights are the same however the heads split them."""
+    held = {key: weights[name].shape[dim] for key, (name, dim) in SIZES_IN_WEIGHTS.items()
+            if shapes and name in weights}
+    layers = {match[1] for name in weights if (match := _LAYER.match(name))}
+    if layers and config.num_hidden_layers > len(layers):
+        held["num_hidden_layers"] = len(layers)
+    for key, value in held.items():
+        given = getattr(config, key)
+        if given == value:
+            continue
+        if key in overrides:
+            raise CheckpointError(f"from_pretrained({key}={given!r}): the weights of {config_file.parent} hold {value}")
+        file_key = next((k for k, ours in DISTILBERT_KEYS.items() if ours == key), key) if config.is_distilbert else key
+        raise CheckpointError(f"{config_file}: {file_key} is {given}, but the weights beside it hold {value}; the "
+                              f"config must describe these weights")
 
 
 def _load_device(device_map) -> torch.device:
