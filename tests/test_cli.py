@@ -84,6 +84,10 @@ BUNDLED = str(Path(bertforge.__file__).parent / "pretrained")
       "--text-column", "text", "--output", "{dir}/in.jsonl"], "--output {dir}/in.jsonl: would overwrite the input"),
     (["convert", "{dir}/model", "{dir}/model"], "DESTINATION {dir}/model: would overwrite the input {dir}/model"),
     (["convert", "{dir}/model", "{dir}/other"], "DESTINATION {dir}/other: is not empty and holds no config.json"),
+    (["convert", "{dir}/model", "{dir}/model/sub"], "DESTINATION {dir}/model/sub: is inside the input {dir}/model, "
+                                                   "which writing there would change; give an output outside it"),
+    (["finetune", "--task", "classification", "--train", "{dir}/in.jsonl", "--model", "{dir}/model", "--output",
+      "{dir}/model/run"], "--output {dir}/model/run: is inside the input {dir}/model"),
     (["pretrain", "prepare", "{dir}/in.jsonl", "{dir}", "--vocab", BUNDLED + "/bertforge-mini"],
      "{dir}: would overwrite the input {dir}/in.jsonl"),
     (["fill-mask", "--input", "{dir}/in.jsonl", "--output", "{dir}/in.jsonl"],
@@ -95,7 +99,8 @@ BUNDLED = str(Path(bertforge.__file__).parent / "pretrained")
     (["probe", "--train", "{dir}/in.json", "--output", "{dir}/in.json"],
      "--output {dir}/in.json: would overwrite the input"),
 ], ids=["tokenize-same-file", "embed-same-file", "embed-shards-over-input", "embed-shards-over-other-files",
-        "predict-same-file", "convert-onto-itself", "convert-over-other-files", "prepare-over-its-corpus",
+        "predict-same-file", "convert-onto-itself", "convert-over-other-files", "convert-inside-its-source",
+        "finetune-inside-its-model", "prepare-over-its-corpus",
         "fill-mask-same-file", "nsp-same-file", "evaluate-same-file", "probe-same-file"])
 def test_an_output_that_would_destroy_an_input_or_other_files_is_refused_and_nothing_changes(tmp_path, command,
                                                                                                message):

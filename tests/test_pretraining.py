@@ -43,15 +43,17 @@ def test_cli_errors(tmp_path):
     empty.write_text("")
     result = CliRunner().invoke(cli, ["pretrain", "prepare", str(empty), str(tmp_path / "out")])
     assert result.exit_code == 2 and "empty.jsonl" in result.output
-    result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path), str(tmp_path / "run")])
+    data = tmp_path / "data"  # beside the run: a run inside its data is refused
+    data.mkdir()
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(data), str(tmp_path / "run")])
     assert result.exit_code == 2 and "not a prepared data directory" in result.output
     # the engine's check of the settings, before any data is read or anything written
-    result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path), str(tmp_path / "run"), "--weight-decay", "-1"])
+    result = CliRunner().invoke(cli, ["pretrain", "train", str(data), str(tmp_path / "run"), "--weight-decay", "-1"])
     assert result.exit_code == 2 and "error: --weight-decay must be 0 or more, got -1.0" in result.output
     assert not (tmp_path / "run").exists()
     # as in finetune: 0 would freeze the weights, a negative norm means nothing
     for norm in ("0", "-1"):
-        result = CliRunner().invoke(cli, ["pretrain", "train", str(tmp_path), str(tmp_path / "run"),
+        result = CliRunner().invoke(cli, ["pretrain", "train", str(data), str(tmp_path / "run"),
                                           "--max-grad-norm", norm])
         assert result.exit_code == 2 and "Invalid value for '--max-grad-norm'" in result.output
         assert f"{float(norm)} is not in the range x>0" in result.output

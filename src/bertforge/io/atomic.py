@@ -230,11 +230,18 @@ def _check_parent(path: Path, option: str | None) -> None:
 
 
 def _check_not_an_input(path: Path, option: str | None, inputs: Iterable) -> None:
-    """The output must not be, or hold, a file the command reads: writing it would destroy the input."""
+    """The output must not be, or hold, a file the command reads: writing it would destroy the input; nor lie
+    inside an input folder: writing it would change that input (its run card's fingerprint, the folder a later
+    run reads or replaces whole)."""
     target = path.resolve()
     for source in inputs:
-        if source is not None and (target == Path(source).resolve() or target in Path(source).resolve().parents):
+        if source is None:
+            continue
+        if target == Path(source).resolve() or target in Path(source).resolve().parents:
             raise InputError(f"{_where(path, option)}: would overwrite the input {source}; give another output")
+        if Path(source).resolve() in target.parents:
+            raise InputError(f"{_where(path, option)}: is inside the input {source}, which writing there would "
+                             f"change; give an output outside it")
 
 
 def check_output_file(path: str | Path | None, option: str | None = None, inputs: Iterable = ()) -> None:
