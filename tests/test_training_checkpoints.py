@@ -120,14 +120,17 @@ def test_pickled_checkpoint_given_to_resume_is_never_executed(tmp_path):
 
 
 def test_a_hand_edited_checkpoint_manifest_is_named_on_resume(tmp_path):
-    """A checkpoint.json with `"step": "x"` raised a TypeError on --resume, one without "rng" a KeyError."""
-    args = TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2, checkpoint_every=1, progress=False)
+    """A checkpoint.json with `"step": "x"` raised a TypeError on --resume, one without "rng" a KeyError; a step past
+    --max-steps ended the run at once, without a word."""
+    args = TrainingArguments(output_dir=str(tmp_path / "run"), learning_rate=1e-2, checkpoint_every=1, progress=False,
+                             max_steps=2)
     run(args, Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()), TaskObjective(), 2, {})
     manifest = tmp_path / "run" / "checkpoint" / "checkpoint.json"
     saved = json.loads(manifest.read_text())
     for edited, message in (({**saved, "step": "x"}, "'step' is \"x\", not a whole number"),
                             ({k: v for k, v in saved.items() if k != "rng"}, "no 'rng'; the checkpoint cannot be "
-                                                                               "continued")):
+                                                                               "continued"),
+                            ({**saved, "step": 7}, "'step' is 7, past the 2 steps the run takes (--max-steps 2)")):
         manifest.write_text(json.dumps(edited))
         with pytest.raises(CheckpointError) as error:
             run(args, Processes.start("cpu"), tiny_classifier, _SameBatch(tiny_classifier()), TaskObjective(), 2, {},

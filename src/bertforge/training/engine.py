@@ -191,6 +191,10 @@ def run(args: TrainingArguments, processes: Processes, build_model: Callable[[],
         if differences:
             raise CheckpointError(f"--resume {resume_from} was made with another configuration: "
                                   + "; ".join(differences))
+        if checkpoint["step"] > total_steps:  # the settings match, so the step was edited: the run would end unrun
+            limit = f" (--max-steps {args.max_steps})" if args.max_steps == total_steps else ""
+            raise CheckpointError(f"{checkpoint.name}: {checkpoint.directory / checkpoints.MANIFEST}: 'step' is "
+                                  f"{checkpoint['step']}, past the {total_steps} steps the run takes{limit}")
         if Path(resume_from).resolve() != output_dir.resolve():  # its best model and logs are there, not here
             raise ConfigError(f"--resume {resume_from} continues the run in that directory: give it as the output "
                               f"directory too ({output_dir} is another), or copy the run there first")
