@@ -163,6 +163,21 @@ def test_bad_corpus_files(tmp_path, tokenizer, caplog):
     assert "end mid-sentence" not in caplog.text  # one sentence a line, as the format asks
 
 
+def test_a_corpus_file_given_twice_is_refused_naming_it(tmp_path, tokenizer):
+    """Its documents were read, and made into instances, twice without a word."""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("One sentence here.\nAnother one there.\n\nA second document.\nIt ends.\n")
+    (tmp_path / "sub").mkdir()
+    result = CliRunner().invoke(cli, ["pretrain", "prepare", str(corpus), str(tmp_path / "sub" / ".." / "c.txt"),
+                                      str(tmp_path / "data")])
+    assert result.exit_code == 2 and result.output.strip() == \
+        f"error: CORPUS {tmp_path / 'sub' / '..' / 'c.txt'}: the same file given twice (as {corpus} too); it would " \
+        f"be counted twice: give it once", result.output
+    with pytest.raises(InputError, match=r"^CORPUS .*c\.txt: the same file given twice; "):
+        prepare([corpus, corpus], tmp_path / "data", tokenizer, PrepareOptions(), progress=False)
+    assert not (tmp_path / "data").exists()
+
+
 def test_hard_wrapped_prose_is_named_in_a_warning(tmp_path, caplog):
     """A book as it is printed (lines wrapped mid-sentence, paragraphs between blank lines) would become
     fragments as segments and paragraphs as documents: the warning says so and names the JSONL remedy."""

@@ -66,6 +66,21 @@ def test_special_tokens_that_cannot_make_the_vocabulary_name_the_option(tmp_path
     assert not (tmp_path / "out").exists()
 
 
+def test_an_input_file_given_twice_is_refused_naming_it_and_the_option(tmp_path):
+    """Its words were counted twice without a word, passing --min-frequency they do not reach."""
+    from click.testing import CliRunner
+
+    from bertforge.cli.main import cli
+
+    corpus = tmp_path / "c.txt"
+    corpus.write_text(SPEC_TEXT[0], encoding="utf-8")
+    result = CliRunner().invoke(cli, ["train-vocab", "--input", str(corpus), "--input", str(corpus), "--output",
+                                      str(tmp_path / "out")])
+    assert result.exit_code == 2 and result.output.strip() == \
+        f"error: --input {corpus}: the same file given twice; it would be counted twice: give it once", result.output
+    assert not (tmp_path / "out").exists()
+
+
 def test_non_utf8_file_names_file_and_offset(tmp_path):
     path = tmp_path / "latin1.txt"
     path.write_bytes("first line\nna\u00efve\n".encode("latin-1"))

@@ -10,6 +10,7 @@ import click
 from bertforge.cli.io import SEED, typed
 from bertforge.errors import ConfigError
 from bertforge.io.atomic import check_output_dir
+from bertforge.io.readers import check_distinct_files
 
 
 @click.group()
@@ -85,6 +86,7 @@ def prepare(corpus, output_dir, vocab, max_seq_length, short_seq_prob, dupe_fact
     from bertforge.runcard import RunCard
     from bertforge.tokenization import BertTokenizer
 
+    check_distinct_files(corpus, "CORPUS")  # before the run card reads them whole
     card = RunCard.start(click.get_current_context().params, [*corpus, vocab or default_model_path() / "vocab.txt"],
                          output_dir, seed)
 

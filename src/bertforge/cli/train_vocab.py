@@ -9,7 +9,7 @@ import click
 
 from bertforge.errors import InputError
 from bertforge.io.atomic import check_output_dir
-from bertforge.io.readers import read_corpus
+from bertforge.io.readers import check_distinct_files, read_corpus
 from bertforge.pretraining.parts import INDEX_FILE
 from bertforge.runcard import RunCard
 from bertforge.tokenization.bpe import MERGES_FILE, VOCAB_FILE
@@ -52,6 +52,7 @@ def train_vocab(algorithm, vocab_size, min_frequency, inputs, output, lowercase,
     check_vocab_output(output, algorithm)
     if limit_alphabet is not None and algorithm == "byte-bpe":
         raise InputError("--limit-alphabet applies to wordpiece and bpe; byte-bpe's alphabet is the 256 bytes")
+    check_distinct_files(inputs, "--input")  # before the run card reads them whole
     card = RunCard.start(click.get_current_context().params, inputs, output)
     corpus = read_corpus(inputs)  # missing --input files are reported here, before the counting starts
     if lowercase is None:

@@ -62,6 +62,28 @@ def check_input_file(path: str | Path) -> Path:
     return path
 
 
+def check_distinct_files(paths: Iterable[str | Path], what: str) -> None:
+    """None of `paths` is the same file as another (by where it resolves to): one given twice would be read, and
+    counted, twice without a word. `what` is the option or argument that named them. Nothing is read, so a command
+    checks this before its run card reads the files whole."""
+    seen = {}
+    for path in paths:
+        resolved = Path(path).resolve()
+        if resolved in seen:
+            first = seen[resolved]
+            also = "" if str(first) == str(path) else f" (as {first} too)"
+            raise InputError(f"{what} {path}: the same file given twice{also}; it would be counted twice: give it "
+                             f"once")
+        seen[resolved] = path
+
+
+def check_input_files(paths: Iterable[str | Path], what: str) -> list[Path]:
+    """`check_input_file` of each of `paths`, after `check_distinct_files`."""
+    paths = list(paths)
+    check_distinct_files(paths, what)
+    return [check_input_file(path) for path in paths]
+
+
 def file_format(path: str | Path) -> str:
     """The format suffix, lower-cased, looking through a `.gz`: "data.jsonl.gz" -> ".jsonl"."""
     path = Path(path)
@@ -244,11 +266,12 @@ def _row_dict(path: Path, number: int, header: list[str], cells: list[str], last
 
 # --- training corpora ---------------------------------------------------------------------------
 
-def read_corpus(paths: Iterable[str | Path]) -> Iterator[str]:
+def read_corpus(paths: Iterable[str | Path], what: str = "--input") -> Iterator[str]:
     """The texts of every file in `paths`, in order: pieces of whole lines for text files, the
     `text` field of each record for `.jsonl` and `.json` files (JSON Lines). Any other extension is
-    read as plain text. Missing files are reported at once, before anything is read."""
-    paths = [check_input_file(path) for path in paths]
+    read as plain text. Missing files, and one given twice, are reported at once, before anything is
+    read (`what` names the option that gave them)."""
+    paths = check_input_files(paths, what)
     return (text for path in paths for text in _corpus_texts(path))
 
 

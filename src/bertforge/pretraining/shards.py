@@ -18,7 +18,7 @@ import numpy as np
 
 from bertforge.errors import ConfigError, InputError
 from bertforge.io.atomic import atomic_directory, check_output_dir, write_json
-from bertforge.io.readers import check_input_file
+from bertforge.io.readers import check_input_files
 from bertforge.paths import TOKENIZER_FILES
 from bertforge.pretraining.chunks import STAT_KEYS, ChunkRows, make_chunks, read_chunks, select_part
 from bertforge.pretraining.corpus import text_size
@@ -136,7 +136,7 @@ def prepare(corpus_files: Iterable[str | Path], output_dir: str | Path, tokenize
     `finish(directory, index)` may add files (a run card) to the data set before the swap."""
     options.validate()
     _check_workers_and_part(part, workers)
-    files = [check_input_file(f) for f in corpus_files]
+    files = check_input_files(corpus_files, "CORPUS")
     if not files:
         raise InputError("no corpus file given")
     check_output_dir(output_dir, inputs=files, holds=INDEX_FILE, only=DATA_FILES)
