@@ -49,16 +49,18 @@ def test_a_pretrained_student_must_fit_its_teacher(teachers, sst2, tokenizer, tm
                    "must have been pre-trained on text cased as the teacher's inputs are"
     line = _one_line_error(*start, "--student", other, "--student-size", "L2-H16", "--output", tmp_path / "out")
     assert "without --student-layers, --student-size and --save-as" in line
-    line = _one_line_error(*start, "--student", tmp_path, "--output", tmp_path / "out")
-    assert f"--student {tmp_path}: no config.json (or Google's bert_config.json) there" in line
-    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--student", other,
+    empty = tmp_path / "empty"  # beside the output: one inside the --student folder is refused before this
+    empty.mkdir()
+    line = _one_line_error(*start, "--student", empty, "--output", tmp_path / "out")
+    assert f"--student {empty}: no config.json (or Google's bert_config.json) there" in line
+    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", empty, "--student", other,
                            "--output", tmp_path / "out")
     assert "--task mlm: the student starts from the teacher's layers (--student-layers), not --student-size, " \
            "--student or --prune" in line
-    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--prune",
+    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", empty, "--prune",
                            "--output", tmp_path / "out")
     assert "not --student-size, --student or --prune" in line
-    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path, "--layer-lr-decay", 0.8,
+    line = _one_line_error("--task", "mlm", "--teacher", teachers["mlm"], "--train", empty, "--layer-lr-decay", 0.8,
                            "--output", tmp_path / "out")
     assert "--layer-lr-decay 0.8 is for fine-tuning a task student; --task mlm trains all of its layers at one rate" \
         in line
