@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 # The helper modules' asserts report as a test's own do (pytest rewrites only test modules by itself).
-pytest.register_assert_rewrite("distill_helpers", "server_helpers", "training_helpers")
+pytest.register_assert_rewrite("distill_helpers", "server_fixtures", "server_helpers", "training_helpers")
 
 REPO = Path(__file__).resolve().parents[1]
 # BERTFORGE_DATA points elsewhere (or nowhere, to see what a fresh clone runs).
