@@ -1,5 +1,6 @@
-"""Checkpoint formats users bring: transformers 5 folders (tokenizer.json, no vocab.txt), Google's
-TensorFlow originals (read without TensorFlow) and DistilBERT, each against the reference."""
+"""Google's TensorFlow checkpoints, read without TensorFlow: their arrays equal what TensorFlow was
+given, their forward passes match transformers models given the same arrays, `bertforge convert` writes
+folders transformers loads (float16 too), and a damaged checkpoint is one line naming the file."""
 
 from __future__ import annotations
 
@@ -13,100 +14,9 @@ from click.testing import CliRunner
 
 from bertforge import BertTokenizer
 from bertforge.cli.main import cli
-from bertforge.errors import CheckpointError
 from bertforge.model import BertForQuestionAnswering
-from conftest import REPO, gutenberg_lines, sst2_sentences
+from format_helpers import TF_FIXTURE, _real_texts
 
-TF_FIXTURE = REPO / "tests" / "fixtures" / "tf_checkpoint"
-
-
-def _real_texts() -> list[str]:
-    return gutenberg_lines(40) + sst2_sentences(40, split="validation")
-
-
-# --- transformers 5 folders --------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def transformers5_folder(tmp_path_factory, default_model_dir) -> Path:
-    """What transformers 5 writes for `model.save_pretrained(d); tokenizer.save_pretrained(d)`:
-    config.json, model.safetensors, tokenizer.json, tokenizer_config.json and no vocab.txt."""
-    from transformers import AutoTokenizer, BertConfig, BertForMaskedLM
-
-    torch.manual_seed(0)
-    model = BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
-                                       num_attention_heads=2, intermediate_size=64)).eval()
-    directory = tmp_path_factory.mktemp("transformers5")
-    model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(str(default_model_dir)).save_pretrained(str(directory))
-    assert (directory / "tokenizer.json").exists() and not (directory / "vocab.txt").exists()
-    return directory
-
-
-def test_tokenizer_from_tokenizer_json_matches_reference(transformers5_folder, default_model_dir):
-    from transformers import AutoTokenizer
-
-    ours = BertTokenizer.from_pretrained(transformers5_folder)
-    with_vocab = BertTokenizer.from_pretrained(default_model_dir)
-    reference = AutoTokenizer.from_pretrained(str(transformers5_folder))
-    texts = _real_texts()
-    pairs = list(zip(texts[::2], texts[1::2]))
-    assert ours(texts)["input_ids"] == reference(texts)["input_ids"] == with_vocab(texts)["input_ids"]
-    got, expected = ours(*zip(*pairs)), reference(*map(list, zip(*pairs)))
-    assert got["input_ids"] == expected["input_ids"]
-    assert got["token_type_ids"] == expected["token_type_ids"]
-    assert ours.all_special_ids == with_vocab.all_special_ids
-
-
-def test_transformers5_folder_gives_the_same_outputs_as_with_vocab_txt(transformers5_folder, default_model_dir,
-                                                                      tmp_path):
-    import bertforge
-
-    with_vocab = tmp_path / "with-vocab"
-    shutil.copytree(transformers5_folder, with_vocab)
-    (with_vocab / "tokenizer.json").unlink()
-    shutil.copy(default_model_dir / "vocab.txt", with_vocab / "vocab.txt")
-    texts = ["Paris is the capital of [MASK].", "The man went to the [MASK] to buy milk."]
-    got = bertforge.pipeline("fill-mask", model=transformers5_folder)(texts, top_k=3)
-    expected = bertforge.pipeline("fill-mask", model=with_vocab)(texts, top_k=3)
-    assert [[g["token"] for g in row] for row in got] == [[e["token"] for e in row] for row in expected]
-    assert [g["score"] for row in got for g in row] == pytest.approx(
-        [e["score"] for row in expected for e in row], abs=1e-7)
-
-
-@pytest.mark.parametrize("lowercase", [True, False])
-def test_saved_tokenizer_json_loads_in_the_references_to_the_same_ids(tmp_path, default_model_dir, lowercase):
-    from tokenizers import Tokenizer
-    from transformers import AutoTokenizer
-
-    ours = BertTokenizer.from_pretrained(default_model_dir, do_lower_case=lowercase)
-    ours.save_pretrained(tmp_path)
-    assert (tmp_path / "vocab.txt").exists()
-    (tmp_path / "vocab.txt").unlink()  # the references must read tokenizer.json alone
-    texts = _real_texts() + ["Héllo Wörld 東京 naïve CAFÉ", "\x00odd\u200bchars\tand  spaces"]
-    expected = ours(texts)["input_ids"]
-    assert [e.ids for e in Tokenizer.from_file(str(tmp_path / "tokenizer.json")).encode_batch(texts)] == expected
-    assert AutoTokenizer.from_pretrained(str(tmp_path))(texts)["input_ids"] == expected
-    assert BertTokenizer.from_pretrained(tmp_path)(texts)["input_ids"] == expected
-
-
-def test_non_wordpiece_tokenizer_json_is_refused_naming_the_file(tmp_path):
-    from tokenizers import Tokenizer, models
-
-    Tokenizer(models.BPE(vocab={"a": 0, "b": 1, "ab": 2}, merges=[("a", "b")])).save(str(tmp_path / "tokenizer.json"))
-    with pytest.raises(CheckpointError, match=r"tokenizer\.json: model type is 'BPE', not WordPiece"):
-        BertTokenizer.from_pretrained(tmp_path)
-    result = CliRunner().invoke(cli, ["tokenize", "--model", str(tmp_path), "hello"])
-    assert result.exit_code != 0 and "Traceback" not in result.output
-    assert str(tmp_path / "tokenizer.json") in result.output and len(result.output.strip().splitlines()) == 1
-
-
-def test_cli_runs_on_a_transformers5_folder(transformers5_folder):
-    result = CliRunner().invoke(cli, ["fill-mask", "--model", str(transformers5_folder), "Paris is the [MASK]."])
-    assert result.exit_code == 0, result.output
-
-
-# --- Google's TensorFlow checkpoints -------------------------------------------------------------
 
 TF_FOLDERS = {"google": "bert_model.ckpt", "squad": "model.ckpt-88", "classifier": "model.ckpt-12"}
 
@@ -215,17 +125,6 @@ def test_convert_writes_a_folder_transformers_loads(tmp_path):
                                    atol=1e-5, rtol=1e-5)
 
 
-def test_convert_a_transformers5_folder_and_a_training_prefix(transformers5_folder, tmp_path):
-    runner = CliRunner()
-    for source, name in ((transformers5_folder, "t5"), (TF_FIXTURE / "squad" / "model.ckpt-88", "squad")):
-        result = runner.invoke(cli, ["convert", str(source), str(tmp_path / name)])
-        assert result.exit_code == 0, result.output
-    converted = BertTokenizer.from_pretrained(tmp_path / "t5")
-    assert converted.vocab == BertTokenizer.from_pretrained(transformers5_folder).vocab
-    result = runner.invoke(cli, ["fill-mask", "--model", str(TF_FIXTURE / "google"), "paris is the [MASK] of france"])
-    assert result.exit_code == 0, result.output
-
-
 def test_convert_stores_float16_weights_transformers_reads_as_the_same_model(tmp_path):
     import transformers
     from safetensors.torch import load_file
@@ -310,139 +209,3 @@ def test_cased_google_folder_name_keeps_case(tmp_path):
     result = CliRunner().invoke(cli, ["convert", str(cased), str(tmp_path / "out")])
     assert result.exit_code == 0, result.output
     assert BertTokenizer.from_pretrained(tmp_path / "out").do_lower_case is False
-
-
-# --- DistilBERT ------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def distilbert_folder(tmp_path_factory, default_model_dir) -> Path:
-    """A random-weight DistilBertForMaskedLM (bert-base-uncased vocabulary) and its tokenizer, as
-    transformers 5 saves them (tokenizer.json, no vocab.txt)."""
-    from transformers import AutoTokenizer, DistilBertConfig, DistilBertForMaskedLM
-
-    torch.manual_seed(4)
-    model = DistilBertForMaskedLM(DistilBertConfig(vocab_size=30522, dim=64, n_layers=2, n_heads=4,
-                                                   hidden_dim=128, max_position_embeddings=128)).eval()
-    directory = tmp_path_factory.mktemp("distilbert")
-    model.save_pretrained(directory)
-    AutoTokenizer.from_pretrained(str(default_model_dir)).save_pretrained(str(directory))
-    return directory
-
-
-def test_distilbert_hidden_states_match_transformers(distilbert_folder):
-    import bertforge
-    from transformers import DistilBertModel
-
-    from bertforge.model import BertModel
-
-    texts = sst2_sentences(16, split="validation")
-    reference = DistilBertModel.from_pretrained(distilbert_folder).eval()
-    ours = BertModel.from_pretrained(distilbert_folder)
-    assert ours.config.is_distilbert and ours.pooler is None and ours.embeddings.token_type is None
-    batch = BertTokenizer.from_pretrained(distilbert_folder)(texts, padding=True, return_tensors="pt")
-    with torch.no_grad():
-        got = ours(**batch, output_hidden_states=True)
-        expected = reference(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                             output_hidden_states=True)
-    mask = batch["attention_mask"].bool()
-    assert len(got.hidden_states) == len(expected.hidden_states) == 3
-    for value, reference_value in zip(got.hidden_states, expected.hidden_states, strict=True):
-        torch.testing.assert_close(value[mask], reference_value[mask], atol=1e-5, rtol=1e-5)
-    # the unpadded inference path of the pipelines, word by word
-    vectors = bertforge.pipeline("feature-extraction", model=distilbert_folder)(texts[:4])
-    for i, vector in enumerate(vectors):
-        n = int(mask[i].sum())
-        torch.testing.assert_close(torch.as_tensor(vector.vectors), expected.last_hidden_state[i, :n], atol=1e-5,
-                                   rtol=1e-5)
-
-
-def test_distilbert_fill_mask_matches_transformers(distilbert_folder):
-    import bertforge
-    from transformers import pipeline
-
-    texts = [f"{text.split(' ', 1)[0]} [MASK] {text.split(' ', 1)[1]}" for text in
-             sst2_sentences(30, split="validation") if " " in text.strip()][:8]
-    got = bertforge.pipeline("fill-mask", model=distilbert_folder)(texts, top_k=5)
-    expected = pipeline("fill-mask", model=str(distilbert_folder))(texts, top_k=5)
-    for row, reference_row in zip(got, expected, strict=True):
-        assert [g["token"] for g in row] == [e["token"] for e in reference_row]
-        assert [g["score"] for g in row] == pytest.approx([e["score"] for e in reference_row], abs=1e-5)
-
-
-@pytest.mark.parametrize("head", ["DistilBertForSequenceClassification", "DistilBertForQuestionAnswering",
-                                  "DistilBertForTokenClassification"])
-def test_distilbert_task_heads_load_and_save_in_transformers_layout(head, tmp_path):
-    import transformers
-
-    from bertforge import model as ours_models
-
-    torch.manual_seed(1)
-    config = transformers.DistilBertConfig(vocab_size=120, dim=32, n_layers=2, n_heads=2, hidden_dim=64,
-                                           max_position_embeddings=40, sinusoidal_pos_embds=True,
-                                           num_labels=2 if head.endswith("QuestionAnswering") else 3)
-    reference = getattr(transformers, head)(config).eval()
-    reference.save_pretrained(tmp_path / "reference")
-    ours = getattr(ours_models, head.replace("DistilBert", "Bert")).from_pretrained(tmp_path / "reference")
-    assert ours.missing_keys == []
-    ids = torch.randint(0, 120, (3, 12))
-    mask = torch.ones_like(ids)
-    mask[1, 8:] = 0
-    with torch.no_grad():
-        expected = reference(input_ids=ids, attention_mask=mask)
-        got = ours(input_ids=ids, attention_mask=mask).logits
-    if head.endswith("QuestionAnswering"):
-        expected_logits = torch.stack([expected.start_logits, expected.end_logits], -1)
-    else:
-        expected_logits = expected.logits
-    torch.testing.assert_close(got, expected_logits, atol=1e-5, rtol=1e-5)
-    ours.save_pretrained(tmp_path / "ours")
-    again, info = getattr(transformers, head).from_pretrained(tmp_path / "ours", output_loading_info=True)
-    assert not any(info.values()), info
-    assert json.loads((tmp_path / "ours" / "config.json").read_text())["architectures"] == [head]
-    for name, tensor in reference.state_dict().items():
-        assert torch.equal(again.state_dict()[name], tensor), name
-
-
-def test_distilbert_sinusoidal_positions_match_transformers():
-    import transformers
-
-    from bertforge.model import BertConfig, BertModel
-
-    config = transformers.DistilBertConfig(vocab_size=50, dim=32, n_layers=1, n_heads=2, hidden_dim=64,
-                                           max_position_embeddings=40, sinusoidal_pos_embds=True)
-    reference = transformers.DistilBertModel(config).embeddings.position_embeddings.weight
-    ours = BertModel(BertConfig.from_dict(config.to_dict())).embeddings.position
-    torch.testing.assert_close(ours.weight, reference, atol=1e-6, rtol=0)
-    assert not ours.weight.requires_grad
-
-
-def test_cli_convert_and_fill_mask_on_a_distilbert_folder(distilbert_folder, tmp_path):
-    from transformers import DistilBertForMaskedLM
-
-    runner = CliRunner()
-    result = runner.invoke(cli, ["convert", str(distilbert_folder), str(tmp_path / "out")])
-    assert result.exit_code == 0, result.output
-    _, info = DistilBertForMaskedLM.from_pretrained(tmp_path / "out", output_loading_info=True)
-    assert not any(info.values()), info
-    result = runner.invoke(cli, ["fill-mask", "--model", str(tmp_path / "out"), "Paris is the [MASK] of France."])
-    assert result.exit_code == 0, result.output
-
-
-def test_serve_loads_google_and_distilbert_folders_with_their_heads(distilbert_folder):
-    from bertforge.pipelines import pipeline
-    from bertforge.pipelines.loading import load_checkpoint
-    from bertforge.server.models import load_served_model
-
-    google = load_checkpoint(TF_FIXTURE / "google")
-    assert {"fill-mask", "next-sentence"} <= set(google.tasks) and type(google.model).__name__ == "BertForPreTraining"
-    distilbert = load_checkpoint(distilbert_folder)
-    assert "fill-mask" in distilbert.tasks and type(distilbert.model).__name__ == "BertForMaskedLM"
-    # a training run's prefix and a file of the folder, as the pipelines take them
-    squad = load_checkpoint(TF_FIXTURE / "squad" / "model.ckpt-88")
-    assert "question-answering" in squad.tasks and squad.path == TF_FIXTURE / "squad"
-    answer = pipeline("question-answering", model=TF_FIXTURE / "squad" / "model.ckpt-88")(
-        "Where is Paris?", "Paris lies on the Seine in northern France.")
-    served = load_served_model("squad", TF_FIXTURE / "squad" / "bert_config.json")
-    assert served.run_qa([("Where is Paris?", "Paris lies on the Seine in northern France.")])[0]["answer"] == \
-        answer["answer"]
