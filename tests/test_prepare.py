@@ -80,12 +80,15 @@ def test_ctrl_c_stops_prepare_with_workers_and_leaves_nothing_behind(chapters, t
 
     output = tmp_path / "out" / "data"
     command = [sys.executable, "-m", "bertforge", "pretrain", "prepare", str(chapters), str(output), "--workers", "2",
-               "--chunk-tokens", "6000", "--dupe-factor", "40", "--max-seq-length", "64"]
+               "--chunk-tokens", "6000", "--dupe-factor", "400", "--max-seq-length", "64", "--shard-size", "500"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("out/.data.*.tmp/*")):  # the first shard is being written: workers at work
+        # The first shard is being written, about 4 s before the end on an idle 2-core machine (small shards, many
+        # copies of each document): workers at work. With one shard, written last, a busy machine once let prepare
+        # end before the signal was sent.
+        while not list(tmp_path.glob("out/.data.*.tmp/*")):
             assert process.poll() is None and time.monotonic() < deadline, "prepare ended before it could be stopped"
             time.sleep(0.01)
         os.killpg(process.pid, signal.SIGINT)
