@@ -101,6 +101,8 @@ def test_token_classification_aggregates_as_transformers_does():
     with pytest.raises(InputError, match="aggregation_strategy must be one of first, average, max, simple, none, "
                                          "got 'mean'"):
         tagger("Paris", aggregation_strategy="mean")
+    # transformers reads the strategy's name in any case ("SIMPLE" as "simple")
+    assert tagger(texts, aggregation_strategy="SIMPLE") == tagger(texts, aggregation_strategy="simple")
     with pytest.raises(InputError, match="ignore_labels must be a list of labels, got 'O'"):
         tagger("Paris", ignore_labels="O")
 

@@ -84,6 +84,8 @@ class TokenClassificationPipeline(Pipeline):
         ignore_labels = ("O",) if ignore_labels is None else ignore_labels  # transformers' None: its default
         if isinstance(ignore_labels, str) or not all(isinstance(label, str) for label in ignore_labels):
             raise InputError(f"ignore_labels must be a list of labels, got {ignore_labels!r}")
+        if isinstance(aggregation_strategy, str):  # transformers reads the name in any case
+            aggregation_strategy = aggregation_strategy.lower()
         if aggregation_strategy not in AGGREGATION_STRATEGIES:
             raise InputError(f"aggregation_strategy must be one of {', '.join(AGGREGATION_STRATEGIES)}, "
                              f"got {aggregation_strategy!r}")
