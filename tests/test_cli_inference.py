@@ -128,6 +128,8 @@ def test_similarity_prints_a_readable_comparison():
 def test_similarity_names_a_word_truncation_cut_and_an_unchanged_cosine():
     assert_clean_error(run("similarity", "--word", "bank", "word " * 300 + "bank", "a bank", "--max-length", 32),
                        "the word 'bank' lies beyond max_length 32", "where truncation cut it away")
+    # an empty sentence is named as the argument it is, not as one the word does not occur in
+    assert_clean_error(run("similarity", "--word", "bank", "a bank", " "), "SENTENCES: argument 2 is empty")
     result = run("similarity", "--word", "bank", "the bank", "a bank", "--layer", 0)  # context-free on both sides
     assert result.exit_code == 0 and "context-free 1.000 -> contextual 1.000 (unchanged)" in result.output, result.output
 

@@ -8,6 +8,7 @@ import click
 
 from bertforge.cli.io import check_output, check_texts, model_options, pipeline_from_options, write_records
 from bertforge.errors import InputError
+from bertforge.tokenization.basic import has_text
 
 
 @click.command()
@@ -30,6 +31,9 @@ def similarity(sentences, word, layer, output, **options):
       bertforge similarity --word bank "We sat on the bank of the river" "She opened an account at the bank"
     """
     check_output(output)
+    empty = next((n for n, sentence in enumerate(sentences, 1) if not has_text(sentence)), None)
+    if empty:
+        raise InputError(f"SENTENCES: argument {empty} is empty")
     check_texts(sentences)
     check_texts([word], "--word")
     if sentences and not word:
