@@ -150,18 +150,19 @@ def test_linear_under_torch_compile_takes_f_linear(onednn_linear_on, monkeypatch
         assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
 
 
-def test_linear_gradients_equal_f_linears(onednn_linear_on):
+@pytest.mark.parametrize("inputs, outputs", [(384, 1536), (1536, 384)], ids=["widening", "narrowing"])
+def test_linear_gradients_equal_f_linears(onednn_linear_on, inputs, outputs):
     """Training takes oneDNN too (`OneDNNLinear`: a backward made of the same op). Its gradients equal
-    `F.linear`'s within float32 rounding, with no autograd warning; under autocast the product is
-    bfloat16 as usual."""
+    `F.linear`'s within float32 rounding, with no autograd warning, whichever side of the weight's gradient
+    is the wider (the backward arranges that product by it); under autocast the product is bfloat16 as usual."""
     import warnings
 
     from bertforge.model.linear import Linear
 
     torch.manual_seed(0)
-    layer = Linear(384, 1536)
-    x = torch.randn(4, 9, 384, requires_grad=True)
-    upstream = torch.randn(4, 9, 1536)
+    layer = Linear(inputs, outputs)
+    x = torch.randn(4, 9, inputs, requires_grad=True)
+    upstream = torch.randn(4, 9, outputs)
     gradients = []
     for product in (layer, lambda inputs: torch.nn.functional.linear(inputs, layer.weight, layer.bias)):
         with warnings.catch_warnings():
@@ -171,8 +172,8 @@ def test_linear_gradients_equal_f_linears(onednn_linear_on):
         gradients.append([output.detach(), x.grad, layer.weight.grad, layer.bias.grad])
         x.grad = layer.weight.grad = layer.bias.grad = None
     assert (type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward") == onednn_linear_on
-    # each result is a sum over 384 inputs (output), 1,536 outputs (input gradient) or 36 rows (weight, bias)
-    for a, b, length in zip(*gradients, (384, 1536, 36, 36)):
+    # each result is a sum over the inputs (output), the outputs (input gradient) or 36 rows (weight, bias)
+    for a, b, length in zip(*gradients, (inputs, outputs, 36, 36)):
         assert max_diff(a, b) < rounding_bound(b.abs().max().item(), length)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert layer(x).dtype == torch.bfloat16

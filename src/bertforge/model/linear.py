@@ -57,8 +57,13 @@ class OneDNNLinear(torch.autograd.Function):
         if ctx.needs_input_grad[0]:
             grad_x = onednn_linear(grad, weight.t(), None)  # (..., out) · (out, in) → (..., in)
         if ctx.needs_input_grad[1]:
-            # (out, rows) · (rows, in) → (out, in), written as a product with a transposed right side
-            grad_weight = onednn_linear(grad_rows.t(), x.reshape(-1, x.shape[-1]).t(), None)
+            # (out, rows) · (rows, in) → (out, in). oneDNN copies a transposed left side whole, so the narrower of
+            # the two goes there: for the vocabulary projection that is x (rows × 256), not grad (rows × 30522).
+            x_rows = x.reshape(-1, x.shape[-1])  # (rows, in)
+            if grad_rows.shape[1] > x_rows.shape[1]:
+                grad_weight = onednn_linear(x_rows.t(), grad_rows.t(), None).t()  # ((in, rows) · (rows, out))ᵀ
+            else:
+                grad_weight = onednn_linear(grad_rows.t(), x_rows.t(), None)
         if ctx.needs_input_grad[2]:  # False when there is no bias
             grad_bias = grad_rows.sum(0)
         return grad_x, grad_weight, grad_bias
