@@ -150,18 +150,21 @@ def test_linear_under_torch_compile_takes_f_linear(onednn_linear_on, monkeypatch
         assert torch.equal(layer(x), torch.nn.functional.linear(x, layer.weight, layer.bias))
 
 
-@pytest.mark.parametrize("inputs, outputs", [(384, 1536), (1536, 384)], ids=["widening", "narrowing"])
-def test_linear_gradients_equal_f_linears(onednn_linear_on, inputs, outputs):
+@pytest.mark.parametrize("inputs, outputs, spacing", [(384, 1536, 1), (1536, 384, 1), (384, 384, 3)],
+                         ids=["widening", "narrowing", "spaced rows"])
+def test_linear_gradients_equal_f_linears(onednn_linear_on, inputs, outputs, spacing):
     """Training takes oneDNN too (`OneDNNLinear`: a backward made of the same op). Its gradients equal
     `F.linear`'s within float32 rounding, with no autograd warning, whichever side of the weight's gradient
-    is the wider (the backward arranges that product by it); under autocast the product is bfloat16 as usual."""
+    is the wider (the backward arranges that product by it) and on rows spaced apart in memory (the pooler's
+    [CLS] rows); under autocast the product is bfloat16 as usual."""
     import warnings
 
     from bertforge.model.linear import Linear
 
     torch.manual_seed(0)
     layer = Linear(inputs, outputs)
-    x = torch.randn(4, 9, inputs, requires_grad=True)
+    rows = torch.randn(4, 9, spacing, inputs, requires_grad=True)
+    x = rows[..., 0, :]  # (4, 9, inputs), rows `spacing` apart
     upstream = torch.randn(4, 9, outputs)
     gradients = []
     for product in (layer, lambda inputs: torch.nn.functional.linear(inputs, layer.weight, layer.bias)):
@@ -169,8 +172,8 @@ def test_linear_gradients_equal_f_linears(onednn_linear_on, inputs, outputs):
             warnings.simplefilter("error")
             output = product(x)
             output.backward(upstream)
-        gradients.append([output.detach(), x.grad, layer.weight.grad, layer.bias.grad])
-        x.grad = layer.weight.grad = layer.bias.grad = None
+        gradients.append([output.detach(), rows.grad, layer.weight.grad, layer.bias.grad])
+        rows.grad = layer.weight.grad = layer.bias.grad = None
     assert (type(layer(x).grad_fn).__name__ == "OneDNNLinearBackward") == onednn_linear_on
     # each result is a sum over the inputs (output), the outputs (input gradient) or 36 rows (weight, bias)
     for a, b, length in zip(*gradients, (inputs, outputs, 36, 36)):

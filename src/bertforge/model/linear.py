@@ -52,14 +52,16 @@ class OneDNNLinear(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
-        grad_rows = grad.reshape(-1, grad.shape[-1])  # (rows, out)
+        # oneDNN reorders a transposed left side with spaced-out rows element by element: for the pooler's [CLS] rows
+        # (32 of a 32 × 128 batch) that took 60 ms against 0.1 ms once contiguous (contiguous() is free when it is).
+        grad_rows = grad.reshape(-1, grad.shape[-1]).contiguous()  # (rows, out)
         grad_x = grad_weight = grad_bias = None
         if ctx.needs_input_grad[0]:
             grad_x = onednn_linear(grad, weight.t(), None)  # (..., out) · (out, in) → (..., in)
         if ctx.needs_input_grad[1]:
             # (out, rows) · (rows, in) → (out, in). oneDNN copies a transposed left side whole, so the narrower of
             # the two goes there: for the vocabulary projection that is x (rows × 256), not grad (rows × 30522).
-            x_rows = x.reshape(-1, x.shape[-1])  # (rows, in)
+            x_rows = x.reshape(-1, x.shape[-1]).contiguous()  # (rows, in)
             if grad_rows.shape[1] > x_rows.shape[1]:
                 grad_weight = onednn_linear(x_rows.t(), grad_rows.t(), None).t()  # ((in, rows) · (rows, out))ᵀ
             else:
