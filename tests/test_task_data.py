@@ -16,7 +16,7 @@ from bertforge.model import BertForTokenClassification
 from bertforge.tasks import build_task, check_head
 from bertforge.io.datasets import TextExample, read_conll, read_squad, read_text_examples
 from bertforge.tasks.classification import ClassificationTask
-from bertforge.tasks.ner import TokenClassificationTask, warn_cut_words
+from bertforge.tasks.ner import TokenClassificationTask
 from bertforge.tokenization import BertTokenizer
 from conftest import REPO, fixture_data, require_data
 from task_helpers import SMALL, sst2_slice
@@ -69,22 +69,6 @@ def test_class_ids_in_a_file_read_as_the_classes_of_a_model_whose_labels_have_na
     with pytest.raises(InputError, match="label '2' was not seen"):
         numbered.label_id(examples[3])
     assert numbered.label_id(examples[0]) == 1
-
-
-def test_ner_words_beyond_max_length_are_counted_in_a_warning(tokenizer, caplog):
-    sentences = read_conll(fixture_data("conll2003", "valid.txt"))[:40]
-    task = TokenClassificationTask.from_sentences(sentences)
-    longest = max(range(len(sentences)), key=lambda i: len(sentences[i].words))
-    features = task.encode(sentences, tokenizer, 12)
-    with caplog.at_level("WARNING", logger="bertforge.tasks.ner"):
-        warn_cut_words(features, sentences, 12)
-    cut = sum(max(w for w in f["word_ids"] if w is not None) < len(s.words) - 1 for f, s in zip(features, sentences))
-    assert 0 < cut < len(sentences) and len(sentences[longest].words) > 12
-    assert f"{cut} of 40 sentences are longer than --max-length 12 word pieces" in caplog.text
-    caplog.clear()
-    with caplog.at_level("WARNING", logger="bertforge.tasks.ner"):
-        warn_cut_words(task.encode(sentences, tokenizer, 512), sentences, 512)
-    assert not caplog.records
 
 
 def test_squad_entries_with_nothing_to_read_are_one_line(tmp_path):

@@ -1,6 +1,6 @@
 """Token classification (CoNLL-2003 NER): each word's tag goes on its first word piece, the other
-pieces carry -100 (no loss); predictions are read back from first pieces and scored per entity
-with seqeval (the CoNLL standard)."""
+pieces carry -100 (no loss); predictions are read back from first pieces, a sentence longer than
+max_length in overlapping windows, and scored per entity with seqeval (the CoNLL standard)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from bertforge.errors import InputError
 from bertforge.model import IGNORE_INDEX, BertForTokenClassification
 from bertforge.tasks.batching import predict_logits
+from bertforge.tasks.squad import doc_stride_for
 from bertforge.io.datasets import TaggedSentence, training_file
 
 log = logging.getLogger(__name__)
@@ -81,22 +82,41 @@ class TokenClassificationTask:
         # "O" first, then the entity types with B- before I-, so id2label reads naturally.
         return cls(sorted(tags, key=lambda t: (t != "O", t[2:], t[:2])))
 
-    def encode(self, sentences: list[TaggedSentence], tokenizer, max_length: int, with_labels: bool = True) -> list[dict]:
+    def encode(self, sentences: list[TaggedSentence], tokenizer, max_length: int, with_labels: bool = True,
+               windows: bool = False) -> list[dict]:
+        """Features of `sentences`, each word's tag on its first piece: cut at `max_length`, or with `windows`
+        read whole, a longer sentence in overlapping windows (the tokenizer's overflowing tokens, overlapping by
+        squad's `doc_stride_for`). `reads` lists the (position, word) a feature's logits tag: each word once, in
+        the window where it has the most context (BERT's run_squad rule: the nearer edge, then the longer window)."""
+        stride = doc_stride_for(max_length) if windows else 0
         encoded = tokenizer([s.words for s in sentences], is_split_into_words=True, truncation=True,
-                            max_length=max_length)
-        features = []
-        for i, sentence in enumerate(sentences):
+                            max_length=max_length, stride=stride, return_overflowing_tokens=windows)
+        samples = [int(i) for i in encoded["overflow_to_sample_mapping"]] if windows else range(len(sentences))
+        features, best = [], {}  # best: (sentence, word) → (context, feature, position) where the word is read
+        start = length = 0  # where the window starts in its sentence's pieces, and how many it holds
+        for i, sample in enumerate(samples):
             word_ids = encoded.word_ids(i)
-            feature = {"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i],
-                       "word_ids": word_ids}
-            if with_labels:
-                labels, previous = [], None
-                for word in word_ids:
-                    labels.append(IGNORE_INDEX if word is None or word == previous
-                                  else self.tag_id(sentence, word))
-                    previous = word
-                feature["labels"] = labels
-            features.append(feature)
+            content = [position for position, word in enumerate(word_ids) if word is not None]
+            if i and sample == samples[i - 1]:  # the tokenizer starts a window `stride` pieces before the last ends
+                start += length - stride
+            else:
+                start, first_piece = 0, {}  # word → the index of its first piece in the sentence
+            length = len(content)
+            labels = [IGNORE_INDEX] * len(word_ids)
+            for j, position in enumerate(content):
+                word = word_ids[position]
+                if first_piece.setdefault(word, start + j) != start + j:
+                    continue  # a later piece of the word (its first may be in the window before)
+                context = min(j, length - 1 - j) + 0.01 * length
+                if context > best.get((sample, word), (-1.0,))[0]:
+                    best[sample, word] = (context, i, position)
+                if with_labels:
+                    labels[position] = self.tag_id(sentences[sample], word)
+            features.append({"input_ids": encoded["input_ids"][i], "token_type_ids": encoded["token_type_ids"][i],
+                             "word_ids": word_ids, "sentence": sample, "reads": [],
+                             **({"labels": labels} if with_labels else {})})
+        for (_, word), (_, i, position) in best.items():
+            features[i]["reads"].append((position, word))
         return features
 
     def tag_id(self, sentence: TaggedSentence, word: int) -> int:
@@ -107,28 +127,21 @@ class TokenClassificationTask:
         return self.label2id[tag]
 
     def train_features(self, sentences, tokenizer, max_length: int) -> list[dict]:
+        # Cut at max_length, as transformers' run_ner trains: windows would count the words they overlap twice.
         return self.encode(sentences, tokenizer, max_length)
 
     def eval_set(self, sentences, tokenizer, max_length: int) -> EvalSet:
-        features = self.encode(sentences, tokenizer, max_length)
-        warn_cut_words(features, sentences, max_length)
-        return EvalSet(features, sentences)
+        return EvalSet(self.encode(sentences, tokenizer, max_length, windows=True), sentences)
 
     def word_predictions(self, features: list[dict], logits: list[np.ndarray], sentences) -> list[list[tuple[str, float]]]:
-        """(tag, probability) for every word, read from its first piece. Words cut off by
-        max_length get "O" with probability 0, so they still count in the evaluation."""
-        out = []
-        for feature, row, sentence in zip(features, logits, sentences):
+        """(tag, probability) for every word `features` read (all with `encode`'s windows), from its first piece."""
+        out = [[None] * len(sentence.words) for sentence in sentences]
+        for feature, row in zip(features, logits):
             probabilities = np.exp(row - row.max(-1, keepdims=True))
             probabilities /= probabilities.sum(-1, keepdims=True)
-            words = [("O", 0.0)] * len(sentence.words)
-            previous = None
-            for position, word in enumerate(feature["word_ids"]):
-                if word is not None and word != previous:
-                    best = int(probabilities[position].argmax())
-                    words[word] = (self.labels[best], float(probabilities[position, best]))
-                previous = word
-            out.append(words)
+            for position, word in feature["reads"]:
+                best = int(probabilities[position].argmax())
+                out[feature["sentence"]][word] = (self.labels[best], float(probabilities[position, best]))
         return out
 
     def evaluate(self, model, eval_set: EvalSet, batch_size: int = 64, bf16: bool = False) -> dict:
@@ -140,16 +153,5 @@ class TokenClassificationTask:
 
     def predict(self, model, sentences, tokenizer, max_length: int, batch_size: int = 64,
                 bf16: bool = False) -> list[list[tuple[str, float]]]:
-        features = self.encode(sentences, tokenizer, max_length, with_labels=False)
-        warn_cut_words(features, sentences, max_length)
+        features = self.encode(sentences, tokenizer, max_length, with_labels=False, windows=True)
         return self.word_predictions(features, predict_logits(model, features, batch_size, bf16), sentences)
-
-
-def warn_cut_words(features: list[dict], sentences, max_length: int) -> None:
-    """Say how many sentences lose words to max_length: those words are tagged "O" with probability 0."""
-    cut = [s for f, s in zip(features, sentences) if max((w for w in f["word_ids"] if w is not None), default=-1)
-           < len(s.words) - 1]
-    if cut:
-        log.warning("%d of %d sentences are longer than --max-length %d word pieces (the first at %s): their last "
-                    "words are tagged O with probability 0; a larger --max-length (up to the model's limit) reads them",
-                    len(cut), len(sentences), max_length, cut[0].source)
