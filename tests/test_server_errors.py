@@ -45,7 +45,7 @@ BAD_INPUTS = [
      json.dumps({"input": ["a [MASK] b", "c [MASK] d", "word " * 700 + "[MASK]"]}), 422,
      "input[2]: 1 of its 1 [MASK] tokens beyond max_length"),
     ("empty QA question", "/v1/qa", json.dumps({"input": {"question": "", "context": "a"}}), 422,
-     "input[0].question is empty"),
+     "input.question is empty"),
     ("a long text named by its object and field", "/v1/qa",
      json.dumps({"input": [{"question": "q", "context": "c"}, {"question": "q", "context": "c" * (MAX_CHARS + 1)}]}),
      413, f"input[1].context has {MAX_CHARS + 1} characters"),
@@ -54,11 +54,11 @@ BAD_INPUTS = [
      422, "input[1].text_pair is empty"),
     # a lone surrogate is valid JSON but no text: the answers that echo it could not be encoded
     ("lone surrogate", "/v1/ner", json.dumps({"input": "Paris\ud800 London"}), 422,
-     "input[0]: character 6 is a lone surrogate U+D800, not text"),
+     "input: character 6 is a lone surrogate U+D800, not text"),
     ("lone surrogate in a QA context", "/v1/qa", json.dumps({"input": {"question": "who?", "context": "Rollo\ud800."}}),
-     422, "input[0].context: character 6 is a lone surrogate"),
+     422, "input.context: character 6 is a lone surrogate"),
     ("lone surrogate before a mask", "/v1/fill-mask", json.dumps({"input": "\ud800 [MASK]"}), 422,
-     "input[0]: character 1 is a lone surrogate"),
+     "input: character 1 is a lone surrogate"),
     ("malformed JSON", "/v1/embeddings", '{"input": ["a", }', 400, "malformed JSON"),
     ("JSON sent as a form", "/v1/embeddings", ('{"input": "hi"}', "application/x-www-form-urlencoded"), 415,
      "the body must be JSON, sent with 'Content-Type: application/json' (got application/x-www-form-urlencoded)"),
@@ -100,6 +100,35 @@ def test_bad_input_gets_a_clear_json_error(server, name, path, body, status, wor
     assert answer["error"]["code"] == status and words in answer["error"]["message"], answer
     if status == 404 and "model" in words:
         assert answer["error"]["loaded"] == ["minilm", "pretrained", "sentiment", "ner", "qa"]
+
+
+SINGLE_INPUTS = [
+    # (path, one input sent alone, status, message, param): named `input`, as sent, not `input[0]`
+    ("/v1/embeddings", " ", 422, "input is empty", "input"),
+    ("/v1/tokenize", "a\ud800", 422, "input: character 2 is a lone surrogate U+D800, not text", "input"),
+    ("/v1/ner", "x" * (MAX_CHARS + 1), 413, f"input has {MAX_CHARS + 1} characters; the limit is max_chars=4000",
+     "input"),
+    ("/v1/fill-mask", "no mask here", 422, "input: no [MASK] token to fill: 'no mask here'", "input"),
+    ("/v1/fill-mask", "[MASK] " * 5, 413, "input has 5 [MASK] tokens; the limit is max_masks=4", "input"),
+    ("/v1/fill-mask", "word " * 700 + "[MASK]", 422, "input: 1 of its 1 [MASK] tokens beyond max_length", "input"),
+    ("/v1/next-sentence", {"text": "a", "text_pair": " "}, 422, "input.text_pair is empty", "input.text_pair"),
+    ("/v1/classify", "", 422, "input is empty", "input"),
+    ("/v1/classify", {"text": "\u200b", "text_pair": "b"}, 422, "input.text is empty", "input.text"),
+    ("/v1/qa", {"question": "who?", "context": " "}, 422, "input.context is empty", "input.context"),
+]
+
+
+@pytest.mark.parametrize("path,given,status,message,param", SINGLE_INPUTS,
+                         ids=[f"{case[0]} {case[3][:40]}" for case in SINGLE_INPUTS])
+def test_a_single_input_is_named_input_and_one_of_a_list_by_its_index(server, path, given, status, message, param):
+    url, _ = server
+    got, answer = call(url + path, {"input": given})
+    assert got == status and answer["error"]["message"].startswith(message), answer
+    assert answer["error"]["param"] == param, answer
+    got, answer = call(url + path, {"input": [given]})
+    listed = "input[0]" + message[len("input"):]
+    assert got == status and answer["error"]["message"].startswith(listed), answer
+    assert answer["error"]["param"] == "input[0]" + param[len("input"):], answer
 
 
 def test_the_inference_process_answers_as_a_thread_does_and_ends_with_the_server(models):

@@ -27,8 +27,10 @@ from bertforge.server.schemas import (AttentionRequest, ClassifyRequest, Embeddi
                                       NerRequest, NextSentenceRequest, QARequest, TokenizeRequest)
 
 
-def as_list(value) -> list:
-    return value if isinstance(value, list) else [value]
+def as_list(value) -> tuple[list, bool]:
+    """The request's inputs as a list, and whether it sent one input alone (its errors name `input`, not
+    `input[0]`)."""
+    return (value, False) if isinstance(value, list) else ([value], True)
 
 
 def create_app(models: list[ServedModel], settings: ServerSettings | None = None) -> FastAPI:
@@ -117,8 +119,8 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def embeddings(body: EmbeddingsRequest, request: Request):
         """OpenAI-compatible sentence embeddings."""
         model = pick(body.model, "embeddings")
-        texts = as_list(body.input)
-        check_texts(settings, texts)
+        texts, single = as_list(body.input)
+        check_texts(settings, texts, single=single)
         results = await run_batched(request, ModelCall(model.name, "run_embeddings"), texts, [len(t) for t in texts])
         if results is None:
             return await answer(None)
@@ -135,9 +137,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def fill_mask(body: FillMaskRequest, request: Request):
         """Candidates for each [MASK]: Hugging Face's fill-mask output for each input text."""
         model = pick(body.model, "fill-mask")
-        texts = as_list(body.input)
-        check_texts(settings, texts)
-        check_fill_mask(settings, texts, body.top_k, model.pipelines["fill-mask"])
+        texts, single = as_list(body.input)
+        check_texts(settings, texts, single=single)
+        check_fill_mask(settings, texts, body.top_k, model.pipelines["fill-mask"], single)
         results = await run_batched(request, ModelCall(model.name, "run_fill_mask", (("top_k", body.top_k),)), texts,
                                     [len(t) for t in texts])
         return await answer(None if results is None else {"model": model.name, "results": results})
@@ -146,8 +148,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def next_sentence(body: NextSentenceRequest, request: Request):
         """Probability that `text_pair` follows `text` (BERT's next-sentence head)."""
         model = pick(body.model, "next-sentence")
-        pairs = [(p.text, p.text_pair) for p in as_list(body.input)]
-        check_texts(settings, pairs, ("text", "text_pair"))
+        given, single = as_list(body.input)
+        pairs = [(p.text, p.text_pair) for p in given]
+        check_texts(settings, pairs, ("text", "text_pair"), single)
         results = await run_batched(request, ModelCall(model.name, "run_next_sentence"), pairs,
                                     [len(a) + len(b) for a, b in pairs])
         return await answer(None if results is None else {"model": model.name, "results": results})
@@ -156,8 +159,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def classify(body: ClassifyRequest, request: Request):
         """Every label's probability, best first, from a fine-tuned sequence classifier (texts or pairs)."""
         model = pick(body.model, "classify")
-        given = [x if isinstance(x, str) else (x.text, x.text_pair) for x in as_list(body.input)]
-        check_texts(settings, given, ("text", "text_pair"))
+        inputs, single = as_list(body.input)
+        given = [x if isinstance(x, str) else (x.text, x.text_pair) for x in inputs]
+        check_texts(settings, given, ("text", "text_pair"), single)
         items = [(x, None) if isinstance(x, str) else x for x in given]
         results = await run_batched(request, ModelCall(model.name, "run_classify"), items,
                                     [len(a) + len(b or "") for a, b in items])
@@ -169,8 +173,8 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
         longer than the model's length is read in windows overlapping by 128 word pieces (the pipeline's
         `stride=128`)."""
         model = pick(body.model, "ner")
-        texts = as_list(body.input)
-        check_texts(settings, texts)
+        texts, single = as_list(body.input)
+        check_texts(settings, texts, single=single)
         results = await run_batched(request, ModelCall(model.name, "run_ner"), texts, [len(t) for t in texts])
         return await answer(None if results is None else {"model": model.name, "results": results})
 
@@ -178,8 +182,9 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def qa(body: QARequest, request: Request):
         """The answer span in each context (a fine-tuned extractive question-answering model)."""
         model = pick(body.model, "qa")
-        items = [(x.question, x.context) for x in as_list(body.input)]
-        check_texts(settings, items, ("question", "context"))
+        given, single = as_list(body.input)
+        items = [(x.question, x.context) for x in given]
+        check_texts(settings, items, ("question", "context"), single)
         results = await run_batched(request, ModelCall(model.name, "run_qa"), items,
                                     [len(q) + len(c) for q, c in items])
         return await answer(None if results is None else {"model": model.name, "results": results})
@@ -188,7 +193,7 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def attention(body: AttentionRequest, request: Request):
         """Attention weights of every layer and head (or the one asked for) over the text's tokens."""
         model = pick(body.model, "attention")
-        check_texts(settings, body.input)
+        check_texts(settings, [body.input], single=True)
         problem = model.check_attention(body.layer, body.head)
         if problem is not None:
             raise ApiError(422, "invalid_request_error", problem[1], problem[0])
@@ -199,8 +204,8 @@ def create_app(models: list[ServedModel], settings: ServerSettings | None = None
     async def tokenize(body: TokenizeRequest):
         """WordPiece tokens, ids and character offsets."""
         model = pick(body.model, "tokenize")
-        texts = as_list(body.input)
-        check_texts(settings, texts)
+        texts, single = as_list(body.input)
+        check_texts(settings, texts, single=single)
         results = await asyncio.to_thread(model.run_tokenize, texts)
         return await answer({"model": model.name, "results": results})
 

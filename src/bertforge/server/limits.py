@@ -49,20 +49,24 @@ class ServerSettings:
         return 2 * self.max_texts * self.max_chars * 6 + 65536
 
 
-def check_texts(settings: ServerSettings, items: str | list, fields: tuple[str, ...] = ()) -> None:
+def input_place(i: int, single: bool) -> str:
+    """How the request wrote its i-th input: `input` where it sent one input alone, not a list."""
+    return "input" if single else f"input[{i}]"
+
+
+def check_texts(settings: ServerSettings, items: list, fields: tuple[str, ...] = (), single: bool = False) -> None:
     """Before the model runs: the request's texts within the limits, none blank, each valid UTF-8 (a lone
-    surrogate would fail later, in the answer that echoes it). `items` is the one text of `input` or its
-    list of texts and, with `fields`, of objects as tuples of texts (None where an optional one is absent),
-    so that a message names the text as the request wrote it: input, input[i], input[i].field."""
-    if isinstance(items, str):
-        items, named = [items], [("input", items)]
-    else:
-        named = []
-        for i, item in enumerate(items):
-            if isinstance(item, str):
-                named.append((f"input[{i}]", item))
-            else:
-                named += [(f"input[{i}].{field}", text) for field, text in zip(fields, item) if text is not None]
+    surrogate would fail later, in the answer that echoes it). `items` are the texts of `input` or, with
+    `fields`, its objects as tuples of texts (None where an optional one is absent), and `single` says the
+    request sent one input, not a list, so that a message names the text as the request wrote it: input,
+    input.field, input[i], input[i].field."""
+    named = []
+    for i, item in enumerate(items):
+        place = input_place(i, single)
+        if isinstance(item, str):
+            named.append((place, item))
+        else:
+            named += [(f"{place}.{field}", text) for field, text in zip(fields, item) if text is not None]
     if len(named) > settings.max_texts:
         counted = f"{len(named)} texts" + (f" ({len(items)} items)" if len(named) != len(items) else "")
         raise limit_exceeded(f"{counted} in 'input'; the limit is max_texts={settings.max_texts}", "max_texts",
@@ -79,24 +83,26 @@ def check_texts(settings: ServerSettings, items: str | list, fields: tuple[str, 
                            where)
 
 
-def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, pipe) -> None:
+def check_fill_mask(settings: ServerSettings, texts: list[str], top_k: int, pipe, single: bool = False) -> None:
     """Masks per text, candidates per answer, and the answer's size, before the model runs: each
     candidate repeats its whole text, so texts × masks × top_k is what a request costs. Then the
-    fill-mask pipeline's own check (`pipe.first_unfillable`), so that the error names the input."""
+    fill-mask pipeline's own check (`pipe.first_unfillable`), so that the error names the input (`single`:
+    as check_texts)."""
     mask_token = pipe.tokenizer.mask_token
     masks = [text.count(mask_token) for text in texts]
     for i, count in enumerate(masks):  # a text with none is the pipeline's to name, below
         if count > settings.max_masks:
-            raise limit_exceeded(f"input[{i}] has {count} {mask_token} tokens; the limit is "
-                                 f"max_masks={settings.max_masks}", "max_masks", settings.max_masks, f"input[{i}]")
+            where = input_place(i, single)
+            raise limit_exceeded(f"{where} has {count} {mask_token} tokens; the limit is "
+                                 f"max_masks={settings.max_masks}", "max_masks", settings.max_masks, where)
     results = sum(masks) * top_k
     if results > settings.max_results:
         raise limit_exceeded(f"{sum(masks)} masks × top_k={top_k} = {results} candidates; the limit is "
                              f"max_results={settings.max_results}", "max_results", settings.max_results, "top_k")
     problem = pipe.first_unfillable(texts)
     if problem is not None:
-        raise ApiError(422, "invalid_request_error", f"input[{problem[0]}]: {problem[1]}",
-                       f"input[{problem[0]}]")
+        where = input_place(problem[0], single)
+        raise ApiError(422, "invalid_request_error", f"{where}: {problem[1]}", where)
     # A decoded sequence is at most about twice its text (spaces around punctuation).
     size = sum(count * top_k * (2 * len(text.encode()) + CANDIDATE_OVERHEAD) for text, count in zip(texts, masks))
     if size > settings.max_response_bytes:
