@@ -252,6 +252,27 @@ def test_squad_shape_errors_through_finetune(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_the_training_file_given_as_the_held_out_one_is_refused(tmp_path, monkeypatch):
+    """A score on the training data says nothing of new data: finetune, distill and probe took the same file, under
+    any spelling, as --train and as --validation (--test) without a word."""
+    monkeypatch.chdir(tmp_path)
+    train = tmp_path / "train.tsv"
+    train.write_text("sentence\tlabel\n" + "".join(f"text {i}\t{i % 2}\n" for i in range(20)), encoding="utf-8")
+    (tmp_path / "link.tsv").symlink_to(train)
+    (tmp_path / "shards").mkdir()
+    why = "scores on the training data say nothing of new data: give held-out data"
+    for command in (["finetune", "--task", "classification"],
+                    ["distill", "--task", "classification", "--teacher", "teacher"]):
+        for spelling in ("./train.tsv", train, "link.tsv"):
+            one_line_error(run(*command, "--train", "train.tsv", "--validation", spelling, "--output", "out"),
+                           f"error: --validation {spelling}: the same file as --train train.tsv; {why}")
+    one_line_error(run("distill", "--task", "mlm", "--teacher", "teacher", "--train", "shards", "--validation",
+                       "./shards/", "--output", "out"), "--validation ./shards/: the same file as --train shards")
+    one_line_error(run("probe", "--train", train, "--test", "./link.tsv"),
+                   f"error: --test ./link.tsv: the same file as --train {train}; {why}")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.fixture(scope="module")
 def classifier_dir(tmp_path_factory):
     """A tiny sequence classifier saved by bertforge, for `predict`."""

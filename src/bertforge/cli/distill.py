@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
-from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_classifier_pooling, checkpoint_option,
-                                   classifier_pooling_option, configure, device_for, load_task_model, max_length_for,
-                                   read_data, read_splits, training_args)
+from bertforge.cli.finetune import (SENTENCE_CLASSIFIER_TASKS, TASKS, check_classifier_pooling, check_held_out,
+                                   checkpoint_option, classifier_pooling_option, configure, device_for, load_task_model,
+                                   max_length_for, read_data, read_splits, training_args)
 from bertforge.cli.finetune import finetune as finetune_command
 from bertforge.cli.io import typed
 from bertforge.errors import CheckpointError, ConfigError, InputError
@@ -294,6 +294,7 @@ def distill(task, teacher, train_path, validation_path, unlabelled_path, augment
     # The options' conflicts first: the run card's fingerprints read every input file.
     if validation_path and hold_out:
         raise ConfigError("give either --validation or --hold-out, not both")
+    check_held_out(train_path, validation_path)
     if task == "mlm" and (hold_out or train_limit or unlabelled_path):
         raise ConfigError("--task mlm reads prepared shards: --hold-out, --train-limit and --unlabelled do not apply")
     if augment_copies and task not in SENTENCE_CLASSIFIER_TASKS:

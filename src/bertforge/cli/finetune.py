@@ -96,6 +96,15 @@ def read_data(task, path, options, labelled=True, tokenizer=None):
                           options["tag_column"], labelled, tokenizer)
 
 
+def check_held_out(train_path, validation_path, options: tuple[str, str] = ("--train", "--validation")) -> None:
+    """The held-out file is not the training file under another spelling (./x, an absolute path, a symlink):
+    scores on the data a model learnt from say nothing of new data. Before the run card reads the files."""
+    from bertforge.io.readers import check_distinct_files
+
+    check_distinct_files([train_path, validation_path], options,
+                         "scores on the training data say nothing of new data: give held-out data")
+
+
 def read_splits(task, train_path, validation_path, hold_out, train_limit, options) -> tuple[list, list | None]:
     """The training examples and the validation examples (from --validation, --hold-out or none)."""
     if validation_path and hold_out:
@@ -278,6 +287,7 @@ def finetune(task, train_path, validation_path, hold_out, train_limit, model_dir
     from bertforge.tasks.classification import default_classifier_pooling
     from bertforge.training import is_main_process
 
+    check_held_out(train_path, validation_path)
     card = RunCard.start(click.get_current_context().params,
                          [train_path, validation_path, model_dir or default_model_path()], output_dir, options["seed"])
     check_output_dir(output_dir, "--output", inputs=(train_path, validation_path, model_dir))  # --overwrite deletes it

@@ -7,6 +7,7 @@ import time
 
 import click
 
+from bertforge.cli.finetune import check_held_out
 from bertforge.cli.io import SEED, check_output, typed
 from bertforge.errors import InputError
 from bertforge.io.atomic import write_text
@@ -46,6 +47,7 @@ def probe(train_path, test_path, test_fraction, limit, text_column, label_column
     if test_path and typed("test_fraction"):  # it would be ignored: --test is the held-out set
         raise InputError(f"--test-fraction {test_fraction} holds out part of --train when there is no --test; "
                          f"give one of them")
+    check_held_out(train_path, test_path, ("--train", "--test"))
     import torch
     from sklearn.model_selection import train_test_split
 

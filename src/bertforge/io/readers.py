@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import itertools
 import json
 import logging
 import math
@@ -62,19 +63,24 @@ def check_input_file(path: str | Path) -> Path:
     return path
 
 
-def check_distinct_files(paths: Iterable[str | Path], what: str) -> None:
+def check_distinct_files(paths: Iterable[str | Path | None], what: str | Iterable[str],
+                         why: str = "it would be counted twice: give it once") -> None:
     """None of `paths` is the same file as another (by where it resolves to): one given twice would be read, and
-    counted, twice without a word. `what` is the option or argument that named them. Nothing is read, so a command
-    checks this before its run card reads the files whole."""
+    counted, twice without a word. `what` is the option or argument that named them, or one name for each path
+    where files of different options must differ (a None path is an option not given); `why` says what the same
+    file would do. Nothing is read, so a command checks this before its run card reads the files whole."""
     seen = {}
-    for path in paths:
+    for name, path in zip(itertools.repeat(what) if isinstance(what, str) else what, paths):
+        if path is None:
+            continue
         resolved = Path(path).resolve()
         if resolved in seen:
-            first = seen[resolved]
+            first_name, first = seen[resolved]
+            if first_name != name:
+                raise InputError(f"{name} {path}: the same file as {first_name} {first}; {why}")
             also = "" if str(first) == str(path) else f" (as {first} too)"
-            raise InputError(f"{what} {path}: the same file given twice{also}; it would be counted twice: give it "
-                             f"once")
-        seen[resolved] = path
+            raise InputError(f"{name} {path}: the same file given twice{also}; {why}")
+        seen[resolved] = name, path
 
 
 def check_input_files(paths: Iterable[str | Path], what: str) -> list[Path]:
