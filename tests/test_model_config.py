@@ -4,6 +4,7 @@ errors, save_pretrained's targets (as transformers takes them, each mistake name
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -115,6 +116,39 @@ def test_the_config_takes_num_labels_and_keeps_unknown_keys_as_transformers_does
     assert BertForSequenceClassification(BertConfig.from_size("tiny", num_labels=5)).classifier.out_features == 5
     with pytest.raises(ConfigError, match=r"^BertConfig\(num_labels=0\): give a positive whole number$"):
         BertConfig(num_labels=0)
+
+
+def test_id2label_and_label2id_are_taken_as_transformers_takes_them_and_a_pair_that_disagree_is_refused(tmp_path):
+    """label2id was dropped without a word: beside an id2label it disagreed with, or alone (no labels at all)."""
+    import transformers
+
+    names = {0: "neg", 1: "neutral", 2: "pos"}
+    for keys in ({"id2label": names}, {"id2label": names, "label2id": {v: k for k, v in names.items()}},
+                 {"id2label": {str(k): v for k, v in names.items()}, "label2id": {v: str(k) for k, v in names.items()}}):
+        ours, theirs = BertConfig(**keys), transformers.BertConfig(**keys)
+        assert ours.num_labels == theirs.num_labels == 3 and ours.id2label == theirs.id2label == names, keys
+        if theirs.label2id is not None:  # transformers 5 keeps none for id2label alone; ours is its inverse
+            assert ours.label2id == {name: int(i) for name, i in theirs.label2id.items()}
+        ours.save_pretrained(tmp_path)  # config.json holds both, and reads back in either library
+        saved = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+        assert saved["id2label"] == {"0": "neg", "1": "neutral", "2": "pos"} and saved["label2id"] == ours.label2id
+        theirs = transformers.BertConfig.from_pretrained(tmp_path)
+        assert theirs.id2label == names and theirs.label2id == ours.label2id and theirs.num_labels == 3
+        assert BertConfig.from_pretrained(tmp_path).label2id == ours.label2id
+    disagree = "config keys 'id2label' and 'label2id' disagree: "
+    with pytest.raises(ConfigError, match=rf"^{disagree}id2label names 0 'neg', label2id gives it 2; label2id must "
+                                          r"be id2label's inverse \(or leave it out\)$"):
+        BertConfig(id2label=names, label2id={"pos": 0, "neutral": 1, "neg": 2})
+    with pytest.raises(ConfigError, match=rf"^{disagree}label2id has 'other', which id2label does not name"):
+        BertConfig(id2label=names, label2id={**{v: k for k, v in names.items()}, "other": 3})
+    with pytest.raises(ConfigError, match=r"^config key 'label2id' without 'id2label': give the labels as "
+                                          r"id2label=\{0: 'neg', 1: 'pos'\}, of which label2id is the inverse "):
+        BertConfig(label2id={"pos": 1, "neg": 0})
+    with pytest.raises(ConfigError, match=r"^config key 'label2id' must map label names to numbers, got \['neg'\]"):
+        BertConfig(id2label=names, label2id=["neg"])
+    (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 1}}))
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(tmp_path / 'config.json'))}: {disagree}id2label names 0 'neg'"):
+        BertConfig.from_pretrained(tmp_path)
 
 
 @pytest.mark.parametrize("keywords,message", [

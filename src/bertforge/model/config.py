@@ -55,6 +55,29 @@ def numbered_labels(count, call: str) -> dict[int, str]:
     return {i: f"LABEL_{i}" for i in range(count)}
 
 
+def check_label2id(id2label: dict[int, str] | None, label2id) -> None:
+    """transformers' label2id, given beside id2label, as its inverse only: the names a head answers with are
+    id2label's. transformers keeps a pair that disagree, and replaces label2id alone with LABEL_0, LABEL_1, so
+    either would change the labels without a word. `id2label` None: it was not given."""
+    if label2id is None:
+        return
+    if not isinstance(label2id, dict) or not all(type(i) is int or isinstance(i, str) and i.lstrip("-").isdigit()
+                                                 for i in label2id.values()):
+        raise ConfigError(f"config key 'label2id' must map label names to numbers, got {label2id!r}")
+    given = {str(name): int(i) for name, i in label2id.items()}
+    if id2label is None:
+        raise ConfigError(f"config key 'label2id' without 'id2label': give the labels as id2label="
+                          f"{dict(sorted((i, name) for name, i in given.items()))!r}, of which label2id is the inverse "
+                          f"(transformers ignores label2id alone and names the labels LABEL_0, LABEL_1, ...)")
+    problems = [f"id2label names {i} {name!r}, label2id " + (f"gives it {given[name]}" if name in given else "lacks it")
+                for i, name in id2label.items() if given.get(name) != i]
+    problems += [f"label2id has {name!r}, which id2label does not name" for name in given
+                 if name not in id2label.values()]
+    if problems:
+        raise ConfigError(f"config keys 'id2label' and 'label2id' disagree: {problems[0]}; label2id must be id2label's "
+                          f"inverse (or leave it out)")
+
+
 def _as_json(data: dict) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
@@ -230,7 +253,9 @@ class BertConfig:
         if "id2label" not in data and type(data.get("num_labels")) is int and data["num_labels"] >= 1:
             values["id2label"] = numbered_labels(data["num_labels"], source)
         try:
-            return cls(**values, extra=extra)
+            config = cls(**values, extra=extra)
+            check_label2id(config.id2label if "id2label" in data else None, data.get("label2id"))
+            return config
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
 
@@ -280,7 +305,7 @@ class BertConfig:
 
     def update(self, values: dict) -> None:
         """Set several keys at once, each checked as when the config is read."""
-        updated = BertConfig.from_dict({**self.to_dict(), **values})
+        updated = BertConfig.from_dict({**_without_label2id(self.to_dict()), **values})
         self.__dict__.update(updated.__dict__)
 
     def save(self, directory: str | Path, architecture: str | None = None, dtype: str | None = None) -> None:
@@ -299,15 +324,22 @@ def _fields_and_extra(data: dict) -> tuple[dict, dict]:
     return values, {k: v for k, v in data.items() if k not in known and k not in ("label2id", "num_labels")}
 
 
+def _without_label2id(data: dict) -> dict:
+    """A config's dict to change: its label2id is derived from id2label, which the change may give anew."""
+    return {k: v for k, v in data.items() if k != "label2id"}
+
+
 def _taking_any_key(init):
     """BertConfig(num_labels=3, foo=1) as transformers' constructor takes it: num_labels gives LABEL_0 .. LABEL_2
-    (where id2label is not given), other keys are kept as a loaded config.json's unused keys are."""
+    (where id2label is not given), label2id must be id2label's inverse, other keys are kept as a loaded
+    config.json's unused keys are."""
     @functools.wraps(init)
     def __init__(self, *args, extra: dict | None = None, **keys):
         values, unused = _fields_and_extra(keys)
         if "num_labels" in keys and keys.get("id2label") is None:
             values["id2label"] = numbered_labels(keys["num_labels"], f"BertConfig(num_labels={keys['num_labels']!r})")
         init(self, *args, **values, extra={**unused, **(extra or {})})
+        check_label2id(self.id2label if keys.get("id2label") is not None else None, keys.get("label2id"))
 
     return __init__
 
@@ -350,7 +382,7 @@ def with_overrides(config: BertConfig, overrides: dict) -> BertConfig:
         return config
     _check_override_names(config, overrides)
     try:
-        return BertConfig.from_dict({**config.to_dict(), **overrides})
+        return BertConfig.from_dict({**_without_label2id(config.to_dict()), **overrides})
     except ConfigError as error:  # the file's config was valid: the caller's keywords are at fault
         raise _override_error(config, overrides, error) from None
 
@@ -360,7 +392,7 @@ def _override_error(config: BertConfig, overrides: dict, error: ConfigError) -> 
     message = str(error).removeprefix("config: ")  # from_dict's name for a config read from no file
     for name, value in overrides.items():
         try:
-            BertConfig.from_dict({**config.to_dict(), name: value})
+            BertConfig.from_dict({**_without_label2id(config.to_dict()), name: value})
         except ConfigError as alone:
             if str(alone) == str(error):
                 return ConfigError(f"from_pretrained({name}={value!r}): "
