@@ -107,6 +107,21 @@ def test_token_classification_aggregates_as_transformers_does():
         tagger("Paris", ignore_labels="O")
 
 
+def test_the_warning_of_a_text_cut_by_the_tagger_names_the_stride_that_reads_it_whole(caplog):
+    """It said only that the text was truncated: entities past the cut were lost with no word of stride=."""
+    tagger = pipeline("token-classification", max_length=16)
+    text = "Angela Merkel visited Paris, " * 4 + "and Rome."
+    with caplog.at_level("WARNING"):
+        tagger([text, "Paris."])
+    assert "1 of 2 inputs were longer than 16 tokens and were truncated; their later words were not tagged: " \
+           "stride=N (stride=128, say) reads a text whole, in windows of max_length overlapping by N word pieces" \
+        in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert {e["word"] for e in tagger(text, stride=4)} >= {"Rome"}
+    assert "truncated" not in caplog.text
+
+
 def test_options_given_when_the_pipeline_is_made_are_its_call_defaults():
     """transformers' pipeline(task, aggregation_strategy=..., top_k=...) form, its device=-1 and a torch dtype;
     a call's own option still wins, and a subclass calling its parent's call does not pass its defaults on."""

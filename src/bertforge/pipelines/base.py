@@ -82,6 +82,7 @@ class Pipeline:
     head_name: str | None = None
     default_model: Callable[[], Path] = staticmethod(default_model_path)
     side_by_side = True  # batches go through `in_length_order`, which can run them at once
+    truncation_hint = ""  # what the warning about texts cut to max_length adds: how to read them whole
 
     def __init_subclass__(cls, **kwargs):
         """Each task's `__call__` takes the options given when the pipeline was made as its defaults, as
@@ -217,7 +218,7 @@ class Pipeline:
         if pairs is not None and self.max_length < 5:  # truncation would leave a sentence with no piece at all
             raise InputError(f"--max-length {self.max_length}: a pair of sentences needs at least 5 tokens "
                              f"([CLS] A [SEP] B [SEP])")
-        rows, self.truncated = encode_within(self.tokenizer, texts, pairs, self.max_length)
+        rows, self.truncated = encode_within(self.tokenizer, texts, pairs, self.max_length, self.truncation_hint)
         self.token_counts = [len(r.ids) for r in rows]
         return [Encoded(r.ids, r.type_ids, r.offsets, r.word_ids) for r in rows]
 

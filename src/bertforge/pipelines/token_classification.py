@@ -75,6 +75,8 @@ class TokenClassificationPipeline(Pipeline):
     head_prefix = ("classifier.",)
     head_name = "token-classification head (classifier.*)"
     default_model = staticmethod(default_token_classification_model_path)
+    truncation_hint = ("; their later words were not tagged: stride=N (stride=128, say) reads a text whole, in "
+                       "windows of max_length overlapping by N word pieces")
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)

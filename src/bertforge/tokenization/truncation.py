@@ -154,9 +154,10 @@ def pad_features(features, pad_id: int, model_max_length: int, padding=True, max
     return data
 
 
-def encode_within(tokenizer, texts, pairs, max_length: int) -> tuple[list[Encoding], int]:
+def encode_within(tokenizer, texts, pairs, max_length: int, hint: str = "") -> tuple[list[Encoding], int]:
     """The encodings of `texts` (and `pairs`) cut to `max_length` tokens, and how many were cut, with a warning
-    counting them: how pipelines, evaluation and fine-tuning read texts. Only the long ones are encoded twice."""
+    counting them (`hint` added): how pipelines, evaluation and fine-tuning read texts. Only the long ones are
+    encoded twice."""
     rows = list(tokenizer(list(texts), list(pairs) if pairs is not None else None).encodings)
     too_long = [i for i, row in enumerate(rows) if len(row.ids) > max_length]
     if too_long:
@@ -164,10 +165,10 @@ def encode_within(tokenizer, texts, pairs, max_length: int) -> tuple[list[Encodi
                         truncation=True, max_length=max_length)
         for i, row in zip(too_long, cut.encodings):
             rows[i] = row
-    warn_truncated(len(too_long), len(rows), max_length)
+    warn_truncated(len(too_long), len(rows), max_length, hint)
     return rows, len(too_long)
 
 
-def warn_truncated(cut: int, total: int, max_length: int) -> None:
+def warn_truncated(cut: int, total: int, max_length: int, hint: str = "") -> None:
     if cut:
-        log.warning("%d of %d inputs were longer than %d tokens and were truncated", cut, total, max_length)
+        log.warning("%d of %d inputs were longer than %d tokens and were truncated%s", cut, total, max_length, hint)
