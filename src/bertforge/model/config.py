@@ -7,6 +7,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from bertforge.errors import ConfigError, is_number, is_whole_number
 from bertforge.io.atomic import output_folder, write_text
 from bertforge.io.settings_files import read_json_object
 from bertforge.paths import HUB_KEYWORDS
+
+log = logging.getLogger(__name__)
 
 # Named sizes of the BERT paper and the 24-model grid of "Well-Read Students Learn Better".
 NAMED_SIZES = {
@@ -254,10 +257,13 @@ class BertConfig:
             values["id2label"] = numbered_labels(data["num_labels"], source)
         try:
             config = cls(**values, extra=extra)
-            check_label2id(config.id2label if "id2label" in data else None, data.get("label2id"))
-            return config
         except ConfigError as e:
             raise ConfigError(f"{source}: {e}") from None
+        try:  # a saved model with a stale label2id still loads, in transformers too: its heads answer with id2label
+            check_label2id(config.id2label if "id2label" in data else None, data.get("label2id"))
+        except ConfigError as e:
+            log.warning("%s: %s; the labels are read from id2label, as transformers reads them", source, e)
+        return config
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> "BertConfig":
