@@ -34,9 +34,10 @@ def data_options(function):
                      help="CoNLL column of the tag, for ner (0-based; negative counts from the end) [default: the "
                           "last]."),
         click.option("--max-length", type=click.IntRange(min=3), default=None,
-                     help="Longest input in word pieces [default: to train, 128, 384 for qa, cut to the model's "
-                          "positions; evaluate and predict read what the task's pipeline reads: the model's "
-                          "length, 384 for qa]."),
+                     help="Longest input in word pieces; a longer qa context is read in overlapping windows of "
+                          "it, and so is a longer ner sentence to evaluate and predict (training cuts it) [default: to "
+                          "train, 128, 384 for qa, cut to the model's positions; evaluate and predict read what the "
+                          "task's pipeline reads: the model's length, 384 for qa]."),
         click.option("--batch-size", type=click.IntRange(1), default=None,
                      help="Examples per optimiser step (finetune: all processes together) or per inference batch "
                           "[default: 16 to fine-tune, 32 to distil and for inference]."),
