@@ -116,7 +116,7 @@ def test_the_evaluation_scores_every_word(tokenizer):
     assert len(eval_set.features) > 2 * len(sentences)
 
 
-def test_predict_and_evaluate_commands_read_a_long_sentence_whole(tmp_path):
+def test_predict_and_evaluate_commands_read_a_long_sentence_whole(tmp_path, caplog):
     conll = tmp_path / "long.conll"
     rows = [(MERKEL * 10, MERKEL_TAGS * 10), (MERKEL, MERKEL_TAGS)]
     conll.write_text("\n".join("".join(f"{w} {t}\n" for w, t in zip(*row)) for row in rows), encoding="utf-8")
