@@ -10,7 +10,10 @@ import sys
 
 import click
 
+from bertforge.cli import environment
 from bertforge.errors import BertforgeError
+
+environment.set_defaults()  # before any command imports torch
 
 # command name -> ("module:function" of its click.Command, the line `bertforge --help` lists it with). The
 # listing reads these lines rather than the modules: some commands' options load torch.
