@@ -4,8 +4,11 @@ Both models get the same configuration, the same initial weights, the same optim
 (AdamW, weight decay off for biases and LayerNorm), the same batches (batch 32, sequences of up to
 128 tokens from the Gutenberg corpus, dynamic masks) and the same thread count, in this one run.
 bertforge's step is the training engine's own (`optimizer_step`, with `pretrain train`'s objective and its
-statistics). All the models train in alternating blocks of steps so that load from other processes on a
-shared machine falls on all alike.
+statistics). Each model trains in a process of its own, started as its library starts: bertforge's with the
+environment the `bertforge` command sets (`bertforge.cli.environment`: huge pages for PyTorch's large blocks),
+transformers' with this script's environment as it is. PyTorch reads that setting once per process, so two
+libraries in one process would share it. `--rounds` runs every model that many times, the order reversed each
+round, so that load from other processes on a shared machine falls on all alike; the figures are over all rounds.
 
 bertforge runs once per `--variants` entry, a `+`-joined set of levers (issue 16):
 - `fp32`: none, float32 and torch's default AdamW (on CPU a loop over the tensors);
@@ -25,7 +28,7 @@ the most it could save.
 `--profile STEPS` also prints where bertforge's step spends its time, op by op (those steps are not timed).
 
     .venv/bin/python bench/pretrain.py [--sizes tiny mini] [--variants fp32 fused bf16+fused]
-        [--steps 12] [--budget 90] [--threads 1] [--dropout 0.1]
+        [--steps 12] [--budget 90] [--threads 1] [--dropout 0.1] [--rounds 2]
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 import time
@@ -51,10 +55,12 @@ from locations import CORPUS, DATA
 
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 
+from bertforge.cli.environment import with_defaults  # noqa: E402
 from bertforge.model.heads import IGNORE_INDEX  # noqa: E402
 from bertforge.pipelines.loading import cpu_has_native_bf16  # noqa: E402
 from bertforge.pretraining.shards import PrepareOptions, PretrainingData, prepare  # noqa: E402
 from bertforge.pretraining.config import TrainingConfig  # noqa: E402
+from bertforge.model import BertForPreTraining  # noqa: E402
 from bertforge.pretraining.trainer import BatchOrder, PretrainingObjective, build_model  # noqa: E402
 from bertforge.runcard import cpu_description  # noqa: E402
 from bertforge.tokenization import BertTokenizer  # noqa: E402
@@ -62,7 +68,6 @@ from bertforge.training import build_optimizer  # noqa: E402
 from bertforge.training.distributed import Processes  # noqa: E402
 from bertforge.training.engine import optimizer_step  # noqa: E402
 
-BLOCK = 2  # steps each model takes before the next one's turn
 OBJECTIVE, ONE_CPU_PROCESS = PretrainingObjective(), Processes(torch.device("cpu"))  # pretrain train's, built once
 LEVERS = ("fp32", "fused", "bf16")  # fp32 alone: no lever
 REFERENCE = "transformers"
@@ -101,24 +106,28 @@ def prepared(directory: Path, **selection) -> PretrainingData:
     return PretrainingData(directory)
 
 
-def peers_for(size: str, vocab_size: int, variants: dict[str, tuple[bool, bool]], lr: float, dropout: float,
-              workdir: Path) -> dict[str, Peer]:
-    """transformers (fp32, and bf16 when a variant uses it) and one bertforge model per variant,
-    all with the same initial weights."""
-    from transformers import BertForPreTraining as ReferenceModel
-
+def save_initial_weights(size: str, vocab_size: int, dropout: float, workdir: Path) -> None:
+    """The weights every model of `size` starts from."""
     torch.manual_seed(0)
-    initial = build_model(TrainingConfig(data_dir="", output_dir="", model_size=size, dropout=dropout), vocab_size, 128)
-    initial.save_pretrained(workdir / size)
-    peers = {}
-    for bf16 in sorted({False} | {bf16 for bf16, _ in variants.values()}):
+    build_model(TrainingConfig(data_dir="", output_dir="", model_size=size, dropout=dropout), vocab_size,
+                128).save_pretrained(workdir / size)
+
+
+def peer_names(variants: dict[str, tuple[bool, bool]]) -> list[str]:
+    """transformers in float32 (and in bf16 when a variant uses it), then one bertforge model per variant."""
+    return ([f"{REFERENCE} {'bf16' if bf16 else 'fp32'}" for bf16 in sorted({False} | {b for b, _ in variants.values()})]
+            + [f"bertforge {name}" for name in variants])
+
+
+def load_peer(name: str, size: str, variants: dict[str, tuple[bool, bool]], lr: float, workdir: Path) -> Peer:
+    if name.startswith(REFERENCE):
+        from transformers import BertForPreTraining as ReferenceModel
+
         model = ReferenceModel.from_pretrained(workdir / size).train()
-        peers[f"{REFERENCE} {'bf16' if bf16 else 'fp32'}"] = Peer(REFERENCE, bf16, True, model,
-                                                                   build_optimizer(model, lr))
-    for name, (bf16, fused) in variants.items():
-        model = type(initial).from_pretrained(workdir / size).train()
-        peers[f"bertforge {name}"] = Peer("bertforge", bf16, fused, model, build_optimizer(model, lr, fused=fused))
-    return peers
+        return Peer(REFERENCE, name.endswith("bf16"), True, model, build_optimizer(model, lr))
+    bf16, fused = variants[name.removeprefix("bertforge ")]
+    model = BertForPreTraining.from_pretrained(workdir / size).train()
+    return Peer("bertforge", bf16, fused, model, build_optimizer(model, lr, fused=fused))
 
 
 def step(peer: Peer, batch: dict[str, torch.Tensor]) -> float:
@@ -177,11 +186,12 @@ def profile_steps(name: str, run) -> None:
           file=sys.stderr)
 
 
-def run_size(size: str, data: PretrainingData, held_out: list, args, workdir: Path) -> dict:
-    peers = peers_for(size, data.index["vocab_size"], args.variants, args.lr, args.dropout, workdir)
+def train_peer(name: str, size: str, data: PretrainingData, held_out: list, args) -> dict:
+    """In a worker process: `name`'s warm-up, timed steps and the training budget, then its held-out loss."""
+    peer = load_peer(name, size, args.variants, args.lr, args.workdir)
     order = BatchOrder(len(data), 32, seed=1)
 
-    def advance(peer: Peer, count: int, timed: bool):
+    def advance(count: int, timed: bool):
         for _ in range(count):
             batch = batch_for(data, order, peer.steps)
             start = time.perf_counter()
@@ -191,30 +201,49 @@ def run_size(size: str, data: PretrainingData, held_out: list, args, workdir: Pa
                 peer.tokens += processed
             peer.steps += 1
 
-    for peer in peers.values():
-        advance(peer, args.warmup, timed=False)
-    for name, peer in peers.items():  # every model takes the profiled steps, so that all train as many
-        if args.profile:
-            steps = partial(advance, peer, args.profile, timed=False)
-            profile_steps(name, steps) if peer.library == "bertforge" else steps()
-    for _ in range(0, args.steps, BLOCK):
-        for peer in peers.values():
-            advance(peer, BLOCK, timed=True)
-    throughput = {name: peer.tokens / peer.seconds for name, peer in peers.items()}
+    advance(args.warmup, timed=False)
+    if args.profile:  # every model takes the profiled steps, so that all train as many
+        steps = partial(advance, args.profile, timed=False)
+        profile_steps(name, steps) if peer.library == "bertforge" else steps()
+    advance(args.steps, timed=True)
+    timed = {"tokens": peer.tokens, "seconds": peer.seconds}
+    while peer.seconds < args.budget:
+        advance(1, timed=True)
+    return {**timed, "steps_in_budget": peer.steps, "tokens_in_budget": peer.tokens,
+            "held_out_mlm_loss": held_out_mlm_loss(peer, held_out)}
 
-    # Keep training each model, in turn, until each has `budget` seconds of training time.
-    while min(peer.seconds for peer in peers.values()) < args.budget:
-        for peer in peers.values():
-            if peer.seconds < args.budget:
-                advance(peer, 1, timed=True)
+
+def run_worker(name: str, size: str, argv: list[str]) -> dict:
+    """`name` trained in a process of its own, with its library's environment; its result."""
+    environment = with_defaults(dict(os.environ)) if name.startswith("bertforge") else dict(os.environ)
+    done = subprocess.run([sys.executable, __file__, *argv, "--worker", name, "--worker-size", size],
+                          env=environment, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"the worker for {name} ({size}) failed with exit status {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def run_size(size: str, vocab_size: int, args, argv: list[str]) -> dict:
+    save_initial_weights(size, vocab_size, args.dropout, args.workdir)
+    names = peer_names(args.variants)
+    runs = {name: [] for name in names}
+    for round_ in range(args.rounds):
+        for name in names if round_ % 2 == 0 else names[::-1]:
+            runs[name].append(run_worker(name, size, argv))
+    throughput = {name: sum(r["tokens"] for r in rs) / sum(r["seconds"] for r in rs) for name, rs in runs.items()}
     rows = []
-    for name, peer in peers.items():
-        rows.append({"size": size, "model": name, "library": peer.library, "precision": peer.precision,
-                     "adamw": "fused" if peer.fused else "loop", "tokens_per_second": throughput[name],
+    for name, results in runs.items():
+        library, precision = name.split()[0], "bf16" if "bf16" in name else "fp32"
+        fused = library == REFERENCE or args.variants[name.removeprefix("bertforge ")][1]
+        rows.append({"size": size, "model": name, "library": library, "precision": precision,
+                     "adamw": "fused" if fused else "loop", "tokens_per_second": throughput[name],
                      "vs_transformers_fp32": throughput[name] / throughput[f"{REFERENCE} fp32"],
-                     "vs_transformers_same_precision": throughput[name] / throughput[f"{REFERENCE} {peer.precision}"],
-                     "budget_seconds": args.budget, "steps_in_budget": peer.steps, "tokens_in_budget": peer.tokens,
-                     "held_out_mlm_loss": held_out_mlm_loss(peer, held_out)})
+                     "vs_transformers_same_precision": throughput[name] / throughput[f"{REFERENCE} {precision}"],
+                     "budget_seconds": args.budget,
+                     "steps_in_budget": sum(r["steps_in_budget"] for r in results) / len(results),
+                     "tokens_in_budget": sum(r["tokens_in_budget"] for r in results) / len(results),
+                     "held_out_mlm_loss": sum(r["held_out_mlm_loss"] for r in results) / len(results),
+                     "runs": results})
     return {"size": size, "rows": rows}
 
 
@@ -234,6 +263,9 @@ def main():
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--profile", type=int, default=0, metavar="STEPS",
                         help="also profile this many of each bertforge model's steps (torch.profiler): where its time goes")
+    parser.add_argument("--rounds", type=int, default=2, help="runs of each model, in a process of its own")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-size", help=argparse.SUPPRESS)
     args = parser.parse_args()
     args.variants = {variant: parse_variant(variant) for variant in args.variants}
     torch.set_num_threads(args.threads)
@@ -245,11 +277,17 @@ def main():
                 for i in range(0, 32 * args.eval_batches, 32)]
     import transformers
 
-    transformers.logging.disable_progress_bar()  # a bar per loaded model would cut up the table
+    transformers.logging.disable_progress_bar()
+    if args.worker:
+        print(json.dumps(train_peer(args.worker, args.worker_size, data, held_out, args)))
+        return
     print(f"# torch {torch.__version__}, transformers {transformers.__version__}, {args.threads} thread(s), "
           f"{platform.processor() or platform.machine()}, python {sys.version.split()[0]}")
     print(f"# train instances {len(data)}, held-out {len(held_out) * 32} instances, batch 32, seq ≤ 128, "
-          f"dropout {args.dropout}")
+          f"dropout {args.dropout}, {args.rounds} round(s) of each model in a process of its own")
+    ours, given = with_defaults(dict(os.environ)), {k: os.environ.get(k, "unset") for k in with_defaults({})}
+    print("# environment: bertforge's " + ", ".join(f"{k}={ours[k]}" for k in given) + "; transformers' as given: "
+          + ", ".join(f"{k}={v}" for k, v in given.items()))
     padding = padding_share(data, BatchOrder(len(data), 32, seed=1), args.warmup + args.steps)
     print(f"# padding: {padding:.2%} of the batch positions; unpadded training could save at most that share"
           f"{' (under 10%: worth little, not measured)' if padding < 0.1 else ''}")
@@ -262,12 +300,12 @@ def main():
     print("|---|---|---|---|---|---|---|---|---|")
     results = []
     for size in args.sizes:
-        r = run_size(size, data, held_out, args, args.workdir)
+        r = run_size(size, data.index["vocab_size"], args, sys.argv[1:])
         results.append(r)
         for row in r["rows"]:
             print(f"| {size} | {row['model']} | {row['adamw']} | {row['tokens_per_second']:.0f} | "
                   f"{row['vs_transformers_fp32']:.2f}× | {row['vs_transformers_same_precision']:.2f}× | "
-                  f"{args.budget:.0f} | {row['steps_in_budget']} | {row['held_out_mlm_loss']:.3f} |", flush=True)
+                  f"{args.budget:.0f} | {row['steps_in_budget']:g} | {row['held_out_mlm_loss']:.3f} |", flush=True)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
