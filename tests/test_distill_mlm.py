@@ -23,14 +23,15 @@ def test_general_distillation_on_shards_saves_a_masked_lm_transformers_loads(tea
 
     from bertforge.pretraining.shards import PrepareOptions, prepare
 
-    corpus = tmp_path / "books.jsonl"
     with gzip.open(fixture_data("corpus", "gutenberg_train.jsonl.gz"), "rt", encoding="utf-8") as f:
-        corpus.write_text(json.dumps({"text": json.loads(next(f))["text"][20_000:45_000]}) + "\n", encoding="utf-8")
-    prepare([corpus], tmp_path / "shards", tokenizer, PrepareOptions(max_seq_length=64, dupe_factor=2),
-            progress=False)
+        book = json.loads(next(f))["text"]
+    for name, text in (("shards", book[20_000:45_000]), ("held_out", book[45_000:52_000])):  # the book's next pages
+        corpus = tmp_path / f"{name}.jsonl"
+        corpus.write_text(json.dumps({"text": text}) + "\n", encoding="utf-8")
+        prepare([corpus], tmp_path / name, tokenizer, PrepareOptions(max_seq_length=64, dupe_factor=2), progress=False)
     output = tmp_path / "general"
     summary = _distill("--task", "mlm", "--teacher", teachers["mlm"], "--train", tmp_path / "shards", "--validation",
-                       tmp_path / "shards", "--max-steps", 60, "--learning-rate", "2e-3", "--save-as", "distilbert",
+                       tmp_path / "held_out", "--max-steps", 60, "--learning-rate", "2e-3", "--save-as", "distilbert",
                        "--output", output)
     assert summary["student"]["from_teacher_layers"] == [0, 2] and "mlm_accuracy" in summary["eval"]
     # (with a random teacher the KL term starts near 0 and the MLM term drives the fall)
