@@ -56,11 +56,11 @@ from locations import CORPUS, DATA
 VOCAB = DATA / "vocab" / "bert-base-uncased-vocab.txt"
 
 from bertforge.cli.environment import with_defaults  # noqa: E402
+from bertforge.model import BertForPreTraining  # noqa: E402
 from bertforge.model.heads import IGNORE_INDEX  # noqa: E402
 from bertforge.pipelines.loading import cpu_has_native_bf16  # noqa: E402
 from bertforge.pretraining.shards import PrepareOptions, PretrainingData, prepare  # noqa: E402
 from bertforge.pretraining.config import TrainingConfig  # noqa: E402
-from bertforge.model import BertForPreTraining  # noqa: E402
 from bertforge.pretraining.trainer import BatchOrder, PretrainingObjective, build_model  # noqa: E402
 from bertforge.runcard import cpu_description  # noqa: E402
 from bertforge.tokenization import BertTokenizer  # noqa: E402
