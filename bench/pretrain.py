@@ -209,7 +209,8 @@ def train_peer(name: str, size: str, data: PretrainingData, held_out: list, args
     timed = {"tokens": peer.tokens, "seconds": peer.seconds}
     while peer.seconds < args.budget:
         advance(1, timed=True)
-    return {**timed, "steps_in_budget": peer.steps, "tokens_in_budget": peer.tokens,
+    return {"library": peer.library, "precision": peer.precision, "adamw": "fused" if peer.fused else "loop", **timed,
+            "steps_in_budget": peer.steps, "tokens_in_budget": peer.tokens,
             "held_out_mlm_loss": held_out_mlm_loss(peer, held_out)}
 
 
@@ -233,10 +234,9 @@ def run_size(size: str, vocab_size: int, args, argv: list[str]) -> dict:
     throughput = {name: sum(r["tokens"] for r in rs) / sum(r["seconds"] for r in rs) for name, rs in runs.items()}
     rows = []
     for name, results in runs.items():
-        library, precision = name.split()[0], "bf16" if "bf16" in name else "fp32"
-        fused = library == REFERENCE or args.variants[name.removeprefix("bertforge ")][1]
-        rows.append({"size": size, "model": name, "library": library, "precision": precision,
-                     "adamw": "fused" if fused else "loop", "tokens_per_second": throughput[name],
+        precision = results[0]["precision"]
+        rows.append({"size": size, "model": name, "library": results[0]["library"], "precision": precision,
+                     "adamw": results[0]["adamw"], "tokens_per_second": throughput[name],
                      "vs_transformers_fp32": throughput[name] / throughput[f"{REFERENCE} fp32"],
                      "vs_transformers_same_precision": throughput[name] / throughput[f"{REFERENCE} {precision}"],
                      "budget_seconds": args.budget,
